@@ -1,0 +1,193 @@
+// The wire contract of ../shared/PROTOCOL.md as types and constants, shared by the server (Node) and the devices (k6).
+// No runtime dependency and no Node or k6 import: both sides load this one file.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Limits from PROTOCOL.md "Transport". */
+export const MAX_TEXT_BYTES = 64 * 1024;
+export const MIN_AUDIO_FRAME_BYTES = 2;
+export const MAX_AUDIO_FRAME_BYTES = 16384;
+export const MAX_TTS_CHUNK_BYTES = 4096;
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Defaults the reference server uses unless told otherwise. */
+export const DEFAULTS = {
+  keepalive_ms: 10_000,
+  hello_timeout_ms: 10_000,
+  resume_grace_ms: 30_000,
+  no_audio_timeout_ms: 10_000,
+  vad_silence_ms: 700,
+  max_speech_ms: 15_000,
+  errors_in_a_row_limit: 10,
+} as const;
+
+/** Close codes (RFC 6455 §7.4.1, IANA registry, and the protocol's own 44xx). */
+export const CLOSE = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
+  ABNORMAL: 1006,
+  POLICY: 1008,
+  TOO_BIG: 1009,
+  INTERNAL: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  TIMEOUT: 4408,
+  REPLACED: 4409,
+} as const;
+
+export type ErrorCode =
+  | 'bad_json'
+  | 'unknown_type'
+  | 'bad_message'
+  | 'no_session'
+  | 'bad_audio'
+  | 'rate_limited';
+
+export const ERROR_CODES: readonly ErrorCode[] = [
+  'bad_json',
+  'unknown_type',
+  'bad_message',
+  'no_session',
+  'bad_audio',
+  'rate_limited',
+];
+
+export type SessionEndReason = 'complete' | 'barged_in' | 'cancelled' | 'timeout' | 'interrupted' | 'error';
+export type SessionStage = 'listening' | 'thinking' | 'speaking';
+
+/** A session is dropped when it never ends `complete`; the device's own barge-in or cancel does not count. */
+export function isDropped(reason: SessionEndReason | 'lost'): boolean {
+  return reason !== 'complete' && reason !== 'barged_in' && reason !== 'cancelled';
+}
+
+export interface AudioFormat {
+  encoding: 'pcm_s16le';
+  sample_rate: number;
+  channels: number;
+}
+
+// ---- device → server ----
+export interface HelloMsg {
+  type: 'hello';
+  device_id: string;
+  protocol: number;
+  profile?: string;
+  audio?: AudioFormat;
+  resume?: string;
+}
+export interface PingMsg { type: 'ping'; id?: number | string; t?: number }
+export interface PongMsg { type: 'pong'; id?: number | string; t?: number }
+export interface HotwordMsg { type: 'hotword_detected'; wake_id: string; t?: number }
+export interface EndOfSpeechMsg { type: 'end_of_speech'; session_id: string }
+export interface PlaybackCompleteMsg { type: 'playback_complete'; session_id: string }
+export interface CancelMsg { type: 'cancel'; session_id: string }
+
+export type DeviceMessage =
+  | HelloMsg
+  | PingMsg
+  | PongMsg
+  | HotwordMsg
+  | EndOfSpeechMsg
+  | PlaybackCompleteMsg
+  | CancelMsg;
+
+// ---- server → device ----
+export interface ConnectedMsg {
+  type: 'connected';
+  status: 'connected';
+  client_id: string;
+  connection_id: string;
+  resume_token: string;
+  keepalive_ms: number;
+  server_time: number;
+  resumed: boolean;
+  session: { session_id: string; stage: SessionStage } | null;
+}
+export interface SessionStartedMsg { type: 'session_started'; session_id: string; wake_id: string }
+export interface TranscriptMsg { type: 'transcript'; session_id: string; text: string }
+export interface LlmResponseMsg { type: 'llm_response'; session_id: string; text: string }
+export interface TtsStartMsg { type: 'tts_stream_start'; session_id: string; sample_rate: number; bytes: number }
+export interface TtsEndMsg { type: 'tts_stream_end'; session_id: string; chunks: number; bytes: number }
+export interface SessionEndMsg { type: 'session_end'; session_id: string; reason: SessionEndReason }
+export interface ErrorMsg { type: 'error'; code: ErrorCode; message: string }
+
+export type ServerMessage =
+  | ConnectedMsg
+  | PingMsg
+  | PongMsg
+  | SessionStartedMsg
+  | TranscriptMsg
+  | LlmResponseMsg
+  | TtsStartMsg
+  | TtsEndMsg
+  | SessionEndMsg
+  | ErrorMsg;
+
+export type ParseResult =
+  | { ok: true; msg: DeviceMessage }
+  | { ok: false; code: ErrorCode; message: string };
+
+const DEVICE_TYPES = new Set(['hello', 'ping', 'pong', 'hotword_detected', 'end_of_speech', 'playback_complete', 'cancel']);
+
+function isStr(v: unknown, max = 256): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= max;
+}
+function isOptNum(v: unknown): boolean {
+  return v === undefined || (typeof v === 'number' && Number.isFinite(v));
+}
+
+/** Parse and validate one text frame from a device; the error says which field is wrong. */
+export function parseDeviceMessage(text: string): ParseResult {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { ok: false, code: 'bad_json', message: 'text frame is not valid JSON' };
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    return { ok: false, code: 'bad_message', message: 'message must be a JSON object' };
+  }
+  const m = raw as Record<string, unknown>;
+  if (typeof m.type !== 'string') return { ok: false, code: 'bad_message', message: 'field "type" must be a string' };
+  if (!DEVICE_TYPES.has(m.type)) return { ok: false, code: 'unknown_type', message: `unknown message type "${m.type.slice(0, 64)}"` };
+  const bad = (field: string, want: string): ParseResult => ({ ok: false, code: 'bad_message', message: `field "${field}" must be ${want}` });
+  switch (m.type) {
+    case 'hello': {
+      if (typeof m.device_id !== 'string' || !DEVICE_ID_PATTERN.test(m.device_id)) return bad('device_id', '1-64 characters of [A-Za-z0-9._-]');
+      if (m.protocol !== PROTOCOL_VERSION) return bad('protocol', `${PROTOCOL_VERSION}`);
+      if (m.profile !== undefined && !isStr(m.profile, 64)) return bad('profile', 'a string of at most 64 characters');
+      if (m.resume !== undefined && !isStr(m.resume, 128)) return bad('resume', 'a string of at most 128 characters');
+      if (m.audio !== undefined) {
+        const a = m.audio as Record<string, unknown> | null;
+        if (a === null || typeof a !== 'object' || a.encoding !== 'pcm_s16le') return bad('audio.encoding', '"pcm_s16le"');
+        if (typeof a.sample_rate !== 'number' || a.sample_rate < 8000 || a.sample_rate > 48000) return bad('audio.sample_rate', 'a number in 8000-48000');
+        if (a.channels !== 1) return bad('audio.channels', '1');
+      }
+      break;
+    }
+    case 'ping':
+    case 'pong':
+      if (m.id !== undefined && typeof m.id !== 'number' && !isStr(m.id, 64)) return bad('id', 'a number or a short string');
+      if (!isOptNum(m.t)) return bad('t', 'a number');
+      break;
+    case 'hotword_detected':
+      if (!isStr(m.wake_id, 64)) return bad('wake_id', 'a string of 1-64 characters');
+      if (!isOptNum(m.t)) return bad('t', 'a number');
+      break;
+    default:
+      if (!isStr(m.session_id, 64)) return bad('session_id', 'a string of 1-64 characters');
+  }
+  return { ok: true, msg: m as unknown as DeviceMessage };
+}
+
+/** Parse a text frame from the server; devices ignore what is not an object with a string type. */
+export function parseServerMessage(text: string): ServerMessage | null {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'string') return v as ServerMessage;
+  } catch {
+    /* not JSON: ignored by devices, counted by the caller */
+  }
+  return null;
+}

@@ -1,0 +1,95 @@
+// The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import {
+  ConfigError,
+  NUMERIC_FLAGS,
+  parseHost,
+  parseIntFlag,
+  parsePace,
+  readTokensFile,
+  validateToken,
+  type ServerConfig,
+} from '../server/config.ts';
+
+/** Wraps a validator so commander reports its message as the one-line error. */
+function check<T>(fn: (v: string) => T): (v: string) => T {
+  return (v: string) => {
+    try {
+      return fn(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+
+/** Adds the reference server's flags (with env vars) to a command; `prefix` namespaces them for `stack`. */
+export function addServerOptions(cmd: Command): Command {
+  cmd.addOption(new Option('--host <host>', 'interface to listen on (loopback by default)').env('WAKESTORM_HOST').argParser(check(parseHost)));
+  for (const f of NUMERIC_FLAGS) {
+    cmd.addOption(new Option(`${f.flag} <n>`, f.help).env(f.env).argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max))));
+  }
+  cmd.addOption(new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)));
+  cmd.addOption(
+    new Option('--token <token>', 'accepted bearer token (repeatable)')
+      .env('WAKESTORM_TOKEN')
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), check(validateToken)(v)]),
+  );
+  cmd.addOption(new Option('--tokens-file <path>', 'file with one accepted token per line').env('WAKESTORM_TOKENS_FILE'));
+  cmd.option('--verbose', 'log connections and errors to stderr');
+  return cmd;
+}
+
+/** Turns parsed options into a partial server config. */
+export function serverConfigFrom(opts: Record<string, unknown>): Partial<ServerConfig> {
+  const out: Partial<ServerConfig> = {};
+  if (opts.host !== undefined) out.host = opts.host as string;
+  for (const f of NUMERIC_FLAGS) {
+    const name = f.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (opts[name] !== undefined) (out as Record<string, unknown>)[f.key] = opts[name];
+  }
+  if (opts.ttsPace !== undefined) out.ttsPace = opts.ttsPace as ServerConfig['ttsPace'];
+  const tokens = [...((opts.token as string[] | undefined) ?? [])];
+  if (opts.tokensFile) tokens.push(...readTokensFile(opts.tokensFile as string));
+  if (tokens.length) out.tokens = tokens;
+  if (opts.verbose) out.verbose = true;
+  return out;
+}
+
+function fail(line: string, code = 2): never {
+  process.stderr.write(`${line.startsWith('wakestorm') ? line : `wakestorm: ${line}`}\n`);
+  process.exit(code);
+}
+
+const program = new Command('wakestorm')
+  .description('WebSocket load and chaos tester for voice-assistant fleets')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s.split('\n')[0] + '\n') });
+
+addServerOptions(program.command('server').description('run the reference voice server (SIGTERM/SIGINT drain with 1012)')).action(async (opts) => {
+  const { runServerCommand } = await import('../server/main.ts');
+  await runServerCommand(serverConfigFrom(opts));
+});
+
+program
+  .command('setup')
+  .description('make sure the pinned k6 and Toxiproxy exist, building them with Go if needed')
+  .option('--check', 'only print each tool with its path and version; exit 1 if one is missing')
+  .action(async (opts: { check?: boolean }) => {
+    const { checkTools, setup } = await import('./setup.ts');
+    process.exitCode = opts.check ? checkTools() : await setup();
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
+    process.exit(2); // commander already printed the one line
+  }
+  if (e instanceof ConfigError) fail(e.message);
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
+  if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);
+  fail(err.message ?? String(e), 1);
+}

@@ -1,0 +1,56 @@
+// Audio for the fake pipeline: the committed espeak-ng recordings, the reply table, and frame energy for the VAD.
+import { readFileSync } from 'node:fs';
+
+export const SAMPLE_RATE = 16_000;
+export const BYTES_PER_MS = (SAMPLE_RATE * 2) / 1000; // 16-bit mono
+
+export interface Reply {
+  /** What the fake STT "heard". */
+  transcript: string;
+  /** What the fake LLM answers. */
+  text: string;
+  /** The answer spoken by espeak-ng, PCM s16le 16 kHz mono. */
+  pcm: Buffer;
+}
+
+/** The reply table: transcript, answer and its recording (see audio/README.md for how they were made). */
+const TABLE: { transcript: string; text: string; file: string }[] = [
+  { transcript: 'what is the weather like in lisbon today', text: 'It is sunny and twenty two degrees in Lisbon.', file: 'reply-0.pcm' },
+  { transcript: 'when is my next meeting', text: 'Your next meeting starts at three in the afternoon.', file: 'reply-1.pcm' },
+  { transcript: 'set a timer for ten minutes', text: 'I set a timer for ten minutes.', file: 'reply-2.pcm' },
+  { transcript: 'turn off the kitchen lights', text: 'The kitchen lights are now off.', file: 'reply-3.pcm' },
+];
+
+let cached: Reply[] | null = null;
+
+export function loadReplies(): Reply[] {
+  if (!cached) {
+    cached = TABLE.map((r) => {
+      const pcm = readFileSync(new URL(`../audio/${r.file}`, import.meta.url));
+      // An odd byte count would split a sample: keep the recording aligned.
+      return { transcript: r.transcript, text: r.text, pcm: pcm.length % 2 ? pcm.subarray(0, pcm.length - 1) : pcm };
+    });
+  }
+  return cached;
+}
+
+/**
+ * Root mean square of a PCM s16le frame. Reads every second sample: plenty for an energy gate,
+ * and half the cost when hundreds of devices stream at once.
+ */
+export function frameRms(frame: Buffer): number {
+  const n = frame.length >> 1;
+  if (n === 0) return 0;
+  let sum = 0;
+  let count = 0;
+  for (let i = 0; i < n; i += 2) {
+    const s = frame.readInt16LE(i << 1);
+    sum += s * s;
+    count++;
+  }
+  return Math.sqrt(sum / count);
+}
+
+export function pcmDurationMs(bytes: number): number {
+  return bytes / BYTES_PER_MS;
+}

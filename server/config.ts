@@ -1,0 +1,119 @@
+// Configuration of the reference voice server: defaults, validation, and the flag/env table the CLI is built from.
+import { readFileSync } from 'node:fs';
+import { DEFAULTS } from '../scenarios/lib/protocol.ts';
+
+export type TtsPace = 'realtime' | 'burst';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  keepaliveMs: number;
+  helloTimeoutMs: number;
+  /** 0 means 3 × keepalive, as the protocol says. */
+  idleTimeoutMs: number;
+  sttMs: number;
+  llmMs: number;
+  ttsMs: number;
+  ttsPace: TtsPace;
+  resumeGraceMs: number;
+  maxConnections: number;
+  tokens: string[];
+  drainMs: number;
+  /** A socket whose unsent bytes exceed this is a slow reader and is cut. */
+  maxBufferedBytes: number;
+  /** RMS (int16 units) below which a frame counts as silence for the VAD. */
+  vadThreshold: number;
+  /** Text messages per second a connection may send, and the burst above that. */
+  textRatePerS: number;
+  textBurst: number;
+  /** Uplink audio bytes per second (4x real time by default), and the burst. */
+  audioRateBytesPerS: number;
+  audioBurstBytes: number;
+  /** Log connections and errors to stderr. */
+  verbose: boolean;
+}
+
+export const defaultConfig: ServerConfig = {
+  host: '127.0.0.1',
+  port: 8080,
+  keepaliveMs: DEFAULTS.keepalive_ms,
+  helloTimeoutMs: DEFAULTS.hello_timeout_ms,
+  idleTimeoutMs: 0,
+  sttMs: 300,
+  llmMs: 500,
+  ttsMs: 200,
+  ttsPace: 'realtime',
+  resumeGraceMs: DEFAULTS.resume_grace_ms,
+  maxConnections: 50_000,
+  tokens: [],
+  drainMs: 5_000,
+  maxBufferedBytes: 1024 * 1024,
+  vadThreshold: 300,
+  textRatePerS: 20,
+  textBurst: 60,
+  audioRateBytesPerS: 4 * 32_000,
+  audioBurstBytes: 128 * 1024,
+  verbose: false,
+};
+
+export class ConfigError extends Error {}
+
+/** The idle timeout in force: explicit, or 3 × keepalive. */
+export function effectiveIdleTimeoutMs(c: ServerConfig): number {
+  return c.idleTimeoutMs > 0 ? c.idleTimeoutMs : 3 * c.keepaliveMs;
+}
+
+/** Parse a non-negative integer flag value, or throw a ConfigError that names the flag. */
+export function parseIntFlag(flag: string, value: string, min: number, max: number): number {
+  const s = String(value).trim();
+  if (!/^-?\d+$/.test(s)) throw new ConfigError(`${flag} must be an integer, got '${value}'`);
+  const n = Number(s);
+  if (n < min || n > max) throw new ConfigError(`${flag} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+export function parsePace(value: string): TtsPace {
+  if (value === 'realtime' || value === 'burst') return value;
+  throw new ConfigError(`--tts-pace must be 'realtime' or 'burst', got '${value}'`);
+}
+
+export function parseHost(value: string): string {
+  if (!/^[A-Za-z0-9.:_-]+$/.test(value)) throw new ConfigError(`--host must be a host name or IP address, got '${value}'`);
+  return value;
+}
+
+export function readTokensFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`--tokens-file ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const tokens = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  if (tokens.length === 0) throw new ConfigError(`--tokens-file ${path}: holds no token (one per line)`);
+  return tokens;
+}
+
+export function validateToken(t: string): string {
+  if (!/^[\x21-\x7e]{8,256}$/.test(t)) throw new ConfigError('--token must be 8-256 printable characters without spaces');
+  return t;
+}
+
+/**
+ * One entry per numeric flag: the CLI builds its options from this table, so a flag, its env var
+ * and its bounds are declared once.
+ */
+export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string; min: number; max: number; help: string }[] = [
+  { flag: '--port', key: 'port', env: 'WAKESTORM_PORT', min: 0, max: 65535, help: 'TCP port (0 picks a free one)' },
+  { flag: '--keepalive-ms', key: 'keepaliveMs', env: 'WAKESTORM_KEEPALIVE_MS', min: 100, max: 3_600_000, help: 'server ping cadence' },
+  { flag: '--hello-timeout-ms', key: 'helloTimeoutMs', env: 'WAKESTORM_HELLO_TIMEOUT_MS', min: 100, max: 3_600_000, help: 'time a /ws device has to send hello' },
+  { flag: '--idle-timeout-ms', key: 'idleTimeoutMs', env: 'WAKESTORM_IDLE_TIMEOUT_MS', min: 0, max: 36_000_000, help: 'close a silent connection after this (0: 3 x keepalive)' },
+  { flag: '--stt-ms', key: 'sttMs', env: 'WAKESTORM_STT_MS', min: 0, max: 600_000, help: 'end of speech -> transcript' },
+  { flag: '--llm-ms', key: 'llmMs', env: 'WAKESTORM_LLM_MS', min: 0, max: 600_000, help: 'transcript -> llm_response' },
+  { flag: '--tts-ms', key: 'ttsMs', env: 'WAKESTORM_TTS_MS', min: 0, max: 600_000, help: 'llm_response -> first TTS byte' },
+  { flag: '--resume-grace-ms', key: 'resumeGraceMs', env: 'WAKESTORM_RESUME_GRACE_MS', min: 0, max: 36_000_000, help: 'how long a lost device state is kept for resume' },
+  { flag: '--max-connections', key: 'maxConnections', env: 'WAKESTORM_MAX_CONNECTIONS', min: 1, max: 10_000_000, help: 'above this, new devices get close 1013' },
+  { flag: '--drain-ms', key: 'drainMs', env: 'WAKESTORM_DRAIN_MS', min: 0, max: 600_000, help: 'on SIGTERM, how long active replies may finish' },
+  { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
+  { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
+];

@@ -1,0 +1,29 @@
+// `wakestorm server`: runs the reference server in the foreground until SIGTERM/SIGINT, then drains and exits 0.
+import type { ServerConfig } from './config.ts';
+import { startVoiceServer } from './server.ts';
+
+export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void> {
+  const server = await startVoiceServer(cfg);
+  const c = server.config;
+  console.log(
+    `wakestorm server listening on ${server.wsUrl} (ws: /ws and /ws/{deviceId}; http: /health, /metrics) ` +
+      `keepalive=${c.keepaliveMs}ms stt=${c.sttMs}ms llm=${c.llmMs}ms tts=${c.ttsMs}ms pace=${c.ttsPace} auth=${c.tokens.length ? 'on' : 'off'}`,
+  );
+  let draining = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (draining) {
+      // A second signal while draining: stop at once.
+      console.log(`wakestorm server: ${sig} again, closing now`);
+      server.close().then(() => process.exit(0));
+      return;
+    }
+    draining = true;
+    console.log(`wakestorm server: ${sig}, draining (up to ${c.drainMs} ms for active replies)`);
+    server.drain().then(() => {
+      console.log('wakestorm server: drained, bye');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}

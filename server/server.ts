@@ -1,0 +1,207 @@
+// The reference voice server: HTTP (/health, /metrics), upgrade routing and auth, connections, and a graceful drain.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { CLOSE, DEVICE_ID_PATTERN, MAX_TEXT_BYTES } from '../scenarios/lib/protocol.ts';
+import { loadReplies } from './audio.ts';
+import { defaultConfig, effectiveIdleTimeoutMs, type ServerConfig } from './config.ts';
+import { Connection, type ConnectionHost } from './connection.ts';
+import { DeviceRegistry } from './devices.ts';
+import { ServerMetrics } from './metrics.ts';
+
+export interface VoiceServer {
+  readonly config: ServerConfig;
+  readonly port: number;
+  /** http://host:port */
+  readonly httpUrl: string;
+  /** ws://host:port */
+  readonly wsUrl: string;
+  readonly metrics: ServerMetrics;
+  connectionCount(): number;
+  /** Stop accepting, close every device with 1012 once its reply is done (at most drainMs), then stop. */
+  drain(): Promise<void>;
+  /** Stop at once: close every socket with 1001 and free the port. */
+  close(): Promise<void>;
+}
+
+function rejectUpgrade(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/** Parses the upgrade path: /ws → hello-identified, /ws/{id} → path-identified; anything else → null. */
+export function routeUpgrade(url: string): { deviceId: string | null; resume?: string; token?: string } | null {
+  let u: URL;
+  try {
+    u = new URL(url, 'http://x');
+  } catch {
+    return null;
+  }
+  const token = u.searchParams.get('token') ?? undefined;
+  if (u.pathname === '/ws' || u.pathname === '/ws/') return { deviceId: null, token };
+  const m = /^\/ws\/([^/]+)$/.exec(u.pathname);
+  if (!m) return null;
+  let id: string;
+  try {
+    id = decodeURIComponent(m[1]!);
+  } catch {
+    return null;
+  }
+  if (!DEVICE_ID_PATTERN.test(id)) return null;
+  return { deviceId: id, resume: u.searchParams.get('resume') ?? undefined, token };
+}
+
+export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): Promise<VoiceServer> {
+  const cfg: ServerConfig = { ...defaultConfig, ...overrides };
+  loadReplies(); // fail at start, not at the first wake, if an asset is missing
+  const metrics = new ServerMetrics();
+  const started = Date.now();
+  const connections = new Set<Connection>();
+  let draining = false;
+  let drainWake: (() => void) | null = null;
+  const log = cfg.verbose ? (line: string) => process.stderr.write(`[server] ${line}\n`) : () => {};
+
+  const registry = new DeviceRegistry(cfg, metrics, () => drainWake?.());
+  const tokens = new Set(cfg.tokens);
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TEXT_BYTES, clientTracking: false, perMessageDeflate: false });
+
+  const host: ConnectionHost = {
+    cfg,
+    metrics,
+    idleTimeoutMs: effectiveIdleTimeoutMs(cfg),
+    attach: (conn, id, resume) => registry.attach(conn, id, resume),
+    closed: (conn, code) => {
+      connections.delete(conn);
+      metrics.connections.set(connections.size);
+      metrics.closed.labels(String(code)).inc();
+      registry.detach(conn);
+      drainWake?.();
+    },
+    log,
+  };
+
+  const http: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/health') {
+      const body = JSON.stringify({
+        status: draining ? 'draining' : 'ok',
+        connections: connections.size,
+        sessions: registry.activeSessions(),
+        uptime_s: Math.round((Date.now() - started) / 1000),
+        draining,
+      });
+      res.writeHead(draining ? 503 : 200, { 'content-type': 'application/json' }).end(body);
+    } else if (req.method === 'GET' && path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    }
+  });
+  http.keepAliveTimeout = 5000;
+
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    const route = routeUpgrade(req.url ?? '/');
+    if (!route) {
+      metrics.rejected.labels('not_found').inc();
+      return rejectUpgrade(socket, 404, 'Not Found');
+    }
+    if (tokens.size > 0) {
+      const auth = req.headers.authorization;
+      const bearer = auth && /^Bearer\s+(\S+)$/i.exec(auth)?.[1];
+      const given = bearer || route.token;
+      if (!given || !tokens.has(given)) {
+        metrics.rejected.labels('unauthorized').inc();
+        return rejectUpgrade(socket, 401, 'Unauthorized');
+      }
+    }
+    if (draining) {
+      metrics.rejected.labels('draining').inc();
+      return rejectUpgrade(socket, 503, 'Service Unavailable');
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (connections.size >= cfg.maxConnections) {
+        metrics.rejected.labels('max_connections').inc();
+        metrics.closed.labels(String(CLOSE.TRY_AGAIN_LATER)).inc();
+        ws.close(CLOSE.TRY_AGAIN_LATER, 'try again later');
+        setTimeout(() => ws.terminate(), 2000).unref();
+        return;
+      }
+      metrics.opened.inc();
+      const conn = new Connection(ws, registry.nextConnectionId(), host, route.deviceId, route.resume);
+      connections.add(conn);
+      metrics.connections.set(connections.size);
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    http.once('error', onError);
+    http.listen(cfg.port, cfg.host, () => {
+      http.off('error', onError);
+      resolve();
+    });
+  });
+  http.on('error', (e) => log(`http: ${e.message}`));
+  const port = (http.address() as AddressInfo).port;
+  const hostForUrl = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
+
+  let stopped: Promise<void> | null = null;
+  const shutdown = async (closeCode: number, reason: string): Promise<void> => {
+    for (const c of connections) c.close(closeCode, reason);
+    // Sockets that ignore the close frame are terminated by the connection after 2 s.
+    const deadline = Date.now() + 3000;
+    while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of connections) c.ws.terminate();
+    registry.clear();
+    wss.close();
+    http.closeAllConnections();
+    await new Promise<void>((r) => http.close(() => r()));
+    metrics.stop();
+  };
+
+  const server: VoiceServer = {
+    config: cfg,
+    port,
+    httpUrl: `http://${hostForUrl}:${port}`,
+    wsUrl: `ws://${hostForUrl}:${port}`,
+    metrics,
+    connectionCount: () => connections.size,
+    drain() {
+      if (stopped) return stopped;
+      draining = true;
+      stopped = (async () => {
+        const deadline = Date.now() + cfg.drainMs;
+        // Devices with nothing in flight go now; the others once their reply ends or the deadline passes.
+        const sweep = (): void => {
+          for (const c of connections) {
+            const s = c.state?.session;
+            if (!s || !s.replying || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
+          }
+        };
+        sweep();
+        while (connections.size > 0 && Date.now() < deadline) {
+          await new Promise<void>((r) => {
+            drainWake = r;
+            setTimeout(r, 100);
+          });
+          drainWake = null;
+          sweep();
+        }
+        await shutdown(CLOSE.SERVICE_RESTART, 'service restart');
+      })();
+      return stopped;
+    },
+    close() {
+      if (stopped) return stopped;
+      draining = true;
+      stopped = shutdown(CLOSE.GOING_AWAY, 'going away');
+      return stopped;
+    },
+  };
+  return server;
+}

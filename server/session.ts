@@ -1,0 +1,201 @@
+// One voice session: energy VAD on the uplink, the fake STT → LLM → TTS pipeline, the paced TTS stream, and what a lost link does to it.
+import { DEFAULTS, MAX_TTS_CHUNK_BYTES, type SessionEndReason, type SessionStage } from '../scenarios/lib/protocol.ts';
+import { BYTES_PER_MS, SAMPLE_RATE, frameRms, pcmDurationMs, type Reply } from './audio.ts';
+import type { ServerConfig } from './config.ts';
+import type { ServerMetrics, SessionOutcome } from './metrics.ts';
+
+/** What a session needs from whoever holds the device's link now; the link may change on resume. */
+export interface SessionLink {
+  /** Sends a JSON message if the device is connected; returns false when it is not. */
+  sendJson(msg: object): boolean;
+  /** Sends a binary frame if connected; returns false when it is not (or the socket was cut as a slow reader). */
+  sendBinary(buf: Buffer): boolean;
+  /** Called once when the session has ended, whatever the reason. */
+  sessionDone(s: Session): void;
+}
+
+/** Internal stage: `playing` is the wait for playback_complete after the last TTS byte. */
+type Stage = 'listening' | 'thinking' | 'speaking' | 'playing';
+
+/** Extra time a device gets, beyond the reply's length, to report playback_complete. */
+const PLAYBACK_GRACE_MS = 10_000;
+/** Chunks sent ahead of real time so a device's jitter buffer can fill. */
+const TTS_LEAD_CHUNKS = 2;
+
+export class Session {
+  stage: Stage = 'listening';
+  ended = false;
+  /** Lost while the user was still speaking: ended as interrupted, reported on resume. */
+  interruptedPending = false;
+  private transcriptSent = false;
+  private replySent = false;
+  private speechMs = 0;
+  private silenceRunMs = 0;
+  private audioTimer: NodeJS.Timeout | null = null;
+  private pipelineTimer: NodeJS.Timeout | null = null;
+  private playbackTimer: NodeJS.Timeout | null = null;
+  private streamTimer: NodeJS.Timeout | null = null;
+  private streamGen = 0;
+
+  constructor(
+    readonly id: string,
+    readonly wakeId: string,
+    private readonly reply: Reply,
+    private readonly cfg: ServerConfig,
+    private readonly metrics: ServerMetrics,
+    private link: SessionLink,
+  ) {
+    metrics.sessionsStarted.inc();
+    metrics.sessionsActive.inc();
+    this.link.sendJson({ type: 'session_started', session_id: id, wake_id: wakeId });
+    this.armAudioTimer();
+  }
+
+  /** The stage a resuming device is told about. */
+  get publicStage(): SessionStage {
+    return this.stage === 'playing' ? 'speaking' : this.stage;
+  }
+
+  /** True while the server still owes the device a reply (drain waits for these). */
+  get replying(): boolean {
+    return !this.ended && this.stage !== 'listening';
+  }
+
+  /** One uplink PCM frame (already checked for size). Audio after the end of speech is dropped silently. */
+  onAudio(frame: Buffer): void {
+    if (this.ended || this.stage !== 'listening') return;
+    this.armAudioTimer();
+    const ms = frame.length / BYTES_PER_MS;
+    this.speechMs += ms;
+    if (frameRms(frame) < this.cfg.vadThreshold) this.silenceRunMs += ms;
+    else this.silenceRunMs = 0;
+    if (this.silenceRunMs >= DEFAULTS.vad_silence_ms || this.speechMs >= DEFAULTS.max_speech_ms) this.endOfSpeech();
+  }
+
+  /** The device says the user stopped speaking; ignored once the VAD already decided. */
+  endOfSpeech(): void {
+    if (this.ended || this.stage !== 'listening') return;
+    this.clear('audio');
+    this.stage = 'thinking';
+    this.pipelineTimer = setTimeout(() => {
+      this.transcriptSent = true;
+      this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
+      this.pipelineTimer = setTimeout(() => {
+        this.replySent = true;
+        this.link.sendJson({ type: 'llm_response', session_id: this.id, text: this.reply.text });
+        this.pipelineTimer = setTimeout(() => {
+          this.pipelineTimer = null;
+          this.stage = 'speaking';
+          this.startStream();
+        }, this.cfg.ttsMs);
+      }, this.cfg.llmMs);
+    }, this.cfg.sttMs);
+  }
+
+  playbackComplete(): void {
+    if (this.ended) return;
+    // A device that stops listening before the stream ends still completes its turn.
+    if (this.stage === 'speaking' || this.stage === 'playing') this.end('complete');
+  }
+
+  /** Ends the session and tells the device (if it is still there). */
+  end(reason: SessionEndReason): void {
+    if (this.ended) return;
+    this.finish(reason);
+    this.link.sendJson({ type: 'session_end', session_id: this.id, reason });
+  }
+
+  /** The device's link died. Returns nothing; the session keeps what a resume needs. */
+  onLinkLost(): void {
+    if (this.ended) return;
+    this.stopStream();
+    this.clear('playback');
+    if (this.stage === 'listening') {
+      // The user was still speaking: that turn cannot be recovered.
+      this.interruptedPending = true;
+      this.finish('interrupted');
+    }
+  }
+
+  /** The device came back with its resume token, on a new link. */
+  onResumed(link: SessionLink): void {
+    this.link = link;
+    if (this.interruptedPending) {
+      this.interruptedPending = false;
+      this.link.sendJson({ type: 'session_end', session_id: this.id, reason: 'interrupted' });
+      return;
+    }
+    if (this.ended) return;
+    // Replay the reply from the start: what was already said, then the rest as it comes.
+    if (this.transcriptSent) this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
+    if (this.replySent) this.link.sendJson({ type: 'llm_response', session_id: this.id, text: this.reply.text });
+    if (this.stage === 'speaking' || this.stage === 'playing') {
+      this.stage = 'speaking';
+      this.startStream();
+    }
+  }
+
+  /** The device state expired, or the device started over without resuming. */
+  discard(): void {
+    if (!this.ended) this.finish('lost');
+  }
+
+  private finish(outcome: SessionOutcome & SessionEndReason | 'lost'): void {
+    this.ended = true;
+    this.clear('audio');
+    this.clear('pipeline');
+    this.clear('playback');
+    this.stopStream();
+    this.metrics.sessionEnded(outcome);
+    this.link.sessionDone(this);
+  }
+
+  private armAudioTimer(): void {
+    if (this.audioTimer) this.audioTimer.refresh();
+    else this.audioTimer = setTimeout(() => this.end('timeout'), DEFAULTS.no_audio_timeout_ms);
+  }
+
+  private clear(which: 'audio' | 'pipeline' | 'playback'): void {
+    const key = `${which}Timer` as 'audioTimer' | 'pipelineTimer' | 'playbackTimer';
+    const t = this[key];
+    if (t) clearTimeout(t);
+    this[key] = null;
+  }
+
+  private stopStream(): void {
+    this.streamGen++;
+    if (this.streamTimer) clearTimeout(this.streamTimer);
+    this.streamTimer = null;
+  }
+
+  /** Streams the whole reply from its first byte, paced at real time (after a small lead) or as a burst. */
+  private startStream(): void {
+    this.stopStream();
+    const pcm = this.reply.pcm;
+    const total = pcm.length;
+    const chunks = Math.ceil(total / MAX_TTS_CHUNK_BYTES);
+    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: SAMPLE_RATE, bytes: total })) return;
+    const gen = this.streamGen;
+    const chunkMs = pcmDurationMs(MAX_TTS_CHUNK_BYTES);
+    const t0 = performance.now();
+    let k = 0;
+    const step = (): void => {
+      if (gen !== this.streamGen || this.ended) return;
+      while (k < chunks) {
+        const chunk = pcm.subarray(k * MAX_TTS_CHUNK_BYTES, Math.min(total, (k + 1) * MAX_TTS_CHUNK_BYTES));
+        if (!this.link.sendBinary(chunk)) return; // link gone or cut: a resume restarts the stream
+        k++;
+        if (this.cfg.ttsPace === 'realtime' && k < chunks && k >= TTS_LEAD_CHUNKS) {
+          const due = t0 + (k - TTS_LEAD_CHUNKS + 1) * chunkMs;
+          this.streamTimer = setTimeout(step, Math.max(0, due - performance.now()));
+          return;
+        }
+      }
+      this.streamTimer = null;
+      this.link.sendJson({ type: 'tts_stream_end', session_id: this.id, chunks, bytes: total });
+      this.stage = 'playing';
+      this.playbackTimer = setTimeout(() => this.end('timeout'), pcmDurationMs(total) + PLAYBACK_GRACE_MS);
+    };
+    step();
+  }
+}
