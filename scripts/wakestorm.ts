@@ -62,9 +62,14 @@ function fail(line: string, code = 2): never {
 
 const program = new Command('wakestorm')
   .description('WebSocket load and chaos tester for voice-assistant fleets')
-  .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
-  .configureOutput({ writeErr: (s) => process.stderr.write(s.split('\n')[0] + '\n') });
+  .configureOutput({
+    // One line per error, named after the tool: "wakestorm: option '--port <n>' argument 'abc' is invalid. …"
+    writeErr: (s) => {
+      const line = s.split('\n').find((l) => l.trim());
+      if (line) process.stderr.write(`${line.replace(/^error: /, 'wakestorm: ')} (see --help)\n`);
+    },
+  });
 
 addServerOptions(program.command('server').description('run the reference voice server (SIGTERM/SIGINT drain with 1012)')).action(async (opts) => {
   const { runServerCommand } = await import('../server/main.ts');

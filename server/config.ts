@@ -16,6 +16,8 @@ export interface ServerConfig {
   ttsMs: number;
   ttsPace: TtsPace;
   resumeGraceMs: number;
+  /** A session with no uplink audio for this long ends with `timeout` (protocol: 10 s). */
+  noAudioTimeoutMs: number;
   maxConnections: number;
   tokens: string[];
   drainMs: number;
@@ -44,6 +46,7 @@ export const defaultConfig: ServerConfig = {
   ttsMs: 200,
   ttsPace: 'realtime',
   resumeGraceMs: DEFAULTS.resume_grace_ms,
+  noAudioTimeoutMs: DEFAULTS.no_audio_timeout_ms,
   maxConnections: 50_000,
   tokens: [],
   drainMs: 5_000,

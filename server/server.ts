@@ -180,7 +180,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
         const sweep = (): void => {
           for (const c of connections) {
             const s = c.state?.session;
-            if (!s || !s.replying || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
+            if (!s || !s.active || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
           }
         };
         sweep();

@@ -56,9 +56,9 @@ export class Session {
     return this.stage === 'playing' ? 'speaking' : this.stage;
   }
 
-  /** True while the server still owes the device a reply (drain waits for these). */
-  get replying(): boolean {
-    return !this.ended && this.stage !== 'listening';
+  /** True while the turn is in flight: the user speaks or the server owes a reply (drain waits for these). */
+  get active(): boolean {
+    return !this.ended;
   }
 
   /** One uplink PCM frame (already checked for size). Audio after the end of speech is dropped silently. */
@@ -152,7 +152,7 @@ export class Session {
 
   private armAudioTimer(): void {
     if (this.audioTimer) this.audioTimer.refresh();
-    else this.audioTimer = setTimeout(() => this.end('timeout'), DEFAULTS.no_audio_timeout_ms);
+    else this.audioTimer = setTimeout(() => this.end('timeout'), this.cfg.noAudioTimeoutMs);
   }
 
   private clear(which: 'audio' | 'pipeline' | 'playback'): void {

@@ -1,0 +1,47 @@
+// Small pieces of the server: frame energy for the VAD, flag parsing, and upgrade routing.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { frameRms, loadReplies } from '../../server/audio.ts';
+import { ConfigError, parseIntFlag, parsePace } from '../../server/config.ts';
+import { routeUpgrade } from '../../server/server.ts';
+import { UTTERANCE } from '../helpers/ws-client.ts';
+
+describe('frameRms', () => {
+  it('is 0 for silence and high for the recorded speech', () => {
+    assert.equal(frameRms(Buffer.alloc(640)), 0);
+    const loud = Buffer.alloc(640);
+    for (let i = 0; i < 320; i++) loud.writeInt16LE(i % 2 ? 1000 : -1000, i * 2);
+    assert.ok(Math.abs(frameRms(loud) - 1000) < 1);
+    // The utterance has speech well above the default threshold of 300.
+    const frames = [];
+    for (let i = 0; i + 640 <= UTTERANCE.length; i += 640) frames.push(frameRms(UTTERANCE.subarray(i, i + 640)));
+    assert.ok(frames.filter((r) => r > 300).length > frames.length / 2);
+  });
+
+  it('loads the reply table with real recordings', () => {
+    const r = loadReplies();
+    assert.ok(r.length >= 3);
+    assert.equal(new Set(r.map((x) => x.text)).size, r.length, 'texts differ');
+    for (const x of r) assert.ok(x.pcm.length > 32000 && x.pcm.length % 2 === 0);
+  });
+});
+
+describe('config parsing', () => {
+  it('rejects non-integers and out-of-range values, naming the flag', () => {
+    assert.equal(parseIntFlag('--port', '8080', 0, 65535), 8080);
+    assert.throws(() => parseIntFlag('--port', '80.5', 0, 65535), (e: Error) => e instanceof ConfigError && /--port/.test(e.message));
+    assert.throws(() => parseIntFlag('--stt-ms', '-1', 0, 10), /--stt-ms must be between 0 and 10/);
+    assert.equal(parsePace('burst'), 'burst');
+    assert.throws(() => parsePace('fast'), /--tts-pace/);
+  });
+});
+
+describe('routeUpgrade', () => {
+  it('routes /ws and /ws/{id} with resume and token, and nothing else', () => {
+    assert.deepEqual(routeUpgrade('/ws'), { deviceId: null, token: undefined });
+    assert.deepEqual(routeUpgrade('/ws/dev-1?resume=abc&token=t'), { deviceId: 'dev-1', resume: 'abc', token: 't' });
+    assert.equal(routeUpgrade('/wss'), null);
+    assert.equal(routeUpgrade('/ws/dev 1'), null);
+    assert.equal(routeUpgrade('/ws/%E0%A4%A'), null);
+  });
+});
