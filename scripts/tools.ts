@@ -18,7 +18,9 @@ export const PINS = {
   minGo: '1.25',
 } as const;
 
-export class ToolError extends Error {}
+export class ToolError extends Error {
+  override name = "ToolError";
+}
 
 export interface Tools {
   k6: string;

@@ -22,10 +22,11 @@ function check<T>(fn: (v: string) => T): (v: string) => T {
   };
 }
 
-/** Adds the reference server's flags (with env vars) to a command; `prefix` namespaces them for `stack`. */
-export function addServerOptions(cmd: Command): Command {
-  cmd.addOption(new Option('--host <host>', 'interface to listen on (loopback by default)').env('WAKESTORM_HOST').argParser(check(parseHost)));
+/** Adds the reference server's flags (with env vars) to a command; `stack` passes them through, without --host/--port. */
+export function addServerOptions(cmd: Command, opts: { withListen?: boolean } = { withListen: true }): Command {
+  if (opts.withListen) cmd.addOption(new Option('--host <host>', 'interface to listen on (loopback by default)').env('WAKESTORM_HOST').argParser(check(parseHost)));
   for (const f of NUMERIC_FLAGS) {
+    if (!opts.withListen && f.key === 'port') continue;
     cmd.addOption(new Option(`${f.flag} <n>`, f.help).env(f.env).argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max))));
   }
   cmd.addOption(new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)));
@@ -76,6 +77,27 @@ addServerOptions(program.command('server').description('run the reference voice 
   await runServerCommand(serverConfigFrom(opts));
 });
 
+const port = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 65535));
+addServerOptions(
+  program
+    .command('stack')
+    .description('start server + toxiproxy-server + proxies, print the k6 line, tear down on Ctrl-C')
+    .option('--server-url <url>', "front the user's own server (ws://host:port) instead of the reference one")
+    .addOption(new Option('--server-port <port>', 'reference server port').default(8080).argParser(port('--server-port')))
+    .addOption(new Option('--toxiproxy-port <port>', 'Toxiproxy API port').default(8474).argParser(port('--toxiproxy-port')))
+    .addOption(new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy").default(18000).argParser(port('--proxy-port'))),
+  { withListen: false },
+).action(async (opts) => {
+  const { runStackCommand } = await import('./stack-command.ts');
+  await runStackCommand({
+    serverUrl: opts.serverUrl,
+    serverPort: opts.serverPort,
+    toxiproxyPort: opts.toxiproxyPort,
+    proxyPorts: { voice: opts.proxyPort },
+    server: serverConfigFrom(opts),
+  });
+});
+
 program
   .command('setup')
   .description('make sure the pinned k6 and Toxiproxy exist, building them with Go if needed')
@@ -93,6 +115,7 @@ try {
     process.exit(2); // commander already printed the one line
   }
   if (e instanceof ConfigError) fail(e.message);
+  if (e instanceof Error && (e.name === 'ToolError' || e.name === 'StackError' || e.constructor.name === 'ToolError' || e.constructor.name === 'StackError')) fail(e.message, 1);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);

@@ -1,0 +1,28 @@
+// `wakestorm stack`: the stack in the foreground, with the k6 line to use, torn down on Ctrl-C or SIGTERM.
+import { startStack, type StackOptions } from './stack.ts';
+import { requireTools } from './tools.ts';
+
+export async function runStackCommand(opts: StackOptions): Promise<void> {
+  const stack = await startStack({ ...opts, log: (l) => console.log(`  ${l}`) });
+  console.log('');
+  console.log('wakestorm stack is up. Devices connect through Toxiproxy:');
+  console.log(`  target     ${stack.targetUrl}   (server direct: ${stack.serverWsUrl})`);
+  console.log(`  health     ${stack.serverHttpUrl}/health   metrics: ${stack.serverHttpUrl}/metrics`);
+  console.log('');
+  console.log('Run a scenario against it:');
+  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${stack.targetUrl} -e TOXIPROXY_URL=${stack.toxiproxyUrl} scenarios/smoke.ts`);
+  console.log('');
+  console.log('Ctrl-C stops everything.');
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\nwakestorm stack: ${sig}, tearing down`);
+    stack.stop().then(() => {
+      console.log('wakestorm stack: stopped; nothing left running');
+      process.exit(0);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}

@@ -1,0 +1,243 @@
+// Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { Toxiproxy } from 'toxiproxy-node-client';
+import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
+import { loadProxyLayout, type ProxySpec } from '../toxics/layout.ts';
+import { requireTools } from './tools.ts';
+
+export interface StackOptions {
+  /** Put Toxiproxy in front of this server (http(s):// or ws(s)://host:port) instead of starting the reference one. */
+  serverUrl?: string;
+  serverPort?: number;
+  toxiproxyPort?: number;
+  /** Device-facing port per proxy name; defaults from toxics/proxies.json. 0 picks a free port. */
+  proxyPorts?: Record<string, number>;
+  /** Flags for the reference server. */
+  server?: Partial<ServerConfig>;
+  /** Extra env for the server process. */
+  log?: (line: string) => void;
+  healthTimeoutMs?: number;
+}
+
+export interface Stack {
+  /** http://host:port of the voice server (reference or the user's). */
+  serverHttpUrl: string;
+  /** ws:// base of the server itself, bypassing Toxiproxy. */
+  serverWsUrl: string;
+  toxiproxyUrl: string;
+  /** ws:// base devices use, through the proxy, per proxy name. */
+  proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
+  /** ws:// base through the 'voice' proxy. */
+  targetUrl: string;
+  toxiproxy: Toxiproxy;
+  serverPid: number | null;
+  toxiproxyPid: number;
+  /** Restart the reference server (drain with 1012, start again on the same port). */
+  restartServer(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export class StackError extends Error {
+  override name = "StackError";
+}
+
+/** Resolves to true if 127.0.0.1:port can be bound now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+export async function pickFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitHealthy(url: string, timeoutMs: number, child: ChildProcess | null, what: string, tail: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child && child.exitCode !== null) throw new StackError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) throw new StackError(`${what} never got healthy at ${url} within ${timeoutMs} ms${tail() ? `: ${tail()}` : ''}`);
+    await sleep(100);
+  }
+}
+
+function collect(child: ChildProcess): () => string {
+  let buf = '';
+  const add = (d: Buffer) => (buf = (buf + d.toString()).slice(-2000));
+  child.stdout?.on('data', add);
+  child.stderr?.on('data', add);
+  return () => buf.trim().split('\n').slice(-2).join(' | ');
+}
+
+function stopChild(child: ChildProcess | null, graceMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** The server flags as CLI arguments for a child `wakestorm server`. */
+export function serverArgs(cfg: Partial<ServerConfig>): string[] {
+  const args: string[] = [];
+  for (const f of NUMERIC_FLAGS) {
+    if (f.key === 'port') continue;
+    const v = cfg[f.key];
+    if (v !== undefined) args.push(f.flag, String(v));
+  }
+  if (cfg.ttsPace) args.push('--tts-pace', cfg.ttsPace);
+  for (const t of cfg.tokens ?? []) args.push('--token', t);
+  if (cfg.verbose) args.push('--verbose');
+  return args;
+}
+
+function upstreamOf(url: string): { hostPort: string; http: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new StackError(`--server-url must be a URL like ws://127.0.0.1:8080, got '${url}'`);
+  }
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(u.protocol)) throw new StackError(`--server-url must be ws:// or http://, got '${url}'`);
+  const port = u.port || (u.protocol === 'wss:' || u.protocol === 'https:' ? '443' : '80');
+  const host = u.hostname;
+  const http = `${u.protocol.replace('ws', 'http')}//${u.host}`;
+  return { hostPort: `${host}:${port}`, http };
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const log = opts.log ?? (() => {});
+  const tools = requireTools();
+  const layout: ProxySpec[] = loadProxyLayout();
+  const healthTimeoutMs = opts.healthTimeoutMs ?? 20_000;
+
+  // Every port is checked before anything starts, so a clash is one clear line and nothing to clean up.
+  const toxiproxyPort = opts.toxiproxyPort ?? 8474;
+  const serverPort = opts.serverUrl ? null : (opts.serverPort ?? 8080);
+  const proxyPorts: Record<string, number> = {};
+  for (const p of layout) {
+    const want = opts.proxyPorts?.[p.name] ?? p.listen_port;
+    proxyPorts[p.name] = want === 0 ? await pickFreePort() : want;
+  }
+  const checks: [number, string][] = [[toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'], ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string])];
+  if (serverPort !== null && serverPort !== 0) checks.push([serverPort, 'reference server (--server-port)']);
+  for (const [port, what] of checks) {
+    if (!(await portFree(port))) throw new StackError(`port ${port} is already in use, needed for the ${what}: stop what holds it or pick another port`);
+  }
+
+  let server: ChildProcess | null = null;
+  let toxi: ChildProcess | null = null;
+  let serverHttpUrl: string;
+  let upstreamHostPort: string;
+  let actualServerPort = serverPort ?? 0;
+  const cleanup = async () => {
+    await stopChild(toxi, 3000);
+    await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
+  };
+
+  const cli = new URL('../bin/wakestorm.mjs', import.meta.url).pathname;
+  const spawnServer = async (): Promise<void> => {
+    if (actualServerPort === 0) actualServerPort = await pickFreePort();
+    server = spawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const tail = collect(server);
+    await waitHealthy(`http://127.0.0.1:${actualServerPort}/health`, healthTimeoutMs, server, 'the reference server', tail);
+  };
+
+  try {
+    if (opts.serverUrl) {
+      const up = upstreamOf(opts.serverUrl);
+      serverHttpUrl = up.http;
+      upstreamHostPort = up.hostPort;
+    } else {
+      await spawnServer();
+      serverHttpUrl = `http://127.0.0.1:${actualServerPort}`;
+      upstreamHostPort = `127.0.0.1:${actualServerPort}`;
+      log(`server     ${serverHttpUrl} (pid ${server!.pid})`);
+    }
+
+    toxi = spawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(toxiproxyPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const toxiTail = collect(toxi);
+    const toxiproxyUrl = `http://127.0.0.1:${toxiproxyPort}`;
+    try {
+      await waitHealthy(`${toxiproxyUrl}/version`, 10_000, toxi, 'toxiproxy-server', toxiTail);
+    } catch (e) {
+      throw new StackError(`Toxiproxy won't start: ${(e as Error).message}`);
+    }
+    log(`toxiproxy  ${toxiproxyUrl} (pid ${toxi.pid})`);
+
+    const toxiproxy = new Toxiproxy(toxiproxyUrl);
+    const proxies: Stack['proxies'] = {};
+    for (const p of layout) {
+      const upstream = p.upstream === 'server' ? upstreamHostPort : p.upstream;
+      const listen = `127.0.0.1:${proxyPorts[p.name]}`;
+      try {
+        await toxiproxy.createProxy({ name: p.name, listen, upstream });
+      } catch (e) {
+        throw new StackError(`creating proxy '${p.name}' (${listen} -> ${upstream}) failed: ${(e as Error).message}`);
+      }
+      proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: proxyPorts[p.name]!, upstream };
+      log(`proxy      ${p.name}: ws://${listen} -> ${upstream}`);
+    }
+
+    let stopped: Promise<void> | null = null;
+    const stack: Stack = {
+      serverHttpUrl,
+      serverWsUrl: serverHttpUrl.replace(/^http/, 'ws'),
+      toxiproxyUrl,
+      proxies,
+      targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl,
+      toxiproxy,
+      get serverPid() {
+        return server?.pid ?? null;
+      },
+      toxiproxyPid: toxi.pid!,
+      async restartServer() {
+        if (opts.serverUrl) throw new StackError('server-restart needs the reference server: this stack fronts --server-url');
+        await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
+        await spawnServer();
+      },
+      stop() {
+        if (stopped) return stopped;
+        stopped = (async () => {
+          // No toxic may outlive the stack: reset, then remove the proxies, then stop the processes.
+          try {
+            await toxiproxy.reset();
+            for (const name of Object.keys(proxies)) await (await toxiproxy.get(name)).remove();
+          } catch {
+            /* toxiproxy already gone: its proxies went with it */
+          }
+          await cleanup();
+        })();
+        return stopped;
+      },
+    };
+    return stack;
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}

@@ -1,0 +1,103 @@
+// The stack for real: reference server + toxiproxy-server + the 'voice' proxy, on free loopback ports.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { CLOSE } from '../../scenarios/lib/protocol.ts';
+import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+import { exited, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
+import { TestClient } from '../helpers/ws-client.ts';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function pingRtt(c: TestClient, n: number): Promise<number> {
+  const rtts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    c.send({ type: 'ping', id: i });
+    await c.next('pong');
+    rtts.push(performance.now() - t0);
+  }
+  rtts.sort((a, b) => a - b);
+  return rtts[Math.floor(n / 2)]!;
+}
+
+describe('startStack', () => {
+  let stack: Stack;
+  let ports: number[];
+  before(async () => {
+    ports = [await pickFreePort(), await pickFreePort()];
+    stack = await startStack({ serverPort: ports[0], toxiproxyPort: ports[1], proxyPorts: { voice: 0 }, server: { sttMs: 10 } });
+  });
+  after(async () => stack.stop());
+
+  it('brings up each part healthy', async () => {
+    assert.equal((await fetch(`${stack.serverHttpUrl}/health`)).status, 200);
+    const v = await (await fetch(`${stack.toxiproxyUrl}/version`)).text();
+    assert.match(v, /2\.12\.0/);
+    const proxies = (await (await fetch(`${stack.toxiproxyUrl}/proxies`)).json()) as Record<string, { upstream: string; enabled: boolean }>;
+    assert.equal(proxies.voice?.enabled, true);
+    assert.equal(proxies.voice?.upstream, `127.0.0.1:${ports[0]}`);
+  });
+
+  it('carries a hello through the proxy, slows with a latency toxic, and closes when the proxy is disabled', async () => {
+    const c = new TestClient(`${stack.targetUrl}/ws`);
+    await c.opened;
+    c.send({ type: 'hello', device_id: 'through-proxy', protocol: 1 });
+    assert.equal((await c.next('connected')).client_id, 'through-proxy');
+    const base = await pingRtt(c, 5);
+    const proxy = await stack.toxiproxy.get('voice');
+    await proxy.addToxic({ name: 'lat', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 100, jitter: 0 } });
+    const slowed = await pingRtt(c, 5);
+    assert.ok(slowed >= base + 100, `rtt ${base.toFixed(1)} -> ${slowed.toFixed(1)} ms with 100 ms latency`);
+    await stack.toxiproxy.reset();
+    const t0 = Date.now();
+    await proxy.update({ enabled: false, listen: proxy.listen, upstream: proxy.upstream });
+    const code = await c.waitClose(3000);
+    assert.equal(code, CLOSE.ABNORMAL, 'a cut is a close with no close frame');
+    assert.ok(Date.now() - t0 < 2000);
+    await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
+  });
+
+  it('stops with nothing left running or listening, and no toxic applied', async () => {
+    const proxy = await stack.toxiproxy.get('voice');
+    await proxy.addToxic({ name: 'stay', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 10, jitter: 0 } });
+    const pids = [stack.serverPid!, stack.toxiproxyPid];
+    const listen = stack.proxies.voice!.listenPort;
+    await stack.stop();
+    for (const pid of pids) assert.equal(alive(pid), false, `pid ${pid} gone`);
+    for (const p of [...ports, listen]) assert.equal(await portClosed(p), true, `port ${p} closed`);
+  });
+});
+
+describe('wakestorm stack (CLI)', () => {
+  it('prints the k6 line, and tears everything down on SIGTERM', async () => {
+    const [sp, tp, pp] = [await pickFreePort(), await pickFreePort(), await pickFreePort()];
+    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp)]);
+    await waitFor(() => p.output().includes('Ctrl-C stops everything'), 30_000, 'stack up');
+    assert.match(p.output(), new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} scenarios/smoke.ts`));
+    p.kill('SIGTERM');
+    assert.equal(await exited(p, 20_000), 0);
+    for (const port of [sp, tp, pp]) assert.equal(await portClosed(port), true, `port ${port} closed`);
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`-port ${tp}`) || l.includes(`--port ${sp}`));
+    assert.deepEqual(left, []);
+  });
+
+  it('fails with one line when a port is taken', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => blocker.once('listening', r));
+    const taken = (blocker.address() as { port: number }).port;
+    const r = await runCli(['stack', '--toxiproxy-port', String(taken), '--server-port', String(await pickFreePort()), '--proxy-port', String(await pickFreePort())]);
+    blocker.close();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`port ${taken} is already in use, needed for the Toxiproxy API`));
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  });
+});

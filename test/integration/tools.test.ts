@@ -1,0 +1,37 @@
+// Tool provisioning: found tools are reported with versions; missing ones give the same one line everywhere.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { PINS, requireTools } from '../../scripts/tools.ts';
+import { runCli } from '../helpers/proc.ts';
+
+describe('tools', () => {
+  it('setup --check prints each tool with its pinned version and path', async () => {
+    const r = await runCli(['setup', '--check']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`k6\\s+${PINS.k6.candidates[0].version}`));
+    assert.match(r.stdout, /toxiproxy\s+v2\.12\.0/);
+    const t = requireTools();
+    assert.match(execVersion(t.k6), /k6 v2\.2\.0/);
+  });
+
+  it('without Go or a cached build, check and stack fail with the same one line', async () => {
+    const env = { WAKESTORM_CACHE: mkdtempSync(join(tmpdir(), 'ws-empty-')), PATH: '/usr/bin:/bin' };
+    const check = await runCli(['setup', '--check'], { env });
+    assert.equal(check.code, 1);
+    assert.match(check.stderr, /install Go >= 1\.25 and run 'npx wakestorm setup'/);
+    const stack = await runCli(['stack'], { env });
+    assert.equal(stack.code, 1);
+    assert.equal(stack.stderr.trim(), check.stderr.trim());
+    const setup = await runCli(['setup'], { env });
+    assert.equal(setup.code, 1);
+    assert.match(setup.stderr, /\(no Go found\)/);
+  });
+});
+
+import { execFileSync } from 'node:child_process';
+function execVersion(bin: string): string {
+  return execFileSync(bin, ['version'], { encoding: 'utf8' });
+}
