@@ -1,0 +1,581 @@
+// A virtual voice device: a state machine that connects, keeps alive, notices dead links, reconnects, resumes, wakes,
+// speaks and plays back, reporting metrics. Socket, clock, timers, randomness and metrics come in as arguments, so the
+// same code runs in k6 (k6-adapter.ts) and under node:test.
+import { Backoff } from './backoff.ts';
+import type { MetricSink } from './metric-names.ts';
+import type { Profile } from './profiles.ts';
+import { isDropped, parseServerMessage, type ServerMessage, type SessionEndReason } from './protocol.ts';
+import { expInterval } from './rng.ts';
+
+/** The browser-like socket both k6/websockets and the Node adapter provide. */
+export interface SocketLike {
+  binaryType: string;
+  onopen: ((ev?: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code?: number; reason?: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string | ArrayBuffer | ArrayBufferView): void;
+  ping(): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type TimerHandle = unknown;
+
+/** Uplink audio prepared once per process (k6: per VU) and shared by its devices. */
+export interface AudioFrames {
+  /** The utterance cut into frames of one size, plus which frames are silent to an energy VAD. */
+  frames(frameBytes: number): { speech: ArrayBuffer[]; silent: boolean[]; silence: ArrayBuffer };
+}
+
+export interface DeviceEnv {
+  openSocket(url: string, headers: Record<string, string>): SocketLike;
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(h: TimerHandle): void;
+  random(): number;
+  metrics: MetricSink;
+  audio: AudioFrames;
+  /** When the network really failed (chaos runs know it); null when unknown. */
+  linkDiedAt?(): number | null;
+  log?(line: string): void;
+}
+
+export interface WakeSchedule {
+  /** 'poisson': exponential gaps with mean interval_ms; 'fixed': every interval_ms; 'once': one wake; 'off'. */
+  mode: 'poisson' | 'fixed' | 'once' | 'off';
+  interval_ms: number;
+  /** The first wake comes uniformly within [first_min_ms, first_max_ms] after start. */
+  first_min_ms: number;
+  first_max_ms: number;
+}
+
+export interface DeviceOptions {
+  id: string;
+  /** ws:// base, e.g. ws://127.0.0.1:18000 */
+  baseUrl: string;
+  token?: string;
+  profile: Profile;
+  wake: WakeSchedule;
+  /** Give up a connection attempt that has not reached `connected` after this long. */
+  connectTimeoutMs?: number;
+}
+
+export type DeviceState = 'idle' | 'connecting' | 'handshaking' | 'connected' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
+
+interface ActiveSession {
+  wakeId: string;
+  wakeAt: number;
+  id: string | null;
+  eosAt: number | null;
+  responseRecorded: boolean;
+  /** Stage as far as the device knows. */
+  stage: 'waking' | 'listening' | 'thinking' | 'speaking';
+  frame: number;
+  silenceRunMs: number;
+  silenceSentMs: number;
+  streamT0: number;
+  /** Playback model: bytes received, when playback (re)started, total expected. */
+  pbReceived: number;
+  pbStartedAt: number | null;
+  resumedOnce: boolean;
+}
+
+const BYTES_PER_MS = 32; // 16 kHz, 16-bit, mono
+const VAD_SILENCE_MS = 700;
+const VAD_MAX_TRAILING_MS = 2000;
+const FLAP_MS = 2000;
+
+let wakeCounter = 0;
+
+export class Device {
+  state: DeviceState = 'idle';
+  /** Tries since the last loss (or since start). */
+  attempt = 0;
+  resumeToken: string | null = null;
+  connectedAt = 0;
+  private ws: SocketLike | null = null;
+  private lastRx = 0;
+  private lossNoticedAt: number | null = null;
+  private session: ActiveSession | null = null;
+  private pendingWake: { wakeId: string; at: number } | null = null;
+  private pingSeq = 0;
+  private pendingPing: { id: number; at: number } | null = null;
+  private readonly backoff: Backoff;
+  private readonly tags: Record<string, string>;
+  private readonly t: Record<'connect' | 'keepalive' | 'liveness' | 'pong' | 'wake' | 'audio' | 'playback' | 'notice', TimerHandle | null> = {
+    connect: null,
+    keepalive: null,
+    liveness: null,
+    pong: null,
+    wake: null,
+    audio: null,
+    playback: null,
+    notice: null,
+  };
+  private startedAt = 0;
+
+  constructor(readonly opts: DeviceOptions, private readonly env: DeviceEnv) {
+    this.backoff = new Backoff(opts.profile.reconnect, env.random);
+    this.tags = { profile: opts.profile.name };
+  }
+
+  get profile(): Profile {
+    return this.opts.profile;
+  }
+
+  get connected(): boolean {
+    return this.state === 'connected';
+  }
+
+  /** Starts the device after `delayMs` (the fleet spreads connects over a ramp). */
+  start(delayMs = 0): void {
+    this.startedAt = this.env.now() + delayMs;
+    this.state = 'backoff';
+    this.timer('connect', () => this.connect(), delayMs);
+    this.scheduleFirstWake(delayMs);
+  }
+
+  /** Ends the device for good: timers cleared, socket closed with 1000, nothing counted as lost. */
+  stop(): void {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    for (const k of Object.keys(this.t) as (keyof Device['t'])[]) this.clear(k);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      this.detach(ws);
+      try {
+        ws.close(1000, 'device stopped');
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  // ---- connection ----
+
+  private connect(): void {
+    if (this.state === 'stopped' || this.state === 'gave_up') return;
+    const p = this.profile;
+    if (this.attempt > 0 || this.lossNoticedAt !== null) this.count('reconnect_attempts');
+    this.state = 'connecting';
+    const resume = p.resume && this.resumeToken ? this.resumeToken : null;
+    let url = p.connect === 'hello' ? `${this.opts.baseUrl}/ws` : `${this.opts.baseUrl}/ws/${encodeURIComponent(this.opts.id)}`;
+    if (p.connect === 'path' && resume) url += `?resume=${encodeURIComponent(resume)}`;
+    const headers: Record<string, string> = {};
+    if (this.opts.token) headers.Authorization = `Bearer ${this.opts.token}`;
+    let ws: SocketLike;
+    try {
+      ws = this.env.openSocket(url, headers);
+    } catch (e) {
+      this.env.log?.(`${this.opts.id}: cannot open ${url}: ${String(e)}`);
+      this.linkEnded(1006);
+      return;
+    }
+    this.ws = ws;
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      this.state = 'handshaking';
+      this.lastRx = this.env.now();
+      if (p.connect === 'hello') {
+        const hello: Record<string, unknown> = {
+          type: 'hello',
+          device_id: this.opts.id,
+          protocol: 1,
+          profile: p.name,
+          audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 },
+        };
+        if (resume) hello.resume = resume;
+        ws.send(JSON.stringify(hello));
+      }
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws) return;
+      this.lastRx = this.env.now();
+      if (typeof ev.data === 'string') this.onText(ev.data);
+      else this.onBinary(ev.data as ArrayBuffer);
+    };
+    ws.onerror = () => {};
+    ws.onclose = (ev) => {
+      if (ws !== this.ws) return;
+      this.linkEnded(typeof ev.code === 'number' && ev.code > 0 ? ev.code : 1006);
+    };
+    this.timer('connect', () => this.giveUpAttempt('connect timeout'), this.opts.connectTimeoutMs ?? 10_000);
+  }
+
+  private giveUpAttempt(why: string): void {
+    if (this.state !== 'connecting' && this.state !== 'handshaking') return;
+    this.env.log?.(`${this.opts.id}: ${why}`);
+    this.abandonSocket();
+    this.afterLoss(1006, false);
+  }
+
+  private onConnected(msg: Extract<ServerMessage, { type: 'connected' }>): void {
+    const now = this.env.now();
+    this.clear('connect');
+    this.state = 'connected';
+    this.connectedAt = now;
+    this.resumeToken = msg.resume_token;
+    if (this.lossNoticedAt !== null) this.trend('reconnect_time', now - this.lossNoticedAt);
+    this.lossNoticedAt = null;
+    this.attempt = 0;
+    this.backoff.reset();
+
+    const s = this.session;
+    if (s) {
+      if (msg.resumed && msg.session && msg.session.session_id === s.id) {
+        this.count('sessions_resumed');
+        s.resumedOnce = true;
+        // The server replays the reply from its start (or ends an interrupted turn): reset the playback model.
+        s.pbReceived = 0;
+        s.pbStartedAt = null;
+        s.stage = msg.session.stage === 'listening' ? 'listening' : msg.session.stage;
+      } else if (s.id !== null) {
+        this.sessionOver('lost');
+      } else {
+        // The wake never reached the server: send it again on this link.
+        this.pendingWake = { wakeId: s.wakeId, at: s.wakeAt };
+        this.session = null;
+      }
+    }
+    this.startKeepalive();
+    if (this.pendingWake && !this.session) this.sendWake(this.pendingWake.wakeId, this.pendingWake.at);
+    this.pendingWake = null;
+  }
+
+  /** The socket closed (close event), or the device decided the link is dead. */
+  private linkEnded(code: number): void {
+    if (this.state === 'stopped') return;
+    const notice = this.profile.liveness.check_ms;
+    if (this.state === 'connected' && notice > 0) {
+      // Firmware that polls a flag only sees the close at its next check.
+      const now = this.env.now();
+      const next = this.connectedAt + Math.ceil((now - this.connectedAt + 1) / notice) * notice;
+      this.abandonSocket();
+      this.state = 'handshaking'; // not 'connected' any more, not yet noticed
+      this.stopKeepalive();
+      this.stopAudio();
+      this.timer('notice', () => this.afterLoss(code, true), next - now);
+      return;
+    }
+    const wasConnected = this.state === 'connected';
+    this.abandonSocket();
+    this.afterLoss(code, wasConnected);
+  }
+
+  /** The device's own liveness check says the link is dead (half-open, silent server). */
+  private declareDead(why: string): void {
+    if (this.state !== 'connected') return;
+    this.env.log?.(`${this.opts.id}: link dead (${why})`);
+    this.abandonSocket();
+    this.afterLoss(1006, true);
+  }
+
+  private afterLoss(code: number, wasConnected: boolean): void {
+    const now = this.env.now();
+    this.stopKeepalive();
+    this.stopAudio();
+    this.clear('connect');
+    if (wasConnected) {
+      this.count('connection_drops');
+      if (now - this.connectedAt < FLAP_MS) this.count('flaps');
+      this.lossNoticedAt = now;
+      const died = this.env.linkDiedAt?.() ?? null;
+      if (died !== null && died >= this.connectedAt && died <= now) this.trend('disconnect_detect_time', now - died);
+      if (this.session && !this.profile.resume) this.sessionOver('lost');
+    }
+    const p = this.profile.reconnect;
+    if (code === 1000 && p.on === 'abnormal') {
+      this.state = 'closed';
+      if (this.session) this.sessionOver('lost');
+      return;
+    }
+    this.attempt++;
+    if (p.max_attempts > 0 && this.attempt > p.max_attempts) {
+      this.state = 'gave_up';
+      this.count('devices_gave_up');
+      if (this.session) this.sessionOver('lost');
+      this.clear('wake');
+      return;
+    }
+    this.state = 'backoff';
+    this.timer('connect', () => this.connect(), this.backoff.next(this.attempt));
+  }
+
+  private abandonSocket(): void {
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    this.detach(ws);
+    try {
+      ws.close();
+    } catch {
+      /* already closed */
+    }
+  }
+
+  private detach(ws: SocketLike): void {
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+  }
+
+  // ---- keepalive and liveness ----
+
+  private startKeepalive(): void {
+    const p = this.profile;
+    if (p.keepalive.send !== 'none') {
+      const tick = () => {
+        if (this.state !== 'connected' || !this.ws) return;
+        if (p.keepalive.send === 'ws-ping') this.ws.ping();
+        else {
+          const id = ++this.pingSeq;
+          const at = this.env.now();
+          this.ws.send(JSON.stringify({ type: 'ping', id, t: at }));
+          if (p.liveness.detect === 'pong-timeout' && !this.pendingPing) {
+            this.pendingPing = { id, at };
+            this.timer('pong', () => this.declareDead(`no pong in ${p.liveness.timeout_ms} ms`), p.liveness.timeout_ms);
+          } else if (!this.pendingPing) this.pendingPing = { id, at };
+        }
+        this.timer('keepalive', tick, p.keepalive.interval_ms);
+      };
+      this.timer('keepalive', tick, p.keepalive.interval_ms);
+    }
+    if (p.liveness.detect === 'silence') {
+      const check = () => {
+        if (this.state !== 'connected') return;
+        if (this.env.now() - this.lastRx >= p.liveness.timeout_ms) return this.declareDead(`silent for ${p.liveness.timeout_ms} ms`);
+        this.timer('liveness', check, p.liveness.check_ms || 1000);
+      };
+      this.timer('liveness', check, p.liveness.check_ms || 1000);
+    }
+  }
+
+  private stopKeepalive(): void {
+    this.clear('keepalive');
+    this.clear('liveness');
+    this.clear('pong');
+    this.pendingPing = null;
+  }
+
+  // ---- messages ----
+
+  private onText(text: string): void {
+    const msg = parseServerMessage(text);
+    if (!msg) return;
+    const s = this.session;
+    switch (msg.type) {
+      case 'connected':
+        return this.onConnected(msg);
+      case 'ping':
+        if (this.profile.keepalive.answer_server_pings && this.ws) this.ws.send(JSON.stringify({ type: 'pong', t: msg.t }));
+        return;
+      case 'pong': {
+        const pp = this.pendingPing;
+        if (pp && msg.id === pp.id) {
+          this.trend('ping_rtt', this.env.now() - pp.at);
+          this.pendingPing = null;
+          this.clear('pong');
+        }
+        return;
+      }
+      case 'session_started':
+        if (s && s.id === null && msg.wake_id === s.wakeId) {
+          s.id = msg.session_id;
+          s.stage = 'listening';
+          this.trend('wake_ack_latency', this.env.now() - s.wakeAt);
+          this.count('sessions_started');
+          this.startAudio();
+        }
+        return;
+      case 'transcript':
+        if (s && msg.session_id === s.id) {
+          if (s.stage === 'listening' && s.eosAt === null) s.eosAt = this.env.now();
+          if (s.stage === 'listening') s.stage = 'thinking';
+          this.stopAudio();
+        }
+        return;
+      case 'tts_stream_start':
+        if (s && msg.session_id === s.id) {
+          s.stage = 'speaking';
+          s.pbReceived = 0;
+          s.pbStartedAt = null;
+          this.clear('playback');
+        }
+        return;
+      case 'tts_stream_end':
+        if (s && msg.session_id === s.id) this.schedulePlaybackComplete(s);
+        return;
+      case 'session_end':
+        if (s && msg.session_id === s.id) this.sessionOver(msg.reason);
+        return;
+      case 'error':
+        this.count('protocol_errors', 1, { code: msg.code });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onBinary(buf: ArrayBuffer): void {
+    const s = this.session;
+    if (!s || s.stage !== 'speaking') return;
+    const now = this.env.now();
+    if (!s.responseRecorded && s.eosAt !== null) {
+      this.trend('response_latency', now - s.eosAt);
+      s.responseRecorded = true;
+    }
+    // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
+    const prebuffer = this.profile.playback_prebuffer_ms * BYTES_PER_MS;
+    if (s.pbStartedAt === null) {
+      s.pbReceived += buf.byteLength;
+      if (s.pbReceived >= prebuffer) s.pbStartedAt = now;
+      return;
+    }
+    const playedBytes = (now - s.pbStartedAt) * BYTES_PER_MS;
+    if (playedBytes > s.pbReceived) {
+      this.count('playback_underruns');
+      s.pbStartedAt = now - s.pbReceived / BYTES_PER_MS; // resume playing from where it ran dry, now
+    }
+    s.pbReceived += buf.byteLength;
+  }
+
+  private schedulePlaybackComplete(s: ActiveSession): void {
+    const now = this.env.now();
+    if (s.pbStartedAt === null) s.pbStartedAt = now;
+    const remaining = Math.max(0, s.pbReceived / BYTES_PER_MS - (now - s.pbStartedAt));
+    this.timer(
+      'playback',
+      () => {
+        if (this.session === s && s.id && this.ws && this.state === 'connected') this.ws.send(JSON.stringify({ type: 'playback_complete', session_id: s.id }));
+      },
+      remaining,
+    );
+  }
+
+  private sessionOver(reason: SessionEndReason | 'lost'): void {
+    const s = this.session;
+    this.session = null;
+    this.stopAudio();
+    this.clear('playback');
+    if (!s || s.id === null) return;
+    if (reason === 'complete') this.count('sessions_completed');
+    const dropped = isDropped(reason);
+    if (dropped) this.count('sessions_dropped', 1, { reason });
+    this.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.tags);
+    if (this.opts.wake.mode === 'poisson' || this.opts.wake.mode === 'fixed') this.scheduleNextWake();
+  }
+
+  // ---- voice ----
+
+  private scheduleFirstWake(delayMs: number): void {
+    const w = this.opts.wake;
+    if (w.mode === 'off') return;
+    const first = delayMs + w.first_min_ms + this.env.random() * Math.max(0, w.first_max_ms - w.first_min_ms);
+    this.timer('wake', () => this.wakeNow(), first);
+  }
+
+  private scheduleNextWake(): void {
+    const w = this.opts.wake;
+    const gap = w.mode === 'poisson' ? expInterval(w.interval_ms, this.env.random) : w.interval_ms;
+    this.timer('wake', () => this.wakeNow(), gap);
+  }
+
+  private wakeNow(): void {
+    if (this.state === 'stopped' || this.state === 'gave_up' || this.state === 'closed') return;
+    if (this.session) {
+      // The user is mid-turn: a real user does not say the wake word again. Try later.
+      if (this.opts.wake.mode !== 'once') this.scheduleNextWake();
+      return;
+    }
+    this.count('wakes');
+    const wakeId = `w-${(wakeCounter++).toString(36)}-${this.opts.id}`.slice(0, 64);
+    const at = this.env.now();
+    if (this.state === 'connected') this.sendWake(wakeId, at);
+    else this.pendingWake = { wakeId, at };
+  }
+
+  private sendWake(wakeId: string, at: number): void {
+    if (!this.ws) return;
+    this.session = {
+      wakeId,
+      wakeAt: at,
+      id: null,
+      eosAt: null,
+      responseRecorded: false,
+      stage: 'waking',
+      frame: 0,
+      silenceRunMs: 0,
+      silenceSentMs: 0,
+      streamT0: 0,
+      pbReceived: 0,
+      pbStartedAt: null,
+      resumedOnce: false,
+    };
+    this.ws.send(JSON.stringify({ type: 'hotword_detected', wake_id: wakeId, t: at }));
+  }
+
+  /** Streams the utterance at real-time pace in the profile's frame size, then ends speech its way. */
+  private startAudio(): void {
+    const s = this.session;
+    if (!s) return;
+    const { speech, silent, silence } = this.env.audio.frames(this.profile.frame_bytes);
+    const frameMs = this.profile.frame_bytes / BYTES_PER_MS;
+    s.streamT0 = this.env.now();
+    s.frame = 0;
+    const step = () => {
+      if (this.session !== s || s.stage !== 'listening' || !this.ws || this.state !== 'connected') return;
+      const now = this.env.now();
+      if (s.frame < speech.length) {
+        this.ws.send(speech[s.frame]!);
+        s.silenceRunMs = silent[s.frame] ? s.silenceRunMs + frameMs : 0;
+      } else if (this.profile.end_of_speech === 'explicit') {
+        this.ws.send(JSON.stringify({ type: 'end_of_speech', session_id: s.id }));
+        s.eosAt = now;
+        s.stage = 'thinking';
+        return;
+      } else {
+        if (s.silenceSentMs >= VAD_MAX_TRAILING_MS) return; // the server should have ended speech long ago
+        this.ws.send(silence);
+        s.silenceSentMs += frameMs;
+        s.silenceRunMs += frameMs;
+      }
+      // The server's VAD ends speech on this frame: that is the end of speech, as the server sees it.
+      if (this.profile.end_of_speech === 'vad' && s.eosAt === null && s.silenceRunMs >= VAD_SILENCE_MS) s.eosAt = now;
+      s.frame++;
+      const due = s.streamT0 + s.frame * frameMs;
+      this.timer('audio', step, Math.max(0, due - this.env.now()));
+    };
+    step();
+  }
+
+  private stopAudio(): void {
+    this.clear('audio');
+  }
+
+  // ---- plumbing ----
+
+  private timer(name: keyof Device['t'], fn: () => void, ms: number): void {
+    this.clear(name);
+    this.t[name] = this.env.setTimeout(() => {
+      this.t[name] = null;
+      fn();
+    }, ms);
+  }
+
+  private clear(name: keyof Device['t']): void {
+    const h = this.t[name];
+    if (h !== null) this.env.clearTimeout(h);
+    this.t[name] = null;
+  }
+
+  private count(name: 'reconnect_attempts' | 'connection_drops' | 'flaps' | 'devices_gave_up' | 'sessions_started' | 'sessions_completed' | 'sessions_resumed' | 'sessions_dropped' | 'wakes' | 'protocol_errors' | 'playback_underruns', n = 1, extra?: Record<string, string>): void {
+    this.env.metrics.add(name, n, extra ? { ...this.tags, ...extra } : this.tags);
+  }
+
+  private trend(name: 'wake_ack_latency' | 'response_latency' | 'reconnect_time' | 'disconnect_detect_time' | 'ping_rtt', v: number): void {
+    this.env.metrics.add(name, v, this.tags);
+  }
+}

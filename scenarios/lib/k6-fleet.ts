@@ -1,0 +1,80 @@
+// The k6 side of the device model: metrics as k6 custom metrics, sockets from k6/websockets, timers from k6/timers,
+// and the fleet layout (many devices per VU, stable ids, connects spread over a ramp, a hard stop at the end).
+import exec from 'k6/execution';
+import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
+import { clearInterval, clearTimeout, setInterval, setTimeout } from 'k6/timers';
+import { WebSocket } from 'k6/websockets';
+import { makeAudioFrames } from './audio-frames.ts';
+import { Device, type AudioFrames, type DeviceEnv, type SocketLike } from './device.ts';
+import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from './metric-names.ts';
+import { profileFor } from './profiles.ts';
+import { deviceRandom } from './rng.ts';
+import type { RunConfig } from './run-config.ts';
+
+/** Creates every device metric; call in the init context (k6 requires it). */
+export function createK6Metrics(): MetricSink {
+  const m = {} as Record<DeviceMetricName, { add(v: number, tags?: Record<string, string>): void }>;
+  for (const [name, kind] of Object.entries(DEVICE_METRICS) as [DeviceMetricName, string][]) {
+    m[name] = kind === 'trend' ? new Trend(name, true) : kind === 'counter' ? new Counter(name) : kind === 'rate' ? new Rate(name) : new Gauge(name);
+  }
+  return { add: (name, value, tags) => m[name].add(value, tags) };
+}
+
+/** Loads the committed utterance; call in the init context (open() is only allowed there). */
+export function loadUtterance(): AudioFrames {
+  return makeAudioFrames(open(import.meta.resolve('../../audio/utterance.pcm'), 'b') as ArrayBuffer);
+}
+
+export interface FleetHooks {
+  /** When the network really died, for disconnect_detect_time (chaos runs). */
+  linkDiedAt?: () => number | null;
+}
+
+/** Runs this VU's share of the fleet until the run's end, then stops every device. */
+export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks = {}): void {
+  const vu = exec.vu.idInTest - 1;
+  const first = vu * cfg.devicesPerVu;
+  const last = Math.min(cfg.devices, first + cfg.devicesPerVu);
+  if (first >= last) return;
+  const endAt = exec.scenario.startTime + cfg.durationMs;
+  const now = () => Date.now();
+  const devices: Device[] = [];
+  for (let i = first; i < last; i++) {
+    const id = `${cfg.idPrefix}-${i}`;
+    const env: DeviceEnv = {
+      openSocket: (url, headers) => new WebSocket(url, null, { headers }) as unknown as SocketLike,
+      now,
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (h) => clearTimeout(h as number),
+      random: deviceRandom(cfg.seed, id),
+      metrics,
+      audio,
+      linkDiedAt: hooks.linkDiedAt,
+    };
+    const d = new Device({ id, baseUrl: cfg.targetUrl, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
+    // Spread connects evenly over the ramp, by global index, so every VU ramps together.
+    d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
+    devices.push(d);
+  }
+  const sampler = setInterval(() => {
+    let n = 0;
+    for (const d of devices) if (d.connected) n++;
+    metrics.add('devices_connected', n, { vu: String(vu) });
+  }, 1000);
+  setTimeout(() => {
+    clearInterval(sampler);
+    for (const d of devices) d.stop();
+  }, Math.max(0, endAt - now()));
+}
+
+/** k6 options for a fleet: one iteration per VU, bounded by the run's duration. */
+export function fleetScenario(cfg: RunConfig, extra: Record<string, unknown> = {}) {
+  return {
+    executor: 'per-vu-iterations',
+    vus: cfg.vus,
+    iterations: 1,
+    maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`,
+    gracefulStop: '10s',
+    ...extra,
+  };
+}

@@ -1,0 +1,31 @@
+// The device metrics: names and kinds are the interface scenarios, thresholds and reports share.
+
+export type MetricKind = 'trend' | 'counter' | 'rate' | 'gauge';
+
+export const DEVICE_METRICS = {
+  wake_ack_latency: 'trend',
+  response_latency: 'trend',
+  reconnect_time: 'trend',
+  disconnect_detect_time: 'trend',
+  ping_rtt: 'trend',
+  connection_drops: 'counter',
+  reconnect_attempts: 'counter',
+  devices_gave_up: 'counter',
+  flaps: 'counter',
+  sessions_started: 'counter',
+  sessions_completed: 'counter',
+  sessions_resumed: 'counter',
+  sessions_dropped: 'counter',
+  wakes: 'counter',
+  protocol_errors: 'counter',
+  playback_underruns: 'counter',
+  session_drop_rate: 'rate',
+  devices_connected: 'gauge',
+} as const satisfies Record<string, MetricKind>;
+
+export type DeviceMetricName = keyof typeof DEVICE_METRICS;
+
+/** Where a device reports; k6 and Node each provide one. */
+export interface MetricSink {
+  add(name: DeviceMetricName, value: number, tags: Record<string, string>): void;
+}

@@ -1,0 +1,203 @@
+// Device profiles as plain data (the clients of shared/FACTS.md plus a recommended one), their validation, and profile mixes.
+import { BACKOFF_POLICIES, type BackoffSpec } from './backoff.ts';
+
+export interface Profile {
+  name: string;
+  /** 'hello': connect to /ws and identify in hello (ESP32); 'path': /ws/{id}. */
+  connect: 'hello' | 'path';
+  keepalive: {
+    /** Answer the server's JSON pings with a JSON pong. */
+    answer_server_pings: boolean;
+    /** The device's own heartbeat: none, a JSON ping, or a WebSocket ping frame. */
+    send: 'none' | 'json-ping' | 'ws-ping';
+    interval_ms: number;
+  };
+  liveness: {
+    /**
+     * How the device notices a dead link:
+     * 'close' – only the socket's close event; 'pong-timeout' – its own ping unanswered for timeout_ms;
+     * 'silence' – nothing received for timeout_ms.
+     */
+    detect: 'close' | 'pong-timeout' | 'silence';
+    timeout_ms: number;
+    /** How often the firmware looks (a flag checked every N ms delays even a close event). 0: at once. */
+    check_ms: number;
+  };
+  reconnect: BackoffSpec & {
+    /** 'abnormal': any close but 1000; 'always': every close, 1000 too. */
+    on: 'abnormal' | 'always';
+  };
+  /** Reconnect with the last resume_token. */
+  resume: boolean;
+  /** Uplink PCM frame size in bytes (real-time pace: 32 bytes per ms). */
+  frame_bytes: number;
+  /** 'explicit': send end_of_speech after the utterance; 'vad': stream silence until the server's VAD ends speech. */
+  end_of_speech: 'explicit' | 'vad';
+  /** Audio buffered before playback starts. */
+  playback_prebuffer_ms: number;
+}
+
+const base = {
+  keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+  resume: false,
+  frame_bytes: 640,
+  end_of_speech: 'explicit',
+  playback_prebuffer_ms: 200,
+} as const;
+
+/** The profiles of the source documents, by name (see shared/FACTS.md "Clients in the source documents"). */
+export const PROFILES: Record<string, Profile> = {
+  'esp32-hotpin': {
+    ...base,
+    name: 'esp32-hotpin',
+    connect: 'hello',
+    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+    liveness: { detect: 'close', timeout_ms: 0, check_ms: 10_000 },
+    reconnect: { policy: 'fixed', first_ms: 3000, base_ms: 5000, cap_ms: 5000, max_attempts: 0, on: 'always' },
+    frame_bytes: 1024,
+    end_of_speech: 'vad',
+  },
+  'react-avatar': {
+    ...base,
+    name: 'react-avatar',
+    connect: 'path',
+    keepalive: { answer_server_pings: true, send: 'none', interval_ms: 0 },
+    liveness: { detect: 'silence', timeout_ms: 60_000, check_ms: 15_000 },
+    reconnect: { policy: 'exponential', base_ms: 1000, cap_ms: 30_000, max_attempts: 10, on: 'abnormal' },
+    frame_bytes: 4096,
+  },
+  'pi-assistant': {
+    ...base,
+    name: 'pi-assistant',
+    connect: 'path',
+    keepalive: { answer_server_pings: false, send: 'ws-ping', interval_ms: 30_000 },
+    liveness: { detect: 'close', timeout_ms: 0, check_ms: 0 },
+    reconnect: { policy: 'exponential', base_ms: 1000, cap_ms: 60_000, max_attempts: 0, jitter_ms: 1000, on: 'always' },
+    frame_bytes: 2048,
+  },
+  'esp32-p4-screen': {
+    ...base,
+    name: 'esp32-p4-screen',
+    connect: 'path',
+    // TCP keepalive (30 s idle, then 3 probes 5 s apart) is not settable from k6: modelled as 45 s of silence.
+    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+    liveness: { detect: 'silence', timeout_ms: 45_000, check_ms: 5000 },
+    reconnect: { policy: 'fixed', base_ms: 10_000, cap_ms: 10_000, max_attempts: 0, on: 'always' },
+    frame_bytes: 1024,
+  },
+  'web-heartbeat': {
+    ...base,
+    name: 'web-heartbeat',
+    connect: 'path',
+    keepalive: { answer_server_pings: false, send: 'json-ping', interval_ms: 20_000 },
+    liveness: { detect: 'close', timeout_ms: 0, check_ms: 0 },
+    reconnect: { policy: 'fixed', base_ms: 5000, cap_ms: 5000, max_attempts: 1, on: 'abnormal' },
+  },
+  recommended: {
+    ...base,
+    name: 'recommended',
+    connect: 'path',
+    keepalive: { answer_server_pings: true, send: 'json-ping', interval_ms: 15_000 },
+    liveness: { detect: 'pong-timeout', timeout_ms: 5000, check_ms: 0 },
+    reconnect: { policy: 'full-jitter', base_ms: 500, cap_ms: 30_000, max_attempts: 0, on: 'abnormal' },
+    resume: true,
+  },
+};
+
+export class ProfileError extends Error {
+  override name = 'ProfileError';
+}
+
+function need(cond: boolean, where: string, field: string, want: string): void {
+  if (!cond) throw new ProfileError(`profile ${where}: field "${field}" must be ${want}`);
+}
+const isInt = (v: unknown, min: number, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+const oneOf = (v: unknown, xs: readonly string[]) => typeof v === 'string' && xs.includes(v);
+
+/** Checks every field of a profile; the error names the profile and the field. */
+export function validateProfile(p: unknown, where = 'from file'): Profile {
+  need(p !== null && typeof p === 'object' && !Array.isArray(p), where, '(root)', 'an object');
+  const o = p as Record<string, any>;
+  need(typeof o.name === 'string' && /^[A-Za-z0-9._-]{1,40}$/.test(o.name), where, 'name', '1-40 characters of [A-Za-z0-9._-]');
+  where = `"${o.name}"`;
+  need(oneOf(o.connect, ['hello', 'path']), where, 'connect', "'hello' or 'path'");
+  need(o.keepalive && typeof o.keepalive === 'object', where, 'keepalive', 'an object');
+  need(typeof o.keepalive.answer_server_pings === 'boolean', where, 'keepalive.answer_server_pings', 'true or false');
+  need(oneOf(o.keepalive.send, ['none', 'json-ping', 'ws-ping']), where, 'keepalive.send', "'none', 'json-ping' or 'ws-ping'");
+  need(o.keepalive.send === 'none' ? isInt(o.keepalive.interval_ms, 0, 86_400_000) : isInt(o.keepalive.interval_ms, 100, 86_400_000), where, 'keepalive.interval_ms', 'an integer of at least 100 (ms) when the device sends pings');
+  need(o.liveness && typeof o.liveness === 'object', where, 'liveness', 'an object');
+  need(oneOf(o.liveness.detect, ['close', 'pong-timeout', 'silence']), where, 'liveness.detect', "'close', 'pong-timeout' or 'silence'");
+  need(o.liveness.detect === 'close' ? isInt(o.liveness.timeout_ms, 0, 86_400_000) : isInt(o.liveness.timeout_ms, 100, 86_400_000), where, 'liveness.timeout_ms', 'an integer of at least 100 (ms)');
+  need(isInt(o.liveness.check_ms, 0, 86_400_000), where, 'liveness.check_ms', 'an integer >= 0 (ms)');
+  need(o.liveness.detect !== 'pong-timeout' || o.keepalive.send === 'json-ping', where, 'liveness.detect', "'pong-timeout' only with keepalive.send 'json-ping'");
+  const r = o.reconnect;
+  need(r && typeof r === 'object', where, 'reconnect', 'an object');
+  need(oneOf(r.policy, BACKOFF_POLICIES), where, 'reconnect.policy', BACKOFF_POLICIES.join(', '));
+  need(isInt(r.base_ms, 1, 3_600_000), where, 'reconnect.base_ms', 'an integer in 1-3600000');
+  need(isInt(r.cap_ms, r.base_ms, 3_600_000), where, 'reconnect.cap_ms', 'an integer >= base_ms');
+  need(isInt(r.max_attempts, 0, 1_000_000), where, 'reconnect.max_attempts', 'an integer >= 0 (0: forever)');
+  need(r.first_ms === undefined || isInt(r.first_ms, 0, 3_600_000), where, 'reconnect.first_ms', 'an integer >= 0');
+  need(r.jitter_ms === undefined || isInt(r.jitter_ms, 0, 3_600_000), where, 'reconnect.jitter_ms', 'an integer >= 0');
+  need(oneOf(r.on, ['abnormal', 'always']), where, 'reconnect.on', "'abnormal' or 'always'");
+  need(typeof o.resume === 'boolean', where, 'resume', 'true or false');
+  need(isInt(o.frame_bytes, 2, 16384) && o.frame_bytes % 2 === 0, where, 'frame_bytes', 'an even integer in 2-16384');
+  need(oneOf(o.end_of_speech, ['explicit', 'vad']), where, 'end_of_speech', "'explicit' or 'vad'");
+  need(isInt(o.playback_prebuffer_ms, 0, 10_000), where, 'playback_prebuffer_ms', 'an integer in 0-10000');
+  return o as Profile;
+}
+
+for (const [k, p] of Object.entries(PROFILES)) validateProfile(p, k);
+
+export interface ProfileShare {
+  profile: Profile;
+  weight: number;
+}
+
+/**
+ * Parses PROFILE: a name, a path to a JSON profile, or a weighted mix "esp32-hotpin:70,recommended:30".
+ * `readFile` loads a JSON profile by path (k6: open() in the init context; Node: readFileSync).
+ */
+export function parseProfileMix(spec: string, readFile: (path: string) => string): ProfileShare[] {
+  const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new ProfileError('PROFILE is empty: give a name, a .json path, or a mix like esp32-hotpin:70,recommended:30');
+  const shares = parts.map((part) => {
+    const m = /^(.*?)(?::(\d+(?:\.\d+)?))?$/.exec(part)!;
+    const ref = m[1]!;
+    const weight = m[2] === undefined ? 1 : Number(m[2]);
+    if (!(weight > 0)) throw new ProfileError(`PROFILE entry "${part}": the weight must be a positive number`);
+    let profile: Profile;
+    if (ref.endsWith('.json')) {
+      let text: string;
+      try {
+        text = readFile(ref);
+      } catch (e) {
+        throw new ProfileError(`PROFILE entry "${part}": cannot read ${ref} (${String((e as Error).message ?? e).split('\n')[0]})`);
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        throw new ProfileError(`profile file ${ref}: not valid JSON`);
+      }
+      profile = validateProfile(json, `file ${ref}`);
+    } else {
+      const p = PROFILES[ref];
+      if (!p) throw new ProfileError(`unknown profile "${ref}": known are ${Object.keys(PROFILES).join(', ')}, or a path to a .json profile`);
+      profile = p;
+    }
+    return { profile, weight };
+  });
+  return shares;
+}
+
+/** Deterministic assignment: device i of n gets the profile whose cumulative share covers (i + 0.5) / n. */
+export function profileFor(index: number, total: number, shares: ProfileShare[]): Profile {
+  const sum = shares.reduce((a, s) => a + s.weight, 0);
+  const x = ((index + 0.5) / Math.max(1, total)) * sum;
+  let acc = 0;
+  for (const s of shares) {
+    acc += s.weight;
+    if (x < acc) return s.profile;
+  }
+  return shares[shares.length - 1]!.profile;
+}

@@ -1,0 +1,114 @@
+// Reads a run's parameters from k6's -e variables (or any env object), with loopback defaults and one-line errors.
+import { parseProfileMix, type ProfileShare } from './profiles.ts';
+import type { WakeSchedule } from './device.ts';
+
+export interface RunConfig {
+  devices: number;
+  devicesPerVu: number;
+  vus: number;
+  durationMs: number;
+  rampMs: number;
+  targetUrl: string;
+  toxiproxyUrl: string;
+  token?: string;
+  seed: string;
+  profileSpec: string;
+  profiles: ProfileShare[];
+  wake: WakeSchedule;
+  idPrefix: string;
+}
+
+export class RunConfigError extends Error {
+  override name = 'RunConfigError';
+}
+
+/** "90s", "2m", "1h30m", "500ms" or a number of seconds → ms. */
+export function parseDuration(v: string, name: string): number {
+  const s = v.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = '';
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(s))) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    consumed += m[0];
+  }
+  if (!consumed || consumed !== s) throw new RunConfigError(`${name} must be a duration like 30s, 2m or 1h30m, got '${v}'`);
+  return Math.round(total);
+}
+
+function int(env: Record<string, string | undefined>, name: string, def: number, min: number, max: number): number {
+  const v = env[name];
+  if (v === undefined || v === '') return def;
+  if (!/^\d+$/.test(v.trim())) throw new RunConfigError(`${name} must be an integer, got '${v}'`);
+  const n = Number(v);
+  if (n < min || n > max) throw new RunConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** WAKE: off | once[:min-max] | poisson:<mean> | fixed:<interval>, e.g. poisson:5m, once:2s-10s. */
+export function parseWake(v: string | undefined, def: WakeSchedule): WakeSchedule {
+  if (!v) return def;
+  const [mode, arg] = v.split(':', 2) as [string, string | undefined];
+  if (mode === 'off') return { ...def, mode: 'off' };
+  if (mode === 'once') {
+    if (!arg) return { ...def, mode: 'once' };
+    const [a, b] = arg.split('-');
+    const min = parseDuration(a!, 'WAKE once start');
+    return { mode: 'once', interval_ms: 0, first_min_ms: min, first_max_ms: b ? parseDuration(b, 'WAKE once end') : min };
+  }
+  if (mode === 'poisson' || mode === 'fixed') {
+    if (!arg) throw new RunConfigError(`WAKE ${mode} needs an interval, e.g. ${mode}:5m`);
+    const ms = parseDuration(arg, `WAKE ${mode} interval`);
+    if (ms < 100) throw new RunConfigError('WAKE interval must be at least 100ms');
+    return { mode, interval_ms: ms, first_min_ms: mode === 'fixed' ? ms : 0, first_max_ms: ms };
+  }
+  throw new RunConfigError(`WAKE must be off, once[:2s-10s], poisson:<mean> or fixed:<interval>, got '${v}'`);
+}
+
+export function isLoopbackUrl(u: string): boolean {
+  const m = /^[a-z]+:\/\/(\[[^\]]+\]|[^/:?#]+)/i.exec(u);
+  if (!m) return false;
+  const host = m[1]!.replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export function readRunConfig(
+  env: Record<string, string | undefined>,
+  defaults: { devices: number; duration: string; profile: string; wake: WakeSchedule; ramp?: string },
+  readFile: (path: string) => string,
+): RunConfig {
+  const devices = int(env, 'DEVICES', defaults.devices, 1, 1_000_000);
+  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, 1, 100_000));
+  const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
+  if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
+  const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
+  if (rampMs >= durationMs) throw new RunConfigError(`RAMP (${rampMs} ms) must be shorter than DURATION (${durationMs} ms)`);
+  const targetUrl = (env.TARGET_URL ?? 'ws://127.0.0.1:18000').replace(/\/+$/, '');
+  if (!/^wss?:\/\/[^/]+$/.test(targetUrl)) throw new RunConfigError(`TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), got '${targetUrl}'`);
+  if (!isLoopbackUrl(targetUrl) && env.ALLOW_REMOTE !== '1') {
+    throw new RunConfigError(`TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`);
+  }
+  const toxiproxyUrl = (env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474').replace(/\/+$/, '');
+  const profileSpec = env.PROFILE ?? defaults.profile;
+  const profiles = parseProfileMix(profileSpec, readFile);
+  const wake = parseWake(env.WAKE, defaults.wake);
+  const idPrefix = env.ID_PREFIX ?? 'dev';
+  if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix)) throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
+  return {
+    devices,
+    devicesPerVu,
+    vus: Math.ceil(devices / devicesPerVu),
+    durationMs,
+    rampMs,
+    targetUrl,
+    toxiproxyUrl,
+    token: env.TOKEN || undefined,
+    seed: env.SEED ?? '1',
+    profileSpec,
+    profiles,
+    wake,
+    idPrefix,
+  };
+}
