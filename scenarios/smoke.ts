@@ -2,6 +2,7 @@
 //   k6 run -e TARGET_URL=ws://127.0.0.1:18000 scenarios/smoke.ts
 import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './lib/k6-fleet.ts';
 import { readRunConfig } from './lib/run-config.ts';
+import { TREND_STATS, summaryOutputs, type SummaryData } from './lib/summary.ts';
 
 const cfg = readRunConfig(
   __ENV,
@@ -12,6 +13,7 @@ const metrics = createK6Metrics();
 const audio = loadUtterance();
 
 export const options = {
+  summaryTrendStats: TREND_STATS,
   scenarios: { devices: fleetScenario(cfg) },
   thresholds: {
     wake_ack_latency: ['p(95)<500'],
@@ -25,4 +27,8 @@ export const options = {
 
 export default function () {
   runFleetVu(cfg, metrics, audio);
+}
+
+export function handleSummary(data: SummaryData) {
+  return summaryOutputs(data, __ENV, 'smoke');
 }

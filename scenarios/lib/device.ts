@@ -247,8 +247,8 @@ export class Device {
   /** The socket closed (close event), or the device decided the link is dead. */
   private linkEnded(code: number): void {
     if (this.state === 'stopped') return;
-    const notice = this.profile.liveness.check_ms;
-    if (this.state === 'connected' && notice > 0) {
+    const { detect, check_ms: notice } = this.profile.liveness;
+    if (this.state === 'connected' && detect === 'close' && notice > 0) {
       // Firmware that polls a flag only sees the close at its next check.
       const now = this.env.now();
       const next = this.connectedAt + Math.ceil((now - this.connectedAt + 1) / notice) * notice;

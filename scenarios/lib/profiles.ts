@@ -20,7 +20,7 @@ export interface Profile {
      */
     detect: 'close' | 'pong-timeout' | 'silence';
     timeout_ms: number;
-    /** How often the firmware looks (a flag checked every N ms delays even a close event). 0: at once. */
+    /** How often the firmware looks: the silence check period; with detect 'close', a polled flag that delays noticing a close. 0: at once. */
     check_ms: number;
   };
   reconnect: BackoffSpec & {

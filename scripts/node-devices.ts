@@ -1,0 +1,73 @@
+// Runs the device model on Node: `ws` sockets shaped like k6's browser-like WebSocket, the real clock, a metrics recorder.
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+import { makeAudioFrames } from '../scenarios/lib/audio-frames.ts';
+import type { AudioFrames, DeviceEnv, SocketLike } from '../scenarios/lib/device.ts';
+import type { DeviceMetricName, MetricSink } from '../scenarios/lib/metric-names.ts';
+import { deviceRandom } from '../scenarios/lib/rng.ts';
+
+/** Wraps a `ws` client in the onopen/onmessage/onclose shape the device expects. */
+export function wsSocket(url: string, headers: Record<string, string>): SocketLike {
+  const ws = new WebSocket(url, { headers });
+  const s: SocketLike = {
+    binaryType: 'arraybuffer',
+    onopen: null,
+    onmessage: null,
+    onclose: null,
+    onerror: null,
+    send: (data) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(data as Buffer);
+    },
+    ping: () => {
+      if (ws.readyState === WebSocket.OPEN) ws.ping();
+    },
+    close: (code, reason) => {
+      if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+      else ws.close(code, reason);
+    },
+  };
+  ws.on('open', () => s.onopen?.());
+  ws.on('message', (data: Buffer, isBinary) => {
+    if (isBinary) s.onmessage?.({ data: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) });
+    else s.onmessage?.({ data: data.toString('utf8') });
+  });
+  ws.on('error', (e) => s.onerror?.({ error: e.message }));
+  ws.on('close', (code) => s.onclose?.({ code }));
+  return s;
+}
+
+/** Collects every metric sample, for assertions and summaries. */
+export class MetricsRecorder implements MetricSink {
+  readonly samples: { name: DeviceMetricName; value: number; tags: Record<string, string> }[] = [];
+  add(name: DeviceMetricName, value: number, tags: Record<string, string>): void {
+    this.samples.push({ name, value, tags });
+  }
+  values(name: DeviceMetricName): number[] {
+    return this.samples.filter((s) => s.name === name).map((s) => s.value);
+  }
+  count(name: DeviceMetricName): number {
+    return this.values(name).reduce((a, b) => a + b, 0);
+  }
+}
+
+let utterance: AudioFrames | null = null;
+export function nodeAudio(): AudioFrames {
+  if (!utterance) {
+    const buf = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
+    utterance = makeAudioFrames(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  }
+  return utterance;
+}
+
+export function nodeDeviceEnv(id: string, metrics: MetricSink, seed = '1', extra: Partial<DeviceEnv> = {}): DeviceEnv {
+  return {
+    openSocket: wsSocket,
+    now: () => Date.now(),
+    setTimeout: (fn, ms) => setTimeout(fn, ms),
+    clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+    random: deviceRandom(seed, id),
+    metrics,
+    audio: nodeAudio(),
+    ...extra,
+  };
+}

@@ -1,0 +1,64 @@
+// Real k6 devices against the real server through real Toxiproxy: metric values in k6's summary tell the truth.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { runK6 } from '../../scripts/k6.ts';
+import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+
+const SMOKE = new URL('../../scenarios/smoke.ts', import.meta.url).pathname;
+const STT = 120;
+const LLM = 60;
+const TTS = 40;
+
+describe('k6 devices through Toxiproxy', () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({
+      serverPort: await pickFreePort(),
+      toxiproxyPort: await pickFreePort(),
+      proxyPorts: { voice: 0 },
+      server: { sttMs: STT, llmMs: LLM, ttsMs: TTS },
+    });
+  });
+  after(async () => stack.stop());
+
+  it('a clean run completes every wake, and response_latency p50 tracks stt+llm+tts', async () => {
+    const r = await runK6({
+      script: SMOKE,
+      vars: { TARGET_URL: stack.targetUrl, DEVICES: 30, DEVICES_PER_VU: 10, DURATION: '14s', WAKE: 'once:1s-4s', PROFILE: 'recommended:1,esp32-hotpin:1,pi-assistant:1' },
+      timeoutMs: 90_000,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const m = r.summary!.metrics;
+    assert.equal(m.wakes!.values.count, 30);
+    assert.equal(m.sessions_completed!.values.count, 30, 'sessions completed equal wakes');
+    assert.equal(m.session_drop_rate!.values.rate, 0);
+    const p50 = m.response_latency!.values['p(50)']!;
+    const configured = STT + LLM + TTS;
+    // esp32-hotpin ends speech by the server's VAD: its end of speech is when 700 ms of silence has been sent.
+    assert.ok(p50 >= configured && p50 <= configured + 25, `response_latency p50 ${p50} ms vs configured ${configured} ms`);
+    assert.ok(m.wake_ack_latency!.values['p(95)']! < 50);
+    assert.equal(m.devices_connected!.values.max, 10, 'devices sampled per VU');
+  });
+
+  it('a device forced off the network reports a drop and a reconnect', async () => {
+    const proxy = await stack.toxiproxy.get('voice');
+    const run = runK6({
+      script: SMOKE,
+      vars: { TARGET_URL: stack.targetUrl, DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: 'recommended' },
+      timeoutMs: 90_000,
+    });
+    await new Promise((r) => setTimeout(r, 5000));
+    await proxy.update({ enabled: false, listen: proxy.listen, upstream: proxy.upstream });
+    await new Promise((r) => setTimeout(r, 1500));
+    await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
+    const r = await run;
+    assert.equal(r.code, 99, 'the smoke threshold on connection_drops is breached');
+    const m = r.summary!.metrics;
+    assert.equal(m.connection_drops!.values.count, 10);
+    assert.ok(m.reconnect_attempts!.values.count! >= 10);
+    assert.equal(m.reconnect_time!.values.count, 10, 'every device came back');
+    assert.ok(m.reconnect_time!.values['p(50)']! >= 1000, 'not before the cut ended');
+    assert.equal(m.connection_drops!.thresholds!['count<1']!.ok, false);
+    assert.match(r.stdout, /VERDICT: FAIL/);
+  });
+});
