@@ -10,7 +10,7 @@ export async function runStackCommand(opts: StackOptions): Promise<void> {
   console.log(`  health     ${stack.serverHttpUrl}/health   metrics: ${stack.serverHttpUrl}/metrics`);
   console.log('');
   console.log('Run a scenario against it:');
-  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${stack.targetUrl} -e TOXIPROXY_URL=${stack.toxiproxyUrl} scenarios/smoke.ts`);
+  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${stack.targetUrl} -e TOXIPROXY_URL=${stack.toxiproxyUrl}${stack.controlUrl ? ` -e CONTROL_URL=${stack.controlUrl}` : ''} -e SERVER_URL=${stack.serverHttpUrl} scenarios/smoke.ts`);
   console.log('');
   console.log('Ctrl-C stops everything.');
   let stopping = false;

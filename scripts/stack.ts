@@ -1,5 +1,6 @@
 // Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
@@ -18,6 +19,8 @@ export interface StackOptions {
   /** Extra env for the server process. */
   log?: (line: string) => void;
   healthTimeoutMs?: number;
+  /** Port of the control API; 0 (default) picks a free one. */
+  controlPort?: number;
 }
 
 export interface Stack {
@@ -30,6 +33,8 @@ export interface Stack {
   proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
   /** ws:// base through the 'voice' proxy. */
   targetUrl: string;
+  /** The stack's control API (POST /server/stop, /server/start) for server-restart faults; '' when it fronts --server-url. */
+  controlUrl: string;
   toxiproxy: Toxiproxy;
   serverPid: number | null;
   toxiproxyPid: number;
@@ -203,6 +208,45 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       log(`proxy      ${p.name}: ws://${listen} -> ${upstream}`);
     }
 
+    // The control API lets a k6 chaos VU restart the reference server (server-restart fault).
+    let control: HttpServer | null = null;
+    let controlUrl = '';
+    let serverDown = false;
+    if (!opts.serverUrl) {
+      let busy: Promise<void> = Promise.resolve();
+      control = createHttpServer((req, res) => {
+        const route = `${req.method} ${req.url}`;
+        const done = (code: number, body: object) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        if (route === 'POST /server/stop' || route === 'POST /server/start') {
+          req.resume();
+          busy = busy.then(async () => {
+            try {
+              if (route === 'POST /server/stop' && !serverDown) {
+                serverDown = true;
+                log('control    server-restart: draining the server (1012)');
+                await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
+              } else if (route === 'POST /server/start' && serverDown) {
+                await spawnServer();
+                serverDown = false;
+                log(`control    server-restart: server up again (pid ${server!.pid})`);
+              }
+              done(200, { ok: true, server: serverDown ? 'down' : 'up' });
+            } catch (e) {
+              done(500, { ok: false, error: (e as Error).message });
+            }
+          });
+        } else if (route === 'GET /health') done(200, { ok: true, server: serverDown ? 'down' : 'up' });
+        else done(404, { ok: false });
+      });
+      const cp = opts.controlPort ?? 0;
+      await new Promise<void>((resolve, reject) => {
+        control!.once('error', (e) => reject(new StackError(`control API cannot listen on ${cp}: ${e.message}`)));
+        control!.listen(cp, '127.0.0.1', () => resolve());
+      });
+      controlUrl = `http://127.0.0.1:${(control.address() as { port: number }).port}`;
+      log(`control    ${controlUrl} (server-restart)`);
+    }
+
     let stopped: Promise<void> | null = null;
     const stack: Stack = {
       serverHttpUrl,
@@ -210,6 +254,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       toxiproxyUrl,
       proxies,
       targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl,
+      controlUrl,
       toxiproxy,
       get serverPid() {
         return server?.pid ?? null;
@@ -229,6 +274,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
             for (const name of Object.keys(proxies)) await (await toxiproxy.get(name)).remove();
           } catch {
             /* toxiproxy already gone: its proxies went with it */
+          }
+          if (control) {
+            control.closeAllConnections();
+            await new Promise<void>((r) => control!.close(() => r()));
           }
           await cleanup();
         })();

@@ -278,7 +278,7 @@ export class Device {
     this.stopAudio();
     this.clear('connect');
     if (wasConnected) {
-      this.count('connection_drops');
+      this.count('connection_drops', 1, { code: String(code) });
       if (now - this.connectedAt < FLAP_MS) this.count('flaps');
       this.lossNoticedAt = now;
       const died = this.env.linkDiedAt?.() ?? null;

@@ -38,6 +38,8 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   if (first >= last) return;
   const endAt = exec.scenario.startTime + cfg.durationMs;
   const now = () => Date.now();
+  // A ramping executor may start a second iteration at the very end: the fleet runs once per VU.
+  if (now() >= endAt - 500) return;
   const devices: Device[] = [];
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;
@@ -54,6 +56,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
     const d = new Device({ id, baseUrl: cfg.targetUrl, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
+    metrics.add('devices_started', 1, { profile: d.profile.name });
     devices.push(d);
   }
   const sampler = setInterval(() => {

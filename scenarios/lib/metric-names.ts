@@ -21,6 +21,7 @@ export const DEVICE_METRICS = {
   playback_underruns: 'counter',
   session_drop_rate: 'rate',
   devices_connected: 'gauge',
+  devices_started: 'counter',
 } as const satisfies Record<string, MetricKind>;
 
 export type DeviceMetricName = keyof typeof DEVICE_METRICS;

@@ -1,4 +1,5 @@
 // Reads a run's parameters from k6's -e variables (or any env object), with loopback defaults and one-line errors.
+import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device.ts';
 
@@ -92,7 +93,8 @@ export function readRunConfig(
   }
   const toxiproxyUrl = (env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474').replace(/\/+$/, '');
   const profileSpec = env.PROFILE ?? defaults.profile;
-  const profiles = parseProfileMix(profileSpec, readFile);
+  let profiles = parseProfileMix(profileSpec, readFile);
+  if (env.BACKOFF) profiles = overrideBackoff(profiles, env.BACKOFF);
   const wake = parseWake(env.WAKE, defaults.wake);
   const idPrefix = env.ID_PREFIX ?? 'dev';
   if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix)) throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
@@ -111,4 +113,24 @@ export function readRunConfig(
     wake,
     idPrefix,
   };
+}
+
+/** BACKOFF=<policy>[:base_ms[:cap_ms]] replaces every profile's reconnect policy (to compare policies on one fleet). */
+export function overrideBackoff(shares: ProfileShare[], spec: string): ProfileShare[] {
+  const [policy, base, cap] = spec.split(':');
+  if (!BACKOFF_POLICIES.includes(policy as BackoffPolicyName)) throw new RunConfigError(`BACKOFF must be one of ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]], got '${spec}'`);
+  const num = (v: string | undefined, what: string) => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new RunConfigError(`BACKOFF ${what} must be a positive integer (ms), got '${v}'`);
+    return Number(v);
+  };
+  const b = num(base, 'base');
+  const c = num(cap, 'cap');
+  return shares.map((s) => {
+    const r = { ...s.profile.reconnect, policy: policy as BackoffPolicyName, first_ms: undefined, jitter_ms: undefined };
+    if (b !== undefined) r.base_ms = b;
+    if (c !== undefined) r.cap_ms = c;
+    if (r.cap_ms < r.base_ms) r.cap_ms = r.base_ms;
+    return { ...s, profile: { ...s.profile, name: `${s.profile.name}+${policy}`, reconnect: r } };
+  });
 }

@@ -1,5 +1,7 @@
-// handleSummary for every scenario: a compact text verdict on stdout, summary.json and junit.xml where asked (-e SUMMARY_JSON, -e JUNIT_XML).
+// handleSummary for every scenario: a verdict table on stdout, and summary.json, junit.xml and events.json.
 // k6's own textSummary and jUnit helpers live on a CDN this project cannot reach, so they are written here.
+
+import { thresholdExpr, type Slo } from './slo.ts';
 
 interface MetricSummary {
   type: string;
@@ -10,6 +12,7 @@ interface MetricSummary {
 export interface SummaryData {
   metrics: Record<string, MetricSummary>;
   state?: { testRunDurationMs?: number; isStdOutTTY?: boolean };
+  setup_data?: unknown;
 }
 
 /** The trend stats every scenario reports (p50 and p99 are what fidelity checks compare). */
@@ -35,6 +38,7 @@ const DEVICE_ORDER = [
   'playback_underruns',
   'protocol_errors',
   'chaos_events',
+  'chaos_errors',
 ];
 
 function fmt(m: MetricSummary): string {
@@ -46,25 +50,58 @@ function fmt(m: MetricSummary): string {
   return `${v.count}`;
 }
 
-export function thresholdResults(data: SummaryData): { metric: string; threshold: string; ok: boolean; value: string }[] {
-  const out: { metric: string; threshold: string; ok: boolean; value: string }[] = [];
-  for (const [name, m] of Object.entries(data.metrics)) {
-    for (const [th, r] of Object.entries(m.thresholds ?? {})) out.push({ metric: name, threshold: th, ok: r.ok, value: fmt(m) });
-  }
-  return out.sort((a, b) => a.metric.localeCompare(b.metric));
+/** One row per SLO: target, measured, pass or fail. An SLO whose metric saw no sample has no data and passes. */
+export interface SloRow {
+  name: string;
+  metric: string;
+  target: string;
+  measured: string;
+  measuredValue: number | null;
+  ok: boolean;
 }
 
-export function textSummary(data: SummaryData): string {
-  const lines: string[] = ['', 'wakestorm — device metrics'];
+function measuredOf(m: MetricSummary | undefined, s: Slo): number | null {
+  if (!m || (m.type === 'trend' && !m.values.count)) return null;
+  const key = s.aggregation === 'count' ? 'count' : s.aggregation === 'rate' ? 'rate' : s.aggregation;
+  const v = m.values[key];
+  return typeof v === 'number' ? v : null;
+}
+
+function show(v: number | null, s: Slo): string {
+  if (v === null) return 'no data';
+  if (s.aggregation === 'rate') return `${(v * 100).toFixed(2)}%`;
+  if (s.aggregation === 'count') return String(v);
+  return `${v.toFixed(1)} ms`;
+}
+
+export function sloRows(data: SummaryData, slos: Slo[]): SloRow[] {
+  return slos.map((s) => {
+    const m = data.metrics[s.metric];
+    const v = measuredOf(m, s);
+    const th = m?.thresholds?.[thresholdExpr(s)];
+    return {
+      name: s.name,
+      metric: s.metric,
+      target: `${s.aggregation} ${s.op} ${s.aggregation === 'rate' ? `${s.target * 100}%` : s.target}`,
+      measured: show(v, s),
+      measuredValue: v,
+      ok: th ? th.ok : true,
+    };
+  });
+}
+
+export function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = []): string {
+  const lines: string[] = ['', `wakestorm ${title} — device metrics`];
   const names = Object.keys(data.metrics);
-  const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`))).sort()];
-  for (const n of ordered) lines.push(`  ${n.padEnd(44)} ${fmt(data.metrics[n]!)}`);
-  const ths = thresholdResults(data);
-  if (ths.length) {
-    lines.push('', 'SLO thresholds');
-    for (const t of ths) lines.push(`  ${t.ok ? 'PASS' : 'FAIL'}  ${`${t.metric}: ${t.threshold}`.padEnd(52)} ${t.value}`);
-    const failed = ths.filter((t) => !t.ok).length;
-    lines.push('', failed ? `VERDICT: FAIL (${failed} of ${ths.length} thresholds breached)` : `VERDICT: PASS (${ths.length} thresholds)`);
+  const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_s:')).sort()];
+  for (const n of ordered) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
+  if (extra.length) lines.push('', ...extra.map((l) => `  ${l}`));
+  const rows = sloRows(data, slos);
+  if (rows.length) {
+    lines.push('', `  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(14)} verdict`);
+    for (const r of rows) lines.push(`  ${r.name.padEnd(20)} ${r.target.padEnd(20)} ${r.measured.padEnd(14)} ${r.ok ? 'PASS' : 'FAIL'}`);
+    const failed = rows.filter((r) => !r.ok);
+    lines.push('', failed.length ? `VERDICT: FAIL (${failed.map((r) => r.name).join(', ')} breached)` : `VERDICT: PASS (${rows.length} SLOs)`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -73,24 +110,42 @@ function xml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** One JUnit test case per threshold, so CI shows which SLO broke. */
-export function junitXml(data: SummaryData, suite = 'wakestorm'): string {
-  const ths = thresholdResults(data);
-  const failures = ths.filter((t) => !t.ok).length;
+/** One JUnit test case per SLO, the measured value in the failure message, so CI shows which SLO broke. */
+export function junitXml(data: SummaryData, slos: Slo[], suite: string): string {
+  const rows = sloRows(data, slos);
+  const failures = rows.filter((r) => !r.ok).length;
   const secs = ((data.state?.testRunDurationMs ?? 0) / 1000).toFixed(3);
-  const cases = ths.map((t) => {
-    const name = xml(`${t.metric}: ${t.threshold}`);
-    return t.ok
-      ? `    <testcase classname="${xml(suite)}.slo" name="${name}"/>`
-      : `    <testcase classname="${xml(suite)}.slo" name="${name}">\n      <failure message="${xml(`breached: ${t.value}`)}"/>\n    </testcase>`;
+  const cases = rows.map((r) => {
+    const name = xml(`${r.name} (${r.metric} ${r.target})`);
+    return r.ok
+      ? `    <testcase classname="wakestorm.${xml(suite)}" name="${name}"/>`
+      : `    <testcase classname="wakestorm.${xml(suite)}" name="${name}">\n      <failure message="${xml(`${r.metric} measured ${r.measured}, target ${r.target}`)}"/>\n    </testcase>`;
   });
-  return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="${ths.length}" failures="${failures}" time="${secs}">\n  <testsuite name="${xml(suite)}" tests="${ths.length}" failures="${failures}" time="${secs}">\n${cases.join('\n')}\n  </testsuite>\n</testsuites>\n`;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="${rows.length}" failures="${failures}" time="${secs}">\n  <testsuite name="wakestorm.${xml(suite)}" tests="${rows.length}" failures="${failures}" time="${secs}">\n${cases.join('\n')}\n  </testsuite>\n</testsuites>\n`;
 }
 
-/** The scenarios' handleSummary: stdout always; files only when their paths are given. */
-export function summaryOutputs(data: SummaryData, env: Record<string, string | undefined>, suite: string): Record<string, string> {
-  const out: Record<string, string> = { stdout: textSummary(data) };
-  if (env.SUMMARY_JSON) out[env.SUMMARY_JSON] = JSON.stringify(data, null, 1);
-  if (env.JUNIT_XML) out[env.JUNIT_XML] = junitXml(data, suite);
+/**
+ * The files a run leaves. k6 cannot create directories, so with RESULTS_DIR (which the CLI creates) they go
+ * inside it; without, they go flat into results/ as <scenario>-<timestamp>.<file>.
+ * k6 writes the returned files only after handleSummary returns: all of them, or none if it throws.
+ */
+export function summaryOutputs(
+  data: SummaryData,
+  env: Record<string, string | undefined>,
+  scenario: string,
+  slos: Slo[],
+  events: object[],
+  extra: string[] = [],
+): Record<string, string> {
+  const out: Record<string, string> = { stdout: textSummary(data, slos, scenario, extra) };
+  const dir = env.RESULTS_DIR?.replace(/\/+$/, '');
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const path = (f: string) => (dir ? `${dir}/${f}` : `results/${scenario}-${stamp}.${f}`);
+  if (env.NO_RESULTS !== '1') {
+    out[path('summary.json')] = JSON.stringify(data, null, 1);
+    out[path('junit.xml')] = junitXml(data, slos, scenario);
+    out[path('events.json')] = JSON.stringify(events, null, 1);
+  }
+  if (env.SUMMARY_JSON) out[env.SUMMARY_JSON] = JSON.stringify(data);
   return out;
 }

@@ -81,7 +81,7 @@ describe('wakestorm stack (CLI)', () => {
     const [sp, tp, pp] = [await pickFreePort(), await pickFreePort(), await pickFreePort()];
     const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp)]);
     await waitFor(() => p.output().includes('Ctrl-C stops everything'), 30_000, 'stack up');
-    assert.match(p.output(), new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} scenarios/smoke.ts`));
+    assert.match(p.output(), new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} -e CONTROL_URL=http://127.0.0.1:\\d+ -e SERVER_URL=http://127.0.0.1:${sp} scenarios/smoke.ts`));
     p.kill('SIGTERM');
     assert.equal(await exited(p, 20_000), 0);
     for (const port of [sp, tp, pp]) assert.equal(await portClosed(port), true, `port ${port} closed`);

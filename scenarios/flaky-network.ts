@@ -1,0 +1,19 @@
+// Flaky network: a device's day on bad Wi-Fi — jitter, short cuts (TIMELINE=half-open or cell-handover for others).
+//   k6 run -e TARGET_URL=… -e TOXIPROXY_URL=… scenarios/flaky-network.ts
+import { makeScenario } from './lib/kit.ts';
+
+const s = makeScenario({
+  name: 'flaky-network',
+  devices: 120,
+  duration: '60s',
+  profile: 'esp32-hotpin:1,react-avatar:1,pi-assistant:1,esp32-p4-screen:1,web-heartbeat:1,recommended:1',
+  timeline: 'flaky-wifi',
+  wake: { mode: 'poisson', interval_ms: 15_000, first_min_ms: 0, first_max_ms: 15_000 },
+});
+
+export const options = s.options;
+export const setup = s.setup;
+export const devices = s.devices;
+export const chaos = s.chaos;
+export const teardown = s.teardown;
+export const handleSummary = s.handleSummary;

@@ -1,0 +1,92 @@
+// SLOs as data (name, metric, aggregation, target), the k6 thresholds derived from them, and per-run overrides.
+
+export type Aggregation = 'p(50)' | 'p(90)' | 'p(95)' | 'p(99)' | 'avg' | 'max' | 'rate' | 'count';
+export type Op = '<' | '<=' | '==' | '>' | '>=';
+
+export interface Slo {
+  name: string;
+  metric: string;
+  aggregation: Aggregation;
+  op: Op;
+  target: number;
+  description: string;
+  /** Stop the run as soon as this SLO is breached (capacity search uses it). */
+  abortOnFail?: boolean;
+}
+
+export const DEFAULT_SLOS: Slo[] = [
+  { name: 'wake_ack_p95', metric: 'wake_ack_latency', aggregation: 'p(95)', op: '<', target: 300, description: 'wake word to session_started, ms' },
+  { name: 'response_p95', metric: 'response_latency', aggregation: 'p(95)', op: '<', target: 800, description: 'end of speech to first TTS byte, ms' },
+  { name: 'reconnect_p95', metric: 'reconnect_time', aggregation: 'p(95)', op: '<', target: 10_000, description: 'link loss noticed to connected again, ms' },
+  { name: 'session_drop_rate', metric: 'session_drop_rate', aggregation: 'rate', op: '<', target: 0.01, description: 'sessions that never completed' },
+  { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying' },
+];
+
+export class SloError extends Error {
+  override name = 'SloError';
+}
+
+const AGGS: Aggregation[] = ['p(50)', 'p(90)', 'p(95)', 'p(99)', 'avg', 'max', 'rate', 'count'];
+const OPS: Op[] = ['<', '<=', '==', '>', '>='];
+
+function check(s: Record<string, unknown>, where: string): Slo {
+  if (typeof s.name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.name)) throw new SloError(`${where}: "name" must be snake_case`);
+  if (typeof s.metric !== 'string' || !/^[a-z_]+(\{[a-z_]+:[A-Za-z0-9._-]+\})?$/.test(s.metric)) throw new SloError(`${where} (${s.name}): "metric" must be a metric name, optionally with one {tag:value}`);
+  if (!AGGS.includes(s.aggregation as Aggregation)) throw new SloError(`${where} (${s.name}): "aggregation" must be one of ${AGGS.join(', ')}`);
+  if (!OPS.includes(s.op as Op)) throw new SloError(`${where} (${s.name}): "op" must be one of ${OPS.join(' ')}`);
+  if (typeof s.target !== 'number' || !Number.isFinite(s.target)) throw new SloError(`${where} (${s.name}): "target" must be a number`);
+  return { ...(s as unknown as Slo), description: typeof s.description === 'string' ? s.description : '' };
+}
+
+/**
+ * The run's SLOs: the defaults, replaced or extended by SLO_FILE (a JSON list of SLOs; same name replaces),
+ * then targets overridden by SLO_<name>=<number>, and SLOs dropped by SLO_<name>=off.
+ */
+export function resolveSlos(env: Record<string, string | undefined>, readFile: (p: string) => string, base: Slo[] = DEFAULT_SLOS): Slo[] {
+  let slos = base.map((s) => ({ ...s }));
+  if (env.SLO_FILE) {
+    let list: unknown;
+    try {
+      list = JSON.parse(readFile(env.SLO_FILE));
+    } catch (e) {
+      throw new SloError(`SLO_FILE ${env.SLO_FILE}: ${e instanceof SyntaxError ? 'not valid JSON' : 'cannot read it'}`);
+    }
+    if (!Array.isArray(list)) throw new SloError(`SLO_FILE ${env.SLO_FILE}: must be a JSON list of SLOs`);
+    list.forEach((raw, i) => {
+      const s = check(raw as Record<string, unknown>, `SLO_FILE entry ${i}`);
+      const at = slos.findIndex((x) => x.name === s.name);
+      if (at >= 0) slos[at] = s;
+      else slos.push(s);
+    });
+  }
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith('SLO_') || k === 'SLO_FILE' || v === undefined) continue;
+    const name = k.slice(4);
+    const s = slos.find((x) => x.name === name);
+    if (!s) throw new SloError(`${k}: no SLO named "${name}"; known: ${slos.map((x) => x.name).join(', ')}`);
+    if (v === 'off') slos = slos.filter((x) => x !== s);
+    else if (/^-?\d+(\.\d+)?$/.test(v)) s.target = Number(v);
+    else throw new SloError(`${k} must be a number or 'off', got '${v}'`);
+  }
+  return slos;
+}
+
+export function thresholdExpr(s: Slo): string {
+  return `${s.aggregation}${s.op}${s.target}`;
+}
+
+/** k6 `thresholds` from SLOs; several SLOs on one metric share its entry. */
+export function sloThresholds(slos: Slo[], extra: Record<string, unknown[]> = {}): Record<string, unknown[]> {
+  const out: Record<string, unknown[]> = { ...extra };
+  for (const s of slos) {
+    const expr = thresholdExpr(s);
+    const entry = s.abortOnFail ? { threshold: expr, abortOnFail: true, delayAbortEval: '10s' } : expr;
+    (out[s.metric] ??= []).push(entry);
+  }
+  return out;
+}
+
+/** Finds the SLO a threshold result belongs to, for verdicts and JUnit names. */
+export function sloFor(slos: Slo[], metric: string, threshold: string): Slo | undefined {
+  return slos.find((s) => s.metric === metric && thresholdExpr(s) === threshold);
+}
