@@ -59,8 +59,10 @@ export const FAULTS: Record<string, FaultDef> = {
     actions: toxic('timeout', (p) => ({ timeout: p.timeout! })),
   },
   reset: {
-    description: 'TCP RST after timeout ms on new connections; open ones get a FIN at once',
-    streams: ['downstream'],
+    // Toxiproxy's reset_peer acts when the next chunk passes (then waits timeout ms and closes with linger 0):
+    // a link with no traffic during the entry is not reset. Both directions by default, so either side's data triggers it.
+    description: 'resets each connection with a TCP RST at its next chunk of data (after timeout ms); quiet links are untouched',
+    streams: ['upstream', 'downstream'],
     params: { timeout: { default: 0, min: 0, max: 3_600_000, unit: 'ms' } },
     killsLink: true,
     actions: toxic('reset_peer', (p) => ({ timeout: p.timeout! })),

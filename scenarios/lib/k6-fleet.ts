@@ -32,7 +32,9 @@ export interface FleetHooks {
 
 /** Runs this VU's share of the fleet until the run's end, then stops every device. */
 export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks = {}): void {
-  const vu = exec.vu.idInTest - 1;
+  // The shard comes from the scenario's own iteration counter, not the VU id: VU ids are shared by all scenarios,
+  // so with a chaos VU beside the fleet, idInTest 1 may belong to the chaos scenario.
+  const vu = exec.scenario.iterationInTest;
   const first = vu * cfg.devicesPerVu;
   const last = Math.min(cfg.devices, first + cfg.devicesPerVu);
   if (first >= last) return;
