@@ -98,6 +98,31 @@ addServerOptions(
   });
 });
 
+const toxic = program
+  .command('toxic')
+  .description('apply a fault by hand to a running stack: list, add, remove, cut, reset')
+  .option('--toxiproxy-url <url>', 'Toxiproxy API', 'http://127.0.0.1:8474')
+  .option('--proxy <name>', 'proxy to act on', 'voice');
+const topts = () => toxic.opts() as { toxiproxyUrl: string; proxy: string };
+toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
+toxic
+  .command('add <fault> [params...]')
+  .description(`add a fault as toxics (faults: ${Object.keys((await import('../toxics/faults.ts')).FAULTS).filter((f) => f !== 'cut' && f !== 'server-restart').join(', ')}); params as name=value`)
+  .option('--stream <dir>', 'upstream, downstream or both (default: the fault\'s own)')
+  .addOption(new Option('--toxicity <p>', 'chance per connection, 0-1').default(1).argParser(check((v) => {
+    const n = Number(v);
+    if (!(n >= 0 && n <= 1)) throw new ConfigError(`--toxicity must be a number in 0-1, got '${v}'`);
+    return n;
+  })))
+  .action(async (fault: string, params: string[], o: { stream?: string; toxicity: number }) => (await import('./toxic-command.ts')).toxicAdd(topts(), fault, params, o.stream, o.toxicity));
+toxic.command('remove [name]').description('remove one toxic, or all on the proxy').action(async (name?: string) => (await import('./toxic-command.ts')).toxicRemove(topts(), name));
+toxic
+  .command('cut')
+  .description('disable the proxy for a while: a network outage')
+  .requiredOption('--for <duration>', 'how long, e.g. 10s')
+  .action(async (o: { for: string }) => (await import('./toxic-command.ts')).toxicCut(topts(), o.for));
+toxic.command('reset').description('remove every toxic and enable every proxy').action(async () => (await import('./toxic-command.ts')).toxicReset(topts()));
+
 program
   .command('setup')
   .description('make sure the pinned k6 and Toxiproxy exist, building them with Go if needed')
@@ -115,7 +140,7 @@ try {
     process.exit(2); // commander already printed the one line
   }
   if (e instanceof ConfigError) fail(e.message);
-  if (e instanceof Error && (e.name === 'ToolError' || e.name === 'StackError' || e.constructor.name === 'ToolError' || e.constructor.name === 'StackError')) fail(e.message, 1);
+  if (e instanceof Error && ['ToolError', 'StackError', 'ToxiproxyApiError', 'FaultError', 'TimelineError'].includes(e.name)) fail(e.message, 1);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);

@@ -65,6 +65,28 @@ describe('startStack', () => {
     await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
   });
 
+  it('wakestorm toxic adds, lists and removes faults by hand, keeping Toxiproxy\'s own errors', async () => {
+    const T = ['toxic', '--toxiproxy-url', stack.toxiproxyUrl];
+    const add = await runCli([...T, 'add', 'latency', 'latency=120', 'jitter=10', '--stream', 'both']);
+    assert.equal(add.code, 0, add.stderr);
+    const toxics = (await (await fetch(`${stack.toxiproxyUrl}/proxies/voice/toxics`)).json()) as { name: string; attributes: { latency: number } }[];
+    assert.deepEqual(toxics.map((t) => t.name).sort(), ['manual-latency-downstream', 'manual-latency-upstream']);
+    assert.equal(toxics[0]!.attributes.latency, 120);
+    const dup = await runCli([...T, 'add', 'latency', '--stream', 'upstream']);
+    assert.equal(dup.code, 1);
+    assert.match(dup.stderr, /Toxiproxy: POST \/proxies\/voice\/toxics -> 409: toxic already exists/);
+    const bad = await runCli([...T, 'add', 'latency', 'lag=5']);
+    assert.match(bad.stderr, /has no param "lag"/);
+    const list = await runCli([...T, 'list']);
+    assert.match(list.stdout, /manual-latency-upstream\s+latency upstream/);
+    assert.equal((await runCli([...T, 'remove'])).code, 0);
+    assert.deepEqual(await (await fetch(`${stack.toxiproxyUrl}/proxies/voice/toxics`)).json(), []);
+    const cut = await runCli([...T, 'cut', '--for', '300ms']);
+    assert.match(cut.stdout, /restored/);
+    const p = (await (await fetch(`${stack.toxiproxyUrl}/proxies/voice`)).json()) as { enabled: boolean };
+    assert.equal(p.enabled, true);
+  });
+
   it('stops with nothing left running or listening, and no toxic applied', async () => {
     const proxy = await stack.toxiproxy.get('voice');
     await proxy.addToxic({ name: 'stay', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 10, jitter: 0 } });

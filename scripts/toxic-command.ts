@@ -1,0 +1,97 @@
+// `wakestorm toxic`: apply a fault by hand to a running stack (list, add, remove, cut, reset), through toxiproxy-node-client.
+import { FAULTS, resolveParams, resolveStreams } from '../toxics/faults.ts';
+import { toMs } from '../toxics/timelines.ts';
+import { toxiproxyClient } from '../toxics/client.ts';
+
+export interface ToxicOpts {
+  toxiproxyUrl: string;
+  proxy: string;
+}
+
+interface ToxicInfo {
+  name: string;
+  type: string;
+  stream: string;
+  toxicity: number;
+  attributes: Record<string, number>;
+}
+
+/** The proxy's toxics, from their own endpoint (the client's proxy objects do not carry them). */
+async function toxicsOf(o: ToxicOpts, proxy: string): Promise<ToxicInfo[]> {
+  const tp = toxiproxyClient(o.toxiproxyUrl);
+  return (await tp.api.get<ToxicInfo[]>(`${o.toxiproxyUrl}/proxies/${encodeURIComponent(proxy)}/toxics`)).data ?? [];
+}
+
+export async function toxicList(o: ToxicOpts): Promise<void> {
+  const tp = toxiproxyClient(o.toxiproxyUrl);
+  const all = await tp.getAll();
+  for (const [name, p] of Object.entries(all)) {
+    console.log(`${name}  ${p.listen} -> ${p.upstream}  ${p.enabled ? 'enabled' : 'DISABLED'}`);
+    const toxics = await toxicsOf(o, name);
+    for (const t of toxics) console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
+    if (!toxics.length) console.log('  (no toxics)');
+  }
+}
+
+/** Parses "latency=200 jitter=50" into numbers. */
+export function parseParamArgs(args: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const a of args) {
+    const m = /^([a-z_]+)=(-?\d+(?:\.\d+)?)$/.exec(a);
+    if (!m) throw new Error(`param '${a}' must look like name=number, e.g. latency=200`);
+    out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+export async function toxicAdd(o: ToxicOpts, fault: string, paramArgs: string[], stream: string | undefined, toxicity: number): Promise<void> {
+  const where = `toxic add ${fault}`;
+  const params = resolveParams(fault, parseParamArgs(paramArgs), where);
+  const def = FAULTS[fault]!;
+  if (fault === 'cut' || fault === 'server-restart') throw new Error(`${fault} is not a toxic: use 'wakestorm toxic cut --for 10s'${fault === 'server-restart' ? ' or a server-restart timeline' : ''}`);
+  const streams = resolveStreams(fault, stream, where);
+  const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
+  for (const a of def.actions(params, streams, toxicity)) {
+    if (a.kind !== 'toxic') continue;
+    const name = `manual-${fault}-${a.stream}`;
+    await proxy.addToxic({ name, type: a.type as never, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
+    console.log(`added ${name} on ${o.proxy}: ${a.type} ${a.stream} ${JSON.stringify(a.attributes)}`);
+  }
+}
+
+export async function toxicRemove(o: ToxicOpts, name: string | undefined): Promise<void> {
+  const tp = toxiproxyClient(o.toxiproxyUrl);
+  const proxy = await tp.get(o.proxy);
+  const names = name ? [name] : (await toxicsOf(o, o.proxy)).map((t) => t.name);
+  for (const n of names) {
+    await (await proxy.getToxic(n)).remove();
+    console.log(`removed ${n} from ${o.proxy}`);
+  }
+  if (!names.length) console.log(`no toxics on ${o.proxy}`);
+}
+
+/** Disables the proxy for a while (a network outage as devices see it); Ctrl-C ends it early, never leaves it down. */
+export async function toxicCut(o: ToxicOpts, forSpec: string): Promise<void> {
+  const ms = toMs(forSpec, 'toxic cut', '--for');
+  const tp = toxiproxyClient(o.toxiproxyUrl);
+  const proxy = await tp.get(o.proxy);
+  const body = { listen: proxy.listen, upstream: proxy.upstream };
+  await proxy.update({ ...body, enabled: false });
+  console.log(`cut ${o.proxy} for ${ms} ms (Ctrl-C restores it now)`);
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    const early = () => {
+      clearTimeout(t);
+      resolve();
+    };
+    process.once('SIGINT', early);
+    process.once('SIGTERM', early);
+  });
+  await proxy.update({ ...body, enabled: true });
+  console.log(`${o.proxy} restored`);
+}
+
+export async function toxicReset(o: ToxicOpts): Promise<void> {
+  await toxiproxyClient(o.toxiproxyUrl).reset();
+  console.log('every toxic removed, every proxy enabled');
+}

@@ -1,0 +1,111 @@
+// Timelines, faults and SLOs as data: validation names the bad entry, thresholds derive from SLOs.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../scenarios/lib/slo.ts';
+import { junitXml, sloRows } from '../../scenarios/lib/summary.ts';
+import { parseDuration, readRunConfig } from '../../scenarios/lib/run-config.ts';
+import { FAULTS } from '../../toxics/faults.ts';
+import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../toxics/timelines.ts';
+
+const noFile = () => {
+  throw new Error('no file');
+};
+
+describe('timelines', () => {
+  it('ships valid named timelines that fit their scenarios', () => {
+    for (const name of ['flaky-wifi', 'half-open', 'server-restart', 'congested-uplink', 'cell-handover']) {
+      assert.ok(TIMELINES[name], name);
+      assert.ok(loadTimeline(name, noFile, 90_000).steps.length > 0);
+    }
+  });
+  it('names the bad entry and field', () => {
+    const cases: [unknown, RegExp][] = [
+      [[{ at: "1s", for: "1s", fault: "nope" }], /entry 0 \(nope\): "fault" must be one of/],
+      [[{ at: '1s', for: '1s', fault: 'cut' }, { at: 'soon', for: '1s', fault: 'cut' }], /entry 1 \(cut\): "at" must be a duration/],
+      [[{ at: '1s', for: '0s', fault: 'cut' }], /"for" must be longer than 0/],
+      [[{ at: '1s', for: '1s', fault: 'latency', params: { latency: -5 } }], /param "latency" of "latency" must be a number in 0-60000/],
+      [[{ at: '1s', for: '1s', fault: 'cut', stream: 'upstream' }], /fault "cut" has no direction/],
+      [[{ at: '1s', for: '1s', fault: 'latency', toxicity: 2 }], /"toxicity" must be a number in 0-1/],
+      [[{ at: '1s', for: '1s', fault: 'latency', colour: 'red' }], /unknown field "colour"/],
+      [{ at: 1 }, /must be a list/],
+    ];
+    for (const [t, re] of cases) assert.throws(() => validateTimeline(t, 'x'), re);
+    assert.throws(() => validateTimeline([{ at: '50s', for: '20s', fault: 'cut' }], 'x', 60_000), /ends at 70s, after the run's DURATION of 60s/);
+    assert.throws(() => loadTimeline('nope', noFile), /unknown TIMELINE "nope"/);
+    assert.throws(() => loadTimeline('x.json', () => '[{'), /not valid JSON/);
+  });
+  it('turns entries into Toxiproxy actions per direction', () => {
+    const [s] = validateTimeline([{ at: '2s', for: '3s', fault: 'latency', stream: 'both', params: { latency: 50 } }], 'x');
+    assert.equal(s!.atMs, 2000);
+    assert.equal(s!.forMs, 3000);
+    assert.deepEqual(s!.actions.map((a) => a.kind === 'toxic' && `${a.type}:${a.stream}:${a.attributes.latency}:${a.attributes.jitter}`), ['latency:upstream:50:0', 'latency:downstream:50:0']);
+    const [b] = validateTimeline([{ at: '1s', for: '1s', fault: 'blackhole' }], 'x');
+    assert.deepEqual(b!.actions.map((a) => a.kind === 'toxic' && a.attributes.timeout), [0, 0]);
+    assert.equal(validateTimeline([{ at: '1s', for: '1s', fault: 'cut' }], 'x')[0]!.actions[0]!.kind, 'disable-proxy');
+    assert.ok(Object.keys(FAULTS).length >= 10);
+  });
+  it('knows when the link last died, for disconnect_detect_time', () => {
+    const steps = validateTimeline(
+      [
+        { at: '1s', for: '1s', fault: 'latency' },
+        { at: '2s', for: '1s', fault: 'cut' },
+        { at: '5s', for: '1s', fault: 'blackhole' },
+      ],
+      'x',
+    );
+    assert.equal(lastLinkDeath(steps, 1000, 1500), null);
+    assert.equal(lastLinkDeath(steps, 1000, 4000), 3000);
+    assert.equal(lastLinkDeath(steps, 1000, 9000), 6000);
+  });
+});
+
+describe('SLOs', () => {
+  it('derive k6 thresholds, with overrides by env and file', () => {
+    const th = sloThresholds(DEFAULT_SLOS);
+    assert.deepEqual(th.wake_ack_latency, ['p(95)<300']);
+    assert.deepEqual(th.response_latency, ['p(95)<800']);
+    assert.deepEqual(th.reconnect_time, ['p(95)<10000']);
+    assert.deepEqual(th.session_drop_rate, ['rate<0.01']);
+    assert.deepEqual(th.devices_gave_up, ['count==0']);
+    const s = resolveSlos({ SLO_response_p95: '1500', SLO_reconnect_p95: 'off' }, noFile);
+    assert.equal(s.find((x) => x.name === 'response_p95')!.target, 1500);
+    assert.equal(s.find((x) => x.name === 'reconnect_p95'), undefined);
+    assert.throws(() => resolveSlos({ SLO_nope: '1' }, noFile), /no SLO named "nope"/);
+    assert.throws(() => resolveSlos({ SLO_response_p95: 'fast' }, noFile), /must be a number or 'off'/);
+    const f = resolveSlos({ SLO_FILE: 'x.json' }, () => JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]));
+    assert.equal(f.length, DEFAULT_SLOS.length + 1);
+    assert.throws(() => resolveSlos({ SLO_FILE: 'x.json' }, () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(42)","op":"<","target":1}]'), /"aggregation" must be one of/);
+    const abort = sloThresholds([{ ...DEFAULT_SLOS[0]!, abortOnFail: true }]);
+    assert.deepEqual(abort.wake_ack_latency, [{ threshold: 'p(95)<300', abortOnFail: true, delayAbortEval: '10s' }]);
+  });
+  it('report measured values per SLO, and JUnit with a failure per breached SLO', () => {
+    const data = {
+      metrics: {
+        response_latency: { type: 'trend', values: { 'p(95)': 1234.5, count: 10 }, thresholds: { 'p(95)<800': { ok: false } } },
+        session_drop_rate: { type: 'rate', values: { rate: 0 }, thresholds: { 'rate<0.01': { ok: true } } },
+      },
+    };
+    const slos = DEFAULT_SLOS.filter((s) => s.name === 'response_p95' || s.name === 'session_drop_rate' || s.name === 'reconnect_p95');
+    const rows = sloRows(data, slos);
+    assert.deepEqual(rows.map((r) => [r.name, r.measured, r.ok]), [['response_p95', '1234.5 ms', false], ['reconnect_p95', 'no data', true], ['session_drop_rate', '0.00%', true]]);
+    const xml = junitXml(data, slos, 'smoke');
+    assert.match(xml, /tests="3" failures="1"/);
+    assert.match(xml, /<failure message="response_latency measured 1234.5 ms, target p\(95\) &lt; 800"\/>/);
+  });
+});
+
+describe('run config', () => {
+  it('reads -e vars with loopback defaults and one-line errors', () => {
+    const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
+    const c = readRunConfig({ DEVICES: '120', DEVICES_PER_VU: '50' }, d, noFile);
+    assert.equal(c.vus, 3);
+    assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
+    assert.equal(parseDuration('1h30m', 'X'), 5_400_000);
+    assert.throws(() => readRunConfig({ DEVICES: 'lots' }, d, noFile), /DEVICES must be an integer/);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://example.com:80' }, d, noFile), /not loopback: set ALLOW_REMOTE=1/);
+    assert.throws(() => readRunConfig({ DURATION: '10 minutes' }, d, noFile), /DURATION must be a duration/);
+    assert.throws(() => readRunConfig({ BACKOFF: 'yolo' }, d, noFile), /BACKOFF must be one of/);
+    assert.equal(readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile).profiles[0]!.profile.reconnect.base_ms, 700);
+    assert.equal(readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile).targetUrl, 'ws://[::1]:9000');
+  });
+});
