@@ -98,6 +98,119 @@ addServerOptions(
   });
 });
 
+/** Repeatable --server-arg "--stt-ms=400" (or two words) for the reference server, parsed by its own table. */
+function serverArgsToConfig(list: string[]): Partial<ServerConfig> {
+  const sub = addServerOptions(new Command('server-args').exitOverride().configureOutput({ writeErr: () => {} }));
+  const argv = list.flatMap((a) => a.split(/\s+/).filter(Boolean));
+  try {
+    sub.parse(argv, { from: 'user' });
+  } catch (e) {
+    throw new ConfigError(`--server-arg: ${(e as Error).message.replace(/^error: /, '')}`);
+  }
+  return serverConfigFrom(sub.opts());
+}
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_000));
+
+program
+  .command('run <scenario>')
+  .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit with k6\'s code (0 pass, 99 SLO breach)')
+  .addOption(new Option('--devices <n>', 'virtual devices').argParser(posInt('--devices')))
+  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').argParser(posInt('--devices-per-vu')))
+  .option('--duration <d>', 'run length, e.g. 60s, 2m')
+  .option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file')
+  .option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)')
+  .option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>')
+  .option('--seed <s>', 'seed for wake schedules and jitter')
+  .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
+  .option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one")
+  .option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)', collect)
+  .option('--direct', 'skip Toxiproxy: devices connect to the server itself')
+  .option('--results <dir>', 'results root (default: results/)')
+  .option('--no-dashboard', 'skip the k6 web dashboard report.html')
+  .action(async (scenario: string, o) => {
+    const { runScenario } = await import('./run.ts');
+    const r = await runScenario({
+      scenario,
+      devices: o.devices,
+      devicesPerVu: o.devicesPerVu,
+      duration: o.duration,
+      profile: o.profile,
+      timeline: o.timeline,
+      wake: o.wake,
+      seed: o.seed,
+      slo: o.slo,
+      serverUrl: o.serverUrl,
+      server: serverArgsToConfig(o.serverArg ?? []),
+      direct: o.direct,
+      resultsRoot: o.results,
+      dashboard: o.dashboard,
+    });
+    process.exitCode = r.code;
+  });
+
+program
+  .command('report <run>')
+  .description("print a run's verdict and key numbers again and render its charts (run id, folder, or 'latest')")
+  .option('--results <dir>', 'results root (default: results/)')
+  .action(async (run: string, o: { results?: string }) => {
+    const { reportCommand } = await import('./report.ts');
+    process.exitCode = await reportCommand(run, o.results);
+  });
+
+program
+  .command('compare <runA> <runB>')
+  .description('each SLO metric side by side with its change; exit 1 when run B is worse beyond the tolerance')
+  .addOption(new Option('--tolerance <pct>', 'allowed relative growth of a latency, in %').default(10).argParser(check((v) => {
+    const n = Number(v);
+    if (!(n >= 0 && n <= 1000)) throw new ConfigError(`--tolerance must be a percentage in 0-1000, got '${v}'`);
+    return n;
+  })))
+  .option('--results <dir>', 'results root (default: results/)')
+  .action(async (a: string, b: string, o: { tolerance: number; results?: string }) => {
+    const { compareCommand } = await import('./report.ts');
+    process.exitCode = compareCommand(a, b, o.tolerance, o.results);
+  });
+
+program
+  .command('capacity')
+  .description('find the largest device count the target holds within every SLO: step up, then bisect; each step a bounded run')
+  .addOption(new Option('--max-devices <n>', 'upper bound of the search').default(20_000).argParser(posInt('--max-devices')))
+  .addOption(new Option('--start <n>', 'first step').argParser(posInt('--start')))
+  .option('--scenario <s>', 'scenario each step runs', 'wake-latency')
+  .option('--profile <spec>', 'profile name, mix or .json file')
+  .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
+  .option('--step-duration <d>', 'length of each step', '30s')
+  .option('--wake <w>', 'wake schedule per device', 'poisson:10s')
+  .addOption(new Option('--resolution <pct>', 'bisect until the bracket is within this % of the answer').default(10).argParser(check((v) => {
+    const n = Number(v);
+    if (!(n > 0 && n <= 100)) throw new ConfigError(`--resolution must be a percentage in 1-100, got '${v}'`);
+    return n;
+  })))
+  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').argParser(posInt('--devices-per-vu')))
+  .option('--server-url <url>', 'search your own server instead of the reference one')
+  .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
+  .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
+  .option('--results <dir>', 'results root (default: results/)')
+  .action(async (o) => {
+    const { capacitySearch } = await import('./capacity.ts');
+    await capacitySearch({
+      scenario: o.scenario,
+      profile: o.profile,
+      slo: o.slo,
+      maxDevices: o.maxDevices,
+      startDevices: o.start,
+      stepDuration: o.stepDuration,
+      wake: o.wake,
+      resolution: o.resolution / 100,
+      devicesPerVu: o.devicesPerVu,
+      server: serverArgsToConfig(o.serverArg ?? []),
+      serverUrl: o.serverUrl,
+      throughProxy: o.throughProxy,
+      resultsRoot: o.results,
+    });
+  });
+
 const toxic = program
   .command('toxic')
   .description('apply a fault by hand to a running stack: list, add, remove, cut, reset')
@@ -140,7 +253,8 @@ try {
     process.exit(2); // commander already printed the one line
   }
   if (e instanceof ConfigError) fail(e.message);
-  if (e instanceof Error && ['ToolError', 'StackError', 'ToxiproxyApiError', 'FaultError', 'TimelineError'].includes(e.name)) fail(e.message, 1);
+  if (e instanceof Error && ['RunConfigError', 'ProfileError', 'SloError'].includes(e.name)) fail(e.message, 2);
+  if (e instanceof Error && ['ToolError', 'StackError', 'ToxiproxyApiError', 'FaultError', 'TimelineError', 'RunError', 'ReportError'].includes(e.name)) fail(e.message, e.name === 'TimelineError' || e.name === 'RunError' ? 2 : 1);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);

@@ -217,6 +217,7 @@ export class Device {
     this.state = 'connected';
     this.connectedAt = now;
     this.resumeToken = msg.resume_token;
+    this.env.metrics.add('connect_success', 1, this.tags);
     if (this.lossNoticedAt !== null) this.trend('reconnect_time', now - this.lossNoticedAt);
     this.lossNoticedAt = null;
     this.attempt = 0;
@@ -285,6 +286,8 @@ export class Device {
       if (died !== null && died >= this.connectedAt && died <= now) this.trend('disconnect_detect_time', now - died);
       if (this.session && !this.profile.resume) this.sessionOver('lost');
     }
+    // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
+    if (!wasConnected) this.env.metrics.add('connect_success', 0, { ...this.tags, code: String(code) });
     const p = this.profile.reconnect;
     if (code === 1000 && p.on === 'abnormal') {
       this.state = 'closed';

@@ -20,6 +20,7 @@ export const DEVICE_METRICS = {
   protocol_errors: 'counter',
   playback_underruns: 'counter',
   session_drop_rate: 'rate',
+  connect_success: 'rate',
   devices_connected: 'gauge',
   devices_started: 'counter',
 } as const satisfies Record<string, MetricKind>;

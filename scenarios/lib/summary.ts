@@ -31,6 +31,7 @@ const DEVICE_ORDER = [
   'sessions_resumed',
   'sessions_dropped',
   'session_drop_rate',
+  'connect_success',
   'connection_drops',
   'reconnect_attempts',
   'flaps',
@@ -62,6 +63,7 @@ export interface SloRow {
 
 function measuredOf(m: MetricSummary | undefined, s: Slo): number | null {
   if (!m || (m.type === 'trend' && !m.values.count)) return null;
+  if (m.type === 'rate' && !(m.values.passes || m.values.fails)) return null;
   const key = s.aggregation === 'count' ? 'count' : s.aggregation === 'rate' ? 'rate' : s.aggregation;
   const v = m.values[key];
   return typeof v === 'number' ? v : null;

@@ -24,7 +24,7 @@ describe('k6 devices through Toxiproxy', () => {
   it('a clean run completes every wake, and response_latency p50 tracks stt+llm+tts', async () => {
     const r = await runK6({
       script: SMOKE,
-      vars: { TARGET_URL: stack.targetUrl, DEVICES: 30, DEVICES_PER_VU: 10, DURATION: '14s', WAKE: 'once:1s-4s', PROFILE: 'recommended:1,esp32-hotpin:1,pi-assistant:1' },
+      vars: { TARGET_URL: stack.targetUrl, NO_RESULTS: 1, DEVICES: 30, DEVICES_PER_VU: 10, DURATION: '14s', WAKE: 'once:1s-4s', PROFILE: 'recommended:1,esp32-hotpin:1,pi-assistant:1' },
       timeoutMs: 90_000,
     });
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -44,7 +44,7 @@ describe('k6 devices through Toxiproxy', () => {
     const proxy = await stack.toxiproxy.get('voice');
     const run = runK6({
       script: SMOKE,
-      vars: { TARGET_URL: stack.targetUrl, DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: 'recommended' },
+      vars: { TARGET_URL: stack.targetUrl, NO_RESULTS: 1, DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: 'recommended' },
       timeoutMs: 90_000,
     });
     await new Promise((r) => setTimeout(r, 5000));
@@ -52,13 +52,13 @@ describe('k6 devices through Toxiproxy', () => {
     await new Promise((r) => setTimeout(r, 1500));
     await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
     const r = await run;
-    assert.equal(r.code, 99, 'the smoke threshold on connection_drops is breached');
+    assert.equal(r.code, 0, 'a 1.5 s cut with quick reconnects stays within the default SLOs');
     const m = r.summary!.metrics;
     assert.equal(m.connection_drops!.values.count, 10);
     assert.ok(m.reconnect_attempts!.values.count! >= 10);
     assert.equal(m.reconnect_time!.values.count, 10, 'every device came back');
     assert.ok(m.reconnect_time!.values['p(50)']! >= 1000, 'not before the cut ended');
-    assert.equal(m.connection_drops!.thresholds!['count<1']!.ok, false);
-    assert.match(r.stdout, /VERDICT: FAIL/);
+    assert.ok(m.reconnect_time!.values['p(95)']! < 10_000);
+    assert.match(r.stdout, /reconnect_p95\s+p\(95\) < 10000\s+\d+\.\d ms\s+PASS/);
   });
 });

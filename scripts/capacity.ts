@@ -1,0 +1,199 @@
+// `wakestorm capacity`: the largest device count the target holds within every SLO. Steps up (doubling), then bisects;
+// each step is a bounded `wakestorm run`. Checks that the load generator, not the server, is what held.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { SingleBar } from 'cli-progress';
+import type { Slo } from '../scenarios/lib/slo.ts';
+import { sloRows } from '../scenarios/lib/summary.ts';
+import type { ServerConfig } from '../server/config.ts';
+import { renderCapacityChart, type CapacityPoint } from './charts.ts';
+import { ROOT, RunError, planRun, runScenario, type RunResult } from './run.ts';
+
+export interface CapacityOptions {
+  scenario?: string;
+  profile?: string;
+  slo?: string[];
+  maxDevices: number;
+  startDevices?: number;
+  stepDuration?: string;
+  wake?: string;
+  /** Stop bisecting when the bracket is within this fraction of the lower bound. */
+  resolution?: number;
+  devicesPerVu?: number;
+  server?: Partial<ServerConfig>;
+  serverUrl?: string;
+  /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
+  throughProxy?: boolean;
+  resultsRoot?: string;
+  log?: (line: string) => void;
+}
+
+interface Step extends CapacityPoint {
+  run_id: string;
+  exit_code: number;
+  failed_slos: string[];
+  k6_cpu_pct: number | null;
+  generator_saturated: boolean;
+  devices_started: number;
+  seconds: number;
+}
+
+/** The SLOs every capacity step must meet, on top of the run's: devices actually get connected. */
+export const CAPACITY_EXTRA_SLOS: Slo[] = [{ name: 'connect_success', metric: 'connect_success', aggregation: 'rate', op: '>', target: 0.99, description: 'connection attempts that reached connected' }];
+
+function p95(r: RunResult, m: string): number | null {
+  const v = r.summary?.metrics[m]?.values;
+  return v && v.count ? v['p(95)']! : null;
+}
+
+export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: number | null; file: string }> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const scenario = opts.scenario ?? 'wake-latency';
+  const stepDuration = opts.stepDuration ?? '30s';
+  const wake = opts.wake ?? 'poisson:10s';
+  const resolution = opts.resolution ?? 0.1;
+  const start = opts.startDevices ?? Math.min(100, opts.maxDevices);
+  const cores = cpus().length;
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const dir = resolve(opts.resultsRoot ?? join(ROOT, 'results'), `capacity-${stamp}`);
+  mkdirSync(dir, { recursive: true });
+  const sloFile = join(dir, 'capacity-slos.json');
+  writeFileSync(sloFile, JSON.stringify(CAPACITY_EXTRA_SLOS));
+  const slo = [...(opts.slo ?? []), sloFile];
+  // Every flag is checked once, before the first step sends anything.
+  planRun({ scenario, profile: opts.profile, slo, duration: stepDuration, wake, devices: start });
+
+  const steps: Step[] = [];
+  const tty = process.stdout.isTTY;
+  const runStep = async (n: number, why: string): Promise<Step> => {
+    const t0 = Date.now();
+    const bar = tty ? new SingleBar({ format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`, hideCursor: true }) : null;
+    const total = Math.ceil(Number(/^(\d+)/.exec(stepDuration)?.[1] ?? 30) * (stepDuration.endsWith('m') ? 60 : 1)) + 5;
+    bar?.start(total, 0);
+    const tick = bar ? setInterval(() => bar.update(Math.min(total, Math.round((Date.now() - t0) / 1000))), 500) : null;
+    if (!tty) log(`  step ${steps.length + 1}: ${n} devices (${why}) ...`);
+    let r: RunResult;
+    try {
+      r = await runScenario({
+        scenario,
+        devices: n,
+        devicesPerVu: opts.devicesPerVu,
+        duration: stepDuration,
+        profile: opts.profile,
+        wake,
+        slo,
+        server: opts.server,
+        serverUrl: opts.serverUrl,
+        direct: !opts.throughProxy,
+        resultsRoot: join(dir, 'steps'),
+        runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
+        echo: false,
+        dashboard: false,
+        charts: false,
+        sampleK6Cpu: true,
+        log: () => {},
+      });
+    } finally {
+      if (tick) clearInterval(tick);
+      bar?.stop();
+    }
+    if (r.code !== 0 && r.code !== 99) throw new RunError(`capacity step with ${n} devices ended with k6 exit code ${r.code} (not an SLO verdict): see ${r.dir}`);
+    const rows = r.summary ? sloRows(r.summary, r.slos) : [];
+    const started = r.summary?.metrics.devices_started?.values.count ?? 0;
+    const k6Cpu = r.k6CpuPct ?? null;
+    // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
+    const saturated = (k6Cpu !== null && k6Cpu >= 85 * cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
+    const step: Step = {
+      devices: n,
+      pass: r.code === 0,
+      wake_ack_p95: p95(r, 'wake_ack_latency'),
+      response_p95: p95(r, 'response_latency'),
+      drop_rate: r.summary?.metrics.session_drop_rate?.values.rate ?? null,
+      run_id: r.runId,
+      exit_code: r.code,
+      failed_slos: rows.filter((x) => !x.ok).map((x) => `${x.name} (${x.measured}, target ${x.target})`),
+      k6_cpu_pct: k6Cpu === null ? null : +k6Cpu.toFixed(1),
+      generator_saturated: saturated,
+      devices_started: started,
+      seconds: Math.round((Date.now() - t0) / 1000),
+    };
+    steps.push(step);
+    log(
+      `  step ${steps.length}: ${n} devices: ${step.pass ? 'PASS' : 'FAIL'}  wake_ack p95 ${step.wake_ack_p95?.toFixed(0) ?? '-'} ms, response p95 ${step.response_p95?.toFixed(0) ?? '-'} ms, drops ${((step.drop_rate ?? 0) * 100).toFixed(1)}%, k6 CPU ${step.k6_cpu_pct ?? '-'}%` +
+        `${step.failed_slos.length ? `  broke: ${step.failed_slos.join('; ')}` : ''}${saturated ? '  [LOAD GENERATOR SATURATED]' : ''}`,
+    );
+    return step;
+  };
+
+  log(`wakestorm capacity: ${scenario}, steps of ${stepDuration}, from ${start} up to ${opts.maxDevices} devices, bisect to ${resolution * 100}%`);
+  let lo = 0;
+  let hi: number | null = null;
+  let firstFail: Step | null = null;
+  for (let n = start; ; n = Math.min(opts.maxDevices, n * 2)) {
+    const s = await runStep(n, 'step up');
+    if (s.pass) lo = n;
+    else {
+      hi = n;
+      firstFail = s;
+      break;
+    }
+    if (n >= opts.maxDevices) break;
+  }
+  while (hi !== null && hi - lo > Math.max(1, Math.ceil(lo * resolution))) {
+    const mid = Math.round((lo + hi) / 2);
+    const s = await runStep(mid, 'bisect');
+    if (s.pass) lo = mid;
+    else {
+      hi = mid;
+      firstFail = s;
+    }
+  }
+
+  const holds = lo > 0 ? lo : null;
+  let headroom: { devices: number; pct: number | null; limiting: string | null } | null = null;
+  if (holds && holds >= 5) {
+    const n = Math.round(holds * 0.8);
+    const s = await runStep(n, 'headroom at N x 0.8');
+    const r = (await import('./report.ts')).loadRun(join(dir, 'steps', s.run_id));
+    let best: { pct: number; name: string } | null = null;
+    for (const row of sloRows(r.summary, r.run.slos)) {
+      const sloDef = r.run.slos.find((x) => x.name === row.name)!;
+      if (row.measuredValue === null || !sloDef.op.startsWith('<') || sloDef.target === 0) continue;
+      const pct = ((sloDef.target - row.measuredValue) / sloDef.target) * 100;
+      if (!best || pct < best.pct) best = { pct, name: row.name };
+    }
+    headroom = { devices: n, pct: best ? +best.pct.toFixed(1) : null, limiting: best?.name ?? null };
+  }
+  const generatorLimited = firstFail?.generator_saturated ?? false;
+  const answer =
+    holds === null
+      ? `holds no tested fleet: ${start} devices already broke ${firstFail?.failed_slos.join('; ')}`
+      : `holds ${holds} devices${headroom?.pct !== null && headroom ? ` (with ${headroom.pct}% headroom at ${headroom.devices}, N×0.8, on ${headroom.limiting})` : ''}` +
+        (hi === null ? `; never broke up to --max-devices ${opts.maxDevices}` : `; first broke at ${hi}: ${firstFail!.failed_slos.join('; ')}`);
+  const result = {
+    scenario,
+    step_duration: stepDuration,
+    wake,
+    profile: opts.profile ?? null,
+    max_devices: opts.maxDevices,
+    holds,
+    first_fail: hi,
+    first_broken_slos: firstFail?.failed_slos ?? [],
+    headroom,
+    generator_limited: generatorLimited,
+    answer: generatorLimited ? `INCONCLUSIVE: the load generator saturated before the server (k6 CPU ${firstFail?.k6_cpu_pct}% of ${cores * 100}%); ${answer}` : answer,
+    steps,
+    machine: { cores },
+  };
+  const file = join(dir, 'capacity.json');
+  writeFileSync(file, JSON.stringify(result, null, 1));
+  try {
+    await renderCapacityChart(steps, holds, join(dir, 'capacity.svg'));
+  } catch (e) {
+    log(`capacity chart not rendered: ${(e as Error).message}`);
+  }
+  log(`\n${result.answer}`);
+  log(`capacity.json and capacity.svg in ${dir}`);
+  return { holds, file };
+}

@@ -1,0 +1,134 @@
+// `wakestorm report <run>` (the verdict and key numbers again, charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Slo } from '../scenarios/lib/slo.ts';
+import { sloRows, type SummaryData } from '../scenarios/lib/summary.ts';
+import { renderRunCharts } from './charts.ts';
+import { ROOT } from './run.ts';
+
+export class ReportError extends Error {
+  override name = 'ReportError';
+}
+
+export interface LoadedRun {
+  dir: string;
+  run: { run_id: string; scenario: string; slos: Slo[]; verdict: string; incomplete: boolean; exit_code: number; started_at: string; ended_at: string; parameters: Record<string, unknown> };
+  summary: SummaryData;
+}
+
+/** A run by id, by path, or 'latest'. */
+export function loadRun(ref: string, resultsRoot = join(ROOT, 'results')): LoadedRun {
+  const candidates = [ref, join(resultsRoot, ref)];
+  const dir = candidates.find((c) => existsSync(join(c, 'run.json')));
+  if (!dir) throw new ReportError(`no run '${ref}': give a run id from ${resultsRoot}/, a run folder, or 'latest'`);
+  const real = realpathSync(dir);
+  let run: LoadedRun['run'];
+  let summary: SummaryData;
+  try {
+    run = JSON.parse(readFileSync(join(real, 'run.json'), 'utf8'));
+  } catch {
+    throw new ReportError(`run '${ref}': run.json is not readable JSON`);
+  }
+  try {
+    summary = JSON.parse(readFileSync(join(real, 'summary.json'), 'utf8'));
+  } catch {
+    throw new ReportError(`run '${ref}' has no summary.json (it ended before k6 wrote one${run.incomplete ? '; it is marked incomplete' : ''})`);
+  }
+  return { dir: real, run, summary };
+}
+
+const KEY_METRICS: [string, string][] = [
+  ['wake_ack_latency', 'trend'],
+  ['response_latency', 'trend'],
+  ['reconnect_time', 'trend'],
+  ['disconnect_detect_time', 'trend'],
+  ['ping_rtt', 'trend'],
+  ['sessions_started', 'counter'],
+  ['sessions_completed', 'counter'],
+  ['sessions_dropped', 'counter'],
+  ['connection_drops', 'counter'],
+  ['devices_gave_up', 'counter'],
+  ['playback_underruns', 'counter'],
+];
+
+export async function reportCommand(ref: string, resultsRoot?: string): Promise<number> {
+  const r = loadRun(ref, resultsRoot);
+  const { run, summary } = r;
+  console.log(`run ${run.run_id} (${run.scenario}) ${run.started_at} -> ${run.ended_at}${run.incomplete ? '  INCOMPLETE' : ''}`);
+  console.log(`  ${Object.entries(run.parameters).filter(([k]) => /^[A-Z_]+$/.test(k) && !/URL|DIR/.test(k)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  console.log('');
+  for (const [m, kind] of KEY_METRICS) {
+    const v = summary.metrics[m]?.values;
+    if (!v) continue;
+    if (kind === 'trend') {
+      if (!v.count) continue;
+      console.log(`  ${m.padEnd(24)} p50 ${v['p(50)']!.toFixed(1)} ms   p95 ${v['p(95)']!.toFixed(1)} ms   p99 ${v['p(99)']!.toFixed(1)} ms   n=${v.count}`);
+    } else console.log(`  ${m.padEnd(24)} ${v.count}`);
+  }
+  console.log('');
+  const rows = sloRows(summary, run.slos);
+  console.log(`  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(14)} verdict`);
+  for (const row of rows) console.log(`  ${row.name.padEnd(20)} ${row.target.padEnd(20)} ${row.measured.padEnd(14)} ${row.ok ? 'PASS' : 'FAIL'}`);
+  const failed = rows.filter((x) => !x.ok);
+  console.log(`\nVERDICT: ${failed.length ? `FAIL (${failed.map((x) => x.name).join(', ')})` : 'PASS'}${run.incomplete ? ' — incomplete run' : ''}`);
+  const charts = await renderRunCharts(r.dir);
+  const files = ['report.html', ...charts, 'junit.xml', 'summary.json', 'events.json', 'server-metrics.txt'].filter((f) => existsSync(join(r.dir, f)));
+  console.log(`files: ${files.map((f) => join(r.dir, f)).join('\n       ')}`);
+  return failed.length ? 99 : 0;
+}
+
+export interface CompareRow {
+  slo: string;
+  metric: string;
+  a: number | null;
+  b: number | null;
+  changePct: number | null;
+  worse: boolean;
+}
+
+/**
+ * Compares each SLO metric of run b against run a. Latencies are worse when they grow by more than
+ * `tolerancePct` and at least `minDeltaMs`; rates when they grow by more than `rateTolerance` (absolute);
+ * counts when they grow at all.
+ */
+export function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDeltaMs = 5, rateTolerance = 0.005): CompareRow[] {
+  const slos = a.run.slos;
+  const ra = sloRows(a.summary, slos);
+  const rb = sloRows(b.summary, slos);
+  return slos.map((s, i) => {
+    const x = ra[i]!.measuredValue;
+    const y = rb[i]!.measuredValue;
+    const changePct = x !== null && y !== null && x !== 0 ? ((y - x) / x) * 100 : null;
+    let worse = false;
+    // Lower is better for every '<' SLO; higher is better for '>' ones.
+    const sign = s.op.startsWith('>') ? -1 : 1;
+    if (x !== null && y !== null) {
+      const d = (y - x) * sign;
+      if (s.aggregation === 'rate') worse = d > rateTolerance;
+      else if (s.aggregation === 'count') worse = d > 0;
+      else worse = d > minDeltaMs && d > (Math.abs(x) * tolerancePct) / 100;
+    } else if (x !== null && y === null) worse = false;
+    return { slo: s.name, metric: s.metric, a: x, b: y, changePct, worse };
+  });
+}
+
+export function compareCommand(refA: string, refB: string, tolerancePct: number, resultsRoot?: string): number {
+  const a = loadRun(refA, resultsRoot);
+  const b = loadRun(refB, resultsRoot);
+  const rows = compareRuns(a, b, tolerancePct);
+  const fmt = (v: number | null, s: Slo) => (v === null ? 'no data' : s.aggregation === 'rate' ? `${(v * 100).toFixed(2)}%` : s.aggregation === 'count' ? String(v) : `${v.toFixed(1)} ms`);
+  console.log(`compare ${a.run.run_id} (a) -> ${b.run.run_id} (b), tolerance ${tolerancePct}%`);
+  console.log(`  ${'SLO'.padEnd(20)} ${'a'.padEnd(12)} ${'b'.padEnd(12)} ${'change'.padEnd(10)}`);
+  rows.forEach((r, i) => {
+    const s = a.run.slos[i]!;
+    const ch = r.changePct === null ? '-' : `${r.changePct >= 0 ? '+' : ''}${r.changePct.toFixed(1)}%`;
+    console.log(`  ${r.slo.padEnd(20)} ${fmt(r.a, s).padEnd(12)} ${fmt(r.b, s).padEnd(12)} ${ch.padEnd(10)} ${r.worse ? 'WORSE' : ''}`);
+  });
+  const worse = rows.filter((r) => r.worse);
+  console.log(worse.length ? `\nREGRESSION: ${worse.map((r) => r.slo).join(', ')} worse beyond tolerance` : '\nno regression beyond tolerance');
+  return worse.length ? 1 : 0;
+}
+
+export function resolveRunsRoot(p?: string): string {
+  return resolve(p ?? join(ROOT, 'results'));
+}

@@ -1,0 +1,303 @@
+// `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
+// Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, totalmem } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { parseProfileMix } from '../scenarios/lib/profiles.ts';
+import { parseDuration, parseWake } from '../scenarios/lib/run-config.ts';
+import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
+import type { ServerConfig } from '../server/config.ts';
+import { loadTimeline } from '../toxics/timelines.ts';
+import { renderRunCharts } from './charts.ts';
+import { pickFreePort, startStack, type Stack } from './stack.ts';
+import { k6Env, requireTools } from './tools.ts';
+
+export const ROOT = new URL('../', import.meta.url).pathname;
+
+export interface RunOptions {
+  scenario: string;
+  devices?: number;
+  devicesPerVu?: number;
+  duration?: string;
+  profile?: string;
+  timeline?: string;
+  wake?: string;
+  seed?: string;
+  /** SLO overrides: name=value, name=off, or a .json SLO file. */
+  slo?: string[];
+  serverUrl?: string;
+  server?: Partial<ServerConfig>;
+  /** Aim the devices at the server directly, without Toxiproxy (capacity steps). */
+  direct?: boolean;
+  resultsRoot?: string;
+  runId?: string;
+  /** Extra k6 -e variables. */
+  vars?: Record<string, string>;
+  dashboard?: boolean;
+  /** Write the per-sample JSON and the charts (default true). */
+  charts?: boolean;
+  /** Forward k6's output to the terminal (default true). */
+  echo?: boolean;
+  log?: (line: string) => void;
+  /** Aborts the run (as Ctrl-C does). */
+  signal?: AbortSignal;
+  /** Sample k6's CPU while it runs (capacity checks the load generator itself). */
+  sampleK6Cpu?: boolean;
+}
+
+export interface RunResult {
+  code: number;
+  dir: string;
+  runId: string;
+  incomplete: boolean;
+  summary: { metrics: Record<string, { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }> } | null;
+  slos: Slo[];
+  k6CpuPct?: number;
+}
+
+export class RunError extends Error {
+  override name = 'RunError';
+}
+
+/** Resolves `smoke`, `smoke.ts` or a path to a scenario file. */
+export function resolveScenario(s: string): string {
+  const candidates = [s, join(ROOT, 'scenarios', s), join(ROOT, 'scenarios', `${s}.ts`)];
+  for (const c of candidates) if (existsSync(c) && c.endsWith('.ts')) return resolve(c);
+  throw new RunError(`no scenario '${s}': give a file like scenarios/smoke.ts or a name (smoke, wake-latency, reconnect-storm, flaky-network, soak, capacity)`);
+}
+
+/** SLO flags → k6 -e variables (SLO_<name>=v, SLO_FILE=path). */
+function sloVars(slo: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of slo ?? []) {
+    if (s.endsWith('.json')) {
+      if (!existsSync(s)) throw new RunError(`--slo ${s}: no such file`);
+      out.SLO_FILE = resolve(s);
+      continue;
+    }
+    const m = /^([a-z][a-z0-9_]*)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
+    if (!m) throw new RunError(`--slo '${s}' must be name=number, name=off, or a .json file (e.g. --slo response_p95=1500)`);
+    out[`SLO_${m[1]}`] = m[2]!;
+  }
+  return out;
+}
+
+function gitCommit(): string | null {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function stamp(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+/** Validates every flag before anything starts; returns the k6 variables. */
+export function planRun(opts: RunOptions): { script: string; vars: Record<string, string>; slos: Slo[] } {
+  const script = resolveScenario(opts.scenario);
+  const vars: Record<string, string> = {};
+  if (opts.devices !== undefined) {
+    if (!Number.isInteger(opts.devices) || opts.devices < 1) throw new RunError(`--devices must be a positive integer, got ${opts.devices}`);
+    vars.DEVICES = String(opts.devices);
+  }
+  if (opts.devicesPerVu !== undefined) vars.DEVICES_PER_VU = String(opts.devicesPerVu);
+  let durationMs: number | undefined;
+  if (opts.duration !== undefined) {
+    durationMs = parseDuration(opts.duration, '--duration');
+    vars.DURATION = opts.duration;
+  }
+  if (opts.profile !== undefined) {
+    parseProfileMix(opts.profile, (p) => readFileSync(p, 'utf8'));
+    vars.PROFILE = opts.profile.split(',').map((p) => (p.split(':')[0]!.endsWith('.json') ? resolve(p) : p)).join(',');
+  }
+  if (opts.timeline !== undefined) {
+    loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
+    vars.TIMELINE = opts.timeline.endsWith('.json') ? resolve(opts.timeline) : opts.timeline;
+  }
+  if (opts.wake !== undefined) {
+    parseWake(opts.wake, { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 });
+    vars.WAKE = opts.wake;
+  }
+  if (opts.seed !== undefined) vars.SEED = opts.seed;
+  Object.assign(vars, sloVars(opts.slo), opts.vars ?? {});
+  const slos = resolveSlos(vars, (p) => readFileSync(p, 'utf8'));
+  return { script, vars, slos };
+}
+
+export async function runScenario(opts: RunOptions): Promise<RunResult> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const tools = requireTools();
+  const plan = planRun(opts);
+  const name = basename(plan.script, '.ts');
+  const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
+  const startedAt = new Date();
+  let runId = opts.runId ?? `${name}-${stamp(startedAt)}`;
+  for (let i = 2; existsSync(join(root, runId)); i++) runId = `${opts.runId ?? `${name}-${stamp(startedAt)}`}-${i}`;
+  const finalDir = join(root, runId);
+  const dir = join(root, `.${runId}.partial`);
+  mkdirSync(dir, { recursive: true });
+
+  let stack: Stack | null = null;
+  let interrupted = false;
+  let code = 1;
+  let summary: RunResult['summary'] = null;
+  const applied: object[] = [];
+  let k6CpuPct: number | undefined;
+  try {
+    log(`wakestorm run ${name}: starting the stack`);
+    stack = await startStack({
+      serverUrl: opts.serverUrl,
+      serverPort: opts.serverUrl ? undefined : await pickFreePort(),
+      toxiproxyPort: await pickFreePort(),
+      proxyPorts: { voice: 0 },
+      server: opts.server,
+      log: (l) => log(`  ${l}`),
+    });
+    const target = opts.direct ? stack.serverWsUrl : stack.targetUrl;
+    const vars: Record<string, string> = {
+      ...plan.vars,
+      TARGET_URL: target,
+      TOXIPROXY_URL: stack.toxiproxyUrl,
+      CONTROL_URL: stack.controlUrl,
+      SERVER_URL: stack.serverHttpUrl,
+      RESULTS_DIR: dir,
+    };
+    if (opts.serverUrl && !/^wss?:\/\/(127\.|localhost|\[::1\])/.test(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
+    const args = ['run'];
+    for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
+    if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
+    args.push(plan.script);
+    const env = k6Env(
+      opts.dashboard === false
+        ? {}
+        : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'report.html') },
+    );
+    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
+    // k6 gets its own process group: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
+    const echo = opts.echo !== false;
+    // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
+    const tty = echo && process.stdout.isTTY;
+    const k6 = spawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true });
+    const onLine = (line: string, stream: NodeJS.WriteStream) => {
+      const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
+      if (ev) {
+        try {
+          const e = JSON.parse(ev[1]!) as { fault: string; phase: string; ok: boolean; detail?: string };
+          applied.push(e);
+          if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
+        } catch {
+          /* a malformed line is not an event */
+        }
+        return;
+      }
+      if (echo) stream.write(`${line}\n`);
+    };
+    const lines = (src: NodeJS.ReadableStream, stream: NodeJS.WriteStream) => {
+      let buf = '';
+      src.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const parts = buf.split('\n');
+        buf = parts.pop()!;
+        for (const l of parts) onLine(l, stream);
+      });
+      src.on('end', () => buf && onLine(buf, stream));
+    };
+    if (!tty) lines(k6.stdout!, process.stdout);
+    lines(k6.stderr!, process.stderr);
+    const onSignal = () => {
+      if (interrupted) {
+        k6.kill('SIGKILL');
+        return;
+      }
+      interrupted = true;
+      log('\nwakestorm run: interrupted; stopping k6 (results will be marked incomplete; Ctrl-C again to kill it)');
+      k6.kill('SIGINT');
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    opts.signal?.addEventListener('abort', onSignal);
+    let cpuTimer: NodeJS.Timeout | null = null;
+    if (opts.sampleK6Cpu) {
+      const { cpuSeconds } = await import('../bench/proc-stats.ts');
+      const t0 = performance.now();
+      let c0 = 0;
+      let samples: number[] = [];
+      cpuTimer = setInterval(() => {
+        try {
+          const c = cpuSeconds(k6.pid!);
+          if (c0) samples.push(c - c0);
+          c0 = c;
+        } catch {
+          /* exited */
+        }
+      }, 1000);
+      k6.once('exit', () => {
+        samples = samples.slice(2); // skip start-up
+        if (samples.length) k6CpuPct = (samples.reduce((a, b) => a + b, 0) / samples.length) * 100;
+        void t0;
+      });
+    }
+    code = await new Promise<number>((res) => k6.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
+    if (cpuTimer) clearInterval(cpuTimer);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    opts.signal?.removeEventListener('abort', onSignal);
+
+    // Results: the server's own view, the applied chaos, and everything needed to reproduce the run.
+    try {
+      const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
+      if (m.ok) writeFileSync(join(dir, 'server-metrics.txt'), await m.text());
+    } catch {
+      writeFileSync(join(dir, 'server-metrics.txt'), `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`);
+    }
+    try {
+      summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+    } catch {
+      summary = null;
+    }
+    const planned = existsSync(join(dir, 'events.json')) ? (JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as object[]) : [];
+    writeFileSync(join(dir, 'events.json'), JSON.stringify({ planned, applied }, null, 1));
+  } finally {
+    if (stack) {
+      log('wakestorm run: tearing the stack down');
+      await stack.stop();
+    }
+  }
+  const endedAt = new Date();
+  const run = {
+    run_id: runId,
+    scenario: name,
+    script: plan.script,
+    command: process.argv.slice(1).join(' '),
+    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: opts.server ?? {}, direct: !!opts.direct },
+    slos: plan.slos,
+    exit_code: code,
+    verdict: code === 0 ? 'pass' : code === 99 ? 'fail' : 'error',
+    incomplete: interrupted || !summary,
+    tools: { k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion, node: process.version },
+    git_commit: gitCommit(),
+    machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
+    started_at: startedAt.toISOString(),
+    ended_at: endedAt.toISOString(),
+    k6_cpu_pct: k6CpuPct,
+  };
+  writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
+  if (opts.charts !== false && summary) {
+    try {
+      await renderRunCharts(dir);
+    } catch (e) {
+      log(`wakestorm run: charts not rendered: ${(e as Error).message}`);
+    }
+  }
+  renameSync(dir, finalDir);
+  const latest = join(root, 'latest');
+  const tmpLink = join(root, `.latest-${process.pid}`);
+  rmSync(tmpLink, { force: true });
+  symlinkSync(runId, tmpLink);
+  renameSync(tmpLink, latest);
+  log(`\nwakestorm run ${name}: ${run.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${code}; results in ${finalDir}`);
+  return { code, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, k6CpuPct };
+}

@@ -1,0 +1,110 @@
+// `wakestorm run`, `report`, `compare` and `capacity` end to end, as a user runs them.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { exited, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
+
+const results = mkdtempSync(join(tmpdir(), 'wakestorm-results-'));
+const SMALL = ['--devices', '12', '--duration', '14s', '--wake', 'once:1s-3s', '--results', results];
+
+describe('wakestorm run', () => {
+  let healthyId = '';
+  it('runs a scenario end to end on a healthy server: exit 0 and every result file', async () => {
+    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50'], { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /VERDICT: PASS/);
+    healthyId = readlinkSync(join(results, 'latest'));
+    const dir = join(results, healthyId);
+    for (const f of ['summary.json', 'junit.xml', 'events.json', 'report.html', 'server-metrics.txt', 'run.json', 'latency.svg', 'connected.svg']) assert.ok(existsSync(join(dir, f)), f);
+    const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'));
+    assert.equal(run.exit_code, 0);
+    assert.equal(run.verdict, 'pass');
+    assert.equal(run.incomplete, false);
+    assert.equal(run.parameters.DEVICES, '12');
+    assert.equal(run.parameters.server_flags.sttMs, 50);
+    assert.equal(run.tools.k6, 'v2.2.0');
+    assert.match(run.git_commit ?? '', /^[0-9a-f]{40}$|^$/);
+    assert.ok(run.machine.cores >= 1);
+    const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+    assert.equal(summary.metrics.sessions_completed.values.count, 12);
+    assert.match(readFileSync(join(dir, 'junit.xml'), 'utf8'), /tests="5" failures="0"/);
+    assert.match(readFileSync(join(dir, 'server-metrics.txt'), 'utf8'), /voice_sessions_total\{outcome="complete"\} 12/);
+    assert.match(readFileSync(join(dir, 'report.html'), 'utf8'), /<html/i);
+    assert.match(readFileSync(join(dir, 'latency.svg'), 'utf8'), /^<svg/);
+    assert.deepEqual(readdirSync(results).filter((f) => f.includes('.partial')), [], 'no partial folder left');
+  });
+
+  it('exits 99 on a slow server, and compare flags the regression; report prints the verdict again', async () => {
+    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=700'], { timeoutMs: 120_000 });
+    assert.equal(r.code, 99, r.stdout + r.stderr);
+    const slowId = readlinkSync(join(results, 'latest'));
+    const cmp = await runCli(['compare', healthyId, slowId, '--results', results]);
+    assert.equal(cmp.code, 1, cmp.stdout);
+    assert.match(cmp.stdout, /response_p95\s+\d+\.\d ms\s+\d+\.\d ms\s+\+\d+\.\d%\s+WORSE/);
+    assert.match(cmp.stdout, /REGRESSION: response_p95/);
+    const same = await runCli(['compare', healthyId, healthyId, '--results', results]);
+    assert.equal(same.code, 0, same.stdout);
+    const rep = await runCli(['report', slowId, '--results', results]);
+    assert.equal(rep.code, 99);
+    assert.match(rep.stdout, /response_p95\s+p\(95\) < 800\s+\d+\.\d ms\s+FAIL/);
+    assert.match(rep.stdout, /VERDICT: FAIL \(response_p95\)/);
+    const missing = await runCli(['report', 'no-such-run', '--results', results]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /no run 'no-such-run'/);
+  });
+
+  it('rejects bad flags with one line before anything starts', async () => {
+    for (const [args, re] of [
+      [['run', 'smoke', '--devices', 'many'], /--devices must be an integer/],
+      [['run', 'nope'], /no scenario 'nope'/],
+      [['run', 'smoke', '--profile', 'esp32-hotpin:70,bogus:30'], /unknown profile "bogus"/],
+      [['run', 'smoke', '--timeline', 'half-open', '--duration', '30s'], /entry 0 \(blackhole\): ends at 75s, after the run's DURATION of 30s/],
+      [['run', 'smoke', '--slo', 'fast'], /--slo 'fast' must be name=number/],
+      [['run', 'smoke', '--server-arg', '--stt-ms=soon'], /--stt-ms must be an integer/],
+    ] as [string[], RegExp][]) {
+      const r = await runCli([...args, '--results', results]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+  });
+
+  it('on SIGINT writes what exists, marked incomplete, and leaves nothing running', async () => {
+    const p = spawnCli(['run', 'smoke', '--devices', '10', '--duration', '60s', '--wake', 'off', '--results', results]);
+    await waitFor(() => /running \(0?m?0?[3-9]/.test(p.output()) || /k6 v2/.test(p.output()), 60_000, 'k6 running');
+    await new Promise((r) => setTimeout(r, 4000));
+    p.kill('SIGINT');
+    assert.equal(await exited(p, 60_000) !== null, true);
+    const id = readlinkSync(join(results, 'latest'));
+    const run = JSON.parse(readFileSync(join(results, id, 'run.json'), 'utf8'));
+    assert.equal(run.incomplete, true);
+    assert.ok(existsSync(join(results, id, 'summary.json')), 'k6 still wrote its summary');
+    const { execFileSync } = await import('node:child_process');
+    const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+    assert.doesNotMatch(ps, new RegExp(`RESULTS_DIR=${results}`), 'no k6 left');
+    assert.doesNotMatch(ps.split('\n').filter((l) => l.includes('toxiproxy-server') && !l.includes('18474')).join('\n'), /toxiproxy-server -host 127\.0\.0\.1 -port \d+/);
+  });
+});
+
+describe('wakestorm capacity', () => {
+  it('finds a server limit set by --max-connections within one step', async () => {
+    const r = await runCli(
+      ['capacity', '--max-devices', '1000', '--start', '100', '--step-duration', '8s', '--wake', 'off', '--resolution', '10', '--server-arg', '--max-connections=300', '--results', results],
+      { timeoutMs: 400_000 },
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const m = /holds (\d+) devices/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    const holds = Number(m![1]);
+    assert.ok(holds <= 300 && holds >= 270, `found ${holds} for a limit of 300`);
+    assert.match(r.stdout, /first broke at \d+: connect_success/);
+    const dir = readdirSync(results).find((d) => d.startsWith('capacity-'))!;
+    const cap = JSON.parse(readFileSync(join(results, dir, 'capacity.json'), 'utf8'));
+    assert.equal(cap.holds, holds);
+    assert.equal(cap.generator_limited, false);
+    assert.ok(cap.steps.length >= 4);
+    assert.ok(existsSync(join(results, dir, 'capacity.svg')));
+  });
+});
