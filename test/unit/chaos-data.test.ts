@@ -82,7 +82,7 @@ describe('SLOs', () => {
     const data = {
       metrics: {
         response_latency: { type: 'trend', values: { 'p(95)': 1234.5, count: 10 }, thresholds: { 'p(95)<800': { ok: false } } },
-        session_drop_rate: { type: 'rate', values: { rate: 0 }, thresholds: { 'rate<0.01': { ok: true } } },
+        session_drop_rate: { type: 'rate', values: { rate: 0, passes: 0, fails: 40 }, thresholds: { 'rate<0.01': { ok: true } } },
       },
     };
     const slos = DEFAULT_SLOS.filter((s) => s.name === 'response_p95' || s.name === 'session_drop_rate' || s.name === 'reconnect_p95');
