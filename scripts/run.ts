@@ -44,6 +44,10 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Sample k6's CPU while it runs (capacity checks the load generator itself). */
   sampleK6Cpu?: boolean;
+  /** Called once k6 runs, with the processes of the run (benches sample them). */
+  onStarted?: (p: { k6Pid: number; serverPid: number | null; toxiproxyPid: number; serverHttpUrl: string; startedAt: number }) => void;
+  /** Raise the k6 child's open-file limit (large fleets). */
+  fdLimit?: number;
 }
 
 export interface RunResult {
@@ -180,7 +184,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const echo = opts.echo !== false;
     // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
     const tty = echo && process.stdout.isTTY;
-    const k6 = spawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true });
+    const k6 = opts.fdLimit
+      ? spawn('bash', ['-c', `ulimit -n ${opts.fdLimit} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`, tools.k6, ...args], { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true })
+      : spawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true });
+    opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
       const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
       if (ev) {

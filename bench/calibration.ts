@@ -1,0 +1,28 @@
+// Fidelity calibration: known truths (server delays, a latency toxic both ways, a cut with a fixed backoff), and
+// latency samples tagged steady (before the cut) or disturbed, so the bench compares like with like.
+//   run by bench/fidelity.ts; TIMELINE and CUT_AT_MS come from it.
+import { makeScenario } from '../scenarios/lib/kit.ts';
+
+const CUT_AT_MS = Number(__ENV.CUT_AT_MS ?? 50_000);
+
+const s = makeScenario({
+  name: 'calibration',
+  devices: 100,
+  duration: '75s',
+  profile: 'recommended',
+  wake: { mode: 'poisson', interval_ms: 10_000, first_min_ms: 0, first_max_ms: 10_000 },
+  wrapMetrics: (sink, _cfg, epoch) => ({
+    add(name, value, tags) {
+      if (name !== 'wake_ack_latency' && name !== 'response_latency') return sink.add(name, value, tags);
+      sink.add(name, value, { ...tags, phase: Date.now() < epoch + CUT_AT_MS - 1000 ? 'steady' : 'disturbed' });
+    },
+  }),
+  extraThresholds: () => ({ 'wake_ack_latency{phase:steady}': [], 'response_latency{phase:steady}': [] }),
+});
+
+export const options = s.options;
+export const setup = s.setup;
+export const devices = s.devices;
+export const chaos = s.chaos;
+export const teardown = s.teardown;
+export const handleSummary = s.handleSummary;

@@ -1,0 +1,54 @@
+// Samples processes' RSS and CPU once a second during a run; reports the steady window only.
+import { cpuSeconds, rssMiB } from './proc-stats.ts';
+
+export interface ProcStats {
+  rss_max_mib: number;
+  rss_avg_mib: number;
+  cpu_avg_pct: number;
+}
+
+export class Sampler {
+  private timer: NodeJS.Timeout | null = null;
+  private samples = new Map<string, { t: number; rss: number; cpu: number }[]>();
+  private health: { t: number; connections: number }[] = [];
+
+  start(pids: Record<string, number | null>, healthUrl?: string): void {
+    this.timer = setInterval(() => {
+      const t = Date.now();
+      for (const [name, pid] of Object.entries(pids)) {
+        if (!pid) continue;
+        try {
+          const list = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;
+          list.push({ t, rss: rssMiB(pid), cpu: cpuSeconds(pid) });
+        } catch {
+          /* exited */
+        }
+      }
+      if (healthUrl) {
+        fetch(`${healthUrl}/health`, { signal: AbortSignal.timeout(900) })
+          .then((r) => r.json() as Promise<{ connections: number }>)
+          .then((h) => this.health.push({ t, connections: h.connections }))
+          .catch(() => {});
+      }
+    }, 1000);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Stats of one process between two instants. */
+  stats(name: string, from: number, to: number): ProcStats | null {
+    const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);
+    if (s.length < 2) return null;
+    const cpu = ((s[s.length - 1]!.cpu - s[0]!.cpu) / ((s[s.length - 1]!.t - s[0]!.t) / 1000)) * 100;
+    return { rss_max_mib: +Math.max(...s.map((x) => x.rss)).toFixed(1), rss_avg_mib: +(s.reduce((a, x) => a + x.rss, 0) / s.length).toFixed(1), cpu_avg_pct: +cpu.toFixed(1) };
+  }
+
+  /** The server's connection count in the window: min and max as /health saw them. */
+  connections(from: number, to: number): { min: number; max: number } | null {
+    const h = this.health.filter((x) => x.t >= from && x.t <= to);
+    if (!h.length) return null;
+    return { min: Math.min(...h.map((x) => x.connections)), max: Math.max(...h.map((x) => x.connections)) };
+  }
+}

@@ -1,0 +1,129 @@
+// Scale bench: the largest fleet this box holds (every device connected, keepalives at cadence, wakes with real-time
+// audio both ways), k6 and server cost per DEVICES_PER_VU, and the plain-k6 baseline measured in the same run.
+import { join } from 'node:path';
+import { runScenario, type RunResult } from '../scripts/run.ts';
+import { Sampler, type ProcStats } from './sampler.ts';
+
+export interface ScaleRow {
+  kind: 'baseline' | 'wakestorm';
+  devices: number;
+  devices_per_vu: number;
+  holds: boolean;
+  why_not: string[];
+  server_connections_min: number | null;
+  k6: ProcStats | null;
+  server: ProcStats | null;
+  toxiproxy: ProcStats | null;
+  k6_kib_per_device: number | null;
+  devices_per_gib: number | null;
+  devices_per_core: number | null;
+  ping_rtt_count: number;
+  sessions_completed: number;
+  response_p95_ms: number | null;
+  wake_ack_p95_ms: number | null;
+}
+
+const FD_LIMIT = 1_048_576;
+
+function rampSeconds(n: number): number {
+  return Math.min(30, Math.max(2, Math.ceil(n / 500)));
+}
+
+export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices: number; dpv: number; steadyS: number; resultsRoot: string; log: (l: string) => void }): Promise<ScaleRow> {
+  const { devices: n, dpv } = opts;
+  const ramp = rampSeconds(n);
+  const duration = ramp + 8 + opts.steadyS + 3;
+  const sampler = new Sampler();
+  let t0 = 0;
+  const r: RunResult = await runScenario({
+    scenario: opts.kind === 'baseline' ? join(import.meta.dirname, 'baseline.ts') : 'wake-latency',
+    devices: n,
+    devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
+    duration: `${duration}s`,
+    profile: opts.kind === 'baseline' ? undefined : 'recommended',
+    wake: opts.kind === 'baseline' ? undefined : 'poisson:5m',
+    vars: { RAMP: `${ramp}s` },
+    resultsRoot: opts.resultsRoot,
+    runId: `${opts.kind}-${n}-dpv${dpv}`,
+    echo: false,
+    dashboard: false,
+    charts: false,
+    fdLimit: FD_LIMIT,
+    log: () => {},
+    onStarted: (p) => {
+      t0 = p.startedAt;
+      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPid }, p.serverHttpUrl);
+    },
+  });
+  sampler.stop();
+  // The steady window: after the ramp and settling, before the end.
+  const from = t0 + (ramp + 8) * 1000;
+  const to = t0 + (ramp + 8 + opts.steadyS) * 1000;
+  const k6 = sampler.stats('k6', from, to);
+  const conns = sampler.connections(from, to);
+  const m = r.summary?.metrics ?? {};
+  const count = (x: string) => m[x]?.values.count ?? 0;
+  const why: string[] = [];
+  if (!conns || conns.min !== n) why.push(`server saw ${conns ? `${conns.min}-${conns.max}` : 'no'} connections, not ${n}`);
+  if (opts.kind === 'wakestorm') {
+    const cs = m.connect_success?.values;
+    if (!cs || cs.fails) why.push(`${cs?.fails ?? '?'} failed connects`);
+    if (count('connection_drops')) why.push(`${count('connection_drops')} drops`);
+    // recommended pings every 15 s: every connected device sends about (duration - ramp/2) / 15 of them.
+    const expectPings = (n * (duration - ramp / 2)) / 15;
+    if (Math.abs(count('ping_rtt') - expectPings) > expectPings * 0.2) why.push(`${count('ping_rtt')} pings answered, expected ~${Math.round(expectPings)}`);
+    if ((m.session_drop_rate?.values.rate ?? 0) >= 0.01) why.push(`session drop rate ${(m.session_drop_rate!.values.rate! * 100).toFixed(1)}%`);
+    if ((m.response_latency?.values['p(95)'] ?? 0) >= 800) why.push(`response p95 ${m.response_latency!.values['p(95)']!.toFixed(0)} ms`);
+    if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
+  }
+  if (r.code !== 0 && r.code !== 99) why.push(`k6 exit ${r.code}`);
+  const row: ScaleRow = {
+    kind: opts.kind,
+    devices: n,
+    devices_per_vu: dpv,
+    holds: why.length === 0,
+    why_not: why,
+    server_connections_min: conns?.min ?? null,
+    k6,
+    server: sampler.stats('server', from, to),
+    toxiproxy: sampler.stats('toxiproxy', from, to),
+    k6_kib_per_device: k6 ? +((k6.rss_avg_mib * 1024) / n).toFixed(1) : null,
+    devices_per_gib: k6 ? Math.round(n / (k6.rss_avg_mib / 1024)) : null,
+    devices_per_core: k6 && k6.cpu_avg_pct > 0 ? Math.round(n / (k6.cpu_avg_pct / 100)) : null,
+    ping_rtt_count: count('ping_rtt'),
+    sessions_completed: count('sessions_completed'),
+    response_p95_ms: m.response_latency?.values.count ? +m.response_latency.values['p(95)']!.toFixed(1) : null,
+    wake_ack_p95_ms: m.wake_ack_latency?.values.count ? +m.wake_ack_latency.values['p(95)']!.toFixed(1) : null,
+  };
+  opts.log(
+    `  ${opts.kind.padEnd(9)} ${String(n).padStart(6)} devices, ${String(dpv).padStart(3)}/VU: ${row.holds ? 'holds' : `does not hold (${why.join('; ')})`}; ` +
+      `k6 ${k6?.rss_avg_mib ?? '-'} MiB ${k6?.cpu_avg_pct ?? '-'}% (${row.k6_kib_per_device ?? '-'} KiB/device); server ${row.server?.rss_avg_mib ?? '-'} MiB ${row.server?.cpu_avg_pct ?? '-'}%; toxiproxy ${row.toxiproxy?.rss_avg_mib ?? '-'} MiB ${row.toxiproxy?.cpu_avg_pct ?? '-'}%`,
+  );
+  return row;
+}
+
+export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<{ rows: ScaleRow[]; largest: number | null; perGibRatio: number | null; perCoreRatio: number | null }> {
+  const steadyS = quick ? 5 : 30;
+  const baseN = quick ? 40 : 1000;
+  const bigN = quick ? 200 : 10_000;
+  const rows: ScaleRow[] = [];
+  log(`scale: baseline (plain k6, one device per VU) and wakestorm at ${baseN}, then DEVICES_PER_VU 10/50/200 at ${bigN}, then larger fleets`);
+  rows.push(await scaleStep({ kind: 'baseline', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
+  rows.push(await scaleStep({ kind: 'wakestorm', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
+  for (const dpv of quick ? [10, 50] : [10, 50, 200]) rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
+  let largest = rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
+  if (!quick && largest === bigN) {
+    for (const n of [15_000, 20_000]) {
+      const row = await scaleStep({ kind: 'wakestorm', devices: n, dpv: 200, steadyS, resultsRoot, log });
+      rows.push(row);
+      if (!row.holds) break;
+      largest = n;
+    }
+  }
+  const base = rows[0]!;
+  const best = rows.filter((r) => r.kind === 'wakestorm' && r.holds && r.devices_per_gib).sort((a, b) => b.devices_per_gib! - a.devices_per_gib!)[0];
+  const perGibRatio = best && base.devices_per_gib ? +(best.devices_per_gib! / base.devices_per_gib).toFixed(1) : null;
+  const bestCore = rows.filter((r) => r.kind === 'wakestorm' && r.holds && r.devices_per_core).sort((a, b) => b.devices_per_core! - a.devices_per_core!)[0];
+  const perCoreRatio = bestCore && base.devices_per_core ? +(bestCore.devices_per_core! / base.devices_per_core).toFixed(1) : null;
+  return { rows, largest, perGibRatio, perCoreRatio };
+}
