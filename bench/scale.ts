@@ -69,9 +69,10 @@ export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices:
     const cs = m.connect_success?.values;
     if (!cs || cs.fails) why.push(`${cs?.fails ?? '?'} failed connects`);
     if (count('connection_drops')) why.push(`${count('connection_drops')} drops`);
-    // recommended pings every 15 s: every connected device sends about (duration - ramp/2) / 15 of them.
-    const expectPings = (n * (duration - ramp / 2)) / 15;
-    if (Math.abs(count('ping_rtt') - expectPings) > expectPings * 0.2) why.push(`${count('ping_rtt')} pings answered, expected ~${Math.round(expectPings)}`);
+    // recommended pings every 15 s after it connects: a device that connected at t sends floor((D - t) / 15).
+    const lo = n * Math.floor((duration - ramp) / 15);
+    const hi = n * Math.ceil(duration / 15);
+    if (count('ping_rtt') < lo * 0.95 || count('ping_rtt') > hi) why.push(`${count('ping_rtt')} pings answered, expected ${lo}-${hi}`);
     if ((m.session_drop_rate?.values.rate ?? 0) >= 0.01) why.push(`session drop rate ${(m.session_drop_rate!.values.rate! * 100).toFixed(1)}%`);
     if ((m.response_latency?.values['p(95)'] ?? 0) >= 800) why.push(`response p95 ${m.response_latency!.values['p(95)']!.toFixed(0)} ms`);
     if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);

@@ -1,8 +1,9 @@
 // `npm run bench:server`: the reference server's RSS, CPU and event-loop lag holding N idle devices, then M real-time voice sessions.
 // Server and load each run in their own process (raised fd limit); every phase is bounded in time and count.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { pickFreePort } from '../scripts/stack.ts';
 import { cpuPercent, rssMiB } from './proc-stats.ts';
 
@@ -13,8 +14,7 @@ const WINDOW_MS = QUICK ? 3000 : 20_000;
 const ROOT = new URL('../', import.meta.url).pathname;
 
 function withFdLimit(cmd: string[], ipc = false): ChildProcess {
-  const line = `ulimit -n 65536 2>/dev/null || ulimit -n $(ulimit -Hn); exec ${cmd.map((c) => `'${c}'`).join(' ')}`;
-  return spawn('bash', ['-c', line], { cwd: ROOT, stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  return guardedSpawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'pipe'], env: { ...process.env } }, 65536);
 }
 
 function ask(p: ChildProcess, msg: object, timeoutMs = 300_000): Promise<Record<string, unknown>> {

@@ -1,8 +1,8 @@
 // Runs k6 as a child process with the project's environment, and reads back the summary it wrote.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { guardedSpawn } from './guarded-spawn.ts';
 import { k6Env, requireTools } from './tools.ts';
 
 export interface K6Result {
@@ -34,14 +34,14 @@ export function runK6(opts: K6RunOptions): Promise<K6Result> {
   for (const [k, v] of Object.entries({ ...opts.vars, SUMMARY_JSON: summaryPath })) args.push('-e', `${k}=${v}`);
   args.push(opts.script);
   return new Promise((resolve) => {
-    const p = spawn(tools.k6, args, { env: k6Env(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = guardedSpawn(tools.k6, args, { env: k6Env(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d) => {
+    p.stdout!.on("data", (d) => {
       stdout += d;
       opts.onOutput?.(d.toString());
     });
-    p.stderr.on('data', (d) => {
+    p.stderr!.on("data", (d) => {
       stderr += d;
       opts.onOutput?.(d.toString());
     });

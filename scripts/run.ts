@@ -1,6 +1,6 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -10,6 +10,7 @@ import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
 import type { ServerConfig } from '../server/config.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { renderRunCharts } from './charts.ts';
+import { guardedSpawn } from './guarded-spawn.ts';
 import { pickFreePort, startStack, type Stack } from './stack.ts';
 import { k6Env, requireTools } from './tools.ts';
 
@@ -184,9 +185,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const echo = opts.echo !== false;
     // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
     const tty = echo && process.stdout.isTTY;
-    const k6 = opts.fdLimit
-      ? spawn('bash', ['-c', `ulimit -n ${opts.fdLimit} 2>/dev/null || ulimit -n $(ulimit -Hn); exec "$0" "$@"`, tools.k6, ...args], { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true })
-      : spawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true });
+    const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
     opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
       const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));

@@ -1,10 +1,11 @@
 // Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from '../toxics/layout.ts';
+import { guardedSpawn } from './guarded-spawn.ts';
 import { requireTools } from './tools.ts';
 
 export interface StackOptions {
@@ -165,7 +166,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const cli = new URL('../bin/wakestorm.mjs', import.meta.url).pathname;
   const spawnServer = async (): Promise<void> => {
     if (actualServerPort === 0) actualServerPort = await pickFreePort();
-    server = spawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
+    server = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const tail = collect(server);
@@ -184,7 +185,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       log(`server     ${serverHttpUrl} (pid ${server!.pid})`);
     }
 
-    toxi = spawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(toxiproxyPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(toxiproxyPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const toxiTail = collect(toxi);
     const toxiproxyUrl = `http://127.0.0.1:${toxiproxyPort}`;
     try {

@@ -62,6 +62,8 @@ export function makeScenario(spec: ScenarioSpec) {
       for (const m of ['wake_ack_latency', 'response_latency', 'reconnect_time', 'session_drop_rate', 'connection_drops']) perProfile[`${m}{profile:${p.profile.name}}`] = [];
     }
   }
+  // Drops split by close code (a cut is 1006, a drain 1012, a full server 1013, a ghost replaced 4409).
+  for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) perProfile[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {
     scenarios.chaos = { executor: 'per-vu-iterations', vus: 1, iterations: 1, exec: 'chaos', maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`, gracefulStop: '5s' };

@@ -96,7 +96,8 @@ export function textSummary(data: SummaryData, slos: Slo[], title: string, extra
   const lines: string[] = ['', `wakestorm ${title} — device metrics`];
   const names = Object.keys(data.metrics);
   const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_s:')).sort()];
-  for (const n of ordered) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
+  const empty = (m: MetricSummary) => (m.type === 'rate' ? !(m.values.passes || m.values.fails) : !m.values.count);
+  for (const n of ordered) if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
   if (extra.length) lines.push('', ...extra.map((l) => `  ${l}`));
   const rows = sloRows(data, slos);
   if (rows.length) {

@@ -137,6 +137,24 @@ describe('sessions caught mid-reply', () => {
   });
 });
 
+describe('server-restart', () => {
+  it('drains the reference server with 1012; devices come back to a fresh server that has no state to resume', async () => {
+    const stack = await stackWith({ sttMs: 30, llmMs: 30, ttsMs: 30, drainMs: 500 });
+    try {
+      const tl = file('restart.json', [{ at: '2s', for: '2s', fault: 'server-restart' }]);
+      const r = await run(stack, { DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl });
+      assert.equal(count(r, 'connection_drops{code:1012}'), 10, r.stdout + r.stderr);
+      assert.equal(r.summary!.metrics.reconnect_time!.values.count, 10, 'every device came back');
+      assert.ok(r.summary!.metrics.reconnect_time!.values.min! >= 1500, 'not while the server was down');
+      assert.equal(count(r, 'chaos_errors'), 0);
+      const h = (await (await fetch(`${stack.serverHttpUrl}/health`)).json()) as { uptime_s: number };
+      assert.ok(h.uptime_s < 15, 'a new server process');
+    } finally {
+      await stack.stop();
+    }
+  });
+});
+
 describe('the SLO gate', () => {
   it('exits 99 with a failed JUnit case when the pipeline is slower than the SLO, and 0 when healthy', async () => {
     const slow = await stackWith({ sttMs: 600, llmMs: 300, ttsMs: 100, ttsPace: 'burst' });

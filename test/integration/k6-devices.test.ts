@@ -40,6 +40,19 @@ describe('k6 devices through Toxiproxy', () => {
     assert.equal(m.devices_connected!.values.max, 10, 'devices sampled per VU');
   });
 
+  it('carries TOKEN as a bearer token, and a wrong one never connects', async () => {
+    const secured = await startStack({ serverPort: await pickFreePort(), toxiproxyPort: await pickFreePort(), proxyPorts: { voice: 0 }, server: { tokens: ['fleet-secret-1'] } });
+    try {
+      const ok = await runK6({ script: SMOKE, vars: { TARGET_URL: secured.targetUrl, NO_RESULTS: 1, DEVICES: 5, DURATION: '5s', WAKE: 'off', TOKEN: 'fleet-secret-1' }, timeoutMs: 60_000 });
+      assert.equal(ok.summary!.metrics.connect_success!.values.rate, 1, ok.stdout);
+      const bad = await runK6({ script: SMOKE, vars: { TARGET_URL: secured.targetUrl, NO_RESULTS: 1, DEVICES: 5, DURATION: '5s', WAKE: 'off', TOKEN: 'wrong-token' }, timeoutMs: 60_000 });
+      assert.equal(bad.summary!.metrics.connect_success!.values.passes, 0, bad.stdout);
+      assert.ok(bad.summary!.metrics.connect_success!.values.fails! >= 5);
+    } finally {
+      await secured.stop();
+    }
+  });
+
   it('a device forced off the network reports a drop and a reconnect', async () => {
     const proxy = await stack.toxiproxy.get('voice');
     const run = runK6({

@@ -111,6 +111,18 @@ describe('wakestorm stack (CLI)', () => {
     assert.deepEqual(left, []);
   });
 
+  it('leaves nothing behind even when its parent is SIGKILLed', async () => {
+    const { spawn } = await import('node:child_process');
+    const code = `import('./scripts/stack.ts').then(async (m) => { const s = await m.startStack({ serverPort: 0, toxiproxyPort: ${await pickFreePort()}, proxyPorts: { voice: 0 } }); console.log('PIDS', s.serverPid, s.toxiproxyPid); });`;
+    const p = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: new URL('../../', import.meta.url).pathname });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    await waitFor(() => out.includes('PIDS'), 30_000, 'stack up in the child');
+    const pids = out.trim().split(' ').slice(1).map(Number);
+    p.kill('SIGKILL');
+    await waitFor(() => pids.every((pid) => !alive(pid)), 10_000, 'server and toxiproxy to die with their parent');
+  });
+
   it('fails with one line when a port is taken', async () => {
     const { createServer } = await import('node:net');
     const blocker = createServer().listen(0, '127.0.0.1');

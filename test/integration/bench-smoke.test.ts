@@ -1,0 +1,38 @@
+// Keeps the benches from rotting: their quick modes run end to end and print their numbers (no speed assertions).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { ROOT } from '../helpers/proc.ts';
+
+function npmRun(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn('npm', ['run', '--silent', script], { cwd: ROOT, env: { ...process.env, ...env } });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+describe('bench smoke', () => {
+  it('bench:server (quick) prints RSS, CPU and event-loop lag', async () => {
+    const r = await npmRun('bench:server', { BENCH_QUICK: '1' });
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /200 idle\s+rss=\d+(\.\d+)? MiB\s+cpu=\d+(\.\d+)?% of a core\s+lag_p99=\d+(\.\d+)? ms/);
+    const json = /written: (\S+bench\.json)/.exec(r.out)![1]!;
+    assert.equal(JSON.parse(readFileSync(json, 'utf8')).rows.length, 3);
+  });
+
+  it('bench fidelity (quick) compares the devices against injected truths', async () => {
+    const r = await npmRun('bench', { BENCH_QUICK: '1', BENCH_ONLY: 'fidelity' });
+    assert.equal(r.code, 0, r.out);
+    const json = JSON.parse(readFileSync(/written: (\S+bench\.json)/.exec(r.out)![1]!, 'utf8'));
+    const row = json.fidelity[0];
+    assert.equal(row.truth.response_ms, 700);
+    // A quick run only checks the pipeline is sound: measured values exist and sit near the truths.
+    assert.ok(Math.abs(row.error_p50_ms.response) < 50, JSON.stringify(row));
+    assert.ok(Math.abs(row.error_p50_ms.wake_ack) < 50, JSON.stringify(row));
+    assert.ok(row.samples.reconnect === 20, JSON.stringify(row));
+  });
+});
