@@ -76,6 +76,8 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     },
   });
   sampler.stop();
+  // A signal stopped this step: stop the whole bench rather than carry on with half a measurement.
+  if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
   const m = r.summary?.metrics ?? {};
   const v = (name: string, q: string) => (m[name]?.values.count ? +m[name]!.values[q]!.toFixed(1) : null);
   const truth = { wake_ack_ms: 2 * LATENCY_MS, response_ms: LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS, reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS };

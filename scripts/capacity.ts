@@ -98,6 +98,7 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
       if (tick) clearInterval(tick);
       bar?.stop();
     }
+    if (r.interrupted) throw new RunError(`capacity search interrupted during the step with ${n} devices (${r.dir})`);
     if (r.code !== 0 && r.code !== 99) throw new RunError(`capacity step with ${n} devices ended with k6 exit code ${r.code} (not an SLO verdict): see ${r.dir}`);
     const rows = r.summary ? sloRows(r.summary, r.slos) : [];
     const started = r.summary?.metrics.devices_started?.values.count ?? 0;

@@ -53,6 +53,10 @@ export interface RunOptions {
 
 export interface RunResult {
   code: number;
+  /** Stopped by Ctrl-C or a signal. */
+  interrupted: boolean;
+  /** k6 did not end by itself and the watchdog stopped it. */
+  stuck: boolean;
   dir: string;
   runId: string;
   incomplete: boolean;
@@ -147,6 +151,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
 
   let stack: Stack | null = null;
   let interrupted = false;
+  let stuck = false;
   let code = 1;
   let summary: RunResult['summary'] = null;
   const applied: object[] = [];
@@ -246,7 +251,20 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
         void t0;
       });
     }
+    // Watchdog: k6 v2.2's websockets can deadlock a VU (send/close on an unbuffered channel after the connection's
+    // pumps stopped, before JS saw the close), and then k6 never exits. Nothing may hang: past the run's length plus
+    // generous slack, k6 is interrupted, then killed, and the run is marked incomplete.
+    const limitMs = parseDuration(plan.vars.DURATION ?? '10m', 'DURATION') + 120_000;
+    let watchdogFired = false;
+    const watchdog = setTimeout(() => {
+      watchdogFired = true;
+      log(`wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`);
+      k6.kill('SIGINT');
+      setTimeout(() => k6.kill('SIGKILL'), 15_000).unref();
+    }, limitMs);
     code = await new Promise<number>((res) => k6.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
+    clearTimeout(watchdog);
+    if (watchdogFired) stuck = true;
     if (cpuTimer) clearInterval(cpuTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -282,7 +300,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     slos: plan.slos,
     exit_code: code,
     verdict: code === 0 ? 'pass' : code === 99 ? 'fail' : 'error',
-    incomplete: interrupted || !summary,
+    incomplete: interrupted || stuck || !summary,
+    k6_stuck: stuck,
     tools: { k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion, node: process.version },
     git_commit: gitCommit(),
     machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
@@ -305,5 +324,5 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   symlinkSync(runId, tmpLink);
   renameSync(tmpLink, latest);
   log(`\nwakestorm run ${name}: ${run.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${code}; results in ${finalDir}`);
-  return { code, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, k6CpuPct };
+  return { code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, k6CpuPct };
 }

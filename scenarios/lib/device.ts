@@ -548,7 +548,14 @@ export class Device {
       // The server's VAD ends speech on this frame: that is the end of speech, as the server sees it.
       if (this.profile.end_of_speech === 'vad' && s.eosAt === null && s.silenceRunMs >= VAD_SILENCE_MS) s.eosAt = now;
       s.frame++;
-      const due = s.streamT0 + s.frame * frameMs;
+      let due = s.streamT0 + s.frame * frameMs;
+      // A microphone does not burst: when the event loop ran late, the stream slips instead of catching up at once
+      // (a burst would exceed the server's audio rate limit and make the generator's lag look like a device fault).
+      if (this.env.now() - due > 3 * frameMs) {
+        s.streamT0 = this.env.now() - s.frame * frameMs;
+        due = this.env.now();
+        this.count('audio_slips');
+      }
       this.timer('audio', step, Math.max(0, due - this.env.now()));
     };
     step();
@@ -574,7 +581,7 @@ export class Device {
     this.t[name] = null;
   }
 
-  private count(name: 'reconnect_attempts' | 'connection_drops' | 'flaps' | 'devices_gave_up' | 'sessions_started' | 'sessions_completed' | 'sessions_resumed' | 'sessions_dropped' | 'wakes' | 'protocol_errors' | 'playback_underruns', n = 1, extra?: Record<string, string>): void {
+  private count(name: 'audio_slips' | 'reconnect_attempts' | 'connection_drops' | 'flaps' | 'devices_gave_up' | 'sessions_started' | 'sessions_completed' | 'sessions_resumed' | 'sessions_dropped' | 'wakes' | 'protocol_errors' | 'playback_underruns', n = 1, extra?: Record<string, string>): void {
     this.env.metrics.add(name, n, extra ? { ...this.tags, ...extra } : this.tags);
   }
 

@@ -19,6 +19,8 @@ export const DEVICE_METRICS = {
   wakes: 'counter',
   protocol_errors: 'counter',
   playback_underruns: 'counter',
+  /** The generator's own lag: uplink audio that had to slip because the VU's event loop ran late. */
+  audio_slips: 'counter',
   session_drop_rate: 'rate',
   connect_success: 'rate',
   devices_connected: 'gauge',

@@ -37,6 +37,7 @@ const DEVICE_ORDER = [
   'flaps',
   'devices_gave_up',
   'playback_underruns',
+  'audio_slips',
   'protocol_errors',
   'chaos_events',
   'chaos_errors',
