@@ -79,7 +79,7 @@ export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices:
     if ((m.response_latency?.values['p(95)'] ?? 0) >= 800) why.push(`response p95 ${m.response_latency!.values['p(95)']!.toFixed(0)} ms`);
     if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
   }
-  if (r.stuck) why.push('k6 did not end by itself (a VU deadlocked in k6 websockets; the watchdog stopped it)');
+  if (r.stuck) why.push('k6 did not end by itself (a stuck VU; the watchdog stopped it)');
   else if (r.code !== 0 && r.code !== 99) why.push(`k6 exit ${r.code}`);
   if (count('audio_slips')) why.push(`${count('audio_slips')} audio slips (VU event loops ran late)`);
   const row: ScaleRow = {
