@@ -10,6 +10,9 @@ import { deviceRandom } from '../scenarios/lib/rng.ts';
 export function wsSocket(url: string, headers: Record<string, string>): SocketLike {
   const ws = new WebSocket(url, { headers });
   const s: SocketLike = {
+    get readyState() {
+      return ws.readyState;
+    },
     binaryType: 'arraybuffer',
     onopen: null,
     onmessage: null,
@@ -23,7 +26,7 @@ export function wsSocket(url: string, headers: Record<string, string>): SocketLi
     },
     close: (code, reason) => {
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-      else ws.close(code, reason);
+      else if (ws.readyState === WebSocket.OPEN) ws.close(code, reason);
     },
   };
   ws.on('open', () => s.onopen?.());

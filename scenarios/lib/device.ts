@@ -9,6 +9,8 @@ import { expInterval } from './rng.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
 export interface SocketLike {
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
+  readonly readyState: number;
   binaryType: string;
   onopen: ((ev?: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
@@ -87,6 +89,33 @@ const FLAP_MS = 2000;
 
 let wakeCounter = 0;
 
+/**
+ * Lets go of a socket the device no longer wants. A socket still in its handshake is not closed but defused and
+ * closed when (if) it opens: in k6 v2.2, close() on a CONNECTING WebSocket blocks the VU's JS thread until the
+ * handshake ends, forever if it never does, and then k6 ignores maxDuration and never exits.
+ */
+function retire(ws: SocketLike, code?: number): void {
+  ws.onmessage = null;
+  ws.onclose = null;
+  ws.onerror = null;
+  if (ws.readyState === 0) {
+    ws.onopen = () => {
+      try {
+        ws.close(code);
+      } catch {
+        /* gone meanwhile */
+      }
+    };
+    return;
+  }
+  ws.onopen = null;
+  try {
+    ws.close(code);
+  } catch {
+    /* already closed */
+  }
+}
+
 export class Device {
   state: DeviceState = 'idle';
   /** Tries since the last loss (or since start). */
@@ -142,14 +171,7 @@ export class Device {
     for (const k of Object.keys(this.t) as (keyof Device['t'])[]) this.clear(k);
     const ws = this.ws;
     this.ws = null;
-    if (ws) {
-      this.detach(ws);
-      try {
-        ws.close(1000, 'device stopped');
-      } catch {
-        /* already closed */
-      }
-    }
+    if (ws) retire(ws, 1000);
   }
 
   // ---- connection ----
@@ -309,20 +331,7 @@ export class Device {
   private abandonSocket(): void {
     const ws = this.ws;
     this.ws = null;
-    if (!ws) return;
-    this.detach(ws);
-    try {
-      ws.close();
-    } catch {
-      /* already closed */
-    }
-  }
-
-  private detach(ws: SocketLike): void {
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onclose = null;
-    ws.onerror = null;
+    if (ws) retire(ws);
   }
 
   // ---- keepalive and liveness ----

@@ -78,8 +78,9 @@ export function fleetScenario(cfg: RunConfig, extra: Record<string, unknown> = {
     executor: 'per-vu-iterations',
     vus: cfg.vus,
     iterations: 1,
-    maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`,
-    gracefulStop: '10s',
+    // Devices stop themselves at DURATION; the slack only bounds handshakes that never complete.
+    maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 15}s`,
+    gracefulStop: '5s',
     ...extra,
   };
 }

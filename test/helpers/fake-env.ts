@@ -34,6 +34,7 @@ export class FakeClock {
 }
 
 export class FakeSocket implements SocketLike {
+  readyState = 0;
   binaryType = 'blob';
   onopen: SocketLike['onopen'] = null;
   onmessage: SocketLike['onmessage'] = null;
@@ -51,6 +52,7 @@ export class FakeSocket implements SocketLike {
   }
   close(code?: number) {
     this.closedByDevice = code;
+    this.readyState = 2;
   }
   /** Sent JSON messages, parsed. */
   json(): Record<string, any>[] {
@@ -61,6 +63,7 @@ export class FakeSocket implements SocketLike {
   }
   // server side
   open() {
+    this.readyState = 1;
     this.onopen?.();
   }
   msg(m: object) {
@@ -70,6 +73,7 @@ export class FakeSocket implements SocketLike {
     this.onmessage?.({ data: new ArrayBuffer(bytes) });
   }
   serverClose(code?: number) {
+    this.readyState = 3;
     this.onclose?.({ code });
   }
   connected(extra: object = {}) {

@@ -53,6 +53,25 @@ describe('k6 devices through Toxiproxy', () => {
     }
   });
 
+  it('ends on time when handshakes never complete (k6 would block a VU on close() while connecting)', async () => {
+    const { createServer } = await import('node:http');
+    const held: import('node:stream').Duplex[] = [];
+    const silent = createServer((_req, res) => res.end('{}')).on('upgrade', (_req, socket) => held.push(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const port = (silent.address() as { port: number }).port;
+    const t0 = Date.now();
+    try {
+      const r = await runK6({ script: SMOKE, vars: { TARGET_URL: `ws://127.0.0.1:${port}`, NO_RESULTS: 1, DEVICES: 3, DURATION: '12s', RAMP: '1s', WAKE: 'off' }, timeoutMs: 90_000 });
+      assert.notEqual(r.summary, null, r.stdout + r.stderr);
+      assert.ok(r.summary!.metrics.connect_success!.values.fails! >= 3, 'the 10 s connect timeout fired');
+    } finally {
+      for (const s of held) s.destroy();
+      silent.close();
+    }
+    // DURATION 12 s + maxDuration slack 15 s + gracefulStop 5 s: a blocked VU would hold k6 until killed.
+    assert.ok(Date.now() - t0 < 60_000, `k6 took ${Date.now() - t0} ms`);
+  });
+
   it('a device forced off the network reports a drop and a reconnect', async () => {
     const proxy = await stack.toxiproxy.get('voice');
     const run = runK6({

@@ -364,6 +364,21 @@ describe('sessions', () => {
     assert.ok(ack[0]! >= 1000, `ack ${ack[0]}`);
   });
 
+  it('never closes a socket still in its handshake (that blocks a k6 VU): it closes it if it ever opens', () => {
+    const f = device('recommended');
+    const first = f.last();
+    f.clock.advance(10_000); // connect timeout while CONNECTING
+    assert.equal(first.closedByDevice, null, 'no close() on a CONNECTING socket');
+    first.open(); // the handshake finally completes: now it is closed
+    assert.equal(first.closedByDevice, undefined);
+    assert.equal(f.d.state === 'backoff' || f.d.state === 'connecting', true);
+    const g = device('recommended');
+    g.d.stop();
+    assert.equal(g.last().closedByDevice, null);
+    g.last().open();
+    assert.equal(g.last().closedByDevice, 1000);
+  });
+
   it('stop() leaves no timer and sends a 1000 close', () => {
     const f = device('pi-assistant', { mode: 'poisson', interval_ms: 5000, first_min_ms: 0, first_max_ms: 5000 });
     const s = handshake(f);
