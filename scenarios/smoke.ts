@@ -11,9 +11,5 @@ const s = makeScenario({
   wake: { mode: 'once', interval_ms: 0, first_min_ms: 2000, first_max_ms: 12_000 },
 });
 
-export const options = s.options;
-export const setup = s.setup;
-export const devices = s.devices;
-export const chaos = s.chaos;
-export const teardown = s.teardown;
-export const handleSummary = s.handleSummary;
+// k6 reads these from the entry script: options, the lifecycle hooks, and the two scenarios' exec functions.
+export const { options, setup, devices, chaos, teardown, handleSummary } = s;

@@ -29,9 +29,5 @@ const s = makeScenario({
     }),
 });
 
-export const options = s.options;
-export const setup = s.setup;
-export const devices = s.devices;
-export const chaos = s.chaos;
-export const teardown = s.teardown;
-export const handleSummary = s.handleSummary;
+// k6 reads these from the entry script: options, the lifecycle hooks, and the two scenarios' exec functions.
+export const { options, setup, devices, chaos, teardown, handleSummary } = s;
