@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultConfig } from '../server/config.ts';
 import { runScenario } from '../scripts/run.ts';
-import { Sampler } from './sampler.ts';
+import { Sampler, serverLagP99Ms } from './sampler.ts';
 
 const LATENCY_MS = 25; // each way
 const CUT_AT_MS = 50_000;
@@ -64,12 +64,8 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
       setTimeout(() => fetch(`${p.serverHttpUrl}/metrics`).catch(() => {}), 5000);
       setTimeout(
         () =>
-          fetch(`${p.serverHttpUrl}/metrics`)
-            .then((x) => x.text())
-            .then((t) => {
-              const line = t.split('\n').find((l) => l.startsWith('voice_event_loop_lag_p99_seconds '));
-              if (line) lag = +(Number(line.split(' ')[1]) * 1000).toFixed(2);
-            })
+          serverLagP99Ms(p.serverHttpUrl)
+            .then((ms) => (lag = +ms.toFixed(2)))
             .catch(() => {}),
         cutAt - 1000,
       );

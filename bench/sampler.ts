@@ -1,6 +1,13 @@
 // Samples processes' RSS and CPU once a second during a run; reports the steady window only.
 import { cpuSeconds, rssMiB } from './proc-stats.ts';
 
+/** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
+export async function serverLagP99Ms(httpUrl: string): Promise<number> {
+  const text = await (await fetch(`${httpUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('voice_event_loop_lag_p99_seconds '));
+  return line ? Number(line.split(' ')[1]) * 1000 : NaN;
+}
+
 export interface ProcStats {
   rss_max_mib: number;
   rss_avg_mib: number;

@@ -6,6 +6,7 @@ import { cpus, totalmem } from 'node:os';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { pickFreePort } from '../scripts/stack.ts';
 import { cpuPercent, rssMiB } from './proc-stats.ts';
+import { serverLagP99Ms as lagP99Ms } from './sampler.ts';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const IDLE = QUICK ? [200] : [1000, 10_000];
@@ -27,12 +28,6 @@ function ask(p: ChildProcess, msg: object, timeoutMs = 300_000): Promise<Record<
     });
     p.send(msg);
   });
-}
-
-async function lagP99Ms(httpUrl: string): Promise<number> {
-  const text = await (await fetch(`${httpUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('voice_event_loop_lag_p99_seconds '));
-  return line ? Number(line.split(' ')[1]) * 1000 : NaN;
 }
 
 interface Row {

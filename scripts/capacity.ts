@@ -7,6 +7,8 @@ import { SingleBar } from 'cli-progress';
 import type { Slo } from '../scenarios/lib/slo.ts';
 import { sloRows } from '../scenarios/lib/summary.ts';
 import type { ServerConfig } from '../server/config.ts';
+import { Sampler } from '../bench/sampler.ts';
+import { parseDuration } from '../scenarios/lib/run-config.ts';
 import { renderCapacityChart, type CapacityPoint } from './charts.ts';
 import { ROOT, RunError, planRun, runScenario, type RunResult } from './run.ts';
 
@@ -69,11 +71,14 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
   const runStep = async (n: number, why: string): Promise<Step> => {
     const t0 = Date.now();
     const bar = tty ? new SingleBar({ format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`, hideCursor: true }) : null;
-    const total = Math.ceil(Number(/^(\d+)/.exec(stepDuration)?.[1] ?? 30) * (stepDuration.endsWith('m') ? 60 : 1)) + 5;
+    const total = Math.ceil(parseDuration(stepDuration, '--step-duration') / 1000) + 5;
     bar?.start(total, 0);
     const tick = bar ? setInterval(() => bar.update(Math.min(total, Math.round((Date.now() - t0) / 1000))), 500) : null;
     if (!tty) log(`  step ${steps.length + 1}: ${n} devices (${why}) ...`);
     let r: RunResult;
+    // k6's own CPU, after its start-up, is how the search tells a saturated generator from a saturated server.
+    const sampler = new Sampler();
+    let k6From = 0;
     try {
       r = await runScenario({
         scenario,
@@ -91,10 +96,14 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
         echo: false,
         dashboard: false,
         charts: false,
-        sampleK6Cpu: true,
+        onStarted: (p) => {
+          k6From = p.startedAt + 2000;
+          sampler.start({ k6: p.k6Pid });
+        },
         log: () => {},
       });
     } finally {
+      sampler.stop();
       if (tick) clearInterval(tick);
       bar?.stop();
     }
@@ -102,7 +111,7 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
     if (r.code !== 0 && r.code !== 99) throw new RunError(`capacity step with ${n} devices ended with k6 exit code ${r.code} (not an SLO verdict): see ${r.dir}`);
     const rows = r.summary ? sloRows(r.summary, r.slos) : [];
     const started = r.summary?.metrics.devices_started?.values.count ?? 0;
-    const k6Cpu = r.k6CpuPct ?? null;
+    const k6Cpu = sampler.stats('k6', k6From, Date.now())?.cpu_avg_pct ?? null;
     // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
     const saturated = (k6Cpu !== null && k6Cpu >= 85 * cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
     const step: Step = {

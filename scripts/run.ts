@@ -43,8 +43,6 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Aborts the run (as Ctrl-C does). */
   signal?: AbortSignal;
-  /** Sample k6's CPU while it runs (capacity checks the load generator itself). */
-  sampleK6Cpu?: boolean;
   /** Called once k6 runs, with the processes of the run (benches sample them). */
   onStarted?: (p: { k6Pid: number; serverPid: number | null; toxiproxyPid: number; serverHttpUrl: string; startedAt: number }) => void;
   /** Raise the k6 child's open-file limit (large fleets). */
@@ -62,7 +60,6 @@ export interface RunResult {
   incomplete: boolean;
   summary: { metrics: Record<string, { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }> } | null;
   slos: Slo[];
-  k6CpuPct?: number;
 }
 
 export class RunError extends Error {
@@ -155,7 +152,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   let code = 1;
   let summary: RunResult['summary'] = null;
   const applied: object[] = [];
-  let k6CpuPct: number | undefined;
   try {
     log(`wakestorm run ${name}: starting the stack`);
     stack = await startStack({
@@ -230,27 +226,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     opts.signal?.addEventListener('abort', onSignal);
-    let cpuTimer: NodeJS.Timeout | null = null;
-    if (opts.sampleK6Cpu) {
-      const { cpuSeconds } = await import('../bench/proc-stats.ts');
-      const t0 = performance.now();
-      let c0 = 0;
-      let samples: number[] = [];
-      cpuTimer = setInterval(() => {
-        try {
-          const c = cpuSeconds(k6.pid!);
-          if (c0) samples.push(c - c0);
-          c0 = c;
-        } catch {
-          /* exited */
-        }
-      }, 1000);
-      k6.once('exit', () => {
-        samples = samples.slice(2); // skip start-up
-        if (samples.length) k6CpuPct = (samples.reduce((a, b) => a + b, 0) / samples.length) * 100;
-        void t0;
-      });
-    }
     // Watchdog: at 10k devices in 1000 VUs on 2 cores, one k6 v2.2 VU once kept sockets open past maxDuration and
     // gracefulStop, idle, and ignored SIGTERM (k6 websockets has no close-handshake timeout; the exact cause is not
     // pinned down). Nothing may hang: past the run's length plus slack, k6 is interrupted, then killed, and the run is
@@ -266,7 +241,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     code = await new Promise<number>((res) => k6.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
     clearTimeout(watchdog);
     if (watchdogFired) stuck = true;
-    if (cpuTimer) clearInterval(cpuTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     opts.signal?.removeEventListener('abort', onSignal);
@@ -308,7 +282,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
-    k6_cpu_pct: k6CpuPct,
   };
   writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
   if (opts.charts !== false && summary) {
@@ -325,5 +298,5 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   symlinkSync(runId, tmpLink);
   renameSync(tmpLink, latest);
   log(`\nwakestorm run ${name}: ${run.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${code}; results in ${finalDir}`);
-  return { code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, k6CpuPct };
+  return { code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos };
 }

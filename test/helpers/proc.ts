@@ -1,6 +1,7 @@
 // Child-process helpers for tests: run the CLI, wait for a line, find free loopback ports, check a port is closed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
+export { pickFreePort as freePort } from '../../scripts/stack.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const CLI = `${ROOT}bin/wakestorm.mjs`;
@@ -34,17 +35,6 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs:
     if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** True when nothing accepts connections on 127.0.0.1:port. */
