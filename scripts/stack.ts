@@ -17,7 +17,7 @@ export interface StackOptions {
   proxyPorts?: Record<string, number>;
   /** Flags for the reference server. */
   server?: Partial<ServerConfig>;
-  /** Extra env for the server process. */
+  /** Progress lines (what started where). */
   log?: (line: string) => void;
   healthTimeoutMs?: number;
   /** Port of the control API; 0 (default) picks a free one. */

@@ -140,7 +140,7 @@ export class Session {
     if (!this.ended) this.finish('lost');
   }
 
-  private finish(outcome: SessionOutcome & SessionEndReason | 'lost'): void {
+  private finish(outcome: SessionOutcome): void {
     this.ended = true;
     this.clear('audio');
     this.clear('pipeline');

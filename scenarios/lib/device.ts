@@ -2,7 +2,7 @@
 // speaks and plays back, reporting metrics. Socket, clock, timers, randomness and metrics come in as arguments, so the
 // same code runs in k6 (k6-adapter.ts) and under node:test.
 import { Backoff } from './backoff.ts';
-import type { MetricSink } from './metric-names.ts';
+import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { Profile } from './profiles.ts';
 import { isDropped, parseServerMessage, type ServerMessage, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
@@ -141,7 +141,6 @@ export class Device {
     playback: null,
     notice: null,
   };
-  private startedAt = 0;
 
   constructor(readonly opts: DeviceOptions, private readonly env: DeviceEnv) {
     this.backoff = new Backoff(opts.profile.reconnect, env.random);
@@ -158,7 +157,6 @@ export class Device {
 
   /** Starts the device after `delayMs` (the fleet spreads connects over a ramp). */
   start(delayMs = 0): void {
-    this.startedAt = this.env.now() + delayMs;
     this.state = 'backoff';
     this.timer('connect', () => this.connect(), delayMs);
     this.scheduleFirstWake(delayMs);
@@ -590,11 +588,11 @@ export class Device {
     this.t[name] = null;
   }
 
-  private count(name: 'audio_slips' | 'reconnect_attempts' | 'connection_drops' | 'flaps' | 'devices_gave_up' | 'sessions_started' | 'sessions_completed' | 'sessions_resumed' | 'sessions_dropped' | 'wakes' | 'protocol_errors' | 'playback_underruns', n = 1, extra?: Record<string, string>): void {
+  private count(name: DeviceMetricName, n = 1, extra?: Record<string, string>): void {
     this.env.metrics.add(name, n, extra ? { ...this.tags, ...extra } : this.tags);
   }
 
-  private trend(name: 'wake_ack_latency' | 'response_latency' | 'reconnect_time' | 'disconnect_detect_time' | 'ping_rtt', v: number): void {
+  private trend(name: DeviceMetricName, v: number): void {
     this.env.metrics.add(name, v, this.tags);
   }
 }

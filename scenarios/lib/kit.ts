@@ -55,22 +55,23 @@ export function makeScenario(spec: ScenarioSpec) {
   const sink = createK6Metrics();
   const audio = loadUtterance();
 
-  // Per-profile submetrics when profiles are mixed, so a run compares them side by side.
-  const perProfile: Record<string, unknown[]> = {};
+  // Submetrics k6 reports only when a threshold names them: per profile when profiles are mixed, so a run
+  // compares them side by side, and drops per close code.
+  const submetrics: Record<string, unknown[]> = {};
   if (cfg.profiles.length > 1) {
     for (const p of cfg.profiles) {
-      for (const m of ['wake_ack_latency', 'response_latency', 'reconnect_time', 'session_drop_rate', 'connection_drops']) perProfile[`${m}{profile:${p.profile.name}}`] = [];
+      for (const m of ['wake_ack_latency', 'response_latency', 'reconnect_time', 'session_drop_rate', 'connection_drops']) submetrics[`${m}{profile:${p.profile.name}}`] = [];
     }
   }
   // Drops split by close code (a cut is 1006, a drain 1012, a full server 1013, a ghost replaced 4409).
-  for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) perProfile[`connection_drops{code:${code}}`] = [];
+  for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {
     scenarios.chaos = { executor: 'per-vu-iterations', vus: 1, iterations: 1, exec: 'chaos', maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`, gracefulStop: '5s' };
   }
   const options = {
     scenarios,
-    thresholds: sloThresholds(slos, { ...perProfile, ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}) }),
+    thresholds: sloThresholds(slos, { ...submetrics, ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}) }),
     summaryTrendStats: TREND_STATS,
     setupTimeout: '30s',
     teardownTimeout: '30s',
