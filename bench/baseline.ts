@@ -6,7 +6,8 @@ import exec from 'k6/execution';
 
 const DEVICES = Number(__ENV.DEVICES ?? 100);
 const DURATION_S = Number((__ENV.DURATION ?? '60s').replace(/s$/, ''));
-const TARGET = __ENV.TARGET_URL ?? 'ws://127.0.0.1:18000';
+// A comma-separated TARGET_URL (Toxiproxy shards for big fleets) is spread over the VUs; nothing else is added.
+const TARGETS = (__ENV.TARGET_URL ?? 'ws://127.0.0.1:18000').split(',');
 
 export const options = {
   scenarios: {
@@ -16,7 +17,7 @@ export const options = {
 
 export default function () {
   const id = `baseline-${exec.vu.idInTest}`;
-  const ws = new WebSocket(`${TARGET}/ws/${id}`);
+  const ws = new WebSocket(`${TARGETS[exec.vu.idInTest % TARGETS.length]}/ws/${id}`);
   let pinger: number | undefined;
   ws.onmessage = (e) => {
     const msg = JSON.parse(e!.data as string);

@@ -59,7 +59,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     log: () => {},
     onStarted: (p) => {
       t0 = p.startedAt;
-      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPid });
+      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPids });
       // The server's event-loop lag over the steady phase (the gauge resets at each scrape).
       setTimeout(() => fetch(`${p.serverHttpUrl}/metrics`).catch(() => {}), 5000);
       setTimeout(

@@ -19,14 +19,16 @@ export class Sampler {
   private samples = new Map<string, { t: number; rss: number; cpu: number }[]>();
   private health: { t: number; connections: number }[] = [];
 
-  start(pids: Record<string, number | null>, healthUrl?: string): void {
+  /** A name may stand for several processes (Toxiproxy shards): their RSS and CPU are summed. */
+  start(pids: Record<string, number | number[] | null>, healthUrl?: string): void {
     this.timer = setInterval(() => {
       const t = Date.now();
       for (const [name, pid] of Object.entries(pids)) {
-        if (!pid) continue;
+        const list = ([] as (number | null)[]).concat(pid).filter((p): p is number => !!p);
+        if (!list.length) continue;
         try {
-          const list = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;
-          list.push({ t, rss: rssMiB(pid), cpu: cpuSeconds(pid) });
+          const samples = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;
+          samples.push({ t, rss: list.reduce((a, p) => a + rssMiB(p), 0), cpu: list.reduce((a, p) => a + cpuSeconds(p), 0) });
         } catch {
           /* exited */
         }

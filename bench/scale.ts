@@ -54,7 +54,7 @@ export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices:
     log: () => {},
     onStarted: (p) => {
       t0 = p.startedAt;
-      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPid }, p.serverHttpUrl);
+      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPids }, p.serverHttpUrl);
     },
   });
   sampler.stop();

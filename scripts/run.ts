@@ -11,7 +11,7 @@ import type { ServerConfig } from '../server/config.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { renderRunCharts } from './charts.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
-import { pickFreePort, startStack, type Stack } from './stack.ts';
+import { pickFreePort, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { k6Env, requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
@@ -44,7 +44,9 @@ export interface RunOptions {
   /** Aborts the run (as Ctrl-C does). */
   signal?: AbortSignal;
   /** Called once k6 runs, with the processes of the run (benches sample them). */
-  onStarted?: (p: { k6Pid: number; serverPid: number | null; toxiproxyPid: number; serverHttpUrl: string; startedAt: number }) => void;
+  onStarted?: (p: { k6Pid: number; serverPid: number | null; toxiproxyPid: number; toxiproxyPids: number[]; serverHttpUrl: string; startedAt: number }) => void;
+  /** Toxiproxy processes; default: as many as the fleet needs under the open-file limit (toxiproxyShardsFor). */
+  toxiproxyShards?: number;
   /** Raise the k6 child's open-file limit (large fleets). */
   fdLimit?: number;
 }
@@ -160,13 +162,14 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       toxiproxyPort: await pickFreePort(),
       proxyPorts: { voice: 0 },
       server: opts.server,
+      toxiproxyShards: opts.toxiproxyShards ?? toxiproxyShardsFor(opts.devices ?? 0),
       log: (l) => log(`  ${l}`),
     });
-    const target = opts.direct ? stack.serverWsUrl : stack.targetUrl;
+    const target = opts.direct ? stack.serverWsUrl : stack.shards.map((sh) => sh.targetUrl).join(',');
     const vars: Record<string, string> = {
       ...plan.vars,
       TARGET_URL: target,
-      TOXIPROXY_URL: stack.toxiproxyUrl,
+      TOXIPROXY_URL: stack.shards.map((sh) => sh.toxiproxyUrl).join(','),
       CONTROL_URL: stack.controlUrl,
       SERVER_URL: stack.serverHttpUrl,
       RESULTS_DIR: dir,
@@ -187,7 +190,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
     const tty = echo && process.stdout.isTTY;
     const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
-    opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+    opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
       const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
       if (ev) {

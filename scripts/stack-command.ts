@@ -6,11 +6,13 @@ export async function runStackCommand(opts: StackOptions): Promise<void> {
   const stack = await startStack({ ...opts, log: (l) => console.log(`  ${l}`) });
   console.log('');
   console.log('wakestorm stack is up. Devices connect through Toxiproxy:');
-  console.log(`  target     ${stack.targetUrl}   (server direct: ${stack.serverWsUrl})`);
+  const targets = stack.shards.map((sh) => sh.targetUrl).join(',');
+  const toxiproxies = stack.shards.map((sh) => sh.toxiproxyUrl).join(',');
+  console.log(`  target     ${targets}   (server direct: ${stack.serverWsUrl})`);
   console.log(`  health     ${stack.serverHttpUrl}/health   metrics: ${stack.serverHttpUrl}/metrics`);
   console.log('');
   console.log('Run a scenario against it:');
-  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${stack.targetUrl} -e TOXIPROXY_URL=${stack.toxiproxyUrl}${stack.controlUrl ? ` -e CONTROL_URL=${stack.controlUrl}` : ''} -e SERVER_URL=${stack.serverHttpUrl} scenarios/smoke.ts`);
+  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${targets} -e TOXIPROXY_URL=${toxiproxies}${stack.controlUrl ? ` -e CONTROL_URL=${stack.controlUrl}` : ''} -e SERVER_URL=${stack.serverHttpUrl} scenarios/smoke.ts`);
   console.log('');
   console.log('Ctrl-C stops everything.');
   let stopping = false;

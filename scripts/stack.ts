@@ -1,6 +1,7 @@
 // Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
 import type { ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
@@ -22,6 +23,21 @@ export interface StackOptions {
   healthTimeoutMs?: number;
   /** Port of the control API; 0 (default) picks a free one. */
   controlPort?: number;
+  /**
+   * Toxiproxy processes, each with its own copy of the proxies (default 1). Toxiproxy holds two descriptors per
+   * device, so one process stops near (open-file limit / 2) devices; shard 1.. listen on free ports.
+   */
+  toxiproxyShards?: number;
+}
+
+/** One toxiproxy-server process and its proxies. */
+export interface ToxiproxyShard {
+  toxiproxyUrl: string;
+  toxiproxy: Toxiproxy;
+  pid: number;
+  proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
+  /** ws:// base through this shard's 'voice' proxy. */
+  targetUrl: string;
 }
 
 export interface Stack {
@@ -32,8 +48,10 @@ export interface Stack {
   toxiproxyUrl: string;
   /** ws:// base devices use, through the proxy, per proxy name. */
   proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
-  /** ws:// base through the 'voice' proxy. */
+  /** ws:// base through the 'voice' proxy (of the first shard). */
   targetUrl: string;
+  /** Every Toxiproxy process; the fields above are shard 0's. Devices spread over the shards' target URLs. */
+  shards: ToxiproxyShard[];
   /** The stack's control API (POST /server/stop, /server/start) for server-restart faults; '' when it fronts --server-url. */
   controlUrl: string;
   toxiproxy: Toxiproxy;
@@ -46,6 +64,27 @@ export interface Stack {
 
 export class StackError extends Error {
   override name = "StackError";
+}
+
+/** This process's hard open-file limit (children cannot go above it without CAP_SYS_RESOURCE). */
+export function hardFdLimit(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const hard = line?.trim().split(/\s+/)[4];
+    return hard === undefined || hard === 'unlimited' ? Infinity : Number(hard);
+  } catch {
+    return Infinity;
+  }
+}
+
+/**
+ * Toxiproxy processes a fleet needs: each proxied device holds two descriptors in Toxiproxy (device side and
+ * server side), so one process carries about (hard limit - headroom) / 2 devices.
+ */
+export function toxiproxyShardsFor(devices: number, hardLimit = hardFdLimit()): number {
+  if (!Number.isFinite(hardLimit)) return 1;
+  const perShard = Math.max(1, Math.floor((hardLimit - 1000) / 2));
+  return Math.min(16, Math.max(1, Math.ceil(devices / perShard)));
 }
 
 /** Resolves to true if 127.0.0.1:port can be bound now. */
@@ -147,19 +186,28 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const want = opts.proxyPorts?.[p.name] ?? p.listen_port;
     proxyPorts[p.name] = want === 0 ? await pickFreePort() : want;
   }
+  const shardCount = opts.toxiproxyShards ?? 1;
+  if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 16) throw new StackError(`toxiproxy shards must be an integer from 1 to 16, got ${shardCount}`);
   const checks: [number, string][] = [[toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'], ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string])];
+  // Shards after the first take free ports: their API and one listener per proxy.
+  const shardPorts: { api: number; proxies: Record<string, number> }[] = [{ api: toxiproxyPort, proxies: proxyPorts }];
+  for (let k = 1; k < shardCount; k++) {
+    const ports: Record<string, number> = {};
+    for (const p of layout) ports[p.name] = await pickFreePort();
+    shardPorts.push({ api: await pickFreePort(), proxies: ports });
+  }
   if (serverPort !== null && serverPort !== 0) checks.push([serverPort, 'reference server (--server-port)']);
   for (const [port, what] of checks) {
     if (!(await portFree(port))) throw new StackError(`port ${port} is already in use, needed for the ${what}: stop what holds it or pick another port`);
   }
 
   let server: ChildProcess | null = null;
-  let toxi: ChildProcess | null = null;
+  const toxis: ChildProcess[] = [];
   let serverHttpUrl: string;
   let upstreamHostPort: string;
   let actualServerPort = serverPort ?? 0;
   const cleanup = async () => {
-    await stopChild(toxi, 3000);
+    await Promise.all(toxis.map((t) => stopChild(t, 3000)));
     await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
   };
 
@@ -185,29 +233,36 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       log(`server     ${serverHttpUrl} (pid ${server!.pid})`);
     }
 
-    toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(toxiproxyPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const toxiTail = collect(toxi);
-    const toxiproxyUrl = `http://127.0.0.1:${toxiproxyPort}`;
-    try {
-      await waitHealthy(`${toxiproxyUrl}/version`, 10_000, toxi, 'toxiproxy-server', toxiTail);
-    } catch (e) {
-      throw new StackError(`Toxiproxy won't start: ${(e as Error).message}`);
-    }
-    log(`toxiproxy  ${toxiproxyUrl} (pid ${toxi.pid})`);
-
-    const toxiproxy = new Toxiproxy(toxiproxyUrl);
-    const proxies: Stack['proxies'] = {};
-    for (const p of layout) {
-      const upstream = p.upstream === 'server' ? upstreamHostPort : p.upstream;
-      const listen = `127.0.0.1:${proxyPorts[p.name]}`;
+    const shards: ToxiproxyShard[] = [];
+    for (const [k, ports] of shardPorts.entries()) {
+      const toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      toxis.push(toxi);
+      const toxiTail = collect(toxi);
+      const toxiproxyUrl = `http://127.0.0.1:${ports.api}`;
       try {
-        await toxiproxy.createProxy({ name: p.name, listen, upstream });
+        await waitHealthy(`${toxiproxyUrl}/version`, 10_000, toxi, 'toxiproxy-server', toxiTail);
       } catch (e) {
-        throw new StackError(`creating proxy '${p.name}' (${listen} -> ${upstream}) failed: ${(e as Error).message}`);
+        throw new StackError(`Toxiproxy won't start: ${(e as Error).message}`);
       }
-      proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: proxyPorts[p.name]!, upstream };
-      log(`proxy      ${p.name}: ws://${listen} -> ${upstream}`);
+      const tag = shardCount > 1 ? ` shard ${k}` : '';
+      log(`toxiproxy  ${toxiproxyUrl} (pid ${toxi.pid})${tag}`);
+
+      const toxiproxy = new Toxiproxy(toxiproxyUrl);
+      const proxies: ToxiproxyShard['proxies'] = {};
+      for (const p of layout) {
+        const upstream = p.upstream === 'server' ? upstreamHostPort : p.upstream;
+        const listen = `127.0.0.1:${ports.proxies[p.name]}`;
+        try {
+          await toxiproxy.createProxy({ name: p.name, listen, upstream });
+        } catch (e) {
+          throw new StackError(`creating proxy '${p.name}' (${listen} -> ${upstream}) failed: ${(e as Error).message}`);
+        }
+        proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: ports.proxies[p.name]!, upstream };
+        log(`proxy      ${p.name}: ws://${listen} -> ${upstream}${tag}`);
+      }
+      shards.push({ toxiproxyUrl, toxiproxy, pid: toxi.pid!, proxies, targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl });
     }
+    const { toxiproxyUrl, toxiproxy, proxies } = shards[0]!;
 
     // The control API lets a k6 chaos VU restart the reference server (server-restart fault).
     let control: HttpServer | null = null;
@@ -254,13 +309,14 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       serverWsUrl: serverHttpUrl.replace(/^http/, 'ws'),
       toxiproxyUrl,
       proxies,
-      targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl,
+      targetUrl: shards[0]!.targetUrl,
+      shards,
       controlUrl,
       toxiproxy,
       get serverPid() {
         return server?.pid ?? null;
       },
-      toxiproxyPid: toxi.pid!,
+      toxiproxyPid: shards[0]!.pid,
       async restartServer() {
         if (opts.serverUrl) throw new StackError('server-restart needs the reference server: this stack fronts --server-url');
         await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
@@ -270,11 +326,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         if (stopped) return stopped;
         stopped = (async () => {
           // No toxic may outlive the stack: reset, then remove the proxies, then stop the processes.
-          try {
-            await toxiproxy.reset();
-            for (const name of Object.keys(proxies)) await (await toxiproxy.get(name)).remove();
-          } catch {
-            /* toxiproxy already gone: its proxies went with it */
+          for (const sh of shards) {
+            try {
+              await sh.toxiproxy.reset();
+              for (const name of Object.keys(sh.proxies)) await (await sh.toxiproxy.get(name)).remove();
+            } catch {
+              /* toxiproxy already gone: its proxies went with it */
+            }
           }
           if (control) {
             control.closeAllConnections();

@@ -85,7 +85,8 @@ addServerOptions(
     .option('--server-url <url>', "front the user's own server (ws://host:port) instead of the reference one")
     .addOption(new Option('--server-port <port>', 'reference server port').default(8080).argParser(port('--server-port')))
     .addOption(new Option('--toxiproxy-port <port>', 'Toxiproxy API port').default(8474).argParser(port('--toxiproxy-port')))
-    .addOption(new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy").default(18000).argParser(port('--proxy-port'))),
+    .addOption(new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy").default(18000).argParser(port('--proxy-port')))
+    .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes; shards after the first listen on free ports (default 1)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16)))),
   { withListen: false },
 ).action(async (opts) => {
   const { runStackCommand } = await import('./stack-command.ts');
@@ -94,6 +95,7 @@ addServerOptions(
     serverPort: opts.serverPort,
     toxiproxyPort: opts.toxiproxyPort,
     proxyPorts: { voice: opts.proxyPort },
+    toxiproxyShards: opts.toxiproxyShards,
     server: serverConfigFrom(opts),
   });
 });
@@ -126,6 +128,7 @@ program
   .option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one")
   .option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)', collect)
   .option('--direct', 'skip Toxiproxy: devices connect to the server itself')
+    .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
   .option('--results <dir>', 'results root (default: results/)')
   .option('--no-dashboard', 'skip the k6 web dashboard report.html')
   .action(async (scenario: string, o) => {
@@ -143,6 +146,7 @@ program
       serverUrl: o.serverUrl,
       server: serverArgsToConfig(o.serverArg ?? []),
       direct: o.direct,
+      toxiproxyShards: o.toxiproxyShards,
       resultsRoot: o.results,
       dashboard: o.dashboard,
     });

@@ -11,7 +11,8 @@ const chaosErrors = new Counter('chaos_errors');
 const chaosLag = new Trend('chaos_apply_lag', true);
 
 export interface ChaosTargets {
-  toxiproxyUrl: string;
+  /** Every Toxiproxy process (shards of one stack): each fault applies to all of them at once. */
+  toxiproxyUrls: string[];
   /** The stack's control API (server restarts); empty when the stack does not own the server. */
   controlUrl: string;
 }
@@ -39,18 +40,29 @@ function call(method: 'POST' | 'DELETE' | 'PATCH', url: string, body: unknown): 
   return { ok, detail: ok ? '' : `${method} ${url} -> ${res.status || res.error}: ${String(res.body ?? '').slice(0, 200)}` };
 }
 
+/** The same request to every shard, in parallel (http.batch), so a fault starts on all of them at the same moment. */
+function callAll(method: 'POST' | 'DELETE', urls: string[], body: unknown): { ok: boolean; detail: string } {
+  const payload = body === null ? null : JSON.stringify(body);
+  const responses = http.batch(urls.map((url) => ({ method, url, body: payload, params: JSON_HEADERS })));
+  const errors: string[] = [];
+  responses.forEach((res, i) => {
+    if (!(res.status >= 200 && res.status < 300)) errors.push(`${method} ${urls[i]} -> ${res.status || res.error}: ${String(res.body ?? '').slice(0, 200)}`);
+  });
+  return { ok: errors.length === 0, detail: errors.join('; ') };
+}
+
 function apply(step: ChaosStep, t: ChaosTargets, phase: 'onset' | 'end'): { ok: boolean; detail: string } {
   const errors: string[] = [];
   for (const a of step.actions) {
     let r: { ok: boolean; detail: string };
-    const proxyUrl = `${t.toxiproxyUrl}/proxies/${step.proxy}`;
+    const proxyUrls = t.toxiproxyUrls.map((u) => `${u}/proxies/${step.proxy}`);
     if (a.kind === 'toxic') {
       r =
         phase === 'onset'
-          ? call('POST', `${proxyUrl}/toxics`, { name: toxicName(step, a), type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes })
-          : call('DELETE', `${proxyUrl}/toxics/${toxicName(step, a)}`, null);
+          ? callAll('POST', proxyUrls.map((u) => `${u}/toxics`), { name: toxicName(step, a), type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes })
+          : callAll('DELETE', proxyUrls.map((u) => `${u}/toxics/${toxicName(step, a)}`), null);
     } else if (a.kind === 'disable-proxy') {
-      r = call('POST', proxyUrl, { enabled: phase === 'end' });
+      r = callAll('POST', proxyUrls, { enabled: phase === 'end' });
     } else {
       if (!t.controlUrl) {
         r = { ok: false, detail: 'server-restart needs CONTROL_URL (the stack owns the server): run under `wakestorm stack` or `wakestorm run`' };
@@ -89,7 +101,7 @@ export function runChaos(steps: ChaosStep[], epochMs: number, targets: ChaosTarg
 /** Puts Toxiproxy back as it was: every toxic removed, every proxy enabled, the server up. Safe to call twice. */
 export function resetChaos(targets: ChaosTargets, steps: ChaosStep[]): void {
   if (steps.length === 0) return;
-  const r = call('POST', `${targets.toxiproxyUrl}/reset`, null);
+  const r = callAll('POST', targets.toxiproxyUrls.map((u) => `${u}/reset`), null);
   if (!r.ok) console.error(`wakestorm chaos: could not reset Toxiproxy: ${r.detail}`);
   if (targets.controlUrl && steps.some((s) => s.fault === 'server-restart')) call('POST', `${targets.controlUrl}/server/start`, {});
 }
@@ -97,13 +109,15 @@ export function resetChaos(targets: ChaosTargets, steps: ChaosStep[]): void {
 /** Checks before any load that Toxiproxy answers and has the proxies the timeline needs. */
 export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
   if (steps.length === 0) return;
-  const res = http.get(`${targets.toxiproxyUrl}/proxies`, { timeout: '3s' });
-  if (res.status !== 200) {
-    throw new Error(`Toxiproxy is not running at ${targets.toxiproxyUrl} (${res.error || res.status}): start it with 'wakestorm stack' or set TOXIPROXY_URL`);
-  }
-  const proxies = res.json() as Record<string, unknown>;
-  for (const s of steps) {
-    if (!(s.proxy in proxies)) throw new Error(`timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${targets.toxiproxyUrl}`);
+  for (const url of targets.toxiproxyUrls) {
+    const res = http.get(`${url}/proxies`, { timeout: '3s' });
+    if (res.status !== 200) {
+      throw new Error(`Toxiproxy is not running at ${url} (${res.error || res.status}): start it with 'wakestorm stack' or set TOXIPROXY_URL`);
+    }
+    const proxies = res.json() as Record<string, unknown>;
+    for (const s of steps) {
+      if (!(s.proxy in proxies)) throw new Error(`timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${url}`);
+    }
   }
   if (steps.some((s) => s.fault === 'server-restart') && !targets.controlUrl) {
     throw new Error('the timeline has a server-restart, which needs CONTROL_URL: run it under `wakestorm stack` or `wakestorm run`');

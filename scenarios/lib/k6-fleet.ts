@@ -55,7 +55,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
       audio,
       linkDiedAt: hooks.linkDiedAt,
     };
-    const d = new Device({ id, baseUrl: cfg.targetUrl, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
+    const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
     metrics.add('devices_started', 1, { profile: d.profile.name });

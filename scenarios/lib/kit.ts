@@ -51,7 +51,7 @@ export function makeScenario(spec: ScenarioSpec) {
   if (spec.rampFraction) cfg.rampMs = Math.round(cfg.durationMs * spec.rampFraction);
   const timeline = loadTimeline(env.TIMELINE ?? spec.timeline, read, cfg.durationMs);
   const slos = resolveSlos(env, read, spec.slos ?? DEFAULT_SLOS);
-  const targets: ChaosTargets = { toxiproxyUrl: cfg.toxiproxyUrl, controlUrl: (env.CONTROL_URL ?? '').replace(/\/+$/, '') };
+  const targets: ChaosTargets = { toxiproxyUrls: cfg.toxiproxyUrls, controlUrl: (env.CONTROL_URL ?? '').replace(/\/+$/, '') };
   const sink = createK6Metrics();
   const audio = loadUtterance();
 
@@ -79,8 +79,10 @@ export function makeScenario(spec: ScenarioSpec) {
 
   function setup(): SetupData {
     // Nothing is sent before the target answers and Toxiproxy has what the timeline needs.
-    const res = http.get(`${httpOrigin(cfg.targetUrl)}/health`, { timeout: '3s' });
-    if (res.status === 0) throw new Error(`cannot reach TARGET_URL ${cfg.targetUrl} (${res.error}): start the stack with 'wakestorm stack' or fix TARGET_URL`);
+    for (const target of cfg.targetUrls) {
+      const res = http.get(`${httpOrigin(target)}/health`, { timeout: '3s' });
+      if (res.status === 0) throw new Error(`cannot reach TARGET_URL ${target} (${res.error}): start the stack with 'wakestorm stack' or fix TARGET_URL`);
+    }
     preflight(targets, timeline.steps);
     return { epoch: Date.now() + 1000, scenario: spec.name, timeline: timeline.name, target: cfg.targetUrl };
   }

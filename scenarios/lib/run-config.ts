@@ -9,8 +9,14 @@ export interface RunConfig {
   vus: number;
   durationMs: number;
   rampMs: number;
+  /** The first of targetUrls (health checks, reports). */
   targetUrl: string;
+  /** TARGET_URL as a comma-separated list: device i connects to targetUrls[i % length] (Toxiproxy shards). */
+  targetUrls: string[];
+  /** The first of toxiproxyUrls. */
   toxiproxyUrl: string;
+  /** TOXIPROXY_URL as a comma-separated list: a timeline applies to every one of them. */
+  toxiproxyUrls: string[];
   token?: string;
   seed: string;
   profileSpec: string;
@@ -86,12 +92,15 @@ export function readRunConfig(
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
   if (rampMs >= durationMs) throw new RunConfigError(`RAMP (${rampMs} ms) must be shorter than DURATION (${durationMs} ms)`);
-  const targetUrl = (env.TARGET_URL ?? 'ws://127.0.0.1:18000').replace(/\/+$/, '');
-  if (!/^wss?:\/\/[^/]+$/.test(targetUrl)) throw new RunConfigError(`TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), got '${targetUrl}'`);
-  if (!isLoopbackUrl(targetUrl) && env.ALLOW_REMOTE !== '1') {
-    throw new RunConfigError(`TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`);
+  const targetUrls = list(env.TARGET_URL ?? 'ws://127.0.0.1:18000');
+  for (const targetUrl of targetUrls) {
+    if (!/^wss?:\/\/[^/]+$/.test(targetUrl)) throw new RunConfigError(`TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), or a comma-separated list of them, got '${targetUrl}'`);
+    if (!isLoopbackUrl(targetUrl) && env.ALLOW_REMOTE !== '1') {
+      throw new RunConfigError(`TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`);
+    }
   }
-  const toxiproxyUrl = (env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474').replace(/\/+$/, '');
+  const toxiproxyUrls = list(env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474');
+  for (const u of toxiproxyUrls) if (!/^https?:\/\/[^/]+$/.test(u)) throw new RunConfigError(`TOXIPROXY_URL must be like http://127.0.0.1:8474, or a comma-separated list of them, got '${u}'`);
   const profileSpec = env.PROFILE ?? defaults.profile;
   let profiles = parseProfileMix(profileSpec, readFile);
   if (env.BACKOFF) profiles = overrideBackoff(profiles, env.BACKOFF);
@@ -104,8 +113,10 @@ export function readRunConfig(
     vus: Math.ceil(devices / devicesPerVu),
     durationMs,
     rampMs,
-    targetUrl,
-    toxiproxyUrl,
+    targetUrl: targetUrls[0]!,
+    targetUrls,
+    toxiproxyUrl: toxiproxyUrls[0]!,
+    toxiproxyUrls,
     token: env.TOKEN || undefined,
     seed: env.SEED ?? '1',
     profileSpec,
@@ -113,6 +124,13 @@ export function readRunConfig(
     wake,
     idPrefix,
   };
+}
+
+/** "a, b,c/" → ['a', 'b', 'c']: a comma-separated list of URLs without trailing slashes; empty entries are an error. */
+function list(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim().replace(/\/+$/, ''));
+  if (items.some((x) => !x)) throw new RunConfigError(`empty entry in the URL list '${v}'`);
+  return items;
 }
 
 /** BACKOFF=<policy>[:base_ms[:cap_ms]] replaces every profile's reconnect policy (to compare policies on one fleet). */

@@ -109,6 +109,50 @@ describe('faults on a healthy server', () => {
   });
 });
 
+describe('Toxiproxy shards', () => {
+  it('spread devices over every shard, and a timeline cuts all of them at once', async () => {
+    const stack = await startStack({ serverPort: await pickFreePort(), toxiproxyPort: await pickFreePort(), proxyPorts: { voice: 0 }, toxiproxyShards: 2 });
+    try {
+      assert.equal(stack.shards.length, 2);
+      assert.notEqual(stack.shards[0]!.targetUrl, stack.shards[1]!.targetUrl);
+      const tl = file('cut-shards.json', [{ at: '2s', for: '2s', fault: 'cut' }]);
+      const cut = (toxiproxies: string[]) =>
+        runK6({
+          script: SMOKE,
+          vars: {
+            TARGET_URL: stack.shards.map((s) => s.targetUrl).join(','),
+            TOXIPROXY_URL: toxiproxies.join(','),
+            NO_RESULTS: 1,
+            RAMP: '500ms',
+            DEVICES: 10,
+            DURATION: '10s',
+            WAKE: 'off',
+            PROFILE: FAST,
+            TIMELINE: tl,
+          },
+          timeoutMs: 120_000,
+        });
+      // The cut told to shard 0 only: the 5 devices behind shard 1 never notice, so devices really are spread.
+      const one = await cut([stack.shards[0]!.toxiproxyUrl]);
+      assert.equal(one.code, 0, one.stdout);
+      assert.equal(count(one, 'connection_drops'), 5);
+      // Told to both: the whole fleet drops at once and comes back.
+      const both = await cut(stack.shards.map((s) => s.toxiproxyUrl));
+      assert.equal(both.code, 0, both.stdout);
+      assert.equal(count(both, 'connection_drops'), 10);
+      assert.ok(count(both, 'reconnect_time') >= 10, `reconnects ${count(both, 'reconnect_time')}`);
+      for (const sh of stack.shards) {
+        const toxics = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice/toxics`)).json()) as unknown[];
+        assert.deepEqual(toxics, [], 'no toxic left on any shard');
+        const p = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice`)).json()) as { enabled: boolean };
+        assert.equal(p.enabled, true);
+      }
+    } finally {
+      await stack.stop();
+    }
+  });
+});
+
 describe('sessions caught mid-reply', () => {
   let stack: Stack;
   before(async () => {

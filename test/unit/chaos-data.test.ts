@@ -6,6 +6,7 @@ import { junitXml, sloRows } from '../../scenarios/lib/summary.ts';
 import { parseDuration, readRunConfig } from '../../scenarios/lib/run-config.ts';
 import { FAULTS } from '../../toxics/faults.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../toxics/timelines.ts';
+import { toxiproxyShardsFor } from '../../scripts/stack.ts';
 
 const noFile = () => {
   throw new Error('no file');
@@ -107,5 +108,25 @@ describe('run config', () => {
     assert.throws(() => readRunConfig({ BACKOFF: 'yolo' }, d, noFile), /BACKOFF must be one of/);
     assert.equal(readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile).profiles[0]!.profile.reconnect.base_ms, 700);
     assert.equal(readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile).targetUrl, 'ws://[::1]:9000');
+  });
+
+  it('takes comma-separated TARGET_URL and TOXIPROXY_URL lists (Toxiproxy shards), each entry checked', () => {
+    const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
+    const c = readRunConfig({ TARGET_URL: 'ws://127.0.0.1:18000, ws://127.0.0.1:18001/', TOXIPROXY_URL: 'http://127.0.0.1:8474,http://127.0.0.1:8475' }, d, noFile);
+    assert.deepEqual(c.targetUrls, ['ws://127.0.0.1:18000', 'ws://127.0.0.1:18001']);
+    assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
+    assert.deepEqual(c.toxiproxyUrls, ['http://127.0.0.1:8474', 'http://127.0.0.1:8475']);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile), /ws:\/\/example.com:80 is not loopback/);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile), /empty entry/);
+    assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile), /TOXIPROXY_URL must be like/);
+  });
+
+  it('sizes Toxiproxy shards by the open-file limit: two descriptors per device', () => {
+    assert.equal(toxiproxyShardsFor(5000, 20_000), 1);
+    assert.equal(toxiproxyShardsFor(9500, 20_000), 1);
+    assert.equal(toxiproxyShardsFor(10_000, 20_000), 2);
+    assert.equal(toxiproxyShardsFor(20_000, 20_000), 3);
+    assert.equal(toxiproxyShardsFor(20_000, 1_048_576), 1);
+    assert.equal(toxiproxyShardsFor(10_000, Infinity), 1);
   });
 });
