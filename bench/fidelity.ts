@@ -22,6 +22,9 @@ export interface FidelityRow {
   server_cpu_pct: number | null;
   toxiproxy_cpu_pct: number | null;
   server_lag_p99_ms: number | null;
+  /** How late the VUs' 250 ms probe timers fired: the generator's own delay on its timestamps. */
+  vu_lag_p50_ms: number | null;
+  vu_lag_p99_ms: number | null;
 }
 
 export async function fidelityStep(n: number, quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow> {
@@ -98,11 +101,13 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     server_cpu_pct: sampler.stats('server', steady.from, steady.to)?.cpu_avg_pct ?? null,
     toxiproxy_cpu_pct: sampler.stats('toxiproxy', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_lag_p99_ms: lag,
+    vu_lag_p50_ms: v('vu_loop_lag', 'p(50)'),
+    vu_lag_p99_ms: v('vu_loop_lag', 'p(99)'),
   };
   log(
     `  ${String(n).padStart(6)} devices: wake_ack p50 ${measured.wake_ack_p50} (truth ${truth.wake_ack_ms}, err ${row.error_p50_ms.wake_ack}) ` +
       `response p50 ${measured.response_p50} (truth ${truth.response_ms}, err ${row.error_p50_ms.response}) ` +
-      `reconnect p50 ${measured.reconnect_p50} (truth ${truth.reconnect_ms}, err ${row.error_p50_ms.reconnect}); k6 ${row.k6_cpu_pct}% server ${row.server_cpu_pct}% toxiproxy ${row.toxiproxy_cpu_pct}% lag p99 ${lag} ms`,
+      `reconnect p50 ${measured.reconnect_p50} (truth ${truth.reconnect_ms}, err ${row.error_p50_ms.reconnect}); k6 ${row.k6_cpu_pct}% server ${row.server_cpu_pct}% toxiproxy ${row.toxiproxy_cpu_pct}% server lag p99 ${lag} ms; VU loop lag p50/p99 ${row.vu_lag_p50_ms}/${row.vu_lag_p99_ms} ms`,
   );
   return row;
 }

@@ -21,12 +21,12 @@ function scaleTable(rows: ScaleRow[]): string {
 }
 
 function fidelityTable(rows: FidelityRow[]): string {
-  const h = '| devices | wake_ack p50 / p99 (truth) | response p50 / p99 (truth) | reconnect p50 / p99 (truth) | p50 error: wake_ack, response, reconnect (ms) | k6 / server / toxiproxy CPU | server lag p99 |';
+  const h = '| devices | wake_ack p50 / p99 (truth) | response p50 / p99 (truth) | reconnect p50 / p99 (truth) | p50 error: wake_ack, response, reconnect (ms) | k6 / server / toxiproxy CPU | server lag p99 | VU loop lag p50 / p99 |';
   const lines = rows.map(
     (r) =>
-      `| ${r.devices} | ${r.measured.wake_ack_p50} / ${r.measured.wake_ack_p99} (${r.truth.wake_ack_ms}) | ${r.measured.response_p50} / ${r.measured.response_p99} (${r.truth.response_ms}) | ${r.measured.reconnect_p50} / ${r.measured.reconnect_p99} (${r.truth.reconnect_ms}) | ${r.error_p50_ms.wake_ack}, ${r.error_p50_ms.response}, ${r.error_p50_ms.reconnect} | ${r.k6_cpu_pct}% / ${r.server_cpu_pct}% / ${r.toxiproxy_cpu_pct}% | ${r.server_lag_p99_ms} ms |`,
+      `| ${r.devices} | ${r.measured.wake_ack_p50} / ${r.measured.wake_ack_p99} (${r.truth.wake_ack_ms}) | ${r.measured.response_p50} / ${r.measured.response_p99} (${r.truth.response_ms}) | ${r.measured.reconnect_p50} / ${r.measured.reconnect_p99} (${r.truth.reconnect_ms}) | ${r.error_p50_ms.wake_ack}, ${r.error_p50_ms.response}, ${r.error_p50_ms.reconnect} | ${r.k6_cpu_pct}% / ${r.server_cpu_pct}% / ${r.toxiproxy_cpu_pct}% | ${r.server_lag_p99_ms} ms | ${r.vu_lag_p50_ms ?? '-'} / ${r.vu_lag_p99_ms ?? '-'} ms |`,
   );
-  return [h, '| --- | --- | --- | --- | --- | --- | --- |', ...lines].join('\n');
+  return [h, '| --- | --- | --- | --- | --- | --- | --- | --- |', ...lines].join('\n');
 }
 
 async function main() {

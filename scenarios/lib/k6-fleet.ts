@@ -2,7 +2,7 @@
 // and the fleet layout (many devices per VU, stable ids, connects spread over a ramp, a hard stop at the end).
 import exec from 'k6/execution';
 import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
-import { clearInterval, clearTimeout, setInterval, setTimeout } from 'k6/timers';
+import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
 import { makeAudioFrames } from './audio-frames.ts';
 import { Device, type AudioFrames, type DeviceEnv, type SocketLike } from './device.ts';
@@ -10,6 +10,13 @@ import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from './metric
 import { profileFor } from './profiles.ts';
 import { deviceRandom } from './rng.ts';
 import type { RunConfig } from './run-config.ts';
+
+// k6 resolves an imported binding of a Go module on every access: it rebuilds the module's export map and wraps the
+// Go function in a fresh JS function (js/modules/gomodule.go GetBindingValue). Timers run per audio frame, so the
+// bindings are read once here, at init, and the hot paths call these constants (profiled: ~10% of k6's CPU).
+const kSetTimeout = setTimeout;
+const kClearTimeout = clearTimeout;
+const KWebSocket = WebSocket;
 
 /** Creates every device metric; call in the init context (k6 requires it). */
 export function createK6Metrics(): MetricSink {
@@ -43,31 +50,44 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   // A ramping executor may start a second iteration at the very end: the fleet runs once per VU.
   if (now() >= endAt - 500) return;
   const devices: Device[] = [];
+  // One set of functions for the whole VU: a device adds only its own random stream.
+  const shared = {
+    openSocket: (url: string, headers: Record<string, string>) => new KWebSocket(url, null, { headers }) as unknown as SocketLike,
+    now,
+    setTimeout: (fn: () => void, ms: number) => kSetTimeout(fn, ms),
+    clearTimeout: (h: unknown) => kClearTimeout(h as number),
+    metrics,
+    audio,
+    linkDiedAt: hooks.linkDiedAt,
+  };
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;
-    const env: DeviceEnv = {
-      openSocket: (url, headers) => new WebSocket(url, null, { headers }) as unknown as SocketLike,
-      now,
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
-      clearTimeout: (h) => clearTimeout(h as number),
-      random: deviceRandom(cfg.seed, id),
-      metrics,
-      audio,
-      linkDiedAt: hooks.linkDiedAt,
-    };
+    const env: DeviceEnv = { ...shared, random: deviceRandom(cfg.seed, id) };
     const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
     metrics.add('devices_started', 1, { profile: d.profile.name });
     devices.push(d);
   }
-  const sampler = setInterval(() => {
-    let n = 0;
-    for (const d of devices) if (d.connected) n++;
-    metrics.add('devices_connected', n, { vu: String(vu) });
-  }, 1000);
-  setTimeout(() => {
-    clearInterval(sampler);
+  // A probe every 250 ms: how late it fires is this VU's event-loop lag (the generator's own delay on every
+  // timestamp it takes); every fourth tick also reports how many of its devices are connected.
+  const PROBE_MS = 250;
+  let ticks = 0;
+  let probe: unknown = null;
+  const tick = (due: number) => {
+    const t = now();
+    metrics.add('vu_loop_lag', Math.max(0, t - due), {});
+    if (++ticks % 4 === 0) {
+      let n = 0;
+      for (const d of devices) if (d.connected) n++;
+      metrics.add('devices_connected', n, { vu: String(vu) });
+    }
+    probe = kSetTimeout(() => tick(t + PROBE_MS), PROBE_MS);
+  };
+  const firstDue = now() + PROBE_MS;
+  probe = kSetTimeout(() => tick(firstDue), PROBE_MS);
+  kSetTimeout(() => {
+    kClearTimeout(probe as number);
     for (const d of devices) d.stop();
   }, Math.max(0, endAt - now()));
 }

@@ -38,6 +38,7 @@ const DEVICE_ORDER = [
   'devices_gave_up',
   'playback_underruns',
   'audio_slips',
+  'vu_loop_lag',
   'protocol_errors',
   'chaos_events',
   'chaos_errors',
