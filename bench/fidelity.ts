@@ -101,8 +101,8 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     server_cpu_pct: sampler.stats('server', steady.from, steady.to)?.cpu_avg_pct ?? null,
     toxiproxy_cpu_pct: sampler.stats('toxiproxy', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_lag_p99_ms: lag,
-    vu_lag_p50_ms: v('vu_loop_lag', 'p(50)'),
-    vu_lag_p99_ms: v('vu_loop_lag', 'p(99)'),
+    vu_lag_p50_ms: v('vu_loop_lag{phase:steady}', 'p(50)'),
+    vu_lag_p99_ms: v('vu_loop_lag{phase:steady}', 'p(99)'),
   };
   log(
     `  ${String(n).padStart(6)} devices: wake_ack p50 ${measured.wake_ack_p50} (truth ${truth.wake_ack_ms}, err ${row.error_p50_ms.wake_ack}) ` +
@@ -113,7 +113,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
 }
 
 export async function fidelityBench(quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow[]> {
-  const sizes = quick ? [20] : [100, 1000, 10_000];
+  const sizes = quick ? [20] : [100, 1000, 5000, 10_000];
   log(`fidelity: truths are ${LATENCY_MS} ms latency each way, the server's stt+llm+tts, and a ${CUT_MS} ms cut with fixed ${BACKOFF_MS} ms backoff`);
   const rows: FidelityRow[] = [];
   for (const n of sizes) rows.push(await fidelityStep(n, quick, resultsRoot, log));
