@@ -12,7 +12,7 @@ const quick = process.env.BENCH_QUICK === '1';
 const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity'
 
 function scaleTable(rows: ScaleRow[]): string {
-  const h = '| kind | devices | per VU | holds | k6 RSS (MiB) | k6 CPU (% of a core) | k6 KiB/device | devices/GiB (vs baseline) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
+  const h = '| kind | devices | per VU | holds | k6 RSS (MiB) | k6 CPU (% of a core) | k6 KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
   const lines = rows.map(
     (r) =>
       `| ${r.kind} | ${r.devices} | ${r.kind === 'baseline' ? 1 : r.devices_per_vu} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${r.k6?.rss_avg_mib ?? '-'} | ${r.k6?.cpu_avg_pct ?? '-'} | ${r.k6_kib_per_device ?? '-'} | ${r.devices_per_gib ?? '-'} (${r.per_gib_vs_baseline ?? '-'}x) | ${r.devices_per_core ?? '-'} (${r.per_core_vs_baseline ?? '-'}x) | ${r.server?.rss_avg_mib ?? '-'} | ${r.server?.cpu_avg_pct ?? '-'}% | ${r.toxiproxy?.rss_avg_mib ?? '-'} MiB / ${r.toxiproxy?.cpu_avg_pct ?? '-'}% |`,

@@ -4,8 +4,22 @@ import { join } from 'node:path';
 import { runScenario, type RunResult } from '../scripts/run.ts';
 import { Sampler, type ProcStats } from './sampler.ts';
 
+/**
+ * baseline: the plain k6 script, one device per VU. floor: many sockets per VU with keepalive and nothing else (what
+ * k6/websockets itself costs). wakestorm-idle: the device model with wakes off. wakestorm: the model with wakes and
+ * real-time audio.
+ */
+export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'wakestorm';
+
+const SCRIPT: Record<ScaleKind, string> = {
+  baseline: join(import.meta.dirname, 'baseline.ts'),
+  floor: join(import.meta.dirname, 'floor.ts'),
+  'wakestorm-idle': 'wake-latency',
+  wakestorm: 'wake-latency',
+};
+
 export interface ScaleRow {
-  kind: 'baseline' | 'wakestorm';
+  kind: ScaleKind;
   devices: number;
   devices_per_vu: number;
   holds: boolean;
@@ -18,6 +32,8 @@ export interface ScaleRow {
   devices_per_gib: number | null;
   devices_per_core: number | null;
   ping_rtt_count: number;
+  /** The baseline row the ratios compare with (same fleet size when the bench ran one). */
+  baseline_devices?: number;
   per_gib_vs_baseline?: number | null;
   per_core_vs_baseline?: number | null;
   sessions_completed: number;
@@ -31,19 +47,20 @@ function rampSeconds(n: number): number {
   return Math.min(30, Math.max(2, Math.ceil(n / 500)));
 }
 
-export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices: number; dpv: number; steadyS: number; resultsRoot: string; log: (l: string) => void }): Promise<ScaleRow> {
+export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: number; steadyS: number; resultsRoot: string; log: (l: string) => void }): Promise<ScaleRow> {
   const { devices: n, dpv } = opts;
   const ramp = rampSeconds(n);
   const duration = ramp + 8 + opts.steadyS + 3;
   const sampler = new Sampler();
+  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle';
   let t0 = 0;
   const r: RunResult = await runScenario({
-    scenario: opts.kind === 'baseline' ? join(import.meta.dirname, 'baseline.ts') : 'wake-latency',
+    scenario: SCRIPT[opts.kind],
     devices: n,
     devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
     duration: `${duration}s`,
-    profile: opts.kind === 'baseline' ? undefined : 'recommended',
-    wake: opts.kind === 'baseline' ? undefined : 'poisson:5m',
+    profile: model ? 'recommended' : undefined,
+    wake: opts.kind === 'wakestorm' ? 'poisson:5m' : opts.kind === 'wakestorm-idle' ? 'off' : undefined,
     vars: { RAMP: `${ramp}s` },
     resultsRoot: opts.resultsRoot,
     runId: `${opts.kind}-${n}-dpv${dpv}`,
@@ -69,7 +86,7 @@ export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices:
   const count = (x: string) => m[x]?.values.count ?? 0;
   const why: string[] = [];
   if (!conns || conns.min !== n) why.push(`server saw ${conns ? `${conns.min}-${conns.max}` : 'no'} connections, not ${n}`);
-  if (opts.kind === 'wakestorm') {
+  if (model) {
     const cs = m.connect_success?.values;
     if (!cs || cs.fails) why.push(`${cs?.fails ?? '?'} failed connects`);
     if (count('connection_drops')) why.push(`${count('connection_drops')} drops`);
@@ -103,7 +120,7 @@ export async function scaleStep(opts: { kind: 'baseline' | 'wakestorm'; devices:
     wake_ack_p95_ms: m.wake_ack_latency?.values.count ? +m.wake_ack_latency.values['p(95)']!.toFixed(1) : null,
   };
   opts.log(
-    `  ${opts.kind.padEnd(9)} ${String(n).padStart(6)} devices, ${String(dpv).padStart(3)}/VU: ${row.holds ? 'holds' : `does not hold (${why.join('; ')})`}; ` +
+    `  ${opts.kind.padEnd(14)} ${String(n).padStart(6)} devices, ${String(dpv).padStart(3)}/VU: ${row.holds ? 'holds' : `does not hold (${why.join('; ')})`}; ` +
       `k6 ${k6?.rss_avg_mib ?? '-'} MiB ${k6?.cpu_avg_pct ?? '-'}% (${row.k6_kib_per_device ?? '-'} KiB/device); server ${row.server?.rss_avg_mib ?? '-'} MiB ${row.server?.cpu_avg_pct ?? '-'}%; toxiproxy ${row.toxiproxy?.rss_avg_mib ?? '-'} MiB ${row.toxiproxy?.cpu_avg_pct ?? '-'}%`,
   );
   return row;
@@ -114,10 +131,15 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
   const baseN = quick ? 40 : 1000;
   const bigN = quick ? 200 : 10_000;
   const rows: ScaleRow[] = [];
-  log(`scale: baseline (plain k6, one device per VU) and wakestorm at ${baseN}, then DEVICES_PER_VU 10/50/200 at ${bigN}, then larger fleets`);
+  log(`scale: baseline (plain k6, one device per VU) at ${baseN} and ${bigN}, wakestorm at ${baseN}, then DEVICES_PER_VU 10/50/200 at ${bigN}, the k6 socket floor and the idle model at ${bigN}, then the largest fleet that holds`);
   rows.push(await scaleStep({ kind: 'baseline', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
+  // The baseline at the big fleet too, so the big rows compare with a baseline of their own size.
+  rows.push(await scaleStep({ kind: 'baseline', devices: bigN, dpv: 1, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
   for (const dpv of quick ? [10, 50] : [10, 50, 200]) rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
+  // Where the cost goes at the big fleet: k6's own socket floor, then the device model without audio.
+  rows.push(await scaleStep({ kind: 'floor', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  rows.push(await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   let largest = rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
   if (!quick && largest === bigN) {
     for (const n of [15_000, 20_000]) {
@@ -139,13 +161,15 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
     }
     largest = lo || null;
   }
-  const base = rows[0]!;
-  // Ratios per row against the baseline, measured in this run; the headline uses the most efficient setting.
+  // Ratios per row against the baseline of the same size (else the smaller one), measured in this run.
+  const baselines = rows.filter((r) => r.kind === 'baseline');
   for (const r of rows) {
+    const base = baselines.find((b) => b.devices === r.devices) ?? baselines[0]!;
+    r.baseline_devices = base.devices;
     r.per_gib_vs_baseline = r.devices_per_gib && base.devices_per_gib ? +(r.devices_per_gib / base.devices_per_gib).toFixed(2) : null;
     r.per_core_vs_baseline = r.devices_per_core && base.devices_per_core ? +(r.devices_per_core / base.devices_per_core).toFixed(2) : null;
   }
-  const ours = rows.filter((r) => r.kind === 'wakestorm');
+  const ours = rows.filter((r) => r.kind === 'wakestorm' || r.kind === 'wakestorm-idle');
   const perGibRatio = Math.max(0, ...ours.map((r) => r.per_gib_vs_baseline ?? 0)) || null;
   const perCoreRatio = Math.max(0, ...ours.map((r) => r.per_core_vs_baseline ?? 0)) || null;
   return { rows, largest, perGibRatio, perCoreRatio };

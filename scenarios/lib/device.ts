@@ -116,6 +116,8 @@ function retire(ws: SocketLike, code?: number): void {
   }
 }
 
+const PROFILE_TAGS = new Map<string, Record<string, string>>();
+
 export class Device {
   state: DeviceState = 'idle';
   /** Tries since the last loss (or since start). */
@@ -144,7 +146,8 @@ export class Device {
 
   constructor(readonly opts: DeviceOptions, private readonly env: DeviceEnv) {
     this.backoff = new Backoff(opts.profile.reconnect, env.random);
-    this.tags = { profile: opts.profile.name };
+    // One tags object per profile, shared by its devices (metrics only read it).
+    this.tags = PROFILE_TAGS.get(opts.profile.name) ?? PROFILE_TAGS.set(opts.profile.name, { profile: opts.profile.name }).get(opts.profile.name)!;
   }
 
   get profile(): Profile {

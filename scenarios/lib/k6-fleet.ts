@@ -6,7 +6,7 @@ import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
 import { makeAudioFrames } from './audio-frames.ts';
 import { Device, type AudioFrames, type DeviceEnv, type SocketLike } from './device.ts';
-import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from './metric-names.ts';
+import { DEVICE_METRICS, socketName, type DeviceMetricName, type MetricSink } from './metric-names.ts';
 import { profileFor } from './profiles.ts';
 import { deviceRandom } from './rng.ts';
 import type { RunConfig } from './run-config.ts';
@@ -52,7 +52,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   const devices: Device[] = [];
   // One set of functions for the whole VU: a device adds only its own random stream.
   const shared = {
-    openSocket: (url: string, headers: Record<string, string>) => new KWebSocket(url, null, { headers }) as unknown as SocketLike,
+    openSocket: (url: string, headers: Record<string, string>) => new KWebSocket(url, null, { headers, tags: { name: socketName(url) } }) as unknown as SocketLike,
     now,
     setTimeout: (fn: () => void, ms: number) => kSetTimeout(fn, ms),
     clearTimeout: (h: unknown) => kClearTimeout(h as number),
@@ -62,7 +62,8 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   };
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;
-    const env: DeviceEnv = { ...shared, random: deviceRandom(cfg.seed, id) };
+    // The shared functions by prototype, the random stream as the one own property: one small object per device.
+    const env: DeviceEnv = Object.assign(Object.create(shared) as typeof shared, { random: deviceRandom(cfg.seed, id) });
     const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));

@@ -35,3 +35,15 @@ export type DeviceMetricName = keyof typeof DEVICE_METRICS;
 export interface MetricSink {
   add(name: DeviceMetricName, value: number, tags: Record<string, string>): void;
 }
+
+/**
+ * The `name` (and so `url`) tag of k6's ws_* metrics: one value per target, not per device. k6 tags each socket's
+ * samples with its URL, which holds the device id and the resume token: 10,000 devices made 10,000 time series, and
+ * every reconnect with a new token one more, without bound over a soak.
+ */
+export function socketName(url: string): string {
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const i = path.lastIndexOf('/ws/');
+  return i < 0 ? path : `${path.slice(0, i)}/ws/{id}`;
+}

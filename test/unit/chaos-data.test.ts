@@ -7,6 +7,7 @@ import { parseDuration, readRunConfig } from '../../scenarios/lib/run-config.ts'
 import { FAULTS } from '../../toxics/faults.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../toxics/timelines.ts';
 import { toxiproxyShardsFor } from '../../scripts/stack.ts';
+import { socketName } from '../../scenarios/lib/metric-names.ts';
 
 const noFile = () => {
   throw new Error('no file');
@@ -119,6 +120,12 @@ describe('run config', () => {
     assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile), /ws:\/\/example.com:80 is not loopback/);
     assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile), /empty entry/);
     assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile), /TOXIPROXY_URL must be like/);
+  });
+
+  it("names k6's ws_* samples per target, not per device or resume token (bounded time series)", () => {
+    assert.equal(socketName('ws://127.0.0.1:18000/ws/dev-17?resume=abc'), 'ws://127.0.0.1:18000/ws/{id}');
+    assert.equal(socketName('ws://127.0.0.1:18000/ws/dev-18'), 'ws://127.0.0.1:18000/ws/{id}');
+    assert.equal(socketName('ws://127.0.0.1:18001/ws'), 'ws://127.0.0.1:18001/ws');
   });
 
   it('sizes Toxiproxy shards by the open-file limit: two descriptors per device', () => {

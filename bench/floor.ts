@@ -1,0 +1,52 @@
+// The k6 floor for the scale bench: many sockets per VU (as wakestorm runs them), each with the same identity and
+// keepalive as the `recommended` profile, and nothing else: no device model, no audio, no reconnects, no metrics of
+// our own. What a wakestorm device costs above this row is the device model's own price; this row itself is what
+// k6/websockets charges for a socket, which no script can go below.
+import { WebSocket } from 'k6/websockets';
+import { setInterval, clearInterval, setTimeout } from 'k6/timers';
+import exec from 'k6/execution';
+
+const DEVICES = Number(__ENV.DEVICES ?? 100);
+const PER_VU = Number(__ENV.DEVICES_PER_VU ?? 200);
+const DURATION_S = Number((__ENV.DURATION ?? '60s').replace(/s$/, ''));
+const RAMP_S = Number((__ENV.RAMP ?? '10s').replace(/s$/, ''));
+const TARGETS = (__ENV.TARGET_URL ?? 'ws://127.0.0.1:18000').split(',');
+const VUS = Math.ceil(DEVICES / PER_VU);
+
+export const options = {
+  scenarios: {
+    devices: { executor: 'per-vu-iterations', vus: VUS, iterations: 1, maxDuration: `${DURATION_S + 30}s` },
+  },
+};
+
+function device(i: number, endAt: number): void {
+  // One name tag per target, as the fleet does, so the floor is not inflated by a time series per device.
+  const ws = new WebSocket(`${TARGETS[i % TARGETS.length]}/ws/floor-${i}`, null, { tags: { name: `${TARGETS[i % TARGETS.length]}/ws/{id}` } });
+  let pinger: number | undefined;
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e!.data as string);
+    if (msg.type === 'connected') {
+      pinger = setInterval(() => ws.send(JSON.stringify({ type: 'ping', id: Date.now(), t: Date.now() })), 15_000);
+    } else if (msg.type === 'ping') {
+      ws.send(JSON.stringify({ type: 'pong', t: msg.t }));
+    }
+  };
+  setTimeout(() => {
+    if (pinger !== undefined) clearInterval(pinger);
+    ws.close();
+  }, Math.max(1000, endAt - Date.now()));
+}
+
+export default function () {
+  const vu = exec.scenario.iterationInTest;
+  const first = vu * PER_VU;
+  const last = Math.min(DEVICES, first + PER_VU);
+  const start = exec.scenario.startTime;
+  const endAt = start + DURATION_S * 1000;
+  // Connects spread over the ramp by global index, like the fleet.
+  for (let i = first; i < last; i++) setTimeout(() => device(i, endAt), Math.max(0, (i / DEVICES) * RAMP_S * 1000 - (Date.now() - start)));
+}
+
+export function handleSummary(data: unknown) {
+  return __ENV.RESULTS_DIR ? { [`${__ENV.RESULTS_DIR}/summary.json`]: JSON.stringify(data) } : {};
+}
