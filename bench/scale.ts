@@ -136,7 +136,7 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
   // The baseline at the big fleet too, so the big rows compare with a baseline of their own size.
   rows.push(await scaleStep({ kind: 'baseline', devices: bigN, dpv: 1, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
-  for (const dpv of quick ? [10, 50] : [10, 50, 200]) rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
+  for (const dpv of quick ? [10, 50] : [10, 50, 200, 500]) rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
   // Where the cost goes at the big fleet: k6's own socket floor, then the device model without audio.
   rows.push(await scaleStep({ kind: 'floor', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
