@@ -22,7 +22,7 @@ export interface FidelityRow {
   server_cpu_pct: number | null;
   toxiproxy_cpu_pct: number | null;
   server_lag_p99_ms: number | null;
-  /** How late the VUs' 250 ms probe timers fired: the generator's own delay on its timestamps. */
+  /** How late the VUs' 1 s probe timers fired: the generator's own delay on its timestamps. */
   vu_lag_p50_ms: number | null;
   vu_lag_p99_ms: number | null;
 }

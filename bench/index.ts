@@ -6,10 +6,11 @@ import { join } from 'node:path';
 import { requireTools } from '../scripts/tools.ts';
 import { ROOT } from '../scripts/run.ts';
 import { fidelityBench, type FidelityRow } from './fidelity.ts';
+import { frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
 
 const quick = process.env.BENCH_QUICK === '1';
-const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity'
+const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity' | 'cost'
 
 function scaleTable(rows: ScaleRow[]): string {
   const h = '| kind | devices | per VU | holds | k6 RSS (MiB) | k6 CPU (% of a core) | k6 KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
@@ -51,7 +52,18 @@ function targetsTable(scale: ScaleResult | null, fidelity: FidelityRow[] | null)
   return ['| target | this run | |', '| --- | --- | --- |', ...rows].join('\n');
 }
 
-function render(scale: ScaleResult | null, fidelity: FidelityRow[] | null): string {
+function costSection(c: FrameCost | null): string {
+  if (!c) return '(not run)';
+  return [
+    `One k6 VU, ${c.streams} paced 20 ms streams, sockets scripted in memory (\`bench/frame-cost.ts\`); k6's CPU from /proc over each window, less its idle rate.`,
+    '',
+    '| bare k6 timer callback | device-model uplink frame | ratio | 11,500 frames/s (10,000 devices) would take |',
+    '| --- | --- | --- | --- |',
+    `| ${c.us_per_timer} µs | ${c.us_per_frame} µs (${c.frames_per_s} frames/s, ${c.slips} slips) | ${(c.us_per_frame / c.us_per_timer).toFixed(2)}x | ${c.pct_core_at_10k}% of a core |`,
+  ].join('\n');
+}
+
+function render(scale: ScaleResult | null, fidelity: FidelityRow[] | null, cost: FrameCost | null = null): string {
   return [
     '## Targets',
     '',
@@ -65,6 +77,10 @@ function render(scale: ScaleResult | null, fidelity: FidelityRow[] | null): stri
     '',
     fidelity ? fidelityTable(fidelity) : '(not run)',
     '',
+    "## The device model's own CPU per audio frame",
+    '',
+    costSection(cost),
+    '',
   ].join('\n');
 }
 
@@ -73,7 +89,7 @@ function benchmarksMd(machine: Record<string, unknown>, seconds: number, md: str
   return (
     `# Benchmarks\n\nProduced by \`npm run bench\` (${seconds} s) on ${machine.cores} cores (${machine.cpu}), ${machine.memory_gib} GiB, Node ${machine.node}, k6 ${machine.k6}, Toxiproxy ${machine.toxiproxy}, ${date}. Tester, Toxiproxy and server share the machine; devices go through Toxiproxy (fleets past the open-file limit through several Toxiproxy processes, see \`--toxiproxy-shards\`).\n\n` +
     'Scale: each row is one bounded run of `scenarios/wake-latency.ts` with the `recommended` profile (JSON ping every 15 s, answers server pings every 10 s, 20 ms audio frames), 1 wake per device per 5 minutes with real-time audio up and TTS down. A fleet *holds* when the server sees every device connected through the steady window, no connect fails or drops, keepalives arrive at cadence (within 20%), no uplink frame slips more than 60 ms, and the SLOs hold. RSS and CPU are averages over the steady window, sampled from /proc every second (Toxiproxy shards summed). The baseline is `bench/baseline.ts`: one VU per device, one socket, same identity and keepalive, no device model and no audio.\n\n' +
-    "Fidelity: `bench/calibration.ts` through a 25 ms latency toxic each way, with the server's default stt+llm+tts (200+300+150 ms), then a 2.5 s cut with a fixed 1 s backoff. Latency truths are the injected delays; reconnect truth is the third try after the cut starts (3 s) plus one round trip. Latencies count after the ramp and before the cut. VU loop lag is how late each VU's 250 ms probe timer fired over the same window: the generator's own delay on its timestamps.\n\n" +
+    "Fidelity: `bench/calibration.ts` through a 25 ms latency toxic each way, with the server's default stt+llm+tts (200+300+150 ms), then a 2.5 s cut with a fixed 1 s backoff. Latency truths are the injected delays; reconnect truth is the third try after the cut starts (3 s) plus one round trip. Latencies count after the ramp and before the cut. VU loop lag is how late each VU's 1 s probe timer fired over the same window: the generator's own delay on its timestamps.\n\n" +
     `${md}\nServer-only numbers: \`npm run bench:server\` (see the issue notes).\n` +
     (existsSync(limits) ? `\n${readFileSync(limits, 'utf8')}` : '')
   );
@@ -82,8 +98,8 @@ function benchmarksMd(machine: Record<string, unknown>, seconds: number, md: str
 async function main() {
   // BENCH_RENDER=results/bench-…/bench.json rewrites BENCHMARKS.md from a finished run (after editing bench/LIMITS.md).
   if (process.env.BENCH_RENDER) {
-    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as { machine: Record<string, unknown>; seconds: number; scale: ScaleResult | null; fidelity: FidelityRow[] | null; date?: string };
-    writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity), b.date ?? ''));
+    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as { machine: Record<string, unknown>; seconds: number; scale: ScaleResult | null; fidelity: FidelityRow[] | null; cost?: FrameCost | null; date?: string };
+    writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? ''));
     console.log('BENCHMARKS.md rewritten from', process.env.BENCH_RENDER);
     return;
   }
@@ -95,12 +111,17 @@ async function main() {
   const log = (l: string) => console.log(l);
   log(`wakestorm bench${quick ? ' (quick)' : ''} on ${machine.cores} cores, ${machine.memory_gib} GiB; results in ${dir}`);
   const t0 = Date.now();
-  const scale = only === 'fidelity' ? null : await scaleBench(quick, dir, log);
-  const fidelity = only === 'scale' ? null : await fidelityBench(quick, dir, log);
+  const scale = only === 'fidelity' || only === 'cost' ? null : await scaleBench(quick, dir, log);
+  const fidelity = only === 'scale' || only === 'cost' ? null : await fidelityBench(quick, dir, log);
+  let cost: FrameCost | null = null;
+  if (!only || only === 'cost') {
+    log('cost: the device model per audio frame against a bare k6 timer, in one k6 process');
+    cost = await frameCost(quick ? 200 : 800, log);
+  }
   const seconds = Math.round((Date.now() - t0) / 1000);
   const date = new Date().toISOString().slice(0, 10);
-  writeFileSync(join(dir, 'bench.json'), JSON.stringify({ quick, machine, seconds, date, scale, fidelity }, null, 1));
-  const md = render(scale, fidelity);
+  writeFileSync(join(dir, 'bench.json'), JSON.stringify({ quick, machine, seconds, date, scale, fidelity, cost }, null, 1));
+  const md = render(scale, fidelity, cost);
   writeFileSync(join(dir, 'bench.md'), md);
   if (!quick) writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(machine, seconds, md, date));
   console.log(`\n${md}\nwritten: ${join(dir, 'bench.json')}${quick ? '' : ' and BENCHMARKS.md'}`);

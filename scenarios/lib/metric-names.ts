@@ -21,7 +21,7 @@ export const DEVICE_METRICS = {
   playback_underruns: 'counter',
   /** The generator's own lag: uplink audio that had to slip because the VU's event loop ran late. */
   audio_slips: 'counter',
-  /** The generator's own lag: how late a VU's 250 ms probe timer fired (the VU's event loop was busy or starved). */
+  /** The generator's own lag: how late a VU's 1 s probe timer fired (the VU's event loop was busy or starved). */
   vu_loop_lag: 'trend',
   session_drop_rate: 'rate',
   connect_success: 'rate',

@@ -35,4 +35,15 @@ describe('bench smoke', () => {
     assert.ok(Math.abs(row.error_p50_ms.wake_ack) < 50, JSON.stringify(row));
     assert.ok(row.samples.reconnect === 20, JSON.stringify(row));
   });
+
+  it('bench cost (quick) prices a device-model audio frame against a bare k6 timer', async () => {
+    const r = await npmRun('bench', { BENCH_QUICK: '1', BENCH_ONLY: 'cost' });
+    assert.equal(r.code, 0, r.out);
+    const c = JSON.parse(readFileSync(/written: (\S+bench\.json)/.exec(r.out)![1]!, 'utf8')).cost;
+    // 200 streams of 20 ms frames: 10,000 frames/s when the model keeps real-time pace, and every price is positive.
+    assert.ok(Math.abs(c.frames_per_s - 10_000) < 1000, JSON.stringify(c));
+    assert.equal(c.slips, 0, JSON.stringify(c));
+    assert.ok(c.us_per_timer > 0 && c.us_per_frame > 0, JSON.stringify(c));
+    assert.match(r.out, /µs per device-model frame/);
+  });
 });

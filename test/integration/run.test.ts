@@ -63,6 +63,7 @@ describe('wakestorm run', () => {
       [['run', 'smoke', '--timeline', 'half-open', '--duration', '30s'], /entry 0 \(blackhole\): ends at 75s, after the run's DURATION of 30s/],
       [['run', 'smoke', '--slo', 'fast'], /--slo 'fast' must be name=number/],
       [['run', 'smoke', '--server-arg', '--stt-ms=soon'], /--stt-ms must be an integer/],
+      [['run', 'smoke', '--toxiproxy-shards', '0'], /--toxiproxy-shards must be between 1 and 16, got 0/],
     ] as [string[], RegExp][]) {
       const r = await runCli([...args, '--results', results]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

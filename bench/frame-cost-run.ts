@@ -1,0 +1,64 @@
+// Runs bench/frame-cost.ts and turns its windows into CPU per unit: k6's utime+stime from /proc, sampled every 50 ms,
+// over each window the script reports. Both windows run in one k6 process, so the ratio compares like with like.
+import { join } from 'node:path';
+import { guardedSpawn } from '../scripts/guarded-spawn.ts';
+import { k6Env, requireTools } from '../scripts/tools.ts';
+import { cpuSeconds } from './proc-stats.ts';
+
+export interface FrameCost {
+  streams: number;
+  timers_per_s: number;
+  frames_per_s: number;
+  /** CPU per bare k6 timer callback (20 ms chains): the least any paced frame costs. */
+  us_per_timer: number;
+  /** CPU per uplink frame of the real device model (its step, the timer, the frame handed to a socket). */
+  us_per_frame: number;
+  /** CPU one core spends on 11,500 frames/s, the uplink of 10,000 devices waking once per 5 minutes. */
+  pct_core_at_10k: number;
+  slips: number;
+}
+
+export async function frameCost(streams: number, log: (l: string) => void): Promise<FrameCost> {
+  const tools = requireTools();
+  const script = join(import.meta.dirname, 'frame-cost.ts');
+  const k6 = guardedSpawn(tools.k6, ['run', '-q', '-e', `STREAMS=${streams}`, script], { env: k6Env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const samples: { t: number; cpu: number }[] = [];
+  const poll = setInterval(() => {
+    try {
+      samples.push({ t: Date.now(), cpu: cpuSeconds(k6.pid!) });
+    } catch {
+      /* exited */
+    }
+  }, 50);
+  let out = '';
+  k6.stdout!.on('data', (d) => (out += d));
+  k6.stderr!.on('data', (d) => (out += d));
+  const code = await new Promise<number | null>((r) => k6.on('close', r));
+  clearInterval(poll);
+  const windows = [...out.matchAll(/FRAME_WINDOW (\{.*?\})"? source/g)].map((m) => JSON.parse(m[1]!.replace(/\\"/g, '"')) as { phase: string; from: number; to: number; count: number; slips?: number });
+  const w = (phase: string) => windows.find((x) => x.phase === phase);
+  const timers = w('timers');
+  const frames = w('frames');
+  if (code !== 0 || !timers || !frames) throw new Error(`frame-cost: k6 exit ${code}, windows ${JSON.stringify(windows)}: ${out.slice(-300)}`);
+  const cpuAt = (t: number) => {
+    const s = samples.reduce((best, x) => (Math.abs(x.t - t) < Math.abs(best.t - t) ? x : best), samples[0]!);
+    return s.cpu;
+  };
+  const quiet = w('idle');
+  const idleRate = quiet ? (cpuAt(quiet.to) - cpuAt(quiet.from)) / ((quiet.to - quiet.from) / 1000) : 0;
+  // CPU in the window, less k6's background rate measured in the idle window, per unit done.
+  const per = (x: { from: number; to: number; count: number }) => ((cpuAt(x.to) - cpuAt(x.from) - idleRate * ((x.to - x.from) / 1000)) * 1e6) / x.count;
+  const usTimer = per(timers);
+  const usFrame = per(frames);
+  const r: FrameCost = {
+    streams,
+    timers_per_s: Math.round((timers.count * 1000) / (timers.to - timers.from)),
+    frames_per_s: Math.round((frames.count * 1000) / (frames.to - frames.from)),
+    us_per_timer: +usTimer.toFixed(2),
+    us_per_frame: +usFrame.toFixed(2),
+    pct_core_at_10k: +((11_500 * usFrame) / 1e4).toFixed(1),
+    slips: frames.slips ?? 0,
+  };
+  log(`  ${streams} streams: ${r.us_per_timer} µs CPU per bare timer, ${r.us_per_frame} µs per device-model frame (${r.frames_per_s} frames/s, ${r.slips} slips); 11,500 frames/s would take ${r.pct_core_at_10k}% of a core`);
+  return r;
+}
