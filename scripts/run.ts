@@ -1,7 +1,7 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../scenarios/lib/profiles.ts';
@@ -191,7 +191,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const tty = echo && process.stdout.isTTY;
     const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
     opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+    // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
+    const k6Log = createWriteStream(join(dir, 'k6.log'));
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
+      k6Log.write(`${line}\n`);
       const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
       if (ev) {
         try {
@@ -242,6 +245,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       setTimeout(() => k6.kill('SIGKILL'), 15_000).unref();
     }, limitMs);
     code = await new Promise<number>((res) => k6.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
+    await new Promise<void>((res) => k6Log.end(res));
     clearTimeout(watchdog);
     if (watchdogFired) stuck = true;
     process.off('SIGINT', onSignal);

@@ -18,6 +18,8 @@ describe('wakestorm run', () => {
     healthyId = readlinkSync(join(results, 'latest'));
     const dir = join(results, healthyId);
     for (const f of ['summary.json', 'junit.xml', 'events.json', 'report.html', 'server-metrics.txt', 'run.json', 'latency.svg', 'connected.svg']) assert.ok(existsSync(join(dir, f)), f);
+    // k6's own output is kept whole: its end-of-test summary is the last thing it prints.
+    assert.match(readFileSync(join(dir, 'k6.log'), 'utf8'), /VERDICT: PASS/);
     const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'));
     assert.equal(run.exit_code, 0);
     assert.equal(run.verdict, 'pass');
