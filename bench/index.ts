@@ -37,8 +37,11 @@ function targetsTable(scale: ScaleResult | null, fidelity: FidelityRow[] | null)
   const rows: string[] = [];
   const yes = (b: boolean) => (b ? 'met' : '**not met**');
   if (scale) {
-    const connected10k = scale.rows.find((r) => r.kind === 'wakestorm' && r.devices >= 10_000 && r.server_connections_min !== null && r.server_connections_min >= r.devices);
-    rows.push(`| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; ${connected10k.devices} connect and keep alive (${connected10k.devices_per_vu}/VU) but do not hold` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`);
+    // The big fleet's best attempt: every device connected, fewest reasons not to hold, least k6 CPU.
+    const connected10k = scale.rows
+      .filter((r) => r.kind === 'wakestorm' && r.devices >= 10_000 && r.server_connections_min !== null && r.server_connections_min >= r.devices)
+      .sort((a, b) => a.why_not.length - b.why_not.length || (a.k6?.cpu_avg_pct ?? 1e9) - (b.k6?.cpu_avg_pct ?? 1e9))[0];
+    rows.push(`| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; at ${connected10k.devices} (${connected10k.devices_per_vu}/VU) every device connects and keeps alive, but not: ${connected10k.why_not.join('; ')}` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`);
     rows.push(`| 20,000 devices (stretch) | ${scale.largest ?? 0} | ${yes((scale.largest ?? 0) >= 20_000)} |`);
     rows.push(`| 10x the baseline's devices per GiB | ${scale.perGibRatio ?? '-'}x | ${yes((scale.perGibRatio ?? 0) >= 10)} |`);
   }
