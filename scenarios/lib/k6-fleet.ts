@@ -13,7 +13,8 @@ import type { RunConfig } from './run-config.ts';
 
 // k6 resolves an imported binding of a Go module on every access: it rebuilds the module's export map and wraps the
 // Go function in a fresh JS function (js/modules/gomodule.go GetBindingValue). Timers run per audio frame, so the
-// bindings are read once here, at init, and the hot paths call these constants (profiled: ~10% of k6's CPU).
+// bindings are read once here, at init, and the hot paths call these constants (GetBindingValue and the export map
+// showed in the CPU profile of a 4,000-device run).
 const kSetTimeout = setTimeout;
 const kClearTimeout = clearTimeout;
 const KWebSocket = WebSocket;
