@@ -162,7 +162,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       toxiproxyPort: await pickFreePort(),
       proxyPorts: { voice: 0 },
       server: opts.server,
-      toxiproxyShards: opts.toxiproxyShards ?? toxiproxyShardsFor(opts.devices ?? 0),
+      // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
+      toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
       log: (l) => log(`  ${l}`),
     });
     const target = opts.direct ? stack.serverWsUrl : stack.shards.map((sh) => sh.targetUrl).join(',');

@@ -4,8 +4,21 @@ import { toMs } from '../toxics/timelines.ts';
 import { toxiproxyClient } from '../toxics/client.ts';
 
 export interface ToxicOpts {
+  /** One Toxiproxy API, or a comma-separated list (the shards `wakestorm stack` prints): each command acts on all. */
   toxiproxyUrl: string;
   proxy: string;
+}
+
+/** The shards named by --toxiproxy-url, each as its own options. */
+function shards(o: ToxicOpts): ToxicOpts[] {
+  const urls = o.toxiproxyUrl.split(',').map((u) => u.trim().replace(/\/+$/, ''));
+  if (urls.some((u) => !u)) throw new Error(`--toxiproxy-url has an empty entry: '${o.toxiproxyUrl}'`);
+  return urls.map((toxiproxyUrl) => ({ ...o, toxiproxyUrl }));
+}
+
+/** " (on http://…)" when several shards are acted on, so each line says where. */
+function on(o: ToxicOpts, all: ToxicOpts[]): string {
+  return all.length > 1 ? ` (on ${o.toxiproxyUrl})` : '';
 }
 
 interface ToxicInfo {
@@ -22,14 +35,17 @@ async function toxicsOf(o: ToxicOpts, proxy: string): Promise<ToxicInfo[]> {
   return (await tp.api.get<ToxicInfo[]>(`${o.toxiproxyUrl}/proxies/${encodeURIComponent(proxy)}/toxics`)).data ?? [];
 }
 
-export async function toxicList(o: ToxicOpts): Promise<void> {
-  const tp = toxiproxyClient(o.toxiproxyUrl);
-  const all = await tp.getAll();
-  for (const [name, p] of Object.entries(all)) {
-    console.log(`${name}  ${p.listen} -> ${p.upstream}  ${p.enabled ? 'enabled' : 'DISABLED'}`);
-    const toxics = await toxicsOf(o, name);
-    for (const t of toxics) console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
-    if (!toxics.length) console.log('  (no toxics)');
+export async function toxicList(opts: ToxicOpts): Promise<void> {
+  const all = shards(opts);
+  for (const o of all) {
+    if (all.length > 1) console.log(`# ${o.toxiproxyUrl}`);
+    const proxies = await toxiproxyClient(o.toxiproxyUrl).getAll();
+    for (const [name, p] of Object.entries(proxies)) {
+      console.log(`${name}  ${p.listen} -> ${p.upstream}  ${p.enabled ? 'enabled' : 'DISABLED'}`);
+      const toxics = await toxicsOf(o, name);
+      for (const t of toxics) console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
+      if (!toxics.length) console.log('  (no toxics)');
+    }
   }
 }
 
@@ -44,40 +60,45 @@ export function parseParamArgs(args: string[]): Record<string, number> {
   return out;
 }
 
-export async function toxicAdd(o: ToxicOpts, fault: string, paramArgs: string[], stream: string | undefined, toxicity: number): Promise<void> {
+export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string[], stream: string | undefined, toxicity: number): Promise<void> {
   const where = `toxic add ${fault}`;
   const params = resolveParams(fault, parseParamArgs(paramArgs), where);
   const def = FAULTS[fault]!;
   if (fault === 'cut' || fault === 'server-restart') throw new Error(`${fault} is not a toxic: use 'wakestorm toxic cut --for 10s'${fault === 'server-restart' ? ' or a server-restart timeline' : ''}`);
   const streams = resolveStreams(fault, stream, where);
-  const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
-  for (const a of def.actions(params, streams, toxicity)) {
-    if (a.kind !== 'toxic') continue;
-    const name = `manual-${fault}-${a.stream}`;
-    await proxy.addToxic({ name, type: a.type as never, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
-    console.log(`added ${name} on ${o.proxy}: ${a.type} ${a.stream} ${JSON.stringify(a.attributes)}`);
+  const all = shards(opts);
+  for (const o of all) {
+    const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
+    for (const a of def.actions(params, streams, toxicity)) {
+      if (a.kind !== 'toxic') continue;
+      const name = `manual-${fault}-${a.stream}`;
+      await proxy.addToxic({ name, type: a.type as never, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
+      console.log(`added ${name} on ${o.proxy}${on(o, all)}: ${a.type} ${a.stream} ${JSON.stringify(a.attributes)}`);
+    }
   }
 }
 
-export async function toxicRemove(o: ToxicOpts, name: string | undefined): Promise<void> {
-  const tp = toxiproxyClient(o.toxiproxyUrl);
-  const proxy = await tp.get(o.proxy);
-  const names = name ? [name] : (await toxicsOf(o, o.proxy)).map((t) => t.name);
-  for (const n of names) {
-    await (await proxy.getToxic(n)).remove();
-    console.log(`removed ${n} from ${o.proxy}`);
+export async function toxicRemove(opts: ToxicOpts, name: string | undefined): Promise<void> {
+  const all = shards(opts);
+  for (const o of all) {
+    const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
+    const names = name ? [name] : (await toxicsOf(o, o.proxy)).map((t) => t.name);
+    for (const n of names) {
+      await (await proxy.getToxic(n)).remove();
+      console.log(`removed ${n} from ${o.proxy}${on(o, all)}`);
+    }
+    if (!names.length) console.log(`no toxics on ${o.proxy}${on(o, all)}`);
   }
-  if (!names.length) console.log(`no toxics on ${o.proxy}`);
 }
 
 /** Disables the proxy for a while (a network outage as devices see it); Ctrl-C ends it early, never leaves it down. */
-export async function toxicCut(o: ToxicOpts, forSpec: string): Promise<void> {
+export async function toxicCut(opts: ToxicOpts, forSpec: string): Promise<void> {
   const ms = toMs(forSpec, 'toxic cut', '--for');
-  const tp = toxiproxyClient(o.toxiproxyUrl);
-  const proxy = await tp.get(o.proxy);
-  const body = { listen: proxy.listen, upstream: proxy.upstream };
-  await proxy.update({ ...body, enabled: false });
-  console.log(`cut ${o.proxy} for ${ms} ms (Ctrl-C restores it now)`);
+  // Every shard goes down together and comes back together: one outage, as the fleet sees it.
+  const proxies = await Promise.all(shards(opts).map((sh) => toxiproxyClient(sh.toxiproxyUrl).get(sh.proxy)));
+  const set = (enabled: boolean) => Promise.all(proxies.map((p) => p.update({ listen: p.listen, upstream: p.upstream, enabled })));
+  await set(false);
+  console.log(`cut ${opts.proxy}${proxies.length > 1 ? ` on ${proxies.length} shards` : ''} for ${ms} ms (Ctrl-C restores it now)`);
   await new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
     const early = () => {
@@ -87,11 +108,12 @@ export async function toxicCut(o: ToxicOpts, forSpec: string): Promise<void> {
     process.once('SIGINT', early);
     process.once('SIGTERM', early);
   });
-  await proxy.update({ ...body, enabled: true });
-  console.log(`${o.proxy} restored`);
+  await set(true);
+  console.log(`${opts.proxy} restored`);
 }
 
-export async function toxicReset(o: ToxicOpts): Promise<void> {
-  await toxiproxyClient(o.toxiproxyUrl).reset();
-  console.log('every toxic removed, every proxy enabled');
+export async function toxicReset(opts: ToxicOpts): Promise<void> {
+  const all = shards(opts);
+  for (const o of all) await toxiproxyClient(o.toxiproxyUrl).reset();
+  console.log(`every toxic removed, every proxy enabled${all.length > 1 ? ` on ${all.length} shards` : ''}`);
 }

@@ -218,7 +218,7 @@ program
 const toxic = program
   .command('toxic')
   .description('apply a fault by hand to a running stack: list, add, remove, cut, reset')
-  .option('--toxiproxy-url <url>', 'Toxiproxy API', 'http://127.0.0.1:8474')
+  .option('--toxiproxy-url <url>', 'Toxiproxy API, or a comma-separated list of shards (acts on all)', 'http://127.0.0.1:8474')
   .option('--proxy <name>', 'proxy to act on', 'voice');
 const topts = () => toxic.opts() as { toxiproxyUrl: string; proxy: string };
 toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));

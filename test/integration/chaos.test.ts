@@ -9,6 +9,7 @@ import type { StackOptions } from '../../scripts/stack.ts';
 import { runK6, type K6Result } from '../../scripts/k6.ts';
 import { startVoiceServer } from '../../server/server.ts';
 import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+import { runCli } from '../helpers/proc.ts';
 
 const SMOKE = new URL('../../scenarios/smoke.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'wakestorm-chaos-'));
@@ -141,6 +142,16 @@ describe('Toxiproxy shards', () => {
       assert.equal(both.code, 0, both.stdout);
       assert.equal(count(both, 'connection_drops'), 10);
       assert.ok(count(both, 'reconnect_time') >= 10, `reconnects ${count(both, 'reconnect_time')}`);
+      // `wakestorm toxic` takes the same list: a fault added by hand lands on every shard, and reset clears them all.
+      const T = ['toxic', '--toxiproxy-url', stack.shards.map((s) => s.toxiproxyUrl).join(',')];
+      const add = await runCli([...T, 'add', 'latency', 'latency=80']);
+      assert.equal(add.code, 0, add.stderr);
+      for (const sh of stack.shards) {
+        const toxics = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice/toxics`)).json()) as { attributes: { latency: number } }[];
+        assert.equal(toxics.length, 1, sh.toxiproxyUrl);
+        assert.equal(toxics[0]!.attributes.latency, 80);
+      }
+      assert.match((await runCli([...T, 'reset'])).stdout, /on 2 shards/);
       for (const sh of stack.shards) {
         const toxics = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice/toxics`)).json()) as unknown[];
         assert.deepEqual(toxics, [], 'no toxic left on any shard');
