@@ -2,8 +2,8 @@
 // keepalive as the `recommended` profile, and nothing else: no device model, no audio, no reconnects, no metrics of
 // our own. What a wakestorm device costs above this row is the device model's own price; this row itself is what
 // k6/websockets charges for a socket, which no script can go below.
-import { WebSocket } from 'k6/websockets';
-import { setInterval, clearInterval, setTimeout } from 'k6/timers';
+import { setTimeout } from 'k6/timers';
+import { plainSocket } from './plain-socket.ts';
 import exec from 'k6/execution';
 
 const DEVICES = Number(__ENV.DEVICES ?? 100);
@@ -13,29 +13,17 @@ const RAMP_S = Number((__ENV.RAMP ?? '10s').replace(/s$/, ''));
 const TARGETS = (__ENV.TARGET_URL ?? 'ws://127.0.0.1:18000').split(',');
 const VUS = Math.ceil(DEVICES / PER_VU);
 
+/** One name tag per target, as the fleet does, so the floor is not inflated by a time series per device. */
+function device(i: number, endAt: number): void {
+  const target = TARGETS[i % TARGETS.length];
+  plainSocket(`${target}/ws/floor-${i}`, endAt, { tags: { name: `${target}/ws/{id}` } });
+}
+
 export const options = {
   scenarios: {
     devices: { executor: 'per-vu-iterations', vus: VUS, iterations: 1, maxDuration: `${DURATION_S + 30}s` },
   },
 };
-
-function device(i: number, endAt: number): void {
-  // One name tag per target, as the fleet does, so the floor is not inflated by a time series per device.
-  const ws = new WebSocket(`${TARGETS[i % TARGETS.length]}/ws/floor-${i}`, null, { tags: { name: `${TARGETS[i % TARGETS.length]}/ws/{id}` } });
-  let pinger: number | undefined;
-  ws.onmessage = (e) => {
-    const msg = JSON.parse(e!.data as string);
-    if (msg.type === 'connected') {
-      pinger = setInterval(() => ws.send(JSON.stringify({ type: 'ping', id: Date.now(), t: Date.now() })), 15_000);
-    } else if (msg.type === 'ping') {
-      ws.send(JSON.stringify({ type: 'pong', t: msg.t }));
-    }
-  };
-  setTimeout(() => {
-    if (pinger !== undefined) clearInterval(pinger);
-    ws.close();
-  }, Math.max(1000, endAt - Date.now()));
-}
 
 export default function () {
   const vu = exec.scenario.iterationInTest;

@@ -11,7 +11,7 @@ import type { ServerConfig } from '../server/config.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { renderRunCharts } from './charts.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
-import { pickFreePort, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { pickFreePort, shardUrls, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { k6Env, requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
@@ -166,11 +166,12 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
       log: (l) => log(`  ${l}`),
     });
-    const target = opts.direct ? stack.serverWsUrl : stack.shards.map((sh) => sh.targetUrl).join(',');
+    const urls = shardUrls(stack);
+    const target = opts.direct ? stack.serverWsUrl : urls.targetUrl;
     const vars: Record<string, string> = {
       ...plan.vars,
       TARGET_URL: target,
-      TOXIPROXY_URL: stack.shards.map((sh) => sh.toxiproxyUrl).join(','),
+      TOXIPROXY_URL: urls.toxiproxyUrl,
       CONTROL_URL: stack.controlUrl,
       SERVER_URL: stack.serverHttpUrl,
       RESULTS_DIR: dir,

@@ -1,13 +1,12 @@
 // `wakestorm stack`: the stack in the foreground, with the k6 line to use, torn down on Ctrl-C or SIGTERM.
-import { startStack, type StackOptions } from './stack.ts';
+import { shardUrls, startStack, type StackOptions } from './stack.ts';
 import { requireTools } from './tools.ts';
 
 export async function runStackCommand(opts: StackOptions): Promise<void> {
   const stack = await startStack({ ...opts, log: (l) => console.log(`  ${l}`) });
   console.log('');
   console.log('wakestorm stack is up. Devices connect through Toxiproxy:');
-  const targets = stack.shards.map((sh) => sh.targetUrl).join(',');
-  const toxiproxies = stack.shards.map((sh) => sh.toxiproxyUrl).join(',');
+  const { targetUrl: targets, toxiproxyUrl: toxiproxies } = shardUrls(stack);
   console.log(`  target     ${targets}   (server direct: ${stack.serverWsUrl})`);
   console.log(`  health     ${stack.serverHttpUrl}/health   metrics: ${stack.serverHttpUrl}/metrics`);
   console.log('');

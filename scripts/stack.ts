@@ -67,6 +67,11 @@ export class StackError extends Error {
   override name = "StackError";
 }
 
+/** The shards' device targets and Toxiproxy APIs as the comma-separated TARGET_URL and TOXIPROXY_URL k6 takes. */
+export function shardUrls(stack: Pick<Stack, 'shards'>): { targetUrl: string; toxiproxyUrl: string } {
+  return { targetUrl: stack.shards.map((sh) => sh.targetUrl).join(','), toxiproxyUrl: stack.shards.map((sh) => sh.toxiproxyUrl).join(',') };
+}
+
 /** This process's hard open-file limit (children cannot go above it without CAP_SYS_RESOURCE). */
 export function hardFdLimit(): number {
   try {

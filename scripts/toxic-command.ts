@@ -2,6 +2,7 @@
 import { FAULTS, resolveParams, resolveStreams } from '../toxics/faults.ts';
 import { toMs } from '../toxics/timelines.ts';
 import { toxiproxyClient } from '../toxics/client.ts';
+import { urlList } from '../scenarios/lib/run-config.ts';
 
 export interface ToxicOpts {
   /** One Toxiproxy API, or a comma-separated list (the shards `wakestorm stack` prints): each command acts on all. */
@@ -11,9 +12,7 @@ export interface ToxicOpts {
 
 /** The shards named by --toxiproxy-url, each as its own options. */
 function shards(o: ToxicOpts): ToxicOpts[] {
-  const urls = o.toxiproxyUrl.split(',').map((u) => u.trim().replace(/\/+$/, ''));
-  if (urls.some((u) => !u)) throw new Error(`--toxiproxy-url has an empty entry: '${o.toxiproxyUrl}'`);
-  return urls.map((toxiproxyUrl) => ({ ...o, toxiproxyUrl }));
+  return urlList(o.toxiproxyUrl, '--toxiproxy-url', Error).map((toxiproxyUrl) => ({ ...o, toxiproxyUrl }));
 }
 
 /** " (on http://…)" when several shards are acted on, so each line says where. */

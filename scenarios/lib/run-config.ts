@@ -92,14 +92,14 @@ export function readRunConfig(
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
   if (rampMs >= durationMs) throw new RunConfigError(`RAMP (${rampMs} ms) must be shorter than DURATION (${durationMs} ms)`);
-  const targetUrls = list(env.TARGET_URL ?? 'ws://127.0.0.1:18000');
+  const targetUrls = urlList(env.TARGET_URL ?? 'ws://127.0.0.1:18000', 'TARGET_URL');
   for (const targetUrl of targetUrls) {
     if (!/^wss?:\/\/[^/]+$/.test(targetUrl)) throw new RunConfigError(`TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), or a comma-separated list of them, got '${targetUrl}'`);
     if (!isLoopbackUrl(targetUrl) && env.ALLOW_REMOTE !== '1') {
       throw new RunConfigError(`TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`);
     }
   }
-  const toxiproxyUrls = list(env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474');
+  const toxiproxyUrls = urlList(env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474', 'TOXIPROXY_URL');
   for (const u of toxiproxyUrls) if (!/^https?:\/\/[^/]+$/.test(u)) throw new RunConfigError(`TOXIPROXY_URL must be like http://127.0.0.1:8474, or a comma-separated list of them, got '${u}'`);
   const profileSpec = env.PROFILE ?? defaults.profile;
   let profiles = parseProfileMix(profileSpec, readFile);
@@ -126,10 +126,13 @@ export function readRunConfig(
   };
 }
 
-/** "a, b,c/" → ['a', 'b', 'c']: a comma-separated list of URLs without trailing slashes; empty entries are an error. */
-function list(v: string): string[] {
+/**
+ * "a, b,c/" → ['a', 'b', 'c']: a comma-separated list of URLs (Toxiproxy shards) without trailing slashes. An empty
+ * entry is an error, thrown as `Err` (the CLI's own flag errors pass their class).
+ */
+export function urlList(v: string, name: string, Err: new (message: string) => Error = RunConfigError): string[] {
   const items = v.split(',').map((x) => x.trim().replace(/\/+$/, ''));
-  if (items.some((x) => !x)) throw new RunConfigError(`empty entry in the URL list '${v}'`);
+  if (items.some((x) => !x)) throw new Err(`${name} has an empty entry: '${v}'`);
   return items;
 }
 
