@@ -5,7 +5,7 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Slo } from '../scenarios/lib/slo.ts';
-import { sloRows } from '../scenarios/lib/summary.ts';
+import { judgeSlo, VERDICT_EXIT } from '../scenarios/lib/verdict.ts';
 import type { ServerConfig } from '../server/config.ts';
 import { Sampler } from '../bench/sampler.ts';
 import { parseDuration } from '../scenarios/lib/run-config.ts';
@@ -108,12 +108,14 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
       bar?.stop();
     }
     if (r.interrupted) throw new RunError(`capacity search interrupted during the step with ${n} devices (${r.dir})`);
-    if (r.code !== 0 && r.code !== 99) throw new RunError(`capacity step with ${n} devices ended with k6 exit code ${r.code} (not an SLO verdict): see ${r.dir}`);
-    const rows = r.summary ? sloRows(r.summary, r.slos) : [];
+    if (r.code !== VERDICT_EXIT.pass && r.code !== VERDICT_EXIT.fail && !(r.judgement.verdict === 'invalid' && r.summary)) {
+      throw new RunError(`capacity step with ${n} devices could not be judged: ${r.judgement.invalid.join('; ') || `exit ${r.code}`} (see ${r.dir})`);
+    }
+    const rows = r.judgement.slos;
     const started = r.summary?.metrics.devices_started?.values.count ?? 0;
     const k6Cpu = sampler.stats('k6', k6From, Date.now())?.cpu_avg_pct ?? null;
     // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
-    const saturated = (k6Cpu !== null && k6Cpu >= 85 * cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
+    const saturated = r.judgement.verdict === 'invalid' || (k6Cpu !== null && k6Cpu >= 85 * cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
     const step: Step = {
       devices: n,
       pass: r.code === 0,
@@ -122,7 +124,7 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
       drop_rate: r.summary?.metrics.session_drop_rate?.values.rate ?? null,
       run_id: r.runId,
       exit_code: r.code,
-      failed_slos: rows.filter((x) => !x.ok).map((x) => `${x.name} (${x.measured}, target ${x.target})`),
+      failed_slos: rows.filter((x) => x.status === 'fail').map((x) => `${x.name} (${x.measured}, target ${x.target})`),
       k6_cpu_pct: k6Cpu === null ? null : +k6Cpu.toFixed(1),
       generator_saturated: saturated,
       devices_started: started,
@@ -167,10 +169,10 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
     const s = await runStep(n, 'headroom at N x 0.8');
     const r = (await import('./report.ts')).loadRun(join(dir, 'steps', s.run_id));
     let best: { pct: number; name: string } | null = null;
-    for (const row of sloRows(r.summary, r.run.slos)) {
-      const sloDef = r.run.slos.find((x) => x.name === row.name)!;
-      if (row.measuredValue === null || !sloDef.op.startsWith('<') || sloDef.target === 0) continue;
-      const pct = ((sloDef.target - row.measuredValue) / sloDef.target) * 100;
+    for (const sloDef of r.run.slos) {
+      const row = judgeSlo(r.summary, sloDef);
+      if (row.value === null || !sloDef.op.startsWith('<') || sloDef.target === 0) continue;
+      const pct = ((sloDef.target - row.value) / sloDef.target) * 100;
       if (!best || pct < best.pct) best = { pct, name: row.name };
     }
     headroom = { devices: n, pct: best ? +best.pct.toFixed(1) : null, limiting: best?.name ?? null };

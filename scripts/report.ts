@@ -2,7 +2,8 @@
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Slo } from '../scenarios/lib/slo.ts';
-import { sloRows, type SummaryData } from '../scenarios/lib/summary.ts';
+import type { SummaryData } from '../scenarios/lib/summary.ts';
+import { judge, judgeSlo, verdictLines } from '../scenarios/lib/verdict.ts';
 import { renderRunCharts } from './charts.ts';
 import { ROOT } from './run.ts';
 
@@ -12,7 +13,7 @@ export class ReportError extends Error {
 
 export interface LoadedRun {
   dir: string;
-  run: { run_id: string; scenario: string; slos: Slo[]; verdict: string; incomplete: boolean; exit_code: number; started_at: string; ended_at: string; parameters: Record<string, unknown> };
+  run: { run_id: string; scenario: string; slos: Slo[]; verdict: string; incomplete: boolean; exit_code: number; started_at: string; ended_at: string; parameters: Record<string, unknown>; invalid_reasons?: string[] };
   summary: SummaryData;
 }
 
@@ -66,15 +67,14 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
     } else console.log(`  ${m.padEnd(24)} ${v.count}`);
   }
   console.log('');
-  const rows = sloRows(summary, run.slos);
-  console.log(`  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(14)} verdict`);
-  for (const row of rows) console.log(`  ${row.name.padEnd(20)} ${row.target.padEnd(20)} ${row.measured.padEnd(14)} ${row.ok ? 'PASS' : 'FAIL'}`);
-  const failed = rows.filter((x) => !x.ok);
-  console.log(`\nVERDICT: ${failed.length ? `FAIL (${failed.map((x) => x.name).join(', ')})` : 'PASS'}${run.incomplete ? ' — incomplete run' : ''}`);
+  // The same judgement the run made: what k6 measured, plus what the CLI saw of the tester (run.json).
+  const j = judge(summary, run.slos, run.invalid_reasons ?? []);
+  for (const l of verdictLines(j)) console.log(l);
+  if (run.incomplete) console.log('(the run is marked incomplete)');
   const charts = await renderRunCharts(r.dir);
   const files = ['report.html', ...charts, 'junit.xml', 'summary.json', 'events.json', 'server-metrics.txt'].filter((f) => existsSync(join(r.dir, f)));
   console.log(`files: ${files.map((f) => join(r.dir, f)).join('\n       ')}`);
-  return failed.length ? 99 : 0;
+  return j.exit_code;
 }
 
 export interface CompareRow {
@@ -93,11 +93,9 @@ export interface CompareRow {
  */
 export function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDeltaMs = 5, rateTolerance = 0.005): CompareRow[] {
   const slos = a.run.slos;
-  const ra = sloRows(a.summary, slos);
-  const rb = sloRows(b.summary, slos);
-  return slos.map((s, i) => {
-    const x = ra[i]!.measuredValue;
-    const y = rb[i]!.measuredValue;
+  return slos.map((s) => {
+    const x = judgeSlo(a.summary, s).value;
+    const y = judgeSlo(b.summary, s).value;
     const changePct = x !== null && y !== null && x !== 0 ? ((y - x) / x) * 100 : null;
     let worse = false;
     // Lower is better for every '<' SLO; higher is better for '>' ones.

@@ -1,17 +1,20 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../scenarios/lib/profiles.ts';
 import { parseDuration, parseWake } from '../scenarios/lib/run-config.ts';
 import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
-import type { ServerConfig } from '../server/config.ts';
+import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
+import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { renderRunCharts } from './charts.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
-import { pickFreePort, shardUrls, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { redactArgv, writeSecretFile } from './secret.ts';
+import { pickFreePort, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { k6Env, requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
@@ -49,6 +52,10 @@ export interface RunOptions {
   toxiproxyShards?: number;
   /** Raise the k6 child's open-file limit (large fleets). */
   fdLimit?: number;
+  /** Bearer token for the devices (and the reference server); never written to a command line or a result file. */
+  token?: string;
+  /** A file whose first line is the token. */
+  tokenFile?: string;
 }
 
 export interface RunResult {
@@ -62,6 +69,8 @@ export interface RunResult {
   incomplete: boolean;
   summary: { metrics: Record<string, { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }> } | null;
   slos: Slo[];
+  /** PASS, FAIL or INVALID with the reasons; `code` is its exit code. */
+  judgement: Judgement;
 }
 
 export class RunError extends Error {
@@ -135,25 +144,124 @@ export function planRun(opts: RunOptions): { script: string; vars: Record<string
   return { script, vars, slos };
 }
 
+/**
+ * Claims a fresh run id and its hidden partial folder. mkdir is atomic: two runs started in the same second never
+ * share a folder (the second gets -2, -3, …).
+ */
+function claimRunDir(root: string, base: string): { runId: string; dir: string; finalDir: string } {
+  mkdirSync(root, { recursive: true });
+  for (let i = 1; i < 10_000; i++) {
+    const runId = i === 1 ? base : `${base}-${i}`;
+    const dir = join(root, `.${runId}.partial`);
+    const finalDir = join(root, runId);
+    if (existsSync(finalDir)) continue;
+    try {
+      mkdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw e;
+    }
+    // A run that finished between the two checks took this id: leave it to it.
+    if (existsSync(finalDir)) {
+      rmdirSync(dir);
+      continue;
+    }
+    return { runId, dir, finalDir };
+  }
+  throw new RunError(`no free run id under ${root} for ${base}`);
+}
+
+/** The bearer token from --token or --token-file, checked like the server checks its own. */
+function resolveToken(opts: RunOptions): string | null {
+  if (opts.token !== undefined && opts.tokenFile !== undefined) throw new RunError('give --token or --token-file, not both');
+  try {
+    if (opts.token !== undefined) return validateToken(opts.token);
+    if (opts.tokenFile !== undefined) return validateToken(readTokensFile(opts.tokenFile)[0]!);
+  } catch (e) {
+    throw new RunError((e as Error).message.replace('--tokens-file', '--token-file'));
+  }
+  return null;
+}
+
+/** Resolves when host:port of a --server-url accepts a TCP connection; a one-line RunError otherwise. */
+async function reachable(serverUrl: string): Promise<void> {
+  let u: URL;
+  try {
+    u = new URL(serverUrl);
+  } catch {
+    throw new RunError(`--server-url must be a URL like ws://127.0.0.1:9000, got '${serverUrl}'`);
+  }
+  const port = Number(u.port || (u.protocol === 'wss:' || u.protocol === 'https:' ? 443 : 80));
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  await new Promise<void>((res, rej) => {
+    const sock = connect({ host, port, timeout: 3000 });
+    const fail = (why: string) => {
+      sock.destroy();
+      rej(new StackError(`cannot reach --server-url ${serverUrl} (${why}): start your server or fix the URL; nothing was run`));
+    };
+    sock.once('connect', () => {
+      sock.destroy();
+      res();
+    });
+    sock.once('timeout', () => fail('no answer in 3 s'));
+    sock.once('error', (e: NodeJS.ErrnoException) => fail(e.code ?? e.message));
+  });
+}
+
+/** k6's exit codes that are not a verdict, in words (k6 errext/exitcodes). */
+const K6_EXIT: Record<number, string> = {
+  97: 'cloud test failed',
+  100: 'setup timed out',
+  101: 'teardown timed out',
+  102: 'timed out',
+  103: 'engine error',
+  104: 'invalid configuration',
+  105: 'aborted from outside',
+  106: 'cannot start its REST API',
+  107: 'script exception',
+  108: 'script aborted the test',
+  109: 'Go panic',
+  110: 'marked as failed',
+};
+
+/** The last error k6 logged (its msg), for an INVALID reason. */
+function lastK6Error(logPath: string): string {
+  let text = '';
+  try {
+    text = readFileSync(logPath, 'utf8');
+  } catch {
+    return '';
+  }
+  const lines = text.split('\n').filter((l) => /level=error/.test(l));
+  const last = lines.at(-1);
+  if (!last) return '';
+  const m = /msg="((?:[^"\\]|\\.)*)"/.exec(last);
+  return (m ? m[1]! : last).replace(/\\n.*$/s, '').replace(/\\"/g, '"').slice(0, 300);
+}
+
 export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const tools = requireTools();
   const plan = planRun(opts);
+  const token = resolveToken(opts);
+  if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
   const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
   const startedAt = new Date();
-  let runId = opts.runId ?? `${name}-${stamp(startedAt)}`;
-  for (let i = 2; existsSync(join(root, runId)); i++) runId = `${opts.runId ?? `${name}-${stamp(startedAt)}`}-${i}`;
-  const finalDir = join(root, runId);
-  const dir = join(root, `.${runId}.partial`);
-  mkdirSync(dir, { recursive: true });
+  const { runId, dir, finalDir } = claimRunDir(root, opts.runId ?? `${name}-${stamp(startedAt)}`);
+  const secret = token ? writeSecretFile(token) : null;
+  const serverFlags: Partial<ServerConfig> = { ...(opts.server ?? {}) };
+  if (token && !opts.serverUrl) serverFlags.tokens = [...(serverFlags.tokens ?? []), token];
 
   let stack: Stack | null = null;
   let interrupted = false;
   let stuck = false;
   let code = 1;
   let summary: RunResult['summary'] = null;
-  const applied: object[] = [];
+  /** Why the tester cannot be trusted for this run (INVALID), found outside k6. */
+  const invalid: string[] = [];
+  const applied: { fault: string; phase: string; ok: boolean; detail?: string }[] = [];
+  let planned: object[] = [];
   try {
     log(`wakestorm run ${name}: starting the stack`);
     stack = await startStack({
@@ -161,7 +269,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       serverPort: opts.serverUrl ? undefined : await pickFreePort(),
       toxiproxyPort: await pickFreePort(),
       proxyPorts: { voice: 0 },
-      server: opts.server,
+      server: serverFlags,
       // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
       toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
       log: (l) => log(`  ${l}`),
@@ -175,7 +283,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       CONTROL_URL: stack.controlUrl,
       SERVER_URL: stack.serverHttpUrl,
       RESULTS_DIR: dir,
+      // The CLI judges the run (it also sees processes and interrupts): k6's summary prints metrics, not a verdict.
+      VERDICT: 'cli',
     };
+    if (secret) vars.TOKEN_FILE = secret.path;
     if (opts.serverUrl && !/^wss?:\/\/(127\.|localhost|\[::1\])/.test(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
     const args = ['run'];
     for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
@@ -186,6 +297,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
         ? {}
         : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'report.html') },
     );
+    // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE.
+    delete env.TOKEN;
     log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
     // k6 gets its own process group: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
     const echo = opts.echo !== false;
@@ -193,8 +306,17 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const tty = echo && process.stdout.isTTY;
     const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
     opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+    // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
+    stack.onExit((e) => {
+      if (e.tool === 'toxiproxy') {
+        invalid.push(`${e.message}: the network under test vanished`);
+        log(`\nwakestorm run: ${e.message}; stopping k6 (the run is INVALID)`);
+        k6.kill('SIGINT');
+      } else log(`\nwakestorm run: ${e.message} (the server's own failure: the devices' numbers show it)`);
+    });
     // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
-    const k6Log = createWriteStream(join(dir, 'k6.log'));
+    const k6LogPath = join(dir, 'k6.log');
+    const k6Log = createWriteStream(k6LogPath);
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
       k6Log.write(`${line}\n`);
       const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
@@ -228,7 +350,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
         return;
       }
       interrupted = true;
-      log('\nwakestorm run: interrupted; stopping k6 (results will be marked incomplete; Ctrl-C again to kill it)');
+      log('\nwakestorm run: interrupted; stopping k6 (the run will be INVALID; Ctrl-C again to kill it)');
       k6.kill('SIGINT');
     };
     process.on('SIGINT', onSignal);
@@ -246,13 +368,29 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       k6.kill('SIGINT');
       setTimeout(() => k6.kill('SIGKILL'), 15_000).unref();
     }, limitMs);
-    code = await new Promise<number>((res) => k6.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
+    let k6Signal: NodeJS.Signals | null = null;
+    code = await new Promise<number>((res) =>
+      k6.on('close', (c, sig) => {
+        k6Signal = sig;
+        res(c ?? (sig ? 128 + 9 : 1));
+      }),
+    );
     await new Promise<void>((res) => k6Log.end(res));
     clearTimeout(watchdog);
     if (watchdogFired) stuck = true;
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     opts.signal?.removeEventListener('abort', onSignal);
+
+    // What only the CLI sees: why the tester may not be trusted for this run.
+    if (interrupted) invalid.push('the run was interrupted (SIGINT/SIGTERM) before it finished');
+    if (stuck) invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
+    if (!interrupted && !stuck && !invalid.length && code !== 0 && code !== 99) {
+      const why = k6Signal ? `k6 was killed (${k6Signal})` : `k6 exited ${code}${K6_EXIT[code] ? ` (${K6_EXIT[code]})` : ''}`;
+      const err = lastK6Error(k6LogPath);
+      invalid.push(`${why}${err ? `: ${err}` : ''}`);
+    }
+    for (const e of applied) if (!e.ok) invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
 
     // Results: the server's own view, the applied chaos, and everything needed to reproduce the run.
     try {
@@ -266,24 +404,35 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     } catch {
       summary = null;
     }
-    const planned = existsSync(join(dir, 'events.json')) ? (JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as object[]) : [];
+    planned = existsSync(join(dir, 'events.json')) ? (JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as object[]) : [];
+    if (!invalid.length && summary && applied.length < planned.length) {
+      invalid.push(`${planned.length - applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
+    }
     writeFileSync(join(dir, 'events.json'), JSON.stringify({ planned, applied }, null, 1));
   } finally {
     if (stack) {
       log('wakestorm run: tearing the stack down');
       await stack.stop();
     }
+    secret?.remove();
   }
   const endedAt = new Date();
+  const judgement = judge(summary as Parameters<typeof judge>[0], plan.slos, invalid);
+  writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
   const run = {
     run_id: runId,
     scenario: name,
     script: plan.script,
-    command: process.argv.slice(1).join(' '),
-    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: opts.server ?? {}, direct: !!opts.direct },
+    command: redactArgv(process.argv.slice(1)).join(' '),
+    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, auth: token ? 'token' : 'none' },
     slos: plan.slos,
-    exit_code: code,
-    verdict: code === 0 ? 'pass' : code === 99 ? 'fail' : 'error',
+    exit_code: judgement.exit_code,
+    k6_exit_code: code,
+    verdict: judgement.verdict,
+    verdict_line: judgement.headline,
+    invalid_reasons: judgement.invalid,
+    fail_reasons: judgement.failures,
+    slo_results: judgement.slos,
     incomplete: interrupted || stuck || !summary,
     k6_stuck: stuck,
     tools: { k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion, node: process.version },
@@ -306,6 +455,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   rmSync(tmpLink, { force: true });
   symlinkSync(runId, tmpLink);
   renameSync(tmpLink, latest);
-  log(`\nwakestorm run ${name}: ${run.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${code}; results in ${finalDir}`);
-  return { code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos };
+  log(['', ...verdictLines(judgement)].join('\n'));
+  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; results in ${finalDir}`);
+  return { code: judgement.exit_code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, judgement };
 }

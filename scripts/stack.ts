@@ -8,6 +8,7 @@ import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from '../toxics/layout.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
+import { writeSecretFile } from './secret.ts';
 import { requireTools } from './tools.ts';
 
 export interface StackOptions {
@@ -58,8 +59,11 @@ export interface Stack {
   toxiproxy: Toxiproxy;
   serverPid: number | null;
   toxiproxyPid: number;
-  /** Restart the reference server (drain with 1012, start again on the same port). */
-  restartServer(): Promise<void>;
+  /**
+   * Calls `fn` when a process of the stack exits on its own while the stack runs (not by stop() or a planned
+   * server-restart): `tool` says whose fault that is. A dead Toxiproxy makes a run INVALID; a dead server is the server's.
+   */
+  onExit(fn: (e: { tool: 'toxiproxy' | 'server'; message: string }) => void): void;
   stop(): Promise<void>;
 }
 
@@ -150,7 +154,7 @@ function stopChild(child: ChildProcess | null, graceMs: number): Promise<void> {
   });
 }
 
-/** The server flags as CLI arguments for a child `wakestorm server`. */
+/** The server flags as CLI arguments for a child `wakestorm server`. Tokens never go on a command line (ps shows it). */
 export function serverArgs(cfg: Partial<ServerConfig>): string[] {
   const args: string[] = [];
   for (const f of NUMERIC_FLAGS) {
@@ -159,7 +163,6 @@ export function serverArgs(cfg: Partial<ServerConfig>): string[] {
     if (v !== undefined) args.push(f.flag, String(v));
   }
   if (cfg.ttsPace) args.push('--tts-pace', cfg.ttsPace);
-  for (const t of cfg.tokens ?? []) args.push('--token', t);
   if (cfg.verbose) args.push('--verbose');
   return args;
 }
@@ -215,15 +218,32 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const cleanup = async () => {
     await Promise.all(toxis.map((t) => stopChild(t, 3000)));
     await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
+    secret?.remove();
   };
 
   const cli = new URL('../bin/wakestorm.mjs', import.meta.url).pathname;
+  // Tokens reach the server child in a private file named by its environment, never on its command line.
+  const secret = opts.server?.tokens?.length ? writeSecretFile(opts.server.tokens.join('\n')) : null;
+  const serverEnv = secret ? { ...process.env, WAKESTORM_TOKENS_FILE: secret.path, WAKESTORM_TOKEN: undefined } : process.env;
+  let stopping = false;
+  let serverDown = false;
+  const exitListeners: ((e: { tool: 'toxiproxy' | 'server'; message: string }) => void)[] = [];
+  const emitExit = (tool: 'toxiproxy' | 'server', what: string, code: number | null, sig: NodeJS.Signals | null) => {
+    if (stopping) return;
+    const message = `${what} exited during the run (${sig ? `signal ${sig}` : `code ${code}`})`;
+    for (const fn of exitListeners) fn({ tool, message });
+  };
   const spawnServer = async (): Promise<void> => {
     if (actualServerPort === 0) actualServerPort = await pickFreePort();
-    server = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
+    const child = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: serverEnv,
     });
-    const tail = collect(server);
+    server = child;
+    child.once('exit', (code, sig) => {
+      if (!serverDown) emitExit('server', `the reference server (pid ${child.pid})`, code, sig);
+    });
+    const tail = collect(child);
     await waitHealthy(`http://127.0.0.1:${actualServerPort}/health`, healthTimeoutMs, server, 'the reference server', tail);
   };
 
@@ -246,6 +266,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     for (const [k, ports] of shardPorts.entries()) {
       const toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env: shardEnv });
       toxis.push(toxi);
+      toxi.once('exit', (code, sig) => emitExit('toxiproxy', `toxiproxy-server${shardCount > 1 ? ` shard ${k}` : ''} (pid ${toxi.pid})`, code, sig));
       const toxiTail = collect(toxi);
       const toxiproxyUrl = `http://127.0.0.1:${ports.api}`;
       try {
@@ -276,7 +297,6 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     // The control API lets a k6 chaos VU restart the reference server (server-restart fault).
     let control: HttpServer | null = null;
     let controlUrl = '';
-    let serverDown = false;
     if (!opts.serverUrl) {
       let busy: Promise<void> = Promise.resolve();
       control = createHttpServer((req, res) => {
@@ -326,13 +346,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         return server?.pid ?? null;
       },
       toxiproxyPid: shards[0]!.pid,
-      async restartServer() {
-        if (opts.serverUrl) throw new StackError('server-restart needs the reference server: this stack fronts --server-url');
-        await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
-        await spawnServer();
+      onExit(fn) {
+        exitListeners.push(fn);
       },
       stop() {
         if (stopped) return stopped;
+        stopping = true;
         stopped = (async () => {
           // No toxic may outlive the stack: reset, then remove the proxies, then stop the processes.
           for (const sh of shards) {

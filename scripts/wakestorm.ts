@@ -116,7 +116,7 @@ const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_00
 
 program
   .command('run <scenario>')
-  .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit with k6\'s code (0 pass, 99 SLO breach)')
+  .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID')
   .addOption(new Option('--devices <n>', 'virtual devices').argParser(posInt('--devices')))
   .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').argParser(posInt('--devices-per-vu')))
   .option('--duration <d>', 'run length, e.g. 60s, 2m')
@@ -128,6 +128,8 @@ program
   .option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one")
   .option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)', collect)
   .option('--direct', 'skip Toxiproxy: devices connect to the server itself')
+  .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
+  .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'))
     .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
   .option('--results <dir>', 'results root (default: results/)')
   .option('--no-dashboard', 'skip the k6 web dashboard report.html')
@@ -149,6 +151,8 @@ program
       toxiproxyShards: o.toxiproxyShards,
       resultsRoot: o.results,
       dashboard: o.dashboard,
+      token: o.token,
+      tokenFile: o.tokenFile,
     });
     process.exitCode = r.code;
   });

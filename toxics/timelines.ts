@@ -132,3 +132,14 @@ export function lastLinkDeath(steps: ChaosStep[], epochMs: number, now: number):
   }
   return best;
 }
+
+/** Each step's window as absolute [start, end + grace] times: what happens inside one is the timeline's doing. */
+export function faultWindows(steps: ChaosStep[], epochMs: number, graceMs: number): [number, number][] {
+  return steps.map((s) => [epochMs + s.atMs, epochMs + s.atMs + s.forMs + graceMs]);
+}
+
+/** True when [from, to] overlaps any of the windows. */
+export function overlapsWindow(windows: [number, number][], from: number, to: number): boolean {
+  for (const [a, b] of windows) if (from <= b && to >= a) return true;
+  return false;
+}

@@ -6,6 +6,7 @@ import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { Profile } from './profiles.ts';
 import { isDropped, parseServerMessage, type ServerMessage, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
+import { closeCodeTag, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
 export interface SocketLike {
@@ -39,6 +40,8 @@ export interface DeviceEnv {
   audio: AudioFrames;
   /** When the network really failed (chaos runs know it); null when unknown. */
   linkDiedAt?(): number | null;
+  /** True when [from, to] overlaps a fault window of the timeline (plus grace): what happened then was planned. */
+  planned?(from: number, to: number): boolean;
   log?(line: string): void;
 }
 
@@ -62,7 +65,8 @@ export interface DeviceOptions {
   connectTimeoutMs?: number;
 }
 
-export type DeviceState = 'idle' | 'connecting' | 'handshaking' | 'connected' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
+/** 'unnoticed': the socket closed, but the firmware has not looked yet (a polled flag); not connected, not yet lost. */
+export type DeviceState = 'idle' | 'connecting' | 'handshaking' | 'connected' | 'unnoticed' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
 
 interface ActiveSession {
   wakeId: string;
@@ -79,8 +83,10 @@ interface ActiveSession {
   /** Playback model: bytes received, when playback (re)started, total expected. */
   pbReceived: number;
   pbStartedAt: number | null;
-  resumedOnce: boolean;
 }
+
+/** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
+type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout';
 
 const BYTES_PER_MS = 32; // 16 kHz, 16-bit, mono
 const VAD_SILENCE_MS = 700;
@@ -117,6 +123,7 @@ function retire(ws: SocketLike, code?: number): void {
 }
 
 const PROFILE_TAGS = new Map<string, Record<string, string>>();
+const CHAOS_TAGS = new Map<string, [Record<string, string>, Record<string, string>]>();
 
 export class Device {
   state: DeviceState = 'idle';
@@ -130,11 +137,19 @@ export class Device {
   private session: ActiveSession | null = null;
   private pendingWake: { wakeId: string; at: number } | null = null;
   private pingSeq = 0;
+  /** When the current connect attempt began. */
+  private attemptAt = 0;
+  /** Uplink frames sent since the fleet last asked (takeFramesSent). */
+  private framesSent = 0;
+  /** The wake waiting for its acknowledgement (wake_success). */
+  private wakeJudge: { wakeId: string; at: number } | null = null;
+  private readonly chaosTags: [Record<string, string>, Record<string, string>];
   private pendingPing: { id: number; at: number } | null = null;
   private readonly backoff: Backoff;
   private readonly tags: Record<string, string>;
-  private readonly t: Record<'connect' | 'keepalive' | 'liveness' | 'pong' | 'wake' | 'audio' | 'playback' | 'notice', TimerHandle | null> = {
+  private readonly t: Record<'connect' | 'keepalive' | 'liveness' | 'pong' | 'wake' | 'wakeAck' | 'audio' | 'playback' | 'notice', TimerHandle | null> = {
     connect: null,
+    wakeAck: null,
     keepalive: null,
     liveness: null,
     pong: null,
@@ -148,6 +163,20 @@ export class Device {
     this.backoff = new Backoff(opts.profile.reconnect, env.random);
     // One tags object per profile, shared by its devices (metrics only read it).
     this.tags = PROFILE_TAGS.get(opts.profile.name) ?? PROFILE_TAGS.set(opts.profile.name, { profile: opts.profile.name }).get(opts.profile.name)!;
+    const name = opts.profile.name;
+    this.chaosTags = CHAOS_TAGS.get(name) ?? CHAOS_TAGS.set(name, [{ profile: name, chaos: 'off' }, { profile: name, chaos: 'on' }]).get(name)!;
+  }
+
+  /** Uplink frames sent since the last call (the fleet reports them as audio_frames once a second). */
+  takeFramesSent(): number {
+    const n = this.framesSent;
+    this.framesSent = 0;
+    return n;
+  }
+
+  /** Profile and chaos:on|off tags for an outcome spanning [from, to]. */
+  private outcomeTags(from: number, to: number): Record<string, string> {
+    return this.chaosTags[this.env.planned?.(from, to) ? 1 : 0];
   }
 
   get profile(): Profile {
@@ -182,6 +211,7 @@ export class Device {
     const p = this.profile;
     if (this.attempt > 0 || this.lossNoticedAt !== null) this.count('reconnect_attempts');
     this.state = 'connecting';
+    this.attemptAt = this.env.now();
     const resume = p.resume && this.resumeToken ? this.resumeToken : null;
     let url = p.connect === 'hello' ? `${this.opts.baseUrl}/ws` : `${this.opts.baseUrl}/ws/${encodeURIComponent(this.opts.id)}`;
     if (p.connect === 'path' && resume) url += `?resume=${encodeURIComponent(resume)}`;
@@ -192,7 +222,8 @@ export class Device {
       ws = this.env.openSocket(url, headers);
     } catch (e) {
       this.env.log?.(`${this.opts.id}: cannot open ${url}: ${String(e)}`);
-      this.linkEnded(1006);
+      this.abandonSocket();
+      this.afterLoss(1006, false, 'refused', this.env.now());
       return;
     }
     this.ws = ws;
@@ -231,7 +262,7 @@ export class Device {
     if (this.state !== 'connecting' && this.state !== 'handshaking') return;
     this.env.log?.(`${this.opts.id}: ${why}`);
     this.abandonSocket();
-    this.afterLoss(1006, false);
+    this.afterLoss(1006, false, 'timeout', this.env.now());
   }
 
   private onConnected(msg: Extract<ServerMessage, { type: 'connected' }>): void {
@@ -240,7 +271,7 @@ export class Device {
     this.state = 'connected';
     this.connectedAt = now;
     this.resumeToken = msg.resume_token;
-    this.env.metrics.add('connect_success', 1, this.tags);
+    this.env.metrics.add('connect_success', 1, this.outcomeTags(this.attemptAt, now));
     if (this.lossNoticedAt !== null) this.trend('reconnect_time', now - this.lossNoticedAt);
     this.lossNoticedAt = null;
     this.attempt = 0;
@@ -250,7 +281,6 @@ export class Device {
     if (s) {
       if (msg.resumed && msg.session && msg.session.session_id === s.id) {
         this.count('sessions_resumed');
-        s.resumedOnce = true;
         // The server replays the reply from its start (or ends an interrupted turn): reset the playback model.
         s.pbReceived = 0;
         s.pbStartedAt = null;
@@ -268,24 +298,31 @@ export class Device {
     this.pendingWake = null;
   }
 
-  /** The socket closed (close event), or the device decided the link is dead. */
+  /** The socket closed (close event): the server closed it with `code`, or the TCP connection ended (1006). */
   private linkEnded(code: number): void {
     if (this.state === 'stopped') return;
+    const at = this.env.now();
     const { detect, check_ms: notice } = this.profile.liveness;
-    if (this.state === 'connected' && detect === 'close' && notice > 0) {
-      // Firmware that polls a flag only sees the close at its next check.
-      const now = this.env.now();
-      const next = this.connectedAt + Math.ceil((now - this.connectedAt + 1) / notice) * notice;
+    if (this.state !== 'connected') {
+      // A try that never reached `connected`: refused before the socket opened, or closed during the handshake.
+      const cause: LossCause = this.state === 'connecting' ? 'refused' : 'handshake';
       this.abandonSocket();
-      this.state = 'handshaking'; // not 'connected' any more, not yet noticed
-      this.stopKeepalive();
-      this.stopAudio();
-      this.timer('notice', () => this.afterLoss(code, true), next - now);
+      this.afterLoss(code, false, cause, at);
       return;
     }
-    const wasConnected = this.state === 'connected';
+    const cause: LossCause = code === 1006 ? 'abnormal' : 'server_close';
+    if (detect === 'close' && notice > 0) {
+      // Firmware that polls a flag only sees the close at its next check.
+      const next = this.connectedAt + Math.ceil((at - this.connectedAt + 1) / notice) * notice;
+      this.abandonSocket();
+      this.state = 'unnoticed';
+      this.stopKeepalive();
+      this.stopAudio();
+      this.timer('notice', () => this.afterLoss(code, true, cause, at), next - at);
+      return;
+    }
     this.abandonSocket();
-    this.afterLoss(code, wasConnected);
+    this.afterLoss(code, true, cause, at);
   }
 
   /** The device's own liveness check says the link is dead (half-open, silent server). */
@@ -293,14 +330,20 @@ export class Device {
     if (this.state !== 'connected') return;
     this.env.log?.(`${this.opts.id}: link dead (${why})`);
     this.abandonSocket();
-    this.afterLoss(1006, true);
+    this.afterLoss(1006, true, 'liveness', this.env.now());
   }
 
-  private afterLoss(code: number, wasConnected: boolean): void {
+  /**
+   * A link (wasConnected) or a connect attempt ended at `at` for `cause`. Outside every fault window it is an
+   * unplanned drop: the server's doing, or the firmware's.
+   */
+  private afterLoss(code: number, wasConnected: boolean, cause: LossCause, at: number): void {
     const now = this.env.now();
     this.stopKeepalive();
     this.stopAudio();
     this.clear('connect');
+    const planned = this.env.planned?.(wasConnected ? at : this.attemptAt, at) ?? false;
+    if (!planned) this.env.metrics.add('unplanned_drops', 1, { ...this.tags, code: closeCodeTag(code), cause });
     if (wasConnected) {
       this.count('connection_drops', 1, { code: String(code) });
       if (now - this.connectedAt < FLAP_MS) this.count('flaps');
@@ -310,7 +353,7 @@ export class Device {
       if (this.session && !this.profile.resume) this.sessionOver('lost');
     }
     // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
-    if (!wasConnected) this.env.metrics.add('connect_success', 0, { ...this.tags, code: String(code) });
+    if (!wasConnected) this.env.metrics.add('connect_success', 0, { ...this.chaosTags[planned ? 1 : 0], code: closeCodeTag(code), cause });
     const p = this.profile.reconnect;
     if (code === 1000 && p.on === 'abnormal') {
       this.state = 'closed';
@@ -399,6 +442,7 @@ export class Device {
           s.id = msg.session_id;
           s.stage = 'listening';
           this.trend('wake_ack_latency', this.env.now() - s.wakeAt);
+          this.wakeJudged(s.wakeId, true);
           this.count('sessions_started');
           this.startAudio();
         }
@@ -506,8 +550,22 @@ export class Device {
     this.count('wakes');
     const wakeId = `w-${(wakeCounter++).toString(36)}-${this.opts.id}`.slice(0, 64);
     const at = this.env.now();
+    // A wake still waiting offline is replaced by this one: the user's earlier wake word went unanswered.
+    if (this.wakeJudge) this.wakeJudged(this.wakeJudge.wakeId, false);
+    this.wakeJudge = { wakeId, at };
+    this.timer('wakeAck', () => this.wakeJudged(wakeId, false), WAKE_ACK_TIMEOUT_MS);
     if (this.state === 'connected') this.sendWake(wakeId, at);
     else this.pendingWake = { wakeId, at };
+  }
+
+  /** A wake is judged once: acknowledged in time (1) or not (0), tagged chaos:on when a fault window overlapped it. */
+  private wakeJudged(wakeId: string, ok: boolean): void {
+    const w = this.wakeJudge;
+    if (!w || w.wakeId !== wakeId) return;
+    this.wakeJudge = null;
+    this.clear('wakeAck');
+    const now = this.env.now();
+    this.env.metrics.add('wake_success', ok ? 1 : 0, this.outcomeTags(w.at, ok ? now : w.at + WAKE_ACK_TIMEOUT_MS));
   }
 
   private sendWake(wakeId: string, at: number): void {
@@ -525,7 +583,6 @@ export class Device {
       streamT0: 0,
       pbReceived: 0,
       pbStartedAt: null,
-      resumedOnce: false,
     };
     this.ws.send(JSON.stringify({ type: 'hotword_detected', wake_id: wakeId, t: at }));
   }
@@ -552,6 +609,7 @@ export class Device {
       const i = s.frame;
       if (i < speech.length) {
         ws.send(speech[i]!);
+        this.framesSent++;
         s.silenceRunMs = silent[i] ? s.silenceRunMs + frameMs : 0;
       } else if (explicitEos) {
         ws.send(JSON.stringify({ type: 'end_of_speech', session_id: s.id }));
@@ -561,6 +619,7 @@ export class Device {
       } else {
         if (s.silenceSentMs >= VAD_MAX_TRAILING_MS) return; // the server should have ended speech long ago
         ws.send(silence);
+        this.framesSent++;
         s.silenceSentMs += frameMs;
         s.silenceRunMs += frameMs;
       }

@@ -36,6 +36,8 @@ export function loadUtterance(): AudioFrames {
 export interface FleetHooks {
   /** When the network really died, for disconnect_detect_time (chaos runs). */
   linkDiedAt?: () => number | null;
+  /** Whether [from, to] overlaps a fault window (chaos runs). */
+  planned?: (from: number, to: number) => boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     metrics,
     audio,
     linkDiedAt: hooks.linkDiedAt,
+    planned: hooks.planned,
   };
 }
 
@@ -87,12 +90,20 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   // sample costs: at one device per VU, 1000 VUs probing 4 times a second took 15% of a core more.
   const PROBE_MS = 1000;
   let probe: unknown = null;
+  // The same tick reports the uplink frames its devices sent (the denominator of audio_slips): one sample a second,
+  // not one per frame.
+  const reportFrames = () => {
+    let frames = 0;
+    for (const d of devices) frames += d.takeFramesSent();
+    if (frames) metrics.add('audio_frames', frames, {});
+  };
   const tick = (due: number) => {
     const t = now();
     metrics.add('vu_loop_lag', Math.max(0, t - due), {});
     let n = 0;
     for (const d of devices) if (d.connected) n++;
     metrics.add('devices_connected', n, { vu: String(vu) });
+    reportFrames();
     probe = kSetTimeout(() => tick(t + PROBE_MS), PROBE_MS);
   };
   const firstDue = now() + PROBE_MS;
@@ -100,6 +111,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   kSetTimeout(() => {
     kClearTimeout(probe as number);
     for (const d of devices) d.stop();
+    reportFrames();
   }, Math.max(0, endAt - now()));
 }
 

@@ -1,7 +1,7 @@
 // What every scenario shares: run config, timeline and SLOs from -e, k6 options with derived thresholds, the device
 // fleet, the chaos VU, a setup preflight, a teardown that undoes every fault, and handleSummary.
 import http from 'k6/http';
-import { lastLinkDeath, loadTimeline, type ChaosStep } from '../../toxics/timelines.ts';
+import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, type ChaosStep } from '../../toxics/timelines.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from '../../toxics/chaos.ts';
 import type { WakeSchedule } from './device.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './k6-fleet.ts';
@@ -9,6 +9,7 @@ import type { MetricSink } from './metric-names.ts';
 import { readRunConfig, type RunConfig } from './run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from './slo.ts';
 import { TREND_STATS, summaryOutputs, type SummaryData } from './summary.ts';
+import { baseMetric, CAUSES, CHAOS_TAG, KNOWN_CLOSE_CODES, PLANNED_GRACE_MS, withTag } from './verdict.ts';
 
 export interface ScenarioSpec {
   name: string;
@@ -55,15 +56,21 @@ export function makeScenario(spec: ScenarioSpec) {
   const sink = createK6Metrics();
   const audio = loadUtterance();
 
-  // Submetrics k6 reports only when a threshold names them: per profile when profiles are mixed, so a run
-  // compares them side by side, and drops per close code.
+  // Submetrics k6 reports only when a threshold names them (an empty list): what the verdict needs to name the culprit
+  // of a breach. Per profile for every SLO, per close code and cause for failed connects and unplanned drops, per
+  // reason for dropped sessions, and drops per close code for the metrics table.
   const submetrics: Record<string, unknown[]> = {};
-  if (cfg.profiles.length > 1) {
-    for (const p of cfg.profiles) {
-      for (const m of ['wake_ack_latency', 'response_latency', 'reconnect_time', 'session_drop_rate', 'connection_drops']) submetrics[`${m}{profile:${p.profile.name}}`] = [];
+  const codes = [...Object.keys(KNOWN_CLOSE_CODES), 'other'];
+  for (const s of slos) {
+    for (const p of cfg.profiles) submetrics[withTag(s.metric, 'profile', p.profile.name)] = [];
+    const base = baseMetric(s.metric);
+    if (base === 'unplanned_drops' || base === 'connect_success') {
+      for (const code of codes) submetrics[withTag(s.metric, 'code', code)] = [];
+      for (const cause of Object.keys(CAUSES)) submetrics[withTag(s.metric, 'cause', cause)] = [];
     }
   }
-  // Drops split by close code (a cut is 1006, a drain 1012, a full server 1013, a ghost replaced 4409).
+  for (const reason of ['interrupted', 'timeout', 'error', 'lost']) submetrics[`sessions_dropped{reason:${reason}}`] = [];
+  for (const on of ['on', 'off']) for (const m of ['connect_success', 'wake_success']) submetrics[`${m}{${CHAOS_TAG}:${on}}`] = [];
   for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {
@@ -89,7 +96,11 @@ export function makeScenario(spec: ScenarioSpec) {
 
   function devices(data: SetupData): void {
     const metrics = spec.wrapMetrics ? spec.wrapMetrics(sink, cfg, data.epoch) : sink;
-    runFleetVu(cfg, metrics, audio, { linkDiedAt: timeline.steps.length ? () => lastLinkDeath(timeline.steps, data.epoch, Date.now()) : undefined });
+    const windows = faultWindows(timeline.steps, data.epoch, PLANNED_GRACE_MS);
+    runFleetVu(cfg, metrics, audio, {
+      linkDiedAt: timeline.steps.length ? () => lastLinkDeath(timeline.steps, data.epoch, Date.now()) : undefined,
+      planned: windows.length ? (from, to) => overlapsWindow(windows, from, to) : undefined,
+    });
   }
 
   function chaos(data: SetupData): void {

@@ -9,6 +9,8 @@ export const DEVICE_METRICS = {
   disconnect_detect_time: 'trend',
   ping_rtt: 'trend',
   connection_drops: 'counter',
+  /** Links lost, or connects that failed, outside every fault window (tags: code, cause): the server's doing. */
+  unplanned_drops: 'counter',
   reconnect_attempts: 'counter',
   devices_gave_up: 'counter',
   flaps: 'counter',
@@ -21,10 +23,14 @@ export const DEVICE_METRICS = {
   playback_underruns: 'counter',
   /** The generator's own lag: uplink audio that had to slip because the VU's event loop ran late. */
   audio_slips: 'counter',
+  /** Uplink audio frames sent (the denominator of audio_slips), reported once a second per VU. */
+  audio_frames: 'counter',
   /** The generator's own lag: how late a VU's 1 s probe timer fired (the VU's event loop was busy or starved). */
   vu_loop_lag: 'trend',
   session_drop_rate: 'rate',
   connect_success: 'rate',
+  /** A wake acknowledged within WAKE_ACK_TIMEOUT_MS (1) or not (0); tagged chaos:on|off. */
+  wake_success: 'rate',
   devices_connected: 'gauge',
   devices_started: 'counter',
 } as const satisfies Record<string, MetricKind>;

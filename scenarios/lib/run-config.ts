@@ -117,13 +117,28 @@ export function readRunConfig(
     targetUrls,
     toxiproxyUrl: toxiproxyUrls[0]!,
     toxiproxyUrls,
-    token: env.TOKEN || undefined,
+    token: readToken(env, readFile),
     seed: env.SEED ?? '1',
     profileSpec,
     profiles,
     wake,
     idPrefix,
   };
+}
+
+/** TOKEN, or the first line of TOKEN_FILE (how `wakestorm run --token` hands it over: no token on a command line). */
+function readToken(env: Record<string, string | undefined>, readFile: (path: string) => string): string | undefined {
+  if (env.TOKEN) return env.TOKEN;
+  if (!env.TOKEN_FILE) return undefined;
+  let text: string;
+  try {
+    text = readFile(env.TOKEN_FILE);
+  } catch {
+    throw new RunConfigError(`TOKEN_FILE ${env.TOKEN_FILE}: cannot read it`);
+  }
+  const t = text.split(/\r?\n/).map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+  if (!t) throw new RunConfigError(`TOKEN_FILE ${env.TOKEN_FILE}: holds no token`);
+  return t;
 }
 
 /**

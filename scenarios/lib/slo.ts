@@ -14,12 +14,19 @@ export interface Slo {
   abortOnFail?: boolean;
 }
 
+/**
+ * The default gate. Outcomes inside a fault window (plus PLANNED_GRACE_MS) are tagged chaos:on and are the timeline's
+ * doing; the success rates judge only chaos:off ones. With no timeline everything is chaos:off.
+ */
 export const DEFAULT_SLOS: Slo[] = [
+  { name: 'connect_success', metric: 'connect_success{chaos:off}', aggregation: 'rate', op: '>=', target: 0.99, description: 'connect attempts outside fault windows that reach `connected`' },
+  { name: 'wake_success', metric: 'wake_success{chaos:off}', aggregation: 'rate', op: '>=', target: 0.99, description: 'wakes outside fault windows acknowledged (session_started) within 10 s' },
+  { name: 'unplanned_drops', metric: 'unplanned_drops', aggregation: 'count', op: '==', target: 0, description: 'links lost or connects refused while no fault was injected (server close, 1006, liveness check)' },
   { name: 'wake_ack_p95', metric: 'wake_ack_latency', aggregation: 'p(95)', op: '<', target: 300, description: 'wake word to session_started, ms' },
   { name: 'response_p95', metric: 'response_latency', aggregation: 'p(95)', op: '<', target: 800, description: 'end of speech to first TTS byte, ms' },
   { name: 'reconnect_p95', metric: 'reconnect_time', aggregation: 'p(95)', op: '<', target: 10_000, description: 'link loss noticed to connected again, ms' },
-  { name: 'session_drop_rate', metric: 'session_drop_rate', aggregation: 'rate', op: '<', target: 0.01, description: 'sessions that never completed' },
-  { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying' },
+  { name: 'session_drop_rate', metric: 'session_drop_rate', aggregation: 'rate', op: '<', target: 0.01, description: 'started sessions that never completed' },
+  { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
 ];
 
 export class SloError extends Error {
@@ -84,9 +91,4 @@ export function sloThresholds(slos: Slo[], extra: Record<string, unknown[]> = {}
     (out[s.metric] ??= []).push(entry);
   }
   return out;
-}
-
-/** Finds the SLO a threshold result belongs to, for verdicts and JUnit names. */
-export function sloFor(slos: Slo[], metric: string, threshold: string): Slo | undefined {
-  return slos.find((s) => s.metric === metric && thresholdExpr(s) === threshold);
 }

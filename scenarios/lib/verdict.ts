@@ -1,0 +1,376 @@
+// The verdict of a run: PASS only what was seen to work, FAIL with the culprit, INVALID when the tester itself failed.
+// Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
+// that died, an interrupt, k6's own exit code).
+import type { Slo } from './slo.ts';
+
+export type Verdict = 'pass' | 'fail' | 'invalid';
+export type SloStatus = 'pass' | 'fail' | 'n/a';
+
+/** Exit codes of `wakestorm run` (docs/ci.md). 3 for INVALID stays clear of k6's own 97-110 and of 1 and 2. */
+export const VERDICT_EXIT: Record<Verdict, number> = { pass: 0, fail: 99, invalid: 3 };
+
+/**
+ * Bounds on the generator's own delay, beyond which its numbers describe the tester, not the server (BENCHMARKS.md,
+ * fidelity: up to 5,000 devices on 2 cores the VU loop lag p99 was ≤ 18 ms and latency p50 errors ≤ 3 ms; at 10,000
+ * devices with audio p99 reached 127 ms, uplink frames slipped 0.9-5%, and the wake-ack and response tails grew by
+ * hundreds of ms). A p95 lag of 50 ms can move a p95 latency by as much; a 0.5% slip rate is five times the bench's
+ * "holds" criterion (1 in 1000).
+ */
+export const SATURATION = {
+  /** vu_loop_lag p(95), ms. */
+  vuLoopLagP95Ms: 50,
+  /** audio_slips / audio_frames. */
+  audioSlipShare: 0.005,
+  /** Fewer slips than this are noise whatever the share (a short run has few frames). */
+  minAudioSlips: 10,
+};
+
+/** After a fault ends, drops, failed connects and unanswered wakes still count as caused by it for this long. */
+export const PLANNED_GRACE_MS = 15_000;
+
+/** How long a wake may wait for its acknowledgement before it counts as failed (wake_success). */
+export const WAKE_ACK_TIMEOUT_MS = 10_000;
+
+/** The tag that says whether an outcome fell inside a fault window (plus grace): `chaos:on` or `chaos:off`. */
+export const CHAOS_TAG = 'chaos';
+
+/** Close codes that get their own `code` tag value on unplanned drops and failed connects; any other is `other`. */
+export const KNOWN_CLOSE_CODES: Record<string, string> = {
+  '1000': 'normal closure',
+  '1001': 'going away',
+  '1002': 'protocol error',
+  '1003': 'unsupported data',
+  '1006': 'abnormal closure, no close frame',
+  '1007': 'invalid payload data',
+  '1008': 'policy violation',
+  '1009': 'message too big',
+  '1011': 'internal error',
+  '1012': 'service restart',
+  '1013': 'try again later',
+  '4408': 'hello or idle timeout',
+  '4409': 'replaced by a newer connection',
+};
+
+export function closeCodeTag(code: number): string {
+  return String(code) in KNOWN_CLOSE_CODES ? String(code) : 'other';
+}
+
+/** Why a link or a connect attempt ended, as the `cause` tag: where to look first. */
+export const CAUSES: Record<string, { phase: string; look: string }> = {
+  server_close: { phase: 'connected', look: 'the server closed the link' },
+  abnormal: { phase: 'connected', look: 'the TCP connection ended with no close frame (server crash, reset, or network)' },
+  liveness: { phase: 'connected', look: "the device's own liveness check fired: the server went silent or stopped answering its heartbeat" },
+  refused: { phase: 'connect', look: 'the upgrade was refused or the TCP connect failed (auth, capacity, server down)' },
+  handshake: { phase: 'connect', look: 'the socket opened but the server never confirmed `connected`, or closed it first' },
+  timeout: { phase: 'connect', look: 'the connect did not finish in time' },
+};
+
+/** The phase of a device's life each SLO metric judges. */
+const PHASE: Record<string, string> = {
+  connect_success: 'connect',
+  wake_success: 'wake',
+  wake_ack_latency: 'wake',
+  response_latency: 'reply',
+  session_drop_rate: 'conversation',
+  reconnect_time: 'reconnect',
+  devices_gave_up: 'reconnect',
+  unplanned_drops: 'connected',
+  playback_underruns: 'playback',
+  ping_rtt: 'keepalive',
+};
+
+/** What must have happened for an SLO's metric to owe a sample: metric → [counter or rate, what it counts]. */
+const PRECONDITION: Record<string, [string, string, string]> = {
+  wake_ack_latency: ['wakes', 'wakes', 'acknowledged'],
+  wake_success: ['wakes', 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
+  response_latency: ['sessions_started', 'sessions started', 'replies heard'],
+  session_drop_rate: ['wakes', 'wakes', 'sessions started'],
+  reconnect_time: ['connection_drops', 'links lost', 'came back'],
+  disconnect_detect_time: ['connection_drops', 'links lost', 'noticed during a fault'],
+  connect_success: ['devices_started', 'devices started', 'connect attempts finished'],
+};
+
+export interface MetricSummary {
+  type: string;
+  contains?: string;
+  values: Record<string, number>;
+  thresholds?: Record<string, { ok: boolean }>;
+}
+export interface SummaryData {
+  metrics: Record<string, MetricSummary>;
+  state?: { testRunDurationMs?: number; isStdOutTTY?: boolean };
+  setup_data?: unknown;
+}
+
+export interface SloResult {
+  name: string;
+  metric: string;
+  description: string;
+  /** e.g. "p(95) < 300", "rate >= 99%". */
+  target: string;
+  /** e.g. "312.0 ms", "97.50% (39 of 40)", "no data". */
+  measured: string;
+  value: number | null;
+  status: SloStatus;
+  /** One line: the measured value against the target, or why there is no value. */
+  why: string;
+  /** Top contributors of a breach: profile, close code, cause, phase. */
+  culprits: string[];
+}
+
+export interface Judgement {
+  verdict: Verdict;
+  exit_code: number;
+  /** The one line a person or a CI log reads. */
+  headline: string;
+  slos: SloResult[];
+  /** Why the run is INVALID (the tester failed), empty otherwise. */
+  invalid: string[];
+  /** Why the run FAILED (breached SLOs and run-wide rules), empty on PASS. */
+  failures: string[];
+}
+
+/** `metric` or `metric{a:b}` with one more tag, written the way k6 names the submetric (so both sides agree). */
+export function withTag(metric: string, tag: string, value: string): string {
+  const i = metric.indexOf('{');
+  return i < 0 ? `${metric}{${tag}:${value}}` : `${metric.slice(0, -1)},${tag}:${value}}`;
+}
+
+export function baseMetric(metric: string): string {
+  const i = metric.indexOf('{');
+  return i < 0 ? metric : metric.slice(0, i);
+}
+
+function count(data: SummaryData, name: string): number {
+  return data.metrics[name]?.values.count ?? 0;
+}
+
+function samples(m: MetricSummary | undefined): number {
+  if (!m) return 0;
+  if (m.type === 'rate') return (m.values.passes ?? 0) + (m.values.fails ?? 0);
+  if (m.type === 'trend') return m.values.count ?? 0;
+  if (m.type === 'counter') return m.values.count ?? 0;
+  return 1;
+}
+
+/** The SLO's aggregate of a metric summary; null when the metric has no sample (a counter with none counts 0). */
+export function aggregateOf(m: MetricSummary | undefined, s: Pick<Slo, 'aggregation'>): number | null {
+  if (s.aggregation === 'count') return m?.values.count ?? 0;
+  if (!m || samples(m) === 0) return null;
+  const v = m.values[s.aggregation === 'rate' ? 'rate' : s.aggregation];
+  return typeof v === 'number' ? v : null;
+}
+
+export function meets(v: number, s: Pick<Slo, 'op' | 'target'>): boolean {
+  switch (s.op) {
+    case '<':
+      return v < s.target;
+    case '<=':
+      return v <= s.target;
+    case '>':
+      return v > s.target;
+    case '>=':
+      return v >= s.target;
+    default:
+      return v === s.target;
+  }
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2).replace(/\.?0+$/, '')}%`;
+
+export function targetText(s: Slo): string {
+  return `${s.aggregation} ${s.op} ${s.aggregation === 'rate' ? pct(s.target) : s.aggregation === 'count' ? s.target : `${s.target} ms`}`;
+}
+
+function valueText(v: number | null, s: Slo, m: MetricSummary | undefined): string {
+  if (v === null) return 'no data';
+  if (s.aggregation === 'rate') return `${pct(v)} (${m?.values.passes ?? 0} of ${samples(m)})`;
+  if (s.aggregation === 'count') return String(v);
+  return `${v.toFixed(1)} ms`;
+}
+
+/** Worse-first order: for '<' targets a higher value is worse; for '>' a lower one. */
+function worseFirst(s: Slo): (a: number, b: number) => number {
+  return s.op.startsWith('>') ? (a, b) => a - b : (a, b) => b - a;
+}
+
+/** The submetrics `metric{…,tag:value}` the run declared, by value. */
+function byTag(data: SummaryData, metric: string, tag: string): { value: string; m: MetricSummary }[] {
+  const prefix = withTag(metric, tag, '').slice(0, -1);
+  const out: { value: string; m: MetricSummary }[] = [];
+  for (const [name, m] of Object.entries(data.metrics)) {
+    if (!name.startsWith(prefix) || !name.endsWith('}')) continue;
+    const value = name.slice(prefix.length, -1);
+    if (value && !value.includes(',')) out.push({ value, m });
+  }
+  return out;
+}
+
+/** How many failures a submetric holds: fails of a rate, the count of a counter. */
+function failuresIn(m: MetricSummary): number {
+  return m.type === 'rate' ? (m.values.fails ?? 0) : (m.values.count ?? 0);
+}
+
+/** The top contributors to a breached SLO, from the per-profile, per-code and per-cause submetrics the run declared. */
+function culpritsOf(data: SummaryData, s: Slo): string[] {
+  const out: string[] = [];
+  const base = baseMetric(s.metric);
+  // Profiles: each profile's own value of the SLO; those that breach on their own, worst first.
+  const profiles = byTag(data, s.metric, 'profile')
+    .map((p) => ({ name: p.value, m: p.m, v: aggregateOf(p.m, s) }))
+    .filter((p): p is { name: string; m: MetricSummary; v: number } => p.v !== null && (s.aggregation !== 'count' || p.v > 0));
+  if (profiles.length) {
+    const order = worseFirst(s);
+    const bad = profiles.filter((p) => !meets(p.v, s)).sort((a, b) => order(a.v, b.v));
+    const shown = (bad.length ? bad : profiles.sort((a, b) => order(a.v, b.v))).slice(0, 3);
+    const others = profiles.length - shown.length;
+    out.push(`profile ${shown.map((p) => `${p.name} ${valueText(p.v, s, p.m)}`).join(', ')}${others > 0 ? ` (${others} other profile(s)${bad.length ? ' within target or fewer' : ''})` : ''}`);
+  }
+  // Close codes and causes of failed connects and unplanned drops.
+  const tally = (tag: string) =>
+    byTag(data, s.metric, tag)
+      .map((x) => ({ v: x.value, n: failuresIn(x.m) }))
+      .filter((x) => x.n > 0)
+      .sort((a, b) => b.n - a.n);
+  const codes = tally('code');
+  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${KNOWN_CLOSE_CODES[c.v] ? ` (${KNOWN_CLOSE_CODES[c.v]})` : ''} ×${c.n}`).join(', ')}`);
+  const causes = tally('cause');
+  if (causes.length) {
+    const top = causes[0]!;
+    out.push(`phase ${CAUSES[top.v]?.phase ?? PHASE[base] ?? '?'}: ${CAUSES[top.v]?.look ?? top.v} (×${top.n}${causes.length > 1 ? `; also ${causes.slice(1).map((c) => `${c.v} ×${c.n}`).join(', ')}` : ''})`);
+    return out;
+  }
+  const reasons = tally('reason');
+  if (reasons.length) out.push(`sessions ended ${reasons.map((r) => `${r.v} ×${r.n}`).join(', ')}`);
+  if (PHASE[base]) out.push(`phase ${PHASE[base]}`);
+  return out;
+}
+
+/** Judges one SLO: measured and met, breached, no data although it was owed (a breach), or not applicable. */
+export function judgeSlo(data: SummaryData, s: Slo): SloResult {
+  const m = data.metrics[s.metric];
+  const v = aggregateOf(m, s);
+  const r: SloResult = { name: s.name, metric: s.metric, description: s.description, target: targetText(s), measured: valueText(v, s, m), value: v, status: 'pass', why: '', culprits: [] };
+  if (v === null) {
+    const pre = PRECONDITION[baseMetric(s.metric)];
+    const owed = pre ? count(data, pre[0]) : null;
+    if (owed === 0) {
+      r.status = 'n/a';
+      r.why = `${s.metric}: n/a, no ${pre![1]} in this run`;
+    } else {
+      r.status = 'fail';
+      r.why = pre ? `${s.metric}: ${owed} ${pre[1]}, 0 ${pre[2]}` : `${s.metric}: no sample although the SLO asks for one (no data is not a pass)`;
+      r.culprits = culpritsOf(data, s);
+    }
+    return r;
+  }
+  if (meets(v, s)) {
+    r.why = `${s.metric} ${r.measured} meets ${r.target}`;
+    return r;
+  }
+  r.status = 'fail';
+  r.why = `${s.metric} measured ${r.measured}, target ${r.target}`;
+  r.culprits = culpritsOf(data, s);
+  return r;
+}
+
+/** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
+export function testerFaults(data: SummaryData): string[] {
+  const out: string[] = [];
+  const lag = data.metrics.vu_loop_lag?.values;
+  if (lag && (lag.count ?? 0) > 0 && (lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms) {
+    out.push(`generator saturated: VU event-loop lag p95 ${lag['p(95)']!.toFixed(0)} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`);
+  }
+  const slips = count(data, 'audio_slips');
+  const frames = count(data, 'audio_frames');
+  if (slips >= SATURATION.minAudioSlips && slips > SATURATION.audioSlipShare * Math.max(frames, 1)) {
+    out.push(`generator saturated: ${slips} of ${frames} uplink audio frames sent late (${pct(slips / Math.max(frames, 1))} > bound ${pct(SATURATION.audioSlipShare)})`);
+  }
+  const chaosErrors = count(data, 'chaos_errors');
+  if (chaosErrors > 0) out.push(`${chaosErrors} fault onset(s) or end(s) could not be applied through Toxiproxy or the control API`);
+  if (count(data, 'devices_started') === 0) out.push('no device started: the fleet never ran');
+  return out;
+}
+
+/**
+ * The verdict: INVALID when the tester failed (its own metrics, or `extraInvalid` from the CLI), else FAIL when any
+ * SLO breached or no device ever connected, else PASS. n/a SLOs never make a pass on their own: a run where every SLO
+ * is n/a fails.
+ */
+export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: string[] = []): Judgement {
+  const invalid = [...extraInvalid];
+  if (!data) {
+    if (!invalid.length) invalid.push('k6 wrote no summary');
+    return finish('invalid', [], invalid, []);
+  }
+  invalid.push(...testerFaults(data));
+  const rows = slos.map((s) => judgeSlo(data, s));
+  const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
+  const started = count(data, 'devices_started');
+  const connected = data.metrics.connect_success?.values.passes ?? 0;
+  if (started > 0 && connected === 0) failures.push(`no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`);
+  if (!rows.some((r) => r.status === 'pass') && !failures.length) failures.push('no SLO could be judged (every one n/a): nothing was seen to work');
+  return finish(invalid.length ? 'invalid' : failures.length ? 'fail' : 'pass', rows, invalid, failures);
+}
+
+function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures: string[]): Judgement {
+  let headline: string;
+  if (verdict === 'invalid') headline = `VERDICT: INVALID (the tester failed, its numbers do not judge the server): ${invalid.join('; ')}`;
+  else if (verdict === 'fail') {
+    const breached = rows.filter((r) => r.status === 'fail');
+    headline = `VERDICT: FAIL (${breached.length ? breached.map((r) => r.name).join(', ') : 'no device connected'}): ${failures.join(' | ')}`;
+  } else {
+    const na = rows.filter((r) => r.status === 'n/a').length;
+    headline = `VERDICT: PASS (${rows.length - na} SLOs met${na ? `, ${na} n/a` : ''})`;
+  }
+  return { verdict, exit_code: VERDICT_EXIT[verdict], headline, slos: rows, invalid, failures: verdict === 'fail' ? failures : [] };
+}
+
+function xml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/**
+ * JUnit for CI: one test case per SLO (a breach is a <failure> with the value, target and culprits; n/a is <skipped>),
+ * plus a `tester` case that is an <error> when the run is INVALID (and then no SLO case claims a pass).
+ */
+export function junitXml(j: Judgement, suite: string, seconds: number): string {
+  const cls = `wakestorm.${xml(suite)}`;
+  const cases: string[] = [];
+  const invalid = j.verdict === 'invalid';
+  const tc = (name: string, body?: string) =>
+    body ? `    <testcase classname="${cls}" name="${xml(name)}">\n      ${body}\n    </testcase>` : `    <testcase classname="${cls}" name="${xml(name)}"/>`;
+  const tester = 'tester (generator, Toxiproxy, k6, chaos driver)';
+  cases.push(invalid ? tc(tester, `<error message="${xml(j.invalid.join('; '))}"/>`) : tc(tester));
+  for (const r of j.slos) {
+    const name = `${r.name} (${r.metric} ${r.target})`;
+    if (invalid) cases.push(tc(name, `<skipped message="${xml('not judged: the run is INVALID')}"/>`));
+    else if (r.status === 'pass') cases.push(tc(name));
+    else if (r.status === 'n/a') cases.push(tc(name, `<skipped message="${xml(r.why)}"/>`));
+    else cases.push(tc(name, `<failure message="${xml([r.why, ...r.culprits].join('; '))}"/>`));
+  }
+  const extra = j.verdict === 'fail' && !j.slos.some((r) => r.status === 'fail');
+  if (extra) cases.push(tc('fleet connected', `<failure message="${xml(j.failures.join('; '))}"/>`));
+  const tests = cases.length;
+  const failures = j.slos.filter((r) => r.status === 'fail' && !invalid).length + (extra ? 1 : 0);
+  const skipped = invalid ? j.slos.length : j.slos.filter((r) => r.status === 'n/a').length;
+  const errors = invalid ? 1 : 0;
+  const secs = seconds.toFixed(3);
+  const attrs = `tests="${tests}" failures="${failures}" errors="${errors}" skipped="${skipped}" time="${secs}"`;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites ${attrs}>\n  <testsuite name="${cls}" ${attrs}>\n${cases.join('\n')}\n  </testsuite>\n</testsuites>\n`;
+}
+
+/** The SLO table and verdict lines, for the console and `wakestorm report`. */
+export function verdictLines(j: Judgement): string[] {
+  const lines: string[] = [];
+  if (j.slos.length) {
+    lines.push(`  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(22)} status`);
+    for (const r of j.slos) {
+      lines.push(`  ${r.name.padEnd(20)} ${r.target.padEnd(20)} ${r.measured.padEnd(22)} ${r.status.toUpperCase()}`);
+      if (r.status === 'fail') for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
+    }
+    lines.push('');
+  }
+  lines.push(j.headline);
+  return lines;
+}

@@ -1,0 +1,151 @@
+// The verdict: no data is not a pass, breaches name their culprit, a broken tester is INVALID, JUnit says the same.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULT_SLOS, resolveSlos } from '../../scenarios/lib/slo.ts';
+import { judge, junitXml, SATURATION, withTag, type SummaryData } from '../../scenarios/lib/verdict.ts';
+import { faultWindows, loadTimeline, overlapsWindow } from '../../toxics/timelines.ts';
+import { redactArgv } from '../../scripts/secret.ts';
+
+const trend = (p95: number, count: number) => ({ type: 'trend', values: { 'p(50)': p95 / 2, 'p(95)': p95, count } });
+const rate = (passes: number, fails: number) => ({ type: 'rate', values: { rate: passes + fails ? passes / (passes + fails) : 0, passes, fails } });
+const counter = (count: number) => ({ type: 'counter', values: { count } });
+
+/** A healthy 20-device run: every device connected, every wake acknowledged and answered, no link lost. */
+function healthy(): SummaryData {
+  return {
+    metrics: {
+      devices_started: counter(20),
+      'connect_success{chaos:off}': rate(20, 0),
+      connect_success: rate(20, 0),
+      wakes: counter(20),
+      'wake_success{chaos:off}': rate(20, 0),
+      wake_ack_latency: trend(40, 20),
+      sessions_started: counter(20),
+      response_latency: trend(700, 20),
+      session_drop_rate: rate(0, 20),
+      unplanned_drops: counter(0),
+      devices_gave_up: counter(0),
+      connection_drops: counter(0),
+      vu_loop_lag: trend(3, 40),
+    },
+  };
+}
+
+describe('verdict', () => {
+  it('passes a healthy run, with reconnect time n/a when no link was lost', () => {
+    const j = judge(healthy(), DEFAULT_SLOS);
+    assert.equal(j.verdict, 'pass', j.headline);
+    assert.equal(j.exit_code, 0);
+    assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
+    assert.match(j.headline, /PASS \(7 SLOs met, 1 n\/a\)/);
+    const xml = junitXml(j, 'smoke', 12);
+    assert.match(xml, /tests="9" failures="0" errors="0" skipped="1"/);
+    assert.match(xml, /<skipped message="reconnect_time: n\/a, no links lost in this run"\/>/);
+  });
+
+  it('fails when wakes were never acknowledged: no data is not a pass', () => {
+    const d = healthy();
+    d.metrics['wake_success{chaos:off}'] = rate(0, 20);
+    d.metrics['wake_success{chaos:off,profile:recommended}'] = rate(0, 20);
+    delete d.metrics.wake_ack_latency;
+    d.metrics.sessions_started = counter(0);
+    delete d.metrics.response_latency;
+    d.metrics.session_drop_rate = rate(0, 0);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'fail');
+    assert.equal(j.exit_code, 99);
+    const ack = j.slos.find((r) => r.name === 'wake_ack_p95')!;
+    assert.equal(ack.status, 'fail');
+    assert.equal(ack.why, 'wake_ack_latency: 20 wakes, 0 acknowledged');
+    assert.equal(j.slos.find((r) => r.name === 'wake_success')!.status, 'fail');
+    assert.match(j.slos.find((r) => r.name === 'wake_success')!.culprits.join(' '), /profile recommended 0%.*phase wake/);
+    // Every reply SLO fails too: sessions were owed.
+    assert.equal(j.slos.find((r) => r.name === 'session_drop_rate')!.why, 'session_drop_rate: 20 wakes, 0 sessions started');
+  });
+
+  it('never passes a run where no device connected, even with its SLO off', () => {
+    const d: SummaryData = { metrics: { devices_started: counter(30), connect_success: rate(0, 30), 'connect_success{chaos:off}': rate(0, 30), unplanned_drops: counter(30), wakes: counter(0) } };
+    const slos = resolveSlos({ SLO_connect_success: 'off', SLO_unplanned_drops: 'off' }, () => '');
+    const j = judge(d, slos);
+    assert.equal(j.verdict, 'fail');
+    assert.match(j.headline, /no device ever connected: 30 connect attempts failed/);
+    assert.match(junitXml(j, 'smoke', 1), /<testcase classname="wakestorm.smoke" name="fleet connected">\n\s+<failure/);
+  });
+
+  it('names the profile, close code and cause of unplanned drops', () => {
+    const d = healthy();
+    d.metrics.unplanned_drops = counter(40);
+    d.metrics['unplanned_drops{profile:web-heartbeat}'] = counter(40);
+    d.metrics['unplanned_drops{profile:react-avatar}'] = counter(0);
+    d.metrics['unplanned_drops{code:1011}'] = counter(40);
+    d.metrics['unplanned_drops{cause:server_close}'] = counter(40);
+    const j = judge(d, DEFAULT_SLOS);
+    const r = j.slos.find((x) => x.name === 'unplanned_drops')!;
+    assert.equal(r.status, 'fail');
+    assert.equal(r.why, 'unplanned_drops measured 40, target count == 0');
+    assert.deepEqual(r.culprits, ['profile web-heartbeat 40', 'close code 1011 (internal error) ×40', 'phase connected: the server closed the link (×40)']);
+    assert.match(j.headline, /^VERDICT: FAIL \(unplanned_drops\): .*web-heartbeat.*1011/);
+  });
+
+  it('calls a saturated generator INVALID, not FAIL, and says which bound', () => {
+    const d = healthy();
+    d.metrics.response_latency = trend(5000, 20);
+    d.metrics.vu_loop_lag = { type: 'trend', values: { 'p(50)': 868, 'p(95)': 1500, count: 500 } };
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'invalid');
+    assert.equal(j.exit_code, 3);
+    assert.match(j.headline, new RegExp(`VU event-loop lag p95 1500 ms > bound ${SATURATION.vuLoopLagP95Ms} ms`));
+    const xml = junitXml(j, 'smoke', 1);
+    assert.match(xml, /errors="1"/);
+    assert.match(xml, /<error message="generator saturated/);
+    assert.doesNotMatch(xml, /<failure/);
+    // Late audio frames past the bound, too; a handful in a short run is noise.
+    const slips = healthy();
+    slips.metrics.audio_slips = counter(500);
+    slips.metrics.audio_frames = counter(10_000);
+    assert.match(judge(slips, DEFAULT_SLOS).invalid.join(), /500 of 10000 uplink audio frames sent late \(5% > bound 0.5%\)/);
+    slips.metrics.audio_slips = counter(3);
+    assert.equal(judge(slips, DEFAULT_SLOS).verdict, 'pass');
+  });
+
+  it('is INVALID when the CLI saw the tester fail or k6 wrote no summary', () => {
+    assert.equal(judge(healthy(), DEFAULT_SLOS, ['toxiproxy-server exited during the run']).verdict, 'invalid');
+    const none = judge(null, DEFAULT_SLOS, []);
+    assert.equal(none.verdict, 'invalid');
+    assert.match(junitXml(none, 'x', 0), /<error message="k6 wrote no summary"/);
+    const chaos = healthy();
+    chaos.metrics.chaos_errors = counter(2);
+    assert.match(judge(chaos, DEFAULT_SLOS).headline, /INVALID.*2 fault onset\(s\) or end\(s\) could not be applied/);
+  });
+
+  it('fails a user SLO on a metric with no sample at all', () => {
+    const slos = resolveSlos({ SLO_FILE: 'x.json' }, () => JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]));
+    const j = judge(healthy(), slos);
+    assert.equal(j.slos.find((r) => r.name === 'ping_p99')!.status, 'fail');
+    assert.equal(j.verdict, 'fail');
+  });
+
+  it('tags submetrics the way k6 names them', () => {
+    assert.equal(withTag('connect_success{chaos:off}', 'profile', 'a'), 'connect_success{chaos:off,profile:a}');
+    assert.equal(withTag('unplanned_drops', 'code', '1011'), 'unplanned_drops{code:1011}');
+  });
+});
+
+describe('fault windows', () => {
+  it('cover each step plus grace; outcomes overlapping them are planned', () => {
+    const { steps } = loadTimeline('flaky-wifi', () => '', 60_000);
+    const w = faultWindows(steps, 1000, 15_000);
+    assert.deepEqual(w[2], [13_000, 30_000]);
+    assert.equal(overlapsWindow(w, 50_000, 50_000), true); // 3 s + 40 s + 15 s grace
+    assert.equal(overlapsWindow(w, 60_000, 61_000), false);
+    assert.equal(overlapsWindow(w, 500, 900), false);
+    assert.equal(overlapsWindow(w, 500, 4000), true);
+  });
+});
+
+describe('secrets', () => {
+  it('redact tokens from a command line kept in run.json', () => {
+    assert.deepEqual(redactArgv(['run', 'smoke', '--token', 's3cretvalue', '--server-arg', '--token=abcdefgh1']), ['run', 'smoke', '--token', '<redacted>', '--server-arg', '<redacted>']);
+    assert.deepEqual(redactArgv(['run', '--token=abcdefgh1']), ['run', '--token=<redacted>']);
+  });
+});
