@@ -6,7 +6,7 @@ import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { Profile } from './profiles.ts';
 import { isDropped, parseServerMessage, type ServerMessage, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
-import { closeCodeTag, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
+import { closeCodeTag, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
 export interface SocketLike {
@@ -197,6 +197,12 @@ export class Device {
   /** Ends the device for good: timers cleared, socket closed with 1000, nothing counted as lost. */
   stop(): void {
     if (this.state === 'stopped') return;
+    // A device still coming back: its wait so far, once long enough to judge; else it had no time.
+    if (this.lossNoticedAt !== null && (this.state === 'backoff' || this.state === 'connecting' || this.state === 'handshaking')) {
+      const waited = this.env.now() - this.lossNoticedAt;
+      if (waited >= RECONNECT_CENSOR_MS) this.trend('reconnect_time', waited);
+      else this.count('reconnects_unfinished');
+    }
     this.state = 'stopped';
     for (const k of Object.keys(this.t) as (keyof Device['t'])[]) this.clear(k);
     const ws = this.ws;
@@ -357,6 +363,7 @@ export class Device {
     const p = this.profile.reconnect;
     if (code === 1000 && p.on === 'abnormal') {
       this.state = 'closed';
+      if (wasConnected) this.count('reconnects_abandoned');
       if (this.session) this.sessionOver('lost');
       return;
     }

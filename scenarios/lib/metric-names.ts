@@ -12,6 +12,10 @@ export const DEVICE_METRICS = {
   /** Links lost, or connects that failed, outside every fault window (tags: code, cause): the server's doing. */
   unplanned_drops: 'counter',
   reconnect_attempts: 'counter',
+  /** Links lost less than RECONNECT_CENSOR_MS before the run ended, not back yet: no verdict on them. */
+  reconnects_unfinished: 'counter',
+  /** Links the profile does not reconnect by design (a 1000 close with reconnect.on 'abnormal'). */
+  reconnects_abandoned: 'counter',
   devices_gave_up: 'counter',
   flaps: 'counter',
   sessions_started: 'counter',

@@ -79,15 +79,22 @@ const PHASE: Record<string, string> = {
   ping_rtt: 'keepalive',
 };
 
-/** What must have happened for an SLO's metric to owe a sample: metric → [counter or rate, what it counts]. */
-const PRECONDITION: Record<string, [string, string, string]> = {
-  wake_ack_latency: ['wakes', 'wakes', 'acknowledged'],
-  wake_success: ['wakes', 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
-  response_latency: ['sessions_started', 'sessions started', 'replies heard'],
-  session_drop_rate: ['wakes', 'wakes', 'sessions started'],
-  reconnect_time: ['connection_drops', 'links lost', 'came back'],
-  disconnect_detect_time: ['connection_drops', 'links lost', 'noticed during a fault'],
-  connect_success: ['devices_started', 'devices started', 'connect attempts finished'],
+/**
+ * At the end of a run a device still reconnecting after this long reports its wait so far as a reconnect_time sample
+ * (a lower bound); one lost more recently had no time to come back and counts in reconnects_unfinished.
+ */
+export const RECONNECT_CENSOR_MS = 10_000;
+
+/** What must have happened for an SLO's metric to owe a sample: metric → [how many were owed, what they are, what is missing]. */
+const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]> = {
+  wake_ack_latency: [(d) => count(d, 'wakes'), 'wakes', 'acknowledged'],
+  wake_success: [(d) => count(d, 'wakes'), 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
+  response_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'replies heard'],
+  session_drop_rate: [(d) => count(d, 'wakes'), 'wakes', 'sessions started'],
+  // Links lost that had to come back: not those of devices that gave up or stop by design, nor those lost too late.
+  reconnect_time: [(d) => count(d, 'connection_drops') - count(d, 'reconnects_unfinished') - count(d, 'devices_gave_up') - count(d, 'reconnects_abandoned'), 'links lost with time to come back', 'came back'],
+  disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
+  connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
 };
 
 export interface MetricSummary {
@@ -240,7 +247,11 @@ function culpritsOf(data: SummaryData, s: Slo): string[] {
     out.push(`phase ${CAUSES[top.v]?.phase ?? PHASE[base] ?? '?'}: ${CAUSES[top.v]?.look ?? top.v} (×${top.n}${causes.length > 1 ? `; also ${causes.slice(1).map((c) => `${c.v} ×${c.n}`).join(', ')}` : ''})`);
     return out;
   }
-  const reasons = tally('reason');
+  // Dropped sessions by the reason they ended (sessions_dropped{reason:…}): lost with the link, interrupted, timed out.
+  const reasons = (base === 'session_drop_rate' ? byTag(data, 'sessions_dropped', 'reason') : byTag(data, s.metric, 'reason'))
+    .map((x) => ({ v: x.value, n: failuresIn(x.m) }))
+    .filter((x) => x.n > 0)
+    .sort((a, b) => b.n - a.n);
   if (reasons.length) out.push(`sessions ended ${reasons.map((r) => `${r.v} ×${r.n}`).join(', ')}`);
   if (PHASE[base]) out.push(`phase ${PHASE[base]}`);
   return out;
@@ -253,7 +264,7 @@ export function judgeSlo(data: SummaryData, s: Slo): SloResult {
   const r: SloResult = { name: s.name, metric: s.metric, description: s.description, target: targetText(s), measured: valueText(v, s, m), value: v, status: 'pass', why: '', culprits: [] };
   if (v === null) {
     const pre = PRECONDITION[baseMetric(s.metric)];
-    const owed = pre ? count(data, pre[0]) : null;
+    const owed = pre ? Math.max(0, pre[0](data)) : null;
     if (owed === 0) {
       r.status = 'n/a';
       r.why = `${s.metric}: n/a, no ${pre![1]} in this run`;
