@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultConfig } from '../server/config.ts';
 import { runScenario } from '../scripts/run.ts';
-import { Sampler, serverLagP99Ms } from './sampler.ts';
+import { Sampler, serverLagP99Ms } from '../scripts/proc-sampler.ts';
 
 const LATENCY_MS = 25; // each way
 const CUT_AT_MS = 50_000;

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { k6Env, requireTools } from '../scripts/tools.ts';
-import { cpuSeconds } from './proc-stats.ts';
+import { cpuSeconds } from '../scripts/proc-stats.ts';
 
 export interface FrameCost {
   streams: number;

@@ -108,7 +108,8 @@ async function main() {
   }
   const tools = requireTools();
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const dir = join(ROOT, 'results', `bench-${stamp}`);
+  // BENCH_RESULTS: another results root (the tests write to a temporary folder, never the user's results/).
+  const dir = join(process.env.BENCH_RESULTS ?? join(ROOT, 'results'), `bench-${stamp}`);
   mkdirSync(dir, { recursive: true });
   const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion };
   const log = (l: string) => console.log(l);

@@ -2,7 +2,7 @@
 // audio both ways), k6 and server cost per DEVICES_PER_VU, and the plain-k6 baseline measured in the same run.
 import { join } from 'node:path';
 import { runScenario, type RunResult } from '../scripts/run.ts';
-import { Sampler, type ProcStats } from './sampler.ts';
+import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
 
 /**
  * baseline: the plain k6 script, one device per VU. floor: many sockets per VU with keepalive and nothing else (what
@@ -102,7 +102,7 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
   }
   if (r.stuck) why.push('k6 did not end by itself (a stuck VU; the watchdog stopped it)');
-  else if (r.code !== 0 && r.code !== 99) why.push(`k6 exit ${r.code}`);
+  else if (r.judgement.verdict === 'invalid') why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
   if (opts.kind === 'wakestorm') {
     // Real-time audio both ways, with the budgets a jitter buffer absorbs: at most 1 uplink frame in 1000 more than
     // 60 ms late (k6's ws_msgs_sent counts every message sent, frames being nearly all of them), and a playback

@@ -5,8 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { pickFreePort } from '../scripts/stack.ts';
-import { cpuPercent, rssMiB } from './proc-stats.ts';
-import { serverLagP99Ms as lagP99Ms } from './sampler.ts';
+import { cpuPercent, rssMiB } from '../scripts/proc-stats.ts';
+import { serverLagP99Ms as lagP99Ms } from '../scripts/proc-sampler.ts';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const IDLE = QUICK ? [200] : [1000, 10_000];
@@ -82,7 +82,7 @@ async function main() {
     await new Promise((r) => server.once('exit', r));
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const dir = `${ROOT}results/bench-server-${stamp}`;
+  const dir = `${process.env.BENCH_RESULTS ?? `${ROOT}results`}/bench-server-${stamp}`;
   mkdirSync(dir, { recursive: true });
   const machine = { cores: cpus().length, cpu: cpus()[0]?.model, mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
   writeFileSync(`${dir}/bench.json`, JSON.stringify({ bench: 'server', quick: QUICK, window_ms: WINDOW_MS, machine, rows }, null, 2));

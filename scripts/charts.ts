@@ -7,9 +7,22 @@ import { createGunzip } from 'node:zlib';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
-const WANTED = new Set(['wake_ack_latency', 'response_latency', 'devices_connected', 'reconnect_time']);
+/** The metrics the charts and the report read from k6's samples. */
+const WANTED = new Set([
+  'wake_ack_latency',
+  'response_latency',
+  'devices_connected',
+  'reconnect_time',
+  'connection_drops',
+  'unplanned_drops',
+  'vu_loop_lag',
+  'audio_slips',
+  'audio_frames',
+  'session_drop_rate',
+  'devices_started',
+]);
 
-interface Sample {
+export interface Sample {
   metric: string;
   t: number;
   value: number;
@@ -32,7 +45,7 @@ export async function readSamples(path: string): Promise<Sample[]> {
   return out;
 }
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   if (!sorted.length) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[i]!;
@@ -45,93 +58,258 @@ export async function toSvg(spec: TopLevelSpec): Promise<string> {
   return svg;
 }
 
-const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: 720, height: 260, background: 'white' } as const;
+const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: 720, height: 240, background: 'white', config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } } } as const;
+const XBASE = { field: 's', type: 'quantitative', title: 'seconds into the run' } as const;
 
-/** Renders latency.svg, connected.svg and reconnect.svg into a run folder; returns the files written. */
-export async function renderRunCharts(dir: string): Promise<string[]> {
-  const samplesPath = join(dir, 'samples.json.gz');
-  if (!existsSync(samplesPath)) return [];
-  const samples = await readSamples(samplesPath);
-  if (!samples.length) return [];
-  const t0 = Math.min(...samples.map((s) => s.t));
-  const sec = (t: number) => (t - t0) / 1000;
-  let events: { fault: string; phase: string; t: number }[] = [];
-  try {
-    const ev = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as { applied?: typeof events; planned?: typeof events };
-    events = (ev.applied?.length ? ev.applied : ev.planned) ?? [];
-  } catch {
-    /* no chaos */
-  }
-  const eventRows = events.map((e) => ({ s: +sec(e.t).toFixed(2), label: `${e.fault} ${e.phase}` }));
-  const written: string[] = [];
+/** A chaos window as the charts draw it: shaded from onset to end, labelled at the top. */
+interface Window {
+  from: number;
+  to: number;
+  label: string;
+  row: number;
+}
 
-  // Latency percentiles per 2 s bucket.
-  const BUCKET = 2;
-  const rows: { s: number; series: string; ms: number }[] = [];
-  for (const metric of ['wake_ack_latency', 'response_latency']) {
-    const buckets = new Map<number, number[]>();
-    for (const s of samples) {
-      if (s.metric !== metric) continue;
-      const b = Math.floor(sec(s.t) / BUCKET) * BUCKET;
-      (buckets.get(b) ?? buckets.set(b, []).get(b)!).push(s.value);
-    }
-    for (const [b, vals] of buckets) {
-      vals.sort((x, y) => x - y);
-      rows.push({ s: b, series: `${metric} p50`, ms: quantile(vals, 0.5) }, { s: b, series: `${metric} p95`, ms: quantile(vals, 0.95) });
+/** Pairs onsets with ends into windows; overlapping windows get their labels on separate rows. */
+export function chaosWindows(events: { fault: string; phase: string; t: number; index?: number }[], sec: (t: number) => number, endS: number): Window[] {
+  const open = new Map<string, number>();
+  const out: Window[] = [];
+  for (const e of [...events].sort((a, b) => a.t - b.t)) {
+    const key = `${e.index ?? ''}:${e.fault}`;
+    if (e.phase === 'onset') open.set(key, e.t);
+    else if (open.has(key)) {
+      out.push({ from: +sec(open.get(key)!).toFixed(2), to: +sec(e.t).toFixed(2), label: e.fault, row: 0 });
+      open.delete(key);
     }
   }
-  if (rows.length) {
-    const layers: object[] = [
-      { data: { values: rows }, mark: { type: 'line', point: true }, encoding: { x: { field: 's', type: 'quantitative', title: 'seconds into the run' }, y: { field: 'ms', type: 'quantitative', title: 'latency (ms)', scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
-    ];
-    if (eventRows.length) {
-      layers.push({ data: { values: eventRows }, mark: { type: 'rule', strokeDash: [4, 3], color: '#c0392b' }, encoding: { x: { field: 's', type: 'quantitative' } } });
-      layers.push({ data: { values: eventRows }, mark: { type: 'text', angle: 270, align: 'left', dx: 4, dy: -4, fontSize: 9, color: '#c0392b' }, encoding: { x: { field: 's', type: 'quantitative' }, y: { value: 250 }, text: { field: 'label' } } });
-    }
-    writeFileSync(join(dir, 'latency.svg'), await toSvg({ ...BASE, title: 'Latency after the wake word, percentiles per 2 s (chaos events in red)', layer: layers } as TopLevelSpec));
-    written.push('latency.svg');
+  for (const [key, t] of open) out.push({ from: +sec(t).toFixed(2), to: endS, label: key.split(':')[1]!, row: 0 });
+  out.sort((a, b) => a.from - b.from);
+  // A label sits on the first row whose previous label ended (by ~8 s of text) before this window starts.
+  const rowEnds: number[] = [];
+  for (const w of out) {
+    let r = rowEnds.findIndex((end) => end <= w.from);
+    if (r < 0) r = rowEnds.length;
+    rowEnds[r] = Math.max(w.to, w.from + w.label.length * 0.7);
+    w.row = r;
   }
+  return out;
+}
 
-  // Connected devices: per second, the last sample of each VU, summed.
-  const perVu = new Map<string, Map<number, number>>();
+/** Layers that shade the chaos windows and label them on the chart's top edge. */
+function windowLayers(windows: Window[]): object[] {
+  if (!windows.length) return [];
+  return [
+    { data: { values: windows }, mark: { type: 'rect', color: '#e67e22', opacity: 0.15 }, encoding: { x: { field: 'from', type: 'quantitative' }, x2: { field: 'to' } } },
+    {
+      data: { values: windows.map((w) => ({ ...w, y: 4 + w.row * 11 })) },
+      mark: { type: 'text', align: 'left', baseline: 'top', dx: 2, fontSize: 10, color: '#a04000' },
+      encoding: { x: { field: 'from', type: 'quantitative' }, y: { field: 'y', type: 'quantitative', scale: null }, text: { field: 'label' } },
+    },
+  ];
+}
+
+/** Per-second fleet totals of a per-VU gauge (the last sample of each VU and key, summed over VUs). */
+function sumPerSecond(samples: Sample[], metric: string, sec: (t: number) => number, key: (s: Sample) => string): { s: number; key: string; value: number }[] {
+  const series = new Map<string, Map<string, Map<number, number>>>();
+  let maxS = 0;
   for (const s of samples) {
-    if (s.metric !== 'devices_connected') continue;
+    if (s.metric !== metric) continue;
+    const k = key(s);
     const vu = s.tags.vu ?? '0';
-    (perVu.get(vu) ?? perVu.set(vu, new Map()).get(vu)!).set(Math.floor(sec(s.t)), s.value);
+    const at = Math.floor(sec(s.t));
+    maxS = Math.max(maxS, at);
+    const byVu = series.get(k) ?? series.set(k, new Map()).get(k)!;
+    (byVu.get(vu) ?? byVu.set(vu, new Map()).get(vu)!).set(at, s.value);
   }
-  if (perVu.size) {
-    const maxS = Math.max(...[...perVu.values()].flatMap((m) => [...m.keys()]));
-    const conn: { s: number; devices: number }[] = [];
+  const out: { s: number; key: string; value: number }[] = [];
+  for (const [k, byVu] of series) {
     const last = new Map<string, number>();
     for (let s = 0; s <= maxS; s++) {
       let total = 0;
-      for (const [vu, m] of perVu) {
+      for (const [vu, m] of byVu) {
         if (m.has(s)) last.set(vu, m.get(s)!);
         total += last.get(vu) ?? 0;
       }
-      conn.push({ s, devices: total });
+      out.push({ s, key: k, value: total });
     }
-    const layers: object[] = [{ data: { values: conn }, mark: { type: 'area', line: true, opacity: 0.3, interpolate: 'step-after' }, encoding: { x: { field: 's', type: 'quantitative', title: 'seconds into the run' }, y: { field: 'devices', type: 'quantitative', title: 'connected devices' } } }];
-    if (eventRows.length) layers.push({ data: { values: eventRows }, mark: { type: 'rule', strokeDash: [4, 3], color: '#c0392b' }, encoding: { x: { field: 's', type: 'quantitative' } } });
-    writeFileSync(join(dir, 'connected.svg'), await toSvg({ ...BASE, title: 'Connected devices over time (each VU samples every 1 s; chaos events in red)', layer: layers } as TopLevelSpec));
-    written.push('connected.svg');
+  }
+  return out;
+}
+
+/** Percentiles of a trend per bucket of seconds, one series per key. */
+function percentilesPer(samples: Sample[], metric: string, sec: (t: number) => number, bucket: number, qs: [string, number][], key: (s: Sample) => string = () => ''): { s: number; series: string; ms: number }[] {
+  const buckets = new Map<string, Map<number, number[]>>();
+  for (const s of samples) {
+    if (s.metric !== metric) continue;
+    const k = key(s);
+    const b = Math.floor(sec(s.t) / bucket) * bucket;
+    const m = buckets.get(k) ?? buckets.set(k, new Map()).get(k)!;
+    (m.get(b) ?? m.set(b, []).get(b)!).push(s.value);
+  }
+  const rows: { s: number; series: string; ms: number }[] = [];
+  for (const [k, m] of buckets) {
+    for (const [b, vals] of m) {
+      vals.sort((x, y) => x - y);
+      for (const [name, q] of qs) rows.push({ s: b, series: `${k}${k && name ? ' ' : ''}${name}`, ms: quantile(vals, q) });
+    }
+  }
+  return rows.sort((a, b) => a.s - b.s);
+}
+
+export interface Chart {
+  file: string;
+  title: string;
+  svg: string;
+}
+
+export interface RunSeries {
+  samples: Sample[];
+  t0: number;
+  sec: (t: number) => number;
+  windows: Window[];
+  /** Fleet total connected per second, and per profile when the fleet mixes them. */
+  connected: { s: number; key: string; value: number }[];
+  /** Seconds from the first sample to the last: every time axis spans the whole run. */
+  endS: number;
+}
+
+/** Reads a run folder's samples and chaos events; null when the run kept no samples. */
+export async function runSeries(dir: string): Promise<RunSeries | null> {
+  const samplesPath = join(dir, 'samples.json.gz');
+  if (!existsSync(samplesPath)) return null;
+  const samples = await readSamples(samplesPath);
+  if (!samples.length) return null;
+  const t0 = samples.reduce((m, s) => Math.min(m, s.t), Infinity);
+  const tEnd = samples.reduce((m, s) => Math.max(m, s.t), 0);
+  const sec = (t: number) => (t - t0) / 1000;
+  let events: { fault: string; phase: string; t: number; index?: number }[] = [];
+  try {
+    const ev = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as { applied?: typeof events; planned?: typeof events } | typeof events;
+    events = Array.isArray(ev) ? ev : ((ev.applied?.length ? ev.applied : ev.planned) ?? []);
+  } catch {
+    /* no chaos */
+  }
+  const windows = chaosWindows(events, sec, +sec(tEnd).toFixed(2));
+  const connected = sumPerSecond(samples, 'devices_connected', sec, (s) => (s.tags.profile ? s.tags.profile : 'all devices'));
+  // Per-profile samples (mixed fleets) sum to the fleet total.
+  if (connected.some((r) => r.key !== 'all devices')) {
+    const total = new Map<number, number>();
+    for (const r of connected) total.set(r.s, (total.get(r.s) ?? 0) + r.value);
+    for (const [s, value] of total) connected.push({ s, key: 'all devices', value });
+  }
+  return { samples, t0, sec, windows, connected, endS: Math.ceil(sec(tEnd)) };
+}
+
+/** Every chart of a run, as SVG strings: report.html inlines them and keeps them as files beside it. */
+export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
+  const { samples, sec, windows } = rs;
+  const X = { ...XBASE, scale: { domain: [0, rs.endS], nice: false } };
+  const charts: Chart[] = [];
+  const chaosNote = windows.length ? ' (fault windows shaded)' : '';
+
+  if (rs.connected.length) {
+    const title = `Connected devices, fleet total${rs.connected.some((r) => r.key !== 'all devices') ? ' and per profile' : ''}${chaosNote}`;
+    const spec = {
+      ...BASE,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        { data: { values: rs.connected }, mark: { type: 'line', interpolate: 'step-after', strokeWidth: 2 }, encoding: { x: X, y: { field: 'value', type: 'quantitative', title: 'connected devices' }, color: { field: 'key', type: 'nominal', title: null } } },
+      ],
+    };
+    charts.push({ file: 'connected.svg', title, svg: await toSvg(spec as TopLevelSpec) });
   }
 
-  const rt = samples.filter((s) => s.metric === 'reconnect_time').map((s) => ({ seconds: s.value / 1000 }));
-  if (rt.length) {
-    writeFileSync(
-      join(dir, 'reconnect.svg'),
-      await toSvg({
-        ...BASE,
-        title: `Reconnect time distribution (${rt.length} reconnects)`,
-        data: { values: rt },
-        mark: 'bar',
-        encoding: { x: { field: 'seconds', bin: { maxbins: 40 }, type: 'quantitative', title: 'reconnect time (s)' }, y: { aggregate: 'count', type: 'quantitative', title: 'reconnects' } },
-      } as TopLevelSpec),
-    );
-    written.push('reconnect.svg');
+  const lat = [
+    ...percentilesPer(samples, 'wake_ack_latency', sec, 2, [['wake ack p50', 0.5], ['wake ack p95', 0.95]]),
+    ...percentilesPer(samples, 'response_latency', sec, 2, [['response p50', 0.5], ['response p95', 0.95]]),
+  ];
+  if (lat.length) {
+    const title = `Latency after the wake word, percentiles per 2 s${chaosNote}`;
+    const spec = {
+      ...BASE,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        { data: { values: lat }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'latency (ms, log scale)', scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
+      ],
+    };
+    charts.push({ file: 'latency.svg', title, svg: await toSvg(spec as TopLevelSpec) });
   }
-  return written;
+
+  const profiles = new Set(samples.filter((s) => s.tags.profile).map((s) => s.tags.profile!));
+  if (profiles.size > 1) {
+    const byProfile = (s: Sample) => s.tags.profile ?? '?';
+    const rows = [
+      ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['wake ack p95', 0.95]], byProfile),
+      ...percentilesPer(samples, 'response_latency', sec, 5, [['response p95', 0.95]], byProfile),
+    ];
+    if (rows.length) {
+      const title = `p95 latency per profile, per 5 s${chaosNote}`;
+      const spec = {
+        ...BASE,
+        title,
+        layer: [
+          ...windowLayers(windows),
+          { data: { values: rows }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'p95 (ms, log scale)', scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
+        ],
+      };
+      charts.push({ file: 'latency-profiles.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    }
+  }
+
+  // Links lost per second and close code, as bars one second wide on the run's own time axis.
+  const dropsBy = new Map<string, { s: number; s2: number; code: string; n: number }>();
+  for (const d of samples) {
+    if (d.metric !== 'connection_drops') continue;
+    const at = Math.floor(sec(d.t));
+    const code = d.tags.code ?? '?';
+    const k = `${at}:${code}`;
+    const row = dropsBy.get(k) ?? dropsBy.set(k, { s: at, s2: at + 1, code, n: 0 }).get(k)!;
+    row.n += d.value;
+  }
+  const drops = [...dropsBy.values()];
+  if (drops.length) {
+    const title = `Links lost per second, by close code${chaosNote}`;
+    const spec = {
+      ...BASE,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        { data: { values: drops }, mark: { type: 'bar' }, encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true }, color: { field: 'code', type: 'nominal', title: 'close code' } } },
+      ],
+    };
+    charts.push({ file: 'drops.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+
+  const rt = samples.filter((s) => s.metric === 'reconnect_time').map((s) => ({ seconds: s.value / 1000, profile: s.tags.profile ?? '?' }));
+  if (rt.length) {
+    const title = `Reconnect time distribution (${rt.length} reconnects)`;
+    const spec = {
+      ...BASE,
+      title,
+      data: { values: rt },
+      mark: 'bar',
+      encoding: { x: { field: 'seconds', bin: { maxbins: 40 }, type: 'quantitative', title: 'reconnect time (s)' }, y: { aggregate: 'count', type: 'quantitative', title: 'reconnects' }, color: { field: 'profile', type: 'nominal', title: 'profile' } },
+    };
+    charts.push({ file: 'reconnect.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+
+  // The tester's own health: how late its event loops ran, and uplink frames it sent late.
+  const lag = percentilesPer(samples, 'vu_loop_lag', sec, 1, [['VU loop lag p95', 0.95], ['VU loop lag max', 1]]);
+  if (lag.length) {
+    const title = `The generator's own delay: VU event-loop lag per second${chaosNote}`;
+    const spec = {
+      ...BASE,
+      height: 180,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        { data: { values: lag }, mark: { type: 'line', strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'lag (ms)' }, color: { field: 'series', type: 'nominal', title: null } } },
+      ],
+    };
+    charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+  return charts;
 }
 
 export interface CapacityPoint {
@@ -153,9 +331,12 @@ export async function renderCapacityChart(points: CapacityPoint[], knee: number 
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     background: 'white',
+    config: { legend: { labelLimit: 0 } },
+    // Each panel has its own colours: a shared scale took the pass/fail domain and left the latency lines unstroked.
+    resolve: { scale: { color: 'independent' } },
     title: 'Capacity: p95 latencies and drop rate against device count',
     vconcat: [
-      { width: 640, height: 220, layer: [{ data: { values: lat }, mark: { type: 'line', point: true }, encoding: { x: { field: 'devices', type: 'quantitative', title: 'devices' }, y: { field: 'value', type: 'quantitative', title: 'p95 latency (ms)' }, color: { field: 'series', type: 'nominal', title: null } } }, ...kneeLayer] },
+      { width: 640, height: 220, layer: [{ data: { values: lat }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: { field: 'devices', type: 'quantitative', title: 'devices' }, y: { field: 'value', type: 'quantitative', title: 'p95 latency (ms)' }, color: { field: 'series', type: 'nominal', title: null } } }, ...kneeLayer] },
       { width: 640, height: 140, layer: [{ data: { values: drop }, mark: { type: 'bar', width: 8 }, encoding: { x: { field: 'devices', type: 'quantitative', title: 'devices' }, y: { field: 'drop_pct', type: 'quantitative', title: 'dropped sessions (%)' }, color: { field: 'verdict', type: 'nominal', scale: { domain: ['pass', 'fail'], range: ['#27ae60', '#c0392b'] } } } }, ...kneeLayer] },
     ],
   };

@@ -1,10 +1,10 @@
-// `wakestorm report <run>` (the verdict and key numbers again, charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
+// `wakestorm report <run>` (the verdict and key numbers again, report.html and its charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Slo } from '../scenarios/lib/slo.ts';
 import type { SummaryData } from '../scenarios/lib/summary.ts';
 import { judge, judgeSlo, verdictLines } from '../scenarios/lib/verdict.ts';
-import { renderRunCharts } from './charts.ts';
+import { renderReport } from './report-html.ts';
 import { ROOT } from './run.ts';
 
 export class ReportError extends Error {
@@ -71,8 +71,8 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   const j = judge(summary, run.slos, run.invalid_reasons ?? []);
   for (const l of verdictLines(j)) console.log(l);
   if (run.incomplete) console.log('(the run is marked incomplete)');
-  const charts = await renderRunCharts(r.dir);
-  const files = ['report.html', ...charts, 'junit.xml', 'summary.json', 'events.json', 'server-metrics.txt'].filter((f) => existsSync(join(r.dir, f)));
+  const charts = await renderReport(r.dir);
+  const files = ['report.html', 'k6-dashboard.html', ...charts, 'junit.xml', 'summary.json', 'events.json', 'server-metrics.txt'].filter((f) => existsSync(join(r.dir, f)));
   console.log(`files: ${files.map((f) => join(r.dir, f)).join('\n       ')}`);
   return j.exit_code;
 }

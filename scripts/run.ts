@@ -11,7 +11,8 @@ import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
-import { renderRunCharts } from './charts.ts';
+import { Sampler, type ProcStats } from './proc-sampler.ts';
+import { renderReport } from './report-html.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { pickFreePort, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
@@ -43,6 +44,10 @@ export interface RunOptions {
   charts?: boolean;
   /** Forward k6's output to the terminal (default true). */
   echo?: boolean;
+  /** The progress line: redrawn in place (tty), a line every 10 s (lines), or none. Default: from echo and the terminal. */
+  progress?: 'tty' | 'lines' | 'off';
+  /** k6 outputs passed through as --out (e.g. csv=…, experimental-prometheus-rw). */
+  outputs?: string[];
   log?: (line: string) => void;
   /** Aborts the run (as Ctrl-C does). */
   signal?: AbortSignal;
@@ -239,11 +244,67 @@ function lastK6Error(logPath: string): string {
   return (m ? m[1]! : last).replace(/\\n.*$/s, '').replace(/\\"/g, '"').slice(0, 300);
 }
 
+/**
+ * Polls k6's REST API for the fleet's counters and shows how many devices are connected (links_up - links_down) and
+ * what they did so far. Returns the function that stops it.
+ */
+function progress(api: string, durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
+  if (mode === 'off') return () => {};
+  const t0 = Date.now();
+  const counter = async (id: string) => {
+    try {
+      const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
+      if (!r.ok) return 0;
+      return ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0;
+    } catch {
+      return 0;
+    }
+  };
+  let last = 0;
+  let drawn = false;
+  const timer = setInterval(async () => {
+    const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter));
+    const s = Math.round((Date.now() - t0) / 1000);
+    const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
+    if (mode === 'tty') {
+      process.stdout.write(`\r${line}\x1b[K`);
+      drawn = true;
+    } else if (Date.now() - last >= 10_000) {
+      last = Date.now();
+      process.stdout.write(`${line}\n`);
+    }
+  }, 2000);
+  return () => {
+    clearInterval(timer);
+    if (drawn) process.stdout.write('\n');
+  };
+}
+
+/**
+ * Evaluates the scenario's init context with the run's variables (`k6 inspect`), before anything starts: whatever the
+ * scenario itself validates (its default timeline against --duration, profiles, SLOs, bounds) fails here as one line.
+ */
+function inspectScenario(k6: string, script: string, vars: Record<string, string>): void {
+  const args = ['inspect'];
+  for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
+  args.push(script);
+  try {
+    execFileSync(k6, args, { cwd: ROOT, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+  } catch (e) {
+    const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };
+    const text = `${err.stderr?.toString() ?? ''}${err.stdout?.toString() ?? ''}`;
+    const m = /msg="((?:[^"\\]|\\.)*)"/.exec(text);
+    const first = (m ? m[1]! : text.trim().split('\n')[0] ?? '').split('\\n')[0]!.replace(/\\"/g, '"').replace(/^(GoError|[A-Za-z]*Error): /, '');
+    throw new RunError(`${basename(script)}: ${first || `k6 inspect exited ${err.status}`}`);
+  }
+}
+
 export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const tools = requireTools();
   const plan = planRun(opts);
   const token = resolveToken(opts);
+  inspectScenario(tools.k6, plan.script, plan.vars);
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
   const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
@@ -262,6 +323,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const invalid: string[] = [];
   const applied: { fault: string; phase: string; ok: boolean; detail?: string }[] = [];
   let planned: object[] = [];
+  const sampler = new Sampler();
+  let sampledFrom = 0;
+  const processes: Record<string, ProcStats | null> = {};
   try {
     log(`wakestorm run ${name}: starting the stack`);
     stack = await startStack({
@@ -291,11 +355,16 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const args = ['run'];
     for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
     if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
+    for (const o of opts.outputs ?? []) args.push('--out', o);
+    // k6's REST API on a port of its own (the progress line reads the fleet's counters from it); k6's own progress
+    // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
+    const apiPort = await pickFreePort();
+    args.push('--address', `127.0.0.1:${apiPort}`, '-q');
     args.push(plan.script);
     const env = k6Env(
       opts.dashboard === false
         ? {}
-        : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'report.html') },
+        : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html') },
     );
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE.
     delete env.TOKEN;
@@ -303,9 +372,13 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     // k6 gets its own process group: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
     const echo = opts.echo !== false;
     // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
-    const tty = echo && process.stdout.isTTY;
+    const tty = echo && !!process.stdout.isTTY;
     const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
     opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+    // The tester's own health for the report: CPU and memory of every process of the run, once a second.
+    sampler.start({ k6: k6.pid!, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid) });
+    sampledFrom = Date.now();
+    const stopProgress = progress(`http://127.0.0.1:${apiPort}`, parseDuration(plan.vars.DURATION ?? '0s', 'DURATION'), opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
     // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
     stack.onExit((e) => {
       if (e.tool === 'toxiproxy') {
@@ -376,6 +449,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       }),
     );
     await new Promise<void>((res) => k6Log.end(res));
+    stopProgress();
+    sampler.stop();
+    for (const n of ['k6', 'server', 'toxiproxy']) processes[n] = sampler.stats(n, sampledFrom, Date.now());
     clearTimeout(watchdog);
     if (watchdogFired) stuck = true;
     process.off('SIGINT', onSignal);
@@ -440,14 +516,13 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
+    processes,
   };
   writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
-  if (opts.charts !== false && summary) {
-    try {
-      await renderRunCharts(dir);
-    } catch (e) {
-      log(`wakestorm run: charts not rendered: ${(e as Error).message}`);
-    }
+  try {
+    await renderReport(dir);
+  } catch (e) {
+    log(`wakestorm run: report not rendered: ${(e as Error).message}`);
   }
   renameSync(dir, finalDir);
   const latest = join(root, 'latest');
@@ -456,6 +531,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   symlinkSync(runId, tmpLink);
   renameSync(tmpLink, latest);
   log(['', ...verdictLines(judgement)].join('\n'));
-  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; results in ${finalDir}`);
+  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(finalDir, 'report.html')}`);
   return { code: judgement.exit_code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, judgement };
 }

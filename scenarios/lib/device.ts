@@ -275,6 +275,7 @@ export class Device {
     const now = this.env.now();
     this.clear('connect');
     this.state = 'connected';
+    this.count('links_up');
     this.connectedAt = now;
     this.resumeToken = msg.resume_token;
     this.env.metrics.add('connect_success', 1, this.outcomeTags(this.attemptAt, now));
@@ -317,6 +318,7 @@ export class Device {
       return;
     }
     const cause: LossCause = code === 1006 ? 'abnormal' : 'server_close';
+    this.count('links_down');
     if (detect === 'close' && notice > 0) {
       // Firmware that polls a flag only sees the close at its next check.
       const next = this.connectedAt + Math.ceil((at - this.connectedAt + 1) / notice) * notice;
@@ -335,6 +337,7 @@ export class Device {
   private declareDead(why: string): void {
     if (this.state !== 'connected') return;
     this.env.log?.(`${this.opts.id}: link dead (${why})`);
+    this.count('links_down');
     this.abandonSocket();
     this.afterLoss(1006, true, 'liveness', this.env.now());
   }

@@ -89,6 +89,10 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   // timestamp it takes); the same tick reports how many of its devices are connected. Once a second, because a
   // sample costs: at one device per VU, 1000 VUs probing 4 times a second took 15% of a core more.
   const PROBE_MS = 1000;
+  const mixed = cfg.profiles.length > 1;
+  const vuTags = { vu: String(vu) };
+  const byProfile = new Map<string, Record<string, string>>();
+  for (const d of devices) if (!byProfile.has(d.profile.name)) byProfile.set(d.profile.name, { vu: String(vu), profile: d.profile.name });
   let probe: unknown = null;
   // The same tick reports the uplink frames its devices sent (the denominator of audio_slips): one sample a second,
   // not one per frame.
@@ -100,9 +104,18 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   const tick = (due: number) => {
     const t = now();
     metrics.add('vu_loop_lag', Math.max(0, t - due), {});
-    let n = 0;
-    for (const d of devices) if (d.connected) n++;
-    metrics.add('devices_connected', n, { vu: String(vu) });
+    // Connected devices per VU (the charts sum them over VUs), per profile when the fleet mixes them.
+    if (mixed) {
+      for (const [profile, tags] of byProfile) {
+        let n = 0;
+        for (const d of devices) if (d.connected && d.profile.name === profile) n++;
+        metrics.add('devices_connected', n, tags);
+      }
+    } else {
+      let n = 0;
+      for (const d of devices) if (d.connected) n++;
+      metrics.add('devices_connected', n, vuTags);
+    }
     reportFrames();
     probe = kSetTimeout(() => tick(t + PROBE_MS), PROBE_MS);
   };

@@ -36,6 +36,10 @@ export const DEVICE_METRICS = {
   /** A wake acknowledged within WAKE_ACK_TIMEOUT_MS (1) or not (0); tagged chaos:on|off. */
   wake_success: 'rate',
   devices_connected: 'gauge',
+  /** A device reached `connected` (links_up − links_down is the fleet's connected total, live on k6's REST API). */
+  links_up: 'counter',
+  /** A connected device stopped being connected (not counted when the run stops it). */
+  links_down: 'counter',
   devices_started: 'counter',
 } as const satisfies Record<string, MetricKind>;
 

@@ -53,7 +53,12 @@ function fmt(m: MetricSummary): string {
  */
 export function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true): string {
   const lines: string[] = ['', `wakestorm ${title} — device metrics`];
-  const names = Object.keys(data.metrics);
+  // The fleet's connected total (devices_connected is a per-VU gauge: its last value is one VU's count).
+  const m = data.metrics;
+  const started = m.devices_started?.values.count ?? 0;
+  const up = (m.links_up?.values.count ?? 0) - (m.links_down?.values.count ?? 0);
+  if (started) lines.push(`  ${'devices connected at the end'.padEnd(48)} ${up} of ${started}`);
+  const names = Object.keys(data.metrics).filter((n) => !n.startsWith('devices_connected'));
   const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_s:')).sort()];
   const empty = (m: MetricSummary) => (m.type === 'rate' ? !(m.values.passes || m.values.fails) : !m.values.count);
   for (const n of ordered) if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);

@@ -230,8 +230,8 @@ function culpritsOf(data: SummaryData, s: Slo): string[] {
     const order = worseFirst(s);
     const bad = profiles.filter((p) => !meets(p.v, s)).sort((a, b) => order(a.v, b.v));
     const shown = (bad.length ? bad : profiles.sort((a, b) => order(a.v, b.v))).slice(0, 3);
-    const others = profiles.length - shown.length;
-    out.push(`profile ${shown.map((p) => `${p.name} ${valueText(p.v, s, p.m)}`).join(', ')}${others > 0 ? ` (${others} other profile(s)${bad.length ? ' within target or fewer' : ''})` : ''}`);
+    const tail = bad.length ? `${bad.length} of ${profiles.length} profiles breach on their own` : `no single profile breaches on its own`;
+    out.push(`profile ${shown.map((p) => `${p.name} ${valueText(p.v, s, p.m)}`).join(', ')}${profiles.length > 1 ? ` (${tail})` : ''}`);
   }
   // Close codes and causes of failed connects and unplanned drops.
   const tally = (tag: string) =>

@@ -1,13 +1,18 @@
 // Keeps the benches from rotting: their quick modes run end to end and print their numbers (no speed assertions).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ROOT } from '../helpers/proc.ts';
 
+// Bench results go to a temporary folder: npm test leaves nothing in the user's results/.
+const BENCH_RESULTS = mkdtempSync(join(tmpdir(), 'wakestorm-bench-'));
+
 function npmRun(script: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn('npm', ['run', '--silent', script], { cwd: ROOT, env: { ...process.env, ...env } });
+    const p = spawn('npm', ['run', '--silent', script], { cwd: ROOT, env: { ...process.env, BENCH_RESULTS, ...env } });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));

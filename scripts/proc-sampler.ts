@@ -1,4 +1,4 @@
-// Samples processes' RSS and CPU once a second during a run; reports the steady window only.
+// Samples processes' RSS and CPU once a second during a run (wakestorm run's tester health, the benches' numbers).
 import { cpuSeconds, rssMiB } from './proc-stats.ts';
 
 /** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
@@ -12,6 +12,8 @@ export interface ProcStats {
   rss_max_mib: number;
   rss_avg_mib: number;
   cpu_avg_pct: number;
+  /** The busiest second. */
+  cpu_max_pct: number;
 }
 
 export class Sampler {
@@ -51,7 +53,14 @@ export class Sampler {
     const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);
     if (s.length < 2) return null;
     const cpu = ((s[s.length - 1]!.cpu - s[0]!.cpu) / ((s[s.length - 1]!.t - s[0]!.t) / 1000)) * 100;
-    return { rss_max_mib: +Math.max(...s.map((x) => x.rss)).toFixed(1), rss_avg_mib: +(s.reduce((a, x) => a + x.rss, 0) / s.length).toFixed(1), cpu_avg_pct: +cpu.toFixed(1) };
+    let peak = 0;
+    for (let i = 1; i < s.length; i++) peak = Math.max(peak, ((s[i]!.cpu - s[i - 1]!.cpu) / ((s[i]!.t - s[i - 1]!.t) / 1000)) * 100);
+    return {
+      rss_max_mib: +Math.max(...s.map((x) => x.rss)).toFixed(1),
+      rss_avg_mib: +(s.reduce((a, x) => a + x.rss, 0) / s.length).toFixed(1),
+      cpu_avg_pct: +cpu.toFixed(1),
+      cpu_max_pct: +peak.toFixed(1),
+    };
   }
 
   /** The server's connection count in the window: min and max as /health saw them. */

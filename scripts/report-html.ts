@@ -1,0 +1,219 @@
+// report.html: wakestorm's own report of a run, one self-contained file that opens offline. The verdict and why first,
+// then the SLOs, what ran, the charts with fault windows shaded, every profile side by side, and the tester's health.
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SummaryData } from '../scenarios/lib/summary.ts';
+import { judge, type Judgement } from '../scenarios/lib/verdict.ts';
+import type { Slo } from '../scenarios/lib/slo.ts';
+import { buildRunCharts, quantile, runSeries, type Chart, type RunSeries } from './charts.ts';
+
+/** What report.html reads of run.json (older runs lack the newer fields). */
+interface RunRecord {
+  run_id: string;
+  scenario: string;
+  slos: Slo[];
+  verdict?: string;
+  invalid_reasons?: string[];
+  parameters: Record<string, unknown>;
+  tools?: Record<string, string>;
+  git_commit?: string | null;
+  machine?: Record<string, unknown>;
+  started_at: string;
+  ended_at: string;
+  incomplete?: boolean;
+  processes?: Record<string, { cpu_avg_pct: number; cpu_max_pct: number; rss_max_mib: number } | null>;
+}
+
+const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
+
+export interface ProfileRow {
+  profile: string;
+  started: number;
+  connectedMax: number;
+  drops: Record<string, number>;
+  unplanned: number;
+  reconnectP95: number | null;
+  wakeAckP95: number | null;
+  responseP95: number | null;
+  sessions: number;
+  dropRate: number | null;
+}
+
+/** Each profile's numbers from the run's samples (the same samples as the charts). */
+export function profileRows(rs: RunSeries): ProfileRow[] {
+  const rows = new Map<string, ProfileRow>();
+  const row = (p: string) =>
+    rows.get(p) ?? rows.set(p, { profile: p, started: 0, connectedMax: 0, drops: {}, unplanned: 0, reconnectP95: null, wakeAckP95: null, responseP95: null, sessions: 0, dropRate: null }).get(p)!;
+  const values = new Map<string, number[]>();
+  const push = (k: string, v: number) => (values.get(k) ?? values.set(k, []).get(k)!).push(v);
+  const dropped = new Map<string, number>();
+  for (const s of rs.samples) {
+    const p = s.tags.profile;
+    if (!p) continue;
+    const r = row(p);
+    if (s.metric === 'devices_started') r.started += s.value;
+    else if (s.metric === 'connection_drops') r.drops[s.tags.code ?? '?'] = (r.drops[s.tags.code ?? '?'] ?? 0) + s.value;
+    else if (s.metric === 'unplanned_drops') r.unplanned += s.value;
+    else if (s.metric === 'session_drop_rate') {
+      r.sessions++;
+      dropped.set(p, (dropped.get(p) ?? 0) + (s.value ? 1 : 0));
+    } else if (s.metric === 'reconnect_time' || s.metric === 'wake_ack_latency' || s.metric === 'response_latency') push(`${p}\u0000${s.metric}`, s.value);
+  }
+  const p95 = (p: string, m: string) => {
+    const v = values.get(`${p}\u0000${m}`);
+    return v ? quantile(v.sort((a, b) => a - b), 0.95) : null;
+  };
+  const single = rows.size === 1;
+  for (const r of rows.values()) {
+    r.reconnectP95 = p95(r.profile, 'reconnect_time');
+    r.wakeAckP95 = p95(r.profile, 'wake_ack_latency');
+    r.responseP95 = p95(r.profile, 'response_latency');
+    r.dropRate = r.sessions ? (dropped.get(r.profile) ?? 0) / r.sessions : null;
+    const key = single ? 'all devices' : r.profile;
+    r.connectedMax = rs.connected.filter((c) => c.key === key).reduce((m, c) => Math.max(m, c.value), 0);
+  }
+  return [...rows.values()].sort((a, b) => a.profile.localeCompare(b.profile));
+}
+
+const CSS = `
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:20px 28px 60px}
+h1{font-size:20px;margin:8px 0 2px}h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+.sub{color:#5b6475;margin:0 0 14px}
+#verdict{border-radius:8px;padding:14px 18px;margin:10px 0 4px;color:#fff}
+#verdict.pass{background:#1e8449}#verdict.fail{background:#b03a2e}#verdict.invalid{background:#b9770e}
+#verdict .word{font-size:26px;font-weight:700;letter-spacing:.5px}#verdict ul{margin:6px 0 0 18px;padding:0}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
+th,td{border:1px solid #dde1e7;padding:5px 8px;text-align:left;vertical-align:top}th{background:#eef1f5}
+td.pass{color:#1e8449;font-weight:600}td.fail{color:#b03a2e;font-weight:700}td.na{color:#7b8494}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.culprit{color:#5b6475;font-size:12px}
+figure{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:12px 0;padding:8px;overflow-x:auto}
+figcaption{font-weight:600;margin-bottom:4px}dl{display:grid;grid-template-columns:220px 1fr;gap:2px 12px;background:#fff;padding:10px;border:1px solid #dde1e7}
+dt{color:#5b6475}dd{margin:0;word-break:break-all}
+`;
+
+function verdictBlock(j: Judgement, run: RunRecord): string {
+  const word = j.verdict.toUpperCase();
+  let why: string[];
+  let first: string;
+  if (j.verdict === 'invalid') {
+    first = `The tester failed, not necessarily the server: ${j.invalid[0] ?? ''}`;
+    why = j.invalid;
+  } else if (j.verdict === 'fail') {
+    const breached = j.slos.filter((r) => r.status === 'fail');
+    first = `The server broke ${breached.length ? breached.map((r) => r.name).join(', ') : 'the fleet: no device connected'}.`;
+    why = breached.length ? breached.map((r) => [r.why, ...r.culprits].join('; ')) : j.failures;
+  } else {
+    const na = j.slos.filter((r) => r.status === 'n/a');
+    first = `Every SLO that applied was measured and met${na.length ? ` (${na.map((r) => r.name).join(', ')} n/a: nothing to measure)` : ''}.`;
+    why = [];
+  }
+  return `<section id="verdict" class="${j.verdict}" data-verdict="${j.verdict}"><div class="word">${word}</div><div id="verdict-why">${esc(first)}</div>${
+    why.length ? `<ul>${why.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>` : ''
+  }${run.incomplete ? '<div>The run is incomplete.</div>' : ''}</section>`;
+}
+
+function sloTable(j: Judgement): string {
+  const rows = j.slos
+    .map((r) => {
+      const cls = r.status === 'n/a' ? 'na' : r.status;
+      return `<tr><td>${esc(r.name)}</td><td>${esc(r.description)}</td><td>${esc(r.target)}</td><td class="num">${esc(r.measured)}</td><td class="${cls}">${r.status.toUpperCase()}</td><td class="culprit">${esc([r.status === 'n/a' ? r.why : '', ...r.culprits].filter(Boolean).join('; '))}</td></tr>`;
+    })
+    .join('');
+  return `<table id="slos"><thead><tr><th>SLO</th><th>measures</th><th>target</th><th>measured</th><th>status</th><th>culprits</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function parameters(run: RunRecord): string {
+  const p = run.parameters;
+  const items: [string, unknown][] = [
+    ['scenario', run.scenario],
+    ['devices', p.DEVICES ?? '(scenario default)'],
+    ['devices per VU', p.DEVICES_PER_VU ?? '(default 50)'],
+    ['duration', p.DURATION ?? '(scenario default)'],
+    ['profile mix', p.PROFILE ?? '(scenario default)'],
+    ['timeline', p.TIMELINE ?? '(scenario default)'],
+    ['wake schedule', p.WAKE ?? '(scenario default)'],
+    ['seed', p.SEED ?? '1'],
+    ['server', p.server ?? 'reference'],
+    ['auth', p.auth ?? 'none'],
+    ['tools', Object.entries(run.tools ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')],
+    ['git commit', run.git_commit ?? '–'],
+    ['machine', Object.entries(run.machine ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')],
+    ['started / ended', `${run.started_at} / ${run.ended_at}`],
+    ['run id', run.run_id],
+  ];
+  return `<dl id="parameters">${items.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}</dl>`;
+}
+
+function profileTable(rows: ProfileRow[]): string {
+  if (!rows.length) return '<p>No per-profile samples in this run.</p>';
+  const body = rows
+    .map((r) => {
+      const drops = Object.entries(r.drops).map(([c, n]) => `${c}×${n}`).join(', ') || '0';
+      return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td></tr>`;
+    })
+    .join('');
+  return `<table id="profiles"><thead><tr><th>profile</th><th>devices</th><th>connected (max)</th><th>links lost by close code</th><th>unplanned drops</th><th>reconnect p95</th><th>wake ack p95</th><th>response p95</th><th>sessions dropped</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
+function testerBlock(summary: SummaryData | null, run: RunRecord): string {
+  const m = summary?.metrics ?? {};
+  const lag = m.vu_loop_lag?.values;
+  const slips = m.audio_slips?.values.count ?? 0;
+  const frames = m.audio_frames?.values.count ?? 0;
+  const procs = Object.entries(run.processes ?? {})
+    .map(([name, p]) => `<tr><td>${esc(name)}</td><td class="num">${p ? `${p.cpu_avg_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.cpu_max_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.rss_max_mib.toFixed(1)} MiB` : '–'}</td></tr>`)
+    .join('');
+  return `<table id="tester-health"><tbody>
+<tr><th>VU event-loop lag</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
+<tr><th>uplink audio frames sent late</th><td>${slips} of ${frames}${frames ? ` (${((slips / frames) * 100).toFixed(2)}%)` : ''}</td></tr>
+</tbody></table>${procs ? `<table id="processes" style="margin-top:8px"><thead><tr><th>process</th><th>CPU avg (% of a core)</th><th>CPU max</th><th>RSS max</th></tr></thead><tbody>${procs}</tbody></table>` : ''}`;
+}
+
+function figure(c: Chart): string {
+  return `<figure id="chart-${c.file.replace(/\.svg$/, '')}" aria-label="${esc(c.title)}">${c.svg}</figure>`;
+}
+
+/** Renders report.html into a run folder (and the charts as SVG files beside it); returns the chart files. */
+export async function renderReport(dir: string): Promise<string[]> {
+  const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as RunRecord;
+  let summary: SummaryData | null = null;
+  try {
+    summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  } catch {
+    summary = null;
+  }
+  const j = judge(summary, run.slos, run.invalid_reasons ?? []);
+  const rs = await runSeries(dir);
+  const charts = rs ? await buildRunCharts(rs) : [];
+  for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
+  const byFile = (f: string) => charts.filter((c) => c.file === f).map(figure).join('');
+  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'reconnect.svg'].map(byFile).join('');
+  const dashboard = existsSync(join(dir, 'k6-dashboard.html')) ? ' · <a href="k6-dashboard.html">k6 web dashboard</a>' : '';
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>wakestorm ${esc(run.scenario)}: ${j.verdict.toUpperCase()}</title><style>${CSS}</style></head>
+<body><main>
+<h1>wakestorm · ${esc(run.scenario)}</h1>
+<p class="sub">${esc(run.run_id)} · ${esc(run.started_at)} · ${esc(String(run.parameters.DEVICES ?? ''))} devices${dashboard}</p>
+${verdictBlock(j, run)}
+<h2>SLOs</h2>
+${sloTable(j)}
+<h2>Fleet over time</h2>
+<div id="charts">${main || '<p>No samples were kept for this run (charts off).</p>'}</div>
+<h2>Per profile</h2>
+${rs ? profileTable(profileRows(rs)) : '<p>No samples were kept for this run.</p>'}
+${byFile('latency-profiles.svg')}
+<h2>The tester's own health</h2>
+${testerBlock(summary, run)}
+${byFile('tester.svg')}
+<h2>What ran</h2>
+${parameters(run)}
+</main></body></html>
+`;
+  // Written whole, then renamed: a half-written report never exists.
+  writeFileSync(join(dir, '.report.html.tmp'), html);
+  renameSync(join(dir, '.report.html.tmp'), join(dir, 'report.html'));
+  return charts.map((c) => c.file);
+}

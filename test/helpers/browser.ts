@@ -1,0 +1,58 @@
+// A real headless browser for report checks: Debian's chromium-headless-shell (installed by .ci/run), driven by
+// puppeteer-core over CDP. Offline: the page may load nothing from the network.
+import { existsSync } from 'node:fs';
+import puppeteer from 'puppeteer-core';
+
+const CANDIDATES = [process.env.CHROME_PATH, '/usr/bin/chromium-headless-shell', '/usr/lib/chromium/chromium-headless-shell', '/usr/bin/chromium'].filter(Boolean) as string[];
+
+export function chromePath(): string {
+  const p = CANDIDATES.find((c) => existsSync(c));
+  if (!p) throw new Error(`no headless Chromium: install Debian's chromium-headless-shell (apt-get install chromium-headless-shell) or set CHROME_PATH`);
+  return p;
+}
+
+export interface PageReport {
+  errors: string[];
+  /** Requests the page tried to make off the file itself (a self-contained report makes none). */
+  requests: string[];
+  text: (selector: string) => Promise<string | null>;
+  count: (selector: string) => Promise<number>;
+  /** Each chart figure's id with the width and height its SVG rendered at. */
+  charts: () => Promise<{ id: string; w: number; h: number; strokedPaths: number }[]>;
+  screenshot: (path: string) => Promise<void>;
+  close: () => Promise<void>;
+}
+
+export async function openPage(fileUrl: string): Promise<PageReport> {
+  const browser = await puppeteer.launch({ executablePath: chromePath(), headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  const requests: string[] = [];
+  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('request', (r) => !r.url().startsWith(fileUrl.split('#')[0]!) && !r.url().startsWith('data:') && requests.push(r.url()));
+  await page.setViewport({ width: 1200, height: 900 });
+  await page.goto(fileUrl, { waitUntil: 'load' });
+  return {
+    errors,
+    requests,
+    text: (sel) => page.$eval(sel, (e) => (e as unknown as { innerText: string }).innerText).catch(() => null),
+    count: (sel) => page.$$eval(sel, (l) => l.length),
+    charts: () =>
+      page.$$eval('figure[id^="chart-"]', (figs) =>
+        figs.map((f) => {
+          const svg = f.querySelector('svg');
+          const r = svg?.getBoundingClientRect();
+          const strokedPaths = [...(svg?.querySelectorAll('path') ?? [])].filter((p) => {
+            const s = (globalThis as unknown as { getComputedStyle(e: unknown): { stroke: string } }).getComputedStyle(p).stroke;
+            return s && s !== 'none' && (p.getAttribute('d') ?? '').length > 10;
+          }).length;
+          return { id: f.id, w: r?.width ?? 0, h: r?.height ?? 0, strokedPaths };
+        }),
+      ),
+    screenshot: async (path) => {
+      await page.screenshot({ path: path as `${string}.png`, fullPage: true });
+    },
+    close: () => browser.close(),
+  };
+}
