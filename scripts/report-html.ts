@@ -22,6 +22,17 @@ interface RunRecord {
   ended_at: string;
   incomplete?: boolean;
   processes?: Record<string, { cpu_avg_pct: number; cpu_max_pct: number; rss_max_mib: number } | null>;
+  /** The parameters as the scenario resolved them (run.ts, from k6's handleSummary). */
+  resolved?: {
+    devices: number;
+    devices_per_vu: number;
+    duration_ms: number;
+    ramp_ms: number;
+    profile_mix: { profile: string; weight: number }[];
+    timeline: { name: string; steps: { at_ms: number; for_ms: number; fault: string; params: Record<string, number> }[] };
+    wake: { mode: string; interval_ms: number; first_min_ms: number; first_max_ms: number };
+    seed: string;
+  } | null;
 }
 
 const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -126,15 +137,20 @@ function sloTable(j: Judgement): string {
 
 function parameters(run: RunRecord): string {
   const p = run.parameters;
+  const r = run.resolved;
+  const share = r ? r.profile_mix.reduce((a, x) => a + x.weight, 0) : 0;
   const items: [string, unknown][] = [
     ['scenario', run.scenario],
-    ['devices', p.DEVICES ?? '(scenario default)'],
-    ['devices per VU', p.DEVICES_PER_VU ?? '(default 50)'],
-    ['duration', p.DURATION ?? '(scenario default)'],
-    ['profile mix', p.PROFILE ?? '(scenario default)'],
-    ['timeline', p.TIMELINE ?? '(scenario default)'],
-    ['wake schedule', p.WAKE ?? '(scenario default)'],
-    ['seed', p.SEED ?? '1'],
+    ['devices', r?.devices ?? p.DEVICES ?? '(scenario default)'],
+    ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default 50)')],
+    ['duration, ramp', r ? `${r.duration_ms / 1000} s, connects spread over ${r.ramp_ms / 1000} s` : (p.DURATION ?? '(scenario default)')],
+    ['profile mix', r ? r.profile_mix.map((x) => `${x.profile} ${Math.round((x.weight / share) * 100)}%`).join(', ') : (p.PROFILE ?? '(scenario default)')],
+    [
+      'timeline',
+      r ? `${r.timeline.name}${r.timeline.steps.length ? `: ${r.timeline.steps.map((st) => `${st.fault} at ${st.at_ms / 1000} s for ${st.for_ms / 1000} s`).join('; ')}` : ''}` : (p.TIMELINE ?? '(scenario default)'),
+    ],
+    ['wake schedule', r ? (r.wake.mode === 'off' ? 'off' : `${r.wake.mode}${r.wake.interval_ms ? ` every ${r.wake.interval_ms / 1000} s` : ''}, first in ${r.wake.first_min_ms / 1000}-${r.wake.first_max_ms / 1000} s`) : (p.WAKE ?? '(scenario default)')],
+    ['seed', r?.seed ?? p.SEED ?? '1'],
     ['server', p.server ?? 'reference'],
     ['auth', p.auth ?? 'none'],
     ['tools', Object.entries(run.tools ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')],

@@ -105,14 +105,31 @@ export function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDe
       if (s.aggregation === 'rate') worse = d > rateTolerance;
       else if (s.aggregation === 'count') worse = d > 0;
       else worse = d > minDeltaMs && d > (Math.abs(x) * tolerancePct) / 100;
-    } else if (x !== null && y === null) worse = false;
+    } else if (x !== null && y === null) worse = true; // data in a, none in b: what a measured no longer works
     return { slo: s.name, metric: s.metric, a: x, b: y, changePct, worse };
   });
+}
+
+/** Why two runs cannot be compared at all (refused), and what makes the comparison doubtful (warned). */
+export function comparability(a: LoadedRun, b: LoadedRun): { refuse: string[]; warn: string[] } {
+  const refuse: string[] = [];
+  const warn: string[] = [];
+  for (const [tag, r] of [['a', a], ['b', b]] as const) {
+    if (r.run.incomplete) refuse.push(`run ${tag} (${r.run.run_id}) is incomplete`);
+    if (r.run.verdict === 'invalid') refuse.push(`run ${tag} (${r.run.run_id}) is INVALID: its numbers describe the tester`);
+  }
+  if (a.run.scenario !== b.run.scenario) warn.push(`different scenarios: ${a.run.scenario} vs ${b.run.scenario}`);
+  const devices = (r: LoadedRun) => (r.run as { resolved?: { devices?: number } | null }).resolved?.devices ?? r.run.parameters.DEVICES ?? null;
+  if (String(devices(a)) !== String(devices(b))) warn.push(`different fleet sizes: ${devices(a) ?? '?'} vs ${devices(b) ?? '?'} devices`);
+  return { refuse, warn };
 }
 
 export function compareCommand(refA: string, refB: string, tolerancePct: number, resultsRoot?: string): number {
   const a = loadRun(refA, resultsRoot);
   const b = loadRun(refB, resultsRoot);
+  const { refuse, warn } = comparability(a, b);
+  if (refuse.length) throw new ReportError(`cannot compare: ${refuse.join('; ')}`);
+  for (const w of warn) console.log(`WARNING: ${w}: the comparison may not mean what it says`);
   const rows = compareRuns(a, b, tolerancePct);
   const fmt = (v: number | null, s: Slo) => (v === null ? 'no data' : s.aggregation === 'rate' ? `${(v * 100).toFixed(2)}%` : s.aggregation === 'count' ? String(v) : `${v.toFixed(1)} ms`);
   console.log(`compare ${a.run.run_id} (a) -> ${b.run.run_id} (b), tolerance ${tolerancePct}%`);
@@ -120,7 +137,7 @@ export function compareCommand(refA: string, refB: string, tolerancePct: number,
   rows.forEach((r, i) => {
     const s = a.run.slos[i]!;
     const ch = r.changePct === null ? '-' : `${r.changePct >= 0 ? '+' : ''}${r.changePct.toFixed(1)}%`;
-    console.log(`  ${r.slo.padEnd(20)} ${fmt(r.a, s).padEnd(12)} ${fmt(r.b, s).padEnd(12)} ${ch.padEnd(10)} ${r.worse ? 'WORSE' : ''}`);
+    console.log(`  ${r.slo.padEnd(20)} ${fmt(r.a, s).padEnd(12)} ${fmt(r.b, s).padEnd(12)} ${ch.padEnd(10)} ${r.worse ? (r.a !== null && r.b === null ? 'WORSE (no data in b)' : 'WORSE') : ''}`);
   });
   const worse = rows.filter((r) => r.worse);
   console.log(worse.length ? `\nREGRESSION: ${worse.map((r) => r.slo).join(', ')} worse beyond tolerance` : '\nno regression beyond tolerance');

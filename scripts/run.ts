@@ -95,7 +95,9 @@ function sloVars(slo: string[] | undefined): Record<string, string> {
   for (const s of slo ?? []) {
     if (s.endsWith('.json')) {
       if (!existsSync(s)) throw new RunError(`--slo ${s}: no such file`);
-      out.SLO_FILE = resolve(s);
+      if (resolve(s).includes(',')) throw new RunError(`--slo ${s}: a path with a comma cannot be passed on (SLO_FILE is a comma-separated list)`);
+      // Several files merge in order (a later one replaces an SLO of the same name).
+      out.SLO_FILE = out.SLO_FILE ? `${out.SLO_FILE},${resolve(s)}` : resolve(s);
       continue;
     }
     const m = /^([a-z][a-z0-9_]*)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
@@ -103,6 +105,14 @@ function sloVars(slo: string[] | undefined): Record<string, string> {
     out[`SLO_${m[1]}`] = m[2]!;
   }
   return out;
+}
+
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return null;
+  }
 }
 
 function gitCommit(): string | null {
@@ -366,8 +376,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
         ? {}
         : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html') },
     );
-    // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE.
+    // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out above.
     delete env.TOKEN;
+    delete env.K6_OUT;
     log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
     // k6 gets its own process group: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
     const echo = opts.echo !== false;
@@ -517,8 +528,12 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
     processes,
+    // Every parameter as the scenario resolved it (its defaults included): fleet, profile mix and profiles, timeline,
+    // wake schedule, seed, SLOs. Null when k6 ended before its summary.
+    resolved: readJson(join(dir, 'scenario.json')),
   };
   writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
+  rmSync(join(dir, 'scenario.json'), { force: true });
   try {
     await renderReport(dir);
   } catch (e) {

@@ -1,4 +1,5 @@
 // The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError,
@@ -61,8 +62,10 @@ function fail(line: string, code = 2): never {
   process.exit(code);
 }
 
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const program = new Command('wakestorm')
   .description('WebSocket load and chaos tester for voice-assistant fleets')
+  .version(version, '-V, --version', 'print the version')
   .exitOverride()
   .configureOutput({
     // One line per error, named after the tool: "wakestorm: option '--port <n>' argument 'abc' is invalid. …"
@@ -114,27 +117,35 @@ function serverArgsToConfig(list: string[]): Partial<ServerConfig> {
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_000));
 
+const collectList = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
 program
   .command('run <scenario>')
   .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID')
-  .addOption(new Option('--devices <n>', 'virtual devices').argParser(posInt('--devices')))
-  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').argParser(posInt('--devices-per-vu')))
-  .option('--duration <d>', 'run length, e.g. 60s, 2m')
-  .option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file')
-  .option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)')
-  .option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>')
-  .option('--seed <s>', 'seed for wake schedules and jitter')
-  .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
-  .option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one")
-  .option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)', collect)
-  .option('--direct', 'skip Toxiproxy: devices connect to the server itself')
+  .addOption(new Option('--devices <n>', 'virtual devices').env('WAKESTORM_DEVICES').argParser(posInt('--devices')))
+  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(posInt('--devices-per-vu')))
+  .addOption(new Option('--duration <d>', 'run length, e.g. 60s, 2m').env('WAKESTORM_DURATION'))
+  .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
+  .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))
+  .addOption(new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE'))
+  .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
+  .addOption(new Option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)').env('WAKESTORM_SLO').argParser(collectList))
+  .addOption(new Option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one").env('WAKESTORM_SERVER_URL'))
+  .addOption(new Option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)').argParser(collect))
+  .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
   .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
   .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'))
-    .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
-  .option('--results <dir>', 'results root (default: results/)')
-  .option('--no-dashboard', 'skip the k6 web dashboard report.html')
+  .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').env('WAKESTORM_TOXIPROXY_SHARDS').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
+  .addOption(new Option('--out <output>', "a k6 output, passed through as k6's --out (repeatable; K6_OUT is honoured too), e.g. csv=run.csv").argParser(collect))
+  .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
+  .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
+  .addOption(new Option('--quiet', 'print only the verdict, the report path and errors').env('WAKESTORM_QUIET').conflicts('json'))
+  .addOption(new Option('--json', 'print one JSON verdict object on stdout, nothing else').env('WAKESTORM_JSON'))
   .action(async (scenario: string, o) => {
     const { runScenario } = await import('./run.ts');
+    const outputs = [...(o.out ?? [])];
+    // k6 lets a --out flag override K6_OUT; the run always has one (its samples), so K6_OUT becomes one more --out.
+    if (process.env.K6_OUT) outputs.push(process.env.K6_OUT);
+    const machine = o.json || o.quiet;
     const r = await runScenario({
       scenario,
       devices: o.devices,
@@ -153,7 +164,17 @@ program
       dashboard: o.dashboard,
       token: o.token,
       tokenFile: o.tokenFile,
+      outputs,
+      echo: !machine,
+      progress: machine ? 'off' : undefined,
+      log: o.json ? () => {} : o.quiet ? (l: string) => /VERDICT|report:/.test(l) && console.log(l.trim().split('\n').filter((x) => /VERDICT|report:/.test(x)).join('\n')) : undefined,
     });
+    if (o.json) {
+      const j = r.judgement;
+      process.stdout.write(
+        `${JSON.stringify({ verdict: j.verdict, exit_code: j.exit_code, verdict_line: j.headline, run_id: r.runId, dir: r.dir, report: `${r.dir}/report.html`, junit: `${r.dir}/junit.xml`, invalid_reasons: j.invalid, fail_reasons: j.failures, slos: j.slos })}\n`,
+      );
+    }
     process.exitCode = r.code;
   });
 

@@ -114,7 +114,21 @@ export function makeScenario(spec: ScenarioSpec) {
   function handleSummary(data: SummaryData) {
     const setup = data.setup_data as SetupData | undefined;
     const events = setup ? plannedEvents(timeline.steps, setup.epoch) : [];
-    return summaryOutputs(data, env, spec.name, slos, events, spec.report?.(data, cfg) ?? []);
+    // What shaped the run, as k6 resolved it (defaults included): run.json and the report record it.
+    const resolved = {
+      devices: cfg.devices,
+      devices_per_vu: cfg.devicesPerVu,
+      vus: cfg.vus,
+      duration_ms: cfg.durationMs,
+      ramp_ms: cfg.rampMs,
+      profile_mix: cfg.profiles.map((p) => ({ profile: p.profile.name, weight: p.weight })),
+      profiles: cfg.profiles.map((p) => p.profile),
+      timeline: { name: timeline.name, steps: timeline.steps.map((st) => ({ at_ms: st.atMs, for_ms: st.forMs, fault: st.fault, streams: st.streams, params: st.params, toxicity: st.toxicity })) },
+      wake: cfg.wake,
+      seed: cfg.seed,
+      slos,
+    };
+    return summaryOutputs(data, env, spec.name, slos, events, spec.report?.(data, cfg) ?? [], resolved);
   }
 
   return { cfg, timeline, slos, options, setup, devices, chaos, teardown, handleSummary };

@@ -1,4 +1,4 @@
-// Device profiles as plain data (the clients of shared/FACTS.md plus a recommended one), their validation, and profile mixes.
+// Device profiles as plain data (the field clients listed in README "Devices and profiles", plus a recommended one), their validation, and profile mixes.
 import { BACKOFF_POLICIES, type BackoffSpec } from './backoff.ts';
 
 export interface Profile {
@@ -45,7 +45,7 @@ const base = {
   playback_prebuffer_ms: 200,
 } as const;
 
-/** The profiles of the source documents, by name (see shared/FACTS.md "Clients in the source documents"). */
+/** The profiles of the source documents, by name (docs/protocol.md names the behaviours they exercise). */
 export const PROFILES: Record<string, Profile> = {
   'esp32-hotpin': {
     ...base,

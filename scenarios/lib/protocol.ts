@@ -1,4 +1,4 @@
-// The wire contract of ../shared/PROTOCOL.md as types and constants, shared by the server (Node) and the devices (k6).
+// The wire contract of docs/protocol.md as types and constants, shared by the server (Node) and the devices (k6).
 // No runtime dependency and no Node or k6 import: both sides load this one file.
 
 export const PROTOCOL_VERSION = 1;

@@ -46,21 +46,22 @@ function check(s: Record<string, unknown>, where: string): Slo {
 }
 
 /**
- * The run's SLOs: the defaults, replaced or extended by SLO_FILE (a JSON list of SLOs; same name replaces),
+ * The run's SLOs: the defaults, replaced or extended by SLO_FILE (JSON lists of SLOs, comma-separated; same name replaces),
  * then targets overridden by SLO_<name>=<number>, and SLOs dropped by SLO_<name>=off.
  */
 export function resolveSlos(env: Record<string, string | undefined>, readFile: (p: string) => string, base: Slo[] = DEFAULT_SLOS): Slo[] {
   let slos = base.map((s) => ({ ...s }));
-  if (env.SLO_FILE) {
+  // SLO_FILE: one file or a comma-separated list; they merge in order, the same name replacing.
+  for (const file of (env.SLO_FILE ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
     let list: unknown;
     try {
-      list = JSON.parse(readFile(env.SLO_FILE));
+      list = JSON.parse(readFile(file));
     } catch (e) {
-      throw new SloError(`SLO_FILE ${env.SLO_FILE}: ${e instanceof SyntaxError ? 'not valid JSON' : 'cannot read it'}`);
+      throw new SloError(`SLO_FILE ${file}: ${e instanceof SyntaxError ? 'not valid JSON' : 'cannot read it'}`);
     }
-    if (!Array.isArray(list)) throw new SloError(`SLO_FILE ${env.SLO_FILE}: must be a JSON list of SLOs`);
+    if (!Array.isArray(list)) throw new SloError(`SLO_FILE ${file}: must be a JSON list of SLOs`);
     list.forEach((raw, i) => {
-      const s = check(raw as Record<string, unknown>, `SLO_FILE entry ${i}`);
+      const s = check(raw as Record<string, unknown>, `SLO_FILE ${file} entry ${i}`);
       const at = slos.findIndex((x) => x.name === s.name);
       if (at >= 0) slos[at] = s;
       else slos.push(s);

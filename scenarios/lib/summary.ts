@@ -79,6 +79,7 @@ export function summaryOutputs(
   slos: Slo[],
   events: object[],
   extra: string[] = [],
+  resolved: object | null = null,
 ): Record<string, string> {
   const byCli = env.VERDICT === 'cli';
   const out: Record<string, string> = { stdout: textSummary(data, slos, scenario, extra, !byCli) };
@@ -89,6 +90,7 @@ export function summaryOutputs(
     out[path('summary.json')] = JSON.stringify(data, null, 1);
     out[path('junit.xml')] = junitXml(judge(data, slos), scenario, (data.state?.testRunDurationMs ?? 0) / 1000);
     out[path('events.json')] = JSON.stringify(events, null, 1);
+    if (resolved) out[path('scenario.json')] = JSON.stringify(resolved, null, 1);
   }
   if (env.SUMMARY_JSON) out[env.SUMMARY_JSON] = JSON.stringify(data);
   return out;

@@ -1,4 +1,4 @@
-// The reference server against real `ws` clients on loopback: every row of shared/PROTOCOL.md.
+// The reference server against real `ws` clients on loopback: every row of docs/protocol.md.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import WebSocket from 'ws';

@@ -1,4 +1,4 @@
-// Message validation and the dropped-session rule from shared/PROTOCOL.md.
+// Message validation and the dropped-session rule from docs/protocol.md.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isDropped, parseDeviceMessage } from '../../scenarios/lib/protocol.ts';

@@ -1,0 +1,110 @@
+// What a person sees: report.html in a real headless browser, and the CLI conventions CI reads (--json, --quiet,
+// --version, --out, env vars), after real runs.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { openPage } from '../helpers/browser.ts';
+import { runCli } from '../helpers/proc.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-report-'));
+const results = join(tmp, 'results');
+
+describe('report.html', () => {
+  let json: { verdict: string; exit_code: number; dir: string; report: string; slos: { name: string; status: string }[] };
+  before(async () => {
+    // A chaos run of two profiles that fails on purpose: a cut the web client does not survive within the run.
+    const cut = join(tmp, 'cut.json');
+    writeFileSync(cut, JSON.stringify([{ at: '5s', for: '2s', fault: 'cut' }]));
+    const r = await runCli(
+      ['run', 'smoke', '--devices', '12', '--duration', '20s', '--wake', 'poisson:4s', '--profile', 'recommended:1,web-heartbeat:1', '--timeline', cut, '--server-arg', '--stt-ms=50', '--results', results, '--json'],
+      { timeoutMs: 120_000 },
+    );
+    assert.equal(r.stdout.trim().split('\n').length, 1, `--json prints one line: ${r.stdout}`);
+    json = JSON.parse(r.stdout);
+    assert.equal(r.code, json.exit_code);
+  });
+
+  it('opens offline in a real browser with the verdict, the SLOs, every chart, both profiles and the tester', async () => {
+    assert.ok(existsSync(join(json.dir, 'k6-dashboard.html')), "k6's dashboard is kept beside it");
+    const page = await openPage(`file://${json.report}`);
+    try {
+      assert.deepEqual(page.errors, [], 'no console errors');
+      assert.deepEqual(page.requests, [], 'self-contained: nothing loaded from elsewhere');
+      const verdict = (await page.text('#verdict'))!;
+      assert.match(verdict, new RegExp(`^${json.verdict.toUpperCase()}`));
+      if (json.verdict === 'fail') assert.match(verdict, /The server broke/);
+      // The SLO table: one row per SLO with its status.
+      assert.equal(await page.count('#slos tbody tr'), json.slos.length);
+      const charts = await page.charts();
+      const ids = charts.map((c) => c.id);
+      for (const id of ['chart-connected', 'chart-latency', 'chart-drops', 'chart-reconnect', 'chart-latency-profiles', 'chart-tester']) assert.ok(ids.includes(id), `${id} in ${ids}`);
+      for (const c of charts) {
+        assert.ok(c.w > 300 && c.h > 150, `${c.id} renders at a readable size: ${c.w}x${c.h}`);
+        if (c.id !== 'chart-drops' && c.id !== 'chart-reconnect') assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
+      }
+      // Fault windows are shaded and labelled on the time charts.
+      assert.match((await page.text('#chart-connected'))!, /cut/);
+      assert.equal(await page.count('#profiles tbody tr'), 2);
+      assert.match((await page.text('#profiles'))!, /recommended[\s\S]*web-heartbeat/);
+      assert.match((await page.text('#tester-health'))!, /VU event-loop lag\s+p50/);
+      assert.match((await page.text('#processes'))!, /k6[\s\S]*server[\s\S]*toxiproxy/);
+      assert.match((await page.text('#parameters'))!, /profile mix\s+recommended 50%, web-heartbeat 50%/);
+      await page.screenshot(join(tmp, 'report.png'));
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('charts a connected count that is the fleet total, not one VU', () => {
+    const svg = readFileSync(join(json.dir, 'connected.svg'), 'utf8');
+    // 12 devices over 1 VU here; the axis reaches the fleet's size.
+    assert.match(svg, />12</);
+  });
+});
+
+describe('CLI conventions', () => {
+  it('--version prints the package version', async () => {
+    const r = await runCli(['--version']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.trim(), JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+  });
+
+  it('--quiet prints only the verdict and the report; env vars set run flags; --out and K6_OUT reach k6', async () => {
+    const csv = join(tmp, 'k6.csv');
+    const jsonOut = join(tmp, 'k6.json');
+    const r = await runCli(['run', 'smoke', '--quiet', '--out', `csv=${csv}`, '--results', results], {
+      env: { WAKESTORM_DEVICES: '3', WAKESTORM_DURATION: '5s', WAKESTORM_WAKE: 'off', K6_OUT: `json=${jsonOut}` },
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(
+      r.stdout.trim().split('\n').map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
+      ['VERDICT: PASS (3 SLOs met, 5 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
+    );
+    assert.match(readFileSync(csv, 'utf8'), /^metric_name,timestamp/);
+    assert.match(readFileSync(jsonOut, 'utf8'), /"metric":"devices_started"/);
+    const latest = JSON.parse(readFileSync(join(results, 'latest', 'run.json'), 'utf8'));
+    assert.equal(latest.resolved.devices, 3);
+    assert.equal(latest.resolved.wake.mode, 'off');
+    assert.equal(latest.resolved.slos.length, 8);
+  });
+
+  it('compare refuses an INVALID or incomplete run and warns about a different fleet size; lost data is a regression', async () => {
+    const runs = readdirSync(results).filter((f) => f.startsWith('smoke-'));
+    assert.equal(runs.length, 2);
+    const [a, b] = runs.map((r) => join(results, r));
+    const cmp = await runCli(['compare', a!, b!]);
+    assert.match(cmp.stdout, /WARNING: different fleet sizes: 12 vs 3 devices/);
+    // wake_ack had data in the first run and none in the second.
+    assert.match(cmp.stdout, /wake_ack_p95\s+\S+ ms\s+no data\s+-\s+WORSE \(no data in b\)/);
+    assert.equal(cmp.code, 1);
+    const runJson = join(b!, 'run.json');
+    const run = JSON.parse(readFileSync(runJson, 'utf8'));
+    writeFileSync(runJson, JSON.stringify({ ...run, verdict: 'invalid' }));
+    const refused = await runCli(['compare', a!, b!]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^wakestorm: cannot compare: run b \(\S+\) is INVALID/);
+  });
+});
