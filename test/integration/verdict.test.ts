@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { ServerConfig } from '../../server/config.ts';
 import { startBuggyServer, type Bug } from '../helpers/buggy-server.ts';
 import { exited, freePort, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
@@ -47,18 +47,21 @@ interface Outcome {
   junit: string;
 }
 
-function latest(): { dir: string; run: Outcome['run']; junit: string } {
-  const dir = join(results, readlinkSync(join(results, 'latest')));
+function latest(root = results): { dir: string; run: Outcome['run']; junit: string } {
+  const dir = join(root, readlinkSync(join(root, 'latest')));
   return { dir, run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')), junit: readFileSync(join(dir, 'junit.xml'), 'utf8') };
 }
 
 /** `wakestorm run` against a server with `bugs` (none: the healthy reference server behind the same middleman). */
+let gates = 0;
 async function gate(bugs: Bug[], args: string[], upstream: Partial<ServerConfig>): Promise<Outcome> {
   const server = await startBuggyServer({ bugs, upstream });
+  // Each gate has its own results root: gates run side by side and each reads its own `latest`.
+  const root = join(results, `gate-${++gates}`);
   try {
-    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', results, '--no-dashboard'], { timeoutMs: 150_000 });
+    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', root, '--no-dashboard'], { timeoutMs: 150_000 });
     const out = r.stdout + r.stderr;
-    return { code: r.code, out, ...latest() };
+    return { code: r.code, out, ...latest(root) };
   } finally {
     await server.close();
   }
@@ -94,57 +97,60 @@ after(() => {
 });
 
 describe('the default gate against server bugs', () => {
-  it('passes the healthy server with every profile the bugs below hurt', async () => {
-    assertPasses(await gate([], [...SMOKE, '--profile', `recommended:1,${WEB}:1,${AVATAR}:1`], FAST));
+  // Wakes at 1-3.5 s, 3 s of speech, then 6 s of STT: every session is thinking when the link is cut at 6.5-7.5 s.
+  const cut = file('cut.json', [{ at: '6500ms', for: '1s', fault: 'cut' }]);
+  const cutArgs = ['smoke', '--devices', '12', '--duration', '22s', '--wake', 'once:1s-1500ms', '--profile', 'recommended', '--timeline', cut, '--slo', 'response_p95=off'];
+  const slowStt: Partial<ServerConfig> = { sttMs: 6000, llmMs: 50 };
+  const cases = {
+    healthy: () => gate([], [...SMOKE, '--profile', `recommended:1,${WEB}:1,${AVATAR}:1`], FAST),
+    noWakeAck: () => gate(['no-wake-ack'], [...SMOKE, '--profile', 'recommended'], FAST),
+    jsonPing: () => gate(['close-on-json-ping'], [...SMOKE, '--profile', `recommended:1,${WEB}:1`], FAST),
+    noKeepalive: () => gate(['no-keepalive'], ['smoke', '--devices', '12', '--duration', '20s', '--wake', 'once:1s-3s', '--profile', `recommended:1,${AVATAR}:1`], FAST),
+    refuse: () => gate(['refuse-share'], [...SMOKE, '--profile', 'recommended'], FAST),
+    dropAfter: () => gate(['drop-after-connect'], [...SMOKE, '--profile', 'recommended'], FAST),
+    slowReply: () => gate(['slow-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
+    cutHealthy: () => gate([], cutArgs, slowStt),
+    forgetResume: () => gate(['forget-resume'], cutArgs, slowStt),
+  };
+  const o = {} as Record<keyof typeof cases, Outcome>;
+  before(async () => {
+    // Small fleets, three runs at a time: the suite takes a third of the time and no run starves another.
+    const names = Object.keys(cases) as (keyof typeof cases)[];
+    for (let i = 0; i < names.length; i += 3) {
+      await Promise.all(names.slice(i, i + 3).map(async (n) => (o[n] = await cases[n]())));
+    }
   });
 
-  it('fails a server that never acknowledges a wake on wake_success, in the wake phase', async () => {
-    const o = await gate(['no-wake-ack'], [...SMOKE, '--profile', 'recommended'], FAST);
-    assertFails(o, 'wake_success', /profile recommended 0%.*phase wake/);
-    assert.equal(status(o, 'wake_ack_p95'), 'fail');
-    assert.match(o.run.verdict_line, /wake_ack_latency: 12 wakes, 0 acknowledged/);
+  it('passes the healthy server with every profile the bugs below hurt', () => assertPasses(o.healthy));
+
+  it('fails a server that never acknowledges a wake on wake_success, in the wake phase', () => {
+    assertFails(o.noWakeAck, 'wake_success', /profile recommended 0%.*phase wake/);
+    assert.equal(status(o.noWakeAck, 'wake_ack_p95'), 'fail');
+    assert.match(o.noWakeAck.run.verdict_line, /wake_ack_latency: 12 wakes, 0 acknowledged/);
   });
 
-  it('fails a server that closes on a JSON heartbeat on unplanned_drops, naming web-heartbeat and 1011', async () => {
-    const o = await gate(['close-on-json-ping'], [...SMOKE, '--profile', `recommended:1,${WEB}:1`], FAST);
-    assertFails(o, 'unplanned_drops', /profile web-heartbeat-3s \d+.*close code 1011 \(internal error\).*the server closed the link/);
+  it('fails a server that closes on a JSON heartbeat on unplanned_drops, naming web-heartbeat and 1011', () =>
+    assertFails(o.jsonPing, 'unplanned_drops', /profile web-heartbeat-3s \d+.*close code 1011 \(internal error\).*the server closed the link/));
+
+  it("fails a server that sends no keepalive on unplanned_drops: the avatar's silence watchdog fires", () =>
+    assertFails(o.noKeepalive, 'unplanned_drops', /profile react-avatar-6s.*liveness check fired/));
+
+  it('fails a server that refuses a share of upgrades on connect_success', () => assertFails(o.refuse, 'connect_success', /phase connect: the upgrade was refused/));
+
+  it('fails a server that drops every link a second after connected on unplanned_drops (1006)', () =>
+    assertFails(o.dropAfter, 'unplanned_drops', /close code 1006.*TCP connection ended with no close frame/));
+
+  it('fails a server that replies too slowly on response_p95, in the reply phase', () => {
+    assertFails(o.slowReply, 'response_p95', /phase reply/);
+    assert.equal(status(o.slowReply, 'wake_ack_p95'), 'pass');
   });
 
-  it('fails a server that sends no keepalive on unplanned_drops: the avatar\'s silence watchdog fires', async () => {
-    const o = await gate(['no-keepalive'], ['smoke', '--devices', '12', '--duration', '20s', '--wake', 'once:1s-3s', '--profile', `recommended:1,${AVATAR}:1`], FAST);
-    assertFails(o, 'unplanned_drops', /profile react-avatar-6s.*liveness check fired/);
-  });
+  it('passes the healthy server through a cut while every session waits for its reply: sessions resume, the drops were planned', () =>
+    assertPasses(o.cutHealthy));
 
-  it('fails a server that refuses a share of upgrades on connect_success', async () => {
-    const o = await gate(['refuse-share'], [...SMOKE, '--profile', 'recommended'], FAST);
-    assertFails(o, 'connect_success', /phase connect: the upgrade was refused/);
-  });
-
-  it('fails a server that drops every link a second after connected on unplanned_drops (1006)', async () => {
-    const o = await gate(['drop-after-connect'], [...SMOKE, '--profile', 'recommended'], FAST);
-    assertFails(o, 'unplanned_drops', /close code 1006.*TCP connection ended with no close frame/);
-  });
-
-  it('fails a server that replies too slowly on response_p95, in the reply phase', async () => {
-    const o = await gate(['slow-reply'], [...SMOKE, '--profile', 'recommended'], FAST);
-    assertFails(o, 'response_p95', /phase reply/);
-    assert.equal(status(o, 'wake_ack_p95'), 'pass');
-  });
-
-  describe('a cut while every session waits for its reply (resuming devices)', () => {
-    // Wakes at 1-3.5 s, 3 s of speech, then 6 s of STT: every session is thinking when the link is cut at 6.5-7.5 s.
-    const cut = file('cut.json', [{ at: '6500ms', for: '1s', fault: 'cut' }]);
-    const args = ['smoke', '--devices', '12', '--duration', '22s', '--wake', 'once:1s-1500ms', '--profile', 'recommended', '--timeline', cut, '--slo', 'response_p95=off'];
-    const slowStt: Partial<ServerConfig> = { sttMs: 6000, llmMs: 50 };
-    it('passes the healthy server: every session resumes, the drops were planned', async () => {
-      const o = await gate([], args, slowStt);
-      assertPasses(o);
-    });
-    it('fails a server that forgets resume tokens on session_drop_rate: sessions lost', async () => {
-      const o = await gate(['forget-resume'], args, slowStt);
-      assertFails(o, 'session_drop_rate', /sessions ended lost ×12/);
-      assert.equal(status(o, 'unplanned_drops'), 'pass', 'the cut was planned');
-    });
+  it('fails a server that forgets resume tokens on session_drop_rate: the sessions are lost', () => {
+    assertFails(o.forgetResume, 'session_drop_rate', /sessions ended lost ×12/);
+    assert.equal(status(o.forgetResume, 'unplanned_drops'), 'pass', 'the cut was planned');
   });
 });
 
