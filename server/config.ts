@@ -23,6 +23,15 @@ export interface ServerConfig {
   drainMs: number;
   /** A socket whose unsent bytes exceed this is a slow reader and is cut. */
   maxBufferedBytes: number;
+  /**
+   * A socket whose peer has not read this many of the bytes sent to it is a slow reader and is cut. Reads are seen by
+   * the pongs to pings sent as the bytes go out; this bounds the kernel's send queue too, which bufferedAmount cannot see.
+   */
+  maxUnackedBytes: number;
+  /** An upgrade request whose headers are not complete after this long is closed (slowloris). */
+  upgradeTimeoutMs: number;
+  /** Connections not yet upgraded (or answered) above this count are refused at once. */
+  maxPendingUpgrades: number;
   /** RMS (int16 units) below which a frame counts as silence for the VAD. */
   vadThreshold: number;
   /** Text messages per second a connection may send, and the burst above that. */
@@ -51,6 +60,9 @@ export const defaultConfig: ServerConfig = {
   tokens: [],
   drainMs: 5_000,
   maxBufferedBytes: 1024 * 1024,
+  maxUnackedBytes: 256 * 1024,
+  upgradeTimeoutMs: 5000,
+  maxPendingUpgrades: 1000,
   vadThreshold: 300,
   textRatePerS: 20,
   textBurst: 60,
@@ -85,6 +97,10 @@ export function parseHost(value: string): string {
   return value;
 }
 
+/**
+ * Tokens, one per line: `token` (any device id) or `token device-id-pattern` (bound: it may only claim ids that match
+ * the pattern, `*` and `?` as in a shell glob). Returns the lines as `tokens` entries, patterns kept.
+ */
 export function readTokensFile(path: string): string[] {
   let text: string;
   try {
@@ -94,7 +110,27 @@ export function readTokensFile(path: string): string[] {
   }
   const tokens = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   if (tokens.length === 0) throw new ConfigError(`--tokens-file ${path}: holds no token (one per line)`);
+  tokens.forEach((line, i) => {
+    const [token, pattern, extra] = line.split(/\s+/);
+    if (extra !== undefined) throw new ConfigError(`--tokens-file ${path} line ${i + 1}: 'token' or 'token device-id-pattern', nothing more`);
+    validateToken(token!);
+    if (pattern !== undefined && !/^[A-Za-z0-9._*?-]{1,64}$/.test(pattern)) throw new ConfigError(`--tokens-file ${path} line ${i + 1}: the device-id pattern may hold [A-Za-z0-9._-] and * ?`);
+  });
   return tokens;
+}
+
+/** Token → the device ids it may claim (null: any). From `tokens` entries of `token` or `token pattern`. */
+export function tokenBindings(tokens: string[]): Map<string, RegExp | null> {
+  const out = new Map<string, RegExp | null>();
+  for (const line of tokens) {
+    const [token, pattern] = line.trim().split(/\s+/);
+    const re = pattern ? new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace(/\*/g, '.*').replace(/\?/g, '.')}$`) : null;
+    const prev = out.get(token!);
+    // The same token on several lines may claim any of their patterns; one unbound line makes it unbound.
+    if (prev === null || (out.has(token!) && re === null)) out.set(token!, null);
+    else out.set(token!, prev ? new RegExp(`${prev.source}|${re!.source}`) : re);
+  }
+  return out;
 }
 
 export function validateToken(t: string): string {
@@ -117,6 +153,9 @@ export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string
   { flag: '--resume-grace-ms', key: 'resumeGraceMs', env: 'WAKESTORM_RESUME_GRACE_MS', min: 0, max: 36_000_000, help: 'how long a lost device state is kept for resume' },
   { flag: '--max-connections', key: 'maxConnections', env: 'WAKESTORM_MAX_CONNECTIONS', min: 1, max: 10_000_000, help: 'above this, new devices get close 1013' },
   { flag: '--drain-ms', key: 'drainMs', env: 'WAKESTORM_DRAIN_MS', min: 0, max: 600_000, help: 'on SIGTERM, how long active replies may finish' },
+  { flag: '--max-unacked-bytes', key: 'maxUnackedBytes', env: 'WAKESTORM_MAX_UNACKED_BYTES', min: 16 * 1024, max: 1 << 30, help: 'cut a socket whose peer has not read this many sent bytes' },
+  { flag: '--upgrade-timeout-ms', key: 'upgradeTimeoutMs', env: 'WAKESTORM_UPGRADE_TIMEOUT_MS', min: 500, max: 600_000, help: 'close an upgrade whose headers are not complete by then' },
+  { flag: '--max-pending-upgrades', key: 'maxPendingUpgrades', env: 'WAKESTORM_MAX_PENDING_UPGRADES', min: 1, max: 1_000_000, help: 'refuse connections above this many not yet upgraded' },
   { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
   { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
 ];

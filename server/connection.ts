@@ -13,6 +13,10 @@ import type { ServerConfig } from './config.ts';
 import type { DeviceState } from './devices.ts';
 import type { ServerMetrics } from './metrics.ts';
 
+/** A progress ping goes out every this many bytes sent (at most MAX_PROBES unanswered at once). */
+const PROBE_EVERY_BYTES = 16 * 1024;
+const MAX_PROBES = 8;
+
 /** What a connection needs from the server around it. */
 export interface ConnectionHost {
   cfg: ServerConfig;
@@ -53,6 +57,13 @@ export class Connection {
   private idleTimer: NodeJS.Timeout;
   private readonly textBucket: Bucket;
   private readonly audioBucket: Bucket;
+  /** Payload bytes handed to the socket, and how many of them the peer has shown it read (pongs to progress pings). */
+  private sentBytes = 0;
+  private readBytes = 0;
+  private probeSeq = 0;
+  private lastProbeAt = 0;
+  /** Progress pings awaiting their pong: the payload and sentBytes when it went out. */
+  private readonly probes: { tag: string; at: number }[] = [];
 
   constructor(
     readonly ws: WebSocket,
@@ -60,13 +71,15 @@ export class Connection {
     private readonly host: ConnectionHost,
     pathDeviceId: string | null,
     pathResume: string | undefined,
+    /** The device ids this connection's token may claim (null: any). */
+    private readonly claim: RegExp | null = null,
   ) {
     const { cfg } = host;
     this.textBucket = new Bucket(cfg.textRatePerS, cfg.textBurst);
     this.audioBucket = new Bucket(cfg.audioRateBytesPerS, cfg.audioBurstBytes);
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('ping', () => this.heard());
-    ws.on('pong', () => this.heard());
+    ws.on('pong', (data) => this.onPong(data));
     ws.on('close', (code) => this.onClose(code));
     ws.on('error', (err) => host.log(`connection ${id}: ${err.message}`));
     this.keepaliveTimer = setInterval(() => this.keepalive(), cfg.keepaliveMs);
@@ -88,6 +101,7 @@ export class Connection {
     const text = JSON.stringify(msg);
     if (!this.roomFor(text.length)) return false;
     this.ws.send(text);
+    this.sent(text.length);
     this.host.metrics.msgOutText.inc();
     this.host.metrics.bytesOutText.inc(text.length);
     return true;
@@ -97,6 +111,7 @@ export class Connection {
     if (!this.open) return false;
     if (!this.roomFor(buf.length)) return false;
     this.ws.send(buf, { binary: true });
+    this.sent(buf.length);
     this.host.metrics.msgOutBinary.inc();
     this.host.metrics.bytesOutBinary.inc(buf.length);
     return true;
@@ -120,15 +135,45 @@ export class Connection {
     this.state = null;
   }
 
-  /** A socket that cannot take more bytes is a slow reader: cut it rather than buffer without bound. */
+  /**
+   * A peer that has not read maxUnackedBytes of what it was sent, or a socket whose own buffer is full, is a slow
+   * reader: cut it rather than queue without bound. Node's bufferedAmount alone does not see the kernel's send buffer
+   * (hundreds of KiB per socket on loopback), so reads are tracked by pongs: a pong to a ping sent after byte N means
+   * the peer read past byte N.
+   */
   private roomFor(n: number): boolean {
-    if (this.ws.bufferedAmount + n <= this.host.cfg.maxBufferedBytes) return true;
+    const unread = this.sentBytes - this.readBytes;
+    if (this.ws.bufferedAmount + n <= this.host.cfg.maxBufferedBytes && unread + n <= this.host.cfg.maxUnackedBytes) return true;
     this.host.metrics.slowReaders.inc();
-    this.host.log(`connection ${this.id}: slow reader, ${this.ws.bufferedAmount} bytes unsent: cut`);
+    this.host.log(`connection ${this.id}: slow reader, ${unread} bytes sent and not read (${this.ws.bufferedAmount} unsent): cut`);
     this.closing = true;
     this.stopTimers();
     this.ws.terminate();
     return false;
+  }
+
+  /** Counts bytes sent; every 16 KiB sent, a ping whose pong will say the peer read them. */
+  private sent(n: number): void {
+    this.sentBytes += n;
+    if (this.sentBytes - this.lastProbeAt < PROBE_EVERY_BYTES || this.probes.length >= MAX_PROBES) return;
+    const tag = `r${++this.probeSeq}`;
+    this.lastProbeAt = this.sentBytes;
+    this.probes.push({ tag, at: this.sentBytes });
+    try {
+      this.ws.ping(tag);
+    } catch {
+      /* closing */
+    }
+  }
+
+  private onPong(data: Buffer): void {
+    this.heard();
+    if (!this.probes.length) return;
+    const tag = data.toString();
+    const i = this.probes.findIndex((p) => p.tag === tag);
+    if (i < 0) return;
+    this.readBytes = Math.max(this.readBytes, this.probes[i]!.at);
+    this.probes.splice(0, i + 1);
   }
 
   private heard(): void {
@@ -192,6 +237,10 @@ export class Connection {
       if (this.helloTimer) clearTimeout(this.helloTimer);
       this.helloTimer = null;
       this.errorsInRow = 0;
+      if (this.claim && !this.claim.test(parsed.msg.device_id)) {
+        this.host.metrics.rejected.labels('forbidden').inc();
+        return this.close(CLOSE.POLICY, 'device id not allowed for this token');
+      }
       this.host.attach(this, parsed.msg.device_id, parsed.msg.resume);
       return;
     }

@@ -1,4 +1,5 @@
 // `wakestorm server`: runs the reference server in the foreground until SIGTERM/SIGINT, then drains and exits 0.
+import { isLoopbackUrl } from '../scenarios/lib/run-config.ts';
 import type { ServerConfig } from './config.ts';
 import { startVoiceServer } from './server.ts';
 
@@ -9,12 +10,15 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
     `wakestorm server listening on ${server.wsUrl} (ws: /ws and /ws/{deviceId}; http: /health, /metrics) ` +
       `keepalive=${c.keepaliveMs}ms stt=${c.sttMs}ms llm=${c.llmMs}ms tts=${c.ttsMs}ms pace=${c.ttsPace} auth=${c.tokens.length ? 'on' : 'off'}`,
   );
+  if (!c.tokens.length && !isLoopbackUrl(`http://${c.host.includes(':') ? `[${c.host}]` : c.host}`)) {
+    process.stderr.write(`wakestorm server: warning: listening on ${c.host} without a token: any host that reaches it can connect devices (give --token or --tokens-file)\n`);
+  }
   let draining = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (draining) {
-      // A second signal while draining: stop at once.
-      console.log(`wakestorm server: ${sig} again, closing now`);
-      server.close().then(() => process.exit(0));
+      // A second signal while draining: every socket gets 1001 now, and the process exits.
+      console.log(`wakestorm server: ${sig} again, closing every connection now (1001)`);
+      server.forceClose().then(() => process.exit(0));
       return;
     }
     draining = true;

@@ -3,9 +3,10 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { CLOSE, DEVICE_ID_PATTERN, MAX_TEXT_BYTES } from '../scenarios/lib/protocol.ts';
+import { CLOSE, closeCodeLabel, DEVICE_ID_PATTERN, MAX_TEXT_BYTES } from '../scenarios/lib/protocol.ts';
+import { isLoopbackUrl } from '../scenarios/lib/run-config.ts';
 import { loadReplies } from './audio.ts';
-import { defaultConfig, effectiveIdleTimeoutMs, type ServerConfig } from './config.ts';
+import { defaultConfig, effectiveIdleTimeoutMs, tokenBindings, type ServerConfig } from './config.ts';
 import { Connection, type ConnectionHost } from './connection.ts';
 import { DeviceRegistry } from './devices.ts';
 import { ServerMetrics } from './metrics.ts';
@@ -23,6 +24,14 @@ export interface VoiceServer {
   drain(): Promise<void>;
   /** Stop at once: close every socket with 1001 and free the port. */
   close(): Promise<void>;
+  /** A second signal during a drain: close every socket with 1001 now, without waiting for the drain. */
+  forceClose(): Promise<void>;
+}
+
+/** The bearer token of a request: `Authorization: Bearer …` or `?token=`. */
+function bearerOf(req: IncomingMessage, queryToken: string | undefined): string | undefined {
+  const auth = req.headers.authorization;
+  return (auth && /^Bearer\s+(\S+)$/i.exec(auth)?.[1]) || queryToken;
 }
 
 function rejectUpgrade(socket: Duplex, status: number, text: string): void {
@@ -63,7 +72,10 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const log = cfg.verbose ? (line: string) => process.stderr.write(`[server] ${line}\n`) : () => {};
 
   const registry = new DeviceRegistry(cfg, metrics, () => drainWake?.());
-  const tokens = new Set(cfg.tokens);
+  // Token → the device ids it may claim (null: any). A bound token can only open, and so replace (4409), its own ids.
+  const tokens = tokenBindings(cfg.tokens);
+  // Off loopback with tokens, /health and /metrics ask for a token too.
+  const httpNeedsToken = tokens.size > 0 && !isLoopbackUrl(`http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}`);
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TEXT_BYTES, clientTracking: false, perMessageDeflate: false });
 
   const host: ConnectionHost = {
@@ -74,15 +86,25 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     closed: (conn, code) => {
       connections.delete(conn);
       metrics.connections.set(connections.size);
-      metrics.closed.labels(String(code)).inc();
+      // Codes come from clients too: the label stays bounded to the ones the protocol knows.
+      metrics.closed.labels(closeCodeLabel(code)).inc();
       registry.detach(conn);
       drainWake?.();
     },
     log,
   };
 
-  const http: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+  // Headers must be complete within upgradeTimeoutMs (checked every 500 ms): a slowloris upgrade is closed, not kept.
+  const http: Server = createServer({ headersTimeout: cfg.upgradeTimeoutMs, requestTimeout: cfg.upgradeTimeoutMs + 1000, connectionsCheckingInterval: 500 }, (req, res) => {
+    settled(req.socket);
+    const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
+    if (httpNeedsToken && (path === '/health' || path === '/metrics')) {
+      const given = bearerOf(req, new URLSearchParams(query ?? '').get('token') ?? undefined);
+      if (!given || !tokens.has(given)) {
+        res.writeHead(401, { 'content-type': 'text/plain' }).end('Unauthorized');
+        return;
+      }
+    }
     if (req.method === 'GET' && path === '/health') {
       const body = JSON.stringify({
         status: draining ? 'draining' : 'ok',
@@ -103,20 +125,38 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   });
   http.keepAliveTimeout = 5000;
 
+  // Connections that have not upgraded (or sent a request) yet are capped: past maxPendingUpgrades, refused at once.
+  const pending = new Set<unknown>();
+  const settled = (sock: unknown) => pending.delete(sock);
+  http.on('connection', (sock) => {
+    if (pending.size >= cfg.maxPendingUpgrades) {
+      metrics.rejected.labels('too_many_pending').inc();
+      sock.destroy();
+      return;
+    }
+    pending.add(sock);
+    sock.once('close', () => pending.delete(sock));
+  });
+
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    settled(socket);
     socket.on('error', () => {});
     const route = routeUpgrade(req.url ?? '/');
     if (!route) {
       metrics.rejected.labels('not_found').inc();
       return rejectUpgrade(socket, 404, 'Not Found');
     }
+    let claim: RegExp | null = null;
     if (tokens.size > 0) {
-      const auth = req.headers.authorization;
-      const bearer = auth && /^Bearer\s+(\S+)$/i.exec(auth)?.[1];
-      const given = bearer || route.token;
+      const given = bearerOf(req, route.token);
       if (!given || !tokens.has(given)) {
         metrics.rejected.labels('unauthorized').inc();
         return rejectUpgrade(socket, 401, 'Unauthorized');
+      }
+      claim = tokens.get(given) ?? null;
+      if (claim && route.deviceId !== null && !claim.test(route.deviceId)) {
+        metrics.rejected.labels('forbidden').inc();
+        return rejectUpgrade(socket, 403, 'Forbidden');
       }
     }
     if (draining) {
@@ -132,7 +172,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
         return;
       }
       metrics.opened.inc();
-      const conn = new Connection(ws, registry.nextConnectionId(), host, route.deviceId, route.resume);
+      const conn = new Connection(ws, registry.nextConnectionId(), host, route.deviceId, route.resume, claim);
       connections.add(conn);
       metrics.connections.set(connections.size);
     });
@@ -201,6 +241,13 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
       draining = true;
       stopped = shutdown(CLOSE.GOING_AWAY, 'going away');
       return stopped;
+    },
+    forceClose() {
+      draining = true;
+      // Whatever a drain still waits for: every socket gets 1001 now; the drain's own shutdown then finds none.
+      const now = shutdown(CLOSE.GOING_AWAY, 'going away');
+      stopped ??= now;
+      return now;
     },
   };
   return server;

@@ -36,6 +36,29 @@ export const CLOSE = {
   REPLACED: 4409,
 } as const;
 
+/** What each close code the protocol knows means (RFC 6455 §7.4.1, the IANA registry, and this protocol's 44xx). */
+export const CLOSE_CODE_NAMES: Record<string, string> = {
+  '1000': 'normal closure',
+  '1001': 'going away',
+  '1002': 'protocol error',
+  '1003': 'unsupported data',
+  '1005': 'no status received',
+  '1006': 'abnormal closure, no close frame',
+  '1007': 'invalid payload data',
+  '1008': 'policy violation',
+  '1009': 'message too big',
+  '1011': 'internal error',
+  '1012': 'service restart',
+  '1013': 'try again later',
+  '4408': 'hello or idle timeout',
+  '4409': 'replaced by a newer connection',
+};
+
+/** A close code as a bounded label (metrics, tags): the codes the protocol knows, or `other`. */
+export function closeCodeLabel(code: number): string {
+  return String(code) in CLOSE_CODE_NAMES ? String(code) : 'other';
+}
+
 export type ErrorCode =
   | 'bad_json'
   | 'unknown_type'

@@ -1,6 +1,7 @@
 // The verdict of a run: PASS only what was seen to work, FAIL with the culprit, INVALID when the tester itself failed.
 // Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
 // that died, an interrupt, k6's own exit code).
+import { CLOSE_CODE_NAMES, closeCodeLabel } from './protocol.ts';
 import type { Slo } from './slo.ts';
 
 export type Verdict = 'pass' | 'fail' | 'invalid';
@@ -34,26 +35,9 @@ export const WAKE_ACK_TIMEOUT_MS = 10_000;
 /** The tag that says whether an outcome fell inside a fault window (plus grace): `chaos:on` or `chaos:off`. */
 export const CHAOS_TAG = 'chaos';
 
-/** Close codes that get their own `code` tag value on unplanned drops and failed connects; any other is `other`. */
-export const KNOWN_CLOSE_CODES: Record<string, string> = {
-  '1000': 'normal closure',
-  '1001': 'going away',
-  '1002': 'protocol error',
-  '1003': 'unsupported data',
-  '1006': 'abnormal closure, no close frame',
-  '1007': 'invalid payload data',
-  '1008': 'policy violation',
-  '1009': 'message too big',
-  '1011': 'internal error',
-  '1012': 'service restart',
-  '1013': 'try again later',
-  '4408': 'hello or idle timeout',
-  '4409': 'replaced by a newer connection',
-};
-
-export function closeCodeTag(code: number): string {
-  return String(code) in KNOWN_CLOSE_CODES ? String(code) : 'other';
-}
+/** Close codes with their own `code` tag value on unplanned drops and failed connects; any other is `other`. */
+export const KNOWN_CLOSE_CODES = CLOSE_CODE_NAMES;
+export const closeCodeTag = closeCodeLabel;
 
 /** Why a link or a connect attempt ended, as the `cause` tag: where to look first. */
 export const CAUSES: Record<string, { phase: string; look: string }> = {

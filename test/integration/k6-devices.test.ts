@@ -86,7 +86,8 @@ describe('k6 devices through Toxiproxy', () => {
     const r = await run;
     // A cut by hand is not in any timeline: to the gate it is an unplanned drop, whatever the devices did after it.
     assert.equal(r.code, 99, 'an unplanned cut fails unplanned_drops');
-    assert.match(r.stdout, /unplanned_drops\s+count == 0\s+10\s+FAIL/);
+    // 10 links lost, and every refused reconnect during the cut.
+    assert.match(r.stdout, /unplanned_drops\s+count == 0\s+\d\d+\s+FAIL/);
     const m = r.summary!.metrics;
     assert.equal(m.connection_drops!.values.count, 10);
     assert.ok(m.reconnect_attempts!.values.count! >= 10);
