@@ -215,9 +215,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   let serverHttpUrl: string;
   let upstreamHostPort: string;
   let actualServerPort = serverPort ?? 0;
+  // Teardown order: the server drains (1012) while the network is still there, then Toxiproxy stops.
   const cleanup = async () => {
-    await Promise.all(toxis.map((t) => stopChild(t, 3000)));
     await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
+    await Promise.all(toxis.map((t) => stopChild(t, 3000)));
     secret?.remove();
   };
 
@@ -235,9 +236,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   };
   const spawnServer = async (): Promise<void> => {
     if (actualServerPort === 0) actualServerPort = await pickFreePort();
+    // Its own process group: a terminal's Ctrl-C reaches the CLI only, which tears down in order.
     const child = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: serverEnv,
+      detached: true,
     });
     server = child;
     child.once('exit', (code, sig) => {
@@ -264,7 +267,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     // carried the same 10,000-device load at 54% of a core instead of 71% (less cross-core scheduling and futex churn).
     const shardEnv = shardCount > 1 && !process.env.GOMAXPROCS ? { ...process.env, GOMAXPROCS: String(Math.max(1, Math.floor(cpus().length / shardCount))) } : process.env;
     for (const [k, ports] of shardPorts.entries()) {
-      const toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env: shardEnv });
+      const toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env: shardEnv, detached: true });
       toxis.push(toxi);
       toxi.once('exit', (code, sig) => emitExit('toxiproxy', `toxiproxy-server${shardCount > 1 ? ` shard ${k}` : ''} (pid ${toxi.pid})`, code, sig));
       const toxiTail = collect(toxi);

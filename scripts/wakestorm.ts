@@ -274,6 +274,8 @@ program
     process.exitCode = opts.check ? checkTools() : await setup();
   });
 
+// A wrapper (npx, npm run) that dies without forwarding its signal takes this process with it.
+(await import('./wrapper-watch.ts')).exitWithWrappers();
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

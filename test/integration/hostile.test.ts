@@ -88,6 +88,70 @@ describe('slow readers', () => {
   });
 });
 
+describe('a storm of hostile clients', () => {
+  it('malformed frames, invalid UTF-8, JSON bombs, wrong types, floods and churn: each gets its close code or error, /health answers, RSS stays bounded, a good device talks on', async () => {
+    // The good device speaks faster than real time (tests need not wait): audio limits are lifted, text limits kept.
+    const s = await server({ audioBurstBytes: 1 << 30, audioRateBytesPerS: 1 << 30 });
+    const { c: good } = await connectDevice(s.wsUrl, 'good');
+    const deadline = Date.now() + 10_000;
+    let sessions = 0;
+    const talk = (async () => {
+      // At a human pace (a conversation every 300 ms at most): under the text rate limit the flood trips.
+      while (Date.now() < deadline) {
+        await conversation(good, sessions++);
+        await sleep(300);
+      }
+    })();
+    const seen: Record<string, number[]> = {};
+    const note = (k: string, code: number) => (seen[k] ??= []).push(code);
+    const attack = async (k: string, id: string, act: (c: TestClient) => void) => {
+      const { c } = await connectDevice(s.wsUrl, id);
+      act(c);
+      note(k, await c.waitClose(8000).catch(() => -1));
+    };
+    // 30,000 levels of nesting in 60 KB, under the 64 KiB frame limit, in a field that must be a number.
+    const bomb = `{"type":"ping","id":${'['.repeat(30_000)}${']'.repeat(30_000)},"t":1}`;
+    let rssMax = 0;
+    let healthFailures = 0;
+    for (let round = 0; Date.now() < deadline - 2000; round++) {
+      await Promise.all([
+        // Invalid UTF-8 in a text frame: 1007.
+        attack('utf8', `u-${round}`, (c) => c.ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false })),
+        // A frame over 64 KiB: 1009.
+        attack('big', `b-${round}`, (c) => c.ws.send('x'.repeat(70_000))),
+        // Deeply nested JSON under the size limit and wrong types in every field: errors, then 1008 after ten.
+        attack('bombs', `j-${round}`, (c) => {
+          for (let i = 0; i < 12; i++) c.ws.send(i % 2 ? bomb : JSON.stringify({ type: 'hotword_detected', wake_id: { a: [1] }, t: 'soon' }));
+        }),
+        // A flood of pings: rate-limited, then 1008.
+        attack('flood', `f-${round}`, (c) => {
+          for (let i = 0; i < 400; i++) c.send({ type: 'ping', id: i, t: 1 });
+        }),
+        // Connect/close churn.
+        ...Array.from({ length: 10 }, async (_, i) => {
+          const { c } = await connectDevice(s.wsUrl, `churn-${round}-${i}`);
+          c.close();
+        }),
+      ]);
+      const h = await fetch(`${s.httpUrl}/health`, { signal: AbortSignal.timeout(1000) }).catch(() => null);
+      if (!h || h.status !== 200) healthFailures++;
+      rssMax = Math.max(rssMax, process.memoryUsage().rss);
+    }
+    await talk;
+    console.log(`hostile storm: ${Object.entries(seen).map(([k, v]) => `${k} ${v.length}×${[...new Set(v)].join('/')}`).join(', ')}; rss max ${(rssMax / 2 ** 20).toFixed(0)} MiB; good device ${sessions} sessions`);
+    assert.deepEqual([...new Set(seen.utf8)], [1007]);
+    assert.deepEqual([...new Set(seen.big)], [1009]);
+    assert.deepEqual([...new Set(seen.bombs)], [1008]);
+    assert.deepEqual([...new Set(seen.flood)], [1008]);
+    assert.equal(healthFailures, 0, '/health answered every time');
+    // Measured ~150-200 MiB for this test process (server, clients and test runner together).
+    assert.ok(rssMax < 400 * 2 ** 20, `rss ${(rssMax / 2 ** 20).toFixed(0)} MiB`);
+    assert.ok(sessions >= 3);
+    assert.equal(good.closeCode, null);
+    good.close();
+  });
+});
+
 describe('unfinished upgrades', () => {
   function halfUpgrade(port: number): Promise<{ sock: Socket; closedAfterMs: Promise<number> }> {
     return new Promise((resolve, reject) => {

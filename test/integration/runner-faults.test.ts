@@ -1,0 +1,74 @@
+// The runner never leaves a machine worse than it found it: a SIGTERM to the `npx` entry the docs tell users to type
+// ends the whole command (npm does not forward it), and a server killed mid-run is the server's failure, cleaned up.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ROOT, freePort, portClosed, waitFor } from '../helpers/proc.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-runner-'));
+const ours = () => execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(tmp) || l.includes('wakestorm-runner-marker'));
+
+function npx(args: string[]) {
+  const p = spawn('npx', ['wakestorm', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  p.stderr!.on('data', (d) => (out += d));
+  return Object.assign(p, { output: () => out });
+}
+
+describe('a signal to the npx entry ends everything it started', () => {
+  it('npx wakestorm server: SIGTERM to npx frees the port within seconds', async () => {
+    const port = await freePort();
+    const p = npx(['server', '--port', String(port), '--drain-ms', '500']);
+    await waitFor(() => p.output().includes('listening'), 60_000, 'the server');
+    process.kill(p.pid!, 'SIGTERM');
+    await waitFor(() => portClosed(port), 8000, 'the port to be freed');
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`--port ${port}`));
+    assert.deepEqual(left, []);
+  });
+
+  it('npx wakestorm run: SIGTERM to npx stops k6, Toxiproxy and the server, and the run is INVALID', async () => {
+    const results = join(tmp, 'results');
+    const p = npx(['run', 'smoke', '--devices', '5', '--duration', '60s', '--wake', 'off', '--results', results]);
+    await waitFor(() => /k6 v[\d.]+ ->/.test(p.output()), 60_000, 'k6 to start');
+    await new Promise((r) => setTimeout(r, 3000));
+    const apiPort = Number(/toxiproxy\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(p.output())![1]);
+    const serverPid = Number(/server\s+http:\/\/127\.0\.0\.1:\d+ \(pid (\d+)\)/.exec(p.output())![1]);
+    process.kill(p.pid!, 'SIGTERM');
+    await waitFor(() => ours().length === 0, 20_000, 'every process of the run to be gone');
+    await waitFor(() => portClosed(apiPort), 10_000, 'Toxiproxy to stop');
+    await waitFor(() => !existsSync(`/proc/${serverPid}`) || /State:\s+Z/.test(readFileSync(`/proc/${serverPid}/status`, 'utf8')), 10_000, 'the server to stop');
+    await waitFor(() => existsSync(join(results, 'latest')), 5000, 'the results folder');
+    const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
+    assert.equal(run.verdict, 'invalid');
+    assert.match(run.invalid_reasons.join(' '), /interrupted/);
+  });
+});
+
+describe('a server killed during a chaos run', () => {
+  it('is the server failing (FAIL), and nothing is left behind', async () => {
+    const results = join(tmp, 'killed-server');
+    const cut = join(tmp, 'cut.json');
+    (await import('node:fs')).writeFileSync(cut, JSON.stringify([{ at: '20s', for: '2s', fault: 'cut' }]));
+    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), 'run', 'smoke', '--devices', '6', '--duration', '25s', '--wake', 'off', '--timeline', cut, '--results', results], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    await waitFor(() => /k6 v[\d.]+ ->/.test(out), 60_000, 'k6 to start');
+    await new Promise((r) => setTimeout(r, 4000));
+    const serverPid = Number(/server\s+http:\/\/127\.0\.0\.1:\d+ \(pid (\d+)\)/.exec(out)![1]);
+    const apiPort = Number(/toxiproxy\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+    process.kill(serverPid, 'SIGKILL');
+    const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+    assert.equal(code, 99, out);
+    assert.match(out, /the reference server \(pid \d+\) exited during the run \(signal SIGKILL\)/);
+    const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
+    assert.equal(run.verdict, 'fail');
+    assert.ok(run.slo_results.some((r: { name: string; status: string }) => r.name === 'unplanned_drops' && r.status === 'fail'));
+    assert.ok(await portClosed(apiPort), 'Toxiproxy stopped');
+    assert.deepEqual(ours(), []);
+  });
+});
