@@ -188,10 +188,13 @@ function claimRunDir(root: string, base: string): { runId: string; dir: string; 
 
 /** The bearer token from --token or --token-file, checked like the server checks its own. */
 function resolveToken(opts: RunOptions): string | null {
-  if (opts.token !== undefined && opts.tokenFile !== undefined) throw new RunError('give --token or --token-file, not both');
+  // An empty value (a CI secret that is not set) is no token.
+  const token = opts.token || undefined;
+  const tokenFile = opts.tokenFile || undefined;
+  if (token !== undefined && tokenFile !== undefined) throw new RunError('give --token or --token-file, not both');
   try {
-    if (opts.token !== undefined) return validateToken(opts.token);
-    if (opts.tokenFile !== undefined) return validateToken(readTokensFile(opts.tokenFile)[0]!);
+    if (token !== undefined) return validateToken(token);
+    if (tokenFile !== undefined) return validateToken(readTokensFile(tokenFile)[0]!.split(/\s+/)[0]!);
   } catch (e) {
     throw new RunError((e as Error).message.replace('--tokens-file', '--token-file'));
   }

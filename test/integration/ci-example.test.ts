@@ -1,0 +1,83 @@
+// docs/examples/github-actions-gate.yml, run step by step on this machine: a voice server of "the user" starts, a
+// pinned checkout of wakestorm (cloned from this repository) installs itself, gates that server, and leaves results
+// to upload that hold no secret. `uses:` steps are GitHub's own; the ones that upload are checked for their paths.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parse } from 'yaml';
+import { CLI, ROOT, freePort } from '../helpers/proc.ts';
+
+interface Step {
+  name?: string;
+  uses?: string;
+  run?: string;
+  env?: Record<string, string>;
+  with?: Record<string, string>;
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-ci-example-'));
+const workspace = join(tmp, 'workspace');
+const runnerTemp = join(tmp, 'runner');
+const SECRET = 'ci-secret-token-7f3a9c';
+let serverPidFile = '';
+
+after(() => {
+  if (serverPidFile && existsSync(serverPidFile)) {
+    try {
+      process.kill(Number(readFileSync(serverPidFile, 'utf8')), 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  }
+});
+
+describe('the GitHub Actions example', () => {
+  it("gates the user's own server from a pinned checkout, and uploads results with no secret in them", async () => {
+    const wf = parse(readFileSync(join(ROOT, 'docs/examples/github-actions-gate.yml'), 'utf8')) as { jobs: Record<string, { env: Record<string, string>; steps: Step[] }> };
+    const job = Object.values(wf.jobs)[0]!;
+    mkdirSync(workspace, { recursive: true });
+    mkdirSync(runnerTemp, { recursive: true });
+    // "Your voice server": the reference server on a free loopback port, started in the background as a CI step would.
+    const port = await freePort();
+    serverPidFile = join(tmp, 'server.pid');
+    writeFileSync(
+      join(workspace, 'start-voice-server.sh'),
+      `#!/usr/bin/env bash\nnohup node ${CLI} server --port ${port} > ${tmp}/server.log 2>&1 &\necho $! > ${serverPidFile}\nfor i in $(seq 100); do curl -sf http://127.0.0.1:${port}/health >/dev/null && exit 0; sleep 0.1; done; exit 1\n`,
+      { mode: 0o755 },
+    );
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      ...job.env,
+      // The pinned checkout comes from this repository, at the branch this test runs on.
+      WAKESTORM_GIT: ROOT,
+      WAKESTORM_REF: spawnSync('git', ['rev-parse', '--abbrev-ref', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim(),
+      VOICE_SERVER_URL: `ws://127.0.0.1:${port}`,
+      GITHUB_WORKSPACE: workspace,
+      RUNNER_TEMP: runnerTemp,
+    };
+    const expr = (s: string) => s.replace(/\$\{\{\s*secrets\.[A-Z_]+\s*\}\}/g, SECRET).replace(/\$\{\{\s*env\.([A-Z_]+)\s*\}\}/g, (_, k: string) => env[k] ?? '');
+    const outputs: string[] = [];
+    for (const step of job.steps) {
+      if (step.uses) {
+        // GitHub's own actions; those that publish must find their files.
+        const path = step.with?.report_paths ?? (step.uses.startsWith('actions/upload-artifact') ? step.with?.path : undefined);
+        if (path) assert.ok(existsSync(join(workspace, expr(path))), `${step.uses}: ${path} exists`);
+        continue;
+      }
+      const stepEnv = Object.fromEntries(Object.entries(step.env ?? {}).map(([k, v]) => [k, expr(String(v))]));
+      const r = spawnSync('bash', ['-e', '-c', expr(step.run!)], { cwd: workspace, env: { ...env, ...stepEnv }, encoding: 'utf8', timeout: 300_000 });
+      outputs.push(`${step.name}: ${r.stdout}${r.stderr}`);
+      assert.equal(r.status, 0, `step "${step.name}" failed:\n${r.stdout}\n${r.stderr}`);
+    }
+    const all = outputs.join('\n');
+    assert.match(all, /VERDICT: PASS/);
+    const results = join(workspace, 'wakestorm-results', 'latest');
+    for (const f of ['report.html', 'junit.xml', 'run.json']) assert.ok(existsSync(join(results, f)), f);
+    const grep = spawnSync('grep', ['-rl', '--binary-files=text', SECRET, join(workspace, 'wakestorm-results'), runnerTemp], { encoding: 'utf8' });
+    assert.equal(grep.stdout.trim(), '', 'no result holds the secret');
+    assert.doesNotMatch(all, new RegExp(SECRET));
+  });
+});
