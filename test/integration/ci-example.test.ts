@@ -21,7 +21,7 @@ interface Step {
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-ci-example-'));
 const workspace = join(tmp, 'workspace');
 const runnerTemp = join(tmp, 'runner');
-const SECRET = 'ci-secret-token-7f3a9c';
+const SECRET = `ci-secret-${Math.random().toString(36).slice(2, 12)}`;
 let serverPidFile = '';
 
 after(() => {
@@ -76,7 +76,7 @@ describe('the GitHub Actions example', () => {
     assert.match(all, /VERDICT: PASS/);
     const results = join(workspace, 'wakestorm-results', 'latest');
     for (const f of ['report.html', 'junit.xml', 'run.json']) assert.ok(existsSync(join(results, f)), f);
-    const grep = spawnSync('grep', ['-rl', '--binary-files=text', SECRET, join(workspace, 'wakestorm-results'), runnerTemp], { encoding: 'utf8' });
+    const grep = spawnSync('grep', ['-rl', '--binary-files=text', SECRET, join(workspace, 'wakestorm-results'), join(runnerTemp, 'wakestorm', 'results')], { encoding: 'utf8' });
     assert.equal(grep.stdout.trim(), '', 'no result holds the secret');
     assert.doesNotMatch(all, new RegExp(SECRET));
   });
