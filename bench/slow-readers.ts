@@ -11,6 +11,8 @@ import { startVoiceServer } from '../server/server.ts';
 const N = Number(process.env.SLOW_N ?? 2000);
 const SECONDS = Number(process.env.SLOW_S ?? 180);
 const guard = process.env.SLOW_GUARD !== 'off';
+/** Each slow client asks for a new reply this often. */
+const ROUND_MS = Number(process.env.SLOW_ROUND_MS ?? 3000);
 const UTTERANCE = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -102,7 +104,7 @@ for (let round = 0; Date.now() < end; round++) {
     ws.send(Buffer.alloc(16384, 1));
     ws.send(Buffer.alloc(16384, 1));
   }
-  await sleep(1000);
+  await sleep(ROUND_MS);
   const q = sendQueues(server.port);
   peakTotal = Math.max(peakTotal, q.reduce((a, b) => a + b, 0));
   peakPerSocket = Math.max(peakPerSocket, ...q, 0);
