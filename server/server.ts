@@ -62,7 +62,9 @@ export function routeUpgrade(url: string): { deviceId: string | null; resume?: s
 }
 
 export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): Promise<VoiceServer> {
-  const cfg: ServerConfig = { ...defaultConfig, ...overrides };
+  // An override given as undefined keeps the default (a spread would put undefined in its place).
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<ServerConfig>;
+  const cfg: ServerConfig = { ...defaultConfig, ...given };
   loadReplies(); // fail at start, not at the first wake, if an asset is missing
   const metrics = new ServerMetrics();
   const started = Date.now();
