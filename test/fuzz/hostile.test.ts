@@ -127,6 +127,15 @@ describe('a storm of hostile clients', () => {
         attack('flood', `f-${round}`, (c) => {
           for (let i = 0; i < 400; i++) c.send({ type: 'ping', id: i, t: 1 });
         }),
+        // A flood of wakes: rate-limited, then 1008.
+        attack('wakes', `h-${round}`, (c) => {
+          for (let i = 0; i < 400; i++) c.send({ type: 'hotword_detected', wake_id: `w-${i}`, t: 1 });
+        }),
+        // One message in many fragments that add up past 64 KiB: 1009 (the limit is on the message, not the frame).
+        attack('fragments', `g-${round}`, (c) => {
+          for (let i = 0; i < 9; i++) c.ws.send('x'.repeat(8192), { fin: false, binary: false });
+          c.ws.send('x', { fin: true, binary: false });
+        }),
         // Connect/close churn.
         ...Array.from({ length: 10 }, async (_, i) => {
           const { c } = await connectDevice(s.wsUrl, `churn-${round}-${i}`);
@@ -143,6 +152,8 @@ describe('a storm of hostile clients', () => {
     assert.deepEqual([...new Set(seen.big)], [1009]);
     assert.deepEqual([...new Set(seen.bombs)], [1008]);
     assert.deepEqual([...new Set(seen.flood)], [1008]);
+    assert.deepEqual([...new Set(seen.wakes)], [1008]);
+    assert.deepEqual([...new Set(seen.fragments)], [1009]);
     assert.equal(healthFailures, 0, '/health answered every time');
     // Measured ~150-200 MiB for this test process (server, clients and test runner together).
     assert.ok(rssMax < 400 * 2 ** 20, `rss ${(rssMax / 2 ** 20).toFixed(0)} MiB`);

@@ -48,6 +48,32 @@ describe('a signal to the npx entry ends everything it started', () => {
   });
 });
 
+describe('Ctrl-C at a terminal (SIGINT to the whole process group)', () => {
+  it('reaches the CLI only: it stops k6, still scrapes the server, tears down in order, and the run is INVALID', async () => {
+    const results = join(tmp, 'group-sigint');
+    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), 'run', 'smoke', '--devices', '5', '--duration', '60s', '--wake', 'off', '--results', results], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    await waitFor(() => /k6 v[\d.]+ ->/.test(out), 60_000, 'k6 to start');
+    await new Promise((r) => setTimeout(r, 3000));
+    const apiPort = Number(/toxiproxy\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+    // The terminal's Ctrl-C: the whole foreground group. The server and Toxiproxy run in groups of their own.
+    process.kill(-p.pid!, 'SIGINT');
+    const code = await new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+    assert.equal(code, 3, out);
+    const dir = join(results, readlinkSync(join(results, 'latest')));
+    // The server was alive for the scrape: its metrics are there, not "not reachable".
+    assert.match(readFileSync(join(dir, 'server-metrics.txt'), 'utf8'), /voice_connections_opened_total \d+/);
+    assert.ok(await portClosed(apiPort));
+    assert.deepEqual(ours(), []);
+  });
+});
+
 describe('a server killed during a chaos run', () => {
   it('is the server failing (FAIL), and nothing is left behind', async () => {
     const results = join(tmp, 'killed-server');

@@ -57,6 +57,30 @@ describe('report.html', () => {
     }
   });
 
+  it('capacity.svg draws its latency lines with a stroke and legends that keep p50 and p95 apart', async () => {
+    const { renderCapacityChart } = await import('../../scripts/charts.ts');
+    const path = join(tmp, 'capacity.svg');
+    await renderCapacityChart(
+      [
+        { devices: 100, pass: true, wake_ack_p95: 20, response_p95: 700, drop_rate: 0 },
+        { devices: 200, pass: true, wake_ack_p95: 40, response_p95: 750, drop_rate: 0 },
+        { devices: 400, pass: false, wake_ack_p95: 400, response_p95: 1700, drop_rate: 0.02 },
+      ],
+      200,
+      path,
+    );
+    writeFileSync(join(tmp, 'capacity.html'), `<!doctype html><html><body><figure id="chart-capacity">${readFileSync(path, 'utf8')}</figure></body></html>`);
+    const page = await openPage(`file://${join(tmp, 'capacity.html')}`);
+    try {
+      assert.deepEqual(page.errors, []);
+      const [c] = await page.charts();
+      assert.ok(c && c.strokedPaths >= 2, `both latency lines stroked: ${JSON.stringify(c)}`);
+      assert.match((await page.text('#chart-capacity'))!, /wake_ack p95 \(ms\)[\s\S]*response p95 \(ms\)|response p95 \(ms\)[\s\S]*wake_ack p95 \(ms\)/);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('charts a connected count that is the fleet total, not one VU', () => {
     const svg = readFileSync(join(json.dir, 'connected.svg'), 'utf8');
     // 12 devices over 1 VU here; the axis reaches the fleet's size.

@@ -15,6 +15,10 @@ describe('wakestorm run', () => {
     const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50'], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /VERDICT: PASS/);
+    // The console: progress counts connected devices, no empty dashboard line, the last line names the report.
+    assert.match(r.stdout, /devices connected \d+\/12/);
+    assert.doesNotMatch(r.stdout, /web dashboard:/);
+    assert.match(r.stdout.trim().split('\n').at(-1)!, /report: \S+\/report\.html$/);
     healthyId = readlinkSync(join(results, 'latest'));
     const dir = join(results, healthyId);
     for (const f of ['summary.json', 'junit.xml', 'events.json', 'report.html', 'server-metrics.txt', 'run.json', 'latency.svg', 'connected.svg']) assert.ok(existsSync(join(dir, f)), f);
