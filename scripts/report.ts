@@ -1,4 +1,5 @@
 // `wakestorm report <run>` (the verdict and key numbers again, report.html and its charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Slo } from '../scenarios/lib/slo.ts';
@@ -7,7 +8,11 @@ import { judge, judgeSlo, verdictLines } from '../scenarios/lib/verdict.ts';
 import { renderReport } from './report-html.ts';
 import { ROOT } from './run.ts';
 
-export class ReportError extends Error {
+export class ReportError extends WakestormError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+
   override name = 'ReportError';
 }
 

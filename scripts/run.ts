@@ -1,5 +1,6 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -78,7 +79,11 @@ export interface RunResult {
   judgement: Judgement;
 }
 
-export class RunError extends Error {
+export class RunError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
   override name = 'RunError';
 }
 

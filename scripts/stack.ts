@@ -1,4 +1,5 @@
 // Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import type { ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -67,7 +68,11 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export class StackError extends Error {
+export class StackError extends WakestormError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+
   override name = "StackError";
 }
 

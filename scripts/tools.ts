@@ -1,4 +1,5 @@
 // Finds or builds the pinned k6 and Toxiproxy binaries: PATH at the pinned version, else the per-version cache, else `go build`.
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -18,7 +19,11 @@ export const PINS = {
   minGo: '1.25',
 } as const;
 
-export class ToolError extends Error {
+export class ToolError extends WakestormError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+
   override name = "ToolError";
 }
 

@@ -1,5 +1,6 @@
 // The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
 import { readFileSync } from 'node:fs';
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError,
@@ -283,9 +284,8 @@ try {
     if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
     process.exit(2); // commander already printed the one line
   }
-  if (e instanceof ConfigError) fail(e.message);
-  if (e instanceof Error && ['RunConfigError', 'ProfileError', 'SloError'].includes(e.name)) fail(e.message, 2);
-  if (e instanceof Error && ['ToolError', 'StackError', 'ToxiproxyApiError', 'FaultError', 'TimelineError', 'RunError', 'ReportError'].includes(e.name)) fail(e.message, e.name === 'TimelineError' || e.name === 'RunError' ? 2 : 1);
+  // Every error a user can cause carries its own exit code (scenarios/lib/errors.ts).
+  if (e instanceof WakestormError) fail(e.message, e.exitCode);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);

@@ -1,4 +1,5 @@
 // Configuration of the reference voice server: defaults, validation, and the flag/env table the CLI is built from.
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS } from '../scenarios/lib/protocol.ts';
 
@@ -71,7 +72,13 @@ export const defaultConfig: ServerConfig = {
   verbose: false,
 };
 
-export class ConfigError extends Error {}
+export class ConfigError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
+  override name = 'ConfigError';
+}
 
 /** The idle timeout in force: explicit, or 3 × keepalive. */
 export function effectiveIdleTimeoutMs(c: ServerConfig): number {

@@ -1,7 +1,12 @@
 // toxiproxy-node-client with Toxiproxy's own error messages kept (the library drops the response body on errors).
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { Toxiproxy } from 'toxiproxy-node-client';
 
-export class ToxiproxyApiError extends Error {
+export class ToxiproxyApiError extends WakestormError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+
   override name = 'ToxiproxyApiError';
 }
 

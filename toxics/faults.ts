@@ -1,6 +1,7 @@
 // The named fault library: each fault is one small definition that turns params into Toxiproxy actions.
 // Runtime-agnostic (no k6, no Node): the k6 chaos driver and the `wakestorm toxic` CLI both apply these actions.
 
+import { WakestormError } from '../scenarios/lib/errors.ts';
 export type Stream = 'upstream' | 'downstream';
 
 /** What applying a fault means, for whoever holds the Toxiproxy API (or the stack's control API). */
@@ -108,7 +109,11 @@ export const FAULTS: Record<string, FaultDef> = {
   },
 };
 
-export class FaultError extends Error {
+export class FaultError extends WakestormError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+
   override name = 'FaultError';
 }
 

@@ -1,4 +1,5 @@
 // Chaos timelines as data: named ones ship here, others come from JSON; each is validated before any load.
+import { WakestormError } from '../scenarios/lib/errors.ts';
 import { FAULTS, FaultError, resolveParams, resolveStreams, type FaultAction, type Stream } from './faults.ts';
 
 /** One entry as written: times as "10s"/"500ms"/"2m" or milliseconds. */
@@ -51,7 +52,11 @@ export const TIMELINES: Record<string, TimelineEntry[]> = {
   'storm-cut': [{ at: '10s', for: '3s', fault: 'cut' }],
 };
 
-export class TimelineError extends Error {
+export class TimelineError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
   override name = 'TimelineError';
 }
 

@@ -1,4 +1,5 @@
 // Device profiles as plain data (the field clients listed in README "Devices and profiles", plus a recommended one), their validation, and profile mixes.
+import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffSpec } from './backoff.ts';
 
 export interface Profile {
@@ -104,7 +105,11 @@ export const PROFILES: Record<string, Profile> = {
   },
 };
 
-export class ProfileError extends Error {
+export class ProfileError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
   override name = 'ProfileError';
 }
 

@@ -1,4 +1,5 @@
 // Reads a run's parameters from k6's -e variables (or any env object), with loopback defaults and one-line errors.
+import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device.ts';
@@ -25,7 +26,11 @@ export interface RunConfig {
   idPrefix: string;
 }
 
-export class RunConfigError extends Error {
+export class RunConfigError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
   override name = 'RunConfigError';
 }
 

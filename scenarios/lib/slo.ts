@@ -1,5 +1,6 @@
 // SLOs as data (name, metric, aggregation, target), the k6 thresholds derived from them, and per-run overrides.
 
+import { WakestormError } from './errors.ts';
 export type Aggregation = 'p(50)' | 'p(90)' | 'p(95)' | 'p(99)' | 'avg' | 'max' | 'rate' | 'count';
 export type Op = '<' | '<=' | '==' | '>' | '>=';
 
@@ -29,7 +30,11 @@ export const DEFAULT_SLOS: Slo[] = [
   { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
 ];
 
-export class SloError extends Error {
+export class SloError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
   override name = 'SloError';
 }
 
