@@ -102,7 +102,9 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
   }
   if (r.stuck) why.push('k6 did not end by itself (a stuck VU; the watchdog stopped it)');
-  else if (r.judgement.verdict === 'invalid') why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
+  // Baseline and floor scripts have no device model (no devices_started): only the device model's runs are judged.
+  else if (opts.kind !== 'baseline' && opts.kind !== 'floor' && r.judgement.verdict === 'invalid') why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
+  else if ((opts.kind === 'baseline' || opts.kind === 'floor') && r.judgement.invalid.some((x) => /^k6 /.test(x))) why.push(r.judgement.invalid.join('; '));
   if (opts.kind === 'wakestorm') {
     // Real-time audio both ways, with the budgets a jitter buffer absorbs: at most 1 uplink frame in 1000 more than
     // 60 ms late (k6's ws_msgs_sent counts every message sent, frames being nearly all of them), and a playback

@@ -512,7 +512,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     secret?.remove();
   }
   const endedAt = new Date();
-  const judgement = judge(summary as Parameters<typeof judge>[0], plan.slos, invalid);
+  // The scenario's own SLOs as k6 resolved them (a scenario may replace the defaults); the CLI's plan when k6 wrote none.
+  const resolved = readJson(join(dir, 'scenario.json')) as { slos?: Slo[] } | null;
+  const slos = resolved?.slos ?? plan.slos;
+  const judgement = judge(summary as Parameters<typeof judge>[0], slos, invalid);
   writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
   const run = {
     run_id: runId,
@@ -520,7 +523,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     script: plan.script,
     command: redactArgv(process.argv.slice(1)).join(' '),
     parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, auth: token ? 'token' : 'none' },
-    slos: plan.slos,
+    slos,
     exit_code: judgement.exit_code,
     k6_exit_code: code,
     verdict: judgement.verdict,
@@ -538,7 +541,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     processes,
     // Every parameter as the scenario resolved it (its defaults included): fleet, profile mix and profiles, timeline,
     // wake schedule, seed, SLOs. Null when k6 ended before its summary.
-    resolved: readJson(join(dir, 'scenario.json')),
+    resolved,
   };
   writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
   rmSync(join(dir, 'scenario.json'), { force: true });
@@ -555,5 +558,5 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   renameSync(tmpLink, latest);
   log(['', ...verdictLines(judgement)].join('\n'));
   log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(finalDir, 'report.html')}`);
-  return { code: judgement.exit_code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos: plan.slos, judgement };
+  return { code: judgement.exit_code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos, judgement };
 }

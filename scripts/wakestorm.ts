@@ -1,6 +1,7 @@
 // The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
 import { readFileSync } from 'node:fs';
 import { WakestormError } from '../scenarios/lib/errors.ts';
+import { DEVICE_BOUNDS } from '../scenarios/lib/run-config.ts';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError,
@@ -122,8 +123,8 @@ const collectList = (v: string, prev: string[] = []) => [...prev, ...v.split(','
 program
   .command('run <scenario>')
   .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID')
-  .addOption(new Option('--devices <n>', 'virtual devices').env('WAKESTORM_DEVICES').argParser(posInt('--devices')))
-  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(posInt('--devices-per-vu')))
+  .addOption(new Option('--devices <n>', 'virtual devices').env('WAKESTORM_DEVICES').argParser(check((v) => parseIntFlag('--devices', v, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max))))
+  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
   .addOption(new Option('--duration <d>', 'run length, e.g. 60s, 2m').env('WAKESTORM_DURATION'))
   .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
   .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))

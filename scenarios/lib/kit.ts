@@ -1,12 +1,14 @@
 // What every scenario shares: run config, timeline and SLOs from -e, k6 options with derived thresholds, the device
 // fleet, the chaos VU, a setup preflight, a teardown that undoes every fault, and handleSummary.
 import http from 'k6/http';
-import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, type ChaosStep } from '../../toxics/timelines.ts';
+import type { Options } from 'k6/options';
+import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../toxics/timelines.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from '../../toxics/chaos.ts';
 import type { WakeSchedule } from './device.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './k6-fleet.ts';
-import type { MetricSink } from './metric-names.ts';
-import { readRunConfig, type RunConfig } from './run-config.ts';
+import type { DeviceMetricName as MetricName, MetricSink } from './metric-names.ts';
+import type { Profile } from './profiles.ts';
+import { ownProfiles, parseWake, readRunConfig, type RunConfig } from './run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from './slo.ts';
 import { TREND_STATS, summaryOutputs, type SummaryData } from './summary.ts';
 import { baseMetric, CAUSES, CHAOS_TAG, KNOWN_CLOSE_CODES, PLANNED_GRACE_MS, withTag } from './verdict.ts';
@@ -15,9 +17,14 @@ export interface ScenarioSpec {
   name: string;
   devices: number;
   duration: string;
+  /** A profile name, a mix ("web-heartbeat:50,my-badge:50"), or a .json path; names may be of `profiles`. */
   profile: string;
-  wake: WakeSchedule;
-  timeline?: string;
+  /** The scenario's own profiles (validated like a JSON profile), usable by name in `profile`. */
+  profiles?: Profile[];
+  /** As the CLI takes it ("poisson:30s", "once:2s-10s", "fixed:1m", "off") or as a schedule object. */
+  wake: WakeSchedule | string;
+  /** A shipped timeline's name, a .json path, or the entries themselves. */
+  timeline?: string | TimelineEntry[];
   ramp?: string;
   /** SLOs before -e SLO_… overrides; the defaults when absent. */
   slos?: Slo[];
@@ -48,9 +55,14 @@ function httpOrigin(wsUrl: string): string {
 export function makeScenario(spec: ScenarioSpec) {
   const env = __ENV as Record<string, string | undefined>;
   const read = (p: string) => open(p);
-  const cfg = readRunConfig(env, { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake: spec.wake, ramp: spec.ramp }, read);
+  const OFF: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
+  const wake = typeof spec.wake === 'string' ? parseWake(spec.wake, OFF) : spec.wake;
+  const cfg = readRunConfig(env, { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake, ramp: spec.ramp }, read, ownProfiles(spec.profiles));
   if (spec.rampFraction) cfg.rampMs = Math.round(cfg.durationMs * spec.rampFraction);
-  const timeline = loadTimeline(env.TIMELINE ?? spec.timeline, read, cfg.durationMs);
+  const timeline =
+    env.TIMELINE === undefined && Array.isArray(spec.timeline)
+      ? { name: `${spec.name} timeline`, steps: validateTimeline(spec.timeline, `${spec.name} timeline`, cfg.durationMs) }
+      : loadTimeline(env.TIMELINE ?? (spec.timeline as string | undefined), read, cfg.durationMs);
   const slos = resolveSlos(env, read, spec.slos ?? DEFAULT_SLOS);
   const targets: ChaosTargets = { toxiproxyUrls: cfg.toxiproxyUrls, controlUrl: (env.CONTROL_URL ?? '').replace(/\/+$/, '') };
   const sink = createK6Metrics();
@@ -76,9 +88,9 @@ export function makeScenario(spec: ScenarioSpec) {
   if (timeline.steps.length) {
     scenarios.chaos = { executor: 'per-vu-iterations', vus: 1, iterations: 1, exec: 'chaos', maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`, gracefulStop: '5s' };
   }
-  const options = {
-    scenarios,
-    thresholds: sloThresholds(slos, { ...submetrics, ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}) }),
+  const options: Options = {
+    scenarios: scenarios as Options['scenarios'],
+    thresholds: sloThresholds(slos, { ...submetrics, ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}) }) as Options['thresholds'],
     summaryTrendStats: TREND_STATS,
     setupTimeout: '30s',
     teardownTimeout: '30s',
@@ -132,4 +144,25 @@ export function makeScenario(spec: ScenarioSpec) {
   }
 
   return { cfg, timeline, slos, options, setup, devices, chaos, teardown, handleSummary };
+}
+
+/**
+ * Tags some device metrics with the time window of the run they fall in, and makes k6 report each window: one tag
+ * name, given once. `windowAt` maps the fraction of the run elapsed (0-1) to a window name, or null for untagged.
+ *   const w = timeWindows('window', ['wake_ack_latency'], ['first', 'last'], (f) => (f < 0.1 ? 'first' : f > 0.9 ? 'last' : null));
+ *   makeScenario({ …, wrapMetrics: w.wrapMetrics, extraThresholds: w.extraThresholds });
+ *   data.metrics[w.key('wake_ack_latency', 'first')]
+ */
+export function timeWindows(tag: string, metrics: MetricName[], windows: string[], windowAt: (fraction: number) => string | null) {
+  const key = (metric: string, window: string) => `${metric}{${tag}:${window}}`;
+  return {
+    key,
+    wrapMetrics: (sink: MetricSink, cfg: RunConfig, epochMs: number): MetricSink => ({
+      add(name, value, tags) {
+        const w = metrics.includes(name) ? windowAt((Date.now() - epochMs) / cfg.durationMs) : null;
+        sink.add(name, value, w === null ? tags : { ...tags, [tag]: w });
+      },
+    }),
+    extraThresholds: (): Record<string, unknown[]> => Object.fromEntries(metrics.flatMap((m) => windows.map((w) => [key(m, w), []]))),
+  };
 }

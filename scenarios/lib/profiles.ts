@@ -162,7 +162,7 @@ export interface ProfileShare {
  * Parses PROFILE: a name, a path to a JSON profile, or a weighted mix "esp32-hotpin:70,recommended:30".
  * `readFile` loads a JSON profile by path (k6: open() in the init context; Node: readFileSync).
  */
-export function parseProfileMix(spec: string, readFile: (path: string) => string): ProfileShare[] {
+export function parseProfileMix(spec: string, readFile: (path: string) => string, own: Record<string, Profile> = {}): ProfileShare[] {
   const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
   if (parts.length === 0) throw new ProfileError('PROFILE is empty: give a name, a .json path, or a mix like esp32-hotpin:70,recommended:30');
   const shares = parts.map((part) => {
@@ -186,8 +186,9 @@ export function parseProfileMix(spec: string, readFile: (path: string) => string
       }
       profile = validateProfile(json, `file ${ref}`);
     } else {
-      const p = PROFILES[ref];
-      if (!p) throw new ProfileError(`unknown profile "${ref}": known are ${Object.keys(PROFILES).join(', ')}, or a path to a .json profile`);
+      // A scenario's own profiles (makeScenario's `profiles`) first, then the shipped ones.
+      const p = own[ref] ?? PROFILES[ref];
+      if (!p) throw new ProfileError(`unknown profile "${ref}": known are ${[...Object.keys(own), ...Object.keys(PROFILES)].join(', ')}, or a path to a .json profile`);
       profile = p;
     }
     return { profile, weight };

@@ -1,7 +1,7 @@
 // Reads a run's parameters from k6's -e variables (or any env object), with loopback defaults and one-line errors.
 import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
-import { parseProfileMix, type ProfileShare } from './profiles.ts';
+import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device.ts';
 
 export interface RunConfig {
@@ -24,6 +24,14 @@ export interface RunConfig {
   profiles: ProfileShare[];
   wake: WakeSchedule;
   idPrefix: string;
+}
+
+/** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
+export const DEVICE_BOUNDS = { devices: { min: 1, max: 1_000_000 }, perVu: { min: 1, max: 100_000 } } as const;
+
+/** A scenario's own profile objects by name, each validated like a JSON profile. */
+export function ownProfiles(list: Profile[] = []): Record<string, Profile> {
+  return Object.fromEntries(list.map((p, i) => [p.name, validateProfile(p, `scenario profile ${i}`)]));
 }
 
 export class RunConfigError extends WakestormError {
@@ -90,9 +98,10 @@ export function readRunConfig(
   env: Record<string, string | undefined>,
   defaults: { devices: number; duration: string; profile: string; wake: WakeSchedule; ramp?: string },
   readFile: (path: string) => string,
+  ownProfiles: Record<string, Profile> = {},
 ): RunConfig {
-  const devices = int(env, 'DEVICES', defaults.devices, 1, 1_000_000);
-  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, 1, 100_000));
+  const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max);
+  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max));
   const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
@@ -107,7 +116,7 @@ export function readRunConfig(
   const toxiproxyUrls = urlList(env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474', 'TOXIPROXY_URL');
   for (const u of toxiproxyUrls) if (!/^https?:\/\/[^/]+$/.test(u)) throw new RunConfigError(`TOXIPROXY_URL must be like http://127.0.0.1:8474, or a comma-separated list of them, got '${u}'`);
   const profileSpec = env.PROFILE ?? defaults.profile;
-  let profiles = parseProfileMix(profileSpec, readFile);
+  let profiles = parseProfileMix(profileSpec, readFile, ownProfiles);
   if (env.BACKOFF) profiles = overrideBackoff(profiles, env.BACKOFF);
   const wake = parseWake(env.WAKE, defaults.wake);
   const idPrefix = env.ID_PREFIX ?? 'dev';

@@ -59,7 +59,7 @@ export function textSummary(data: SummaryData, slos: Slo[], title: string, extra
   const up = (m.links_up?.values.count ?? 0) - (m.links_down?.values.count ?? 0);
   if (started) lines.push(`  ${'devices connected at the end'.padEnd(48)} ${up} of ${started}`);
   const names = Object.keys(data.metrics).filter((n) => !n.startsWith('devices_connected'));
-  const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_s:')).sort()];
+  const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_q:')).sort()];
   const empty = (m: MetricSummary) => (m.type === 'rate' ? !(m.values.passes || m.values.fails) : !m.values.count);
   for (const n of ordered) if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
   if (extra.length) lines.push('', ...extra.map((l) => `  ${l}`));
