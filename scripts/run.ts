@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../scenarios/lib/profiles.ts';
-import { parseDuration, parseWake } from '../scenarios/lib/run-config.ts';
+import { isLoopbackUrl, parseDuration, parseWake } from '../scenarios/lib/run-config.ts';
 import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
@@ -369,7 +369,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       VERDICT: 'cli',
     };
     if (secret) vars.TOKEN_FILE = secret.path;
-    if (opts.serverUrl && !/^wss?:\/\/(127\.|localhost|\[::1\])/.test(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
+    if (opts.serverUrl && !isLoopbackUrl(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
     const args = ['run'];
     for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
     if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);

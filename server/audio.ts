@@ -1,8 +1,10 @@
 // Audio for the fake pipeline: the committed espeak-ng recordings, the reply table, and frame energy for the VAD.
 import { readFileSync } from 'node:fs';
 
-export const SAMPLE_RATE = 16_000;
-export const BYTES_PER_MS = (SAMPLE_RATE * 2) / 1000; // 16-bit mono
+import { PCM_BYTES_PER_MS, PCM_SAMPLE_RATE } from '../scenarios/lib/protocol.ts';
+
+export const SAMPLE_RATE = PCM_SAMPLE_RATE;
+export const BYTES_PER_MS = PCM_BYTES_PER_MS;
 
 export interface Reply {
   /** What the fake STT "heard". */

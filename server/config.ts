@@ -1,7 +1,7 @@
 // Configuration of the reference voice server: defaults, validation, and the flag/env table the CLI is built from.
 import { WakestormError } from '../scenarios/lib/errors.ts';
 import { readFileSync } from 'node:fs';
-import { DEFAULTS } from '../scenarios/lib/protocol.ts';
+import { DEFAULTS, PCM_BYTES_PER_MS, VAD_THRESHOLD_RMS } from '../scenarios/lib/protocol.ts';
 
 export type TtsPace = 'realtime' | 'burst';
 
@@ -64,10 +64,10 @@ export const defaultConfig: ServerConfig = {
   maxUnackedBytes: 256 * 1024,
   upgradeTimeoutMs: 5000,
   maxPendingUpgrades: 1000,
-  vadThreshold: 300,
+  vadThreshold: VAD_THRESHOLD_RMS,
   textRatePerS: 20,
   textBurst: 60,
-  audioRateBytesPerS: 4 * 32_000,
+  audioRateBytesPerS: 4 * 1000 * PCM_BYTES_PER_MS,
   audioBurstBytes: 128 * 1024,
   verbose: false,
 };

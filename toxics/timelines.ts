@@ -1,5 +1,6 @@
 // Chaos timelines as data: named ones ship here, others come from JSON; each is validated before any load.
 import { WakestormError } from '../scenarios/lib/errors.ts';
+import { parseDuration } from '../scenarios/lib/run-config.ts';
 import { FAULTS, FaultError, resolveParams, resolveStreams, type FaultAction, type Stream } from './faults.ts';
 
 /** One entry as written: times as "10s"/"500ms"/"2m" or milliseconds. */
@@ -60,13 +61,20 @@ export class TimelineError extends WakestormError {
   override name = 'TimelineError';
 }
 
+/**
+ * A timeline time: a JSON number is milliseconds; a string is a duration in the run's one grammar (parseDuration:
+ * "10s", "500ms", "1m30s", a bare "60" is seconds, as with --duration).
+ */
 export function toMs(v: unknown, where: string, field: string): number {
   if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.round(v);
   if (typeof v === 'string') {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-    if (m) return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']);
+    try {
+      return parseDuration(v, field);
+    } catch {
+      /* named below, with the entry */
+    }
   }
-  throw new TimelineError(`${where}: "${field}" must be a duration like 10s, 500ms or 2m, got ${JSON.stringify(v)}`);
+  throw new TimelineError(`${where}: "${field}" must be a duration like 10s, 500ms or 2m (or a number of ms), got ${JSON.stringify(v)}`);
 }
 
 /** Validates a timeline; the error names the entry (by index and fault) and the field. */

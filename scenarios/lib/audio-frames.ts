@@ -1,8 +1,6 @@
 // Cuts the recorded utterance into uplink frames once per size, and marks which frames an energy VAD hears as silence.
 import type { AudioFrames } from './device.ts';
-
-/** The server's default VAD threshold (RMS, int16 units). */
-export const VAD_THRESHOLD = 300;
+import { VAD_THRESHOLD_RMS as VAD_THRESHOLD } from './protocol.ts';
 
 export function makeAudioFrames(utterance: ArrayBuffer): AudioFrames {
   const cache = new Map<number, { speech: ArrayBuffer[]; silent: boolean[]; silence: ArrayBuffer }>();

@@ -4,7 +4,7 @@
 import { Backoff } from './backoff.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { Profile } from './profiles.ts';
-import { isDropped, parseServerMessage, type ServerMessage, type SessionEndReason } from './protocol.ts';
+import { DEFAULTS, isDropped, parseServerMessage, PCM_BYTES_PER_MS, type ServerMessage, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
 import { closeCodeTag, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
@@ -88,8 +88,9 @@ interface ActiveSession {
 /** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
 type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout';
 
-const BYTES_PER_MS = 32; // 16 kHz, 16-bit, mono
-const VAD_SILENCE_MS = 700;
+const BYTES_PER_MS = PCM_BYTES_PER_MS;
+/** The server's VAD ends speech after this much silence (the protocol's number). */
+const VAD_SILENCE_MS = DEFAULTS.vad_silence_ms;
 const VAD_MAX_TRAILING_MS = 2000;
 const FLAP_MS = 2000;
 

@@ -11,6 +11,12 @@ export const MAX_TTS_CHUNK_BYTES = 4096;
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Defaults the reference server uses unless told otherwise. */
+/** The protocol's default audio: PCM signed 16-bit little-endian, 16 kHz, mono; bytes per millisecond of it. */
+export const PCM_SAMPLE_RATE = 16_000;
+export const PCM_BYTES_PER_MS = (PCM_SAMPLE_RATE * 2) / 1000;
+/** The reference server's default energy-VAD threshold (RMS, int16 units): frames below it are silence. */
+export const VAD_THRESHOLD_RMS = 300;
+
 export const DEFAULTS = {
   keepalive_ms: 10_000,
   hello_timeout_ms: 10_000,
@@ -59,22 +65,9 @@ export function closeCodeLabel(code: number): string {
   return String(code) in CLOSE_CODE_NAMES ? String(code) : 'other';
 }
 
-export type ErrorCode =
-  | 'bad_json'
-  | 'unknown_type'
-  | 'bad_message'
-  | 'no_session'
-  | 'bad_audio'
-  | 'rate_limited';
-
-export const ERROR_CODES: readonly ErrorCode[] = [
-  'bad_json',
-  'unknown_type',
-  'bad_message',
-  'no_session',
-  'bad_audio',
-  'rate_limited',
-];
+/** The recoverable error codes of `error` messages; the type is derived from the list, so both stay one. */
+export const ERROR_CODES = ['bad_json', 'unknown_type', 'bad_message', 'no_session', 'bad_audio', 'rate_limited'] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export type SessionEndReason = 'complete' | 'barged_in' | 'cancelled' | 'timeout' | 'interrupted' | 'error';
 export type SessionStage = 'listening' | 'thinking' | 'speaking';
