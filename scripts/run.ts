@@ -11,6 +11,7 @@ import { isLoopbackUrl, parseDuration, parseWake } from '../scenarios/lib/run-co
 import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
+import { decodeChaosEvent, type ChaosEvent, type EventsFile, type PlannedEvent } from '../toxics/chaos-events.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
@@ -339,8 +340,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   let summary: RunResult['summary'] = null;
   /** Why the tester cannot be trusted for this run (INVALID), found outside k6. */
   const invalid: string[] = [];
-  const applied: { fault: string; phase: string; ok: boolean; detail?: string }[] = [];
-  let planned: object[] = [];
+  const applied: ChaosEvent[] = [];
+  let planned: PlannedEvent[] = [];
   const sampler = new Sampler();
   let sampledFrom = 0;
   const processes: Record<string, ProcStats | null> = {};
@@ -411,15 +412,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const k6Log = createWriteStream(k6LogPath);
     const onLine = (line: string, stream: NodeJS.WriteStream) => {
       k6Log.write(`${line}\n`);
-      const ev = /CHAOS_EVENT (\{.*\})/.exec(line.replace(/\\"/g, '"'));
-      if (ev) {
-        try {
-          const e = JSON.parse(ev[1]!) as { fault: string; phase: string; ok: boolean; detail?: string };
-          applied.push(e);
-          if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
-        } catch {
-          /* a malformed line is not an event */
-        }
+      const e = decodeChaosEvent(line);
+      if (e) {
+        applied.push(e);
+        if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
         return;
       }
       if (echo) stream.write(`${line}\n`);
@@ -499,11 +495,12 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     } catch {
       summary = null;
     }
-    planned = existsSync(join(dir, 'events.json')) ? (JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as object[]) : [];
+    planned = (readJson(join(dir, 'events.json')) as EventsFile | null)?.planned ?? [];
     if (!invalid.length && summary && applied.length < planned.length) {
       invalid.push(`${planned.length - applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
     }
-    writeFileSync(join(dir, 'events.json'), JSON.stringify({ planned, applied }, null, 1));
+    const events: EventsFile = { planned, applied };
+    writeFileSync(join(dir, 'events.json'), JSON.stringify(events, null, 1));
   } finally {
     if (stack) {
       log('wakestorm run: tearing the stack down');

@@ -3,6 +3,7 @@
 import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 import { setTimeout } from 'k6/timers';
+import { encodeChaosEvent, type ChaosEvent, type PlannedEvent } from './chaos-events.ts';
 import type { FaultAction } from './faults.ts';
 import type { ChaosStep } from './timelines.ts';
 
@@ -15,17 +16,6 @@ export interface ChaosTargets {
   toxiproxyUrls: string[];
   /** The stack's control API (server restarts); empty when the stack does not own the server. */
   controlUrl: string;
-}
-
-export interface ChaosEvent {
-  t: number;
-  iso: string;
-  index: number;
-  fault: string;
-  phase: 'onset' | 'end';
-  planned_t: number;
-  ok: boolean;
-  detail?: string;
 }
 
 const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' }, timeout: '5s' };
@@ -92,8 +82,8 @@ export function runChaos(steps: ChaosStep[], epochMs: number, targets: ChaosTarg
       if (!r.ok) chaosErrors.add(1, { fault: e.step.fault });
       const ev: ChaosEvent = { t: t0, iso: new Date(t0).toISOString(), index: e.step.index, fault: e.step.fault, phase: e.phase, planned_t: e.at, ok: r.ok };
       if (!r.ok) ev.detail = r.detail;
-      // One JSON line per event: the CLI collects these; handleSummary rebuilds the plan from setup data.
-      console.log(`CHAOS_EVENT ${JSON.stringify(ev)}`);
+      // One line per event (chaos-events.ts): the CLI collects these; handleSummary rebuilds the plan from setup data.
+      console.log(encodeChaosEvent(ev));
     }, Math.max(0, e.at - Date.now()));
   }
 }
@@ -125,9 +115,9 @@ export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
 }
 
 /** The planned events (absolute times) for events.json, from the timeline and the chaos epoch. */
-export function plannedEvents(steps: ChaosStep[], epochMs: number): object[] {
+export function plannedEvents(steps: ChaosStep[], epochMs: number): PlannedEvent[] {
   return steps.flatMap((s) => [
-    { index: s.index, fault: s.fault, phase: 'onset', t: epochMs + s.atMs, iso: new Date(epochMs + s.atMs).toISOString(), streams: s.streams, params: s.params, proxy: s.proxy },
-    { index: s.index, fault: s.fault, phase: 'end', t: epochMs + s.atMs + s.forMs, iso: new Date(epochMs + s.atMs + s.forMs).toISOString() },
+    { index: s.index, fault: s.fault, phase: 'onset' as const, t: epochMs + s.atMs, iso: new Date(epochMs + s.atMs).toISOString(), streams: s.streams, params: s.params, proxy: s.proxy },
+    { index: s.index, fault: s.fault, phase: 'end' as const, t: epochMs + s.atMs + s.forMs, iso: new Date(epochMs + s.atMs + s.forMs).toISOString() },
   ]);
 }

@@ -1,6 +1,7 @@
 // handleSummary for every scenario: a verdict table on stdout, and summary.json, junit.xml and events.json.
 // k6's own textSummary and jUnit helpers live on a CDN this project cannot reach, so they are written here.
 
+import type { EventsFile, PlannedEvent } from '../../toxics/chaos-events.ts';
 import type { Slo } from './slo.ts';
 import { judge, junitXml, verdictLines, type MetricSummary, type SummaryData } from './verdict.ts';
 
@@ -77,7 +78,7 @@ export function summaryOutputs(
   env: Record<string, string | undefined>,
   scenario: string,
   slos: Slo[],
-  events: object[],
+  events: PlannedEvent[],
   extra: string[] = [],
   resolved: object | null = null,
 ): Record<string, string> {
@@ -89,7 +90,9 @@ export function summaryOutputs(
   if (env.NO_RESULTS !== '1') {
     out[path('summary.json')] = JSON.stringify(data, null, 1);
     out[path('junit.xml')] = junitXml(judge(data, slos), scenario, (data.state?.testRunDurationMs ?? 0) / 1000);
-    out[path('events.json')] = JSON.stringify(events, null, 1);
+    // One shape whoever writes it; `applied` is filled in by the CLI, which saw them happen.
+    const file: EventsFile = { planned: events, applied: null };
+    out[path('events.json')] = JSON.stringify(file, null, 1);
     if (resolved) out[path('scenario.json')] = JSON.stringify(resolved, null, 1);
   }
   if (env.SUMMARY_JSON) out[env.SUMMARY_JSON] = JSON.stringify(data);

@@ -149,3 +149,17 @@ describe('secrets', () => {
     assert.deepEqual(redactArgv(['run', '--token=abcdefgh1']), ['run', '--token=<redacted>']);
   });
 });
+
+describe('chaos events', () => {
+  it('travel as one line and come back whole, also from k6 log quoting', async () => {
+    const { encodeChaosEvent, decodeChaosEvent } = await import('../../toxics/chaos-events.ts');
+    const e = { t: 5, iso: 'x', index: 1, fault: 'cut', phase: 'onset' as const, planned_t: 4, ok: false, detail: 'POST http://127.0.0.1:1/proxies -> 500: "boom"' };
+    const line = encodeChaosEvent(e);
+    assert.deepEqual(decodeChaosEvent(line), e);
+    // k6 writes console.log as msg="…" with inner quotes escaped.
+    const k6Line = `time="2026-11-23T10:00:00Z" level=info msg=${JSON.stringify(line)} source=console`;
+    assert.deepEqual(decodeChaosEvent(k6Line), e);
+    assert.equal(decodeChaosEvent('CHAOS_EVENT {not json'), null);
+    assert.equal(decodeChaosEvent('some other line'), null);
+  });
+});
