@@ -63,7 +63,7 @@ export const defaultConfig: ServerConfig = {
   maxBufferedBytes: 1024 * 1024,
   maxUnackedBytes: 256 * 1024,
   upgradeTimeoutMs: 5000,
-  maxPendingUpgrades: 1000,
+  maxPendingUpgrades: 10_000,
   vadThreshold: VAD_THRESHOLD_RMS,
   textRatePerS: 20,
   textBurst: 60,
