@@ -17,6 +17,7 @@ import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
+import { markStopping } from './wrapper-watch.ts';
 import { pickFreePort, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { k6Env, requireTools } from './tools.ts';
 
@@ -438,6 +439,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
         return;
       }
       interrupted = true;
+      markStopping();
       log('\nwakestorm run: interrupted; stopping k6 (the run will be INVALID; Ctrl-C again to kill it)');
       k6.kill('SIGINT');
     };

@@ -79,6 +79,10 @@ const program = new Command('wakestorm')
 
 addServerOptions(program.command('server').description('run the reference voice server (SIGTERM/SIGINT drain with 1012)')).action(async (opts) => {
   const { runServerCommand } = await import('../server/main.ts');
+  // Its first signal starts a drain: a wrapper that dies meanwhile must not force the close (that is the second signal's job).
+  const { markStopping } = await import('./wrapper-watch.ts');
+  process.on('SIGINT', markStopping);
+  process.on('SIGTERM', markStopping);
   await runServerCommand(serverConfigFrom(opts));
 });
 

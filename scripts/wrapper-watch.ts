@@ -35,6 +35,13 @@ export function wrapperAncestors(pid = process.pid): number[] {
   return out;
 }
 
+let stopping = false;
+
+/** A command that is already stopping (its first signal came) is not signalled again when its wrapper goes. */
+export function markStopping(): void {
+  stopping = true;
+}
+
 /** Polls once a second; when a wrapper ancestor is gone, raises SIGTERM in this process (its handlers run). */
 export function exitWithWrappers(): void {
   const watched = wrapperAncestors();
@@ -50,6 +57,7 @@ export function exitWithWrappers(): void {
   const timer = setInterval(() => {
     if (watched.every(alive)) return;
     clearInterval(timer);
+    if (stopping) return;
     process.stderr.write('wakestorm: the command that started this one is gone: stopping\n');
     process.kill(process.pid, 'SIGTERM');
   }, 1000);
