@@ -485,6 +485,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     }
     for (const e of applied) if (!e.ok) invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
 
+    // Teardown in order: k6 has stopped; every fault is undone on every shard before the server's metrics are scraped
+    // (stack.stop() then drains the server and stops Toxiproxy last).
+    await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
     // Results: the server's own view, the applied chaos, and everything needed to reproduce the run.
     try {
       const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
