@@ -223,18 +223,19 @@ export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
     ...percentilesPer(samples, 'wake_ack_latency', sec, 2, [['wake ack p50', 0.5], ['wake ack p95', 0.95]]),
     ...percentilesPer(samples, 'response_latency', sec, 2, [['response p50', 0.5], ['response p95', 0.95]]),
   ];
-  if (lat.length) {
-    const title = `Latency after the wake word, percentiles per 2 s${chaosNote}`;
+  /** Latency series over time on a log scale, fault windows shaded. */
+  const latencyChart = async (file: string, title: string, rows: { s: number; series: string; ms: number }[], yTitle: string) => {
     const spec = {
       ...BASE,
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: lat }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'latency (ms, log scale)', scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
+        { data: { values: rows }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: yTitle, scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
       ],
     };
-    charts.push({ file: 'latency.svg', title, svg: await toSvg(spec as TopLevelSpec) });
-  }
+    charts.push({ file, title, svg: await toSvg(spec as TopLevelSpec) });
+  };
+  if (lat.length) await latencyChart('latency.svg', `Latency after the wake word, percentiles per 2 s${chaosNote}`, lat, 'latency (ms, log scale)');
 
   const profiles = new Set(samples.filter((s) => s.tags.profile).map((s) => s.tags.profile!));
   if (profiles.size > 1) {
@@ -243,18 +244,7 @@ export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
       ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['wake ack p95', 0.95]], byProfile),
       ...percentilesPer(samples, 'response_latency', sec, 5, [['response p95', 0.95]], byProfile),
     ];
-    if (rows.length) {
-      const title = `p95 latency per profile, per 5 s${chaosNote}`;
-      const spec = {
-        ...BASE,
-        title,
-        layer: [
-          ...windowLayers(windows),
-          { data: { values: rows }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'p95 (ms, log scale)', scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
-        ],
-      };
-      charts.push({ file: 'latency-profiles.svg', title, svg: await toSvg(spec as TopLevelSpec) });
-    }
+    if (rows.length) await latencyChart('latency-profiles.svg', `p95 latency per profile, per 5 s${chaosNote}`, rows, 'p95 (ms, log scale)');
   }
 
   // Links lost per second and close code, as bars one second wide on the run's own time axis.

@@ -11,7 +11,7 @@ import { isLoopbackUrl, parseDuration, parseWake } from '../scenarios/lib/run-co
 import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
-import { decodeChaosEvent, type ChaosEvent, type EventsFile, type PlannedEvent } from '../toxics/chaos-events.ts';
+import { decodeChaosEvent, k6LogMessage, type ChaosEvent, type EventsFile, type PlannedEvent } from '../toxics/chaos-events.ts';
 import { loadTimeline } from '../toxics/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
@@ -260,8 +260,7 @@ function lastK6Error(logPath: string): string {
   const lines = text.split('\n').filter((l) => /level=error/.test(l));
   const last = lines.at(-1);
   if (!last) return '';
-  const m = /msg="((?:[^"\\]|\\.)*)"/.exec(last);
-  return (m ? m[1]! : last).replace(/\\n.*$/s, '').replace(/\\"/g, '"').slice(0, 300);
+  return (k6LogMessage(last) ?? last).split('\n')[0]!.slice(0, 300);
 }
 
 /**
@@ -313,8 +312,8 @@ function inspectScenario(k6: string, script: string, vars: Record<string, string
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };
     const text = `${err.stderr?.toString() ?? ''}${err.stdout?.toString() ?? ''}`;
-    const m = /msg="((?:[^"\\]|\\.)*)"/.exec(text);
-    const first = (m ? m[1]! : text.trim().split('\n')[0] ?? '').split('\\n')[0]!.replace(/\\"/g, '"').replace(/^(GoError|[A-Za-z]*Error): /, '');
+    const line = text.split('\n').find((l) => /level=error/.test(l)) ?? text.trim().split('\n')[0] ?? '';
+    const first = (k6LogMessage(line) ?? line).split('\n')[0]!.replace(/^(GoError|[A-Za-z]*Error): /, '');
     throw new RunError(`${basename(script)}: ${first || `k6 inspect exited ${err.status}`}`);
   }
 }

@@ -39,21 +39,27 @@ export function encodeChaosEvent(e: ChaosEvent): string {
   return `${PREFIX}${JSON.stringify(e)}`;
 }
 
-/** The event in one line of k6's output (k6 logs console.log as msg="…", Go-quoted: unquoted here), or null. */
-export function decodeChaosEvent(line: string): ChaosEvent | null {
-  let text = line;
+/**
+ * The message of one line of k6's log: k6 writes `msg="…"` Go-quoted (logfmt) when its output is not a terminal;
+ * unquoted here. A line without one is returned as it is; null when the quoting is broken.
+ */
+export function k6LogMessage(line: string): string | null {
   const quoted = /msg="((?:[^"\\]|\\.)*)"/.exec(line);
-  if (quoted) {
-    try {
-      text = JSON.parse(`"${quoted[1]}"`) as string;
-    } catch {
-      return null;
-    }
+  if (!quoted) return line;
+  try {
+    return JSON.parse(`"${quoted[1]}"`) as string;
+  } catch {
+    return null;
   }
-  const at = text.indexOf(PREFIX);
+}
+
+/** The event in one line of k6's output, or null. */
+export function decodeChaosEvent(line: string): ChaosEvent | null {
+  const text = k6LogMessage(line);
+  const at = text === null ? -1 : text.indexOf(PREFIX);
   if (at < 0) return null;
   try {
-    const e = JSON.parse(text.slice(at + PREFIX.length)) as ChaosEvent;
+    const e = JSON.parse(text!.slice(at + PREFIX.length)) as ChaosEvent;
     return typeof e.fault === 'string' && (e.phase === 'onset' || e.phase === 'end') && typeof e.ok === 'boolean' ? e : null;
   } catch {
     return null;

@@ -4,9 +4,9 @@
 import { Backoff } from './backoff.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { Profile } from './profiles.ts';
-import { DEFAULTS, isDropped, parseServerMessage, PCM_BYTES_PER_MS, type ServerMessage, type SessionEndReason } from './protocol.ts';
+import { closeCodeLabel, DEFAULTS, isDropped, parseServerMessage, PCM_BYTES_PER_MS, type ServerMessage, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
-import { closeCodeTag, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
+import { RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
 export interface SocketLike {
@@ -353,7 +353,7 @@ export class Device {
     this.stopAudio();
     this.clear('connect');
     const planned = this.env.planned?.(wasConnected ? at : this.attemptAt, at) ?? false;
-    if (!planned) this.env.metrics.add('unplanned_drops', 1, { ...this.tags, code: closeCodeTag(code), cause });
+    if (!planned) this.env.metrics.add('unplanned_drops', 1, { ...this.tags, code: closeCodeLabel(code), cause });
     if (wasConnected) {
       this.count('connection_drops', 1, { code: String(code) });
       if (now - this.connectedAt < FLAP_MS) this.count('flaps');
@@ -363,7 +363,7 @@ export class Device {
       if (this.session && !this.profile.resume) this.sessionOver('lost');
     }
     // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
-    if (!wasConnected) this.env.metrics.add('connect_success', 0, { ...this.chaosTags[planned ? 1 : 0], code: closeCodeTag(code), cause });
+    if (!wasConnected) this.env.metrics.add('connect_success', 0, { ...this.chaosTags[planned ? 1 : 0], code: closeCodeLabel(code), cause });
     const p = this.profile.reconnect;
     if (code === 1000 && p.on === 'abnormal') {
       this.state = 'closed';

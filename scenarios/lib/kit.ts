@@ -11,7 +11,8 @@ import type { Profile } from './profiles.ts';
 import { ownProfiles, parseWake, readRunConfig, type RunConfig } from './run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from './slo.ts';
 import { TREND_STATS, summaryOutputs, type SummaryData } from './summary.ts';
-import { baseMetric, CAUSES, CHAOS_TAG, KNOWN_CLOSE_CODES, PLANNED_GRACE_MS, withTag } from './verdict.ts';
+import { CLOSE_CODE_NAMES } from './protocol.ts';
+import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from './verdict.ts';
 
 export interface ScenarioSpec {
   name: string;
@@ -72,7 +73,7 @@ export function makeScenario(spec: ScenarioSpec) {
   // of a breach. Per profile for every SLO, per close code and cause for failed connects and unplanned drops, per
   // reason for dropped sessions, and drops per close code for the metrics table.
   const submetrics: Record<string, unknown[]> = {};
-  const codes = [...Object.keys(KNOWN_CLOSE_CODES), 'other'];
+  const codes = [...Object.keys(CLOSE_CODE_NAMES), 'other'];
   for (const s of slos) {
     for (const p of cfg.profiles) submetrics[withTag(s.metric, 'profile', p.profile.name)] = [];
     const base = baseMetric(s.metric);

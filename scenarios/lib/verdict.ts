@@ -1,7 +1,7 @@
 // The verdict of a run: PASS only what was seen to work, FAIL with the culprit, INVALID when the tester itself failed.
 // Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
 // that died, an interrupt, k6's own exit code).
-import { CLOSE_CODE_NAMES, closeCodeLabel } from './protocol.ts';
+import { CLOSE_CODE_NAMES } from './protocol.ts';
 import type { Slo } from './slo.ts';
 
 export type Verdict = 'pass' | 'fail' | 'invalid';
@@ -34,10 +34,6 @@ export const WAKE_ACK_TIMEOUT_MS = 10_000;
 
 /** The tag that says whether an outcome fell inside a fault window (plus grace): `chaos:on` or `chaos:off`. */
 export const CHAOS_TAG = 'chaos';
-
-/** Close codes with their own `code` tag value on unplanned drops and failed connects; any other is `other`. */
-export const KNOWN_CLOSE_CODES = CLOSE_CODE_NAMES;
-export const closeCodeTag = closeCodeLabel;
 
 /** Why a link or a connect attempt ended, as the `cause` tag: where to look first. */
 export const CAUSES: Record<string, { phase: string; look: string }> = {
@@ -224,7 +220,7 @@ function culpritsOf(data: SummaryData, s: Slo): string[] {
       .filter((x) => x.n > 0)
       .sort((a, b) => b.n - a.n);
   const codes = tally('code');
-  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${KNOWN_CLOSE_CODES[c.v] ? ` (${KNOWN_CLOSE_CODES[c.v]})` : ''} ×${c.n}`).join(', ')}`);
+  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${CLOSE_CODE_NAMES[c.v] ? ` (${CLOSE_CODE_NAMES[c.v]})` : ''} ×${c.n}`).join(', ')}`);
   const causes = tally('cause');
   if (causes.length) {
     const top = causes[0]!;
