@@ -46,7 +46,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
   let lag: number | null = null;
   let t0 = 0;
   const r = await runScenario({
-    scenario: join(import.meta.dirname, 'calibration.ts'),
+    scenario: join(import.meta.dirname, 'k6', 'calibration.ts'),
     devices: n,
     devicesPerVu: 200,
     duration: `${duration}s`,

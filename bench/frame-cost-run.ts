@@ -20,7 +20,7 @@ export interface FrameCost {
 
 export async function frameCost(streams: number, log: (l: string) => void): Promise<FrameCost> {
   const tools = requireTools();
-  const script = join(import.meta.dirname, 'frame-cost.ts');
+  const script = join(import.meta.dirname, 'k6', 'frame-cost.ts');
   const k6 = guardedSpawn(tools.k6, ['run', '-q', '-e', `STREAMS=${streams}`, script], { env: k6Env(), stdio: ['ignore', 'pipe', 'pipe'] });
   const samples: { t: number; cpu: number }[] = [];
   const poll = setInterval(() => {

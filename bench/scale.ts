@@ -12,8 +12,8 @@ import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
 export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'wakestorm';
 
 const SCRIPT: Record<ScaleKind, string> = {
-  baseline: join(import.meta.dirname, 'baseline.ts'),
-  floor: join(import.meta.dirname, 'floor.ts'),
+  baseline: join(import.meta.dirname, 'k6', 'baseline.ts'),
+  floor: join(import.meta.dirname, 'k6', 'floor.ts'),
   'wakestorm-idle': 'wake-latency',
   wakestorm: 'wake-latency',
 };

@@ -2,8 +2,8 @@
 // For the stepped search with a verdict, use `wakestorm capacity`.
 //   k6 run -e TARGET_URL=… -e DEVICES=20000 -e DURATION=10m scenarios/capacity.ts
 import { makeScenario } from './lib/kit.ts';
-import { DEFAULT_SLOS } from './lib/slo.ts';
-import type { SummaryData } from './lib/summary.ts';
+import { DEFAULT_SLOS } from '../core/slo.ts';
+import type { SummaryData } from '../core/summary.ts';
 
 const s = makeScenario({
   name: 'capacity',

@@ -4,11 +4,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
-import type { Slo } from '../scenarios/lib/slo.ts';
-import { judgeSlo, VERDICT_EXIT } from '../scenarios/lib/verdict.ts';
+import type { Slo } from '../core/slo.ts';
+import { judgeSlo, VERDICT_EXIT } from '../core/verdict.ts';
 import type { ServerConfig } from '../server/config.ts';
 import { Sampler } from './proc-sampler.ts';
-import { parseDuration } from '../scenarios/lib/run-config.ts';
+import { parseDuration } from '../core/run-config.ts';
 import { renderCapacityChart, type CapacityPoint } from './charts.ts';
 import { ROOT, RunError, planRun, runScenario, type RunResult } from './run.ts';
 

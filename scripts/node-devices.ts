@@ -1,10 +1,10 @@
 // Runs the device model on Node: `ws` sockets shaped like k6's browser-like WebSocket, the real clock, a metrics recorder.
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { makeAudioFrames } from '../scenarios/lib/audio-frames.ts';
-import type { AudioFrames, DeviceEnv, SocketLike } from '../scenarios/lib/device.ts';
-import type { DeviceMetricName, MetricSink } from '../scenarios/lib/metric-names.ts';
-import { deviceRandom } from '../scenarios/lib/rng.ts';
+import { makeAudioFrames } from '../core/audio-frames.ts';
+import type { AudioFrames, DeviceEnv, SocketLike } from '../core/device.ts';
+import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
+import { deviceRandom } from '../core/rng.ts';
 
 /** Wraps a `ws` client in the onopen/onmessage/onclose shape the device expects. */
 export function wsSocket(url: string, headers: Record<string, string>): SocketLike {

@@ -2,9 +2,9 @@
 // then the SLOs, what ran, the charts with fault windows shaded, every profile side by side, and the tester's health.
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SummaryData } from '../scenarios/lib/summary.ts';
-import { judge, type Judgement } from '../scenarios/lib/verdict.ts';
-import type { Slo } from '../scenarios/lib/slo.ts';
+import type { SummaryData } from '../core/summary.ts';
+import { judge, type Judgement } from '../core/verdict.ts';
+import type { Slo } from '../core/slo.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type RunSeries } from './charts.ts';
 
 /** What report.html reads of run.json (older runs lack the newer fields). */

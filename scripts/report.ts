@@ -1,10 +1,10 @@
 // `wakestorm report <run>` (the verdict and key numbers again, report.html and its charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from '../core/errors.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Slo } from '../scenarios/lib/slo.ts';
-import type { SummaryData } from '../scenarios/lib/summary.ts';
-import { judge, judgeSlo, verdictLines } from '../scenarios/lib/verdict.ts';
+import type { Slo } from '../core/slo.ts';
+import type { SummaryData } from '../core/summary.ts';
+import { judge, judgeSlo, verdictLines } from '../core/verdict.ts';
 import { renderReport } from './report-html.ts';
 import { ROOT } from './run.ts';
 

@@ -1,18 +1,18 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from '../core/errors.ts';
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { parseProfileMix } from '../scenarios/lib/profiles.ts';
-import { isLoopbackUrl, parseDuration, parseWake } from '../scenarios/lib/run-config.ts';
-import { resolveSlos, type Slo } from '../scenarios/lib/slo.ts';
-import { judge, junitXml, verdictLines, type Judgement } from '../scenarios/lib/verdict.ts';
+import { parseProfileMix } from '../core/profiles.ts';
+import { isLoopbackUrl, parseDuration, parseWake } from '../core/run-config.ts';
+import { resolveSlos, type Slo } from '../core/slo.ts';
+import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
-import { decodeChaosEvent, k6LogMessage, type ChaosEvent, type EventsFile, type PlannedEvent } from '../toxics/chaos-events.ts';
-import { loadTimeline } from '../toxics/timelines.ts';
+import { decodeChaosEvent, k6LogMessage, type ChaosEvent, type EventsFile, type PlannedEvent } from '../core/chaos-events.ts';
+import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
 import { guardedSpawn } from './guarded-spawn.ts';

@@ -1,5 +1,5 @@
-// Brings up the stack (reference server, toxiproxy-server, the proxies of toxics/proxies.json) and tears it all down.
-import { WakestormError } from '../scenarios/lib/errors.ts';
+// Brings up the stack (reference server, toxiproxy-server, the proxies of scripts/proxies.json) and tears it all down.
+import { WakestormError } from '../core/errors.ts';
 import type { ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
-import { loadProxyLayout, type ProxySpec } from '../toxics/layout.ts';
+import { loadProxyLayout, type ProxySpec } from './proxy-layout.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { writeSecretFile } from './secret.ts';
 import { requireTools } from './tools.ts';
@@ -17,7 +17,7 @@ export interface StackOptions {
   serverUrl?: string;
   serverPort?: number;
   toxiproxyPort?: number;
-  /** Device-facing port per proxy name; defaults from toxics/proxies.json. 0 picks a free port. */
+  /** Device-facing port per proxy name; defaults from scripts/proxies.json. 0 picks a free port. */
   proxyPorts?: Record<string, number>;
   /** Flags for the reference server. */
   server?: Partial<ServerConfig>;

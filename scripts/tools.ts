@@ -1,5 +1,5 @@
 // Finds or builds the pinned k6 and Toxiproxy binaries: PATH at the pinned version, else the per-version cache, else `go build`.
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from '../core/errors.ts';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';

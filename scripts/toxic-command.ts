@@ -1,8 +1,8 @@
 // `wakestorm toxic`: apply a fault by hand to a running stack (list, add, remove, cut, reset), through toxiproxy-node-client.
-import { FAULTS, resolveParams, resolveStreams } from '../toxics/faults.ts';
-import { toMs } from '../toxics/timelines.ts';
-import { toxiproxyClient } from '../toxics/client.ts';
-import { urlList } from '../scenarios/lib/run-config.ts';
+import { FAULTS, resolveParams, resolveStreams } from '../core/faults.ts';
+import { toMs } from '../core/timelines.ts';
+import { toxiproxyClient } from './toxiproxy.ts';
+import { urlList } from '../core/run-config.ts';
 
 export interface ToxicOpts {
   /** One Toxiproxy API, or a comma-separated list (the shards `wakestorm stack` prints): each command acts on all. */

@@ -1,7 +1,7 @@
 // The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
 import { readFileSync } from 'node:fs';
-import { WakestormError } from '../scenarios/lib/errors.ts';
-import { DEVICE_BOUNDS } from '../scenarios/lib/run-config.ts';
+import { WakestormError } from '../core/errors.ts';
+import { DEVICE_BOUNDS } from '../core/run-config.ts';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError,
@@ -255,7 +255,7 @@ const topts = () => toxic.opts() as { toxiproxyUrl: string; proxy: string };
 toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
 toxic
   .command('add <fault> [params...]')
-  .description(`add a fault as toxics (faults: ${Object.keys((await import('../toxics/faults.ts')).FAULTS).filter((f) => f !== 'cut' && f !== 'server-restart').join(', ')}); params as name=value`)
+  .description(`add a fault as toxics (faults: ${Object.keys((await import('../core/faults.ts')).FAULTS).filter((f) => f !== 'cut' && f !== 'server-restart').join(', ')}); params as name=value`)
   .option('--stream <dir>', 'upstream, downstream or both (default: the fault\'s own)')
   .addOption(new Option('--toxicity <p>', 'chance per connection, 0-1').default(1).argParser(check((v) => {
     const n = Number(v);
@@ -289,7 +289,7 @@ try {
     if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
     process.exit(2); // commander already printed the one line
   }
-  // Every error a user can cause carries its own exit code (scenarios/lib/errors.ts).
+  // Every error a user can cause carries its own exit code (core/errors.ts).
   if (e instanceof WakestormError) fail(e.message, e.exitCode);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);

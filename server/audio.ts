@@ -1,7 +1,7 @@
 // Audio for the fake pipeline: the committed espeak-ng recordings, the reply table, and frame energy for the VAD.
 import { readFileSync } from 'node:fs';
 
-import { PCM_BYTES_PER_MS, PCM_SAMPLE_RATE } from '../scenarios/lib/protocol.ts';
+import { PCM_BYTES_PER_MS, PCM_SAMPLE_RATE } from '../core/protocol.ts';
 
 export const SAMPLE_RATE = PCM_SAMPLE_RATE;
 export const BYTES_PER_MS = PCM_BYTES_PER_MS;

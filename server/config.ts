@@ -1,7 +1,7 @@
 // Configuration of the reference voice server: defaults, validation, and the flag/env table the CLI is built from.
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from '../core/errors.ts';
 import { readFileSync } from 'node:fs';
-import { DEFAULTS, PCM_BYTES_PER_MS, VAD_THRESHOLD_RMS } from '../scenarios/lib/protocol.ts';
+import { DEFAULTS, PCM_BYTES_PER_MS, VAD_THRESHOLD_RMS } from '../core/protocol.ts';
 
 export type TtsPace = 'realtime' | 'burst';
 

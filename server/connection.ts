@@ -8,9 +8,9 @@ import {
   parseDeviceMessage,
   type DeviceMessage,
   type ErrorCode,
-} from '../scenarios/lib/protocol.ts';
+} from '../core/protocol.ts';
 import type { ServerConfig } from './config.ts';
-import type { DeviceState } from './devices.ts';
+import type { DeviceLink, DeviceState } from './devices.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 /** A progress ping goes out every this many bytes sent (at most MAX_PROBES unanswered at once). */
@@ -46,7 +46,7 @@ class Bucket {
   }
 }
 
-export class Connection {
+export class Connection implements DeviceLink {
   /** Set once the device is identified; null again after it is replaced or closed. */
   state: DeviceState | null = null;
   deviceId: string | null = null;

@@ -1,16 +1,27 @@
 // Server-side device state: one live link per device id, the resume token, the grace window, and the current session.
 import { randomBytes } from 'node:crypto';
-import { CLOSE, type ConnectedMsg } from '../scenarios/lib/protocol.ts';
+import { CLOSE, type ConnectedMsg } from '../core/protocol.ts';
 import { loadReplies } from './audio.ts';
 import type { ServerConfig } from './config.ts';
-import type { Connection } from './connection.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { Session, type SessionLink } from './session.ts';
 
 let sessionCounter = 0;
 
+/** What a device's state needs from the live link it is bound to (server/connection.ts implements it). */
+export interface DeviceLink {
+  readonly id: string;
+  state: DeviceState | null;
+  deviceId: string | null;
+  sendJson(msg: object): boolean;
+  sendBinary(buf: Buffer): boolean;
+  /** Unbinds the link from its state without closing it. */
+  detach(): void;
+  close(code: number, reason: string): void;
+}
+
 export class DeviceState implements SessionLink {
-  conn: Connection | null = null;
+  conn: DeviceLink | null = null;
   session: Session | null = null;
   resumeToken = randomBytes(18).toString('base64url');
   graceTimer: NodeJS.Timeout | null = null;
@@ -76,7 +87,7 @@ export class DeviceRegistry {
   }
 
   /** Binds a new link to a device id: replaces any live one (4409), resumes on a live token, else starts fresh. */
-  attach(conn: Connection, deviceId: string, resumeToken: string | undefined): void {
+  attach(conn: DeviceLink, deviceId: string, resumeToken: string | undefined): void {
     let st = this.byId.get(deviceId);
     let resumed = false;
     if (st) {
@@ -122,7 +133,7 @@ export class DeviceRegistry {
   }
 
   /** A link closed on its own: keep the state for the grace window, then drop it. */
-  detach(conn: Connection): void {
+  detach(conn: DeviceLink): void {
     const st = conn.state;
     if (!st || st.conn !== conn) return;
     conn.detach();

@@ -1,5 +1,5 @@
 // `wakestorm server`: runs the reference server in the foreground until SIGTERM/SIGINT, then drains and exits 0.
-import { isLoopbackUrl } from '../scenarios/lib/run-config.ts';
+import { isLoopbackUrl } from '../core/run-config.ts';
 import type { ServerConfig } from './config.ts';
 import { startVoiceServer } from './server.ts';
 

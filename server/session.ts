@@ -1,5 +1,5 @@
 // One voice session: energy VAD on the uplink, the fake STT → LLM → TTS pipeline, the paced TTS stream, and what a lost link does to it.
-import { DEFAULTS, MAX_TTS_CHUNK_BYTES, type SessionEndReason, type SessionStage } from '../scenarios/lib/protocol.ts';
+import { DEFAULTS, MAX_TTS_CHUNK_BYTES, type SessionEndReason, type SessionStage } from '../core/protocol.ts';
 import { BYTES_PER_MS, SAMPLE_RATE, frameRms, pcmDurationMs, type Reply } from './audio.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics, SessionOutcome } from './metrics.ts';

@@ -4,12 +4,12 @@ import exec from 'k6/execution';
 import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
-import { makeAudioFrames } from './audio-frames.ts';
-import { Device, type AudioFrames, type DeviceEnv, type SocketLike } from './device.ts';
-import { DEVICE_METRICS, socketName, type DeviceMetricName, type MetricSink } from './metric-names.ts';
-import { profileFor } from './profiles.ts';
-import { deviceRandom } from './rng.ts';
-import type { RunConfig } from './run-config.ts';
+import { makeAudioFrames } from '../../core/audio-frames.ts';
+import { Device, type AudioFrames, type DeviceEnv, type SocketLike } from '../../core/device.ts';
+import { DEVICE_METRICS, socketName, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
+import { profileFor } from '../../core/profiles.ts';
+import { deviceRandom } from '../../core/rng.ts';
+import type { RunConfig } from '../../core/run-config.ts';
 
 // k6 resolves an imported binding of a Go module on every access: it rebuilds the module's export map and wraps the
 // Go function in a fresh JS function (js/modules/gomodule.go GetBindingValue). Timers run per audio frame, so the

@@ -2,17 +2,17 @@
 // fleet, the chaos VU, a setup preflight, a teardown that undoes every fault, and handleSummary.
 import http from 'k6/http';
 import type { Options } from 'k6/options';
-import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../toxics/timelines.ts';
-import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from '../../toxics/chaos.ts';
-import type { WakeSchedule } from './device.ts';
+import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
+import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
+import type { WakeSchedule } from '../../core/device.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './k6-fleet.ts';
-import type { DeviceMetricName as MetricName, MetricSink } from './metric-names.ts';
-import type { Profile } from './profiles.ts';
-import { ownProfiles, parseWake, readRunConfig, type RunConfig } from './run-config.ts';
-import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from './slo.ts';
-import { TREND_STATS, summaryOutputs, type SummaryData } from './summary.ts';
-import { CLOSE_CODE_NAMES } from './protocol.ts';
-import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from './verdict.ts';
+import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
+import type { Profile } from '../../core/profiles.ts';
+import { ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
+import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/slo.ts';
+import { TREND_STATS, summaryOutputs, type SummaryData } from '../../core/summary.ts';
+import { CLOSE_CODE_NAMES } from '../../core/protocol.ts';
+import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from '../../core/verdict.ts';
 
 export interface ScenarioSpec {
   name: string;

@@ -1,6 +1,6 @@
 // A fake clock and scripted sockets for unit tests of the device state machine: time moves only when the test says.
-import type { DeviceEnv, SocketLike } from '../../scenarios/lib/device.ts';
-import { deviceRandom } from '../../scenarios/lib/rng.ts';
+import type { DeviceEnv, SocketLike } from '../../core/device.ts';
+import { deviceRandom } from '../../core/rng.ts';
 import { MetricsRecorder, nodeAudio } from '../../scripts/node-devices.ts';
 
 export class FakeClock {

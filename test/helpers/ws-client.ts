@@ -1,7 +1,7 @@
 // A real `ws` test client that queues what the server sends, so tests can await the next message of a type.
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import type { ServerMessage } from '../../scenarios/lib/protocol.ts';
+import type { ServerMessage } from '../../core/protocol.ts';
 
 export const UTTERANCE = readFileSync(new URL('../../audio/utterance.pcm', import.meta.url));
 

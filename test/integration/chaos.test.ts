@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PROFILES } from '../../scenarios/lib/profiles.ts';
+import { PROFILES } from '../../core/profiles.ts';
 import type { StackOptions } from '../../scripts/stack.ts';
 import { runK6, type K6Result } from '../../scripts/k6.ts';
 import { startVoiceServer } from '../../server/server.ts';

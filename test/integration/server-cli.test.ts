@@ -1,7 +1,7 @@
 // `wakestorm server` as a user runs it: flags and env vars, one-line errors with exit 2, and the SIGTERM drain.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CLOSE } from '../../scenarios/lib/protocol.ts';
+import { CLOSE } from '../../core/protocol.ts';
 import { exited, freePort, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
 import { connectDevice } from '../helpers/ws-client.ts';
 

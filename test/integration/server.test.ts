@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import WebSocket from 'ws';
-import { CLOSE } from '../../scenarios/lib/protocol.ts';
+import { CLOSE } from '../../core/protocol.ts';
 import type { ServerConfig } from '../../server/config.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { TestClient, UTTERANCE, connectDevice, metricValue, upgradeStatus } from '../helpers/ws-client.ts';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { CLOSE } from '../../scenarios/lib/protocol.ts';
+import { CLOSE } from '../../core/protocol.ts';
 import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
 import { exited, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
 import { TestClient } from '../helpers/ws-client.ts';

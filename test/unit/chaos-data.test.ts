@@ -1,12 +1,12 @@
 // Timelines, faults and SLOs as data: validation names the bad entry, thresholds derive from SLOs.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../scenarios/lib/slo.ts';
-import { parseDuration, readRunConfig } from '../../scenarios/lib/run-config.ts';
-import { FAULTS } from '../../toxics/faults.ts';
-import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../toxics/timelines.ts';
+import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../core/slo.ts';
+import { parseDuration, readRunConfig } from '../../core/run-config.ts';
+import { FAULTS } from '../../core/faults.ts';
+import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
 import { toxiproxyShardsFor } from '../../scripts/stack.ts';
-import { socketName } from '../../scenarios/lib/metric-names.ts';
+import { socketName } from '../../core/metric-names.ts';
 
 const noFile = () => {
   throw new Error('no file');

@@ -1,10 +1,10 @@
 // The device state machine under a fake clock: backoff, give-up, close-code rules, liveness, resume, drops, playback.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Backoff, type BackoffSpec } from '../../scenarios/lib/backoff.ts';
-import { Device, type WakeSchedule } from '../../scenarios/lib/device.ts';
-import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../scenarios/lib/profiles.ts';
-import { mulberry32 } from '../../scenarios/lib/rng.ts';
+import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
+import { Device, type WakeSchedule } from '../../core/device.ts';
+import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
+import { mulberry32 } from '../../core/rng.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
 
 const NO_WAKE: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };

@@ -1,7 +1,7 @@
 // Message validation and the dropped-session rule from docs/protocol.md.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isDropped, parseDeviceMessage } from '../../scenarios/lib/protocol.ts';
+import { isDropped, parseDeviceMessage } from '../../core/protocol.ts';
 
 describe('parseDeviceMessage', () => {
   it('accepts each well-formed device message', () => {

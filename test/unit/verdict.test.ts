@@ -1,9 +1,9 @@
 // The verdict: no data is not a pass, breaches name their culprit, a broken tester is INVALID, JUnit says the same.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_SLOS, resolveSlos } from '../../scenarios/lib/slo.ts';
-import { judge, junitXml, SATURATION, withTag, type SummaryData } from '../../scenarios/lib/verdict.ts';
-import { faultWindows, loadTimeline, overlapsWindow } from '../../toxics/timelines.ts';
+import { DEFAULT_SLOS, resolveSlos } from '../../core/slo.ts';
+import { judge, junitXml, SATURATION, withTag, type SummaryData } from '../../core/verdict.ts';
+import { faultWindows, loadTimeline, overlapsWindow } from '../../core/timelines.ts';
 import { redactArgv } from '../../scripts/secret.ts';
 
 const trend = (p95: number, count: number) => ({ type: 'trend', values: { 'p(50)': p95 / 2, 'p(95)': p95, count } });
@@ -152,7 +152,7 @@ describe('secrets', () => {
 
 describe('chaos events', () => {
   it('travel as one line and come back whole, also from k6 log quoting', async () => {
-    const { encodeChaosEvent, decodeChaosEvent } = await import('../../toxics/chaos-events.ts');
+    const { encodeChaosEvent, decodeChaosEvent } = await import('../../core/chaos-events.ts');
     const e = { t: 5, iso: 'x', index: 1, fault: 'cut', phase: 'onset' as const, planned_t: 4, ok: false, detail: 'POST http://127.0.0.1:1/proxies -> 500: "boom"' };
     const line = encodeChaosEvent(e);
     assert.deepEqual(decodeChaosEvent(line), e);

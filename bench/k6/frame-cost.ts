@@ -4,10 +4,10 @@
 // are scripted in memory. It prints each window's span and count (FRAME_WINDOW lines); bench/frame-cost-run.ts reads
 // k6's CPU time from /proc over the same spans, so CPU per frame and per bare timer come from one run.
 import { setTimeout } from 'k6/timers';
-import { Device, type SocketLike } from '../scenarios/lib/device.ts';
-import { deviceEnv, fleetEnv, loadUtterance } from '../scenarios/lib/k6-fleet.ts';
-import { PROFILES } from '../scenarios/lib/profiles.ts';
-import { deviceRandom } from '../scenarios/lib/rng.ts';
+import { Device, type SocketLike } from '../../core/device.ts';
+import { deviceEnv, fleetEnv, loadUtterance } from '../../scenarios/lib/k6-fleet.ts';
+import { PROFILES } from '../../core/profiles.ts';
+import { deviceRandom } from '../../core/rng.ts';
 
 const STREAMS = Number(__ENV.STREAMS ?? 800);
 // Streams of the `recommended` profile last 3 s (the utterance, then end_of_speech): the window sits inside them.

@@ -1,6 +1,6 @@
 // Chaos timelines as data: named ones ship here, others come from JSON; each is validated before any load.
-import { WakestormError } from '../scenarios/lib/errors.ts';
-import { parseDuration } from '../scenarios/lib/run-config.ts';
+import { WakestormError } from './errors.ts';
+import { parseDuration } from './run-config.ts';
 import { FAULTS, FaultError, resolveParams, resolveStreams, type FaultAction, type Stream } from './faults.ts';
 
 /** One entry as written: times as "10s"/"500ms"/"2m" or milliseconds. */

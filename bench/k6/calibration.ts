@@ -1,7 +1,7 @@
 // Fidelity calibration: known truths (server delays, a latency toxic both ways, a cut with a fixed backoff), and
 // latency samples tagged ramp, steady (after the ramp, before the cut) or disturbed, so the bench compares like with like.
 //   run by bench/fidelity.ts; TIMELINE and CUT_AT_MS come from it.
-import { makeScenario } from '../scenarios/lib/kit.ts';
+import { makeScenario } from '../../scenarios/lib/kit.ts';
 
 const CUT_AT_MS = Number(__ENV.CUT_AT_MS ?? 50_000);
 

@@ -3,9 +3,9 @@
 import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 import { setTimeout } from 'k6/timers';
-import { encodeChaosEvent, type ChaosEvent, type PlannedEvent } from './chaos-events.ts';
-import type { FaultAction } from './faults.ts';
-import type { ChaosStep } from './timelines.ts';
+import { encodeChaosEvent, type ChaosEvent, type PlannedEvent } from '../../core/chaos-events.ts';
+import type { FaultAction } from '../../core/faults.ts';
+import type { ChaosStep } from '../../core/timelines.ts';
 
 const chaosEvents = new Counter('chaos_events');
 const chaosErrors = new Counter('chaos_errors');

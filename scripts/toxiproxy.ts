@@ -1,5 +1,5 @@
 // toxiproxy-node-client with Toxiproxy's own error messages kept (the library drops the response body on errors).
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from '../core/errors.ts';
 import { Toxiproxy } from 'toxiproxy-node-client';
 
 export class ToxiproxyApiError extends WakestormError {

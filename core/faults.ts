@@ -1,7 +1,7 @@
 // The named fault library: each fault is one small definition that turns params into Toxiproxy actions.
 // Runtime-agnostic (no k6, no Node): the k6 chaos driver and the `wakestorm toxic` CLI both apply these actions.
 
-import { WakestormError } from '../scenarios/lib/errors.ts';
+import { WakestormError } from './errors.ts';
 export type Stream = 'upstream' | 'downstream';
 
 /** What applying a fault means, for whoever holds the Toxiproxy API (or the stack's control API). */

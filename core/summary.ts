@@ -1,7 +1,7 @@
 // handleSummary for every scenario: a verdict table on stdout, and summary.json, junit.xml and events.json.
 // k6's own textSummary and jUnit helpers live on a CDN this project cannot reach, so they are written here.
 
-import type { EventsFile, PlannedEvent } from '../../toxics/chaos-events.ts';
+import type { EventsFile, PlannedEvent } from './chaos-events.ts';
 import type { Slo } from './slo.ts';
 import { judge, junitXml, verdictLines, type MetricSummary, type SummaryData } from './verdict.ts';
 
