@@ -1,5 +1,6 @@
-// The named fault library: each fault is one small definition that turns params into Toxiproxy actions.
-// Runtime-agnostic (no k6, no Node): the k6 chaos driver and the `wakestorm toxic` CLI both apply these actions.
+// The named fault library, in two tables: TOXICS (Toxiproxy toxics on a proxy's data) and LINK_ACTIONS (the proxy
+// switched off, the server restarted). Each entry turns params into actions; core/toxiproxy-api.ts turns actions
+// into requests, which the k6 chaos VU and the `wakestorm toxic` CLI both carry out.
 
 import { WakestormError } from './errors.ts';
 export type Stream = 'upstream' | 'downstream';
@@ -19,6 +20,10 @@ interface ParamSpec {
 
 export interface FaultDef {
   description: string;
+  /** 'toxic': added to the proxy's data path (TOXICS); 'link': acts on the whole link (LINK_ACTIONS). */
+  kind: 'toxic' | 'link';
+  /** True when applying it needs the stack's control API (the stack owns the server). */
+  needsControl: boolean;
   /** Directions a fault applies to unless the entry says otherwise. */
   streams: Stream[];
   params: Record<string, ParamSpec>;
@@ -30,7 +35,10 @@ export interface FaultDef {
 const toxic = (type: string, attrs: (p: Record<string, number>) => Record<string, number>) => (p: Record<string, number>, streams: Stream[], toxicity: number): FaultAction[] =>
   streams.map((stream) => ({ kind: 'toxic', type, stream, toxicity, attributes: attrs(p) }));
 
-export const FAULTS: Record<string, FaultDef> = {
+type Def = Omit<FaultDef, 'kind' | 'needsControl'>;
+
+/** Toxiproxy toxics: each becomes one toxic per direction on the proxy. */
+export const TOXICS: Record<string, Def> = {
   latency: {
     description: 'adds latency ± jitter (ms) to every chunk, per direction',
     streams: ['downstream'],
@@ -68,13 +76,6 @@ export const FAULTS: Record<string, FaultDef> = {
     killsLink: true,
     actions: toxic('reset_peer', (p) => ({ timeout: p.timeout! })),
   },
-  cut: {
-    description: 'the network is down: the proxy is disabled, open links close, new ones are refused',
-    streams: [],
-    params: {},
-    killsLink: true,
-    actions: () => [{ kind: 'disable-proxy' }],
-  },
   'slow-close': {
     description: 'delays the TCP close by delay ms',
     streams: ['downstream'],
@@ -100,13 +101,32 @@ export const FAULTS: Record<string, FaultDef> = {
     killsLink: false,
     actions: toxic('limit_data', (p) => ({ bytes: p.bytes! })),
   },
+};
+
+/** Link actions: not toxics on the data, but the proxy switched off or the server restarted. */
+export const LINK_ACTIONS: Record<string, Def & { needsControl: boolean }> = {
+  cut: {
+    description: 'the network is down: the proxy is disabled, open links close, new ones are refused',
+    streams: [],
+    params: {},
+    killsLink: true,
+    needsControl: false,
+    actions: () => [{ kind: 'disable-proxy' }],
+  },
   'server-restart': {
     description: 'the reference server drains with 1012 and is down for the entry\'s "for", then starts again (needs the stack\'s control URL)',
     streams: [],
     params: {},
     killsLink: true,
+    needsControl: true,
     actions: () => [{ kind: 'server-restart' }],
   },
+};
+
+/** Every fault by name: the toxics and the link actions, one namespace (a timeline entry names either). */
+export const FAULTS: Record<string, FaultDef> = {
+  ...Object.fromEntries(Object.entries(TOXICS).map(([k, d]) => [k, { ...d, kind: 'toxic' as const, needsControl: false }])),
+  ...Object.fromEntries(Object.entries(LINK_ACTIONS).map(([k, d]) => [k, { ...d, kind: 'link' as const }])),
 };
 
 export class FaultError extends WakestormError {

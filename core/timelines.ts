@@ -27,6 +27,8 @@ export interface ChaosStep {
   params: Record<string, number>;
   actions: FaultAction[];
   killsLink: boolean;
+  /** Applying it needs the stack's control API (core/faults.ts LINK_ACTIONS). */
+  needsControl: boolean;
 }
 
 export const TIMELINES: Record<string, TimelineEntry[]> = {
@@ -102,7 +104,7 @@ export function validateTimeline(entries: unknown, name: string, durationMs?: nu
       const params = resolveParams(e.fault, e.params as Record<string, unknown> | undefined, where);
       const streams = resolveStreams(e.fault, e.stream, where);
       const def = FAULTS[e.fault]!;
-      return { index, atMs, forMs, fault: e.fault, proxy: (e.proxy as string) ?? 'voice', streams, toxicity, params, actions: def.actions(params, streams, toxicity), killsLink: def.killsLink };
+      return { index, atMs, forMs, fault: e.fault, proxy: (e.proxy as string) ?? 'voice', streams, toxicity, params, actions: def.actions(params, streams, toxicity), killsLink: def.killsLink, needsControl: def.needsControl };
     } catch (err) {
       if (err instanceof FaultError) throw new TimelineError(err.message);
       throw err;

@@ -5,9 +5,9 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus } from 'node:os';
-import { Toxiproxy } from 'toxiproxy-node-client';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from './proxy-layout.ts';
+import { ToxiproxyClient } from './toxiproxy.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { writeSecretFile } from './secret.ts';
 import { requireTools } from './tools.ts';
@@ -36,7 +36,7 @@ export interface StackOptions {
 /** One toxiproxy-server process and its proxies. */
 export interface ToxiproxyShard {
   toxiproxyUrl: string;
-  toxiproxy: Toxiproxy;
+  toxiproxy: ToxiproxyClient;
   pid: number;
   proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
   /** ws:// base through this shard's 'voice' proxy. */
@@ -57,7 +57,7 @@ export interface Stack {
   shards: ToxiproxyShard[];
   /** The stack's control API (POST /server/stop, /server/start) for server-restart faults; '' when it fronts --server-url. */
   controlUrl: string;
-  toxiproxy: Toxiproxy;
+  toxiproxy: ToxiproxyClient;
   serverPid: number | null;
   toxiproxyPid: number;
   /**
@@ -285,7 +285,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       const tag = shardCount > 1 ? ` shard ${k}` : '';
       log(`toxiproxy  ${toxiproxyUrl} (pid ${toxi.pid})${tag}`);
 
-      const toxiproxy = new Toxiproxy(toxiproxyUrl);
+      const toxiproxy = new ToxiproxyClient(toxiproxyUrl);
       const proxies: ToxiproxyShard['proxies'] = {};
       for (const p of layout) {
         const upstream = p.upstream === 'server' ? upstreamHostPort : p.upstream;
@@ -365,7 +365,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
           for (const sh of shards) {
             try {
               await sh.toxiproxy.reset();
-              for (const name of Object.keys(sh.proxies)) await (await sh.toxiproxy.get(name)).remove();
+              for (const name of Object.keys(sh.proxies)) await sh.toxiproxy.deleteProxy(name);
             } catch {
               /* toxiproxy already gone: its proxies went with it */
             }

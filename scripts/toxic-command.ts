@@ -1,7 +1,8 @@
-// `wakestorm toxic`: apply a fault by hand to a running stack (list, add, remove, cut, reset), through toxiproxy-node-client.
-import { FAULTS, resolveParams, resolveStreams } from '../core/faults.ts';
+// `wakestorm toxic`: apply a fault by hand to a running stack (list, add, remove, cut, reset), through the one
+// Toxiproxy path (core/toxiproxy-api.ts, carried out by scripts/toxiproxy.ts).
+import { FAULTS, LINK_ACTIONS, TOXICS, resolveParams, resolveStreams } from '../core/faults.ts';
 import { toMs } from '../core/timelines.ts';
-import { toxiproxyClient } from './toxiproxy.ts';
+import { ToxiproxyClient } from './toxiproxy.ts';
 import { urlList } from '../core/run-config.ts';
 
 export interface ToxicOpts {
@@ -20,28 +21,14 @@ function on(o: ToxicOpts, all: ToxicOpts[]): string {
   return all.length > 1 ? ` (on ${o.toxiproxyUrl})` : '';
 }
 
-interface ToxicInfo {
-  name: string;
-  type: string;
-  stream: string;
-  toxicity: number;
-  attributes: Record<string, number>;
-}
-
-/** The proxy's toxics, from their own endpoint (the client's proxy objects do not carry them). */
-async function toxicsOf(o: ToxicOpts, proxy: string): Promise<ToxicInfo[]> {
-  const tp = toxiproxyClient(o.toxiproxyUrl);
-  return (await tp.api.get<ToxicInfo[]>(`${o.toxiproxyUrl}/proxies/${encodeURIComponent(proxy)}/toxics`)).data ?? [];
-}
-
 export async function toxicList(opts: ToxicOpts): Promise<void> {
   const all = shards(opts);
   for (const o of all) {
     if (all.length > 1) console.log(`# ${o.toxiproxyUrl}`);
-    const proxies = await toxiproxyClient(o.toxiproxyUrl).getAll();
-    for (const [name, p] of Object.entries(proxies)) {
+    const tp = new ToxiproxyClient(o.toxiproxyUrl);
+    for (const [name, p] of Object.entries(await tp.proxies())) {
       console.log(`${name}  ${p.listen} -> ${p.upstream}  ${p.enabled ? 'enabled' : 'DISABLED'}`);
-      const toxics = await toxicsOf(o, name);
+      const toxics = await tp.toxics(name);
       for (const t of toxics) console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
       if (!toxics.length) console.log('  (no toxics)');
     }
@@ -63,15 +50,15 @@ export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string
   const where = `toxic add ${fault}`;
   const params = resolveParams(fault, parseParamArgs(paramArgs), where);
   const def = FAULTS[fault]!;
-  if (fault === 'cut' || fault === 'server-restart') throw new Error(`${fault} is not a toxic: use 'wakestorm toxic cut --for 10s'${fault === 'server-restart' ? ' or a server-restart timeline' : ''}`);
+  if (!(fault in TOXICS)) throw new Error(`${fault} is not a toxic but a link action (${Object.keys(LINK_ACTIONS).join(', ')}): use 'wakestorm toxic cut --for 10s' or a timeline entry`);
   const streams = resolveStreams(fault, stream, where);
   const all = shards(opts);
   for (const o of all) {
-    const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
+    const tp = new ToxiproxyClient(o.toxiproxyUrl);
     for (const a of def.actions(params, streams, toxicity)) {
       if (a.kind !== 'toxic') continue;
       const name = `manual-${fault}-${a.stream}`;
-      await proxy.addToxic({ name, type: a.type as never, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
+      await tp.addToxic(o.proxy, { name, type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
       console.log(`added ${name} on ${o.proxy}${on(o, all)}: ${a.type} ${a.stream} ${JSON.stringify(a.attributes)}`);
     }
   }
@@ -80,10 +67,10 @@ export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string
 export async function toxicRemove(opts: ToxicOpts, name: string | undefined): Promise<void> {
   const all = shards(opts);
   for (const o of all) {
-    const proxy = await toxiproxyClient(o.toxiproxyUrl).get(o.proxy);
-    const names = name ? [name] : (await toxicsOf(o, o.proxy)).map((t) => t.name);
+    const tp = new ToxiproxyClient(o.toxiproxyUrl);
+    const names = name ? [name] : (await tp.toxics(o.proxy)).map((t) => t.name);
     for (const n of names) {
-      await (await proxy.getToxic(n)).remove();
+      await tp.removeToxic(o.proxy, n);
       console.log(`removed ${n} from ${o.proxy}${on(o, all)}`);
     }
     if (!names.length) console.log(`no toxics on ${o.proxy}${on(o, all)}`);
@@ -94,8 +81,10 @@ export async function toxicRemove(opts: ToxicOpts, name: string | undefined): Pr
 export async function toxicCut(opts: ToxicOpts, forSpec: string): Promise<void> {
   const ms = toMs(forSpec, 'toxic cut', '--for');
   // Every shard goes down together and comes back together: one outage, as the fleet sees it.
-  const proxies = await Promise.all(shards(opts).map((sh) => toxiproxyClient(sh.toxiproxyUrl).get(sh.proxy)));
-  const set = (enabled: boolean) => Promise.all(proxies.map((p) => p.update({ listen: p.listen, upstream: p.upstream, enabled })));
+  const proxies = shards(opts).map((sh) => new ToxiproxyClient(sh.toxiproxyUrl));
+  // The proxy must exist on every shard before anything goes down.
+  for (const tp of proxies) if (!((await tp.proxies()) as Record<string, unknown>)[opts.proxy]) throw new Error(`no proxy "${opts.proxy}" at ${tp.url}`);
+  const set = (enabled: boolean) => Promise.all(proxies.map((tp) => tp.setEnabled(opts.proxy, enabled)));
   await set(false);
   console.log(`cut ${opts.proxy}${proxies.length > 1 ? ` on ${proxies.length} shards` : ''} for ${ms} ms (Ctrl-C restores it now)`);
   await new Promise<void>((resolve) => {
@@ -113,6 +102,6 @@ export async function toxicCut(opts: ToxicOpts, forSpec: string): Promise<void> 
 
 export async function toxicReset(opts: ToxicOpts): Promise<void> {
   const all = shards(opts);
-  for (const o of all) await toxiproxyClient(o.toxiproxyUrl).reset();
+  for (const o of all) await new ToxiproxyClient(o.toxiproxyUrl).reset();
   console.log(`every toxic removed, every proxy enabled${all.length > 1 ? ` on ${all.length} shards` : ''}`);
 }

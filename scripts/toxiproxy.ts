@@ -1,6 +1,7 @@
-// toxiproxy-node-client with Toxiproxy's own error messages kept (the library drops the response body on errors).
+// The CLI's side of the one Toxiproxy path: the requests core/toxiproxy-api.ts builds, carried out with fetch, and
+// failures raised with Toxiproxy's own error text.
 import { WakestormError } from '../core/errors.ts';
-import { Toxiproxy } from 'toxiproxy-node-client';
+import { apiError, requestUrl, toxiproxyApi, unreachable, type ApiRequest, type ProxyInfo, type ToxicSpec } from '../core/toxiproxy-api.ts';
 
 export class ToxiproxyApiError extends WakestormError {
   constructor(message: string) {
@@ -10,28 +11,58 @@ export class ToxiproxyApiError extends WakestormError {
   override name = 'ToxiproxyApiError';
 }
 
-export function toxiproxyClient(url: string): Toxiproxy {
-  const client = new Toxiproxy(url);
-  const api = client.api as unknown as { doFetch: (u: string, init: RequestInit) => Promise<Response> };
-  api.doFetch = async (u, init) => {
-    let res: Response;
-    try {
-      res = await fetch(u, init);
-    } catch (e) {
-      const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
-      throw new ToxiproxyApiError(`Toxiproxy is not reachable at ${url} (${cause?.code ?? cause?.message ?? (e as Error).message}): start it with 'wakestorm stack'`);
-    }
-    if (!res.ok) {
-      const body = (await res.text()).trim();
-      let msg = body;
-      try {
-        msg = (JSON.parse(body) as { error?: string }).error ?? body;
-      } catch {
-        /* plain text */
-      }
-      throw new ToxiproxyApiError(`Toxiproxy: ${init.method ?? 'GET'} ${u.replace(url, '')} -> ${res.status}: ${msg}`);
-    }
-    return res;
-  };
-  return client;
+/** Sends one request; resolves to the parsed JSON answer (or null for an empty one). */
+export async function callApi<T = unknown>(r: ApiRequest, timeoutMs = 5000): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(requestUrl(r), {
+      method: r.method,
+      body: r.body,
+      headers: r.body === null ? undefined : { 'Content-Type': 'application/json' },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (e) {
+    const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
+    throw new ToxiproxyApiError(unreachable(r, cause?.code ?? cause?.message ?? (e as Error).message));
+  }
+  const text = await res.text();
+  if (!res.ok) throw new ToxiproxyApiError(apiError(r, res.status, text));
+  return (text ? JSON.parse(text) : null) as T;
+}
+
+/** One Toxiproxy process, by its API URL. */
+export class ToxiproxyClient {
+  constructor(readonly url: string) {}
+
+  proxies(): Promise<Record<string, ProxyInfo>> {
+    return callApi(toxiproxyApi.proxies(this.url));
+  }
+
+  async createProxy(p: { name: string; listen: string; upstream: string }): Promise<void> {
+    await callApi(toxiproxyApi.createProxy(this.url, p));
+  }
+
+  async deleteProxy(name: string): Promise<void> {
+    await callApi(toxiproxyApi.deleteProxy(this.url, name));
+  }
+
+  async setEnabled(proxy: string, enabled: boolean): Promise<void> {
+    await callApi(toxiproxyApi.setEnabled(this.url, proxy, enabled));
+  }
+
+  async toxics(proxy: string): Promise<ToxicSpec[]> {
+    return (await callApi<ToxicSpec[] | null>(toxiproxyApi.toxics(this.url, proxy))) ?? [];
+  }
+
+  async addToxic(proxy: string, t: ToxicSpec): Promise<void> {
+    await callApi(toxiproxyApi.addToxic(this.url, proxy, t));
+  }
+
+  async removeToxic(proxy: string, name: string): Promise<void> {
+    await callApi(toxiproxyApi.removeToxic(this.url, proxy, name));
+  }
+
+  async reset(): Promise<void> {
+    await callApi(toxiproxyApi.reset(this.url));
+  }
 }

@@ -255,7 +255,7 @@ const topts = () => toxic.opts() as { toxiproxyUrl: string; proxy: string };
 toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
 toxic
   .command('add <fault> [params...]')
-  .description(`add a fault as toxics (faults: ${Object.keys((await import('../core/faults.ts')).FAULTS).filter((f) => f !== 'cut' && f !== 'server-restart').join(', ')}); params as name=value`)
+  .description(`add a fault as toxics (faults: ${Object.keys((await import('../core/faults.ts')).TOXICS).join(', ')}); params as name=value`)
   .option('--stream <dir>', 'upstream, downstream or both (default: the fault\'s own)')
   .addOption(new Option('--toxicity <p>', 'chance per connection, 0-1').default(1).argParser(check((v) => {
     const n = Number(v);

@@ -4,8 +4,8 @@ import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 import { setTimeout } from 'k6/timers';
 import { encodeChaosEvent, type ChaosEvent, type PlannedEvent } from '../../core/chaos-events.ts';
-import type { FaultAction } from '../../core/faults.ts';
 import type { ChaosStep } from '../../core/timelines.ts';
+import { actionRequest, apiError, requestUrl, toxiproxyApi, controlApi, type ApiRequest } from '../../core/toxiproxy-api.ts';
 
 const chaosEvents = new Counter('chaos_events');
 const chaosErrors = new Counter('chaos_errors');
@@ -18,49 +18,31 @@ export interface ChaosTargets {
   controlUrl: string;
 }
 
-const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' }, timeout: '5s' };
+const PARAMS = { headers: { 'Content-Type': 'application/json' }, timeout: '5s' };
 
-function toxicName(step: ChaosStep, a: Extract<FaultAction, { kind: 'toxic' }>): string {
-  return `wakestorm-${step.index}-${step.fault}-${a.stream}`;
-}
-
-function call(method: 'POST' | 'DELETE' | 'PATCH', url: string, body: unknown): { ok: boolean; detail: string } {
-  const res = http.request(method, url, body === null ? null : JSON.stringify(body), JSON_HEADERS);
-  const ok = res.status >= 200 && res.status < 300;
-  return { ok, detail: ok ? '' : `${method} ${url} -> ${res.status || res.error}: ${String(res.body ?? '').slice(0, 200)}` };
-}
-
-/** The same request to every shard, in parallel (http.batch), so a fault starts on all of them at the same moment. */
-function callAll(method: 'POST' | 'DELETE', urls: string[], body: unknown): { ok: boolean; detail: string } {
-  const payload = body === null ? null : JSON.stringify(body);
-  const responses = http.batch(urls.map((url) => ({ method, url, body: payload, params: JSON_HEADERS })));
+/** Requests sent together, in parallel (http.batch): the same change on every shard starts at the same moment. */
+function send(batch: ApiRequest[]): string[] {
+  if (!batch.length) return [];
+  const responses = http.batch(batch.map((r) => ({ method: r.method, url: requestUrl(r), body: r.body, params: PARAMS })));
   const errors: string[] = [];
   responses.forEach((res, i) => {
-    if (!(res.status >= 200 && res.status < 300)) errors.push(`${method} ${urls[i]} -> ${res.status || res.error}: ${String(res.body ?? '').slice(0, 200)}`);
+    if (!(res.status >= 200 && res.status < 300)) errors.push(apiError(batch[i]!, res.status || res.error, String(res.body ?? '')));
   });
-  return { ok: errors.length === 0, detail: errors.join('; ') };
+  return errors;
 }
 
 function apply(step: ChaosStep, t: ChaosTargets, phase: 'onset' | 'end'): { ok: boolean; detail: string } {
   const errors: string[] = [];
   for (const a of step.actions) {
-    let r: { ok: boolean; detail: string };
-    const proxyUrls = t.toxiproxyUrls.map((u) => `${u}/proxies/${step.proxy}`);
-    if (a.kind === 'toxic') {
-      r =
-        phase === 'onset'
-          ? callAll('POST', proxyUrls.map((u) => `${u}/toxics`), { name: toxicName(step, a), type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes })
-          : callAll('DELETE', proxyUrls.map((u) => `${u}/toxics/${toxicName(step, a)}`), null);
-    } else if (a.kind === 'disable-proxy') {
-      r = callAll('POST', proxyUrls, { enabled: phase === 'end' });
-    } else {
-      if (!t.controlUrl) {
-        r = { ok: false, detail: 'server-restart needs CONTROL_URL (the stack owns the server): run under `wakestorm stack` or `wakestorm run`' };
-      } else {
-        r = call('POST', `${t.controlUrl}/server/${phase === 'onset' ? 'stop' : 'start'}`, {});
-      }
+    // One action, every shard (a server restart has one target: the control API, whichever shard asks).
+    const targets = a.kind === 'server-restart' ? t.toxiproxyUrls.slice(0, 1) : t.toxiproxyUrls;
+    const batch: ApiRequest[] = [];
+    for (const toxiproxyUrl of targets) {
+      const r = actionRequest(a, phase, { toxiproxyUrl, controlUrl: t.controlUrl, proxy: step.proxy, toxicName: (x) => `wakestorm-${step.index}-${step.fault}-${x.stream}` });
+      if ('error' in r) errors.push(r.error);
+      else batch.push(r);
     }
-    if (!r.ok) errors.push(r.detail);
+    errors.push(...send(batch));
   }
   return { ok: errors.length === 0, detail: errors.join('; ') };
 }
@@ -91,16 +73,16 @@ export function runChaos(steps: ChaosStep[], epochMs: number, targets: ChaosTarg
 /** Puts Toxiproxy back as it was: every toxic removed, every proxy enabled, the server up. Safe to call twice. */
 export function resetChaos(targets: ChaosTargets, steps: ChaosStep[]): void {
   if (steps.length === 0) return;
-  const r = callAll('POST', targets.toxiproxyUrls.map((u) => `${u}/reset`), null);
-  if (!r.ok) console.error(`wakestorm chaos: could not reset Toxiproxy: ${r.detail}`);
-  if (targets.controlUrl && steps.some((s) => s.fault === 'server-restart')) call('POST', `${targets.controlUrl}/server/start`, {});
+  const errors = send(targets.toxiproxyUrls.map((u) => toxiproxyApi.reset(u)));
+  if (errors.length) console.error(`wakestorm chaos: could not reset Toxiproxy: ${errors.join('; ')}`);
+  if (targets.controlUrl && steps.some((s) => s.needsControl)) send([controlApi.serverStart(targets.controlUrl)]);
 }
 
 /** Checks before any load that Toxiproxy answers and has the proxies the timeline needs. */
 export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
   if (steps.length === 0) return;
   for (const url of targets.toxiproxyUrls) {
-    const res = http.get(`${url}/proxies`, { timeout: '3s' });
+    const res = http.get(requestUrl(toxiproxyApi.proxies(url)), { timeout: '3s' });
     if (res.status !== 200) {
       throw new Error(`Toxiproxy is not running at ${url} (${res.error || res.status}): start it with 'wakestorm stack' or set TOXIPROXY_URL`);
     }
@@ -109,8 +91,9 @@ export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
       if (!(s.proxy in proxies)) throw new Error(`timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${url}`);
     }
   }
-  if (steps.some((s) => s.fault === 'server-restart') && !targets.controlUrl) {
-    throw new Error('the timeline has a server-restart, which needs CONTROL_URL: run it under `wakestorm stack` or `wakestorm run`');
+  const needs = steps.find((s) => s.needsControl);
+  if (needs && !targets.controlUrl) {
+    throw new Error(`the timeline has a ${needs.fault}, which needs CONTROL_URL: run it under \`wakestorm stack\` or \`wakestorm run\``);
   }
 }
 

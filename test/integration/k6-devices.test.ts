@@ -73,16 +73,15 @@ describe('k6 devices through Toxiproxy', () => {
   });
 
   it('a device forced off the network reports a drop and a reconnect', async () => {
-    const proxy = await stack.toxiproxy.get('voice');
     const run = runK6({
       script: SMOKE,
       vars: { TARGET_URL: stack.targetUrl, NO_RESULTS: 1, DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: 'recommended' },
       timeoutMs: 90_000,
     });
     await new Promise((r) => setTimeout(r, 5000));
-    await proxy.update({ enabled: false, listen: proxy.listen, upstream: proxy.upstream });
+    await stack.toxiproxy.setEnabled('voice', false);
     await new Promise((r) => setTimeout(r, 1500));
-    await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
+    await stack.toxiproxy.setEnabled('voice', true);
     const r = await run;
     // A cut by hand is not in any timeline: to the gate it is an unplanned drop, whatever the devices did after it.
     assert.equal(r.code, 99, 'an unplanned cut fails unplanned_drops');

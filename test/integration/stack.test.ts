@@ -52,17 +52,16 @@ describe('startStack', () => {
     c.send({ type: 'hello', device_id: 'through-proxy', protocol: 1 });
     assert.equal((await c.next('connected')).client_id, 'through-proxy');
     const base = await pingRtt(c, 5);
-    const proxy = await stack.toxiproxy.get('voice');
-    await proxy.addToxic({ name: 'lat', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 100, jitter: 0 } });
+    await stack.toxiproxy.addToxic('voice', { name: 'lat', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 100, jitter: 0 } });
     const slowed = await pingRtt(c, 5);
     assert.ok(slowed >= base + 100, `rtt ${base.toFixed(1)} -> ${slowed.toFixed(1)} ms with 100 ms latency`);
     await stack.toxiproxy.reset();
     const t0 = Date.now();
-    await proxy.update({ enabled: false, listen: proxy.listen, upstream: proxy.upstream });
+    await stack.toxiproxy.setEnabled('voice', false);
     const code = await c.waitClose(3000);
     assert.equal(code, CLOSE.ABNORMAL, 'a cut is a close with no close frame');
     assert.ok(Date.now() - t0 < 2000);
-    await proxy.update({ enabled: true, listen: proxy.listen, upstream: proxy.upstream });
+    await stack.toxiproxy.setEnabled('voice', true);
   });
 
   it('wakestorm toxic adds, lists and removes faults by hand, keeping Toxiproxy\'s own errors', async () => {
@@ -88,8 +87,7 @@ describe('startStack', () => {
   });
 
   it('stops with nothing left running or listening, and no toxic applied', async () => {
-    const proxy = await stack.toxiproxy.get('voice');
-    await proxy.addToxic({ name: 'stay', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 10, jitter: 0 } });
+    await stack.toxiproxy.addToxic('voice', { name: 'stay', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 10, jitter: 0 } });
     const pids = [stack.serverPid!, stack.toxiproxyPid];
     const listen = stack.proxies.voice!.listenPort;
     await stack.stop();

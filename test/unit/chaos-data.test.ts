@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../core/slo.ts';
 import { parseDuration, readRunConfig } from '../../core/run-config.ts';
-import { FAULTS } from '../../core/faults.ts';
+import { FAULTS, LINK_ACTIONS, TOXICS } from '../../core/faults.ts';
+import { actionRequest, apiError, requestUrl } from '../../core/toxiproxy-api.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
 import { toxiproxyShardsFor } from '../../scripts/stack.ts';
 import { socketName } from '../../core/metric-names.ts';
@@ -120,5 +121,43 @@ describe('run config', () => {
     assert.equal(toxiproxyShardsFor(20_000, 20_000), 3);
     assert.equal(toxiproxyShardsFor(20_000, 1_048_576), 1);
     assert.equal(toxiproxyShardsFor(10_000, Infinity), 1);
+  });
+});
+
+describe('the one Toxiproxy path', () => {
+  const at = { toxiproxyUrl: 'http://127.0.0.1:8474', controlUrl: '', proxy: 'voice', toxicName: () => 't1' };
+  it('keeps toxics and link actions in two tables of one namespace', () => {
+    assert.deepEqual(Object.keys(LINK_ACTIONS).sort(), ['cut', 'server-restart']);
+    for (const k of Object.keys(TOXICS)) assert.equal(FAULTS[k]!.kind, 'toxic', k);
+    for (const k of Object.keys(LINK_ACTIONS)) assert.equal(FAULTS[k]!.kind, 'link', k);
+    assert.equal(Object.keys(FAULTS).length, Object.keys(TOXICS).length + Object.keys(LINK_ACTIONS).length);
+    const [restart] = validateTimeline([{ at: '1s', for: '1s', fault: 'server-restart' }], 'x');
+    assert.equal(restart!.needsControl, true);
+    assert.equal(validateTimeline([{ at: '1s', for: '1s', fault: 'cut' }], 'x')[0]!.needsControl, false);
+  });
+  it('turns each action and phase into the request Toxiproxy documents', () => {
+    const [lat] = validateTimeline([{ at: '1s', for: '1s', fault: 'latency', params: { latency: 70 } }], 'x');
+    const on = actionRequest(lat!.actions[0]!, 'onset', at);
+    assert.ok(!('error' in on));
+    assert.equal(`${on.method} ${requestUrl(on)}`, 'POST http://127.0.0.1:8474/proxies/voice/toxics');
+    assert.deepEqual(JSON.parse(on.body!), { name: 't1', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 70, jitter: 0 } });
+    const off = actionRequest(lat!.actions[0]!, 'end', at);
+    assert.ok(!('error' in off));
+    assert.equal(`${off.method} ${off.path}`, 'DELETE /proxies/voice/toxics/t1');
+    const cut = actionRequest({ kind: 'disable-proxy' }, 'onset', at);
+    assert.ok(!('error' in cut));
+    assert.equal(`${cut.method} ${cut.path} ${cut.body}`, 'POST /proxies/voice {"enabled":false}');
+    const back = actionRequest({ kind: 'disable-proxy' }, 'end', at);
+    assert.ok(!('error' in back) && back.body === '{"enabled":true}');
+    const noControl = actionRequest({ kind: 'server-restart' }, 'onset', at);
+    assert.ok('error' in noControl && /CONTROL_URL/.test(noControl.error));
+    const stop = actionRequest({ kind: 'server-restart' }, 'onset', { ...at, controlUrl: 'http://127.0.0.1:9' });
+    assert.ok(!('error' in stop) && stop.service === 'control API' && stop.path === '/server/stop');
+  });
+  it("keeps Toxiproxy's own error text", () => {
+    const r = actionRequest({ kind: 'disable-proxy' }, 'onset', at);
+    assert.ok(!('error' in r));
+    assert.equal(apiError(r, 404, '{"error":"proxy not found","status":404}'), 'Toxiproxy: POST /proxies/voice -> 404: proxy not found');
+    assert.equal(apiError(r, 500, 'boom\n'), 'Toxiproxy: POST /proxies/voice -> 500: boom');
   });
 });
