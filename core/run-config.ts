@@ -3,6 +3,7 @@ import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device.ts';
+import type { RunVars } from './run-contract.ts';
 
 export interface RunConfig {
   devices: number;
@@ -58,13 +59,18 @@ export function parseDuration(v: string, name: string): number {
   return Math.round(total);
 }
 
-function int(env: Record<string, string | undefined>, name: string, def: number, min: number, max: number): number {
-  const v = env[name];
-  if (v === undefined || v === '') return def;
-  if (!/^\d+$/.test(v.trim())) throw new RunConfigError(`${name} must be an integer, got '${v}'`);
-  const n = Number(v);
-  if (n < min || n > max) throw new RunConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+/** An integer within bounds, or a one-line error naming it (`name` as the caller knows it: DEVICES or --devices). */
+export function boundedInt(v: string | number, name: string, b: { min: number; max: number }, Err: new (message: string) => Error = RunConfigError): number {
+  const text = String(v).trim();
+  if (!/^-?\d+$/.test(text)) throw new Err(`${name} must be an integer from ${b.min} to ${b.max}, got '${v}'`);
+  const n = Number(text);
+  if (n < b.min || n > b.max) throw new Err(`${name} must be between ${b.min} and ${b.max}, got ${n}`);
   return n;
+}
+
+function int(env: RunVars, name: 'DEVICES' | 'DEVICES_PER_VU', def: number, b: { min: number; max: number }): number {
+  const v = env[name];
+  return v === undefined || v === '' ? def : boundedInt(v, name, b);
 }
 
 /** WAKE: off | once[:min-max] | poisson:<mean> | fixed:<interval>, e.g. poisson:5m, once:2s-10s. */
@@ -95,13 +101,13 @@ export function isLoopbackUrl(u: string): boolean {
 }
 
 export function readRunConfig(
-  env: Record<string, string | undefined>,
+  env: RunVars,
   defaults: { devices: number; duration: string; profile: string; wake: WakeSchedule; ramp?: string },
   readFile: (path: string) => string,
   ownProfiles: Record<string, Profile> = {},
 ): RunConfig {
-  const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max);
-  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max));
+  const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices);
+  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu));
   const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
@@ -141,7 +147,7 @@ export function readRunConfig(
 }
 
 /** TOKEN, or the first line of TOKEN_FILE (how `wakestorm run --token` hands it over: no token on a command line). */
-function readToken(env: Record<string, string | undefined>, readFile: (path: string) => string): string | undefined {
+function readToken(env: RunVars, readFile: (path: string) => string): string | undefined {
   if (env.TOKEN) return env.TOKEN;
   if (!env.TOKEN_FILE) return undefined;
   let text: string;

@@ -3,9 +3,9 @@
 
 import type { EventsFile, PlannedEvent } from './chaos-events.ts';
 import type { Slo } from './slo.ts';
-import { judge, junitXml, verdictLines, type MetricSummary, type SummaryData } from './verdict.ts';
+import { judge, junitXml, verdictLines } from './verdict.ts';
+import type { MetricSummary, SummaryData } from './k6-summary.ts';
 
-export type { MetricSummary, SummaryData };
 
 /** The trend stats every scenario reports (p50 and p99 are what fidelity checks compare). */
 export const TREND_STATS = ['avg', 'min', 'med', 'max', 'p(50)', 'p(90)', 'p(95)', 'p(99)', 'count'];

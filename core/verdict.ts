@@ -3,6 +3,7 @@
 // that died, an interrupt, k6's own exit code).
 import { CLOSE_CODE_NAMES } from './protocol.ts';
 import type { Slo } from './slo.ts';
+import type { MetricSummary, SummaryData } from './k6-summary.ts';
 
 export type Verdict = 'pass' | 'fail' | 'invalid';
 export type SloStatus = 'pass' | 'fail' | 'n/a';
@@ -76,18 +77,6 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
 };
-
-export interface MetricSummary {
-  type: string;
-  contains?: string;
-  values: Record<string, number>;
-  thresholds?: Record<string, { ok: boolean }>;
-}
-export interface SummaryData {
-  metrics: Record<string, MetricSummary>;
-  state?: { testRunDurationMs?: number; isStdOutTTY?: boolean };
-  setup_data?: unknown;
-}
 
 export interface SloResult {
   name: string;

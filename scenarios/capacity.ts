@@ -3,7 +3,7 @@
 //   k6 run -e TARGET_URL=… -e DEVICES=20000 -e DURATION=10m scenarios/capacity.ts
 import { makeScenario } from './lib/kit.ts';
 import { DEFAULT_SLOS } from '../core/slo.ts';
-import type { SummaryData } from '../core/summary.ts';
+import type { SummaryData } from '../core/run-contract.ts';
 
 const s = makeScenario({
   name: 'capacity',

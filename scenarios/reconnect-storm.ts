@@ -2,7 +2,7 @@
 // peak, how many conversations are lost, and how does it differ per backoff policy (-e BACKOFF=fixed:500 vs full-jitter)?
 //   k6 run -e TARGET_URL=… -e TOXIPROXY_URL=… -e DEVICES=1000 -e BACKOFF=fixed:1000 scenarios/reconnect-storm.ts
 import { makeScenario } from './lib/kit.ts';
-import type { SummaryData } from '../core/summary.ts';
+import type { SummaryData } from '../core/run-contract.ts';
 
 const BUCKET_MS = 250;
 

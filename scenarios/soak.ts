@@ -1,7 +1,7 @@
 // Soak: hours of steady load (DURATION is the parameter). Latencies in the first and last tenth are compared for drift.
 //   k6 run -e TARGET_URL=… -e DEVICES=2000 -e DURATION=4h scenarios/soak.ts
 import { makeScenario, timeWindows } from './lib/kit.ts';
-import type { SummaryData } from '../core/summary.ts';
+import type { SummaryData } from '../core/run-contract.ts';
 
 const DRIFT = ['wake_ack_latency', 'response_latency', 'ping_rtt'] as const;
 // Each latency sample is tagged with the tenth of the run it falls in: first, last, or none.

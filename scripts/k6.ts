@@ -1,64 +1,212 @@
-// Runs k6 as a child process with the project's environment, and reads back the summary it wrote.
+// The one k6 launcher: k6 run or inspect as a child process with the project's environment, the run contract's -e
+// variables (core/run-contract.ts), k6's output as lines, and k6's own words for how it ended.
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { k6LogMessage } from '../core/chaos-events.ts';
+import { WakestormError } from '../core/errors.ts';
+import { k6VarArgs, type K6Vars, type SummaryData } from '../core/run-contract.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { k6Env, requireTools } from './tools.ts';
+
+export interface SpawnK6Options {
+  script: string;
+  vars: K6Vars;
+  /** k6 run flags (--out, --address, -q …), placed before the script. */
+  args?: string[];
+  /** More environment for k6 (dashboard settings); `unset` names are removed from the inherited environment. */
+  env?: Record<string, string>;
+  unset?: string[];
+  cwd?: string;
+  /** Its own process group: a terminal's Ctrl-C reaches only the CLI, which forwards exactly one SIGINT. */
+  detached?: boolean;
+  /** Raise k6's open-file limit (large fleets). */
+  fdLimit?: number;
+  /** k6's stdout straight to the terminal (its own progress bars) instead of as lines. */
+  inheritStdout?: boolean;
+  /** Each line k6 prints, in order per stream. */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+export interface K6Process {
+  child: ChildProcess;
+  /** Resolves once k6 has exited and its output is read to the end. */
+  closed: Promise<{ code: number; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `k6 run`. */
+export function spawnK6(o: SpawnK6Options): K6Process {
+  const tools = requireTools();
+  const env = k6Env(o.env);
+  for (const k of o.unset ?? []) delete env[k];
+  const args = ['run', ...k6VarArgs(o.vars), ...(o.args ?? []), o.script];
+  const child = guardedSpawn(tools.k6, args, { env, cwd: o.cwd, stdio: ['ignore', o.inheritStdout ? 'inherit' : 'pipe', 'pipe'], detached: o.detached }, o.fdLimit);
+  const ends: Promise<void>[] = [];
+  const lines = (src: NodeJS.ReadableStream | null, stream: 'stdout' | 'stderr') => {
+    if (!src) return;
+    let buf = '';
+    src.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      for (const l of parts) o.onLine?.(l, stream);
+    });
+    ends.push(new Promise((res) => src.on('end', () => {
+      if (buf) o.onLine?.(buf, stream);
+      res();
+    })));
+  };
+  lines(child.stdout, 'stdout');
+  lines(child.stderr, 'stderr');
+  const closed = new Promise<{ code: number; signal: NodeJS.Signals | null }>((res) =>
+    child.on('close', (c, sig) => void Promise.all(ends).then(() => res({ code: c ?? (sig ? 128 + 9 : 1), signal: sig }))),
+  );
+  return { child, closed };
+}
+
+export class ScenarioError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
+  override name = 'ScenarioError';
+}
+
+/**
+ * Evaluates the scenario's init context with the run's variables (`k6 inspect`), before anything starts: whatever the
+ * scenario itself validates (its default timeline against --duration, profiles, SLOs, bounds) fails here as one line.
+ */
+export function inspectScenario(script: string, vars: K6Vars, cwd?: string): void {
+  const tools = requireTools();
+  try {
+    execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+  } catch (e) {
+    const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };
+    const text = `${err.stderr?.toString() ?? ''}${err.stdout?.toString() ?? ''}`;
+    const line = text.split('\n').find((l) => /level=error/.test(l)) ?? text.trim().split('\n')[0] ?? '';
+    const first = (k6LogMessage(line) ?? line).split('\n')[0]!.replace(/^(GoError|[A-Za-z]*Error): /, '');
+    throw new ScenarioError(`${basename(script)}: ${first || `k6 inspect exited ${err.status}`}`);
+  }
+}
+
+/** k6's exit codes that are not a verdict, in words (k6 errext/exitcodes). */
+export const K6_EXIT: Record<number, string> = {
+  97: 'cloud test failed',
+  100: 'setup timed out',
+  101: 'teardown timed out',
+  102: 'timed out',
+  103: 'engine error',
+  104: 'invalid configuration',
+  105: 'aborted from outside',
+  106: 'cannot start its REST API',
+  107: 'script exception',
+  108: 'script aborted the test',
+  109: 'Go panic',
+  110: 'marked as failed',
+};
+
+/** The last error k6 logged (its msg), for an INVALID reason. */
+export function lastK6Error(logPath: string): string {
+  let text = '';
+  try {
+    text = readFileSync(logPath, 'utf8');
+  } catch {
+    return '';
+  }
+  const last = text.split('\n').filter((l) => /level=error/.test(l)).at(-1);
+  if (!last) return '';
+  return (k6LogMessage(last) ?? last).split('\n')[0]!.slice(0, 300);
+}
+
+/**
+ * Polls k6's REST API for the fleet's counters and shows how many devices are connected (links_up - links_down) and
+ * what they did so far. Returns the function that stops it.
+ */
+export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
+  if (mode === 'off') return () => {};
+  const t0 = Date.now();
+  const counter = async (id: string) => {
+    try {
+      const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
+      if (!r.ok) return 0;
+      return ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0;
+    } catch {
+      return 0;
+    }
+  };
+  let last = 0;
+  let drawn = false;
+  const timer = setInterval(async () => {
+    const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter));
+    const s = Math.round((Date.now() - t0) / 1000);
+    const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
+    if (mode === 'tty') {
+      process.stdout.write(`\r${line}\x1b[K`);
+      drawn = true;
+    } else if (Date.now() - last >= 10_000) {
+      last = Date.now();
+      process.stdout.write(`${line}\n`);
+    }
+  }, 2000);
+  return () => {
+    clearInterval(timer);
+    if (drawn) process.stdout.write('\n');
+  };
+}
 
 export interface K6Result {
   code: number | null;
   stdout: string;
   stderr: string;
   /** k6's handleSummary data (metrics with values and thresholds), or null if k6 wrote none. */
-  summary: { metrics: Record<string, { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }> } | null;
+  summary: SummaryData | null;
 }
 
 export interface K6RunOptions {
   script: string;
-  vars?: Record<string, string | number>;
+  /** The run contract's variables; numbers are written as text. */
+  vars?: { [K in keyof K6Vars]?: K6Vars[K] | number };
   env?: Record<string, string>;
   args?: string[];
-  /** Called with each output chunk (progress). */
-  onOutput?: (chunk: string) => void;
+  /** Called with each output line (progress). */
+  onOutput?: (line: string) => void;
   timeoutMs?: number;
   /** Where the summary goes; a temp file when absent. */
   summaryPath?: string;
   signal?: AbortSignal;
 }
 
-export function runK6(opts: K6RunOptions): Promise<K6Result> {
-  const tools = requireTools();
+/** A bounded `k6 run` whose output and summary come back whole (tests, benches). */
+export async function runK6(opts: K6RunOptions): Promise<K6Result> {
   const tmp = opts.summaryPath ? null : mkdtempSync(join(tmpdir(), 'wakestorm-k6-'));
   const summaryPath = opts.summaryPath ?? join(tmp!, 'summary.json');
-  const args = ['run', '--quiet', ...(opts.args ?? [])];
-  for (const [k, v] of Object.entries({ ...opts.vars, SUMMARY_JSON: summaryPath })) args.push('-e', `${k}=${v}`);
-  args.push(opts.script);
-  return new Promise((resolve) => {
-    const p = guardedSpawn(tools.k6, args, { env: k6Env(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout!.on("data", (d) => {
-      stdout += d;
-      opts.onOutput?.(d.toString());
-    });
-    p.stderr!.on("data", (d) => {
-      stderr += d;
-      opts.onOutput?.(d.toString());
-    });
-    const kill = () => p.kill('SIGINT');
-    opts.signal?.addEventListener('abort', kill);
-    const t = opts.timeoutMs ? setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs) : null;
-    p.on('close', (code) => {
-      if (t) clearTimeout(t);
-      opts.signal?.removeEventListener('abort', kill);
-      let summary: K6Result['summary'] = null;
-      try {
-        summary = JSON.parse(readFileSync(summaryPath, 'utf8'));
-      } catch {
-        /* k6 failed before the summary */
-      }
-      if (tmp) rmSync(tmp, { recursive: true, force: true });
-      resolve({ code, stdout, stderr, summary });
-    });
+  const vars: K6Vars = Object.fromEntries(Object.entries({ ...opts.vars, SUMMARY_JSON: summaryPath }).map(([k, v]) => [k, v === undefined ? v : String(v)]));
+  let stdout = '';
+  let stderr = '';
+  const k6 = spawnK6({
+    script: opts.script,
+    vars,
+    args: ['--quiet', ...(opts.args ?? [])],
+    env: opts.env,
+    onLine: (line, stream) => {
+      if (stream === 'stdout') stdout += `${line}\n`;
+      else stderr += `${line}\n`;
+      opts.onOutput?.(line);
+    },
   });
+  const kill = () => k6.child.kill('SIGINT');
+  opts.signal?.addEventListener('abort', kill);
+  const t = opts.timeoutMs ? setTimeout(() => k6.child.kill('SIGKILL'), opts.timeoutMs) : null;
+  const { code } = await k6.closed;
+  if (t) clearTimeout(t);
+  opts.signal?.removeEventListener('abort', kill);
+  let summary: SummaryData | null = null;
+  try {
+    summary = JSON.parse(readFileSync(summaryPath, 'utf8'));
+  } catch {
+    /* k6 failed before the summary */
+  }
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  return { code, stdout, stderr, summary };
 }

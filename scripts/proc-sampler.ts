@@ -1,4 +1,5 @@
 // Samples processes' RSS and CPU once a second during a run (wakestorm run's tester health, the benches' numbers).
+import type { ProcessStats } from '../core/run-contract.ts';
 import { cpuSeconds, rssMiB } from './proc-stats.ts';
 
 /** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
@@ -8,13 +9,8 @@ export async function serverLagP99Ms(httpUrl: string): Promise<number> {
   return line ? Number(line.split(' ')[1]) * 1000 : NaN;
 }
 
-export interface ProcStats {
-  rss_max_mib: number;
-  rss_avg_mib: number;
-  cpu_avg_pct: number;
-  /** The busiest second. */
-  cpu_max_pct: number;
-}
+/** One process's CPU and memory over a window: run.json's `processes` (core/run-contract.ts). */
+export type ProcStats = ProcessStats;
 
 export class Sampler {
   private timer: NodeJS.Timeout | null = null;

@@ -2,38 +2,9 @@
 // then the SLOs, what ran, the charts with fault windows shaded, every profile side by side, and the tester's health.
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SummaryData } from '../core/summary.ts';
+import type { RunRecordAsRead as RunRecord, SummaryData } from '../core/run-contract.ts';
 import { judge, type Judgement } from '../core/verdict.ts';
-import type { Slo } from '../core/slo.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type RunSeries } from './charts.ts';
-
-/** What report.html reads of run.json (older runs lack the newer fields). */
-interface RunRecord {
-  run_id: string;
-  scenario: string;
-  slos: Slo[];
-  verdict?: string;
-  invalid_reasons?: string[];
-  parameters: Record<string, unknown>;
-  tools?: Record<string, string>;
-  git_commit?: string | null;
-  machine?: Record<string, unknown>;
-  started_at: string;
-  ended_at: string;
-  incomplete?: boolean;
-  processes?: Record<string, { cpu_avg_pct: number; cpu_max_pct: number; rss_max_mib: number } | null>;
-  /** The parameters as the scenario resolved them (run.ts, from k6's handleSummary). */
-  resolved?: {
-    devices: number;
-    devices_per_vu: number;
-    duration_ms: number;
-    ramp_ms: number;
-    profile_mix: { profile: string; weight: number }[];
-    timeline: { name: string; steps: { at_ms: number; for_ms: number; fault: string; params: Record<string, number> }[] };
-    wake: { mode: string; interval_ms: number; first_min_ms: number; first_max_ms: number };
-    seed: string;
-  } | null;
-}
 
 const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);

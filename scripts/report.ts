@@ -3,7 +3,7 @@ import { WakestormError } from '../core/errors.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Slo } from '../core/slo.ts';
-import type { SummaryData } from '../core/summary.ts';
+import type { RunRecordAsRead, SummaryData } from '../core/run-contract.ts';
 import { judge, judgeSlo, verdictLines } from '../core/verdict.ts';
 import { renderReport } from './report-html.ts';
 import { ROOT } from './run.ts';
@@ -18,7 +18,7 @@ export class ReportError extends WakestormError {
 
 export interface LoadedRun {
   dir: string;
-  run: { run_id: string; scenario: string; slos: Slo[]; verdict: string; incomplete: boolean; exit_code: number; started_at: string; ended_at: string; parameters: Record<string, unknown>; invalid_reasons?: string[] };
+  run: RunRecordAsRead;
   summary: SummaryData;
 }
 

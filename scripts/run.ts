@@ -1,25 +1,26 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { WakestormError } from '../core/errors.ts';
-import { execFileSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
-import { isLoopbackUrl, parseDuration, parseWake } from '../core/run-config.ts';
+import { boundedInt, DEVICE_BOUNDS, isLoopbackUrl, parseDuration, parseWake } from '../core/run-config.ts';
+import { verdictFields, type K6Vars, type ResolvedRun, type RunRecord, type RunVars, type SummaryData } from '../core/run-contract.ts';
 import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
-import { decodeChaosEvent, k6LogMessage, type ChaosEvent, type EventsFile, type PlannedEvent } from '../core/chaos-events.ts';
+import { decodeChaosEvent, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
-import { guardedSpawn } from './guarded-spawn.ts';
+import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6 } from './k6.ts';
+import { claimRunDir, gitCommit, publishRunDir, readJson, runIdFor } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
 import { pickFreePort, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
-import { k6Env, requireTools } from './tools.ts';
+import { requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
 
@@ -97,8 +98,8 @@ export function resolveScenario(s: string): string {
 }
 
 /** SLO flags → k6 -e variables (SLO_<name>=v, SLO_FILE=path). */
-function sloVars(slo: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+function sloVars(slo: string[] | undefined): RunVars {
+  const out: RunVars = {};
   for (const s of slo ?? []) {
     if (s.endsWith('.json')) {
       if (!existsSync(s)) throw new RunError(`--slo ${s}: no such file`);
@@ -114,35 +115,13 @@ function sloVars(slo: string[] | undefined): Record<string, string> {
   return out;
 }
 
-function readJson(path: string): unknown {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8'));
-  } catch {
-    return null;
-  }
-}
-
-function gitCommit(): string | null {
-  try {
-    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return null;
-  }
-}
-
-function stamp(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-}
-
 /** Validates every flag before anything starts; returns the k6 variables. */
-export function planRun(opts: RunOptions): { script: string; vars: Record<string, string>; slos: Slo[] } {
+export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos: Slo[] } {
   const script = resolveScenario(opts.scenario);
-  const vars: Record<string, string> = {};
-  if (opts.devices !== undefined) {
-    if (!Number.isInteger(opts.devices) || opts.devices < 1) throw new RunError(`--devices must be a positive integer, got ${opts.devices}`);
-    vars.DEVICES = String(opts.devices);
-  }
-  if (opts.devicesPerVu !== undefined) vars.DEVICES_PER_VU = String(opts.devicesPerVu);
+  const vars: K6Vars = {};
+  // The bounds k6 itself applies (DEVICE_BOUNDS): a fleet k6 would refuse never starts the stack.
+  if (opts.devices !== undefined) vars.DEVICES = String(boundedInt(opts.devices, '--devices', DEVICE_BOUNDS.devices, RunError));
+  if (opts.devicesPerVu !== undefined) vars.DEVICES_PER_VU = String(boundedInt(opts.devicesPerVu, '--devices-per-vu', DEVICE_BOUNDS.perVu, RunError));
   let durationMs: number | undefined;
   if (opts.duration !== undefined) {
     durationMs = parseDuration(opts.duration, '--duration');
@@ -164,33 +143,6 @@ export function planRun(opts: RunOptions): { script: string; vars: Record<string
   Object.assign(vars, sloVars(opts.slo), opts.vars ?? {});
   const slos = resolveSlos(vars, (p) => readFileSync(p, 'utf8'));
   return { script, vars, slos };
-}
-
-/**
- * Claims a fresh run id and its hidden partial folder. mkdir is atomic: two runs started in the same second never
- * share a folder (the second gets -2, -3, …).
- */
-function claimRunDir(root: string, base: string): { runId: string; dir: string; finalDir: string } {
-  mkdirSync(root, { recursive: true });
-  for (let i = 1; i < 10_000; i++) {
-    const runId = i === 1 ? base : `${base}-${i}`;
-    const dir = join(root, `.${runId}.partial`);
-    const finalDir = join(root, runId);
-    if (existsSync(finalDir)) continue;
-    try {
-      mkdirSync(dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw e;
-    }
-    // A run that finished between the two checks took this id: leave it to it.
-    if (existsSync(finalDir)) {
-      rmdirSync(dir);
-      continue;
-    }
-    return { runId, dir, finalDir };
-  }
-  throw new RunError(`no free run id under ${root} for ${base}`);
 }
 
 /** The bearer token from --token or --token-file, checked like the server checks its own. */
@@ -233,278 +185,201 @@ async function reachable(serverUrl: string): Promise<void> {
   });
 }
 
-/** k6's exit codes that are not a verdict, in words (k6 errext/exitcodes). */
-const K6_EXIT: Record<number, string> = {
-  97: 'cloud test failed',
-  100: 'setup timed out',
-  101: 'teardown timed out',
-  102: 'timed out',
-  103: 'engine error',
-  104: 'invalid configuration',
-  105: 'aborted from outside',
-  106: 'cannot start its REST API',
-  107: 'script exception',
-  108: 'script aborted the test',
-  109: 'Go panic',
-  110: 'marked as failed',
-};
+/** What the CLI sees of a run outside k6's numbers: the tester's own faults (INVALID) and the faults it applied. */
+interface Watch {
+  interrupted: boolean;
+  stuck: boolean;
+  /** Why the tester cannot be trusted for this run (INVALID), found outside k6. */
+  invalid: string[];
+  applied: ChaosEvent[];
+  k6Code: number;
+  processes: Record<string, ProcStats | null>;
+}
 
-/** The last error k6 logged (its msg), for an INVALID reason. */
-function lastK6Error(logPath: string): string {
-  let text = '';
+/** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
+async function startRunStack(opts: RunOptions, serverFlags: Partial<ServerConfig>, log: (l: string) => void): Promise<Stack> {
+  return startStack({
+    serverUrl: opts.serverUrl,
+    serverPort: opts.serverUrl ? undefined : await pickFreePort(),
+    toxiproxyPort: await pickFreePort(),
+    proxyPorts: { voice: 0 },
+    server: serverFlags,
+    // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
+    toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
+    log: (l) => log(`  ${l}`),
+  });
+}
+
+/** The run contract for this run: the plan's variables and where this stack and this run folder are. */
+function runVars(plan: ReturnType<typeof planRun>, stack: Stack, opts: RunOptions, dir: string, tokenFile: string | null): K6Vars {
+  const urls = shardUrls(stack);
+  const vars: K6Vars = {
+    ...plan.vars,
+    TARGET_URL: opts.direct ? stack.serverWsUrl : urls.targetUrl,
+    TOXIPROXY_URL: urls.toxiproxyUrl,
+    CONTROL_URL: stack.controlUrl,
+    SERVER_URL: stack.serverHttpUrl,
+    RESULTS_DIR: dir,
+    // The CLI judges the run (it also sees processes and interrupts): k6's summary prints metrics, not a verdict.
+    VERDICT: 'cli',
+  };
+  if (tokenFile) vars.TOKEN_FILE = tokenFile;
+  if (opts.serverUrl && !isLoopbackUrl(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
+  return vars;
+}
+
+/**
+ * Runs k6 and watches it to the end: its output into k6.log (chaos events decoded on the way), the stack (a Toxiproxy
+ * that dies stops k6: INVALID), signals (one SIGINT forwarded, a second one kills), a watchdog, the processes' CPU
+ * and memory. Whatever made the tester untrustworthy is in the returned `invalid`.
+ */
+async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: Stack, dir: string, log: (l: string) => void): Promise<Watch> {
+  const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
+  const args: string[] = [];
+  if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
+  for (const o of opts.outputs ?? []) args.push('--out', o);
+  // k6's REST API on a port of its own (the progress line reads the fleet's counters from it); k6's own progress
+  // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
+  const apiPort = await pickFreePort();
+  args.push('--address', `127.0.0.1:${apiPort}`, '-q');
+  const echo = opts.echo !== false;
+  // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
+  const tty = echo && !!process.stdout.isTTY;
+  // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
+  const k6LogPath = join(dir, 'k6.log');
+  const k6Log = createWriteStream(k6LogPath);
+  const k6 = spawnK6({
+    script,
+    vars,
+    args,
+    env: opts.dashboard === false ? {} : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html') },
+    // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
+    unset: ['TOKEN', 'K6_OUT'],
+    cwd: ROOT,
+    detached: true,
+    fdLimit: opts.fdLimit,
+    inheritStdout: tty,
+    onLine: (line, stream) => {
+      k6Log.write(`${line}\n`);
+      const e = decodeChaosEvent(line);
+      if (e) {
+        w.applied.push(e);
+        if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
+      } else if (echo) (stream === 'stdout' ? process.stdout : process.stderr).write(`${line}\n`);
+    },
+  });
+  const pid = k6.child.pid!;
+  opts.onStarted?.({ k6Pid: pid, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+  // The tester's own health for the report: CPU and memory of every process of the run, once a second.
+  const sampler = new Sampler();
+  sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid) });
+  const sampledFrom = Date.now();
+  const durationMs = parseDuration(vars.DURATION ?? '0s', 'DURATION');
+  const stopProgress = k6Progress(`http://127.0.0.1:${apiPort}`, durationMs, opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
+  // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
+  stack.onExit((e) => {
+    if (e.tool === 'toxiproxy') {
+      w.invalid.push(`${e.message}: the network under test vanished`);
+      log(`\nwakestorm run: ${e.message}; stopping k6 (the run is INVALID)`);
+      k6.child.kill('SIGINT');
+    } else log(`\nwakestorm run: ${e.message} (the server's own failure: the devices' numbers show it)`);
+  });
+  const onSignal = () => {
+    if (w.interrupted) {
+      k6.child.kill('SIGKILL');
+      return;
+    }
+    w.interrupted = true;
+    markStopping();
+    log('\nwakestorm run: interrupted; stopping k6 (the run will be INVALID; Ctrl-C again to kill it)');
+    k6.child.kill('SIGINT');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  opts.signal?.addEventListener('abort', onSignal);
+  // Watchdog: at 10k devices in 1000 VUs on 2 cores, one k6 v2.2 VU once kept sockets open past maxDuration and
+  // gracefulStop, idle, and ignored SIGTERM (k6 websockets has no close-handshake timeout; the exact cause is not
+  // pinned down). Nothing may hang: past the run's length plus slack, k6 is interrupted, then killed, and the run is
+  // marked incomplete (run.json k6_stuck).
+  const limitMs = parseDuration(vars.DURATION ?? '10m', 'DURATION') + 120_000;
+  const watchdog = setTimeout(() => {
+    w.stuck = true;
+    log(`wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`);
+    k6.child.kill('SIGINT');
+    setTimeout(() => k6.child.kill('SIGKILL'), 15_000).unref();
+  }, limitMs);
+  const { code, signal } = await k6.closed;
+  w.k6Code = code;
+  await new Promise<void>((res) => k6Log.end(res));
+  stopProgress();
+  sampler.stop();
+  for (const n of ['k6', 'server', 'toxiproxy']) w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
+  clearTimeout(watchdog);
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  opts.signal?.removeEventListener('abort', onSignal);
+
+  // What only the CLI sees: why the tester may not be trusted for this run.
+  if (w.interrupted) w.invalid.push('the run was interrupted (SIGINT/SIGTERM) before it finished');
+  if (w.stuck) w.invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
+  if (!w.interrupted && !w.stuck && !w.invalid.length && code !== 0 && code !== 99) {
+    const why = signal ? `k6 was killed (${signal})` : `k6 exited ${code}${K6_EXIT[code] ? ` (${K6_EXIT[code]})` : ''}`;
+    const err = lastK6Error(k6LogPath);
+    w.invalid.push(`${why}${err ? `: ${err}` : ''}`);
+  }
+  for (const e of w.applied) if (!e.ok) w.invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
+  return w;
+}
+
+/**
+ * After k6: every fault undone on every shard before the server's metrics are scraped (stack.stop() then drains
+ * the server and stops Toxiproxy last); k6's summary read back; events.json rewritten with what was applied.
+ */
+async function collectResults(stack: Stack, dir: string, w: Watch): Promise<SummaryData | null> {
+  await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
   try {
-    text = readFileSync(logPath, 'utf8');
+    const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
+    if (m.ok) writeFileSync(join(dir, 'server-metrics.txt'), await m.text());
   } catch {
-    return '';
+    writeFileSync(join(dir, 'server-metrics.txt'), `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`);
   }
-  const lines = text.split('\n').filter((l) => /level=error/.test(l));
-  const last = lines.at(-1);
-  if (!last) return '';
-  return (k6LogMessage(last) ?? last).split('\n')[0]!.slice(0, 300);
-}
-
-/**
- * Polls k6's REST API for the fleet's counters and shows how many devices are connected (links_up - links_down) and
- * what they did so far. Returns the function that stops it.
- */
-function progress(api: string, durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
-  if (mode === 'off') return () => {};
-  const t0 = Date.now();
-  const counter = async (id: string) => {
-    try {
-      const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
-      if (!r.ok) return 0;
-      return ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0;
-    } catch {
-      return 0;
-    }
-  };
-  let last = 0;
-  let drawn = false;
-  const timer = setInterval(async () => {
-    const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter));
-    const s = Math.round((Date.now() - t0) / 1000);
-    const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
-    if (mode === 'tty') {
-      process.stdout.write(`\r${line}\x1b[K`);
-      drawn = true;
-    } else if (Date.now() - last >= 10_000) {
-      last = Date.now();
-      process.stdout.write(`${line}\n`);
-    }
-  }, 2000);
-  return () => {
-    clearInterval(timer);
-    if (drawn) process.stdout.write('\n');
-  };
-}
-
-/**
- * Evaluates the scenario's init context with the run's variables (`k6 inspect`), before anything starts: whatever the
- * scenario itself validates (its default timeline against --duration, profiles, SLOs, bounds) fails here as one line.
- */
-function inspectScenario(k6: string, script: string, vars: Record<string, string>): void {
-  const args = ['inspect'];
-  for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
-  args.push(script);
-  try {
-    execFileSync(k6, args, { cwd: ROOT, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-  } catch (e) {
-    const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };
-    const text = `${err.stderr?.toString() ?? ''}${err.stdout?.toString() ?? ''}`;
-    const line = text.split('\n').find((l) => /level=error/.test(l)) ?? text.trim().split('\n')[0] ?? '';
-    const first = (k6LogMessage(line) ?? line).split('\n')[0]!.replace(/^(GoError|[A-Za-z]*Error): /, '');
-    throw new RunError(`${basename(script)}: ${first || `k6 inspect exited ${err.status}`}`);
+  const summary = readJson<SummaryData>(join(dir, 'summary.json'));
+  const planned = readJson<EventsFile>(join(dir, 'events.json'))?.planned ?? [];
+  if (!w.invalid.length && summary && w.applied.length < planned.length) {
+    w.invalid.push(`${planned.length - w.applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
   }
+  const events: EventsFile = { planned, applied: w.applied };
+  writeFileSync(join(dir, 'events.json'), JSON.stringify(events, null, 1));
+  return summary;
 }
 
 export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const tools = requireTools();
+  // Everything that can be refused is refused before anything starts.
   const plan = planRun(opts);
   const token = resolveToken(opts);
-  inspectScenario(tools.k6, plan.script, plan.vars);
+  inspectScenario(plan.script, plan.vars, ROOT);
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
   const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
   const startedAt = new Date();
-  const { runId, dir, finalDir } = claimRunDir(root, opts.runId ?? `${name}-${stamp(startedAt)}`);
+  const rd = claimRunDir(root, opts.runId ?? runIdFor(name, startedAt));
+  const { dir } = rd;
   const secret = token ? writeSecretFile(token) : null;
   const serverFlags: Partial<ServerConfig> = { ...(opts.server ?? {}) };
   if (token && !opts.serverUrl) serverFlags.tokens = [...(serverFlags.tokens ?? []), token];
 
   let stack: Stack | null = null;
-  let interrupted = false;
-  let stuck = false;
-  let code = 1;
-  let summary: RunResult['summary'] = null;
-  /** Why the tester cannot be trusted for this run (INVALID), found outside k6. */
-  const invalid: string[] = [];
-  const applied: ChaosEvent[] = [];
-  let planned: PlannedEvent[] = [];
-  const sampler = new Sampler();
-  let sampledFrom = 0;
-  const processes: Record<string, ProcStats | null> = {};
+  let w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
+  let summary: SummaryData | null = null;
   try {
     log(`wakestorm run ${name}: starting the stack`);
-    stack = await startStack({
-      serverUrl: opts.serverUrl,
-      serverPort: opts.serverUrl ? undefined : await pickFreePort(),
-      toxiproxyPort: await pickFreePort(),
-      proxyPorts: { voice: 0 },
-      server: serverFlags,
-      // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
-      toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
-      log: (l) => log(`  ${l}`),
-    });
-    const urls = shardUrls(stack);
-    const target = opts.direct ? stack.serverWsUrl : urls.targetUrl;
-    const vars: Record<string, string> = {
-      ...plan.vars,
-      TARGET_URL: target,
-      TOXIPROXY_URL: urls.toxiproxyUrl,
-      CONTROL_URL: stack.controlUrl,
-      SERVER_URL: stack.serverHttpUrl,
-      RESULTS_DIR: dir,
-      // The CLI judges the run (it also sees processes and interrupts): k6's summary prints metrics, not a verdict.
-      VERDICT: 'cli',
-    };
-    if (secret) vars.TOKEN_FILE = secret.path;
-    if (opts.serverUrl && !isLoopbackUrl(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
-    const args = ['run'];
-    for (const [k, v] of Object.entries(vars)) args.push('-e', `${k}=${v}`);
-    if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
-    for (const o of opts.outputs ?? []) args.push('--out', o);
-    // k6's REST API on a port of its own (the progress line reads the fleet's counters from it); k6's own progress
-    // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
-    const apiPort = await pickFreePort();
-    args.push('--address', `127.0.0.1:${apiPort}`, '-q');
-    args.push(plan.script);
-    const env = k6Env(
-      opts.dashboard === false
-        ? {}
-        : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html') },
-    );
-    // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out above.
-    delete env.TOKEN;
-    delete env.K6_OUT;
-    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
-    // k6 gets its own process group: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
-    const echo = opts.echo !== false;
-    // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
-    const tty = echo && !!process.stdout.isTTY;
-    const k6 = guardedSpawn(tools.k6, args, { env, cwd: ROOT, stdio: ['ignore', tty ? 'inherit' : 'pipe', 'pipe'], detached: true }, opts.fdLimit);
-    opts.onStarted?.({ k6Pid: k6.pid!, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
-    // The tester's own health for the report: CPU and memory of every process of the run, once a second.
-    sampler.start({ k6: k6.pid!, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid) });
-    sampledFrom = Date.now();
-    const stopProgress = progress(`http://127.0.0.1:${apiPort}`, parseDuration(plan.vars.DURATION ?? '0s', 'DURATION'), opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
-    // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
-    stack.onExit((e) => {
-      if (e.tool === 'toxiproxy') {
-        invalid.push(`${e.message}: the network under test vanished`);
-        log(`\nwakestorm run: ${e.message}; stopping k6 (the run is INVALID)`);
-        k6.kill('SIGINT');
-      } else log(`\nwakestorm run: ${e.message} (the server's own failure: the devices' numbers show it)`);
-    });
-    // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
-    const k6LogPath = join(dir, 'k6.log');
-    const k6Log = createWriteStream(k6LogPath);
-    const onLine = (line: string, stream: NodeJS.WriteStream) => {
-      k6Log.write(`${line}\n`);
-      const e = decodeChaosEvent(line);
-      if (e) {
-        applied.push(e);
-        if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
-        return;
-      }
-      if (echo) stream.write(`${line}\n`);
-    };
-    const lines = (src: NodeJS.ReadableStream, stream: NodeJS.WriteStream) => {
-      let buf = '';
-      src.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const parts = buf.split('\n');
-        buf = parts.pop()!;
-        for (const l of parts) onLine(l, stream);
-      });
-      src.on('end', () => buf && onLine(buf, stream));
-    };
-    if (!tty) lines(k6.stdout!, process.stdout);
-    lines(k6.stderr!, process.stderr);
-    const onSignal = () => {
-      if (interrupted) {
-        k6.kill('SIGKILL');
-        return;
-      }
-      interrupted = true;
-      markStopping();
-      log('\nwakestorm run: interrupted; stopping k6 (the run will be INVALID; Ctrl-C again to kill it)');
-      k6.kill('SIGINT');
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    opts.signal?.addEventListener('abort', onSignal);
-    // Watchdog: at 10k devices in 1000 VUs on 2 cores, one k6 v2.2 VU once kept sockets open past maxDuration and
-    // gracefulStop, idle, and ignored SIGTERM (k6 websockets has no close-handshake timeout; the exact cause is not
-    // pinned down). Nothing may hang: past the run's length plus slack, k6 is interrupted, then killed, and the run is
-    // marked incomplete (run.json k6_stuck).
-    const limitMs = parseDuration(plan.vars.DURATION ?? '10m', 'DURATION') + 120_000;
-    let watchdogFired = false;
-    const watchdog = setTimeout(() => {
-      watchdogFired = true;
-      log(`wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`);
-      k6.kill('SIGINT');
-      setTimeout(() => k6.kill('SIGKILL'), 15_000).unref();
-    }, limitMs);
-    let k6Signal: NodeJS.Signals | null = null;
-    code = await new Promise<number>((res) =>
-      k6.on('close', (c, sig) => {
-        k6Signal = sig;
-        res(c ?? (sig ? 128 + 9 : 1));
-      }),
-    );
-    await new Promise<void>((res) => k6Log.end(res));
-    stopProgress();
-    sampler.stop();
-    for (const n of ['k6', 'server', 'toxiproxy']) processes[n] = sampler.stats(n, sampledFrom, Date.now());
-    clearTimeout(watchdog);
-    if (watchdogFired) stuck = true;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    opts.signal?.removeEventListener('abort', onSignal);
-
-    // What only the CLI sees: why the tester may not be trusted for this run.
-    if (interrupted) invalid.push('the run was interrupted (SIGINT/SIGTERM) before it finished');
-    if (stuck) invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
-    if (!interrupted && !stuck && !invalid.length && code !== 0 && code !== 99) {
-      const why = k6Signal ? `k6 was killed (${k6Signal})` : `k6 exited ${code}${K6_EXIT[code] ? ` (${K6_EXIT[code]})` : ''}`;
-      const err = lastK6Error(k6LogPath);
-      invalid.push(`${why}${err ? `: ${err}` : ''}`);
-    }
-    for (const e of applied) if (!e.ok) invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
-
-    // Teardown in order: k6 has stopped; every fault is undone on every shard before the server's metrics are scraped
-    // (stack.stop() then drains the server and stops Toxiproxy last).
-    await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
-    // Results: the server's own view, the applied chaos, and everything needed to reproduce the run.
-    try {
-      const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
-      if (m.ok) writeFileSync(join(dir, 'server-metrics.txt'), await m.text());
-    } catch {
-      writeFileSync(join(dir, 'server-metrics.txt'), `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`);
-    }
-    try {
-      summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
-    } catch {
-      summary = null;
-    }
-    planned = (readJson(join(dir, 'events.json')) as EventsFile | null)?.planned ?? [];
-    if (!invalid.length && summary && applied.length < planned.length) {
-      invalid.push(`${planned.length - applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
-    }
-    const events: EventsFile = { planned, applied };
-    writeFileSync(join(dir, 'events.json'), JSON.stringify(events, null, 1));
+    stack = await startRunStack(opts, serverFlags, log);
+    const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
+    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
+    w = await watchK6(opts, vars, plan.script, stack, dir, log);
+    summary = await collectResults(stack, dir, w);
   } finally {
     if (stack) {
       log('wakestorm run: tearing the stack down');
@@ -514,32 +389,27 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   }
   const endedAt = new Date();
   // The scenario's own SLOs as k6 resolved them (a scenario may replace the defaults); the CLI's plan when k6 wrote none.
-  const resolved = readJson(join(dir, 'scenario.json')) as { slos?: Slo[] } | null;
+  const resolved = readJson<ResolvedRun>(join(dir, 'scenario.json'));
   const slos = resolved?.slos ?? plan.slos;
-  const judgement = judge(summary as Parameters<typeof judge>[0], slos, invalid);
+  const judgement = judge(summary, slos, w.invalid);
   writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
-  const run = {
-    run_id: runId,
+  const run: RunRecord = {
+    run_id: rd.runId,
     scenario: name,
     script: plan.script,
     command: redactArgv(process.argv.slice(1)).join(' '),
     parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, auth: token ? 'token' : 'none' },
     slos,
-    exit_code: judgement.exit_code,
-    k6_exit_code: code,
-    verdict: judgement.verdict,
-    verdict_line: judgement.headline,
-    invalid_reasons: judgement.invalid,
-    fail_reasons: judgement.failures,
-    slo_results: judgement.slos,
-    incomplete: interrupted || stuck || !summary,
-    k6_stuck: stuck,
+    ...verdictFields(judgement),
+    k6_exit_code: w.k6Code,
+    incomplete: w.interrupted || w.stuck || !summary,
+    k6_stuck: w.stuck,
     tools: { k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion, node: process.version },
-    git_commit: gitCommit(),
+    git_commit: gitCommit(ROOT),
     machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
-    processes,
+    processes: w.processes,
     // Every parameter as the scenario resolved it (its defaults included): fleet, profile mix and profiles, timeline,
     // wake schedule, seed, SLOs. Null when k6 ended before its summary.
     resolved,
@@ -551,13 +421,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   } catch (e) {
     log(`wakestorm run: report not rendered: ${(e as Error).message}`);
   }
-  renameSync(dir, finalDir);
-  const latest = join(root, 'latest');
-  const tmpLink = join(root, `.latest-${process.pid}`);
-  rmSync(tmpLink, { force: true });
-  symlinkSync(runId, tmpLink);
-  renameSync(tmpLink, latest);
+  publishRunDir(root, rd);
   log(['', ...verdictLines(judgement)].join('\n'));
-  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(finalDir, 'report.html')}`);
-  return { code: judgement.exit_code, interrupted, stuck, dir: finalDir, runId, incomplete: run.incomplete, summary, slos, judgement };
+  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(rd.finalDir, 'report.html')}`);
+  return { code: judgement.exit_code, interrupted: w.interrupted, stuck: w.stuck, dir: rd.finalDir, runId: rd.runId, incomplete: run.incomplete, summary, slos, judgement };
 }

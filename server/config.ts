@@ -2,6 +2,7 @@
 import { WakestormError } from '../core/errors.ts';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS, PCM_BYTES_PER_MS, VAD_THRESHOLD_RMS } from '../core/protocol.ts';
+import { boundedInt } from '../core/run-config.ts';
 
 export type TtsPace = 'realtime' | 'burst';
 
@@ -87,11 +88,7 @@ export function effectiveIdleTimeoutMs(c: ServerConfig): number {
 
 /** Parse a non-negative integer flag value, or throw a ConfigError that names the flag. */
 export function parseIntFlag(flag: string, value: string, min: number, max: number): number {
-  const s = String(value).trim();
-  if (!/^-?\d+$/.test(s)) throw new ConfigError(`${flag} must be an integer, got '${value}'`);
-  const n = Number(s);
-  if (n < min || n > max) throw new ConfigError(`${flag} must be between ${min} and ${max}, got ${n}`);
-  return n;
+  return boundedInt(value, flag, { min, max }, ConfigError);
 }
 
 export function parsePace(value: string): TtsPace {

@@ -10,7 +10,8 @@ import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metr
 import type { Profile } from '../../core/profiles.ts';
 import { ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/slo.ts';
-import { TREND_STATS, summaryOutputs, type SummaryData } from '../../core/summary.ts';
+import { TREND_STATS, summaryOutputs } from '../../core/summary.ts';
+import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.ts';
 import { CLOSE_CODE_NAMES } from '../../core/protocol.ts';
 import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from '../../core/verdict.ts';
 
@@ -54,7 +55,7 @@ function httpOrigin(wsUrl: string): string {
 }
 
 export function makeScenario(spec: ScenarioSpec) {
-  const env = __ENV as Record<string, string | undefined>;
+  const env = __ENV as RunVars;
   const read = (p: string) => open(p);
   const OFF: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
   const wake = typeof spec.wake === 'string' ? parseWake(spec.wake, OFF) : spec.wake;
@@ -128,7 +129,7 @@ export function makeScenario(spec: ScenarioSpec) {
     const setup = data.setup_data as SetupData | undefined;
     const events = setup ? plannedEvents(timeline.steps, setup.epoch) : [];
     // What shaped the run, as k6 resolved it (defaults included): run.json and the report record it.
-    const resolved = {
+    const resolved: ResolvedRun = {
       devices: cfg.devices,
       devices_per_vu: cfg.devicesPerVu,
       vus: cfg.vus,

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_SLOS, resolveSlos } from '../../core/slo.ts';
-import { judge, junitXml, SATURATION, withTag, type SummaryData } from '../../core/verdict.ts';
+import { judge, junitXml, SATURATION, withTag } from '../../core/verdict.ts';
+import type { SummaryData } from '../../core/run-contract.ts';
 import { faultWindows, loadTimeline, overlapsWindow } from '../../core/timelines.ts';
 import { redactArgv } from '../../scripts/secret.ts';
 

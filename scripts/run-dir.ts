@@ -1,0 +1,73 @@
+// A run's folder under results/: claimed atomically as a hidden partial folder, written, then renamed into place
+// with results/latest pointing at it, so no run folder is ever half-written.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { WakestormError } from '../core/errors.ts';
+
+export interface RunDir {
+  runId: string;
+  /** Where the run writes: results/.<run-id>.partial */
+  dir: string;
+  /** Where it ends up: results/<run-id> */
+  finalDir: string;
+}
+
+/** `smoke-20261129-053000` for a scenario started at that moment (UTC). */
+export function runIdFor(scenario: string, at: Date): string {
+  return `${scenario}-${at.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
+}
+
+/**
+ * Claims a fresh run id and its hidden partial folder. mkdir is atomic: two runs started in the same second never
+ * share a folder (the second gets -2, -3, …).
+ */
+export function claimRunDir(root: string, base: string): RunDir {
+  mkdirSync(root, { recursive: true });
+  for (let i = 1; i < 10_000; i++) {
+    const runId = i === 1 ? base : `${base}-${i}`;
+    const dir = join(root, `.${runId}.partial`);
+    const finalDir = join(root, runId);
+    if (existsSync(finalDir)) continue;
+    try {
+      mkdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw e;
+    }
+    // A run that finished between the two checks took this id: leave it to it.
+    if (existsSync(finalDir)) {
+      rmdirSync(dir);
+      continue;
+    }
+    return { runId, dir, finalDir };
+  }
+  throw new WakestormError(`no free run id under ${root} for ${base}`, 2);
+}
+
+/** Moves the finished run into place and points results/latest at it (both renames: never a broken link). */
+export function publishRunDir(root: string, d: RunDir): void {
+  renameSync(d.dir, d.finalDir);
+  const latest = join(root, 'latest');
+  const tmpLink = join(root, `.latest-${process.pid}`);
+  rmSync(tmpLink, { force: true });
+  symlinkSync(d.runId, tmpLink);
+  renameSync(tmpLink, latest);
+}
+
+/** A JSON file, or null when it is missing or unreadable. */
+export function readJson<T = unknown>(path: string): T | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+export function gitCommit(cwd: string): string | null {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
