@@ -1,74 +1,41 @@
 // The server bench's load process: N idle devices that answer keepalives, and M voice-session slots streaming real-time audio.
 // Driven by its parent over IPC; bounded by the parent's commands and a hard deadline.
-import { readFileSync } from 'node:fs';
-import WebSocket from 'ws';
+import { connectDevice, type ProtocolClient } from '../scripts/protocol-client.ts';
 
-const UTT = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
-const FRAME = 640; // 20 ms
-const SILENCE = Buffer.alloc(FRAME);
 const base = process.env.TARGET!;
-const idle: WebSocket[] = [];
-const slots: { stop: () => void }[] = [];
-let stats = { completed: 0, errors: 0, ttsBytes: 0 };
+const idle: ProtocolClient[] = [];
+const slots: { stop: () => void; client: ProtocolClient }[] = [];
+let stats = { completed: 0, errors: 0 };
 
-function openDevice(id: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${base}/ws/${id}`, { perMessageDeflate: false });
-    ws.on('message', (d, bin) => {
-      if (bin) return;
-      const m = JSON.parse(d.toString());
-      if (m.type === 'connected') resolve(ws);
-      else if (m.type === 'ping') ws.send(JSON.stringify({ type: 'pong', t: m.t }));
-    });
-    ws.on('error', reject);
-  });
+/** A device that answers the server's keepalive pings and waits for `connected`. */
+async function openDevice(id: string): Promise<ProtocolClient> {
+  return (await connectDevice(base, id, '', { perMessageDeflate: false, answerPings: true })).c;
 }
 
 /** One slot: wake, stream the utterance at real time, end speech, take the reply, confirm playback, again. */
-async function voiceSlot(i: number): Promise<{ stop: () => void }> {
-  const ws = await openDevice(`bench-voice-${i}`);
+async function voiceSlot(i: number): Promise<{ stop: () => void; client: ProtocolClient }> {
+  const c = await openDevice(`bench-voice-${i}`);
   let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
-  let sid = '';
-  const wake = () => {
-    if (stopped) return;
-    ws.send(JSON.stringify({ type: 'hotword_detected', wake_id: `w-${i}-${Date.now()}` }));
-  };
-  ws.on('message', (d, bin) => {
-    if (bin) {
-      stats.ttsBytes += (d as Buffer).length;
-      return;
+  const loop = async () => {
+    // Spread slot starts over a second so their frames interleave.
+    await new Promise((r) => setTimeout(r, (i * 37) % 1000));
+    for (let n = 0; !stopped; n++) {
+      try {
+        if ((await c.conversation(`w-${i}-${n}`, { realtime: true, stop: () => stopped })) === 'complete') stats.completed++;
+        else stats.errors++;
+      } catch {
+        if (!stopped) stats.errors++;
+      }
+      c.messages.length = 0;
+      await new Promise((r) => setTimeout(r, 50));
     }
-    const m = JSON.parse(d.toString());
-    if (m.type === 'session_started') {
-      sid = m.session_id;
-      const t0 = performance.now();
-      let k = 0;
-      const total = Math.floor(UTT.length / FRAME);
-      const step = () => {
-        if (stopped) return;
-        if (k < total) ws.send(UTT.subarray(k * FRAME, (k + 1) * FRAME));
-        else return ws.send(JSON.stringify({ type: 'end_of_speech', session_id: sid }));
-        k++;
-        timer = setTimeout(step, Math.max(0, t0 + k * 20 - performance.now()));
-      };
-      step();
-    } else if (m.type === 'tts_stream_end') {
-      ws.send(JSON.stringify({ type: 'playback_complete', session_id: sid }));
-    } else if (m.type === 'session_end') {
-      if (m.reason === 'complete') stats.completed++;
-      else stats.errors++;
-      setTimeout(wake, 50);
-    } else if (m.type === 'error') stats.errors++;
-  });
-  // Spread slot starts over a second so their frames interleave.
-  setTimeout(wake, (i * 37) % 1000);
-  void SILENCE;
+  };
+  void loop();
   return {
+    client: c,
     stop: () => {
       stopped = true;
-      if (timer) clearTimeout(timer);
-      ws.terminate();
+      c.close();
     },
   };
 }
@@ -85,14 +52,15 @@ process.on('message', async (msg: { cmd: string; n?: number }) => {
       process.send!({ ok: true, idle: idle.length });
     } else if (msg.cmd === 'voice') {
       for (const s of slots.splice(0)) s.stop();
-      stats = { completed: 0, errors: 0, ttsBytes: 0 };
+      stats = { completed: 0, errors: 0 };
       for (let i = 0; i < msg.n!; i += 50) slots.push(...(await Promise.all(Array.from({ length: Math.min(50, msg.n! - i) }, (_, j) => voiceSlot(i + j)))));
       process.send!({ ok: true, slots: slots.length });
     } else if (msg.cmd === 'stats') {
-      process.send!({ ok: true, ...stats });
+      // TTS bytes as they arrive, summed over the slots' sockets.
+      process.send!({ ok: true, ...stats, ttsBytes: slots.reduce((a, s) => a + s.client.binaryBytes, 0) });
     } else if (msg.cmd === 'stop') {
       for (const s of slots.splice(0)) s.stop();
-      for (const ws of idle.splice(0)) ws.terminate();
+      for (const c of idle.splice(0)) c.close();
       process.send!({ ok: true });
       setTimeout(() => process.exit(0), 100);
     }

@@ -1,4 +1,5 @@
-// Process RSS and CPU from /proc, for benches: CPU as % of one core over a window.
+// Process RSS and CPU from /proc, and the kernel's socket queues from ss: the tester's and the benches' own gauges.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 const TICKS = 100; // USER_HZ on Linux
@@ -21,4 +22,19 @@ export async function cpuPercent(pid: number, ms: number): Promise<number> {
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, ms));
   return ((cpuSeconds(pid) - a) / ((performance.now() - t0) / 1000)) * 100;
+}
+
+/** Bytes the kernel holds unsent or unacknowledged on the server's side of each established socket (ss Send-Q). */
+export function serverSendQueues(port: number): number[] {
+  const out = execFileSync('ss', ['-tnH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => Number(l.trim().split(/\s+/)[1]));
+}
+
+/** Pages of memory the host's TCP stack holds (/proc/net/sockstat). */
+export function tcpMemPages(): number {
+  const line = readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'));
+  return Number(/mem (\d+)/.exec(line ?? '')?.[1] ?? 0);
 }

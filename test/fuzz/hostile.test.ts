@@ -2,7 +2,7 @@
 // reads (the kernel's send queue included), unfinished upgrades time out and are capped, bound tokens stop device
 // takeover, a second signal forces the close, client close codes stay a bounded label. Loopback only, bounded.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,9 @@ import { after, describe, it } from 'node:test';
 import type { ServerConfig } from '../../server/config.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { CLI, freePort } from '../helpers/proc.ts';
-import { TestClient, UTTERANCE, connectDevice, metricValue, upgradeStatus } from '../helpers/ws-client.ts';
+import { serverSendQueues } from '../../scripts/proc-stats.ts';
+import { ProtocolClient, UTTERANCE, connectDevice, upgradeStatus } from '../../scripts/protocol-client.ts';
+import { metricValue } from '../helpers/metrics.ts';
 
 const servers: VoiceServer[] = [];
 after(async () => {
@@ -25,25 +27,9 @@ async function server(overrides: Partial<ServerConfig> = {}): Promise<VoiceServe
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const metrics = async (s: VoiceServer) => (await fetch(`${s.httpUrl}/metrics`)).text();
 
-/** Bytes the kernel holds unsent or unacknowledged on the server's side of each established socket (ss -tm Send-Q). */
-function serverSendQueues(port: number): number[] {
-  const out = execFileSync('ss', ['-tnH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
-  return out
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => Number(l.trim().split(/\s+/)[1]));
-}
-
-/** One full conversation on a well-behaved device; resolves when its session ends complete. */
-async function conversation(c: TestClient, n: number): Promise<void> {
-  c.send({ type: 'hotword_detected', wake_id: `good-${n}`, t: Date.now() });
-  const started = await c.next('session_started', 5000);
-  c.sendAudio(UTTERANCE);
-  c.send({ type: 'end_of_speech', session_id: started.session_id });
-  await c.next('tts_stream_end', 10_000);
-  c.send({ type: 'playback_complete', session_id: started.session_id });
-  const end = await c.next('session_end', 5000);
-  assert.equal(end.reason, 'complete');
+/** One full conversation on a well-behaved device; it must end complete. */
+async function conversation(c: ProtocolClient, n: number): Promise<void> {
+  assert.equal(await c.conversation(`good-${n}`, { replyTimeoutMs: 10_000 }), 'complete');
 }
 
 describe('slow readers', () => {
@@ -51,7 +37,7 @@ describe('slow readers', () => {
     // Node's own buffer guard alone (1 MiB) would let the kernel hold far more: the unacknowledged-bytes guard decides.
     const s = await server({ audioBurstBytes: 1 << 30, audioRateBytesPerS: 1 << 30, textBurst: 1e6, textRatePerS: 1e6 });
     const N = 40;
-    const slow: TestClient[] = [];
+    const slow: ProtocolClient[] = [];
     for (let i = 0; i < N; i++) {
       const { c } = await connectDevice(s.wsUrl, `slow-${i}`);
       // Stops reading: the kernel receive buffer fills, then the server's send queue would grow.
@@ -104,7 +90,7 @@ describe('a storm of hostile clients', () => {
     })();
     const seen: Record<string, number[]> = {};
     const note = (k: string, code: number) => (seen[k] ??= []).push(code);
-    const attack = async (k: string, id: string, act: (c: TestClient) => void) => {
+    const attack = async (k: string, id: string, act: (c: ProtocolClient) => void) => {
       const { c } = await connectDevice(s.wsUrl, id);
       act(c);
       note(k, await c.waitClose(8000).catch(() => -1));
@@ -208,7 +194,7 @@ describe('bound tokens', () => {
     await sleep(100);
     assert.equal(alice.closeCode, null, 'not replaced by a stranger');
     // On /ws the id comes in hello: a hello for an id the token does not cover is closed 1008.
-    const hello = new TestClient(`${s.wsUrl}/ws`, auth('token-bob-4567'));
+    const hello = new ProtocolClient(`${s.wsUrl}/ws`, auth('token-bob-4567'));
     await hello.opened;
     hello.send({ type: 'hello', device_id: 'alice-1', protocol: 1 });
     assert.equal(await hello.waitClose(), 1008);

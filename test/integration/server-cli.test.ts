@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CLOSE } from '../../core/protocol.ts';
 import { exited, freePort, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
-import { connectDevice } from '../helpers/ws-client.ts';
+import { connectDevice } from '../../scripts/protocol-client.ts';
 
 describe('wakestorm server', () => {
   for (const [args, pattern] of [

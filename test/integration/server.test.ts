@@ -5,7 +5,8 @@ import WebSocket from 'ws';
 import { CLOSE } from '../../core/protocol.ts';
 import type { ServerConfig } from '../../server/config.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
-import { TestClient, UTTERANCE, connectDevice, metricValue, upgradeStatus } from '../helpers/ws-client.ts';
+import { ProtocolClient, UTTERANCE, connectDevice, upgradeStatus } from '../../scripts/protocol-client.ts';
+import { metricValue } from '../helpers/metrics.ts';
 
 const servers: VoiceServer[] = [];
 after(async () => {
@@ -26,7 +27,7 @@ async function metrics(s: VoiceServer): Promise<string> {
 }
 
 /** Wakes, speaks the utterance and ends speech; returns the session id. */
-async function speak(c: TestClient, wake = 'w-1', endOfSpeech = true): Promise<string> {
+async function speak(c: ProtocolClient, wake = 'w-1', endOfSpeech = true): Promise<string> {
   c.send({ type: 'hotword_detected', wake_id: wake, t: Date.now() });
   const started = await c.next('session_started');
   assert.equal(started.wake_id, wake);
@@ -52,7 +53,7 @@ describe('transport and identity', () => {
 
   it('hello-identified devices get connected after hello; a hello on a path connection is bad_message', async () => {
     const s = await server();
-    const c = new TestClient(`${s.wsUrl}/ws`);
+    const c = new ProtocolClient(`${s.wsUrl}/ws`);
     await c.opened;
     await sleep(50);
     assert.equal(c.messages.length, 0, 'nothing before hello');
@@ -70,13 +71,13 @@ describe('transport and identity', () => {
 
   it('closes /ws with 4408 without a hello in time, and 1002 for binary or another message first', async () => {
     const s = await server({ helloTimeoutMs: 150 });
-    const a = new TestClient(`${s.wsUrl}/ws`);
+    const a = new ProtocolClient(`${s.wsUrl}/ws`);
     assert.equal(await a.waitClose(), CLOSE.TIMEOUT);
-    const b = new TestClient(`${s.wsUrl}/ws`);
+    const b = new ProtocolClient(`${s.wsUrl}/ws`);
     await b.opened;
     b.ws.send(Buffer.alloc(640));
     assert.equal(await b.waitClose(), CLOSE.PROTOCOL_ERROR);
-    const d = new TestClient(`${s.wsUrl}/ws`);
+    const d = new ProtocolClient(`${s.wsUrl}/ws`);
     await d.opened;
     d.send({ type: 'ping', id: 1 });
     assert.equal(await d.waitClose(), CLOSE.PROTOCOL_ERROR);
@@ -118,7 +119,7 @@ describe('transport and identity', () => {
     const s = await server({ maxConnections: 2 });
     const a = await connectDevice(s.wsUrl, 'm1');
     const b = await connectDevice(s.wsUrl, 'm2');
-    const c = new TestClient(`${s.wsUrl}/ws/m3`);
+    const c = new ProtocolClient(`${s.wsUrl}/ws/m3`);
     assert.equal(await c.waitClose(), CLOSE.TRY_AGAIN_LATER);
     a.c.close();
     b.c.close();
@@ -145,8 +146,8 @@ describe('liveness', () => {
 
   it('closes a connection it hears nothing from with 4408 idle, but not one that answers', async () => {
     const s = await server({ keepaliveMs: 100, idleTimeoutMs: 350 });
-    const silent = new TestClient(`${s.wsUrl}/ws/silent`, { autoPong: false });
-    const alive = new TestClient(`${s.wsUrl}/ws/alive`);
+    const silent = new ProtocolClient(`${s.wsUrl}/ws/silent`, { autoPong: false });
+    const alive = new ProtocolClient(`${s.wsUrl}/ws/alive`);
     const t0 = Date.now();
     assert.equal(await silent.waitClose(), CLOSE.TIMEOUT);
     assert.equal(silent.closeReason, 'idle');
@@ -270,14 +271,14 @@ describe('resume', () => {
 
   it('resumes on /ws through hello.resume while thinking, and the reply still comes', async () => {
     const s = await server({ sttMs: 300 });
-    const a = new TestClient(`${s.wsUrl}/ws`);
+    const a = new ProtocolClient(`${s.wsUrl}/ws`);
     await a.opened;
     a.send({ type: 'hello', device_id: 'hr', protocol: 1 });
     const first = await a.next('connected');
     const sid = await speak(a);
     await sleep(50);
     a.close();
-    const b = new TestClient(`${s.wsUrl}/ws`);
+    const b = new ProtocolClient(`${s.wsUrl}/ws`);
     await b.opened;
     b.send({ type: 'hello', device_id: 'hr', protocol: 1, resume: first.resume_token });
     const again = await b.next('connected');

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { CLOSE } from '../../core/protocol.ts';
 import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
 import { exited, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
-import { TestClient } from '../helpers/ws-client.ts';
+import { ProtocolClient } from '../../scripts/protocol-client.ts';
 
 function alive(pid: number): boolean {
   try {
@@ -16,7 +16,7 @@ function alive(pid: number): boolean {
   }
 }
 
-async function pingRtt(c: TestClient, n: number): Promise<number> {
+async function pingRtt(c: ProtocolClient, n: number): Promise<number> {
   const rtts: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
@@ -47,7 +47,7 @@ describe('startStack', () => {
   });
 
   it('carries a hello through the proxy, slows with a latency toxic, and closes when the proxy is disabled', async () => {
-    const c = new TestClient(`${stack.targetUrl}/ws`);
+    const c = new ProtocolClient(`${stack.targetUrl}/ws`);
     await c.opened;
     c.send({ type: 'hello', device_id: 'through-proxy', protocol: 1 });
     assert.equal((await c.next('connected')).client_id, 'through-proxy');

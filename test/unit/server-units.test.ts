@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { frameRms, loadReplies } from '../../server/audio.ts';
 import { ConfigError, parseIntFlag, parsePace } from '../../server/config.ts';
 import { routeUpgrade } from '../../server/server.ts';
-import { UTTERANCE } from '../helpers/ws-client.ts';
+import { UTTERANCE } from '../../scripts/protocol-client.ts';
 
 describe('frameRms', () => {
   it('is 0 for silence and high for the recorded speech', () => {
