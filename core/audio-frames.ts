@@ -1,6 +1,7 @@
 // Cuts the recorded utterance into uplink frames once per size, and marks which frames an energy VAD hears as silence.
 import type { AudioFrames } from './device.ts';
-import { VAD_THRESHOLD_RMS as VAD_THRESHOLD } from './protocol.ts';
+import { VAD_THRESHOLD_RMS } from './protocol.ts';
+import { pcmRms } from './pcm.ts';
 
 export function makeAudioFrames(utterance: ArrayBuffer): AudioFrames {
   const cache = new Map<number, { speech: ArrayBuffer[]; silent: boolean[]; silence: ArrayBuffer }>();
@@ -12,11 +13,8 @@ export function makeAudioFrames(utterance: ArrayBuffer): AudioFrames {
         const silent: boolean[] = [];
         for (let off = 0; off + frameBytes <= utterance.byteLength; off += frameBytes) {
           const frame = utterance.slice(off, off + frameBytes);
-          const v = new Int16Array(frame);
-          let sum = 0;
-          for (let i = 0; i < v.length; i += 2) sum += v[i]! * v[i]!;
           speech.push(frame);
-          silent.push(Math.sqrt(sum / Math.ceil(v.length / 2)) < VAD_THRESHOLD);
+          silent.push(pcmRms(new Uint8Array(frame)) < VAD_THRESHOLD_RMS);
         }
         f = { speech, silent, silence: new ArrayBuffer(frameBytes) };
         cache.set(frameBytes, f);

@@ -88,7 +88,6 @@ interface ActiveSession {
 /** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
 type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout';
 
-const BYTES_PER_MS = PCM_BYTES_PER_MS;
 /** The server's VAD ends speech after this much silence (the protocol's number). */
 const VAD_SILENCE_MS = DEFAULTS.vad_silence_ms;
 const VAD_MAX_TRAILING_MS = 2000;
@@ -496,16 +495,16 @@ export class Device {
       s.responseRecorded = true;
     }
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
-    const prebuffer = this.profile.playback_prebuffer_ms * BYTES_PER_MS;
+    const prebuffer = this.profile.playback_prebuffer_ms * PCM_BYTES_PER_MS;
     if (s.pbStartedAt === null) {
       s.pbReceived += buf.byteLength;
       if (s.pbReceived >= prebuffer) s.pbStartedAt = now;
       return;
     }
-    const playedBytes = (now - s.pbStartedAt) * BYTES_PER_MS;
+    const playedBytes = (now - s.pbStartedAt) * PCM_BYTES_PER_MS;
     if (playedBytes > s.pbReceived) {
       this.count('playback_underruns');
-      s.pbStartedAt = now - s.pbReceived / BYTES_PER_MS; // resume playing from where it ran dry, now
+      s.pbStartedAt = now - s.pbReceived / PCM_BYTES_PER_MS; // resume playing from where it ran dry, now
     }
     s.pbReceived += buf.byteLength;
   }
@@ -513,7 +512,7 @@ export class Device {
   private schedulePlaybackComplete(s: ActiveSession): void {
     const now = this.env.now();
     if (s.pbStartedAt === null) s.pbStartedAt = now;
-    const remaining = Math.max(0, s.pbReceived / BYTES_PER_MS - (now - s.pbStartedAt));
+    const remaining = Math.max(0, s.pbReceived / PCM_BYTES_PER_MS - (now - s.pbStartedAt));
     this.timer(
       'playback',
       () => {
@@ -607,7 +606,7 @@ export class Device {
     const env = this.env;
     const timers = this.t;
     const { speech, silent, silence } = env.audio.frames(this.profile.frame_bytes);
-    const frameMs = this.profile.frame_bytes / BYTES_PER_MS;
+    const frameMs = this.profile.frame_bytes / PCM_BYTES_PER_MS;
     const explicitEos = this.profile.end_of_speech === 'explicit';
     const slipAfter = 3 * frameMs;
     s.streamT0 = env.now();

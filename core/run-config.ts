@@ -93,11 +93,15 @@ export function parseWake(v: string | undefined, def: WakeSchedule): WakeSchedul
   throw new RunConfigError(`WAKE must be off, once[:2s-10s], poisson:<mean> or fixed:<interval>, got '${v}'`);
 }
 
+/** The one loopback rule: localhost, ::1 or 127.0.0.0/8 (a bracketed IPv6 host is taken as written in a URL). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
 export function isLoopbackUrl(u: string): boolean {
   const m = /^[a-z]+:\/\/(\[[^\]]+\]|[^/:?#]+)/i.exec(u);
-  if (!m) return false;
-  const host = m[1]!.replace(/^\[|\]$/g, '');
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  return !!m && isLoopbackHost(m[1]!);
 }
 
 export function readRunConfig(

@@ -1,10 +1,6 @@
-// Audio for the fake pipeline: the committed espeak-ng recordings, the reply table, and frame energy for the VAD.
+// Audio for the fake pipeline: the committed espeak-ng recordings and the reply table.
 import { readFileSync } from 'node:fs';
 
-import { PCM_BYTES_PER_MS, PCM_SAMPLE_RATE } from '../core/protocol.ts';
-
-export const SAMPLE_RATE = PCM_SAMPLE_RATE;
-export const BYTES_PER_MS = PCM_BYTES_PER_MS;
 
 export interface Reply {
   /** What the fake STT "heard". */
@@ -34,25 +30,4 @@ export function loadReplies(): Reply[] {
     });
   }
   return cached;
-}
-
-/**
- * Root mean square of a PCM s16le frame. Reads every second sample: plenty for an energy gate,
- * and half the cost when hundreds of devices stream at once.
- */
-export function frameRms(frame: Buffer): number {
-  const n = frame.length >> 1;
-  if (n === 0) return 0;
-  let sum = 0;
-  let count = 0;
-  for (let i = 0; i < n; i += 2) {
-    const s = frame.readInt16LE(i << 1);
-    sum += s * s;
-    count++;
-  }
-  return Math.sqrt(sum / count);
-}
-
-export function pcmDurationMs(bytes: number): number {
-  return bytes / BYTES_PER_MS;
 }

@@ -1,5 +1,5 @@
 // `wakestorm server`: runs the reference server in the foreground until SIGTERM/SIGINT, then drains and exits 0.
-import { isLoopbackUrl } from '../core/run-config.ts';
+import { isLoopbackHost } from '../core/run-config.ts';
 import type { ServerConfig } from './config.ts';
 import { startVoiceServer } from './server.ts';
 
@@ -10,7 +10,7 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
     `wakestorm server listening on ${server.wsUrl} (ws: /ws and /ws/{deviceId}; http: /health, /metrics) ` +
       `keepalive=${c.keepaliveMs}ms stt=${c.sttMs}ms llm=${c.llmMs}ms tts=${c.ttsMs}ms pace=${c.ttsPace} auth=${c.tokens.length ? 'on' : 'off'}`,
   );
-  if (!c.tokens.length && !isLoopbackUrl(`http://${c.host.includes(':') ? `[${c.host}]` : c.host}`)) {
+  if (!c.tokens.length && !isLoopbackHost(c.host)) {
     process.stderr.write(`wakestorm server: warning: listening on ${c.host} without a token: any host that reaches it can connect devices (give --token or --tokens-file)\n`);
   }
   let draining = false;

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { CLOSE, closeCodeLabel, DEVICE_ID_PATTERN, MAX_TEXT_BYTES } from '../core/protocol.ts';
-import { isLoopbackUrl } from '../core/run-config.ts';
+import { isLoopbackHost } from '../core/run-config.ts';
 import { loadReplies } from './audio.ts';
 import { defaultConfig, effectiveIdleTimeoutMs, tokenBindings, type ServerConfig } from './config.ts';
 import { Connection, type ConnectionHost } from './connection.ts';
@@ -77,7 +77,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   // Token → the device ids it may claim (null: any). A bound token can only open, and so replace (4409), its own ids.
   const tokens = tokenBindings(cfg.tokens);
   // Off loopback with tokens, /health and /metrics ask for a token too.
-  const httpNeedsToken = tokens.size > 0 && !isLoopbackUrl(`http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}`);
+  const httpNeedsToken = tokens.size > 0 && !isLoopbackHost(cfg.host);
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TEXT_BYTES, clientTracking: false, perMessageDeflate: false });
 
   const host: ConnectionHost = {

@@ -1,6 +1,7 @@
 // One voice session: energy VAD on the uplink, the fake STT → LLM → TTS pipeline, the paced TTS stream, and what a lost link does to it.
-import { DEFAULTS, MAX_TTS_CHUNK_BYTES, type SessionEndReason, type SessionStage } from '../core/protocol.ts';
-import { BYTES_PER_MS, SAMPLE_RATE, frameRms, pcmDurationMs, type Reply } from './audio.ts';
+import { DEFAULTS, MAX_TTS_CHUNK_BYTES, PCM_SAMPLE_RATE, type SessionEndReason, type SessionStage } from '../core/protocol.ts';
+import type { Reply } from './audio.ts';
+import { pcmDurationMs, pcmRms } from '../core/pcm.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics, SessionOutcome } from './metrics.ts';
 
@@ -65,9 +66,9 @@ export class Session {
   onAudio(frame: Buffer): void {
     if (this.ended || this.stage !== 'listening') return;
     this.armAudioTimer();
-    const ms = frame.length / BYTES_PER_MS;
+    const ms = pcmDurationMs(frame.length);
     this.speechMs += ms;
-    if (frameRms(frame) < this.cfg.vadThreshold) this.silenceRunMs += ms;
+    if (pcmRms(frame) < this.cfg.vadThreshold) this.silenceRunMs += ms;
     else this.silenceRunMs = 0;
     if (this.silenceRunMs >= DEFAULTS.vad_silence_ms || this.speechMs >= DEFAULTS.max_speech_ms) this.endOfSpeech();
   }
@@ -174,7 +175,7 @@ export class Session {
     const pcm = this.reply.pcm;
     const total = pcm.length;
     const chunks = Math.ceil(total / MAX_TTS_CHUNK_BYTES);
-    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: SAMPLE_RATE, bytes: total })) return;
+    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: PCM_SAMPLE_RATE, bytes: total })) return;
     const gen = this.streamGen;
     const chunkMs = pcmDurationMs(MAX_TTS_CHUNK_BYTES);
     const t0 = performance.now();

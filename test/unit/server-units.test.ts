@@ -1,20 +1,28 @@
 // Small pieces of the server: frame energy for the VAD, flag parsing, and upgrade routing.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { frameRms, loadReplies } from '../../server/audio.ts';
+import { loadReplies } from '../../server/audio.ts';
+import { pcmRms } from '../../core/pcm.ts';
 import { ConfigError, parseIntFlag, parsePace } from '../../server/config.ts';
 import { routeUpgrade } from '../../server/server.ts';
 import { UTTERANCE } from '../../scripts/protocol-client.ts';
 
-describe('frameRms', () => {
+describe('pcmRms', () => {
   it('is 0 for silence and high for the recorded speech', () => {
-    assert.equal(frameRms(Buffer.alloc(640)), 0);
+    assert.equal(pcmRms(Buffer.alloc(640)), 0);
     const loud = Buffer.alloc(640);
     for (let i = 0; i < 320; i++) loud.writeInt16LE(i % 2 ? 1000 : -1000, i * 2);
-    assert.ok(Math.abs(frameRms(loud) - 1000) < 1);
+    assert.ok(Math.abs(pcmRms(loud) - 1000) < 1);
+    // A frame that starts at an odd offset of its buffer (as ws may hand one over) reads the same samples.
+    const odd = Buffer.alloc(641);
+    loud.copy(odd, 1);
+    assert.equal(pcmRms(odd.subarray(1)), pcmRms(loud));
+    // The device's frame table (an ArrayBuffer slice) and the server's Buffer agree frame by frame.
+    const ab = UTTERANCE.buffer.slice(UTTERANCE.byteOffset, UTTERANCE.byteOffset + 640);
+    assert.equal(pcmRms(new Uint8Array(ab)), pcmRms(UTTERANCE.subarray(0, 640)));
     // The utterance has speech well above the default threshold of 300.
     const frames = [];
-    for (let i = 0; i + 640 <= UTTERANCE.length; i += 640) frames.push(frameRms(UTTERANCE.subarray(i, i + 640)));
+    for (let i = 0; i + 640 <= UTTERANCE.length; i += 640) frames.push(pcmRms(UTTERANCE.subarray(i, i + 640)));
     assert.ok(frames.filter((r) => r > 300).length > frames.length / 2);
   });
 
