@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
-import { pickFreePort } from '../scripts/stack.ts';
+import { pickFreePort } from '../scripts/process-control.ts';
 import { cpuPercent, rssMiB } from '../scripts/proc-stats.ts';
 import { serverLagP99Ms as lagP99Ms } from '../scripts/proc-sampler.ts';
 

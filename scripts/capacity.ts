@@ -11,6 +11,8 @@ import { Sampler } from './proc-sampler.ts';
 import { parseDuration } from '../core/run-config.ts';
 import { renderCapacityChart, type CapacityPoint } from './charts.ts';
 import { ROOT, RunError, planRun, runScenario, type RunResult } from './run.ts';
+import { loadRun } from './report.ts';
+import { runIdFor } from './run-dir.ts';
 
 export interface CapacityOptions {
   scenario?: string;
@@ -49,6 +51,134 @@ function p95(r: RunResult, m: string): number | null {
   return v && v.count ? v['p(95)']! : null;
 }
 
+/** What every step of one search shares. */
+interface SearchContext {
+  opts: CapacityOptions;
+  scenario: string;
+  stepDuration: string;
+  wake: string;
+  slo: string[];
+  dir: string;
+  cores: number;
+  steps: Step[];
+  log: (line: string) => void;
+}
+
+/** One bounded `wakestorm run` at n devices, judged, with k6's own CPU to tell a saturated generator from the server. */
+async function capacityStep(c: SearchContext, n: number, why: string): Promise<Step> {
+  const { opts, steps, log } = c;
+  const t0 = Date.now();
+  const tty = process.stdout.isTTY;
+  const bar = tty ? new SingleBar({ format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`, hideCursor: true }) : null;
+  const total = Math.ceil(parseDuration(c.stepDuration, '--step-duration') / 1000) + 5;
+  bar?.start(total, 0);
+  const tick = bar ? setInterval(() => bar.update(Math.min(total, Math.round((Date.now() - t0) / 1000))), 500) : null;
+  if (!tty) log(`  step ${steps.length + 1}: ${n} devices (${why}) ...`);
+  let r: RunResult;
+  // k6's own CPU, after its start-up, is how the search tells a saturated generator from a saturated server.
+  const sampler = new Sampler();
+  let k6From = 0;
+  try {
+    r = await runScenario({
+      scenario: c.scenario,
+      devices: n,
+      devicesPerVu: opts.devicesPerVu,
+      duration: c.stepDuration,
+      profile: opts.profile,
+      wake: c.wake,
+      slo: c.slo,
+      server: opts.server,
+      serverUrl: opts.serverUrl,
+      direct: !opts.throughProxy,
+      resultsRoot: join(c.dir, 'steps'),
+      runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
+      echo: false,
+      dashboard: false,
+      charts: false,
+      onStarted: (p) => {
+        k6From = p.startedAt + 2000;
+        sampler.start({ k6: p.k6Pid });
+      },
+      log: () => {},
+    });
+  } finally {
+    sampler.stop();
+    if (tick) clearInterval(tick);
+    bar?.stop();
+  }
+  if (r.interrupted) throw new RunError(`capacity search interrupted during the step with ${n} devices (${r.dir})`);
+  if (r.code !== VERDICT_EXIT.pass && r.code !== VERDICT_EXIT.fail && !(r.judgement.verdict === 'invalid' && r.summary)) {
+    throw new RunError(`capacity step with ${n} devices could not be judged: ${r.judgement.invalid.join('; ') || `exit ${r.code}`} (see ${r.dir})`);
+  }
+  const rows = r.judgement.slos;
+  const started = r.summary?.metrics.devices_started?.values.count ?? 0;
+  const k6Cpu = sampler.stats('k6', k6From, Date.now())?.cpu_avg_pct ?? null;
+  // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
+  const saturated = r.judgement.verdict === 'invalid' || (k6Cpu !== null && k6Cpu >= 85 * c.cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
+  const step: Step = {
+    devices: n,
+    pass: r.code === 0,
+    wake_ack_p95: p95(r, 'wake_ack_latency'),
+    response_p95: p95(r, 'response_latency'),
+    drop_rate: r.summary?.metrics.session_drop_rate?.values.rate ?? null,
+    run_id: r.runId,
+    exit_code: r.code,
+    failed_slos: rows.filter((x) => x.status === 'fail').map((x) => `${x.name} (${x.measured}, target ${x.target})`),
+    k6_cpu_pct: k6Cpu === null ? null : +k6Cpu.toFixed(1),
+    generator_saturated: saturated,
+    devices_started: started,
+    seconds: Math.round((Date.now() - t0) / 1000),
+  };
+  steps.push(step);
+  log(
+    `  step ${steps.length}: ${n} devices: ${step.pass ? 'PASS' : 'FAIL'}  wake_ack p95 ${step.wake_ack_p95?.toFixed(0) ?? '-'} ms, response p95 ${step.response_p95?.toFixed(0) ?? '-'} ms, drops ${((step.drop_rate ?? 0) * 100).toFixed(1)}%, k6 CPU ${step.k6_cpu_pct ?? '-'}%` +
+      `${step.failed_slos.length ? `  broke: ${step.failed_slos.join('; ')}` : ''}${saturated ? '  [LOAD GENERATOR SATURATED]' : ''}`,
+  );
+  return step;
+}
+
+/** The bracket: double from `start` until a step fails (or max), then bisect until hi - lo is within resolution of lo. */
+async function bracket(step: (n: number, why: string) => Promise<Step>, start: number, max: number, resolution: number): Promise<{ lo: number; hi: number | null; firstFail: Step | null }> {
+  let lo = 0;
+  let hi: number | null = null;
+  let firstFail: Step | null = null;
+  for (let n = start; ; n = Math.min(max, n * 2)) {
+    const s = await step(n, 'step up');
+    if (s.pass) lo = n;
+    else {
+      hi = n;
+      firstFail = s;
+      break;
+    }
+    if (n >= max) break;
+  }
+  while (hi !== null && hi - lo > Math.max(1, Math.ceil(lo * resolution))) {
+    const mid = Math.round((lo + hi) / 2);
+    const s = await step(mid, 'bisect');
+    if (s.pass) lo = mid;
+    else {
+      hi = mid;
+      firstFail = s;
+    }
+  }
+  return { lo, hi, firstFail };
+}
+
+/** One more step at holds × 0.8, and the latency SLO nearest its target there (the headroom a fleet of that size has). */
+async function headroomAt(c: SearchContext, holds: number): Promise<{ devices: number; pct: number | null; limiting: string | null }> {
+  const n = Math.round(holds * 0.8);
+  const s = await capacityStep(c, n, 'headroom at N x 0.8');
+  const r = loadRun(join(c.dir, 'steps', s.run_id));
+  let best: { pct: number; name: string } | null = null;
+  for (const sloDef of r.run.slos) {
+    const row = judgeSlo(r.summary, sloDef);
+    if (row.value === null || !sloDef.op.startsWith('<') || sloDef.target === 0) continue;
+    const pct = ((sloDef.target - row.value) / sloDef.target) * 100;
+    if (!best || pct < best.pct) best = { pct, name: row.name };
+  }
+  return { devices: n, pct: best ? +best.pct.toFixed(1) : null, limiting: best?.name ?? null };
+}
+
 export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: number | null; file: string }> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const scenario = opts.scenario ?? 'wake-latency';
@@ -57,126 +187,19 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
   const resolution = opts.resolution ?? 0.1;
   const start = opts.startDevices ?? Math.min(100, opts.maxDevices);
   const cores = cpus().length;
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  const dir = resolve(opts.resultsRoot ?? join(ROOT, 'results'), `capacity-${stamp}`);
+  const dir = resolve(opts.resultsRoot ?? join(ROOT, 'results'), runIdFor('capacity', new Date()));
   mkdirSync(dir, { recursive: true });
   const sloFile = join(dir, 'capacity-slos.json');
   writeFileSync(sloFile, JSON.stringify(CAPACITY_EXTRA_SLOS));
   const slo = [...(opts.slo ?? []), sloFile];
   // Every flag is checked once, before the first step sends anything.
   planRun({ scenario, profile: opts.profile, slo, duration: stepDuration, wake, devices: start });
-
-  const steps: Step[] = [];
-  const tty = process.stdout.isTTY;
-  const runStep = async (n: number, why: string): Promise<Step> => {
-    const t0 = Date.now();
-    const bar = tty ? new SingleBar({ format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`, hideCursor: true }) : null;
-    const total = Math.ceil(parseDuration(stepDuration, '--step-duration') / 1000) + 5;
-    bar?.start(total, 0);
-    const tick = bar ? setInterval(() => bar.update(Math.min(total, Math.round((Date.now() - t0) / 1000))), 500) : null;
-    if (!tty) log(`  step ${steps.length + 1}: ${n} devices (${why}) ...`);
-    let r: RunResult;
-    // k6's own CPU, after its start-up, is how the search tells a saturated generator from a saturated server.
-    const sampler = new Sampler();
-    let k6From = 0;
-    try {
-      r = await runScenario({
-        scenario,
-        devices: n,
-        devicesPerVu: opts.devicesPerVu,
-        duration: stepDuration,
-        profile: opts.profile,
-        wake,
-        slo,
-        server: opts.server,
-        serverUrl: opts.serverUrl,
-        direct: !opts.throughProxy,
-        resultsRoot: join(dir, 'steps'),
-        runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
-        echo: false,
-        dashboard: false,
-        charts: false,
-        onStarted: (p) => {
-          k6From = p.startedAt + 2000;
-          sampler.start({ k6: p.k6Pid });
-        },
-        log: () => {},
-      });
-    } finally {
-      sampler.stop();
-      if (tick) clearInterval(tick);
-      bar?.stop();
-    }
-    if (r.interrupted) throw new RunError(`capacity search interrupted during the step with ${n} devices (${r.dir})`);
-    if (r.code !== VERDICT_EXIT.pass && r.code !== VERDICT_EXIT.fail && !(r.judgement.verdict === 'invalid' && r.summary)) {
-      throw new RunError(`capacity step with ${n} devices could not be judged: ${r.judgement.invalid.join('; ') || `exit ${r.code}`} (see ${r.dir})`);
-    }
-    const rows = r.judgement.slos;
-    const started = r.summary?.metrics.devices_started?.values.count ?? 0;
-    const k6Cpu = sampler.stats('k6', k6From, Date.now())?.cpu_avg_pct ?? null;
-    // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
-    const saturated = r.judgement.verdict === 'invalid' || (k6Cpu !== null && k6Cpu >= 85 * cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
-    const step: Step = {
-      devices: n,
-      pass: r.code === 0,
-      wake_ack_p95: p95(r, 'wake_ack_latency'),
-      response_p95: p95(r, 'response_latency'),
-      drop_rate: r.summary?.metrics.session_drop_rate?.values.rate ?? null,
-      run_id: r.runId,
-      exit_code: r.code,
-      failed_slos: rows.filter((x) => x.status === 'fail').map((x) => `${x.name} (${x.measured}, target ${x.target})`),
-      k6_cpu_pct: k6Cpu === null ? null : +k6Cpu.toFixed(1),
-      generator_saturated: saturated,
-      devices_started: started,
-      seconds: Math.round((Date.now() - t0) / 1000),
-    };
-    steps.push(step);
-    log(
-      `  step ${steps.length}: ${n} devices: ${step.pass ? 'PASS' : 'FAIL'}  wake_ack p95 ${step.wake_ack_p95?.toFixed(0) ?? '-'} ms, response p95 ${step.response_p95?.toFixed(0) ?? '-'} ms, drops ${((step.drop_rate ?? 0) * 100).toFixed(1)}%, k6 CPU ${step.k6_cpu_pct ?? '-'}%` +
-        `${step.failed_slos.length ? `  broke: ${step.failed_slos.join('; ')}` : ''}${saturated ? '  [LOAD GENERATOR SATURATED]' : ''}`,
-    );
-    return step;
-  };
+  const c: SearchContext = { opts, scenario, stepDuration, wake, slo, dir, cores, steps: [], log };
 
   log(`wakestorm capacity: ${scenario}, steps of ${stepDuration}, from ${start} up to ${opts.maxDevices} devices, bisect to ${resolution * 100}%`);
-  let lo = 0;
-  let hi: number | null = null;
-  let firstFail: Step | null = null;
-  for (let n = start; ; n = Math.min(opts.maxDevices, n * 2)) {
-    const s = await runStep(n, 'step up');
-    if (s.pass) lo = n;
-    else {
-      hi = n;
-      firstFail = s;
-      break;
-    }
-    if (n >= opts.maxDevices) break;
-  }
-  while (hi !== null && hi - lo > Math.max(1, Math.ceil(lo * resolution))) {
-    const mid = Math.round((lo + hi) / 2);
-    const s = await runStep(mid, 'bisect');
-    if (s.pass) lo = mid;
-    else {
-      hi = mid;
-      firstFail = s;
-    }
-  }
-
+  const { lo, hi, firstFail } = await bracket((n, why) => capacityStep(c, n, why), start, opts.maxDevices, resolution);
   const holds = lo > 0 ? lo : null;
-  let headroom: { devices: number; pct: number | null; limiting: string | null } | null = null;
-  if (holds && holds >= 5) {
-    const n = Math.round(holds * 0.8);
-    const s = await runStep(n, 'headroom at N x 0.8');
-    const r = (await import('./report.ts')).loadRun(join(dir, 'steps', s.run_id));
-    let best: { pct: number; name: string } | null = null;
-    for (const sloDef of r.run.slos) {
-      const row = judgeSlo(r.summary, sloDef);
-      if (row.value === null || !sloDef.op.startsWith('<') || sloDef.target === 0) continue;
-      const pct = ((sloDef.target - row.value) / sloDef.target) * 100;
-      if (!best || pct < best.pct) best = { pct, name: row.name };
-    }
-    headroom = { devices: n, pct: best ? +best.pct.toFixed(1) : null, limiting: best?.name ?? null };
-  }
+  const headroom = holds && holds >= 5 ? await headroomAt(c, holds) : null;
   const generatorLimited = firstFail?.generator_saturated ?? false;
   const answer =
     holds === null
@@ -195,13 +218,13 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
     headroom,
     generator_limited: generatorLimited,
     answer: generatorLimited ? `INCONCLUSIVE: the load generator saturated before the server (k6 CPU ${firstFail?.k6_cpu_pct}% of ${cores * 100}%); ${answer}` : answer,
-    steps,
+    steps: c.steps,
     machine: { cores },
   };
   const file = join(dir, 'capacity.json');
   writeFileSync(file, JSON.stringify(result, null, 1));
   try {
-    await renderCapacityChart(steps, holds, join(dir, 'capacity.svg'));
+    await renderCapacityChart(c.steps, holds, join(dir, 'capacity.svg'));
   } catch (e) {
     log(`capacity chart not rendered: ${(e as Error).message}`);
   }

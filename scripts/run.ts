@@ -19,7 +19,8 @@ import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6 } from './k6
 import { claimRunDir, gitCommit, publishRunDir, readJson, runIdFor } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
-import { pickFreePort, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;

@@ -1,14 +1,14 @@
 // Brings up the stack (reference server, toxiproxy-server, the proxies of scripts/proxies.json) and tears it all down.
 import { WakestormError } from '../core/errors.ts';
 import type { ChildProcess } from 'node:child_process';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from './proxy-layout.ts';
 import { ToxiproxyClient } from './toxiproxy.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
+import { outputTail, pickFreePort, portFree, stopChild, waitHealthy } from './process-control.ts';
 import { writeSecretFile } from './secret.ts';
 import { requireTools } from './tools.ts';
 
@@ -102,63 +102,6 @@ export function toxiproxyShardsFor(devices: number, hardLimit = hardFdLimit()): 
   return Math.min(16, Math.max(1, Math.ceil(devices / perShard)));
 }
 
-/** Resolves to true if 127.0.0.1:port can be bound now. */
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-export async function pickFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitHealthy(url: string, timeoutMs: number, child: ChildProcess | null, what: string, tail: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child && child.exitCode !== null) throw new StackError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > deadline) throw new StackError(`${what} never got healthy at ${url} within ${timeoutMs} ms${tail() ? `: ${tail()}` : ''}`);
-    await sleep(100);
-  }
-}
-
-function collect(child: ChildProcess): () => string {
-  let buf = '';
-  const add = (d: Buffer) => (buf = (buf + d.toString()).slice(-2000));
-  child.stdout?.on('data', add);
-  child.stderr?.on('data', add);
-  return () => buf.trim().split('\n').slice(-2).join(' | ');
-}
-
-function stopChild(child: ChildProcess | null, graceMs: number): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
 /** The server flags as CLI arguments for a child `wakestorm server`. Tokens never go on a command line (ps shows it). */
 export function serverArgs(cfg: Partial<ServerConfig>): string[] {
   const args: string[] = [];
@@ -186,13 +129,11 @@ function upstreamOf(url: string): { hostPort: string; http: string } {
   return { hostPort: `${host}:${port}`, http };
 }
 
-export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const log = opts.log ?? (() => {});
-  const tools = requireTools();
-  const layout: ProxySpec[] = loadProxyLayout();
-  const healthTimeoutMs = opts.healthTimeoutMs ?? 20_000;
+type ExitEvent = { tool: 'toxiproxy' | 'server'; message: string };
+const exitMessage = (what: string, code: number | null, sig: NodeJS.Signals | null) => `${what} exited during the run (${sig ? `signal ${sig}` : `code ${code}`})`;
 
-  // Every port is checked before anything starts, so a clash is one clear line and nothing to clean up.
+/** Every port the stack needs, checked before anything starts: a clash is one clear line and nothing to clean up. */
+async function planPorts(opts: StackOptions, layout: ProxySpec[]): Promise<{ serverPort: number | null; shards: { api: number; proxies: Record<string, number> }[] }> {
   const toxiproxyPort = opts.toxiproxyPort ?? 8474;
   const serverPort = opts.serverUrl ? null : (opts.serverPort ?? 8080);
   const proxyPorts: Record<string, number> = {};
@@ -204,152 +145,217 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 16) throw new StackError(`toxiproxy shards must be an integer from 1 to 16, got ${shardCount}`);
   const checks: [number, string][] = [[toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'], ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string])];
   // Shards after the first take free ports: their API and one listener per proxy.
-  const shardPorts: { api: number; proxies: Record<string, number> }[] = [{ api: toxiproxyPort, proxies: proxyPorts }];
+  const shards = [{ api: toxiproxyPort, proxies: proxyPorts }];
   for (let k = 1; k < shardCount; k++) {
     const ports: Record<string, number> = {};
     for (const p of layout) ports[p.name] = await pickFreePort();
-    shardPorts.push({ api: await pickFreePort(), proxies: ports });
+    shards.push({ api: await pickFreePort(), proxies: ports });
   }
   if (serverPort !== null && serverPort !== 0) checks.push([serverPort, 'reference server (--server-port)']);
   for (const [port, what] of checks) {
     if (!(await portFree(port))) throw new StackError(`port ${port} is already in use, needed for the ${what}: stop what holds it or pick another port`);
   }
+  return { serverPort, shards };
+}
 
-  let server: ChildProcess | null = null;
-  const toxis: ChildProcess[] = [];
-  let serverHttpUrl: string;
-  let upstreamHostPort: string;
-  let actualServerPort = serverPort ?? 0;
-  // Teardown order: the server drains (1012) while the network is still there, then Toxiproxy stops.
-  const cleanup = async () => {
-    await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
-    await Promise.all(toxis.map((t) => stopChild(t, 3000)));
-    secret?.remove();
-  };
+/** The reference server as a child the stack can stop and start again (a server-restart fault), on one port. */
+interface ReferenceServer {
+  readonly pid: number | null;
+  readonly httpUrl: string;
+  /** Stopped on purpose (a planned restart): its exit is not reported. */
+  readonly down: boolean;
+  start(): Promise<void>;
+  /** Drains it (1012 to every device) and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Removes the private token file (last, after the final stop). */
+  dispose(): void;
+}
 
+function referenceServer(opts: StackOptions, port: number, onExit: (message: string) => void): ReferenceServer {
   const cli = new URL('../bin/wakestorm.mjs', import.meta.url).pathname;
   // Tokens reach the server child in a private file named by its environment, never on its command line.
   const secret = opts.server?.tokens?.length ? writeSecretFile(opts.server.tokens.join('\n')) : null;
-  const serverEnv = secret ? { ...process.env, WAKESTORM_TOKENS_FILE: secret.path, WAKESTORM_TOKEN: undefined } : process.env;
-  let stopping = false;
-  let serverDown = false;
-  const exitListeners: ((e: { tool: 'toxiproxy' | 'server'; message: string }) => void)[] = [];
-  const emitExit = (tool: 'toxiproxy' | 'server', what: string, code: number | null, sig: NodeJS.Signals | null) => {
-    if (stopping) return;
-    const message = `${what} exited during the run (${sig ? `signal ${sig}` : `code ${code}`})`;
-    for (const fn of exitListeners) fn({ tool, message });
+  const env = secret ? { ...process.env, WAKESTORM_TOKENS_FILE: secret.path, WAKESTORM_TOKEN: undefined } : process.env;
+  const drainMs = (opts.server?.drainMs ?? 5000) + 3000;
+  let child: ChildProcess | null = null;
+  let down = false;
+  return {
+    get pid() {
+      return child?.pid ?? null;
+    },
+    get httpUrl() {
+      return `http://127.0.0.1:${port}`;
+    },
+    get down() {
+      return down;
+    },
+    async start() {
+      if (port === 0) port = await pickFreePort();
+      // Its own process group: a terminal's Ctrl-C reaches the CLI only, which tears down in order.
+      const c = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(port), ...serverArgs(opts.server ?? {})], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+      child = c;
+      c.once('exit', (code, sig) => {
+        if (!down) onExit(exitMessage(`the reference server (pid ${c.pid})`, code, sig));
+      });
+      try {
+        await waitHealthy(`http://127.0.0.1:${port}/health`, opts.healthTimeoutMs ?? 20_000, c, 'the reference server', outputTail(c));
+      } catch (e) {
+        throw new StackError((e as Error).message);
+      }
+      down = false;
+    },
+    async stop() {
+      down = true;
+      await stopChild(child, drainMs);
+    },
+    dispose() {
+      secret?.remove();
+    },
   };
-  const spawnServer = async (): Promise<void> => {
-    if (actualServerPort === 0) actualServerPort = await pickFreePort();
-    // Its own process group: a terminal's Ctrl-C reaches the CLI only, which tears down in order.
-    const child = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(actualServerPort), ...serverArgs(opts.server ?? {})], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: serverEnv,
-      detached: true,
-    });
-    server = child;
-    child.once('exit', (code, sig) => {
-      if (!serverDown) emitExit('server', `the reference server (pid ${child.pid})`, code, sig);
-    });
-    const tail = collect(child);
-    await waitHealthy(`http://127.0.0.1:${actualServerPort}/health`, healthTimeoutMs, server, 'the reference server', tail);
+}
+
+/** One toxiproxy-server on its ports, with the layout's proxies in front of `upstream` (host:port). */
+async function startShard(
+  k: number,
+  count: number,
+  ports: { api: number; proxies: Record<string, number> },
+  layout: ProxySpec[],
+  upstream: string,
+  onExit: (message: string) => void,
+  log: (l: string) => void,
+): Promise<{ shard: ToxiproxyShard; child: ChildProcess }> {
+  const tools = requireTools();
+  const tag = count > 1 ? ` shard ${k}` : '';
+  // Shards split the cores instead of each scheduling on all of them: on 2 cores with 2 shards, GOMAXPROCS=1 each
+  // carried the same 10,000-device load at 54% of a core instead of 71% (less cross-core scheduling and futex churn).
+  const env = count > 1 && !process.env.GOMAXPROCS ? { ...process.env, GOMAXPROCS: String(Math.max(1, Math.floor(cpus().length / count))) } : process.env;
+  const child = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+  child.once('exit', (code, sig) => onExit(exitMessage(`toxiproxy-server${tag} (pid ${child.pid})`, code, sig)));
+  const toxiproxyUrl = `http://127.0.0.1:${ports.api}`;
+  try {
+    await waitHealthy(`${toxiproxyUrl}/version`, 10_000, child, 'toxiproxy-server', outputTail(child));
+  } catch (e) {
+    throw Object.assign(new StackError(`Toxiproxy won't start: ${(e as Error).message}`), { child });
+  }
+  log(`toxiproxy  ${toxiproxyUrl} (pid ${child.pid})${tag}`);
+  const toxiproxy = new ToxiproxyClient(toxiproxyUrl);
+  const proxies: ToxiproxyShard['proxies'] = {};
+  for (const p of layout) {
+    const to = p.upstream === 'server' ? upstream : p.upstream;
+    const listen = `127.0.0.1:${ports.proxies[p.name]}`;
+    try {
+      await toxiproxy.createProxy({ name: p.name, listen, upstream: to });
+    } catch (e) {
+      throw Object.assign(new StackError(`creating proxy '${p.name}' (${listen} -> ${to}) failed: ${(e as Error).message}`), { child });
+    }
+    proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: ports.proxies[p.name]!, upstream: to };
+    log(`proxy      ${p.name}: ws://${listen} -> ${to}${tag}`);
+  }
+  return { shard: { toxiproxyUrl, toxiproxy, pid: child.pid!, proxies, targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl }, child };
+}
+
+/**
+ * The control API a k6 chaos VU calls for a server-restart fault (core/toxiproxy-api.ts controlApi): POST
+ * /server/stop drains the reference server, POST /server/start brings it back; requests run one at a time.
+ */
+async function startControlApi(server: ReferenceServer, port: number, log: (l: string) => void): Promise<{ url: string; close(): Promise<void> }> {
+  let busy: Promise<void> = Promise.resolve();
+  const control = createHttpServer((req, res) => {
+    const route = `${req.method} ${req.url}`;
+    const done = (code: number, body: object) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    if (route === 'POST /server/stop' || route === 'POST /server/start') {
+      req.resume();
+      busy = busy.then(async () => {
+        try {
+          if (route === 'POST /server/stop' && !server.down) {
+            log('control    server-restart: draining the server (1012)');
+            await server.stop();
+          } else if (route === 'POST /server/start' && server.down) {
+            await server.start();
+            log(`control    server-restart: server up again (pid ${server.pid})`);
+          }
+          done(200, { ok: true, server: server.down ? 'down' : 'up' });
+        } catch (e) {
+          done(500, { ok: false, error: (e as Error).message });
+        }
+      });
+    } else if (route === 'GET /health') done(200, { ok: true, server: server.down ? 'down' : 'up' });
+    else done(404, { ok: false });
+  });
+  await new Promise<void>((resolve, reject) => {
+    control.once('error', (e) => reject(new StackError(`control API cannot listen on ${port}: ${e.message}`)));
+    control.listen(port, '127.0.0.1', () => resolve());
+  });
+  const url = `http://127.0.0.1:${(control.address() as { port: number }).port}`;
+  log(`control    ${url} (server-restart)`);
+  return {
+    url,
+    close: async () => {
+      control.closeAllConnections();
+      await new Promise<void>((r) => control.close(() => r()));
+    },
+  };
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const log = opts.log ?? (() => {});
+  requireTools();
+  const layout: ProxySpec[] = loadProxyLayout();
+  const ports = await planPorts(opts, layout);
+  let stopping = false;
+  const exitListeners: ((e: ExitEvent) => void)[] = [];
+  const emitExit = (tool: ExitEvent['tool']) => (message: string) => {
+    if (!stopping) for (const fn of exitListeners) fn({ tool, message });
+  };
+  const server = ports.serverPort === null ? null : referenceServer(opts, ports.serverPort, emitExit('server'));
+  const toxis: ChildProcess[] = [];
+  let control: { url: string; close(): Promise<void> } | null = null;
+  // Teardown order: the server drains (1012) while the network is still there, then Toxiproxy stops.
+  const cleanup = async () => {
+    stopping = true;
+    await control?.close();
+    await server?.stop();
+    await Promise.all(toxis.map((t) => stopChild(t, 3000)));
+    server?.dispose();
   };
 
   try {
+    let serverHttpUrl: string;
+    let upstream: string;
     if (opts.serverUrl) {
       const up = upstreamOf(opts.serverUrl);
       serverHttpUrl = up.http;
-      upstreamHostPort = up.hostPort;
+      upstream = up.hostPort;
     } else {
-      await spawnServer();
-      serverHttpUrl = `http://127.0.0.1:${actualServerPort}`;
-      upstreamHostPort = `127.0.0.1:${actualServerPort}`;
+      await server!.start();
+      serverHttpUrl = server!.httpUrl;
+      upstream = serverHttpUrl.replace(/^http:\/\//, '');
       log(`server     ${serverHttpUrl} (pid ${server!.pid})`);
     }
-
     const shards: ToxiproxyShard[] = [];
-    // Shards split the cores instead of each scheduling on all of them: on 2 cores with 2 shards, GOMAXPROCS=1 each
-    // carried the same 10,000-device load at 54% of a core instead of 71% (less cross-core scheduling and futex churn).
-    const shardEnv = shardCount > 1 && !process.env.GOMAXPROCS ? { ...process.env, GOMAXPROCS: String(Math.max(1, Math.floor(cpus().length / shardCount))) } : process.env;
-    for (const [k, ports] of shardPorts.entries()) {
-      const toxi = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env: shardEnv, detached: true });
-      toxis.push(toxi);
-      toxi.once('exit', (code, sig) => emitExit('toxiproxy', `toxiproxy-server${shardCount > 1 ? ` shard ${k}` : ''} (pid ${toxi.pid})`, code, sig));
-      const toxiTail = collect(toxi);
-      const toxiproxyUrl = `http://127.0.0.1:${ports.api}`;
+    for (const [k, p] of ports.shards.entries()) {
       try {
-        await waitHealthy(`${toxiproxyUrl}/version`, 10_000, toxi, 'toxiproxy-server', toxiTail);
+        const { shard, child } = await startShard(k, ports.shards.length, p, layout, upstream, emitExit('toxiproxy'), log);
+        toxis.push(child);
+        shards.push(shard);
       } catch (e) {
-        throw new StackError(`Toxiproxy won't start: ${(e as Error).message}`);
+        const child = (e as { child?: ChildProcess }).child;
+        if (child) toxis.push(child);
+        throw e;
       }
-      const tag = shardCount > 1 ? ` shard ${k}` : '';
-      log(`toxiproxy  ${toxiproxyUrl} (pid ${toxi.pid})${tag}`);
-
-      const toxiproxy = new ToxiproxyClient(toxiproxyUrl);
-      const proxies: ToxiproxyShard['proxies'] = {};
-      for (const p of layout) {
-        const upstream = p.upstream === 'server' ? upstreamHostPort : p.upstream;
-        const listen = `127.0.0.1:${ports.proxies[p.name]}`;
-        try {
-          await toxiproxy.createProxy({ name: p.name, listen, upstream });
-        } catch (e) {
-          throw new StackError(`creating proxy '${p.name}' (${listen} -> ${upstream}) failed: ${(e as Error).message}`);
-        }
-        proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: ports.proxies[p.name]!, upstream };
-        log(`proxy      ${p.name}: ws://${listen} -> ${upstream}${tag}`);
-      }
-      shards.push({ toxiproxyUrl, toxiproxy, pid: toxi.pid!, proxies, targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl });
     }
-    const { toxiproxyUrl, toxiproxy, proxies } = shards[0]!;
-
-    // The control API lets a k6 chaos VU restart the reference server (server-restart fault).
-    let control: HttpServer | null = null;
-    let controlUrl = '';
-    if (!opts.serverUrl) {
-      let busy: Promise<void> = Promise.resolve();
-      control = createHttpServer((req, res) => {
-        const route = `${req.method} ${req.url}`;
-        const done = (code: number, body: object) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-        if (route === 'POST /server/stop' || route === 'POST /server/start') {
-          req.resume();
-          busy = busy.then(async () => {
-            try {
-              if (route === 'POST /server/stop' && !serverDown) {
-                serverDown = true;
-                log('control    server-restart: draining the server (1012)');
-                await stopChild(server, (opts.server?.drainMs ?? 5000) + 3000);
-              } else if (route === 'POST /server/start' && serverDown) {
-                await spawnServer();
-                serverDown = false;
-                log(`control    server-restart: server up again (pid ${server!.pid})`);
-              }
-              done(200, { ok: true, server: serverDown ? 'down' : 'up' });
-            } catch (e) {
-              done(500, { ok: false, error: (e as Error).message });
-            }
-          });
-        } else if (route === 'GET /health') done(200, { ok: true, server: serverDown ? 'down' : 'up' });
-        else done(404, { ok: false });
-      });
-      const cp = opts.controlPort ?? 0;
-      await new Promise<void>((resolve, reject) => {
-        control!.once('error', (e) => reject(new StackError(`control API cannot listen on ${cp}: ${e.message}`)));
-        control!.listen(cp, '127.0.0.1', () => resolve());
-      });
-      controlUrl = `http://127.0.0.1:${(control.address() as { port: number }).port}`;
-      log(`control    ${controlUrl} (server-restart)`);
-    }
+    if (server) control = await startControlApi(server, opts.controlPort ?? 0, log);
 
     let stopped: Promise<void> | null = null;
-    const stack: Stack = {
+    return {
       serverHttpUrl,
       serverWsUrl: serverHttpUrl.replace(/^http/, 'ws'),
-      toxiproxyUrl,
-      proxies,
+      toxiproxyUrl: shards[0]!.toxiproxyUrl,
+      proxies: shards[0]!.proxies,
       targetUrl: shards[0]!.targetUrl,
       shards,
-      controlUrl,
-      toxiproxy,
+      controlUrl: control?.url ?? '',
+      toxiproxy: shards[0]!.toxiproxy,
       get serverPid() {
         return server?.pid ?? null;
       },
@@ -358,9 +364,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         exitListeners.push(fn);
       },
       stop() {
-        if (stopped) return stopped;
-        stopping = true;
-        stopped = (async () => {
+        stopped ??= (async () => {
+          stopping = true;
           // No toxic may outlive the stack: reset, then remove the proxies, then stop the processes.
           for (const sh of shards) {
             try {
@@ -370,16 +375,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
               /* toxiproxy already gone: its proxies went with it */
             }
           }
-          if (control) {
-            control.closeAllConnections();
-            await new Promise<void>((r) => control!.close(() => r()));
-          }
           await cleanup();
         })();
         return stopped;
       },
     };
-    return stack;
   } catch (e) {
     await cleanup();
     throw e;

@@ -1,7 +1,7 @@
 // Child-process helpers for tests: run the CLI, wait for a line, find free loopback ports, check a port is closed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
-export { pickFreePort as freePort } from '../../scripts/stack.ts';
+export { pickFreePort as freePort } from '../../scripts/process-control.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const CLI = `${ROOT}bin/wakestorm.mjs`;

@@ -8,7 +8,8 @@ import { PROFILES } from '../../core/profiles.ts';
 import type { StackOptions } from '../../scripts/stack.ts';
 import { runK6, type K6Result } from '../../scripts/k6.ts';
 import { startVoiceServer } from '../../server/server.ts';
-import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+import { startStack, type Stack } from '../../scripts/stack.ts';
+import { pickFreePort } from '../../scripts/process-control.ts';
 import { runCli } from '../helpers/proc.ts';
 
 const SMOKE = new URL('../../scenarios/smoke.ts', import.meta.url).pathname;

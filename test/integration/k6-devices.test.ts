@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { runK6 } from '../../scripts/k6.ts';
-import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+import { startStack, type Stack } from '../../scripts/stack.ts';
+import { pickFreePort } from '../../scripts/process-control.ts';
 
 const SMOKE = new URL('../../scenarios/smoke.ts', import.meta.url).pathname;
 const STT = 120;

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { CLOSE } from '../../core/protocol.ts';
-import { pickFreePort, startStack, type Stack } from '../../scripts/stack.ts';
+import { startStack, type Stack } from '../../scripts/stack.ts';
+import { pickFreePort } from '../../scripts/process-control.ts';
 import { exited, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
 import { ProtocolClient } from '../../scripts/protocol-client.ts';
 
