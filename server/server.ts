@@ -1,11 +1,14 @@
-// The reference voice server: HTTP (/health, /metrics), upgrade routing and auth, connections, and a graceful drain.
+// The reference voice server: its parts wired together (HTTP API, admission, connections, device states) on one
+// port, and its lifecycle: listen, a graceful drain, a close, a forced close.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { CLOSE, closeCodeLabel, DEVICE_ID_PATTERN, MAX_TEXT_BYTES } from '../core/protocol.ts';
+import { CLOSE, closeCodeLabel, MAX_TEXT_BYTES } from '../core/protocol.ts';
 import { isLoopbackHost } from '../core/run-config.ts';
+import { capPendingUpgrades, handleUpgrade, type Admission } from './admission.ts';
 import { loadReplies } from './audio.ts';
+import { httpApi } from './http-api.ts';
 import { defaultConfig, effectiveIdleTimeoutMs, tokenBindings, type ServerConfig } from './config.ts';
 import { Connection, type ConnectionHost } from './connection.ts';
 import { DeviceRegistry } from './devices.ts';
@@ -28,39 +31,6 @@ export interface VoiceServer {
   forceClose(): Promise<void>;
 }
 
-/** The bearer token of a request: `Authorization: Bearer …` or `?token=`. */
-function bearerOf(req: IncomingMessage, queryToken: string | undefined): string | undefined {
-  const auth = req.headers.authorization;
-  return (auth && /^Bearer\s+(\S+)$/i.exec(auth)?.[1]) || queryToken;
-}
-
-function rejectUpgrade(socket: Duplex, status: number, text: string): void {
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`);
-  setTimeout(() => socket.destroy(), 1000).unref();
-}
-
-/** Parses the upgrade path: /ws → hello-identified, /ws/{id} → path-identified; anything else → null. */
-export function routeUpgrade(url: string): { deviceId: string | null; resume?: string; token?: string } | null {
-  let u: URL;
-  try {
-    u = new URL(url, 'http://x');
-  } catch {
-    return null;
-  }
-  const token = u.searchParams.get('token') ?? undefined;
-  if (u.pathname === '/ws' || u.pathname === '/ws/') return { deviceId: null, token };
-  const m = /^\/ws\/([^/]+)$/.exec(u.pathname);
-  if (!m) return null;
-  let id: string;
-  try {
-    id = decodeURIComponent(m[1]!);
-  } catch {
-    return null;
-  }
-  if (!DEVICE_ID_PATTERN.test(id)) return null;
-  return { deviceId: id, resume: u.searchParams.get('resume') ?? undefined, token };
-}
-
 export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): Promise<VoiceServer> {
   // An override given as undefined keeps the default (a spread would put undefined in its place).
   const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<ServerConfig>;
@@ -74,7 +44,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const log = cfg.verbose ? (line: string) => process.stderr.write(`[server] ${line}\n`) : () => {};
 
   const registry = new DeviceRegistry(cfg, metrics, () => drainWake?.());
-  // Token → the device ids it may claim (null: any). A bound token can only open, and so replace (4409), its own ids.
+  // Token → the device ids it may claim (null: any).
   const tokens = tokenBindings(cfg.tokens);
   // Off loopback with tokens, /health and /metrics ask for a token too.
   const httpNeedsToken = tokens.size > 0 && !isLoopbackHost(cfg.host);
@@ -99,85 +69,28 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   // Headers must be complete within upgradeTimeoutMs (checked every 500 ms): a slowloris upgrade is closed, not kept.
   const http: Server = createServer({ headersTimeout: cfg.upgradeTimeoutMs, requestTimeout: cfg.upgradeTimeoutMs + 1000, connectionsCheckingInterval: 500 }, (req, res) => {
     settled(req.socket);
-    const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
-    if (httpNeedsToken && (path === '/health' || path === '/metrics')) {
-      const given = bearerOf(req, new URLSearchParams(query ?? '').get('token') ?? undefined);
-      if (!given || !tokens.has(given)) {
-        res.writeHead(401, { 'content-type': 'text/plain' }).end('Unauthorized');
-        return;
-      }
-    }
-    if (req.method === 'GET' && path === '/health') {
-      const body = JSON.stringify({
-        status: draining ? 'draining' : 'ok',
-        connections: connections.size,
-        sessions: registry.activeSessions(),
-        uptime_s: Math.round((Date.now() - started) / 1000),
-        draining,
-      });
-      res.writeHead(draining ? 503 : 200, { 'content-type': 'application/json' }).end(body);
-    } else if (req.method === 'GET' && path === '/metrics') {
-      metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-    }
+    httpApi(req, res, { metrics, tokens, httpNeedsToken, started, draining: () => draining, connections: () => connections.size, sessions: () => registry.activeSessions() });
   });
   http.keepAliveTimeout = 5000;
 
-  // Connections that have not upgraded (or sent a request) yet are capped: past maxPendingUpgrades, refused at once.
-  const pending = new Set<unknown>();
-  const settled = (sock: unknown) => pending.delete(sock);
-  http.on('connection', (sock) => {
-    if (pending.size >= cfg.maxPendingUpgrades) {
-      metrics.rejected.labels('too_many_pending').inc();
-      sock.destroy();
-      return;
-    }
-    pending.add(sock);
-    sock.once('close', () => pending.delete(sock));
-  });
-
-  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    settled(socket);
-    socket.on('error', () => {});
-    const route = routeUpgrade(req.url ?? '/');
-    if (!route) {
-      metrics.rejected.labels('not_found').inc();
-      return rejectUpgrade(socket, 404, 'Not Found');
-    }
-    let claim: RegExp | null = null;
-    if (tokens.size > 0) {
-      const given = bearerOf(req, route.token);
-      if (!given || !tokens.has(given)) {
-        metrics.rejected.labels('unauthorized').inc();
-        return rejectUpgrade(socket, 401, 'Unauthorized');
-      }
-      claim = tokens.get(given) ?? null;
-      if (claim && route.deviceId !== null && !claim.test(route.deviceId)) {
-        metrics.rejected.labels('forbidden').inc();
-        return rejectUpgrade(socket, 403, 'Forbidden');
-      }
-    }
-    if (draining) {
-      metrics.rejected.labels('draining').inc();
-      return rejectUpgrade(socket, 503, 'Service Unavailable');
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      if (connections.size >= cfg.maxConnections) {
-        metrics.rejected.labels('max_connections').inc();
-        metrics.closed.labels(String(CLOSE.TRY_AGAIN_LATER)).inc();
-        ws.close(CLOSE.TRY_AGAIN_LATER, 'try again later');
-        setTimeout(() => ws.terminate(), 2000).unref();
-        return;
-      }
+  const settled = capPendingUpgrades(http, cfg, metrics);
+  const admission: Admission = {
+    cfg,
+    metrics,
+    wss,
+    tokens,
+    draining: () => draining,
+    connectionCount: () => connections.size,
+    admit(ws, route, claim) {
       metrics.opened.inc();
       const conn = new Connection(ws, registry.nextConnectionId(), host, route.deviceId, route.resume, claim);
       connections.add(conn);
       metrics.connections.set(connections.size);
-    });
+    },
+  };
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    settled(socket);
+    handleUpgrade(admission, req, socket, head);
   });
 
   await new Promise<void>((resolve, reject) => {

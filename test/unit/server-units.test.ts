@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { loadReplies } from '../../server/audio.ts';
 import { pcmRms } from '../../core/pcm.ts';
 import { ConfigError, parseIntFlag, parsePace } from '../../server/config.ts';
-import { routeUpgrade } from '../../server/server.ts';
+import { routeUpgrade } from '../../server/admission.ts';
 import { UTTERANCE } from '../../scripts/protocol-client.ts';
 
 describe('pcmRms', () => {
