@@ -1,5 +1,5 @@
 // Cuts the recorded utterance into uplink frames once per size, and marks which frames an energy VAD hears as silence.
-import type { AudioFrames } from './device.ts';
+import type { AudioFrames } from './device-env.ts';
 import { VAD_THRESHOLD_RMS } from './protocol.ts';
 import { pcmRms } from './pcm.ts';
 

@@ -2,7 +2,7 @@
 import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
-import type { WakeSchedule } from './device.ts';
+import type { WakeSchedule } from './device-env.ts';
 import type { RunVars } from './run-contract.ts';
 
 export interface RunConfig {

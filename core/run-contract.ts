@@ -5,7 +5,7 @@ import type { EventsFile } from './chaos-events.ts';
 import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
-import type { WakeSchedule } from './device.ts';
+import type { WakeSchedule } from './device-env.ts';
 import type { Judgement, SloResult, Verdict } from './verdict.ts';
 
 export type { EventsFile, MetricSummary, SummaryData };

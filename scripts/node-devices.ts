@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { makeAudioFrames } from '../core/audio-frames.ts';
-import type { AudioFrames, DeviceEnv, SocketLike } from '../core/device.ts';
+import type { AudioFrames, DeviceEnv, SocketLike } from '../core/device-env.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
 import { deviceRandom } from '../core/rng.ts';
 

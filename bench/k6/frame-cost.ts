@@ -4,7 +4,8 @@
 // are scripted in memory. It prints each window's span and count (FRAME_WINDOW lines); bench/frame-cost-run.ts reads
 // k6's CPU time from /proc over the same spans, so CPU per frame and per bare timer come from one run.
 import { setTimeout } from 'k6/timers';
-import { Device, type SocketLike } from '../../core/device.ts';
+import { Device } from '../../core/device.ts';
+import type { SocketLike } from '../../core/device-env.ts';
 import { deviceEnv, fleetEnv, loadUtterance } from '../../scenarios/lib/k6-fleet.ts';
 import { PROFILES } from '../../core/profiles.ts';
 import { deviceRandom } from '../../core/rng.ts';

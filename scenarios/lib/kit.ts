@@ -4,7 +4,7 @@ import http from 'k6/http';
 import type { Options } from 'k6/options';
 import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
-import type { WakeSchedule } from '../../core/device.ts';
+import type { WakeSchedule } from '../../core/device-env.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './k6-fleet.ts';
 import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
 import type { Profile } from '../../core/profiles.ts';

@@ -1,5 +1,5 @@
 // A fake clock and scripted sockets for unit tests of the device state machine: time moves only when the test says.
-import type { DeviceEnv, SocketLike } from '../../core/device.ts';
+import type { DeviceEnv, SocketLike } from '../../core/device-env.ts';
 import { deviceRandom } from '../../core/rng.ts';
 import { MetricsRecorder, nodeAudio } from '../../scripts/node-devices.ts';
 

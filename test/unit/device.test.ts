@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
-import { Device, type WakeSchedule } from '../../core/device.ts';
+import { Device } from '../../core/device.ts';
+import type { WakeSchedule } from '../../core/device-env.ts';
 import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
 import { mulberry32 } from '../../core/rng.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
