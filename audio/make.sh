@@ -12,3 +12,5 @@ gen reply-0 "It is sunny and twenty two degrees in Lisbon."
 gen reply-1 "Your next meeting starts at three in the afternoon."
 gen reply-2 "I set a timer for ten minutes."
 gen reply-3 "The kitchen lights are now off."
+# The same speech as real Opus packets (libopus via opusscript): audio/*.opus and their frame tables.
+cd .. && npx tsx scripts/make-opus.ts

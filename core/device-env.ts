@@ -1,7 +1,9 @@
 // What a virtual device is given (socket factory, clock, timers, randomness, metric sink, audio) and what its two
 // parts share: the device's options, its metric tags, and its named timers. No runtime here: k6 and Node each pass
 // their own env (scenarios/lib/k6-fleet.ts, scripts/node-devices.ts).
+import type { Dialect, Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
+import type { OpusClip } from './opus.ts';
 import type { Profile } from './profiles.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
@@ -24,6 +26,8 @@ export type TimerHandle = unknown;
 export interface AudioFrames {
   /** The utterance cut into frames of one size, plus which frames are silent to an energy VAD. */
   frames(frameBytes: number): { speech: ArrayBuffer[]; silent: boolean[]; silence: ArrayBuffer };
+  /** The same utterance as real Opus packets (60 ms each), for dialects whose uplink is Opus. */
+  opus(): OpusClip;
 }
 
 export interface DeviceEnv {
@@ -56,6 +60,8 @@ export interface DeviceOptions {
   baseUrl: string;
   token?: string;
   profile: Profile;
+  /** How the device's steps are said on the wire (core/dialect.ts). */
+  dialect: Dialect;
   wake: WakeSchedule;
   /** Give up a connection attempt that has not reached `connected` after this long. */
   connectTimeoutMs?: number;
@@ -64,8 +70,18 @@ export interface DeviceOptions {
 const PROFILE_TAGS = new Map<string, Record<string, string>>();
 const CHAOS_TAGS = new Map<string, [Record<string, string>, Record<string, string>]>();
 
-/** One device's options, env and metric tags, shared by its link and its session. */
+/** A device's stable pseudo-MAC and client UUID from its id (xiaozhi's Device-Id and Client-Id headers). */
+function idHash(id: string, seed: number): number {
+  let h = seed >>> 0;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 16777619) >>> 0;
+  return h;
+}
+const hex = (n: number, len: number) => n.toString(16).padStart(len, '0').slice(-len);
+
+/** One device's options, env, metric tags and wire variables, shared by its link and its session. */
 export class DeviceContext {
+  /** The variables the dialect's templates and matchers use ({device_id}, {session_id}, {resume_token}, …). */
+  readonly vars: Vars;
   /** { profile }: one object per profile, shared by its devices (metrics only read it). */
   readonly tags: Record<string, string>;
   /** { profile, chaos: off } and { profile, chaos: on }. */
@@ -75,6 +91,25 @@ export class DeviceContext {
     const name = opts.profile.name;
     this.tags = PROFILE_TAGS.get(name) ?? PROFILE_TAGS.set(name, { profile: name }).get(name)!;
     this.chaosTags = CHAOS_TAGS.get(name) ?? CHAOS_TAGS.set(name, [{ profile: name, chaos: 'off' }, { profile: name, chaos: 'on' }]).get(name)!;
+    const a = idHash(opts.id, 2166136261);
+    const b = idHash(opts.id, 374761393);
+    this.vars = {
+      device_id: opts.id,
+      token: opts.token,
+      profile: name,
+      protocol_version: 1,
+      // A locally administered unicast MAC (02:…) and a version-4-shaped UUID, both stable per device id.
+      mac: `02:${hex(a >>> 24, 2)}:${hex(a >>> 16, 2)}:${hex(a >>> 8, 2)}:${hex(a, 2)}:${hex(b, 2)}`,
+      client_id: `${hex(a, 8)}-${hex(b >>> 16, 4)}-4${hex(b, 3)}-8${hex(a ^ b, 3)}-${hex(Math.imul(a, 31) >>> 0, 8)}${hex(b >>> 8, 4)}`,
+      wake_word: 'hey wakestorm',
+      listen_mode: opts.profile.end_of_speech === 'vad' ? 'auto' : 'manual',
+      codec: opts.dialect.audio.up.codec,
+      sample_rate: opts.dialect.audio.up.sample_rate,
+    };
+  }
+
+  get dialect(): Dialect {
+    return this.opts.dialect;
   }
 
   get profile(): Profile {

@@ -1,11 +1,13 @@
-// A device's link to the server: connect (path or hello), the handshake up to `connected`, keepalive pings, its own
-// liveness check, noticing a close late when the firmware polls, and reconnecting with the profile's backoff. Every
-// loss is counted here (planned or not, by close code and cause). What the link carries is the session's business:
-// it hands `connected`, every other message and every binary frame to its owner (device-session.ts).
+// A device's link to the server: connect (path or hello, as the dialect says them), the handshake up to the dialect's
+// `ready`, keepalive pings, its own liveness check, noticing a close late when the firmware polls, and reconnecting
+// with the profile's backoff (a persistent link), or opening a channel per wake and closing it after the reply
+// (per_wake). Every loss is counted here (planned or not, by close code and cause). What the link carries is the
+// session's business: it hands every other message and every binary frame to its owner (device-session.ts).
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
-import { closeCodeLabel, parseServerMessage, PROTOCOL_VERSION, type ConnectedMsg, type ServerMessage } from './protocol.ts';
+import { capture, fill, matches, render } from './dialect.ts';
+import { closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
 /** 'unnoticed': the socket closed, but the firmware has not looked yet (a polled flag); not connected, not yet lost. */
@@ -16,13 +18,15 @@ type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handsha
 
 /** What the link tells the part of the device that uses it. */
 export interface LinkOwner {
-  /** `connected` arrived: the link is up (fresh, or resumed with the server's view of the session). */
-  linkUp(msg: ConnectedMsg): void;
+  /** The dialect's `ready` arrived: the link is up (its captures, a resumed session among them, are in the vars). */
+  linkUp(): void;
   /** The link, or a try at one, is gone. `final`: the device will not try again (closed for good, or gave up). */
   linkLost(wasConnected: boolean, final: boolean): void;
-  /** A server message that is not the link's own (connected, ping, pong). */
-  message(msg: ServerMessage): void;
+  /** A server message that is not the link's own (ready, ping, pong). */
+  message(msg: object): void;
   binary(buf: ArrayBuffer): void;
+  /** A conversation is in flight (a per-wake channel the server closes between conversations is no loss). */
+  busy(): boolean;
 }
 
 /** A link that lived less than this is a flap. */
@@ -67,14 +71,23 @@ export class Link {
   private lossNoticedAt: number | null = null;
   private pingSeq = 0;
   private pendingPing: { id: number; at: number } | null = null;
-  /** When the current connect attempt began. */
+  /** When the current connect attempt began, and when its socket opened. */
   private attemptAt = 0;
+  private openedAt = 0;
+  /** Variables the dialect's ready message captures: cleared before each handshake so none outlives its link. */
+  private readonly readyVars: string[];
   private readonly backoff: Backoff;
   private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice'>;
 
   constructor(private readonly ctx: DeviceContext, private readonly owner: LinkOwner) {
     this.backoff = new Backoff(ctx.profile.reconnect, ctx.env.random);
     this.timers = new Timers(ctx.env, ['connect', 'keepalive', 'liveness', 'pong', 'notice']);
+    this.readyVars = Object.keys(ctx.dialect.capture.ready ?? {});
+  }
+
+  /** A channel per wake (the dialect's lifecycle), not one link for the device's life. */
+  get perWake(): boolean {
+    return this.ctx.dialect.lifecycle === 'per_wake';
   }
 
   /** Connected: the handshake is done and the socket open. */
@@ -99,9 +112,32 @@ export class Link {
     return true;
   }
 
+  /** A persistent link connects after `delayMs`; a per-wake one waits for the first wake (open()). */
   start(delayMs: number): void {
+    if (this.perWake) {
+      this.state = 'idle';
+      return;
+    }
     this.state = 'backoff';
     this.timers.set('connect', () => this.connect(), delayMs);
+  }
+
+  /** Opens a per-wake channel (the wake word was heard); nothing when one is open or opening. */
+  open(): void {
+    if (this.state === 'idle') this.connect();
+  }
+
+  /** Closes a per-wake channel after its conversation (1000): a planned end, not a loss. */
+  close(): void {
+    if (!this.perWake || this.state === 'stopped' || this.state === 'idle') return;
+    if (this.state === 'connected') this.ctx.count('links_down');
+    this.stopKeepalive();
+    this.timers.clear('connect');
+    this.timers.clear('notice');
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) retire(ws, 1000);
+    this.state = 'idle';
   }
 
   /** Ends the link for good: timers cleared, socket closed with 1000, nothing counted as lost. */
@@ -124,16 +160,29 @@ export class Link {
 
   private connect(): void {
     if (!this.alive) return;
-    const { env, opts } = this.ctx;
+    const { env, opts, vars } = this.ctx;
+    const d = this.ctx.dialect;
     const p = this.ctx.profile;
-    if (this.attempt > 0 || this.lossNoticedAt !== null) this.ctx.count('reconnect_attempts');
+    if (!this.perWake && (this.attempt > 0 || this.lossNoticedAt !== null)) this.ctx.count('reconnect_attempts');
     this.state = 'connecting';
     this.attemptAt = env.now();
-    const resume = p.resume && this.resumeToken ? this.resumeToken : null;
-    let url = p.connect === 'hello' ? `${opts.baseUrl}/ws` : `${opts.baseUrl}/ws/${encodeURIComponent(opts.id)}`;
-    if (p.connect === 'path' && resume) url += `?resume=${encodeURIComponent(resume)}`;
+    vars.resume_token = d.resume && p.resume && this.resumeToken ? this.resumeToken : undefined;
+    // How the device identifies: in the path (profile 'path') or in a hello (profile 'hello', or a hello dialect).
+    const byHello = d.connect.identify === 'hello' || p.connect === 'hello';
+    const path = byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
+    let url = `${opts.baseUrl}${fill(path, vars, encodeURIComponent) ?? path}`;
+    if (!byHello && d.connect.query) {
+      const q = Object.entries(d.connect.query).flatMap(([k, t]) => {
+        const v = fill(t, vars, encodeURIComponent);
+        return v === undefined ? [] : [`${encodeURIComponent(k)}=${v}`];
+      });
+      if (q.length) url += `?${q.join('&')}`;
+    }
     const headers: Record<string, string> = {};
-    if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+    for (const [k, t] of Object.entries(d.connect.headers ?? {})) {
+      const v = fill(t, vars);
+      if (v !== undefined) headers[k] = v;
+    }
     let ws: SocketLike;
     try {
       ws = env.openSocket(url, headers);
@@ -148,18 +197,9 @@ export class Link {
     ws.onopen = () => {
       if (ws !== this.ws) return;
       this.state = 'handshaking';
-      this.lastRx = env.now();
-      if (p.connect === 'hello') {
-        const hello: Record<string, unknown> = {
-          type: 'hello',
-          device_id: opts.id,
-          protocol: PROTOCOL_VERSION,
-          profile: p.name,
-          audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 },
-        };
-        if (resume) hello.resume = resume;
-        ws.send(JSON.stringify(hello));
-      }
+      this.openedAt = this.lastRx = env.now();
+      this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
+      if (byHello && d.send.hello) ws.send(render(d.send.hello, vars));
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
@@ -182,20 +222,24 @@ export class Link {
     this.afterLoss(1006, false, 'timeout', this.ctx.env.now());
   }
 
-  private onConnected(msg: ConnectedMsg): void {
+  private onReady(msg: object): void {
     const now = this.ctx.env.now();
+    const { vars } = this.ctx;
+    for (const k of this.readyVars) vars[k] = undefined;
+    capture(this.ctx.dialect.capture.ready, msg, vars);
     this.timers.clear('connect');
     this.state = 'connected';
     this.ctx.count('links_up');
+    this.ctx.trend('handshake_time', now - this.openedAt);
     this.connectedAt = now;
-    this.resumeToken = msg.resume_token;
+    this.resumeToken = typeof vars.resume_token === 'string' ? vars.resume_token : null;
     this.ctx.env.metrics.add('connect_success', 1, this.ctx.outcomeTags(this.attemptAt, now));
     if (this.lossNoticedAt !== null) this.ctx.trend('reconnect_time', now - this.lossNoticedAt);
     this.lossNoticedAt = null;
     this.attempt = 0;
     this.backoff.reset();
     this.startKeepalive();
-    this.owner.linkUp(msg);
+    this.owner.linkUp();
   }
 
   // ---- losing it ----
@@ -215,6 +259,12 @@ export class Link {
     const cause: LossCause = code === 1006 ? 'abnormal' : 'server_close';
     this.ctx.count('links_down');
     this.abandonSocket();
+    if (this.perWake && !this.owner.busy()) {
+      // The server closed a per-wake channel between conversations: how such a channel ends, not a loss.
+      this.stopKeepalive();
+      this.state = 'idle';
+      return;
+    }
     if (detect === 'close' && notice > 0) {
       // Firmware that polls a flag only sees the close at its next check.
       const next = this.connectedAt + Math.ceil((at - this.connectedAt + 1) / notice) * notice;
@@ -249,12 +299,18 @@ export class Link {
     if (wasConnected) {
       this.ctx.count('connection_drops', 1, { code: String(code) });
       if (now - this.connectedAt < FLAP_MS) this.ctx.count('flaps');
-      this.lossNoticedAt = now;
+      if (!this.perWake) this.lossNoticedAt = now;
       const died = env.linkDiedAt?.() ?? null;
       if (died !== null && died >= this.connectedAt && died <= now) this.ctx.trend('disconnect_detect_time', now - died);
     } else {
       // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
       env.metrics.add('connect_success', 0, { ...this.ctx.chaosTags[planned ? 1 : 0], code: closeCodeLabel(code), cause });
+    }
+    if (this.perWake) {
+      // A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one.
+      this.state = 'idle';
+      this.owner.linkLost(wasConnected, false);
+      return;
     }
     const p = this.ctx.profile.reconnect;
     if (code === 1000 && p.on === 'abnormal') {
@@ -286,14 +342,17 @@ export class Link {
   private startKeepalive(): void {
     const p = this.ctx.profile;
     const { env } = this.ctx;
+    const ping = this.ctx.dialect.send.ping;
     if (p.keepalive.send !== 'none') {
       const tick = () => {
         if (this.state !== 'connected' || !this.ws) return;
         if (p.keepalive.send === 'ws-ping') this.ws.ping();
-        else {
+        else if (ping) {
           const id = ++this.pingSeq;
           const at = env.now();
-          this.ws.send(JSON.stringify({ type: 'ping', id, t: at }));
+          this.ctx.vars.ping_id = id;
+          this.ctx.vars.now = at;
+          this.ws.send(render(ping, this.ctx.vars));
           if (p.liveness.detect === 'pong-timeout' && !this.pendingPing) {
             this.pendingPing = { id, at };
             this.timers.set('pong', () => this.declareDead(`no pong in ${p.liveness.timeout_ms} ms`), p.liveness.timeout_ms);
@@ -323,25 +382,33 @@ export class Link {
   // ---- the link's own messages ----
 
   private onText(text: string): void {
-    const msg = parseServerMessage(text);
-    if (!msg) return;
-    switch (msg.type) {
-      case 'connected':
-        return this.onConnected(msg);
-      case 'ping':
-        if (this.ctx.profile.keepalive.answer_server_pings && this.ws) this.ws.send(JSON.stringify({ type: 'pong', t: msg.t }));
-        return;
-      case 'pong': {
-        const pp = this.pendingPing;
-        if (pp && msg.id === pp.id) {
-          this.ctx.trend('ping_rtt', this.ctx.env.now() - pp.at);
-          this.pendingPing = null;
-          this.timers.clear('pong');
-        }
-        return;
-      }
-      default:
-        this.owner.message(msg);
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
     }
+    if (msg === null || typeof msg !== 'object') return;
+    const { recv, send, capture: cap } = this.ctx.dialect;
+    const { vars } = this.ctx;
+    if (this.state === 'handshaking' && matches(recv.ready, msg, vars)) return this.onReady(msg);
+    if (recv.ping && matches(recv.ping, msg, vars)) {
+      vars.ping_t = undefined;
+      capture(cap.ping, msg, vars);
+      if (this.ctx.profile.keepalive.answer_server_pings && send.pong && this.ws) this.ws.send(render(send.pong, vars));
+      return;
+    }
+    if (recv.pong && matches(recv.pong, msg, vars)) {
+      vars.pong_id = undefined;
+      capture(cap.pong, msg, vars);
+      const pp = this.pendingPing;
+      if (pp && vars.pong_id === pp.id) {
+        this.ctx.trend('ping_rtt', this.ctx.env.now() - pp.at);
+        this.pendingPing = null;
+        this.timers.clear('pong');
+      }
+      return;
+    }
+    this.owner.message(msg);
   }
 }

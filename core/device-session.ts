@@ -1,10 +1,14 @@
-// A device's conversations: the wake schedule, the wake sent (or held until the link is up), its acknowledgement
-// judged, the utterance streamed at real-time pace, the end of speech, the reply played back through a jitter-buffer
-// model, and how each session ended. It speaks through the link (device-link.ts) and hears from it.
+// A device's conversations: the wake schedule, the wake said the dialect's way (or held until the link is up, or
+// opening a per-wake channel), its acknowledgement judged, the utterance streamed at real-time pace (PCM frames or
+// Opus packets, framed as the dialect says), the end of speech, the reply played back through a jitter-buffer model
+// timed by the audio's real duration, and how each session ended. It speaks through the link (device-link.ts).
+import { capture, frameAudio, matches, render, unframeAudio, type Template } from './dialect.ts';
 import type { DeviceContext } from './device-env.ts';
 import { Timers } from './device-env.ts';
 import type { Link, LinkOwner } from './device-link.ts';
-import { DEFAULTS, isDropped, PCM_BYTES_PER_MS, type ConnectedMsg, type ServerMessage, type SessionEndReason } from './protocol.ts';
+import { opusPacketMs } from './opus.ts';
+import { pcmDurationMs } from './pcm.ts';
+import { DEFAULTS, isDropped, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
 import { WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
@@ -20,8 +24,8 @@ interface ActiveSession {
   silenceRunMs: number;
   silenceSentMs: number;
   streamT0: number;
-  /** Playback model: bytes received, when playback (re)started. */
-  pbReceived: number;
+  /** Playback model: ms of reply audio received, and when playback (re)started. */
+  pbReceivedMs: number;
   pbStartedAt: number | null;
 }
 
@@ -29,8 +33,18 @@ interface ActiveSession {
 const VAD_SILENCE_MS = DEFAULTS.vad_silence_ms;
 /** Trailing silence a VAD-ended stream sends at most: the server should have ended speech long before. */
 const VAD_MAX_TRAILING_MS = 2000;
+const SESSION_END_REASONS = new Set(['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error']);
 
 let wakeCounter = 0;
+
+/** The uplink as the dialect frames it: one binary message per frame, the frames VAD hears as silence, and silence. */
+interface Uplink {
+  frames: ArrayBuffer[];
+  silent: boolean[];
+  silence: ArrayBuffer;
+  frameMs: number;
+}
+const UPLINKS = new WeakMap<object, Map<string, Uplink>>();
 
 export class Conversation implements LinkOwner {
   private session: ActiveSession | null = null;
@@ -69,17 +83,27 @@ export class Conversation implements LinkOwner {
     return n;
   }
 
+  busy(): boolean {
+    return this.session !== null || this.pendingWake !== null;
+  }
+
+  private say(t: Template | null): void {
+    if (t) this.link?.send(render(t, this.ctx.vars));
+  }
+
   // ---- what the link reports ----
 
-  linkUp(msg: ConnectedMsg): void {
+  linkUp(): void {
+    const { vars } = this.ctx;
     const s = this.session;
     if (s) {
-      if (msg.resumed && msg.session && msg.session.session_id === s.id) {
+      if (s.id !== null && vars.resumed === true && vars.resumed_session === s.id) {
         this.ctx.count('sessions_resumed');
         // The server replays the reply from its start (or ends an interrupted turn): reset the playback model.
-        s.pbReceived = 0;
+        s.pbReceivedMs = 0;
         s.pbStartedAt = null;
-        s.stage = msg.session.stage === 'listening' ? 'listening' : msg.session.stage;
+        const st = vars.resumed_stage;
+        s.stage = st === 'thinking' || st === 'speaking' ? st : 'listening';
       } else if (s.id !== null) {
         this.sessionOver('lost');
       } else {
@@ -94,50 +118,53 @@ export class Conversation implements LinkOwner {
 
   linkLost(wasConnected: boolean, final: boolean): void {
     this.timers.clear('audio');
-    // A session survives a lost link only where the profile resumes and the device will come back.
-    if (this.session && (final || (wasConnected && !this.ctx.profile.resume))) this.sessionOver('lost');
+    const perWake = this.link?.perWake ?? false;
+    if (perWake && this.pendingWake) {
+      // The channel a wake opened never came up: that wake goes unanswered.
+      this.wakeJudged(this.pendingWake.wakeId, false);
+      this.pendingWake = null;
+      this.scheduleNextWakeIfRepeating();
+    }
+    // A session survives a lost link only where the dialect and profile resume and the device will come back.
+    const resumes = this.ctx.dialect.resume && this.ctx.profile.resume && !perWake;
+    if (this.session && (final || perWake || (wasConnected && !resumes))) this.sessionOver('lost');
     if (final) this.timers.clear('wake');
   }
 
-  message(msg: ServerMessage): void {
+  message(msg: object): void {
     const s = this.session;
-    switch (msg.type) {
-      case 'session_started':
-        if (s && s.id === null && msg.wake_id === s.wakeId) {
-          s.id = msg.session_id;
-          s.stage = 'listening';
-          this.ctx.trend('wake_ack_latency', this.ctx.env.now() - s.wakeAt);
-          this.wakeJudged(s.wakeId, true);
-          this.ctx.count('sessions_started');
-          this.startAudio();
-        }
-        return;
-      case 'transcript':
-        if (s && msg.session_id === s.id) {
-          if (s.stage === 'listening' && s.eosAt === null) s.eosAt = this.ctx.env.now();
-          if (s.stage === 'listening') s.stage = 'thinking';
-          this.timers.clear('audio');
-        }
-        return;
-      case 'tts_stream_start':
-        if (s && msg.session_id === s.id) {
-          s.stage = 'speaking';
-          s.pbReceived = 0;
-          s.pbStartedAt = null;
-          this.timers.clear('playback');
-        }
-        return;
-      case 'tts_stream_end':
-        if (s && msg.session_id === s.id) this.schedulePlaybackComplete(s);
-        return;
-      case 'session_end':
-        if (s && msg.session_id === s.id) this.sessionOver(msg.reason);
-        return;
-      case 'error':
-        this.ctx.count('protocol_errors', 1, { code: msg.code });
-        return;
-      default:
-        return;
+    if (!s) return;
+    const { recv, capture: cap } = this.ctx.dialect;
+    const { vars } = this.ctx;
+    if (s.id === null) {
+      if (recv.ack !== 'ready' && matches(recv.ack, msg, vars)) {
+        capture(cap.ack, msg, vars);
+        this.acknowledged(s);
+      }
+      return;
+    }
+    if (recv.transcript && matches(recv.transcript, msg, vars)) {
+      if (s.stage === 'listening' && s.eosAt === null) s.eosAt = this.ctx.env.now();
+      if (s.stage === 'listening') s.stage = 'thinking';
+      this.timers.clear('audio');
+    } else if (matches(recv.reply_start, msg, vars)) {
+      if (s.stage === 'listening' && s.eosAt === null) s.eosAt = this.ctx.env.now();
+      s.stage = 'speaking';
+      s.pbReceivedMs = 0;
+      s.pbStartedAt = null;
+      this.timers.clear('audio');
+      this.timers.clear('playback');
+    } else if (matches(recv.reply_end, msg, vars)) {
+      this.schedulePlaybackDone(s);
+    } else if (recv.session_end && matches(recv.session_end, msg, vars)) {
+      vars.reason = undefined;
+      capture(cap.session_end, msg, vars);
+      const r = String(vars.reason ?? 'complete');
+      this.sessionOver(SESSION_END_REASONS.has(r) ? (r as SessionEndReason) : 'error');
+    } else if (recv.error && matches(recv.error, msg, vars)) {
+      vars.error_code = undefined;
+      capture(cap.error, msg, vars);
+      this.ctx.count('protocol_errors', 1, { code: String(vars.error_code ?? 'unknown').slice(0, 32) });
     }
   }
 
@@ -150,31 +177,37 @@ export class Conversation implements LinkOwner {
       this.ctx.trend('response_latency', now - s.eosAt);
       s.responseRecorded = true;
     }
+    const down = this.ctx.dialect.audio.down;
+    const payload = unframeAudio(down.framing, new Uint8Array(buf));
+    if (!payload) return;
+    // Timed by what it plays: PCM by its bytes, an Opus packet by its TOC.
+    const ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
-    const prebuffer = this.ctx.profile.playback_prebuffer_ms * PCM_BYTES_PER_MS;
     if (s.pbStartedAt === null) {
-      s.pbReceived += buf.byteLength;
-      if (s.pbReceived >= prebuffer) s.pbStartedAt = now;
+      s.pbReceivedMs += ms;
+      if (s.pbReceivedMs >= this.ctx.profile.playback_prebuffer_ms) s.pbStartedAt = now;
       return;
     }
-    const playedBytes = (now - s.pbStartedAt) * PCM_BYTES_PER_MS;
-    if (playedBytes > s.pbReceived) {
+    if (now - s.pbStartedAt > s.pbReceivedMs) {
       this.ctx.count('playback_underruns');
-      s.pbStartedAt = now - s.pbReceived / PCM_BYTES_PER_MS; // resume playing from where it ran dry, now
+      s.pbStartedAt = now - s.pbReceivedMs; // resume playing from where it ran dry, now
     }
-    s.pbReceived += buf.byteLength;
+    s.pbReceivedMs += ms;
   }
 
   // ---- sessions ----
 
-  private schedulePlaybackComplete(s: ActiveSession): void {
+  /** The reply is all here: when its last audio has played, say so (or end the session, where the dialect has no end). */
+  private schedulePlaybackDone(s: ActiveSession): void {
     const now = this.ctx.env.now();
     if (s.pbStartedAt === null) s.pbStartedAt = now;
-    const remaining = Math.max(0, s.pbReceived / PCM_BYTES_PER_MS - (now - s.pbStartedAt));
+    const remaining = Math.max(0, s.pbReceivedMs - (now - s.pbStartedAt));
     this.timers.set(
       'playback',
       () => {
-        if (this.session === s && s.id) this.link?.send(JSON.stringify({ type: 'playback_complete', session_id: s.id }));
+        if (this.session !== s || s.id === null) return;
+        this.say(this.ctx.dialect.send.playback_done);
+        if (!this.ctx.dialect.recv.session_end) this.sessionOver('complete');
       },
       remaining,
     );
@@ -185,16 +218,24 @@ export class Conversation implements LinkOwner {
     this.session = null;
     this.timers.clear('audio');
     this.timers.clear('playback');
+    this.ctx.vars.session_id = undefined;
+    this.ctx.vars.wake_id = undefined;
+    // A per-wake channel closes with its conversation.
+    if (this.link?.perWake) this.link.close();
     if (!s || s.id === null) return;
     if (reason === 'complete') this.ctx.count('sessions_completed');
     const dropped = isDropped(reason);
     if (dropped) this.ctx.count('sessions_dropped', 1, { reason });
     this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.tags);
-    const mode = this.ctx.opts.wake.mode;
-    if (mode === 'poisson' || mode === 'fixed') this.scheduleNextWake();
+    this.scheduleNextWakeIfRepeating();
   }
 
   // ---- wakes ----
+
+  private scheduleNextWakeIfRepeating(): void {
+    const mode = this.ctx.opts.wake.mode;
+    if (mode === 'poisson' || mode === 'fixed') this.scheduleNextWake();
+  }
 
   private scheduleNextWake(): void {
     const w = this.ctx.opts.wake;
@@ -203,8 +244,9 @@ export class Conversation implements LinkOwner {
   }
 
   private wakeNow(): void {
-    if (!this.link?.alive) return;
-    if (this.session) {
+    const link = this.link;
+    if (!link?.alive) return;
+    if (this.session || (link.perWake && this.pendingWake)) {
       // The user is mid-turn: a real user does not say the wake word again. Try later.
       if (this.ctx.opts.wake.mode !== 'once') this.scheduleNextWake();
       return;
@@ -216,8 +258,12 @@ export class Conversation implements LinkOwner {
     if (this.wakeJudge) this.wakeJudged(this.wakeJudge.wakeId, false);
     this.wakeJudge = { wakeId, at };
     this.timers.set('wakeAck', () => this.wakeJudged(wakeId, false), WAKE_ACK_TIMEOUT_MS);
-    if (this.link.up) this.sendWake(wakeId, at);
-    else this.pendingWake = { wakeId, at };
+    if (link.up) this.sendWake(wakeId, at);
+    else {
+      this.pendingWake = { wakeId, at };
+      // The firmware opens its channel when it hears the wake word.
+      if (link.perWake) link.open();
+    }
   }
 
   /** A wake is judged once: acknowledged in time (1) or not (0), tagged chaos:on when a fault window overlapped it. */
@@ -232,7 +278,7 @@ export class Conversation implements LinkOwner {
 
   private sendWake(wakeId: string, at: number): void {
     if (!this.link?.up) return;
-    this.session = {
+    const s: ActiveSession = {
       wakeId,
       wakeAt: at,
       id: null,
@@ -243,26 +289,71 @@ export class Conversation implements LinkOwner {
       silenceRunMs: 0,
       silenceSentMs: 0,
       streamT0: 0,
-      pbReceived: 0,
+      pbReceivedMs: 0,
       pbStartedAt: null,
     };
-    this.link.send(JSON.stringify({ type: 'hotword_detected', wake_id: wakeId, t: at }));
+    this.session = s;
+    const { vars, dialect } = this.ctx;
+    vars.wake_id = wakeId;
+    vars.now = at;
+    for (const t of dialect.send.wake) this.say(t);
+    // A per-wake channel's handshake was the acknowledgement: the wait ran from the wake word to the server's hello.
+    if (dialect.recv.ack === 'ready') this.acknowledged(s);
+  }
+
+  private acknowledged(s: ActiveSession): void {
+    const { vars } = this.ctx;
+    s.id = typeof vars.session_id === 'string' && vars.session_id ? vars.session_id : s.wakeId;
+    vars.session_id = s.id;
+    s.stage = 'listening';
+    this.ctx.trend('wake_ack_latency', this.ctx.env.now() - s.wakeAt);
+    this.wakeJudged(s.wakeId, true);
+    this.ctx.count('sessions_started');
+    this.startAudio();
   }
 
   // ---- speech ----
 
-  /** Streams the utterance at real-time pace in the profile's frame size, then ends speech its way. */
+  /** The utterance as this device's dialect sends it, built once per process for each (codec, framing, frame size). */
+  private uplink(): Uplink {
+    const { env, profile, dialect } = this.ctx;
+    const { codec, framing } = dialect.audio.up;
+    const key = `${codec}/${framing}/${codec === 'opus' ? 60 : profile.frame_bytes}`;
+    let byKey = UPLINKS.get(env.audio);
+    if (!byKey) UPLINKS.set(env.audio, (byKey = new Map()));
+    let u = byKey.get(key);
+    if (!u) {
+      if (codec === 'opus') {
+        const clip = env.audio.opus();
+        // Frame i's timestamp (BinaryProtocol2) is its offset in the stream: the same every time, so built once.
+        u = {
+          frames: clip.packets.map((p, i) => frameAudio(framing, p, i * clip.frameMs)),
+          silent: clip.silent,
+          silence: frameAudio(framing, clip.silence, 0),
+          frameMs: clip.frameMs,
+        };
+      } else {
+        const f = env.audio.frames(profile.frame_bytes);
+        const wrap = (b: ArrayBuffer, i: number) => (framing === 'raw' ? b : frameAudio(framing, new Uint8Array(b), i * pcmDurationMs(b.byteLength)));
+        u = { frames: f.speech.map(wrap), silent: f.silent, silence: wrap(f.silence, 0), frameMs: pcmDurationMs(profile.frame_bytes) };
+      }
+      byKey.set(key, u);
+    }
+    return u;
+  }
+
+  /** Streams the utterance at real-time pace, then ends speech its way. */
   private startAudio(): void {
     const s = this.session;
     const link = this.link;
     if (!s || !link) return;
-    // The hot path of a big fleet (one call per 20 ms frame per talking device): everything that does not change
-    // during the stream is read once here, and the step is its own timer callback: one closure per stream, not two per frame.
+    // The hot path of a big fleet (one call per frame per talking device): everything that does not change during
+    // the stream is read once here, and the step is its own timer callback: one closure per stream, not two per frame.
     const { env, profile } = this.ctx;
     const h = this.timers.h;
-    const { speech, silent, silence } = env.audio.frames(profile.frame_bytes);
-    const frameMs = profile.frame_bytes / PCM_BYTES_PER_MS;
+    const { frames, silent, silence, frameMs } = this.uplink();
     const explicitEos = profile.end_of_speech === 'explicit';
+    const eos = this.ctx.dialect.send.end_of_speech;
     const slipAfter = 3 * frameMs;
     s.streamT0 = env.now();
     s.frame = 0;
@@ -272,12 +363,12 @@ export class Conversation implements LinkOwner {
       if (this.session !== s || s.stage !== 'listening' || !ws) return;
       const now = env.now();
       const i = s.frame;
-      if (i < speech.length) {
-        ws.send(speech[i]!);
+      if (i < frames.length) {
+        ws.send(frames[i]!);
         this.framesSent++;
         s.silenceRunMs = silent[i] ? s.silenceRunMs + frameMs : 0;
       } else if (explicitEos) {
-        ws.send(JSON.stringify({ type: 'end_of_speech', session_id: s.id }));
+        if (eos) ws.send(render(eos, this.ctx.vars));
         s.eosAt = now;
         s.stage = 'thinking';
         return;

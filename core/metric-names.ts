@@ -8,6 +8,10 @@ export const DEVICE_METRICS = {
   reconnect_time: 'trend',
   disconnect_detect_time: 'trend',
   ping_rtt: 'trend',
+  /** A connect attempt to its socket open (TCP and the WebSocket upgrade). */
+  connect_time: 'trend',
+  /** Socket open to the dialect's ready (hello answered, `connected`): for per-wake channels, part of every wake's wait. */
+  handshake_time: 'trend',
   connection_drops: 'counter',
   /** Links lost, or connects that failed, outside every fault window (tags: code, cause): the server's doing. */
   unplanned_drops: 'counter',

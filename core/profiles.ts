@@ -36,6 +36,12 @@ export interface Profile {
   end_of_speech: 'explicit' | 'vad';
   /** Audio buffered before playback starts. */
   playback_prebuffer_ms: number;
+  /**
+   * How the device says all this on the wire: a shipped dialect (wakestorm, xiaozhi) or a dialect .json file
+   * (core/dialect.ts). The dialect fixes the audio codec (PCM frames of frame_bytes, or 60 ms Opus packets) and the
+   * link's lifecycle (one persistent link, or a channel per wake). Default: wakestorm.
+   */
+  dialect?: string;
 }
 
 const base = {
@@ -94,6 +100,21 @@ export const PROFILES: Record<string, Profile> = {
     liveness: { detect: 'close', timeout_ms: 0, check_ms: 0 },
     reconnect: { policy: 'fixed', base_ms: 5000, cap_ms: 5000, max_attempts: 1, on: 'abnormal' },
   },
+  // xiaozhi-esp32 firmware (main/protocols/websocket_protocol.cc, protocol.cc, application.cc): a channel opened per
+  // wake word, a hello answered within 10 s, no application heartbeat, the channel given up after 120 s with nothing
+  // received, auto-stop listening (the server's VAD ends speech), 60 ms Opus frames, and no resume.
+  'xiaozhi-esp32': {
+    ...base,
+    name: 'xiaozhi-esp32',
+    dialect: 'xiaozhi',
+    connect: 'hello',
+    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+    liveness: { detect: 'silence', timeout_ms: 120_000, check_ms: 1000 },
+    reconnect: { policy: 'fixed', base_ms: 1000, cap_ms: 1000, max_attempts: 0, on: 'always' },
+    frame_bytes: 1920,
+    end_of_speech: 'vad',
+    playback_prebuffer_ms: 120,
+  },
   recommended: {
     ...base,
     name: 'recommended',
@@ -148,6 +169,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(isInt(o.frame_bytes, 2, 16384) && o.frame_bytes % 2 === 0, where, 'frame_bytes', 'an even integer in 2-16384');
   need(oneOf(o.end_of_speech, ['explicit', 'vad']), where, 'end_of_speech', "'explicit' or 'vad'");
   need(isInt(o.playback_prebuffer_ms, 0, 10_000), where, 'playback_prebuffer_ms', 'an integer in 0-10000');
+  need(o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300), where, 'dialect', 'a shipped dialect name or a .json path');
   return o as Profile;
 }
 

@@ -4,6 +4,7 @@ import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device-env.ts';
 import type { RunVars } from './run-contract.ts';
+import { DEFAULT_DIALECT, DialectError, loadDialect, type Dialect } from './dialect.ts';
 
 export interface RunConfig {
   devices: number;
@@ -25,6 +26,23 @@ export interface RunConfig {
   profiles: ProfileShare[];
   wake: WakeSchedule;
   idPrefix: string;
+  /** Every dialect the fleet's profiles speak, by the profile's `dialect` (a shipped name or a .json path). */
+  dialects: Record<string, Dialect>;
+}
+
+/** The dialect a profile speaks (its own, or the default). */
+export function dialectOf(profile: Profile, dialects: Record<string, Dialect>): Dialect {
+  return dialects[profile.dialect ?? DEFAULT_DIALECT]!;
+}
+
+/** A profile that asks its dialect for a message the dialect does not have is refused before any load. */
+function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
+  const why = (what: string) => new DialectError(`profile ${p.name} ${what}, which dialect ${d.name} does not have`);
+  if (p.keepalive.send === 'json-ping' && !d.send.ping) throw why('sends JSON pings (keepalive.send "json-ping")');
+  if (p.liveness.detect === 'pong-timeout' && !d.recv.pong) throw why('waits for pongs (liveness.detect "pong-timeout")');
+  if (p.keepalive.answer_server_pings && !d.send.pong) throw why('answers server pings (keepalive.answer_server_pings)');
+  if (p.end_of_speech === 'explicit' && !d.send.end_of_speech) throw why('ends speech itself (end_of_speech "explicit")');
+  if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) throw why('sends odd-sized PCM frames');
 }
 
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
@@ -109,6 +127,8 @@ export function readRunConfig(
   defaults: { devices: number; duration: string; profile: string; wake: WakeSchedule; ramp?: string },
   readFile: (path: string) => string,
   ownProfiles: Record<string, Profile> = {},
+  /** Reads a file of the repository by its path from the root (the shipped dialects). */
+  readShipped: (repoPath: string) => string = readFile,
 ): RunConfig {
   const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices);
   const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu));
@@ -128,6 +148,14 @@ export function readRunConfig(
   const profileSpec = env.PROFILE ?? defaults.profile;
   let profiles = parseProfileMix(profileSpec, readFile, ownProfiles);
   if (env.BACKOFF) profiles = overrideBackoff(profiles, env.BACKOFF);
+  // DIALECT speaks every profile's behaviour in one dialect (a fleet aimed at a server with its own protocol).
+  if (env.DIALECT) profiles = profiles.map((s) => ({ ...s, profile: { ...s.profile, dialect: env.DIALECT } }));
+  const dialects: Record<string, Dialect> = {};
+  for (const { profile } of profiles) {
+    const spec = profile.dialect ?? DEFAULT_DIALECT;
+    dialects[spec] ??= loadDialect(spec, readFile, readShipped);
+    checkProfileAgainstDialect(profile, dialects[spec]!);
+  }
   const wake = parseWake(env.WAKE, defaults.wake);
   const idPrefix = env.ID_PREFIX ?? 'dev';
   if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix)) throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
@@ -147,6 +175,7 @@ export function readRunConfig(
     profiles,
     wake,
     idPrefix,
+    dialects,
   };
 }
 

@@ -38,6 +38,8 @@ export type RunVars = {
   PROFILE?: string;
   BACKOFF?: string;
   WAKE?: string;
+  /** A dialect for every profile: a shipped name (wakestorm, xiaozhi) or a dialect .json file. */
+  DIALECT?: string;
   /** A shipped timeline name or a JSON file. */
   TIMELINE?: string;
   /** JSON SLO files, comma-separated, merged in order. */

@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { makeAudioFrames } from '../core/audio-frames.ts';
 import type { AudioFrames, DeviceEnv, SocketLike } from '../core/device-env.ts';
+import type { OpusTable } from '../core/opus.ts';
+import { loadDialect, type Dialect } from '../core/dialect.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
 import { deviceRandom } from '../core/rng.ts';
 
@@ -56,8 +58,11 @@ export class MetricsRecorder implements MetricSink {
 let utterance: AudioFrames | null = null;
 export function nodeAudio(): AudioFrames {
   if (!utterance) {
+    const ab = (b: Buffer) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
     const buf = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
-    utterance = makeAudioFrames(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    const bytes = readFileSync(new URL('../audio/utterance.opus', import.meta.url));
+    const table = JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable;
+    utterance = makeAudioFrames(ab(buf), { bytes: ab(bytes), table });
   }
   return utterance;
 }
@@ -73,4 +78,9 @@ export function nodeDeviceEnv(id: string, metrics: MetricSink, seed = '1', extra
     audio: nodeAudio(),
     ...extra,
   };
+}
+
+/** A dialect by name or .json path, read from this checkout (Node's side of core/dialect.ts loadDialect). */
+export function nodeDialect(spec: string): Dialect {
+  return loadDialect(spec, (p) => readFileSync(p, 'utf8'), (p) => readFileSync(new URL(`../${p}`, import.meta.url), 'utf8'));
 }

@@ -6,7 +6,8 @@
 import { setTimeout } from 'k6/timers';
 import { Device } from '../../core/device.ts';
 import type { SocketLike } from '../../core/device-env.ts';
-import { deviceEnv, fleetEnv, loadUtterance } from '../../scenarios/lib/k6-fleet.ts';
+import { deviceEnv, fleetEnv, loadUtterance, readRepoFile } from '../../scenarios/lib/k6-fleet.ts';
+import { loadDialect } from '../../core/dialect.ts';
 import { PROFILES } from '../../core/profiles.ts';
 import { deviceRandom } from '../../core/rng.ts';
 
@@ -14,6 +15,7 @@ const STREAMS = Number(__ENV.STREAMS ?? 800);
 // Streams of the `recommended` profile last 3 s (the utterance, then end_of_speech): the window sits inside them.
 const WINDOW_MS = Number(__ENV.WINDOW_MS ?? 2200);
 const audio = loadUtterance();
+const WAKESTORM = loadDialect('wakestorm', readRepoFile, readRepoFile);
 const kSetTimeout = setTimeout;
 
 export const options = { scenarios: { cost: { executor: 'per-vu-iterations', vus: 1, iterations: 1, maxDuration: '60s' } } };
@@ -90,7 +92,7 @@ function devices(done: () => void): void {
     const env = deviceEnv(shared, deviceRandom('1', `c-${i}`));
     // Wakes spread over one frame, so the streams' frames interleave as a fleet's do.
     const wakeAt = 100 + (i * 20) / STREAMS;
-    const d = new Device({ id: `c-${i}`, baseUrl: 'ws://127.0.0.1:1', profile: PROFILES.recommended!, wake: { mode: 'once', interval_ms: 0, first_min_ms: wakeAt, first_max_ms: wakeAt } }, env);
+    const d = new Device({ id: `c-${i}`, baseUrl: 'ws://127.0.0.1:1', profile: PROFILES.recommended!, dialect: WAKESTORM, wake: { mode: 'once', interval_ms: 0, first_min_ms: wakeAt, first_max_ms: wakeAt } }, env);
     d.start(0);
     list.push(d);
   }

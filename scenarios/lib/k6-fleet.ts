@@ -5,12 +5,13 @@ import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
 import { makeAudioFrames } from '../../core/audio-frames.ts';
+import type { OpusTable } from '../../core/opus.ts';
 import { Device } from '../../core/device.ts';
 import type { AudioFrames, DeviceEnv, SocketLike } from '../../core/device-env.ts';
 import { DEVICE_METRICS, socketName, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
 import { profileFor } from '../../core/profiles.ts';
 import { deviceRandom } from '../../core/rng.ts';
-import type { RunConfig } from '../../core/run-config.ts';
+import { dialectOf, type RunConfig } from '../../core/run-config.ts';
 
 // k6 resolves an imported binding of a Go module on every access: it rebuilds the module's export map and wraps the
 // Go function in a fresh JS function (js/modules/gomodule.go GetBindingValue). Timers run per audio frame, so the
@@ -29,9 +30,17 @@ export function createK6Metrics(): MetricSink {
   return { add: (name, value, tags) => m[name].add(value, tags) };
 }
 
-/** Loads the committed utterance; call in the init context (open() is only allowed there). */
+/** Reads a repository file by its path from the root (the shipped dialects); init context only, like open(). */
+export function readRepoFile(repoPath: string): string {
+  return open(import.meta.resolve(`../../${repoPath}`));
+}
+
+/** Loads the committed utterance, PCM and Opus; call in the init context (open() is only allowed there). */
 export function loadUtterance(): AudioFrames {
-  return makeAudioFrames(open(import.meta.resolve('../../audio/utterance.pcm'), 'b') as ArrayBuffer);
+  const pcm = open(import.meta.resolve('../../audio/utterance.pcm'), 'b') as ArrayBuffer;
+  const bytes = open(import.meta.resolve('../../audio/utterance.opus'), 'b') as ArrayBuffer;
+  const table = JSON.parse(open(import.meta.resolve('../../audio/utterance.opus.json'))) as OpusTable;
+  return makeAudioFrames(pcm, { bytes, table });
 }
 
 export interface FleetHooks {
@@ -80,7 +89,8 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;
     const env = deviceEnv(shared, deviceRandom(cfg.seed, id));
-    const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile: profileFor(i, cfg.devices, cfg.profiles), wake: cfg.wake }, env);
+    const profile = profileFor(i, cfg.devices, cfg.profiles);
+    const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile, dialect: dialectOf(profile, cfg.dialects), wake: cfg.wake }, env);
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
     metrics.add('devices_started', 1, { profile: d.profile.name });

@@ -5,7 +5,7 @@ import type { Options } from 'k6/options';
 import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
-import { createK6Metrics, fleetScenario, loadUtterance, runFleetVu } from './k6-fleet.ts';
+import { createK6Metrics, fleetScenario, loadUtterance, readRepoFile, runFleetVu } from './k6-fleet.ts';
 import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
 import type { Profile } from '../../core/profiles.ts';
 import { ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
@@ -59,7 +59,7 @@ export function makeScenario(spec: ScenarioSpec) {
   const read = (p: string) => open(p);
   const OFF: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
   const wake = typeof spec.wake === 'string' ? parseWake(spec.wake, OFF) : spec.wake;
-  const cfg = readRunConfig(env, { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake, ramp: spec.ramp }, read, ownProfiles(spec.profiles));
+  const cfg = readRunConfig(env, { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake, ramp: spec.ramp }, read, ownProfiles(spec.profiles), readRepoFile);
   if (spec.rampFraction) cfg.rampMs = Math.round(cfg.durationMs * spec.rampFraction);
   const timeline =
     env.TIMELINE === undefined && Array.isArray(spec.timeline)

@@ -1,5 +1,6 @@
 // Timelines, faults and SLOs as data: validation names the bad entry, thresholds derive from SLOs.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../core/slo.ts';
 import { parseDuration, readRunConfig } from '../../core/run-config.ts';
@@ -8,6 +9,9 @@ import { actionRequest, apiError, requestUrl } from '../../core/toxiproxy-api.ts
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
 import { toxiproxyShardsFor } from '../../scripts/stack.ts';
 import { socketName } from '../../core/metric-names.ts';
+
+/** Reads the checkout's own files by repository path (the shipped dialects). */
+const repoFile = (p: string) => readFileSync(new URL(`../../${p}`, import.meta.url), 'utf8');
 
 const noFile = () => {
   throw new Error('no file');
@@ -85,27 +89,32 @@ describe('SLOs', () => {
 describe('run config', () => {
   it('reads -e vars with loopback defaults and one-line errors', () => {
     const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
-    const c = readRunConfig({ DEVICES: '120', DEVICES_PER_VU: '50' }, d, noFile);
+    const c = readRunConfig({ DEVICES: '120', DEVICES_PER_VU: '50' }, d, noFile, {}, repoFile);
     assert.equal(c.vus, 3);
     assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
     assert.equal(parseDuration('1h30m', 'X'), 5_400_000);
-    assert.throws(() => readRunConfig({ DEVICES: 'lots' }, d, noFile), /DEVICES must be an integer/);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://example.com:80' }, d, noFile), /not loopback: set ALLOW_REMOTE=1/);
-    assert.throws(() => readRunConfig({ DURATION: '10 minutes' }, d, noFile), /DURATION must be a duration/);
-    assert.throws(() => readRunConfig({ BACKOFF: 'yolo' }, d, noFile), /BACKOFF must be one of/);
-    assert.equal(readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile).profiles[0]!.profile.reconnect.base_ms, 700);
-    assert.equal(readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile).targetUrl, 'ws://[::1]:9000');
+    assert.throws(() => readRunConfig({ DEVICES: 'lots' }, d, noFile, {}, repoFile), /DEVICES must be an integer/);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://example.com:80' }, d, noFile, {}, repoFile), /not loopback: set ALLOW_REMOTE=1/);
+    assert.throws(() => readRunConfig({ DURATION: '10 minutes' }, d, noFile, {}, repoFile), /DURATION must be a duration/);
+    assert.throws(() => readRunConfig({ BACKOFF: 'yolo' }, d, noFile, {}, repoFile), /BACKOFF must be one of/);
+    assert.equal(readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile, {}, repoFile).profiles[0]!.profile.reconnect.base_ms, 700);
+    assert.equal(readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile, {}, repoFile).targetUrl, 'ws://[::1]:9000');
+    // A dialect for the whole fleet, checked against each profile before any load.
+    const xz = readRunConfig({ PROFILE: 'xiaozhi-esp32' }, d, noFile, {}, repoFile);
+    assert.equal(xz.dialects.xiaozhi!.lifecycle, 'per_wake');
+    assert.throws(() => readRunConfig({ PROFILE: 'recommended', DIALECT: 'xiaozhi' }, d, noFile, {}, repoFile), /profile recommended sends JSON pings .* which dialect xiaozhi does not have/);
+    assert.throws(() => readRunConfig({ DIALECT: 'klingon' }, d, noFile, {}, repoFile), /dialect "klingon": give a shipped dialect/);
   });
 
   it('takes comma-separated TARGET_URL and TOXIPROXY_URL lists (Toxiproxy shards), each entry checked', () => {
     const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
-    const c = readRunConfig({ TARGET_URL: 'ws://127.0.0.1:18000, ws://127.0.0.1:18001/', TOXIPROXY_URL: 'http://127.0.0.1:8474,http://127.0.0.1:8475' }, d, noFile);
+    const c = readRunConfig({ TARGET_URL: 'ws://127.0.0.1:18000, ws://127.0.0.1:18001/', TOXIPROXY_URL: 'http://127.0.0.1:8474,http://127.0.0.1:8475' }, d, noFile, {}, repoFile);
     assert.deepEqual(c.targetUrls, ['ws://127.0.0.1:18000', 'ws://127.0.0.1:18001']);
     assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
     assert.deepEqual(c.toxiproxyUrls, ['http://127.0.0.1:8474', 'http://127.0.0.1:8475']);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile), /ws:\/\/example.com:80 is not loopback/);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile), /empty entry/);
-    assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile), /TOXIPROXY_URL must be like/);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile, {}, repoFile), /ws:\/\/example.com:80 is not loopback/);
+    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile, {}, repoFile), /empty entry/);
+    assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile, {}, repoFile), /TOXIPROXY_URL must be like/);
   });
 
   it("names k6's ws_* samples per target, not per device or resume token (bounded time series)", () => {

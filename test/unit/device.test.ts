@@ -7,13 +7,15 @@ import type { WakeSchedule } from '../../core/device-env.ts';
 import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
 import { mulberry32 } from '../../core/rng.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
+import { nodeDialect } from '../../scripts/node-devices.ts';
 
 const NO_WAKE: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
 const WAKE_AT_1S: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 };
 
 function device(profileName: string, wake: WakeSchedule = NO_WAKE, profile?: Profile) {
   const f = fakeEnv();
-  const d = new Device({ id: 'dev-0', baseUrl: 'ws://127.0.0.1:1', profile: profile ?? PROFILES[profileName]!, wake }, f.env);
+  const p = profile ?? PROFILES[profileName]!;
+  const d = new Device({ id: 'dev-0', baseUrl: 'ws://127.0.0.1:1', profile: p, dialect: nodeDialect(p.dialect ?? 'wakestorm'), wake }, f.env);
   d.start(0);
   f.clock.advance(0);
   return { d, ...f };

@@ -1,0 +1,407 @@
+// A dialect: how a device's steps are said on the wire, as data. What a device does (connect, identify, keep alive,
+// wake, speak, wait for the reply, play it, resume) is the device's (device-link.ts, device-session.ts); which
+// messages carry those steps, which server messages mean what, and how audio is framed is the dialect's. A dialect is
+// JSON (or a module exporting the same object): message templates with {placeholders}, matchers on the server's
+// messages, captures of fields the device keeps, the audio codec and framing by name, the link's lifecycle. Nothing
+// in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
+import { WakestormError } from './errors.ts';
+
+export type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+/**
+ * A message the device sends: JSON whose strings may hold {placeholders}. A string that is exactly "{name}" becomes the
+ * variable itself (a number stays a number); a field whose variable is unset is left out.
+ */
+export type Template = { [k: string]: Json };
+/**
+ * Which server message means a step: every field named must be equal (a dotted path reaches inside); a value "{name}"
+ * must equal the device's variable of that name.
+ */
+export type Matcher = { [path: string]: string | number | boolean | null };
+/** Variables a matched message sets: variable name → dotted path in the message. */
+export type Capture = Record<string, string>;
+
+export type AudioCodec = 'pcm_s16le' | 'opus';
+/**
+ * How audio frames ride in binary WebSocket messages: 'raw' (one frame per message), or xiaozhi-esp32's
+ * BinaryProtocol2 (16-byte big-endian header: version, type 0, reserved, timestamp ms, payload size) and
+ * BinaryProtocol3 (4-byte header: type 0, reserved, big-endian payload size).
+ */
+export type AudioFraming = 'raw' | 'xiaozhi-v2' | 'xiaozhi-v3';
+export const AUDIO_FRAMINGS: readonly AudioFraming[] = ['raw', 'xiaozhi-v2', 'xiaozhi-v3'];
+
+export interface AudioSpec {
+  codec: AudioCodec;
+  framing: AudioFraming;
+  sample_rate: number;
+}
+
+export interface Dialect {
+  name: string;
+  description: string;
+  /**
+   * 'persistent': one link for the device's life, many conversations on it (reconnects with the profile's backoff).
+   * 'per_wake': the device opens its channel at the wake word and closes it after the reply (connect and handshake
+   * are part of the wait after the wake), as xiaozhi-esp32 firmware does.
+   */
+  lifecycle: 'persistent' | 'per_wake';
+  connect: {
+    /** Upgrade path; {device_id} is the device's id. */
+    path: string;
+    /**
+     * 'profile': the profile chooses (its `connect`: 'path' uses `path`, 'hello' uses `hello_path` and sends `hello`);
+     * 'hello': always `path` and a hello.
+     */
+    identify: 'profile' | 'hello';
+    hello_path?: string;
+    /** Query parameters of a path-identified connect; one whose placeholder is unset is left out (resume={resume_token}). */
+    query?: Record<string, string>;
+    /** Upgrade headers; one whose placeholder is unset is left out (Authorization: Bearer {token}). */
+    headers?: Record<string, string>;
+  };
+  /** What the device sends, by step; null: the dialect has no such message. */
+  send: {
+    hello: Template | null;
+    /** The device's own JSON heartbeat ({ping_id}, {now}). */
+    ping: Template | null;
+    /** The answer to a server ping ({ping_t} echoes the server's). */
+    pong: Template | null;
+    /** Sent in order on the wake word ({wake_id}, {wake_word}, {listen_mode}, {now}). */
+    wake: Template[];
+    /** Explicit end of speech (profiles with end_of_speech 'explicit'). */
+    end_of_speech: Template | null;
+    /** The reply has been played out. */
+    playback_done: Template | null;
+    /** Stop the reply (barge-in). */
+    abort: Template | null;
+  };
+  /** What the server's messages mean; null: the dialect has no such message. */
+  recv: {
+    /** Completes the handshake: the link is up. */
+    ready: Matcher;
+    ping: Matcher | null;
+    pong: Matcher | null;
+    /** The wake is acknowledged: a message, or 'ready' (the handshake of a per-wake channel is the acknowledgement). */
+    ack: Matcher | 'ready';
+    transcript: Matcher | null;
+    reply_start: Matcher;
+    reply_end: Matcher;
+    /** The server ends the session (with a reason); null: the played-out reply ends it. */
+    session_end: Matcher | null;
+    error: Matcher | null;
+  };
+  /** Variables taken from matched messages (ready: resume token, session id; ack: session id; pong: ping id …). */
+  capture: Partial<Record<'ready' | 'ack' | 'pong' | 'ping' | 'session_end' | 'error', Capture>>;
+  audio: { up: AudioSpec; down: AudioSpec };
+  /**
+   * Resume: the ready message's captures `resumed` (true when the server kept the session) and `resumed_session`
+   * (its id) say whether an interrupted conversation goes on. false: a lost link loses the conversation.
+   */
+  resume: boolean;
+}
+
+export class DialectError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
+  override name = 'DialectError';
+}
+
+// ---- templates and matchers ----
+
+export type Vars = Record<string, string | number | boolean | null | undefined>;
+
+const PLACEHOLDER = /\{([a-z_][a-z0-9_]*)\}/g;
+const WHOLE = /^\{([a-z_][a-z0-9_]*)\}$/;
+
+/** A string with its placeholders filled (each value passed through `encode`); undefined when one of them is unset. */
+export function fill(text: string, vars: Vars, encode: (v: string) => string = (v) => v): string | undefined {
+  let missing = false;
+  const out = text.replace(PLACEHOLDER, (_, name: string) => {
+    const v = vars[name];
+    if (v === undefined || v === null || v === '') {
+      missing = true;
+      return '';
+    }
+    return encode(String(v));
+  });
+  return missing ? undefined : out;
+}
+
+function renderValue(v: Json, vars: Vars): Json | undefined {
+  if (typeof v === 'string') {
+    const whole = WHOLE.exec(v);
+    if (whole) {
+      const x = vars[whole[1]!];
+      return x === undefined || x === '' ? undefined : (x as Json);
+    }
+    return fill(v, vars);
+  }
+  if (Array.isArray(v)) return v.map((x) => renderValue(x, vars)).filter((x): x is Json => x !== undefined);
+  if (v && typeof v === 'object') {
+    const o: Record<string, Json> = {};
+    for (const [k, x] of Object.entries(v)) {
+      const r = renderValue(x, vars);
+      if (r !== undefined) o[k] = r;
+    }
+    return o;
+  }
+  return v;
+}
+
+/** The message text a template makes with these variables. */
+export function render(t: Template, vars: Vars): string {
+  return JSON.stringify(renderValue(t, vars));
+}
+
+function at(msg: unknown, path: string): unknown {
+  let v: unknown = msg;
+  for (const k of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[k];
+  }
+  return v;
+}
+
+/** True when the message has every field of the matcher ({name} values compared with the variables). */
+export function matches(m: Matcher, msg: unknown, vars: Vars): boolean {
+  for (const [path, want] of Object.entries(m)) {
+    const got = at(msg, path);
+    if (typeof want === 'string') {
+      const whole = WHOLE.exec(want);
+      if (whole) {
+        const v = vars[whole[1]!];
+        if (v !== undefined && v !== null && got !== v) return false;
+        continue;
+      }
+    }
+    if (got !== want) return false;
+  }
+  return true;
+}
+
+/** Copies the captured fields of a matched message into the variables. */
+export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void {
+  if (!c) return;
+  for (const [name, path] of Object.entries(c)) {
+    const v = at(msg, path);
+    if (v === undefined) continue;
+    vars[name] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null);
+  }
+}
+
+// ---- binary framing ----
+
+/** Wraps one audio payload in the dialect's framing. */
+export function frameAudio(framing: AudioFraming, payload: Uint8Array, timestampMs: number): ArrayBuffer {
+  if (framing === 'raw') return payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.byteLength) as ArrayBuffer;
+  const head = framing === 'xiaozhi-v2' ? 16 : 4;
+  const out = new ArrayBuffer(head + payload.byteLength);
+  const dv = new DataView(out);
+  if (framing === 'xiaozhi-v2') {
+    dv.setUint16(0, 2);
+    dv.setUint16(2, 0);
+    dv.setUint32(4, 0);
+    dv.setUint32(8, timestampMs >>> 0);
+    dv.setUint32(12, payload.byteLength);
+  } else {
+    dv.setUint8(0, 0);
+    dv.setUint8(1, 0);
+    dv.setUint16(2, payload.byteLength);
+  }
+  new Uint8Array(out, head).set(payload);
+  return out;
+}
+
+/** The audio payload of one binary message in the dialect's framing, or null when the header does not hold together. */
+export function unframeAudio(framing: AudioFraming, buf: Uint8Array): Uint8Array | null {
+  if (framing === 'raw') return buf;
+  const head = framing === 'xiaozhi-v2' ? 16 : 4;
+  if (buf.byteLength < head) return null;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const size = framing === 'xiaozhi-v2' ? dv.getUint32(12) : dv.getUint16(2);
+  if (head + size > buf.byteLength) return null;
+  return buf.subarray(head, head + size);
+}
+
+// ---- validation ----
+
+const PLACEHOLDERS = new Set([
+  'device_id',
+  'token',
+  'resume_token',
+  'client_id',
+  'mac',
+  'protocol_version',
+  'profile',
+  'wake_id',
+  'wake_word',
+  'listen_mode',
+  'now',
+  'ping_id',
+  'ping_t',
+  'session_id',
+  'sample_rate',
+  'frame_ms',
+  'codec',
+]);
+
+function fail(where: string, what: string): never {
+  throw new DialectError(`dialect ${where}: ${what}`);
+}
+
+function checkPlaceholders(text: string, where: string, known: Set<string>): void {
+  for (const m of text.matchAll(PLACEHOLDER)) if (!known.has(m[1]!)) fail(where, `unknown placeholder {${m[1]}} (known: ${[...known].sort().join(', ')})`);
+  const stray = text.replace(PLACEHOLDER, '');
+  if (/[{}]/.test(stray)) fail(where, `"${text.slice(0, 60)}" has a brace that is not a {placeholder}`);
+}
+
+function checkJson(v: unknown, where: string, known: Set<string>, depth = 0): void {
+  if (depth > 8) fail(where, 'nests deeper than 8 levels');
+  if (typeof v === 'string') return checkPlaceholders(v, where, known);
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return;
+  if (Array.isArray(v)) return v.forEach((x, i) => checkJson(x, `${where}[${i}]`, known, depth + 1));
+  if (typeof v === 'object') return Object.entries(v as object).forEach(([k, x]) => checkJson(x, `${where}.${k}`, known, depth + 1));
+  fail(where, 'must be JSON (strings, numbers, booleans, null, lists, objects)');
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function template(v: unknown, where: string, known: Set<string>, nullable: true): Template | null;
+function template(v: unknown, where: string, known: Set<string>, nullable: false): Template;
+function template(v: unknown, where: string, known: Set<string>, nullable: boolean): Template | null {
+  if (v === null && nullable) return null;
+  if (!isObj(v)) fail(where, nullable ? 'must be a message template (a JSON object) or null' : 'must be a message template (a JSON object)');
+  checkJson(v, where, known);
+  return v as Template;
+}
+
+function matcher(v: unknown, where: string, known: Set<string>, nullable: boolean): Matcher | null {
+  if (v === null && nullable) return null;
+  if (!isObj(v) || Object.keys(v).length === 0) fail(where, `must be a matcher: a JSON object of fields to match${nullable ? ', or null' : ''}`);
+  for (const [k, x] of Object.entries(v)) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(k)) fail(`${where}.${k}`, 'a field path is letters, digits, _ - and dots');
+    if (x !== null && typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean') fail(`${where}.${k}`, 'must be a string, number, boolean or null');
+    if (typeof x === 'string') checkPlaceholders(x, `${where}.${k}`, known);
+  }
+  return v as Matcher;
+}
+
+function audioSpec(v: unknown, where: string): AudioSpec {
+  if (!isObj(v)) fail(where, 'must be { codec, framing, sample_rate }');
+  if (v.codec !== 'pcm_s16le' && v.codec !== 'opus') fail(`${where}.codec`, `must be "pcm_s16le" or "opus", got ${JSON.stringify(v.codec)}`);
+  if (!AUDIO_FRAMINGS.includes(v.framing as AudioFraming)) fail(`${where}.framing`, `must be one of ${AUDIO_FRAMINGS.join(', ')}, got ${JSON.stringify(v.framing)}`);
+  if (![8000, 12000, 16000, 24000, 48000].includes(v.sample_rate as number)) fail(`${where}.sample_rate`, 'must be 8000, 12000, 16000, 24000 or 48000');
+  if (v.codec === 'pcm_s16le' && v.sample_rate !== 16000) fail(`${where}.sample_rate`, 'must be 16000 for pcm_s16le (the committed speech is 16 kHz)');
+  return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
+}
+
+const TOP = ['name', 'description', 'lifecycle', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
+const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort'];
+const RECV = ['ready', 'ping', 'pong', 'ack', 'transcript', 'reply_start', 'reply_end', 'session_end', 'error'];
+
+/** Checks a dialect from a file or a module; the error names the field and what it must be. */
+export function validateDialect(raw: unknown, where: string): Dialect {
+  if (!isObj(raw)) fail(where, 'must be a JSON object');
+  for (const k of Object.keys(raw)) if (!TOP.includes(k)) fail(`${where}.${k}`, `is not a dialect field (fields: ${TOP.join(', ')})`);
+  const name = raw.name;
+  if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,39}$/.test(name)) fail(`${where}.name`, 'must be a lowercase name of at most 40 characters');
+  if (typeof raw.description !== 'string') fail(`${where}.description`, 'must be a string');
+  if (raw.lifecycle !== 'persistent' && raw.lifecycle !== 'per_wake') fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"');
+  const all = PLACEHOLDERS;
+  const c = raw.connect;
+  if (!isObj(c)) fail(`${where}.connect`, 'must be { path, identify, hello_path?, query?, headers? }');
+  if (typeof c.path !== 'string' || !c.path.startsWith('/')) fail(`${where}.connect.path`, 'must be a path starting with /');
+  checkPlaceholders(c.path, `${where}.connect.path`, all);
+  if (c.identify !== 'profile' && c.identify !== 'hello') fail(`${where}.connect.identify`, 'must be "profile" or "hello"');
+  if (c.hello_path !== undefined && (typeof c.hello_path !== 'string' || !c.hello_path.startsWith('/'))) fail(`${where}.connect.hello_path`, 'must be a path starting with /');
+  for (const key of ['query', 'headers'] as const) {
+    const m = c[key];
+    if (m === undefined) continue;
+    if (!isObj(m)) fail(`${where}.connect.${key}`, 'must be an object of strings');
+    for (const [k, v] of Object.entries(m)) {
+      if (typeof v !== 'string') fail(`${where}.connect.${key}.${k}`, 'must be a string');
+      if (key === 'headers' && !/^[A-Za-z0-9-]+$/.test(k)) fail(`${where}.connect.headers.${k}`, 'is not a header name');
+      checkPlaceholders(v, `${where}.connect.${key}.${k}`, all);
+    }
+  }
+  const s = raw.send;
+  if (!isObj(s)) fail(`${where}.send`, `must be an object with ${SEND.join(', ')}`);
+  for (const k of Object.keys(s)) if (!SEND.includes(k)) fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`);
+  const wake = s.wake;
+  if (!Array.isArray(wake) || wake.length === 0) fail(`${where}.send.wake`, 'must be a non-empty list of message templates');
+  const send: Dialect['send'] = {
+    hello: template(s.hello ?? null, `${where}.send.hello`, all, true),
+    ping: template(s.ping ?? null, `${where}.send.ping`, all, true),
+    pong: template(s.pong ?? null, `${where}.send.pong`, all, true),
+    wake: wake.map((w, i) => template(w, `${where}.send.wake[${i}]`, all, false)),
+    end_of_speech: template(s.end_of_speech ?? null, `${where}.send.end_of_speech`, all, true),
+    playback_done: template(s.playback_done ?? null, `${where}.send.playback_done`, all, true),
+    abort: template(s.abort ?? null, `${where}.send.abort`, all, true),
+  };
+  if (c.identify === 'hello' && !send.hello) fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"');
+  const r = raw.recv;
+  if (!isObj(r)) fail(`${where}.recv`, `must be an object with ${RECV.join(', ')}`);
+  for (const k of Object.keys(r)) if (!RECV.includes(k)) fail(`${where}.recv.${k}`, `is not an event (events: ${RECV.join(', ')})`);
+  const recv: Dialect['recv'] = {
+    ready: matcher(r.ready, `${where}.recv.ready`, all, false)!,
+    ping: matcher(r.ping ?? null, `${where}.recv.ping`, all, true),
+    pong: matcher(r.pong ?? null, `${where}.recv.pong`, all, true),
+    ack: r.ack === 'ready' ? 'ready' : matcher(r.ack, `${where}.recv.ack`, all, false)!,
+    transcript: matcher(r.transcript ?? null, `${where}.recv.transcript`, all, true),
+    reply_start: matcher(r.reply_start, `${where}.recv.reply_start`, all, false)!,
+    reply_end: matcher(r.reply_end, `${where}.recv.reply_end`, all, false)!,
+    session_end: matcher(r.session_end ?? null, `${where}.recv.session_end`, all, true),
+    error: matcher(r.error ?? null, `${where}.recv.error`, all, true),
+  };
+  const cap = raw.capture ?? {};
+  if (!isObj(cap)) fail(`${where}.capture`, 'must be an object: event → { variable: field path }');
+  for (const [ev, m] of Object.entries(cap)) {
+    if (!['ready', 'ack', 'pong', 'ping', 'session_end', 'error'].includes(ev)) fail(`${where}.capture.${ev}`, 'captures from ready, ack, pong, ping, session_end or error');
+    if (!isObj(m)) fail(`${where}.capture.${ev}`, 'must be { variable: "field.path" }');
+    for (const [k, v] of Object.entries(m)) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(k)) fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
+      if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v)) fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
+    }
+  }
+  if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake') fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"');
+  const a = raw.audio;
+  if (!isObj(a)) fail(`${where}.audio`, 'must be { up, down }');
+  const audio = { up: audioSpec(a.up, `${where}.audio.up`), down: audioSpec(a.down, `${where}.audio.down`) };
+  if (typeof raw.resume !== 'boolean') fail(`${where}.resume`, 'must be true or false');
+  return { name, description: raw.description, lifecycle: raw.lifecycle, connect: c as Dialect['connect'], send, recv, capture: cap as Dialect['capture'], audio, resume: raw.resume };
+}
+
+// ---- where dialects come from ----
+
+/** The dialects wakestorm ships, as JSON files in core/dialects/ (the repository path each runtime reads). */
+export const SHIPPED_DIALECTS = ['wakestorm', 'xiaozhi'] as const;
+export const DEFAULT_DIALECT = 'wakestorm';
+
+export function shippedDialectPath(name: string): string {
+  return `core/dialects/${name}.json`;
+}
+
+/**
+ * A dialect by name (shipped) or by path to a JSON file, validated. `readShipped` reads a shipped one by its
+ * repository path (each runtime knows where the repository is); `readFile` reads a user's file.
+ */
+export function loadDialect(spec: string, readFile: (path: string) => string, readShipped: (repoPath: string) => string): Dialect {
+  const shipped = (SHIPPED_DIALECTS as readonly string[]).includes(spec);
+  if (!shipped && !spec.endsWith('.json')) throw new DialectError(`dialect "${spec}": give a shipped dialect (${SHIPPED_DIALECTS.join(', ')}) or a .json file`);
+  let text: string;
+  try {
+    text = shipped ? readShipped(shippedDialectPath(spec)) : readFile(spec);
+  } catch {
+    throw new DialectError(`dialect ${spec}: cannot read it`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new DialectError(`dialect ${spec}: not valid JSON`);
+  }
+  return validateDialect(raw, spec);
+}
