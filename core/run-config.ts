@@ -40,7 +40,7 @@ function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
   const why = (what: string) => new DialectError(`profile ${p.name} ${what}, which dialect ${d.name} does not have`);
   if (p.keepalive.send === 'json-ping' && !d.send.ping) throw why('sends JSON pings (keepalive.send "json-ping")');
   if (p.liveness.detect === 'pong-timeout' && !d.recv.pong) throw why('waits for pongs (liveness.detect "pong-timeout")');
-  if (p.keepalive.answer_server_pings && !d.send.pong) throw why('answers server pings (keepalive.answer_server_pings)');
+  if (p.keepalive.answer_server_pings && d.recv.ping && !d.send.pong) throw why('answers server pings (keepalive.answer_server_pings)');
   if (p.end_of_speech === 'explicit' && !d.send.end_of_speech) throw why('ends speech itself (end_of_speech "explicit")');
   if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) throw why('sends odd-sized PCM frames');
 }

@@ -1,7 +1,10 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { WakestormError } from '../core/errors.ts';
-import { createWriteStream, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { loadDialect, validateDialect } from '../core/dialect.ts';
 import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -33,6 +36,8 @@ export interface RunOptions {
   profile?: string;
   timeline?: string;
   wake?: string;
+  /** A dialect for every device: a shipped name, a .json file, or a .ts/.js module exporting one (default or `dialect`). */
+  dialect?: string;
   seed?: string;
   /** SLO overrides: name=value, name=off, or a .json SLO file. */
   slo?: string[];
@@ -140,6 +145,12 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
     parseWake(opts.wake, { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 });
     vars.WAKE = opts.wake;
   }
+  if (opts.dialect !== undefined) {
+    // A malformed dialect is one line before anything starts; k6 inspect then checks it against the scenario's profiles.
+    const spec = opts.dialect.endsWith('.json') ? resolve(opts.dialect) : opts.dialect;
+    loadDialect(spec, (p) => readFileSync(p, 'utf8'), (p) => readFileSync(join(ROOT, p), 'utf8'));
+    vars.DIALECT = spec;
+  }
   if (opts.seed !== undefined) vars.SEED = opts.seed;
   Object.assign(vars, sloVars(opts.slo), opts.vars ?? {});
   const slos = resolveSlos(vars, (p) => readFileSync(p, 'utf8'));
@@ -159,6 +170,27 @@ function resolveToken(opts: RunOptions): string | null {
     throw new RunError((e as Error).message.replace('--tokens-file', '--token-file'));
   }
   return null;
+}
+
+/**
+ * A dialect written as a TypeScript or JavaScript module (its default export, or `dialect`) becomes the JSON k6 reads:
+ * validated here, written to a private temporary file that the run removes. Names and .json files pass as they are.
+ */
+async function dialectModuleToJson(spec: string | undefined): Promise<{ path: string; remove(): void } | null> {
+  if (!spec || !/\.(ts|mts|js|mjs)$/.test(spec)) return null;
+  const file = resolve(spec);
+  if (!existsSync(file)) throw new RunError(`--dialect ${spec}: no such file`);
+  let mod: { default?: unknown; dialect?: unknown };
+  try {
+    mod = (await import(pathToFileURL(file).href)) as typeof mod;
+  } catch (e) {
+    throw new RunError(`--dialect ${spec}: cannot load the module (${String((e as Error).message).split('\n')[0]})`);
+  }
+  const d = validateDialect(mod.default ?? mod.dialect, spec);
+  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-dialect-'));
+  const path = join(dir, `${d.name}.json`);
+  writeFileSync(path, JSON.stringify(d));
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 /** Resolves when host:port of a --server-url accepts a TCP connection; a one-line RunError otherwise. */
@@ -358,7 +390,15 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const tools = requireTools();
   // Everything that can be refused is refused before anything starts.
-  const plan = planRun(opts);
+  const moduleDialect = await dialectModuleToJson(opts.dialect);
+  if (moduleDialect) opts = { ...opts, dialect: moduleDialect.path };
+  let plan: ReturnType<typeof planRun>;
+  try {
+    plan = planRun(opts);
+  } catch (e) {
+    moduleDialect?.remove();
+    throw e;
+  }
   const token = resolveToken(opts);
   inspectScenario(plan.script, plan.vars, ROOT);
   if (opts.serverUrl) await reachable(opts.serverUrl);
@@ -387,6 +427,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       await stack.stop();
     }
     secret?.remove();
+    moduleDialect?.remove();
   }
   const endedAt = new Date();
   // The scenario's own SLOs as k6 resolved them (a scenario may replace the defaults); the CLI's plan when k6 wrote none.

@@ -133,6 +133,7 @@ program
   .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
   .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))
   .addOption(new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE'))
+  .addOption(new Option('--dialect <d>', "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)").env('WAKESTORM_DIALECT'))
   .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
   .addOption(new Option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)').env('WAKESTORM_SLO').argParser(collectList))
   .addOption(new Option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one").env('WAKESTORM_SERVER_URL'))
@@ -159,6 +160,7 @@ program
       duration: o.duration,
       profile: o.profile,
       timeline: o.timeline,
+      dialect: o.dialect,
       wake: o.wake,
       seed: o.seed,
       slo: o.slo,

@@ -1,4 +1,4 @@
-// Who may open a link: the upgrade path (/ws or /ws/{id}), the bearer token and the ids it may claim, the drain, the
+// Who may open a link: the upgrade path (/ws, /ws/{id}, or a xiaozhi channel on /xiaozhi/v1/), the bearer token and the ids it may claim, the drain, the
 // connection cap, and the cap on sockets that have not upgraded yet. A refusal is an HTTP status or a close code from
 // docs/protocol.md, never a crash.
 import type { IncomingMessage, Server } from 'node:http';
@@ -6,6 +6,8 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { CLOSE, DEVICE_ID_PATTERN } from '../core/protocol.ts';
 import type { ServerConfig } from './config.ts';
+import type { XiaozhiChannel } from './connection.ts';
+import { framingFor } from './xiaozhi.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 /** The bearer token of a request: `Authorization: Bearer …` or `?token=`. */
@@ -19,8 +21,22 @@ function rejectUpgrade(socket: Duplex, status: number, text: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-/** Parses the upgrade path: /ws → hello-identified, /ws/{id} → path-identified; anything else → null. */
-export function routeUpgrade(url: string): { deviceId: string | null; resume?: string; token?: string } | null {
+/** A xiaozhi-esp32 device id: its MAC address (Device-Id header), or any short id of the same characters. */
+const XIAOZHI_DEVICE_ID = /^[A-Za-z0-9:._-]{1,64}$/;
+
+export interface Route {
+  deviceId: string | null;
+  resume?: string;
+  token?: string;
+  /** /xiaozhi/v1/: the channel speaks xiaozhi-esp32's dialect. */
+  xiaozhi?: XiaozhiChannel;
+}
+
+/**
+ * Parses the upgrade: /ws → hello-identified, /ws/{id} → path-identified, /xiaozhi/v1/ → a xiaozhi channel (the device
+ * id from the Device-Id header, the binary framing from Protocol-Version); anything else → null.
+ */
+export function routeUpgrade(url: string, headers: IncomingMessage['headers'] = {}): Route | null {
   let u: URL;
   try {
     u = new URL(url, 'http://x');
@@ -29,6 +45,12 @@ export function routeUpgrade(url: string): { deviceId: string | null; resume?: s
   }
   const token = u.searchParams.get('token') ?? undefined;
   if (u.pathname === '/ws' || u.pathname === '/ws/') return { deviceId: null, token };
+  if (u.pathname === '/xiaozhi/v1' || u.pathname === '/xiaozhi/v1/') {
+    const id = headers['device-id'];
+    const framing = framingFor(typeof headers['protocol-version'] === 'string' ? headers['protocol-version'] : undefined);
+    if (typeof id !== 'string' || !XIAOZHI_DEVICE_ID.test(id) || !framing) return null;
+    return { deviceId: id, token, xiaozhi: { deviceId: id, framing } };
+  }
   const m = /^\/ws\/([^/]+)$/.exec(u.pathname);
   if (!m) return null;
   let id: string;
@@ -66,13 +88,13 @@ export interface Admission {
   draining(): boolean;
   connectionCount(): number;
   /** An admitted socket, with its route and the ids its token may claim. */
-  admit(ws: WebSocket, route: { deviceId: string | null; resume?: string }, claim: RegExp | null): void;
+  admit(ws: WebSocket, route: Route, claim: RegExp | null): void;
 }
 
 /** Routes one upgrade request: refused with an HTTP status, closed with 1013 past maxConnections, or admitted. */
 export function handleUpgrade(a: Admission, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   socket.on('error', () => {});
-  const route = routeUpgrade(req.url ?? '/');
+  const route = routeUpgrade(req.url ?? '/', req.headers);
   if (!route) {
     a.metrics.rejected.labels('not_found').inc();
     return rejectUpgrade(socket, 404, 'Not Found');

@@ -1,5 +1,6 @@
-// Audio for the fake pipeline: the committed espeak-ng recordings and the reply table.
+// Audio for the fake pipeline: the committed espeak-ng recordings (PCM and their Opus packets) and the reply table.
 import { readFileSync } from 'node:fs';
+import { opusClip, type OpusTable } from '../core/opus.ts';
 
 
 export interface Reply {
@@ -9,6 +10,8 @@ export interface Reply {
   text: string;
   /** The answer spoken by espeak-ng, PCM s16le 16 kHz mono. */
   pcm: Buffer;
+  /** The same answer as Opus packets (audio/reply-N.opus, 60 ms each): what an Opus dialect streams. */
+  opus: Buffer[];
 }
 
 /** The reply table: transcript, answer and its recording (see audio/README.md for how they were made). */
@@ -25,8 +28,12 @@ export function loadReplies(): Reply[] {
   if (!cached) {
     cached = TABLE.map((r) => {
       const pcm = readFileSync(new URL(`../audio/${r.file}`, import.meta.url));
+      const base = r.file.replace(/\.pcm$/, '');
+      const bytes = readFileSync(new URL(`../audio/${base}.opus`, import.meta.url));
+      const table = JSON.parse(readFileSync(new URL(`../audio/${base}.opus.json`, import.meta.url), 'utf8')) as OpusTable;
+      const clip = opusClip(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, table);
       // An odd byte count would split a sample: keep the recording aligned.
-      return { transcript: r.transcript, text: r.text, pcm: pcm.length % 2 ? pcm.subarray(0, pcm.length - 1) : pcm };
+      return { transcript: r.transcript, text: r.text, pcm: pcm.length % 2 ? pcm.subarray(0, pcm.length - 1) : pcm, opus: clip.packets.map((p) => Buffer.from(p)) };
     });
   }
   return cached;

@@ -9,9 +9,11 @@ import {
   type DeviceMessage,
   type ErrorCode,
 } from '../core/protocol.ts';
+import type { AudioFraming } from '../core/dialect.ts';
 import type { ServerConfig } from './config.ts';
 import type { DeviceLink, DeviceState } from './devices.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { XiaozhiWire } from './xiaozhi.ts';
 
 /** A progress ping goes out every this many bytes sent (at most MAX_PROBES unanswered at once). */
 const PROBE_EVERY_BYTES = 16 * 1024;
@@ -26,7 +28,15 @@ export interface ConnectionHost {
   attach(conn: Connection, deviceId: string, resumeToken: string | undefined): void;
   /** The socket is gone. */
   closed(conn: Connection, code: number): void;
+  /** A session of a connection that holds its own (xiaozhi) ended. */
+  sessionDone(): void;
   log(line: string): void;
+}
+
+/** A channel that speaks xiaozhi-esp32's dialect: the device id from its Device-Id header, its binary framing. */
+export interface XiaozhiChannel {
+  deviceId: string;
+  framing: AudioFraming;
 }
 
 /** A token bucket: `rate` per second, holding at most `burst`. */
@@ -57,6 +67,8 @@ export class Connection implements DeviceLink {
   private idleTimer: NodeJS.Timeout;
   private readonly textBucket: Bucket;
   private readonly audioBucket: Bucket;
+  /** Set on a xiaozhi channel: the dialect's own messages and its session (no device state, no resume). */
+  private readonly xz: XiaozhiWire | null = null;
   /** Payload bytes handed to the socket, and how many of them the peer has shown it read (pongs to progress pings). */
   private sentBytes = 0;
   private readBytes = 0;
@@ -73,6 +85,7 @@ export class Connection implements DeviceLink {
     pathResume: string | undefined,
     /** The device ids this connection's token may claim (null: any). */
     private readonly claim: RegExp | null = null,
+    xiaozhi: XiaozhiChannel | null = null,
   ) {
     const { cfg } = host;
     this.textBucket = new Bucket(cfg.textRatePerS, cfg.textBurst);
@@ -84,11 +97,27 @@ export class Connection implements DeviceLink {
     ws.on('error', (err) => host.log(`connection ${id}: ${err.message}`));
     this.keepaliveTimer = setInterval(() => this.keepalive(), cfg.keepaliveMs);
     this.idleTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'idle'), host.idleTimeoutMs);
-    if (pathDeviceId !== null) {
+    if (xiaozhi) {
+      this.deviceId = xiaozhi.deviceId;
+      this.xz = new XiaozhiWire(
+        { sendJson: (m) => this.sendJson(m), sendBinary: (b) => this.sendBinary(b), close: (c, r) => this.close(c, r), log: host.log },
+        xiaozhi.deviceId,
+        xiaozhi.framing,
+        cfg,
+        host.metrics,
+        () => host.sessionDone(),
+      );
+      this.helloTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'hello timeout'), cfg.helloTimeoutMs);
+    } else if (pathDeviceId !== null) {
       host.attach(this, pathDeviceId, pathResume);
     } else {
       this.helloTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'hello timeout'), cfg.helloTimeoutMs);
     }
+  }
+
+  /** A conversation is in flight on this link (a drain waits for it to end). */
+  get inFlight(): boolean {
+    return this.xz ? this.xz.busy : !!this.state?.session?.active;
   }
 
   get open(): boolean {
@@ -182,7 +211,8 @@ export class Connection implements DeviceLink {
 
   private keepalive(): void {
     if (!this.open) return;
-    this.sendJson({ type: 'ping', t: Date.now() });
+    // xiaozhi has no application heartbeat: a WebSocket ping only.
+    if (!this.xz) this.sendJson({ type: 'ping', t: Date.now() });
     try {
       this.ws.ping();
     } catch {
@@ -200,6 +230,7 @@ export class Connection implements DeviceLink {
   private onClose(code: number): void {
     this.closing = true;
     this.stopTimers();
+    this.xz?.onClose();
     this.host.closed(this, code);
   }
 
@@ -220,6 +251,7 @@ export class Connection implements DeviceLink {
       m.msgInText.inc();
       m.bytesInText.inc(data.length);
     }
+    if (this.xz) return this.onXiaozhi(data, isBinary);
     // On /ws nothing but a hello may come first.
     if (this.deviceId === null) return this.beforeHello(data, isBinary);
 
@@ -228,6 +260,21 @@ export class Connection implements DeviceLink {
     const parsed = parseDeviceMessage(data.toString('utf8'));
     if (!parsed.ok) return this.error(parsed.code, parsed.message);
     this.dispatch(parsed.msg);
+  }
+
+  /** A xiaozhi channel: the same rate limits, then the dialect's own handling (it closes on bad input: no error messages). */
+  private onXiaozhi(data: Buffer, isBinary: boolean): void {
+    const xz = this.xz!;
+    if (isBinary) {
+      if (!this.audioBucket.take(data.length)) return this.close(CLOSE.POLICY, 'audio faster than 4x real time');
+      return xz.onBinary(data);
+    }
+    if (!this.textBucket.take(1)) return this.close(CLOSE.POLICY, 'too many messages');
+    xz.onText(data.toString('utf8'));
+    if (this.helloTimer && xz.greeted) {
+      clearTimeout(this.helloTimer);
+      this.helloTimer = null;
+    }
   }
 
   private beforeHello(data: Buffer, isBinary: boolean): void {

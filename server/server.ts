@@ -63,6 +63,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
       registry.detach(conn);
       drainWake?.();
     },
+    sessionDone: () => drainWake?.(),
     log,
   };
 
@@ -83,7 +84,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     connectionCount: () => connections.size,
     admit(ws, route, claim) {
       metrics.opened.inc();
-      const conn = new Connection(ws, registry.nextConnectionId(), host, route.deviceId, route.resume, claim);
+      const conn = new Connection(ws, registry.nextConnectionId(), host, route.xiaozhi ? null : route.deviceId, route.resume, claim, route.xiaozhi ?? null);
       connections.add(conn);
       metrics.connections.set(connections.size);
     },
@@ -134,8 +135,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
         // Devices with nothing in flight go now; the others once their reply ends or the deadline passes.
         const sweep = (): void => {
           for (const c of connections) {
-            const s = c.state?.session;
-            if (!s || !s.active || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
+            if (!c.inFlight || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
           }
         };
         sweep();

@@ -13,6 +13,8 @@ export interface SessionLink {
   sendBinary(buf: Buffer): boolean;
   /** Called once when the session has ended, whatever the reason. */
   sessionDone(s: Session): void;
+  /** The reply's audio: PCM chunks (default) or the reply's Opus packets. */
+  readonly codec?: 'pcm' | 'opus';
 }
 
 /** Internal stage: `playing` is the wait for playback_complete after the last TTS byte. */
@@ -50,6 +52,11 @@ export class Session {
     metrics.sessionsActive.inc();
     this.link.sendJson({ type: 'session_started', session_id: id, wake_id: wakeId });
     this.armAudioTimer();
+  }
+
+  /** What the fake LLM answers (xiaozhi's sentence_start shows it). */
+  get replyText(): string {
+    return this.reply.text;
   }
 
   /** The stage a resuming device is told about. */
@@ -169,33 +176,41 @@ export class Session {
     this.streamTimer = null;
   }
 
+  /** The reply as the link's codec sends it: PCM in chunks of at most MAX_TTS_CHUNK_BYTES, or Opus packets. */
+  private replyChunks(): { chunks: Buffer[]; chunkMs: number; bytes: number; durationMs: number } {
+    if (this.link.codec === 'opus') {
+      const chunks = this.reply.opus;
+      return { chunks, chunkMs: 60, bytes: chunks.reduce((a, c) => a + c.length, 0), durationMs: chunks.length * 60 };
+    }
+    const pcm = this.reply.pcm;
+    const chunks: Buffer[] = [];
+    for (let off = 0; off < pcm.length; off += MAX_TTS_CHUNK_BYTES) chunks.push(pcm.subarray(off, Math.min(pcm.length, off + MAX_TTS_CHUNK_BYTES)));
+    return { chunks, chunkMs: pcmDurationMs(MAX_TTS_CHUNK_BYTES), bytes: pcm.length, durationMs: pcmDurationMs(pcm.length) };
+  }
+
   /** Streams the whole reply from its first byte, paced at real time (after a small lead) or as a burst. */
   private startStream(): void {
     this.stopStream();
-    const pcm = this.reply.pcm;
-    const total = pcm.length;
-    const chunks = Math.ceil(total / MAX_TTS_CHUNK_BYTES);
-    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: PCM_SAMPLE_RATE, bytes: total })) return;
+    const { chunks, chunkMs, bytes, durationMs } = this.replyChunks();
+    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: PCM_SAMPLE_RATE, bytes })) return;
     const gen = this.streamGen;
-    const chunkMs = pcmDurationMs(MAX_TTS_CHUNK_BYTES);
     const t0 = performance.now();
     let k = 0;
     const step = (): void => {
       if (gen !== this.streamGen || this.ended) return;
-      while (k < chunks) {
-        const chunk = pcm.subarray(k * MAX_TTS_CHUNK_BYTES, Math.min(total, (k + 1) * MAX_TTS_CHUNK_BYTES));
-        if (!this.link.sendBinary(chunk)) return; // link gone or cut: a resume restarts the stream
+      while (k < chunks.length) {
+        if (!this.link.sendBinary(chunks[k]!)) return; // link gone or cut: a resume restarts the stream
         k++;
-        if (this.cfg.ttsPace === 'realtime' && k < chunks && k >= TTS_LEAD_CHUNKS) {
+        if (this.cfg.ttsPace === 'realtime' && k < chunks.length && k >= TTS_LEAD_CHUNKS) {
           const due = t0 + (k - TTS_LEAD_CHUNKS + 1) * chunkMs;
           this.streamTimer = setTimeout(step, Math.max(0, due - performance.now()));
           return;
         }
       }
       this.streamTimer = null;
-      this.link.sendJson({ type: 'tts_stream_end', session_id: this.id, chunks, bytes: total });
       this.stage = 'playing';
-      this.playbackTimer = setTimeout(() => this.end('timeout'), pcmDurationMs(total) + PLAYBACK_GRACE_MS);
+      this.playbackTimer = setTimeout(() => this.end('timeout'), durationMs + PLAYBACK_GRACE_MS);
+      this.link.sendJson({ type: 'tts_stream_end', session_id: this.id, chunks: chunks.length, bytes });
     };
     step();
   }

@@ -1,0 +1,121 @@
+// Dialects as data: validation names the field, templates and matchers do what the README says, binary framings
+// round-trip, Opus packets are timed by their TOC, and a xiaozhi device (a channel per wake) runs under a fake clock.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { DialectError, fill, frameAudio, matches, render, unframeAudio, validateDialect } from '../../core/dialect.ts';
+import { Device } from '../../core/device.ts';
+import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
+import { PROFILES } from '../../core/profiles.ts';
+import { nodeDialect } from '../../scripts/node-devices.ts';
+import { fakeEnv } from '../helpers/fake-env.ts';
+
+const wakestorm = nodeDialect('wakestorm');
+const xiaozhi = nodeDialect('xiaozhi');
+const raw = () => JSON.parse(JSON.stringify(wakestorm)) as Record<string, any>;
+
+describe('dialect validation', () => {
+  it('accepts the shipped dialects and names what is wrong in a broken one', () => {
+    assert.equal(wakestorm.lifecycle, 'persistent');
+    assert.equal(xiaozhi.lifecycle, 'per_wake');
+    const broken = (edit: (d: Record<string, any>) => void, re: RegExp) => {
+      const d = raw();
+      edit(d);
+      assert.throws(() => validateDialect(d, 'x'), (e: Error) => e instanceof DialectError && re.test(e.message) && !e.message.includes('\n'));
+    };
+    broken((d) => (d.send.wake[0].wake_id = '{wakeid}'), /x\.send\.wake\[0\]\.wake_id: unknown placeholder \{wakeid\}/);
+    broken((d) => (d.audio.up.framing = 'gzip'), /x\.audio\.up\.framing: must be one of raw, xiaozhi-v2, xiaozhi-v3/);
+    broken((d) => (d.recv.ack = 'ready'), /needs lifecycle "per_wake"/);
+    broken((d) => ((d.connect.identify = 'hello'), (d.send.hello = null)), /send\.hello: is needed/);
+    broken((d) => (d.extra = 1), /x\.extra: is not a dialect field/);
+    broken((d) => delete d.recv.reply_end, /recv\.reply_end: must be a matcher/);
+    broken((d) => (d.send.wake = []), /send\.wake: must be a non-empty list/);
+    broken((d) => (d.connect.path = '/ws/{device_id'), /brace that is not a \{placeholder\}/);
+    broken((d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }), /must be 16000 for pcm_s16le/);
+    assert.throws(() => validateDialect([], 'y'), /dialect y: must be a JSON object/);
+  });
+});
+
+describe('templates, matchers, captures', () => {
+  it('fill a template keeping types, leave unset fields out, and match with variables', () => {
+    const t = { type: 'ping', id: '{ping_id}', note: 'dev {device_id}!', resume: '{resume_token}', nested: { a: ['{ping_id}'] } };
+    assert.deepEqual(JSON.parse(render(t, { ping_id: 7, device_id: 'd1' })), { type: 'ping', id: 7, note: 'dev d1!', nested: { a: [7] } });
+    assert.equal(fill('/ws/{device_id}', { device_id: 'a b' }, encodeURIComponent), '/ws/a%20b');
+    assert.equal(fill('Bearer {token}', {}), undefined);
+    const m = { type: 'tts_stream_end', session_id: '{session_id}', 'session.stage': 'speaking' };
+    assert.ok(matches(m, { type: 'tts_stream_end', session_id: 's1', session: { stage: 'speaking' } }, { session_id: 's1' }));
+    assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's2', session: { stage: 'speaking' } }, { session_id: 's1' }));
+    assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's1' }, { session_id: 's1' }));
+  });
+});
+
+describe('binary framing and Opus timing', () => {
+  it('round-trips xiaozhi BinaryProtocol2 and 3, and refuses a header that lies', () => {
+    const payload = new Uint8Array([1, 2, 3, 4, 5]);
+    for (const f of ['raw', 'xiaozhi-v2', 'xiaozhi-v3'] as const) {
+      const framed = new Uint8Array(frameAudio(f, payload, 1234));
+      assert.deepEqual([...unframeAudio(f, framed)!], [...payload], f);
+    }
+    const v2 = new DataView(frameAudio('xiaozhi-v2', payload, 1234));
+    assert.equal(v2.getUint16(0), 2, 'version, big-endian');
+    assert.equal(v2.getUint32(8), 1234, 'timestamp');
+    assert.equal(v2.getUint32(12), 5, 'payload size');
+    const lying = new Uint8Array(frameAudio('xiaozhi-v3', payload, 0));
+    new DataView(lying.buffer).setUint16(2, 500);
+    assert.equal(unframeAudio('xiaozhi-v3', lying), null);
+    assert.equal(unframeAudio('xiaozhi-v2', new Uint8Array(3)), null);
+  });
+
+  it('times every committed packet by its TOC: the utterance plays as long as its frame table says', () => {
+    const b = readFileSync(new URL('../../audio/utterance.opus', import.meta.url));
+    const table = JSON.parse(readFileSync(new URL('../../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable;
+    const clip = opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer, table);
+    assert.equal(clip.packets.reduce((a, p) => a + opusPacketMs(p), 0), table.sizes.length * 60);
+    assert.ok(clip.silent.some((s) => !s) && clip.silent.some((s) => s), 'speech and pauses');
+    // Code 1 (two frames), code 3 (a count): CELT 20 ms frames (config 31).
+    assert.equal(opusPacketMs(new Uint8Array([(31 << 3) | 1])), 40);
+    assert.equal(opusPacketMs(new Uint8Array([(31 << 3) | 3, 3])), 60);
+    assert.equal(opusPacketMs(new Uint8Array([(31 << 3) | 3, 9])), 0, 'more than 120 ms: malformed');
+    assert.throws(() => opusClip(new ArrayBuffer(3), table), /does not match/);
+  });
+});
+
+describe('a xiaozhi device', () => {
+  it('opens its channel at the wake word, waits for the server hello, streams Opus, plays the reply and closes', () => {
+    const f = fakeEnv('xz-1');
+    const d = new Device({ id: 'xz-1', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+    d.start(0);
+    f.clock.advance(900);
+    assert.equal(f.sockets.length, 0, 'no channel before the wake word');
+    f.clock.advance(100);
+    const s = f.last();
+    assert.equal(s.url, 'ws://127.0.0.1:1/xiaozhi/v1/');
+    assert.match(s.headers['Device-Id']!, /^02(:[0-9a-f]{2}){5}$/);
+    assert.match(s.headers['Client-Id']!, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(s.headers['Protocol-Version'], '1');
+    s.open();
+    assert.equal(s.json()[0]!.type, 'hello');
+    assert.equal(s.json()[0]!.audio_params.format, 'opus');
+    f.clock.advance(30);
+    s.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
+    const [, detect, start] = s.json();
+    assert.deepEqual([detect!.type, detect!.state, detect!.session_id], ['listen', 'detect', 'S1']);
+    assert.deepEqual([start!.state, start!.mode], ['start', 'auto']);
+    assert.deepEqual(f.metrics.values('wake_ack_latency'), [30], 'the wait includes the channel handshake');
+    f.clock.advance(3000 + 900);
+    assert.ok(s.binaryCount() >= 60, `${s.binaryCount()} Opus packets: speech, then silence for the VAD`);
+    s.msg({ session_id: 'S1', type: 'stt', text: 'hi' });
+    f.clock.advance(100);
+    s.msg({ session_id: 'S1', type: 'tts', state: 'start' });
+    const packet = new Uint8Array([11 << 3, 0, 0]); // SILK 60 ms
+    for (let i = 0; i < 10; i++) s.onmessage?.({ data: packet.buffer.slice(0) });
+    s.msg({ session_id: 'S1', type: 'tts', state: 'stop' });
+    assert.equal(f.metrics.count('sessions_completed'), 0, 'the reply still plays');
+    f.clock.advance(700);
+    assert.equal(f.metrics.count('sessions_completed'), 1);
+    assert.equal(s.closedByDevice, 1000, 'the channel closes with its conversation');
+    assert.equal(d.state, 'idle');
+    assert.equal(f.metrics.count('unplanned_drops'), 0);
+    assert.equal(f.metrics.values('connect_success').join(), '1');
+  });
+});
