@@ -27,7 +27,13 @@ interface ActiveSession {
   /** Playback model: ms of reply audio received, and when playback (re)started. */
   pbReceivedMs: number;
   pbStartedAt: number | null;
+  /** Barge-in: when the device sent its abort, and when the last stale reply audio arrived after it. */
+  bargeAt: number | null;
+  lastStaleAt: number | null;
 }
+
+/** How long a device waits, after its abort, for the server to stop the reply before it calls the session over. */
+const BARGE_IN_WAIT_MS = 5000;
 
 /** The server's VAD ends speech after this much silence (the protocol's number). */
 const VAD_SILENCE_MS = DEFAULTS.vad_silence_ms;
@@ -54,10 +60,10 @@ export class Conversation implements LinkOwner {
   /** Uplink frames sent since the fleet last asked (takeFramesSent). */
   private framesSent = 0;
   private link: Link | null = null;
-  private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback'>;
+  private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback' | 'barge'>;
 
   constructor(private readonly ctx: DeviceContext) {
-    this.timers = new Timers(ctx.env, ['wake', 'wakeAck', 'audio', 'playback']);
+    this.timers = new Timers(ctx.env, ['wake', 'wakeAck', 'audio', 'playback', 'barge']);
   }
 
   /** The link this conversation speaks over (set once, by the device that owns both). */
@@ -155,8 +161,10 @@ export class Conversation implements LinkOwner {
       this.timers.clear('audio');
       this.timers.clear('playback');
     } else if (matches(recv.reply_end, msg, vars)) {
+      if (s.bargeAt !== null) return this.bargeOver(s, recv.session_end ? null : 'barged_in');
       this.schedulePlaybackDone(s);
     } else if (recv.session_end && matches(recv.session_end, msg, vars)) {
+      if (s.bargeAt !== null) this.recordBargeIn(s);
       vars.reason = undefined;
       capture(cap.session_end, msg, vars);
       const r = String(vars.reason ?? 'complete');
@@ -173,9 +181,17 @@ export class Conversation implements LinkOwner {
     const s = this.session;
     if (!s || s.stage !== 'speaking') return;
     const now = this.ctx.env.now();
+    if (s.bargeAt !== null) {
+      // Stale: the user already interrupted this reply.
+      s.lastStaleAt = now;
+      this.ctx.count('barge_in_late_frames');
+      return;
+    }
     if (!s.responseRecorded && s.eosAt !== null) {
       this.ctx.trend('response_latency', now - s.eosAt);
       s.responseRecorded = true;
+      const barge = this.ctx.profile.barge_in_ms;
+      if (barge !== undefined) this.timers.set('playback', () => this.bargeIn(s), barge);
     }
     const down = this.ctx.dialect.audio.down;
     const payload = unframeAudio(down.framing, new Uint8Array(buf));
@@ -213,11 +229,35 @@ export class Conversation implements LinkOwner {
     );
   }
 
+  /** The user talks over the reply: the dialect's abort, then wait for the server to stop it. */
+  private bargeIn(s: ActiveSession): void {
+    if (this.session !== s || s.stage !== 'speaking' || s.bargeAt !== null) return;
+    s.bargeAt = this.ctx.env.now();
+    this.ctx.count('barge_ins');
+    this.say(this.ctx.dialect.send.abort);
+    this.timers.set('barge', () => this.bargeOver(s, 'cancelled'), BARGE_IN_WAIT_MS);
+  }
+
+  private recordBargeIn(s: ActiveSession): void {
+    if (s.bargeAt === null) return;
+    this.ctx.trend('barge_in_stop_time', (s.lastStaleAt ?? s.bargeAt) - s.bargeAt);
+    s.bargeAt = null;
+    this.timers.clear('barge');
+  }
+
+  /** The server stopped the reply (its reply end), or the wait ran out: measured, and the session ends (or waits for the server's end). */
+  private bargeOver(s: ActiveSession, reason: SessionEndReason | null): void {
+    if (this.session !== s) return;
+    this.recordBargeIn(s);
+    if (reason) this.sessionOver(reason);
+  }
+
   private sessionOver(reason: SessionEndReason | 'lost'): void {
     const s = this.session;
     this.session = null;
     this.timers.clear('audio');
     this.timers.clear('playback');
+    this.timers.clear('barge');
     this.ctx.vars.session_id = undefined;
     this.ctx.vars.wake_id = undefined;
     // A per-wake channel closes with its conversation.
@@ -291,6 +331,8 @@ export class Conversation implements LinkOwner {
       streamT0: 0,
       pbReceivedMs: 0,
       pbStartedAt: null,
+      bargeAt: null,
+      lastStaleAt: null,
     };
     this.session = s;
     const { vars, dialect } = this.ctx;

@@ -35,6 +35,12 @@ export const DEVICE_METRICS = {
   audio_frames: 'counter',
   /** The generator's own lag: how late a VU's 1 s probe timer fired (the VU's event loop was busy or starved). */
   vu_loop_lag: 'trend',
+  /** Barge-in: the user interrupted a reply (the dialect's abort). */
+  barge_ins: 'counter',
+  /** From the abort to the last stale reply audio that still arrived (0: none came after it). */
+  barge_in_stop_time: 'trend',
+  /** Reply audio frames that arrived after the abort. */
+  barge_in_late_frames: 'counter',
   session_drop_rate: 'rate',
   connect_success: 'rate',
   /** A wake acknowledged within WAKE_ACK_TIMEOUT_MS (1) or not (0); tagged chaos:on|off. */

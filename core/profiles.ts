@@ -42,6 +42,12 @@ export interface Profile {
    * link's lifecycle (one persistent link, or a channel per wake). Default: wakestorm.
    */
   dialect?: string;
+  /**
+   * Barge-in: the user interrupts the reply this many ms after its first audio (the dialect's `abort`), and the device
+   * measures how long stale reply audio keeps arriving (barge_in_stop_time) and counts it (barge_in_late_frames).
+   * Absent: the device listens to every reply to its end.
+   */
+  barge_in_ms?: number;
 }
 
 const base = {
@@ -169,6 +175,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(isInt(o.frame_bytes, 2, 16384) && o.frame_bytes % 2 === 0, where, 'frame_bytes', 'an even integer in 2-16384');
   need(oneOf(o.end_of_speech, ['explicit', 'vad']), where, 'end_of_speech', "'explicit' or 'vad'");
   need(isInt(o.playback_prebuffer_ms, 0, 10_000), where, 'playback_prebuffer_ms', 'an integer in 0-10000');
+  need(o.barge_in_ms === undefined || isInt(o.barge_in_ms, 0, 60_000), where, 'barge_in_ms', 'an integer in 0-60000 (ms after the reply starts)');
   need(o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300), where, 'dialect', 'a shipped dialect name or a .json path');
   return o as Profile;
 }

@@ -147,6 +147,25 @@ describe('k6 devices in two dialects', () => {
   });
 });
 
+describe('barge-in', () => {
+  it('devices of both dialects interrupt replies, and the reference server stops streaming at once', async () => {
+    const { PROFILES } = await import('../../core/profiles.ts');
+    const files = ['recommended', 'xiaozhi-esp32'].map((name) => {
+      const f = join(results, `${name}-barge.json`);
+      writeFileSync(f, JSON.stringify({ ...PROFILES[name]!, name: `${name}-barge`, barge_in_ms: 300 }));
+      return f;
+    });
+    const r = await runCli(['run', 'smoke', '--profile', files.map((f) => `${f}:1`).join(','), '--devices', '6', '--duration', '16s', '--wake', 'once:1s-2s', '--results', results, '--server-arg', '--tts-pace=realtime'], { timeoutMs: 150_000 });
+    assert.ok(r.code === 0 || r.code === 99, r.stdout + r.stderr);
+    const m = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8')).metrics;
+    assert.equal(m.barge_ins.values.count, 6, 'every reply interrupted');
+    assert.equal(m.barge_in_stop_time.values.count, 6, 'every interruption measured');
+    // The server stops at the abort: only what was already in flight (its real-time lead) arrives after it.
+    assert.ok(m.barge_in_stop_time.values['p(95)'] < 500, `stale audio for ${m.barge_in_stop_time.values['p(95)']} ms`);
+    assert.equal(m.sessions_dropped?.values.count ?? 0, 0, 'a barge-in is not a drop');
+  });
+});
+
 describe("the README's user dialect", () => {
   it('runs as written against a server that speaks it', async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');

@@ -119,3 +119,63 @@ describe('a xiaozhi device', () => {
     assert.equal(f.metrics.values('connect_success').join(), '1');
   });
 });
+
+describe('barge-in', () => {
+  it("interrupts the reply with the dialect's abort, counts the stale audio and times how long it kept coming", () => {
+    const f = fakeEnv('xz-2');
+    const profile = { ...PROFILES['xiaozhi-esp32']!, barge_in_ms: 200 };
+    const d = new Device({ id: 'xz-2', baseUrl: 'ws://127.0.0.1:1', profile, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } }, f.env);
+    d.start(0);
+    f.clock.advance(0);
+    const s = f.last();
+    s.open();
+    s.msg({ type: 'hello', transport: 'websocket', session_id: 'S2' });
+    f.clock.advance(4000);
+    s.msg({ session_id: 'S2', type: 'stt', text: 'hi' });
+    s.msg({ session_id: 'S2', type: 'tts', state: 'start' });
+    const packet = new Uint8Array([11 << 3, 0, 0]);
+    s.onmessage?.({ data: packet.buffer.slice(0) });
+    f.clock.advance(200);
+    const abort = s.json().at(-1)!;
+    assert.deepEqual([abort.type, abort.reason, abort.session_id], ['abort', 'wake_word_detected', 'S2']);
+    for (let i = 0; i < 3; i++) {
+      f.clock.advance(20);
+      s.onmessage?.({ data: packet.buffer.slice(0) });
+    }
+    f.clock.advance(40);
+    s.msg({ session_id: 'S2', type: 'tts', state: 'stop' });
+    assert.equal(f.metrics.count('barge_ins'), 1);
+    assert.equal(f.metrics.count('barge_in_late_frames'), 3);
+    assert.deepEqual(f.metrics.values('barge_in_stop_time'), [60]);
+    assert.equal(f.metrics.count('sessions_dropped'), 0, 'a barge-in is the user talking, not a drop');
+    assert.equal(s.closedByDevice, 1000);
+  });
+
+  it('waits at most 5 s for a server that never stops the reply', () => {
+    const f = fakeEnv('ws-3');
+    const profile = { ...PROFILES.recommended!, barge_in_ms: 100 };
+    const d = new Device({ id: 'ws-3', baseUrl: 'ws://127.0.0.1:1', profile, dialect: wakestorm, wake: { mode: 'once', interval_ms: 0, first_min_ms: 10, first_max_ms: 10 } }, f.env);
+    d.start(0);
+    f.clock.advance(0);
+    const s = f.last();
+    s.open();
+    s.connected();
+    f.clock.advance(10);
+    const wake = s.json().find((m) => m.type === 'hotword_detected')!;
+    s.msg({ type: 'session_started', session_id: 'S3', wake_id: wake.wake_id });
+    f.clock.advance(3500);
+    s.msg({ type: 'tts_stream_start', session_id: 'S3', sample_rate: 16000, bytes: 64000 });
+    s.bin(3200);
+    f.clock.advance(100);
+    assert.equal(s.json().at(-1)!.type, 'cancel');
+    for (let i = 0; i < 50; i++) {
+      f.clock.advance(100);
+      s.bin(3200);
+    }
+    f.clock.advance(1000);
+    // The device gives up at 5 s: the last stale frame it saw came at 4.9 s, and what comes after is not its session.
+    assert.deepEqual(f.metrics.values('barge_in_stop_time'), [4900]);
+    assert.equal(f.metrics.count('barge_in_late_frames'), 49);
+    assert.equal(f.metrics.samples.find((x) => x.name === 'session_drop_rate')?.value, 0, 'ended as cancelled, not dropped');
+  });
+});
