@@ -1,10 +1,73 @@
 // The server bench's load process: N idle devices that answer keepalives, and M voice-session slots streaming real-time audio.
 // Driven by its parent over IPC; bounded by the parent's commands and a hard deadline.
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+import { opusClip, type OpusTable } from '../core/opus.ts';
 import { connectDevice, type ProtocolClient } from '../scripts/protocol-client.ts';
 
 const base = process.env.TARGET!;
 const idle: ProtocolClient[] = [];
-const slots: { stop: () => void; client: ProtocolClient }[] = [];
+const slots: { stop: () => void; client: { binaryBytes: number } }[] = [];
+const opusBytes = readFileSync(new URL('../audio/utterance.opus', import.meta.url));
+const UTTERANCE_OPUS = opusClip(opusBytes.buffer.slice(opusBytes.byteOffset, opusBytes.byteOffset + opusBytes.byteLength) as ArrayBuffer, JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable);
+
+/**
+ * One xiaozhi slot, as the firmware talks: open a channel, hello, listen start (auto), the utterance as 60 ms Opus
+ * packets in real time then silence until the server's VAD answers, the reply to its tts stop, close; again.
+ */
+function xiaozhiSlot(i: number): { stop: () => void; client: { binaryBytes: number } } {
+  const counter = { binaryBytes: 0 };
+  let stopped = false;
+  let ws: WebSocket | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  const one = (n: number) => {
+    if (stopped) return;
+    const sock = new WebSocket(`${base}/xiaozhi/v1/`, { perMessageDeflate: false, headers: { 'Device-Id': `02:00:00:00:${(i >> 8) & 255}:${i & 255}`, 'Protocol-Version': '1', 'Client-Id': `bench-${i}` } });
+    ws = sock;
+    let k = 0;
+    const again = (ok: boolean) => {
+      if (timer) clearTimeout(timer);
+      sock.removeAllListeners();
+      sock.on('error', () => {});
+      sock.close();
+      if (ok) stats.completed++;
+      else stats.errors++;
+      if (!stopped) setTimeout(() => one(n + 1), 50);
+    };
+    sock.on('open', () => sock.send(JSON.stringify({ type: 'hello', version: 1, transport: 'websocket', audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 } })));
+    sock.on('message', (d, bin) => {
+      if (bin) {
+        counter.binaryBytes += (d as Buffer).length;
+        return;
+      }
+      const m = JSON.parse(d.toString()) as { type: string; state?: string; session_id?: string };
+      if (m.type === 'hello') {
+        sock.send(JSON.stringify({ session_id: m.session_id, type: 'listen', state: 'start', mode: 'auto' }));
+        const t0 = performance.now();
+        const step = () => {
+          if (stopped || sock.readyState !== sock.OPEN || k > UTTERANCE_OPUS.packets.length + 40) return;
+          sock.send(k < UTTERANCE_OPUS.packets.length ? UTTERANCE_OPUS.packets[k]! : UTTERANCE_OPUS.silence);
+          k++;
+          timer = setTimeout(step, Math.max(0, t0 + k * 60 - performance.now()));
+        };
+        step();
+      } else if (m.type === 'stt' && timer) clearTimeout(timer);
+      else if (m.type === 'tts' && m.state === 'stop') again(true);
+    });
+    sock.on('close', () => again(false));
+    sock.on('error', () => {});
+  };
+  // Spread slot starts over a second so their frames interleave.
+  setTimeout(() => one(0), (i * 37) % 1000);
+  return {
+    client: counter,
+    stop: () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      ws?.terminate();
+    },
+  };
+}
 let stats = { completed: 0, errors: 0 };
 
 /** A device that answers the server's keepalive pings and waits for `connected`. */
@@ -50,6 +113,11 @@ process.on('message', async (msg: { cmd: string; n?: number }) => {
         idle.push(...(await Promise.all(batch)));
       }
       process.send!({ ok: true, idle: idle.length });
+    } else if (msg.cmd === 'xiaozhi') {
+      for (const s of slots.splice(0)) s.stop();
+      stats = { completed: 0, errors: 0 };
+      for (let i = 0; i < msg.n!; i++) slots.push(xiaozhiSlot(i));
+      process.send!({ ok: true, slots: slots.length });
     } else if (msg.cmd === 'voice') {
       for (const s of slots.splice(0)) s.stop();
       stats = { completed: 0, errors: 0 };

@@ -76,6 +76,11 @@ async function main() {
       await ask(load, { cmd: 'voice', n: m });
       await measure(`${n} idle + ${m} voice sessions`, n, m);
     }
+    // The same conversations in xiaozhi's dialect: a channel per conversation, Opus decoded for the VAD.
+    for (const m of VOICE) {
+      await ask(load, { cmd: 'xiaozhi', n: m });
+      await measure(`${n} idle + ${m} xiaozhi Opus sessions`, n, m);
+    }
   } finally {
     await ask(load, { cmd: 'stop' }).catch(() => load.kill('SIGKILL'));
     server.kill('SIGTERM');

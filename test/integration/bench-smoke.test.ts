@@ -26,7 +26,11 @@ describe('bench smoke', () => {
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /200 idle\s+rss=\d+(\.\d+)? MiB\s+cpu=\d+(\.\d+)?% of a core\s+lag_p99=\d+(\.\d+)? ms/);
     const json = /written: (\S+bench\.json)/.exec(r.out)![1]!;
-    assert.equal(JSON.parse(readFileSync(json, 'utf8')).rows.length, 3);
+    const rows = JSON.parse(readFileSync(json, 'utf8')).rows as { phase: string; sessions_completed?: number }[];
+    assert.equal(rows.length, 4);
+    // Both dialects are measured: wakestorm PCM sessions, then xiaozhi Opus channels.
+    assert.match(rows[2]!.phase, /voice sessions/);
+    assert.match(rows[3]!.phase, /xiaozhi Opus sessions/);
   });
 
   it('bench fidelity (quick) compares the devices against injected truths', async () => {
