@@ -1,8 +1,7 @@
 // Runs bench/frame-cost.ts and turns its windows into CPU per unit: k6's utime+stime from /proc, sampled every 50 ms,
 // over each window the script reports. Both windows run in one k6 process, so the ratio compares like with like.
 import { join } from 'node:path';
-import { guardedSpawn } from '../scripts/guarded-spawn.ts';
-import { k6Env, requireTools } from '../scripts/tools.ts';
+import { spawnK6 } from '../scripts/k6.ts';
 import { cpuSeconds } from '../scripts/proc-stats.ts';
 
 export interface FrameCost {
@@ -19,21 +18,17 @@ export interface FrameCost {
 }
 
 export async function frameCost(streams: number, log: (l: string) => void): Promise<FrameCost> {
-  const tools = requireTools();
-  const script = join(import.meta.dirname, 'k6', 'frame-cost.ts');
-  const k6 = guardedSpawn(tools.k6, ['run', '-q', '-e', `STREAMS=${streams}`, script], { env: k6Env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const k6 = spawnK6({ script: join(import.meta.dirname, 'k6', 'frame-cost.ts'), vars: { STREAMS: String(streams) }, args: ['-q'], onLine: (l) => (out += `${l}\n`) });
   const samples: { t: number; cpu: number }[] = [];
   const poll = setInterval(() => {
     try {
-      samples.push({ t: Date.now(), cpu: cpuSeconds(k6.pid!) });
+      samples.push({ t: Date.now(), cpu: cpuSeconds(k6.child.pid!) });
     } catch {
       /* exited */
     }
   }, 50);
-  let out = '';
-  k6.stdout!.on('data', (d) => (out += d));
-  k6.stderr!.on('data', (d) => (out += d));
-  const code = await new Promise<number | null>((r) => k6.on('close', r));
+  const { code } = await k6.closed;
   clearInterval(poll);
   const windows = [...out.matchAll(/FRAME_WINDOW (\{.*?\})"? source/g)].map((m) => JSON.parse(m[1]!.replace(/\\"/g, '"')) as { phase: string; from: number; to: number; count: number; slips?: number });
   const w = (phase: string) => windows.find((x) => x.phase === phase);
