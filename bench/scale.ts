@@ -80,9 +80,11 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   sampler.stop();
   // A signal stopped this step: stop the whole bench rather than carry on with half a measurement.
   if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
-  // The steady window: after the ramp and settling, before the end.
-  const from = t0 + (ramp + 8) * 1000;
-  const to = t0 + (ramp + 8 + opts.steadyS) * 1000;
+  // The steady window: after the ramp and settling, before the end, counted from the fleet's start (the first
+  // connection the server saw): k6 spends seconds compiling the scripts in every VU first, more with more VUs.
+  const fleetT0 = sampler.firstConnectedAt() ?? t0;
+  const from = fleetT0 + (ramp + 8) * 1000;
+  const to = fleetT0 + (ramp + 8 + opts.steadyS) * 1000;
   const k6 = sampler.stats('k6', from, to);
   const conns = sampler.connections(from, to);
   const m = r.summary?.metrics ?? {};
