@@ -174,17 +174,19 @@ function build(n: Node, vars: Vars): Json | undefined {
       return fillParts(n.parts, vars);
     case 'arr': {
       const out: Json[] = [];
-      for (const i of n.items) {
-        const r = build(i, vars);
+      for (let i = 0; i < n.items.length; i++) {
+        const r = build(n.items[i]!, vars);
         if (r !== undefined) out.push(r);
       }
       return out;
     }
     case 'obj': {
       const o: Record<string, Json> = {};
-      for (const [k, f] of n.fields) {
-        const r = build(f, vars);
-        if (r !== undefined) o[k] = r;
+      const fields = n.fields;
+      for (let i = 0; i < fields.length; i++) {
+        const f = fields[i]!;
+        const r = build(f[1], vars);
+        if (r !== undefined) o[f[0]] = r;
       }
       return o;
     }
@@ -210,11 +212,13 @@ function compileMatcher(m: Matcher): Check[] {
   });
 }
 
+// Indexed loops on the message path: k6's engine allocates an iterator result object per for-of step (a CPU profile
+// of 5,000 idle devices showed array iteration at ~18% of k6's CPU).
 function at(msg: unknown, path: string[]): unknown {
   let v: unknown = msg;
-  for (const k of path) {
+  for (let i = 0; i < path.length; i++) {
     if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<string, unknown>)[k];
+    v = (v as Record<string, unknown>)[path[i]!];
   }
   return v;
 }
@@ -223,7 +227,8 @@ function at(msg: unknown, path: string[]): unknown {
 export function matches(m: Matcher, msg: unknown, vars: Vars): boolean {
   let checks = MATCHERS.get(m);
   if (!checks) MATCHERS.set(m, (checks = compileMatcher(m)));
-  for (const c of checks) {
+  for (let i = 0; i < checks.length; i++) {
+    const c = checks[i]!;
     const got = c.path.length === 1 ? (msg as Record<string, unknown>)[c.path[0]!] : at(msg, c.path);
     if (c.varName !== null) {
       const v = vars[c.varName];
@@ -240,10 +245,10 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   if (!c) return;
   let steps = CAPTURES.get(c);
   if (!steps) CAPTURES.set(c, (steps = Object.entries(c).map(([name, path]) => [name, path.split('.')])));
-  for (const [name, path] of steps) {
-    const v = at(msg, path);
+  for (let i = 0; i < steps.length; i++) {
+    const v = at(msg, steps[i]![1]);
     if (v === undefined) continue;
-    vars[name] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null);
+    vars[steps[i]![0]] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null);
   }
 }
 

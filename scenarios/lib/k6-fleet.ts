@@ -109,7 +109,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   // not one per frame.
   const reportFrames = () => {
     let frames = 0;
-    for (const d of devices) frames += d.takeFramesSent();
+    for (let i = 0; i < devices.length; i++) frames += devices[i]!.takeFramesSent();
     if (frames) metrics.add('audio_frames', frames, {});
   };
   const tick = (due: number) => {
@@ -119,12 +119,13 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
     if (mixed) {
       for (const [profile, tags] of byProfile) {
         let n = 0;
-        for (const d of devices) if (d.connected && d.profile.name === profile) n++;
+        for (let i = 0; i < devices.length; i++) if (devices[i]!.connected && devices[i]!.profile.name === profile) n++;
         metrics.add('devices_connected', n, tags);
       }
     } else {
       let n = 0;
-      for (const d of devices) if (d.connected) n++;
+      // Indexed: k6's engine allocates an iterator result per for-of step, and this runs every second per VU.
+      for (let i = 0; i < devices.length; i++) if (devices[i]!.connected) n++;
       metrics.add('devices_connected', n, vuTags);
     }
     reportFrames();
