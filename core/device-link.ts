@@ -75,14 +75,12 @@ export class Link {
   private attemptAt = 0;
   private openedAt = 0;
   /** Variables the dialect's ready message captures: cleared before each handshake so none outlives its link. */
-  private readonly readyVars: string[];
   private readonly backoff: Backoff;
   private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice'>;
 
   constructor(private readonly ctx: DeviceContext, private readonly owner: LinkOwner) {
     this.backoff = new Backoff(ctx.profile.reconnect, ctx.env.random);
     this.timers = new Timers(ctx.env, ['connect', 'keepalive', 'liveness', 'pong', 'notice']);
-    this.readyVars = Object.keys(ctx.dialect.capture.ready ?? {});
   }
 
   /** A channel per wake (the dialect's lifecycle), not one link for the device's life. */
@@ -225,7 +223,6 @@ export class Link {
   private onReady(msg: object): void {
     const now = this.ctx.env.now();
     const { vars } = this.ctx;
-    for (const k of this.readyVars) vars[k] = undefined;
     capture(this.ctx.dialect.capture.ready, msg, vars);
     this.timers.clear('connect');
     this.state = 'connected';

@@ -165,12 +165,10 @@ export class Conversation implements LinkOwner {
       this.schedulePlaybackDone(s);
     } else if (recv.session_end && matches(recv.session_end, msg, vars)) {
       if (s.bargeAt !== null) this.recordBargeIn(s);
-      vars.reason = undefined;
       capture(cap.session_end, msg, vars);
       const r = String(vars.reason ?? 'complete');
       this.sessionOver(SESSION_END_REASONS.has(r) ? (r as SessionEndReason) : 'error');
     } else if (recv.error && matches(recv.error, msg, vars)) {
-      vars.error_code = undefined;
       capture(cap.error, msg, vars);
       this.ctx.count('protocol_errors', 1, { code: String(vars.error_code ?? 'unknown').slice(0, 32) });
     }

@@ -89,7 +89,10 @@ export interface Dialect {
     session_end: Matcher | null;
     error: Matcher | null;
   };
-  /** Variables taken from matched messages (ready: resume token, session id; ack: session id; pong: ping id …). */
+  /**
+   * Variables taken from matched messages (ready: resume token, session id; ack: session id; pong: ping id …). Each
+   * capture sets its variables from that message alone: a field it lacks leaves the variable unset.
+   */
   capture: Partial<Record<'ready' | 'ack' | 'pong' | 'ping' | 'session_end' | 'error', Capture>>;
   audio: { up: AudioSpec; down: AudioSpec };
   /**
@@ -240,15 +243,17 @@ export function matches(m: Matcher, msg: unknown, vars: Vars): boolean {
 
 const CAPTURES = new WeakMap<Capture, [string, string[]][]>();
 
-/** Copies the captured fields of a matched message into the variables. */
+/**
+ * Copies the captured fields of a matched message into the variables. A capture reflects the message it came from: a
+ * field the message lacks unsets its variable (no stale resume token, reason or error code from an earlier message).
+ */
 export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void {
   if (!c) return;
   let steps = CAPTURES.get(c);
   if (!steps) CAPTURES.set(c, (steps = Object.entries(c).map(([name, path]) => [name, path.split('.')])));
   for (let i = 0; i < steps.length; i++) {
     const v = at(msg, steps[i]![1]);
-    if (v === undefined) continue;
-    vars[steps[i]![0]] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null);
+    vars[steps[i]![0]] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null | undefined);
   }
 }
 

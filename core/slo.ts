@@ -28,6 +28,7 @@ export const DEFAULT_SLOS: Slo[] = [
   { name: 'reconnect_p95', metric: 'reconnect_time', aggregation: 'p(95)', op: '<', target: 10_000, description: 'link loss noticed to connected again, ms' },
   { name: 'session_drop_rate', metric: 'session_drop_rate', aggregation: 'rate', op: '<', target: 0.01, description: 'started sessions that never completed' },
   { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
+  { name: 'barge_in_stop_p95', metric: 'barge_in_stop_time', aggregation: 'p(95)', op: '<', target: 500, description: "the device's abort (barge-in) to the last stale reply audio it received, ms" },
 ];
 
 export class SloError extends WakestormError {

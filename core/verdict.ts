@@ -58,6 +58,7 @@ const PHASE: Record<string, string> = {
   unplanned_drops: 'connected',
   playback_underruns: 'playback',
   ping_rtt: 'keepalive',
+  barge_in_stop_time: 'barge-in',
 };
 
 /**
@@ -76,6 +77,7 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   reconnect_time: [(d) => count(d, 'connection_drops') - count(d, 'reconnects_unfinished') - count(d, 'devices_gave_up') - count(d, 'reconnects_abandoned'), 'links lost with time to come back', 'came back'],
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
+  barge_in_stop_time: [(d) => count(d, 'barge_ins'), 'barge-ins', 'measured'],
 };
 
 export interface SloResult {

@@ -21,9 +21,11 @@ export type Bug =
   /** Kills every connection (no close frame) a second after `connected`. */
   | 'drop-after-connect'
   /** Holds the reply (tts_stream_start and everything after it) back by `slowReplyMs`. */
-  | 'slow-reply';
+  | 'slow-reply'
+  /** Never hears the device's `cancel`: after a barge-in the reply plays on to its end. */
+  | 'ignore-abort';
 
-export const BUGS: Bug[] = ['no-wake-ack', 'close-on-json-ping', 'no-keepalive', 'refuse-share', 'forget-resume', 'drop-after-connect', 'slow-reply'];
+export const BUGS: Bug[] = ['no-wake-ack', 'close-on-json-ping', 'no-keepalive', 'refuse-share', 'forget-resume', 'drop-after-connect', 'slow-reply', 'ignore-abort'];
 
 export interface BuggyOptions {
   bugs?: Bug[];
@@ -140,6 +142,7 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
           up.close(1000);
           return;
         }
+        if (m?.type === 'cancel' && bugs.has('ignore-abort')) return;
         if (m?.type === 'hello' && bugs.has('forget-resume') && 'resume' in m) {
           delete m.resume;
           up.send(JSON.stringify(m));

@@ -105,7 +105,7 @@ describe('CLI conventions', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(
       r.stdout.trim().split('\n').map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
-      ['VERDICT: PASS (3 SLOs met, 5 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
+      ['VERDICT: PASS (3 SLOs met, 6 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
     );
     assert.match(readFileSync(csv, 'utf8'), /^metric_name,timestamp/);
     assert.match(readFileSync(jsonOut, 'utf8'), /"metric":"devices_started"/);

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ServerConfig } from '../../server/config.ts';
+import { PROFILES } from '../../core/profiles.ts';
 import { startBuggyServer, type Bug } from '../helpers/buggy-server.ts';
 import { exited, freePort, portClosed, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
 
@@ -38,6 +39,9 @@ const AVATAR = file('react-avatar-6s.json', {
   liveness: { detect: 'silence', timeout_ms: 6000, check_ms: 2000 },
   reconnect: { policy: 'exponential', base_ms: 1000, cap_ms: 30_000, max_attempts: 10, on: 'abnormal' },
 });
+
+/** recommended, interrupting every reply 300 ms after it starts (the dialect's abort: `cancel`). */
+const BARGE = file('recommended-barge.json', { ...PROFILES.recommended, name: 'recommended-barge', barge_in_ms: 300 });
 
 interface Outcome {
   code: number | null;
@@ -102,13 +106,14 @@ describe('the default gate against server bugs', () => {
   const cutArgs = ['smoke', '--devices', '12', '--duration', '22s', '--wake', 'once:1s-1500ms', '--profile', 'recommended', '--timeline', cut, '--slo', 'response_p95=off'];
   const slowStt: Partial<ServerConfig> = { sttMs: 6000, llmMs: 50 };
   const cases = {
-    healthy: () => gate([], [...SMOKE, '--profile', `recommended:1,${WEB}:1,${AVATAR}:1`], FAST),
+    healthy: () => gate([], [...SMOKE, '--profile', `recommended:1,${WEB}:1,${AVATAR}:1,${BARGE}:1`], FAST),
     noWakeAck: () => gate(['no-wake-ack'], [...SMOKE, '--profile', 'recommended'], FAST),
     jsonPing: () => gate(['close-on-json-ping'], [...SMOKE, '--profile', `recommended:1,${WEB}:1`], FAST),
     noKeepalive: () => gate(['no-keepalive'], ['smoke', '--devices', '12', '--duration', '20s', '--wake', 'once:1s-3s', '--profile', `recommended:1,${AVATAR}:1`], FAST),
     refuse: () => gate(['refuse-share'], [...SMOKE, '--profile', 'recommended'], FAST),
     dropAfter: () => gate(['drop-after-connect'], [...SMOKE, '--profile', 'recommended'], FAST),
     slowReply: () => gate(['slow-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
+    ignoreAbort: () => gate(['ignore-abort'], [...SMOKE, '--profile', `recommended:1,${BARGE}:1`], FAST),
     cutHealthy: () => gate([], cutArgs, slowStt),
     forgetResume: () => gate(['forget-resume'], cutArgs, slowStt),
   };
@@ -143,6 +148,12 @@ describe('the default gate against server bugs', () => {
   it('fails a server that replies too slowly on response_p95, in the reply phase', () => {
     assertFails(o.slowReply, 'response_p95', /phase reply/);
     assert.equal(status(o.slowReply, 'wake_ack_p95'), 'pass');
+  });
+
+  it('fails a server that ignores an abort on barge_in_stop_p95, naming the profile that barged in', () => {
+    assertFails(o.ignoreAbort, 'barge_in_stop_p95', /profile recommended-barge \d+\.\d ms.*phase barge-in/);
+    assert.equal(status(o.ignoreAbort, 'response_p95'), 'pass');
+    assert.equal(status(o.healthy, 'barge_in_stop_p95'), 'pass', 'the healthy server stops when asked');
   });
 
   it('passes the healthy server through a cut while every session waits for its reply: sessions resume, the drops were planned', () =>

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { DialectError, fill, frameAudio, matches, render, unframeAudio, validateDialect } from '../../core/dialect.ts';
+import { capture, DialectError, fill, frameAudio, matches, render, unframeAudio, validateDialect } from '../../core/dialect.ts';
 import { Device } from '../../core/device.ts';
 import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
 import { PROFILES } from '../../core/profiles.ts';
@@ -46,6 +46,15 @@ describe('templates, matchers, captures', () => {
     assert.ok(matches(m, { type: 'tts_stream_end', session_id: 's1', session: { stage: 'speaking' } }, { session_id: 's1' }));
     assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's2', session: { stage: 'speaking' } }, { session_id: 's1' }));
     assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's1' }, { session_id: 's1' }));
+  });
+
+  it('capture from one message alone: a field it lacks unsets its variable, objects are kept as JSON', () => {
+    const c = { resume_token: 'resume_token', stage: 'session.stage', session: 'session' };
+    const vars: Record<string, string | number | boolean | null | undefined> = {};
+    capture(c, { resume_token: 'r1', session: { stage: 'thinking' } }, vars);
+    assert.deepEqual(vars, { resume_token: 'r1', stage: 'thinking', session: '{"stage":"thinking"}' });
+    capture(c, { type: 'connected' }, vars);
+    assert.deepEqual(vars, { resume_token: undefined, stage: undefined, session: undefined });
   });
 });
 

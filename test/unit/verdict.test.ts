@@ -38,9 +38,9 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.exit_code, 0);
     assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
-    assert.match(j.headline, /PASS \(7 SLOs met, 1 n\/a\)/);
+    assert.match(j.headline, /PASS \(7 SLOs met, 2 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
-    assert.match(xml, /tests="9" failures="0" errors="0" skipped="1"/);
+    assert.match(xml, /tests="10" failures="0" errors="0" skipped="2"/);
     assert.match(xml, /<skipped message="reconnect_time: n\/a, no links lost with time to come back in this run"\/>/);
   });
 
@@ -86,6 +86,23 @@ describe('verdict', () => {
     assert.equal(r.why, 'unplanned_drops measured 40, target count == 0');
     assert.deepEqual(r.culprits, ['profile web-heartbeat 40', 'close code 1011 (internal error) ×40', 'phase connected: the server closed the link (×40)']);
     assert.match(j.headline, /^VERDICT: FAIL \(unplanned_drops\): .*web-heartbeat.*1011/);
+  });
+
+  it('fails a server that plays on after a barge-in, and a barge-in never measured, on barge_in_stop_p95', () => {
+    const d = healthy();
+    d.metrics.barge_ins = counter(10);
+    d.metrics.barge_in_stop_time = trend(2400, 10);
+    d.metrics['barge_in_stop_time{profile:recommended-barge}'] = trend(2400, 10);
+    const j = judge(d, DEFAULT_SLOS);
+    const r = j.slos.find((x) => x.name === 'barge_in_stop_p95')!;
+    assert.equal(j.verdict, 'fail');
+    assert.equal(r.why, 'barge_in_stop_time measured 2400.0 ms, target p(95) < 500 ms');
+    assert.deepEqual(r.culprits, ['profile recommended-barge 2400.0 ms', 'phase barge-in']);
+    delete d.metrics.barge_in_stop_time;
+    delete d.metrics['barge_in_stop_time{profile:recommended-barge}'];
+    assert.equal(judge(d, DEFAULT_SLOS).slos.find((x) => x.name === 'barge_in_stop_p95')!.why, 'barge_in_stop_time: 10 barge-ins, 0 measured');
+    d.metrics.barge_in_stop_time = trend(80, 10);
+    assert.equal(judge(d, DEFAULT_SLOS).verdict, 'pass');
   });
 
   it('calls a saturated generator INVALID, not FAIL, and says which bound', () => {
