@@ -86,8 +86,13 @@ export class DeviceContext {
   readonly tags: Record<string, string>;
   /** { profile, chaos: off } and { profile, chaos: on }. */
   readonly chaosTags: [Record<string, string>, Record<string, string>];
+  /** Plain fields, not getters: the message and audio paths read them per message, and a getter is a call in k6. */
+  readonly dialect: Dialect;
+  readonly profile: Profile;
 
   constructor(readonly opts: DeviceOptions, readonly env: DeviceEnv) {
+    this.dialect = opts.dialect;
+    this.profile = opts.profile;
     const name = opts.profile.name;
     this.tags = PROFILE_TAGS.get(name) ?? PROFILE_TAGS.set(name, { profile: name }).get(name)!;
     this.chaosTags = CHAOS_TAGS.get(name) ?? CHAOS_TAGS.set(name, [{ profile: name, chaos: 'off' }, { profile: name, chaos: 'on' }]).get(name)!;
@@ -106,14 +111,6 @@ export class DeviceContext {
       codec: opts.dialect.audio.up.codec,
       sample_rate: opts.dialect.audio.up.sample_rate,
     };
-  }
-
-  get dialect(): Dialect {
-    return this.opts.dialect;
-  }
-
-  get profile(): Profile {
-    return this.opts.profile;
   }
 
   /** Profile and chaos:on|off tags for an outcome spanning [from, to]. */

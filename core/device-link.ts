@@ -74,7 +74,6 @@ export class Link {
   /** When the current connect attempt began, and when its socket opened. */
   private attemptAt = 0;
   private openedAt = 0;
-  /** Variables the dialect's ready message captures: cleared before each handshake so none outlives its link. */
   private readonly backoff: Backoff;
   private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice'>;
 
@@ -390,13 +389,11 @@ export class Link {
     const { vars } = this.ctx;
     if (this.state === 'handshaking' && matches(recv.ready, msg, vars)) return this.onReady(msg);
     if (recv.ping && matches(recv.ping, msg, vars)) {
-      vars.ping_t = undefined;
       capture(cap.ping, msg, vars);
       if (this.ctx.profile.keepalive.answer_server_pings && send.pong && this.ws) this.ws.send(render(send.pong, vars));
       return;
     }
     if (recv.pong && matches(recv.pong, msg, vars)) {
-      vars.pong_id = undefined;
       capture(cap.pong, msg, vars);
       const pp = this.pendingPing;
       if (pp && vars.pong_id === pp.id) {

@@ -192,10 +192,15 @@ export class Conversation implements LinkOwner {
       if (barge !== undefined) this.timers.set('playback', () => this.bargeIn(s), barge);
     }
     const down = this.ctx.dialect.audio.down;
-    const payload = unframeAudio(down.framing, new Uint8Array(buf));
-    if (!payload) return;
-    // Timed by what it plays: PCM by its bytes, an Opus packet by its TOC.
-    const ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
+    // Timed by what it plays: PCM by its bytes, an Opus packet by its TOC. Raw PCM needs no view of the bytes at all
+    // (a typed array per chunk is an allocation k6 pays on every downlink message).
+    let ms: number;
+    if (down.framing === 'raw' && down.codec !== 'opus') ms = pcmDurationMs(buf.byteLength);
+    else {
+      const payload = unframeAudio(down.framing, new Uint8Array(buf));
+      if (!payload) return;
+      ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
+    }
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
     if (s.pbStartedAt === null) {
       s.pbReceivedMs += ms;

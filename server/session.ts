@@ -85,19 +85,24 @@ export class Session {
     if (this.ended || this.stage !== 'listening') return;
     this.clear('audio');
     this.stage = 'thinking';
-    this.pipelineTimer = setTimeout(() => {
+    // Each stage is due at a fixed time after the end of speech: chained timers would each add their own lateness
+    // (about a millisecond apiece), and response_latency would drift from the injected stt + llm + tts.
+    const t0 = performance.now();
+    const at = (dueMs: number, fn: () => void) => (this.pipelineTimer = setTimeout(fn, Math.max(0, t0 + dueMs - performance.now())));
+    const { sttMs, llmMs, ttsMs } = this.cfg;
+    at(sttMs, () => {
       this.transcriptSent = true;
       this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
-      this.pipelineTimer = setTimeout(() => {
+      at(sttMs + llmMs, () => {
         this.replySent = true;
         this.link.sendJson({ type: 'llm_response', session_id: this.id, text: this.reply.text });
-        this.pipelineTimer = setTimeout(() => {
+        at(sttMs + llmMs + ttsMs, () => {
           this.pipelineTimer = null;
           this.stage = 'speaking';
           this.startStream();
-        }, this.cfg.ttsMs);
-      }, this.cfg.llmMs);
-    }, this.cfg.sttMs);
+        });
+      });
+    });
   }
 
   playbackComplete(): void {
