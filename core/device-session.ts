@@ -30,7 +30,17 @@ interface ActiveSession {
   /** Barge-in: when the device sent its abort, and when the last stale reply audio arrived after it. */
   bargeAt: number | null;
   lastStaleAt: number | null;
+  /** When the server last said anything of this session (a message or reply audio): the stall check reads it. */
+  heardAt: number;
 }
+
+/**
+ * A conversation that waits on a connected server and hears nothing of it for this long is over: it ends `timeout`, a
+ * dropped session (a server that stops mid-reply, never sends its end, or never answers the end of speech). The
+ * wait pauses while the link is down (a resume may still bring the reply) and while the device itself is talking or
+ * playing what it already has.
+ */
+export const SESSION_STALL_MS = 15_000;
 
 /** How long a device waits, after its abort, for the server to stop the reply before it calls the session over. */
 const BARGE_IN_WAIT_MS = 5000;
@@ -60,10 +70,10 @@ export class Conversation implements LinkOwner {
   /** Uplink frames sent since the fleet last asked (takeFramesSent). */
   private framesSent = 0;
   private link: Link | null = null;
-  private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback' | 'barge'>;
+  private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback' | 'barge' | 'stall'>;
 
   constructor(private readonly ctx: DeviceContext) {
-    this.timers = new Timers(ctx.env, ['wake', 'wakeAck', 'audio', 'playback', 'barge']);
+    this.timers = new Timers(ctx.env, ['wake', 'wakeAck', 'audio', 'playback', 'barge', 'stall']);
   }
 
   /** The link this conversation speaks over (set once, by the device that owns both). */
@@ -110,6 +120,7 @@ export class Conversation implements LinkOwner {
         s.pbStartedAt = null;
         const st = vars.resumed_stage;
         s.stage = st === 'thinking' || st === 'speaking' ? st : 'listening';
+        this.watchStall(s);
       } else if (s.id !== null) {
         this.sessionOver('lost');
       } else {
@@ -124,6 +135,7 @@ export class Conversation implements LinkOwner {
 
   linkLost(wasConnected: boolean, final: boolean): void {
     this.timers.clear('audio');
+    this.timers.clear('stall');
     const perWake = this.link?.perWake ?? false;
     if (perWake && this.pendingWake) {
       // The channel a wake opened never came up: that wake goes unanswered.
@@ -149,6 +161,7 @@ export class Conversation implements LinkOwner {
       }
       return;
     }
+    s.heardAt = this.ctx.env.now();
     if (recv.transcript && matches(recv.transcript, msg, vars)) {
       if (s.stage === 'listening' && s.eosAt === null) s.eosAt = this.ctx.env.now();
       if (s.stage === 'listening') s.stage = 'thinking';
@@ -179,6 +192,7 @@ export class Conversation implements LinkOwner {
     const s = this.session;
     if (!s || s.stage !== 'speaking') return;
     const now = this.ctx.env.now();
+    s.heardAt = now;
     if (s.bargeAt !== null) {
       // Stale: the user already interrupted this reply.
       s.lastStaleAt = now;
@@ -261,6 +275,7 @@ export class Conversation implements LinkOwner {
     this.timers.clear('audio');
     this.timers.clear('playback');
     this.timers.clear('barge');
+    this.timers.clear('stall');
     this.ctx.vars.session_id = undefined;
     this.ctx.vars.wake_id = undefined;
     // A per-wake channel closes with its conversation.
@@ -300,13 +315,26 @@ export class Conversation implements LinkOwner {
     // A wake still waiting offline is replaced by this one: the user's earlier wake word went unanswered.
     if (this.wakeJudge) this.wakeJudged(this.wakeJudge.wakeId, false);
     this.wakeJudge = { wakeId, at };
-    this.timers.set('wakeAck', () => this.wakeJudged(wakeId, false), WAKE_ACK_TIMEOUT_MS);
+    this.timers.set('wakeAck', () => this.wakeUnanswered(wakeId), WAKE_ACK_TIMEOUT_MS);
     if (link.up) this.sendWake(wakeId, at);
     else {
       this.pendingWake = { wakeId, at };
       // The firmware opens its channel when it hears the wake word.
       if (link.perWake) link.open();
     }
+  }
+
+  /**
+   * No acknowledgement in WAKE_ACK_TIMEOUT_MS: the wake failed, and the device stops waiting for it (its per-wake
+   * channel closes) so that the next wake word is heard. Nothing had started, so nothing is dropped.
+   */
+  private wakeUnanswered(wakeId: string): void {
+    this.wakeJudged(wakeId, false);
+    const s = this.session;
+    if (!s || s.wakeId !== wakeId || s.id !== null) return;
+    this.session = null;
+    if (this.link?.perWake) this.link.close();
+    this.scheduleNextWakeIfRepeating();
   }
 
   /** A wake is judged once: acknowledged in time (1) or not (0), tagged chaos:on when a fault window overlapped it. */
@@ -336,6 +364,7 @@ export class Conversation implements LinkOwner {
       pbStartedAt: null,
       bargeAt: null,
       lastStaleAt: null,
+      heardAt: 0,
     };
     this.session = s;
     const { vars, dialect } = this.ctx;
@@ -354,7 +383,28 @@ export class Conversation implements LinkOwner {
     this.ctx.trend('wake_ack_latency', this.ctx.env.now() - s.wakeAt);
     this.wakeJudged(s.wakeId, true);
     this.ctx.count('sessions_started');
+    s.heardAt = this.ctx.env.now();
+    this.watchStall(s);
     this.startAudio();
+  }
+
+  /**
+   * The stall check (SESSION_STALL_MS): one timer per session, not one per message; when it fires it looks at when
+   * the server last spoke and waits again for the rest, or while the device is still talking or playing.
+   */
+  private watchStall(s: ActiveSession): void {
+    const check = () => {
+      if (this.session !== s) return;
+      const h = this.timers.h;
+      const quiet = this.ctx.env.now() - s.heardAt;
+      if (h.audio !== null || h.playback !== null || h.barge !== null || quiet < SESSION_STALL_MS) {
+        this.timers.set('stall', check, Math.max(1000, SESSION_STALL_MS - quiet));
+        return;
+      }
+      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} heard nothing from the server for ${SESSION_STALL_MS} ms`);
+      this.sessionOver('timeout');
+    };
+    this.timers.set('stall', check, SESSION_STALL_MS);
   }
 
   // ---- speech ----

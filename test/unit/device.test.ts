@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
 import { Device } from '../../core/device.ts';
+import { SESSION_STALL_MS } from '../../core/device-session.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
 import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
 import { mulberry32 } from '../../core/rng.ts';
@@ -321,6 +322,57 @@ describe('sessions', () => {
     s.serverClose(1006);
     assert.equal(f.metrics.count('sessions_dropped'), 2, 'react-avatar does not resume');
     assert.deepEqual(f.metrics.values('session_drop_rate'), [1, 0, 1]);
+  });
+
+  it('a server that stops mid-reply: the session ends timeout (dropped) after SESSION_STALL_MS of silence, not before', () => {
+    // esp32-hotpin checks nothing of its own (no ping, no silence watchdog): only the stall rule can end this.
+    const f = device('esp32-hotpin', WAKE_AT_1S);
+    handshake(f);
+    const { s } = wakeAndStream(f);
+    f.clock.advance(6000); // the utterance and its trailing silence
+    s.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000, bytes: 64000 });
+    s.bin(4000);
+    const lastHeard = f.clock.now;
+    f.clock.advance(SESSION_STALL_MS - 1000);
+    assert.equal(f.metrics.count('sessions_dropped'), 0, 'still waiting');
+    f.clock.advance(2000);
+    assert.ok(f.clock.now - lastHeard > SESSION_STALL_MS);
+    assert.equal(f.metrics.count('sessions_dropped'), 1);
+    assert.deepEqual(f.metrics.values('session_drop_rate'), [1]);
+    assert.deepEqual(f.metrics.samples.filter((x) => x.name === 'sessions_dropped').map((x) => x.tags), [{ profile: 'esp32-hotpin', reason: 'timeout' }]);
+  });
+
+  it('the stall wait pauses while the link is down: a reply that comes after a long outage and a resume completes', () => {
+    const f = device('recommended', WAKE_AT_1S);
+    handshake(f, { resume_token: 'tok-A' });
+    const { s } = wakeAndStream(f);
+    f.clock.advance(4000);
+    s.serverClose(1006);
+    f.clock.advance(SESSION_STALL_MS + 5000); // offline far longer than the stall bound (the reconnects fail)
+    for (const x of f.sockets.slice(1)) if (x.readyState === 0) x.serverClose();
+    f.clock.advance(30_000);
+    const back = f.last();
+    back.open();
+    back.connected({ resumed: true, session: { session_id: 's-1', stage: 'thinking' } });
+    f.clock.advance(SESSION_STALL_MS - 2000);
+    back.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000, bytes: 4000 });
+    back.bin(4000);
+    back.msg({ type: 'tts_stream_end', session_id: 's-1', chunks: 1, bytes: 4000 });
+    f.clock.advance(1000);
+    back.msg({ type: 'session_end', session_id: 's-1', reason: 'complete' });
+    assert.equal(f.metrics.count('sessions_dropped'), 0);
+    assert.equal(f.metrics.count('sessions_completed'), 1);
+  });
+
+  it('a wake never acknowledged frees the device: the next wake word is said', () => {
+    const f = device('recommended', { mode: 'fixed', interval_ms: 2000, first_min_ms: 1000, first_max_ms: 1000 });
+    const s = handshake(f);
+    f.clock.advance(1000);
+    assert.equal(s.json().filter((m) => m.type === 'hotword_detected').length, 1);
+    f.clock.advance(12_100); // the 10 s ack timeout, then the next wake 2 s later
+    assert.deepEqual(f.metrics.values('wake_success'), [0]);
+    assert.equal(s.json().filter((m) => m.type === 'hotword_detected').length, 2);
+    assert.equal(f.metrics.count('sessions_dropped'), 0, 'nothing had started');
   });
 
   it('resume: reconnects with ?resume=<token>, counts the resumed session, drops it if the server lost it', () => {
