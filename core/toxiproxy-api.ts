@@ -12,6 +12,8 @@ export interface ApiRequest {
   path: string;
   /** JSON text, or null for no body. */
   body: string | null;
+  /** How long the caller waits for the answer, s (default 5): a server start waits for a drain to finish first. */
+  timeoutS?: number;
 }
 
 export interface ToxicSpec {
@@ -56,10 +58,14 @@ export const toxiproxyApi = {
   reset: (base: string) => tp('POST', base, '/reset'),
 };
 
-/** The stack's control API: the reference server stopped (drained with 1012) and started again. */
+/**
+ * The stack's control API: the reference server stopped (drained with 1012) and started again. A stop answers as
+ * soon as the drain has begun (the fault's onset); a start answers when the server is healthy again, after the drain
+ * finished, which may take the server's drain time (5 s by default) and its start-up: hence the longer wait.
+ */
 export const controlApi = {
   serverStop: (base: string): ApiRequest => ({ service: 'control API', method: 'POST', base, path: '/server/stop', body: '{}' }),
-  serverStart: (base: string): ApiRequest => ({ service: 'control API', method: 'POST', base, path: '/server/start', body: '{}' }),
+  serverStart: (base: string): ApiRequest => ({ service: 'control API', method: 'POST', base, path: '/server/start', body: '{}', timeoutS: 60 }),
 };
 
 export interface ActionTarget {

@@ -269,7 +269,12 @@ async function startControlApi(server: ReferenceServer, port: number, log: (l: s
         try {
           if (route === 'POST /server/stop' && !server.down) {
             log('control    server-restart: draining the server (1012)');
-            await server.stop();
+            // Answered once the drain has begun: the drain itself may outlast the caller's wait (replies in flight
+            // finish first). A start queued behind it waits for it to end.
+            const drained = server.stop();
+            done(200, { ok: true, server: 'draining' });
+            await drained;
+            return;
           } else if (route === 'POST /server/start' && server.down) {
             await server.start();
             log(`control    server-restart: server up again (pid ${server.pid})`);

@@ -12,7 +12,7 @@ export class ToxiproxyApiError extends WakestormError {
 }
 
 /** Sends one request; resolves to the parsed JSON answer (or null for an empty one). */
-export async function callApi<T = unknown>(r: ApiRequest, timeoutMs = 5000): Promise<T> {
+export async function callApi<T = unknown>(r: ApiRequest, timeoutMs = (r.timeoutS ?? 5) * 1000): Promise<T> {
   let res: Response;
   try {
     res = await fetch(requestUrl(r), {

@@ -23,7 +23,7 @@ const PARAMS = { headers: { 'Content-Type': 'application/json' }, timeout: '5s' 
 /** Requests sent together, in parallel (http.batch): the same change on every shard starts at the same moment. */
 function send(batch: ApiRequest[]): string[] {
   if (!batch.length) return [];
-  const responses = http.batch(batch.map((r) => ({ method: r.method, url: requestUrl(r), body: r.body, params: PARAMS })));
+  const responses = http.batch(batch.map((r) => ({ method: r.method, url: requestUrl(r), body: r.body, params: r.timeoutS ? { ...PARAMS, timeout: `${r.timeoutS}s` } : PARAMS })));
   const errors: string[] = [];
   responses.forEach((res, i) => {
     if (!(res.status >= 200 && res.status < 300)) errors.push(apiError(batch[i]!, res.status || res.error, String(res.body ?? '')));
