@@ -259,6 +259,7 @@ export class Link {
       // The server closed a per-wake channel between conversations: how such a channel ends, not a loss.
       this.stopKeepalive();
       this.state = 'idle';
+      this.owner.linkLost(true, false);
       return;
     }
     if (detect === 'close' && notice > 0) {
@@ -275,6 +276,14 @@ export class Link {
   /** The device's own liveness check says the link is dead (half-open, silent server). */
   private declareDead(why: string): void {
     if (this.state !== 'connected') return;
+    if (this.perWake && !this.owner.busy()) {
+      // A per-wake channel with no conversation on it timed out (xiaozhi: 120 s with nothing received while
+      // listening): the firmware closes it and goes idle. Not a loss.
+      this.ctx.env.log?.(`${this.ctx.opts.id}: channel closed by the device (${why})`);
+      this.close();
+      this.owner.linkLost(true, false);
+      return;
+    }
     this.ctx.env.log?.(`${this.ctx.opts.id}: link dead (${why})`);
     this.ctx.count('links_down');
     this.abandonSocket();

@@ -70,6 +70,10 @@ export class Conversation implements LinkOwner {
   /** Uplink frames sent since the fleet last asked (takeFramesSent). */
   private framesSent = 0;
   private link: Link | null = null;
+  /** Listening on the open link after a reply (after_reply 'listen'): the microphone streams until the next turn. */
+  private followUp = false;
+  /** The link's own session id from its ready message (xiaozhi's channel id), for turns that have no wake. */
+  private linkSessionId: string | null = null;
   private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback' | 'barge' | 'stall'>;
 
   constructor(private readonly ctx: DeviceContext) {
@@ -112,6 +116,8 @@ export class Conversation implements LinkOwner {
   linkUp(): void {
     const { vars } = this.ctx;
     const s = this.session;
+    this.linkSessionId = typeof vars.session_id === 'string' && vars.session_id ? vars.session_id : null;
+    this.followUp = false;
     if (s) {
       if (s.id !== null && vars.resumed === true && vars.resumed_session === s.id) {
         this.ctx.count('sessions_resumed');
@@ -134,6 +140,7 @@ export class Conversation implements LinkOwner {
   }
 
   linkLost(wasConnected: boolean, final: boolean): void {
+    this.followUp = false;
     this.timers.clear('audio');
     this.timers.clear('stall');
     const perWake = this.link?.perWake ?? false;
@@ -278,14 +285,69 @@ export class Conversation implements LinkOwner {
     this.timers.clear('stall');
     this.ctx.vars.session_id = undefined;
     this.ctx.vars.wake_id = undefined;
-    // A per-wake channel closes with its conversation.
-    if (this.link?.perWake) this.link.close();
+    // After a turn the user ended or heard out, a profile in auto mode listens on; otherwise a per-wake channel closes
+    // with its conversation.
+    const listening = s !== null && s.id !== null && (reason === 'complete' || reason === 'barged_in' || reason === 'cancelled') && this.listenAgain();
+    if (!listening && this.link?.perWake) this.link.close();
     if (!s || s.id === null) return;
     if (reason === 'complete') this.ctx.count('sessions_completed');
     const dropped = isDropped(reason);
     if (dropped) this.ctx.count('sessions_dropped', 1, { reason });
     this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.tags);
     this.scheduleNextWakeIfRepeating();
+  }
+
+  /**
+   * after_reply 'listen': say the dialect's listen on the open link and stream the microphone (silence, at real time)
+   * until the user speaks again (the next turn in the schedule) or the link ends. False when the profile idles.
+   */
+  private listenAgain(): boolean {
+    const link = this.link;
+    if (this.ctx.profile.after_reply !== 'listen' || !link?.up) return false;
+    const { env } = this.ctx;
+    this.followUp = true;
+    if (this.linkSessionId) this.ctx.vars.session_id = this.linkSessionId;
+    this.say(this.ctx.dialect.send.listen);
+    const h = this.timers.h;
+    const { silence, frameMs } = this.uplink();
+    let t0 = env.now();
+    let k = 0;
+    const step = () => {
+      h.audio = null;
+      const ws = link.socket;
+      if (!this.followUp || this.session || !ws) return;
+      ws.send(silence);
+      this.framesSent++;
+      k++;
+      const now = env.now();
+      let due = t0 + k * frameMs;
+      if (now - due > 3 * frameMs) {
+        // As in startAudio: a late event loop slips the stream instead of bursting it.
+        t0 = now - k * frameMs;
+        due = now;
+        this.ctx.count('audio_slips');
+      }
+      h.audio = env.setTimeout(step, due > now ? due - now : 0);
+    };
+    h.audio = env.setTimeout(step, frameMs);
+    return true;
+  }
+
+  /** The user speaks again on a link that is already listening: a turn with no wake word and nothing to acknowledge. */
+  private followUpTurn(): void {
+    const now = this.ctx.env.now();
+    this.followUp = false;
+    this.timers.clear('audio');
+    this.ctx.count('follow_ups');
+    const s = this.newSession(`f-${(wakeCounter++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64), now);
+    s.id = this.linkSessionId ?? s.wakeId;
+    this.ctx.vars.session_id = s.id;
+    s.stage = 'listening';
+    this.session = s;
+    this.ctx.count('sessions_started');
+    s.heardAt = now;
+    this.watchStall(s);
+    this.startAudio();
   }
 
   // ---- wakes ----
@@ -309,6 +371,8 @@ export class Conversation implements LinkOwner {
       if (this.ctx.opts.wake.mode !== 'once') this.scheduleNextWake();
       return;
     }
+    // Still listening after the last reply: the user just speaks, no wake word.
+    if (this.followUp && link.up) return this.followUpTurn();
     this.ctx.count('wakes');
     const wakeId = `w-${(wakeCounter++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64);
     const at = this.ctx.env.now();
@@ -349,7 +413,18 @@ export class Conversation implements LinkOwner {
 
   private sendWake(wakeId: string, at: number): void {
     if (!this.link?.up) return;
-    const s: ActiveSession = {
+    const s = this.newSession(wakeId, at);
+    this.session = s;
+    const { vars, dialect } = this.ctx;
+    vars.wake_id = wakeId;
+    vars.now = at;
+    for (const t of dialect.send.wake) this.say(t);
+    // A per-wake channel's handshake was the acknowledgement: the wait ran from the wake word to the server's hello.
+    if (dialect.recv.ack === 'ready') this.acknowledged(s);
+  }
+
+  private newSession(wakeId: string, at: number): ActiveSession {
+    return {
       wakeId,
       wakeAt: at,
       id: null,
@@ -366,13 +441,6 @@ export class Conversation implements LinkOwner {
       lastStaleAt: null,
       heardAt: 0,
     };
-    this.session = s;
-    const { vars, dialect } = this.ctx;
-    vars.wake_id = wakeId;
-    vars.now = at;
-    for (const t of dialect.send.wake) this.say(t);
-    // A per-wake channel's handshake was the acknowledgement: the wait ran from the wake word to the server's hello.
-    if (dialect.recv.ack === 'ready') this.acknowledged(s);
   }
 
   private acknowledged(s: ActiveSession): void {

@@ -73,6 +73,11 @@ export interface Dialect {
     playback_done: Template | null;
     /** Stop the reply (barge-in). */
     abort: Template | null;
+    /**
+     * Back to listening on the open link after a reply (profiles with after_reply 'listen', e.g. xiaozhi's auto mode:
+     * `listen` start again, then the microphone streams until the user speaks or the channel ends).
+     */
+    listen: Template | null;
   };
   /** What the server's messages mean; null: the dialect has no such message. */
   recv: {
@@ -366,7 +371,7 @@ function audioSpec(v: unknown, where: string): AudioSpec {
 }
 
 const TOP = ['name', 'description', 'lifecycle', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
-const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort'];
+const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
 const RECV = ['ready', 'ping', 'pong', 'ack', 'transcript', 'reply_start', 'reply_end', 'session_end', 'error'];
 
 /** Checks a dialect from a file or a module; the error names the field and what it must be. */
@@ -407,6 +412,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     end_of_speech: template(s.end_of_speech ?? null, `${where}.send.end_of_speech`, all, true),
     playback_done: template(s.playback_done ?? null, `${where}.send.playback_done`, all, true),
     abort: template(s.abort ?? null, `${where}.send.abort`, all, true),
+    listen: template(s.listen ?? null, `${where}.send.listen`, all, true),
   };
   if (c.identify === 'hello' && !send.hello) fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"');
   const r = raw.recv;

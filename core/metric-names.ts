@@ -41,6 +41,8 @@ export const DEVICE_METRICS = {
   barge_in_stop_time: 'trend',
   /** Reply audio frames that arrived after the abort. */
   barge_in_late_frames: 'counter',
+  /** A turn on a link that was already listening (after_reply 'listen'): the user spoke again without a wake word. */
+  follow_ups: 'counter',
   session_drop_rate: 'rate',
   connect_success: 'rate',
   /** A wake acknowledged within WAKE_ACK_TIMEOUT_MS (1) or not (0); tagged chaos:on|off. */

@@ -48,6 +48,12 @@ export interface Profile {
    * Absent: the device listens to every reply to its end.
    */
   barge_in_ms?: number;
+  /**
+   * After a reply: 'idle' (default) waits for the next wake word (a per-wake channel closes); 'listen' goes back to
+   * listening on the open link (the dialect's `listen`) and streams the microphone, silence included, until the user
+   * speaks again (a follow-up turn, no wake word: `follow_ups`) or the link ends: xiaozhi's auto mode.
+   */
+  after_reply?: 'idle' | 'listen';
 }
 
 const base = {
@@ -108,7 +114,9 @@ export const PROFILES: Record<string, Profile> = {
   },
   // xiaozhi-esp32 firmware (main/protocols/websocket_protocol.cc, protocol.cc, application.cc): a channel opened per
   // wake word, a hello answered within 10 s, no application heartbeat, the channel given up after 120 s with nothing
-  // received, auto-stop listening (the server's VAD ends speech), 60 ms Opus frames, and no resume.
+  // received, auto-stop listening (the server's VAD ends speech), back to listening after each reply (application.cc:
+  // tts stop in a mode other than manual sets kDeviceStateListening: the channel stays open and the microphone
+  // streams until the server's no-voice timeout closes it), 60 ms Opus frames, and no resume.
   'xiaozhi-esp32': {
     ...base,
     name: 'xiaozhi-esp32',
@@ -120,6 +128,7 @@ export const PROFILES: Record<string, Profile> = {
     frame_bytes: 1920,
     end_of_speech: 'vad',
     playback_prebuffer_ms: 120,
+    after_reply: 'listen',
   },
   recommended: {
     ...base,
@@ -176,6 +185,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(oneOf(o.end_of_speech, ['explicit', 'vad']), where, 'end_of_speech', "'explicit' or 'vad'");
   need(isInt(o.playback_prebuffer_ms, 0, 10_000), where, 'playback_prebuffer_ms', 'an integer in 0-10000');
   need(o.barge_in_ms === undefined || isInt(o.barge_in_ms, 0, 60_000), where, 'barge_in_ms', 'an integer in 0-60000 (ms after the reply starts)');
+  need(o.after_reply === undefined || o.after_reply === 'idle' || o.after_reply === 'listen', where, 'after_reply', '"idle" or "listen"');
   need(o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300), where, 'dialect', 'a shipped dialect name or a .json path');
   return o as Profile;
 }

@@ -44,6 +44,7 @@ function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
   if (p.end_of_speech === 'explicit' && !d.send.end_of_speech) throw why('ends speech itself (end_of_speech "explicit")');
   if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) throw why('sends odd-sized PCM frames');
   if (p.barge_in_ms !== undefined && !d.send.abort) throw why('interrupts replies (barge_in_ms)');
+  if (p.after_reply === 'listen' && !d.send.listen) throw why('goes back to listening after a reply (after_reply "listen")');
 }
 
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */

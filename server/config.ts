@@ -36,6 +36,8 @@ export interface ServerConfig {
   maxPendingUpgrades: number;
   /** RMS (int16 units) below which a frame counts as silence for the VAD. */
   vadThreshold: number;
+  /** xiaozhi: a channel that hears no voice for this long is closed (1000), as xiaozhi-esp32-server's close_connection_no_voice_time. 0: never. */
+  xiaozhiNoVoiceMs: number;
   /** Text messages per second a connection may send, and the burst above that. */
   textRatePerS: number;
   textBurst: number;
@@ -66,6 +68,7 @@ export const defaultConfig: ServerConfig = {
   upgradeTimeoutMs: 5000,
   maxPendingUpgrades: 10_000,
   vadThreshold: VAD_THRESHOLD_RMS,
+  xiaozhiNoVoiceMs: 120_000,
   textRatePerS: 20,
   textBurst: 60,
   audioRateBytesPerS: 4 * 1000 * PCM_BYTES_PER_MS,
@@ -162,4 +165,5 @@ export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string
   { flag: '--max-pending-upgrades', key: 'maxPendingUpgrades', env: 'WAKESTORM_MAX_PENDING_UPGRADES', min: 1, max: 1_000_000, help: 'refuse connections above this many not yet upgraded' },
   { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
   { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
+  { flag: '--xiaozhi-no-voice-ms', key: 'xiaozhiNoVoiceMs', env: 'WAKESTORM_XIAOZHI_NO_VOICE_MS', min: 0, max: 3_600_000, help: 'close a xiaozhi channel that hears no voice this long (0: never)' },
 ];

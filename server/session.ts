@@ -34,6 +34,8 @@ export class Session {
   private replySent = false;
   private speechMs = 0;
   private silenceRunMs = 0;
+  /** Voice heard in this session (with waitForVoice, the VAD counts nothing before it). */
+  heardVoice = false;
   private audioTimer: NodeJS.Timeout | null = null;
   private pipelineTimer: NodeJS.Timeout | null = null;
   private playbackTimer: NodeJS.Timeout | null = null;
@@ -47,6 +49,11 @@ export class Session {
     private readonly cfg: ServerConfig,
     private readonly metrics: ServerMetrics,
     private link: SessionLink,
+    /**
+     * The device's microphone streams while it listens, speech or not (xiaozhi): the VAD waits for voice before it
+     * counts the silence that ends speech. Without it (wakestorm), speech follows the wake at once.
+     */
+    private readonly waitForVoice = false,
   ) {
     metrics.sessionsStarted.inc();
     metrics.sessionsActive.inc();
@@ -69,15 +76,22 @@ export class Session {
     return !this.ended;
   }
 
-  /** One uplink PCM frame (already checked for size). Audio after the end of speech is dropped silently. */
-  onAudio(frame: Buffer): void {
-    if (this.ended || this.stage !== 'listening') return;
+  /**
+   * One uplink PCM frame (already checked for size). Audio after the end of speech is dropped silently. Returns
+   * whether the frame was voice.
+   */
+  onAudio(frame: Buffer): boolean {
+    if (this.ended || this.stage !== 'listening') return false;
     this.armAudioTimer();
     const ms = pcmDurationMs(frame.length);
+    const voiced = pcmRms(frame) >= this.cfg.vadThreshold;
+    if (voiced) this.heardVoice = true;
+    else if (this.waitForVoice && !this.heardVoice) return false;
     this.speechMs += ms;
-    if (pcmRms(frame) < this.cfg.vadThreshold) this.silenceRunMs += ms;
+    if (!voiced) this.silenceRunMs += ms;
     else this.silenceRunMs = 0;
     if (this.silenceRunMs >= DEFAULTS.vad_silence_ms || this.speechMs >= DEFAULTS.max_speech_ms) this.endOfSpeech();
+    return voiced;
   }
 
   /** The device says the user stopped speaking; ignored once the VAD already decided. */

@@ -41,6 +41,9 @@ export class XiaozhiWire implements SessionLink {
   private readonly channelId: string;
   private wakeWord = '';
   private downFrames = 0;
+  /** Voice last heard on this channel (or the channel's start, or a turn's end): the no-voice close counts from it. */
+  private lastVoiceAt = 0;
+  private noVoiceTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly sock: WireSocket,
@@ -53,9 +56,10 @@ export class XiaozhiWire implements SessionLink {
     this.channelId = `xz-${(sessionCounter++).toString(36)}-${deviceId}`.slice(0, 64);
   }
 
-  /** A conversation in flight (the drain waits for it). */
+  /** A conversation in flight (the drain waits for it); a microphone streaming silence is not one. */
   get busy(): boolean {
-    return !!this.session && !this.session.ended;
+    const s = this.session;
+    return !!s && !s.ended && (s.heardVoice || s.stage !== 'listening');
   }
 
   onText(text: string): void {
@@ -73,6 +77,7 @@ export class XiaozhiWire implements SessionLink {
       if (m.transport !== 'websocket') return this.refuse('hello: transport must be "websocket"');
       if (a && (a.format !== 'opus' || a.sample_rate !== 16000 || a.channels !== 1)) return this.refuse('hello: audio_params must be opus, 16000 Hz, 1 channel');
       this.greeted = true;
+      this.heard();
       this.sock.sendJson({
         type: 'hello',
         transport: 'websocket',
@@ -118,11 +123,13 @@ export class XiaozhiWire implements SessionLink {
       return this.refuse('audio is not an Opus packet');
     }
     if (pcm.length > FRAME_SAMPLES * 2 * 2) return this.refuse('Opus packet longer than 120 ms');
-    s.onAudio(pcm);
+    if (s.onAudio(pcm)) this.lastVoiceAt = performance.now();
   }
 
   /** The channel closed: a conversation still in flight cannot be resumed in this dialect. */
   onClose(): void {
+    if (this.noVoiceTimer) clearTimeout(this.noVoiceTimer);
+    this.noVoiceTimer = null;
     this.session?.onLinkLost();
     if (this.session && !this.session.ended) this.session.discard();
     this.decoder?.delete();
@@ -163,14 +170,39 @@ export class XiaozhiWire implements SessionLink {
 
   sessionDone(s: Session): void {
     if (this.session === s) this.session = null;
+    this.heard();
     this.onSessionDone();
+  }
+
+  /**
+   * The no-voice close (xiaozhi-esp32-server's close_connection_no_voice_time): a device in auto mode goes back to
+   * listening after each reply and streams its microphone until it hears speech; a channel that hears none for
+   * xiaozhiNoVoiceMs is closed with 1000, which sends the device back to idle. Never while a reply is owed.
+   */
+  private heard(): void {
+    this.lastVoiceAt = performance.now();
+    const limit = this.cfg.xiaozhiNoVoiceMs;
+    if (limit <= 0 || this.noVoiceTimer) return;
+    const check = () => {
+      this.noVoiceTimer = null;
+      const quiet = performance.now() - this.lastVoiceAt;
+      const owed = this.session && !this.session.ended && (this.session.heardVoice || this.session.stage !== 'listening');
+      if (quiet < limit || owed) {
+        this.noVoiceTimer = setTimeout(check, Math.max(100, limit - quiet));
+        return;
+      }
+      this.sock.log(`xiaozhi ${this.deviceId}: no voice for ${limit} ms, closing the channel`);
+      this.session?.end('timeout');
+      this.sock.close(1000, 'no voice');
+    };
+    this.noVoiceTimer = setTimeout(check, limit);
   }
 
   private startListening(): void {
     if (this.session && !this.session.ended) this.session.end('barged_in');
     const replies = loadReplies();
     const n = sessionCounter++;
-    this.session = new Session(`${this.channelId}-${n.toString(36)}`.slice(0, 64), this.wakeWord || 'listen', replies[n % replies.length]!, this.cfg, this.metrics, this);
+    this.session = new Session(`${this.channelId}-${n.toString(36)}`.slice(0, 64), this.wakeWord || 'listen', replies[n % replies.length]!, this.cfg, this.metrics, this, true);
   }
 
   private refuse(why: string): void {

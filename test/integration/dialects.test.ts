@@ -83,6 +83,27 @@ describe('the reference server speaks xiaozhi', () => {
     }
   });
 
+  it('waits for voice on a listening channel (a microphone streaming silence gets no reply), and closes it after its no-voice time', async () => {
+    const s = await startVoiceServer({ port: 0, sttMs: 20, llmMs: 20, ttsMs: 20, xiaozhiNoVoiceMs: 1500 });
+    servers.push(s);
+    const utt = clip('utterance');
+    const ws = new WebSocket(`${s.wsUrl}/xiaozhi/v1/`, { headers: { 'Device-Id': '02:00:00:00:00:02', 'Protocol-Version': '1' } });
+    const texts: Record<string, unknown>[] = [];
+    ws.on('message', (d, bin) => !bin && texts.push(JSON.parse(d.toString())));
+    await new Promise((r) => ws.on('open', r));
+    const opened = Date.now();
+    ws.send(JSON.stringify({ type: 'hello', version: 1, transport: 'websocket', audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 } }));
+    ws.send(JSON.stringify({ type: 'listen', state: 'start', mode: 'auto' }));
+    // Silence only, in real time, until the server gives up on the channel.
+    const mic = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(utt.silence), 60);
+    const [code, reason] = await new Promise<[number, string]>((r) => ws.on('close', (c, why) => r([c, why.toString()])));
+    clearInterval(mic);
+    const after = Date.now() - opened;
+    assert.deepEqual([code, reason], [1000, 'no voice']);
+    assert.ok(after >= 1400 && after < 4000, `closed after ${after} ms`);
+    assert.deepEqual(texts.map((m) => m.type), ['hello'], 'nothing said to silence: no stt, no tts');
+  });
+
   it('closes a channel that breaks the protocol, and refuses an upgrade without a device id', async () => {
     const s = await startVoiceServer({ port: 0 });
     servers.push(s);
@@ -140,6 +161,8 @@ describe('k6 devices in two dialects', () => {
     // A per-wake channel is a connect per conversation: connect and handshake times are measured every wake.
     assert.ok(m.connect_time.values.count >= m['wake_ack_latency{profile:xiaozhi-esp32}'].values.count);
     assert.ok(m.handshake_time.values.count > 0);
+    // Back to listening after each reply (auto mode): the next turn on an open channel is the user speaking again.
+    assert.ok((m.follow_ups?.values.count ?? 0) >= 1, 'follow-up turns on a listening channel (only xiaozhi profiles listen on)');
     assert.equal(m.unplanned_drops?.values.count ?? 0, 0);
     // Barge-in: every interruption measured; the server stops at the abort, so only what was already in flight (its
     // real-time lead) arrives after it; an interrupted reply is the user talking, not a dropped session.

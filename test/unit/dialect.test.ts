@@ -90,9 +90,17 @@ describe('binary framing and Opus timing', () => {
 });
 
 describe('a xiaozhi device', () => {
-  it('opens its channel at the wake word, waits for the server hello, streams Opus, plays the reply and closes', () => {
+  const reply = (s: ReturnType<ReturnType<typeof fakeEnv>['last']>) => {
+    s.msg({ session_id: 'S1', type: 'stt', text: 'hi' });
+    s.msg({ session_id: 'S1', type: 'tts', state: 'start' });
+    const packet = new Uint8Array([11 << 3, 0, 0]); // SILK 60 ms
+    for (let i = 0; i < 10; i++) s.onmessage?.({ data: packet.buffer.slice(0) });
+    s.msg({ session_id: 'S1', type: 'tts', state: 'stop' });
+  };
+
+  it('opens its channel at the wake word, waits for the server hello, streams Opus, plays the reply, then listens on (auto mode)', () => {
     const f = fakeEnv('xz-1');
-    const d = new Device({ id: 'xz-1', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+    const d = new Device({ id: 'xz-1', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'fixed', interval_ms: 20_000, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
     d.start(0);
     f.clock.advance(900);
     assert.equal(f.sockets.length, 0, 'no channel before the wake word');
@@ -113,19 +121,71 @@ describe('a xiaozhi device', () => {
     assert.deepEqual(f.metrics.values('wake_ack_latency'), [30], 'the wait includes the channel handshake');
     f.clock.advance(3000 + 900);
     assert.ok(s.binaryCount() >= 60, `${s.binaryCount()} Opus packets: speech, then silence for the VAD`);
-    s.msg({ session_id: 'S1', type: 'stt', text: 'hi' });
     f.clock.advance(100);
-    s.msg({ session_id: 'S1', type: 'tts', state: 'start' });
-    const packet = new Uint8Array([11 << 3, 0, 0]); // SILK 60 ms
-    for (let i = 0; i < 10; i++) s.onmessage?.({ data: packet.buffer.slice(0) });
-    s.msg({ session_id: 'S1', type: 'tts', state: 'stop' });
+    reply(s);
     assert.equal(f.metrics.count('sessions_completed'), 0, 'the reply still plays');
     f.clock.advance(700);
     assert.equal(f.metrics.count('sessions_completed'), 1);
-    assert.equal(s.closedByDevice, 1000, 'the channel closes with its conversation');
+    // application.cc: tts stop in auto mode goes back to listening on the same channel, microphone on.
+    assert.equal(s.closedByDevice, null, 'the channel stays open');
+    assert.deepEqual(s.json().at(-1), { session_id: 'S1', type: 'listen', state: 'start', mode: 'auto' });
+    const before = s.binaryCount();
+    f.clock.advance(6000);
+    const silence = s.binaryCount() - before;
+    assert.ok(silence >= 98 && silence <= 101, `${silence} packets of 60 ms in 6 s: the microphone streams at real time`);
+    // The next turn in the schedule is the user speaking again: no wake word, no new channel.
+    f.clock.advance(15_000); // the next turn is due 20 s after the first ended
+    assert.equal(f.sockets.length, 1);
+    assert.equal(f.metrics.count('follow_ups'), 1);
+    assert.equal(f.metrics.count('wakes'), 1, 'a follow-up is not a wake');
+    assert.equal(s.json().filter((m) => m.state === 'detect').length, 1);
+    f.clock.advance(4000);
+    reply(s);
+    f.clock.advance(1000);
+    assert.equal(f.metrics.count('sessions_completed'), 2);
+    assert.equal(f.metrics.values('response_latency').length, 2);
+    // The server's no-voice close ends the listening channel: the device goes idle, nothing is lost.
+    s.serverClose(1000);
     assert.equal(d.state, 'idle');
     assert.equal(f.metrics.count('unplanned_drops'), 0);
+    assert.equal(f.metrics.count('sessions_dropped'), 0);
     assert.equal(f.metrics.values('connect_success').join(), '1');
+    const sent = s.binaryCount();
+    f.clock.advance(5000);
+    assert.equal(s.binaryCount(), sent, 'the microphone stops with the channel');
+  });
+
+  it("closes the channel with its conversation when the profile idles after a reply, and gives a listening channel up after 120 s with nothing received", () => {
+    const f = fakeEnv('xz-2');
+    const idle = { ...PROFILES['xiaozhi-esp32']!, name: 'xz-idle', after_reply: 'idle' as const };
+    const d = new Device({ id: 'xz-2', baseUrl: 'ws://127.0.0.1:1', profile: idle, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+    d.start(0);
+    f.clock.advance(1000);
+    const s = f.last();
+    s.open();
+    s.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
+    f.clock.advance(4000);
+    reply(s);
+    f.clock.advance(1000);
+    assert.equal(f.metrics.count('sessions_completed'), 1);
+    assert.equal(s.closedByDevice, 1000, 'the channel closes with its conversation');
+    assert.equal(d.state, 'idle');
+
+    const g = fakeEnv('xz-3');
+    const e = new Device({ id: 'xz-3', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, g.env);
+    e.start(0);
+    g.clock.advance(1000);
+    const t = g.last();
+    t.open();
+    t.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
+    g.clock.advance(4000);
+    reply(t);
+    g.clock.advance(1000);
+    assert.equal(t.closedByDevice, null, 'listening');
+    g.clock.advance(121_000);
+    assert.equal(t.closedByDevice, 1000, 'the firmware gives the silent channel up');
+    assert.equal(e.state, 'idle');
+    assert.equal(g.metrics.count('unplanned_drops'), 0);
   });
 });
 
@@ -157,7 +217,9 @@ describe('barge-in', () => {
     assert.equal(f.metrics.count('barge_in_late_frames'), 3);
     assert.deepEqual(f.metrics.values('barge_in_stop_time'), [60]);
     assert.equal(f.metrics.count('sessions_dropped'), 0, 'a barge-in is the user talking, not a drop');
-    assert.equal(s.closedByDevice, 1000);
+    // The user talked over the reply: the channel listens on for what they say.
+    assert.equal(s.closedByDevice, null);
+    assert.deepEqual([s.json().at(-1)!.type, s.json().at(-1)!.state], ['listen', 'start']);
   });
 
   it('waits at most 5 s for a server that never stops the reply', () => {
