@@ -1,0 +1,84 @@
+"""One conversation with a xiaozhi-protocol server through xiaozhi-sdk, an independent client of the protocol.
+
+Usage: converse.py WS_URL UTTERANCE_PCM [--mode auto|manual|realtime] [--timeout S]
+
+Connects as a device (hello, listen start), streams the 16 kHz mono s16le utterance as 60 ms Opus frames in real
+time, then silence until the server's `tts stop` (or the timeout), decodes the reply's Opus, and prints one JSON line:
+the server's messages in order, the reply's decoded duration, and whether the channel was still open after the turn
+(in auto mode the SDK sends `listen start` again on `tts stop`, as the firmware does). Exit 0 when a reply ended,
+1 otherwise. Loopback only: the caller starts the server.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from urllib.parse import urlparse
+
+from xiaozhi_sdk.core import XiaoZhiWebsocket
+
+FRAME_MS = 60
+FRAME_BYTES = 16000 * FRAME_MS // 1000 * 2
+
+
+async def converse(url: str, pcm: bytes, mode: str, timeout_s: float) -> dict:
+    events: list = []
+    stopped = asyncio.Event()
+
+    async def on_message(msg: dict) -> None:
+        events.append(msg)
+        if msg.get("type") == "tts" and msg.get("state") == "stop":
+            stopped.set()
+
+    client = XiaoZhiWebsocket(on_message, url=url, audio_sample_rate=16000, audio_channels=1, audio_frame_duration=FRAME_MS)
+    client.mode = mode
+    started = time.monotonic()
+    connected = await client.init_connection("02:00:00:5d:00:01")
+    if not connected:
+        return {"connected": False, "events": events}
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    silence = b"\x00" * FRAME_BYTES
+    t0 = time.monotonic()
+    k = 0
+    while not stopped.is_set() and time.monotonic() - started < timeout_s:
+        await client.send_audio(frames[k] if k < len(frames) else silence)
+        k += 1
+        await asyncio.sleep(max(0.0, t0 + k * FRAME_MS / 1000 - time.monotonic()))
+    # Let the SDK finish its reaction to tts stop (listen start again in auto mode), then look at the channel.
+    await asyncio.sleep(0.5)
+    open_after = client.websocket is not None and client.websocket.close_code is None
+    # The SDK queues one decoded frame per Opus packet of the server's frame_duration.
+    reply_frames = len(client.output_audio_queue)
+    hello = next((e for e in events if e.get("type") == "hello"), None)
+    await client.close()
+    return {
+        "connected": True,
+        "events": events,
+        "frames_sent": k,
+        "reply_packets": reply_frames,
+        "open_after_turn": open_after,
+        "replied": stopped.is_set(),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("pcm")
+    ap.add_argument("--mode", default="auto", choices=["auto", "manual", "realtime"])
+    ap.add_argument("--timeout", type=float, default=30.0)
+    a = ap.parse_args()
+    host = urlparse(a.url).hostname or ""
+    if not (host.startswith("127.") or host in ("localhost", "::1")):
+        print(f"converse.py: {a.url} is not loopback", file=sys.stderr)
+        return 2
+    with open(a.pcm, "rb") as f:
+        pcm = f.read()
+    result = asyncio.run(converse(a.url, pcm, a.mode, a.timeout))
+    print(json.dumps(result))
+    return 0 if result.get("replied") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

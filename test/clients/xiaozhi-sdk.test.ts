@@ -1,0 +1,103 @@
+// The reference server's xiaozhi dialect against an independent client of the protocol: xiaozhi-sdk (PyPI, pinned in
+// clients/xiaozhi-sdk/requirements.txt), with its own Opus encoder and decoder (libopus through opuslib) and its own
+// reading of the protocol (hello, listen start, realtime and auto modes, back to listening after tts stop). Its venv
+// is made once under wakestorm's cache. Runs outside `npm test` (`npm run test:clients`, called by .ci/run): the
+// first run installs the SDK from PyPI.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { opusClip, type OpusTable } from '../../core/opus.ts';
+import { cacheDir } from '../../scripts/tools.ts';
+import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
+import { metricValue } from '../helpers/metrics.ts';
+import { ROOT } from '../helpers/proc.ts';
+
+const CLIENT = join(ROOT, 'clients', 'xiaozhi-sdk');
+const REQUIREMENTS = readFileSync(join(CLIENT, 'requirements.txt'), 'utf8');
+const VENV = join(cacheDir(), 'clients', `xiaozhi-sdk-${/xiaozhi-sdk==([\w.]+)/.exec(REQUIREMENTS)![1]}`);
+const PYTHON = join(VENV, 'bin', 'python');
+
+/** The SDK's venv, made once: python3 -m venv, then the pinned requirements (bounded in time). */
+function ensureVenv(): void {
+  if (existsSync(PYTHON)) {
+    try {
+      execFileSync(PYTHON, ['-c', 'import xiaozhi_sdk.core'], { stdio: 'pipe', timeout: 60_000 });
+      return;
+    } catch {
+      /* broken: make it again */
+    }
+  }
+  execFileSync('python3', ['-m', 'venv', '--clear', VENV], { stdio: 'pipe', timeout: 120_000 });
+  execFileSync(PYTHON, ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', join(CLIENT, 'requirements.txt')], { stdio: 'pipe', timeout: 600_000 });
+  execFileSync(PYTHON, ['-c', 'import xiaozhi_sdk.core'], { stdio: 'pipe', timeout: 60_000 });
+}
+
+interface Conversation {
+  connected: boolean;
+  events: { type: string; state?: string; text?: string }[];
+  frames_sent: number;
+  reply_packets: number;
+  open_after_turn: boolean;
+  replied: boolean;
+}
+
+function converse(url: string, mode: string): Promise<{ code: number | null; result: Conversation; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(PYTHON, [join(CLIENT, 'converse.py'), url, join(ROOT, 'audio', 'utterance.pcm'), '--mode', mode, '--timeout', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const kill = setTimeout(() => p.kill('SIGKILL'), 40_000);
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      clearTimeout(kill);
+      try {
+        resolve({ code, result: JSON.parse(out.trim().split('\n').pop() ?? ''), stderr: err });
+      } catch {
+        reject(new Error(`converse.py printed no result (exit ${code}): ${err.slice(-800)}`));
+      }
+    });
+  });
+}
+
+const replyPackets = [0, 1, 2, 3].map((n) => {
+  const b = readFileSync(join(ROOT, 'audio', `reply-${n}.opus`));
+  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer, JSON.parse(readFileSync(join(ROOT, 'audio', `reply-${n}.opus.json`), 'utf8')) as OpusTable).packets.length;
+});
+
+describe('xiaozhi-sdk, an independent xiaozhi client, against the reference server', () => {
+  let server: VoiceServer;
+  before(async () => {
+    ensureVenv();
+    server = await startVoiceServer({ port: 0, sttMs: 50, llmMs: 50, ttsMs: 50 });
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  for (const mode of ['auto', 'realtime']) {
+    it(`${mode} mode: its Opus speech is heard, the reply decodes whole in its decoder, and the channel stays open`, async () => {
+      const { code, result, stderr } = await converse(`${server.wsUrl}/xiaozhi/v1/`, mode);
+      assert.equal(code, 0, stderr.slice(-800));
+      assert.ok(result.connected && result.replied);
+      const kinds = result.events.filter((e) => e.type !== 'websocket').map((e) => (e.type === 'tts' ? `tts:${e.state}` : e.type));
+      assert.deepEqual(kinds, ['stt', 'llm', 'tts:start', 'tts:sentence_start', 'tts:stop']);
+      assert.ok((result.events[0]!.text ?? '').length > 0, 'a transcript');
+      // Every reply packet reached the SDK and its libopus decoder took it: one decoded frame per committed packet.
+      assert.ok(replyPackets.includes(result.reply_packets), `${result.reply_packets} packets decoded; the replies have ${replyPackets}`);
+      // After tts stop the SDK sends listen start again in auto mode (as the firmware does): the channel goes on.
+      assert.equal(result.open_after_turn, true);
+      // It spoke for a while after the utterance: the server's VAD, not a timeout, ended the speech.
+      assert.ok(result.frames_sent > 50 && result.frames_sent < 200, `${result.frames_sent} frames sent`);
+    });
+  }
+
+  it('the server refused nothing the client said', async () => {
+    const text = await (await fetch(`${server.wsUrl.replace(/^ws/, 'http')}/metrics`)).text();
+    assert.ok(!(metricValue(text, 'voice_errors_total', 'code="bad_message"') > 0), 'no bad_message');
+    assert.ok(metricValue(text, 'voice_sessions_started_total') >= 2);
+  });
+});
