@@ -112,7 +112,7 @@ describe('CLI conventions', () => {
     const latest = JSON.parse(readFileSync(join(results, 'latest', 'run.json'), 'utf8'));
     assert.equal(latest.resolved.devices, 3);
     assert.equal(latest.resolved.wake.mode, 'off');
-    assert.equal(latest.resolved.slos.length, 8);
+    assert.equal(latest.resolved.slos.length, 9);
   });
 
   it('compare refuses an INVALID or incomplete run and warns about a different fleet size; lost data is a regression', async () => {
