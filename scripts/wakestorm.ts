@@ -30,7 +30,7 @@ export function addServerOptions(cmd: Command, opts: { withListen?: boolean } = 
   if (opts.withListen) cmd.addOption(new Option('--host <host>', 'interface to listen on (loopback by default)').env('WAKESTORM_HOST').argParser(check(parseHost)));
   for (const f of NUMERIC_FLAGS) {
     if (!opts.withListen && f.key === 'port') continue;
-    cmd.addOption(new Option(`${f.flag} <n>`, f.help).env(f.env).argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max))));
+    cmd.addOption(new Option(`${f.flag} <n>`, f.help).env(f.env).argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max, f.oneOf))));
   }
   cmd.addOption(new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)));
   cmd.addOption(

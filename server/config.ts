@@ -38,6 +38,8 @@ export interface ServerConfig {
   vadThreshold: number;
   /** xiaozhi: a channel that hears no voice for this long is closed (1000), as xiaozhi-esp32-server's close_connection_no_voice_time. 0: never. */
   xiaozhiNoVoiceMs: number;
+  /** xiaozhi: the downlink rate the server's hello announces (real servers: 24 kHz). Opus packets decode at any of them. */
+  xiaozhiDownlinkRate: number;
   /** Text messages per second a connection may send, and the burst above that. */
   textRatePerS: number;
   textBurst: number;
@@ -69,6 +71,7 @@ export const defaultConfig: ServerConfig = {
   maxPendingUpgrades: 10_000,
   vadThreshold: VAD_THRESHOLD_RMS,
   xiaozhiNoVoiceMs: 120_000,
+  xiaozhiDownlinkRate: 24_000,
   textRatePerS: 20,
   textBurst: 60,
   audioRateBytesPerS: 4 * 1000 * PCM_BYTES_PER_MS,
@@ -90,8 +93,10 @@ export function effectiveIdleTimeoutMs(c: ServerConfig): number {
 }
 
 /** Parse a non-negative integer flag value, or throw a ConfigError that names the flag. */
-export function parseIntFlag(flag: string, value: string, min: number, max: number): number {
-  return boundedInt(value, flag, { min, max }, ConfigError);
+export function parseIntFlag(flag: string, value: string, min: number, max: number, oneOf?: number[]): number {
+  const n = boundedInt(value, flag, { min, max }, ConfigError);
+  if (oneOf && !oneOf.includes(n)) throw new ConfigError(`${flag} must be one of ${oneOf.join(', ')}, got ${n}`);
+  return n;
 }
 
 export function parsePace(value: string): TtsPace {
@@ -149,7 +154,7 @@ export function validateToken(t: string): string {
  * One entry per numeric flag: the CLI builds its options from this table, so a flag, its env var
  * and its bounds are declared once.
  */
-export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string; min: number; max: number; help: string }[] = [
+export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string; min: number; max: number; help: string; oneOf?: number[] }[] = [
   { flag: '--port', key: 'port', env: 'WAKESTORM_PORT', min: 0, max: 65535, help: 'TCP port (0 picks a free one)' },
   { flag: '--keepalive-ms', key: 'keepaliveMs', env: 'WAKESTORM_KEEPALIVE_MS', min: 100, max: 3_600_000, help: 'server ping cadence' },
   { flag: '--hello-timeout-ms', key: 'helloTimeoutMs', env: 'WAKESTORM_HELLO_TIMEOUT_MS', min: 100, max: 3_600_000, help: 'time a /ws device has to send hello' },
@@ -165,5 +170,6 @@ export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string
   { flag: '--max-pending-upgrades', key: 'maxPendingUpgrades', env: 'WAKESTORM_MAX_PENDING_UPGRADES', min: 1, max: 1_000_000, help: 'refuse connections above this many not yet upgraded' },
   { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
   { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
+  { flag: '--xiaozhi-downlink-rate', key: 'xiaozhiDownlinkRate', env: 'WAKESTORM_XIAOZHI_DOWNLINK_RATE', min: 8000, max: 48_000, oneOf: [8000, 12_000, 16_000, 24_000, 48_000], help: "sample rate a xiaozhi hello announces for the reply's Opus (an Opus decoding rate)" },
   { flag: '--xiaozhi-no-voice-ms', key: 'xiaozhiNoVoiceMs', env: 'WAKESTORM_XIAOZHI_NO_VOICE_MS', min: 0, max: 3_600_000, help: 'close a xiaozhi channel that hears no voice this long (0: never)' },
 ];

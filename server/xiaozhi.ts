@@ -82,7 +82,9 @@ export class XiaozhiWire implements SessionLink {
         type: 'hello',
         transport: 'websocket',
         session_id: this.channelId,
-        audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 },
+        // Real servers announce 24 kHz. The reply packets were encoded from 16 kHz speech; an Opus stream decodes at
+        // any Opus rate, so the device's decoder runs at the announced one, as against a real server.
+        audio_params: { format: 'opus', sample_rate: this.cfg.xiaozhiDownlinkRate, channels: 1, frame_duration: 60 },
       });
       return;
     }
@@ -147,7 +149,7 @@ export class XiaozhiWire implements SessionLink {
       case 'llm_response':
         return this.sock.sendJson({ session_id: sid, type: 'llm', emotion: 'happy', text: '🙂' });
       case 'tts_stream_start': {
-        const ok = this.sock.sendJson({ session_id: sid, type: 'tts', state: 'start', sample_rate: 16000 });
+        const ok = this.sock.sendJson({ session_id: sid, type: 'tts', state: 'start', sample_rate: this.cfg.xiaozhiDownlinkRate });
         return ok && this.sock.sendJson({ session_id: sid, type: 'tts', state: 'sentence_start', text: this.session?.replyText ?? '' });
       }
       case 'tts_stream_end': {

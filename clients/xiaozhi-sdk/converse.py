@@ -3,10 +3,10 @@
 Usage: converse.py WS_URL UTTERANCE_PCM [--mode auto|manual|realtime] [--timeout S]
 
 Connects as a device (hello, listen start), streams the 16 kHz mono s16le utterance as 60 ms Opus frames in real
-time, then silence until the server's `tts stop` (or the timeout), decodes the reply's Opus, and prints one JSON line:
-the server's messages in order, the reply's decoded duration, and whether the channel was still open after the turn
-(in auto mode the SDK sends `listen start` again on `tts stop`, as the firmware does). Exit 0 when a reply ended,
-1 otherwise. Loopback only: the caller starts the server.
+time, then silence until the server's `tts stop` (or the timeout), decodes the reply's Opus at the rate the server's
+hello announced, and prints one JSON line: the server's messages in order, the reply packets decoded, and whether
+the channel was still open after the turn (in auto mode the SDK sends `listen start` again on `tts stop`, as the
+firmware does). Exit 0 when a reply ended, 1 otherwise. Loopback only: the caller starts the server.
 """
 
 import argparse
@@ -50,13 +50,14 @@ async def converse(url: str, pcm: bytes, mode: str, timeout_s: float) -> dict:
     open_after = client.websocket is not None and client.websocket.close_code is None
     # The SDK queues one decoded frame per Opus packet of the server's frame_duration.
     reply_frames = len(client.output_audio_queue)
-    hello = next((e for e in events if e.get("type") == "hello"), None)
+    decoder_rate = getattr(client.audio_opus, "xiaozhi_out_sample_rate", None)
     await client.close()
     return {
         "connected": True,
         "events": events,
         "frames_sent": k,
         "reply_packets": reply_frames,
+        "decoder_rate": decoder_rate,
         "open_after_turn": open_after,
         "replied": stopped.is_set(),
     }

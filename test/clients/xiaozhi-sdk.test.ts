@@ -39,6 +39,7 @@ interface Conversation {
   events: { type: string; state?: string; text?: string }[];
   frames_sent: number;
   reply_packets: number;
+  decoder_rate: number | null;
   open_after_turn: boolean;
   replied: boolean;
 }
@@ -88,6 +89,7 @@ describe('xiaozhi-sdk, an independent xiaozhi client, against the reference serv
       assert.ok((result.events[0]!.text ?? '').length > 0, 'a transcript');
       // Every reply packet reached the SDK and its libopus decoder took it: one decoded frame per committed packet.
       assert.ok(replyPackets.includes(result.reply_packets), `${result.reply_packets} packets decoded; the replies have ${replyPackets}`);
+      assert.equal(result.decoder_rate, 24_000, "the SDK's decoder runs at the rate the server's hello announced (real servers' default)");
       // After tts stop the SDK sends listen start again in auto mode (as the firmware does): the channel goes on.
       assert.equal(result.open_after_turn, true);
       // It spoke for a while after the utterance: the server's VAD, not a timeout, ended the speech.

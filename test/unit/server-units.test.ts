@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadReplies } from '../../server/audio.ts';
 import { pcmRms } from '../../core/pcm.ts';
-import { ConfigError, parseIntFlag, parsePace } from '../../server/config.ts';
+import { ConfigError, NUMERIC_FLAGS, parseIntFlag, parsePace } from '../../server/config.ts';
 import { routeUpgrade } from '../../server/admission.ts';
 import { UTTERANCE } from '../../scripts/protocol-client.ts';
 
@@ -41,6 +41,9 @@ describe('config parsing', () => {
     assert.throws(() => parseIntFlag('--stt-ms', '-1', 0, 10), /--stt-ms must be between 0 and 10/);
     assert.equal(parsePace('burst'), 'burst');
     assert.throws(() => parsePace('fast'), /--tts-pace/);
+    const rate = NUMERIC_FLAGS.find((f) => f.flag === '--xiaozhi-downlink-rate')!;
+    assert.equal(parseIntFlag(rate.flag, '24000', rate.min, rate.max, rate.oneOf), 24_000);
+    assert.throws(() => parseIntFlag(rate.flag, '22050', rate.min, rate.max, rate.oneOf), /--xiaozhi-downlink-rate must be one of 8000, 12000, 16000, 24000, 48000, got 22050/);
   });
 });
 
