@@ -1,4 +1,4 @@
-// `wakestorm run`, `report`, `compare` and `capacity` end to end, as a user runs them.
+// `wakestorm run`, `report` and `compare` end to end, as a user runs them (`capacity`: test/scenarios/capacity.test.ts).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,26 +95,5 @@ describe('wakestorm run', () => {
     const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
     assert.doesNotMatch(ps, new RegExp(`RESULTS_DIR=${results}`), 'no k6 left');
     assert.doesNotMatch(ps.split('\n').filter((l) => l.includes('toxiproxy-server') && !l.includes('18474')).join('\n'), /toxiproxy-server -host 127\.0\.0\.1 -port \d+/);
-  });
-});
-
-describe('wakestorm capacity', () => {
-  it('finds a server limit set by --max-connections within one step', async () => {
-    const r = await runCli(
-      ['capacity', '--max-devices', '1000', '--start', '100', '--step-duration', '8s', '--wake', 'off', '--resolution', '10', '--server-arg', '--max-connections=300', '--results', results],
-      { timeoutMs: 400_000 },
-    );
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    const m = /holds (\d+) devices/.exec(r.stdout);
-    assert.ok(m, r.stdout);
-    const holds = Number(m![1]);
-    assert.ok(holds <= 300 && holds >= 270, `found ${holds} for a limit of 300`);
-    assert.match(r.stdout, /first broke at \d+: connect_success/);
-    const dir = readdirSync(results).find((d) => d.startsWith('capacity-'))!;
-    const cap = JSON.parse(readFileSync(join(results, dir, 'capacity.json'), 'utf8'));
-    assert.equal(cap.holds, holds);
-    assert.equal(cap.generator_limited, false);
-    assert.ok(cap.steps.length >= 4);
-    assert.ok(existsSync(join(results, dir, 'capacity.svg')));
   });
 });
