@@ -59,12 +59,12 @@ export class Sampler {
     };
   }
 
-  /** The server's connection count in the window: min and max as /health saw them. */
   /** When the server first reported a connection: the fleet's start, after k6's init (which grows with its VUs). */
   firstConnectedAt(): number | null {
     return this.health.find((x) => x.connections > 0)?.t ?? null;
   }
 
+  /** The server's connection count in the window: min and max as /health saw them. */
   connections(from: number, to: number): { min: number; max: number } | null {
     const h = this.health.filter((x) => x.t >= from && x.t <= to);
     if (!h.length) return null;

@@ -188,14 +188,13 @@ export class XiaozhiWire implements SessionLink {
     const check = () => {
       this.noVoiceTimer = null;
       const quiet = performance.now() - this.lastVoiceAt;
-      const owed = this.session && !this.session.ended && (this.session.heardVoice || this.session.stage !== 'listening');
-      if (quiet < limit || owed) {
+      if (quiet < limit || this.busy) {
         this.noVoiceTimer = setTimeout(check, Math.max(100, limit - quiet));
         return;
       }
       this.sock.log(`xiaozhi ${this.deviceId}: no voice for ${limit} ms, closing the channel`);
       this.session?.end('timeout');
-      this.sock.close(1000, 'no voice');
+      this.sock.close(CLOSE.NORMAL, 'no voice');
     };
     this.noVoiceTimer = setTimeout(check, limit);
   }
