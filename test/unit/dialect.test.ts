@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { capture, DialectError, fill, frameAudio, matches, render, unframeAudio, validateDialect } from '../../core/dialect.ts';
 import { Device } from '../../core/device.ts';
 import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
-import { PROFILES } from '../../core/profiles.ts';
+import { PROFILES, type Profile } from '../../core/profiles.ts';
 import { nodeDialect } from '../../scripts/node-devices.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
 
@@ -156,31 +156,26 @@ describe('a xiaozhi device', () => {
   });
 
   it("closes the channel with its conversation when the profile idles after a reply, and gives a listening channel up after 120 s with nothing received", () => {
-    const f = fakeEnv('xz-2');
-    const idle = { ...PROFILES['xiaozhi-esp32']!, name: 'xz-idle', after_reply: 'idle' as const };
-    const d = new Device({ id: 'xz-2', baseUrl: 'ws://127.0.0.1:1', profile: idle, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
-    d.start(0);
-    f.clock.advance(1000);
-    const s = f.last();
-    s.open();
-    s.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
-    f.clock.advance(4000);
-    reply(s);
-    f.clock.advance(1000);
+    /** One wake, the channel's hello, the utterance, a reply played out: the device's channel after that turn. */
+    const oneTurn = (id: string, profile: Profile) => {
+      const f = fakeEnv(id);
+      const d = new Device({ id, baseUrl: 'ws://127.0.0.1:1', profile, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+      d.start(0);
+      f.clock.advance(1000);
+      const s = f.last();
+      s.open();
+      s.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
+      f.clock.advance(4000);
+      reply(s);
+      f.clock.advance(1000);
+      return { f, d, s };
+    };
+    const { f, d, s } = oneTurn('xz-2', { ...PROFILES['xiaozhi-esp32']!, name: 'xz-idle', after_reply: 'idle' });
     assert.equal(f.metrics.count('sessions_completed'), 1);
     assert.equal(s.closedByDevice, 1000, 'the channel closes with its conversation');
     assert.equal(d.state, 'idle');
 
-    const g = fakeEnv('xz-3');
-    const e = new Device({ id: 'xz-3', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, g.env);
-    e.start(0);
-    g.clock.advance(1000);
-    const t = g.last();
-    t.open();
-    t.msg({ type: 'hello', transport: 'websocket', session_id: 'S1' });
-    g.clock.advance(4000);
-    reply(t);
-    g.clock.advance(1000);
+    const { f: g, d: e, s: t } = oneTurn('xz-3', PROFILES['xiaozhi-esp32']!);
     assert.equal(t.closedByDevice, null, 'listening');
     g.clock.advance(121_000);
     assert.equal(t.closedByDevice, 1000, 'the firmware gives the silent channel up');
