@@ -7,7 +7,7 @@ import { Backoff } from './backoff.ts';
 import type { DeviceContext, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
 import { capture, fill, matches, render } from './dialect.ts';
-import { closeCodeLabel } from './protocol.ts';
+import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
 /** 'unnoticed': the socket closed, but the firmware has not looked yet (a polled flag); not connected, not yet lost. */
@@ -255,8 +255,9 @@ export class Link {
     const cause: LossCause = code === 1006 ? 'abnormal' : 'server_close';
     this.ctx.count('links_down');
     this.abandonSocket();
-    if (this.perWake && !this.owner.busy()) {
-      // The server closed a per-wake channel between conversations: how such a channel ends, not a loss.
+    if (this.perWake && !this.owner.busy() && code === CLOSE.NORMAL) {
+      // The server closed a per-wake channel between conversations (xiaozhi's no-voice close): how such a channel
+      // ends, not a loss. Any other end (1006, an error code) is a lost link even with no conversation on it.
       this.stopKeepalive();
       this.state = 'idle';
       this.owner.linkLost(true, false);

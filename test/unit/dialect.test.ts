@@ -175,6 +175,13 @@ describe('a xiaozhi device', () => {
     assert.equal(s.closedByDevice, 1000, 'the channel closes with its conversation');
     assert.equal(d.state, 'idle');
 
+    // A listening channel the server ends abnormally (a crash, a reset) is a lost link, not the no-voice close.
+    const crash = oneTurn('xz-4', PROFILES['xiaozhi-esp32']!);
+    crash.s.serverClose(1006);
+    assert.equal(crash.d.state, 'idle');
+    assert.equal(crash.f.metrics.count('unplanned_drops'), 1);
+    assert.equal(crash.f.metrics.count('sessions_dropped'), 0, 'no conversation was on it');
+
     const { f: g, d: e, s: t } = oneTurn('xz-3', PROFILES['xiaozhi-esp32']!);
     assert.equal(t.closedByDevice, null, 'listening');
     g.clock.advance(121_000);
