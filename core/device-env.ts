@@ -4,6 +4,7 @@
 import type { Dialect, Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { OpusClip } from './opus.ts';
+import { pcmDurationMs } from './pcm.ts';
 import type { Profile } from './profiles.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
@@ -31,7 +32,11 @@ export interface AudioFrames {
 }
 
 export interface DeviceEnv {
-  openSocket(url: string, headers: Record<string, string>): SocketLike;
+  /**
+   * `name`: the URL with the dialect's path template unfilled ({device_id} stays): the tag k6 puts on the socket's
+   * metrics, one value per target and path, never one per device.
+   */
+  openSocket(url: string, headers: Record<string, string>, name: string): SocketLike;
   now(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(h: TimerHandle): void;
@@ -43,6 +48,8 @@ export interface DeviceEnv {
   /** True when [from, to] overlaps a fault window of the timeline (plus grace): what happened then was planned. */
   planned?(from: number, to: number): boolean;
   log?(line: string): void;
+  /** A rare diagnostic a person should see (an unmatched server message type, once per process): k6 prints it. */
+  warn?(line: string): void;
 }
 
 export interface WakeSchedule {
@@ -109,6 +116,8 @@ export class DeviceContext {
       wake_word: 'hey wakestorm',
       listen_mode: opts.profile.end_of_speech === 'vad' ? 'auto' : 'manual',
       codec: opts.dialect.audio.up.codec,
+      // One uplink frame's duration: 60 ms Opus packets, or the profile's PCM frame.
+      frame_ms: opts.dialect.audio.up.codec === 'opus' ? 60 : pcmDurationMs(opts.profile.frame_bytes),
       sample_rate: opts.dialect.audio.up.sample_rate,
     };
   }

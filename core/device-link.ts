@@ -6,7 +6,7 @@
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
-import { capture, fill, matches, render } from './dialect.ts';
+import { capture, fill, known, matches, render, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
@@ -22,12 +22,15 @@ export interface LinkOwner {
   linkUp(): void;
   /** The link, or a try at one, is gone. `final`: the device will not try again (closed for good, or gave up). */
   linkLost(wasConnected: boolean, final: boolean): void;
-  /** A server message that is not the link's own (ready, ping, pong). */
-  message(msg: object): void;
+  /** A server message that is not the link's own (ready, ping, pong); false when no step took it. */
+  message(msg: object): boolean;
   binary(buf: ArrayBuffer): void;
   /** A conversation is in flight (a per-wake channel the server closes between conversations is no loss). */
   busy(): boolean;
 }
+
+/** Unmatched types already shown in this process (each is shown once). */
+const SEEN_UNMATCHED = new Set<string>();
 
 /** A link that lived less than this is a flap. */
 const FLAP_MS = 2000;
@@ -182,7 +185,7 @@ export class Link {
     }
     let ws: SocketLike;
     try {
-      ws = env.openSocket(url, headers);
+      ws = env.openSocket(url, headers, `${opts.baseUrl}${path}`);
     } catch (e) {
       env.log?.(`${opts.id}: cannot open ${url}: ${String(e)}`);
       this.abandonSocket();
@@ -406,13 +409,27 @@ export class Link {
     if (recv.pong && matches(recv.pong, msg, vars)) {
       capture(cap.pong, msg, vars);
       const pp = this.pendingPing;
-      if (pp && vars.pong_id === pp.id) {
+      // A pong that carries an id answers the ping with that id; one with none answers the oldest outstanding ping.
+      const id = vars.pong_id;
+      if (pp && (id === undefined || id === null || String(id) === String(pp.id))) {
         this.ctx.trend('ping_rtt', this.ctx.env.now() - pp.at);
         this.pendingPing = null;
         this.timers.clear('pong');
       }
       return;
     }
-    this.owner.message(msg);
+    if (!this.owner.message(msg) && !known(this.ctx.dialect, msg, vars)) this.unmatched(msg);
+  }
+
+  /** A server message no step of the dialect matches: counted by its type (bounded), and shown once per type. */
+  private unmatched(msg: object): void {
+    const type = unmatchedType(msg);
+    this.ctx.count('unmatched_messages', 1, { type });
+    if (!SEEN_UNMATCHED.has(type)) {
+      SEEN_UNMATCHED.add(type);
+      const text = JSON.stringify(msg);
+      const shown = text.length > 160 ? `${text.slice(0, 160)}…` : text;
+      this.ctx.env.warn?.(`${UNMATCHED_NOTE}${type} (dialect ${this.ctx.dialect.name} matches no step of it): ${shown}`);
+    }
   }
 }

@@ -2,13 +2,13 @@
 // opening a per-wake channel), its acknowledgement judged, the utterance streamed at real-time pace (PCM frames or
 // Opus packets, framed as the dialect says), the end of speech, the reply played back through a jitter-buffer model
 // timed by the audio's real duration, and how each session ended. It speaks through the link (device-link.ts).
-import { capture, frameAudio, matches, render, unframeAudio, type Template } from './dialect.ts';
+import { BoundedLabels, capture, frameAudio, matches, render, unframeAudio, type Template } from './dialect.ts';
 import type { DeviceContext } from './device-env.ts';
 import { Timers } from './device-env.ts';
 import type { Link, LinkOwner } from './device-link.ts';
 import { opusPacketMs } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
-import { DEFAULTS, isDropped, type SessionEndReason } from './protocol.ts';
+import { isDropped, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
 import { WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
@@ -16,12 +16,17 @@ interface ActiveSession {
   wakeId: string;
   wakeAt: number;
   id: string | null;
+  /**
+   * The end of the user's speech: when the device sent its last voiced frame (a microphone sends a frame once it has
+   * recorded it), or the server's first sign that it heard the end, if that came first. response_latency runs from it.
+   */
   eosAt: number | null;
+  /** The server's first sign that it heard the end of speech (transcript, reply start or reply audio). */
+  endpointedAt: number | null;
   responseRecorded: boolean;
   /** Stage as far as the device knows. */
   stage: 'waking' | 'listening' | 'thinking' | 'speaking';
   frame: number;
-  silenceRunMs: number;
   silenceSentMs: number;
   streamT0: number;
   /** Playback model: ms of reply audio received, and when playback (re)started. */
@@ -32,6 +37,14 @@ interface ActiveSession {
   lastStaleAt: number | null;
   /** When the server last said anything of this session (a message or reply audio): the stall check reads it. */
   heardAt: number;
+  /** The reply as it arrived: when it started, the audio payload bytes, the length the dialect announced (if any). */
+  replyAt: number | null;
+  replyBytes: number;
+  replyAnnounced: number | null;
+  /** Times and ms the playback ran dry mid-reply (beyond PLAYBACK_GAP_TOLERANCE_MS). */
+  replyStalls: number;
+  replyStallMs: number;
+  replyJudged: boolean;
 }
 
 /**
@@ -45,20 +58,36 @@ export const SESSION_STALL_MS = 15_000;
 /** How long a device waits, after its abort, for the server to stop the reply before it calls the session over. */
 const BARGE_IN_WAIT_MS = 5000;
 
-/** The server's VAD ends speech after this much silence (the protocol's number). */
-const VAD_SILENCE_MS = DEFAULTS.vad_silence_ms;
-/** Trailing silence a VAD-ended stream sends at most: the server should have ended speech long before. */
-const VAD_MAX_TRAILING_MS = 2000;
+/**
+ * Trailing silence a VAD-ended stream sends at most while it waits for the server to hear the end of speech (a real
+ * microphone streams until the server answers; a server that has not endpointed after this long is stalled).
+ */
+const VAD_MAX_TRAILING_MS = 5000;
+/**
+ * A gap in playback shorter than this is not counted as a stutter: the device's clock is in ms and its timers fire a
+ * few ms late, and a jitter buffer conceals a gap of under one 20 ms audio frame.
+ */
+export const PLAYBACK_GAP_TOLERANCE_MS = 20;
 /** An uplink stream more than this many frames late slips instead of bursting (frameDelay). */
 const SLIP_AFTER_FRAMES = 3;
 const SESSION_END_REASONS = new Set(['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error']);
 
 let wakeCounter = 0;
+/** The `code` tag of protocol_errors: what the server's error messages say, bounded. */
+const ERROR_CODES = new BoundedLabels(16);
+
+/** A reply length the dialect announced (the `reply_bytes` capture): a non-negative number, else none. */
+function announced(v: unknown): number | null {
+  const n = typeof v === 'string' ? Number(v) : v;
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : null;
+}
 
 /** The uplink as the dialect frames it: one binary message per frame, the frames VAD hears as silence, and silence. */
 interface Uplink {
   frames: ArrayBuffer[];
   silent: boolean[];
+  /** The index of the last voiced frame: its sending is the end of the user's speech. */
+  lastVoiced: number;
   silence: ArrayBuffer;
   frameMs: number;
 }
@@ -158,43 +187,92 @@ export class Conversation implements LinkOwner {
     if (final) this.timers.clear('wake');
   }
 
-  message(msg: object): void {
+  /** A server message that is not the link's own; false when no step of the conversation took it. */
+  message(msg: object): boolean {
     const s = this.session;
-    if (!s) return;
+    if (!s) return false;
     const { recv, capture: cap } = this.ctx.dialect;
     const { vars } = this.ctx;
     if (s.id === null) {
       if (recv.ack !== 'ready' && matches(recv.ack, msg, vars)) {
         capture(cap.ack, msg, vars);
         this.acknowledged(s);
+        return true;
       }
-      return;
+      return false;
     }
     const now = this.ctx.env.now();
-    s.heardAt = now;
     if (recv.transcript && matches(recv.transcript, msg, vars)) {
-      if (s.stage === 'listening' && s.eosAt === null) s.eosAt = now;
+      s.heardAt = now;
+      if (s.stage === 'listening') this.endpointed(s, now);
       if (s.stage === 'listening') s.stage = 'thinking';
       this.timers.clear('audio');
     } else if (matches(recv.reply_start, msg, vars)) {
-      if (s.stage === 'listening' && s.eosAt === null) s.eosAt = now;
+      s.heardAt = now;
+      if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
       s.stage = 'speaking';
       s.pbReceivedMs = 0;
       s.pbStartedAt = null;
+      // A (re)started reply is judged afresh: a resumed session replays it from its start.
+      capture(cap.reply_start, msg, vars);
+      s.replyAt = now;
+      s.replyBytes = 0;
+      s.replyAnnounced = announced(vars.reply_bytes);
+      s.replyStalls = 0;
+      s.replyStallMs = 0;
+      s.replyJudged = false;
       this.timers.clear('audio');
       this.timers.clear('playback');
     } else if (matches(recv.reply_end, msg, vars)) {
-      if (s.bargeAt !== null) return this.bargeOver(s, recv.session_end ? null : 'barged_in');
+      s.heardAt = now;
+      if (s.bargeAt !== null) {
+        this.bargeOver(s, recv.session_end ? null : 'barged_in');
+        return true;
+      }
+      capture(cap.reply_end, msg, vars);
+      const end = announced(vars.reply_bytes);
+      if (end !== null) s.replyAnnounced = Math.max(end, s.replyAnnounced ?? 0);
+      // An end with no start: a reply that never had any audio.
+      if (s.replyAt === null) s.replyAt = now;
+      this.judgeReply(s, now);
       this.schedulePlaybackDone(s);
     } else if (recv.session_end && matches(recv.session_end, msg, vars)) {
+      s.heardAt = now;
       if (s.bargeAt !== null) this.recordBargeIn(s);
       capture(cap.session_end, msg, vars);
       const r = String(vars.reason ?? 'complete');
       this.sessionOver(SESSION_END_REASONS.has(r) ? (r as SessionEndReason) : 'error');
     } else if (recv.error && matches(recv.error, msg, vars)) {
+      s.heardAt = now;
       capture(cap.error, msg, vars);
-      this.ctx.count('protocol_errors', 1, { code: String(vars.error_code ?? 'unknown').slice(0, 32) });
-    }
+      this.ctx.count('protocol_errors', 1, { code: ERROR_CODES.label(vars.error_code, 'unknown') });
+    } else return false;
+    return true;
+  }
+
+  /** The server showed it heard the end of speech: the endpointing part of the user's wait is over. */
+  private endpointed(s: ActiveSession, now: number): void {
+    if (s.endpointedAt !== null) return;
+    // The server ended speech before the device's last voiced frame (it cut the user off): its end is the end.
+    if (s.eosAt === null || s.eosAt > now) s.eosAt = now;
+    s.endpointedAt = now;
+    this.ctx.trend('endpointing_latency', now - s.eosAt);
+  }
+
+  /**
+   * A reply is whole and smooth, or it is not: judged once, when it ends (the dialect's reply end, or the session's
+   * end while it played). Truncated: no audio at all, or fewer audio bytes than the dialect's announcement. Stuttered:
+   * the playback ran dry mid-reply. Tagged chaos:on|off by the reply's span, like the other outcomes.
+   */
+  private judgeReply(s: ActiveSession, now: number): void {
+    if (s.replyJudged || s.replyAt === null || s.bargeAt !== null) return;
+    s.replyJudged = true;
+    const tags = this.ctx.outcomeTags(s.replyAt, now);
+    const short = s.replyBytes === 0 || (s.replyAnnounced !== null && s.replyBytes < s.replyAnnounced);
+    const m = this.ctx.env.metrics;
+    m.add('reply_truncated', short ? 1 : 0, tags);
+    m.add('reply_stutter', s.replyStalls > 0 ? 1 : 0, tags);
+    m.add('playback_stall_time', s.replyStallMs, tags);
   }
 
   /** Reply audio: the first chunk after the end of speech is the response latency; playback is modelled in real time. */
@@ -209,8 +287,10 @@ export class Conversation implements LinkOwner {
       this.ctx.count('barge_in_late_frames');
       return;
     }
+    if (!s.responseRecorded) this.endpointed(s, now);
     if (!s.responseRecorded && s.eosAt !== null) {
       this.ctx.trend('response_latency', now - s.eosAt);
+      if (s.endpointedAt !== null) this.ctx.trend('processing_latency', now - s.endpointedAt);
       s.responseRecorded = true;
       const barge = this.ctx.profile.barge_in_ms;
       if (barge !== undefined) this.timers.set('playback', () => this.bargeIn(s), barge);
@@ -219,11 +299,14 @@ export class Conversation implements LinkOwner {
     // Timed by what it plays: PCM by its bytes, an Opus packet by its TOC. Raw PCM needs no view of the bytes at all
     // (a typed array per chunk is an allocation k6 pays on every downlink message).
     let ms: number;
-    if (down.framing === 'raw' && down.codec !== 'opus') ms = pcmDurationMs(buf.byteLength);
-    else {
+    if (down.framing === 'raw' && down.codec !== 'opus') {
+      ms = pcmDurationMs(buf.byteLength);
+      s.replyBytes += buf.byteLength;
+    } else {
       const payload = unframeAudio(down.framing, new Uint8Array(buf));
       if (!payload) return;
       ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
+      s.replyBytes += payload.byteLength;
     }
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
     if (s.pbStartedAt === null) {
@@ -231,8 +314,13 @@ export class Conversation implements LinkOwner {
       if (s.pbReceivedMs >= this.ctx.profile.playback_prebuffer_ms) s.pbStartedAt = now;
       return;
     }
-    if (now - s.pbStartedAt > s.pbReceivedMs) {
-      this.ctx.count('playback_underruns');
+    const dry = now - s.pbStartedAt - s.pbReceivedMs;
+    if (dry > 0) {
+      if (dry > PLAYBACK_GAP_TOLERANCE_MS) {
+        this.ctx.count('playback_underruns');
+        s.replyStalls++;
+        s.replyStallMs += dry;
+      }
       s.pbStartedAt = now - s.pbReceivedMs; // resume playing from where it ran dry, now
     }
     s.pbReceivedMs += ms;
@@ -281,6 +369,8 @@ export class Conversation implements LinkOwner {
 
   private sessionOver(reason: SessionEndReason | 'lost'): void {
     const s = this.session;
+    // A session that ends complete while its reply played: the reply ends with it.
+    if (s && reason === 'complete') this.judgeReply(s, this.ctx.env.now());
     this.session = null;
     this.timers.clear('audio');
     this.timers.clear('playback');
@@ -418,10 +508,10 @@ export class Conversation implements LinkOwner {
       wakeAt: at,
       id: null,
       eosAt: null,
+      endpointedAt: null,
       responseRecorded: false,
       stage: 'waking',
       frame: 0,
-      silenceRunMs: 0,
       silenceSentMs: 0,
       streamT0: 0,
       pbReceivedMs: 0,
@@ -429,6 +519,12 @@ export class Conversation implements LinkOwner {
       bargeAt: null,
       lastStaleAt: null,
       heardAt: 0,
+      replyAt: null,
+      replyBytes: 0,
+      replyAnnounced: null,
+      replyStalls: 0,
+      replyStallMs: 0,
+      replyJudged: false,
     };
   }
 
@@ -487,13 +583,20 @@ export class Conversation implements LinkOwner {
         u = {
           frames: clip.packets.map((p, i) => frameAudio(framing, p, i * clip.frameMs)),
           silent: clip.silent,
+          lastVoiced: clip.silent.lastIndexOf(false),
           silence: frameAudio(framing, clip.silence, 0),
           frameMs: clip.frameMs,
         };
       } else {
         const f = env.audio.frames(profile.frame_bytes);
         const wrap = (b: ArrayBuffer, i: number) => (framing === 'raw' ? b : frameAudio(framing, new Uint8Array(b), i * pcmDurationMs(b.byteLength)));
-        u = { frames: f.speech.map(wrap), silent: f.silent, silence: wrap(f.silence, 0), frameMs: pcmDurationMs(profile.frame_bytes) };
+        u = {
+          frames: f.speech.map(wrap),
+          silent: f.silent,
+          lastVoiced: f.silent.lastIndexOf(false),
+          silence: wrap(f.silence, 0),
+          frameMs: pcmDurationMs(profile.frame_bytes),
+        };
       }
       byKey.set(key, u);
     }
@@ -509,7 +612,7 @@ export class Conversation implements LinkOwner {
     // the stream is read once here, and the step is its own timer callback: one closure per stream, not two per frame.
     const { env, profile } = this.ctx;
     const h = this.timers.h;
-    const { frames, silent, silence, frameMs } = this.uplink();
+    const { frames, silence, frameMs, lastVoiced } = this.uplink();
     const explicitEos = profile.end_of_speech === 'explicit';
     const eos = this.ctx.dialect.send.end_of_speech;
     const slipAfter = SLIP_AFTER_FRAMES * frameMs;
@@ -524,10 +627,11 @@ export class Conversation implements LinkOwner {
       if (i < frames.length) {
         ws.send(frames[i]!);
         this.framesSent++;
-        s.silenceRunMs = silent[i] ? s.silenceRunMs + frameMs : 0;
+        // The user's last voiced sound has just been sent: the end of speech, whatever the server's endpointing.
+        if (i === lastVoiced && s.eosAt === null) s.eosAt = now;
       } else if (explicitEos) {
         if (eos) ws.send(render(eos, this.ctx.vars));
-        s.eosAt = now;
+        if (s.eosAt === null) s.eosAt = now;
         s.stage = 'thinking';
         return;
       } else {
@@ -535,10 +639,7 @@ export class Conversation implements LinkOwner {
         ws.send(silence);
         this.framesSent++;
         s.silenceSentMs += frameMs;
-        s.silenceRunMs += frameMs;
       }
-      // The server's VAD ends speech on this frame: that is the end of speech, as the server sees it.
-      if (!explicitEos && s.eosAt === null && s.silenceRunMs >= VAD_SILENCE_MS) s.eosAt = now;
       s.frame = i + 1;
       // frameDelay's rule, inlined: a call per frame measured ~7% more CPU per uplink frame (bench/frame-cost-run.ts,
       // 4 interleaved runs each, ratio to a bare timer 2.09 inlined against 2.24 called).

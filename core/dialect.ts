@@ -93,12 +93,17 @@ export interface Dialect {
     /** The server ends the session (with a reason); null: the played-out reply ends it. */
     session_end: Matcher | null;
     error: Matcher | null;
+    /**
+     * Messages the device hears and needs nothing from (an LLM text, a sentence marker): neither a step nor an
+     * unmatched message. Anything that matches no step and none of these is counted as `unmatched_messages`.
+     */
+    ignore: Matcher[];
   };
   /**
    * Variables taken from matched messages (ready: resume token, session id; ack: session id; pong: ping id …). Each
    * capture sets its variables from that message alone: a field it lacks leaves the variable unset.
    */
-  capture: Partial<Record<'ready' | 'ack' | 'pong' | 'ping' | 'session_end' | 'error', Capture>>;
+  capture: Partial<Record<CaptureEvent, Capture>>;
   audio: { up: AudioSpec; down: AudioSpec };
   /**
    * Resume: the ready message's captures `resumed` (true when the server kept the session) and `resumed_session`
@@ -106,6 +111,13 @@ export interface Dialect {
    */
   resume: boolean;
 }
+
+/**
+ * The events a dialect may capture from. `reply_bytes` captured at reply_start or reply_end is the reply's announced
+ * audio payload length: a reply that delivers fewer bytes is truncated.
+ */
+export const CAPTURE_EVENTS = ['ready', 'ack', 'pong', 'ping', 'session_end', 'error', 'reply_start', 'reply_end'] as const;
+export type CaptureEvent = (typeof CAPTURE_EVENTS)[number];
 
 export class DialectError extends WakestormError {
   constructor(message: string) {
@@ -262,6 +274,44 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   }
 }
 
+/** True when any of the dialect's server-side matchers (a step, or a message it ignores) takes the message. */
+export function known(d: Dialect, msg: unknown, vars: Vars): boolean {
+  const r = d.recv;
+  if (matches(r.ready, msg, vars) || matches(r.reply_start, msg, vars) || matches(r.reply_end, msg, vars)) return true;
+  if (r.ack !== 'ready' && matches(r.ack, msg, vars)) return true;
+  const optional = [r.ping, r.pong, r.transcript, r.session_end, r.error];
+  for (let i = 0; i < optional.length; i++) if (optional[i] && matches(optional[i]!, msg, vars)) return true;
+  for (let i = 0; i < r.ignore.length; i++) if (matches(r.ignore[i]!, msg, vars)) return true;
+  return false;
+}
+
+/** The line a device prints, once per process and type, for a server message its dialect does not match. */
+export const UNMATCHED_NOTE = 'wakestorm-unmatched type=';
+/**
+ * Tag values taken from what a server sends (a message type, an error code): cut to 32 safe characters, at most `max`
+ * distinct per process, then `other`. A server cannot grow the number of time series in k6 or in a metrics store.
+ */
+export class BoundedLabels {
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly max: number) {}
+
+  label(v: unknown, none = '(none)'): string {
+    const label = (typeof v === 'string' || typeof v === 'number') && v !== '' ? String(v).replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 32) : none;
+    if (this.seen.has(label)) return label;
+    if (this.seen.size >= this.max) return 'other';
+    this.seen.add(label);
+    return label;
+  }
+}
+
+const UNMATCHED_TYPES = new BoundedLabels(16);
+
+/** The `type` tag of an unmatched message: its type field, bounded (BoundedLabels). */
+export function unmatchedType(msg: unknown): string {
+  return UNMATCHED_TYPES.label((msg as Record<string, unknown>).type, '(no type)');
+}
+
 // ---- binary framing ----
 
 /** Wraps one audio payload in the dialect's framing. */
@@ -318,9 +368,26 @@ const PLACEHOLDERS = new Set([
   'codec',
 ]);
 
+/** One problem in a dialect; validation collects them all and reports them in one line. */
+class Problem extends Error {}
+
 function fail(where: string, what: string): never {
-  throw new DialectError(`dialect ${where}: ${what}`);
+  throw new Problem(`${where}: ${what}`);
 }
+
+/** Runs one check; a problem is recorded and the check's value is undefined. */
+function attempt<T>(problems: string[], check: () => T): T | undefined {
+  try {
+    return check();
+  } catch (e) {
+    if (!(e instanceof Problem)) throw e;
+    problems.push(e.message);
+    return undefined;
+  }
+}
+
+/** Keys that would reach an object's prototype, refused anywhere in a dialect or profile. */
+export const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 function checkPlaceholders(text: string, where: string, known: Set<string>): void {
   for (const m of text.matchAll(PLACEHOLDER)) if (!known.has(m[1]!)) fail(where, `unknown placeholder {${m[1]}} (known: ${[...known].sort().join(', ')})`);
@@ -333,7 +400,12 @@ function checkJson(v: unknown, where: string, known: Set<string>, depth = 0): vo
   if (typeof v === 'string') return checkPlaceholders(v, where, known);
   if (v === null || typeof v === 'number' || typeof v === 'boolean') return;
   if (Array.isArray(v)) return v.forEach((x, i) => checkJson(x, `${where}[${i}]`, known, depth + 1));
-  if (typeof v === 'object') return Object.entries(v as object).forEach(([k, x]) => checkJson(x, `${where}.${k}`, known, depth + 1));
+  if (typeof v === 'object') {
+    return Object.entries(v as object).forEach(([k, x]) => {
+      if (FORBIDDEN_KEYS.has(k)) fail(`${where}.${k}`, 'is not allowed as a key');
+      checkJson(x, `${where}.${k}`, known, depth + 1);
+    });
+  }
   fail(where, 'must be JSON (strings, numbers, booleans, null, lists, objects)');
 }
 
@@ -355,6 +427,7 @@ function matcher(v: unknown, where: string, known: Set<string>, nullable: boolea
   if (!isObj(v) || Object.keys(v).length === 0) fail(where, `must be a matcher: a JSON object of fields to match${nullable ? ', or null' : ''}`);
   for (const [k, x] of Object.entries(v)) {
     if (!/^[A-Za-z0-9_.-]+$/.test(k)) fail(`${where}.${k}`, 'a field path is letters, digits, _ - and dots');
+    if (k.split('.').some((part) => FORBIDDEN_KEYS.has(part))) fail(`${where}.${k}`, 'is not allowed as a field path');
     if (x !== null && typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean') fail(`${where}.${k}`, 'must be a string, number, boolean or null');
     if (typeof x === 'string') checkPlaceholders(x, `${where}.${k}`, known);
   }
@@ -372,79 +445,162 @@ function audioSpec(v: unknown, where: string): AudioSpec {
 
 const TOP = ['name', 'description', 'lifecycle', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
 const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
-const RECV = ['ready', 'ping', 'pong', 'ack', 'transcript', 'reply_start', 'reply_end', 'session_end', 'error'];
+const RECV = ['ready', 'ping', 'pong', 'ack', 'transcript', 'reply_start', 'reply_end', 'session_end', 'error', 'ignore'];
 
-/** Checks a dialect from a file or a module; the error names the field and what it must be. */
+/** Variables only a capture can set: a template that uses one needs a capture of it. */
+const CAPTURED_ONLY: Record<string, string> = { resume_token: 'ready', ping_t: 'ping' };
+
+/** The dialect's templates as [path, template] pairs, for the checks that look across steps. */
+function templatesOf(send: Partial<Dialect['send']>, where: string): [string, Json][] {
+  const out: [string, Json][] = [];
+  for (const [k, t] of Object.entries(send)) {
+    if (Array.isArray(t)) t.forEach((x, i) => out.push([`${where}.send.${k}[${i}]`, x as Json]));
+    else if (t) out.push([`${where}.send.${k}`, t as Json]);
+  }
+  return out;
+}
+
+function usesVar(v: Json, name: string): boolean {
+  if (typeof v === 'string') return v.includes(`{${name}}`);
+  if (Array.isArray(v)) return v.some((x) => usesVar(x, name));
+  if (v && typeof v === 'object') return Object.values(v).some((x) => usesVar(x, name));
+  return false;
+}
+
+/**
+ * Checks a dialect from a file or a module. Every problem is reported at once, in one line, each with its JSON path
+ * and what it must be; a step the device depends on that the dialect cannot carry out is refused with the reason.
+ */
 export function validateDialect(raw: unknown, where: string): Dialect {
-  if (!isObj(raw)) fail(where, 'must be a JSON object');
-  for (const k of Object.keys(raw)) if (!TOP.includes(k)) fail(`${where}.${k}`, `is not a dialect field (fields: ${TOP.join(', ')})`);
+  if (!isObj(raw)) throw new DialectError(`dialect ${where}: must be a JSON object`);
+  const problems: string[] = [];
+  const check = <T>(fn: () => T) => attempt(problems, fn);
+  for (const k of Object.keys(raw)) if (!TOP.includes(k)) check(() => fail(`${where}.${k}`, `is not a dialect field (fields: ${TOP.join(', ')})`));
   const name = raw.name;
-  if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,39}$/.test(name)) fail(`${where}.name`, 'must be a lowercase name of at most 40 characters');
-  if (typeof raw.description !== 'string') fail(`${where}.description`, 'must be a string');
-  if (raw.lifecycle !== 'persistent' && raw.lifecycle !== 'per_wake') fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"');
+  check(() => {
+    if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,39}$/.test(name)) fail(`${where}.name`, 'must be a lowercase name of at most 40 characters');
+  });
+  check(() => typeof raw.description === 'string' || fail(`${where}.description`, 'must be a string'));
+  check(() => raw.lifecycle === 'persistent' || raw.lifecycle === 'per_wake' || fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"'));
   const all = PLACEHOLDERS;
   const c = raw.connect;
-  if (!isObj(c)) fail(`${where}.connect`, 'must be { path, identify, hello_path?, query?, headers? }');
-  if (typeof c.path !== 'string' || !c.path.startsWith('/')) fail(`${where}.connect.path`, 'must be a path starting with /');
-  checkPlaceholders(c.path, `${where}.connect.path`, all);
-  if (c.identify !== 'profile' && c.identify !== 'hello') fail(`${where}.connect.identify`, 'must be "profile" or "hello"');
-  if (c.hello_path !== undefined && (typeof c.hello_path !== 'string' || !c.hello_path.startsWith('/'))) fail(`${where}.connect.hello_path`, 'must be a path starting with /');
-  for (const key of ['query', 'headers'] as const) {
-    const m = c[key];
-    if (m === undefined) continue;
-    if (!isObj(m)) fail(`${where}.connect.${key}`, 'must be an object of strings');
-    for (const [k, v] of Object.entries(m)) {
-      if (typeof v !== 'string') fail(`${where}.connect.${key}.${k}`, 'must be a string');
-      if (key === 'headers' && !/^[A-Za-z0-9-]+$/.test(k)) fail(`${where}.connect.headers.${k}`, 'is not a header name');
-      checkPlaceholders(v, `${where}.connect.${key}.${k}`, all);
+  if (!isObj(c)) check(() => fail(`${where}.connect`, 'must be { path, identify, hello_path?, query?, headers? }'));
+  else {
+    check(() => {
+      if (typeof c.path !== 'string' || !c.path.startsWith('/')) fail(`${where}.connect.path`, 'must be a path starting with /');
+      checkPlaceholders(c.path, `${where}.connect.path`, all);
+    });
+    check(() => c.identify === 'profile' || c.identify === 'hello' || fail(`${where}.connect.identify`, 'must be "profile" or "hello"'));
+    check(() => {
+      if (c.hello_path !== undefined && (typeof c.hello_path !== 'string' || !c.hello_path.startsWith('/'))) fail(`${where}.connect.hello_path`, 'must be a path starting with /');
+    });
+    for (const key of ['query', 'headers'] as const) {
+      const m = c[key];
+      if (m === undefined) continue;
+      if (!isObj(m)) {
+        check(() => fail(`${where}.connect.${key}`, 'must be an object of strings'));
+        continue;
+      }
+      for (const [k, v] of Object.entries(m)) {
+        check(() => {
+          if (typeof v !== 'string') fail(`${where}.connect.${key}.${k}`, 'must be a string');
+          if (key === 'headers' && !/^[A-Za-z0-9-]+$/.test(k)) fail(`${where}.connect.headers.${k}`, 'is not a header name');
+          checkPlaceholders(v, `${where}.connect.${key}.${k}`, all);
+        });
+      }
     }
   }
-  const s = raw.send;
-  if (!isObj(s)) fail(`${where}.send`, `must be an object with ${SEND.join(', ')}`);
-  for (const k of Object.keys(s)) if (!SEND.includes(k)) fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`);
+  const s = isObj(raw.send) ? raw.send : (check(() => fail(`${where}.send`, `must be an object with ${SEND.join(', ')}`)), {});
+  for (const k of Object.keys(s)) if (!SEND.includes(k)) check(() => fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`));
   const wake = s.wake;
-  if (!Array.isArray(wake) || wake.length === 0) fail(`${where}.send.wake`, 'must be a non-empty list of message templates');
+  check(() => (Array.isArray(wake) && wake.length > 0) || fail(`${where}.send.wake`, 'must be a non-empty list of message templates'));
+  const opt = (k: string) => check(() => template(s[k] ?? null, `${where}.send.${k}`, all, true)) ?? null;
   const send: Dialect['send'] = {
-    hello: template(s.hello ?? null, `${where}.send.hello`, all, true),
-    ping: template(s.ping ?? null, `${where}.send.ping`, all, true),
-    pong: template(s.pong ?? null, `${where}.send.pong`, all, true),
-    wake: wake.map((w, i) => template(w, `${where}.send.wake[${i}]`, all, false)),
-    end_of_speech: template(s.end_of_speech ?? null, `${where}.send.end_of_speech`, all, true),
-    playback_done: template(s.playback_done ?? null, `${where}.send.playback_done`, all, true),
-    abort: template(s.abort ?? null, `${where}.send.abort`, all, true),
-    listen: template(s.listen ?? null, `${where}.send.listen`, all, true),
+    hello: opt('hello'),
+    ping: opt('ping'),
+    pong: opt('pong'),
+    wake: Array.isArray(wake) ? wake.map((w, i) => check(() => template(w, `${where}.send.wake[${i}]`, all, false))!) : [],
+    end_of_speech: opt('end_of_speech'),
+    playback_done: opt('playback_done'),
+    abort: opt('abort'),
+    listen: opt('listen'),
   };
-  if (c.identify === 'hello' && !send.hello) fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"');
-  const r = raw.recv;
-  if (!isObj(r)) fail(`${where}.recv`, `must be an object with ${RECV.join(', ')}`);
-  for (const k of Object.keys(r)) if (!RECV.includes(k)) fail(`${where}.recv.${k}`, `is not an event (events: ${RECV.join(', ')})`);
+  if (isObj(c) && c.identify === 'hello' && !send.hello && s.hello == null) check(() => fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"'));
+  const r = isObj(raw.recv) ? raw.recv : (check(() => fail(`${where}.recv`, `must be an object with ${RECV.join(', ')}`)), {});
+  for (const k of Object.keys(r)) if (!RECV.includes(k)) check(() => fail(`${where}.recv.${k}`, `is not an event (events: ${RECV.join(', ')})`));
+  const m = (k: string, nullable: boolean) => check(() => matcher(nullable ? (r[k] ?? null) : r[k], `${where}.recv.${k}`, all, nullable)) ?? null;
+  const ignore = r.ignore ?? [];
+  if (!Array.isArray(ignore)) check(() => fail(`${where}.recv.ignore`, 'must be a list of matchers (messages the device needs nothing from)'));
   const recv: Dialect['recv'] = {
-    ready: matcher(r.ready, `${where}.recv.ready`, all, false)!,
-    ping: matcher(r.ping ?? null, `${where}.recv.ping`, all, true),
-    pong: matcher(r.pong ?? null, `${where}.recv.pong`, all, true),
-    ack: r.ack === 'ready' ? 'ready' : matcher(r.ack, `${where}.recv.ack`, all, false)!,
-    transcript: matcher(r.transcript ?? null, `${where}.recv.transcript`, all, true),
-    reply_start: matcher(r.reply_start, `${where}.recv.reply_start`, all, false)!,
-    reply_end: matcher(r.reply_end, `${where}.recv.reply_end`, all, false)!,
-    session_end: matcher(r.session_end ?? null, `${where}.recv.session_end`, all, true),
-    error: matcher(r.error ?? null, `${where}.recv.error`, all, true),
+    ready: m('ready', false)!,
+    ping: m('ping', true),
+    pong: m('pong', true),
+    ack: r.ack === 'ready' ? 'ready' : m('ack', false)!,
+    transcript: m('transcript', true),
+    reply_start: m('reply_start', false)!,
+    reply_end: m('reply_end', false)!,
+    session_end: m('session_end', true),
+    error: m('error', true),
+    ignore: Array.isArray(ignore) ? ignore.map((x, i) => check(() => matcher(x, `${where}.recv.ignore[${i}]`, all, false))!).filter(Boolean) : [],
   };
   const cap = raw.capture ?? {};
-  if (!isObj(cap)) fail(`${where}.capture`, 'must be an object: event → { variable: field path }');
-  for (const [ev, m] of Object.entries(cap)) {
-    if (!['ready', 'ack', 'pong', 'ping', 'session_end', 'error'].includes(ev)) fail(`${where}.capture.${ev}`, 'captures from ready, ack, pong, ping, session_end or error');
-    if (!isObj(m)) fail(`${where}.capture.${ev}`, 'must be { variable: "field.path" }');
-    for (const [k, v] of Object.entries(m)) {
-      if (!/^[a-z_][a-z0-9_]*$/.test(k)) fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
-      if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v)) fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
+  if (!isObj(cap)) check(() => fail(`${where}.capture`, 'must be an object: event → { variable: field path }'));
+  else {
+    for (const [ev, mm] of Object.entries(cap)) {
+      check(() => {
+        if (!(CAPTURE_EVENTS as readonly string[]).includes(ev)) fail(`${where}.capture.${ev}`, `captures from ${CAPTURE_EVENTS.join(', ')}`);
+        if (!isObj(mm)) fail(`${where}.capture.${ev}`, 'must be { variable: "field.path" }');
+      });
+      if (!isObj(mm)) continue;
+      for (const [k, v] of Object.entries(mm)) {
+        check(() => {
+          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k)) fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
+          if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v) || v.split('.').some((part) => FORBIDDEN_KEYS.has(part))) fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
+        });
+      }
     }
   }
-  if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake') fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"');
+  const caps = (isObj(cap) ? cap : {}) as Record<string, Record<string, unknown>>;
+  if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake') check(() => fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"'));
+  // Steps that depend on others: refused with the reason rather than failing as timeouts in a run.
+  if (recv.pong && !send.ping) {
+    check(() => fail(`${where}.recv.pong`, 'a pong answers the device\'s own ping, but send.ping is null: add send.ping or set recv.pong to null'));
+  }
+  for (const [v, ev] of Object.entries(CAPTURED_ONLY)) {
+    for (const [path, t] of templatesOf(send, where)) {
+      if (usesVar(t, v) && !Object.keys(caps[ev] ?? {}).includes(v)) {
+        check(() => fail(path, `uses {${v}}, which only capture.${ev}.${v} can set, and your dialect has none: add it or leave the field out`));
+      }
+    }
+  }
   const a = raw.audio;
-  if (!isObj(a)) fail(`${where}.audio`, 'must be { up, down }');
-  const audio = { up: audioSpec(a.up, `${where}.audio.up`), down: audioSpec(a.down, `${where}.audio.down`) };
-  if (typeof raw.resume !== 'boolean') fail(`${where}.resume`, 'must be true or false');
-  return { name, description: raw.description, lifecycle: raw.lifecycle, connect: c as Dialect['connect'], send, recv, capture: cap as Dialect['capture'], audio, resume: raw.resume };
+  let audio: Dialect['audio'] | undefined;
+  if (!isObj(a)) check(() => fail(`${where}.audio`, 'must be { up, down }'));
+  else {
+    const up = check(() => audioSpec(a.up, `${where}.audio.up`));
+    const down = check(() => audioSpec(a.down, `${where}.audio.down`));
+    if (up && down) audio = { up, down };
+  }
+  check(() => typeof raw.resume === 'boolean' || fail(`${where}.resume`, 'must be true or false'));
+  if (raw.resume === true) {
+    const ready = Object.keys(caps.ready ?? {});
+    const missing = ['resume_token', 'resumed', 'resumed_session'].filter((k) => !ready.includes(k));
+    if (missing.length) check(() => fail(`${where}.resume`, `is true, but capture.ready lacks ${missing.join(', ')}: a device cannot tell whether the server kept its session`));
+  }
+  if (problems.length) {
+    throw new DialectError(`dialect ${problems.length === 1 ? problems[0] : `${where}: ${problems.length} problems: ${problems.join('; ')}`}`);
+  }
+  return {
+    name: name as string,
+    description: raw.description as string,
+    lifecycle: raw.lifecycle as Dialect['lifecycle'],
+    connect: c as Dialect['connect'],
+    send,
+    recv,
+    capture: cap as Dialect['capture'],
+    audio: audio!,
+    resume: raw.resume as boolean,
+  };
 }
 
 // ---- where dialects come from ----

@@ -4,7 +4,15 @@ export type MetricKind = 'trend' | 'counter' | 'rate' | 'gauge';
 
 export const DEVICE_METRICS = {
   wake_ack_latency: 'trend',
+  /**
+   * Voice-to-voice: the end of the user's speech (the device's last voiced frame) to the first reply audio, the
+   * server's endpointing included.
+   */
   response_latency: 'trend',
+  /** The end of the user's speech to the server's first sign it heard the end (transcript, reply start or audio). */
+  endpointing_latency: 'trend',
+  /** The server's first sign it heard the end of speech to the first reply audio (the rest of response_latency). */
+  processing_latency: 'trend',
   reconnect_time: 'trend',
   disconnect_detect_time: 'trend',
   ping_rtt: 'trend',
@@ -29,6 +37,14 @@ export const DEVICE_METRICS = {
   wakes: 'counter',
   protocol_errors: 'counter',
   playback_underruns: 'counter',
+  /** A reply whose playback ran dry mid-reply (1) or played smoothly (0); tagged chaos:on|off. */
+  reply_stutter: 'rate',
+  /** How long one reply's playback stood dry in all, ms (0 for a smooth one); tagged chaos:on|off. */
+  playback_stall_time: 'trend',
+  /** A reply with no audio, or fewer audio bytes than the dialect announced (1), or whole (0); tagged chaos:on|off. */
+  reply_truncated: 'rate',
+  /** Server messages that match no step of the dialect (tag `type`: the message's type field, bounded). */
+  unmatched_messages: 'counter',
   /** The generator's own lag: uplink audio that had to slip because the VU's event loop ran late. */
   audio_slips: 'counter',
   /** Uplink audio frames sent (the denominator of audio_slips), reported once a second per VU. */
@@ -60,16 +76,4 @@ export type DeviceMetricName = keyof typeof DEVICE_METRICS;
 /** Where a device reports; k6 and Node each provide one. */
 export interface MetricSink {
   add(name: DeviceMetricName, value: number, tags: Record<string, string>): void;
-}
-
-/**
- * The `name` (and so `url`) tag of k6's ws_* metrics: one value per target, not per device. k6 tags each socket's
- * samples with its URL, which holds the device id and the resume token: 10,000 devices made 10,000 time series, and
- * every reconnect with a new token one more, without bound over a soak.
- */
-export function socketName(url: string): string {
-  const q = url.indexOf('?');
-  const path = q < 0 ? url : url.slice(0, q);
-  const i = path.lastIndexOf('/ws/');
-  return i < 0 ? path : `${path.slice(0, i)}/ws/{id}`;
 }

@@ -22,7 +22,7 @@ export const DEFAULTS = {
   hello_timeout_ms: 10_000,
   resume_grace_ms: 30_000,
   no_audio_timeout_ms: 10_000,
-  vad_silence_ms: 700,
+  vad_silence_ms: 300,
   max_speech_ms: 15_000,
   errors_in_a_row_limit: 10,
 } as const;

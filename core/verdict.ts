@@ -52,6 +52,11 @@ const PHASE: Record<string, string> = {
   wake_success: 'wake',
   wake_ack_latency: 'wake',
   response_latency: 'reply',
+  endpointing_latency: 'endpointing',
+  processing_latency: 'reply',
+  reply_stutter: 'playback',
+  playback_stall_time: 'playback',
+  reply_truncated: 'playback',
   session_drop_rate: 'conversation',
   reconnect_time: 'reconnect',
   devices_gave_up: 'reconnect',
@@ -78,7 +83,29 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
   barge_in_stop_time: [(d) => count(d, 'barge_ins'), 'barge-ins', 'measured'],
+  // A completed session played a reply, and its reply is judged when it ends: none judged is no data, not a pass.
+  reply_stutter: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
+  reply_truncated: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
+  playback_stall_time: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
+  endpointing_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'endpointed'],
 };
+
+/** SLO metrics whose breach a server message the dialect does not match can explain (the conversation stalled). */
+const CONVERSATION_METRICS = new Set([
+  'wake_ack_latency',
+  'wake_success',
+  'response_latency',
+  'endpointing_latency',
+  'session_drop_rate',
+  'reply_stutter',
+  'reply_truncated',
+  'playback_stall_time',
+]);
+
+/** What the CLI knows beyond k6's summary: the types of server messages the dialect did not match (from k6's log). */
+export interface JudgeContext {
+  unmatchedTypes?: string[];
+}
 
 export interface SloResult {
   name: string;
@@ -190,9 +217,24 @@ function failuresIn(m: MetricSummary): number {
 }
 
 /** The top contributors to a breached SLO, from the per-profile, per-code and per-cause submetrics the run declared. */
-function culpritsOf(data: SummaryData, s: Slo): string[] {
+function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[] {
   const out: string[] = [];
   const base = baseMetric(s.metric);
+  // A message the dialect does not match leaves the conversation waiting: say so first, it is the likeliest cause.
+  const unmatched = count(data, 'unmatched_messages');
+  if (unmatched > 0 && CONVERSATION_METRICS.has(base)) {
+    const types = ctx.unmatchedTypes?.length ? ` (${ctx.unmatchedTypes.slice(0, 5).map((t) => `\`${t}\``).join(', ')})` : '';
+    out.push(`the server sent ${unmatched} message(s)${types} that the dialect does not match: a typo in the dialect, or a server speaking another protocol`);
+  }
+  // Where the user's wait went: the server's endpointing, and the rest.
+  if (base === 'response_latency') {
+    const p = (m: string) => data.metrics[m]?.values['p(95)'];
+    const ep = p('endpointing_latency');
+    const rest = p('processing_latency');
+    if (typeof ep === 'number' && typeof rest === 'number') {
+      out.push(`endpointing p95 ${ep.toFixed(0)} ms (end of speech to the server's first sign it heard it), the rest p95 ${rest.toFixed(0)} ms`);
+    }
+  }
   // Profiles: each profile's own value of the SLO; those that breach on their own, worst first.
   const profiles = byTag(data, s.metric, 'profile')
     .map((p) => ({ name: p.value, m: p.m, v: aggregateOf(p.m, s) }))
@@ -229,7 +271,7 @@ function culpritsOf(data: SummaryData, s: Slo): string[] {
 }
 
 /** Judges one SLO: measured and met, breached, no data although it was owed (a breach), or not applicable. */
-export function judgeSlo(data: SummaryData, s: Slo): SloResult {
+export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): SloResult {
   const m = data.metrics[s.metric];
   const v = aggregateOf(m, s);
   const r: SloResult = { name: s.name, metric: s.metric, description: s.description, target: targetText(s), measured: valueText(v, s, m), value: v, status: 'pass', why: '', culprits: [] };
@@ -242,7 +284,7 @@ export function judgeSlo(data: SummaryData, s: Slo): SloResult {
     } else {
       r.status = 'fail';
       r.why = pre ? `${s.metric}: ${owed} ${pre[1]}, 0 ${pre[2]}` : `${s.metric}: no sample although the SLO asks for one (no data is not a pass)`;
-      r.culprits = culpritsOf(data, s);
+      r.culprits = culpritsOf(data, s, ctx);
     }
     return r;
   }
@@ -252,7 +294,7 @@ export function judgeSlo(data: SummaryData, s: Slo): SloResult {
   }
   r.status = 'fail';
   r.why = `${s.metric} measured ${r.measured}, target ${r.target}`;
-  r.culprits = culpritsOf(data, s);
+  r.culprits = culpritsOf(data, s, ctx);
   return r;
 }
 
@@ -279,14 +321,14 @@ export function testerFaults(data: SummaryData): string[] {
  * SLO breached or no device ever connected, else PASS. n/a SLOs never make a pass on their own: a run where every SLO
  * is n/a fails.
  */
-export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: string[] = []): Judgement {
+export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: string[] = [], ctx: JudgeContext = {}): Judgement {
   const invalid = [...extraInvalid];
   if (!data) {
     if (!invalid.length) invalid.push('k6 wrote no summary');
     return finish('invalid', [], invalid, []);
   }
   invalid.push(...testerFaults(data));
-  const rows = slos.map((s) => judgeSlo(data, s));
+  const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;

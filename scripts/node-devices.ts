@@ -53,6 +53,9 @@ export class MetricsRecorder implements MetricSink {
   count(name: DeviceMetricName): number {
     return this.values(name).reduce((a, b) => a + b, 0);
   }
+  tagsOf(name: DeviceMetricName): Record<string, string>[] {
+    return this.samples.filter((s) => s.name === name).map((s) => s.tags);
+  }
 }
 
 let utterance: AudioFrames | null = null;

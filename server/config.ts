@@ -36,6 +36,8 @@ export interface ServerConfig {
   maxPendingUpgrades: number;
   /** RMS (int16 units) below which a frame counts as silence for the VAD. */
   vadThreshold: number;
+  /** The VAD ends speech after this much silence: the server's endpointing window, part of what the user waits. */
+  vadSilenceMs: number;
   /** xiaozhi: a channel that hears no voice for this long is closed (1000), as xiaozhi-esp32-server's close_connection_no_voice_time. 0: never. */
   xiaozhiNoVoiceMs: number;
   /** xiaozhi: the downlink rate the server's hello announces (real servers: 24 kHz). Opus packets decode at any of them. */
@@ -56,9 +58,11 @@ export const defaultConfig: ServerConfig = {
   keepaliveMs: DEFAULTS.keepalive_ms,
   helloTimeoutMs: DEFAULTS.hello_timeout_ms,
   idleTimeoutMs: 0,
-  sttMs: 200,
-  llmMs: 300,
-  ttsMs: 150,
+  // With the 300 ms endpointing window, a healthy reference server answers in ~650 ms from the end of speech: inside
+  // the 800 ms voice-to-voice line of response_p95 (docs/ci.md), with room for a loaded tester.
+  sttMs: 100,
+  llmMs: 150,
+  ttsMs: 100,
   ttsPace: 'realtime',
   resumeGraceMs: DEFAULTS.resume_grace_ms,
   noAudioTimeoutMs: DEFAULTS.no_audio_timeout_ms,
@@ -70,6 +74,7 @@ export const defaultConfig: ServerConfig = {
   upgradeTimeoutMs: 5000,
   maxPendingUpgrades: 10_000,
   vadThreshold: VAD_THRESHOLD_RMS,
+  vadSilenceMs: DEFAULTS.vad_silence_ms,
   xiaozhiNoVoiceMs: 120_000,
   xiaozhiDownlinkRate: 24_000,
   textRatePerS: 20,
@@ -170,6 +175,7 @@ export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string
   { flag: '--max-pending-upgrades', key: 'maxPendingUpgrades', env: 'WAKESTORM_MAX_PENDING_UPGRADES', min: 1, max: 1_000_000, help: 'refuse connections above this many not yet upgraded' },
   { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
   { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
+  { flag: '--vad-silence-ms', key: 'vadSilenceMs', env: 'WAKESTORM_VAD_SILENCE_MS', min: 20, max: 15_000, help: 'silence that ends speech (the endpointing window)' },
   { flag: '--xiaozhi-downlink-rate', key: 'xiaozhiDownlinkRate', env: 'WAKESTORM_XIAOZHI_DOWNLINK_RATE', min: 8000, max: 48_000, oneOf: [8000, 12_000, 16_000, 24_000, 48_000], help: "sample rate a xiaozhi hello announces for the reply's Opus (an Opus decoding rate)" },
   { flag: '--xiaozhi-no-voice-ms', key: 'xiaozhiNoVoiceMs', env: 'WAKESTORM_XIAOZHI_NO_VOICE_MS', min: 0, max: 3_600_000, help: 'close a xiaozhi channel that hears no voice this long (0: never)' },
 ];

@@ -90,7 +90,7 @@ export class Session {
     this.speechMs += ms;
     if (!voiced) this.silenceRunMs += ms;
     else this.silenceRunMs = 0;
-    if (this.silenceRunMs >= DEFAULTS.vad_silence_ms || this.speechMs >= DEFAULTS.max_speech_ms) this.endOfSpeech();
+    if (this.silenceRunMs >= this.cfg.vadSilenceMs || this.speechMs >= DEFAULTS.max_speech_ms) this.endOfSpeech();
     return voiced;
   }
 

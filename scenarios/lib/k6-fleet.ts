@@ -8,7 +8,7 @@ import { makeAudioFrames } from '../../core/audio-frames.ts';
 import type { OpusTable } from '../../core/opus.ts';
 import { Device } from '../../core/device.ts';
 import type { AudioFrames, DeviceEnv, SocketLike } from '../../core/device-env.ts';
-import { DEVICE_METRICS, socketName, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
+import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
 import { profileFor } from '../../core/profiles.ts';
 import { deviceRandom } from '../../core/rng.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
@@ -56,7 +56,9 @@ export interface FleetHooks {
  */
 export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks = {}): Omit<DeviceEnv, 'random'> {
   return {
-    openSocket: (url, headers) => new KWebSocket(url, null, { headers, tags: { name: socketName(url) } }) as unknown as SocketLike,
+    openSocket: (url, headers, name) => new KWebSocket(url, null, { headers, tags: { name } }) as unknown as SocketLike,
+    // Once per process and kind (an unmatched server message type): k6 prints it, the CLI's verdict names it.
+    warn: (line) => console.warn(line),
     now: Date.now,
     setTimeout: kSetTimeout as DeviceEnv['setTimeout'],
     clearTimeout: kClearTimeout as DeviceEnv['clearTimeout'],

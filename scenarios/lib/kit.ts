@@ -15,6 +15,9 @@ import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.
 import { CLOSE_CODE_NAMES } from '../../core/protocol.ts';
 import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from '../../core/verdict.ts';
 
+/** The outcome metrics a device tags chaos:on|off (each reported both ways, for the report and the SLOs). */
+const CHAOS_TAGGED = ['connect_success', 'wake_success', 'reply_stutter', 'reply_truncated', 'playback_stall_time'];
+
 export interface ScenarioSpec {
   name: string;
   devices: number;
@@ -84,7 +87,7 @@ export function makeScenario(spec: ScenarioSpec) {
     }
   }
   for (const reason of ['interrupted', 'timeout', 'error', 'lost']) submetrics[`sessions_dropped{reason:${reason}}`] = [];
-  for (const on of ['on', 'off']) for (const m of ['connect_success', 'wake_success']) submetrics[`${m}{${CHAOS_TAG}:${on}}`] = [];
+  for (const on of ['on', 'off']) for (const m of CHAOS_TAGGED) submetrics[`${m}{${CHAOS_TAG}:${on}}`] = [];
   for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {

@@ -84,12 +84,15 @@ export class FakeSocket implements SocketLike {
 export function fakeEnv(id = 'dev-0') {
   const clock = new FakeClock();
   const sockets: FakeSocket[] = [];
+  const names: string[] = [];
+  const warnings: string[] = [];
   const metrics = new MetricsRecorder();
   let died: number | null = null;
   const env: DeviceEnv = {
-    openSocket: (url, headers) => {
+    openSocket: (url, headers, name) => {
       const s = new FakeSocket(url, headers);
       sockets.push(s);
+      names.push(name);
       return s;
     },
     now: () => clock.now,
@@ -99,11 +102,14 @@ export function fakeEnv(id = 'dev-0') {
     metrics,
     audio: nodeAudio(),
     linkDiedAt: () => died,
+    warn: (line) => warnings.push(line),
   };
   return {
     env,
     clock,
     sockets,
+    names,
+    warnings,
     metrics,
     last: () => sockets[sockets.length - 1]!,
     setDied: (t: number | null) => (died = t),

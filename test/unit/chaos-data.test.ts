@@ -8,7 +8,6 @@ import { FAULTS, LINK_ACTIONS, TOXICS } from '../../core/faults.ts';
 import { actionRequest, apiError, requestUrl } from '../../core/toxiproxy-api.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
 import { toxiproxyShardsFor } from '../../scripts/stack.ts';
-import { socketName } from '../../core/metric-names.ts';
 
 /** Reads the checkout's own files by repository path (the shipped dialects). */
 const repoFile = (p: string) => readFileSync(new URL(`../../${p}`, import.meta.url), 'utf8');
@@ -115,12 +114,6 @@ describe('run config', () => {
     assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile, {}, repoFile), /ws:\/\/example.com:80 is not loopback/);
     assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile, {}, repoFile), /empty entry/);
     assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile, {}, repoFile), /TOXIPROXY_URL must be like/);
-  });
-
-  it("names k6's ws_* samples per target, not per device or resume token (bounded time series)", () => {
-    assert.equal(socketName('ws://127.0.0.1:18000/ws/dev-17?resume=abc'), 'ws://127.0.0.1:18000/ws/{id}');
-    assert.equal(socketName('ws://127.0.0.1:18000/ws/dev-18'), 'ws://127.0.0.1:18000/ws/{id}');
-    assert.equal(socketName('ws://127.0.0.1:18001/ws'), 'ws://127.0.0.1:18001/ws');
   });
 
   it('sizes Toxiproxy shards by the open-file limit: two descriptors per device', () => {

@@ -8,7 +8,7 @@ import type { WakeSchedule } from '../../core/device-env.ts';
 import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
 import { mulberry32 } from '../../core/rng.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
-import { nodeDialect } from '../../scripts/node-devices.ts';
+import { nodeAudio, nodeDialect } from '../../scripts/node-devices.ts';
 
 const NO_WAKE: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
 const WAKE_AT_1S: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 };
@@ -248,26 +248,36 @@ describe('sessions', () => {
     f.clock.advance(1000);
     const framesIn1s = s.binaryCount();
     assert.ok(framesIn1s >= 50 && framesIn1s <= 52, `640-byte frames in 1 s: ${framesIn1s}`);
-    let eosAt = 0;
-    for (let i = 0; i < 400 && !eosAt; i++) {
-      f.clock.advance(10);
-      if (s.json().some((m) => m.type === 'end_of_speech')) eosAt = f.clock.now;
+    // The end of speech is the sending of the utterance's last voiced frame (the trailing silence is not speech).
+    const lastVoiced = nodeAudio().frames(640).silent.lastIndexOf(false);
+    let lastVoicedAt = 0;
+    let eosSent = false;
+    for (let i = 0; i < 800 && !eosSent; i++) {
+      f.clock.advance(5);
+      if (!lastVoicedAt && s.binaryCount() > lastVoiced) lastVoicedAt = f.clock.now;
+      eosSent = s.json().some((m) => m.type === 'end_of_speech');
     }
     const eos = s.json().find((m) => m.type === 'end_of_speech');
     assert.deepEqual(eos, { type: 'end_of_speech', session_id: 's-1' });
-    assert.ok(eosAt - f.clock.now < 4000);
+    assert.ok(lastVoicedAt > 0 && f.clock.now - lastVoicedAt >= 300, 'the utterance ends in ~320 ms of silence, sent before end_of_speech');
     f.clock.advance(700);
     s.msg({ type: 'transcript', session_id: 's-1', text: 'x' });
+    const transcriptAt = f.clock.now;
     s.msg({ type: 'llm_response', session_id: 's-1', text: 'y' });
     s.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000, bytes: 32000 });
+    f.clock.advance(40);
+    const firstAudioAt = f.clock.now;
     for (let i = 0; i < 8; i++) {
       s.bin(4000); // 125 ms each, 1 s of audio, arriving faster than real time
       f.clock.advance(50);
     }
     s.msg({ type: 'tts_stream_end', session_id: 's-1', chunks: 8, bytes: 32000 });
-    const rl = f.metrics.values('response_latency');
-    assert.equal(rl.length, 1);
-    assert.ok(Math.abs(rl[0]! - (f.clock.now - 400 - eosAt)) <= 100, `response_latency ${rl[0]}`);
+    assert.deepEqual(f.metrics.values('response_latency'), [firstAudioAt - lastVoicedAt]);
+    assert.deepEqual(f.metrics.values('endpointing_latency'), [transcriptAt - lastVoicedAt]);
+    assert.deepEqual(f.metrics.values('processing_latency'), [firstAudioAt - transcriptAt]);
+    assert.deepEqual(f.metrics.values('reply_truncated'), [0], 'all 32000 announced bytes arrived');
+    assert.deepEqual(f.metrics.values('reply_stutter'), [0]);
+    assert.deepEqual(f.metrics.values('playback_stall_time'), [0]);
     assert.ok(!s.json().some((m) => m.type === 'playback_complete'), 'not before the audio has played');
     f.clock.advance(1000);
     assert.ok(s.json().some((m) => m.type === 'playback_complete'));

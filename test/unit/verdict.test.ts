@@ -22,7 +22,13 @@ function healthy(): SummaryData {
       'wake_success{chaos:off}': rate(20, 0),
       wake_ack_latency: trend(40, 20),
       sessions_started: counter(20),
+      sessions_completed: counter(20),
       response_latency: trend(700, 20),
+      endpointing_latency: trend(320, 20),
+      processing_latency: trend(380, 20),
+      'reply_stutter{chaos:off}': rate(0, 20),
+      'reply_truncated{chaos:off}': rate(0, 20),
+      'playback_stall_time{chaos:off}': { type: 'trend', values: { 'p(50)': 0, 'p(95)': 0, 'p(99)': 0, count: 20 } },
       session_drop_rate: rate(0, 20),
       unplanned_drops: counter(0),
       devices_gave_up: counter(0),
@@ -38,10 +44,42 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.exit_code, 0);
     assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
-    assert.match(j.headline, /PASS \(7 SLOs met, 2 n\/a\)/);
+    assert.match(j.headline, /PASS \(10 SLOs met, 2 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
-    assert.match(xml, /tests="10" failures="0" errors="0" skipped="2"/);
+    assert.match(xml, /tests="13" failures="0" errors="0" skipped="2"/);
     assert.match(xml, /<skipped message="reconnect_time: n\/a, no links lost with time to come back in this run"\/>/);
+  });
+
+  it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
+    const d = healthy();
+    d.metrics['reply_stutter{chaos:off}'] = rate(12, 8);
+    d.metrics['reply_stutter{chaos:off,profile:recommended}'] = rate(12, 8);
+    d.metrics['reply_truncated{chaos:off}'] = rate(3, 17);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'fail');
+    const st = j.slos.find((r) => r.name === 'reply_stutter_rate')!;
+    assert.equal(st.status, 'fail');
+    assert.ok(st.culprits.some((c) => /profile recommended 60%/.test(c)), st.culprits.join(' | '));
+    assert.ok(st.culprits.includes('phase playback'));
+    assert.equal(j.slos.find((r) => r.name === 'reply_truncated_rate')!.status, 'fail');
+    const none = healthy();
+    delete none.metrics['reply_stutter{chaos:off}'];
+    const n = judge(none, DEFAULT_SLOS).slos.find((r) => r.name === 'reply_stutter_rate')!;
+    assert.equal(n.status, 'fail');
+    assert.equal(n.why, 'reply_stutter{chaos:off}: 20 sessions completed, 0 replies judged');
+  });
+
+  it('names messages the dialect does not match, and where a slow reply spent its time', () => {
+    const d = healthy();
+    d.metrics.session_drop_rate = rate(20, 0);
+    d.metrics.unmatched_messages = counter(20);
+    d.metrics.response_latency = trend(1900, 20);
+    d.metrics.endpointing_latency = trend(1500, 20);
+    const j = judge(d, DEFAULT_SLOS, [], { unmatchedTypes: ['audio_start'] });
+    const drop = j.slos.find((r) => r.name === 'session_drop_rate')!;
+    assert.match(drop.culprits[0]!, /the server sent 20 message\(s\) \(`audio_start`\) that the dialect does not match/);
+    const resp = j.slos.find((r) => r.name === 'response_p95')!;
+    assert.ok(resp.culprits.some((c) => /endpointing p95 1500 ms .* the rest p95 380 ms/.test(c)), resp.culprits.join(' | '));
   });
 
   it('fails when wakes were never acknowledged: no data is not a pass', () => {
