@@ -6,7 +6,7 @@
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
-import { capture, fill, known, matches, render, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
+import { capture, fill, matches, render, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
@@ -418,7 +418,7 @@ export class Link {
       }
       return;
     }
-    if (!this.owner.message(msg) && !known(this.ctx.dialect, msg, vars)) this.unmatched(msg);
+    if (!this.owner.message(msg) && stepOf(this.ctx.dialect, msg, vars) === null) this.unmatched(msg);
   }
 
   /** A server message no step of the dialect matches: counted by its type (bounded), and shown once per type. */

@@ -204,7 +204,7 @@ export class Conversation implements LinkOwner {
     const now = this.ctx.env.now();
     if (recv.transcript && matches(recv.transcript, msg, vars)) {
       s.heardAt = now;
-      if (s.stage === 'listening') this.endpointed(s, now);
+      if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
       if (s.stage === 'listening') s.stage = 'thinking';
       this.timers.clear('audio');
     } else if (matches(recv.reply_start, msg, vars)) {

@@ -2,6 +2,7 @@
 // conversations it carries (device-session.ts: wake, speech, reply, playback). Socket, clock, timers, randomness and
 // metrics come in as arguments (device-env.ts), so the same code runs in k6 (scenarios/lib/k6-fleet.ts) and under
 // node:test.
+import type { Vars } from './dialect.ts';
 import { DeviceContext, type DeviceEnv, type DeviceOptions } from './device-env.ts';
 import { Link, type LinkState } from './device-link.ts';
 import { Conversation } from './device-session.ts';
@@ -32,6 +33,11 @@ export class Device {
 
   get profile(): Profile {
     return this.ctx.profile;
+  }
+
+  /** The dialect's variables as the device holds them now (`wakestorm try` matches server messages with them). */
+  get vars(): Vars {
+    return this.ctx.vars;
   }
 
   /** Starts the device after `delayMs` (the fleet spreads connects over a ramp). */

@@ -274,15 +274,23 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   }
 }
 
-/** True when any of the dialect's server-side matchers (a step, or a message it ignores) takes the message. */
-export function known(d: Dialect, msg: unknown, vars: Vars): boolean {
+/** The dialect's step a server message matches (`ignore` for one it needs nothing from), or null: unmatched. */
+export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
   const r = d.recv;
-  if (matches(r.ready, msg, vars) || matches(r.reply_start, msg, vars) || matches(r.reply_end, msg, vars)) return true;
-  if (r.ack !== 'ready' && matches(r.ack, msg, vars)) return true;
-  const optional = [r.ping, r.pong, r.transcript, r.session_end, r.error];
-  for (let i = 0; i < optional.length; i++) if (optional[i] && matches(optional[i]!, msg, vars)) return true;
-  for (let i = 0; i < r.ignore.length; i++) if (matches(r.ignore[i]!, msg, vars)) return true;
-  return false;
+  if (matches(r.ready, msg, vars)) return 'ready';
+  if (r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
+  const steps: [string, Matcher | null][] = [
+    ['ping', r.ping],
+    ['pong', r.pong],
+    ['transcript', r.transcript],
+    ['reply_start', r.reply_start],
+    ['reply_end', r.reply_end],
+    ['session_end', r.session_end],
+    ['error', r.error],
+  ];
+  for (let i = 0; i < steps.length; i++) if (steps[i]![1] && matches(steps[i]![1]!, msg, vars)) return steps[i]![0];
+  for (let i = 0; i < r.ignore.length; i++) if (matches(r.ignore[i]!, msg, vars)) return 'ignore';
+  return null;
 }
 
 /** The line a device prints, once per process and type, for a server message its dialect does not match. */

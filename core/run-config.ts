@@ -36,7 +36,7 @@ export function dialectOf(profile: Profile, dialects: Record<string, Dialect>): 
 }
 
 /** A profile that asks its dialect for a message the dialect does not have is refused before any load. */
-function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
+export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
   const why = (what: string) => new DialectError(`profile ${p.name} ${what}, which dialect ${d.name} does not have`);
   if (p.keepalive.send === 'json-ping' && !d.send.ping) throw why('sends JSON pings (keepalive.send "json-ping")');
   if (p.liveness.detect === 'pong-timeout' && !d.recv.pong) throw why('waits for pongs (liveness.detect "pong-timeout")');
@@ -207,12 +207,12 @@ export function urlList(v: string, name: string, Err: new (message: string) => E
 }
 
 /** BACKOFF=<policy>[:base_ms[:cap_ms]] replaces every profile's reconnect policy (to compare policies on one fleet). */
-export function overrideBackoff(shares: ProfileShare[], spec: string): ProfileShare[] {
+export function overrideBackoff(shares: ProfileShare[], spec: string, name = 'BACKOFF'): ProfileShare[] {
   const [policy, base, cap] = spec.split(':');
-  if (!BACKOFF_POLICIES.includes(policy as BackoffPolicyName)) throw new RunConfigError(`BACKOFF must be one of ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]], got '${spec}'`);
+  if (!BACKOFF_POLICIES.includes(policy as BackoffPolicyName)) throw new RunConfigError(`${name} must be one of ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]], got '${spec}'`);
   const num = (v: string | undefined, what: string) => {
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new RunConfigError(`BACKOFF ${what} must be a positive integer (ms), got '${v}'`);
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new RunConfigError(`${name} ${what} must be a positive integer (ms), got '${v}'`);
     return Number(v);
   };
   const b = num(base, 'base');

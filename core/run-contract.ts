@@ -114,6 +114,8 @@ export interface RunRecord {
   started_at: string;
   ended_at: string;
   processes: Record<string, ProcessStats | null>;
+  /** Types of server messages the dialect matched no step of (from k6's log; the verdict's culprits name them). */
+  unmatched_types?: string[];
   resolved: ResolvedRun | null;
 }
 

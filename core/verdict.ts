@@ -72,6 +72,11 @@ const PHASE: Record<string, string> = {
  */
 export const RECONNECT_CENSOR_MS = 10_000;
 
+/** Replies owed to a reply SLO: the completed sessions when no reply was judged at all, else none beyond those judged. */
+function repliesOwed(d: SummaryData, metric: string): number {
+  return samples(d.metrics[metric]) > 0 ? 0 : count(d, 'sessions_completed');
+}
+
 /** What must have happened for an SLO's metric to owe a sample: metric → [how many were owed, what they are, what is missing]. */
 const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]> = {
   wake_ack_latency: [(d) => count(d, 'wakes'), 'wakes', 'acknowledged'],
@@ -83,10 +88,11 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
   barge_in_stop_time: [(d) => count(d, 'barge_ins'), 'barge-ins', 'measured'],
-  // A completed session played a reply, and its reply is judged when it ends: none judged is no data, not a pass.
-  reply_stutter: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
-  reply_truncated: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
-  playback_stall_time: [(d) => count(d, 'sessions_completed'), 'sessions completed', 'replies judged'],
+  // A completed session played a reply, judged when it ended: none judged at all is no data, not a pass. Replies
+  // judged only inside fault windows leave nothing for the steady-state SLO to judge (n/a).
+  reply_stutter: [(d) => repliesOwed(d, 'reply_stutter'), 'sessions completed', 'replies judged'],
+  reply_truncated: [(d) => repliesOwed(d, 'reply_truncated'), 'sessions completed', 'replies judged'],
+  playback_stall_time: [(d) => repliesOwed(d, 'playback_stall_time'), 'sessions completed', 'replies judged'],
   endpointing_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'endpointed'],
 };
 

@@ -25,6 +25,13 @@ export interface CapacityOptions {
   /** Stop bisecting when the bracket is within this fraction of the lower bound. */
   resolution?: number;
   devicesPerVu?: number;
+  /** The fleet flags a run takes (the same meaning on run, capacity and try). */
+  dialect?: string;
+  timeline?: string;
+  backoff?: string;
+  seed?: string;
+  token?: string;
+  tokenFile?: string;
   server?: Partial<ServerConfig>;
   serverUrl?: string;
   /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
@@ -86,10 +93,17 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       duration: c.stepDuration,
       profile: opts.profile,
       wake: c.wake,
+      dialect: opts.dialect,
+      timeline: opts.timeline,
+      backoff: opts.backoff,
+      seed: opts.seed,
+      token: opts.token,
+      tokenFile: opts.tokenFile,
       slo: c.slo,
       server: opts.server,
       serverUrl: opts.serverUrl,
-      direct: !opts.throughProxy,
+      // A timeline needs Toxiproxy in the path.
+      direct: !opts.throughProxy && !opts.timeline,
       resultsRoot: join(c.dir, 'steps'),
       runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
       echo: false,
@@ -193,7 +207,7 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
   writeFileSync(sloFile, JSON.stringify(CAPACITY_EXTRA_SLOS));
   const slo = [...(opts.slo ?? []), sloFile];
   // Every flag is checked once, before the first step sends anything.
-  planRun({ scenario, profile: opts.profile, slo, duration: stepDuration, wake, devices: start });
+  planRun({ scenario, profile: opts.profile, slo, duration: stepDuration, wake, devices: start, dialect: opts.dialect, timeline: opts.timeline, backoff: opts.backoff, seed: opts.seed });
   const c: SearchContext = { opts, scenario, stepDuration, wake, slo, dir, cores, steps: [], log };
 
   log(`wakestorm capacity: ${scenario}, steps of ${stepDuration}, from ${start} up to ${opts.maxDevices} devices, bisect to ${resolution * 100}%`);

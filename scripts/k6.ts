@@ -1,5 +1,6 @@
 // The one k6 launcher: k6 run or inspect as a child process with the project's environment, the run contract's -e
 // variables (core/run-contract.ts), k6's output as lines, and k6's own words for how it ended.
+import { UNMATCHED_NOTE } from '../core/dialect.ts';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -117,6 +118,20 @@ export function lastK6Error(logPath: string): string {
   const last = text.split('\n').filter((l) => /level=error/.test(l)).at(-1);
   if (!last) return '';
   return (k6LogMessage(last) ?? last).split('\n')[0]!.slice(0, 300);
+}
+
+/** The server message types the devices' dialect did not match, as the devices printed them (once per VU and type). */
+export function unmatchedTypesIn(logPath: string): string[] {
+  let text = '';
+  try {
+    text = readFileSync(logPath, 'utf8');
+  } catch {
+    return [];
+  }
+  const types = new Set<string>();
+  const re = new RegExp(`${UNMATCHED_NOTE}([A-Za-z0-9_.:()-]+)`, 'g');
+  for (const m of text.matchAll(re)) if (types.size < 16) types.add(m[1]!);
+  return [...types];
 }
 
 /**

@@ -171,7 +171,7 @@ export async function renderReport(dir: string): Promise<string[]> {
   } catch {
     summary = null;
   }
-  const j = judge(summary, run.slos, run.invalid_reasons ?? []);
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [] });
   const rs = await runSeries(dir);
   const charts = rs ? await buildRunCharts(rs) : [];
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);

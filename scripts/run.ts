@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
-import { boundedInt, DEVICE_BOUNDS, isLoopbackUrl, parseDuration, parseWake } from '../core/run-config.ts';
+import { boundedInt, DEVICE_BOUNDS, isLoopbackUrl, overrideBackoff, parseDuration, parseWake } from '../core/run-config.ts';
 import { verdictFields, type K6Vars, type ResolvedRun, type RunRecord, type RunVars, type SummaryData } from '../core/run-contract.ts';
 import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
@@ -18,7 +18,7 @@ import { decodeChaosEvent, type ChaosEvent, type EventsFile } from '../core/chao
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
-import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6 } from './k6.ts';
+import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, gitCommit, publishRunDir, readJson, runIdFor } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
@@ -39,6 +39,8 @@ export interface RunOptions {
   /** A dialect for every device: a shipped name, a .json file, or a .ts/.js module exporting one (default or `dialect`). */
   dialect?: string;
   seed?: string;
+  /** BACKOFF: every profile's reconnect policy replaced, <policy>[:base_ms[:cap_ms]]. */
+  backoff?: string;
   /** SLO overrides: name=value, name=off, or a .json SLO file. */
   slo?: string[];
   serverUrl?: string;
@@ -152,6 +154,10 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
     vars.DIALECT = spec;
   }
   if (opts.seed !== undefined) vars.SEED = opts.seed;
+  if (opts.backoff !== undefined) {
+    overrideBackoff([], opts.backoff, '--backoff');
+    vars.BACKOFF = opts.backoff;
+  }
   Object.assign(vars, sloVars(opts.slo), opts.vars ?? {});
   const slos = resolveSlos(vars, (p) => readFileSync(p, 'utf8'));
   return { script, vars, slos };
@@ -159,9 +165,14 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
 
 /** The bearer token from --token or --token-file, checked like the server checks its own. */
 function resolveToken(opts: RunOptions): string | null {
+  return resolveTokenFlags(opts.token, opts.tokenFile);
+}
+
+/** The token of --token or --token-file (one of them), checked; null when neither is given. */
+export function resolveTokenFlags(tokenFlag: string | undefined, tokenFileFlag: string | undefined): string | null {
   // An empty value (a CI secret that is not set) is no token.
-  const token = opts.token || undefined;
-  const tokenFile = opts.tokenFile || undefined;
+  const token = tokenFlag || undefined;
+  const tokenFile = tokenFileFlag || undefined;
   if (token !== undefined && tokenFile !== undefined) throw new RunError('give --token or --token-file, not both');
   try {
     if (token !== undefined) return validateToken(token);
@@ -433,7 +444,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   // The scenario's own SLOs as k6 resolved them (a scenario may replace the defaults); the CLI's plan when k6 wrote none.
   const resolved = readJson<ResolvedRun>(join(dir, 'scenario.json'));
   const slos = resolved?.slos ?? plan.slos;
-  const judgement = judge(summary, slos, w.invalid);
+  const unmatchedTypes = unmatchedTypesIn(join(dir, 'k6.log'));
+  const judgement = judge(summary, slos, w.invalid, { unmatchedTypes });
   writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
   const run: RunRecord = {
     run_id: rd.runId,
@@ -452,6 +464,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
     processes: w.processes,
+    unmatched_types: unmatchedTypes,
     // Every parameter as the scenario resolved it (its defaults included): fleet, profile mix and profiles, timeline,
     // wake schedule, seed, SLOs. Null when k6 ended before its summary.
     resolved,

@@ -124,29 +124,40 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_000));
 
 const collectList = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
-program
+
+/**
+ * The flags that shape the fleet or the server's access, the same on run, capacity and try (one definition, one env
+ * var each). `wake` is the command's default schedule.
+ */
+function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
+  const wake = new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE');
+  return cmd
+    .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
+    .addOption(new Option('--dialect <d>', "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)").env('WAKESTORM_DIALECT'))
+    .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))
+    .addOption(d.wake ? wake.default(d.wake) : wake)
+    .addOption(new Option('--backoff <policy>', "replace every profile's reconnect policy: <policy>[:base_ms[:cap_ms]], e.g. full-jitter:500:30000").env('WAKESTORM_BACKOFF'))
+    .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
+    .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
+    .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
+    .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'));
+}
+
+addFleetOptions(program
   .command('run <scenario>')
   .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID')
   .addOption(new Option('--devices <n>', 'virtual devices').env('WAKESTORM_DEVICES').argParser(check((v) => parseIntFlag('--devices', v, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max))))
-  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
-  .addOption(new Option('--duration <d>', 'run length, e.g. 60s, 2m').env('WAKESTORM_DURATION'))
-  .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
-  .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))
-  .addOption(new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE'))
-  .addOption(new Option('--dialect <d>', "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)").env('WAKESTORM_DIALECT'))
-  .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
+  .addOption(new Option('--duration <d>', "run length, e.g. 60s, 2m (default: the scenario's own)").env('WAKESTORM_DURATION'))
   .addOption(new Option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)').env('WAKESTORM_SLO').argParser(collectList))
   .addOption(new Option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one").env('WAKESTORM_SERVER_URL'))
   .addOption(new Option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)').argParser(collect))
   .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
-  .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
-  .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'))
   .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').env('WAKESTORM_TOXIPROXY_SHARDS').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
   .addOption(new Option('--out <output>', "a k6 output, passed through as k6's --out (repeatable; K6_OUT is honoured too), e.g. csv=run.csv").argParser(collect))
   .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
   .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
   .addOption(new Option('--quiet', 'print only the verdict, the report path and errors').env('WAKESTORM_QUIET').conflicts('json'))
-  .addOption(new Option('--json', 'print one JSON verdict object on stdout, nothing else').env('WAKESTORM_JSON'))
+  .addOption(new Option('--json', 'print one JSON verdict object on stdout, nothing else').env('WAKESTORM_JSON')))
   .action(async (scenario: string, o) => {
     const { runScenario } = await import('./run.ts');
     const outputs = [...(o.out ?? [])];
@@ -162,6 +173,7 @@ program
       timeline: o.timeline,
       dialect: o.dialect,
       wake: o.wake,
+      backoff: o.backoff,
       seed: o.seed,
       slo: o.slo,
       serverUrl: o.serverUrl,
@@ -209,26 +221,23 @@ program
     process.exitCode = compareCommand(a, b, o.tolerance, o.results);
   });
 
-program
+addFleetOptions(program
   .command('capacity')
   .description('find the largest device count the target holds within every SLO: step up, then bisect; each step a bounded run')
   .addOption(new Option('--max-devices <n>', 'upper bound of the search').default(20_000).argParser(posInt('--max-devices')))
   .addOption(new Option('--start <n>', 'first step').argParser(posInt('--start')))
   .option('--scenario <s>', 'scenario each step runs', 'wake-latency')
-  .option('--profile <spec>', 'profile name, mix or .json file')
   .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
   .option('--step-duration <d>', 'length of each step', '30s')
-  .option('--wake <w>', 'wake schedule per device', 'poisson:10s')
   .addOption(new Option('--resolution <pct>', 'bisect until the bracket is within this % of the answer').default(10).argParser(check((v) => {
     const n = Number(v);
     if (!(n > 0 && n <= 100)) throw new ConfigError(`--resolution must be a percentage in 1-100, got '${v}'`);
     return n;
   })))
-  .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').argParser(posInt('--devices-per-vu')))
   .option('--server-url <url>', 'search your own server instead of the reference one')
   .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
   .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
-  .option('--results <dir>', 'results root (default: results/)')
+  .option('--results <dir>', 'results root (default: results/)'), { wake: 'poisson:10s' })
   .action(async (o) => {
     const { capacitySearch } = await import('./capacity.ts');
     await capacitySearch({
@@ -241,11 +250,46 @@ program
       wake: o.wake,
       resolution: o.resolution / 100,
       devicesPerVu: o.devicesPerVu,
+      dialect: o.dialect,
+      timeline: o.timeline,
+      backoff: o.backoff,
+      seed: o.seed,
+      token: o.token,
+      tokenFile: o.tokenFile,
       server: serverArgsToConfig(o.serverArg ?? []),
       serverUrl: o.serverUrl,
       throughProxy: o.throughProxy,
       resultsRoot: o.results,
     });
+  });
+
+addFleetOptions(program
+  .command('try')
+  .description('one device, one conversation against a running server, every step printed (what was sent, what came back, which dialect step matched, timings, where it stalled); exit 0 when it completed')
+  .requiredOption('--server-url <url>', 'the server to talk to (ws://host:port)'))
+  .action(async (o) => {
+    if (o.timeline) throw new ConfigError('--timeline: try talks to the server directly, with no Toxiproxy in between; run a timeline with wakestorm run');
+    const { tryConversation } = await import('./try.ts');
+    const { resolveTokenFlags } = await import('./run.ts');
+    process.exitCode = await tryConversation({ serverUrl: o.serverUrl, dialect: o.dialect, profile: o.profile, backoff: o.backoff, seed: o.seed, token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined });
+  });
+
+program
+  .command('validate <files...>')
+  .description('check dialect, profile, timeline or SLO files without a run: every problem at once, with its JSON path; exit 2 when one is invalid')
+  .addOption(new Option('--as <kind>', 'what the files are (default: told by their shape)').choices(['dialect', 'profile', 'timeline', 'slo']))
+  .action(async (files: string[], o: { as?: 'dialect' | 'profile' | 'timeline' | 'slo' }) => {
+    const { validateCommand } = await import('./validate.ts');
+    process.exitCode = validateCommand(files, o.as, (l) => console.log(l), (l) => process.stderr.write(`${l}\n`));
+  });
+
+program
+  .command('init <kind> <file>')
+  .description('write a template to start from: a shipped dialect (kind dialect) or profile (kind profile), never over an existing file')
+  .option('--from <name>', 'the shipped dialect or profile to copy (default: wakestorm, recommended)')
+  .action(async (kind: string, file: string, o: { from?: string }) => {
+    const { initCommand } = await import('./validate.ts');
+    console.log(initCommand(kind, file, o.from));
   });
 
 const toxic = program

@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { pcmDurationMs } from '../../core/pcm.ts';
 import type { ServerConfig } from '../../server/config.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 
@@ -23,9 +24,30 @@ export type Bug =
   /** Holds the reply (tts_stream_start and everything after it) back by `slowReplyMs`. */
   | 'slow-reply'
   /** Never hears the device's `cancel`: after a barge-in the reply plays on to its end. */
-  | 'ignore-abort';
+  | 'ignore-abort'
+  /** Streams the reply's audio at two thirds of real time (a TTS slower than playback): the user hears it stutter. */
+  | 'stutter-reply'
+  /** Sends the first half of each reply's audio and then its end, announcing the whole length: the answer is cut. */
+  | 'short-reply'
+  /** Calls the reply's start `audio_stream_start` (a protocol the dialect does not speak). */
+  | 'rename-reply-start';
 
-export const BUGS: Bug[] = ['no-wake-ack', 'close-on-json-ping', 'no-keepalive', 'refuse-share', 'forget-resume', 'drop-after-connect', 'slow-reply', 'ignore-abort'];
+export const BUGS: Bug[] = [
+  'no-wake-ack',
+  'close-on-json-ping',
+  'no-keepalive',
+  'refuse-share',
+  'forget-resume',
+  'drop-after-connect',
+  'slow-reply',
+  'ignore-abort',
+  'stutter-reply',
+  'short-reply',
+  'rename-reply-start',
+];
+
+/** How much slower than real time stutter-reply streams the reply's audio. */
+const STUTTER_SLOWDOWN = 1.5;
 
 export interface BuggyOptions {
   bugs?: Bug[];
@@ -107,10 +129,12 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
   function pipe(client: WebSocket, up: WebSocket): void {
     let lastOut = 0;
     let slow = false;
+    // The reply in flight: when it started, the audio ms sent so far, the bytes announced and forwarded.
+    let reply = { t0: 0, audioMs: 0, announced: 0, sent: 0 };
     // Downstream, in order: a message waits for the ones before it (slow-reply holds the reply back).
-    const toClient = (data: RawData | string, isBinary: boolean) => {
+    const toClient = (data: RawData | string, isBinary: boolean, notBefore = 0) => {
       const delay = slow ? (opts.slowReplyMs ?? 1500) : 0;
-      const at = Math.max(Date.now() + delay, lastOut);
+      const at = Math.max(Date.now() + delay, lastOut, notBefore);
       lastOut = at;
       const send = () => client.readyState === WebSocket.OPEN && client.send(data, { binary: isBinary });
       if (at <= Date.now()) send();
@@ -124,8 +148,23 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
         if (m?.type === 'ping' && bugs.has('no-keepalive')) return;
         if (m?.type === 'tts_stream_start' && bugs.has('slow-reply')) slow = true;
         if (m?.type === 'connected' && bugs.has('drop-after-connect')) setTimeout(() => client.terminate(), 1000);
+        if (m?.type === 'tts_stream_start') reply = { t0: Date.now(), audioMs: 0, announced: Number(m.bytes) || 0, sent: 0 };
+        if (m?.type === 'tts_stream_start' && bugs.has('rename-reply-start')) {
+          toClient(JSON.stringify({ ...m, type: 'audio_stream_start' }), false);
+          return;
+        }
         toClient(text, false);
         if (m?.type === 'session_end') slow = false;
+        return;
+      }
+      const bytes = Array.isArray(data) ? data.reduce((a, b) => a + b.length, 0) : (data as Buffer).length;
+      if (bugs.has('short-reply') && reply.sent >= reply.announced / 2) return;
+      reply.sent += bytes;
+      if (bugs.has('stutter-reply')) {
+        // Chunk k goes out when k chunks' worth of audio, slowed down, has passed since the reply started.
+        const due = reply.t0 + reply.audioMs * STUTTER_SLOWDOWN;
+        reply.audioMs += pcmDurationMs(bytes);
+        toClient(data, true, due);
         return;
       }
       toClient(data, true);

@@ -116,6 +116,11 @@ describe('the default gate against server bugs', () => {
     ignoreAbort: () => gate(['ignore-abort'], [...SMOKE, '--profile', `recommended:1,${BARGE}:1`], FAST),
     cutHealthy: () => gate([], cutArgs, slowStt),
     forgetResume: () => gate(['forget-resume'], cutArgs, slowStt),
+    stutter: () => gate(['stutter-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
+    short: () => gate(['short-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
+    renamed: () => gate(['rename-reply-start'], [...SMOKE, '--profile', 'recommended'], FAST),
+    // An endpointing window four times the device's 300 ms: the user waits for it, so the latency must show it.
+    slowEndpointing: () => gate([], [...SMOKE, '--profile', 'recommended'], { ...FAST, vadSilenceMs: 1200 }),
   };
   const o = {} as Record<keyof typeof cases, Outcome>;
   before(async () => {
@@ -163,6 +168,18 @@ describe('the default gate against server bugs', () => {
     assertFails(o.forgetResume, 'session_drop_rate', /sessions ended lost ×12/);
     assert.equal(status(o.forgetResume, 'unplanned_drops'), 'pass', 'the cut was planned');
   });
+
+  it('fails a server that streams its reply slower than real time on reply_stutter_rate, in the playback phase', () =>
+    assertFails(o.stutter, 'reply_stutter_rate', /profile recommended 100%.*phase playback/));
+
+  it('fails a server that ends each reply short of what it announced on reply_truncated_rate', () =>
+    assertFails(o.short, 'reply_truncated_rate', /profile recommended 100%.*phase playback/));
+
+  it('fails a server that speaks a message the dialect does not match, naming the message', () =>
+    assertFails(o.renamed, 'response_p95', /the server sent \d+ message\(s\) \(`audio_stream_start`\) that the dialect does not match/));
+
+  it("fails a server whose endpointing is slower than the user's silence on response_p95, naming the endpointing", () =>
+    assertFails(o.slowEndpointing, 'response_p95', /endpointing p95 1[2-4]\d\d ms/));
 });
 
 describe('auth', () => {
