@@ -28,7 +28,7 @@ export interface FidelityRow {
 }
 
 export async function fidelityStep(n: number, quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow> {
-  const { sttMs, llmMs, ttsMs } = defaultConfig;
+  const { sttMs, llmMs, ttsMs, vadSilenceMs } = defaultConfig;
   // Keep the number of concurrent conversations about the same at every size, so the fleet's size is what varies.
   const wake = n <= 100 ? 'poisson:10s' : n <= 1000 ? 'poisson:30s' : 'poisson:5m';
   const cutAt = quick ? 12_000 : CUT_AT_MS;
@@ -79,7 +79,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
   if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
   const m = r.summary?.metrics ?? {};
   const v = (name: string, q: string) => (m[name]?.values.count ? +m[name]!.values[q]!.toFixed(1) : null);
-  const truth = { wake_ack_ms: 2 * LATENCY_MS, response_ms: LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS, reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS };
+  const truth = { wake_ack_ms: 2 * LATENCY_MS, response_ms: vadSilenceMs + LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS, reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS };
   const measured = {
     wake_ack_p50: v('wake_ack_latency{phase:steady}', 'p(50)'),
     wake_ack_p99: v('wake_ack_latency{phase:steady}', 'p(99)'),
@@ -114,7 +114,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
 
 export async function fidelityBench(quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow[]> {
   const sizes = quick ? [20] : [100, 1000, 5000, 10_000];
-  log(`fidelity: truths are ${LATENCY_MS} ms latency each way, the server's stt+llm+tts, and a ${CUT_MS} ms cut with fixed ${BACKOFF_MS} ms backoff`);
+  log(`fidelity: truths are ${LATENCY_MS} ms latency each way, the server's endpointing window and stt+llm+tts, and a ${CUT_MS} ms cut with fixed ${BACKOFF_MS} ms backoff`);
   const rows: FidelityRow[] = [];
   for (const n of sizes) rows.push(await fidelityStep(n, quick, resultsRoot, log));
   return rows;

@@ -423,7 +423,7 @@ export class Link {
 
   /** A server message no step of the dialect matches: counted by its type (bounded), and shown once per type. */
   private unmatched(msg: object): void {
-    const type = unmatchedType(msg);
+    const type = unmatchedType(msg, this.ctx.dialect);
     this.ctx.count('unmatched_messages', 1, { type });
     if (!SEEN_UNMATCHED.has(type)) {
       SEEN_UNMATCHED.add(type);

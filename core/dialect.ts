@@ -315,9 +315,29 @@ export class BoundedLabels {
 
 const UNMATCHED_TYPES = new BoundedLabels(16);
 
-/** The `type` tag of an unmatched message: its type field, bounded (BoundedLabels). */
-export function unmatchedType(msg: unknown): string {
-  return UNMATCHED_TYPES.label((msg as Record<string, unknown>).type, '(no type)');
+const TYPE_FIELDS = new WeakMap<Dialect, string>();
+
+/**
+ * The field that names a message's kind in this dialect: the one most of its server matchers test (`type` for the
+ * shipped dialects, `event` for the README's acme), `type` when none stands out.
+ */
+export function typeField(d: Dialect): string {
+  let f = TYPE_FIELDS.get(d);
+  if (f) return f;
+  const counts = new Map<string, number>();
+  const r = d.recv;
+  for (const m of [r.ready, r.ping, r.pong, r.ack, r.transcript, r.reply_start, r.reply_end, r.session_end, r.error, ...r.ignore]) {
+    if (!m || m === 'ready') continue;
+    for (const k of Object.keys(m)) if (typeof m[k] === 'string' && !WHOLE.test(m[k] as string)) counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  f = [...counts].sort((a, b) => b[1] - a[1] || (a[0] === 'type' ? -1 : 0))[0]?.[0] ?? 'type';
+  TYPE_FIELDS.set(d, f);
+  return f;
+}
+
+/** The `type` tag of an unmatched message: the value of its dialect's type field, bounded (BoundedLabels). */
+export function unmatchedType(msg: unknown, d: Dialect): string {
+  return UNMATCHED_TYPES.label((msg as Record<string, unknown>)[typeField(d)], 'untyped');
 }
 
 // ---- binary framing ----

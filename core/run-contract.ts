@@ -75,6 +75,8 @@ export interface ResolvedRun {
   ramp_ms: number;
   profile_mix: { profile: string; weight: number }[];
   profiles: Profile[];
+  /** The dialect each profile spoke, by profile name (DIALECT, or the profile's own, or wakestorm). */
+  dialects?: Record<string, string>;
   timeline: { name: string; steps: { at_ms: number; for_ms: number; fault: string; streams: string[]; params: Record<string, number>; toxicity: number }[] };
   wake: WakeSchedule;
   seed: string;

@@ -78,10 +78,17 @@ export class ScenarioError extends WakestormError {
  * Evaluates the scenario's init context with the run's variables (`k6 inspect`), before anything starts: whatever the
  * scenario itself validates (its default timeline against --duration, profiles, SLOs, bounds) fails here as one line.
  */
-export function inspectScenario(script: string, vars: K6Vars, cwd?: string): void {
+export function inspectScenario(script: string, vars: K6Vars, cwd?: string): { durationMs: number | null } {
   const tools = requireTools();
   try {
-    execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    const out = execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    // The scenario's own duration, as it resolved it (makeScenario puts it in options.ext.wakestorm).
+    try {
+      const d = (JSON.parse(out.toString()) as { ext?: { wakestorm?: { duration_ms?: unknown } } }).ext?.wakestorm?.duration_ms;
+      return { durationMs: typeof d === 'number' ? d : null };
+    } catch {
+      return { durationMs: null };
+    }
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };
     const text = `${err.stderr?.toString() ?? ''}${err.stdout?.toString() ?? ''}`;

@@ -18,15 +18,26 @@ export interface ProfileRow {
   reconnectP95: number | null;
   wakeAckP95: number | null;
   responseP95: number | null;
+  /** The server's endpointing within response_latency (end of speech to its first sign it heard it). */
+  endpointingP95: number | null;
   sessions: number;
   dropRate: number | null;
+  followUps: number;
+  replies: number;
+  stuttered: number;
+  truncated: number;
 }
+
+const LATENCIES = new Set(['reconnect_time', 'wake_ack_latency', 'response_latency', 'endpointing_latency']);
 
 /** Each profile's numbers from the run's samples (the same samples as the charts). */
 export function profileRows(rs: RunSeries): ProfileRow[] {
   const rows = new Map<string, ProfileRow>();
   const row = (p: string) =>
-    rows.get(p) ?? rows.set(p, { profile: p, started: 0, connectedMax: 0, drops: {}, unplanned: 0, reconnectP95: null, wakeAckP95: null, responseP95: null, sessions: 0, dropRate: null }).get(p)!;
+    rows.get(p) ??
+    rows
+      .set(p, { profile: p, started: 0, connectedMax: 0, drops: {}, unplanned: 0, reconnectP95: null, wakeAckP95: null, responseP95: null, endpointingP95: null, sessions: 0, dropRate: null, followUps: 0, replies: 0, stuttered: 0, truncated: 0 })
+      .get(p)!;
   const values = new Map<string, number[]>();
   const push = (k: string, v: number) => (values.get(k) ?? values.set(k, []).get(k)!).push(v);
   const dropped = new Map<string, number>();
@@ -40,7 +51,12 @@ export function profileRows(rs: RunSeries): ProfileRow[] {
     else if (s.metric === 'session_drop_rate') {
       r.sessions++;
       dropped.set(p, (dropped.get(p) ?? 0) + (s.value ? 1 : 0));
-    } else if (s.metric === 'reconnect_time' || s.metric === 'wake_ack_latency' || s.metric === 'response_latency') push(`${p}\u0000${s.metric}`, s.value);
+    } else if (s.metric === 'follow_ups') r.followUps += s.value;
+    else if (s.metric === 'reply_stutter') {
+      r.replies++;
+      r.stuttered += s.value ? 1 : 0;
+    } else if (s.metric === 'reply_truncated') r.truncated += s.value ? 1 : 0;
+    else if (LATENCIES.has(s.metric)) push(`${p}\u0000${s.metric}`, s.value);
   }
   const p95 = (p: string, m: string) => {
     const v = values.get(`${p}\u0000${m}`);
@@ -51,6 +67,7 @@ export function profileRows(rs: RunSeries): ProfileRow[] {
     r.reconnectP95 = p95(r.profile, 'reconnect_time');
     r.wakeAckP95 = p95(r.profile, 'wake_ack_latency');
     r.responseP95 = p95(r.profile, 'response_latency');
+    r.endpointingP95 = p95(r.profile, 'endpointing_latency');
     r.dropRate = r.sessions ? (dropped.get(r.profile) ?? 0) / r.sessions : null;
     const key = single ? 'all devices' : r.profile;
     r.connectedMax = rs.connected.filter((c) => c.key === key).reduce((m, c) => Math.max(m, c.value), 0);
@@ -106,6 +123,13 @@ function sloTable(j: Judgement): string {
   return `<table id="slos"><thead><tr><th>SLO</th><th>measures</th><th>target</th><th>measured</th><th>status</th><th>culprits</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
+/** "wakestorm (recommended, pi-assistant); xiaozhi (xiaozhi-esp32)": each dialect with the profiles that spoke it. */
+function dialectLine(byProfile: Record<string, string>): string {
+  const by = new Map<string, string[]>();
+  for (const [profile, d] of Object.entries(byProfile)) (by.get(d) ?? by.set(d, []).get(d)!).push(profile);
+  return [...by].map(([d, ps]) => `${d} (${ps.join(', ')})`).join('; ');
+}
+
 function parameters(run: RunRecord): string {
   const p = run.parameters;
   const r = run.resolved;
@@ -116,6 +140,8 @@ function parameters(run: RunRecord): string {
     ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default 50)')],
     ['duration, ramp', r ? `${r.duration_ms / 1000} s, connects spread over ${r.ramp_ms / 1000} s` : (p.DURATION ?? '(scenario default)')],
     ['profile mix', r ? r.profile_mix.map((x) => `${x.profile} ${Math.round((x.weight / share) * 100)}%`).join(', ') : (p.PROFILE ?? '(scenario default)')],
+    ['dialect', r?.dialects ? dialectLine(r.dialects) : (p.DIALECT ?? '(each profile its own; wakestorm by default)')],
+    ['unmatched server messages', run.unmatched_types?.length ? run.unmatched_types.join(', ') : 'none'],
     [
       'timeline',
       r ? `${r.timeline.name}${r.timeline.steps.length ? `: ${r.timeline.steps.map((st) => `${st.fault} at ${st.at_ms / 1000} s for ${st.for_ms / 1000} s`).join('; ')}` : ''}` : (p.TIMELINE ?? '(scenario default)'),
@@ -138,10 +164,10 @@ function profileTable(rows: ProfileRow[]): string {
   const body = rows
     .map((r) => {
       const drops = Object.entries(r.drops).map(([c, n]) => `${c}×${n}`).join(', ') || '0';
-      return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td></tr>`;
+      return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${ms(r.endpointingP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td><td class="num">${r.followUps}</td><td class="num">${r.replies ? `${r.stuttered} / ${r.truncated} of ${r.replies}` : '–'}</td></tr>`;
     })
     .join('');
-  return `<table id="profiles"><thead><tr><th>profile</th><th>devices</th><th>connected (max)</th><th>links lost by close code</th><th>unplanned drops</th><th>reconnect p95</th><th>wake ack p95</th><th>response p95</th><th>sessions dropped</th></tr></thead><tbody>${body}</tbody></table>`;
+  return `<table id="profiles"><thead><tr><th>profile</th><th>devices</th><th>connected (max)</th><th>links lost by close code</th><th>unplanned drops</th><th>reconnect p95</th><th>wake ack p95</th><th>response p95</th><th>of it endpointing p95</th><th>sessions dropped</th><th>follow-ups</th><th>replies stuttered / truncated</th></tr></thead><tbody>${body}</tbody></table>`;
 }
 
 function testerBlock(summary: SummaryData | null, run: RunRecord): string {

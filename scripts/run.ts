@@ -277,7 +277,7 @@ function runVars(plan: ReturnType<typeof planRun>, stack: Stack, opts: RunOption
  * that dies stops k6: INVALID), signals (one SIGINT forwarded, a second one kills), a watchdog, the processes' CPU
  * and memory. Whatever made the tester untrustworthy is in the returned `invalid`.
  */
-async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: Stack, dir: string, log: (l: string) => void): Promise<Watch> {
+async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: Stack, dir: string, log: (l: string) => void, scenarioMs: number | null): Promise<Watch> {
   const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
   const args: string[] = [];
   if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
@@ -318,7 +318,7 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
   const sampler = new Sampler();
   sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid) });
   const sampledFrom = Date.now();
-  const durationMs = parseDuration(vars.DURATION ?? '0s', 'DURATION');
+  const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
   const stopProgress = k6Progress(`http://127.0.0.1:${apiPort}`, durationMs, opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
   // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
   stack.onExit((e) => {
@@ -345,7 +345,8 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
   // gracefulStop, idle, and ignored SIGTERM (k6 websockets has no close-handshake timeout; the exact cause is not
   // pinned down). Nothing may hang: past the run's length plus slack, k6 is interrupted, then killed, and the run is
   // marked incomplete (run.json k6_stuck).
-  const limitMs = parseDuration(vars.DURATION ?? '10m', 'DURATION') + 120_000;
+  // The scenario's own duration when no --duration was given (a soak's default outlasts a fixed guess).
+  const limitMs = (durationMs || 600_000) + 120_000;
   const watchdog = setTimeout(() => {
     w.stuck = true;
     log(`wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`);
@@ -411,7 +412,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     throw e;
   }
   const token = resolveToken(opts);
-  inspectScenario(plan.script, plan.vars, ROOT);
+  const inspected = inspectScenario(plan.script, plan.vars, ROOT);
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
   const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
@@ -430,7 +431,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     stack = await startRunStack(opts, serverFlags, log);
     const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
     log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
-    w = await watchK6(opts, vars, plan.script, stack, dir, log);
+    w = await watchK6(opts, vars, plan.script, stack, dir, log, inspected.durationMs);
     summary = await collectResults(stack, dir, w);
   } finally {
     if (stack) {

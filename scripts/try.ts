@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../core/device.ts';
 import type { SocketLike, WakeSchedule } from '../core/device-env.ts';
-import { loadDialect, stepOf, type Dialect, type Vars } from '../core/dialect.ts';
+import { loadDialect, stepOf, typeField, type Dialect, type Vars } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
 import { parseProfileMix, type Profile } from '../core/profiles.ts';
@@ -72,7 +72,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   out(`wakestorm try: one ${profile.name} device, dialect ${dialect.name}, against ${o.serverUrl} (gives up after ${timeoutMs / 1000} s)`);
 
   // What the device reached, for the stall report.
-  const seen = { open: false, ready: false, acked: false, replyAudio: false, ended: false };
+  const seen = { open: false, ready: false, acked: false, replyAudio: false, ended: false, heard: false, whole: true, unmatched: 0 };
   let lastServer = '';
   let outcome: 'completed' | 'failed' | null = null;
   let failure = '';
@@ -94,9 +94,19 @@ export async function tryConversation(o: TryOptions): Promise<number> {
         out(`${at()}    ${name} = ${Math.round(value)} ms`);
       }
       if (name === 'wake_success' && value === 0) failure = 'the wake was not acknowledged in 10 s';
-      if (name === 'reply_truncated' && value === 1) out(`${at()}    the reply was truncated: less audio than announced, or none`);
-      if (name === 'reply_stutter' && value === 1) out(`${at()}    the reply stuttered: playback ran dry mid-reply`);
-      if (name === 'unmatched_messages') out(`${at()}    ↑ matches no step of dialect ${dialect.name} (type ${tags.type})`);
+      if (name === 'response_latency') seen.heard = true;
+      if (name === 'reply_truncated' && value === 1) {
+        seen.whole = false;
+        out(`${at()}    the reply was truncated: less audio than announced, or none`);
+      }
+      if (name === 'reply_stutter' && value === 1) {
+        seen.whole = false;
+        out(`${at()}    the reply stuttered: playback ran dry mid-reply`);
+      }
+      if (name === 'unmatched_messages') {
+        seen.unmatched++;
+        out(`${at()}    ↑ matches no step of dialect ${dialect.name} (${typeField(dialect)} ${tags.type})`);
+      }
       if (name === 'sessions_completed') {
         outcome = 'completed';
         seen.ended = true;
@@ -171,9 +181,15 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   await new Promise((r) => setTimeout(r, 200));
   flushAudio();
   device.stop();
-  if (outcome === 'completed') {
+  // Completed as the user hears it: the session ended complete, a reply was heard, whole and smooth.
+  if (outcome === 'completed' && seen.heard && seen.whole && !seen.unmatched) {
     out(`wakestorm try: the conversation completed in ${Date.now() - t0} ms`);
     return 0;
+  }
+  if (outcome === 'completed') {
+    const why = !seen.heard ? 'no reply audio was heard' : !seen.whole ? 'the reply was not whole and smooth' : `${seen.unmatched} server message(s) matched no step`;
+    out(`wakestorm try: the session ended, but ${why}: check the dialect's recv steps against the messages marked [no step]`);
+    return 1;
   }
   const where = !seen.open
     ? 'the socket never opened (server down, refused, or a wrong path: check --server-url and connect.path)'

@@ -1,5 +1,9 @@
 // The `wakestorm` CLI: one subcommand per job (server, setup, stack); bad flags exit 2 with one line.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { BACKOFF_POLICIES } from '../core/backoff.ts';
+import { SHIPPED_DIALECTS } from '../core/dialect.ts';
+import { PROFILES } from '../core/profiles.ts';
+import { TIMELINES } from '../core/timelines.ts';
 import { WakestormError } from '../core/errors.ts';
 import { DEVICE_BOUNDS } from '../core/run-config.ts';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -125,12 +129,28 @@ const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_00
 
 const collectList = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
 
+/** What ships, for --help: the names a flag takes besides a file of your own. */
+function shippedHelp(): string {
+  const scenarios = readdirSync(new URL('../scenarios/', import.meta.url)).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
+  return [
+    '',
+    'Shipped (a flag also takes a file of your own):',
+    `  scenarios  ${scenarios.join(', ')}`,
+    `  profiles   ${Object.keys(PROFILES).join(', ')} (default: the scenario's)`,
+    `  timelines  ${Object.keys(TIMELINES).join(', ')} (default: the scenario's, most have none)`,
+    `  dialects   ${SHIPPED_DIALECTS.join(', ')} (default: each profile's own, else wakestorm)`,
+    '  wake       off | once[:2s-10s] | poisson:<mean> | fixed:<interval> (default: the scenario\'s)',
+    `  backoff    ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]] (default: each profile's own)`,
+  ].join('\n');
+}
+
 /**
  * The flags that shape the fleet or the server's access, the same on run, capacity and try (one definition, one env
  * var each). `wake` is the command's default schedule.
  */
 function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
   const wake = new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE');
+  cmd.addHelpText('after', shippedHelp);
   return cmd
     .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
     .addOption(new Option('--dialect <d>', "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)").env('WAKESTORM_DIALECT'))

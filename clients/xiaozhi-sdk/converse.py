@@ -12,14 +12,36 @@ firmware does). Exit 0 when a reply ended, 1 otherwise. Loopback only: the calle
 import argparse
 import asyncio
 import json
+import math
+import struct
 import sys
 import time
+from collections import deque
 from urllib.parse import urlparse
 
 from xiaozhi_sdk.core import XiaoZhiWebsocket
 
 FRAME_MS = 60
 FRAME_BYTES = 16000 * FRAME_MS // 1000 * 2
+# An energy VAD's line between voice and silence (RMS of 16-bit samples), the one the firmware's own VAD would use.
+VOICED_RMS = 300
+
+
+def rms(frame: bytes) -> float:
+    n = len(frame) // 2
+    samples = struct.unpack(f"<{n}h", frame[: n * 2])
+    return math.sqrt(sum(x * x for x in samples) / max(1, n))
+
+
+class TimedQueue(deque):
+    """The SDK's queue of decoded reply audio, noting when the first reply audio arrived (this client's clock)."""
+
+    first_at = None
+
+    def extend(self, items) -> None:
+        if TimedQueue.first_at is None:
+            TimedQueue.first_at = time.monotonic()
+        super().extend(items)
 
 
 async def converse(url: str, pcm: bytes, mode: str, timeout_s: float) -> dict:
@@ -37,12 +59,17 @@ async def converse(url: str, pcm: bytes, mode: str, timeout_s: float) -> dict:
     connected = await client.init_connection("02:00:00:5d:00:01")
     if not connected:
         return {"connected": False, "events": events}
+    client.output_audio_queue = TimedQueue(client.output_audio_queue)
     frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    last_voiced = max(i for i, f in enumerate(frames) if rms(f) >= VOICED_RMS)
     silence = b"\x00" * FRAME_BYTES
     t0 = time.monotonic()
     k = 0
+    end_of_speech = None
     while not stopped.is_set() and time.monotonic() - started < timeout_s:
         await client.send_audio(frames[k] if k < len(frames) else silence)
+        if k == last_voiced:
+            end_of_speech = time.monotonic()
         k += 1
         await asyncio.sleep(max(0.0, t0 + k * FRAME_MS / 1000 - time.monotonic()))
     # Let the SDK finish its reaction to tts stop (listen start again in auto mode), then look at the channel.
@@ -60,6 +87,10 @@ async def converse(url: str, pcm: bytes, mode: str, timeout_s: float) -> dict:
         "decoder_rate": decoder_rate,
         "open_after_turn": open_after,
         "replied": stopped.is_set(),
+        # Voice-to-voice on this client's own clock: its last voiced frame sent to the first reply audio decoded.
+        "voice_to_voice_ms": None
+        if end_of_speech is None or TimedQueue.first_at is None
+        else round((TimedQueue.first_at - end_of_speech) * 1000, 1),
     }
 
 

@@ -8,7 +8,7 @@ import type { WakeSchedule } from '../../core/device-env.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, readRepoFile, runFleetVu } from './k6-fleet.ts';
 import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
 import type { Profile } from '../../core/profiles.ts';
-import { ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
+import { dialectOf, ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/slo.ts';
 import { TREND_STATS, summaryOutputs } from '../../core/summary.ts';
 import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.ts';
@@ -99,6 +99,8 @@ export function makeScenario(spec: ScenarioSpec) {
     summaryTrendStats: TREND_STATS,
     setupTimeout: '30s',
     teardownTimeout: '30s',
+    // What the CLI reads with `k6 inspect` (its progress line shows the scenario's own duration); k6 ignores it.
+    ext: { wakestorm: { duration_ms: cfg.durationMs } },
   };
 
   function setup(): SetupData {
@@ -140,6 +142,7 @@ export function makeScenario(spec: ScenarioSpec) {
       ramp_ms: cfg.rampMs,
       profile_mix: cfg.profiles.map((p) => ({ profile: p.profile.name, weight: p.weight })),
       profiles: cfg.profiles.map((p) => p.profile),
+      dialects: Object.fromEntries(cfg.profiles.map((p) => [p.profile.name, dialectOf(p.profile, cfg.dialects).name])),
       timeline: { name: timeline.name, steps: timeline.steps.map((st) => ({ at_ms: st.atMs, for_ms: st.forMs, fault: st.fault, streams: st.streams, params: st.params, toxicity: st.toxicity })) },
       wake: cfg.wake,
       seed: cfg.seed,

@@ -12,7 +12,7 @@ import { opusClip, type OpusTable } from '../../core/opus.ts';
 import { cacheDir } from '../../scripts/tools.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { metricValue } from '../helpers/metrics.ts';
-import { ROOT } from '../helpers/proc.ts';
+import { ROOT, runCli } from '../helpers/proc.ts';
 
 const CLIENT = join(ROOT, 'clients', 'xiaozhi-sdk');
 const REQUIREMENTS = readFileSync(join(CLIENT, 'requirements.txt'), 'utf8');
@@ -42,6 +42,8 @@ interface Conversation {
   decoder_rate: number | null;
   open_after_turn: boolean;
   replied: boolean;
+  /** Its own last voiced frame sent to the first reply audio it decoded, on its own clock. */
+  voice_to_voice_ms: number | null;
 }
 
 function converse(url: string, mode: string): Promise<{ code: number | null; result: Conversation; stderr: string }> {
@@ -96,6 +98,25 @@ describe('xiaozhi-sdk, an independent xiaozhi client, against the reference serv
       assert.ok(result.frames_sent > 50 && result.frames_sent < 200, `${result.frames_sent} frames sent`);
     });
   }
+
+  it("wakestorm's response_latency equals the voice-to-voice time the independent client measures on its own clock", async () => {
+    const url = `${server.wsUrl}/xiaozhi/v1/`;
+    const client: number[] = [];
+    const ours: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { code, result, stderr } = await converse(url, 'auto');
+      assert.equal(code, 0, stderr.slice(-800));
+      client.push(result.voice_to_voice_ms!);
+      const r = await runCli(['try', '--server-url', server.wsUrl, '--dialect', 'xiaozhi'], { timeoutMs: 60_000 });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      ours.push(Number(/response_latency = (\d+) ms/.exec(r.stdout)![1]));
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[1]!;
+    // The truth: the server's 300 ms endpointing window (five 60 ms frames) and 150 ms of pipeline, plus the loopback.
+    assert.ok(med(client) >= 450 && med(client) < 520, `client ${client.join(', ')} ms`);
+    // Two clocks, two encoders and decoders, two pacing loops: the medians agree within 25 ms.
+    assert.ok(Math.abs(med(client) - med(ours)) <= 25, `client ${client.join(', ')} ms, wakestorm ${ours.join(', ')} ms`);
+  });
 
   it('the server refused nothing the client said', async () => {
     const text = await (await fetch(`${server.wsUrl.replace(/^ws/, 'http')}/metrics`)).text();

@@ -199,8 +199,9 @@ describe('voice sessions', () => {
     c.close();
   });
 
-  it('ends speech by energy VAD after 700 ms of silence, without end_of_speech', async () => {
-    const s = await server();
+  it('ends speech by energy VAD after its window of silence (--vad-silence-ms), without end_of_speech', async () => {
+    // A window longer than the utterance's own 320 ms of trailing silence: the speech goes on until more silence comes.
+    const s = await server({ vadSilenceMs: 700 });
     const { c } = await connectDevice(s.wsUrl, 'vad');
     await speak(c, 'w-v', false);
     await sleep(200);
@@ -292,7 +293,8 @@ describe('resume', () => {
   });
 
   it('ends the session interrupted when cut while the user was still speaking', async () => {
-    const s = await server();
+    // The utterance ends in 320 ms of silence: a window longer than that keeps the user speaking when the cut comes.
+    const s = await server({ vadSilenceMs: 700 });
     const { c, connected } = await connectDevice(s.wsUrl, 'ri');
     const sid = await speak(c, 'w-i', false);
     c.close();

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Device } from '../../core/device.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
-import { DialectError, validateDialect, type Dialect } from '../../core/dialect.ts';
+import { DialectError, typeField, validateDialect, type Dialect } from '../../core/dialect.ts';
 import { PROFILES, type Profile } from '../../core/profiles.ts';
 import { nodeDialect } from '../../scripts/node-devices.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
@@ -157,6 +157,7 @@ describe('a dialect that means what it says', () => {
     f.s.msg({ type: 'llm_response', text: 'the dialect ignores this one' });
     assert.equal(f.metrics.count('unmatched_messages'), 2);
     assert.deepEqual(f.metrics.tagsOf('unmatched_messages').map((t) => t.type), ['audio_begin', 'audio_begin']);
+    assert.equal(typeField(nodeDialect('wakestorm')), 'type');
     assert.equal(f.warnings.filter((w) => w.includes('type=audio_begin')).length, 1, 'shown once');
     for (let i = 0; i < 40; i++) f.s.msg({ type: `junk-${i}` });
     const types = new Set(f.metrics.tagsOf('unmatched_messages').map((t) => t.type));
