@@ -5,6 +5,7 @@ import type { Dialect, Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import type { OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
+import type { Phase } from './phases.ts';
 import type { Profile } from './profiles.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
@@ -45,8 +46,8 @@ export interface DeviceEnv {
   audio: AudioFrames;
   /** When the network really failed (chaos runs know it); null when unknown. */
   linkDiedAt?(): number | null;
-  /** True when [from, to] overlaps a fault window of the timeline (plus grace): what happened then was planned. */
-  planned?(from: number, to: number): boolean;
+  /** The phase of the chaos run [from, to] fell in (core/phases.ts); steady when absent (no timeline). */
+  phase?(from: number, to: number): Phase;
   log?(line: string): void;
   /** A rare diagnostic a person should see (an unmatched server message type, once per process): k6 prints it. */
   warn?(line: string): void;
@@ -75,7 +76,7 @@ export interface DeviceOptions {
 }
 
 const PROFILE_TAGS = new Map<string, Record<string, string>>();
-const CHAOS_TAGS = new Map<string, [Record<string, string>, Record<string, string>]>();
+const CHAOS_TAGS = new Map<string, Record<Phase, Record<string, string>>>();
 
 /** A device's stable pseudo-MAC and client UUID from its id (xiaozhi's Device-Id and Client-Id headers). */
 function idHash(id: string, seed: number): number {
@@ -91,8 +92,8 @@ export class DeviceContext {
   readonly vars: Vars;
   /** { profile }: one object per profile, shared by its devices (metrics only read it). */
   readonly tags: Record<string, string>;
-  /** { profile, chaos: off } and { profile, chaos: on }. */
-  readonly chaosTags: [Record<string, string>, Record<string, string>];
+  /** { profile, chaos: steady|during|recovery }: one object per profile and phase, shared. */
+  readonly chaosTags: Record<Phase, Record<string, string>>;
   /** Plain fields, not getters: the message and audio paths read them per message, and a getter is a call in k6. */
   readonly dialect: Dialect;
   readonly profile: Profile;
@@ -102,7 +103,9 @@ export class DeviceContext {
     this.profile = opts.profile;
     const name = opts.profile.name;
     this.tags = PROFILE_TAGS.get(name) ?? PROFILE_TAGS.set(name, { profile: name }).get(name)!;
-    this.chaosTags = CHAOS_TAGS.get(name) ?? CHAOS_TAGS.set(name, [{ profile: name, chaos: 'off' }, { profile: name, chaos: 'on' }]).get(name)!;
+    this.chaosTags =
+      CHAOS_TAGS.get(name) ??
+      CHAOS_TAGS.set(name, { steady: { profile: name, chaos: 'steady' }, during: { profile: name, chaos: 'during' }, recovery: { profile: name, chaos: 'recovery' } }).get(name)!;
     const a = idHash(opts.id, 2166136261);
     const b = idHash(opts.id, 374761393);
     this.vars = {
@@ -122,9 +125,19 @@ export class DeviceContext {
     };
   }
 
-  /** Profile and chaos:on|off tags for an outcome spanning [from, to]. */
+  /** The phase an outcome spanning [from, to] fell in. */
+  phaseOf(from: number, to: number): Phase {
+    return this.env.phase?.(from, to) ?? 'steady';
+  }
+
+  /** Profile and chaos (phase) tags for an outcome spanning [from, to]. */
   outcomeTags(from: number, to: number): Record<string, string> {
-    return this.chaosTags[this.env.planned?.(from, to) ? 1 : 0];
+    return this.chaosTags[this.phaseOf(from, to)];
+  }
+
+  /** A latency that spanned [from, to], tagged with its phase. */
+  trendSpan(name: DeviceMetricName, from: number, to: number): void {
+    this.env.metrics.add(name, to - from, this.outcomeTags(from, to));
   }
 
   count(name: DeviceMetricName, n = 1, extra?: Record<string, string>): void {

@@ -68,6 +68,8 @@ export class Link {
   attempt = 0;
   resumeToken: string | null = null;
   connectedAt = 0;
+  /** The close code of the last link lost (1006 for a cut), and when: a resume after it may be owed. */
+  lastLoss: { code: number; at: number } | null = null;
   private ws: SocketLike | null = null;
   private lastRx = 0;
   /** When the device noticed its link was gone (reconnect_time runs from here). */
@@ -303,9 +305,10 @@ export class Link {
     const now = env.now();
     this.stopKeepalive();
     this.timers.clear('connect');
-    const planned = env.planned?.(wasConnected ? at : this.attemptAt, at) ?? false;
-    if (!planned) env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
+    const phase = this.ctx.phaseOf(wasConnected ? at : this.attemptAt, at);
+    if (phase === 'steady') env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
     if (wasConnected) {
+      this.lastLoss = { code, at: now };
       this.ctx.count('connection_drops', 1, { code: String(code) });
       if (now - this.connectedAt < FLAP_MS) this.ctx.count('flaps');
       if (!this.perWake) this.lossNoticedAt = now;
@@ -313,10 +316,12 @@ export class Link {
       if (died !== null && died >= this.connectedAt && died <= now) this.ctx.trend('disconnect_detect_time', now - died);
     } else {
       // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
-      env.metrics.add('connect_success', 0, { ...this.ctx.chaosTags[planned ? 1 : 0], code: closeCodeLabel(code), cause });
+      env.metrics.add('connect_success', 0, { ...this.ctx.chaosTags[phase], code: closeCodeLabel(code), cause });
     }
     if (this.perWake) {
-      // A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one.
+      // A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one. It owes
+      // no reconnect (what it owes is that the next wake connects: connect_success, wake_success).
+      if (wasConnected) this.ctx.count('reconnects_abandoned');
       this.state = 'idle';
       this.owner.linkLost(wasConnected, false);
       return;

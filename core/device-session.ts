@@ -8,7 +8,7 @@ import { Timers } from './device-env.ts';
 import type { Link, LinkOwner } from './device-link.ts';
 import { opusPacketMs } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
-import { isDropped, type SessionEndReason } from './protocol.ts';
+import { CLOSE, DEFAULTS, isDropped, type SessionEndReason } from './protocol.ts';
 import { expInterval } from './rng.ts';
 import { WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
@@ -150,6 +150,7 @@ export class Conversation implements LinkOwner {
     this.linkSessionId = typeof vars.session_id === 'string' && vars.session_id ? vars.session_id : null;
     this.followUp = false;
     if (s) {
+      if (s.id !== null) this.judgeResume(s, vars.resumed === true && vars.resumed_session === s.id);
       if (s.id !== null && vars.resumed === true && vars.resumed_session === s.id) {
         this.ctx.count('sessions_resumed');
         // The server replays the reply from its start (or ends an interrupted turn): reset the playback model.
@@ -168,6 +169,19 @@ export class Conversation implements LinkOwner {
     }
     if (this.pendingWake && !this.session) this.sendWake(this.pendingWake.wakeId, this.pendingWake.at);
     this.pendingWake = null;
+  }
+
+  /**
+   * A session that outlived its link was offered for resume. The server owes it when the link was cut (not closed by a
+   * server going away: 1001, 1012) and the device came back within the protocol's resume grace: resume_success.
+   */
+  private judgeResume(s: ActiveSession, resumed: boolean): void {
+    const loss = this.link?.lastLoss;
+    if (!loss || loss.code === CLOSE.GOING_AWAY || loss.code === CLOSE.SERVICE_RESTART) return;
+    const now = this.ctx.env.now();
+    if (now - loss.at > DEFAULTS.resume_grace_ms) return;
+    this.ctx.env.metrics.add('resume_success', resumed ? 1 : 0, this.ctx.tags);
+    if (!resumed) this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} not resumed ${now - loss.at} ms after the loss`);
   }
 
   linkLost(wasConnected: boolean, final: boolean): void {
@@ -256,7 +270,7 @@ export class Conversation implements LinkOwner {
     // The server ended speech before the device's last voiced frame (it cut the user off): its end is the end.
     if (s.eosAt === null || s.eosAt > now) s.eosAt = now;
     s.endpointedAt = now;
-    this.ctx.trend('endpointing_latency', now - s.eosAt);
+    this.ctx.trendSpan('endpointing_latency', s.eosAt, now);
   }
 
   /**
@@ -289,8 +303,8 @@ export class Conversation implements LinkOwner {
     }
     if (!s.responseRecorded) this.endpointed(s, now);
     if (!s.responseRecorded && s.eosAt !== null) {
-      this.ctx.trend('response_latency', now - s.eosAt);
-      if (s.endpointedAt !== null) this.ctx.trend('processing_latency', now - s.endpointedAt);
+      this.ctx.trendSpan('response_latency', s.eosAt, now);
+      if (s.endpointedAt !== null) this.ctx.trendSpan('processing_latency', s.endpointedAt, now);
       s.responseRecorded = true;
       const barge = this.ctx.profile.barge_in_ms;
       if (barge !== undefined) this.timers.set('playback', () => this.bargeIn(s), barge);
@@ -386,7 +400,7 @@ export class Conversation implements LinkOwner {
     if (reason === 'complete') this.ctx.count('sessions_completed');
     const dropped = isDropped(reason);
     if (dropped) this.ctx.count('sessions_dropped', 1, { reason });
-    this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.tags);
+    this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
     this.scheduleNextWakeIfRepeating();
   }
 
@@ -531,7 +545,7 @@ export class Conversation implements LinkOwner {
   private acknowledged(s: ActiveSession): void {
     const { vars } = this.ctx;
     const now = this.ctx.env.now();
-    this.ctx.trend('wake_ack_latency', now - s.wakeAt);
+    this.ctx.trendSpan('wake_ack_latency', s.wakeAt, now);
     this.wakeJudged(s.wakeId, true);
     this.beginTurn(s, typeof vars.session_id === 'string' && vars.session_id ? vars.session_id : s.wakeId, now);
   }

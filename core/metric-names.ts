@@ -60,10 +60,22 @@ export const DEVICE_METRICS = {
   /** A turn on a link that was already listening (after_reply 'listen'): the user spoke again without a wake word. */
   follow_ups: 'counter',
   session_drop_rate: 'rate',
+  /**
+   * A session offered for resume after a cut (not a server going away), back within the protocol's resume grace: the
+   * server kept it (1) or not (0).
+   */
+  resume_success: 'rate',
   connect_success: 'rate',
   /** A wake acknowledged within WAKE_ACK_TIMEOUT_MS (1) or not (0); tagged chaos:on|off. */
   wake_success: 'rate',
   devices_connected: 'gauge',
+  /**
+   * A fault's end to its profile's devices connected again at their pre-fault level (per fleet slice; tags profile and
+   * fault, e.g. "2:cut"). A slice not back within RECOVERY_MAX_MS reports that bound, or at the run's end its wait so far.
+   */
+  recovery_time: 'trend',
+  /** Profiles of a fleet slice that were not back at their level when their recovery was judged. */
+  recoveries_failed: 'counter',
   /** A device reached `connected` (links_up − links_down is the fleet's connected total, live on k6's REST API). */
   links_up: 'counter',
   /** A connected device stopped being connected (not counted when the run stops it). */

@@ -13,23 +13,44 @@ export interface Slo {
   description: string;
   /** Stop the run as soon as this SLO is breached (capacity search uses it). */
   abortOnFail?: boolean;
+  /**
+   * Targets for the other phases of a chaos run (core/phases.ts), judged as SLOs of their own, `name@during` and
+   * `name@recovery`, on the metric's submetric of that phase. Absent: that phase is not judged (during a fault the
+   * default is off, not the steady target).
+   */
+  during?: number;
+  recovery?: number;
+}
+
+/** The phases an SLO may carry an extra target for. */
+export const EXTRA_PHASES = ['during', 'recovery'] as const;
+
+/** `metric` judged in another phase: its chaos tag replaced (or added). */
+export function inPhase(metric: string, phase: string): string {
+  if (/[{,]chaos:[a-z]+/.test(metric)) return metric.replace(/([{,])chaos:[a-z]+/, `$1chaos:${phase}`);
+  const i = metric.indexOf('{');
+  return i < 0 ? `${metric}{chaos:${phase}}` : `${metric.slice(0, -1)},chaos:${phase}}`;
 }
 
 /**
- * The default gate. Outcomes inside a fault window (plus PLANNED_GRACE_MS) are tagged chaos:on and are the timeline's
- * doing; the success rates judge only chaos:off ones. With no timeline everything is chaos:off.
+ * The default gate: a steady-state hypothesis and recovery. Outcomes are tagged with the phase of a chaos run they fell
+ * in (chaos:steady|during|recovery, core/phases.ts); the steady SLOs judge everything outside fault windows and their
+ * recovery, so a healthy server passes a chaos run, and recovery_max judges how fast the fleet came back. During a
+ * fault nothing is judged unless an SLO carries a `during` target. With no timeline everything is steady.
  */
 export const DEFAULT_SLOS: Slo[] = [
-  { name: 'connect_success', metric: 'connect_success{chaos:off}', aggregation: 'rate', op: '>=', target: 0.99, description: 'connect attempts outside fault windows that reach `connected`' },
-  { name: 'wake_success', metric: 'wake_success{chaos:off}', aggregation: 'rate', op: '>=', target: 0.99, description: 'wakes outside fault windows acknowledged (session_started) within 10 s' },
-  { name: 'unplanned_drops', metric: 'unplanned_drops', aggregation: 'count', op: '==', target: 0, description: 'links lost or connects refused while no fault was injected (server close, 1006, liveness check)' },
-  { name: 'wake_ack_p95', metric: 'wake_ack_latency', aggregation: 'p(95)', op: '<', target: 300, description: 'wake word to session_started, ms' },
-  { name: 'response_p95', metric: 'response_latency', aggregation: 'p(95)', op: '<', target: 800, description: "voice-to-voice: the end of the user's speech to the first reply audio, the server's endpointing included, ms" },
-  { name: 'reply_stutter_rate', metric: 'reply_stutter{chaos:off}', aggregation: 'rate', op: '<', target: 0.01, description: 'replies outside fault windows whose playback ran dry mid-reply (the user heard it stutter)' },
-  { name: 'playback_stall_p99', metric: 'playback_stall_time{chaos:off}', aggregation: 'p(99)', op: '<', target: 200, description: 'ms a reply outside fault windows stood dry in all, worst 1%' },
-  { name: 'reply_truncated_rate', metric: 'reply_truncated{chaos:off}', aggregation: 'rate', op: '==', target: 0, description: 'replies outside fault windows with no audio or less audio than announced' },
+  { name: 'connect_success', metric: 'connect_success{chaos:steady}', aggregation: 'rate', op: '>=', target: 0.99, description: 'connect attempts in steady state that reach `connected`' },
+  { name: 'wake_success', metric: 'wake_success{chaos:steady}', aggregation: 'rate', op: '>=', target: 0.99, description: 'wakes in steady state acknowledged (session_started) within 10 s' },
+  { name: 'unplanned_drops', metric: 'unplanned_drops', aggregation: 'count', op: '==', target: 0, description: 'links lost or connects refused in steady state (server close, 1006, liveness check)' },
+  { name: 'wake_ack_p95', metric: 'wake_ack_latency{chaos:steady}', aggregation: 'p(95)', op: '<', target: 300, description: 'wake word to session_started in steady state, ms' },
+  { name: 'response_p95', metric: 'response_latency{chaos:steady}', aggregation: 'p(95)', op: '<', target: 800, description: "voice-to-voice in steady state: the end of the user's speech to the first reply audio, the server's endpointing included, ms" },
+  { name: 'reply_stutter_rate', metric: 'reply_stutter{chaos:steady}', aggregation: 'rate', op: '<', target: 0.01, description: 'replies in steady state whose playback ran dry mid-reply (the user heard it stutter)' },
+  { name: 'playback_stall_p99', metric: 'playback_stall_time{chaos:steady}', aggregation: 'p(99)', op: '<', target: 200, description: 'ms a reply in steady state stood dry in all, worst 1%' },
+  { name: 'reply_truncated_rate', metric: 'reply_truncated{chaos:steady}', aggregation: 'rate', op: '==', target: 0, description: 'replies in steady state with no audio or less audio than announced' },
   { name: 'reconnect_p95', metric: 'reconnect_time', aggregation: 'p(95)', op: '<', target: 10_000, description: 'link loss noticed to connected again, ms' },
-  { name: 'session_drop_rate', metric: 'session_drop_rate', aggregation: 'rate', op: '<', target: 0.01, description: 'started sessions that never completed' },
+  { name: 'recovery_max', metric: 'recovery_time', aggregation: 'max', op: '<', target: 30_000, description: "a fault's end until each profile's devices are connected again at their pre-fault level, worst fault and profile, ms" },
+  { name: 'resume_success', metric: 'resume_success', aggregation: 'rate', op: '>=', target: 0.99, description: 'sessions offered for resume after a cut, back within the resume grace, that the server kept' },
+  { name: 'session_drop_rate', metric: 'session_drop_rate{chaos:steady}', aggregation: 'rate', op: '<', target: 0.01, description: 'sessions started in steady state that never completed' },
   { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
   { name: 'barge_in_stop_p95', metric: 'barge_in_stop_time', aggregation: 'p(95)', op: '<', target: 500, description: "the device's abort (barge-in) to the last stale reply audio it received, ms" },
 ];
@@ -51,6 +72,9 @@ function check(s: Record<string, unknown>, where: string): Slo {
   if (!AGGS.includes(s.aggregation as Aggregation)) throw new SloError(`${where} (${s.name}): "aggregation" must be one of ${AGGS.join(', ')}`);
   if (!OPS.includes(s.op as Op)) throw new SloError(`${where} (${s.name}): "op" must be one of ${OPS.join(' ')}`);
   if (typeof s.target !== 'number' || !Number.isFinite(s.target)) throw new SloError(`${where} (${s.name}): "target" must be a number`);
+  for (const ph of EXTRA_PHASES) {
+    if (s[ph] !== undefined && (typeof s[ph] !== 'number' || !Number.isFinite(s[ph]))) throw new SloError(`${where} (${s.name}): "${ph}" must be a number (the target in that phase)`);
+  }
   return { ...(s as unknown as Slo), description: typeof s.description === 'string' ? s.description : '' };
 }
 
@@ -78,14 +102,32 @@ export function resolveSlos(env: Record<string, string | undefined>, readFile: (
   }
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith('SLO_') || k === 'SLO_FILE' || v === undefined) continue;
-    const name = k.slice(4);
+    // SLO_<name>=v sets the steady target; SLO_<name>@during=v and @recovery=v the target in that phase.
+    const [name, phase] = k.slice(4).split('@') as [string, string | undefined];
     const s = slos.find((x) => x.name === name);
     if (!s) throw new SloError(`${k}: no SLO named "${name}"; known: ${slos.map((x) => x.name).join(', ')}`);
-    if (v === 'off') slos = slos.filter((x) => x !== s);
-    else if (/^-?\d+(\.\d+)?$/.test(v)) s.target = Number(v);
-    else throw new SloError(`${k} must be a number or 'off', got '${v}'`);
+    if (phase !== undefined && !(EXTRA_PHASES as readonly string[]).includes(phase)) throw new SloError(`${k}: the phase must be ${EXTRA_PHASES.join(' or ')}, got '${phase}'`);
+    const num = /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : null;
+    if (v !== 'off' && num === null) throw new SloError(`${k} must be a number or 'off', got '${v}'`);
+    if (phase) s[phase as (typeof EXTRA_PHASES)[number]] = num ?? undefined;
+    else if (num === null) slos = slos.filter((x) => x !== s);
+    else s.target = num;
   }
-  return slos;
+  return expandPhases(slos);
+}
+
+/** Each SLO's extra phase targets as SLOs of their own (`name@during` on the metric's during submetric). */
+export function expandPhases(slos: Slo[]): Slo[] {
+  const out: Slo[] = [];
+  for (const s of slos) {
+    const { during, recovery, ...base } = s;
+    out.push(base);
+    for (const [ph, target] of [['during', during], ['recovery', recovery]] as const) {
+      if (target === undefined) continue;
+      out.push({ ...base, name: `${s.name}@${ph}`, metric: inPhase(s.metric, ph), target, description: `${s.description} (${ph === 'during' ? 'during a fault' : 'recovering from a fault'})` });
+    }
+  }
+  return out;
 }
 
 export function thresholdExpr(s: Slo): string {

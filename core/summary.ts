@@ -3,7 +3,8 @@
 
 import type { EventsFile, PlannedEvent } from './chaos-events.ts';
 import type { Slo } from './slo.ts';
-import { judge, junitXml, verdictLines } from './verdict.ts';
+import type { Profile } from './profiles.ts';
+import { judge, junitXml, verdictLines, type JudgeContext } from './verdict.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
 
 
@@ -59,7 +60,7 @@ function fmt(m: MetricSummary): string {
  * The metrics table and, unless the CLI judges the run itself (VERDICT=cli: it also sees processes, interrupts and
  * k6's exit code), the SLO table and verdict from what k6 saw.
  */
-export function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true): string {
+export function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true, ctx: JudgeContext = {}): string {
   const lines: string[] = ['', `wakestorm ${title} — device metrics`];
   // The fleet's connected total (devices_connected is a per-VU gauge: its last value is one VU's count).
   const m = data.metrics;
@@ -71,7 +72,7 @@ export function textSummary(data: SummaryData, slos: Slo[], title: string, extra
   const empty = (m: MetricSummary) => (m.type === 'rate' ? !(m.values.passes || m.values.fails) : !m.values.count);
   for (const n of ordered) if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
   if (extra.length) lines.push('', ...extra.map((l) => `  ${l}`));
-  if (withVerdict) lines.push('', ...verdictLines(judge(data, slos)));
+  if (withVerdict) lines.push('', ...verdictLines(judge(data, slos, [], ctx)));
   return `${lines.join('\n')}\n`;
 }
 
@@ -87,16 +88,17 @@ export function summaryOutputs(
   slos: Slo[],
   events: PlannedEvent[],
   extra: string[] = [],
-  resolved: object | null = null,
+  resolved: { profiles?: Profile[] } | null = null,
 ): Record<string, string> {
   const byCli = env.VERDICT === 'cli';
-  const out: Record<string, string> = { stdout: textSummary(data, slos, scenario, extra, !byCli) };
+  const ctx: JudgeContext = { profiles: resolved?.profiles };
+  const out: Record<string, string> = { stdout: textSummary(data, slos, scenario, extra, !byCli, ctx) };
   const dir = env.RESULTS_DIR?.replace(/\/+$/, '');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const path = (f: string) => (dir ? `${dir}/${f}` : `results/${scenario}-${stamp}.${f}`);
   if (env.NO_RESULTS !== '1') {
     out[path('summary.json')] = JSON.stringify(data, null, 1);
-    out[path('junit.xml')] = junitXml(judge(data, slos), scenario, (data.state?.testRunDurationMs ?? 0) / 1000);
+    out[path('junit.xml')] = junitXml(judge(data, slos, [], ctx), scenario, (data.state?.testRunDurationMs ?? 0) / 1000);
     // One shape whoever writes it; `applied` is filled in by the CLI, which saw them happen.
     const file: EventsFile = { planned: events, applied: null };
     out[path('events.json')] = JSON.stringify(file, null, 1);

@@ -1,5 +1,6 @@
 // Chaos timelines as data: named ones ship here, others come from JSON; each is validated before any load.
 import { WakestormError } from './errors.ts';
+import type { FaultWindow } from './phases.ts';
 import { parseDuration } from './run-config.ts';
 import { FAULTS, FaultError, resolveParams, resolveStreams, type FaultAction, type Stream } from './faults.ts';
 
@@ -148,13 +149,13 @@ export function lastLinkDeath(steps: ChaosStep[], epochMs: number, now: number):
   return best;
 }
 
-/** Each step's window as absolute [start, end + grace] times: what happens inside one is the timeline's doing. */
-export function faultWindows(steps: ChaosStep[], epochMs: number, graceMs: number): [number, number][] {
-  return steps.map((s) => [epochMs + s.atMs, epochMs + s.atMs + s.forMs + graceMs]);
+/** Each step's label for its recovery, "<n>:<fault>" (n from 1, in timeline order): bounded by the timeline. */
+export function faultLabels(steps: { fault: string }[]): string[] {
+  return steps.map((s, i) => `${i + 1}:${s.fault}`);
 }
 
-/** True when [from, to] overlaps any of the windows. */
-export function overlapsWindow(windows: [number, number][], from: number, to: number): boolean {
-  for (const [a, b] of windows) if (from <= b && to >= a) return true;
-  return false;
+/** Each step's window as absolute times, with its label: what happens inside one is the timeline's doing. */
+export function faultWindows(steps: ChaosStep[], epochMs: number): FaultWindow[] {
+  const labels = faultLabels(steps);
+  return steps.map((s, i) => ({ label: labels[i]!, start: epochMs + s.atMs, end: epochMs + s.atMs + s.forMs }));
 }

@@ -2,11 +2,17 @@
 // Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
 // that died, an interrupt, k6's own exit code).
 import { CLOSE_CODE_NAMES } from './protocol.ts';
+import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
 
 export type Verdict = 'pass' | 'fail' | 'invalid';
-export type SloStatus = 'pass' | 'fail' | 'n/a';
+/**
+ * 'finding': breached only by firmware profiles whose own configured behaviour explains it (a fixed backoff longer than
+ * the target, giving up after a few tries, a long liveness bound) while the server met the target for the rest of the
+ * fleet: a finding about the firmware, reported, not a failure of the server.
+ */
+export type SloStatus = 'pass' | 'fail' | 'n/a' | 'finding';
 
 /** Exit codes of `wakestorm run` (docs/ci.md). 3 for INVALID stays clear of k6's own 97-110 and of 1 and 2. */
 export const VERDICT_EXIT: Record<Verdict, number> = { pass: 0, fail: 99, invalid: 3 };
@@ -27,13 +33,10 @@ export const SATURATION = {
   minAudioSlips: 10,
 };
 
-/** After a fault ends, drops, failed connects and unanswered wakes still count as caused by it for this long. */
-export const PLANNED_GRACE_MS = 15_000;
-
 /** How long a wake may wait for its acknowledgement before it counts as failed (wake_success). */
 export const WAKE_ACK_TIMEOUT_MS = 10_000;
 
-/** The tag that says whether an outcome fell inside a fault window (plus grace): `chaos:on` or `chaos:off`. */
+/** The tag that says which phase of a chaos run an outcome fell in: `chaos:steady`, `chaos:during`, `chaos:recovery`. */
 export const CHAOS_TAG = 'chaos';
 
 /** Why a link or a connect attempt ended, as the `cause` tag: where to look first. */
@@ -64,6 +67,8 @@ const PHASE: Record<string, string> = {
   playback_underruns: 'playback',
   ping_rtt: 'keepalive',
   barge_in_stop_time: 'barge-in',
+  recovery_time: 'recovery',
+  resume_success: 'resume',
 };
 
 /**
@@ -88,6 +93,10 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
   barge_in_stop_time: [(d) => count(d, 'barge_ins'), 'barge-ins', 'measured'],
+  // Every fault that ended with time to come back is reported (recovered or not): none reported is none owed.
+  recovery_time: [() => 0, 'faults that ended with time to recover', 'reported'],
+  // Only a session offered for resume after a cut is judged: none offered, nothing owed.
+  resume_success: [() => 0, 'sessions offered for resume after a cut', 'judged'],
   // A completed session played a reply, judged when it ended: none judged at all is no data, not a pass. Replies
   // judged only inside fault windows leave nothing for the steady-state SLO to judge (n/a).
   reply_stutter: [(d) => repliesOwed(d, 'reply_stutter'), 'sessions completed', 'replies judged'],
@@ -108,9 +117,34 @@ const CONVERSATION_METRICS = new Set([
   'playback_stall_time',
 ]);
 
-/** What the CLI knows beyond k6's summary: the types of server messages the dialect did not match (from k6's log). */
+/** What the CLI knows beyond k6's summary: unmatched server message types (from k6's log), the fleet's profiles. */
 export interface JudgeContext {
   unmatchedTypes?: string[];
+  /** The profiles the fleet ran: a breach their own behaviour explains is a firmware finding. */
+  profiles?: Profile[];
+}
+
+/** SLO metrics a firmware's own reconnect or liveness choices can breach on their own. */
+const FIRMWARE_BOUND = new Set(['reconnect_time', 'recovery_time', 'devices_gave_up']);
+
+/**
+ * Why a profile's own behaviour breaches this SLO whatever the server does, or null. Times are compared with the
+ * target: a device that waits longer than the target before it even tries cannot come back within it.
+ */
+export function firmwareReason(p: Profile, s: Pick<Slo, 'metric' | 'target' | 'aggregation'>): string | null {
+  const base = baseMetric(s.metric);
+  if (!FIRMWARE_BOUND.has(base)) return null;
+  const r = p.reconnect;
+  if (base === 'devices_gave_up') return r.max_attempts > 0 ? `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts)` : null;
+  const sec = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
+  const firstWait = r.first_ms ?? (r.policy === 'fixed' || r.policy === 'exponential' ? r.base_ms : 0);
+  if (firstWait >= s.target) return `waits ${sec(firstWait)} before it reconnects (reconnect.policy ${r.policy}, base ${sec(r.base_ms)})`;
+  if (base === 'recovery_time') {
+    if (r.max_attempts > 0) return `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts), so it may never come back`;
+    if (r.on === 'abnormal') return 'does not reconnect after a normal close (reconnect.on "abnormal")';
+    if (p.liveness.detect === 'silence' && p.liveness.timeout_ms >= s.target) return `notices a dead link only after ${sec(p.liveness.timeout_ms)} of silence (liveness.timeout_ms)`;
+  }
+  return null;
 }
 
 export interface SloResult {
@@ -139,6 +173,8 @@ export interface Judgement {
   invalid: string[];
   /** Why the run FAILED (breached SLOs and run-wide rules), empty on PASS. */
   failures: string[];
+  /** Breaches the firmware's own behaviour explains (status 'finding'): reported, not failed. */
+  findings: string[];
 }
 
 /** `metric` or `metric{a:b}` with one more tag, written the way k6 names the submetric (so both sides agree). */
@@ -232,6 +268,14 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
     const types = ctx.unmatchedTypes?.length ? ` (${ctx.unmatchedTypes.slice(0, 5).map((t) => `\`${t}\``).join(', ')})` : '';
     out.push(`the server sent ${unmatched} message(s)${types} that the dialect does not match: a typo in the dialect, or a server speaking another protocol`);
   }
+  // Which fault the fleet was slowest to come back from.
+  if (base === 'recovery_time') {
+    const faults = byTag(data, s.metric, 'fault')
+      .map((f) => ({ name: f.value, v: aggregateOf(f.m, s) }))
+      .filter((f): f is { name: string; v: number } => f.v !== null)
+      .sort((a, b) => b.v - a.v);
+    if (faults.length) out.push(`fault ${faults.slice(0, 3).map((f) => `${f.name} ${(f.v / 1000).toFixed(1)} s`).join(', ')}${count(data, 'recoveries_failed') ? ` (${count(data, 'recoveries_failed')} profile slice(s) never back)` : ''}`);
+  }
   // Where the user's wait went: the server's endpointing, and the rest.
   if (base === 'response_latency') {
     const p = (m: string) => data.metrics[m]?.values['p(95)'];
@@ -282,6 +326,12 @@ export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): Slo
   const v = aggregateOf(m, s);
   const r: SloResult = { name: s.name, metric: s.metric, description: s.description, target: targetText(s), measured: valueText(v, s, m), value: v, status: 'pass', why: '', culprits: [] };
   if (v === null) {
+    // A phase of a chaos run with no sample while the run had some in other phases: nothing of it to judge here.
+    if (/[{,]chaos:/.test(s.metric) && samples(data.metrics[baseMetric(s.metric)]) > 0) {
+      r.status = 'n/a';
+      r.why = `${s.metric}: n/a, every sample fell in another phase of the chaos run`;
+      return r;
+    }
     const pre = PRECONDITION[baseMetric(s.metric)];
     const owed = pre ? Math.max(0, pre[0](data)) : null;
     if (owed === 0) {
@@ -301,7 +351,34 @@ export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): Slo
   r.status = 'fail';
   r.why = `${s.metric} measured ${r.measured}, target ${r.target}`;
   r.culprits = culpritsOf(data, s, ctx);
+  const firmware = firmwareFinding(data, s, ctx);
+  if (firmware) {
+    r.status = 'finding';
+    r.culprits = [firmware, ...r.culprits];
+  }
   return r;
+}
+
+/**
+ * A breach is the firmware's when every profile that breaches on its own is explained by its own behaviour
+ * (firmwareReason) and every other profile meets the target: the server did what it owed the rest of the fleet.
+ */
+function firmwareFinding(data: SummaryData, s: Slo, ctx: JudgeContext): string | null {
+  if (!ctx.profiles?.length || !FIRMWARE_BOUND.has(baseMetric(s.metric))) return null;
+  const byName = new Map(ctx.profiles.map((p) => [p.name, p]));
+  const rows = byTag(data, s.metric, 'profile').map((p) => ({ name: p.value, v: aggregateOf(p.m, s) }));
+  const breaching = rows.filter((p) => p.v !== null && !meets(p.v, s));
+  if (!breaching.length) return null;
+  const reasons: string[] = [];
+  for (const b of breaching) {
+    const p = byName.get(b.name);
+    const why = p ? firmwareReason(p, s) : null;
+    if (!why) return null;
+    reasons.push(`${b.name} ${why}`);
+  }
+  const others = rows.filter((p) => p.v !== null && meets(p.v, s)).map((p) => p.name);
+  const rest = others.length ? `; the server met the target for ${others.join(', ')}` : '';
+  return `the firmware, not the server: ${reasons.join('; ')}${rest}`;
 }
 
 /** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
@@ -336,14 +413,15 @@ export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: strin
   invalid.push(...testerFaults(data));
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
+  const findings = rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`);
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;
   if (started > 0 && connected === 0) failures.push(`no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`);
   if (!rows.some((r) => r.status === 'pass') && !failures.length) failures.push('no SLO could be judged (every one n/a): nothing was seen to work');
-  return finish(invalid.length ? 'invalid' : failures.length ? 'fail' : 'pass', rows, invalid, failures);
+  return finish(invalid.length ? 'invalid' : failures.length ? 'fail' : 'pass', rows, invalid, failures, findings);
 }
 
-function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures: string[]): Judgement {
+function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures: string[], findings: string[] = []): Judgement {
   let headline: string;
   if (verdict === 'invalid') headline = `VERDICT: INVALID (the tester failed, its numbers do not judge the server): ${invalid.join('; ')}`;
   else if (verdict === 'fail') {
@@ -351,9 +429,10 @@ function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures
     headline = `VERDICT: FAIL (${breached.length ? breached.map((r) => r.name).join(', ') : 'no device connected'}): ${failures.join(' | ')}`;
   } else {
     const na = rows.filter((r) => r.status === 'n/a').length;
-    headline = `VERDICT: PASS (${rows.length - na} SLOs met${na ? `, ${na} n/a` : ''})`;
+    const fw = findings.length ? `, ${findings.length} firmware finding${findings.length > 1 ? 's' : ''}` : '';
+    headline = `VERDICT: PASS (${rows.length - na - findings.length} SLOs met${fw}${na ? `, ${na} n/a` : ''})`;
   }
-  return { verdict, exit_code: VERDICT_EXIT[verdict], headline, slos: rows, invalid, failures: verdict === 'fail' ? failures : [] };
+  return { verdict, exit_code: VERDICT_EXIT[verdict], headline, slos: rows, invalid, failures: verdict === 'fail' ? failures : [], findings };
 }
 
 function xml(s: string): string {
@@ -376,6 +455,7 @@ export function junitXml(j: Judgement, suite: string, seconds: number): string {
     const name = `${r.name} (${r.metric} ${r.target})`;
     if (invalid) cases.push(tc(name, `<skipped message="${xml('not judged: the run is INVALID')}"/>`));
     else if (r.status === 'pass') cases.push(tc(name));
+    else if (r.status === 'finding') cases.push(tc(name, `<system-out>${xml(`finding: ${[r.why, ...r.culprits].join('; ')}`)}</system-out>`));
     else if (r.status === 'n/a') cases.push(tc(name, `<skipped message="${xml(r.why)}"/>`));
     else cases.push(tc(name, `<failure message="${xml([r.why, ...r.culprits].join('; '))}"/>`));
   }
@@ -397,7 +477,7 @@ export function verdictLines(j: Judgement): string[] {
     lines.push(`  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(22)} status`);
     for (const r of j.slos) {
       lines.push(`  ${r.name.padEnd(20)} ${r.target.padEnd(20)} ${r.measured.padEnd(22)} ${r.status.toUpperCase()}`);
-      if (r.status === 'fail') for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
+      if (r.status === 'fail' || r.status === 'finding') for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
     }
     lines.push('');
   }

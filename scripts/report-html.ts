@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunRecordAsRead as RunRecord, SummaryData } from '../core/run-contract.ts';
+import { faultLabels } from '../core/timelines.ts';
 import { judge, type Judgement } from '../core/verdict.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type RunSeries } from './charts.ts';
 
@@ -85,7 +86,7 @@ h1{font-size:20px;margin:8px 0 2px}h2{font-size:16px;margin:28px 0 8px;border-bo
 #verdict .word{font-size:26px;font-weight:700;letter-spacing:.5px}#verdict ul{margin:6px 0 0 18px;padding:0}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border:1px solid #dde1e7;padding:5px 8px;text-align:left;vertical-align:top}th{background:#eef1f5}
-td.pass{color:#1e8449;font-weight:600}td.fail{color:#b03a2e;font-weight:700}td.na{color:#7b8494}
+td.pass{color:#1e8449;font-weight:600}td.fail{color:#b03a2e;font-weight:700}td.na{color:#7b8494}td.finding{color:#b9770e;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.culprit{color:#5b6475;font-size:12px}
 figure{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:12px 0;padding:8px;overflow-x:auto}
 figcaption{font-weight:600;margin-bottom:4px}dl{display:grid;grid-template-columns:220px 1fr;gap:2px 12px;background:#fff;padding:10px;border:1px solid #dde1e7}
@@ -106,7 +107,9 @@ function verdictBlock(j: Judgement, run: RunRecord): string {
   } else {
     const na = j.slos.filter((r) => r.status === 'n/a');
     first = `Every SLO that applied was measured and met${na.length ? ` (${na.map((r) => r.name).join(', ')} n/a: nothing to measure)` : ''}.`;
-    why = [];
+    // Breaches the firmware's own behaviour explains: findings about the fleet, not failures of the server.
+    if (j.findings.length) first += ` Findings about the firmware, not the server: ${j.findings.length}.`;
+    why = j.findings;
   }
   return `<section id="verdict" class="${j.verdict}" data-verdict="${j.verdict}"><div class="word">${word}</div><div id="verdict-why">${esc(first)}</div>${
     why.length ? `<ul>${why.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>` : ''
@@ -184,6 +187,24 @@ function testerBlock(summary: SummaryData | null, run: RunRecord): string {
 </tbody></table>${procs ? `<table id="processes" style="margin-top:8px"><thead><tr><th>process</th><th>CPU avg (% of a core)</th><th>CPU max</th><th>RSS max</th></tr></thead><tbody>${procs}</tbody></table>` : ''}`;
 }
 
+/** One row per fault of the timeline: its window and how long each profile took to be back after it (worst slice). */
+function recoveryTable(summary: SummaryData | null, run: RunRecord): string {
+  const steps = run.resolved?.timeline.steps ?? [];
+  if (!steps.length) return '<p>No fault was injected in this run.</p>';
+  const profiles = (run.resolved?.profile_mix ?? []).map((p) => p.profile);
+  const max = (k: string) => summary?.metrics[k]?.values.max;
+  const labels = faultLabels(steps);
+  const rows = steps
+    .map((st, i) => {
+      const label = labels[i]!;
+      const cells = profiles.map((p) => `<td class="num">${ms(max(`recovery_time{fault:${label},profile:${p}}`))}</td>`).join('');
+      return `<tr><td>${esc(label)}</td><td class="num">${(st.at_ms / 1000).toFixed(1)}–${((st.at_ms + st.for_ms) / 1000).toFixed(1)} s</td><td class="num">${ms(max(`recovery_time{fault:${label}}`))}</td>${cells}</tr>`;
+    })
+    .join('');
+  const head = profiles.map((p) => `<th>${esc(p)}</th>`).join('');
+  return `<table id="recovery"><thead><tr><th>fault</th><th>window</th><th>back after (worst)</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 function figure(c: Chart): string {
   return `<figure id="chart-${c.file.replace(/\.svg$/, '')}" aria-label="${esc(c.title)}">${c.svg}</figure>`;
 }
@@ -197,7 +218,7 @@ export async function renderReport(dir: string): Promise<string[]> {
   } catch {
     summary = null;
   }
-  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [] });
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [], profiles: run.resolved?.profiles });
   const rs = await runSeries(dir);
   const charts = rs ? await buildRunCharts(rs) : [];
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
@@ -213,6 +234,8 @@ export async function renderReport(dir: string): Promise<string[]> {
 ${verdictBlock(j, run)}
 <h2>SLOs</h2>
 ${sloTable(j)}
+<h2>Recovery per fault</h2>
+${recoveryTable(summary, run)}
 <h2>Fleet over time</h2>
 <div id="charts">${main || '<p>No samples were kept for this run (charts off).</p>'}</div>
 <h2>Per profile</h2>

@@ -73,7 +73,7 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   }
   console.log('');
   // The same judgement the run made: what k6 measured, plus what the CLI saw of the tester (run.json).
-  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [] });
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [], profiles: run.resolved?.profiles });
   for (const l of verdictLines(j)) console.log(l);
   if (run.incomplete) console.log('(the run is marked incomplete)');
   const charts = await renderReport(r.dir);

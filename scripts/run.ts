@@ -116,8 +116,8 @@ function sloVars(slo: string[] | undefined): RunVars {
       out.SLO_FILE = out.SLO_FILE ? `${out.SLO_FILE},${resolve(s)}` : resolve(s);
       continue;
     }
-    const m = /^([a-z][a-z0-9_]*)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
-    if (!m) throw new RunError(`--slo '${s}' must be name=number, name=off, or a .json file (e.g. --slo response_p95=1500)`);
+    const m = /^([a-z][a-z0-9_]*(?:@(?:during|recovery))?)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
+    if (!m) throw new RunError(`--slo '${s}' must be name=number, name@during=number, name@recovery=number, name=off, or a .json file (e.g. --slo response_p95=1500)`);
     out[`SLO_${m[1]}`] = m[2]!;
   }
   return out;
@@ -446,7 +446,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const resolved = readJson<ResolvedRun>(join(dir, 'scenario.json'));
   const slos = resolved?.slos ?? plan.slos;
   const unmatchedTypes = unmatchedTypesIn(join(dir, 'k6.log'));
-  const judgement = judge(summary, slos, w.invalid, { unmatchedTypes });
+  const judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
   writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
   const run: RunRecord = {
     run_id: rd.runId,

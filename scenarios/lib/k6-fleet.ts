@@ -9,6 +9,7 @@ import type { OpusTable } from '../../core/opus.ts';
 import { Device } from '../../core/device.ts';
 import type { AudioFrames, DeviceEnv, SocketLike } from '../../core/device-env.ts';
 import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
+import { PhaseTracker, type FaultWindow } from '../../core/phases.ts';
 import { profileFor } from '../../core/profiles.ts';
 import { deviceRandom } from '../../core/rng.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
@@ -46,8 +47,8 @@ export function loadUtterance(): AudioFrames {
 export interface FleetHooks {
   /** When the network really died, for disconnect_detect_time (chaos runs). */
   linkDiedAt?: () => number | null;
-  /** Whether [from, to] overlaps a fault window (chaos runs). */
-  planned?: (from: number, to: number) => boolean;
+  /** The timeline's faults as absolute windows (chaos runs): the VU's PhaseTracker tells phases and recovery. */
+  windows?: FaultWindow[];
 }
 
 /**
@@ -65,7 +66,6 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     metrics,
     audio,
     linkDiedAt: hooks.linkDiedAt,
-    planned: hooks.planned,
   };
 }
 
@@ -88,6 +88,14 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   if (now() >= endAt - 500) return;
   const devices: Device[] = [];
   const shared = fleetEnv(metrics, audio, hooks);
+  // Phases of a chaos run, judged on this VU's own devices: when they are back after each fault.
+  const tracker = hooks.windows?.length
+    ? new PhaseTracker(hooks.windows, (w, profile, ms, back) => {
+        metrics.add('recovery_time', ms, { profile, fault: w.label });
+        if (!back) metrics.add('recoveries_failed', 1, { profile, fault: w.label });
+      })
+    : null;
+  if (tracker) shared.phase = (from, to) => tracker.phase(from, to);
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;
     const env = deviceEnv(shared, deviceRandom(cfg.seed, id));
@@ -114,6 +122,16 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
     for (let i = 0; i < devices.length; i++) frames += devices[i]!.takeFramesSent();
     if (frames) metrics.add('audio_frames', frames, {});
   };
+  // Connected devices per profile on persistent links (a per-wake channel owes no return after a fault).
+  const persistentConnected = () => {
+    const m = new Map<string, number>();
+    for (let i = 0; i < devices.length; i++) {
+      const d = devices[i]!;
+      if (d.link.perWake) continue;
+      m.set(d.profile.name, (m.get(d.profile.name) ?? 0) + (d.connected ? 1 : 0));
+    }
+    return m;
+  };
   const tick = (due: number) => {
     const t = now();
     metrics.add('vu_loop_lag', Math.max(0, t - due), {});
@@ -131,12 +149,14 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
       metrics.add('devices_connected', n, vuTags);
     }
     reportFrames();
+    if (tracker) tracker.observe(t, persistentConnected());
     probe = kSetTimeout(() => tick(t + PROBE_MS), PROBE_MS);
   };
   const firstDue = now() + PROBE_MS;
   probe = kSetTimeout(() => tick(firstDue), PROBE_MS);
   kSetTimeout(() => {
     kClearTimeout(probe as number);
+    tracker?.finish(now());
     for (const d of devices) d.stop();
     reportFrames();
   }, Math.max(0, endAt - now()));

@@ -2,7 +2,8 @@
 // fleet, the chaos VU, a setup preflight, a teardown that undoes every fault, and handleSummary.
 import http from 'k6/http';
 import type { Options } from 'k6/options';
-import { faultWindows, lastLinkDeath, loadTimeline, overlapsWindow, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
+import { faultLabels, faultWindows, lastLinkDeath, loadTimeline, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
+import { PHASES } from '../../core/phases.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, readRepoFile, runFleetVu } from './k6-fleet.ts';
@@ -13,10 +14,20 @@ import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/s
 import { TREND_STATS, summaryOutputs } from '../../core/summary.ts';
 import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.ts';
 import { CLOSE_CODE_NAMES } from '../../core/protocol.ts';
-import { baseMetric, CAUSES, CHAOS_TAG, PLANNED_GRACE_MS, withTag } from '../../core/verdict.ts';
+import { baseMetric, CAUSES, CHAOS_TAG, withTag } from '../../core/verdict.ts';
 
-/** The outcome metrics a device tags chaos:on|off (each reported both ways, for the report and the SLOs). */
-const CHAOS_TAGGED = ['connect_success', 'wake_success', 'reply_stutter', 'reply_truncated', 'playback_stall_time'];
+/** The outcome metrics a device tags with their phase, chaos:steady|during|recovery (each reported every way). */
+const CHAOS_TAGGED = [
+  'connect_success',
+  'wake_success',
+  'wake_ack_latency',
+  'response_latency',
+  'endpointing_latency',
+  'session_drop_rate',
+  'reply_stutter',
+  'reply_truncated',
+  'playback_stall_time',
+];
 
 export interface ScenarioSpec {
   name: string;
@@ -87,7 +98,13 @@ export function makeScenario(spec: ScenarioSpec) {
     }
   }
   for (const reason of ['interrupted', 'timeout', 'error', 'lost']) submetrics[`sessions_dropped{reason:${reason}}`] = [];
-  for (const on of ['on', 'off']) for (const m of CHAOS_TAGGED) submetrics[`${m}{${CHAOS_TAG}:${on}}`] = [];
+  for (const phase of PHASES) for (const m of CHAOS_TAGGED) submetrics[`${m}{${CHAOS_TAG}:${phase}}`] = [];
+  // Recovery per fault and per profile: one row per fault in the report.
+  for (const w of faultLabels(timeline.steps)) {
+    submetrics[`recovery_time{fault:${w}}`] = [];
+    for (const p of cfg.profiles) submetrics[`recovery_time{fault:${w},profile:${p.profile.name}}`] = [];
+  }
+  for (const p of cfg.profiles) submetrics[`recovery_time{profile:${p.profile.name}}`] = [];
   for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {
@@ -115,10 +132,9 @@ export function makeScenario(spec: ScenarioSpec) {
 
   function devices(data: SetupData): void {
     const metrics = spec.wrapMetrics ? spec.wrapMetrics(sink, cfg, data.epoch) : sink;
-    const windows = faultWindows(timeline.steps, data.epoch, PLANNED_GRACE_MS);
     runFleetVu(cfg, metrics, audio, {
       linkDiedAt: timeline.steps.length ? () => lastLinkDeath(timeline.steps, data.epoch, Date.now()) : undefined,
-      planned: windows.length ? (from, to) => overlapsWindow(windows, from, to) : undefined,
+      windows: faultWindows(timeline.steps, data.epoch),
     });
   }
 

@@ -30,7 +30,9 @@ export type Bug =
   /** Sends the first half of each reply's audio and then its end, announcing the whole length: the answer is cut. */
   | 'short-reply'
   /** Calls the reply's start `audio_stream_start` (a protocol the dialect does not speak). */
-  | 'rename-reply-start';
+  | 'rename-reply-start'
+  /** After losing most of its connections at once (a cut), refuses every upgrade with 503 for `downAfterLossMs`. */
+  | 'no-recovery';
 
 export const BUGS: Bug[] = [
   'no-wake-ack',
@@ -44,6 +46,7 @@ export const BUGS: Bug[] = [
   'stutter-reply',
   'short-reply',
   'rename-reply-start',
+  'no-recovery',
 ];
 
 /** How much slower than real time stutter-reply streams the reply's audio. */
@@ -55,6 +58,8 @@ export interface BuggyOptions {
   upstream?: Partial<ServerConfig>;
   refuseEvery?: number;
   slowReplyMs?: number;
+  /** no-recovery: how long the server stays down after a mass loss (default 30 s). */
+  downAfterLossMs?: number;
 }
 
 export interface BuggyServer {
@@ -89,6 +94,16 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
   let upgrades = 0;
+  // no-recovery: recent client closes, and until when the server refuses everyone.
+  const closes: number[] = [];
+  let downUntil = 0;
+  const lost = () => {
+    const now = Date.now();
+    closes.push(now);
+    while (closes.length && closes[0]! < now - 2000) closes.shift();
+    // Half of the fleet (at least 4) gone within 2 s: a cut, as a server sees one.
+    if (bugs.has('no-recovery') && closes.length >= Math.max(4, (sockets.size + closes.length) / 4) && downUntil < now) downUntil = now + (opts.downAfterLossMs ?? 30_000);
+  };
 
   const http: Server = createServer(async (req, res) => {
     // /health and /metrics come from the real server behind.
@@ -102,6 +117,10 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
 
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     upgrades++;
+    if (Date.now() < downUntil) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     if (bugs.has('refuse-share') && upgrades % (opts.refuseEvery ?? 4) === 0) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -201,6 +220,7 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
     });
     client.on('close', () => {
       sockets.delete(client);
+      lost();
       if (up.readyState === WebSocket.OPEN) up.close(1000);
       else up.terminate();
     });

@@ -40,6 +40,9 @@ const AVATAR = file('react-avatar-6s.json', {
   reconnect: { policy: 'exponential', base_ms: 1000, cap_ms: 30_000, max_attempts: 10, on: 'abnormal' },
 });
 
+/** recommended with a fixed 12 s reconnect backoff: under a cut its own choice breaks the 10 s reconnect target. */
+const FIXED12 = file('fixed-12s.json', { ...PROFILES.recommended, name: 'fixed-12s', reconnect: { policy: 'fixed', base_ms: 12_000, cap_ms: 12_000, max_attempts: 0, on: 'abnormal' } });
+
 /** recommended, interrupting every reply 300 ms after it starts (the dialect's abort: `cancel`). */
 const BARGE = file('recommended-barge.json', { ...PROFILES.recommended, name: 'recommended-barge', barge_in_ms: 300 });
 
@@ -103,6 +106,7 @@ after(() => {
 describe('the default gate against server bugs', () => {
   // Wakes at 1-3.5 s, 3 s of speech, then 6 s of STT: every session is thinking when the link is cut at 6.5-7.5 s.
   const cut = file('cut.json', [{ at: '6500ms', for: '1s', fault: 'cut' }]);
+  const cut8 = file('cut8.json', [{ at: '8s', for: '2s', fault: 'cut' }]);
   const cutArgs = ['smoke', '--devices', '12', '--duration', '22s', '--wake', 'once:1s-1500ms', '--profile', 'recommended', '--timeline', cut, '--slo', 'response_p95=off'];
   const slowStt: Partial<ServerConfig> = { sttMs: 6000, llmMs: 50 };
   const cases = {
@@ -122,6 +126,10 @@ describe('the default gate against server bugs', () => {
     // A server that waits 1.2 s of silence before it calls the speech over: the user waits for it, so the latency must
     // show it. esp32-hotpin leaves the end of speech to the server's VAD (an explicit end would cut the wait short).
     slowEndpointing: () => gate([], [...SMOKE, '--profile', 'esp32-hotpin'], { ...FAST, vadSilenceMs: 1200 }),
+    // A 2 s cut at 8 s; the server then refuses everyone for a minute: it never recovers within the run.
+    noRecovery: () => gate(['no-recovery'], ['smoke', '--devices', '12', '--duration', '45s', '--wake', 'poisson:8s', '--profile', 'recommended', '--timeline', cut8], { ...FAST }),
+    // The same cut against the healthy server, one profile with its own slow backoff.
+    firmware: () => gate([], ['smoke', '--devices', '12', '--duration', '35s', '--wake', 'poisson:8s', '--profile', `recommended:1,${FIXED12}:1`, '--timeline', cut8], FAST),
   };
   const o = {} as Record<keyof typeof cases, Outcome>;
   before(async () => {
@@ -165,8 +173,8 @@ describe('the default gate against server bugs', () => {
   it('passes the healthy server through a cut while every session waits for its reply: sessions resume, the drops were planned', () =>
     assertPasses(o.cutHealthy));
 
-  it('fails a server that forgets resume tokens on session_drop_rate: the sessions are lost', () => {
-    assertFails(o.forgetResume, 'session_drop_rate', /sessions ended lost ×12/);
+  it('fails a server that forgets resume tokens on resume_success: the sessions it should have kept are lost', () => {
+    assertFails(o.forgetResume, 'resume_success', /profile recommended 0%.*phase resume/);
     assert.equal(status(o.forgetResume, 'unplanned_drops'), 'pass', 'the cut was planned');
   });
 
@@ -181,6 +189,17 @@ describe('the default gate against server bugs', () => {
 
   it("fails a server whose endpointing is slower than the user's silence on response_p95, naming the endpointing", () =>
     assertFails(o.slowEndpointing, 'response_p95', /endpointing p95 1[2-4]\d\d ms/));
+
+  it('fails a server that does not come back after a cut on recovery_max, naming the fault and the profile', () =>
+    assertFails(o.noRecovery, 'recovery_max', /profile recommended .*fault 1:cut \d+\.\d s/));
+
+  it("passes the healthy server when only a firmware's own backoff breaks a target: a finding that names the firmware", () => {
+    assertPasses(o.firmware);
+    assert.equal(status(o.firmware, 'reconnect_p95'), 'finding', o.firmware.run.verdict_line);
+    assert.match(culprits(o.firmware, 'reconnect_p95'), /the firmware, not the server: fixed-12s waits 12 s before it reconnects.*the server met the target for recommended/);
+    assert.equal(status(o.firmware, 'recovery_max'), 'pass');
+    assert.match(o.firmware.run.verdict_line, /1 firmware finding/);
+  });
 });
 
 describe('auth', () => {

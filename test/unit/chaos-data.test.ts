@@ -67,10 +67,11 @@ describe('timelines', () => {
 describe('SLOs', () => {
   it('derive k6 thresholds, with overrides by env and file', () => {
     const th = sloThresholds(DEFAULT_SLOS);
-    assert.deepEqual(th.wake_ack_latency, ['p(95)<300']);
-    assert.deepEqual(th.response_latency, ['p(95)<800']);
+    assert.deepEqual(th['wake_ack_latency{chaos:steady}'], ['p(95)<300']);
+    assert.deepEqual(th['response_latency{chaos:steady}'], ['p(95)<800']);
     assert.deepEqual(th.reconnect_time, ['p(95)<10000']);
-    assert.deepEqual(th.session_drop_rate, ['rate<0.01']);
+    assert.deepEqual(th.recovery_time, ['max<30000']);
+    assert.deepEqual(th['session_drop_rate{chaos:steady}'], ['rate<0.01']);
     assert.deepEqual(th.devices_gave_up, ['count==0']);
     const s = resolveSlos({ SLO_response_p95: '1500', SLO_reconnect_p95: 'off' }, noFile);
     assert.equal(s.find((x) => x.name === 'response_p95')!.target, 1500);
@@ -81,7 +82,7 @@ describe('SLOs', () => {
     assert.equal(f.length, DEFAULT_SLOS.length + 1);
     assert.throws(() => resolveSlos({ SLO_FILE: 'x.json' }, () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(42)","op":"<","target":1}]'), /"aggregation" must be one of/);
     const abort = sloThresholds([{ ...DEFAULT_SLOS.find((x) => x.name === 'wake_ack_p95')!, abortOnFail: true }]);
-    assert.deepEqual(abort.wake_ack_latency, [{ threshold: 'p(95)<300', abortOnFail: true, delayAbortEval: '10s' }]);
+    assert.deepEqual(abort['wake_ack_latency{chaos:steady}'], [{ threshold: 'p(95)<300', abortOnFail: true, delayAbortEval: '10s' }]);
   });
 });
 

@@ -1,10 +1,12 @@
 // The verdict: no data is not a pass, breaches name their culprit, a broken tester is INVALID, JUnit says the same.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_SLOS, resolveSlos } from '../../core/slo.ts';
-import { judge, junitXml, SATURATION, withTag } from '../../core/verdict.ts';
+import { DEFAULT_SLOS, inPhase, resolveSlos } from '../../core/slo.ts';
+import { firmwareReason, judge, junitXml, SATURATION, withTag } from '../../core/verdict.ts';
+import { PROFILES } from '../../core/profiles.ts';
 import type { SummaryData } from '../../core/run-contract.ts';
-import { faultWindows, loadTimeline, overlapsWindow } from '../../core/timelines.ts';
+import { faultWindows, loadTimeline } from '../../core/timelines.ts';
+import { PhaseTracker } from '../../core/phases.ts';
 import { redactArgv } from '../../scripts/secret.ts';
 
 const trend = (p95: number, count: number) => ({ type: 'trend', values: { 'p(50)': p95 / 2, 'p(95)': p95, count } });
@@ -13,28 +15,33 @@ const counter = (count: number) => ({ type: 'counter', values: { count } });
 
 /** A healthy 20-device run: every device connected, every wake acknowledged and answered, no link lost. */
 function healthy(): SummaryData {
+  return { metrics: healthyMetrics() };
+}
+
+function healthyMetrics(): SummaryData['metrics'] {
   return {
-    metrics: {
       devices_started: counter(20),
-      'connect_success{chaos:off}': rate(20, 0),
+      'connect_success{chaos:steady}': rate(20, 0),
       connect_success: rate(20, 0),
       wakes: counter(20),
-      'wake_success{chaos:off}': rate(20, 0),
+      'wake_success{chaos:steady}': rate(20, 0),
       wake_ack_latency: trend(40, 20),
+      'wake_ack_latency{chaos:steady}': trend(40, 20),
       sessions_started: counter(20),
       sessions_completed: counter(20),
       response_latency: trend(700, 20),
+      'response_latency{chaos:steady}': trend(700, 20),
       endpointing_latency: trend(320, 20),
       processing_latency: trend(380, 20),
-      'reply_stutter{chaos:off}': rate(0, 20),
-      'reply_truncated{chaos:off}': rate(0, 20),
-      'playback_stall_time{chaos:off}': { type: 'trend', values: { 'p(50)': 0, 'p(95)': 0, 'p(99)': 0, count: 20 } },
+      'reply_stutter{chaos:steady}': rate(0, 20),
+      'reply_truncated{chaos:steady}': rate(0, 20),
+      'playback_stall_time{chaos:steady}': { type: 'trend', values: { 'p(50)': 0, 'p(95)': 0, 'p(99)': 0, count: 20 } },
       session_drop_rate: rate(0, 20),
+      'session_drop_rate{chaos:steady}': rate(0, 20),
       unplanned_drops: counter(0),
       devices_gave_up: counter(0),
       connection_drops: counter(0),
       vu_loop_lag: trend(3, 40),
-    },
   };
 }
 
@@ -44,17 +51,17 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.exit_code, 0);
     assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
-    assert.match(j.headline, /PASS \(10 SLOs met, 2 n\/a\)/);
+    assert.match(j.headline, /PASS \(10 SLOs met, 4 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
-    assert.match(xml, /tests="13" failures="0" errors="0" skipped="2"/);
+    assert.match(xml, /tests="15" failures="0" errors="0" skipped="4"/);
     assert.match(xml, /<skipped message="reconnect_time: n\/a, no links lost with time to come back in this run"\/>/);
   });
 
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
     const d = healthy();
-    d.metrics['reply_stutter{chaos:off}'] = rate(12, 8);
-    d.metrics['reply_stutter{chaos:off,profile:recommended}'] = rate(12, 8);
-    d.metrics['reply_truncated{chaos:off}'] = rate(3, 17);
+    d.metrics['reply_stutter{chaos:steady}'] = rate(12, 8);
+    d.metrics['reply_stutter{chaos:steady,profile:recommended}'] = rate(12, 8);
+    d.metrics['reply_truncated{chaos:steady}'] = rate(3, 17);
     const j = judge(d, DEFAULT_SLOS);
     assert.equal(j.verdict, 'fail');
     const st = j.slos.find((r) => r.name === 'reply_stutter_rate')!;
@@ -63,17 +70,17 @@ describe('verdict', () => {
     assert.ok(st.culprits.includes('phase playback'));
     assert.equal(j.slos.find((r) => r.name === 'reply_truncated_rate')!.status, 'fail');
     const none = healthy();
-    delete none.metrics['reply_stutter{chaos:off}'];
+    delete none.metrics['reply_stutter{chaos:steady}'];
     const n = judge(none, DEFAULT_SLOS).slos.find((r) => r.name === 'reply_stutter_rate')!;
     assert.equal(n.status, 'fail');
-    assert.equal(n.why, 'reply_stutter{chaos:off}: 20 sessions completed, 0 replies judged');
+    assert.equal(n.why, 'reply_stutter{chaos:steady}: 20 sessions completed, 0 replies judged');
   });
 
   it('names messages the dialect does not match, and where a slow reply spent its time', () => {
     const d = healthy();
-    d.metrics.session_drop_rate = rate(20, 0);
+    d.metrics['session_drop_rate{chaos:steady}'] = rate(20, 0);
     d.metrics.unmatched_messages = counter(20);
-    d.metrics.response_latency = trend(1900, 20);
+    d.metrics['response_latency{chaos:steady}'] = trend(1900, 20);
     d.metrics.endpointing_latency = trend(1500, 20);
     const j = judge(d, DEFAULT_SLOS, [], { unmatchedTypes: ['audio_start'] });
     const drop = j.slos.find((r) => r.name === 'session_drop_rate')!;
@@ -84,26 +91,29 @@ describe('verdict', () => {
 
   it('fails when wakes were never acknowledged: no data is not a pass', () => {
     const d = healthy();
-    d.metrics['wake_success{chaos:off}'] = rate(0, 20);
-    d.metrics['wake_success{chaos:off,profile:recommended}'] = rate(0, 20);
+    d.metrics['wake_success{chaos:steady}'] = rate(0, 20);
+    d.metrics['wake_success{chaos:steady,profile:recommended}'] = rate(0, 20);
     delete d.metrics.wake_ack_latency;
+    delete d.metrics['wake_ack_latency{chaos:steady}'];
     d.metrics.sessions_started = counter(0);
     delete d.metrics.response_latency;
+    delete d.metrics['response_latency{chaos:steady}'];
     d.metrics.session_drop_rate = rate(0, 0);
+    delete d.metrics['session_drop_rate{chaos:steady}'];
     const j = judge(d, DEFAULT_SLOS);
     assert.equal(j.verdict, 'fail');
     assert.equal(j.exit_code, 99);
     const ack = j.slos.find((r) => r.name === 'wake_ack_p95')!;
     assert.equal(ack.status, 'fail');
-    assert.equal(ack.why, 'wake_ack_latency: 20 wakes, 0 acknowledged');
+    assert.equal(ack.why, 'wake_ack_latency{chaos:steady}: 20 wakes, 0 acknowledged');
     assert.equal(j.slos.find((r) => r.name === 'wake_success')!.status, 'fail');
     assert.match(j.slos.find((r) => r.name === 'wake_success')!.culprits.join(' '), /profile recommended 0%.*phase wake/);
     // Every reply SLO fails too: sessions were owed.
-    assert.equal(j.slos.find((r) => r.name === 'session_drop_rate')!.why, 'session_drop_rate: 20 wakes, 0 sessions started');
+    assert.equal(j.slos.find((r) => r.name === 'session_drop_rate')!.why, 'session_drop_rate{chaos:steady}: 20 wakes, 0 sessions started');
   });
 
   it('never passes a run where no device connected, even with its SLO off', () => {
-    const d: SummaryData = { metrics: { devices_started: counter(30), connect_success: rate(0, 30), 'connect_success{chaos:off}': rate(0, 30), unplanned_drops: counter(30), wakes: counter(0) } };
+    const d: SummaryData = { metrics: { devices_started: counter(30), connect_success: rate(0, 30), 'connect_success{chaos:steady}': rate(0, 30), unplanned_drops: counter(30), wakes: counter(0) } };
     const slos = resolveSlos({ SLO_connect_success: 'off', SLO_unplanned_drops: 'off' }, () => '');
     const j = judge(d, slos);
     assert.equal(j.verdict, 'fail');
@@ -182,23 +192,74 @@ describe('verdict', () => {
   });
 
   it('tags submetrics the way k6 names them', () => {
-    assert.equal(withTag('connect_success{chaos:off}', 'profile', 'a'), 'connect_success{chaos:off,profile:a}');
+    assert.equal(withTag('connect_success{chaos:steady}', 'profile', 'a'), 'connect_success{chaos:steady,profile:a}');
     assert.equal(withTag('unplanned_drops', 'code', '1011'), 'unplanned_drops{code:1011}');
   });
 });
 
-describe('fault windows', () => {
-  it('cover each step plus grace; outcomes overlapping them are planned', () => {
-    const { steps } = loadTimeline('flaky-wifi', () => '', 60_000);
-    const w = faultWindows(steps, 1000, 15_000);
-    assert.deepEqual(w[2], [13_000, 30_000]);
-    assert.equal(overlapsWindow(w, 50_000, 50_000), true); // 3 s + 40 s + 15 s grace
-    assert.equal(overlapsWindow(w, 60_000, 61_000), false);
-    assert.equal(overlapsWindow(w, 500, 900), false);
-    assert.equal(overlapsWindow(w, 500, 4000), true);
+describe('phases of a chaos run', () => {
+  const steps = loadTimeline('flaky-wifi', () => '', 60_000).steps;
+  it('windows are the timeline steps as absolute times, labelled in order', () => {
+    const w = faultWindows(steps, 1000);
+    assert.deepEqual(w[2], { label: `3:${steps[2]!.fault}`, start: 1000 + steps[2]!.atMs, end: 1000 + steps[2]!.atMs + steps[2]!.forMs });
+  });
+
+  it('recovery lasts until each profile is back at its pre-fault level, and is reported per profile', () => {
+    const reports: string[] = [];
+    const t = new PhaseTracker([{ label: '1:cut', start: 10_000, end: 12_000 }], (w, p, ms, back) => reports.push(`${w.label} ${p} ${ms} ${back}`));
+    const at = (now: number, a: number, b: number) => t.observe(now, new Map([['fast', a], ['slow', b]]));
+    at(9_000, 10, 10);
+    at(11_000, 0, 0);
+    assert.equal(t.phase(11_500, 11_600), 'during');
+    at(13_000, 10, 4);
+    assert.equal(t.phase(13_500, 13_600), 'recovery', 'slow is not back yet');
+    at(22_000, 10, 10);
+    assert.deepEqual(reports, ['1:cut fast 1000 true', '1:cut slow 10000 true']);
+    assert.equal(t.phase(22_500, 23_000), 'steady');
+    assert.equal(t.phase(5_000, 6_000), 'steady');
+    assert.equal(t.phase(8_000, 10_500), 'during', 'an outcome that overlapped the window');
+  });
+
+  it("a profile never back is reported at the bound, and the run's end reports what it waited", () => {
+    const reports: [string, number, boolean][] = [];
+    const t = new PhaseTracker(
+      [
+        { label: '1:cut', start: 10_000, end: 12_000 },
+        { label: '2:cut', start: 100_000, end: 101_000 },
+      ],
+      (w, _p, ms, back) => reports.push([w.label, ms, back]),
+    );
+    t.observe(9_000, new Map([['x', 5]]));
+    t.observe(80_000, new Map([['x', 1]]));
+    assert.deepEqual(reports, [['1:cut', 60_000, false]]);
+    assert.equal(t.phase(75_000, 75_000), 'steady', 'past the bound the run is steady again (and fails there)');
+    t.observe(99_000, new Map([['x', 5]]));
+    t.observe(105_000, new Map([['x', 0]]));
+    t.finish(105_000);
+    assert.equal(reports.length, 1, 'a fault that ended 4 s before the end had no time to recover');
+    t.finish(120_000);
+    assert.deepEqual(reports[1], ['2:cut', 19_000, false]);
   });
 });
 
+describe('SLO targets per phase', () => {
+  it('a during or recovery target is an SLO of its own on that phase', () => {
+    const slos = resolveSlos({ 'SLO_response_p95@during': '2000', 'SLO_wake_success@recovery': '0.9' }, () => '');
+    const d = slos.find((s) => s.name === 'response_p95@during')!;
+    assert.equal(d.metric, 'response_latency{chaos:during}');
+    assert.equal(d.target, 2000);
+    assert.equal(slos.find((s) => s.name === 'wake_success@recovery')!.metric, 'wake_success{chaos:recovery}');
+    assert.throws(() => resolveSlos({ 'SLO_response_p95@later': '1' }, () => ''), /phase must be during or recovery/);
+    assert.equal(inPhase('reconnect_time', 'during'), 'reconnect_time{chaos:during}');
+  });
+
+  it('a steady SLO with every sample in another phase is n/a, not a failure', () => {
+    const slos = resolveSlos({}, () => '');
+    const j = judge({ metrics: { devices_started: counter(2), connect_success: rate(2, 0), 'connect_success{chaos:steady}': rate(2, 0), wakes: counter(3), wake_success: rate(3, 0), 'wake_success{chaos:during}': rate(3, 0) } }, slos);
+    const w = j.slos.find((r) => r.name === 'wake_success')!;
+    assert.equal(w.status, 'n/a', w.why);
+  });
+});
 describe('secrets', () => {
   it('redact tokens from a command line kept in run.json', () => {
     assert.deepEqual(redactArgv(['run', 'smoke', '--token', 's3cretvalue', '--server-arg', '--token=abcdefgh1']), ['run', 'smoke', '--token', '<redacted>', '--server-arg', '<redacted>']);
@@ -217,5 +278,36 @@ describe('chaos events', () => {
     assert.deepEqual(decodeChaosEvent(k6Line), e);
     assert.equal(decodeChaosEvent('CHAOS_EVENT {not json'), null);
     assert.equal(decodeChaosEvent('some other line'), null);
+  });
+});
+
+describe('firmware findings', () => {
+  const p4 = PROFILES['esp32-p4-screen']!;
+  const rec = PROFILES.recommended!;
+  it("a breach only a firmware's own backoff explains is a finding: PASS, the firmware named, not the server", () => {
+    const d = { metrics: healthyMetrics() } as SummaryData;
+    d.metrics.connection_drops = counter(20);
+    d.metrics.reconnect_time = trend(11_000, 20);
+    d.metrics['reconnect_time{profile:esp32-p4-screen}'] = trend(11_000, 10);
+    d.metrics['reconnect_time{profile:recommended}'] = trend(2_000, 10);
+    const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
+    assert.equal(j.verdict, 'pass', j.headline);
+    assert.match(j.headline, /1 firmware finding/);
+    const r = j.slos.find((x) => x.name === 'reconnect_p95')!;
+    assert.equal(r.status, 'finding');
+    assert.match(r.culprits[0]!, /the firmware, not the server: esp32-p4-screen waits 10 s before it reconnects \(reconnect\.policy fixed.*the server met the target for recommended/);
+    assert.match(junitXml(j, 's', 1), /<system-out>finding: reconnect_time/);
+  });
+
+  it('the same breach by a profile whose behaviour does not explain it fails the server', () => {
+    const d = { metrics: { ...healthyMetrics() } } as SummaryData;
+    d.metrics.connection_drops = counter(20);
+    d.metrics.reconnect_time = trend(11_000, 20);
+    d.metrics['reconnect_time{profile:recommended}'] = trend(11_000, 10);
+    const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
+    assert.equal(j.verdict, 'fail');
+    assert.equal(j.slos.find((x) => x.name === 'reconnect_p95')!.status, 'fail');
+    assert.equal(firmwareReason(rec, { metric: 'reconnect_time', target: 10_000, aggregation: 'p(95)' }), null);
+    assert.match(firmwareReason(PROFILES['web-heartbeat']!, { metric: 'devices_gave_up', target: 0, aggregation: 'count' })!, /gives up after 1 reconnect tries/);
   });
 });
