@@ -19,7 +19,9 @@ const WANTED = new Set([
   'audio_slips',
   'audio_frames',
   'session_drop_rate',
+  'sessions_dropped',
   'devices_started',
+  'recovery_time',
 ]);
 
 export interface Sample {
@@ -58,7 +60,36 @@ export async function toSvg(spec: TopLevelSpec): Promise<string> {
   return svg;
 }
 
-const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: 720, height: 240, background: 'white', config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } } } as const;
+/** Charts span the report's width (1,040 px of drawing; the page scales the SVG to its column). */
+const WIDTH = 1040;
+const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: WIDTH, height: 240, background: 'white', config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } } } as const;
+
+/** Latency ticks a person reads: 10, 20, 50, 100, 200, 500 ms, 1, 2, 5, 10, 20, 50 s. */
+const LATENCY_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
+
+/** A latency axis on a log scale with labelled ticks at the values that matter, inside the data's range. */
+export function latencyAxis(values: number[], title: string): object {
+  const pos = values.filter((v) => v > 0);
+  const lo = pos.length ? Math.min(...pos) : 1;
+  const hi = pos.length ? Math.max(...pos) : 1000;
+  // The domain runs from the tick below the smallest value to the tick above the largest, so both ends are labelled.
+  const from = [...LATENCY_TICKS].reverse().find((t) => t <= lo) ?? 1;
+  const to = LATENCY_TICKS.find((t) => t >= hi) ?? hi;
+  const ticks = LATENCY_TICKS.filter((t) => t >= from && t <= to);
+  return {
+    type: 'quantitative',
+    title,
+    scale: { type: 'log', domain: [from, to], clamp: true, nice: false },
+    axis: { values: ticks, labelExpr: "datum.value >= 1000 ? format(datum.value / 1000, '~g') + ' s' : datum.value + ' ms'", grid: true },
+  };
+}
+
+/** One colour per profile, the same in every chart of the run (a categorical palette with 20 distinct colours). */
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5'];
+export function profileColors(profiles: string[]): { domain: string[]; range: string[] } {
+  const domain = [...new Set(profiles)].sort();
+  return { domain, range: domain.map((_, i) => PALETTE[i % PALETTE.length]!) };
+}
 const XBASE = { field: 's', type: 'quantitative', title: 'seconds into the run' } as const;
 
 /** A chaos window as the charts draw it: shaded from onset to end, labelled at the top. */
@@ -83,12 +114,14 @@ export function chaosWindows(events: { fault: string; phase: string; t: number; 
   }
   for (const [key, t] of open) out.push({ from: +sec(t).toFixed(2), to: endS, label: key.split(':')[1]!, row: 0 });
   out.sort((a, b) => a.from - b.from);
-  // A label sits on the first row whose previous label ended (by ~8 s of text) before this window starts.
+  // A label sits on the first row whose previous label (its text, ~6 px a character on a WIDTH-px axis) ended before
+  // this window starts: labels of near windows never overlap, whatever the run's length.
+  const sPerChar = (6 * Math.max(endS, 1)) / WIDTH;
   const rowEnds: number[] = [];
   for (const w of out) {
     let r = rowEnds.findIndex((end) => end <= w.from);
     if (r < 0) r = rowEnds.length;
-    rowEnds[r] = Math.max(w.to, w.from + w.label.length * 0.7);
+    rowEnds[r] = Math.max(w.to, w.from + (w.label.length + 1) * sPerChar);
     w.row = r;
   }
   return out;
@@ -199,52 +232,108 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
   return { samples, t0, sec, windows, connected, endS: Math.ceil(sec(tEnd)) };
 }
 
+/** What the report knows beyond the samples: each SLO's value in each phase of a chaos run (from k6's summary). */
+export interface PhaseValue {
+  slo: string;
+  phase: string;
+  value: number;
+}
+
+const SERIES_COLORS: Record<string, string> = {
+  'wake ack p50': '#6baed6',
+  'wake ack p95': '#08519c',
+  'response p50': '#fd8d3c',
+  'response p95': '#a63603',
+  'VU loop lag p95': '#31a354',
+  'VU loop lag max': '#a1d99b',
+};
+const PHASE_COLORS = { domain: ['steady', 'during', 'recovery'], range: ['#1e8449', '#e67e22', '#2e86c1'] };
+const DROP_REASONS = { domain: ['lost', 'interrupted', 'timeout', 'error'], range: ['#c0392b', '#8e44ad', '#7f8c8d', '#d35400'] };
+
+/** A fixed colour per named series, so that no two series of a chart share one. */
+function seriesScale(names: string[]): { domain: string[]; range: string[] } {
+  const domain = [...new Set(names)];
+  return { domain, range: domain.map((n, i) => SERIES_COLORS[n] ?? PALETTE[i % PALETTE.length]!) };
+}
+
 /** Every chart of a run, as SVG strings: report.html inlines them and keeps them as files beside it. */
-export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
+export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): Promise<Chart[]> {
   const { samples, sec, windows } = rs;
   const X = { ...XBASE, scale: { domain: [0, rs.endS], nice: false } };
   const charts: Chart[] = [];
   const chaosNote = windows.length ? ' (fault windows shaded)' : '';
+  const profiles = [...new Set(samples.filter((s) => s.tags.profile).map((s) => s.tags.profile!))];
+  const pc = profileColors(profiles);
 
   if (rs.connected.length) {
     const title = `Connected devices, fleet total${rs.connected.some((r) => r.key !== 'all devices') ? ' and per profile' : ''}${chaosNote}`;
+    const keys = [...new Set(rs.connected.map((r) => r.key))].sort((a, b) => (a === 'all devices' ? -1 : b === 'all devices' ? 1 : a.localeCompare(b)));
+    const color = { domain: keys, range: keys.map((k) => (k === 'all devices' ? '#1d2330' : pc.range[pc.domain.indexOf(k)] ?? '#7f7f7f')) };
     const spec = {
       ...BASE,
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: rs.connected }, mark: { type: 'line', interpolate: 'step-after', strokeWidth: 2 }, encoding: { x: X, y: { field: 'value', type: 'quantitative', title: 'connected devices' }, color: { field: 'key', type: 'nominal', title: null } } },
+        { data: { values: rs.connected }, mark: { type: 'line', interpolate: 'step-after', strokeWidth: 2 }, encoding: { x: X, y: { field: 'value', type: 'quantitative', title: 'connected devices' }, color: { field: 'key', type: 'nominal', title: null, scale: color } } },
       ],
     };
     charts.push({ file: 'connected.svg', title, svg: await toSvg(spec as TopLevelSpec) });
   }
 
+  // A log axis cannot show 0 ms: such a bucket is drawn at 1 ms, the axis's floor.
   const lat = [
     ...percentilesPer(samples, 'wake_ack_latency', sec, 2, [['wake ack p50', 0.5], ['wake ack p95', 0.95]]),
     ...percentilesPer(samples, 'response_latency', sec, 2, [['response p50', 0.5], ['response p95', 0.95]]),
-  ];
-  /** Latency series over time on a log scale, fault windows shaded. */
-  const latencyChart = async (file: string, title: string, rows: { s: number; series: string; ms: number }[], yTitle: string) => {
+  ].map((r) => ({ ...r, ms: Math.max(1, r.ms) }));
+  if (lat.length) {
+    const title = `Latency after the wake word, percentiles per 2 s${chaosNote}`;
     const spec = {
       ...BASE,
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: rows }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: yTitle, scale: { type: 'symlog' } }, color: { field: 'series', type: 'nominal', title: null } } },
+        {
+          data: { values: lat },
+          mark: { type: 'line', point: true, strokeWidth: 2 },
+          encoding: { x: X, y: { field: 'ms', ...latencyAxis(lat.map((r) => r.ms), 'latency (log scale)') }, color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lat.map((r) => r.series)) } },
+        },
       ],
     };
-    charts.push({ file, title, svg: await toSvg(spec as TopLevelSpec) });
-  };
-  if (lat.length) await latencyChart('latency.svg', `Latency after the wake word, percentiles per 2 s${chaosNote}`, lat, 'latency (ms, log scale)');
+    charts.push({ file: 'latency.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
 
-  const profiles = new Set(samples.filter((s) => s.tags.profile).map((s) => s.tags.profile!));
-  if (profiles.size > 1) {
+  if (profiles.length > 1) {
+    // Small multiples: one panel per profile (its own colour), wake ack p95 solid, response p95 dashed.
     const byProfile = (s: Sample) => s.tags.profile ?? '?';
     const rows = [
-      ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['wake ack p95', 0.95]], byProfile),
-      ...percentilesPer(samples, 'response_latency', sec, 5, [['response p95', 0.95]], byProfile),
-    ];
-    if (rows.length) await latencyChart('latency-profiles.svg', `p95 latency per profile, per 5 s${chaosNote}`, rows, 'p95 (ms, log scale)');
+      ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({ ...r, profile: r.series, metric: 'wake ack p95' })),
+      ...percentilesPer(samples, 'response_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({ ...r, profile: r.series, metric: 'response p95' })),
+    ].map((r) => ({ ...r, ms: Math.max(1, r.ms) }));
+    if (rows.length) {
+      const title = `p95 latency per profile, per 5 s${chaosNote}`;
+      const cols = 2;
+      const spec = {
+        $schema: BASE.$schema,
+        background: 'white',
+        title,
+        data: { values: rows },
+        facet: { field: 'profile', type: 'nominal', title: null },
+        columns: cols,
+        spec: {
+          width: Math.floor(WIDTH / cols) - 60,
+          height: 140,
+          mark: { type: 'line', point: true, strokeWidth: 2 },
+          encoding: {
+            x: { ...XBASE, scale: { domain: [0, rs.endS], nice: false } },
+            y: { field: 'ms', ...latencyAxis(rows.map((r) => r.ms), 'p95') },
+            color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
+            strokeDash: { field: 'metric', type: 'nominal', title: null, scale: { domain: ['wake ack p95', 'response p95'], range: [[1, 0], [6, 3]] } },
+          },
+        },
+        config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } },
+      };
+      charts.push({ file: 'latency-profiles.svg', title, svg: await toSvg(spec as unknown as TopLevelSpec) });
+    }
   }
 
   // Links lost per second and close code, as bars one second wide on the run's own time axis.
@@ -265,10 +354,37 @@ export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: drops }, mark: { type: 'bar' }, encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true }, color: { field: 'code', type: 'nominal', title: 'close code' } } },
+        {
+          data: { values: drops },
+          mark: { type: 'bar' },
+          encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true }, color: { field: 'code', type: 'nominal', title: 'close code', scale: seriesScale(drops.map((d) => d.code)) } },
+        },
       ],
     };
     charts.push({ file: 'drops.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+
+  // Conversations lost per second, by the reason they ended.
+  const lostBy = new Map<string, { s: number; s2: number; reason: string; n: number }>();
+  for (const d of samples) {
+    if (d.metric !== 'sessions_dropped') continue;
+    const at = Math.floor(sec(d.t));
+    const reason = d.tags.reason ?? '?';
+    const row = lostBy.get(`${at}:${reason}`) ?? lostBy.set(`${at}:${reason}`, { s: at, s2: at + 1, reason, n: 0 }).get(`${at}:${reason}`)!;
+    row.n += d.value;
+  }
+  if (lostBy.size) {
+    const title = `Conversations dropped per second, by reason${chaosNote}`;
+    const spec = {
+      ...BASE,
+      height: 180,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        { data: { values: [...lostBy.values()] }, mark: { type: 'bar' }, encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'sessions dropped', stack: true }, color: { field: 'reason', type: 'nominal', title: 'reason', scale: DROP_REASONS } } },
+      ],
+    };
+    charts.push({ file: 'sessions-dropped.svg', title, svg: await toSvg(spec as TopLevelSpec) });
   }
 
   const rt = samples.filter((s) => s.metric === 'reconnect_time').map((s) => ({ seconds: s.value / 1000, profile: s.tags.profile ?? '?' }));
@@ -279,9 +395,65 @@ export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
       title,
       data: { values: rt },
       mark: 'bar',
-      encoding: { x: { field: 'seconds', bin: { maxbins: 40 }, type: 'quantitative', title: 'reconnect time (s)' }, y: { aggregate: 'count', type: 'quantitative', title: 'reconnects' }, color: { field: 'profile', type: 'nominal', title: 'profile' } },
+      encoding: {
+        x: { field: 'seconds', bin: { maxbins: 40 }, type: 'quantitative', title: 'reconnect time (s)' },
+        y: { aggregate: 'count', type: 'quantitative', title: 'reconnects' },
+        color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
+      },
     };
     charts.push({ file: 'reconnect.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+
+  // Recovery per fault: how long each profile took to be back after each fault (the worst slice of the fleet).
+  const rec = new Map<string, { fault: string; profile: string; seconds: number }>();
+  for (const s of samples) {
+    if (s.metric !== 'recovery_time') continue;
+    const k = `${s.tags.fault}\u0000${s.tags.profile}`;
+    const prev = rec.get(k);
+    if (!prev || prev.seconds < s.value / 1000) rec.set(k, { fault: s.tags.fault ?? '?', profile: s.tags.profile ?? '?', seconds: s.value / 1000 });
+  }
+  if (rec.size) {
+    const title = 'Recovery per fault: its end until each profile was back at its pre-fault level';
+    const spec = {
+      ...BASE,
+      height: 200,
+      title,
+      data: { values: [...rec.values()] },
+      mark: 'bar',
+      encoding: {
+        x: { field: 'fault', type: 'nominal', title: 'fault (in timeline order)', sort: null, axis: { labelAngle: 0 } },
+        xOffset: { field: 'profile', type: 'nominal', scale: { domain: pc.domain } },
+        y: { field: 'seconds', type: 'quantitative', title: 'back after (s)' },
+        color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
+      },
+    };
+    charts.push({ file: 'recovery.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+  }
+
+  // Each steady SLO's metric in each phase: what the faults cost, beside what steady state met.
+  if (phases.length) {
+    const title = 'Each SLO in steady state, during faults and in recovery';
+    const spec = {
+      $schema: BASE.$schema,
+      background: 'white',
+      title,
+      data: { values: phases },
+      facet: { field: 'slo', type: 'nominal', title: null },
+      columns: 4,
+      resolve: { scale: { y: 'independent' } },
+      spec: {
+        width: Math.floor(WIDTH / 4) - 70,
+        height: 110,
+        mark: 'bar',
+        encoding: {
+          x: { field: 'phase', type: 'nominal', title: null, sort: PHASE_COLORS.domain, axis: { labelAngle: 0 } },
+          y: { field: 'value', type: 'quantitative', title: null },
+          color: { field: 'phase', type: 'nominal', title: 'phase', scale: PHASE_COLORS },
+        },
+      },
+      config: { legend: { orient: 'bottom' } },
+    };
+    charts.push({ file: 'phases.svg', title, svg: await toSvg(spec as unknown as TopLevelSpec) });
   }
 
   // The tester's own health: how late its event loops ran, and uplink frames it sent late.
@@ -294,7 +466,7 @@ export async function buildRunCharts(rs: RunSeries): Promise<Chart[]> {
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: lag }, mark: { type: 'line', strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'lag (ms)' }, color: { field: 'series', type: 'nominal', title: null } } },
+        { data: { values: lag }, mark: { type: 'line', strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'lag (ms)' }, color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lag.map((r) => r.series)) } } },
       ],
     };
     charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec) });

@@ -4,8 +4,10 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunRecordAsRead as RunRecord, SummaryData } from '../core/run-contract.ts';
 import { faultLabels } from '../core/timelines.ts';
-import { judge, type Judgement } from '../core/verdict.ts';
-import { buildRunCharts, quantile, runSeries, type Chart, type RunSeries } from './charts.ts';
+import { PHASES } from '../core/phases.ts';
+import { inPhase } from '../core/slo.ts';
+import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
+import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
 
 const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
@@ -88,7 +90,7 @@ table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border:1px solid #dde1e7;padding:5px 8px;text-align:left;vertical-align:top}th{background:#eef1f5}
 td.pass{color:#1e8449;font-weight:600}td.fail{color:#b03a2e;font-weight:700}td.na{color:#7b8494}td.finding{color:#b9770e;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.culprit{color:#5b6475;font-size:12px}
-figure{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:12px 0;padding:8px;overflow-x:auto}
+figure{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:12px 0;padding:8px}figure svg{width:100%;height:auto}
 figcaption{font-weight:600;margin-bottom:4px}dl{display:grid;grid-template-columns:220px 1fr;gap:2px 12px;background:#fff;padding:10px;border:1px solid #dde1e7}
 dt{color:#5b6475}dd{margin:0;word-break:break-all}
 `;
@@ -187,6 +189,20 @@ function testerBlock(summary: SummaryData | null, run: RunRecord): string {
 </tbody></table>${procs ? `<table id="processes" style="margin-top:8px"><thead><tr><th>process</th><th>CPU avg (% of a core)</th><th>CPU max</th><th>RSS max</th></tr></thead><tbody>${procs}</tbody></table>` : ''}`;
 }
 
+/** Each steady-state SLO's metric in each phase of a chaos run (rates in %, latencies in ms), for the phases chart. */
+function phaseValues(summary: SummaryData | null, run: RunRecord): PhaseValue[] {
+  if (!summary || !run.resolved?.timeline.steps.length) return [];
+  const out: PhaseValue[] = [];
+  for (const s of run.slos) {
+    if (!s.metric.includes('chaos:steady')) continue;
+    for (const phase of PHASES) {
+      const v = aggregateOf(summary.metrics[inPhase(s.metric, phase)], s);
+      if (v !== null) out.push({ slo: `${s.name} (${s.aggregation === 'rate' ? '%' : s.aggregation === 'count' ? 'count' : 'ms'})`, phase, value: s.aggregation === 'rate' ? +(v * 100).toFixed(2) : +v.toFixed(1) });
+    }
+  }
+  return out;
+}
+
 /** One row per fault of the timeline: its window and how long each profile took to be back after it (worst slice). */
 function recoveryTable(summary: SummaryData | null, run: RunRecord): string {
   const steps = run.resolved?.timeline.steps ?? [];
@@ -220,10 +236,10 @@ export async function renderReport(dir: string): Promise<string[]> {
   }
   const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [], profiles: run.resolved?.profiles });
   const rs = await runSeries(dir);
-  const charts = rs ? await buildRunCharts(rs) : [];
+  const charts = rs ? await buildRunCharts(rs, phaseValues(summary, run)) : [];
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
   const byFile = (f: string) => charts.filter((c) => c.file === f).map(figure).join('');
-  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'reconnect.svg'].map(byFile).join('');
+  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'sessions-dropped.svg', 'reconnect.svg'].map(byFile).join('');
   const dashboard = existsSync(join(dir, 'k6-dashboard.html')) ? ' · <a href="k6-dashboard.html">k6 web dashboard</a>' : '';
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -236,6 +252,8 @@ ${verdictBlock(j, run)}
 ${sloTable(j)}
 <h2>Recovery per fault</h2>
 ${recoveryTable(summary, run)}
+${byFile('recovery.svg')}
+${byFile('phases.svg')}
 <h2>Fleet over time</h2>
 <div id="charts">${main || '<p>No samples were kept for this run (charts off).</p>'}</div>
 <h2>Per profile</h2>

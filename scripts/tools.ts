@@ -8,11 +8,11 @@ import { delimiter, join } from 'node:path';
 /** The one place the tool versions are pinned. */
 export const PINS = {
   k6: {
-    /** Tried in order: the newest line `go build` gets here first. v2.3.0 is listed by the proxy but its zip is refused. */
-    candidates: [
-      { module: 'go.k6.io/k6/v2', version: 'v2.2.0' },
-      { module: 'go.k6.io/k6', version: 'v1.8.1' },
-    ],
+    /**
+     * k6's current major line only (k6 is AGPL-3.0: wakestorm runs it as a separate program and links nothing into it).
+     * v2.3.0 is listed by the proxy but its zip is refused here.
+     */
+    candidates: [{ module: 'go.k6.io/k6/v2', version: 'v2.2.0' }],
   },
   toxiproxy: { module: 'github.com/Shopify/toxiproxy/v2', version: 'v2.12.0' },
   /** go.mod of k6 v2 and Toxiproxy v2.12 want at least this. */

@@ -18,7 +18,8 @@ export interface PageReport {
   text: (selector: string) => Promise<string | null>;
   count: (selector: string) => Promise<number>;
   /** Each chart figure's id with the width and height its SVG rendered at. */
-  charts: () => Promise<{ id: string; w: number; h: number; strokedPaths: number }[]>;
+  /** Each chart: its size, stroked paths, each axis's tick labels, each legend's labels and the colours of its symbols. */
+  charts: () => Promise<{ id: string; w: number; h: number; strokedPaths: number; axes: string[][]; legends: { labels: string[]; colors: string[] }[] }[]>;
   screenshot: (path: string) => Promise<void>;
   close: () => Promise<void>;
 }
@@ -47,7 +48,16 @@ export async function openPage(fileUrl: string): Promise<PageReport> {
             const s = (globalThis as unknown as { getComputedStyle(e: unknown): { stroke: string } }).getComputedStyle(p).stroke;
             return s && s !== 'none' && (p.getAttribute('d') ?? '').length > 10;
           }).length;
-          return { id: f.id, w: r?.width ?? 0, h: r?.height ?? 0, strokedPaths };
+          const axes = [...(svg?.querySelectorAll('g.role-axis') ?? [])].map((a) => [...a.querySelectorAll('g.role-axis-label text')].map((t) => (t.textContent ?? '').trim()));
+          const legends = [...(svg?.querySelectorAll('g.role-legend') ?? [])].map((l) => ({
+            labels: [...l.querySelectorAll('g.role-legend-label text')].map((t) => (t.textContent ?? '').trim()),
+            colors: [...l.querySelectorAll('g.role-legend-symbol path')].map((p) => {
+              const stroke = p.getAttribute('stroke');
+              const fill = p.getAttribute('fill');
+              return (fill && fill !== 'transparent' && fill !== 'none' ? fill : stroke) ?? '';
+            }),
+          }));
+          return { id: f.id, w: r?.width ?? 0, h: r?.height ?? 0, strokedPaths, axes, legends };
         }),
       ),
     screenshot: async (path) => {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parse } from 'yaml';
+import { PINS } from '../../scripts/tools.ts';
 import { CLI, ROOT, freePort } from '../helpers/proc.ts';
 
 interface Step {
@@ -36,9 +37,17 @@ after(() => {
 
 describe('the GitHub Actions example', () => {
   it("gates the user's own server from a pinned checkout, and uploads results with no secret in them", async () => {
-    const wf = parse(readFileSync(join(ROOT, 'docs/examples/github-actions-gate.yml'), 'utf8')) as { jobs: Record<string, { env: Record<string, string>; steps: Step[] }> };
-    const job = Object.values(wf.jobs)[0]!;
+    const wf = parse(readFileSync(join(ROOT, 'docs/examples/github-actions-gate.yml'), 'utf8')) as { env: Record<string, string>; jobs: Record<string, { env?: Record<string, string>; steps: Step[] }> };
+    const job = wf.jobs.gate!;
+    // The tool cache is keyed on the pinned tool versions, not the branch.
+    assert.equal(wf.env.WAKESTORM_TOOLS, `k6-${PINS.k6.candidates[0].version}_toxiproxy-${PINS.toxiproxy.version}`);
+    assert.ok(job.steps.some((s) => s.uses?.startsWith('actions/cache') && s.with?.key === 'wakestorm-tools-${{ env.WAKESTORM_TOOLS }}'));
+    assert.match(wf.env.WAKESTORM_REF!, /^v\d+\.\d+\.\d+$/, 'a tagged release');
+    assert.ok(wf.jobs.chaos?.steps.some((s) => /--timeline/.test(s.run ?? '')), 'a nightly chaos job');
     mkdirSync(workspace, { recursive: true });
+    // The user's own SLO file, kept in their repository: one more SLO the gate must judge.
+    mkdirSync(join(workspace, '.wakestorm'), { recursive: true });
+    writeFileSync(join(workspace, '.wakestorm', 'slos.json'), JSON.stringify([{ name: 'my_wake_ack_p50', metric: 'wake_ack_latency{chaos:steady}', aggregation: 'p(50)', op: '<', target: 250 }]));
     mkdirSync(runnerTemp, { recursive: true });
     // "Your voice server": the reference server on a free loopback port, started in the background as a CI step would.
     const port = await freePort();
@@ -50,6 +59,7 @@ describe('the GitHub Actions example', () => {
     );
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
+      ...wf.env,
       ...job.env,
       // The pinned checkout comes from this repository, at the branch this test runs on.
       WAKESTORM_GIT: ROOT,
@@ -74,6 +84,12 @@ describe('the GitHub Actions example', () => {
     }
     const all = outputs.join('\n');
     assert.match(all, /VERDICT: PASS/);
+    assert.match(all, /no baseline from main yet/);
+    // A second pull request against the baseline the first one kept: compare runs and finds no regression.
+    const compare = job.steps.find((s) => s.name?.startsWith('Compare'))!;
+    const again = spawnSync('bash', ['-e', '-c', expr(compare.run!)], { cwd: workspace, env, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(again.status, 0, again.stdout + again.stderr);
+    assert.match(again.stdout, /my_wake_ack_p50|wake_ack/);
     const results = join(workspace, 'wakestorm-results', 'latest');
     for (const f of ['report.html', 'junit.xml', 'run.json']) assert.ok(existsSync(join(results, f)), f);
     const grep = spawnSync('grep', ['-rl', '--binary-files=text', SECRET, join(workspace, 'wakestorm-results'), join(runnerTemp, 'wakestorm', 'results')], { encoding: 'utf8' });

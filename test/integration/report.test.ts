@@ -42,8 +42,23 @@ describe('report.html', () => {
       for (const id of ['chart-connected', 'chart-latency', 'chart-drops', 'chart-reconnect', 'chart-latency-profiles', 'chart-tester']) assert.ok(ids.includes(id), `${id} in ${ids}`);
       for (const c of charts) {
         assert.ok(c.w > 300 && c.h > 150, `${c.id} renders at a readable size: ${c.w}x${c.h}`);
-        if (c.id !== 'chart-drops' && c.id !== 'chart-reconnect') assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
+        if (!['chart-drops', 'chart-reconnect', 'chart-recovery', 'chart-phases', 'chart-sessions-dropped'].includes(c.id)) assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
+        // Every axis carries labelled ticks (a log axis too: no lone "0", no unlabelled band).
+        for (const a of c.axes) assert.ok(a.filter(Boolean).length >= 2, `${c.id}: an axis with ticks ${JSON.stringify(a)}`);
+        // No two series of one chart share a colour.
+        for (const l of c.legends) {
+          const named = l.colors.filter((_, i) => l.labels[i]);
+          assert.equal(new Set(named).size, named.length, `${c.id}: colours ${l.colors.join(',')} for ${l.labels.join(',')}`);
+        }
       }
+      // The latency axis is labelled at the values that matter, in ms and s.
+      const latency = charts.find((c) => c.id === 'chart-latency')!;
+      assert.ok(latency.axes.some((a) => a.some((t) => /^\d+ ms$/.test(t))), `latency ticks: ${JSON.stringify(latency.axes)}`);
+      // A chaos run shows recovery per fault, one row per fault.
+      assert.match((await page.text('#recovery'))!, /1:cut/);
+      // The charts use the page's width.
+      const width = Math.max(...charts.map((c) => c.w));
+      assert.ok(width > 900, `charts ${width} px wide`);
       // Fault windows are shaded and labelled on the time charts.
       assert.match((await page.text('#chart-connected'))!, /cut/);
       assert.equal(await page.count('#profiles tbody tr'), 2);
