@@ -14,7 +14,37 @@ import { RECONNECT_CENSOR_MS } from './verdict.ts';
 export type LinkState = 'idle' | 'connecting' | 'handshaking' | 'connected' | 'unnoticed' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
 
 /** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
-type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout';
+type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout' | 'violation';
+
+/**
+ * What a device accepts from a server, per message and per second; past a bound the device counts a
+ * protocol_violations{kind} and closes the link (a firmware would): whatever a server sends, the tester stays bounded.
+ * The text bound is the protocol's 64 KiB; a binary frame of 1 MiB is xiaozhi-esp32-server's own message cap; no
+ * dialect nests JSON deeper than 32 levels; 1,000 messages a second is ten times a reply streamed in 20 ms frames plus
+ * its control messages.
+ */
+export const INTAKE = { textBytes: 64 * 1024, binaryBytes: 1024 * 1024, jsonDepth: 32, messagesPerSecond: 1000 };
+export const VIOLATION_KINDS = ['text_too_long', 'frame_too_big', 'json_too_deep', 'flood', 'reply_overrun', 'reply_too_long'] as const;
+export type ViolationKind = (typeof VIOLATION_KINDS)[number];
+
+/** Nesting depth of a JSON text, counted on its brackets outside strings (before parsing it). */
+function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++;
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > max) max = depth;
+      if (max > limit) return max;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return max;
+}
 
 /** What the link tells the part of the device that uses it. */
 export interface LinkOwner {
@@ -29,8 +59,9 @@ export interface LinkOwner {
   busy(): boolean;
 }
 
-/** Unmatched types already shown in this process (each is shown once). */
+/** Unmatched types and violation kinds already shown in this process (each is shown once). */
 const SEEN_UNMATCHED = new Set<string>();
+const SEEN_VIOLATIONS = new Set<string>();
 
 /** A link that lived less than this is a flap. */
 const FLAP_MS = 2000;
@@ -75,6 +106,9 @@ export class Link {
   /** When the device noticed its link was gone (reconnect_time runs from here). */
   private lossNoticedAt: number | null = null;
   private pingSeq = 0;
+  /** Messages received in the current one-second window (bounded intake). */
+  private rxWindowAt = 0;
+  private rxInWindow = 0;
   private pendingPing: { id: number; at: number } | null = null;
   /** When the current connect attempt began, and when its socket opened. */
   private attemptAt = 0;
@@ -205,9 +239,21 @@ export class Link {
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
-      this.lastRx = env.now();
-      if (typeof ev.data === 'string') this.onText(ev.data);
-      else this.owner.binary(ev.data as ArrayBuffer);
+      const now = env.now();
+      this.lastRx = now;
+      // Bounded intake: a flood, an oversized frame, a text too long.
+      if (now - this.rxWindowAt >= 1000) {
+        this.rxWindowAt = now;
+        this.rxInWindow = 0;
+      }
+      if (++this.rxInWindow > INTAKE.messagesPerSecond) return this.violation('flood');
+      if (typeof ev.data === 'string') {
+        if (ev.data.length > INTAKE.textBytes) return this.violation('text_too_long');
+        this.onText(ev.data);
+      } else {
+        if ((ev.data as ArrayBuffer).byteLength > INTAKE.binaryBytes) return this.violation('frame_too_big');
+        this.owner.binary(ev.data as ArrayBuffer);
+      }
     };
     ws.onerror = () => {};
     ws.onclose = (ev) => {
@@ -215,6 +261,26 @@ export class Link {
       this.linkEnded(typeof ev.code === 'number' && ev.code > 0 ? ev.code : 1006);
     };
     this.timers.set('connect', () => this.giveUpAttempt('connect timeout'), opts.connectTimeoutMs ?? 10_000);
+  }
+
+  /**
+   * The server broke the protocol in a way a device cannot take (too much, too big, too deep): counted with its kind,
+   * shown once, and the link closed by the device. k6 lets a client close only with 1000 or 3000-4999, so the close
+   * code stays the device's ordinary 1000; the kind says why.
+   */
+  violation(kind: ViolationKind): void {
+    const now = this.ctx.env.now();
+    this.ctx.env.metrics.add('protocol_violations', 1, { ...this.ctx.outcomeTags(now, now), kind });
+    if (!SEEN_VIOLATIONS.has(kind)) {
+      SEEN_VIOLATIONS.add(kind);
+      this.ctx.env.warn?.(`wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); the device closes the link`);
+    }
+    if (this.state === 'stopped' || !this.ws) return;
+    const wasConnected = this.state === 'connected';
+    if (wasConnected) this.ctx.count('links_down');
+    this.abandonSocket();
+    // As a protocol error (1002): the device reconnects as after any abnormal end.
+    this.afterLoss(CLOSE.PROTOCOL_ERROR, wasConnected, 'violation', now);
   }
 
   private giveUpAttempt(why: string): void {
@@ -309,7 +375,7 @@ export class Link {
     if (phase === 'steady') env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
     if (wasConnected) {
       this.lastLoss = { code, at: now };
-      this.ctx.count('connection_drops', 1, { code: String(code) });
+      this.ctx.count('connection_drops', 1, { code: closeCodeLabel(code) });
       if (now - this.connectedAt < FLAP_MS) this.ctx.count('flaps');
       if (!this.perWake) this.lossNoticedAt = now;
       const died = env.linkDiedAt?.() ?? null;
@@ -396,6 +462,7 @@ export class Link {
   // ---- the link's own messages ----
 
   private onText(text: string): void {
+    if (text.length > 2 * INTAKE.jsonDepth && jsonDepth(text, INTAKE.jsonDepth) > INTAKE.jsonDepth) return this.violation('json_too_deep');
     let msg: unknown;
     try {
       msg = JSON.parse(text);

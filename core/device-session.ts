@@ -45,6 +45,8 @@ interface ActiveSession {
   replyStalls: number;
   replyStallMs: number;
   replyJudged: boolean;
+  /** When the turn began (acknowledged, or a follow-up): an open session older than the stall bound at the end is owed. */
+  turnAt: number;
 }
 
 /**
@@ -68,6 +70,10 @@ const VAD_MAX_TRAILING_MS = 5000;
  * few ms late, and a jitter buffer conceals a gap of under one 20 ms audio frame.
  */
 export const PLAYBACK_GAP_TOLERANCE_MS = 20;
+/** A reply longer than this (2 minutes of audio) is no answer to a spoken question: the server is streaming forever. */
+export const MAX_REPLY_AUDIO_MS = 120_000;
+/** Bytes a reply may run past its announced length (a last partial frame) before it is an overrun. */
+const OVERRUN_SLACK_BYTES = 4096;
 /** An uplink stream more than this many frames late slips instead of bursting (frameDelay). */
 const SLIP_AFTER_FRAMES = 3;
 const SESSION_END_REASONS = new Set(['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error']);
@@ -123,7 +129,18 @@ export class Conversation implements LinkOwner {
     this.timers.set('wake', () => this.wakeNow(), first);
   }
 
+  /**
+   * The run ends. A session still open is judged: owed when its turn began more than the stall bound ago (a reply
+   * that never ended, a server that streams forever: dropped, `timeout`), not yet due otherwise (not counted).
+   */
   stop(): void {
+    const s = this.session;
+    if (s && s.id !== null && this.ctx.env.now() - s.turnAt >= SESSION_STALL_MS) {
+      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} still open at the end, ${this.ctx.env.now() - s.turnAt} ms after it began`);
+      this.ctx.count('sessions_dropped', 1, { reason: 'timeout' });
+      this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
+    }
+    this.session = null;
     this.timers.clearAll();
   }
 
@@ -322,6 +339,9 @@ export class Conversation implements LinkOwner {
       ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
       s.replyBytes += payload.byteLength;
     }
+    // A reply past what it announced, or past any plausible answer, is the server streaming forever.
+    if (s.replyAnnounced !== null && s.replyBytes > s.replyAnnounced + OVERRUN_SLACK_BYTES) return this.link?.violation('reply_overrun');
+    if (s.pbReceivedMs + ms > MAX_REPLY_AUDIO_MS) return this.link?.violation('reply_too_long');
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
     if (s.pbStartedAt === null) {
       s.pbReceivedMs += ms;
@@ -539,6 +559,7 @@ export class Conversation implements LinkOwner {
       replyStalls: 0,
       replyStallMs: 0,
       replyJudged: false,
+      turnAt: at,
     };
   }
 
@@ -557,6 +578,7 @@ export class Conversation implements LinkOwner {
     s.stage = 'listening';
     this.ctx.count('sessions_started');
     s.heardAt = now;
+    s.turnAt = now;
     this.watchStall(s);
     this.startAudio();
   }

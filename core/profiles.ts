@@ -1,4 +1,5 @@
 // Device profiles as plain data (the field clients listed in README "Devices and profiles", plus a recommended one), their validation, and profile mixes.
+import { FORBIDDEN_KEYS } from './dialect.ts';
 import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffSpec } from './backoff.ts';
 
@@ -152,12 +153,24 @@ export class ProfileError extends WakestormError {
 function need(cond: boolean, where: string, field: string, want: string): void {
   if (!cond) throw new ProfileError(`profile ${where}: field "${field}" must be ${want}`);
 }
+/** The path of a key that would reach an object's prototype, anywhere in a parsed file; null when there is none. */
+function prototypeKey(v: unknown, path = ''): string | null {
+  if (v === null || typeof v !== 'object') return null;
+  for (const k of Object.keys(v)) {
+    if (FORBIDDEN_KEYS.has(k)) return `${path}${k}`;
+    const inner = prototypeKey((v as Record<string, unknown>)[k], `${path}${k}.`);
+    if (inner) return inner;
+  }
+  return null;
+}
 const isInt = (v: unknown, min: number, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 const oneOf = (v: unknown, xs: readonly string[]) => typeof v === 'string' && xs.includes(v);
 
 /** Checks every field of a profile; the error names the profile and the field. */
 export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(p !== null && typeof p === 'object' && !Array.isArray(p), where, '(root)', 'an object');
+  const bad = prototypeKey(p);
+  need(bad === null, where, bad ?? '', 'absent: __proto__, constructor and prototype are not profile fields');
   const o = p as Record<string, any>;
   need(typeof o.name === 'string' && /^[A-Za-z0-9._-]{1,40}$/.test(o.name), where, 'name', '1-40 characters of [A-Za-z0-9._-]');
   where = `"${o.name}"`;

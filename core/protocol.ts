@@ -61,9 +61,25 @@ export const CLOSE_CODE_NAMES: Record<string, string> = {
 };
 
 /** A close code as a bounded label (metrics, tags): the codes the protocol knows, or `other`. */
+/**
+ * The `code` tag of a close: a code of the protocol as itself, others by their RFC 6455 range (bounded labels):
+ * `4xxx` application codes, `3xxx` registered ones (IANA), `1xxx` other protocol codes, `other` anything else.
+ */
 export function closeCodeLabel(code: number): string {
-  return String(code) in CLOSE_CODE_NAMES ? String(code) : 'other';
+  if (String(code) in CLOSE_CODE_NAMES) return String(code);
+  if (code >= 4000 && code <= 4999) return '4xxx';
+  if (code >= 3000 && code <= 3999) return '3xxx';
+  if (code >= 1000 && code <= 1999) return '1xxx';
+  return 'other';
 }
+
+/** The labels closeCodeLabel gives codes outside the protocol's list. */
+export const CLOSE_CODE_RANGES: Record<string, string> = {
+  '4xxx': 'an application code outside the protocol',
+  '3xxx': 'a registered code (IANA)',
+  '1xxx': 'a protocol code outside the list',
+  other: 'not a close code',
+};
 
 /** The recoverable error codes of `error` messages; the type is derived from the list, so both stay one. */
 export const ERROR_CODES = ['bad_json', 'unknown_type', 'bad_message', 'no_session', 'bad_audio', 'rate_limited'] as const;

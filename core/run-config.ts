@@ -63,8 +63,20 @@ export class RunConfigError extends WakestormError {
   override name = 'RunConfigError';
 }
 
-/** "90s", "2m", "1h30m", "500ms" or a number of seconds → ms. */
+/**
+ * The longest duration anything takes: 7 days. Every timer set from a parsed duration (the run, the watchdog, a
+ * fault, a ramp) stays far inside a JS timer's 2^31-1 ms (24.8 days), past which it would fire at once.
+ */
+export const MAX_DURATION_MS = 7 * 24 * 3_600_000;
+
+/** "90s", "2m", "1h30m", "500ms" or a number of seconds → ms, at most MAX_DURATION_MS. */
 export function parseDuration(v: string, name: string): number {
+  const ms = parseAnyDuration(v, name);
+  if (ms > MAX_DURATION_MS) throw new RunConfigError(`${name} must be at most 168h (7 days), got '${v}'`);
+  return ms;
+}
+
+function parseAnyDuration(v: string, name: string): number {
   const s = v.trim();
   if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;

@@ -51,6 +51,7 @@ export const DEFAULT_SLOS: Slo[] = [
   { name: 'recovery_max', metric: 'recovery_time', aggregation: 'max', op: '<', target: 30_000, description: "a fault's end until each profile's devices are connected again at their pre-fault level, worst fault and profile, ms" },
   { name: 'resume_success', metric: 'resume_success', aggregation: 'rate', op: '>=', target: 0.99, description: 'sessions offered for resume after a cut, back within the resume grace, that the server kept' },
   { name: 'session_drop_rate', metric: 'session_drop_rate{chaos:steady}', aggregation: 'rate', op: '<', target: 0.01, description: 'sessions started in steady state that never completed' },
+  { name: 'protocol_violations', metric: 'protocol_violations', aggregation: 'count', op: '==', target: 0, description: 'server messages past what a device accepts (a flood, an oversized frame, too long a text, JSON too deep, a reply past its announced length or any plausible one)' },
   { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
   { name: 'barge_in_stop_p95', metric: 'barge_in_stop_time', aggregation: 'p(95)', op: '<', target: 500, description: "the device's abort (barge-in) to the last stale reply audio it received, ms" },
 ];

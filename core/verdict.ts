@@ -1,7 +1,7 @@
 // The verdict of a run: PASS only what was seen to work, FAIL with the culprit, INVALID when the tester itself failed.
 // Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
 // that died, an interrupt, k6's own exit code).
-import { CLOSE_CODE_NAMES } from './protocol.ts';
+import { CLOSE_CODE_NAMES, CLOSE_CODE_RANGES } from './protocol.ts';
 import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
@@ -47,6 +47,7 @@ export const CAUSES: Record<string, { phase: string; look: string }> = {
   refused: { phase: 'connect', look: 'the upgrade was refused or the TCP connect failed (auth, capacity, server down)' },
   handshake: { phase: 'connect', look: 'the socket opened but the server never confirmed `connected`, or closed it first' },
   timeout: { phase: 'connect', look: 'the connect did not finish in time' },
+  violation: { phase: 'connected', look: 'the device closed the link: the server broke the protocol (protocol_violations says how)' },
 };
 
 /** The phase of a device's life each SLO metric judges. */
@@ -69,6 +70,7 @@ const PHASE: Record<string, string> = {
   barge_in_stop_time: 'barge-in',
   recovery_time: 'recovery',
   resume_success: 'resume',
+  protocol_violations: 'intake',
 };
 
 /**
@@ -302,8 +304,11 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
       .map((x) => ({ v: x.value, n: failuresIn(x.m) }))
       .filter((x) => x.n > 0)
       .sort((a, b) => b.n - a.n);
+  const kinds = tally('kind');
+  if (kinds.length) out.push(`kind ${kinds.map((k) => `${k.v} ×${k.n}`).join(', ')}`);
   const codes = tally('code');
-  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${CLOSE_CODE_NAMES[c.v] ? ` (${CLOSE_CODE_NAMES[c.v]})` : ''} ×${c.n}`).join(', ')}`);
+  const codeName = (v: string) => CLOSE_CODE_NAMES[v] ?? CLOSE_CODE_RANGES[v];
+  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${codeName(c.v) ? ` (${codeName(c.v)})` : ''} ×${c.n}`).join(', ')}`);
   const causes = tally('cause');
   if (causes.length) {
     const top = causes[0]!;

@@ -11,7 +11,13 @@ export function deathTie(): string[] {
   return SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', '--'] : [];
 }
 
-export function guardedSpawn(cmd: string, args: string[], opts: SpawnOptions, fdLimit?: number): ChildProcess {
+/** Secrets a user may give the CLI in its environment: no child inherits them (each gets what it needs in a file). */
+export const SECRET_ENV = ['WAKESTORM_TOKEN', 'TOKEN'];
+
+export function guardedSpawn(cmd: string, args: string[], spawnOpts: SpawnOptions, fdLimit?: number): ChildProcess {
+  const env = { ...(spawnOpts.env ?? process.env) };
+  for (const k of SECRET_ENV) delete env[k];
+  const opts = { ...spawnOpts, env };
   const tie = deathTie();
   if (fdLimit) {
     // bash raises the open-file limit for this child only, then execs (same pid) into the tied command.

@@ -1,5 +1,5 @@
 // Secrets (bearer tokens) handed to child processes through a private file, never a command line or a result file.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -8,9 +8,37 @@ export interface SecretFile {
   remove(): void;
 }
 
-/** Writes `content` to a fresh 0600 file in a 0700 folder of its own; removed by remove() or when this process exits. */
+const PREFIX = 'wakestorm-secret-';
+
+/** True when a process with this pid is alive (signal 0 asks without sending anything). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the secret folders of wakestorm processes that died without cleaning up (kill -9): their pid is in the name. */
+export function sweepSecretFiles(root = tmpdir()): number {
+  let removed = 0;
+  for (const name of readdirSync(root)) {
+    const m = new RegExp(`^${PREFIX}(\\d+)-`).exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    rmSync(join(root, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
+/**
+ * Writes `content` to a fresh 0600 file in a 0700 folder of its own, named with this process's pid; removed by
+ * remove(), when this process exits, or (after a kill -9) by the next wakestorm that writes a secret.
+ */
 export function writeSecretFile(content: string): SecretFile {
-  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-secret-'));
+  sweepSecretFiles();
+  const dir = mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`));
   const path = join(dir, 'token');
   writeFileSync(path, `${content}\n`, { mode: 0o600 });
   const remove = () => rmSync(dir, { recursive: true, force: true });

@@ -120,14 +120,14 @@ describe('CLI conventions', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(
       r.stdout.trim().split('\n').map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
-      ['VERDICT: PASS (3 SLOs met, 11 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
+      ['VERDICT: PASS (4 SLOs met, 11 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
     );
     assert.match(readFileSync(csv, 'utf8'), /^metric_name,timestamp/);
     assert.match(readFileSync(jsonOut, 'utf8'), /"metric":"devices_started"/);
     const latest = JSON.parse(readFileSync(join(results, 'latest', 'run.json'), 'utf8'));
     assert.equal(latest.resolved.devices, 3);
     assert.equal(latest.resolved.wake.mode, 'off');
-    assert.equal(latest.resolved.slos.length, 14);
+    assert.equal(latest.resolved.slos.length, 15);
   });
 
   it('compare refuses an INVALID or incomplete run and warns about a different fleet size; lost data is a regression', async () => {

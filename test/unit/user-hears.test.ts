@@ -181,3 +181,51 @@ describe('bounded socket tags', () => {
     assert.deepEqual([...names], ['ws://127.0.0.1:1/acme/{device_id}']);
   });
 });
+
+describe('bounded intake and every session judged', () => {
+  it('a flood, an oversized frame, a long text and deep JSON are violations that close the link, counted by kind', () => {
+    const kinds: string[] = [];
+    for (const send of [
+      (s: ReturnType<typeof device>['s']) => {
+        for (let i = 0; i < 1200; i++) s.msg({ type: 'noise', i });
+      },
+      (s: ReturnType<typeof device>['s']) => s.bin(2 * 1024 * 1024),
+      (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: JSON.stringify({ type: 'x', pad: 'y'.repeat(70_000) }) }),
+      (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: `${'['.repeat(40)}1${']'.repeat(40)}` }),
+    ]) {
+      const f = device(PROFILES.recommended!, NO_WAKE);
+      send(f.s);
+      const tags = f.metrics.tagsOf('protocol_violations');
+      assert.equal(tags.length, 1, 'counted once: the link is closed at the first');
+      kinds.push(tags[0]!.kind!);
+      assert.notEqual(f.d.state, 'connected', 'the device closed the link');
+      assert.equal(f.metrics.count('reconnects_abandoned'), 0, 'and reconnects as after any protocol error');
+    }
+    assert.deepEqual(kinds, ['flood', 'frame_too_big', 'text_too_long', 'json_too_deep']);
+  });
+
+  it('a reply past its announced length is an overrun', () => {
+    const f = replyNext();
+    f.s.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000, bytes: 8192 });
+    for (let i = 0; i < 4; i++) f.s.bin(4096);
+    assert.deepEqual(f.metrics.tagsOf('protocol_violations').map((t) => t.kind), ['reply_overrun']);
+  });
+
+  it('a session still open at the end is dropped when it began more than the stall bound ago, and not judged otherwise', () => {
+    const old = replyNext();
+    old.s.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000 });
+    for (let i = 0; i < 14; i++) {
+      old.clock.advance(1000);
+      old.s.bin(4096);
+    }
+    old.d.stop();
+    assert.deepEqual(old.metrics.values('session_drop_rate'), [1]);
+    const young = device(PROFILES.recommended!, WAKE_AT_1S);
+    young.clock.advance(1000);
+    const wake = young.s.json().find((m) => m.type === 'hotword_detected')!;
+    young.s.msg({ type: 'session_started', session_id: 's-1', wake_id: wake.wake_id });
+    young.clock.advance(2000);
+    young.d.stop();
+    assert.deepEqual(young.metrics.values('session_drop_rate'), [], 'not yet due');
+  });
+});
