@@ -1,7 +1,7 @@
 // A run's folder under results/: claimed atomically as a hidden partial folder, written, then renamed into place
 // with results/latest pointing at it, so no run folder is ever half-written.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WakestormError } from '../core/errors.ts';
 
@@ -11,6 +11,33 @@ export interface RunDir {
   dir: string;
   /** Where it ends up: results/<run-id> */
   finalDir: string;
+}
+
+/** A filesystem error in words: which path, and what (no space, read-only, permission); else the system's message. */
+export function fsProblem(e: unknown, path?: string): string {
+  const err = e as NodeJS.ErrnoException;
+  const what: Record<string, string> = {
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'the disk quota is used up',
+    EROFS: 'the filesystem is read-only',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    ENOTDIR: 'a part of the path is not a folder',
+    EFBIG: 'the file is too large for the filesystem or the file-size limit',
+  };
+  return `cannot write ${err.path ?? path ?? 'a result file'}: ${(err.code && what[err.code]) ?? err.message ?? String(e)}`;
+}
+
+/** A result file written whole or not at all: to a temporary name, then renamed; a failure leaves nothing half-written. */
+export function writeResult(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, text);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new WakestormError(fsProblem(e, path), 1);
+  }
 }
 
 /** `smoke-20261129-053000` for a scenario started at that moment (UTC). */

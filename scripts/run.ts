@@ -19,7 +19,7 @@ import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
-import { claimRunDir, gitCommit, publishRunDir, readJson, runIdFor } from './run-dir.ts';
+import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
 import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
@@ -292,6 +292,8 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
   // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
   const k6LogPath = join(dir, 'k6.log');
   const k6Log = createWriteStream(k6LogPath);
+  // A full or read-only disk: the run goes on (k6's output still reaches the terminal) and ends INVALID, saying so.
+  k6Log.on('error', (e) => w.invalid.push(fsProblem(e, k6LogPath)));
   const k6 = spawnK6({
     script,
     vars,
@@ -382,19 +384,28 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
  */
 async function collectResults(stack: Stack, dir: string, w: Watch): Promise<SummaryData | null> {
   await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
+  let metrics = `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`;
   try {
     const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
-    if (m.ok) writeFileSync(join(dir, 'server-metrics.txt'), await m.text());
+    if (m.ok) metrics = await m.text();
   } catch {
-    writeFileSync(join(dir, 'server-metrics.txt'), `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`);
+    /* said in the file */
   }
+  const write = (file: string, text: string) => {
+    try {
+      writeResult(join(dir, file), text);
+    } catch (e) {
+      w.invalid.push((e as Error).message);
+    }
+  };
+  write('server-metrics.txt', metrics);
   const summary = readJson<SummaryData>(join(dir, 'summary.json'));
   const planned = readJson<EventsFile>(join(dir, 'events.json'))?.planned ?? [];
   if (!w.invalid.length && summary && w.applied.length < planned.length) {
     w.invalid.push(`${planned.length - w.applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
   }
   const events: EventsFile = { planned, applied: w.applied };
-  writeFileSync(join(dir, 'events.json'), JSON.stringify(events, null, 1));
+  write('events.json', JSON.stringify(events, null, 1));
   return summary;
 }
 
@@ -446,8 +457,21 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const resolved = readJson<ResolvedRun>(join(dir, 'scenario.json'));
   const slos = resolved?.slos ?? plan.slos;
   const unmatchedTypes = unmatchedTypesIn(join(dir, 'k6.log'));
-  const judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
-  writeFileSync(join(dir, 'junit.xml'), junitXml(judgement, name, (endedAt.getTime() - startedAt.getTime()) / 1000));
+  let judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
+  const seconds = (endedAt.getTime() - startedAt.getTime()) / 1000;
+  // Results that cannot be written make the run INVALID (the tester failed to keep them), in one line; what can be
+  // written still is, and nothing is ever half-written (writeResult).
+  const writeOrInvalid = (file: string, text: () => string): boolean => {
+    try {
+      writeResult(join(dir, file), text());
+      return true;
+    } catch (e) {
+      if (!w.invalid.includes((e as Error).message)) w.invalid.push((e as Error).message);
+      judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
+      return false;
+    }
+  };
+  writeOrInvalid('junit.xml', () => junitXml(judgement, name, seconds));
   const run: RunRecord = {
     run_id: rd.runId,
     scenario: name,
@@ -470,14 +494,21 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     // wake schedule, seed, SLOs. Null when k6 ended before its summary.
     resolved,
   };
-  writeFileSync(join(dir, 'run.json'), JSON.stringify(run, null, 1));
+  if (!writeOrInvalid('run.json', () => JSON.stringify({ ...run, ...verdictFields(judgement) }, null, 1))) {
+    // The verdict changed to INVALID: junit.xml says so too, if it can still be written.
+    writeOrInvalid('junit.xml', () => junitXml(judgement, name, seconds));
+  }
   rmSync(join(dir, 'scenario.json'), { force: true });
   try {
     await renderReport(dir);
   } catch (e) {
     log(`wakestorm run: report not rendered: ${(e as Error).message}`);
   }
-  publishRunDir(root, rd);
+  try {
+    publishRunDir(root, rd);
+  } catch (e) {
+    log(`wakestorm run: ${fsProblem(e)}; the results stay in ${rd.dir}`);
+  }
   log(['', ...verdictLines(judgement)].join('\n'));
   log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(rd.finalDir, 'report.html')}`);
   return { code: judgement.exit_code, interrupted: w.interrupted, stuck: w.stuck, dir: rd.finalDir, runId: rd.runId, incomplete: run.incomplete, summary, slos, judgement };

@@ -359,6 +359,8 @@ try {
   if (e instanceof WakestormError) fail(e.message, e.exitCode);
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
-  if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') fail(`cannot listen: ${err.message}`, 1);
+  if (err.code === 'EADDRNOTAVAIL' || (err.code === 'EACCES' && err.syscall === 'listen')) fail(`cannot listen: ${err.message}`, 1);
+  // A results folder that cannot be written: which path, and why.
+  if (err.code && ['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EFBIG'].includes(err.code)) fail((await import('./run-dir.ts')).fsProblem(err), 1);
   fail(err.message ?? String(e), 1);
 }

@@ -2,7 +2,7 @@
 // ends the whole command (npm does not forward it), and a server killed mid-run is the server's failure, cleaned up.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -96,5 +96,78 @@ describe('a server killed during a chaos run', () => {
     assert.ok(run.slo_results.some((r: { name: string; status: string }) => r.name === 'unplanned_drops' && r.status === 'fail'));
     assert.ok(await portClosed(apiPort), 'Toxiproxy stopped');
     assert.deepEqual(ours(), []);
+  });
+});
+
+describe("the runner's house: disks, folders, secrets", () => {
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    const exit = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+    return { p, out: () => out, exit };
+  };
+
+  it('a full disk ends the run INVALID in one line, with no half-written result', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+    const full = join(tmp, 'full-disk');
+    mkdirSync(full, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', full]);
+    try {
+      const r = cli(['run', 'smoke', '--devices', '5', '--duration', '8s', '--wake', 'once:1s-2s', '--results', full]);
+      const code = await r.exit;
+      assert.equal(code, 3, r.out());
+      assert.match(r.out(), /VERDICT: INVALID/);
+      assert.match(r.out(), /no space left on the device|k6 wrote no summary/);
+      assert.doesNotMatch(r.out(), /\n\s+at .*\(node:/, 'no stack trace');
+      // Whatever was written is whole: every run.json there parses.
+      for (const f of execFileSync('find', [full, '-name', 'run.json'], { encoding: 'utf8' }).split('\n').filter(Boolean)) JSON.parse(readFileSync(f, 'utf8'));
+    } finally {
+      execFileSync('umount', ['-l', full]);
+    }
+    assert.deepEqual(ours(), []);
+  });
+
+  it('a results folder that cannot be made is one line naming the path and why, before anything starts', async () => {
+    const file = join(tmp, 'a-file');
+    writeFileSync(file, 'not a folder');
+    const r = cli(['run', 'smoke', '--devices', '2', '--duration', '5s', '--results', join(file, 'results')]);
+    const code = await r.exit;
+    assert.equal(code, 1, r.out());
+    assert.equal(r.out().trim().split('\n').length, 1, r.out());
+    assert.match(r.out(), /cannot write .*a-file.*: a part of the path is not a folder/);
+  });
+
+  it('a token in the environment reaches no child, and kill -9 of the CLI leaves no process and (after the next start) no secret', async () => {
+    const token = `env-token-${Math.random().toString(36).slice(2, 12)}`;
+    const results = join(tmp, 'kill9');
+    const r = cli(['run', 'smoke', '--devices', '3', '--duration', '60s', '--wake', 'off', '--results', results], { WAKESTORM_TOKEN: token });
+    await waitFor(() => /k6 v[\d.]+ ->/.test(r.out()), 60_000, 'k6 to start');
+    await new Promise((res) => setTimeout(res, 2000));
+    // Every process of the run: none has the token in its environment.
+    const kids = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => /k6 run|toxiproxy|wakestorm\.mjs server|scripts\/wakestorm\.ts server/.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[0]));
+    assert.ok(kids.length >= 2, 'k6, Toxiproxy and the server are running');
+    for (const pid of kids) {
+      let environ = '';
+      try {
+        environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      } catch {
+        continue;
+      }
+      assert.ok(!environ.includes(token), `pid ${pid} has the token in its environment`);
+    }
+    const secrets = () => readdirSync(tmpdir()).filter((d) => d.startsWith(`wakestorm-secret-${r.p.pid}-`));
+    assert.equal(secrets().length, 1, 'the run keeps its token in a private file');
+    r.p.kill('SIGKILL');
+    await r.exit;
+    await waitFor(() => ours().length === 0, 20_000, 'every process of the run to be gone');
+    // The next start that writes a secret removes what the killed one left.
+    const { sweepSecretFiles } = await import('../../scripts/secret.ts');
+    assert.ok(sweepSecretFiles() >= 1);
+    assert.deepEqual(secrets(), []);
   });
 });

@@ -1,0 +1,91 @@
+// The tester against servers that are broken by definition: whatever a server does, the tester stays bounded, does not
+// crash, and says FAIL with the right culprit (INVALID is only for the tester's own faults). Each server misbehaves in
+// one way (test/helpers/hostile-server.ts); real k6 through real Toxiproxy, `wakestorm run --server-url`.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startHostileServer, startSilentListener, type HostileServer } from '../helpers/hostile-server.ts';
+import { runCli } from '../helpers/proc.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-hostile-servers-'));
+
+interface Outcome {
+  code: number | null;
+  out: string;
+  run: { verdict: string; verdict_line: string; slo_results: { name: string; status: string; culprits: string[]; why: string }[]; processes: Record<string, { rss_max_mib: number } | null> };
+}
+
+let runs = 0;
+async function against(start: () => Promise<HostileServer>): Promise<Outcome> {
+  const server = await start();
+  const root = join(tmp, `r${++runs}`);
+  try {
+    const r = await runCli(['run', 'smoke', '--server-url', server.url, '--devices', '20', '--duration', '30s', '--wake', 'once:1s-3s', '--profile', 'recommended', '--results', root, '--no-dashboard'], {
+      timeoutMs: 180_000,
+    });
+    const dir = join(root, readlinkSync(join(root, 'latest')));
+    return { code: r.code, out: r.stdout + r.stderr, run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) };
+  } finally {
+    await server.close();
+  }
+}
+
+const slo = (o: Outcome, name: string) => o.run.slo_results.find((r) => r.name === name)!;
+
+function assertFails(o: Outcome, name: string, culprit: RegExp): void {
+  assert.equal(o.code, 99, `exit ${o.code}: ${o.run.verdict_line}\n${o.out.slice(-1500)}`);
+  assert.equal(slo(o, name).status, 'fail', `${name}: ${o.run.verdict_line}`);
+  assert.match([slo(o, name).why, ...slo(o, name).culprits].join('; '), culprit);
+}
+
+after(() => {
+  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(tmp));
+  assert.deepEqual(left, [], 'nothing of a run outlives it');
+});
+
+describe('hostile servers FAIL, the tester stays bounded', () => {
+  const cases = {
+    flood: () => against(() => startHostileServer('flood')),
+    hugeFrame: () => against(() => startHostileServer('huge-frame')),
+    deepJson: () => against(() => startHostileServer('deep-json')),
+    endlessAll: () => against(() => startHostileServer('endless-reply')),
+    endlessSome: () => against(() => startHostileServer('endless-reply-some')),
+    close4xxx: () => against(() => startHostileServer('close-code', 4123)),
+    close3xxx: () => against(() => startHostileServer('close-code', 3001)),
+    silent: () => against(startSilentListener),
+  };
+  const o = {} as Record<keyof typeof cases, Outcome>;
+  before(async () => {
+    const names = Object.keys(cases) as (keyof typeof cases)[];
+    for (let i = 0; i < names.length; i += 3) await Promise.all(names.slice(i, i + 3).map(async (n) => (o[n] = await cases[n]())));
+  });
+
+  it('a flood of messages FAILs on protocol_violations (flood), and k6 stays small', () => {
+    assertFails(o.flood, 'protocol_violations', /kind flood/);
+    const rss = o.flood.run.processes.k6?.rss_max_mib ?? 0;
+    assert.ok(rss > 0 && rss < 500, `k6 peak RSS ${rss} MiB`);
+  });
+
+  it('a 4 MiB frame FAILs on protocol_violations (frame_too_big)', () => assertFails(o.hugeFrame, 'protocol_violations', /kind frame_too_big/));
+
+  it('JSON nested 10,000 deep FAILs on protocol_violations (json_too_deep)', () => assertFails(o.deepJson, 'protocol_violations', /kind json_too_deep/));
+
+  it('a reply that never ends FAILs, on every connection and on one in ten', () => {
+    assertFails(o.endlessAll, 'protocol_violations', /kind reply_overrun/);
+    assertFails(o.endlessSome, 'protocol_violations', /kind reply_overrun/);
+  });
+
+  it('a close code outside the protocol is named by its range', () => {
+    assertFails(o.close4xxx, 'unplanned_drops', /close code 4xxx \(an application code outside the protocol\)/);
+    assertFails(o.close3xxx, 'unplanned_drops', /close code 3xxx \(a registered code \(IANA\)\)/);
+  });
+
+  it('a TCP listener that never answers FAILs on connect_success: the server failed, not the tester', () => {
+    assert.equal(o.silent.code, 99, `${o.silent.run.verdict_line}\n${o.silent.out.slice(-1500)}`);
+    assert.match(o.silent.run.verdict_line, /VERDICT: FAIL/);
+    assert.ok(['fail'].includes(slo(o.silent, 'connect_success').status) || /no device ever connected/.test(o.silent.run.verdict_line), o.silent.run.verdict_line);
+  });
+});
