@@ -131,7 +131,7 @@ export const FAULTS: Record<string, FaultDef> = {
 
 export class FaultError extends WakestormError {
   constructor(message: string) {
-    super(message, 1);
+    super(message, 2);
   }
 
   override name = 'FaultError';

@@ -1,4 +1,5 @@
 // Reads a run's parameters from k6's -e variables (or any env object), with loopback defaults and one-line errors.
+import { parseDuration } from './duration.ts';
 import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
 import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
@@ -63,33 +64,7 @@ export class RunConfigError extends WakestormError {
   override name = 'RunConfigError';
 }
 
-/**
- * The longest duration anything takes: 7 days. Every timer set from a parsed duration (the run, the watchdog, a
- * fault, a ramp) stays far inside a JS timer's 2^31-1 ms (24.8 days), past which it would fire at once.
- */
-export const MAX_DURATION_MS = 7 * 24 * 3_600_000;
-
-/** "90s", "2m", "1h30m", "500ms" or a number of seconds → ms, at most MAX_DURATION_MS. */
-export function parseDuration(v: string, name: string): number {
-  const ms = parseAnyDuration(v, name);
-  if (ms > MAX_DURATION_MS) throw new RunConfigError(`${name} must be at most 168h (7 days), got '${v}'`);
-  return ms;
-}
-
-function parseAnyDuration(v: string, name: string): number {
-  const s = v.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  let total = 0;
-  let consumed = '';
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(s))) {
-    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-    consumed += m[0];
-  }
-  if (!consumed || consumed !== s) throw new RunConfigError(`${name} must be a duration like 30s, 2m or 1h30m, got '${v}'`);
-  return Math.round(total);
-}
+export { MAX_DURATION_MS, parseDuration } from './duration.ts';
 
 /** An integer within bounds, or a one-line error naming it (`name` as the caller knows it: DEVICES or --devices). */
 export function boundedInt(v: string | number, name: string, b: { min: number; max: number }, Err: new (message: string) => Error = RunConfigError): number {

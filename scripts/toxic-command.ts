@@ -4,6 +4,16 @@ import { FAULTS, LINK_ACTIONS, TOXICS, resolveParams, resolveStreams } from '../
 import { toMs } from '../core/timelines.ts';
 import { ToxiproxyClient } from './toxiproxy.ts';
 import { urlList } from '../core/run-config.ts';
+import { WakestormError } from '../core/errors.ts';
+
+/** Bad input to `wakestorm toxic`: one line, exit 2, like every other command. */
+class ToxicError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
+  override name = 'ToxicError';
+}
 
 export interface ToxicOpts {
   /** One Toxiproxy API, or a comma-separated list (the shards `wakestorm stack` prints): each command acts on all. */
@@ -13,7 +23,7 @@ export interface ToxicOpts {
 
 /** The shards named by --toxiproxy-url, each as its own options. */
 function shards(o: ToxicOpts): ToxicOpts[] {
-  return urlList(o.toxiproxyUrl, '--toxiproxy-url', Error).map((toxiproxyUrl) => ({ ...o, toxiproxyUrl }));
+  return urlList(o.toxiproxyUrl, '--toxiproxy-url', ToxicError).map((toxiproxyUrl) => ({ ...o, toxiproxyUrl }));
 }
 
 /** " (on http://…)" when several shards are acted on, so each line says where. */
@@ -40,7 +50,7 @@ export function parseParamArgs(args: string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const a of args) {
     const m = /^([a-z_]+)=(-?\d+(?:\.\d+)?)$/.exec(a);
-    if (!m) throw new Error(`param '${a}' must look like name=number, e.g. latency=200`);
+    if (!m) throw new ToxicError(`param '${a}' must look like name=number, e.g. latency=200`);
     out[m[1]!] = Number(m[2]);
   }
   return out;
@@ -50,7 +60,7 @@ export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string
   const where = `toxic add ${fault}`;
   const params = resolveParams(fault, parseParamArgs(paramArgs), where);
   const def = FAULTS[fault]!;
-  if (!(fault in TOXICS)) throw new Error(`${fault} is not a toxic but a link action (${Object.keys(LINK_ACTIONS).join(', ')}): use 'wakestorm toxic cut --for 10s' or a timeline entry`);
+  if (!(fault in TOXICS)) throw new ToxicError(`${fault} is not a toxic but a link action (${Object.keys(LINK_ACTIONS).join(', ')}): use 'wakestorm toxic cut --for 10s' or a timeline entry`);
   const streams = resolveStreams(fault, stream, where);
   const all = shards(opts);
   for (const o of all) {

@@ -2,9 +2,11 @@
 // One device per VU, one socket, the same identity and keepalive as the `recommended` profile, no device model.
 import exec from 'k6/execution';
 import { plainSocket } from './plain-socket.ts';
+import { parseDuration } from '../../core/duration.ts';
 
 const DEVICES = Number(__ENV.DEVICES ?? 100);
-const DURATION_S = Number((__ENV.DURATION ?? '60s').replace(/s$/, ''));
+// The run contract's one duration grammar ("2m", "90s", "1h30m"), not a grammar of its own.
+const DURATION_S = parseDuration(__ENV.DURATION ?? '60s', 'DURATION') / 1000;
 // A comma-separated TARGET_URL (Toxiproxy shards for big fleets) is spread over the VUs; nothing else is added.
 const TARGETS = (__ENV.TARGET_URL ?? 'ws://127.0.0.1:18000').split(',');
 

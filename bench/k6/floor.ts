@@ -5,11 +5,13 @@
 import { setTimeout } from 'k6/timers';
 import { plainSocket } from './plain-socket.ts';
 import exec from 'k6/execution';
+import { parseDuration } from '../../core/duration.ts';
 
 const DEVICES = Number(__ENV.DEVICES ?? 100);
 const PER_VU = Number(__ENV.DEVICES_PER_VU ?? 200);
-const DURATION_S = Number((__ENV.DURATION ?? '60s').replace(/s$/, ''));
-const RAMP_S = Number((__ENV.RAMP ?? '10s').replace(/s$/, ''));
+// The run contract's one duration grammar ("2m", "90s", "1h30m"), not a grammar of its own.
+const DURATION_S = parseDuration(__ENV.DURATION ?? '60s', 'DURATION') / 1000;
+const RAMP_S = parseDuration(__ENV.RAMP ?? '10s', 'RAMP') / 1000;
 const TARGETS = (__ENV.TARGET_URL ?? 'ws://127.0.0.1:18000').split(',');
 const VUS = Math.ceil(DEVICES / PER_VU);
 
