@@ -113,7 +113,7 @@ describe("the runner's house: disks, folders, secrets", () => {
     if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
     const full = join(tmp, 'full-disk');
     mkdirSync(full, { recursive: true });
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', full]);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48k', 'tmpfs', full]);
     try {
       const r = cli(['run', 'smoke', '--devices', '5', '--duration', '8s', '--wake', 'once:1s-2s', '--results', full]);
       const code = await r.exit;
@@ -161,7 +161,7 @@ describe("the runner's house: disks, folders, secrets", () => {
       assert.ok(!environ.includes(token), `pid ${pid} has the token in its environment`);
     }
     const secrets = () => readdirSync(tmpdir()).filter((d) => d.startsWith(`wakestorm-secret-${r.p.pid}-`));
-    assert.equal(secrets().length, 1, 'the run keeps its token in a private file');
+    assert.ok(secrets().length >= 1, 'the run keeps its token in private files');
     r.p.kill('SIGKILL');
     await r.exit;
     await waitFor(() => ours().length === 0, 20_000, 'every process of the run to be gone');

@@ -311,3 +311,17 @@ describe('firmware findings', () => {
     assert.match(firmwareReason(PROFILES['web-heartbeat']!, { metric: 'devices_gave_up', target: 0, aggregation: 'count' })!, /gives up after 1 reconnect tries/);
   });
 });
+
+describe('a server that overwhelms the tester', () => {
+  it('FAILs (the server broke the protocol), and a saturated tester with no violation is INVALID', () => {
+    const d = { metrics: { ...healthyMetrics(), vu_loop_lag: trend(900, 40) } } as SummaryData;
+    assert.equal(judge(d, DEFAULT_SLOS).verdict, 'invalid');
+    d.metrics.protocol_violations = counter(40);
+    d.metrics['protocol_violations{kind:flood}'] = counter(40);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'fail', j.headline);
+    assert.match(j.headline, /protocol_violations/);
+    assert.match(j.failures.join(' '), /the server overwhelmed the tester with 40 protocol violation\(s\): generator saturated/);
+    assert.match(j.slos.find((r) => r.name === 'protocol_violations')!.culprits.join(' '), /kind flood ×40/);
+  });
+});
