@@ -48,7 +48,10 @@ export async function openPage(fileUrl: string): Promise<PageReport> {
             const s = (globalThis as unknown as { getComputedStyle(e: unknown): { stroke: string } }).getComputedStyle(p).stroke;
             return s && s !== 'none' && (p.getAttribute('d') ?? '').length > 10;
           }).length;
-          const axes = [...(svg?.querySelectorAll('g.role-axis') ?? [])].map((a) => [...a.querySelectorAll('g.role-axis-label text')].map((t) => (t.textContent ?? '').trim()));
+          // An axis (not the grid Vega draws as an axis of its own): its tick labels.
+          const axes = [...(svg?.querySelectorAll('g.role-axis') ?? [])]
+            .filter((a) => a.querySelector('g.role-axis-domain, g.role-axis-tick, g.role-axis-label'))
+            .map((a) => [...a.querySelectorAll('g.role-axis-label text')].map((t) => (t.textContent ?? '').trim()));
           const legends = [...(svg?.querySelectorAll('g.role-legend') ?? [])].map((l) => ({
             labels: [...l.querySelectorAll('g.role-legend-label text')].map((t) => (t.textContent ?? '').trim()),
             colors: [...l.querySelectorAll('g.role-legend-symbol path')].map((p) => {
