@@ -182,7 +182,7 @@ export class Link {
     // A device still coming back: its wait so far, once long enough to judge; else it had no time.
     if (this.lossNoticedAt !== null && (this.state === 'backoff' || this.state === 'connecting' || this.state === 'handshaking')) {
       const waited = this.ctx.env.now() - this.lossNoticedAt;
-      if (waited >= RECONNECT_CENSOR_MS) this.ctx.trend('reconnect_time', waited);
+      if (waited >= RECONNECT_CENSOR_MS) this.ctx.trendSpan('reconnect_time', this.lossNoticedAt, this.lossNoticedAt + waited);
       else this.ctx.count('reconnects_unfinished');
     }
     this.state = 'stopped';
@@ -301,7 +301,9 @@ export class Link {
     this.connectedAt = now;
     this.resumeToken = typeof vars.resume_token === 'string' ? vars.resume_token : null;
     this.ctx.env.metrics.add('connect_success', 1, this.ctx.outcomeTags(this.attemptAt, now));
-    if (this.lossNoticedAt !== null) this.ctx.trend('reconnect_time', now - this.lossNoticedAt);
+    // Tagged with its phase: a reconnect after a loss in steady state is the server's to answer for; one that spanned
+    // a fault is the fault's and the firmware's backoff (judged as recovery, and as firmware findings).
+    if (this.lossNoticedAt !== null) this.ctx.trendSpan('reconnect_time', this.lossNoticedAt, now);
     this.lossNoticedAt = null;
     this.attempt = 0;
     this.backoff.reset();

@@ -167,7 +167,8 @@ export class Conversation implements LinkOwner {
     this.linkSessionId = typeof vars.session_id === 'string' && vars.session_id ? vars.session_id : null;
     this.followUp = false;
     if (s) {
-      if (s.id !== null) this.judgeResume(s, vars.resumed === true && vars.resumed_session === s.id);
+      // The server kept the device's state (resumed): the resume worked, even if the session itself ended meanwhile.
+      if (s.id !== null) this.judgeResume(s, vars.resumed === true);
       if (s.id !== null && vars.resumed === true && vars.resumed_session === s.id) {
         this.ctx.count('sessions_resumed');
         // The server replays the reply from its start (or ends an interrupted turn): reset the playback model.

@@ -107,6 +107,8 @@ export interface RunRecord {
   verdict_line: string;
   invalid_reasons: string[];
   fail_reasons: string[];
+  /** What the firmware's own behaviour explains (breaches and fault-time comparisons): reported, not failed. */
+  findings?: string[];
   slo_results: SloResult[];
   incomplete: boolean;
   k6_stuck: boolean;
@@ -125,6 +127,6 @@ export interface RunRecord {
 export type RunRecordAsRead = Pick<RunRecord, 'run_id' | 'scenario' | 'slos' | 'parameters' | 'started_at' | 'ended_at'> & Partial<RunRecord>;
 
 /** The verdict fields of run.json, from a judgement. */
-export function verdictFields(j: Judgement): Pick<RunRecord, 'exit_code' | 'verdict' | 'verdict_line' | 'invalid_reasons' | 'fail_reasons' | 'slo_results'> {
-  return { exit_code: j.exit_code, verdict: j.verdict, verdict_line: j.headline, invalid_reasons: j.invalid, fail_reasons: j.failures, slo_results: j.slos };
+export function verdictFields(j: Judgement): Pick<RunRecord, 'exit_code' | 'verdict' | 'verdict_line' | 'invalid_reasons' | 'fail_reasons' | 'findings' | 'slo_results'> {
+  return { exit_code: j.exit_code, verdict: j.verdict, verdict_line: j.headline, invalid_reasons: j.invalid, fail_reasons: j.failures, findings: j.findings, slo_results: j.slos };
 }

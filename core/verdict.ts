@@ -364,6 +364,30 @@ export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): Slo
 }
 
 /**
+ * The per-firmware comparison under faults: a profile whose reconnects that spanned a fault miss the reconnect target
+ * because of its own behaviour (a fixed backoff longer than the target, say). Reported as findings, never failures:
+ * what the server owes after a fault is judged by recovery_max.
+ */
+function faultFindings(data: SummaryData, slos: Slo[], ctx: JudgeContext): string[] {
+  if (!ctx.profiles?.length) return [];
+  const out: string[] = [];
+  for (const s of slos) {
+    if (baseMetric(s.metric) !== 'reconnect_time' || s.name.includes('@')) continue;
+    for (const p of ctx.profiles) {
+      let worst: number | null = null;
+      for (const phase of ['during', 'recovery']) {
+        const v = aggregateOf(data.metrics[`reconnect_time{chaos:${phase},profile:${p.name}}`], s);
+        if (v !== null && (worst === null || v > worst)) worst = v;
+      }
+      if (worst === null || meets(worst, s)) continue;
+      const why = firmwareReason(p, s);
+      if (why) out.push(`under faults, ${p.name} reconnects in ${s.aggregation} ${(worst / 1000).toFixed(1)} s, over ${s.name}'s ${s.target / 1000} s: it ${why}`);
+    }
+  }
+  return out;
+}
+
+/**
  * A breach is the firmware's when every profile that breaches on its own is explained by its own behaviour
  * (firmwareReason) and the other profiles, at least one, meet the target: the server did what it owed the rest.
  */
@@ -425,7 +449,7 @@ export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: strin
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
   if (overwhelmed) failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
-  const findings = rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`);
+  const findings = [...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`), ...faultFindings(data, slos, ctx)];
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;
   if (started > 0 && connected === 0) failures.push(`no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`);

@@ -19,6 +19,7 @@ import { baseMetric, CAUSES, CHAOS_TAG, withTag } from '../../core/verdict.ts';
 
 /** The outcome metrics a device tags with their phase, chaos:steady|during|recovery (each reported every way). */
 const CHAOS_TAGGED = [
+  'reconnect_time',
   'connect_success',
   'wake_success',
   'wake_ack_latency',
@@ -107,6 +108,8 @@ export function makeScenario(spec: ScenarioSpec) {
     for (const p of cfg.profiles) submetrics[`recovery_time{fault:${w},profile:${p.profile.name}}`] = [];
   }
   for (const p of cfg.profiles) submetrics[`recovery_time{profile:${p.profile.name}}`] = [];
+  // Reconnects that spanned a fault, per profile: the per-firmware comparison the verdict reports as findings.
+  for (const phase of ['during', 'recovery']) for (const p of cfg.profiles) submetrics[`reconnect_time{chaos:${phase},profile:${p.profile.name}}`] = [];
   for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {

@@ -69,7 +69,7 @@ describe('SLOs', () => {
     const th = sloThresholds(DEFAULT_SLOS);
     assert.deepEqual(th['wake_ack_latency{chaos:steady}'], ['p(95)<300']);
     assert.deepEqual(th['response_latency{chaos:steady}'], ['p(95)<800']);
-    assert.deepEqual(th.reconnect_time, ['p(95)<10000']);
+    assert.deepEqual(th['reconnect_time{chaos:steady}'], ['p(95)<10000']);
     assert.deepEqual(th.recovery_time, ['max<30000']);
     assert.deepEqual(th['session_drop_rate{chaos:steady}'], ['rate<0.01']);
     assert.deepEqual(th.devices_gave_up, ['count==0']);

@@ -54,7 +54,7 @@ describe('verdict', () => {
     assert.match(j.headline, /PASS \(11 SLOs met, 4 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
     assert.match(xml, /tests="16" failures="0" errors="0" skipped="4"/);
-    assert.match(xml, /<skipped message="reconnect_time: n\/a, no links lost with time to come back in this run"\/>/);
+    assert.match(xml, /<skipped message="reconnect_time\{chaos:steady\}: n\/a, no links lost with time to come back in this run"\/>/);
   });
 
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
@@ -287,9 +287,9 @@ describe('firmware findings', () => {
   it("a breach only a firmware's own backoff explains is a finding: PASS, the firmware named, not the server", () => {
     const d = { metrics: healthyMetrics() } as SummaryData;
     d.metrics.connection_drops = counter(20);
-    d.metrics.reconnect_time = trend(11_000, 20);
-    d.metrics['reconnect_time{profile:esp32-p4-screen}'] = trend(11_000, 10);
-    d.metrics['reconnect_time{profile:recommended}'] = trend(2_000, 10);
+    d.metrics['reconnect_time{chaos:steady}'] = trend(11_000, 20);
+    d.metrics['reconnect_time{chaos:steady,profile:esp32-p4-screen}'] = trend(11_000, 10);
+    d.metrics['reconnect_time{chaos:steady,profile:recommended}'] = trend(2_000, 10);
     const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
     assert.equal(j.verdict, 'pass', j.headline);
     assert.match(j.headline, /1 firmware finding/);
@@ -299,11 +299,24 @@ describe('firmware findings', () => {
     assert.match(junitXml(j, 's', 1), /<system-out>finding: reconnect_time/);
   });
 
+  it('reconnects that spanned a fault are compared per firmware as findings, never failures', () => {
+    const d = { metrics: healthyMetrics() } as SummaryData;
+    d.metrics.connection_drops = counter(20);
+    d.metrics.reconnect_time = trend(11_000, 20);
+    d.metrics['reconnect_time{chaos:during}'] = trend(11_000, 20);
+    d.metrics['reconnect_time{chaos:during,profile:esp32-p4-screen}'] = trend(10_400, 10);
+    d.metrics['reconnect_time{chaos:during,profile:recommended}'] = trend(14_000, 10);
+    const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
+    assert.equal(j.verdict, 'pass', j.headline);
+    assert.equal(j.slos.find((x) => x.name === 'reconnect_p95')!.status, 'n/a', 'no link was lost in steady state');
+    assert.deepEqual(j.findings, ["under faults, esp32-p4-screen reconnects in p(95) 10.4 s, over reconnect_p95's 10 s: it waits 10 s before it reconnects (reconnect.policy fixed, base 10 s)"]);
+  });
+
   it('the same breach by a profile whose behaviour does not explain it fails the server', () => {
     const d = { metrics: { ...healthyMetrics() } } as SummaryData;
     d.metrics.connection_drops = counter(20);
-    d.metrics.reconnect_time = trend(11_000, 20);
-    d.metrics['reconnect_time{profile:recommended}'] = trend(11_000, 10);
+    d.metrics['reconnect_time{chaos:steady}'] = trend(11_000, 20);
+    d.metrics['reconnect_time{chaos:steady,profile:recommended}'] = trend(11_000, 10);
     const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
     assert.equal(j.verdict, 'fail');
     assert.equal(j.slos.find((x) => x.name === 'reconnect_p95')!.status, 'fail');
