@@ -108,8 +108,10 @@ export function makeScenario(spec: ScenarioSpec) {
     for (const p of cfg.profiles) submetrics[`recovery_time{fault:${w},profile:${p.profile.name}}`] = [];
   }
   for (const p of cfg.profiles) submetrics[`recovery_time{profile:${p.profile.name}}`] = [];
-  // Reconnects that spanned a fault, per profile: the per-firmware comparison the verdict reports as findings.
+  // Reconnects that spanned a fault, per profile: the per-firmware comparison the verdict reports as findings. The
+  // latencies of each profile in each phase: what the faults cost each firmware (report, tests).
   for (const phase of ['during', 'recovery']) for (const p of cfg.profiles) submetrics[`reconnect_time{chaos:${phase},profile:${p.profile.name}}`] = [];
+  for (const m of ['wake_ack_latency', 'response_latency']) for (const phase of PHASES) for (const p of cfg.profiles) submetrics[`${m}{chaos:${phase},profile:${p.profile.name}}`] = [];
   for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
   const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
   if (timeline.steps.length) {
