@@ -103,8 +103,9 @@ export function resolveSlos(env: Record<string, string | undefined>, readFile: (
   }
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith('SLO_') || k === 'SLO_FILE' || v === undefined) continue;
-    // SLO_<name>=v sets the steady target; SLO_<name>@during=v and @recovery=v the target in that phase.
-    const [name, phase] = k.slice(4).split('@') as [string, string | undefined];
+    // SLO_<name>=v sets the steady target; SLO_<name>__during=v and __recovery=v the target in that phase (k6 takes
+    // only letters, digits and _ in an -e name; the CLI's --slo name@during=v becomes this).
+    const [name, phase] = k.slice(4).split('__') as [string, string | undefined];
     const s = slos.find((x) => x.name === name);
     if (!s) throw new SloError(`${k}: no SLO named "${name}"; known: ${slos.map((x) => x.name).join(', ')}`);
     if (phase !== undefined && !(EXTRA_PHASES as readonly string[]).includes(phase)) throw new SloError(`${k}: the phase must be ${EXTRA_PHASES.join(' or ')}, got '${phase}'`);

