@@ -18,7 +18,7 @@ export interface PageReport {
   text: (selector: string) => Promise<string | null>;
   count: (selector: string) => Promise<number>;
   /** Each chart figure's id with the width and height its SVG rendered at. */
-  /** Each chart: its size, stroked paths, each axis's tick labels, each legend's labels and the colours of its symbols. */
+  /** Each chart: its size, stroked paths, each axis's tick labels, each legend's labels and its symbols' looks. */
   charts: () => Promise<{ id: string; w: number; h: number; strokedPaths: number; axes: string[][]; legends: { labels: string[]; colors: string[] }[] }[]>;
   screenshot: (path: string) => Promise<void>;
   close: () => Promise<void>;
@@ -54,10 +54,13 @@ export async function openPage(fileUrl: string): Promise<PageReport> {
             .map((a) => [...a.querySelectorAll('g.role-axis-label text')].map((t) => (t.textContent ?? '').trim()));
           const legends = [...(svg?.querySelectorAll('g.role-legend') ?? [])].map((l) => ({
             labels: [...l.querySelectorAll('g.role-legend-label text')].map((t) => (t.textContent ?? '').trim()),
+            // A symbol's look: its colour, and its dash where a legend tells series apart by dash, not colour.
             colors: [...l.querySelectorAll('g.role-legend-symbol path')].map((p) => {
               const stroke = p.getAttribute('stroke');
               const fill = p.getAttribute('fill');
-              return (fill && fill !== 'transparent' && fill !== 'none' ? fill : stroke) ?? '';
+              const colour = (fill && fill !== 'transparent' && fill !== 'none' ? fill : stroke) ?? '';
+              const dash = p.getAttribute('stroke-dasharray');
+              return dash ? `${colour} dash ${dash}` : colour;
             }),
           }));
           return { id: f.id, w: r?.width ?? 0, h: r?.height ?? 0, strokedPaths, axes, legends };

@@ -150,10 +150,10 @@ describe('k6 devices in two dialects', () => {
     const truth = delays.vad + delays.stt + delays.llm + delays.tts;
     // The network's share: one round trip through Toxiproxy (end of speech up, first reply audio down), measured in
     // the same run by the same kind of exchange with no pipeline in it: a wakestorm wake up, its session_started down.
-    const rtt = m['wake_ack_latency{profile:recommended}'].values['p(50)'];
+    const rtt = m['wake_ack_latency{chaos:steady,profile:recommended}'].values['p(50)'];
     assert.ok(rtt < 10, `wake ack p50 ${rtt} ms`);
     for (const p of ['recommended', 'xiaozhi-esp32']) {
-      const resp = m[`response_latency{profile:${p}}`].values;
+      const resp = m[`response_latency{chaos:steady,profile:${p}}`].values;
       assert.ok(resp.count >= 3, `${p}: ${resp.count} replies`);
       // Only the network round trip and the server's timers lie between the injected truth and the measurement: within
       // 3 ms at p50 (BENCHMARKS.md's fidelity bound at this scale).
@@ -163,9 +163,9 @@ describe('k6 devices in two dialects', () => {
       assert.ok(Math.abs(ep - (delays.vad + delays.stt + rtt)) <= 5, `endpointing p50 ${ep} ms, truth ${delays.vad + delays.stt} ms + round trip`);
     }
     assert.equal(m.wake_success.values.rate, 1);
-    assert.ok(m['wake_ack_latency{profile:xiaozhi-esp32}'].values.count >= 3, 'xiaozhi wakes acknowledged by the channel handshake');
+    assert.ok(m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count >= 3, 'xiaozhi wakes acknowledged by the channel handshake');
     // A per-wake channel is a connect per conversation: connect and handshake times are measured every wake.
-    assert.ok(m.connect_time.values.count >= m['wake_ack_latency{profile:xiaozhi-esp32}'].values.count);
+    assert.ok(m.connect_time.values.count >= m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count);
     assert.ok(m.handshake_time.values.count > 0);
     // Back to listening after each reply (auto mode): the next turn on an open channel is the user speaking again.
     assert.ok((m.follow_ups?.values.count ?? 0) >= 1, 'follow-up turns on a listening channel (only xiaozhi profiles listen on)');

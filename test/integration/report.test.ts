@@ -45,7 +45,7 @@ describe('report.html', () => {
         if (!['chart-drops', 'chart-reconnect', 'chart-recovery', 'chart-phases', 'chart-sessions-dropped'].includes(c.id)) assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
         // Every axis carries labelled ticks (a log axis too: no lone "0", no unlabelled band).
         for (const a of c.axes) assert.ok(a.filter(Boolean).length >= 1, `${c.id}: an axis with no labelled tick ${JSON.stringify(a)}`);
-        // No two series of one chart share a colour.
+        // No two series of one chart look the same (a colour, or a dash where the legend is about dashes).
         for (const l of c.legends) {
           const named = l.colors.filter((_, i) => l.labels[i]);
           assert.equal(new Set(named).size, named.length, `${c.id}: colours ${l.colors.join(',')} for ${l.labels.join(',')}`);
