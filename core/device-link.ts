@@ -24,7 +24,16 @@ type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handsha
  * its control messages.
  */
 export const INTAKE = { textBytes: 64 * 1024, binaryBytes: 1024 * 1024, jsonDepth: 32, messagesPerSecond: 1000 };
-export const VIOLATION_KINDS = ['text_too_long', 'frame_too_big', 'json_too_deep', 'flood', 'reply_overrun', 'reply_too_long'] as const;
+export const VIOLATION_KINDS = [
+  'text_too_long',
+  'frame_too_big',
+  'json_too_deep',
+  'invalid_utf8',
+  'bad_frame',
+  'flood',
+  'reply_overrun',
+  'reply_too_long',
+] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
 /** Nesting depth of a JSON text, counted on its brackets outside strings (before parsing it). */
@@ -249,6 +258,9 @@ export class Link {
       if (++this.rxInWindow > INTAKE.messagesPerSecond) return this.violation('flood');
       if (typeof ev.data === 'string') {
         if (ev.data.length > INTAKE.textBytes) return this.violation('text_too_long');
+        // k6 hands a text frame over decoded, each invalid UTF-8 sequence replaced by U+FFFD: a replacement character
+        // is how invalid UTF-8 shows here (no protocol has reason to send U+FFFD itself).
+        if (ev.data.indexOf('\uFFFD') !== -1) return this.violation('invalid_utf8');
         this.onText(ev.data);
       } else {
         if ((ev.data as ArrayBuffer).byteLength > INTAKE.binaryBytes) return this.violation('frame_too_big');
@@ -258,7 +270,10 @@ export class Link {
     ws.onerror = () => {};
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;
-      this.linkEnded(typeof ev.code === 'number' && ev.code > 0 ? ev.code : 1006);
+      // A close with no code and no error before it is one the tester's own WebSocket library made: the server's
+      // frame broke the framing (a reserved opcode or bit, a bad length), which k6 does not report as an error.
+      if (typeof ev.code !== 'number' || ev.code <= 0) return this.state === 'stopped' ? undefined : this.violation('bad_frame');
+      this.linkEnded(ev.code);
     };
     this.timers.set('connect', () => this.giveUpAttempt('connect timeout'), opts.connectTimeoutMs ?? 10_000);
   }

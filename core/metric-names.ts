@@ -36,7 +36,7 @@ export const DEVICE_METRICS = {
   sessions_dropped: 'counter',
   wakes: 'counter',
   protocol_errors: 'counter',
-  /** Server messages past the device's intake bounds (tag kind: flood, frame_too_big, text_too_long, json_too_deep, reply_overrun, reply_too_long). */
+  /** Server messages past the device's intake bounds (tag kind: flood, frame_too_big, text_too_long, json_too_deep, invalid_utf8, bad_frame, reply_overrun, reply_too_long). */
   protocol_violations: 'counter',
   playback_underruns: 'counter',
   /** A reply whose playback ran dry mid-reply (1) or played smoothly (0); tagged chaos:on|off. */

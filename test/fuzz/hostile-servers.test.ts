@@ -51,6 +51,8 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     flood: () => against(() => startHostileServer('flood')),
     hugeFrame: () => against(() => startHostileServer('huge-frame')),
     deepJson: () => against(() => startHostileServer('deep-json')),
+    badUtf8: () => against(() => startHostileServer('bad-utf8')),
+    badOpcode: () => against(() => startHostileServer('bad-opcode')),
     endlessAll: () => against(() => startHostileServer('endless-reply')),
     endlessSome: () => against(() => startHostileServer('endless-reply-some')),
     close4xxx: () => against(() => startHostileServer('close-code', 4123)),
@@ -72,6 +74,11 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
   it('a 4 MiB frame FAILs on protocol_violations (frame_too_big)', () => assertFails(o.hugeFrame, 'protocol_violations', /kind frame_too_big/));
 
   it('JSON nested 10,000 deep FAILs on protocol_violations (json_too_deep)', () => assertFails(o.deepJson, 'protocol_violations', /kind json_too_deep/));
+
+  it('invalid UTF-8 in a text frame FAILs on protocol_violations (invalid_utf8)', () => assertFails(o.badUtf8, 'protocol_violations', /kind invalid_utf8/));
+
+  it('a reserved opcode FAILs on protocol_violations (bad_frame), not as a network loss', () =>
+    assertFails(o.badOpcode, 'protocol_violations', /kind bad_frame/));
 
   it('a reply that never ends FAILs, on every connection and on one in ten', () => {
     assertFails(o.endlessAll, 'protocol_violations', /kind reply_overrun/);

@@ -12,6 +12,10 @@ export type Hostility =
   | 'huge-frame'
   /** A text message of JSON nested 10,000 deep. */
   | 'deep-json'
+  /** A text frame that is not UTF-8, once connected. */
+  | 'bad-utf8'
+  /** A frame with a reserved opcode (3), once connected: it breaks WebSocket framing. */
+  | 'bad-opcode'
   /** Every reply streams forever (announces 32 KiB, never stops). */
   | 'endless-reply'
   /** One connection in ten gets a reply that streams forever; the others a normal one. */
@@ -51,6 +55,8 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
     if (h === 'flood') stop.push(every(10, () => { for (let i = 0; i < 50; i++) send({ type: 'noise', i }); }));
     if (h === 'huge-frame') setTimeout(() => ws.readyState === ws.OPEN && ws.send(Buffer.alloc(4 * 1024 * 1024)), 500);
     if (h === 'deep-json') setTimeout(() => ws.readyState === ws.OPEN && ws.send(`${'['.repeat(10_000)}${']'.repeat(10_000)}`), 500);
+    if (h === 'bad-utf8') setTimeout(() => ws.readyState === ws.OPEN && ws.send(Buffer.from('{"type":"x","t":"\xff\xfe"}', 'latin1'), { binary: false }), 500);
+    if (h === 'bad-opcode') setTimeout(() => ws.readyState === ws.OPEN && (ws as unknown as { _socket: Socket })._socket.write(Buffer.from([0x83, 0x00])), 500);
     if (h === 'close-code') setTimeout(() => ws.readyState === ws.OPEN && ws.close(code, 'hostile'), 2000);
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;

@@ -183,7 +183,7 @@ describe('bounded socket tags', () => {
 });
 
 describe('bounded intake and every session judged', () => {
-  it('a flood, an oversized frame, a long text and deep JSON are violations that close the link, counted by kind', () => {
+  it('a flood, a big frame, a long text, deep JSON, invalid UTF-8 and a broken frame are violations, counted by kind', () => {
     const kinds: string[] = [];
     for (const send of [
       (s: ReturnType<typeof device>['s']) => {
@@ -192,6 +192,10 @@ describe('bounded intake and every session judged', () => {
       (s: ReturnType<typeof device>['s']) => s.bin(2 * 1024 * 1024),
       (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: JSON.stringify({ type: 'x', pad: 'y'.repeat(70_000) }) }),
       (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: `${'['.repeat(40)}1${']'.repeat(40)}` }),
+      // k6 decodes a text frame's invalid UTF-8 as U+FFFD.
+      (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: '{"type":"transcript","text":"\uFFFD\uFFFD"}' }),
+      // k6 closed the link itself (a reserved opcode): a close with no code and no error.
+      (s: ReturnType<typeof device>['s']) => s.onclose?.({}),
     ]) {
       const f = device(PROFILES.recommended!, NO_WAKE);
       send(f.s);
@@ -201,7 +205,7 @@ describe('bounded intake and every session judged', () => {
       assert.notEqual(f.d.state, 'connected', 'the device closed the link');
       assert.equal(f.metrics.count('reconnects_abandoned'), 0, 'and reconnects as after any protocol error');
     }
-    assert.deepEqual(kinds, ['flood', 'frame_too_big', 'text_too_long', 'json_too_deep']);
+    assert.deepEqual(kinds, ['flood', 'frame_too_big', 'text_too_long', 'json_too_deep', 'invalid_utf8', 'bad_frame']);
   });
 
   it('a reply past its announced length is an overrun', () => {
