@@ -27,6 +27,8 @@ export interface RunConfig {
   profiles: ProfileShare[];
   wake: WakeSchedule;
   idPrefix: string;
+  /** The native device engine's control socket; undefined: the devices run in k6. */
+  engineUrl?: string;
   /** Every dialect the fleet's profiles speak, by the profile's `dialect` (a shipped name or a .json path). */
   dialects: Record<string, Dialect>;
 }
@@ -146,6 +148,10 @@ export function readRunConfig(
     checkProfileAgainstDialect(profile, dialects[spec]!);
   }
   const wake = parseWake(env.WAKE, defaults.wake);
+  const engineUrl = env.ENGINE_URL || undefined;
+  if (engineUrl && !(/^ws:\/\/[^/]+\/control$/.test(engineUrl) && isLoopbackUrl(engineUrl))) {
+    throw new RunConfigError(`ENGINE_URL must be the engine's loopback control socket like ws://127.0.0.1:7000/control, got '${engineUrl}'`);
+  }
   const idPrefix = env.ID_PREFIX ?? 'dev';
   if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix)) throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
   return {
@@ -165,6 +171,7 @@ export function readRunConfig(
     wake,
     idPrefix,
     dialects,
+    engineUrl,
   };
 }
 

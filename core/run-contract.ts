@@ -27,6 +27,11 @@ export type RunVars = {
   ALLOW_REMOTE?: '1';
   /** Toxiproxy API(s), comma-separated: a timeline applies to every one. */
   TOXIPROXY_URL?: string;
+  /**
+   * The native device engine's control socket (ws://127.0.0.1:PORT/control, loopback only): the devices run in the
+   * engine, k6 drives it and records its samples. Unset: the devices run in k6 (k6/websockets).
+   */
+  ENGINE_URL?: string;
   /** The stack's control API (server-restart faults). */
   CONTROL_URL?: string;
   /** The reference server's HTTP origin (health, metrics), when the stack runs it. */

@@ -78,16 +78,28 @@ export class ScenarioError extends WakestormError {
  * Evaluates the scenario's init context with the run's variables (`k6 inspect`), before anything starts: whatever the
  * scenario itself validates (its default timeline against --duration, profiles, SLOs, bounds) fails here as one line.
  */
-export function inspectScenario(script: string, vars: K6Vars, cwd?: string): { durationMs: number | null } {
+/** What the CLI learns of a scenario before running it (makeScenario's options.ext.wakestorm, as k6 resolved it). */
+export interface Inspected {
+  durationMs: number | null;
+  /** The wake schedule's mode and the lifecycles of the fleet's dialects (what the device engine must honour). */
+  wakeMode: string | null;
+  lifecycles: string[];
+}
+
+export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Inspected {
   const tools = requireTools();
   try {
     const out = execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
     // The scenario's own duration, as it resolved it (makeScenario puts it in options.ext.wakestorm).
     try {
-      const d = (JSON.parse(out.toString()) as { ext?: { wakestorm?: { duration_ms?: unknown } } }).ext?.wakestorm?.duration_ms;
-      return { durationMs: typeof d === 'number' ? d : null };
+      const x = (JSON.parse(out.toString()) as { ext?: { wakestorm?: { duration_ms?: unknown; wake_mode?: unknown; lifecycles?: unknown } } }).ext?.wakestorm;
+      return {
+        durationMs: typeof x?.duration_ms === 'number' ? x.duration_ms : null,
+        wakeMode: typeof x?.wake_mode === 'string' ? x.wake_mode : null,
+        lifecycles: Array.isArray(x?.lifecycles) ? x.lifecycles.map(String) : [],
+      };
     } catch {
-      return { durationMs: null };
+      return { durationMs: null, wakeMode: null, lifecycles: [] };
     }
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };

@@ -22,6 +22,7 @@ import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTy
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
+import { EngineError, engineCapabilities, engineRefusal, startEngine, type RunningEngine } from './engine.ts';
 import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
@@ -45,6 +46,8 @@ export interface RunOptions {
   slo?: string[];
   serverUrl?: string;
   server?: Partial<ServerConfig>;
+  /** Where the devices run: in k6 (default) or in the native device engine (engine/, started for the run). */
+  engine?: 'k6' | 'native';
   /** Aim the devices at the server directly, without Toxiproxy (capacity steps). */
   direct?: boolean;
   resultsRoot?: string;
@@ -277,7 +280,16 @@ function runVars(plan: ReturnType<typeof planRun>, stack: Stack, opts: RunOption
  * that dies stops k6: INVALID), signals (one SIGINT forwarded, a second one kills), a watchdog, the processes' CPU
  * and memory. Whatever made the tester untrustworthy is in the returned `invalid`.
  */
-async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: Stack, dir: string, log: (l: string) => void, scenarioMs: number | null): Promise<Watch> {
+async function watchK6(
+  opts: RunOptions,
+  vars: K6Vars,
+  script: string,
+  stack: Stack,
+  dir: string,
+  log: (l: string) => void,
+  scenarioMs: number | null,
+  engine: RunningEngine | null,
+): Promise<Watch> {
   const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
   const args: string[] = [];
   if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
@@ -318,7 +330,7 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
   opts.onStarted?.({ k6Pid: pid, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
   // The tester's own health for the report: CPU and memory of every process of the run, once a second.
   const sampler = new Sampler();
-  sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid) });
+  sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid), ...(engine ? { engine: engine.pid } : {}) });
   const sampledFrom = Date.now();
   const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
   const stopProgress = k6Progress(`http://127.0.0.1:${apiPort}`, durationMs, opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
@@ -329,6 +341,12 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
       log(`\nwakestorm run: ${e.message}; stopping k6 (the run is INVALID)`);
       k6.child.kill('SIGINT');
     } else log(`\nwakestorm run: ${e.message} (the server's own failure: the devices' numbers show it)`);
+  });
+  // The devices live in the engine: an engine that dies leaves k6 recording nothing, so k6 stops at once.
+  engine?.onExit((message) => {
+    w.invalid.push(`${message}: the devices vanished`);
+    log(`\nwakestorm run: ${message}; stopping k6 (the run is INVALID)`);
+    k6.child.kill('SIGINT');
   });
   const onSignal = () => {
     if (w.interrupted) {
@@ -360,7 +378,7 @@ async function watchK6(opts: RunOptions, vars: K6Vars, script: string, stack: St
   await new Promise<void>((res) => k6Log.end(res));
   stopProgress();
   sampler.stop();
-  for (const n of ['k6', 'server', 'toxiproxy']) w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
+  for (const n of ['k6', 'server', 'toxiproxy', ...(engine ? ['engine'] : [])]) w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
@@ -424,6 +442,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   }
   const token = resolveToken(opts);
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
+  if (opts.engine === 'native') {
+    const refused = engineRefusal(engineCapabilities(), { wake: inspected.wakeMode ?? 'off', lifecycles: inspected.lifecycles });
+    if (refused) throw new EngineError(refused);
+  }
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
   const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
@@ -435,16 +457,22 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   if (token && !opts.serverUrl) serverFlags.tokens = [...(serverFlags.tokens ?? []), token];
 
   let stack: Stack | null = null;
+  let engine: RunningEngine | null = null;
   let w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
   let summary: SummaryData | null = null;
   try {
     log(`wakestorm run ${name}: starting the stack`);
     stack = await startRunStack(opts, serverFlags, log);
+    if (opts.engine === 'native') engine = await startEngine(opts.fdLimit);
     const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
-    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}`);
-    w = await watchK6(opts, vars, plan.script, stack, dir, log, inspected.durationMs);
+    if (engine) vars.ENGINE_URL = engine.url;
+    const where = engine ? ` (devices in the native engine, pid ${engine.pid})` : '';
+    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}`);
+    w = await watchK6(opts, vars, plan.script, stack, dir, log, inspected.durationMs, engine);
+    await engine?.stop();
     summary = await collectResults(stack, dir, w);
   } finally {
+    await engine?.stop();
     if (stack) {
       log('wakestorm run: tearing the stack down');
       await stack.stop();
@@ -477,7 +505,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     scenario: name,
     script: plan.script,
     command: redactArgv(process.argv.slice(1)).join(' '),
-    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, auth: token ? 'token' : 'none' },
+    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, engine: opts.engine ?? 'k6', auth: token ? 'token' : 'none' },
     slos,
     ...verdictFields(judgement),
     k6_exit_code: w.k6Code,

@@ -1,15 +1,23 @@
 // `wakestorm setup`: makes sure the pinned k6 and Toxiproxy exist (building them with Go if needed); also npm's postinstall.
 import { SingleBar } from 'cli-progress';
-import { PINS, ToolError, cacheDir, ensureTools, findTools, missingToolsLine, requireTools } from './tools.ts';
+import { WakestormError } from '../core/errors.ts';
+import { engineSourceHash, ensureEngine, findEngine } from './engine.ts';
+import { PINS, ToolError, cacheDir, ensureTools, findTools, missingToolsLine, requireTools, type Progress } from './tools.ts';
 
 /** `--check`: print each tool's path and version; exit code 1 if one is missing. */
 export function checkTools(): number {
   const { k6, toxiproxy } = findTools();
   console.log(`k6          ${k6 ? `${k6.version}  ${k6.path}` : 'MISSING'}`);
   console.log(`toxiproxy   ${toxiproxy ? `${PINS.toxiproxy.version}  ${toxiproxy.server}` : 'MISSING'}`);
+  const engine = findEngine();
+  console.log(`engine      ${engine ? `${engineSourceHash()}  ${engine}` : `MISSING (source ${engineSourceHash()})`}`);
   console.log(`cache       ${cacheDir()}`);
   if (!k6 || !toxiproxy) {
     console.error(missingToolsLine());
+    return 1;
+  }
+  if (!engine) {
+    console.error(`wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`);
     return 1;
   }
   return 0;
@@ -18,40 +26,47 @@ export function checkTools(): number {
 /** Builds what is missing, with a progress bar on a terminal and a line per stage elsewhere. */
 export async function setup(opts: { postinstall?: boolean } = {}): Promise<number> {
   const before = findTools();
-  if (before.k6 && before.toxiproxy) {
-    const t = requireTools();
-    console.log(`wakestorm: k6 ${t.k6Version} and Toxiproxy ${t.toxiproxyVersion} ready (${t.k6}, ${t.toxiproxyServer})`);
-    return 0;
+  const t0 = Date.now();
+  if (!before.k6 || !before.toxiproxy) {
+    console.log('wakestorm: building the pinned k6 and Toxiproxy from their Go modules; this takes a few minutes the first time');
+    try {
+      await ensureTools(reporter(t0));
+    } catch (e) {
+      const line = e instanceof ToolError ? e.message : `wakestorm: setup failed: ${(e as Error).message}`;
+      console.error(line);
+      // npm install must still succeed without Go; every command that needs the tools repeats the line.
+      return opts.postinstall ? 0 : 1;
+    }
   }
-  console.log('wakestorm: building the pinned k6 and Toxiproxy from their Go modules; this takes a few minutes the first time');
+  const t = requireTools();
+  try {
+    await ensureEngine(reporter(t0));
+  } catch (e) {
+    console.error(e instanceof WakestormError ? e.message : `wakestorm: could not build the device engine: ${(e as Error).message}`);
+    return opts.postinstall ? 0 : 1;
+  }
+  console.log(`wakestorm: k6 ${t.k6Version}, Toxiproxy ${t.toxiproxyVersion} and the device engine ready in ${Math.round((Date.now() - t0) / 1000)} s`);
+  return 0;
+}
+
+/** Progress of a build: a bar on a terminal, a line per stage elsewhere. */
+function reporter(t0: number): Progress {
   const tty = process.stderr.isTTY;
   const bar = tty ? new SingleBar({ format: '{label} [{bar}] {value}/{total} packages | {duration_formatted}', hideCursor: true }) : null;
   let lastLabel = '';
   let started = false;
-  const t0 = Date.now();
-  try {
-    await ensureTools((done, total, label) => {
-      if (bar) {
-        if (!started) bar.start(total, done, { label });
-        started = true;
-        bar.setTotal(total);
-        bar.update(done, { label });
-      } else if (label !== lastLabel || done === total) {
-        if (label !== lastLabel) console.log(`wakestorm: ${label} (${Math.round((Date.now() - t0) / 1000)} s)`);
-        lastLabel = label;
-      }
-    });
-    bar?.stop();
-    const t = requireTools();
-    console.log(`wakestorm: k6 ${t.k6Version} and Toxiproxy ${t.toxiproxyVersion} ready in ${Math.round((Date.now() - t0) / 1000)} s`);
-    return 0;
-  } catch (e) {
-    bar?.stop();
-    const line = e instanceof ToolError ? e.message : `wakestorm: setup failed: ${(e as Error).message}`;
-    console.error(line);
-    // npm install must still succeed without Go; every command that needs the tools repeats the line.
-    return opts.postinstall ? 0 : 1;
-  }
+  return (done, total, label) => {
+    if (bar) {
+      if (!started) bar.start(total, done, { label });
+      started = true;
+      bar.setTotal(total);
+      bar.update(done, { label });
+      if (done === total) bar.stop();
+    } else if (label !== lastLabel) {
+      console.log(`wakestorm: ${label} (${Math.round((Date.now() - t0) / 1000)} s)`);
+      lastLabel = label;
+    }
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

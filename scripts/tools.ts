@@ -133,7 +133,7 @@ function goIsNewEnough(v: string): boolean {
 
 export type Progress = (done: number, total: number, label: string) => void;
 
-function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, onLine?: (l: string) => void): Promise<string> {
+export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, onLine?: (l: string) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

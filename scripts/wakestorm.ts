@@ -158,6 +158,7 @@ function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
     .addOption(d.wake ? wake.default(d.wake) : wake)
     .addOption(new Option('--backoff <policy>', "replace every profile's reconnect policy: <policy>[:base_ms[:cap_ms]], e.g. full-jitter:500:30000").env('WAKESTORM_BACKOFF'))
     .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
+    .addOption(new Option('--engine <e>', 'where the devices run: k6 (k6/websockets) or native (the device engine, links and keepalive only so far)').choices(['k6', 'native']).env('WAKESTORM_ENGINE'))
     .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
     .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
     .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'));
@@ -199,6 +200,7 @@ addFleetOptions(program
       serverUrl: o.serverUrl,
       server: serverArgsToConfig(o.serverArg ?? []),
       direct: o.direct,
+      engine: o.engine,
       toxiproxyShards: o.toxiproxyShards,
       resultsRoot: o.results,
       dashboard: o.dashboard,

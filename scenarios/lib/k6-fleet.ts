@@ -74,27 +74,38 @@ export function deviceEnv(shared: Omit<DeviceEnv, 'random'>, random: () => numbe
   return Object.assign(Object.create(shared) as Omit<DeviceEnv, 'random'>, { random });
 }
 
-/** Runs this VU's share of the fleet until the run's end, then stops every device. */
-export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks = {}): void {
+/** This VU's share of the fleet (device indexes [first, last)) and when the run ends; null when it has none. */
+export function vuSlice(cfg: RunConfig): { vu: number; first: number; last: number; endAt: number } | null {
   // The shard comes from the scenario's own iteration counter, not the VU id: VU ids are shared by all scenarios,
   // so with a chaos VU beside the fleet, idInTest 1 may belong to the chaos scenario.
   const vu = exec.scenario.iterationInTest;
   const first = vu * cfg.devicesPerVu;
   const last = Math.min(cfg.devices, first + cfg.devicesPerVu);
-  if (first >= last) return;
   const endAt = exec.scenario.startTime + cfg.durationMs;
-  const now = () => Date.now();
   // A ramping executor may start a second iteration at the very end: the fleet runs once per VU.
-  if (now() >= endAt - 500) return;
-  const devices: Device[] = [];
-  const shared = fleetEnv(metrics, audio, hooks);
-  // Phases of a chaos run, judged on this VU's own devices: when they are back after each fault.
-  const tracker = hooks.windows?.length
+  if (first >= last || Date.now() >= endAt - 500) return null;
+  return { vu, first, last, endAt };
+}
+
+/** Phases of a chaos run, judged on this VU's own devices: when they are back after each fault (null: no faults). */
+export function phaseTracker(metrics: MetricSink, hooks: FleetHooks): PhaseTracker | null {
+  return hooks.windows?.length
     ? new PhaseTracker(hooks.windows, (w, profile, ms, back) => {
         metrics.add('recovery_time', ms, { profile, fault: w.label });
         if (!back) metrics.add('recoveries_failed', 1, { profile, fault: w.label });
       })
     : null;
+}
+
+/** Runs this VU's share of the fleet until the run's end, then stops every device. */
+export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks = {}): void {
+  const slice = vuSlice(cfg);
+  if (!slice) return;
+  const { vu, first, last, endAt } = slice;
+  const now = () => Date.now();
+  const devices: Device[] = [];
+  const shared = fleetEnv(metrics, audio, hooks);
+  const tracker = phaseTracker(metrics, hooks);
   if (tracker) shared.phase = (from, to) => tracker.phase(from, to);
   for (let i = first; i < last; i++) {
     const id = `${cfg.idPrefix}-${i}`;

@@ -6,6 +6,8 @@ import { faultLabels, faultWindows, lastLinkDeath, loadTimeline, validateTimelin
 import { PHASES } from '../../core/phases.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
+import exec from 'k6/execution';
+import { runEngineVu } from './engine-fleet.ts';
 import { createK6Metrics, fleetScenario, loadUtterance, readRepoFile, runFleetVu } from './k6-fleet.ts';
 import { VIOLATION_KINDS } from '../../core/device-link.ts';
 import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
@@ -124,7 +126,13 @@ export function makeScenario(spec: ScenarioSpec) {
     setupTimeout: '30s',
     teardownTimeout: '30s',
     // What the CLI reads with `k6 inspect` (its progress line shows the scenario's own duration); k6 ignores it.
-    ext: { wakestorm: { duration_ms: cfg.durationMs } },
+    ext: {
+      wakestorm: {
+        duration_ms: cfg.durationMs,
+        wake_mode: cfg.wake.mode,
+        lifecycles: [...new Set(Object.values(cfg.dialects).map((d) => d.lifecycle))],
+      },
+    },
   };
 
   function setup(): SetupData {
@@ -142,10 +150,12 @@ export function makeScenario(spec: ScenarioSpec) {
 
   function devices(data: SetupData): void {
     const metrics = spec.wrapMetrics ? spec.wrapMetrics(sink, cfg, data.epoch) : sink;
-    runFleetVu(cfg, metrics, audio, {
+    const hooks = {
       linkDiedAt: timeline.steps.length ? () => lastLinkDeath(timeline.steps, data.epoch, Date.now()) : undefined,
       windows: faultWindows(timeline.steps, data.epoch),
-    });
+    };
+    if (cfg.engineUrl) runEngineVu(cfg, metrics, hooks, exec.scenario.startTime);
+    else runFleetVu(cfg, metrics, audio, hooks);
   }
 
   function chaos(data: SetupData): void {

@@ -4,6 +4,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { engineCapabilities, engineSourceHash, requireEngine } from '../../scripts/engine.ts';
 import { PINS, requireTools } from '../../scripts/tools.ts';
 import { runCli } from '../helpers/proc.ts';
 
@@ -15,6 +17,20 @@ describe('tools', () => {
     assert.match(r.stdout, /toxiproxy\s+v2\.12\.0/);
     const t = requireTools();
     assert.match(execVersion(t.k6), /k6 v2\.2\.0/);
+    // The device engine, built from engine/ and keyed by a hash of that source.
+    assert.match(r.stdout, new RegExp(`engine\\s+${engineSourceHash()}\\s+\\S+wakestorm-engine`));
+  });
+
+  it('the device engine says what it can run, and refuses a bad flag or a non-loopback address in one line', () => {
+    const bin = requireEngine();
+    const caps = engineCapabilities(bin);
+    assert.ok(caps.wake.includes('off') && caps.lifecycle.includes('persistent'), JSON.stringify(caps));
+    for (const args of [['--bogus'], ['--listen', '0.0.0.0:7000'], ['--listen', 'nonsense']]) {
+      const r = spawnSync(bin, args, { encoding: 'utf8', timeout: 10_000 });
+      assert.equal(r.status, 2, args.join(' '));
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, /^wakestorm-engine: /);
+    }
   });
 
   it('without Go or a cached build, check and stack fail with the same one line', async () => {

@@ -1,0 +1,216 @@
+package main
+
+// The control socket: k6 drives the engine as its browser module drives Chromium. A k6 VU opens a WebSocket to
+// /control, sends `start` with its slice of the fleet (device ids, target URLs, profiles, dialects, seed), and gets a
+// `batch` of records every second until it sends `stop` (or goes away), then a final `stopped`.
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+type startDevice struct {
+	ID      string  `json:"id"`
+	URL     string  `json:"url"`
+	Profile int     `json:"profile"`
+	Dialect string  `json:"dialect"`
+	DelayMs float64 `json:"delay_ms"`
+}
+
+type startMsg struct {
+	Type             string                     `json:"type"`
+	Devices          []startDevice              `json:"devices"`
+	Profiles         []*Profile                 `json:"profiles"`
+	Dialects         map[string]json.RawMessage `json:"dialects"`
+	Token            string                     `json:"token"`
+	Seed             string                     `json:"seed"`
+	ConnectTimeoutMs float64                    `json:"connect_timeout_ms"`
+	Intake           Intake                     `json:"intake"`
+	Wake             struct {
+		Mode string `json:"mode"`
+	} `json:"wake"`
+	// EndInMs bounds the session: the engine stops these devices by itself this long after start (plus grace).
+	EndInMs float64 `json:"end_in_ms"`
+}
+
+// capabilities is what this engine can run (`wakestorm-engine --capabilities`): the CLI refuses anything else in one
+// line before the run, and a start asking for anything else is refused here.
+var capabilities = struct {
+	Version   string   `json:"version"`
+	Wake      []string `json:"wake"`
+	Lifecycle []string `json:"lifecycle"`
+}{engineVersion, []string{"off"}, []string{"persistent"}}
+
+// flushEvery is how often records go to k6.
+const flushEvery = time.Second
+
+// maxBatch bounds one batch's records: a server cannot make the engine or k6 buffer without end.
+const maxBatch = 200_000
+
+// maxDevicesPerSession bounds one start message.
+const maxDevicesPerSession = 100_000
+
+type control struct {
+	net   Net
+	clock Clock
+}
+
+var upgrader = websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
+
+func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/health" {
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+		return
+	}
+	if r.URL.Path != "/control" {
+		http.NotFound(w, r)
+		return
+	}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	c.session(conn)
+}
+
+// refusal is the one line the engine answers a start it cannot run.
+func refusal(m *startMsg) (map[string]*Dialect, error) {
+	if len(m.Devices) == 0 || len(m.Devices) > maxDevicesPerSession {
+		return nil, fmt.Errorf("a start names 1 to %d devices, got %d", maxDevicesPerSession, len(m.Devices))
+	}
+	if !slices.Contains(capabilities.Wake, m.Wake.Mode) {
+		return nil, fmt.Errorf("the native engine runs links and keepalive only, not wake schedule %q yet: use --wake off or --engine k6", m.Wake.Mode)
+	}
+	if m.Intake.MessagesPerSecond <= 0 || m.Intake.TextBytes <= 0 || m.Intake.BinaryBytes <= 0 || m.Intake.JSONDepth <= 0 {
+		return nil, fmt.Errorf("start has no intake bounds")
+	}
+	dialects := map[string]*Dialect{}
+	for name, raw := range m.Dialects {
+		d, err := ParseDialect(raw)
+		if err != nil {
+			return nil, fmt.Errorf("dialect %s: %v", name, err)
+		}
+		if !slices.Contains(capabilities.Lifecycle, d.Lifecycle) {
+			return nil, fmt.Errorf("dialect %s: the native engine runs persistent links only, not lifecycle %q yet: use --engine k6", name, d.Lifecycle)
+		}
+		dialects[name] = d
+	}
+	for _, dv := range m.Devices {
+		if dv.Profile < 0 || dv.Profile >= len(m.Profiles) || m.Profiles[dv.Profile] == nil {
+			return nil, fmt.Errorf("device %s: no profile %d", dv.ID, dv.Profile)
+		}
+		if dialects[dv.Dialect] == nil {
+			return nil, fmt.Errorf("device %s: no dialect %q", dv.ID, dv.Dialect)
+		}
+	}
+	return dialects, nil
+}
+
+func (c *control) session(conn *websocket.Conn) {
+	defer func() { _ = conn.Close() }()
+	conn.SetReadLimit(64 << 20)
+	var wmu sync.Mutex
+	write := func(b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		return conn.WriteMessage(websocket.TextMessage, b)
+	}
+	fail := func(err error) {
+		b, _ := json.Marshal(map[string]string{"type": "error", "message": "wakestorm-engine: " + err.Error()})
+		_ = write(b)
+	}
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		return
+	}
+	var m startMsg
+	if err := json.Unmarshal(data, &m); err != nil || m.Type != "start" {
+		fail(fmt.Errorf("the first control message must be a start: %v", err))
+		return
+	}
+	dialects, err := refusal(&m)
+	if err != nil {
+		fail(err)
+		return
+	}
+	sink := newBatch(maxBatch)
+	clock := &lagClock{Clock: c.clock}
+	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake}
+	devices := make([]*Device, len(m.Devices))
+	for i, dv := range m.Devices {
+		devices[i] = NewDevice(dv.ID, dv.URL, m.Profiles[dv.Profile], dialects[dv.Dialect], env, m.Seed)
+	}
+	for i, dv := range m.Devices {
+		devices[i].Start(dv.DelayMs)
+	}
+	b, _ := json.Marshal(map[string]any{"type": "started", "devices": len(devices)})
+	if write(b) != nil {
+		stopAll(devices)
+		return
+	}
+	stopped := make(chan struct{})
+	go func() {
+		// The control socket's reader: `stop`, or the socket gone (k6 ended or died).
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				break
+			}
+			var msg struct{ Type string }
+			if json.Unmarshal(data, &msg) == nil && msg.Type == "stop" {
+				break
+			}
+		}
+		close(stopped)
+	}()
+	bound := time.Duration(math.Max(m.EndInMs, 0)+30_000) * time.Millisecond
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	tick := time.NewTicker(flushEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			recs, dropped := sink.take()
+			if write(marshalBatch(recs, dropped, connectedBy(devices), clock.takeMaxMs(), false)) != nil {
+				stopAll(devices)
+				return
+			}
+		case <-stopped:
+			stopAll(devices)
+			recs, dropped := sink.take()
+			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, true))
+			return
+		case <-deadline.C:
+			stopAll(devices)
+			return
+		}
+	}
+}
+
+func stopAll(devices []*Device) {
+	for _, d := range devices {
+		d.Stop()
+	}
+}
+
+func connectedBy(devices []*Device) map[string]int {
+	m := map[string]int{}
+	for _, d := range devices {
+		if _, ok := m[d.profile.Name]; !ok {
+			m[d.profile.Name] = 0
+		}
+		if d.Connected() {
+			m[d.profile.Name]++
+		}
+	}
+	return m
+}

@@ -1,0 +1,633 @@
+package main
+
+// One virtual device's link, as core/device-link.ts runs it on k6: connect (path or hello), the dialect's handshake,
+// keepalive and liveness, bounded intake, backoff and resume tokens, and every outcome as a record for k6 to turn
+// into the same metrics. Every event (a timer, a socket's message or close) runs under the device's lock.
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// Profile is the part of core/profiles.ts's Profile the link uses.
+type Profile struct {
+	Name      string `json:"name"`
+	Connect   string `json:"connect"`
+	Keepalive struct {
+		AnswerServerPings bool    `json:"answer_server_pings"`
+		Send              string  `json:"send"`
+		IntervalMs        float64 `json:"interval_ms"`
+	} `json:"keepalive"`
+	Liveness struct {
+		Detect    string  `json:"detect"`
+		TimeoutMs float64 `json:"timeout_ms"`
+		CheckMs   float64 `json:"check_ms"`
+	} `json:"liveness"`
+	Reconnect    Backoff `json:"reconnect"`
+	Resume       bool    `json:"resume"`
+	EndOfSpeech  string  `json:"end_of_speech"`
+	FrameBytes   float64 `json:"frame_bytes"`
+	SampleRateUp float64 `json:"-"`
+}
+
+// Intake bounds what a device accepts from a server (core/device-link.ts INTAKE, sent by the k6 side).
+type Intake struct {
+	TextBytes         int `json:"textBytes"`
+	BinaryBytes       int `json:"binaryBytes"`
+	JSONDepth         int `json:"jsonDepth"`
+	MessagesPerSecond int `json:"messagesPerSecond"`
+}
+
+const (
+	closeNormal        = 1000
+	closeProtocolError = 1002
+	closeAbnormal      = 1006
+	flapMs             = 2000
+	// reconnectCensorMs is core/verdict.ts RECONNECT_CENSOR_MS: a wait this long at the end is judged.
+	reconnectCensorMs = 10_000
+)
+
+type linkState int
+
+const (
+	stIdle linkState = iota
+	stBackoff
+	stConnecting
+	stHandshaking
+	stConnected
+	stUnnoticed
+	stClosed
+	stGaveUp
+	stStopped
+)
+
+// Socket is one WebSocket a device opened (real: ws.go; tests: a fake).
+type Socket interface {
+	Send(b []byte)
+	Ping()
+	// Close closes with code (0: drop the TCP connection without a close frame).
+	Close(code int)
+}
+
+// Net opens sockets; events of the socket arrive on h from another goroutine, never from within Open.
+type Net interface {
+	Open(url string, headers map[string]string, h SocketEvents) Socket
+}
+
+// SocketEvents are what a socket tells its device.
+type SocketEvents interface {
+	OnOpen()
+	OnText(b []byte)
+	OnBinary(n int)
+	// OnClose: the server closed (code), or the TCP connection ended (1006).
+	OnClose(code int)
+	// OnViolation: the socket library refused a frame (kind frame_too_big or bad_frame) and dropped the link.
+	OnViolation(kind string)
+}
+
+// Device is one virtual device's link.
+type Device struct {
+	mu      sync.Mutex
+	id      string
+	baseURL string
+	profile *Profile
+	dialect *Dialect
+	env     *Env
+	vars    Vars
+	random  func() float64
+	backoff *backoff
+
+	state     linkState
+	connected atomic.Bool
+	attempt   int
+	gen       int
+	ws        Socket
+	resume    string
+	// connectedAt, attemptAt, openedAt, lastRx: ms on the engine's clock.
+	connectedAt, attemptAt, openedAt, lastRx float64
+	lossNoticedAt                            float64
+	lossNoticed                              bool
+	pingSeq                                  int
+	pending                                  *struct {
+		id int
+		at float64
+	}
+	rxWindowAt float64
+	rxInWindow int
+	timers     map[string]*timer
+}
+
+type timer struct{ cancel func() bool }
+
+// Env is what a device is given: clock, network, where its records go, and the run's shared settings.
+type Env struct {
+	Clock            Clock
+	Net              Net
+	Sink             Sink
+	Token            string
+	ConnectTimeoutMs float64
+	Intake           Intake
+}
+
+// NewDevice makes a device; Start connects it.
+func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string) *Device {
+	r := deviceRandom(seed, id)
+	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r, timers: map[string]*timer{}}
+	dev.backoff = newBackoff(&p.Reconnect, r)
+	dev.vars = Vars{"device_id": id, "profile": p.Name, "protocol_version": 1.0}
+	if env.Token != "" {
+		dev.vars["token"] = env.Token
+	}
+	return dev
+}
+
+func (d *Device) now() float64 { return d.env.Clock.Now() }
+
+func (d *Device) rec(r Record) {
+	r.Profile = d.profile.Name
+	d.env.Sink.Add(r)
+}
+
+func (d *Device) count(name string, n float64) { d.rec(Record{Name: name, Value: n}) }
+
+func (d *Device) trend(name string, v float64) { d.rec(Record{Name: name, Value: v}) }
+
+// setTimer replaces the named timer; a timer that fires after being replaced or cleared does nothing.
+func (d *Device) setTimer(name string, ms float64, fn func()) {
+	d.clearTimer(name)
+	t := &timer{}
+	d.timers[name] = t
+	t.cancel = d.env.Clock.After(ms, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.timers[name] != t {
+			return
+		}
+		delete(d.timers, name)
+		fn()
+	})
+}
+
+func (d *Device) clearTimer(name string) {
+	if t := d.timers[name]; t != nil {
+		if t.cancel != nil {
+			t.cancel()
+		}
+		delete(d.timers, name)
+	}
+}
+
+// Start connects after delayMs.
+func (d *Device) Start(delayMs float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.state = stBackoff
+	d.setTimer("connect", delayMs, d.connect)
+}
+
+// Connected is true while the handshake is done and the socket open.
+func (d *Device) Connected() bool { return d.connected.Load() }
+
+// Stop ends the link for good: nothing counted as lost; a device still coming back reports its wait so far.
+func (d *Device) Stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state == stStopped {
+		return
+	}
+	if d.lossNoticed && (d.state == stBackoff || d.state == stConnecting || d.state == stHandshaking) {
+		waited := d.now() - d.lossNoticedAt
+		if waited >= reconnectCensorMs {
+			d.rec(Record{Name: "reconnect_time", Value: waited, From: d.lossNoticedAt, To: d.lossNoticedAt + waited, Phase: phaseTag})
+		} else {
+			d.count("reconnects_unfinished", 1)
+		}
+	}
+	d.state = stStopped
+	d.connected.Store(false)
+	for name := range d.timers {
+		d.clearTimer(name)
+	}
+	if d.ws != nil {
+		d.ws.Close(closeNormal)
+		d.ws = nil
+	}
+}
+
+// encodeURIComponent escapes as JS does: everything but A-Z a-z 0-9 - _ . ! ~ * ' ( ).
+func encodeURIComponent(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-_.!~*'()", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func (d *Device) byHello() bool {
+	return d.dialect.Connect.Identify == "hello" || d.profile.Connect == "hello"
+}
+
+// attemptEvents ties a socket's events to the connect attempt that opened it.
+type attemptEvents struct {
+	d   *Device
+	gen int
+}
+
+func (a attemptEvents) current() bool { return a.d.gen == a.gen && a.d.ws != nil }
+
+func (a attemptEvents) OnOpen() {
+	a.d.mu.Lock()
+	defer a.d.mu.Unlock()
+	if a.current() {
+		a.d.onOpen()
+	}
+}
+
+func (a attemptEvents) OnText(b []byte) {
+	a.d.mu.Lock()
+	defer a.d.mu.Unlock()
+	if a.current() && a.d.intake(len(b), true) {
+		a.d.onText(b)
+	}
+}
+
+func (a attemptEvents) OnBinary(n int) {
+	a.d.mu.Lock()
+	defer a.d.mu.Unlock()
+	if a.current() {
+		a.d.intake(n, false)
+	}
+}
+
+func (a attemptEvents) OnClose(code int) {
+	a.d.mu.Lock()
+	defer a.d.mu.Unlock()
+	if a.current() {
+		a.d.linkEnded(code)
+	}
+}
+
+func (a attemptEvents) OnViolation(kind string) {
+	a.d.mu.Lock()
+	defer a.d.mu.Unlock()
+	if a.current() {
+		a.d.violation(kind)
+	}
+}
+
+func (d *Device) connect() {
+	if d.state == stStopped || d.state == stGaveUp || d.state == stClosed {
+		return
+	}
+	dl, p := d.dialect, d.profile
+	if d.attempt > 0 || d.lossNoticed {
+		d.count("reconnect_attempts", 1)
+	}
+	d.state = stConnecting
+	d.attemptAt = d.now()
+	if dl.Resume && p.Resume && d.resume != "" {
+		d.vars["resume_token"] = d.resume
+	} else {
+		delete(d.vars, "resume_token")
+	}
+	byHello := d.byHello()
+	path := dl.Connect.Path
+	if byHello && dl.Connect.Identify == "profile" && dl.Connect.HelloPath != "" {
+		path = dl.Connect.HelloPath
+	}
+	filled, ok := Fill(path, d.vars, encodeURIComponent)
+	if !ok {
+		filled = path
+	}
+	url := d.baseURL + filled
+	if !byHello && len(dl.Connect.QueryKeys) > 0 {
+		var q []string
+		for _, k := range dl.Connect.QueryKeys {
+			if v, ok := Fill(dl.Connect.Query[k], d.vars, encodeURIComponent); ok {
+				q = append(q, encodeURIComponent(k)+"="+v)
+			}
+		}
+		if len(q) > 0 {
+			url += "?" + strings.Join(q, "&")
+		}
+	}
+	headers := map[string]string{}
+	for k, t := range dl.Connect.Headers {
+		if v, ok := Fill(t, d.vars, nil); ok {
+			headers[k] = v
+		}
+	}
+	d.gen++
+	d.ws = d.env.Net.Open(url, headers, attemptEvents{d: d, gen: d.gen})
+	timeout := d.env.ConnectTimeoutMs
+	if timeout <= 0 {
+		timeout = 10_000
+	}
+	d.setTimer("connect", timeout, func() { d.giveUpAttempt() })
+}
+
+func (d *Device) onOpen() {
+	d.state = stHandshaking
+	d.openedAt = d.now()
+	d.lastRx = d.openedAt
+	d.trend("connect_time", d.openedAt-d.attemptAt)
+	if d.byHello() && d.dialect.Send.Hello != nil {
+		d.ws.Send(d.dialect.Send.Hello.Render(d.vars))
+	}
+}
+
+func (d *Device) giveUpAttempt() {
+	if d.state != stConnecting && d.state != stHandshaking {
+		return
+	}
+	d.abandonSocket()
+	d.afterLoss(closeAbnormal, false, "timeout", d.now())
+}
+
+func (d *Device) onReady(msg map[string]any) {
+	now := d.now()
+	d.dialect.Capture["ready"].Apply(msg, d.vars)
+	d.clearTimer("connect")
+	d.state = stConnected
+	d.connected.Store(true)
+	d.count("links_up", 1)
+	d.trend("handshake_time", now-d.openedAt)
+	d.connectedAt = now
+	d.resume = ""
+	if s, ok := d.vars["resume_token"].(string); ok {
+		d.resume = s
+	}
+	d.rec(Record{Name: "connect_success", Value: 1, From: d.attemptAt, To: now, Phase: phaseTag})
+	if d.lossNoticed {
+		d.rec(Record{Name: "reconnect_time", Value: now - d.lossNoticedAt, From: d.lossNoticedAt, To: now, Phase: phaseTag})
+	}
+	d.lossNoticed = false
+	d.attempt = 0
+	d.backoff.reset()
+	d.startKeepalive()
+}
+
+// intake bounds what the device accepts (core/device-link.ts INTAKE); false when the message broke a bound.
+func (d *Device) intake(n int, isText bool) bool {
+	now := d.now()
+	d.lastRx = now
+	in := d.env.Intake
+	if now-d.rxWindowAt >= 1000 {
+		d.rxWindowAt = now
+		d.rxInWindow = 0
+	}
+	d.rxInWindow++
+	switch {
+	case d.rxInWindow > in.MessagesPerSecond:
+		d.violation("flood")
+	case isText && n > in.TextBytes:
+		d.violation("text_too_long")
+	case !isText && n > in.BinaryBytes:
+		d.violation("frame_too_big")
+	default:
+		return true
+	}
+	return false
+}
+
+// jsonDepth is the nesting depth of a JSON text counted on its brackets outside strings, stopping past limit.
+func jsonDepth(b []byte, limit int) int {
+	depth, top, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString && c == '\\':
+			i++
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > top {
+				top = depth
+			}
+			if top > limit {
+				return top
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return top
+}
+
+func (d *Device) onText(b []byte) {
+	limit := d.env.Intake.JSONDepth
+	if !utf8.Valid(b) {
+		d.violation("invalid_utf8")
+		return
+	}
+	if len(b) > 2*limit && jsonDepth(b, limit) > limit {
+		d.violation("json_too_deep")
+		return
+	}
+	var msg map[string]any
+	if json.Unmarshal(b, &msg) != nil || msg == nil {
+		return
+	}
+	dl, vars := d.dialect, d.vars
+	if d.state == stHandshaking && dl.Recv.Ready.Matches(msg, vars) {
+		d.onReady(msg)
+		return
+	}
+	if dl.Recv.Ping != nil && dl.Recv.Ping.Matches(msg, vars) {
+		dl.Capture["ping"].Apply(msg, vars)
+		if d.profile.Keepalive.AnswerServerPings && dl.Send.Pong != nil && d.ws != nil {
+			d.ws.Send(dl.Send.Pong.Render(vars))
+		}
+		return
+	}
+	if dl.Recv.Pong != nil && dl.Recv.Pong.Matches(msg, vars) {
+		dl.Capture["pong"].Apply(msg, vars)
+		id, has := vars["pong_id"]
+		if pp := d.pending; pp != nil && (!has || id == nil || text(id) == fmt.Sprint(pp.id)) {
+			d.trend("ping_rtt", d.now()-pp.at)
+			d.pending = nil
+			d.clearTimer("pong")
+		}
+		return
+	}
+	if !dl.Known(msg, vars) {
+		t := msg[dl.TypeField]
+		d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: b})
+	}
+}
+
+// violation: the server broke the protocol in a way a device cannot take; counted by kind, the link closed.
+func (d *Device) violation(kind string) {
+	now := d.now()
+	d.rec(Record{Name: "protocol_violations", Value: 1, From: now, To: now, Phase: phaseTag, Kind: kind})
+	if d.state == stStopped || d.ws == nil {
+		return
+	}
+	was := d.state == stConnected
+	if was {
+		d.count("links_down", 1)
+	}
+	d.abandonSocket()
+	d.afterLoss(closeProtocolError, was, "violation", now)
+}
+
+func (d *Device) linkEnded(code int) {
+	if d.state == stStopped {
+		return
+	}
+	at := d.now()
+	if d.state != stConnected {
+		cause := "handshake"
+		if d.state == stConnecting {
+			cause = "refused"
+		}
+		d.abandonSocket()
+		d.afterLoss(code, false, cause, at)
+		return
+	}
+	cause := "server_close"
+	if code == closeAbnormal {
+		cause = "abnormal"
+	}
+	d.count("links_down", 1)
+	d.abandonSocket()
+	lv := d.profile.Liveness
+	if lv.Detect == "close" && lv.CheckMs > 0 {
+		// Firmware that polls a flag only sees the close at its next check.
+		next := d.connectedAt + float64(int64((at-d.connectedAt+1+lv.CheckMs-1)/lv.CheckMs))*lv.CheckMs
+		d.state = stUnnoticed
+		d.stopKeepalive()
+		d.setTimer("notice", next-at, func() { d.afterLoss(code, true, cause, at) })
+		return
+	}
+	d.afterLoss(code, true, cause, at)
+}
+
+func (d *Device) declareDead() {
+	if d.state != stConnected {
+		return
+	}
+	d.count("links_down", 1)
+	d.abandonSocket()
+	d.afterLoss(closeAbnormal, true, "liveness", d.now())
+}
+
+// afterLoss: a link (wasConnected) or a connect try ended at `at` for `cause`; then closed for good, given up, or back
+// off and retry.
+func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64) {
+	now := d.now()
+	d.stopKeepalive()
+	d.clearTimer("connect")
+	d.connected.Store(false)
+	from := d.attemptAt
+	if wasConnected {
+		from = at
+	}
+	d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Phase: phaseSteadyOnly, Code: code, Cause: cause})
+	if wasConnected {
+		d.rec(Record{Name: "connection_drops", Value: 1, Code: code})
+		if now-d.connectedAt < flapMs {
+			d.count("flaps", 1)
+		}
+		d.lossNoticed = true
+		d.lossNoticedAt = now
+		d.rec(Record{Name: "_link_lost", From: d.connectedAt, To: now})
+	} else {
+		d.rec(Record{Name: "connect_success", Value: 0, From: from, To: at, Phase: phaseTag, Code: code, Cause: cause})
+	}
+	rp := &d.profile.Reconnect
+	if code == closeNormal && rp.On == "abnormal" {
+		d.state = stClosed
+		if wasConnected {
+			d.count("reconnects_abandoned", 1)
+		}
+		return
+	}
+	d.attempt++
+	if rp.MaxAttempts > 0 && d.attempt > rp.MaxAttempts {
+		d.state = stGaveUp
+		d.count("devices_gave_up", 1)
+		return
+	}
+	d.state = stBackoff
+	d.setTimer("connect", d.backoff.next(d.attempt), d.connect)
+}
+
+func (d *Device) abandonSocket() {
+	if d.ws != nil {
+		d.ws.Close(0)
+		d.ws = nil
+	}
+	d.connected.Store(false)
+}
+
+func (d *Device) startKeepalive() {
+	p := d.profile
+	if p.Keepalive.Send != "none" && p.Keepalive.IntervalMs > 0 {
+		var tick func()
+		tick = func() {
+			if d.state != stConnected || d.ws == nil {
+				return
+			}
+			if p.Keepalive.Send == "ws-ping" {
+				d.ws.Ping()
+			} else if d.dialect.Send.Ping != nil {
+				d.pingSeq++
+				at := d.now()
+				d.vars["ping_id"] = float64(d.pingSeq)
+				d.vars["now"] = math.Floor(at)
+				d.ws.Send(d.dialect.Send.Ping.Render(d.vars))
+				if d.pending == nil {
+					d.pending = &struct {
+						id int
+						at float64
+					}{d.pingSeq, at}
+					if p.Liveness.Detect == "pong-timeout" {
+						d.setTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
+					}
+				}
+			}
+			d.setTimer("keepalive", p.Keepalive.IntervalMs, tick)
+		}
+		d.setTimer("keepalive", p.Keepalive.IntervalMs, tick)
+	}
+	if p.Liveness.Detect == "silence" {
+		every := p.Liveness.CheckMs
+		if every <= 0 {
+			every = 1000
+		}
+		var check func()
+		check = func() {
+			if d.state != stConnected {
+				return
+			}
+			if d.now()-d.lastRx >= p.Liveness.TimeoutMs {
+				d.declareDead()
+				return
+			}
+			d.setTimer("liveness", every, check)
+		}
+		d.setTimer("liveness", every, check)
+	}
+}
+
+func (d *Device) stopKeepalive() {
+	d.clearTimer("keepalive")
+	d.clearTimer("liveness")
+	d.clearTimer("pong")
+	d.pending = nil
+}

@@ -1,0 +1,286 @@
+package main
+
+// The device's link on a fake clock and fake sockets, ported from test/unit's device tests: the same dialect data
+// (core/dialects/wakestorm.json) and profiles, the same outcomes.
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+)
+
+type fakeSocket struct {
+	url     string
+	headers map[string]string
+	h       SocketEvents
+	sent    []string
+	pings   int
+	closed  int
+}
+
+func (s *fakeSocket) Send(b []byte)  { s.sent = append(s.sent, string(b)) }
+func (s *fakeSocket) Ping()          { s.pings++ }
+func (s *fakeSocket) Close(code int) { s.closed = max(code, 1) }
+
+type fakeNet struct{ sockets []*fakeSocket }
+
+func (n *fakeNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
+	s := &fakeSocket{url: url, headers: headers, h: h}
+	n.sockets = append(n.sockets, s)
+	return s
+}
+
+func (n *fakeNet) last() *fakeSocket { return n.sockets[len(n.sockets)-1] }
+
+type memSink struct {
+	mu   sync.Mutex
+	recs []Record
+}
+
+func (m *memSink) Add(r Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs = append(m.recs, r)
+}
+
+func (m *memSink) named(name string) []Record {
+	var out []Record
+	for _, r := range m.recs {
+		if r.Name == name {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (m *memSink) sum(name string) float64 {
+	t := 0.0
+	for _, r := range m.named(name) {
+		t += r.Value
+	}
+	return t
+}
+
+func shippedDialect(t *testing.T, name string) *Dialect {
+	t.Helper()
+	b, err := os.ReadFile("../core/dialects/" + name + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ParseDialect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.TypeField = "type"
+	return d
+}
+
+func recommended() *Profile {
+	p := &Profile{Name: "recommended", Connect: "path", Resume: true}
+	p.Keepalive.Send, p.Keepalive.IntervalMs = "json-ping", 15_000
+	p.Liveness.Detect, p.Liveness.TimeoutMs = "pong-timeout", 10_000
+	p.Reconnect = Backoff{Policy: "full-jitter", BaseMs: 500, CapMs: 30_000, On: "abnormal"}
+	return p
+}
+
+var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000}
+
+type rig struct {
+	clock *fakeClock
+	net   *fakeNet
+	sink  *memSink
+	d     *Device
+}
+
+func newRig(t *testing.T, p *Profile) *rig {
+	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed")
+	return r
+}
+
+func (r *rig) msg(v map[string]any) {
+	b, _ := json.Marshal(v)
+	r.net.last().h.OnText(b)
+}
+
+func (r *rig) connect(t *testing.T) {
+	r.d.Start(0)
+	r.clock.Advance(0)
+	r.clock.Advance(3)
+	r.net.last().h.OnOpen()
+	r.clock.Advance(2)
+	r.msg(map[string]any{"type": "connected", "resume_token": "r-1", "resumed": false})
+	if !r.d.Connected() {
+		t.Fatal("not connected after ready")
+	}
+}
+
+func TestConnectsByPathWithTokenAndResume(t *testing.T) {
+	r := newRig(t, recommended())
+	r.connect(t)
+	s := r.net.last()
+	if s.url != "ws://127.0.0.1:1/ws/dev-1" || s.headers["Authorization"] != "Bearer tok" {
+		t.Fatalf("url %s headers %v", s.url, s.headers)
+	}
+	if got := r.sink.named("connect_time"); len(got) != 1 || got[0].Value != 3 {
+		t.Fatalf("connect_time %v", got)
+	}
+	if got := r.sink.named("handshake_time"); len(got) != 1 || got[0].Value != 2 {
+		t.Fatalf("handshake_time %v", got)
+	}
+	if r.sink.sum("links_up") != 1 || r.sink.sum("connect_success") != 1 {
+		t.Fatal("links_up and connect_success")
+	}
+	// A cut: the device backs off, reconnects with its resume token, and times the reconnect.
+	s.h.OnClose(closeAbnormal)
+	if r.d.Connected() || r.sink.sum("links_down") != 1 {
+		t.Fatal("still connected after a cut")
+	}
+	drops := r.sink.named("unplanned_drops")
+	if len(drops) != 1 || drops[0].Code != closeAbnormal || drops[0].Cause != "abnormal" || drops[0].Phase != phaseSteadyOnly {
+		t.Fatalf("unplanned_drops %+v", drops)
+	}
+	r.clock.Advance(600)
+	s2 := r.net.last()
+	if s2 == s || !strings.HasSuffix(s2.url, "/ws/dev-1?resume=r-1") {
+		t.Fatalf("reconnect url %s", s2.url)
+	}
+	s2.h.OnOpen()
+	r.msg(map[string]any{"type": "connected", "resume_token": "r-2", "resumed": true})
+	rt := r.sink.named("reconnect_time")
+	if len(rt) != 1 || rt[0].Value <= 0 || rt[0].Value > 600 || r.sink.sum("reconnect_attempts") != 1 {
+		t.Fatalf("reconnect_time %+v attempts %v", rt, r.sink.sum("reconnect_attempts"))
+	}
+}
+
+func TestKeepaliveAndPongTimeout(t *testing.T) {
+	r := newRig(t, recommended())
+	r.connect(t)
+	s := r.net.last()
+	r.clock.Advance(15_000)
+	if len(s.sent) != 1 || !strings.HasPrefix(s.sent[0], `{"type":"ping","id":1,"t":`) {
+		t.Fatalf("ping %v", s.sent)
+	}
+	r.clock.Advance(40)
+	r.msg(map[string]any{"type": "pong", "id": 1})
+	if got := r.sink.named("ping_rtt"); len(got) != 1 || got[0].Value != 40 {
+		t.Fatalf("ping_rtt %v", got)
+	}
+	// A pong that never comes: dead after the profile's timeout.
+	r.clock.Advance(15_000 + 10_000)
+	if r.d.Connected() {
+		t.Fatal("alive without a pong")
+	}
+	if d := r.sink.named("unplanned_drops"); len(d) != 1 || d[0].Cause != "liveness" {
+		t.Fatalf("drops %+v", d)
+	}
+}
+
+func TestServerPingAnsweredAndHello(t *testing.T) {
+	p := recommended()
+	p.Connect = "hello"
+	p.Keepalive.AnswerServerPings = true
+	r := newRig(t, p)
+	r.d.Start(0)
+	r.clock.Advance(0)
+	s := r.net.last()
+	if s.url != "ws://127.0.0.1:1/ws" {
+		t.Fatalf("hello url %s", s.url)
+	}
+	s.h.OnOpen()
+	if len(s.sent) != 1 || !strings.HasPrefix(s.sent[0], `{"type":"hello","device_id":"dev-1","protocol":1,"profile":"recommended","audio":{`) {
+		t.Fatalf("hello %v", s.sent)
+	}
+	if strings.Contains(s.sent[0], "resume") {
+		t.Fatalf("an unset resume token is left out: %s", s.sent[0])
+	}
+	r.msg(map[string]any{"type": "connected"})
+	r.msg(map[string]any{"type": "ping", "t": 123.0})
+	if s.sent[len(s.sent)-1] != `{"type":"pong","t":123}` {
+		t.Fatalf("pong %v", s.sent)
+	}
+}
+
+func TestIntakeViolations(t *testing.T) {
+	cases := map[string]func(r *rig){
+		"flood": func(r *rig) {
+			for i := 0; i < 1200; i++ {
+				r.msg(map[string]any{"type": "noise"})
+			}
+		},
+		"frame_too_big": func(r *rig) { r.net.last().h.OnBinary(2 << 20) },
+		"text_too_long": func(r *rig) { r.msg(map[string]any{"type": "x", "pad": strings.Repeat("y", 70_000)}) },
+		"json_too_deep": func(r *rig) {
+			r.net.last().h.OnText([]byte(strings.Repeat("[", 40) + "1" + strings.Repeat("]", 40)))
+		},
+		"invalid_utf8": func(r *rig) { r.net.last().h.OnText([]byte("{\"type\":\"x\",\"t\":\"\xff\xfe\"}")) },
+		"bad_frame":    func(r *rig) { r.net.last().h.OnViolation("bad_frame") },
+	}
+	for kind, send := range cases {
+		r := newRig(t, recommended())
+		r.connect(t)
+		send(r)
+		v := r.sink.named("protocol_violations")
+		if len(v) != 1 || v[0].Kind != kind {
+			t.Fatalf("%s: %+v", kind, v)
+		}
+		if r.d.Connected() {
+			t.Fatalf("%s: the link stays up", kind)
+		}
+	}
+}
+
+func TestUnmatchedCountedByType(t *testing.T) {
+	r := newRig(t, recommended())
+	r.connect(t)
+	r.msg(map[string]any{"type": "audio_stream_start"})
+	r.msg(map[string]any{"type": "llm_response"})
+	u := r.sink.named("unmatched_messages")
+	if len(u) != 1 || u[0].Type != "audio_stream_start" {
+		t.Fatalf("unmatched %+v", u)
+	}
+}
+
+func TestStopCensorsOrJudgesAWaitingDevice(t *testing.T) {
+	p := recommended()
+	p.Reconnect = Backoff{Policy: "fixed", BaseMs: 60_000, CapMs: 60_000, On: "abnormal"}
+	r := newRig(t, p)
+	r.connect(t)
+	r.net.last().h.OnClose(closeAbnormal)
+	r.clock.Advance(12_000)
+	r.d.Stop()
+	if rt := r.sink.named("reconnect_time"); len(rt) != 1 || rt[0].Value != 12_000 {
+		t.Fatalf("a wait past the censor bound is judged: %+v", rt)
+	}
+	r2 := newRig(t, p)
+	r2.connect(t)
+	r2.net.last().h.OnClose(closeAbnormal)
+	r2.clock.Advance(2_000)
+	r2.d.Stop()
+	if r2.sink.sum("reconnects_unfinished") != 1 || len(r2.sink.named("reconnect_time")) != 0 {
+		t.Fatal("a short wait is unfinished")
+	}
+}
+
+func TestCloseWithNormalIsFinalForAbnormalOnlyProfiles(t *testing.T) {
+	r := newRig(t, recommended())
+	r.connect(t)
+	r.net.last().h.OnClose(closeNormal)
+	r.clock.Advance(120_000)
+	if len(r.net.sockets) != 1 || r.sink.sum("reconnects_abandoned") != 1 {
+		t.Fatalf("sockets %d abandoned %v", len(r.net.sockets), r.sink.sum("reconnects_abandoned"))
+	}
+}
+
+func TestDeviceRandomMatchesCore(t *testing.T) {
+	// core/rng.ts: deviceRandom('seed', 'dev-1')() (node -e, printed once and copied here).
+	got := deviceRandom("seed", "dev-1")()
+	if got != wantFirstRandom {
+		t.Fatalf("first random %v, core/rng.ts gives %v", got, wantFirstRandom)
+	}
+}
+
+const wantFirstRandom = 0.7933050678111613

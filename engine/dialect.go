@@ -1,0 +1,393 @@
+package main
+
+// The dialect's wire data, interpreted as core/dialect.ts does: templates rendered with the device's variables (keys in
+// the order the dialect wrote them), matchers tested against server messages, captures copied into the variables. The
+// dialect arrives validated (core/dialect.ts validateDialect) from the k6 side; the engine only interprets it.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Vars are a device's wire variables: string, float64, bool or nil values (JSON's own types).
+type Vars map[string]any
+
+var placeholder = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
+var whole = regexp.MustCompile(`^\{([a-z_][a-z0-9_]*)\}$`)
+
+// unset is JS's undefined, null or ” for a variable: a placeholder it fills leaves its field out.
+func unset(v any, ok bool) bool {
+	if !ok || v == nil {
+		return true
+	}
+	s, isStr := v.(string)
+	return isStr && s == ""
+}
+
+// text is a variable as a template string shows it (JS String()).
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+}
+
+// Fill fills a string's placeholders (each value through encode); ok is false when one of them is unset.
+func Fill(s string, vars Vars, encode func(string) string) (string, bool) {
+	missing := false
+	out := placeholder.ReplaceAllStringFunc(s, func(m string) string {
+		v, ok := vars[m[1:len(m)-1]]
+		if unset(v, ok) {
+			missing = true
+			return ""
+		}
+		if encode != nil {
+			return encode(text(v))
+		}
+		return text(v)
+	})
+	return out, !missing
+}
+
+// node is a compiled template value.
+type node struct {
+	kind   byte // 'l' literal, 'v' variable, 't' text with placeholders, 'a' array, 'o' object
+	lit    json.RawMessage
+	name   string
+	text   string
+	items  []*node
+	keys   []string
+	fields []*node
+}
+
+// Template is a message the device sends, compiled once.
+type Template struct{ root *node }
+
+// UnmarshalJSON keeps the object keys in the order the dialect wrote them.
+func (t *Template) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	n, err := compile(dec)
+	t.root = n
+	return err
+}
+
+func compile(dec *json.Decoder) (*node, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch x := tok.(type) {
+	case json.Delim:
+		if x == '[' {
+			n := &node{kind: 'a'}
+			for dec.More() {
+				c, err := compile(dec)
+				if err != nil {
+					return nil, err
+				}
+				n.items = append(n.items, c)
+			}
+			_, err := dec.Token()
+			return n, err
+		}
+		n := &node{kind: 'o'}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			c, err := compile(dec)
+			if err != nil {
+				return nil, err
+			}
+			n.keys = append(n.keys, k.(string))
+			n.fields = append(n.fields, c)
+		}
+		_, err := dec.Token()
+		return n, err
+	case string:
+		if m := whole.FindStringSubmatch(x); m != nil {
+			return &node{kind: 'v', name: m[1]}, nil
+		}
+		if strings.Contains(x, "{") {
+			return &node{kind: 't', text: x}, nil
+		}
+		b, _ := json.Marshal(x)
+		return &node{kind: 'l', lit: b}, nil
+	case json.Number:
+		return &node{kind: 'l', lit: json.RawMessage(x.String())}, nil
+	case bool:
+		return &node{kind: 'l', lit: json.RawMessage(strconv.FormatBool(x))}, nil
+	case nil:
+		return &node{kind: 'l', lit: json.RawMessage("null")}, nil
+	}
+	return nil, fmt.Errorf("unexpected token %v", tok)
+}
+
+// Render is the message text the template makes with these variables.
+func (t *Template) Render(vars Vars) []byte {
+	var b bytes.Buffer
+	t.root.build(&b, vars)
+	return b.Bytes()
+}
+
+// build writes the node's JSON; false when it is left out (a variable unset).
+func (n *node) build(b *bytes.Buffer, vars Vars) bool {
+	switch n.kind {
+	case 'l':
+		b.Write(n.lit)
+	case 'v':
+		v, ok := vars[n.name]
+		if !ok || v == "" {
+			return false
+		}
+		enc, _ := json.Marshal(v)
+		b.Write(enc)
+	case 't':
+		s, ok := Fill(n.text, vars, nil)
+		if !ok {
+			return false
+		}
+		enc, _ := json.Marshal(s)
+		b.Write(enc)
+	case 'a':
+		b.WriteByte('[')
+		first := true
+		for _, c := range n.items {
+			mark := b.Len()
+			if !first {
+				b.WriteByte(',')
+			}
+			if c.build(b, vars) {
+				first = false
+			} else {
+				b.Truncate(mark)
+			}
+		}
+		b.WriteByte(']')
+	case 'o':
+		b.WriteByte('{')
+		first := true
+		for i, c := range n.fields {
+			mark := b.Len()
+			if !first {
+				b.WriteByte(',')
+			}
+			k, _ := json.Marshal(n.keys[i])
+			b.Write(k)
+			b.WriteByte(':')
+			if c.build(b, vars) {
+				first = false
+			} else {
+				b.Truncate(mark)
+			}
+		}
+		b.WriteByte('}')
+	}
+	return true
+}
+
+// check is one field of a matcher: the value at path equals want, or the variable varName when that is set.
+type check struct {
+	path    []string
+	want    any
+	varName string
+}
+
+// Matcher tests a server message: it has every field of the matcher.
+type Matcher struct{ checks []check }
+
+// UnmarshalJSON compiles a matcher object ({"type": "pong", "session_id": "{session_id}"}).
+func (m *Matcher) UnmarshalJSON(b []byte) error {
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for path, want := range raw {
+		c := check{path: strings.Split(path, "."), want: want}
+		if s, ok := want.(string); ok {
+			if w := whole.FindStringSubmatch(s); w != nil {
+				c.varName = w[1]
+			}
+		}
+		m.checks = append(m.checks, c)
+	}
+	return nil
+}
+
+func at(msg map[string]any, path []string) (any, bool) {
+	var v any = msg
+	for _, p := range path {
+		o, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = o[p]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// Matches is true when the message has every field of the matcher ({name} values compared with the variables).
+func (m *Matcher) Matches(msg map[string]any, vars Vars) bool {
+	if m == nil {
+		return false
+	}
+	for _, c := range m.checks {
+		got, present := at(msg, c.path)
+		if c.varName != "" {
+			v, ok := vars[c.varName]
+			if ok && v != nil && (!present || !same(got, v)) {
+				return false
+			}
+			continue
+		}
+		if !present || !same(got, c.want) {
+			return false
+		}
+	}
+	return true
+}
+
+// same is JS's === on JSON values (objects and arrays are never equal to a literal).
+func same(a, b any) bool {
+	switch x := a.(type) {
+	case string, float64, bool:
+		return a == b
+	case nil:
+		return b == nil
+	default:
+		_ = x
+		return false
+	}
+}
+
+// Capture copies fields of a matched message into variables; a field the message lacks unsets its variable.
+type Capture map[string]string
+
+// Apply copies the captured fields of msg into vars.
+func (c Capture) Apply(msg map[string]any, vars Vars) {
+	for name, path := range c {
+		v, ok := at(msg, strings.Split(path, "."))
+		switch {
+		case !ok:
+			delete(vars, name)
+		case isComposite(v):
+			b, _ := json.Marshal(v)
+			vars[name] = string(b)
+		default:
+			vars[name] = v
+		}
+	}
+}
+
+func isComposite(v any) bool {
+	switch v.(type) {
+	case map[string]any, []any:
+		return true
+	}
+	return false
+}
+
+// Dialect is the part of core/dialect.ts's Dialect the engine interprets.
+type Dialect struct {
+	Name      string `json:"name"`
+	Lifecycle string `json:"lifecycle"`
+	Connect   struct {
+		Path      string            `json:"path"`
+		Identify  string            `json:"identify"`
+		HelloPath string            `json:"hello_path"`
+		Query     map[string]string `json:"query"`
+		QueryKeys []string          `json:"-"`
+		Headers   map[string]string `json:"headers"`
+	} `json:"connect"`
+	Send struct {
+		Hello *Template `json:"hello"`
+		Ping  *Template `json:"ping"`
+		Pong  *Template `json:"pong"`
+	} `json:"send"`
+	Recv struct {
+		Ready      *Matcher        `json:"ready"`
+		Ping       *Matcher        `json:"ping"`
+		Pong       *Matcher        `json:"pong"`
+		Transcript *Matcher        `json:"transcript"`
+		ReplyStart *Matcher        `json:"reply_start"`
+		ReplyEnd   *Matcher        `json:"reply_end"`
+		SessionEnd *Matcher        `json:"session_end"`
+		Error      *Matcher        `json:"error"`
+		Ignore     []Matcher       `json:"ignore"`
+		AckRaw     json.RawMessage `json:"ack"`
+		Ack        *Matcher        `json:"-"`
+	} `json:"recv"`
+	Capture map[string]Capture `json:"capture"`
+	Resume  bool               `json:"resume"`
+	// TypeField names a message's kind (core/dialect.ts typeField, computed by the k6 side).
+	TypeField string `json:"type_field"`
+}
+
+// ParseDialect reads a validated dialect; the query keys keep their order.
+func ParseDialect(b []byte) (*Dialect, error) {
+	d := &Dialect{}
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, err
+	}
+	if d.Recv.Ready == nil {
+		return nil, fmt.Errorf("dialect %s has no recv.ready", d.Name)
+	}
+	if len(d.Recv.AckRaw) > 0 && d.Recv.AckRaw[0] == '{' {
+		d.Recv.Ack = &Matcher{}
+		if err := json.Unmarshal(d.Recv.AckRaw, d.Recv.Ack); err != nil {
+			return nil, err
+		}
+	}
+	var raw struct {
+		Connect struct {
+			Query json.RawMessage `json:"query"`
+		} `json:"connect"`
+	}
+	_ = json.Unmarshal(b, &raw)
+	if len(raw.Connect.Query) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw.Connect.Query))
+		if tok, err := dec.Token(); err == nil && tok == json.Delim('{') {
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					break
+				}
+				d.Connect.QueryKeys = append(d.Connect.QueryKeys, k.(string))
+				var skip any
+				_ = dec.Decode(&skip)
+			}
+		}
+	}
+	return d, nil
+}
+
+// Known is true when a server message matches some step of the dialect, or one it ignores.
+func (d *Dialect) Known(msg map[string]any, vars Vars) bool {
+	r := &d.Recv
+	for _, m := range []*Matcher{r.Ready, r.Ack, r.Ping, r.Pong, r.Transcript, r.ReplyStart, r.ReplyEnd, r.SessionEnd, r.Error} {
+		if m != nil && m.Matches(msg, vars) {
+			return true
+		}
+	}
+	for i := range r.Ignore {
+		if r.Ignore[i].Matches(msg, vars) {
+			return true
+		}
+	}
+	return false
+}

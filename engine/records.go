@@ -1,0 +1,132 @@
+package main
+
+// What the engine hands k6: records of the device metrics (core/metric-names.ts names), batched. Labels that follow a
+// rule written once in TypeScript (close-code ranges, bounded message types, chaos phases) are made on the k6 side
+// from the raw fields here.
+
+import (
+	"encoding/json"
+	"sync"
+)
+
+// How the k6 side treats a record's [From, To] span.
+const (
+	phaseNone       = 0
+	phaseTag        = 1 // tagged chaos:steady|during|recovery by the span
+	phaseSteadyOnly = 2 // counted only when the span is in steady state
+)
+
+// Record is one sample, or one event the k6 side turns into samples (names starting with _).
+type Record struct {
+	Name    string
+	Value   float64
+	Profile string
+	From    float64
+	To      float64
+	Phase   int
+	Code    int
+	Cause   string
+	Kind    string
+	Type    any
+	Raw     []byte
+}
+
+// Sink takes a device's records.
+type Sink interface{ Add(r Record) }
+
+// batch collects records between flushes: counters without a span summed by key, everything else kept in order.
+type batch struct {
+	mu       sync.Mutex
+	sums     map[sumKey]float64
+	order    []sumKey
+	items    []Record
+	maxItems int
+	dropped  int
+}
+
+type sumKey struct {
+	name, profile, cause, kind string
+	code                       int
+}
+
+// summable: counters whose tags do not depend on a span (k6 Counter adds are commutative).
+var summable = map[string]bool{
+	"links_up": true, "links_down": true, "reconnect_attempts": true, "flaps": true, "reconnects_abandoned": true,
+	"devices_gave_up": true, "reconnects_unfinished": true, "connection_drops": true,
+}
+
+func newBatch(maxItems int) *batch { return &batch{sums: map[sumKey]float64{}, maxItems: maxItems} }
+
+func (b *batch) Add(r Record) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if summable[r.Name] && r.Phase == phaseNone {
+		k := sumKey{r.Name, r.Profile, r.Cause, r.Kind, r.Code}
+		if _, ok := b.sums[k]; !ok {
+			b.order = append(b.order, k)
+		}
+		b.sums[k] += r.Value
+		return
+	}
+	if len(b.items) >= b.maxItems {
+		// Bounded whatever the server does: past the cap a batch drops samples and says how many.
+		b.dropped++
+		return
+	}
+	b.items = append(b.items, r)
+}
+
+// wireRecord is a record on the control socket: [name, value, profile, from, to, phase, extra].
+type wireRecord [7]any
+
+// take empties the batch into its wire form.
+func (b *batch) take() (recs []wireRecord, dropped int) {
+	b.mu.Lock()
+	sums, order, items, dropped := b.sums, b.order, b.items, b.dropped
+	b.sums, b.order, b.items, b.dropped = map[sumKey]float64{}, nil, nil, 0
+	b.mu.Unlock()
+	recs = make([]wireRecord, 0, len(order)+len(items))
+	for _, k := range order {
+		recs = append(recs, wireRecord{k.name, sums[k], k.profile, 0, 0, phaseNone, extra(k.code, k.cause, k.kind, nil, nil)})
+	}
+	for _, r := range items {
+		recs = append(recs, wireRecord{r.Name, r.Value, r.Profile, r.From, r.To, r.Phase, extra(r.Code, r.Cause, r.Kind, r.Type, r.Raw)})
+	}
+	return recs, dropped
+}
+
+func extra(code int, cause, kind string, typ any, raw []byte) map[string]any {
+	if code == 0 && cause == "" && kind == "" && typ == nil && raw == nil {
+		return nil
+	}
+	e := map[string]any{}
+	if code != 0 {
+		e["code"] = code
+	}
+	if cause != "" {
+		e["cause"] = cause
+	}
+	if kind != "" {
+		e["kind"] = kind
+	}
+	if typ != nil {
+		e["type"] = typ
+	}
+	if raw != nil {
+		if len(raw) > 160 {
+			raw = raw[:160]
+		}
+		e["text"] = string(raw)
+	}
+	return e
+}
+
+// marshalBatch is the batch message: records, connected devices per profile, the engine's own timer lag.
+func marshalBatch(recs []wireRecord, dropped int, connected map[string]int, lagMs float64, final bool) []byte {
+	typ := "batch"
+	if final {
+		typ = "stopped"
+	}
+	b, _ := json.Marshal(map[string]any{"type": typ, "records": recs, "dropped": dropped, "connected": connected, "lag_ms": lagMs})
+	return b
+}

@@ -1,0 +1,134 @@
+package main
+
+// Sockets on gorilla/websocket: one goroutine per socket (it dials, then reads), small buffers, the write buffer only
+// while a message is being written. Read errors are sorted into what the device must know: the server's close code,
+// a lost TCP connection (1006), or a frame the library refused (a violation the server committed).
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+const writeWait = 5 * time.Second
+
+type wsNet struct {
+	dialer    *websocket.Dialer
+	readLimit int64
+}
+
+func newWSNet(handshakeTimeout time.Duration, readLimit int) *wsNet {
+	return &wsNet{
+		dialer: &websocket.Dialer{
+			ReadBufferSize:   512,
+			WriteBufferSize:  512,
+			WriteBufferPool:  &sync.Pool{},
+			HandshakeTimeout: handshakeTimeout,
+		},
+		readLimit: int64(readLimit),
+	}
+}
+
+type wsSocket struct {
+	mu     sync.Mutex
+	conn   *websocket.Conn
+	closed bool
+}
+
+func (n *wsNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
+	s := &wsSocket{}
+	hdr := http.Header{}
+	for k, v := range headers {
+		hdr.Set(k, v)
+	}
+	go func() {
+		conn, resp, err := n.dialer.Dial(url, hdr)
+		if resp != nil && resp.Body != nil {
+			_ = resp.Body.Close()
+		}
+		if err != nil {
+			h.OnClose(closeAbnormal)
+			return
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = conn.Close()
+			return
+		}
+		s.conn = conn
+		s.mu.Unlock()
+		conn.SetReadLimit(n.readLimit)
+		h.OnOpen()
+		for {
+			mt, data, err := conn.ReadMessage()
+			if err != nil {
+				_ = conn.Close()
+				var ce *websocket.CloseError
+				switch {
+				case errors.As(err, &ce):
+					h.OnClose(ce.Code)
+				case errors.Is(err, websocket.ErrReadLimit):
+					h.OnViolation("frame_too_big")
+				case strings.HasPrefix(err.Error(), "websocket: "):
+					// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
+					h.OnViolation("bad_frame")
+				default:
+					h.OnClose(closeAbnormal)
+				}
+				return
+			}
+			if mt == websocket.TextMessage {
+				h.OnText(data)
+			} else {
+				h.OnBinary(len(data))
+			}
+		}
+	}()
+	return s
+}
+
+func (s *wsSocket) Send(b []byte) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(writeWait))
+	if c.WriteMessage(websocket.TextMessage, b) != nil {
+		_ = c.Close()
+	}
+}
+
+func (s *wsSocket) Ping() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil && c.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)) != nil {
+		_ = c.Close()
+	}
+}
+
+// Close sends a close frame with code (1000 when 0) and drops the connection; a socket still dialing is closed when
+// its dial ends.
+func (s *wsSocket) Close(code int) {
+	s.mu.Lock()
+	c := s.conn
+	s.closed = true
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if code == 0 {
+		code = closeNormal
+	}
+	go func() {
+		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		_ = c.Close()
+	}()
+}

@@ -1,0 +1,138 @@
+// The k6 side of the native device engine (engine/, docs/engine.md): a VU hands its share of the fleet to the engine
+// over one control socket and records what the engine sends back as the same metrics, with the same names and tags,
+// as the k6 device would (scenarios/lib/k6-fleet.ts). Labels that follow a rule of core/ (close-code ranges, bounded
+// message types, chaos phases) are made here, from the engine's raw fields.
+import { WebSocket } from 'k6/websockets';
+import { setTimeout } from 'k6/timers';
+import { INTAKE } from '../../core/device-link.ts';
+import { typeField, UNMATCHED_NOTE, BoundedLabels } from '../../core/dialect.ts';
+import type { MetricSink, DeviceMetricName } from '../../core/metric-names.ts';
+import { profileFor, type Profile } from '../../core/profiles.ts';
+import { closeCodeLabel } from '../../core/protocol.ts';
+import { dialectOf, type RunConfig } from '../../core/run-config.ts';
+import { phaseTracker, vuSlice, type FleetHooks } from './k6-fleet.ts';
+
+/** A record from the engine: [name, value, profile, from, to, phase mode, extra]. */
+type EngineRecord = [string, number, string, number, number, 0 | 1 | 2, { code?: number; cause?: string; kind?: string; type?: unknown; text?: string } | null];
+
+interface EngineBatch {
+  type: 'started' | 'batch' | 'stopped' | 'error';
+  message?: string;
+  records?: EngineRecord[];
+  dropped?: number;
+  connected?: Record<string, number>;
+  lag_ms?: number;
+}
+
+const UNMATCHED_TYPES = new BoundedLabels(16);
+const SEEN = new Set<string>();
+
+/** The start message for devices [first, last): everything the engine needs, as data (profiles and dialects unchanged). */
+export function engineStart(cfg: RunConfig, first: number, last: number, startedAt: number, now: number) {
+  const profiles: Profile[] = [];
+  const dialects: Record<string, unknown> = {};
+  const devices = [];
+  for (let i = first; i < last; i++) {
+    const profile = profileFor(i, cfg.devices, cfg.profiles);
+    let p = profiles.indexOf(profile);
+    if (p < 0) p = profiles.push(profile) - 1;
+    const d = dialectOf(profile, cfg.dialects);
+    dialects[d.name] ??= { ...d, type_field: typeField(d) };
+    // Connects spread evenly over the ramp, by global index, so every VU ramps together.
+    const delay = Math.max(0, (i / cfg.devices) * cfg.rampMs - (now - startedAt));
+    devices.push({ id: `${cfg.idPrefix}-${i}`, url: cfg.targetUrls[i % cfg.targetUrls.length]!, profile: p, dialect: d.name, delay_ms: delay });
+  }
+  return {
+    type: 'start',
+    devices,
+    profiles,
+    dialects,
+    token: cfg.token ?? '',
+    seed: cfg.seed,
+    connect_timeout_ms: 10_000,
+    intake: INTAKE,
+    wake: { mode: cfg.wake.mode },
+    end_in_ms: startedAt + cfg.durationMs - now,
+  };
+}
+
+/** Runs this VU's share of the fleet in the engine until the run's end. */
+export function runEngineVu(cfg: RunConfig, metrics: MetricSink, hooks: FleetHooks, startedAt: number): void {
+  const slice = vuSlice(cfg);
+  if (!slice) return;
+  const { vu, first, last, endAt } = slice;
+  const tracker = phaseTracker(metrics, hooks);
+  const phase = (from: number, to: number) => tracker?.phase(from, to) ?? 'steady';
+  const start = engineStart(cfg, first, last, startedAt, Date.now());
+  for (const d of start.devices) metrics.add('devices_started', 1, { profile: start.profiles[d.profile]!.name });
+  const mixed = start.profiles.length > 1;
+  const ws = new WebSocket(cfg.engineUrl!);
+  let done = false;
+  ws.onopen = () => ws.send(JSON.stringify(start));
+  ws.onerror = () => {};
+  ws.onclose = () => {
+    if (!done) console.error(`wakestorm-engine: the control socket of VU ${vu} closed before the run's end: the engine is gone`);
+    done = true;
+  };
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(String(ev?.data)) as EngineBatch;
+    if (m.type === 'error') {
+      console.error(m.message);
+      done = true;
+      ws.close();
+      return;
+    }
+    for (const r of m.records ?? []) record(r);
+    if (m.dropped) console.warn(`wakestorm-engine: ${m.dropped} record(s) dropped in one batch (a flood past the batch bound)`);
+    if (m.connected) {
+      const t = Date.now();
+      if (m.lag_ms !== undefined && m.type === 'batch') metrics.add('vu_loop_lag', m.lag_ms, {});
+      if (mixed) for (const [profile, n] of Object.entries(m.connected)) metrics.add('devices_connected', n, { vu: String(vu), profile });
+      else metrics.add('devices_connected', Object.values(m.connected).reduce((a, b) => a + b, 0), { vu: String(vu) });
+      tracker?.observe(t, new Map(Object.entries(m.connected)));
+    }
+    if (m.type === 'stopped') {
+      done = true;
+      ws.close();
+    }
+  };
+  function record([name, value, profile, from, to, mode, extra]: EngineRecord): void {
+    if (name === '_link_lost') {
+      const died = hooks.linkDiedAt?.() ?? null;
+      if (died !== null && died >= from && died <= to) metrics.add('disconnect_detect_time', to - died, { profile });
+      return;
+    }
+    const tags: Record<string, string> = { profile };
+    if (mode === 1) tags.chaos = phase(from, to);
+    else if (mode === 2 && phase(from, to) !== 'steady') return;
+    if (extra) {
+      if (extra.code !== undefined) tags.code = closeCodeLabel(extra.code);
+      if (extra.cause) tags.cause = extra.cause;
+      if (extra.kind) tags.kind = extra.kind;
+      if (name === 'unmatched_messages') {
+        const type = UNMATCHED_TYPES.label(extra.type, 'untyped');
+        tags.type = type;
+        if (!SEEN.has(type)) {
+          SEEN.add(type);
+          console.warn(`${UNMATCHED_NOTE}${type} (the dialect matches no step of it): ${extra.text ?? ''}`);
+        }
+      }
+      if (name === 'protocol_violations' && extra.kind && !SEEN.has(`v:${extra.kind}`)) {
+        SEEN.add(`v:${extra.kind}`);
+        console.warn(`wakestorm-violation kind=${extra.kind}: the server broke the protocol; the device closes the link`);
+      }
+    }
+    metrics.add(name as DeviceMetricName, value, tags);
+  }
+  setTimeout(() => {
+    tracker?.finish(Date.now());
+    if (!done) ws.send(JSON.stringify({ type: 'stop' }));
+    // The engine answers a stop at once; a control socket still open after this is closed anyway.
+    setTimeout(() => {
+      if (!done) {
+        done = true;
+        ws.close();
+      }
+    }, 10_000);
+  }, Math.max(0, endAt - Date.now()));
+}

@@ -1,0 +1,138 @@
+// The native device engine (engine/, Go): built from the repository's own source and its pinned modules (go.sum) into
+// the cache, keyed by a hash of that source so an edit rebuilds it; started per run like Toxiproxy and the server.
+import { createHash } from 'node:crypto';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { WakestormError } from '../core/errors.ts';
+import { guardedSpawn } from './guarded-spawn.ts';
+import { cacheDir, goVersion, PINS, run, type Progress } from './tools.ts';
+
+const SRC = join(dirname(fileURLToPath(import.meta.url)), '..', 'engine');
+
+export class EngineError extends WakestormError {
+  constructor(message: string, code: 1 | 2 = 2) {
+    super(message, code);
+  }
+
+  override name = 'EngineError';
+}
+
+/** A hash of the engine's source (its .go files, go.mod, go.sum): the build's cache key. */
+export function engineSourceHash(): string {
+  const h = createHash('sha256');
+  for (const f of readdirSync(SRC).filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum').sort()) {
+    h.update(f).update('\0').update(readFileSync(join(SRC, f))).update('\0');
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+/** Where the engine built from this source lives. */
+export function enginePath(): string {
+  return join(cacheDir(), `engine-${engineSourceHash()}`, 'wakestorm-engine');
+}
+
+/** The engine for this source, or null when it is not built yet. */
+export function findEngine(): string | null {
+  const p = enginePath();
+  return existsSync(p) ? p : null;
+}
+
+/** Builds the engine from engine/ when this source has not been built yet. */
+export async function ensureEngine(progress: Progress): Promise<string> {
+  const have = findEngine();
+  if (have) return have;
+  if (!goVersion()) throw new EngineError(`wakestorm: the device engine is built with Go >= ${PINS.minGo}: install Go and run 'npx wakestorm setup'`, 1);
+  const out = enginePath();
+  mkdirSync(dirname(out), { recursive: true });
+  const tmp = `${out}.tmp-${process.pid}`;
+  const env = { ...process.env, CGO_ENABLED: '0', GOTOOLCHAIN: 'local', GOFLAGS: '-mod=readonly' };
+  progress(0, 1, 'building the device engine (engine/)');
+  await run('go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', tmp, '.'], SRC, env);
+  renameSync(tmp, out);
+  progress(1, 1, 'built the device engine');
+  return out;
+}
+
+/** The engine, or an EngineError with the one line that says how to get it. */
+export function requireEngine(): string {
+  const p = findEngine();
+  if (!p) throw new EngineError(`wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`, 1);
+  return p;
+}
+
+/** What the engine can run (`wakestorm-engine --capabilities`). */
+export interface EngineCapabilities {
+  version: string;
+  wake: string[];
+  lifecycle: string[];
+}
+
+export function engineCapabilities(bin = requireEngine()): EngineCapabilities {
+  return JSON.parse(execFileSync(bin, ['--capabilities'], { encoding: 'utf8', timeout: 10_000 })) as EngineCapabilities;
+}
+
+/** The one line that refuses a run the engine cannot honour, or null. */
+export function engineRefusal(caps: EngineCapabilities, run: { wake: string; lifecycles: string[] }): string | null {
+  if (!caps.wake.includes(run.wake)) {
+    return `wakestorm: the native engine (${caps.version}) runs wake schedules ${caps.wake.join(', ')} only, not '${run.wake}': add --wake off, or --engine k6`;
+  }
+  const bad = run.lifecycles.find((l) => !caps.lifecycle.includes(l));
+  if (bad) return `wakestorm: the native engine (${caps.version}) runs ${caps.lifecycle.join(', ')} links only, not a '${bad}' dialect: use --engine k6`;
+  return null;
+}
+
+export interface RunningEngine {
+  /** ws://127.0.0.1:PORT/control */
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  /** Calls fn when the engine exits on its own (not by stop()). */
+  onExit(fn: (message: string) => void): void;
+  stop(): Promise<void>;
+}
+
+/** Starts the engine on a loopback port of its choosing; it dies with the CLI (guardedSpawn). */
+export async function startEngine(fdLimit?: number): Promise<RunningEngine> {
+  const bin = requireEngine();
+  const child = guardedSpawn(bin, ['--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true }, fdLimit);
+  let stopping = false;
+  let exitFn: ((m: string) => void) | null = null;
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  child.once('exit', (code, sig) => {
+    if (!stopping) exitFn?.(`the device engine exited during the run (${sig ? `signal ${sig}` : `code ${code}`})${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`);
+  });
+  const url = await new Promise<string>((res, rej) => {
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => rej(new EngineError('wakestorm: the device engine did not start in 10 s', 1)), 10_000);
+    lines.on('line', (l) => {
+      const m = /listening (ws:\/\/\S+)/.exec(l);
+      if (m) {
+        clearTimeout(timer);
+        res(m[1]!);
+      }
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      rej(new EngineError(`wakestorm: the device engine could not start: ${stderr.trim() || 'it exited'}`, 1));
+    });
+  });
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    onExit: (fn) => (exitFn = fn),
+    stop: async () => {
+      stopping = true;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
