@@ -267,13 +267,18 @@ export class Link {
         this.owner.binary(ev.data as ArrayBuffer);
       }
     };
-    ws.onerror = () => {};
+    let errored = false;
+    ws.onerror = () => {
+      errored = true;
+    };
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;
-      // A close with no code and no error before it is one the tester's own WebSocket library made: the server's
-      // frame broke the framing (a reserved opcode or bit, a bad length), which k6 does not report as an error.
-      if (typeof ev.code !== 'number' || ev.code <= 0) return this.state === 'stopped' ? undefined : this.violation('bad_frame');
-      this.linkEnded(ev.code);
+      const coded = typeof ev.code === 'number' && ev.code > 0;
+      // A close with no code and no error before it, on a socket that had opened, is one the tester's own WebSocket
+      // library made: the server's frame broke the framing (a reserved opcode or bit, a bad length), which k6 does not
+      // report as an error. A connect that fails (refused, reset) comes with an error and no code: the network's 1006.
+      if (!coded && !errored && (this.state === 'handshaking' || this.state === 'connected')) return this.violation('bad_frame');
+      this.linkEnded(coded ? ev.code! : 1006);
     };
     this.timers.set('connect', () => this.giveUpAttempt('connect timeout'), opts.connectTimeoutMs ?? 10_000);
   }

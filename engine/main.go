@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,6 +27,7 @@ func run(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:0", "control address (loopback only)")
 	version := fs.Bool("version", false, "print the engine's version and exit")
 	caps := fs.Bool("capabilities", false, "print what the engine can run (JSON) and exit")
+	profile := fs.Bool("pprof", false, "serve Go's profiles at /debug/pprof/ on the control address")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err == flag.ErrHelp {
 		fs.SetOutput(os.Stdout)
@@ -55,7 +57,13 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "wakestorm-engine: cannot listen on %s: %v\n", *listen, err)
 		return 2
 	}
-	srv := &http.Server{Handler: &control{net: newWSNet(10*time.Second, 1<<20+1), clock: newRealClock()}, ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", &control{net: newWSNet(10*time.Second, 1<<20+1), clock: newRealClock()})
+	if *profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("wakestorm-engine listening ws://%s/control\n", ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -64,32 +64,39 @@ func (n *wsNet) Open(url string, headers map[string]string, h SocketEvents) Sock
 		s.mu.Unlock()
 		conn.SetReadLimit(n.readLimit)
 		h.OnOpen()
-		for {
-			mt, data, err := conn.ReadMessage()
-			if err != nil {
-				_ = conn.Close()
-				var ce *websocket.CloseError
-				switch {
-				case errors.As(err, &ce):
-					h.OnClose(ce.Code)
-				case errors.Is(err, websocket.ErrReadLimit):
-					h.OnViolation("frame_too_big")
-				case strings.HasPrefix(err.Error(), "websocket: "):
-					// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
-					h.OnViolation("bad_frame")
-				default:
-					h.OnClose(closeAbnormal)
-				}
-				return
-			}
-			if mt == websocket.TextMessage {
-				h.OnText(data)
-			} else {
-				h.OnBinary(len(data))
-			}
-		}
+		// The reader runs in a goroutine of its own: the dial's deep call path grew this goroutine's stack to 8 KiB,
+		// a fresh one blocked in a read needs a quarter of that (10,000 sockets: 83 MB of stacks before).
+		go readLoop(conn, h)
 	}()
 	return s
+}
+
+// readLoop reads until the connection ends and says how it ended.
+func readLoop(conn *websocket.Conn, h SocketEvents) {
+	for {
+		mt, data, err := conn.ReadMessage()
+		if err != nil {
+			_ = conn.Close()
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				h.OnClose(ce.Code)
+			case errors.Is(err, websocket.ErrReadLimit):
+				h.OnViolation("frame_too_big")
+			case strings.HasPrefix(err.Error(), "websocket: "):
+				// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
+				h.OnViolation("bad_frame")
+			default:
+				h.OnClose(closeAbnormal)
+			}
+			return
+		}
+		if mt == websocket.TextMessage {
+			h.OnText(data)
+		} else {
+			h.OnBinary(len(data))
+		}
+	}
 }
 
 func (s *wsSocket) Send(b []byte) {

@@ -10,6 +10,7 @@ import { runK6, type K6Result } from '../../scripts/k6.ts';
 import { startVoiceServer } from '../../server/server.ts';
 import { startStack, type Stack } from '../../scripts/stack.ts';
 import { pickFreePort } from '../../scripts/process-control.ts';
+import { startEngine, type RunningEngine } from '../../scripts/engine.ts';
 import { runCli } from '../helpers/proc.ts';
 
 const SMOKE = new URL('../../scenarios/smoke.ts', import.meta.url).pathname;
@@ -72,36 +73,6 @@ describe('faults on a healthy server', () => {
     assert.deepEqual(toxics, [], 'nothing left applied');
   });
 
-  it('blackhole (half-open) is noticed within the liveness timeout, and disconnect_detect_time says so', async () => {
-    const tl = file('blackhole.json', [{ at: '2s', for: '5s', fault: 'blackhole' }]);
-    const r = await run(stack, { DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl });
-    assert.equal(count(r, 'connection_drops'), 10, r.stdout);
-    const m = r.summary!.metrics.disconnect_detect_time!.values;
-    assert.equal(m.count, 10);
-    // Pings every 2 s, dead after 1 s without a pong: noticed 1-3 s after the link went silent.
-    assert.ok(m.min! >= 1000 && m.max! <= 3300, `detected after ${m.min}-${m.max} ms`);
-  });
-
-  it('cut gives drops, reconnects, and a reconnect_time that follows the fixed backoff', async () => {
-    const tl = file('cut.json', [{ at: '2s', for: '2s', fault: 'cut' }]);
-    const r = await run(stack, { DEVICES: 10, DURATION: '10s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl });
-    assert.equal(count(r, 'connection_drops'), 10, r.stdout + r.stderr);
-    assert.ok(count(r, 'reconnect_attempts') >= 20, 'refused while the cut lasts, then back');
-    const rt = r.summary!.metrics.reconnect_time!.values;
-    assert.equal(rt.count, 10);
-    // Tries at +1 s (refused) and +2 s, when the 2 s cut ends: back after 2-3 s.
-    assert.ok(rt.min! >= 1900 && rt.max! <= 3300, `reconnect_time ${rt.min}-${rt.max} ms`);
-  });
-
-  it('reset closes open links with 1006', async () => {
-    // reset_peer fires on the next chunk: 3 s covers one 2 s ping of every device.
-    const tl = file('reset.json', [{ at: '2s', for: '3s', fault: 'reset' }]);
-    const slo = file('slo-reset.json', [{ name: 'resets_seen', metric: 'connection_drops{code:1006}', aggregation: 'count', op: '==', target: 10 }]);
-    const r = await run(stack, { DEVICES: 10, DURATION: '8s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl, SLO_FILE: slo });
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.equal(count(r, 'connection_drops{code:1006}'), 10);
-  });
-
   it('rejects a malformed timeline before any load, naming the entry', async () => {
     const tl = file('bad.json', [{ at: '1s', for: '2s', fault: 'latency' }, { at: '1s', for: '2s', fault: 'latency', params: { lag: 5 } }]);
     const r = await run(stack, { DEVICES: 2, DURATION: '5s', TIMELINE: tl });
@@ -110,6 +81,54 @@ describe('faults on a healthy server', () => {
     assert.equal(r.summary, null, 'k6 stopped in the init context: no load, no summary');
   });
 });
+
+// The link's faults on both device engines, with the same assertions: the k6 device (k6/websockets) and the native
+// engine (engine/, driven by k6 over its control socket) must measure the same things the same way.
+for (const engine of ['k6', 'native'] as const) {
+  describe(`link faults, devices in ${engine}`, () => {
+    let stack: Stack;
+    let native: RunningEngine | null = null;
+    before(async () => {
+      stack = await stackWith({});
+      if (engine === 'native') native = await startEngine();
+    });
+    after(async () => {
+      await native?.stop();
+      await stack.stop();
+    });
+    const runOn = (vars: Record<string, string | number>) => run(stack, native ? { ...vars, ENGINE_URL: native.url } : vars);
+
+    it('blackhole (half-open) is noticed within the liveness timeout, and disconnect_detect_time says so', async () => {
+      const tl = file('blackhole.json', [{ at: '2s', for: '5s', fault: 'blackhole' }]);
+      const r = await runOn({ DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl });
+      assert.equal(count(r, 'connection_drops'), 10, r.stdout);
+      const m = r.summary!.metrics.disconnect_detect_time!.values;
+      assert.equal(m.count, 10);
+      // Pings every 2 s, dead after 1 s without a pong: noticed 1-3 s after the link went silent.
+      assert.ok(m.min! >= 1000 && m.max! <= 3300, `detected after ${m.min}-${m.max} ms`);
+    });
+
+    it('cut gives drops, reconnects, and a reconnect_time that follows the fixed backoff', async () => {
+      const tl = file('cut.json', [{ at: '2s', for: '2s', fault: 'cut' }]);
+      const r = await runOn({ DEVICES: 10, DURATION: '10s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl });
+      assert.equal(count(r, 'connection_drops'), 10, r.stdout + r.stderr);
+      assert.ok(count(r, 'reconnect_attempts') >= 20, 'refused while the cut lasts, then back');
+      const rt = r.summary!.metrics.reconnect_time!.values;
+      assert.equal(rt.count, 10);
+      // Tries at +1 s (refused) and +2 s, when the 2 s cut ends: back after 2-3 s.
+      assert.ok(rt.min! >= 1900 && rt.max! <= 3300, `reconnect_time ${rt.min}-${rt.max} ms`);
+    });
+
+    it('reset closes open links with 1006', async () => {
+      // reset_peer fires on the next chunk: 3 s covers one 2 s ping of every device.
+      const tl = file('reset.json', [{ at: '2s', for: '3s', fault: 'reset' }]);
+      const slo = file('slo-reset.json', [{ name: 'resets_seen', metric: 'connection_drops{code:1006}', aggregation: 'count', op: '==', target: 10 }]);
+      const r = await runOn({ DEVICES: 10, DURATION: '8s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl, SLO_FILE: slo });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(count(r, 'connection_drops{code:1006}'), 10);
+    });
+  });
+}
 
 describe('Toxiproxy shards', () => {
   it('spread devices over every shard, and a timeline cuts all of them at once', async () => {
