@@ -12,11 +12,18 @@ import { scaleBench, type ScaleRow } from './scale.ts';
 const quick = process.env.BENCH_QUICK === '1';
 const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity' | 'cost'
 
+/** The tester's RSS or CPU: k6's, or for engine rows the sum with k6's and the engine's parts. */
+function testerCell(r: ScaleRow, f: 'rss_avg_mib' | 'cpu_avg_pct'): string {
+  const k6 = r.k6?.[f];
+  if (!r.engine) return String(k6 ?? '-');
+  return `${r.tester ? +r.tester[f].toFixed(1) : '-'} (k6 ${k6 ?? '-'} + engine ${r.engine[f]})`;
+}
+
 function scaleTable(rows: ScaleRow[]): string {
-  const h = '| kind | devices | per VU | holds | k6 RSS (MiB) | k6 CPU (% of a core) | k6 KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
+  const h = '| kind | devices | per VU | holds | tester RSS (MiB) | tester CPU (% of a core) | tester KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
   const lines = rows.map(
     (r) =>
-      `| ${r.kind} | ${r.devices} | ${r.kind === 'baseline' ? 1 : r.devices_per_vu} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${r.k6?.rss_avg_mib ?? '-'} | ${r.k6?.cpu_avg_pct ?? '-'} | ${r.k6_kib_per_device ?? '-'} | ${r.devices_per_gib ?? '-'} (${r.per_gib_vs_baseline ?? '-'}x) | ${r.devices_per_core ?? '-'} (${r.per_core_vs_baseline ?? '-'}x) | ${r.server?.rss_avg_mib ?? '-'} | ${r.server?.cpu_avg_pct ?? '-'}% | ${r.toxiproxy?.rss_avg_mib ?? '-'} MiB / ${r.toxiproxy?.cpu_avg_pct ?? '-'}% |`,
+      `| ${r.kind} | ${r.devices} | ${r.kind === 'baseline' ? 1 : r.devices_per_vu} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${testerCell(r, 'rss_avg_mib')} | ${testerCell(r, 'cpu_avg_pct')} | ${r.k6_kib_per_device ?? '-'} | ${r.devices_per_gib ?? '-'} (${r.per_gib_vs_baseline ?? '-'}x) | ${r.devices_per_core ?? '-'} (${r.per_core_vs_baseline ?? '-'}x) | ${r.server?.rss_avg_mib ?? '-'} | ${r.server?.cpu_avg_pct ?? '-'}% | ${r.toxiproxy?.rss_avg_mib ?? '-'} MiB / ${r.toxiproxy?.cpu_avg_pct ?? '-'}% |`,
   );
   return [h, '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...lines].join('\n');
 }
@@ -44,6 +51,13 @@ function targetsTable(scale: ScaleResult | null, fidelity: FidelityRow[] | null)
     rows.push(`| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; at ${connected10k.devices} (${connected10k.devices_per_vu}/VU) every device connects and keeps alive, but not: ${connected10k.why_not.join('; ')}` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`);
     rows.push(`| 20,000 devices (stretch) | ${scale.largest ?? 0} | ${yes((scale.largest ?? 0) >= 20_000)} |`);
     rows.push(`| 10x the baseline's devices per GiB | ${scale.perGibRatio ?? '-'}x | ${yes((scale.perGibRatio ?? 0) >= 10)} |`);
+    // The native engine's idle row (issue 23): per device, the engine alone and with k6; the tester's CPU.
+    const e = scale.rows.find((r) => r.kind === 'engine-idle');
+    if (e?.engine && e.tester) {
+      const engineKib = +((e.engine.rss_avg_mib * 1024) / e.devices).toFixed(1);
+      rows.push(`| native engine: RSS per idle device at ${e.devices} ≤ 8 KiB (engine), ≤ 15 KiB (engine + k6) | ${engineKib} KiB, ${e.k6_kib_per_device} KiB | ${yes(engineKib <= 8 && (e.k6_kib_per_device ?? 1e9) <= 15)} |`);
+      rows.push(`| native engine: tester CPU at ${e.devices} idle devices ≤ 15% of a core | ${+e.tester.cpu_avg_pct.toFixed(1)}% (k6 ${e.k6?.cpu_avg_pct ?? '-'}% + engine ${e.engine.cpu_avg_pct}%) | ${yes(e.tester.cpu_avg_pct <= 15)} |`);
+    }
   }
   for (const f of fidelity ?? []) {
     const bound = f.devices <= 1000 ? 2 : f.devices >= 10_000 ? 10 : null;

@@ -9,12 +9,14 @@ import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
  * k6/websockets itself costs). wakestorm-idle: the device model with wakes off. wakestorm: the model with wakes and
  * real-time audio.
  */
-export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'wakestorm';
+export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'engine-idle' | 'wakestorm';
 
 const SCRIPT: Record<ScaleKind, string> = {
   baseline: join(import.meta.dirname, 'k6', 'baseline.ts'),
   floor: join(import.meta.dirname, 'k6', 'floor.ts'),
   'wakestorm-idle': 'wake-latency',
+  // The same idle devices in the native engine (engine/), k6 driving it: the tester is k6 and the engine together.
+  'engine-idle': 'wake-latency',
   wakestorm: 'wake-latency',
 };
 
@@ -26,6 +28,9 @@ export interface ScaleRow {
   why_not: string[];
   server_connections_min: number | null;
   k6: ProcStats | null;
+  /** The native engine (engine-idle rows), and the tester as a whole: k6, plus the engine when there is one. */
+  engine: ProcStats | null;
+  tester: ProcStats | null;
   server: ProcStats | null;
   toxiproxy: ProcStats | null;
   k6_kib_per_device: number | null;
@@ -55,7 +60,8 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   const ramp = rampSeconds(n);
   const duration = ramp + 8 + opts.steadyS + 3;
   const sampler = new Sampler();
-  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle';
+  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle' || opts.kind === 'engine-idle';
+  const native = opts.kind === 'engine-idle';
   let t0 = 0;
   const r: RunResult = await runScenario({
     scenario: SCRIPT[opts.kind],
@@ -63,7 +69,8 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
     duration: `${duration}s`,
     profile: model ? 'recommended' : undefined,
-    wake: opts.kind === 'wakestorm' ? 'poisson:5m' : opts.kind === 'wakestorm-idle' ? 'off' : undefined,
+    wake: opts.kind === 'wakestorm' ? 'poisson:5m' : opts.kind === 'wakestorm-idle' || native ? 'off' : undefined,
+    engine: native ? 'native' : undefined,
     vars: { RAMP: `${ramp}s` },
     resultsRoot: opts.resultsRoot,
     runId: `${opts.kind}-${n}-dpv${dpv}`,
@@ -74,7 +81,9 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     log: () => {},
     onStarted: (p) => {
       t0 = p.startedAt;
-      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPids }, p.serverHttpUrl);
+      // The tester is k6, and the engine when the devices run there.
+      const tester = p.enginePid ? [p.k6Pid, p.enginePid] : p.k6Pid;
+      sampler.start({ k6: p.k6Pid, engine: p.enginePid, tester, server: p.serverPid, toxiproxy: p.toxiproxyPids }, p.serverHttpUrl);
     },
   });
   sampler.stop();
@@ -86,6 +95,7 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   const from = fleetT0 + (ramp + 8) * 1000;
   const to = fleetT0 + (ramp + 8 + opts.steadyS) * 1000;
   const k6 = sampler.stats('k6', from, to);
+  const tester = sampler.stats('tester', from, to);
   const conns = sampler.connections(from, to);
   const m = r.summary?.metrics ?? {};
   const count = (x: string) => m[x]?.values.count ?? 0;
@@ -126,11 +136,13 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     why_not: why,
     server_connections_min: conns?.min ?? null,
     k6,
+    engine: native ? sampler.stats('engine', from, to) : null,
+    tester,
     server: sampler.stats('server', from, to),
     toxiproxy: sampler.stats('toxiproxy', from, to),
-    k6_kib_per_device: k6 ? +((k6.rss_avg_mib * 1024) / n).toFixed(1) : null,
-    devices_per_gib: k6 ? Math.round(n / (k6.rss_avg_mib / 1024)) : null,
-    devices_per_core: k6 && k6.cpu_avg_pct > 0 ? Math.round(n / (k6.cpu_avg_pct / 100)) : null,
+    k6_kib_per_device: tester ? +((tester.rss_avg_mib * 1024) / n).toFixed(1) : null,
+    devices_per_gib: tester ? Math.round(n / (tester.rss_avg_mib / 1024)) : null,
+    devices_per_core: tester && tester.cpu_avg_pct > 0 ? Math.round(n / (tester.cpu_avg_pct / 100)) : null,
     ping_rtt_count: count('ping_rtt'),
     sessions_completed: count('sessions_completed'),
     audio_slips: count('audio_slips'),
@@ -141,7 +153,7 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   };
   opts.log(
     `  ${opts.kind.padEnd(14)} ${String(n).padStart(6)} devices, ${String(dpv).padStart(3)}/VU: ${row.holds ? 'holds' : `does not hold (${why.join('; ')})`}; ` +
-      `k6 ${k6?.rss_avg_mib ?? '-'} MiB ${k6?.cpu_avg_pct ?? '-'}% (${row.k6_kib_per_device ?? '-'} KiB/device); server ${row.server?.rss_avg_mib ?? '-'} MiB ${row.server?.cpu_avg_pct ?? '-'}%; toxiproxy ${row.toxiproxy?.rss_avg_mib ?? '-'} MiB ${row.toxiproxy?.cpu_avg_pct ?? '-'}%`,
+      `k6 ${k6?.rss_avg_mib ?? '-'} MiB ${k6?.cpu_avg_pct ?? '-'}%${native ? ` + engine ${row.engine?.rss_avg_mib ?? '-'} MiB ${row.engine?.cpu_avg_pct ?? '-'}%` : ''} (${row.k6_kib_per_device ?? '-'} KiB/device); server ${row.server?.rss_avg_mib ?? '-'} MiB ${row.server?.cpu_avg_pct ?? '-'}%; toxiproxy ${row.toxiproxy?.rss_avg_mib ?? '-'} MiB ${row.toxiproxy?.cpu_avg_pct ?? '-'}%`,
   );
   return row;
 }
@@ -160,6 +172,7 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
   // Where the cost goes at the big fleet: k6's own socket floor, then the device model without audio.
   rows.push(await scaleStep({ kind: 'floor', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   let largest = rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
   if (!quick && largest === bigN) {
     for (const n of [15_000, 20_000]) {

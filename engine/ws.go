@@ -7,8 +7,10 @@ package main
 import (
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -71,31 +73,36 @@ func (n *wsNet) Open(url string, headers map[string]string, h SocketEvents) Sock
 	return s
 }
 
-// readLoop reads until the connection ends and says how it ended.
+// readLoop reads until the connection ends and says how it ended. A message is handled by the socket's worker, not
+// here: a reader that only reads keeps a small stack (handling a message, JSON and all, grew each reader's stack to
+// 8 KiB), and one worker per shard keeps each socket's messages in order.
 func readLoop(conn *websocket.Conn, h SocketEvents) {
+	shard := workers.pick()
 	for {
 		mt, data, err := conn.ReadMessage()
-		if err != nil {
-			_ = conn.Close()
-			var ce *websocket.CloseError
-			switch {
-			case errors.As(err, &ce):
-				h.OnClose(ce.Code)
-			case errors.Is(err, websocket.ErrReadLimit):
-				h.OnViolation("frame_too_big")
-			case strings.HasPrefix(err.Error(), "websocket: "):
-				// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
-				h.OnViolation("bad_frame")
-			default:
-				h.OnClose(closeAbnormal)
+		if err == nil {
+			if mt == websocket.TextMessage {
+				shard.do(func() { h.OnText(data) })
+			} else {
+				n := len(data)
+				shard.do(func() { h.OnBinary(n) })
 			}
-			return
+			continue
 		}
-		if mt == websocket.TextMessage {
-			h.OnText(data)
-		} else {
-			h.OnBinary(len(data))
+		_ = conn.Close()
+		var ce *websocket.CloseError
+		switch {
+		case errors.As(err, &ce):
+			shard.do(func() { h.OnClose(ce.Code) })
+		case errors.Is(err, websocket.ErrReadLimit):
+			shard.do(func() { h.OnViolation("frame_too_big") })
+		case strings.HasPrefix(err.Error(), "websocket: "):
+			// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
+			shard.do(func() { h.OnViolation("bad_frame") })
+		default:
+			shard.do(func() { h.OnClose(closeAbnormal) })
 		}
+		return
 	}
 }
 
@@ -139,3 +146,34 @@ func (s *wsSocket) Close(code int) {
 		_ = c.Close()
 	}()
 }
+
+// workerPool runs socket events on a few long-lived goroutines; a socket keeps one worker for its life.
+type workerPool struct {
+	queues []chan func()
+	next   atomic.Uint32
+}
+
+func newWorkerPool(n int) *workerPool {
+	p := &workerPool{queues: make([]chan func(), n)}
+	for i := range p.queues {
+		q := make(chan func(), 4096)
+		p.queues[i] = q
+		go func() {
+			for fn := range q {
+				fn()
+			}
+		}()
+	}
+	return p
+}
+
+type worker chan func()
+
+func (p *workerPool) pick() worker {
+	return p.queues[int(p.next.Add(1))%len(p.queues)]
+}
+
+// do queues fn; a full queue blocks the reader (back-pressure: the socket is read no faster than it is handled).
+func (w worker) do(fn func()) { w <- fn }
+
+var workers = newWorkerPool(4 * runtime.GOMAXPROCS(0))

@@ -67,7 +67,15 @@ export interface RunOptions {
   /** Aborts the run (as Ctrl-C does). */
   signal?: AbortSignal;
   /** Called once k6 runs, with the processes of the run (benches sample them). */
-  onStarted?: (p: { k6Pid: number; serverPid: number | null; toxiproxyPid: number; toxiproxyPids: number[]; serverHttpUrl: string; startedAt: number }) => void;
+  onStarted?: (p: {
+    k6Pid: number;
+    serverPid: number | null;
+    toxiproxyPid: number;
+    toxiproxyPids: number[];
+    enginePid: number | null;
+    serverHttpUrl: string;
+    startedAt: number;
+  }) => void;
   /** Toxiproxy processes; default: as many as the fleet needs under the open-file limit (toxiproxyShardsFor). */
   toxiproxyShards?: number;
   /** Raise the k6 child's open-file limit (large fleets). */
@@ -327,7 +335,15 @@ async function watchK6(
     },
   });
   const pid = k6.child.pid!;
-  opts.onStarted?.({ k6Pid: pid, serverPid: stack.serverPid, toxiproxyPid: stack.toxiproxyPid, toxiproxyPids: stack.shards.map((sh) => sh.pid), serverHttpUrl: stack.serverHttpUrl, startedAt: Date.now() });
+  opts.onStarted?.({
+    k6Pid: pid,
+    serverPid: stack.serverPid,
+    toxiproxyPid: stack.toxiproxyPid,
+    toxiproxyPids: stack.shards.map((sh) => sh.pid),
+    enginePid: engine?.pid ?? null,
+    serverHttpUrl: stack.serverHttpUrl,
+    startedAt: Date.now(),
+  });
   // The tester's own health for the report: CPU and memory of every process of the run, once a second.
   const sampler = new Sampler();
   sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid), ...(engine ? { engine: engine.pid } : {}) });
