@@ -51,6 +51,12 @@ function targetsTable(scale: ScaleResult | null, fidelity: FidelityRow[] | null)
     rows.push(`| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; at ${connected10k.devices} (${connected10k.devices_per_vu}/VU) every device connects and keeps alive, but not: ${connected10k.why_not.join('; ')}` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`);
     rows.push(`| 20,000 devices (stretch) | ${scale.largest ?? 0} | ${yes((scale.largest ?? 0) >= 20_000)} |`);
     rows.push(`| 10x the baseline's devices per GiB | ${scale.perGibRatio ?? '-'}x | ${yes((scale.perGibRatio ?? 0) >= 10)} |`);
+    const talk = scale.rows.find((r) => r.kind === 'engine');
+    if (talk) {
+      const why = talk.holds ? '' : `: ${talk.why_not.join('; ')}`;
+      const engineCpu = talk.engine ? `; engine ${talk.engine.cpu_avg_pct}% of a core, server ${talk.server?.cpu_avg_pct ?? '-'}%, toxiproxy ${talk.toxiproxy?.cpu_avg_pct ?? '-'}%` : '';
+      rows.push(`| native engine: ${talk.devices} talking devices hold every criterion | ${talk.holds ? 'hold' : 'do not hold'}${why}${engineCpu} | ${yes(talk.holds)} |`);
+    }
     // The native engine's idle row (issue 23): per device, the engine alone and with k6; the tester's CPU.
     const e = scale.rows.find((r) => r.kind === 'engine-idle');
     if (e?.engine && e.tester) {

@@ -9,7 +9,7 @@ import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
  * k6/websockets itself costs). wakestorm-idle: the device model with wakes off. wakestorm: the model with wakes and
  * real-time audio.
  */
-export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'engine-idle' | 'wakestorm';
+export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'engine-idle' | 'wakestorm' | 'engine';
 
 const SCRIPT: Record<ScaleKind, string> = {
   baseline: join(import.meta.dirname, 'k6', 'baseline.ts'),
@@ -17,6 +17,8 @@ const SCRIPT: Record<ScaleKind, string> = {
   'wakestorm-idle': 'wake-latency',
   // The same idle devices in the native engine (engine/), k6 driving it: the tester is k6 and the engine together.
   'engine-idle': 'wake-latency',
+  // Talking devices in the engine: the same fleet and criteria as the wakestorm rows.
+  engine: 'wake-latency',
   wakestorm: 'wake-latency',
 };
 
@@ -60,8 +62,9 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   const ramp = rampSeconds(n);
   const duration = ramp + 8 + opts.steadyS + 3;
   const sampler = new Sampler();
-  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle' || opts.kind === 'engine-idle';
-  const native = opts.kind === 'engine-idle';
+  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle' || opts.kind === 'engine-idle' || opts.kind === 'engine';
+  const native = opts.kind === 'engine-idle' || opts.kind === 'engine';
+  const talking = opts.kind === 'wakestorm' || opts.kind === 'engine';
   let t0 = 0;
   const r: RunResult = await runScenario({
     scenario: SCRIPT[opts.kind],
@@ -69,7 +72,7 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
     duration: `${duration}s`,
     profile: model ? 'recommended' : undefined,
-    wake: opts.kind === 'wakestorm' ? 'poisson:5m' : opts.kind === 'wakestorm-idle' || native ? 'off' : undefined,
+    wake: talking ? 'poisson:5m' : model ? 'off' : undefined,
     engine: native ? 'native' : undefined,
     vars: { RAMP: `${ramp}s` },
     resultsRoot: opts.resultsRoot,
@@ -117,12 +120,13 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   // Baseline and floor scripts have no device model (no devices_started): only the device model's runs are judged.
   else if (opts.kind !== 'baseline' && opts.kind !== 'floor' && r.judgement.verdict === 'invalid') why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
   else if ((opts.kind === 'baseline' || opts.kind === 'floor') && r.judgement.invalid.some((x) => /^k6 /.test(x))) why.push(r.judgement.invalid.join('; '));
-  if (opts.kind === 'wakestorm') {
+  if (talking) {
     // Real-time audio both ways, with the budgets a jitter buffer absorbs: at most 1 uplink frame in 1000 more than
-    // 60 ms late (k6's ws_msgs_sent counts every message sent, frames being nearly all of them), and a playback
-    // underrun in at most 1% of completed conversations.
+    // 60 ms late (k6's ws_msgs_sent counts every message sent, frames being nearly all of them; in the engine, k6 sends
+    // only control messages and the engine counts its frames as audio_frames), and a playback underrun in at most 1%
+    // of completed conversations.
     const slips = count('audio_slips');
-    const sent = count('ws_msgs_sent');
+    const sent = native ? count('audio_frames') : count('ws_msgs_sent');
     if (slips > sent * 0.001) why.push(`${slips} uplink frames slipped >60 ms (${((slips / Math.max(1, sent)) * 100).toFixed(2)}% of ${sent} messages; VU event loops ran late)`);
     const underruns = count('playback_underruns');
     const done = count('sessions_completed');
@@ -173,6 +177,7 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
   rows.push(await scaleStep({ kind: 'floor', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  rows.push(await scaleStep({ kind: 'engine', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   let largest = rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
   if (!quick && largest === bigN) {
     for (const n of [15_000, 20_000]) {
@@ -202,7 +207,7 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
     r.per_gib_vs_baseline = r.devices_per_gib && base.devices_per_gib ? +(r.devices_per_gib / base.devices_per_gib).toFixed(2) : null;
     r.per_core_vs_baseline = r.devices_per_core && base.devices_per_core ? +(r.devices_per_core / base.devices_per_core).toFixed(2) : null;
   }
-  const ours = rows.filter((r) => r.kind === 'wakestorm' || r.kind === 'wakestorm-idle');
+  const ours = rows.filter((r) => r.kind !== 'baseline' && r.kind !== 'floor');
   const perGibRatio = Math.max(0, ...ours.map((r) => r.per_gib_vs_baseline ?? 0)) || null;
   const perCoreRatio = Math.max(0, ...ours.map((r) => r.per_core_vs_baseline ?? 0)) || null;
   return { rows, largest, perGibRatio, perCoreRatio };

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,9 +35,13 @@ type startMsg struct {
 	Seed             string                     `json:"seed"`
 	ConnectTimeoutMs float64                    `json:"connect_timeout_ms"`
 	Intake           Intake                     `json:"intake"`
-	Wake             struct {
-		Mode string `json:"mode"`
-	} `json:"wake"`
+	Wake             WakeSchedule               `json:"wake"`
+	Audio            struct {
+		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
+		// hears as silence (core/audio-frames.ts decides, the engine does not judge audio itself).
+		PCMPath string            `json:"pcm_path"`
+		Silent  map[string][]bool `json:"silent"`
+	} `json:"audio"`
 	// EndInMs bounds the session: the engine stops these devices by itself this long after start (plus grace).
 	EndInMs float64 `json:"end_in_ms"`
 }
@@ -46,7 +52,9 @@ var capabilities = struct {
 	Version   string   `json:"version"`
 	Wake      []string `json:"wake"`
 	Lifecycle []string `json:"lifecycle"`
-}{engineVersion, []string{"off"}, []string{"persistent"}}
+	// Audio is the codec/framing pairs it streams, up and down.
+	Audio []string `json:"audio"`
+}{engineVersion, []string{"off", "once", "poisson", "fixed"}, []string{"persistent"}, []string{"pcm_s16le/raw"}}
 
 // flushEvery is how often records go to k6.
 const flushEvery = time.Second
@@ -86,7 +94,7 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 		return nil, fmt.Errorf("a start names 1 to %d devices, got %d", maxDevicesPerSession, len(m.Devices))
 	}
 	if !slices.Contains(capabilities.Wake, m.Wake.Mode) {
-		return nil, fmt.Errorf("the native engine runs links and keepalive only, not wake schedule %q yet: use --wake off or --engine k6", m.Wake.Mode)
+		return nil, fmt.Errorf("the native engine does not run wake schedule %q: use --engine k6", m.Wake.Mode)
 	}
 	if m.Intake.MessagesPerSecond <= 0 || m.Intake.TextBytes <= 0 || m.Intake.BinaryBytes <= 0 || m.Intake.JSONDepth <= 0 {
 		return nil, fmt.Errorf("start has no intake bounds")
@@ -99,6 +107,11 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 		}
 		if !slices.Contains(capabilities.Lifecycle, d.Lifecycle) {
 			return nil, fmt.Errorf("dialect %s: the native engine runs persistent links only, not lifecycle %q yet: use --engine k6", name, d.Lifecycle)
+		}
+		for _, a := range []AudioSpec{d.Audio.Up, d.Audio.Down} {
+			if talks := m.Wake.Mode != "off" && m.Wake.Mode != ""; talks && !slices.Contains(capabilities.Audio, a.Codec+"/"+a.Framing) {
+				return nil, fmt.Errorf("dialect %s: the native engine streams %v audio only, not %s/%s yet: use --engine k6", name, capabilities.Audio, a.Codec, a.Framing)
+			}
 		}
 		dialects[name] = d
 	}
@@ -141,12 +154,18 @@ func (c *control) session(conn *websocket.Conn) {
 		fail(err)
 		return
 	}
+	uplinks, err := loadUplinks(&m)
+	if err != nil {
+		fail(err)
+		return
+	}
 	sink := newBatch(maxBatch)
 	clock := &lagClock{Clock: c.clock}
 	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake}
 	devices := make([]*Device, len(m.Devices))
 	for i, dv := range m.Devices {
-		devices[i] = NewDevice(dv.ID, dv.URL, m.Profiles[dv.Profile], dialects[dv.Dialect], env, m.Seed)
+		p := m.Profiles[dv.Profile]
+		devices[i] = NewDevice(dv.ID, dv.URL, p, dialects[dv.Dialect], env, m.Seed, m.Wake, uplinks[p.FrameBytes])
 	}
 	for i, dv := range m.Devices {
 		devices[i].Start(dv.DelayMs)
@@ -179,6 +198,7 @@ func (c *control) session(conn *websocket.Conn) {
 	for {
 		select {
 		case <-tick.C:
+			framesSent(devices, sink)
 			recs, dropped := sink.take()
 			if write(marshalBatch(recs, dropped, connectedBy(devices), clock.takeMaxMs(), false)) != nil {
 				stopAll(devices)
@@ -186,6 +206,7 @@ func (c *control) session(conn *websocket.Conn) {
 			}
 		case <-stopped:
 			stopAll(devices)
+			framesSent(devices, sink)
 			recs, dropped := sink.take()
 			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, true))
 			return
@@ -213,4 +234,53 @@ func connectedBy(devices []*Device) map[string]int {
 		}
 	}
 	return m
+}
+
+// framesSent reports the uplink frames sent since the last batch, as one audio_frames count (the slips' denominator).
+func framesSent(devices []*Device, sink Sink) {
+	n := 0
+	for _, d := range devices {
+		n += d.TakeFramesSent()
+	}
+	if n > 0 {
+		sink.Add(Record{Name: "audio_frames", Value: float64(n)})
+	}
+}
+
+// loadUplinks cuts the utterance into each profile's frames (the silent flags come with the start); none when the
+// run has no wakes.
+func loadUplinks(m *startMsg) (map[int]*Uplink, error) {
+	out := map[int]*Uplink{}
+	if m.Wake.Mode == "off" || m.Wake.Mode == "" {
+		return out, nil
+	}
+	pcm, err := os.ReadFile(m.Audio.PCMPath)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the utterance: %v", err)
+	}
+	for _, p := range m.Profiles {
+		fb := p.FrameBytes
+		if _, done := out[fb]; done {
+			continue
+		}
+		silent, ok := m.Audio.Silent[strconv.Itoa(fb)]
+		if fb <= 0 || fb%2 != 0 || !ok {
+			return nil, fmt.Errorf("profile %s: no uplink layout for %d-byte frames", p.Name, fb)
+		}
+		u := &Uplink{Silence: make([]byte, fb), FrameMs: float64(fb) / pcmBytesPerMs, LastVoiced: -1}
+		for off := 0; off+fb <= len(pcm); off += fb {
+			u.Frames = append(u.Frames, pcm[off:off+fb])
+		}
+		if len(silent) != len(u.Frames) {
+			return nil, fmt.Errorf("profile %s: %d silent flags for %d frames of the utterance", p.Name, len(silent), len(u.Frames))
+		}
+		u.Silent = silent
+		for i, s := range silent {
+			if !s {
+				u.LastVoiced = i
+			}
+		}
+		out[fb] = u
+	}
+	return out, nil
 }

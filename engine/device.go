@@ -28,11 +28,14 @@ type Profile struct {
 		TimeoutMs float64 `json:"timeout_ms"`
 		CheckMs   float64 `json:"check_ms"`
 	} `json:"liveness"`
-	Reconnect    Backoff `json:"reconnect"`
-	Resume       bool    `json:"resume"`
-	EndOfSpeech  string  `json:"end_of_speech"`
-	FrameBytes   float64 `json:"frame_bytes"`
-	SampleRateUp float64 `json:"-"`
+	Reconnect   Backoff `json:"reconnect"`
+	Resume      bool    `json:"resume"`
+	EndOfSpeech string  `json:"end_of_speech"`
+	FrameBytes  int     `json:"frame_bytes"`
+	// PlaybackPrebufferMs is the audio buffered before playback starts.
+	PlaybackPrebufferMs float64  `json:"playback_prebuffer_ms"`
+	BargeInMs           *float64 `json:"barge_in_ms"`
+	AfterReply          string   `json:"after_reply"`
 }
 
 // Intake bounds what a device accepts from a server (core/device-link.ts INTAKE, sent by the k6 side).
@@ -68,7 +71,9 @@ const (
 
 // Socket is one WebSocket a device opened (real: ws.go; tests: a fake).
 type Socket interface {
+	// Send sends a text message; SendBinary a binary one.
 	Send(b []byte)
+	SendBinary(b []byte)
 	Ping()
 	// Close closes with code (0: drop the TCP connection without a close frame).
 	Close(code int)
@@ -117,6 +122,7 @@ type Device struct {
 		id int
 		at float64
 	}
+	conv       *conversation
 	rxWindowAt float64
 	rxInWindow int
 	timers     map[string]*timer
@@ -134,10 +140,11 @@ type Env struct {
 	Intake           Intake
 }
 
-// NewDevice makes a device; Start connects it.
-func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string) *Device {
+// NewDevice makes a device; Start connects it. Its conversations follow wake with the utterance u.
+func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string, wake WakeSchedule, u *Uplink) *Device {
 	r := deviceRandom(seed, id)
 	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r, timers: map[string]*timer{}}
+	dev.conv = &conversation{d: dev, wake: wake, uplink: u}
 	dev.backoff = newBackoff(&p.Reconnect, r)
 	dev.vars = Vars{"device_id": id, "profile": p.Name, "protocol_version": 1.0}
 	if env.Token != "" {
@@ -188,6 +195,14 @@ func (d *Device) Start(delayMs float64) {
 	defer d.mu.Unlock()
 	d.state = stBackoff
 	d.setTimer("connect", delayMs, d.connect)
+	d.conv.start(delayMs)
+}
+
+// TakeFramesSent is the uplink frames sent since the last call (reported once a batch as audio_frames).
+func (d *Device) TakeFramesSent() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conv.takeFramesSent()
 }
 
 // Connected is true while the handshake is done and the socket open.
@@ -208,6 +223,7 @@ func (d *Device) Stop() {
 			d.count("reconnects_unfinished", 1)
 		}
 	}
+	d.conv.stop()
 	d.state = stStopped
 	d.connected.Store(false)
 	for name := range d.timers {
@@ -264,8 +280,8 @@ func (a attemptEvents) OnText(b []byte) {
 func (a attemptEvents) OnBinary(n int) {
 	a.d.mu.Lock()
 	defer a.d.mu.Unlock()
-	if a.current() {
-		a.d.intake(n, false)
+	if a.current() && a.d.intake(n, false) {
+		a.d.conv.binary(n)
 	}
 }
 
@@ -375,6 +391,7 @@ func (d *Device) onReady(msg map[string]any) {
 	d.attempt = 0
 	d.backoff.reset()
 	d.startKeepalive()
+	d.conv.linkUp()
 }
 
 // intake bounds what the device accepts (core/device-link.ts INTAKE); false when the message broke a bound.
@@ -464,7 +481,7 @@ func (d *Device) onText(b []byte) {
 		}
 		return
 	}
-	if !dl.Known(msg, vars) {
+	if !d.conv.message(msg) && !dl.Known(msg, vars) {
 		t := msg[dl.TypeField]
 		d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: b})
 	}
@@ -555,15 +572,18 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 		if wasConnected {
 			d.count("reconnects_abandoned", 1)
 		}
+		d.conv.linkLost(code, wasConnected, true)
 		return
 	}
 	d.attempt++
 	if rp.MaxAttempts > 0 && d.attempt > rp.MaxAttempts {
 		d.state = stGaveUp
 		d.count("devices_gave_up", 1)
+		d.conv.linkLost(code, wasConnected, true)
 		return
 	}
 	d.state = stBackoff
+	d.conv.linkLost(code, wasConnected, false)
 	d.setTimer("connect", d.backoff.next(d.attempt), d.connect)
 }
 

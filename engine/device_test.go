@@ -16,13 +16,15 @@ type fakeSocket struct {
 	headers map[string]string
 	h       SocketEvents
 	sent    []string
+	binary  []int
 	pings   int
 	closed  int
 }
 
-func (s *fakeSocket) Send(b []byte)  { s.sent = append(s.sent, string(b)) }
-func (s *fakeSocket) Ping()          { s.pings++ }
-func (s *fakeSocket) Close(code int) { s.closed = max(code, 1) }
+func (s *fakeSocket) Send(b []byte)       { s.sent = append(s.sent, string(b)) }
+func (s *fakeSocket) SendBinary(b []byte) { s.binary = append(s.binary, len(b)) }
+func (s *fakeSocket) Ping()               { s.pings++ }
+func (s *fakeSocket) Close(code int)      { s.closed = max(code, 1) }
 
 type fakeNet struct{ sockets []*fakeSocket }
 
@@ -97,7 +99,7 @@ type rig struct {
 func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
-	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed")
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil)
 	return r
 }
 

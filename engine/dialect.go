@@ -315,9 +315,14 @@ type Dialect struct {
 		Headers   map[string]string `json:"headers"`
 	} `json:"connect"`
 	Send struct {
-		Hello *Template `json:"hello"`
-		Ping  *Template `json:"ping"`
-		Pong  *Template `json:"pong"`
+		Hello        *Template  `json:"hello"`
+		Ping         *Template  `json:"ping"`
+		Pong         *Template  `json:"pong"`
+		Wake         []Template `json:"wake"`
+		EndOfSpeech  *Template  `json:"end_of_speech"`
+		PlaybackDone *Template  `json:"playback_done"`
+		Abort        *Template  `json:"abort"`
+		Listen       *Template  `json:"listen"`
 	} `json:"send"`
 	Recv struct {
 		Ready      *Matcher        `json:"ready"`
@@ -331,11 +336,24 @@ type Dialect struct {
 		Ignore     []Matcher       `json:"ignore"`
 		AckRaw     json.RawMessage `json:"ack"`
 		Ack        *Matcher        `json:"-"`
+		// AckIsReady: the handshake of a per-wake channel is the acknowledgement ("ack": "ready").
+		AckIsReady bool `json:"-"`
 	} `json:"recv"`
 	Capture map[string]Capture `json:"capture"`
 	Resume  bool               `json:"resume"`
+	Audio   struct {
+		Up   AudioSpec `json:"up"`
+		Down AudioSpec `json:"down"`
+	} `json:"audio"`
 	// TypeField names a message's kind (core/dialect.ts typeField, computed by the k6 side).
 	TypeField string `json:"type_field"`
+}
+
+// AudioSpec is how audio goes one way: codec and framing.
+type AudioSpec struct {
+	Codec      string  `json:"codec"`
+	Framing    string  `json:"framing"`
+	SampleRate float64 `json:"sample_rate"`
 }
 
 // ParseDialect reads a validated dialect; the query keys keep their order.
@@ -347,6 +365,7 @@ func ParseDialect(b []byte) (*Dialect, error) {
 	if d.Recv.Ready == nil {
 		return nil, fmt.Errorf("dialect %s has no recv.ready", d.Name)
 	}
+	d.Recv.AckIsReady = string(d.Recv.AckRaw) == `"ready"`
 	if len(d.Recv.AckRaw) > 0 && d.Recv.AckRaw[0] == '{' {
 		d.Recv.Ack = &Matcher{}
 		if err := json.Unmarshal(d.Recv.AckRaw, d.Recv.Ack); err != nil {

@@ -29,6 +29,9 @@ type Record struct {
 	Kind    string
 	Type    any
 	Raw     []byte
+	// Reason is a dropped session's reason; ErrorCode what a server's error message said (labelled on the k6 side).
+	Reason    string
+	ErrorCode any
 }
 
 // Sink takes a device's records.
@@ -45,14 +48,17 @@ type batch struct {
 }
 
 type sumKey struct {
-	name, profile, cause, kind string
-	code                       int
+	name, profile, cause, kind, reason string
+	code                               int
 }
 
 // summable: counters whose tags do not depend on a span (k6 Counter adds are commutative).
 var summable = map[string]bool{
 	"links_up": true, "links_down": true, "reconnect_attempts": true, "flaps": true, "reconnects_abandoned": true,
 	"devices_gave_up": true, "reconnects_unfinished": true, "connection_drops": true,
+	"wakes": true, "sessions_started": true, "sessions_completed": true, "sessions_dropped": true,
+	"sessions_resumed": true, "playback_underruns": true, "audio_slips": true, "barge_ins": true,
+	"barge_in_late_frames": true, "follow_ups": true, "audio_frames": true,
 }
 
 func newBatch(maxItems int) *batch { return &batch{sums: map[sumKey]float64{}, maxItems: maxItems} }
@@ -61,7 +67,7 @@ func (b *batch) Add(r Record) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if summable[r.Name] && r.Phase == phaseNone {
-		k := sumKey{r.Name, r.Profile, r.Cause, r.Kind, r.Code}
+		k := sumKey{r.Name, r.Profile, r.Cause, r.Kind, r.Reason, r.Code}
 		if _, ok := b.sums[k]; !ok {
 			b.order = append(b.order, k)
 		}
@@ -87,38 +93,59 @@ func (b *batch) take() (recs []wireRecord, dropped int) {
 	b.mu.Unlock()
 	recs = make([]wireRecord, 0, len(order)+len(items))
 	for _, k := range order {
-		recs = append(recs, wireRecord{k.name, sums[k], k.profile, 0, 0, phaseNone, extra(k.code, k.cause, k.kind, nil, nil)})
+		recs = append(recs, wireRecord{k.name, sums[k], k.profile, 0, 0, phaseNone, extra(Record{Code: k.code, Cause: k.cause, Kind: k.kind, Reason: k.reason})})
 	}
 	for _, r := range items {
-		recs = append(recs, wireRecord{r.Name, r.Value, r.Profile, r.From, r.To, r.Phase, extra(r.Code, r.Cause, r.Kind, r.Type, r.Raw)})
+		recs = append(recs, wireRecord{r.Name, r.Value, r.Profile, r.From, r.To, r.Phase, extra(r)})
 	}
 	return recs, dropped
 }
 
-func extra(code int, cause, kind string, typ any, raw []byte) map[string]any {
-	if code == 0 && cause == "" && kind == "" && typ == nil && raw == nil {
+func extra(r Record) map[string]any {
+	if r.Code == 0 && r.Cause == "" && r.Kind == "" && r.Type == nil && r.Raw == nil && r.Reason == "" && r.ErrorCode == nil {
 		return nil
 	}
 	e := map[string]any{}
-	if code != 0 {
-		e["code"] = code
+	if r.Code != 0 {
+		e["code"] = r.Code
 	}
-	if cause != "" {
-		e["cause"] = cause
+	if r.Cause != "" {
+		e["cause"] = r.Cause
 	}
-	if kind != "" {
-		e["kind"] = kind
+	if r.Kind != "" {
+		e["kind"] = r.Kind
 	}
-	if typ != nil {
-		e["type"] = typ
+	if r.Reason != "" {
+		e["reason"] = r.Reason
 	}
-	if raw != nil {
+	if r.Type != nil {
+		e["type"] = scalar(r.Type)
+	}
+	if r.ErrorCode != nil {
+		e["error_code"] = scalar(r.ErrorCode)
+	}
+	if r.Raw != nil {
+		raw := r.Raw
 		if len(raw) > 160 {
 			raw = raw[:160]
 		}
 		e["text"] = string(raw)
 	}
 	return e
+}
+
+// scalar keeps a label's raw value small: a string cut to 64 bytes, a number, or nothing.
+func scalar(v any) any {
+	switch x := v.(type) {
+	case string:
+		if len(x) > 64 {
+			return x[:64]
+		}
+		return x
+	case float64:
+		return x
+	}
+	return nil
 }
 
 // marshalBatch is the batch message: records, connected devices per profile, the engine's own timer lag.

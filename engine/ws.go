@@ -119,6 +119,19 @@ func (s *wsSocket) Send(b []byte) {
 	}
 }
 
+func (s *wsSocket) SendBinary(b []byte) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(writeWait))
+	if c.WriteMessage(websocket.BinaryMessage, b) != nil {
+		_ = c.Close()
+	}
+}
+
 func (s *wsSocket) Ping() {
 	s.mu.Lock()
 	c := s.conn

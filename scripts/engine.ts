@@ -68,6 +68,8 @@ export interface EngineCapabilities {
   version: string;
   wake: string[];
   lifecycle: string[];
+  /** codec/framing pairs it streams, up and down. */
+  audio: string[];
 }
 
 export function engineCapabilities(bin = requireEngine()): EngineCapabilities {
@@ -75,12 +77,15 @@ export function engineCapabilities(bin = requireEngine()): EngineCapabilities {
 }
 
 /** The one line that refuses a run the engine cannot honour, or null. */
-export function engineRefusal(caps: EngineCapabilities, run: { wake: string; lifecycles: string[] }): string | null {
+export function engineRefusal(caps: EngineCapabilities, run: { wake: string; lifecycles: string[]; audio: string[] }): string | null {
   if (!caps.wake.includes(run.wake)) {
     return `wakestorm: the native engine (${caps.version}) runs wake schedules ${caps.wake.join(', ')} only, not '${run.wake}': add --wake off, or --engine k6`;
   }
   const bad = run.lifecycles.find((l) => !caps.lifecycle.includes(l));
   if (bad) return `wakestorm: the native engine (${caps.version}) runs ${caps.lifecycle.join(', ')} links only, not a '${bad}' dialect: use --engine k6`;
+  // Audio matters only when the devices talk.
+  const codec = run.wake === 'off' ? undefined : run.audio.find((a) => !caps.audio.includes(a));
+  if (codec) return `wakestorm: the native engine (${caps.version}) streams ${caps.audio.join(', ')} audio only, not ${codec}: use --engine k6`;
   return null;
 }
 

@@ -84,6 +84,8 @@ export interface Inspected {
   /** The wake schedule's mode and the lifecycles of the fleet's dialects (what the device engine must honour). */
   wakeMode: string | null;
   lifecycles: string[];
+  /** The codec/framing pairs of the fleet's audio, both ways. */
+  audio: string[];
 }
 
 export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Inspected {
@@ -92,14 +94,16 @@ export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Ins
     const out = execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
     // The scenario's own duration, as it resolved it (makeScenario puts it in options.ext.wakestorm).
     try {
-      const x = (JSON.parse(out.toString()) as { ext?: { wakestorm?: { duration_ms?: unknown; wake_mode?: unknown; lifecycles?: unknown } } }).ext?.wakestorm;
+      type Ext = { duration_ms?: unknown; wake_mode?: unknown; lifecycles?: unknown; audio?: unknown };
+      const x = (JSON.parse(out.toString()) as { ext?: { wakestorm?: Ext } }).ext?.wakestorm;
       return {
         durationMs: typeof x?.duration_ms === 'number' ? x.duration_ms : null,
         wakeMode: typeof x?.wake_mode === 'string' ? x.wake_mode : null,
         lifecycles: Array.isArray(x?.lifecycles) ? x.lifecycles.map(String) : [],
+        audio: Array.isArray(x?.audio) ? x.audio.map(String) : [],
       };
     } catch {
-      return { durationMs: null, wakeMode: null, lifecycles: [] };
+      return { durationMs: null, wakeMode: null, lifecycles: [], audio: [] };
     }
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };

@@ -459,7 +459,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const token = resolveToken(opts);
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
   if (opts.engine === 'native') {
-    const refused = engineRefusal(engineCapabilities(), { wake: inspected.wakeMode ?? 'off', lifecycles: inspected.lifecycles });
+    const refused = engineRefusal(engineCapabilities(), { wake: inspected.wakeMode ?? 'off', lifecycles: inspected.lifecycles, audio: inspected.audio });
     if (refused) throw new EngineError(refused);
   }
   if (opts.serverUrl) await reachable(opts.serverUrl);

@@ -10,10 +10,22 @@ import type { MetricSink, DeviceMetricName } from '../../core/metric-names.ts';
 import { profileFor, type Profile } from '../../core/profiles.ts';
 import { closeCodeLabel } from '../../core/protocol.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
+import type { AudioFrames } from '../../core/device-env.ts';
 import { phaseTracker, vuSlice, type FleetHooks } from './k6-fleet.ts';
 
+/** The committed utterance on disk: the engine reads it itself (k6's open() gives bytes, not a path). */
+const UTTERANCE_PATH = decodeURIComponent(import.meta.resolve('../../audio/utterance.pcm').replace(/^file:\/\//, ''));
+
 /** A record from the engine: [name, value, profile, from, to, phase mode, extra]. */
-type EngineRecord = [string, number, string, number, number, 0 | 1 | 2, { code?: number; cause?: string; kind?: string; type?: unknown; text?: string } | null];
+type EngineRecord = [
+  string,
+  number,
+  string,
+  number,
+  number,
+  0 | 1 | 2,
+  { code?: number; cause?: string; kind?: string; reason?: string; type?: unknown; error_code?: unknown; text?: string } | null,
+];
 
 interface EngineBatch {
   type: 'started' | 'batch' | 'stopped' | 'error';
@@ -25,10 +37,12 @@ interface EngineBatch {
 }
 
 const UNMATCHED_TYPES = new BoundedLabels(16);
+/** The `code` tag of protocol_errors: what the server's error messages say, bounded as on the k6 device. */
+const ERROR_CODES = new BoundedLabels(16);
 const SEEN = new Set<string>();
 
 /** The start message for devices [first, last): everything the engine needs, as data (profiles and dialects unchanged). */
-export function engineStart(cfg: RunConfig, first: number, last: number, startedAt: number, now: number) {
+export function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: number, startedAt: number, now: number) {
   const profiles: Profile[] = [];
   const dialects: Record<string, unknown> = {};
   const devices = [];
@@ -51,19 +65,25 @@ export function engineStart(cfg: RunConfig, first: number, last: number, started
     seed: cfg.seed,
     connect_timeout_ms: 10_000,
     intake: INTAKE,
-    wake: { mode: cfg.wake.mode },
+    wake: cfg.wake,
+    // The utterance by path, and which of its frames an energy VAD hears as silent for each profile's frame size
+    // (core/audio-frames.ts: the one VAD rule); none when there are no wakes.
+    audio: {
+      pcm_path: UTTERANCE_PATH,
+      silent: cfg.wake.mode === 'off' ? {} : Object.fromEntries([...new Set(profiles.map((p) => p.frame_bytes))].map((fb) => [String(fb), audio.frames(fb).silent])),
+    },
     end_in_ms: startedAt + cfg.durationMs - now,
   };
 }
 
 /** Runs this VU's share of the fleet in the engine until the run's end. */
-export function runEngineVu(cfg: RunConfig, metrics: MetricSink, hooks: FleetHooks, startedAt: number): void {
+export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks, startedAt: number): void {
   const slice = vuSlice(cfg);
   if (!slice) return;
   const { vu, first, last, endAt } = slice;
   const tracker = phaseTracker(metrics, hooks);
   const phase = (from: number, to: number) => tracker?.phase(from, to) ?? 'steady';
-  const start = engineStart(cfg, first, last, startedAt, Date.now());
+  const start = engineStart(cfg, audio, first, last, startedAt, Date.now());
   for (const d of start.devices) metrics.add('devices_started', 1, { profile: start.profiles[d.profile]!.name });
   const mixed = start.profiles.length > 1;
   const ws = new WebSocket(cfg.engineUrl!);
@@ -102,6 +122,8 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, hooks: FleetHoo
       if (died !== null && died >= from && died <= to) metrics.add('disconnect_detect_time', to - died, { profile });
       return;
     }
+    // Uplink frames sent, the denominator of audio_slips: untagged, as the k6 fleet reports them.
+    if (name === 'audio_frames') return metrics.add('audio_frames', value, {});
     const tags: Record<string, string> = { profile };
     if (mode === 1) tags.chaos = phase(from, to);
     else if (mode === 2 && phase(from, to) !== 'steady') return;
@@ -109,6 +131,8 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, hooks: FleetHoo
       if (extra.code !== undefined) tags.code = closeCodeLabel(extra.code);
       if (extra.cause) tags.cause = extra.cause;
       if (extra.kind) tags.kind = extra.kind;
+      if (extra.reason) tags.reason = extra.reason;
+      if (name === 'protocol_errors') tags.code = ERROR_CODES.label(extra.error_code, 'unknown');
       if (name === 'unmatched_messages') {
         const type = UNMATCHED_TYPES.label(extra.type, 'untyped');
         tags.type = type;

@@ -131,6 +131,7 @@ export function makeScenario(spec: ScenarioSpec) {
         duration_ms: cfg.durationMs,
         wake_mode: cfg.wake.mode,
         lifecycles: [...new Set(Object.values(cfg.dialects).map((d) => d.lifecycle))],
+        audio: [...new Set(Object.values(cfg.dialects).flatMap((d) => [d.audio.up, d.audio.down].map((a) => `${a.codec}/${a.framing}`)))],
       },
     },
   };
@@ -154,7 +155,7 @@ export function makeScenario(spec: ScenarioSpec) {
       linkDiedAt: timeline.steps.length ? () => lastLinkDeath(timeline.steps, data.epoch, Date.now()) : undefined,
       windows: faultWindows(timeline.steps, data.epoch),
     };
-    if (cfg.engineUrl) runEngineVu(cfg, metrics, hooks, exec.scenario.startTime);
+    if (cfg.engineUrl) runEngineVu(cfg, metrics, audio, hooks, exec.scenario.startTime);
     else runFleetVu(cfg, metrics, audio, hooks);
   }
 

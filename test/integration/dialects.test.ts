@@ -13,6 +13,7 @@ import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { startAcmeServer } from '../helpers/acme-server.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
+import { assertVoiceToVoice, serverArgs } from '../helpers/truth.ts';
 
 const results = mkdtempSync(join(tmpdir(), 'wakestorm-dialects-'));
 const servers: VoiceServer[] = [];
@@ -139,29 +140,15 @@ describe('k6 devices in two dialects', () => {
       return `${f}:1`;
     });
     const r = await runCli(
-      ['run', 'smoke', '--profile', ['recommended:1', 'xiaozhi-esp32:1', ...barge].join(','), '--devices', '12', '--duration', '24s', '--wake', 'poisson:4s', '--results', results, '--server-arg', `--stt-ms=${delays.stt}`, '--server-arg', `--llm-ms=${delays.llm}`, '--server-arg', `--tts-ms=${delays.tts}`, '--server-arg', `--vad-silence-ms=${delays.vad}`, '--server-arg', '--tts-pace=realtime'],
+      ['run', 'smoke', '--profile', ['recommended:1', 'xiaozhi-esp32:1', ...barge].join(','), '--devices', '12', '--duration', '24s', '--wake', 'poisson:4s', '--results', results, ...serverArgs(delays)],
       { timeoutMs: 150_000 },
     );
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const dir = join(results, readlinkSync(join(results, 'latest')));
     const m = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).metrics;
     // Voice-to-voice: the user's last voiced frame to the first reply audio, the server's endpointing included (240 ms
-    // is a whole number of both dialects' frames, 20 ms PCM and 60 ms Opus).
-    const truth = delays.vad + delays.stt + delays.llm + delays.tts;
-    // The network's share: one round trip through Toxiproxy (end of speech up, first reply audio down), measured in
-    // the same run by the same kind of exchange with no pipeline in it: a wakestorm wake up, its session_started down.
-    const rtt = m['wake_ack_latency{chaos:steady,profile:recommended}'].values['p(50)'];
-    assert.ok(rtt < 10, `wake ack p50 ${rtt} ms`);
-    for (const p of ['recommended', 'xiaozhi-esp32']) {
-      const resp = m[`response_latency{chaos:steady,profile:${p}}`].values;
-      assert.ok(resp.count >= 3, `${p}: ${resp.count} replies`);
-      // Only the network round trip and the server's timers lie between the injected truth and the measurement: within
-      // 3 ms at p50 (BENCHMARKS.md's fidelity bound at this scale).
-      assert.ok(Math.abs(resp['p(50)'] - (truth + rtt)) <= 3, `${p}: response p50 ${resp['p(50)']} ms, truth ${truth} ms + round trip (wake ack p50) ${rtt} ms`);
-      // Where it went: endpointing is the window plus the transcription (the server's first sign is its transcript).
-      const ep = m.endpointing_latency.values['p(50)'];
-      assert.ok(Math.abs(ep - (delays.vad + delays.stt + rtt)) <= 5, `endpointing p50 ${ep} ms, truth ${delays.vad + delays.stt} ms + round trip`);
-    }
+    // is a whole number of both dialects' frames, 20 ms PCM and 60 ms Opus), within 3 ms of the injected truth.
+    assertVoiceToVoice(m, ['recommended', 'xiaozhi-esp32'], delays);
     assert.equal(m.wake_success.values.rate, 1);
     assert.ok(m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count >= 3, 'xiaozhi wakes acknowledged by the channel handshake');
     // A per-wake channel is a connect per conversation: connect and handshake times are measured every wake.

@@ -98,13 +98,19 @@ describe('startStack', () => {
 });
 
 describe('wakestorm stack (CLI)', () => {
-  it('prints the k6 line, and tears everything down on SIGTERM', async () => {
+  it('prints the k6 line, and tears everything down on SIGTERM, the device engine too', async () => {
     const [sp, tp, pp] = [await pickFreePort(), await pickFreePort(), await pickFreePort()];
-    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp)]);
+    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp), '--engine']);
     await waitFor(() => p.output().includes('Ctrl-C stops everything'), 30_000, 'stack up');
-    assert.match(p.output(), new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} -e CONTROL_URL=http://127.0.0.1:\\d+ -e SERVER_URL=http://127.0.0.1:${sp} scenarios/smoke.ts`));
+    assert.match(
+      p.output(),
+      new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} -e CONTROL_URL=http://127.0.0.1:\\d+ -e SERVER_URL=http://127.0.0.1:${sp} -e ENGINE_URL=ws://127.0.0.1:\\d+/control scenarios/smoke.ts`),
+    );
+    const enginePid = Number(/device engine \S+ \(pid (\d+)\)/.exec(p.output())![1]);
+    assert.ok(alive(enginePid));
     p.kill('SIGTERM');
     assert.equal(await exited(p, 20_000), 0);
+    assert.equal(alive(enginePid), false, 'the engine stopped with the stack');
     for (const port of [sp, tp, pp]) assert.equal(await portClosed(port), true, `port ${port} closed`);
     const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`-port ${tp}`) || l.includes(`--port ${sp}`));
     assert.deepEqual(left, []);

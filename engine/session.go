@@ -1,0 +1,715 @@
+package main
+
+// A device's conversations, as core/device-session.ts runs them on k6: the wake schedule, the wake said the dialect's
+// way (or held until the link is up), its acknowledgement judged, the utterance streamed at real-time pace, the end of
+// speech, the reply played back through a jitter-buffer model timed by the audio's duration, and how each session
+// ended. Persistent links and raw PCM both ways (what --capabilities lists); every method runs under the device's lock.
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"sync/atomic"
+)
+
+const (
+	// sessionStallMs is core/device-session.ts SESSION_STALL_MS.
+	sessionStallMs = 15_000
+	bargeInWaitMs  = 5000
+	// vadMaxTrailingMs: trailing silence a VAD-ended stream sends at most while it waits for the server's end.
+	vadMaxTrailingMs       = 5000
+	playbackGapToleranceMs = 20
+	maxReplyAudioMs        = 120_000
+	overrunSlackBytes      = 4096
+	slipAfterFrames        = 3
+	// wakeAckTimeoutMs is core/verdict.ts WAKE_ACK_TIMEOUT_MS.
+	wakeAckTimeoutMs = 10_000
+	// resumeGraceMs is the protocol's resume grace (core/protocol.ts DEFAULTS.resume_grace_ms).
+	resumeGraceMs = 30_000
+	// pcmBytesPerMs: 16 kHz, 16-bit mono.
+	pcmBytesPerMs = 32
+)
+
+var sessionEndReasons = map[string]bool{"complete": true, "barged_in": true, "cancelled": true, "timeout": true, "interrupted": true, "error": true}
+
+func isDropped(reason string) bool {
+	return reason != "complete" && reason != "barged_in" && reason != "cancelled"
+}
+
+var wakeCounter atomic.Uint64
+
+// WakeSchedule is core/device-env.ts WakeSchedule.
+type WakeSchedule struct {
+	Mode       string  `json:"mode"`
+	IntervalMs float64 `json:"interval_ms"`
+	FirstMinMs float64 `json:"first_min_ms"`
+	FirstMaxMs float64 `json:"first_max_ms"`
+}
+
+// Uplink is the utterance cut into one profile's frames, with the frames an energy VAD hears as silent (computed by
+// core/audio-frames.ts on the k6 side and sent with the start).
+type Uplink struct {
+	Frames     [][]byte
+	Silent     []bool
+	LastVoiced int
+	Silence    []byte
+	FrameMs    float64
+}
+
+type session struct {
+	wakeID, id                    string
+	hasID                         bool
+	wakeAt, turnAt, heardAt       float64
+	eosAt, endpointedAt           float64
+	hasEos, endpointed, responded bool
+	stage                         string
+	frame                         int
+	silenceSentMs, streamT0       float64
+	pbReceivedMs, pbStartedAt     float64
+	pbStarted                     bool
+	bargeAt, lastStaleAt          float64
+	barging, stale                bool
+	replyAt                       float64
+	hasReply                      bool
+	replyBytes                    int
+	replyAnnounced                float64
+	hasAnnounced                  bool
+	replyStalls                   int
+	replyStallMs                  float64
+	replyJudged                   bool
+}
+
+type pendingWake struct {
+	wakeID string
+	at     float64
+}
+
+type conversation struct {
+	d            *Device
+	wake         WakeSchedule
+	uplink       *Uplink
+	s            *session
+	pending      *pendingWake
+	judge        *pendingWake
+	followUp     bool
+	linkSession  string
+	framesSent   int
+	lastLossCode int
+	lastLossAt   float64
+	hadLoss      bool
+}
+
+func (c *conversation) now() float64 { return c.d.now() }
+
+func (c *conversation) span(name string, v, from, to float64) {
+	c.d.rec(Record{Name: name, Value: v, From: from, To: to, Phase: phaseTag})
+}
+
+func (c *conversation) say(t *Template) {
+	if t != nil && c.d.state == stConnected && c.d.ws != nil {
+		c.d.ws.Send(t.Render(c.d.vars))
+	}
+}
+
+// start schedules the first wake delayMs plus the schedule's first wake window after the device starts.
+func (c *conversation) start(delayMs float64) {
+	w := c.wake
+	if w.Mode == "off" || w.Mode == "" {
+		return
+	}
+	first := delayMs + w.FirstMinMs + c.d.random()*math.Max(0, w.FirstMaxMs-w.FirstMinMs)
+	c.d.setTimer("wake", first, c.wakeNow)
+}
+
+// stop judges a session still open at the run's end: owed when its turn began more than the stall bound ago.
+func (c *conversation) stop() {
+	s := c.s
+	if s != nil && s.hasID && c.now()-s.turnAt >= sessionStallMs {
+		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
+		c.span("session_drop_rate", 1, s.wakeAt, c.now())
+	}
+	c.s = nil
+}
+
+func (c *conversation) takeFramesSent() int {
+	n := c.framesSent
+	c.framesSent = 0
+	return n
+}
+
+func (c *conversation) busy() bool { return c.s != nil || c.pending != nil }
+
+func str(v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok && s != ""
+}
+
+func (c *conversation) linkUp() {
+	vars := c.d.vars
+	s := c.s
+	c.linkSession, _ = str(vars["session_id"])
+	c.followUp = false
+	if s != nil {
+		resumed := vars["resumed"] == true
+		if s.hasID {
+			c.judgeResume(resumed)
+		}
+		if rs, _ := str(vars["resumed_session"]); s.hasID && resumed && rs == s.id {
+			c.d.count("sessions_resumed", 1)
+			s.pbReceivedMs, s.pbStarted = 0, false
+			st, _ := str(vars["resumed_stage"])
+			if st == "thinking" || st == "speaking" {
+				s.stage = st
+			} else {
+				s.stage = "listening"
+			}
+			c.watchStall(s)
+		} else if s.hasID {
+			c.sessionOver("lost")
+		} else {
+			c.pending = &pendingWake{s.wakeID, s.wakeAt}
+			c.s = nil
+		}
+	}
+	if c.pending != nil && c.s == nil {
+		c.sendWake(c.pending.wakeID, c.pending.at)
+	}
+	c.pending = nil
+}
+
+// judgeResume: the server owes a resume after a cut (not 1001 or 1012) within the protocol's grace.
+func (c *conversation) judgeResume(resumed bool) {
+	if !c.hadLoss || c.lastLossCode == 1001 || c.lastLossCode == 1012 {
+		return
+	}
+	if c.now()-c.lastLossAt > resumeGraceMs {
+		return
+	}
+	v := 0.0
+	if resumed {
+		v = 1
+	}
+	c.d.rec(Record{Name: "resume_success", Value: v})
+}
+
+func (c *conversation) linkLost(code int, wasConnected, final bool) {
+	if wasConnected {
+		c.hadLoss, c.lastLossCode, c.lastLossAt = true, code, c.now()
+	}
+	c.followUp = false
+	c.d.clearTimer("audio")
+	c.d.clearTimer("stall")
+	resumes := c.d.dialect.Resume && c.d.profile.Resume
+	if c.s != nil && (final || (wasConnected && !resumes)) {
+		c.sessionOver("lost")
+	}
+	if final {
+		c.d.clearTimer("wake")
+	}
+}
+
+// message takes a server message that is not the link's own; false when no step of the conversation took it.
+func (c *conversation) message(msg map[string]any) bool {
+	s := c.s
+	if s == nil {
+		return false
+	}
+	dl, vars := c.d.dialect, c.d.vars
+	if !s.hasID {
+		if dl.Recv.Ack != nil && dl.Recv.Ack.Matches(msg, vars) {
+			dl.Capture["ack"].Apply(msg, vars)
+			c.acknowledged(s)
+			return true
+		}
+		return false
+	}
+	now := c.now()
+	switch {
+	case dl.Recv.Transcript != nil && dl.Recv.Transcript.Matches(msg, vars):
+		s.heardAt = now
+		if s.stage == "listening" || s.stage == "thinking" {
+			c.endpointed(s, now)
+		}
+		if s.stage == "listening" {
+			s.stage = "thinking"
+		}
+		c.d.clearTimer("audio")
+	case dl.Recv.ReplyStart.Matches(msg, vars):
+		s.heardAt = now
+		if s.stage == "listening" || s.stage == "thinking" {
+			c.endpointed(s, now)
+		}
+		s.stage = "speaking"
+		s.pbReceivedMs, s.pbStarted = 0, false
+		dl.Capture["reply_start"].Apply(msg, vars)
+		s.replyAt, s.hasReply, s.replyBytes = now, true, 0
+		s.replyAnnounced, s.hasAnnounced = announced(vars["reply_bytes"])
+		s.replyStalls, s.replyStallMs, s.replyJudged = 0, 0, false
+		c.d.clearTimer("audio")
+		c.d.clearTimer("playback")
+	case dl.Recv.ReplyEnd.Matches(msg, vars):
+		s.heardAt = now
+		if s.barging {
+			reason := "barged_in"
+			if dl.Recv.SessionEnd != nil {
+				reason = ""
+			}
+			c.bargeOver(s, reason)
+			return true
+		}
+		dl.Capture["reply_end"].Apply(msg, vars)
+		if end, ok := announced(vars["reply_bytes"]); ok {
+			s.replyAnnounced, s.hasAnnounced = math.Max(end, s.replyAnnounced), true
+		}
+		if !s.hasReply {
+			s.replyAt, s.hasReply = now, true
+		}
+		c.judgeReply(s, now)
+		c.schedulePlaybackDone(s)
+	case dl.Recv.SessionEnd != nil && dl.Recv.SessionEnd.Matches(msg, vars):
+		s.heardAt = now
+		if s.barging {
+			c.recordBargeIn(s)
+		}
+		dl.Capture["session_end"].Apply(msg, vars)
+		r := "complete"
+		if v, ok := vars["reason"]; ok && v != nil {
+			r = text(v)
+		}
+		if !sessionEndReasons[r] {
+			r = "error"
+		}
+		c.sessionOver(r)
+	case dl.Recv.Error != nil && dl.Recv.Error.Matches(msg, vars):
+		s.heardAt = now
+		dl.Capture["error"].Apply(msg, vars)
+		c.d.rec(Record{Name: "protocol_errors", Value: 1, ErrorCode: vars["error_code"]})
+	default:
+		return false
+	}
+	return true
+}
+
+// announced is a reply length the dialect announced (the reply_bytes capture): a non-negative number.
+func announced(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, x >= 0 && !math.IsInf(x, 0) && !math.IsNaN(x)
+	case string:
+		n, err := strconv.ParseFloat(x, 64)
+		return n, err == nil && n >= 0 && !math.IsInf(n, 0)
+	}
+	return 0, false
+}
+
+func (c *conversation) endpointed(s *session, now float64) {
+	if s.endpointed {
+		return
+	}
+	if !s.hasEos || s.eosAt > now {
+		s.eosAt, s.hasEos = now, true
+	}
+	s.endpointedAt, s.endpointed = now, true
+	c.span("endpointing_latency", now-s.eosAt, s.eosAt, now)
+}
+
+func (c *conversation) judgeReply(s *session, now float64) {
+	if s.replyJudged || !s.hasReply || s.barging {
+		return
+	}
+	s.replyJudged = true
+	short := s.replyBytes == 0 || (s.hasAnnounced && float64(s.replyBytes) < s.replyAnnounced)
+	b := func(x bool) float64 {
+		if x {
+			return 1
+		}
+		return 0
+	}
+	c.span("reply_truncated", b(short), s.replyAt, now)
+	c.span("reply_stutter", b(s.replyStalls > 0), s.replyAt, now)
+	c.span("playback_stall_time", s.replyStallMs, s.replyAt, now)
+}
+
+// binary is reply audio (raw PCM, timed by its bytes): the first chunk after the end of speech is the response.
+func (c *conversation) binary(n int) {
+	s := c.s
+	if s == nil || s.stage != "speaking" {
+		return
+	}
+	now := c.now()
+	s.heardAt = now
+	if s.barging {
+		s.lastStaleAt, s.stale = now, true
+		c.d.count("barge_in_late_frames", 1)
+		return
+	}
+	if !s.responded {
+		c.endpointed(s, now)
+	}
+	if !s.responded && s.hasEos {
+		c.span("response_latency", now-s.eosAt, s.eosAt, now)
+		if s.endpointed {
+			c.span("processing_latency", now-s.endpointedAt, s.endpointedAt, now)
+		}
+		s.responded = true
+		if b := c.d.profile.BargeInMs; b != nil {
+			c.d.setTimer("playback", *b, func() { c.bargeIn(s) })
+		}
+	}
+	ms := float64(n) / pcmBytesPerMs
+	s.replyBytes += n
+	if s.hasAnnounced && float64(s.replyBytes) > s.replyAnnounced+overrunSlackBytes {
+		c.d.violation("reply_overrun")
+		return
+	}
+	if s.pbReceivedMs+ms > maxReplyAudioMs {
+		c.d.violation("reply_too_long")
+		return
+	}
+	if !s.pbStarted {
+		s.pbReceivedMs += ms
+		if s.pbReceivedMs >= c.d.profile.PlaybackPrebufferMs {
+			s.pbStartedAt, s.pbStarted = now, true
+		}
+		return
+	}
+	dry := now - s.pbStartedAt - s.pbReceivedMs
+	if dry > 0 {
+		if dry > playbackGapToleranceMs {
+			c.d.count("playback_underruns", 1)
+			s.replyStalls++
+			s.replyStallMs += dry
+		}
+		s.pbStartedAt = now - s.pbReceivedMs
+	}
+	s.pbReceivedMs += ms
+}
+
+func (c *conversation) schedulePlaybackDone(s *session) {
+	now := c.now()
+	if !s.pbStarted {
+		s.pbStartedAt, s.pbStarted = now, true
+	}
+	remaining := math.Max(0, s.pbReceivedMs-(now-s.pbStartedAt))
+	c.d.setTimer("playback", remaining, func() {
+		if c.s != s || !s.hasID {
+			return
+		}
+		c.say(c.d.dialect.Send.PlaybackDone)
+		if c.d.dialect.Recv.SessionEnd == nil {
+			c.sessionOver("complete")
+		}
+	})
+}
+
+func (c *conversation) bargeIn(s *session) {
+	if c.s != s || s.stage != "speaking" || s.barging {
+		return
+	}
+	s.bargeAt, s.barging = c.now(), true
+	c.d.count("barge_ins", 1)
+	c.say(c.d.dialect.Send.Abort)
+	c.d.setTimer("barge", bargeInWaitMs, func() { c.bargeOver(s, "cancelled") })
+}
+
+func (c *conversation) recordBargeIn(s *session) {
+	if !s.barging {
+		return
+	}
+	last := s.bargeAt
+	if s.stale {
+		last = s.lastStaleAt
+	}
+	c.d.trend("barge_in_stop_time", last-s.bargeAt)
+	s.barging = false
+	c.d.clearTimer("barge")
+}
+
+func (c *conversation) bargeOver(s *session, reason string) {
+	if c.s != s {
+		return
+	}
+	c.recordBargeIn(s)
+	if reason != "" {
+		c.sessionOver(reason)
+	}
+}
+
+func (c *conversation) sessionOver(reason string) {
+	s := c.s
+	if s != nil && reason == "complete" {
+		c.judgeReply(s, c.now())
+	}
+	c.s = nil
+	for _, t := range []string{"audio", "playback", "barge", "stall"} {
+		c.d.clearTimer(t)
+	}
+	delete(c.d.vars, "session_id")
+	delete(c.d.vars, "wake_id")
+	if s != nil && s.hasID && (reason == "complete" || reason == "barged_in" || reason == "cancelled") {
+		c.listenAgain()
+	}
+	if s == nil || !s.hasID {
+		return
+	}
+	if reason == "complete" {
+		c.d.count("sessions_completed", 1)
+	}
+	dropped := isDropped(reason)
+	v := 0.0
+	if dropped {
+		v = 1
+		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: reason})
+	}
+	c.span("session_drop_rate", v, s.wakeAt, c.now())
+	c.scheduleNextWakeIfRepeating()
+}
+
+// listenAgain: after_reply 'listen' says the dialect's listen and streams silence until the user speaks again.
+func (c *conversation) listenAgain() bool {
+	d := c.d
+	if d.profile.AfterReply != "listen" || d.state != stConnected || d.ws == nil {
+		return false
+	}
+	c.followUp = true
+	if c.linkSession != "" {
+		d.vars["session_id"] = c.linkSession
+	}
+	c.say(d.dialect.Send.Listen)
+	u := c.uplink
+	t0 := c.now()
+	k := 0
+	var step func()
+	step = func() {
+		if !c.followUp || c.s != nil || d.state != stConnected || d.ws == nil {
+			return
+		}
+		d.ws.SendBinary(u.Silence)
+		c.framesSent++
+		k++
+		d.setTimer("audio", c.frameDelay(&t0, k, u.FrameMs, c.now()), step)
+	}
+	d.setTimer("audio", u.FrameMs, step)
+	return true
+}
+
+func (c *conversation) followUpTurn() {
+	now := c.now()
+	c.followUp = false
+	c.d.clearTimer("audio")
+	c.d.count("follow_ups", 1)
+	s := c.newSession(clip64(fmt.Sprintf("f-%s-%s", strconv.FormatUint(wakeCounter.Add(1)-1, 36), c.d.id)), now)
+	c.s = s
+	id := c.linkSession
+	if id == "" {
+		id = s.wakeID
+	}
+	c.beginTurn(s, id, now)
+}
+
+func clip64(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
+}
+
+func (c *conversation) scheduleNextWakeIfRepeating() {
+	if c.wake.Mode == "poisson" || c.wake.Mode == "fixed" {
+		c.scheduleNextWake()
+	}
+}
+
+func (c *conversation) scheduleNextWake() {
+	gap := c.wake.IntervalMs
+	if c.wake.Mode == "poisson" {
+		gap = -math.Log(1-c.d.random()) * c.wake.IntervalMs
+	}
+	c.d.setTimer("wake", gap, c.wakeNow)
+}
+
+func (c *conversation) alive() bool {
+	st := c.d.state
+	return st != stStopped && st != stGaveUp && st != stClosed
+}
+
+func (c *conversation) wakeNow() {
+	d := c.d
+	if !c.alive() {
+		return
+	}
+	if c.s != nil {
+		if c.wake.Mode != "once" {
+			c.scheduleNextWake()
+		}
+		return
+	}
+	up := d.state == stConnected && d.ws != nil
+	if c.followUp && up {
+		c.followUpTurn()
+		return
+	}
+	d.count("wakes", 1)
+	wakeID := clip64(fmt.Sprintf("w-%s-%s", strconv.FormatUint(wakeCounter.Add(1)-1, 36), d.id))
+	at := c.now()
+	if c.judge != nil {
+		c.wakeJudged(c.judge.wakeID, false)
+	}
+	c.judge = &pendingWake{wakeID, at}
+	d.setTimer("wakeAck", wakeAckTimeoutMs, func() { c.wakeUnanswered(wakeID) })
+	if up {
+		c.sendWake(wakeID, at)
+	} else {
+		c.pending = &pendingWake{wakeID, at}
+	}
+}
+
+func (c *conversation) wakeUnanswered(wakeID string) {
+	c.wakeJudged(wakeID, false)
+	s := c.s
+	if s == nil || s.wakeID != wakeID || s.hasID {
+		return
+	}
+	c.s = nil
+	c.scheduleNextWakeIfRepeating()
+}
+
+func (c *conversation) wakeJudged(wakeID string, ok bool) {
+	w := c.judge
+	if w == nil || w.wakeID != wakeID {
+		return
+	}
+	c.judge = nil
+	c.d.clearTimer("wakeAck")
+	if ok {
+		c.span("wake_success", 1, w.at, c.now())
+	} else {
+		c.span("wake_success", 0, w.at, w.at+wakeAckTimeoutMs)
+	}
+}
+
+func (c *conversation) sendWake(wakeID string, at float64) {
+	d := c.d
+	if d.state != stConnected || d.ws == nil {
+		return
+	}
+	s := c.newSession(wakeID, at)
+	c.s = s
+	d.vars["wake_id"] = wakeID
+	d.vars["now"] = math.Floor(at)
+	for i := range d.dialect.Send.Wake {
+		c.say(&d.dialect.Send.Wake[i])
+	}
+	if d.dialect.Recv.AckIsReady {
+		c.acknowledged(s)
+	}
+}
+
+func (c *conversation) newSession(wakeID string, at float64) *session {
+	return &session{wakeID: wakeID, wakeAt: at, stage: "waking", turnAt: at}
+}
+
+func (c *conversation) acknowledged(s *session) {
+	now := c.now()
+	c.span("wake_ack_latency", now-s.wakeAt, s.wakeAt, now)
+	c.wakeJudged(s.wakeID, true)
+	id, ok := str(c.d.vars["session_id"])
+	if !ok {
+		id = s.wakeID
+	}
+	c.beginTurn(s, id, now)
+}
+
+func (c *conversation) beginTurn(s *session, id string, now float64) {
+	s.id, s.hasID = id, true
+	c.d.vars["session_id"] = id
+	s.stage = "listening"
+	c.d.count("sessions_started", 1)
+	s.heardAt, s.turnAt = now, now
+	c.watchStall(s)
+	c.startAudio()
+}
+
+func (c *conversation) watchStall(s *session) {
+	var check func()
+	check = func() {
+		if c.s != s {
+			return
+		}
+		quiet := c.now() - s.heardAt
+		t := c.d.timers
+		if t["audio"] != nil || t["playback"] != nil || t["barge"] != nil || quiet < sessionStallMs {
+			c.d.setTimer("stall", math.Max(1000, sessionStallMs-quiet), check)
+			return
+		}
+		c.sessionOver("timeout")
+	}
+	c.d.setTimer("stall", sessionStallMs, check)
+}
+
+// startAudio streams the utterance at real-time pace, then ends speech the profile's way.
+func (c *conversation) startAudio() {
+	s := c.s
+	d := c.d
+	if s == nil {
+		return
+	}
+	u := c.uplink
+	explicit := d.profile.EndOfSpeech == "explicit"
+	eos := d.dialect.Send.EndOfSpeech
+	slipAfter := slipAfterFrames * u.FrameMs
+	s.streamT0 = c.now()
+	s.frame = 0
+	var step func()
+	step = func() {
+		if c.s != s || s.stage != "listening" || d.state != stConnected || d.ws == nil {
+			return
+		}
+		now := c.now()
+		i := s.frame
+		switch {
+		case i < len(u.Frames):
+			d.ws.SendBinary(u.Frames[i])
+			c.framesSent++
+			if i == u.LastVoiced && !s.hasEos {
+				s.eosAt, s.hasEos = now, true
+			}
+		case explicit:
+			if eos != nil {
+				d.ws.Send(eos.Render(d.vars))
+			}
+			if !s.hasEos {
+				s.eosAt, s.hasEos = now, true
+			}
+			s.stage = "thinking"
+			return
+		default:
+			if s.silenceSentMs >= vadMaxTrailingMs {
+				return
+			}
+			d.ws.SendBinary(u.Silence)
+			c.framesSent++
+			s.silenceSentMs += u.FrameMs
+		}
+		s.frame = i + 1
+		due := s.streamT0 + float64(s.frame)*u.FrameMs
+		if now-due > slipAfter {
+			s.streamT0 = now - float64(s.frame)*u.FrameMs
+			due = now
+			d.count("audio_slips", 1)
+		}
+		d.setTimer("audio", math.Max(0, due-now), step)
+	}
+	step()
+}
+
+// frameDelay: how long until frame k of a real-time stream whose clock started at t0; more than 3 frames late slips.
+func (c *conversation) frameDelay(t0 *float64, k int, frameMs, now float64) float64 {
+	due := *t0 + float64(k)*frameMs
+	if now-due <= slipAfterFrames*frameMs {
+		return math.Max(0, due-now)
+	}
+	*t0 = now - float64(k)*frameMs
+	c.d.count("audio_slips", 1)
+	return 0
+}
