@@ -58,7 +58,7 @@ describe('devices in the native engine', () => {
   });
 
   it('refuse what they cannot run, in one line before any load: the CLI, and the engine itself', async () => {
-    const r = await runCli(['run', 'smoke', '--engine', 'native', '--dialect', 'xiaozhi', '--devices', '2', '--duration', '5s', '--results', results]);
+    const r = await runCli(['run', 'smoke', '--engine', 'native', '--profile', 'xiaozhi-esp32', '--devices', '2', '--duration', '5s', '--results', results]);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     assert.match(r.stderr.trim(), /^wakestorm: the native engine \([\d.]+\) runs persistent links only, not a 'per_wake' dialect: use --engine k6$/);
     const engine = await startEngine();
