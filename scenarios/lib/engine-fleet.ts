@@ -3,7 +3,7 @@
 // as the k6 device would (scenarios/lib/k6-fleet.ts). Labels that follow a rule of core/ (close-code ranges, bounded
 // message types, chaos phases) are made here, from the engine's raw fields.
 import { WebSocket } from 'k6/websockets';
-import { setTimeout } from 'k6/timers';
+import { clearTimeout, setTimeout } from 'k6/timers';
 import { INTAKE } from '../../core/device-link.ts';
 import { typeField, UNMATCHED_NOTE, BoundedLabels } from '../../core/dialect.ts';
 import type { MetricSink, DeviceMetricName } from '../../core/metric-names.ts';
@@ -88,6 +88,12 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
   const mixed = start.profiles.length > 1;
   const ws = new WebSocket(cfg.engineUrl!);
   let done = false;
+  let giveUp: ReturnType<typeof setTimeout> | null = null;
+  const finish = () => {
+    done = true;
+    if (giveUp !== null) clearTimeout(giveUp);
+    ws.close();
+  };
   ws.onopen = () => ws.send(JSON.stringify(start));
   ws.onerror = () => {};
   ws.onclose = () => {
@@ -98,8 +104,7 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
     const m = JSON.parse(String(ev?.data)) as EngineBatch;
     if (m.type === 'error') {
       console.error(m.message);
-      done = true;
-      ws.close();
+      finish();
       return;
     }
     for (const r of m.records ?? []) record(r);
@@ -111,10 +116,7 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
       else metrics.add('devices_connected', Object.values(m.connected).reduce((a, b) => a + b, 0), { vu: String(vu) });
       tracker?.observe(t, new Map(Object.entries(m.connected)));
     }
-    if (m.type === 'stopped') {
-      done = true;
-      ws.close();
-    }
+    if (m.type === 'stopped') finish();
   };
   function record([name, value, profile, from, to, mode, extra]: EngineRecord): void {
     if (name === '_link_lost') {
@@ -150,9 +152,11 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
   }
   setTimeout(() => {
     tracker?.finish(Date.now());
-    if (!done) ws.send(JSON.stringify({ type: 'stop' }));
-    // The engine answers a stop at once; a control socket still open after this is closed anyway.
-    setTimeout(() => {
+    if (done) return;
+    ws.send(JSON.stringify({ type: 'stop' }));
+    // The engine answers a stop at once; a control socket still open after this is closed anyway. The timer is
+    // cleared at the answer: a pending timer keeps the VU's iteration (and k6) running.
+    giveUp = setTimeout(() => {
       if (!done) {
         done = true;
         ws.close();

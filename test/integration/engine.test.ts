@@ -26,7 +26,7 @@ describe('devices in the native engine', () => {
     const vad = join(results, 'recommended-vad.json');
     writeFileSync(vad, JSON.stringify({ ...PROFILES.recommended!, name: 'recommended-vad', end_of_speech: 'vad' }));
     const r = await runCli(
-      ['run', 'smoke', '--engine', 'native', '--profile', `recommended:1,${vad}:1,${barge}:1`, '--devices', '12', '--duration', '24s', '--wake', 'poisson:4s', '--results', results, ...serverArgs(delays)],
+      ['run', 'smoke', '--engine', 'native', '--profile', `recommended:1,${vad}:1,${barge}:1`, '--devices', '12', '--duration', '20s', '--wake', 'poisson:4s', '--results', results, ...serverArgs(delays)],
       { timeoutMs: 150_000 },
     );
     assert.equal(r.code, 0, r.stdout + r.stderr);
