@@ -277,7 +277,10 @@ export class Link {
       // A close with no code and no error before it, on a socket that had opened, is one the tester's own WebSocket
       // library made: the server's frame broke the framing (a reserved opcode or bit, a bad length), which k6 does not
       // report as an error. A connect that fails (refused, reset) comes with an error and no code: the network's 1006.
-      if (!coded && !errored && (this.state === 'handshaking' || this.state === 'connected')) return this.violation('bad_frame');
+      // So does a stream a network fault mangled (a sliced or cut frame): during a fault it is the network's, not the
+      // server's (seen once in flaky-wifi).
+      const opened = this.state === 'handshaking' || this.state === 'connected';
+      if (!coded && !errored && opened && this.ctx.phaseOf(env.now(), env.now()) === 'steady') return this.violation('bad_frame');
       this.linkEnded(coded ? ev.code! : 1006);
     };
     this.timers.set('connect', () => this.giveUpAttempt('connect timeout'), opts.connectTimeoutMs ?? 10_000);

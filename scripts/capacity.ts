@@ -36,6 +36,8 @@ export interface CapacityOptions {
   serverUrl?: string;
   /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
   throughProxy?: boolean;
+  /** Where the devices run: k6 (default) or the native engine. */
+  engine?: 'k6' | 'native';
   resultsRoot?: string;
   log?: (line: string) => void;
 }
@@ -104,6 +106,7 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       serverUrl: opts.serverUrl,
       // A timeline needs Toxiproxy in the path.
       direct: !opts.throughProxy && !opts.timeline,
+      engine: opts.engine,
       resultsRoot: join(c.dir, 'steps'),
       runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
       echo: false,

@@ -283,6 +283,7 @@ addFleetOptions(program
       server: serverArgsToConfig(o.serverArg ?? []),
       serverUrl: o.serverUrl,
       throughProxy: o.throughProxy,
+      engine: o.engine,
       resultsRoot: o.results,
     });
   });
@@ -293,6 +294,7 @@ addFleetOptions(program
   .requiredOption('--server-url <url>', 'the server to talk to (ws://host:port)'))
   .action(async (o) => {
     if (o.timeline) throw new ConfigError('--timeline: try talks to the server directly, with no Toxiproxy in between; run a timeline with wakestorm run');
+    if (o.engine) throw new ConfigError('--engine: try runs its one device in Node; the device engine is for wakestorm run and capacity');
     const { tryConversation } = await import('./try.ts');
     const { resolveTokenFlags } = await import('./run.ts');
     process.exitCode = await tryConversation({ serverUrl: o.serverUrl, dialect: o.dialect, profile: o.profile, backoff: o.backoff, seed: o.seed, token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined });
