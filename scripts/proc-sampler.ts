@@ -26,7 +26,10 @@ export class Sampler {
         if (!list.length) continue;
         try {
           const samples = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;
-          samples.push({ t, rss: list.reduce((a, p) => a + rssMiB(p), 0), cpu: list.reduce((a, p) => a + cpuSeconds(p), 0) });
+          const rss = list.reduce((a, p) => a + rssMiB(p), 0);
+          // A process that has exited but is not yet reaped (a zombie) has no VmRSS: NaN would poison the peak and
+          // the average (run.json said a peak of null, read as 0 MiB, once in CI), so such a sample is left out.
+          if (Number.isFinite(rss)) samples.push({ t, rss, cpu: list.reduce((a, p) => a + cpuSeconds(p), 0) });
         } catch {
           /* exited */
         }
