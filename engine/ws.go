@@ -106,20 +106,12 @@ func readLoop(conn *websocket.Conn, h SocketEvents) {
 	}
 }
 
-func (s *wsSocket) Send(b []byte) {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c == nil {
-		return
-	}
-	_ = c.SetWriteDeadline(time.Now().Add(writeWait))
-	if c.WriteMessage(websocket.TextMessage, b) != nil {
-		_ = c.Close()
-	}
-}
+func (s *wsSocket) Send(b []byte) { s.write(websocket.TextMessage, b) }
 
-func (s *wsSocket) SendBinary(b []byte) {
+func (s *wsSocket) SendBinary(b []byte) { s.write(websocket.BinaryMessage, b) }
+
+// write sends one message; a write that fails or stalls past writeWait drops the connection (the reader reports it).
+func (s *wsSocket) write(messageType int, b []byte) {
 	s.mu.Lock()
 	c := s.conn
 	s.mu.Unlock()
@@ -127,7 +119,7 @@ func (s *wsSocket) SendBinary(b []byte) {
 		return
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(writeWait))
-	if c.WriteMessage(websocket.BinaryMessage, b) != nil {
+	if c.WriteMessage(messageType, b) != nil {
 		_ = c.Close()
 	}
 }
