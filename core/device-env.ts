@@ -3,7 +3,7 @@
 // their own env (scenarios/lib/k6-fleet.ts, scripts/node-devices.ts).
 import type { Dialect, Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
-import type { OpusClip } from './opus.ts';
+import { OPUS_FRAME_MS, type OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
 import type { Phase } from './phases.ts';
 import type { Profile } from './profiles.ts';
@@ -53,9 +53,11 @@ export interface DeviceEnv {
   warn?(line: string): void;
 }
 
+/** 'poisson': exponential gaps with mean interval_ms; 'fixed': every interval_ms; 'once': one wake; 'off'. */
+export const WAKE_MODES = ['poisson', 'fixed', 'once', 'off'] as const;
+
 export interface WakeSchedule {
-  /** 'poisson': exponential gaps with mean interval_ms; 'fixed': every interval_ms; 'once': one wake; 'off'. */
-  mode: 'poisson' | 'fixed' | 'once' | 'off';
+  mode: (typeof WAKE_MODES)[number];
   interval_ms: number;
   /** The first wake comes uniformly within [first_min_ms, first_max_ms] after start. */
   first_min_ms: number;
@@ -86,6 +88,29 @@ function idHash(id: string, seed: number): number {
 }
 const hex = (n: number, len: number) => n.toString(16).padStart(len, '0').slice(-len);
 
+/**
+ * A device's own wire variables (all but its token and the conversation's): what the dialects' templates, matchers and
+ * headers may use. Stable per device id, so the k6 device and the native engine (which is sent these) say the same.
+ */
+export function deviceVars(id: string, profile: Profile, dialect: Dialect): Vars {
+  const a = idHash(id, 2166136261);
+  const b = idHash(id, 374761393);
+  return {
+    device_id: id,
+    profile: profile.name,
+    protocol_version: 1,
+    // A locally administered unicast MAC (02:…) and a version-4-shaped UUID, both stable per device id.
+    mac: `02:${hex(a >>> 24, 2)}:${hex(a >>> 16, 2)}:${hex(a >>> 8, 2)}:${hex(a, 2)}:${hex(b, 2)}`,
+    client_id: `${hex(a, 8)}-${hex(b >>> 16, 4)}-4${hex(b, 3)}-8${hex(a ^ b, 3)}-${hex(Math.imul(a, 31) >>> 0, 8)}${hex(b >>> 8, 4)}`,
+    wake_word: 'hey wakestorm',
+    listen_mode: profile.end_of_speech === 'vad' ? 'auto' : 'manual',
+    codec: dialect.audio.up.codec,
+    // One uplink frame's duration: 60 ms Opus packets, or the profile's PCM frame.
+    frame_ms: dialect.audio.up.codec === 'opus' ? OPUS_FRAME_MS : pcmDurationMs(profile.frame_bytes),
+    sample_rate: dialect.audio.up.sample_rate,
+  };
+}
+
 /** One device's options, env, metric tags and wire variables, shared by its link and its session. */
 export class DeviceContext {
   /** The variables the dialect's templates and matchers use ({device_id}, {session_id}, {resume_token}, …). */
@@ -106,23 +131,7 @@ export class DeviceContext {
     this.chaosTags =
       CHAOS_TAGS.get(name) ??
       CHAOS_TAGS.set(name, { steady: { profile: name, chaos: 'steady' }, during: { profile: name, chaos: 'during' }, recovery: { profile: name, chaos: 'recovery' } }).get(name)!;
-    const a = idHash(opts.id, 2166136261);
-    const b = idHash(opts.id, 374761393);
-    this.vars = {
-      device_id: opts.id,
-      token: opts.token,
-      profile: name,
-      protocol_version: 1,
-      // A locally administered unicast MAC (02:…) and a version-4-shaped UUID, both stable per device id.
-      mac: `02:${hex(a >>> 24, 2)}:${hex(a >>> 16, 2)}:${hex(a >>> 8, 2)}:${hex(a, 2)}:${hex(b, 2)}`,
-      client_id: `${hex(a, 8)}-${hex(b >>> 16, 4)}-4${hex(b, 3)}-8${hex(a ^ b, 3)}-${hex(Math.imul(a, 31) >>> 0, 8)}${hex(b >>> 8, 4)}`,
-      wake_word: 'hey wakestorm',
-      listen_mode: opts.profile.end_of_speech === 'vad' ? 'auto' : 'manual',
-      codec: opts.dialect.audio.up.codec,
-      // One uplink frame's duration: 60 ms Opus packets, or the profile's PCM frame.
-      frame_ms: opts.dialect.audio.up.codec === 'opus' ? 60 : pcmDurationMs(opts.profile.frame_bytes),
-      sample_rate: opts.dialect.audio.up.sample_rate,
-    };
+    this.vars = { ...deviceVars(opts.id, opts.profile, opts.dialect), token: opts.token };
   }
 
   /** The phase an outcome spanning [from, to] fell in. */

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +22,8 @@ type startDevice struct {
 	Profile int     `json:"profile"`
 	Dialect string  `json:"dialect"`
 	DelayMs float64 `json:"delay_ms"`
+	// Vars are the device's own wire variables (core/device-env.ts deviceVars: mac, client_id, listen_mode, …).
+	Vars Vars `json:"vars"`
 }
 
 type startMsg struct {
@@ -41,6 +41,9 @@ type startMsg struct {
 		// hears as silence (core/audio-frames.ts decides, the engine does not judge audio itself).
 		PCMPath string            `json:"pcm_path"`
 		Silent  map[string][]bool `json:"silent"`
+		// OpusPath is the committed Opus packets of the same utterance, Opus their frame table (core/opus.ts).
+		OpusPath string     `json:"opus_path"`
+		Opus     *opusTable `json:"opus"`
 	} `json:"audio"`
 	// EndInMs bounds the session: the engine stops these devices by itself this long after start (plus grace).
 	EndInMs float64 `json:"end_in_ms"`
@@ -54,7 +57,15 @@ var capabilities = struct {
 	Lifecycle []string `json:"lifecycle"`
 	// Audio is the codec/framing pairs it streams, up and down.
 	Audio []string `json:"audio"`
-}{engineVersion, []string{"off", "once", "poisson", "fixed"}, []string{"persistent"}, []string{"pcm_s16le/raw"}}
+}{
+	engineVersion,
+	[]string{"off", "once", "poisson", "fixed"},
+	[]string{"persistent", "per_wake"},
+	[]string{
+		"pcm_s16le/raw", "pcm_s16le/xiaozhi-v2", "pcm_s16le/xiaozhi-v3",
+		"opus/raw", "opus/xiaozhi-v2", "opus/xiaozhi-v3",
+	},
+}
 
 // flushEvery is how often records go to k6.
 const flushEvery = time.Second
@@ -106,7 +117,7 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 			return nil, fmt.Errorf("dialect %s: %v", name, err)
 		}
 		if !slices.Contains(capabilities.Lifecycle, d.Lifecycle) {
-			return nil, fmt.Errorf("dialect %s: the native engine runs persistent links only, not lifecycle %q yet: use --engine k6", name, d.Lifecycle)
+			return nil, fmt.Errorf("dialect %s: the native engine does not run lifecycle %q: use --engine k6", name, d.Lifecycle)
 		}
 		for _, a := range []AudioSpec{d.Audio.Up, d.Audio.Down} {
 			if talks := m.Wake.Mode != "off" && m.Wake.Mode != ""; talks && !slices.Contains(capabilities.Audio, a.Codec+"/"+a.Framing) {
@@ -154,7 +165,7 @@ func (c *control) session(conn *websocket.Conn) {
 		fail(err)
 		return
 	}
-	uplinks, err := loadUplinks(&m)
+	uplinks, err := loadUplinks(&m, dialects)
 	if err != nil {
 		fail(err)
 		return
@@ -164,8 +175,9 @@ func (c *control) session(conn *websocket.Conn) {
 	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake}
 	devices := make([]*Device, len(m.Devices))
 	for i, dv := range m.Devices {
-		p := m.Profiles[dv.Profile]
-		devices[i] = NewDevice(dv.ID, dv.URL, p, dialects[dv.Dialect], env, m.Seed, m.Wake, uplinks[p.FrameBytes])
+		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]
+		u := uplinks[uplinkKey(dl.Audio.Up, p.FrameBytes)]
+		devices[i] = NewDevice(dv.ID, dv.URL, p, dl, env, m.Seed, m.Wake, u, dv.Vars)
 	}
 	for i, dv := range m.Devices {
 		devices[i].Start(dv.DelayMs)
@@ -245,42 +257,4 @@ func framesSent(devices []*Device, sink Sink) {
 	if n > 0 {
 		sink.Add(Record{Name: "audio_frames", Value: float64(n)})
 	}
-}
-
-// loadUplinks cuts the utterance into each profile's frames (the silent flags come with the start); none when the
-// run has no wakes.
-func loadUplinks(m *startMsg) (map[int]*Uplink, error) {
-	out := map[int]*Uplink{}
-	if m.Wake.Mode == "off" || m.Wake.Mode == "" {
-		return out, nil
-	}
-	pcm, err := os.ReadFile(m.Audio.PCMPath)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the utterance: %v", err)
-	}
-	for _, p := range m.Profiles {
-		fb := p.FrameBytes
-		if _, done := out[fb]; done {
-			continue
-		}
-		silent, ok := m.Audio.Silent[strconv.Itoa(fb)]
-		if fb <= 0 || fb%2 != 0 || !ok {
-			return nil, fmt.Errorf("profile %s: no uplink layout for %d-byte frames", p.Name, fb)
-		}
-		u := &Uplink{Silence: make([]byte, fb), FrameMs: float64(fb) / pcmBytesPerMs, LastVoiced: -1}
-		for off := 0; off+fb <= len(pcm); off += fb {
-			u.Frames = append(u.Frames, pcm[off:off+fb])
-		}
-		if len(silent) != len(u.Frames) {
-			return nil, fmt.Errorf("profile %s: %d silent flags for %d frames of the utterance", p.Name, len(silent), len(u.Frames))
-		}
-		u.Silent = silent
-		for i, s := range silent {
-			if !s {
-				u.LastVoiced = i
-			}
-		}
-		out[fb] = u
-	}
-	return out, nil
 }

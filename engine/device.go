@@ -88,7 +88,7 @@ type Net interface {
 type SocketEvents interface {
 	OnOpen()
 	OnText(b []byte)
-	OnBinary(n int)
+	OnBinary(b []byte)
 	// OnClose: the server closed (code), or the TCP connection ended (1006).
 	OnClose(code int)
 	// OnViolation: the socket library refused a frame (kind frame_too_big or bad_frame) and dropped the link.
@@ -141,12 +141,21 @@ type Env struct {
 }
 
 // NewDevice makes a device; Start connects it. Its conversations follow wake with the utterance u.
-func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string, wake WakeSchedule, u *Uplink) *Device {
+// vars are the device's own wire variables beyond its id, profile and token (core/device-env.ts deviceVars).
+func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string, wake WakeSchedule, u *Uplink,
+	vars Vars) *Device {
 	r := deviceRandom(seed, id)
 	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r, timers: map[string]*timer{}}
 	dev.conv = &conversation{d: dev, wake: wake, uplink: u}
 	dev.backoff = newBackoff(&p.Reconnect, r)
-	dev.vars = Vars{"device_id": id, "profile": p.Name, "protocol_version": 1.0}
+	dev.vars = Vars{}
+	for k, v := range vars {
+		dev.vars[k] = v
+	}
+	dev.vars["device_id"], dev.vars["profile"] = id, p.Name
+	if _, ok := dev.vars["protocol_version"]; !ok {
+		dev.vars["protocol_version"] = 1.0
+	}
 	if env.Token != "" {
 		dev.vars["token"] = env.Token
 	}
@@ -189,13 +198,46 @@ func (d *Device) clearTimer(name string) {
 	}
 }
 
-// Start connects after delayMs.
+// Start connects after delayMs; a per-wake channel waits for the first wake (open).
 func (d *Device) Start(delayMs float64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.conv.start(delayMs)
+	if d.perWake() {
+		d.state = stIdle
+		return
+	}
 	d.state = stBackoff
 	d.setTimer("connect", delayMs, d.connect)
-	d.conv.start(delayMs)
+}
+
+// perWake: a channel per wake (the dialect's lifecycle), not one link for the device's life.
+func (d *Device) perWake() bool { return d.dialect.Lifecycle == "per_wake" }
+
+// open opens a per-wake channel (the wake word was heard); nothing when one is open or opening.
+func (d *Device) open() {
+	if d.state == stIdle {
+		d.connect()
+	}
+}
+
+// closeChannel closes a per-wake channel after its conversation (1000): a planned end, not a loss.
+func (d *Device) closeChannel() {
+	if !d.perWake() || d.state == stStopped || d.state == stIdle {
+		return
+	}
+	if d.state == stConnected {
+		d.count("links_down", 1)
+	}
+	d.stopKeepalive()
+	d.clearTimer("connect")
+	d.clearTimer("notice")
+	if d.ws != nil {
+		d.ws.Close(closeNormal)
+		d.ws = nil
+	}
+	d.connected.Store(false)
+	d.state = stIdle
 }
 
 // TakeFramesSent is the uplink frames sent since the last call (reported once a batch as audio_frames).
@@ -277,11 +319,11 @@ func (a attemptEvents) OnText(b []byte) {
 	}
 }
 
-func (a attemptEvents) OnBinary(n int) {
+func (a attemptEvents) OnBinary(b []byte) {
 	a.d.mu.Lock()
 	defer a.d.mu.Unlock()
-	if a.current() && a.d.intake(n, false) {
-		a.d.conv.binary(n)
+	if a.current() && a.d.intake(len(b), false) {
+		a.d.conv.binary(b)
 	}
 }
 
@@ -306,7 +348,7 @@ func (d *Device) connect() {
 		return
 	}
 	dl, p := d.dialect, d.profile
-	if d.attempt > 0 || d.lossNoticed {
+	if !d.perWake() && (d.attempt > 0 || d.lossNoticed) {
 		d.count("reconnect_attempts", 1)
 	}
 	d.state = stConnecting
@@ -522,6 +564,14 @@ func (d *Device) linkEnded(code int) {
 	}
 	d.count("links_down", 1)
 	d.abandonSocket()
+	if d.perWake() && !d.conv.busy() && code == closeNormal {
+		// The server closed a per-wake channel between conversations (xiaozhi's no-voice close): how such a channel
+		// ends, not a loss. Any other end (1006, an error code) is a lost link even with no conversation on it.
+		d.stopKeepalive()
+		d.state = stIdle
+		d.conv.linkLost(code, true, false)
+		return
+	}
 	lv := d.profile.Liveness
 	if lv.Detect == "close" && lv.CheckMs > 0 {
 		// Firmware that polls a flag only sees the close at its next check.
@@ -536,6 +586,12 @@ func (d *Device) linkEnded(code int) {
 
 func (d *Device) declareDead() {
 	if d.state != stConnected {
+		return
+	}
+	if d.perWake() && !d.conv.busy() {
+		// A per-wake channel with no conversation on it timed out: the firmware closes it and goes idle. Not a loss.
+		d.closeChannel()
+		d.conv.linkLost(closeNormal, true, false)
 		return
 	}
 	d.count("links_down", 1)
@@ -560,11 +616,23 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 		if now-d.connectedAt < flapMs {
 			d.count("flaps", 1)
 		}
-		d.lossNoticed = true
-		d.lossNoticedAt = now
+		if !d.perWake() {
+			d.lossNoticed = true
+			d.lossNoticedAt = now
+		}
 		d.rec(Record{Name: "_link_lost", From: d.connectedAt, To: now})
 	} else {
 		d.rec(Record{Name: "connect_success", Value: 0, From: from, To: at, Phase: phaseTag, Code: code, Cause: cause})
+	}
+	if d.perWake() {
+		// A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one. It
+		// owes no reconnect (what it owes is that the next wake connects: connect_success, wake_success).
+		if wasConnected {
+			d.count("reconnects_abandoned", 1)
+		}
+		d.state = stIdle
+		d.conv.linkLost(code, wasConnected, false)
+		return
 	}
 	rp := &d.profile.Reconnect
 	if code == closeNormal && rp.On == "abnormal" {

@@ -99,7 +99,7 @@ type rig struct {
 func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
-	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil)
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil, nil)
 	return r
 }
 
@@ -213,7 +213,7 @@ func TestIntakeViolations(t *testing.T) {
 				r.msg(map[string]any{"type": "noise"})
 			}
 		},
-		"frame_too_big": func(r *rig) { r.net.last().h.OnBinary(2 << 20) },
+		"frame_too_big": func(r *rig) { r.net.last().h.OnBinary(make([]byte, 2<<20)) },
 		"text_too_long": func(r *rig) { r.msg(map[string]any{"type": "x", "pad": strings.Repeat("y", 70_000)}) },
 		"json_too_deep": func(r *rig) {
 			r.net.last().h.OnText([]byte(strings.Repeat("[", 40) + "1" + strings.Repeat("]", 40)))

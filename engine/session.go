@@ -3,7 +3,7 @@ package main
 // A device's conversations, as core/device-session.ts runs them on k6: the wake schedule, the wake said the dialect's
 // way (or held until the link is up), its acknowledgement judged, the utterance streamed at real-time pace, the end of
 // speech, the reply played back through a jitter-buffer model timed by the audio's duration, and how each session
-// ended. Persistent links and raw PCM both ways (what --capabilities lists); every method runs under the device's lock.
+// ended, on a persistent link or a channel per wake; every method runs under the device's lock.
 
 import (
 	"fmt"
@@ -199,8 +199,16 @@ func (c *conversation) linkLost(code int, wasConnected, final bool) {
 	c.followUp = false
 	c.d.clearTimer("audio")
 	c.d.clearTimer("stall")
-	resumes := c.d.dialect.Resume && c.d.profile.Resume
-	if c.s != nil && (final || (wasConnected && !resumes)) {
+	perWake := c.d.perWake()
+	if perWake && c.pending != nil {
+		// The channel a wake opened never came up: that wake goes unanswered.
+		c.wakeJudged(c.pending.wakeID, false)
+		c.pending = nil
+		c.scheduleNextWakeIfRepeating()
+	}
+	// A session survives a lost link only where the dialect and profile resume and the device will come back.
+	resumes := c.d.dialect.Resume && c.d.profile.Resume && !perWake
+	if c.s != nil && (final || perWake || (wasConnected && !resumes)) {
 		c.sessionOver("lost")
 	}
 	if final {
@@ -330,8 +338,9 @@ func (c *conversation) judgeReply(s *session, now float64) {
 	c.span("playback_stall_time", s.replyStallMs, s.replyAt, now)
 }
 
-// binary is reply audio (raw PCM, timed by its bytes): the first chunk after the end of speech is the response.
-func (c *conversation) binary(n int) {
+// binary is reply audio, timed by what it plays (PCM by its bytes, an Opus packet by its TOC): the first chunk after
+// the end of speech is the response.
+func (c *conversation) binary(msg []byte) {
 	s := c.s
 	if s == nil || s.stage != "speaking" {
 		return
@@ -356,7 +365,10 @@ func (c *conversation) binary(n int) {
 			c.d.setTimer("playback", *b, func() { c.bargeIn(s) })
 		}
 	}
-	ms := float64(n) / pcmBytesPerMs
+	ms, n, ok := downlinkMs(c.d.dialect.Audio.Down, msg)
+	if !ok {
+		return
+	}
 	s.replyBytes += n
 	if s.hasAnnounced && float64(s.replyBytes) > s.replyAnnounced+overrunSlackBytes {
 		c.d.violation("reply_overrun")
@@ -446,8 +458,12 @@ func (c *conversation) sessionOver(reason string) {
 	}
 	delete(c.d.vars, "session_id")
 	delete(c.d.vars, "wake_id")
-	if s != nil && s.hasID && (reason == "complete" || reason == "barged_in" || reason == "cancelled") {
+	// After a turn the user ended or heard out, a profile in auto mode listens on; otherwise a per-wake channel closes
+	// with its conversation.
+	listening := s != nil && s.hasID && (reason == "complete" || reason == "barged_in" || reason == "cancelled") &&
 		c.listenAgain()
+	if !listening {
+		c.d.closeChannel()
 	}
 	if s == nil || !s.hasID {
 		return
@@ -538,7 +554,8 @@ func (c *conversation) wakeNow() {
 	if !c.alive() {
 		return
 	}
-	if c.s != nil {
+	if c.s != nil || (d.perWake() && c.pending != nil) {
+		// The user is mid-turn: a real user does not say the wake word again. Try later.
 		if c.wake.Mode != "once" {
 			c.scheduleNextWake()
 		}
@@ -561,6 +578,8 @@ func (c *conversation) wakeNow() {
 		c.sendWake(wakeID, at)
 	} else {
 		c.pending = &pendingWake{wakeID, at}
+		// The firmware opens its channel when it hears the wake word.
+		d.open()
 	}
 }
 
@@ -571,6 +590,7 @@ func (c *conversation) wakeUnanswered(wakeID string) {
 		return
 	}
 	c.s = nil
+	c.d.closeChannel()
 	c.scheduleNextWakeIfRepeating()
 }
 

@@ -21,7 +21,7 @@ func testUplink() *Uplink {
 func talkingRig(t *testing.T, p *Profile, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
-	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink())
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(), nil)
 	return r
 }
 
@@ -81,7 +81,7 @@ func TestAConversationEndToEnd(t *testing.T) {
 	r.msg(map[string]any{"type": "transcript", "session_id": "s-1", "text": "hi"})
 	r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 12800.0})
 	for i := 0; i < 20; i++ {
-		s.h.OnBinary(640)
+		s.h.OnBinary(make([]byte, 640))
 		r.clock.Advance(20)
 	}
 	if v := r.sink.values("response_latency"); len(v) != 1 || v[0] != 360 {
@@ -114,10 +114,10 @@ func TestAShortReplyIsTruncatedAndAStutterCounted(t *testing.T) {
 	r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 12800.0})
 	// 200 ms prebuffered at once, then nothing for 300 ms: playback runs dry for 100 ms.
 	for i := 0; i < 10; i++ {
-		s.h.OnBinary(640)
+		s.h.OnBinary(make([]byte, 640))
 	}
 	r.clock.Advance(300)
-	s.h.OnBinary(640)
+	s.h.OnBinary(make([]byte, 640))
 	r.msg(map[string]any{"type": "tts_stream_end", "session_id": "s-1", "bytes": 12800.0})
 	if v := r.sink.values("reply_truncated"); len(v) != 1 || v[0] != 1 {
 		t.Fatalf("reply_truncated %v: 7,040 of 12,800 bytes", v)
@@ -152,7 +152,7 @@ func TestAReplyThatNeverEndsIsAViolationAndAnOpenSessionIsJudgedAtTheEnd(t *test
 	s := r.net.last()
 	r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 8192.0})
 	for i := 0; i < 30; i++ {
-		s.h.OnBinary(640)
+		s.h.OnBinary(make([]byte, 640))
 	}
 	if v := r.sink.named("protocol_violations"); len(v) != 1 || v[0].Kind != "reply_overrun" {
 		t.Fatalf("violations %+v", v)
@@ -163,7 +163,7 @@ func TestAReplyThatNeverEndsIsAViolationAndAnOpenSessionIsJudgedAtTheEnd(t *test
 	r2.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1"})
 	// Audio keeps the session alive past the stall bound; the run ends with it open: owed, dropped as timeout.
 	for i := 0; i < 900; i++ {
-		r2.net.last().h.OnBinary(640)
+		r2.net.last().h.OnBinary(make([]byte, 640))
 		r2.clock.Advance(20)
 	}
 	r2.d.Stop()
@@ -186,5 +186,120 @@ func TestAWakeWhileOfflineWaitsForTheLink(t *testing.T) {
 	r.msg(map[string]any{"type": "connected"})
 	if last := r.net.last().sent; len(last) == 0 || !strings.Contains(last[len(last)-1], "hotword_detected") {
 		t.Fatalf("the held wake is sent once the link is up: %v", last)
+	}
+}
+
+// xiaozhiRig: a device on the xiaozhi dialect (a channel per wake, Opus both ways) with the committed Opus utterance.
+func xiaozhiRig(t *testing.T, wake WakeSchedule) *rig {
+	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
+	u := &Uplink{Silence: []byte{3 << 3, 0}, FrameMs: 60, LastVoiced: 2}
+	for i := 0; i < 4; i++ {
+		u.Frames = append(u.Frames, []byte{3 << 3, byte(i)})
+		u.Silent = append(u.Silent, i == 3)
+	}
+	p := talker()
+	p.Connect = "hello"
+	vars := Vars{"mac": "02:00:00:00:00:01", "client_id": "c-1", "wake_word": "hey", "listen_mode": "manual"}
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "xiaozhi"), env, "seed", wake, u, vars)
+	return r
+}
+
+func TestAChannelPerWakeOpensAtTheWakeAndClosesAfterTheReply(t *testing.T) {
+	r := xiaozhiRig(t, WakeSchedule{Mode: "fixed", IntervalMs: 5000, FirstMinMs: 1000, FirstMaxMs: 1000})
+	r.d.Start(0)
+	r.clock.Advance(999)
+	if len(r.net.sockets) != 0 {
+		t.Fatal("a per-wake device connected before its wake")
+	}
+	r.clock.Advance(1)
+	s := r.net.last()
+	if s.url != "ws://127.0.0.1:1/xiaozhi/v1/" || s.headers["Device-Id"] != "02:00:00:00:00:01" ||
+		s.headers["Client-Id"] != "c-1" || s.headers["Authorization"] != "Bearer tok" {
+		t.Fatalf("url %s headers %v", s.url, s.headers)
+	}
+	r.clock.Advance(10)
+	s.h.OnOpen()
+	if len(s.sent) != 1 || !strings.Contains(s.sent[0], `"type":"hello"`) {
+		t.Fatalf("no hello: %v", s.sent)
+	}
+	r.clock.Advance(15)
+	r.msg(map[string]any{"type": "hello", "transport": "websocket", "session_id": "xz-1"})
+	// The server's hello acknowledges the wake: the wait ran from the wake word to it.
+	if v := r.sink.values("wake_ack_latency"); len(v) != 1 || v[0] != 25 {
+		t.Fatalf("wake_ack_latency %v", v)
+	}
+	if len(s.sent) != 3 || !strings.Contains(s.sent[1], `"state":"detect","text":"hey"`) ||
+		!strings.Contains(s.sent[2], `"session_id":"xz-1","type":"listen","state":"start","mode":"manual"`) {
+		t.Fatalf("wake messages %v", s.sent)
+	}
+	r.clock.Advance(120) // frame 2 (the last voiced) at +120 ms
+	r.clock.Advance(120) // then listen stop
+	if len(s.binary) != 4 || !strings.Contains(s.sent[len(s.sent)-1], `"state":"stop"`) {
+		t.Fatalf("frames %d, last %s", len(s.binary), s.sent[len(s.sent)-1])
+	}
+	r.clock.Advance(400)
+	r.msg(map[string]any{"type": "stt", "text": "hey"})
+	r.msg(map[string]any{"type": "tts", "state": "start"})
+	// Six 60 ms Opus packets (TOC config 3): 360 ms of reply.
+	for i := 0; i < 6; i++ {
+		s.h.OnBinary([]byte{3 << 3, 1, 2})
+		r.clock.Advance(60)
+	}
+	if v := r.sink.values("response_latency"); len(v) != 1 || v[0] != 520 {
+		t.Fatalf("response_latency %v (last voiced at +120, first audio at +640)", v)
+	}
+	r.msg(map[string]any{"type": "tts", "state": "stop"})
+	r.clock.Advance(400)
+	if r.sink.sum("sessions_completed") != 1 || s.closed != closeNormal || r.d.state != stIdle {
+		t.Fatalf("completed %v, closed %d, state %v", r.sink.sum("sessions_completed"), s.closed, r.d.state)
+	}
+	for _, m := range []string{"reply_truncated", "reply_stutter", "session_drop_rate"} {
+		if v := r.sink.values(m); len(v) != 1 || v[0] != 0 {
+			t.Fatalf("%s %v", m, v)
+		}
+	}
+	if r.sink.sum("links_down") != 1 || r.sink.sum("unplanned_drops") != 0 || r.sink.sum("reconnect_attempts") != 0 {
+		t.Fatal("a planned close was counted as a loss")
+	}
+	// The next wake opens a new channel.
+	r.clock.Advance(5000)
+	if len(r.net.sockets) != 2 {
+		t.Fatalf("%d channels after the second wake", len(r.net.sockets))
+	}
+}
+
+func TestAPerWakeChannelThatNeverComesUpLeavesTheWakeUnanswered(t *testing.T) {
+	r := xiaozhiRig(t, WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
+	r.d.Start(0)
+	r.clock.Advance(1000)
+	r.net.last().h.OnClose(closeAbnormal) // refused before the socket opened
+	if v := r.sink.values("wake_success"); len(v) != 1 || v[0] != 0 {
+		t.Fatalf("wake_success %v", v)
+	}
+	if r.sink.sum("connect_success") != 0 || len(r.sink.named("connect_success")) != 1 || r.d.state != stIdle {
+		t.Fatalf("connect_success %v, state %v", r.sink.named("connect_success"), r.d.state)
+	}
+	r.clock.Advance(60_000)
+	if len(r.net.sockets) != 1 {
+		t.Fatal("a per-wake channel was reconnected without a wake")
+	}
+}
+
+func TestAPerWakeChannelLostMidReplyDropsTheSession(t *testing.T) {
+	r := xiaozhiRig(t, WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
+	r.d.Start(0)
+	r.clock.Advance(1000)
+	r.net.last().h.OnOpen()
+	r.msg(map[string]any{"type": "hello", "transport": "websocket", "session_id": "xz-1"})
+	r.clock.Advance(500)
+	r.msg(map[string]any{"type": "tts", "state": "start"})
+	r.net.last().h.OnBinary([]byte{3 << 3})
+	r.net.last().h.OnClose(closeAbnormal)
+	if r.sink.sum("sessions_dropped") != 1 || r.sink.sum("reconnects_abandoned") != 1 || r.d.state != stIdle {
+		t.Fatalf("dropped %v, abandoned %v", r.sink.sum("sessions_dropped"), r.sink.sum("reconnects_abandoned"))
+	}
+	if got := r.sink.named("unplanned_drops"); len(got) != 1 || got[0].Cause != "abnormal" {
+		t.Fatalf("unplanned_drops %v", got)
 	}
 }

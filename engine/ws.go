@@ -84,8 +84,7 @@ func readLoop(conn *websocket.Conn, h SocketEvents) {
 			if mt == websocket.TextMessage {
 				shard.do(func() { h.OnText(data) })
 			} else {
-				n := len(data)
-				shard.do(func() { h.OnBinary(n) })
+				shard.do(func() { h.OnBinary(data) })
 			}
 			continue
 		}

@@ -10,11 +10,16 @@ import type { MetricSink, DeviceMetricName } from '../../core/metric-names.ts';
 import { profileFor, type Profile } from '../../core/profiles.ts';
 import { closeCodeLabel } from '../../core/protocol.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
-import type { AudioFrames } from '../../core/device-env.ts';
+import { deviceVars, type AudioFrames } from '../../core/device-env.ts';
+import type { OpusTable } from '../../core/opus.ts';
 import { phaseTracker, vuSlice, type FleetHooks } from './k6-fleet.ts';
 
-/** The committed utterance on disk: the engine reads it itself (k6's open() gives bytes, not a path). */
-const UTTERANCE_PATH = decodeURIComponent(import.meta.resolve('../../audio/utterance.pcm').replace(/^file:\/\//, ''));
+/** The committed utterance on disk, PCM and Opus: the engine reads them itself (k6's open() gives bytes, not a path). */
+const audioPath = (name: string) => decodeURIComponent(import.meta.resolve(`../../audio/${name}`).replace(/^file:\/\//, ''));
+const UTTERANCE_PATH = audioPath('utterance.pcm');
+const OPUS_PATH = audioPath('utterance.opus');
+/** The Opus packets' frame table, read in the init context (open() is only allowed there). */
+const OPUS_TABLE = JSON.parse(open(import.meta.resolve('../../audio/utterance.opus.json'))) as OpusTable;
 
 /** A record from the engine: [name, value, profile, from, to, phase mode, extra]. */
 type EngineRecord = [
@@ -54,7 +59,8 @@ export function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, l
     dialects[d.name] ??= { ...d, type_field: typeField(d) };
     // Connects spread evenly over the ramp, by global index, so every VU ramps together.
     const delay = Math.max(0, (i / cfg.devices) * cfg.rampMs - (now - startedAt));
-    devices.push({ id: `${cfg.idPrefix}-${i}`, url: cfg.targetUrls[i % cfg.targetUrls.length]!, profile: p, dialect: d.name, delay_ms: delay });
+    const id = `${cfg.idPrefix}-${i}`;
+    devices.push({ id, url: cfg.targetUrls[i % cfg.targetUrls.length]!, profile: p, dialect: d.name, delay_ms: delay, vars: deviceVars(id, profile, d) });
   }
   return {
     type: 'start',
@@ -70,6 +76,8 @@ export function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, l
     // (core/audio-frames.ts: the one VAD rule); none when there are no wakes.
     audio: {
       pcm_path: UTTERANCE_PATH,
+      opus_path: OPUS_PATH,
+      opus: OPUS_TABLE,
       silent: cfg.wake.mode === 'off' ? {} : Object.fromEntries([...new Set(profiles.map((p) => p.frame_bytes))].map((fb) => [String(fb), audio.frames(fb).silent])),
     },
     end_in_ms: startedAt + cfg.durationMs - now,

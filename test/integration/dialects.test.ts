@@ -13,7 +13,7 @@ import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { startAcmeServer } from '../helpers/acme-server.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
-import { assertVoiceToVoice, serverArgs } from '../helpers/truth.ts';
+import { cutMidReply, mixedFleet } from '../helpers/conformance.ts';
 
 const results = mkdtempSync(join(tmpdir(), 'wakestorm-dialects-'));
 const servers: VoiceServer[] = [];
@@ -128,56 +128,10 @@ describe('the reference server speaks xiaozhi', () => {
   });
 });
 
-describe('k6 devices in two dialects', () => {
-  // An endpointing window other than the server's default: the device knows nothing of it and must measure it.
-  const delays = { vad: 240, stt: 60, llm: 40, tts: 30 };
-  it('a mixed fleet of wakestorm PCM and xiaozhi Opus devices passes, each measuring the injected pipeline delay; barging devices of both dialects see the server stop at once', async () => {
-    // Two more profiles, one per dialect, that interrupt every reply 300 ms in (the dialect's abort).
-    const { PROFILES } = await import('../../core/profiles.ts');
-    const barge = ['recommended', 'xiaozhi-esp32'].map((name) => {
-      const f = join(results, `${name}-barge.json`);
-      writeFileSync(f, JSON.stringify({ ...PROFILES[name]!, name: `${name}-barge`, barge_in_ms: 300 }));
-      return `${f}:1`;
-    });
-    const r = await runCli(
-      ['run', 'smoke', '--profile', ['recommended:1', 'xiaozhi-esp32:1', ...barge].join(','), '--devices', '12', '--duration', '24s', '--wake', 'poisson:4s', '--results', results, ...serverArgs(delays)],
-      { timeoutMs: 150_000 },
-    );
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    const dir = join(results, readlinkSync(join(results, 'latest')));
-    const m = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).metrics;
-    // Voice-to-voice: the user's last voiced frame to the first reply audio, the server's endpointing included (240 ms
-    // is a whole number of both dialects' frames, 20 ms PCM and 60 ms Opus), within 3 ms of the injected truth.
-    assertVoiceToVoice(m, ['recommended', 'xiaozhi-esp32'], delays);
-    assert.equal(m.wake_success.values.rate, 1);
-    assert.ok(m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count >= 3, 'xiaozhi wakes acknowledged by the channel handshake');
-    // A per-wake channel is a connect per conversation: connect and handshake times are measured every wake.
-    assert.ok(m.connect_time.values.count >= m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count);
-    assert.ok(m.handshake_time.values.count > 0);
-    // Back to listening after each reply (auto mode): the next turn on an open channel is the user speaking again.
-    assert.ok((m.follow_ups?.values.count ?? 0) >= 1, 'follow-up turns on a listening channel (only xiaozhi profiles listen on)');
-    assert.equal(m.unplanned_drops?.values.count ?? 0, 0);
-    // Barge-in: every interruption measured; the server stops at the abort, so only what was already in flight (its
-    // real-time lead) arrives after it; an interrupted reply is the user talking, not a dropped session.
-    assert.ok(m.barge_ins.values.count >= 4, `${m.barge_ins.values.count} barge-ins`);
-    assert.equal(m.barge_in_stop_time.values.count, m.barge_ins.values.count);
-    assert.ok(m.barge_in_stop_time.values['p(95)'] < 500, `stale audio for ${m.barge_in_stop_time.values['p(95)']} ms`);
-    assert.equal(m.sessions_dropped?.values.count ?? 0, 0, 'a barge-in is not a drop');
-  });
-
-  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', async () => {
-    const timeline = join(results, 'cut-mid-reply.json');
-    // Wakes at 1-2 s; 3 s of speech, the pipeline, then a 2 s reply streamed in real time: 5.5 s is mid-reply.
-    writeFileSync(timeline, JSON.stringify([{ at: '5500ms', for: '1500ms', fault: 'cut' }]));
-    const r = await runCli(
-      ['run', 'smoke', '--profile', 'recommended:1,xiaozhi-esp32:1', '--devices', '8', '--duration', '16s', '--wake', 'once:1s-1500ms', '--timeline', timeline, '--results', results, '--server-arg', '--tts-pace=realtime'],
-      { timeoutMs: 150_000 },
-    );
-    assert.ok(r.code === 0 || r.code === 99, r.stdout + r.stderr);
-    const m = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8')).metrics;
-    assert.ok((m['sessions_dropped{reason:lost}']?.values.count ?? 0) >= 1, 'xiaozhi conversations cut mid-reply are lost');
-    assert.ok((m.sessions_resumed?.values.count ?? 0) >= 1, 'wakestorm conversations resume after the cut');
-  });
+describe('k6 devices in two dialects (the conformance cases the native engine runs too: engine.test.ts)', () => {
+  it('a mixed fleet of wakestorm PCM and xiaozhi Opus devices passes, each measuring the injected pipeline delay; barging devices of both dialects see the server stop at once', () =>
+    mixedFleet('k6', results));
+  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', () => cutMidReply('k6', results));
 });
 
 describe("the README's user dialect", () => {

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
+import { WAKE_MODES } from '../../core/device-env.ts';
+import { AUDIO_FRAMINGS } from '../../core/dialect.ts';
 import { engineCapabilities, engineSourceHash, requireEngine } from '../../scripts/engine.ts';
 import { PINS, requireTools } from '../../scripts/tools.ts';
 import { runCli } from '../helpers/proc.ts';
@@ -21,10 +23,13 @@ describe('tools', () => {
     assert.match(r.stdout, new RegExp(`engine\\s+${engineSourceHash()}\\s+\\S+wakestorm-engine`));
   });
 
-  it('the device engine says what it can run, and refuses a bad flag or a non-loopback address in one line', () => {
+  it('the device engine runs everything a dialect can say, and refuses a bad flag or a non-loopback address in one line', () => {
     const bin = requireEngine();
     const caps = engineCapabilities(bin);
-    assert.ok(caps.wake.includes('off') && caps.lifecycle.includes('persistent'), JSON.stringify(caps));
+    // Parity with the k6 device: every wake schedule, lifecycle, codec and framing core/ accepts.
+    assert.deepEqual(new Set(caps.wake), new Set(WAKE_MODES), JSON.stringify(caps));
+    assert.deepEqual(new Set(caps.lifecycle), new Set(['persistent', 'per_wake']));
+    for (const codec of ['pcm_s16le', 'opus']) for (const f of AUDIO_FRAMINGS) assert.ok(caps.audio.includes(`${codec}/${f}`), `${codec}/${f}`);
     for (const args of [['--bogus'], ['--listen', '0.0.0.0:7000'], ['--listen', 'nonsense']]) {
       const r = spawnSync(bin, args, { encoding: 'utf8', timeout: 10_000 });
       assert.equal(r.status, 2, args.join(' '));
