@@ -73,7 +73,7 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     duration: `${duration}s`,
     profile: model ? 'recommended' : undefined,
     wake: talking ? 'poisson:5m' : model ? 'off' : undefined,
-    engine: native ? 'native' : undefined,
+    engine: native ? 'native' : 'k6',
     vars: { RAMP: `${ramp}s` },
     resultsRoot: opts.resultsRoot,
     runId: `${opts.kind}-${n}-dpv${dpv}`,

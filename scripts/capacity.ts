@@ -7,6 +7,7 @@ import { SingleBar } from 'cli-progress';
 import type { Slo } from '../core/slo.ts';
 import { judgeSlo, VERDICT_EXIT } from '../core/verdict.ts';
 import type { ServerConfig } from '../server/config.ts';
+import type { DeviceEngine } from './engine.ts';
 import { Sampler } from './proc-sampler.ts';
 import { parseDuration } from '../core/run-config.ts';
 import { renderCapacityChart, type CapacityPoint } from './charts.ts';
@@ -36,8 +37,8 @@ export interface CapacityOptions {
   serverUrl?: string;
   /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
   throughProxy?: boolean;
-  /** Where the devices run: k6 (default) or the native engine. */
-  engine?: 'k6' | 'native';
+  /** Where the devices run: the native engine (default) or k6. */
+  engine?: DeviceEngine;
   resultsRoot?: string;
   log?: (line: string) => void;
 }

@@ -12,6 +12,11 @@ import { cacheDir, goVersion, PINS, run, type Progress } from './tools.ts';
 
 const SRC = join(dirname(fileURLToPath(import.meta.url)), '..', 'engine');
 
+/** Where a run's devices live: the native engine (engine/, its own process) or k6's JS (k6/websockets). */
+export type DeviceEngine = 'native' | 'k6';
+/** The native engine: it holds every dialect, profile and fault the k6 device does, at a fraction of the cost. */
+export const DEFAULT_ENGINE: DeviceEngine = 'native';
+
 export class EngineError extends WakestormError {
   constructor(message: string, code: 1 | 2 = 2) {
     super(message, code);

@@ -22,7 +22,7 @@ import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTy
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
-import { EngineError, engineCapabilities, engineRefusal, startEngine, type RunningEngine } from './engine.ts';
+import { DEFAULT_ENGINE, EngineError, engineCapabilities, engineRefusal, startEngine, type DeviceEngine, type RunningEngine } from './engine.ts';
 import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
@@ -46,8 +46,8 @@ export interface RunOptions {
   slo?: string[];
   serverUrl?: string;
   server?: Partial<ServerConfig>;
-  /** Where the devices run: in k6 (default) or in the native device engine (engine/, started for the run). */
-  engine?: 'k6' | 'native';
+  /** Where the devices run: in the native device engine (the default: engine/, started for the run) or in k6. */
+  engine?: DeviceEngine;
   /** Aim the devices at the server directly, without Toxiproxy (capacity steps). */
   direct?: boolean;
   resultsRoot?: string;
@@ -458,7 +458,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   }
   const token = resolveToken(opts);
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
-  if (opts.engine === 'native') {
+  const engineKind = opts.engine ?? DEFAULT_ENGINE;
+  if (engineKind === 'native') {
     const refused = engineRefusal(engineCapabilities(), { wake: inspected.wakeMode ?? 'off', lifecycles: inspected.lifecycles, audio: inspected.audio });
     if (refused) throw new EngineError(refused);
   }
@@ -479,7 +480,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   try {
     log(`wakestorm run ${name}: starting the stack`);
     stack = await startRunStack(opts, serverFlags, log);
-    if (opts.engine === 'native') engine = await startEngine(opts.fdLimit);
+    if (engineKind === 'native') engine = await startEngine(opts.fdLimit);
     const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
     if (engine) vars.ENGINE_URL = engine.url;
     const where = engine ? ` (devices in the native engine, pid ${engine.pid})` : '';
@@ -521,7 +522,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     scenario: name,
     script: plan.script,
     command: redactArgv(process.argv.slice(1)).join(' '),
-    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, engine: opts.engine ?? 'k6', auth: token ? 'token' : 'none' },
+    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, engine: engineKind, auth: token ? 'token' : 'none' },
     slos,
     ...verdictFields(judgement),
     k6_exit_code: w.k6Code,

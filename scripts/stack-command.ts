@@ -4,6 +4,8 @@ import { shardUrls, startStack, type StackOptions } from './stack.ts';
 import { requireTools } from './tools.ts';
 
 export async function runStackCommand(opts: StackOptions & { engine?: boolean }): Promise<void> {
+  // k6 and Toxiproxy first: without them nothing runs, engine or not (the same line as setup --check).
+  requireTools();
   if (opts.engine) requireEngine();
   const stack = await startStack({ ...opts, log: (l) => console.log(`  ${l}`) });
   let engine: RunningEngine | null = null;

@@ -100,12 +100,12 @@ addServerOptions(
     .addOption(new Option('--toxiproxy-port <port>', 'Toxiproxy API port').default(8474).argParser(port('--toxiproxy-port')))
     .addOption(new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy").default(18000).argParser(port('--proxy-port')))
     .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes; shards after the first listen on free ports (default 1)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
-    .option('--engine', 'start the native device engine too, and print its ENGINE_URL for k6'),
+    .option('--no-engine', "don't start the native device engine: the printed k6 line runs the devices in k6"),
   { withListen: false },
 ).action(async (opts) => {
   const { runStackCommand } = await import('./stack-command.ts');
   await runStackCommand({
-    engine: !!opts.engine,
+    engine: opts.engine !== false,
     serverUrl: opts.serverUrl,
     serverPort: opts.serverPort,
     toxiproxyPort: opts.toxiproxyPort,
@@ -160,7 +160,7 @@ function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
     .addOption(d.wake ? wake.default(d.wake) : wake)
     .addOption(new Option('--backoff <policy>', "replace every profile's reconnect policy: <policy>[:base_ms[:cap_ms]], e.g. full-jitter:500:30000").env('WAKESTORM_BACKOFF'))
     .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
-    .addOption(new Option('--engine <e>', 'where the devices run: k6 (k6/websockets) or native (the device engine: persistent links, PCM audio)').choices(['k6', 'native']).env('WAKESTORM_ENGINE'))
+    .addOption(new Option('--engine <e>', 'where the devices run: native (the device engine, default) or k6 (k6/websockets)').choices(['native', 'k6']).env('WAKESTORM_ENGINE'))
     .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
     .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
     .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'));

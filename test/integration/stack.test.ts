@@ -100,7 +100,7 @@ describe('startStack', () => {
 describe('wakestorm stack (CLI)', () => {
   it('prints the k6 line, and tears everything down on SIGTERM, the device engine too', async () => {
     const [sp, tp, pp] = [await pickFreePort(), await pickFreePort(), await pickFreePort()];
-    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp), '--engine']);
+    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp)]);
     await waitFor(() => p.output().includes('Ctrl-C stops everything'), 30_000, 'stack up');
     assert.match(
       p.output(),
