@@ -73,7 +73,7 @@ const SEEN_UNMATCHED = new Set<string>();
 const SEEN_VIOLATIONS = new Set<string>();
 
 /** A link that lived less than this is a flap. */
-const FLAP_MS = 2000;
+export const FLAP_MS = 2000;
 
 /**
  * Lets go of a socket the device no longer wants. A socket still in its handshake is not closed but defused and

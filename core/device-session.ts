@@ -58,13 +58,13 @@ interface ActiveSession {
 export const SESSION_STALL_MS = 15_000;
 
 /** How long a device waits, after its abort, for the server to stop the reply before it calls the session over. */
-const BARGE_IN_WAIT_MS = 5000;
+export const BARGE_IN_WAIT_MS = 5000;
 
 /**
  * Trailing silence a VAD-ended stream sends at most while it waits for the server to hear the end of speech (a real
  * microphone streams until the server answers; a server that has not endpointed after this long is stalled).
  */
-const VAD_MAX_TRAILING_MS = 5000;
+export const VAD_MAX_TRAILING_MS = 5000;
 /**
  * A gap in playback shorter than this is not counted as a stutter: the device's clock is in ms and its timers fire a
  * few ms late, and a jitter buffer conceals a gap of under one 20 ms audio frame.
@@ -73,9 +73,9 @@ export const PLAYBACK_GAP_TOLERANCE_MS = 20;
 /** A reply longer than this (2 minutes of audio) is no answer to a spoken question: the server is streaming forever. */
 export const MAX_REPLY_AUDIO_MS = 120_000;
 /** Bytes a reply may run past its announced length (a last partial frame) before it is an overrun. */
-const OVERRUN_SLACK_BYTES = 4096;
+export const OVERRUN_SLACK_BYTES = 4096;
 /** An uplink stream more than this many frames late slips instead of bursting (frameDelay). */
-const SLIP_AFTER_FRAMES = 3;
+export const SLIP_AFTER_FRAMES = 3;
 const SESSION_END_REASONS = new Set(['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error']);
 
 let wakeCounter = 0;

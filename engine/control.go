@@ -35,6 +35,7 @@ type startMsg struct {
 	Seed             string                     `json:"seed"`
 	ConnectTimeoutMs float64                    `json:"connect_timeout_ms"`
 	Intake           Intake                     `json:"intake"`
+	Timing           Timing                     `json:"timing"`
 	Wake             WakeSchedule               `json:"wake"`
 	Audio            struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
@@ -110,6 +111,9 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 	if m.Intake.MessagesPerSecond <= 0 || m.Intake.TextBytes <= 0 || m.Intake.BinaryBytes <= 0 || m.Intake.JSONDepth <= 0 {
 		return nil, fmt.Errorf("start has no intake bounds")
 	}
+	if f := m.Timing.missing(); f != "" {
+		return nil, fmt.Errorf("start has no timing.%s (a positive number)", f)
+	}
 	dialects := map[string]*Dialect{}
 	for name, raw := range m.Dialects {
 		d, err := ParseDialect(raw)
@@ -172,7 +176,8 @@ func (c *control) session(conn *websocket.Conn) {
 	}
 	sink := newBatch(maxBatch)
 	clock := &lagClock{Clock: c.clock}
-	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake}
+	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake,
+		Timing: m.Timing}
 	devices := make([]*Device, len(m.Devices))
 	for i, dv := range m.Devices {
 		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]

@@ -50,9 +50,6 @@ const (
 	closeNormal        = 1000
 	closeProtocolError = 1002
 	closeAbnormal      = 1006
-	flapMs             = 2000
-	// reconnectCensorMs is core/verdict.ts RECONNECT_CENSOR_MS: a wait this long at the end is judged.
-	reconnectCensorMs = 10_000
 )
 
 type linkState int
@@ -138,6 +135,7 @@ type Env struct {
 	Token            string
 	ConnectTimeoutMs float64
 	Intake           Intake
+	Timing           Timing
 }
 
 // NewDevice makes a device; Start connects it. Its conversations follow wake with the utterance u.
@@ -259,7 +257,7 @@ func (d *Device) Stop() {
 	}
 	if d.lossNoticed && (d.state == stBackoff || d.state == stConnecting || d.state == stHandshaking) {
 		waited := d.now() - d.lossNoticedAt
-		if waited >= reconnectCensorMs {
+		if waited >= d.env.Timing.ReconnectCensorMs {
 			d.rec(Record{Name: "reconnect_time", Value: waited, From: d.lossNoticedAt, To: d.lossNoticedAt + waited, Phase: phaseTag})
 		} else {
 			d.count("reconnects_unfinished", 1)
@@ -613,7 +611,7 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 	d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Phase: phaseSteadyOnly, Code: code, Cause: cause})
 	if wasConnected {
 		d.rec(Record{Name: "connection_drops", Value: 1, Code: code})
-		if now-d.connectedAt < flapMs {
+		if now-d.connectedAt < d.env.Timing.FlapMs {
 			d.count("flaps", 1)
 		}
 		if !d.perWake() {

@@ -87,6 +87,13 @@ func recommended() *Profile {
 	return p
 }
 
+// timing is what engine-fleet.ts sends from core/'s constants.
+var timing = Timing{
+	SessionStallMs: 15_000, BargeInWaitMs: 5000, VadMaxTrailingMs: 5000, PlaybackGapToleranceMs: 20,
+	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000,
+	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000,
+}
+
 var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000}
 
 type rig struct {
@@ -98,7 +105,7 @@ type rig struct {
 
 func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil, nil)
 	return r
 }
@@ -286,3 +293,18 @@ func TestDeviceRandomMatchesCore(t *testing.T) {
 }
 
 const wantFirstRandom = 0.7933050678111613
+
+func TestAStartWithoutEveryTimingBoundIsRefused(t *testing.T) {
+	if f := timing.missing(); f != "" {
+		t.Fatalf("complete timing reported missing %s", f)
+	}
+	partial := timing
+	partial.FlapMs = 0
+	if f := partial.missing(); f != "flap_ms" {
+		t.Fatalf("missing %q", f)
+	}
+	m := &startMsg{Devices: []startDevice{{ID: "d"}}, Wake: WakeSchedule{Mode: "off"}, Intake: intake, Timing: partial}
+	if _, err := refusal(m); err == nil || !strings.Contains(err.Error(), "timing.flap_ms") {
+		t.Fatalf("refusal %v", err)
+	}
+}

@@ -8,27 +8,47 @@ package main
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"sync/atomic"
 )
 
-const (
-	// sessionStallMs is core/device-session.ts SESSION_STALL_MS.
-	sessionStallMs = 15_000
-	bargeInWaitMs  = 5000
-	// vadMaxTrailingMs: trailing silence a VAD-ended stream sends at most while it waits for the server's end.
-	vadMaxTrailingMs       = 5000
-	playbackGapToleranceMs = 20
-	maxReplyAudioMs        = 120_000
-	overrunSlackBytes      = 4096
-	slipAfterFrames        = 3
-	// wakeAckTimeoutMs is core/verdict.ts WAKE_ACK_TIMEOUT_MS.
-	wakeAckTimeoutMs = 10_000
-	// resumeGraceMs is the protocol's resume grace (core/protocol.ts DEFAULTS.resume_grace_ms).
-	resumeGraceMs = 30_000
-	// pcmBytesPerMs: 16 kHz, 16-bit mono.
-	pcmBytesPerMs = 32
-)
+// pcmBytesPerMs: 16 kHz, 16-bit mono.
+const pcmBytesPerMs = 32
+
+// Timing is the device's bounds and windows, sent with the start from the constants of core/ (engine-fleet.ts), so
+// that each is written once: the same numbers judge a device on either engine.
+type Timing struct {
+	// SessionStallMs: a session that hears nothing this long has stalled (core/device-session.ts SESSION_STALL_MS).
+	SessionStallMs float64 `json:"session_stall_ms"`
+	// BargeInWaitMs: how long a barge-in waits for the server to stop the reply.
+	BargeInWaitMs float64 `json:"barge_in_wait_ms"`
+	// VadMaxTrailingMs: trailing silence a VAD-ended stream sends at most while it waits for the server's end.
+	VadMaxTrailingMs       float64 `json:"vad_max_trailing_ms"`
+	PlaybackGapToleranceMs float64 `json:"playback_gap_tolerance_ms"`
+	MaxReplyAudioMs        float64 `json:"max_reply_audio_ms"`
+	OverrunSlackBytes      float64 `json:"overrun_slack_bytes"`
+	SlipAfterFrames        float64 `json:"slip_after_frames"`
+	// WakeAckTimeoutMs is core/verdict.ts WAKE_ACK_TIMEOUT_MS.
+	WakeAckTimeoutMs float64 `json:"wake_ack_timeout_ms"`
+	// ResumeGraceMs is the protocol's resume grace (core/protocol.ts DEFAULTS.resume_grace_ms).
+	ResumeGraceMs float64 `json:"resume_grace_ms"`
+	// ReconnectCensorMs is core/verdict.ts RECONNECT_CENSOR_MS: a wait this long at the end is judged.
+	ReconnectCensorMs float64 `json:"reconnect_censor_ms"`
+	// FlapMs: a link lost sooner than this after it came up is a flap (core/device-link.ts FLAP_MS).
+	FlapMs float64 `json:"flap_ms"`
+}
+
+// missing names the first bound the start left out (each is positive).
+func (t Timing) missing() string {
+	v := reflect.ValueOf(t)
+	for i := 0; i < v.NumField(); i++ {
+		if f := v.Field(i).Float(); !(f > 0) || math.IsInf(f, 0) {
+			return v.Type().Field(i).Tag.Get("json")
+		}
+	}
+	return ""
+}
 
 var sessionEndReasons = map[string]bool{"complete": true, "barged_in": true, "cancelled": true, "timeout": true, "interrupted": true, "error": true}
 
@@ -124,7 +144,7 @@ func (c *conversation) start(delayMs float64) {
 // stop judges a session still open at the run's end: owed when its turn began more than the stall bound ago.
 func (c *conversation) stop() {
 	s := c.s
-	if s != nil && s.hasID && c.now()-s.turnAt >= sessionStallMs {
+	if s != nil && s.hasID && c.now()-s.turnAt >= c.d.env.Timing.SessionStallMs {
 		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
 		c.span("session_drop_rate", 1, s.wakeAt, c.now())
 	}
@@ -182,7 +202,7 @@ func (c *conversation) judgeResume(resumed bool) {
 	if !c.hadLoss || c.lastLossCode == 1001 || c.lastLossCode == 1012 {
 		return
 	}
-	if c.now()-c.lastLossAt > resumeGraceMs {
+	if c.now()-c.lastLossAt > c.d.env.Timing.ResumeGraceMs {
 		return
 	}
 	v := 0.0
@@ -370,11 +390,11 @@ func (c *conversation) binary(msg []byte) {
 		return
 	}
 	s.replyBytes += n
-	if s.hasAnnounced && float64(s.replyBytes) > s.replyAnnounced+overrunSlackBytes {
+	if s.hasAnnounced && float64(s.replyBytes) > s.replyAnnounced+c.d.env.Timing.OverrunSlackBytes {
 		c.d.violation("reply_overrun")
 		return
 	}
-	if s.pbReceivedMs+ms > maxReplyAudioMs {
+	if s.pbReceivedMs+ms > c.d.env.Timing.MaxReplyAudioMs {
 		c.d.violation("reply_too_long")
 		return
 	}
@@ -387,7 +407,7 @@ func (c *conversation) binary(msg []byte) {
 	}
 	dry := now - s.pbStartedAt - s.pbReceivedMs
 	if dry > 0 {
-		if dry > playbackGapToleranceMs {
+		if dry > c.d.env.Timing.PlaybackGapToleranceMs {
 			c.d.count("playback_underruns", 1)
 			s.replyStalls++
 			s.replyStallMs += dry
@@ -421,7 +441,7 @@ func (c *conversation) bargeIn(s *session) {
 	s.bargeAt, s.barging = c.now(), true
 	c.d.count("barge_ins", 1)
 	c.say(c.d.dialect.Send.Abort)
-	c.d.setTimer("barge", bargeInWaitMs, func() { c.bargeOver(s, "cancelled") })
+	c.d.setTimer("barge", c.d.env.Timing.BargeInWaitMs, func() { c.bargeOver(s, "cancelled") })
 }
 
 func (c *conversation) recordBargeIn(s *session) {
@@ -573,7 +593,7 @@ func (c *conversation) wakeNow() {
 		c.wakeJudged(c.judge.wakeID, false)
 	}
 	c.judge = &pendingWake{wakeID, at}
-	d.setTimer("wakeAck", wakeAckTimeoutMs, func() { c.wakeUnanswered(wakeID) })
+	d.setTimer("wakeAck", c.d.env.Timing.WakeAckTimeoutMs, func() { c.wakeUnanswered(wakeID) })
 	if up {
 		c.sendWake(wakeID, at)
 	} else {
@@ -604,7 +624,7 @@ func (c *conversation) wakeJudged(wakeID string, ok bool) {
 	if ok {
 		c.span("wake_success", 1, w.at, c.now())
 	} else {
-		c.span("wake_success", 0, w.at, w.at+wakeAckTimeoutMs)
+		c.span("wake_success", 0, w.at, w.at+c.d.env.Timing.WakeAckTimeoutMs)
 	}
 }
 
@@ -658,13 +678,13 @@ func (c *conversation) watchStall(s *session) {
 		}
 		quiet := c.now() - s.heardAt
 		t := c.d.timers
-		if t["audio"] != nil || t["playback"] != nil || t["barge"] != nil || quiet < sessionStallMs {
-			c.d.setTimer("stall", math.Max(1000, sessionStallMs-quiet), check)
+		if t["audio"] != nil || t["playback"] != nil || t["barge"] != nil || quiet < c.d.env.Timing.SessionStallMs {
+			c.d.setTimer("stall", math.Max(1000, c.d.env.Timing.SessionStallMs-quiet), check)
 			return
 		}
 		c.sessionOver("timeout")
 	}
-	c.d.setTimer("stall", sessionStallMs, check)
+	c.d.setTimer("stall", c.d.env.Timing.SessionStallMs, check)
 }
 
 // startAudio streams the utterance at real-time pace, then ends speech the profile's way.
@@ -677,7 +697,7 @@ func (c *conversation) startAudio() {
 	u := c.uplink
 	explicit := d.profile.EndOfSpeech == "explicit"
 	eos := d.dialect.Send.EndOfSpeech
-	slipAfter := slipAfterFrames * u.FrameMs
+	slipAfter := c.d.env.Timing.SlipAfterFrames * u.FrameMs
 	s.streamT0 = c.now()
 	s.frame = 0
 	var step func()
@@ -704,7 +724,7 @@ func (c *conversation) startAudio() {
 			s.stage = "thinking"
 			return
 		default:
-			if s.silenceSentMs >= vadMaxTrailingMs {
+			if s.silenceSentMs >= c.d.env.Timing.VadMaxTrailingMs {
 				return
 			}
 			d.ws.SendBinary(u.Silence)
@@ -726,7 +746,7 @@ func (c *conversation) startAudio() {
 // frameDelay: how long until frame k of a real-time stream whose clock started at t0; more than 3 frames late slips.
 func (c *conversation) frameDelay(t0 *float64, k int, frameMs, now float64) float64 {
 	due := *t0 + float64(k)*frameMs
-	if now-due <= slipAfterFrames*frameMs {
+	if now-due <= c.d.env.Timing.SlipAfterFrames*frameMs {
 		return math.Max(0, due-now)
 	}
 	*t0 = now - float64(k)*frameMs

@@ -20,7 +20,7 @@ func testUplink() *Uplink {
 
 func talkingRig(t *testing.T, p *Profile, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(), nil)
 	return r
 }
@@ -139,7 +139,7 @@ func TestASilentServerDropsTheSessionAndAnUnansweredWakeFails(t *testing.T) {
 	}
 	r2 := talkingRig(t, talker(), WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
 	r2.connect(t)
-	r2.clock.Advance(1000 + wakeAckTimeoutMs)
+	r2.clock.Advance(1000 + timing.WakeAckTimeoutMs)
 	if v := r2.sink.values("wake_success"); len(v) != 1 || v[0] != 0 {
 		t.Fatalf("wake_success %v", v)
 	}
@@ -192,7 +192,7 @@ func TestAWakeWhileOfflineWaitsForTheLink(t *testing.T) {
 // xiaozhiRig: a device on the xiaozhi dialect (a channel per wake, Opus both ways) with the committed Opus utterance.
 func xiaozhiRig(t *testing.T, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
 	u := &Uplink{Silence: []byte{3 << 3, 0}, FrameMs: 60, LastVoiced: 2}
 	for i := 0; i < 4; i++ {
 		u.Frames = append(u.Frames, []byte{3 << 3, byte(i)})

@@ -4,11 +4,21 @@
 // message types, chaos phases) are made here, from the engine's raw fields.
 import { WebSocket } from 'k6/websockets';
 import { clearTimeout, setTimeout } from 'k6/timers';
-import { INTAKE } from '../../core/device-link.ts';
+import { FLAP_MS, INTAKE } from '../../core/device-link.ts';
+import {
+  BARGE_IN_WAIT_MS,
+  MAX_REPLY_AUDIO_MS,
+  OVERRUN_SLACK_BYTES,
+  PLAYBACK_GAP_TOLERANCE_MS,
+  SESSION_STALL_MS,
+  SLIP_AFTER_FRAMES,
+  VAD_MAX_TRAILING_MS,
+} from '../../core/device-session.ts';
+import { RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from '../../core/verdict.ts';
 import { typeField, UNMATCHED_NOTE, BoundedLabels } from '../../core/dialect.ts';
 import type { MetricSink, DeviceMetricName } from '../../core/metric-names.ts';
 import { profileFor, type Profile } from '../../core/profiles.ts';
-import { closeCodeLabel } from '../../core/protocol.ts';
+import { closeCodeLabel, DEFAULTS } from '../../core/protocol.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
 import { deviceVars, type AudioFrames } from '../../core/device-env.ts';
 import type { OpusTable } from '../../core/opus.ts';
@@ -71,6 +81,20 @@ export function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, l
     seed: cfg.seed,
     connect_timeout_ms: 10_000,
     intake: INTAKE,
+    // The device's bounds and windows, from the constants of core/: the engine holds none of its own.
+    timing: {
+      session_stall_ms: SESSION_STALL_MS,
+      barge_in_wait_ms: BARGE_IN_WAIT_MS,
+      vad_max_trailing_ms: VAD_MAX_TRAILING_MS,
+      playback_gap_tolerance_ms: PLAYBACK_GAP_TOLERANCE_MS,
+      max_reply_audio_ms: MAX_REPLY_AUDIO_MS,
+      overrun_slack_bytes: OVERRUN_SLACK_BYTES,
+      slip_after_frames: SLIP_AFTER_FRAMES,
+      wake_ack_timeout_ms: WAKE_ACK_TIMEOUT_MS,
+      resume_grace_ms: DEFAULTS.resume_grace_ms,
+      reconnect_censor_ms: RECONNECT_CENSOR_MS,
+      flap_ms: FLAP_MS,
+    },
     wake: cfg.wake,
     // The utterance by path, and which of its frames an energy VAD hears as silent for each profile's frame size
     // (core/audio-frames.ts: the one VAD rule); none when there are no wakes.
