@@ -64,10 +64,10 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
       t0 = p.startedAt;
       sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPids });
       // The server's event-loop lag over the steady phase (the gauge resets at each scrape).
-      setTimeout(() => fetch(`${p.serverHttpUrl}/metrics`).catch(() => {}), 5000);
+      setTimeout(() => void fetch(`${p.serverHttpUrl}/metrics`).catch(() => {}), 5000);
       setTimeout(
         () =>
-          serverLagP99Ms(p.serverHttpUrl)
+          void serverLagP99Ms(p.serverHttpUrl)
             .then((ms) => (lag = +ms.toFixed(2)))
             .catch(() => {}),
         cutAt - 1000,
@@ -78,7 +78,7 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
   // A signal stopped this step: stop the whole bench rather than carry on with half a measurement.
   if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
   const m = r.summary?.metrics ?? {};
-  const v = (name: string, q: string) => (m[name]?.values.count ? +m[name]!.values[q]!.toFixed(1) : null);
+  const v = (name: string, q: string) => (m[name]?.values.count ? +m[name].values[q]!.toFixed(1) : null);
   const truth = { wake_ack_ms: 2 * LATENCY_MS, response_ms: vadSilenceMs + LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS, reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS };
   const measured = {
     wake_ack_p50: v('wake_ack_latency{phase:steady}', 'p(50)'),

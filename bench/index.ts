@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { requireTools } from '../scripts/tools.ts';
-import { ROOT } from '../scripts/run.ts';
+import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { fidelityBench, type FidelityRow } from './fidelity.ts';
 import { frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
@@ -107,7 +107,7 @@ function render(scale: ScaleResult | null, fidelity: FidelityRow[] | null, cost:
   ].join('\n');
 }
 
-function benchmarksMd(machine: Record<string, unknown>, seconds: number, md: string, date: string): string {
+function benchmarksMd(machine: Record<string, string | number>, seconds: number, md: string, date: string): string {
   const limits = join(import.meta.dirname, 'LIMITS.md');
   return (
     `# Benchmarks\n\nProduced by \`npm run bench\` (${seconds} s) on ${machine.cores} cores (${machine.cpu}), ${machine.memory_gib} GiB, Node ${machine.node}, k6 ${machine.k6}, Toxiproxy ${machine.toxiproxy}, ${date}. Tester, Toxiproxy and server share the machine; devices go through Toxiproxy (fleets past the open-file limit through several Toxiproxy processes, see \`--toxiproxy-shards\`).\n\n` +
@@ -121,7 +121,7 @@ function benchmarksMd(machine: Record<string, unknown>, seconds: number, md: str
 async function main() {
   // BENCH_RENDER=results/bench-…/bench.json rewrites BENCHMARKS.md from a finished run (after editing bench/LIMITS.md).
   if (process.env.BENCH_RENDER) {
-    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as { machine: Record<string, unknown>; seconds: number; scale: ScaleResult | null; fidelity: FidelityRow[] | null; cost?: FrameCost | null; date?: string };
+    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as { machine: Record<string, string | number>; seconds: number; scale: ScaleResult | null; fidelity: FidelityRow[] | null; cost?: FrameCost | null; date?: string };
     writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? ''));
     console.log('BENCHMARKS.md rewritten from', process.env.BENCH_RENDER);
     return;
@@ -129,7 +129,7 @@ async function main() {
   const tools = requireTools();
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   // BENCH_RESULTS: another results root (the tests write to a temporary folder, never the user's results/).
-  const dir = join(process.env.BENCH_RESULTS ?? join(ROOT, 'results'), `bench-${stamp}`);
+  const dir = join(resultsRoot(process.env.BENCH_RESULTS), `bench-${stamp}`);
   mkdirSync(dir, { recursive: true });
   const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion };
   const log = (l: string) => console.log(l);

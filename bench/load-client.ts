@@ -9,7 +9,7 @@ const base = process.env.TARGET!;
 const idle: ProtocolClient[] = [];
 const slots: { stop: () => void; client: { binaryBytes: number } }[] = [];
 const opusBytes = readFileSync(new URL('../audio/utterance.opus', import.meta.url));
-const UTTERANCE_OPUS = opusClip(opusBytes.buffer.slice(opusBytes.byteOffset, opusBytes.byteOffset + opusBytes.byteLength) as ArrayBuffer, JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable);
+const UTTERANCE_OPUS = opusClip(opusBytes.buffer.slice(opusBytes.byteOffset, opusBytes.byteOffset + opusBytes.byteLength), JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable);
 
 /**
  * One xiaozhi slot, as the firmware talks: open a channel, hello, listen start (auto), the utterance as 60 ms Opus
@@ -40,7 +40,7 @@ function xiaozhiSlot(i: number): { stop: () => void; client: { binaryBytes: numb
         counter.binaryBytes += (d as Buffer).length;
         return;
       }
-      const m = JSON.parse(d.toString()) as { type: string; state?: string; session_id?: string };
+      const m = JSON.parse(String(d)) as { type: string; state?: string; session_id?: string };
       if (m.type === 'hello') {
         sock.send(JSON.stringify({ session_id: m.session_id, type: 'listen', state: 'start', mode: 'auto' }));
         const t0 = performance.now();
@@ -103,7 +103,9 @@ async function voiceSlot(i: number): Promise<{ stop: () => void; client: Protoco
   };
 }
 
-process.on('message', async (msg: { cmd: string; n?: number }) => {
+process.on('message', (msg: { cmd: string; n?: number }) => void command(msg));
+
+async function command(msg: { cmd: string; n?: number }): Promise<void> {
   try {
     if (msg.cmd === 'idle') {
       const want = msg.n!;
@@ -135,6 +137,6 @@ process.on('message', async (msg: { cmd: string; n?: number }) => {
   } catch (e) {
     process.send!({ ok: false, error: String(e) });
   }
-});
+}
 // Never outlive the bench.
 setTimeout(() => process.exit(3), 15 * 60_000).unref();

@@ -41,7 +41,7 @@ export interface DeviceEnv {
   now(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(h: TimerHandle): void;
-  random(): number;
+  random: () => number;
   metrics: MetricSink;
   audio: AudioFrames;
   /** When the network really failed (chaos runs know it); null when unknown. */
@@ -160,10 +160,11 @@ export class DeviceContext {
 
 /** Named one-shot timers: setting one replaces it; `h` is open for a hot path that re-arms its own timer. */
 export class Timers<K extends string> {
-  readonly h: Record<K, TimerHandle | null>;
+  /** Each timer's handle, null when it is not set (TimerHandle is unknown, so it holds null too). */
+  readonly h: Record<K, TimerHandle>;
 
   constructor(private readonly env: DeviceEnv, names: readonly K[]) {
-    this.h = Object.fromEntries(names.map((n) => [n, null])) as Record<K, TimerHandle | null>;
+    this.h = Object.fromEntries(names.map((n) => [n, null])) as Record<K, TimerHandle>;
   }
 
   set(name: K, fn: () => void, ms: number): void {

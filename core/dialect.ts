@@ -6,7 +6,7 @@
 // in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
 import { WakestormError } from './errors.ts';
 
-export type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 /**
  * A message the device sends: JSON whose strings may hold {placeholders}. A string that is exactly "{name}" becomes the
  * variable itself (a number stays a number); a field whose variable is unset is left out.
@@ -20,7 +20,7 @@ export type Matcher = { [path: string]: string | number | boolean | null };
 /** Variables a matched message sets: variable name → dotted path in the message. */
 export type Capture = Record<string, string>;
 
-export type AudioCodec = 'pcm_s16le' | 'opus';
+type AudioCodec = 'pcm_s16le' | 'opus';
 /**
  * How audio frames ride in binary WebSocket messages: 'raw' (one frame per message), or xiaozhi-esp32's
  * BinaryProtocol2 (16-byte big-endian header: version, type 0, reserved, timestamp ms, payload size) and
@@ -29,7 +29,7 @@ export type AudioCodec = 'pcm_s16le' | 'opus';
 export type AudioFraming = 'raw' | 'xiaozhi-v2' | 'xiaozhi-v3';
 export const AUDIO_FRAMINGS: readonly AudioFraming[] = ['raw', 'xiaozhi-v2', 'xiaozhi-v3'];
 
-export interface AudioSpec {
+interface AudioSpec {
   codec: AudioCodec;
   framing: AudioFraming;
   sample_rate: number;
@@ -116,8 +116,8 @@ export interface Dialect {
  * The events a dialect may capture from. `reply_bytes` captured at reply_start or reply_end is the reply's announced
  * audio payload length: a reply that delivers fewer bytes is truncated.
  */
-export const CAPTURE_EVENTS = ['ready', 'ack', 'pong', 'ping', 'session_end', 'error', 'reply_start', 'reply_end'] as const;
-export type CaptureEvent = (typeof CAPTURE_EVENTS)[number];
+const CAPTURE_EVENTS = ['ready', 'ack', 'pong', 'ping', 'session_end', 'error', 'reply_start', 'reply_end'] as const;
+type CaptureEvent = (typeof CAPTURE_EVENTS)[number];
 
 export class DialectError extends WakestormError {
   constructor(message: string) {
@@ -188,7 +188,7 @@ function build(n: Node, vars: Vars): Json | undefined {
       return n.v;
     case 'var': {
       const x = vars[n.name];
-      return x === undefined || x === '' ? undefined : (x as Json);
+      return x === undefined || x === '' ? undefined : (x);
     }
     case 'text':
       return fillParts(n.parts, vars);
@@ -328,7 +328,7 @@ export function typeField(d: Dialect): string {
   const r = d.recv;
   for (const m of [r.ready, r.ping, r.pong, r.ack, r.transcript, r.reply_start, r.reply_end, r.session_end, r.error, ...r.ignore]) {
     if (!m || m === 'ready') continue;
-    for (const k of Object.keys(m)) if (typeof m[k] === 'string' && !WHOLE.test(m[k] as string)) counts.set(k, (counts.get(k) ?? 0) + 1);
+    for (const k of Object.keys(m)) if (typeof m[k] === 'string' && !WHOLE.test(m[k])) counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   f = [...counts].sort((a, b) => b[1] - a[1] || (a[0] === 'type' ? -1 : 0))[0]?.[0] ?? 'type';
   TYPE_FIELDS.set(d, f);
@@ -429,7 +429,7 @@ function checkJson(v: unknown, where: string, known: Set<string>, depth = 0): vo
   if (v === null || typeof v === 'number' || typeof v === 'boolean') return;
   if (Array.isArray(v)) return v.forEach((x, i) => checkJson(x, `${where}[${i}]`, known, depth + 1));
   if (typeof v === 'object') {
-    return Object.entries(v as object).forEach(([k, x]) => {
+    return Object.entries(v).forEach(([k, x]) => {
       if (FORBIDDEN_KEYS.has(k)) fail(`${where}.${k}`, 'is not allowed as a key');
       checkJson(x, `${where}.${k}`, known, depth + 1);
     });
@@ -482,8 +482,8 @@ const CAPTURED_ONLY: Record<string, string> = { resume_token: 'ready', ping_t: '
 function templatesOf(send: Partial<Dialect['send']>, where: string): [string, Json][] {
   const out: [string, Json][] = [];
   for (const [k, t] of Object.entries(send)) {
-    if (Array.isArray(t)) t.forEach((x, i) => out.push([`${where}.send.${k}[${i}]`, x as Json]));
-    else if (t) out.push([`${where}.send.${k}`, t as Json]);
+    if (Array.isArray(t)) t.forEach((x, i) => out.push([`${where}.send.${k}[${i}]`, x]));
+    else if (t) out.push([`${where}.send.${k}`, t]);
   }
   return out;
 }
@@ -625,7 +625,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     connect: c as Dialect['connect'],
     send,
     recv,
-    capture: cap as Dialect['capture'],
+    capture: cap,
     audio: audio!,
     resume: raw.resume as boolean,
   };
@@ -637,7 +637,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
 export const SHIPPED_DIALECTS = ['wakestorm', 'xiaozhi'] as const;
 export const DEFAULT_DIALECT = 'wakestorm';
 
-export function shippedDialectPath(name: string): string {
+function shippedDialectPath(name: string): string {
   return `core/dialects/${name}.json`;
 }
 

@@ -14,7 +14,7 @@ class DurationError extends WakestormError {
  * The longest duration anything takes: 7 days. Every timer set from a parsed duration (the run, the watchdog, a
  * fault, a ramp) stays far inside a JS timer's 2^31-1 ms (24.8 days), past which it would fire at once.
  */
-export const MAX_DURATION_MS = 7 * 24 * 3_600_000;
+const MAX_DURATION_MS = 7 * 24 * 3_600_000;
 
 /** "90s", "2m", "1h30m", "500ms" or a number of seconds → ms, at most MAX_DURATION_MS. */
 export function parseDuration(v: string, name: string): number {

@@ -8,11 +8,11 @@ export type Phase = 'steady' | 'during' | 'recovery';
 export const PHASES: readonly Phase[] = ['steady', 'during', 'recovery'];
 
 /** A recovery not seen within this long after a fault's end is over anyway: what follows is steady again. */
-export const RECOVERY_MAX_MS = 60_000;
+const RECOVERY_MAX_MS = 60_000;
 /** At the run's end, a fault that ended less than this long ago is not judged for recovery (no time to come back). */
-export const FINISH_CENSOR_MS = 10_000;
+const FINISH_CENSOR_MS = 10_000;
 /** A profile is back when this share of its devices connected before the fault are connected again. */
-export const RECOVERED_SHARE = 0.99;
+const RECOVERED_SHARE = 0.99;
 
 /** One fault of the timeline as absolute times, with the label its recovery is reported under. */
 export interface FaultWindow {

@@ -171,6 +171,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(p !== null && typeof p === 'object' && !Array.isArray(p), where, '(root)', 'an object');
   const bad = prototypeKey(p);
   need(bad === null, where, bad ?? '', 'absent: __proto__, constructor and prototype are not profile fields');
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a validator reads unknown JSON field by field
   const o = p as Record<string, any>;
   need(typeof o.name === 'string' && /^[A-Za-z0-9._-]{1,40}$/.test(o.name), where, 'name', '1-40 characters of [A-Za-z0-9._-]');
   where = `"${o.name}"`;

@@ -1,7 +1,7 @@
 // The wire contract of docs/protocol.md as types and constants, shared by the server (Node) and the devices (k6).
 // No runtime dependency and no Node or k6 import: both sides load this one file.
 
-export const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 1;
 
 /** Limits from PROTOCOL.md "Transport". */
 export const MAX_TEXT_BYTES = 64 * 1024;
@@ -81,9 +81,8 @@ export const CLOSE_CODE_RANGES: Record<string, string> = {
   other: 'not a close code',
 };
 
-/** The recoverable error codes of `error` messages; the type is derived from the list, so both stay one. */
-export const ERROR_CODES = ['bad_json', 'unknown_type', 'bad_message', 'no_session', 'bad_audio', 'rate_limited'] as const;
-export type ErrorCode = (typeof ERROR_CODES)[number];
+/** The recoverable error codes of `error` messages. */
+export type ErrorCode = 'bad_json' | 'unknown_type' | 'bad_message' | 'no_session' | 'bad_audio' | 'rate_limited';
 
 export type SessionEndReason = 'complete' | 'barged_in' | 'cancelled' | 'timeout' | 'interrupted' | 'error';
 export type SessionStage = 'listening' | 'thinking' | 'speaking';
@@ -93,14 +92,14 @@ export function isDropped(reason: SessionEndReason | 'lost'): boolean {
   return reason !== 'complete' && reason !== 'barged_in' && reason !== 'cancelled';
 }
 
-export interface AudioFormat {
+interface AudioFormat {
   encoding: 'pcm_s16le';
   sample_rate: number;
   channels: number;
 }
 
 // ---- device → server ----
-export interface HelloMsg {
+interface HelloMsg {
   type: 'hello';
   device_id: string;
   protocol: number;
@@ -108,12 +107,12 @@ export interface HelloMsg {
   audio?: AudioFormat;
   resume?: string;
 }
-export interface PingMsg { type: 'ping'; id?: number | string; t?: number }
-export interface PongMsg { type: 'pong'; id?: number | string; t?: number }
-export interface HotwordMsg { type: 'hotword_detected'; wake_id: string; t?: number }
-export interface EndOfSpeechMsg { type: 'end_of_speech'; session_id: string }
-export interface PlaybackCompleteMsg { type: 'playback_complete'; session_id: string }
-export interface CancelMsg { type: 'cancel'; session_id: string }
+interface PingMsg { type: 'ping'; id?: number | string; t?: number }
+interface PongMsg { type: 'pong'; id?: number | string; t?: number }
+interface HotwordMsg { type: 'hotword_detected'; wake_id: string; t?: number }
+interface EndOfSpeechMsg { type: 'end_of_speech'; session_id: string }
+interface PlaybackCompleteMsg { type: 'playback_complete'; session_id: string }
+interface CancelMsg { type: 'cancel'; session_id: string }
 
 export type DeviceMessage =
   | HelloMsg
@@ -136,13 +135,13 @@ export interface ConnectedMsg {
   resumed: boolean;
   session: { session_id: string; stage: SessionStage } | null;
 }
-export interface SessionStartedMsg { type: 'session_started'; session_id: string; wake_id: string }
-export interface TranscriptMsg { type: 'transcript'; session_id: string; text: string }
-export interface LlmResponseMsg { type: 'llm_response'; session_id: string; text: string }
-export interface TtsStartMsg { type: 'tts_stream_start'; session_id: string; sample_rate: number; bytes: number }
-export interface TtsEndMsg { type: 'tts_stream_end'; session_id: string; chunks: number; bytes: number }
-export interface SessionEndMsg { type: 'session_end'; session_id: string; reason: SessionEndReason }
-export interface ErrorMsg { type: 'error'; code: ErrorCode; message: string }
+interface SessionStartedMsg { type: 'session_started'; session_id: string; wake_id: string }
+interface TranscriptMsg { type: 'transcript'; session_id: string; text: string }
+interface LlmResponseMsg { type: 'llm_response'; session_id: string; text: string }
+interface TtsStartMsg { type: 'tts_stream_start'; session_id: string; sample_rate: number; bytes: number }
+interface TtsEndMsg { type: 'tts_stream_end'; session_id: string; chunks: number; bytes: number }
+interface SessionEndMsg { type: 'session_end'; session_id: string; reason: SessionEndReason }
+interface ErrorMsg { type: 'error'; code: ErrorCode; message: string }
 
 export type ServerMessage =
   | ConnectedMsg
@@ -213,13 +212,3 @@ export function parseDeviceMessage(text: string): ParseResult {
   return { ok: true, msg: m as unknown as DeviceMessage };
 }
 
-/** Parse a text frame from the server; devices ignore what is not an object with a string type. */
-export function parseServerMessage(text: string): ServerMessage | null {
-  try {
-    const v = JSON.parse(text) as unknown;
-    if (v && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'string') return v as ServerMessage;
-  } catch {
-    /* not JSON: ignored by devices, counted by the caller */
-  }
-  return null;
-}

@@ -58,7 +58,7 @@ export function ownProfiles(list: Profile[] = []): Record<string, Profile> {
   return Object.fromEntries(list.map((p, i) => [p.name, validateProfile(p, `scenario profile ${i}`)]));
 }
 
-export class RunConfigError extends WakestormError {
+class RunConfigError extends WakestormError {
   constructor(message: string) {
     super(message, 2);
   }
@@ -66,7 +66,7 @@ export class RunConfigError extends WakestormError {
   override name = 'RunConfigError';
 }
 
-export { MAX_DURATION_MS, parseDuration } from './duration.ts';
+export {  parseDuration } from './duration.ts';
 
 /** An integer within bounds, or a one-line error naming it (`name` as the caller knows it: DEVICES or --devices). */
 export function boundedInt(v: string | number, name: string, b: { min: number; max: number }, Err: new (message: string) => Error = RunConfigError): number {
@@ -145,7 +145,7 @@ export function readRunConfig(
   for (const { profile } of profiles) {
     const spec = profile.dialect ?? DEFAULT_DIALECT;
     dialects[spec] ??= loadDialect(spec, readFile, readShipped);
-    checkProfileAgainstDialect(profile, dialects[spec]!);
+    checkProfileAgainstDialect(profile, dialects[spec]);
   }
   const wake = parseWake(env.WAKE, defaults.wake);
   const engineUrl = env.ENGINE_URL || undefined;

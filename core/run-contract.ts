@@ -1,14 +1,13 @@
 // The contract between the CLI (Node) and k6: what the CLI hands k6 (RunVars, as -e variables), what k6 hands back
 // (its summary, scenario.json, events.json) and what the CLI writes for people and CI (run.json). Written once;
 // both runtimes import these types, and run-config.ts reads RunVars with the one set of bounds.
-import type { EventsFile } from './chaos-events.ts';
 import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
-import type { MetricSummary, SummaryData } from './k6-summary.ts';
+import type { SummaryData } from './k6-summary.ts';
 import type { WakeSchedule } from './device-env.ts';
 import type { Judgement, SloResult, Verdict } from './verdict.ts';
 
-export type { EventsFile, MetricSummary, SummaryData };
+export type { SummaryData };
 
 /**
  * Every -e variable a wakestorm scenario reads. `wakestorm run` writes them; plain `k6 run -e …` takes the same names.
@@ -134,4 +133,9 @@ export type RunRecordAsRead = Pick<RunRecord, 'run_id' | 'scenario' | 'slos' | '
 /** The verdict fields of run.json, from a judgement. */
 export function verdictFields(j: Judgement): Pick<RunRecord, 'exit_code' | 'verdict' | 'verdict_line' | 'invalid_reasons' | 'fail_reasons' | 'findings' | 'slo_results'> {
   return { exit_code: j.exit_code, verdict: j.verdict, verdict_line: j.headline, invalid_reasons: j.invalid, fail_reasons: j.failures, findings: j.findings, slo_results: j.slos };
+}
+
+/** A run parameter as a person reads it: a string, number or boolean as itself, anything else as JSON. */
+export function paramText(v: unknown): string {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v) ?? '';
 }

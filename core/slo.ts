@@ -1,8 +1,8 @@
 // SLOs as data (name, metric, aggregation, target), the k6 thresholds derived from them, and per-run overrides.
 
 import { WakestormError } from './errors.ts';
-export type Aggregation = 'p(50)' | 'p(90)' | 'p(95)' | 'p(99)' | 'avg' | 'max' | 'rate' | 'count';
-export type Op = '<' | '<=' | '==' | '>' | '>=';
+type Aggregation = 'p(50)' | 'p(90)' | 'p(95)' | 'p(99)' | 'avg' | 'max' | 'rate' | 'count';
+type Op = '<' | '<=' | '==' | '>' | '>=';
 
 export interface Slo {
   name: string;
@@ -23,7 +23,7 @@ export interface Slo {
 }
 
 /** The phases an SLO may carry an extra target for. */
-export const EXTRA_PHASES = ['during', 'recovery'] as const;
+const EXTRA_PHASES = ['during', 'recovery'] as const;
 
 /** `metric` judged in another phase: its chaos tag replaced (or added). */
 export function inPhase(metric: string, phase: string): string {
@@ -56,7 +56,7 @@ export const DEFAULT_SLOS: Slo[] = [
   { name: 'barge_in_stop_p95', metric: 'barge_in_stop_time', aggregation: 'p(95)', op: '<', target: 500, description: "the device's abort (barge-in) to the last stale reply audio it received, ms" },
 ];
 
-export class SloError extends WakestormError {
+class SloError extends WakestormError {
   constructor(message: string) {
     super(message, 2);
   }
@@ -119,7 +119,7 @@ export function resolveSlos(env: Record<string, string | undefined>, readFile: (
 }
 
 /** Each SLO's extra phase targets as SLOs of their own (`name@during` on the metric's during submetric). */
-export function expandPhases(slos: Slo[]): Slo[] {
+function expandPhases(slos: Slo[]): Slo[] {
   const out: Slo[] = [];
   for (const s of slos) {
     const { during, recovery, ...base } = s;
@@ -132,7 +132,7 @@ export function expandPhases(slos: Slo[]): Slo[] {
   return out;
 }
 
-export function thresholdExpr(s: Slo): string {
+function thresholdExpr(s: Slo): string {
   return `${s.aggregation}${s.op}${s.target}`;
 }
 

@@ -60,7 +60,7 @@ function fmt(m: MetricSummary): string {
  * The metrics table and, unless the CLI judges the run itself (VERDICT=cli: it also sees processes, interrupts and
  * k6's exit code), the SLO table and verdict from what k6 saw.
  */
-export function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true, ctx: JudgeContext = {}): string {
+function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true, ctx: JudgeContext = {}): string {
   const lines: string[] = ['', `wakestorm ${title} — device metrics`];
   // The fleet's connected total (devices_connected is a per-VU gauge: its last value is one VU's count).
   const m = data.metrics;

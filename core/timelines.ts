@@ -56,7 +56,7 @@ export const TIMELINES: Record<string, TimelineEntry[]> = {
   'storm-cut': [{ at: '10s', for: '3s', fault: 'cut' }],
 };
 
-export class TimelineError extends WakestormError {
+class TimelineError extends WakestormError {
   constructor(message: string) {
     super(message, 2);
   }

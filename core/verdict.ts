@@ -12,7 +12,7 @@ export type Verdict = 'pass' | 'fail' | 'invalid';
  * the target, giving up after a few tries, a long liveness bound) while the server met the target for the rest of the
  * fleet: a finding about the firmware, reported, not a failure of the server.
  */
-export type SloStatus = 'pass' | 'fail' | 'n/a' | 'finding';
+type SloStatus = 'pass' | 'fail' | 'n/a' | 'finding';
 
 /** Exit codes of `wakestorm run` (docs/ci.md). 3 for INVALID stays clear of k6's own 97-110 and of 1 and 2. */
 export const VERDICT_EXIT: Record<Verdict, number> = { pass: 0, fail: 99, invalid: 3 };
@@ -209,7 +209,7 @@ export function aggregateOf(m: MetricSummary | undefined, s: Pick<Slo, 'aggregat
   return typeof v === 'number' ? v : null;
 }
 
-export function meets(v: number, s: Pick<Slo, 'op' | 'target'>): boolean {
+function meets(v: number, s: Pick<Slo, 'op' | 'target'>): boolean {
   switch (s.op) {
     case '<':
       return v < s.target;
@@ -226,7 +226,7 @@ export function meets(v: number, s: Pick<Slo, 'op' | 'target'>): boolean {
 
 const pct = (x: number) => `${(x * 100).toFixed(2).replace(/\.?0+$/, '')}%`;
 
-export function targetText(s: Slo): string {
+function targetText(s: Slo): string {
   return `${s.aggregation} ${s.op} ${s.aggregation === 'rate' ? pct(s.target) : s.aggregation === 'count' ? s.target : `${s.target} ms`}`;
 }
 
@@ -412,7 +412,7 @@ function firmwareFinding(data: SummaryData, s: Slo, ctx: JudgeContext): string |
 }
 
 /** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
-export function testerFaults(data: SummaryData): string[] {
+function testerFaults(data: SummaryData): string[] {
   const out: string[] = [];
   const lag = data.metrics.vu_loop_lag?.values;
   if (lag && (lag.count ?? 0) > 0 && (lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms) {

@@ -2,7 +2,7 @@
 // each step is a bounded `wakestorm run`. Checks that the load generator, not the server, is what held.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Slo } from '../core/slo.ts';
 import { judgeSlo, VERDICT_EXIT } from '../core/verdict.ts';
@@ -11,7 +11,7 @@ import type { DeviceEngine } from './engine.ts';
 import { Sampler } from './proc-sampler.ts';
 import { parseDuration } from '../core/run-config.ts';
 import { renderCapacityChart, type CapacityPoint } from './charts.ts';
-import { ROOT, RunError, planRun, runScenario, type RunResult } from './run.ts';
+import { RunError, planRun, resultsRoot, runScenario, type RunResult } from './run.ts';
 import { loadRun } from './report.ts';
 import { runIdFor } from './run-dir.ts';
 
@@ -54,7 +54,7 @@ interface Step extends CapacityPoint {
 }
 
 /** The SLOs every capacity step must meet, on top of the run's: devices actually get connected. */
-export const CAPACITY_EXTRA_SLOS: Slo[] = [{ name: 'connect_success', metric: 'connect_success', aggregation: 'rate', op: '>', target: 0.99, description: 'connection attempts that reached connected' }];
+const CAPACITY_EXTRA_SLOS: Slo[] = [{ name: 'connect_success', metric: 'connect_success', aggregation: 'rate', op: '>', target: 0.99, description: 'connection attempts that reached connected' }];
 
 function p95(r: RunResult, m: string): number | null {
   const v = r.summary?.metrics[m]?.values;
@@ -205,7 +205,7 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
   const resolution = opts.resolution ?? 0.1;
   const start = opts.startDevices ?? Math.min(100, opts.maxDevices);
   const cores = cpus().length;
-  const dir = resolve(opts.resultsRoot ?? join(ROOT, 'results'), runIdFor('capacity', new Date()));
+  const dir = join(resultsRoot(opts.resultsRoot), runIdFor('capacity', new Date()));
   mkdirSync(dir, { recursive: true });
   const sloFile = join(dir, 'capacity-slos.json');
   writeFileSync(sloFile, JSON.stringify(CAPACITY_EXTRA_SLOS));

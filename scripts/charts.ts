@@ -24,7 +24,7 @@ const WANTED = new Set([
   'recovery_time',
 ]);
 
-export interface Sample {
+interface Sample {
   metric: string;
   t: number;
   value: number;
@@ -32,7 +32,7 @@ export interface Sample {
 }
 
 /** Streams k6's `--out json` file, keeping only the device metrics the charts use. */
-export async function readSamples(path: string): Promise<Sample[]> {
+async function readSamples(path: string): Promise<Sample[]> {
   const out: Sample[] = [];
   const input = path.endsWith('.gz') ? createReadStream(path).pipe(createGunzip()) : createReadStream(path);
   const rl = createInterface({ input, crlfDelay: Infinity });
@@ -53,7 +53,7 @@ export function quantile(sorted: number[], q: number): number {
   return sorted[i]!;
 }
 
-export async function toSvg(spec: TopLevelSpec): Promise<string> {
+async function toSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
@@ -68,7 +68,7 @@ const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width
 const LATENCY_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
 
 /** A latency axis on a log scale with labelled ticks at the values that matter, inside the data's range. */
-export function latencyAxis(values: number[], title: string): object {
+function latencyAxis(values: number[], title: string): object {
   const pos = values.filter((v) => v > 0);
   const lo = pos.length ? Math.min(...pos) : 1;
   const hi = pos.length ? Math.max(...pos) : 1000;
@@ -86,7 +86,7 @@ export function latencyAxis(values: number[], title: string): object {
 
 /** One colour per profile, the same in every chart of the run (a categorical palette with 20 distinct colours). */
 const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5'];
-export function profileColors(profiles: string[]): { domain: string[]; range: string[] } {
+function profileColors(profiles: string[]): { domain: string[]; range: string[] } {
   const domain = [...new Set(profiles)].sort();
   return { domain, range: domain.map((_, i) => PALETTE[i % PALETTE.length]!) };
 }
@@ -101,7 +101,7 @@ interface Window {
 }
 
 /** Pairs onsets with ends into windows; overlapping windows get their labels on separate rows. */
-export function chaosWindows(events: { fault: string; phase: string; t: number; index?: number }[], sec: (t: number) => number, endS: number): Window[] {
+function chaosWindows(events: { fault: string; phase: string; t: number; index?: number }[], sec: (t: number) => number, endS: number): Window[] {
   const open = new Map<string, number>();
   const out: Window[] = [];
   for (const e of [...events].sort((a, b) => a.t - b.t)) {

@@ -35,7 +35,7 @@ export function engineSourceHash(): string {
 }
 
 /** Where the engine built from this source lives. */
-export function enginePath(): string {
+function enginePath(): string {
   return join(cacheDir(), `engine-${engineSourceHash()}`, 'wakestorm-engine');
 }
 

@@ -7,12 +7,12 @@ import { existsSync } from 'node:fs';
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p)) ?? null;
 
 /** The argv prefix that ties a command's life to ours (empty where setpriv is missing). */
-export function deathTie(): string[] {
+function deathTie(): string[] {
   return SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', '--'] : [];
 }
 
 /** Secrets a user may give the CLI in its environment: no child inherits them (each gets what it needs in a file). */
-export const SECRET_ENV = ['WAKESTORM_TOKEN', 'TOKEN'];
+const SECRET_ENV = ['WAKESTORM_TOKEN', 'TOKEN'];
 
 export function guardedSpawn(cmd: string, args: string[], spawnOpts: SpawnOptions, fdLimit?: number): ChildProcess {
   const env = { ...(spawnOpts.env ?? process.env) };

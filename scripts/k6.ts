@@ -66,7 +66,7 @@ export function spawnK6(o: SpawnK6Options): K6Process {
   return { child, closed };
 }
 
-export class ScenarioError extends WakestormError {
+class ScenarioError extends WakestormError {
   constructor(message: string) {
     super(message, 2);
   }
@@ -175,7 +175,7 @@ export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines
   };
   let last = 0;
   let drawn = false;
-  const timer = setInterval(async () => {
+  const draw = async () => {
     const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter));
     const s = Math.round((Date.now() - t0) / 1000);
     const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
@@ -186,7 +186,9 @@ export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines
       last = Date.now();
       process.stdout.write(`${line}\n`);
     }
-  }, 2000);
+  };
+  // A missed tick (k6's API busy or gone) draws nothing: the next one will.
+  const timer = setInterval(() => void draw().catch(() => {}), 2000);
   return () => {
     clearInterval(timer);
     if (drawn) process.stdout.write('\n');

@@ -8,7 +8,7 @@ import { PCM_BYTES_PER_MS, type DeviceMessage, type ServerMessage, type SessionE
 /** The committed utterance (16 kHz mono PCM, espeak-ng speech). */
 export const UTTERANCE = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
 /** 20 ms of PCM: the uplink frame every shipped profile sends. */
-export const FRAME_BYTES = 20 * PCM_BYTES_PER_MS;
+const FRAME_BYTES = 20 * PCM_BYTES_PER_MS;
 
 export interface ClientOptions extends WebSocket.ClientOptions {
   /** Answer the server's `ping` with `pong` and keep pings out of the queue (long-lived bench devices). */
@@ -49,7 +49,7 @@ export class ProtocolClient {
         this.binaryBytes += (data as Buffer).length;
         this.binaryFrames++;
       } else {
-        const m = JSON.parse(data.toString()) as ServerMessage;
+        const m = JSON.parse(String(data)) as ServerMessage;
         if (answerPings && m.type === 'ping') this.send({ type: 'pong', id: m.id, t: m.t });
         else this.messages.push(m);
       }

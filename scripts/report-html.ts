@@ -2,7 +2,7 @@
 // then the SLOs, what ran, the charts with fault windows shaded, every profile side by side, and the tester's health.
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { RunRecordAsRead as RunRecord, SummaryData } from '../core/run-contract.ts';
+import { paramText, type RunRecordAsRead as RunRecord, type SummaryData } from '../core/run-contract.ts';
 import { faultLabels } from '../core/timelines.ts';
 import { PHASES } from '../core/phases.ts';
 import { inPhase } from '../core/slo.ts';
@@ -12,7 +12,7 @@ import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type 
 const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
 
-export interface ProfileRow {
+interface ProfileRow {
   profile: string;
   started: number;
   connectedMax: number;
@@ -34,7 +34,7 @@ export interface ProfileRow {
 const LATENCIES = new Set(['reconnect_time', 'wake_ack_latency', 'response_latency', 'endpointing_latency']);
 
 /** Each profile's numbers from the run's samples (the same samples as the charts). */
-export function profileRows(rs: RunSeries): ProfileRow[] {
+function profileRows(rs: RunSeries): ProfileRow[] {
   const rows = new Map<string, ProfileRow>();
   const row = (p: string) =>
     rows.get(p) ??
@@ -157,7 +157,7 @@ function parameters(run: RunRecord): string {
     ['auth', p.auth ?? 'none'],
     ['tools', Object.entries(run.tools ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')],
     ['git commit', run.git_commit ?? '–'],
-    ['machine', Object.entries(run.machine ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')],
+    ['machine', Object.entries(run.machine ?? {}).map(([k, v]) => `${k}: ${paramText(v)}`).join(', ')],
     ['started / ended', `${run.started_at} / ${run.ended_at}`],
     ['run id', run.run_id],
   ];
@@ -246,7 +246,7 @@ export async function renderReport(dir: string): Promise<string[]> {
 <title>wakestorm ${esc(run.scenario)}: ${j.verdict.toUpperCase()}</title><style>${CSS}</style></head>
 <body><main>
 <h1>wakestorm · ${esc(run.scenario)}</h1>
-<p class="sub">${esc(run.run_id)} · ${esc(run.started_at)} · ${esc(String(run.parameters.DEVICES ?? ''))} devices${dashboard}</p>
+<p class="sub">${esc(run.run_id)} · ${esc(run.started_at)} · ${esc(paramText(run.parameters.DEVICES ?? ''))} devices${dashboard}</p>
 ${verdictBlock(j, run)}
 <h2>SLOs</h2>
 ${sloTable(j)}

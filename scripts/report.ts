@@ -1,14 +1,14 @@
 // `wakestorm report <run>` (the verdict and key numbers again, report.html and its charts re-rendered) and `wakestorm compare <a> <b>` (regression gate).
 import { WakestormError } from '../core/errors.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Slo } from '../core/slo.ts';
-import type { RunRecordAsRead, SummaryData } from '../core/run-contract.ts';
+import { paramText, type RunRecordAsRead, type SummaryData } from '../core/run-contract.ts';
 import { judge, judgeSlo, verdictLines } from '../core/verdict.ts';
 import { renderReport } from './report-html.ts';
-import { ROOT } from './run.ts';
+import { resultsRoot } from './run.ts';
 
-export class ReportError extends WakestormError {
+class ReportError extends WakestormError {
   constructor(message: string) {
     super(message, 1);
   }
@@ -23,10 +23,10 @@ export interface LoadedRun {
 }
 
 /** A run by id, by path, or 'latest'. */
-export function loadRun(ref: string, resultsRoot = join(ROOT, 'results')): LoadedRun {
-  const candidates = [ref, join(resultsRoot, ref)];
+export function loadRun(ref: string, root = resultsRoot()): LoadedRun {
+  const candidates = [ref, join(root, ref)];
   const dir = candidates.find((c) => existsSync(join(c, 'run.json')));
-  if (!dir) throw new ReportError(`no run '${ref}': give a run id from ${resultsRoot}/, a run folder, or 'latest'`);
+  if (!dir) throw new ReportError(`no run '${ref}': give a run id from ${root}/, a run folder, or 'latest'`);
   const real = realpathSync(dir);
   let run: LoadedRun['run'];
   let summary: SummaryData;
@@ -61,7 +61,7 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   const r = loadRun(ref, resultsRoot);
   const { run, summary } = r;
   console.log(`run ${run.run_id} (${run.scenario}) ${run.started_at} -> ${run.ended_at}${run.incomplete ? '  INCOMPLETE' : ''}`);
-  console.log(`  ${Object.entries(run.parameters).filter(([k]) => /^[A-Z_]+$/.test(k) && !/URL|DIR/.test(k)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  console.log(`  ${Object.entries(run.parameters).filter(([k]) => /^[A-Z_]+$/.test(k) && !/URL|DIR/.test(k)).map(([k, v]) => `${k}=${paramText(v)}`).join(' ')}`);
   console.log('');
   for (const [m, kind] of KEY_METRICS) {
     const v = summary.metrics[m]?.values;
@@ -82,7 +82,7 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   return j.exit_code;
 }
 
-export interface CompareRow {
+interface CompareRow {
   slo: string;
   metric: string;
   a: number | null;
@@ -96,7 +96,7 @@ export interface CompareRow {
  * `tolerancePct` and at least `minDeltaMs`; rates when they grow by more than `rateTolerance` (absolute);
  * counts when they grow at all.
  */
-export function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDeltaMs = 5, rateTolerance = 0.005): CompareRow[] {
+function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDeltaMs = 5, rateTolerance = 0.005): CompareRow[] {
   const slos = a.run.slos;
   return slos.map((s) => {
     const x = judgeSlo(a.summary, s).value;
@@ -116,7 +116,7 @@ export function compareRuns(a: LoadedRun, b: LoadedRun, tolerancePct = 10, minDe
 }
 
 /** Why two runs cannot be compared at all (refused), and what makes the comparison doubtful (warned). */
-export function comparability(a: LoadedRun, b: LoadedRun): { refuse: string[]; warn: string[] } {
+function comparability(a: LoadedRun, b: LoadedRun): { refuse: string[]; warn: string[] } {
   const refuse: string[] = [];
   const warn: string[] = [];
   for (const [tag, r] of [['a', a], ['b', b]] as const) {
@@ -124,8 +124,8 @@ export function comparability(a: LoadedRun, b: LoadedRun): { refuse: string[]; w
     if (r.run.verdict === 'invalid') refuse.push(`run ${tag} (${r.run.run_id}) is INVALID: its numbers describe the tester`);
   }
   if (a.run.scenario !== b.run.scenario) warn.push(`different scenarios: ${a.run.scenario} vs ${b.run.scenario}`);
-  const devices = (r: LoadedRun) => (r.run as { resolved?: { devices?: number } | null }).resolved?.devices ?? r.run.parameters.DEVICES ?? null;
-  if (String(devices(a)) !== String(devices(b))) warn.push(`different fleet sizes: ${devices(a) ?? '?'} vs ${devices(b) ?? '?'} devices`);
+  const devices = (r: LoadedRun) => paramText((r.run as { resolved?: { devices?: number } | null }).resolved?.devices ?? r.run.parameters.DEVICES ?? '?');
+  if (devices(a) !== devices(b)) warn.push(`different fleet sizes: ${devices(a)} vs ${devices(b)} devices`);
   return { refuse, warn };
 }
 
@@ -149,6 +149,3 @@ export function compareCommand(refA: string, refB: string, tolerancePct: number,
   return worse.length ? 1 : 0;
 }
 
-export function resolveRunsRoot(p?: string): string {
-  return resolve(p ?? join(ROOT, 'results'));
-}

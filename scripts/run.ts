@@ -29,6 +29,11 @@ import { requireTools } from './tools.ts';
 
 export const ROOT = new URL('../', import.meta.url).pathname;
 
+/** The results root: the one given (--results, WAKESTORM_RESULTS), else results/ in the repository. */
+export function resultsRoot(p?: string): string {
+  return resolve(p ?? join(ROOT, 'results'));
+}
+
 export interface RunOptions {
   scenario: string;
   devices?: number;
@@ -110,7 +115,7 @@ export class RunError extends WakestormError {
 }
 
 /** Resolves `smoke`, `smoke.ts` or a path to a scenario file. */
-export function resolveScenario(s: string): string {
+function resolveScenario(s: string): string {
   const candidates = [s, join(ROOT, 'scenarios', s), join(ROOT, 'scenarios', `${s}.ts`)];
   for (const c of candidates) if (existsSync(c) && c.endsWith('.ts')) return resolve(c);
   throw new RunError(`no scenario '${s}': give a file like scenarios/smoke.ts or a name (smoke, wake-latency, reconnect-storm, flaky-network, soak, capacity)`);
@@ -465,7 +470,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   }
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');
-  const root = resolve(opts.resultsRoot ?? join(ROOT, 'results'));
+  const root = resultsRoot(opts.resultsRoot);
   const startedAt = new Date();
   const rd = claimRunDir(root, opts.runId ?? runIdFor(name, startedAt));
   const { dir } = rd;

@@ -72,5 +72,5 @@ function reporter(t0: number): Progress {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const postinstall = process.argv.includes('--postinstall');
   if (postinstall && process.env.WAKESTORM_SKIP_SETUP) process.exit(0);
-  setup({ postinstall }).then((code) => process.exit(code));
+  void setup({ postinstall }).then((code) => process.exit(code));
 }

@@ -34,7 +34,7 @@ export async function runStackCommand(opts: StackOptions & { engine?: boolean })
     if (stopping) return;
     stopping = true;
     console.log(`\nwakestorm stack: ${sig}, tearing down`);
-    Promise.resolve(engine?.stop())
+    void Promise.resolve(engine?.stop())
       .then(() => stack.stop())
       .then(() => {
         console.log('wakestorm stack: stopped; nothing left running');

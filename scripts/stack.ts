@@ -34,7 +34,7 @@ export interface StackOptions {
 }
 
 /** One toxiproxy-server process and its proxies. */
-export interface ToxiproxyShard {
+interface ToxiproxyShard {
   toxiproxyUrl: string;
   toxiproxy: ToxiproxyClient;
   pid: number;
@@ -82,7 +82,7 @@ export function shardUrls(stack: Pick<Stack, 'shards'>): { targetUrl: string; to
 }
 
 /** This process's hard open-file limit (children cannot go above it without CAP_SYS_RESOURCE). */
-export function hardFdLimit(): number {
+function hardFdLimit(): number {
   try {
     const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
     const hard = line?.trim().split(/\s+/)[4];
@@ -103,7 +103,7 @@ export function toxiproxyShardsFor(devices: number, hardLimit = hardFdLimit()): 
 }
 
 /** The server flags as CLI arguments for a child `wakestorm server`. Tokens never go on a command line (ps shows it). */
-export function serverArgs(cfg: Partial<ServerConfig>): string[] {
+function serverArgs(cfg: Partial<ServerConfig>): string[] {
   const args: string[] = [];
   for (const f of NUMERIC_FLAGS) {
     if (f.key === 'port') continue;

@@ -3,7 +3,7 @@
 import { WakestormError } from '../core/errors.ts';
 import { apiError, requestUrl, toxiproxyApi, unreachable, type ApiRequest, type ProxyInfo, type ToxicSpec } from '../core/toxiproxy-api.ts';
 
-export class ToxiproxyApiError extends WakestormError {
+class ToxiproxyApiError extends WakestormError {
   constructor(message: string) {
     super(message, 1);
   }
@@ -12,7 +12,7 @@ export class ToxiproxyApiError extends WakestormError {
 }
 
 /** Sends one request; resolves to the parsed JSON answer (or null for an empty one). */
-export async function callApi<T = unknown>(r: ApiRequest, timeoutMs = (r.timeoutS ?? 5) * 1000): Promise<T> {
+async function callApi<T = unknown>(r: ApiRequest, timeoutMs = (r.timeoutS ?? 5) * 1000): Promise<T> {
   let res: Response;
   try {
     res = await fetch(requestUrl(r), {

@@ -11,7 +11,7 @@ import { validateTimeline } from '../core/timelines.ts';
 import { ROOT } from './run.ts';
 
 export type FileKind = 'dialect' | 'profile' | 'timeline' | 'slo';
-export const FILE_KINDS: FileKind[] = ['dialect', 'profile', 'timeline', 'slo'];
+const FILE_KINDS: FileKind[] = ['dialect', 'profile', 'timeline', 'slo'];
 
 class ValidateError extends WakestormError {
   constructor(message: string) {

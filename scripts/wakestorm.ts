@@ -323,7 +323,7 @@ const toxic = program
   .description('apply a fault by hand to a running stack: list, add, remove, cut, reset')
   .option('--toxiproxy-url <url>', 'Toxiproxy API, or a comma-separated list of shards (acts on all)', 'http://127.0.0.1:8474')
   .option('--proxy <name>', 'proxy to act on', 'voice');
-const topts = () => toxic.opts() as { toxiproxyUrl: string; proxy: string };
+const topts = () => toxic.opts<{ toxiproxyUrl: string; proxy: string }>();
 toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
 toxic
   .command('add <fault> [params...]')

@@ -31,7 +31,7 @@ export function loadReplies(): Reply[] {
       const base = r.file.replace(/\.pcm$/, '');
       const bytes = readFileSync(new URL(`../audio/${base}.opus`, import.meta.url));
       const table = JSON.parse(readFileSync(new URL(`../audio/${base}.opus.json`, import.meta.url), 'utf8')) as OpusTable;
-      const clip = opusClip(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, table);
+      const clip = opusClip(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), table);
       // An odd byte count would split a sample: keep the recording aligned.
       return { transcript: r.transcript, text: r.text, pcm: pcm.length % 2 ? pcm.subarray(0, pcm.length - 1) : pcm, opus: clip.packets.map((p) => Buffer.from(p)) };
     });

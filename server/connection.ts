@@ -100,7 +100,7 @@ export class Connection implements DeviceLink {
     if (xiaozhi) {
       this.deviceId = xiaozhi.deviceId;
       this.xz = new XiaozhiWire(
-        { sendJson: (m) => this.sendJson(m), sendBinary: (b) => this.sendBinary(b), close: (c, r) => this.close(c, r), log: host.log },
+        { sendJson: (m) => this.sendJson(m), sendBinary: (b) => this.sendBinary(b), close: (c, r) => this.close(c, r), log: (l) => host.log(l) },
         xiaozhi.deviceId,
         xiaozhi.framing,
         cfg,

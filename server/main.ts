@@ -18,12 +18,12 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
     if (draining) {
       // A second signal while draining: every socket gets 1001 now, and the process exits.
       console.log(`wakestorm server: ${sig} again, closing every connection now (1001)`);
-      server.forceClose().then(() => process.exit(0));
+      void server.forceClose().then(() => process.exit(0));
       return;
     }
     draining = true;
     console.log(`wakestorm server: ${sig}, draining (up to ${c.drainMs} ms for active replies)`);
-    server.drain().then(() => {
+    void server.drain().then(() => {
       console.log('wakestorm server: drained, bye');
       process.exit(0);
     });

@@ -26,7 +26,7 @@ function send(batch: ApiRequest[]): string[] {
   const responses = http.batch(batch.map((r) => ({ method: r.method, url: requestUrl(r), body: r.body, params: r.timeoutS ? { ...PARAMS, timeout: `${r.timeoutS}s` } : PARAMS })));
   const errors: string[] = [];
   responses.forEach((res, i) => {
-    if (!(res.status >= 200 && res.status < 300)) errors.push(apiError(batch[i]!, res.status || res.error, String(res.body ?? '')));
+    if (!(res.status >= 200 && res.status < 300)) errors.push(apiError(batch[i]!, res.status || res.error, typeof res.body === 'string' ? res.body : ''));
   });
   return errors;
 }

@@ -57,7 +57,7 @@ const ERROR_CODES = new BoundedLabels(16);
 const SEEN = new Set<string>();
 
 /** The start message for devices [first, last): everything the engine needs, as data (profiles and dialects unchanged). */
-export function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: number, startedAt: number, now: number) {
+function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: number, startedAt: number, now: number) {
   const profiles: Profile[] = [];
   const dialects: Record<string, unknown> = {};
   const devices = [];
@@ -133,7 +133,7 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
     done = true;
   };
   ws.onmessage = (ev) => {
-    const m = JSON.parse(String(ev?.data)) as EngineBatch;
+    const m = JSON.parse(typeof ev?.data === 'string' ? ev.data : '{}') as EngineBatch;
     if (m.type === 'error') {
       console.error(m.message);
       finish();

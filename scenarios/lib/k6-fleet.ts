@@ -38,8 +38,8 @@ export function readRepoFile(repoPath: string): string {
 
 /** Loads the committed utterance, PCM and Opus; call in the init context (open() is only allowed there). */
 export function loadUtterance(): AudioFrames {
-  const pcm = open(import.meta.resolve('../../audio/utterance.pcm'), 'b') as ArrayBuffer;
-  const bytes = open(import.meta.resolve('../../audio/utterance.opus'), 'b') as ArrayBuffer;
+  const pcm = open(import.meta.resolve('../../audio/utterance.pcm'), 'b');
+  const bytes = open(import.meta.resolve('../../audio/utterance.opus'), 'b');
   const table = JSON.parse(open(import.meta.resolve('../../audio/utterance.opus.json'))) as OpusTable;
   return makeAudioFrames(pcm, { bytes, table });
 }
@@ -62,7 +62,7 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     warn: (line) => console.warn(line),
     now: Date.now,
     setTimeout: kSetTimeout as DeviceEnv['setTimeout'],
-    clearTimeout: kClearTimeout as DeviceEnv['clearTimeout'],
+    clearTimeout: kClearTimeout,
     metrics,
     audio,
     linkDiedAt: hooks.linkDiedAt,

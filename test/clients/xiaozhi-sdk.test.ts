@@ -68,7 +68,7 @@ function converse(url: string, mode: string): Promise<{ code: number | null; res
 
 const replyPackets = [0, 1, 2, 3].map((n) => {
   const b = readFileSync(join(ROOT, 'audio', `reply-${n}.opus`));
-  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer, JSON.parse(readFileSync(join(ROOT, 'audio', `reply-${n}.opus.json`), 'utf8')) as OpusTable).packets.length;
+  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), JSON.parse(readFileSync(join(ROOT, 'audio', `reply-${n}.opus.json`), 'utf8')) as OpusTable).packets.length;
 });
 
 describe('xiaozhi-sdk, an independent xiaozhi client, against the reference server', () => {

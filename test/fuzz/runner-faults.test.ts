@@ -14,8 +14,8 @@ const ours = () => execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
 function npx(args: string[]) {
   const p = spawn('npx', ['wakestorm', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let out = '';
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (out += d));
   return Object.assign(p, { output: () => out });
 }
 

@@ -67,7 +67,7 @@ export async function openPage(fileUrl: string): Promise<PageReport> {
         }),
       ),
     screenshot: async (path) => {
-      await page.screenshot({ path: path as `${string}.png`, fullPage: true });
+      await page.screenshot({ path: path, fullPage: true });
     },
     close: () => browser.close(),
   };

@@ -1,7 +1,7 @@
 // A voice server with switchable bugs, for tests of the verdict: a man in the middle, written with `ws`, in front of a
 // real reference server in this process. Each bug is a fault a real server has shipped with; the reference server
 // itself stays correct. Loopback only.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { pcmDurationMs } from '../../core/pcm.ts';
@@ -105,7 +105,8 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
     if (bugs.has('no-recovery') && closes.length >= Math.max(4, (sockets.size + closes.length) / 4) && downUntil < now) downUntil = now + (opts.downAfterLossMs ?? 30_000);
   };
 
-  const http: Server = createServer(async (req, res) => {
+  const http: Server = createServer((req, res) => void proxyHttp(req, res));
+  async function proxyHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // /health and /metrics come from the real server behind.
     try {
       const r = await fetch(`${upHttp}${req.url}`, { signal: AbortSignal.timeout(3000) });
@@ -113,7 +114,7 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
     } catch {
       res.writeHead(502).end();
     }
-  });
+  }
 
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     upgrades++;

@@ -23,7 +23,7 @@ after(async () => {
 
 function clip(name: string) {
   const b = readFileSync(join(ROOT, 'audio', `${name}.opus`));
-  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer, JSON.parse(readFileSync(join(ROOT, 'audio', `${name}.opus.json`), 'utf8')) as OpusTable);
+  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), JSON.parse(readFileSync(join(ROOT, 'audio', `${name}.opus.json`), 'utf8')) as OpusTable);
 }
 
 /** One xiaozhi conversation by hand: hello, listen detect + start, the utterance in real time, then silence. */
@@ -39,7 +39,7 @@ async function xiaozhiConversation(s: VoiceServer, version: '1' | '2' | '3') {
       if (bin) {
         const p = unframeAudio(framing, new Uint8Array(d as Buffer));
         assert.ok(p, 'each downlink frame holds together in its framing');
-        replyMs += opusPacketMs(p!);
+        replyMs += opusPacketMs(p);
         return;
       }
       const m = JSON.parse(d.toString()) as Record<string, unknown>;
@@ -74,10 +74,10 @@ describe('the reference server speaks xiaozhi', () => {
     servers.push(s);
     for (const v of ['1', '2', '3'] as const) {
       const { events, replyMs } = await xiaozhiConversation(s, v);
-      const kinds = events.map((e) => (e.type === 'tts' ? `tts:${e.state}` : e.type));
+      const kinds = events.map((e) => (e.type === 'tts' ? `tts:${e.state as string}` : e.type));
       assert.deepEqual(kinds, ['hello', 'stt', 'llm', 'tts:start', 'tts:sentence_start', 'tts:stop'], `framing v${v}`);
       assert.equal(events[0]!.transport, 'websocket');
-      assert.ok(typeof events[1]!.text === 'string' && (events[1]!.text as string).length > 0);
+      assert.ok(typeof events[1]!.text === 'string' && (events[1]!.text).length > 0);
       // The reply's Opus packets, timed by their TOC, play as long as the reply's frame table says.
       const replies = [0, 1, 2, 3].map((n) => clip(`reply-${n}`).packets.length * 60);
       assert.ok(replies.includes(replyMs), `reply of ${replyMs} ms is one of ${replies}`);
@@ -139,9 +139,9 @@ describe("the README's user dialect", () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const m = /<!-- readme-dialect:[^>]*-->\s*```json\n([\s\S]*?)```/.exec(readme);
     assert.ok(m, 'the README marks its dialect example');
-    assert.ok(m![1]!.trim().split('\n').length < 60, 'under 60 lines');
+    assert.ok(m[1]!.trim().split('\n').length < 60, 'under 60 lines');
     const file = join(results, 'acme.json');
-    writeFileSync(file, m![1]!);
+    writeFileSync(file, m[1]!);
     const key = join(results, 'acme-key.txt');
     writeFileSync(key, 'acme-key-1234\n', { mode: 0o600 });
     const acme = await startAcmeServer({ apiKey: 'acme-key-1234', thinkMs: 80 });

@@ -12,7 +12,7 @@ describe('the README', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const m = /<!-- readme-scenario:[^>]*-->\s*```ts\n([\s\S]*?)```/.exec(readme);
     assert.ok(m, 'the README marks its scenario example');
-    const code = m![1]!;
+    const code = m[1]!;
     assert.ok(code.trim().split('\n').length <= 25, 'a short scenario');
     const name = /name: '([a-z-]+)'/.exec(code)![1]!;
     // The example imports ./lib/…: it lives in scenarios/ for the run, and goes again after it.

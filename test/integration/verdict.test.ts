@@ -283,7 +283,7 @@ describe('a broken tester is INVALID, not FAIL', () => {
     const t = await startRun();
     const k6 = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').find((l) => l.includes(results) && / run /.test(l) && l.includes('k6'));
     assert.ok(k6, 'k6 runs');
-    process.kill(Number(k6!.trim().split(/\s+/)[0]), 'SIGKILL');
+    process.kill(Number(k6.trim().split(/\s+/)[0]), 'SIGKILL');
     assert.equal(await exited(t.p, 60_000), 3, t.p.output());
     const { run } = latest();
     assert.equal(run.verdict, 'invalid');

@@ -18,7 +18,7 @@ describe('wakestorm capacity', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const m = /holds (\d+) devices/.exec(r.stdout);
     assert.ok(m, r.stdout);
-    const holds = Number(m![1]);
+    const holds = Number(m[1]);
     assert.ok(holds <= 300 && holds >= 270, `found ${holds} for a limit of 300`);
     assert.match(r.stdout, /first broke at \d+: connect_success/);
     const dir = readdirSync(results).find((d) => d.startsWith('capacity-'))!;

@@ -10,15 +10,19 @@ import { PROFILES, type Profile } from '../../core/profiles.ts';
 import { nodeDialect } from '../../scripts/node-devices.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
 
+/** A dialect as loose JSON, to break on purpose. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests edit arbitrary fields of a valid dialect
+type Loose = Record<string, any>;
+
 const wakestorm = nodeDialect('wakestorm');
 const xiaozhi = nodeDialect('xiaozhi');
-const raw = () => JSON.parse(JSON.stringify(wakestorm)) as Record<string, any>;
+const raw = () => JSON.parse(JSON.stringify(wakestorm)) as Loose;
 
 describe('dialect validation', () => {
   it('accepts the shipped dialects and names what is wrong in a broken one', () => {
     assert.equal(wakestorm.lifecycle, 'persistent');
     assert.equal(xiaozhi.lifecycle, 'per_wake');
-    const broken = (edit: (d: Record<string, any>) => void, re: RegExp) => {
+    const broken = (edit: (d: Loose) => void, re: RegExp) => {
       const d = raw();
       edit(d);
       assert.throws(() => validateDialect(d, 'x'), (e: Error) => e instanceof DialectError && re.test(e.message) && !e.message.includes('\n'));

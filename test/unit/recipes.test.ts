@@ -17,7 +17,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-recipes-'));
 function recipe(name: string): string {
   const m = new RegExp(`<!-- recipe: ${name}\\b[^>]*-->\\s*\`\`\`[a-z]*\\n([\\s\\S]*?)\`\`\``).exec(doc);
   assert.ok(m, `CONTRIBUTING.md has the ${name} recipe`);
-  return m![1]!;
+  return m[1]!;
 }
 
 describe('CONTRIBUTING.md recipes', () => {

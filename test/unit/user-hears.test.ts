@@ -9,6 +9,10 @@ import { PROFILES, type Profile } from '../../core/profiles.ts';
 import { nodeDialect } from '../../scripts/node-devices.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
 
+/** A dialect as loose JSON, to break on purpose. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests edit arbitrary fields of a valid dialect
+type Loose = Record<string, any>;
+
 const WAKE_AT_1S: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 };
 const NO_WAKE: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
 const copy = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
@@ -95,7 +99,7 @@ describe('replies whole and smooth', () => {
 
 describe('a dialect that means what it says', () => {
   it('a pong with no id answers the oldest outstanding ping', () => {
-    const d = copy(nodeDialect('wakestorm')) as Dialect;
+    const d = copy<Dialect>(nodeDialect('wakestorm'));
     d.capture = { ...d.capture, pong: {} };
     const f = device(PROFILES.recommended!, NO_WAKE, validateDialect(d, 'noid'));
     const every = PROFILES.recommended!.keepalive.interval_ms;
@@ -118,7 +122,7 @@ describe('a dialect that means what it says', () => {
   });
 
   it('reports every problem at once, each with its JSON path, in one line', () => {
-    const d = copy(nodeDialect('wakestorm')) as unknown as Record<string, any>;
+    const d = copy(nodeDialect('wakestorm')) as unknown as Loose;
     d.send.wake[0].wake_id = '{wakeid}';
     d.audio.up.framing = 'gzip';
     d.recv.reply_end = 'x';
@@ -139,13 +143,13 @@ describe('a dialect that means what it says', () => {
   });
 
   it('refuses a resuming dialect that cannot tell a resume, and prototype keys anywhere', () => {
-    const d = copy(nodeDialect('wakestorm')) as unknown as Record<string, any>;
+    const d = copy(nodeDialect('wakestorm')) as unknown as Loose;
     delete d.capture.ready.resumed;
     assert.throws(() => validateDialect(d, 'r'), /r\.resume: is true, but capture\.ready lacks resumed/);
-    const p = copy(nodeDialect('wakestorm')) as unknown as Record<string, any>;
+    const p = copy(nodeDialect('wakestorm')) as unknown as Loose;
     p.send.hello = JSON.parse('{"type":"hello","__proto__":{"x":1}}');
     assert.throws(() => validateDialect(p, 'p'), /p\.send\.hello\.__proto__: is not allowed/);
-    const c = copy(nodeDialect('wakestorm')) as unknown as Record<string, any>;
+    const c = copy(nodeDialect('wakestorm')) as unknown as Loose;
     c.capture.ack = { constructor: 'session_id' };
     assert.throws(() => validateDialect(c, 'c'), /c\.capture\.ack\.constructor/);
   });
@@ -167,7 +171,7 @@ describe('a dialect that means what it says', () => {
 
 describe('bounded socket tags', () => {
   it('names the socket by the dialect path template, never by the device id', () => {
-    const d = copy(nodeDialect('wakestorm')) as Dialect;
+    const d = copy<Dialect>(nodeDialect('wakestorm'));
     d.connect = { ...d.connect, path: '/acme/{device_id}', query: { resume: '{resume_token}' } };
     const profile = { ...PROFILES.recommended!, name: 'acme' };
     const names = new Set<string>();
