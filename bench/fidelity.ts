@@ -15,7 +15,14 @@ export interface FidelityRow {
   devices: number;
   wake_every: string;
   truth: { wake_ack_ms: number; response_ms: number; reconnect_ms: number };
-  measured: { wake_ack_p50: number | null; wake_ack_p99: number | null; response_p50: number | null; response_p99: number | null; reconnect_p50: number | null; reconnect_p99: number | null };
+  measured: {
+    wake_ack_p50: number | null;
+    wake_ack_p99: number | null;
+    response_p50: number | null;
+    response_p99: number | null;
+    reconnect_p50: number | null;
+    reconnect_p99: number | null;
+  };
   error_p50_ms: { wake_ack: number | null; response: number | null; reconnect: number | null };
   samples: { wake_ack: number; response: number; reconnect: number };
   k6_cpu_pct: number | null;
@@ -27,7 +34,12 @@ export interface FidelityRow {
   vu_lag_p99_ms: number | null;
 }
 
-export async function fidelityStep(n: number, quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow> {
+export async function fidelityStep(
+  n: number,
+  quick: boolean,
+  resultsRoot: string,
+  log: (l: string) => void,
+): Promise<FidelityRow> {
   const { sttMs, llmMs, ttsMs, vadSilenceMs } = defaultConfig;
   // Keep the number of concurrent conversations about the same at every size, so the fleet's size is what varies.
   const wake = n <= 100 ? 'poisson:10s' : n <= 1000 ? 'poisson:30s' : 'poisson:5m';
@@ -52,7 +64,11 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     duration: `${duration}s`,
     wake,
     timeline,
-    vars: { CUT_AT_MS: String(cutAt), BACKOFF: `fixed:${BACKOFF_MS}`, RAMP: `${Math.min(20, Math.max(2, Math.ceil(n / 500)))}s` },
+    vars: {
+      CUT_AT_MS: String(cutAt),
+      BACKOFF: `fixed:${BACKOFF_MS}`,
+      RAMP: `${Math.min(20, Math.max(2, Math.ceil(n / 500)))}s`,
+    },
     resultsRoot,
     runId: `calibration-${n}`,
     echo: false,
@@ -79,7 +95,11 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
   if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
   const m = r.summary?.metrics ?? {};
   const v = (name: string, q: string) => (m[name]?.values.count ? +m[name].values[q]!.toFixed(1) : null);
-  const truth = { wake_ack_ms: 2 * LATENCY_MS, response_ms: vadSilenceMs + LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS, reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS };
+  const truth = {
+    wake_ack_ms: 2 * LATENCY_MS,
+    response_ms: vadSilenceMs + LATENCY_MS + sttMs + llmMs + ttsMs + LATENCY_MS,
+    reconnect_ms: Math.ceil(CUT_MS / BACKOFF_MS) * BACKOFF_MS + 2 * LATENCY_MS,
+  };
   const measured = {
     wake_ack_p50: v('wake_ack_latency{phase:steady}', 'p(50)'),
     wake_ack_p99: v('wake_ack_latency{phase:steady}', 'p(99)'),
@@ -95,8 +115,16 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
     wake_every: wake,
     truth,
     measured,
-    error_p50_ms: { wake_ack: err(measured.wake_ack_p50, truth.wake_ack_ms), response: err(measured.response_p50, truth.response_ms), reconnect: err(measured.reconnect_p50, truth.reconnect_ms) },
-    samples: { wake_ack: m['wake_ack_latency{phase:steady}']?.values.count ?? 0, response: m['response_latency{phase:steady}']?.values.count ?? 0, reconnect: m.reconnect_time?.values.count ?? 0 },
+    error_p50_ms: {
+      wake_ack: err(measured.wake_ack_p50, truth.wake_ack_ms),
+      response: err(measured.response_p50, truth.response_ms),
+      reconnect: err(measured.reconnect_p50, truth.reconnect_ms),
+    },
+    samples: {
+      wake_ack: m['wake_ack_latency{phase:steady}']?.values.count ?? 0,
+      response: m['response_latency{phase:steady}']?.values.count ?? 0,
+      reconnect: m.reconnect_time?.values.count ?? 0,
+    },
     k6_cpu_pct: sampler.stats('k6', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_cpu_pct: sampler.stats('server', steady.from, steady.to)?.cpu_avg_pct ?? null,
     toxiproxy_cpu_pct: sampler.stats('toxiproxy', steady.from, steady.to)?.cpu_avg_pct ?? null,
@@ -112,9 +140,15 @@ export async function fidelityStep(n: number, quick: boolean, resultsRoot: strin
   return row;
 }
 
-export async function fidelityBench(quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<FidelityRow[]> {
+export async function fidelityBench(
+  quick: boolean,
+  resultsRoot: string,
+  log: (l: string) => void,
+): Promise<FidelityRow[]> {
   const sizes = quick ? [20] : [100, 1000, 5000, 10_000];
-  log(`fidelity: truths are ${LATENCY_MS} ms latency each way, the server's endpointing window and stt+llm+tts, and a ${CUT_MS} ms cut with fixed ${BACKOFF_MS} ms backoff`);
+  log(
+    `fidelity: truths are ${LATENCY_MS} ms latency each way, the server's endpointing window and stt+llm+tts, and a ${CUT_MS} ms cut with fixed ${BACKOFF_MS} ms backoff`,
+  );
   const rows: FidelityRow[] = [];
   for (const n of sizes) rows.push(await fidelityStep(n, quick, resultsRoot, log));
   return rows;

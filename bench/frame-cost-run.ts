@@ -19,7 +19,12 @@ export interface FrameCost {
 
 export async function frameCost(streams: number, log: (l: string) => void): Promise<FrameCost> {
   let out = '';
-  const k6 = spawnK6({ script: join(import.meta.dirname, 'k6', 'frame-cost.ts'), vars: { STREAMS: String(streams) }, args: ['-q'], onLine: (l) => (out += `${l}\n`) });
+  const k6 = spawnK6({
+    script: join(import.meta.dirname, 'k6', 'frame-cost.ts'),
+    vars: { STREAMS: String(streams) },
+    args: ['-q'],
+    onLine: (l) => (out += `${l}\n`),
+  });
   const samples: { t: number; cpu: number }[] = [];
   const poll = setInterval(() => {
     try {
@@ -30,11 +35,21 @@ export async function frameCost(streams: number, log: (l: string) => void): Prom
   }, 50);
   const { code } = await k6.closed;
   clearInterval(poll);
-  const windows = [...out.matchAll(/FRAME_WINDOW (\{.*?\})"? source/g)].map((m) => JSON.parse(m[1]!.replace(/\\"/g, '"')) as { phase: string; from: number; to: number; count: number; slips?: number });
+  const windows = [...out.matchAll(/FRAME_WINDOW (\{.*?\})"? source/g)].map(
+    (m) =>
+      JSON.parse(m[1]!.replace(/\\"/g, '"')) as {
+        phase: string;
+        from: number;
+        to: number;
+        count: number;
+        slips?: number;
+      },
+  );
   const w = (phase: string) => windows.find((x) => x.phase === phase);
   const timers = w('timers');
   const frames = w('frames');
-  if (code !== 0 || !timers || !frames) throw new Error(`frame-cost: k6 exit ${code}, windows ${JSON.stringify(windows)}: ${out.slice(-300)}`);
+  if (code !== 0 || !timers || !frames)
+    throw new Error(`frame-cost: k6 exit ${code}, windows ${JSON.stringify(windows)}: ${out.slice(-300)}`);
   const cpuAt = (t: number) => {
     const s = samples.reduce((best, x) => (Math.abs(x.t - t) < Math.abs(best.t - t) ? x : best), samples[0]!);
     return s.cpu;
@@ -42,7 +57,8 @@ export async function frameCost(streams: number, log: (l: string) => void): Prom
   const quiet = w('idle');
   const idleRate = quiet ? (cpuAt(quiet.to) - cpuAt(quiet.from)) / ((quiet.to - quiet.from) / 1000) : 0;
   // CPU in the window, less k6's background rate measured in the idle window, per unit done.
-  const per = (x: { from: number; to: number; count: number }) => ((cpuAt(x.to) - cpuAt(x.from) - idleRate * ((x.to - x.from) / 1000)) * 1e6) / x.count;
+  const per = (x: { from: number; to: number; count: number }) =>
+    ((cpuAt(x.to) - cpuAt(x.from) - idleRate * ((x.to - x.from) / 1000)) * 1e6) / x.count;
   const usTimer = per(timers);
   const usFrame = per(frames);
   const r: FrameCost = {
@@ -54,6 +70,8 @@ export async function frameCost(streams: number, log: (l: string) => void): Prom
     pct_core_at_10k: +((11_500 * usFrame) / 1e4).toFixed(1),
     slips: frames.slips ?? 0,
   };
-  log(`  ${streams} streams: ${r.us_per_timer} µs CPU per bare timer, ${r.us_per_frame} µs per device-model frame (${r.frames_per_s} frames/s, ${r.slips} slips); 11,500 frames/s would take ${r.pct_core_at_10k}% of a core`);
+  log(
+    `  ${streams} streams: ${r.us_per_timer} µs CPU per bare timer, ${r.us_per_frame} µs per device-model frame (${r.frames_per_s} frames/s, ${r.slips} slips); 11,500 frames/s would take ${r.pct_core_at_10k}% of a core`,
+  );
   return r;
 }

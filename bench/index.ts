@@ -20,7 +20,8 @@ function testerCell(r: ScaleRow, f: 'rss_avg_mib' | 'cpu_avg_pct'): string {
 }
 
 function scaleTable(rows: ScaleRow[]): string {
-  const h = '| kind | devices | per VU | holds | tester RSS (MiB) | tester CPU (% of a core) | tester KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
+  const h =
+    '| kind | devices | per VU | holds | tester RSS (MiB) | tester CPU (% of a core) | tester KiB/device | devices/GiB (vs baseline of that size) | devices/core (vs baseline) | server RSS (MiB) | server CPU | toxiproxy RSS / CPU |';
   const lines = rows.map(
     (r) =>
       `| ${r.kind} | ${r.devices} | ${r.kind === 'baseline' ? 1 : r.devices_per_vu} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${testerCell(r, 'rss_avg_mib')} | ${testerCell(r, 'cpu_avg_pct')} | ${r.k6_kib_per_device ?? '-'} | ${r.devices_per_gib ?? '-'} (${r.per_gib_vs_baseline ?? '-'}x) | ${r.devices_per_core ?? '-'} (${r.per_core_vs_baseline ?? '-'}x) | ${r.server?.rss_avg_mib ?? '-'} | ${r.server?.cpu_avg_pct ?? '-'}% | ${r.toxiproxy?.rss_avg_mib ?? '-'} MiB / ${r.toxiproxy?.cpu_avg_pct ?? '-'}% |`,
@@ -29,7 +30,8 @@ function scaleTable(rows: ScaleRow[]): string {
 }
 
 function fidelityTable(rows: FidelityRow[]): string {
-  const h = '| devices | wake_ack p50 / p99 (truth) | response p50 / p99 (truth) | reconnect p50 / p99 (truth) | p50 error: wake_ack, response, reconnect (ms) | k6 / server / toxiproxy CPU | server lag p99 | VU loop lag p50 / p99 |';
+  const h =
+    '| devices | wake_ack p50 / p99 (truth) | response p50 / p99 (truth) | reconnect p50 / p99 (truth) | p50 error: wake_ack, response, reconnect (ms) | k6 / server / toxiproxy CPU | server lag p99 | VU loop lag p50 / p99 |';
   const lines = rows.map(
     (r) =>
       `| ${r.devices} | ${r.measured.wake_ack_p50} / ${r.measured.wake_ack_p99} (${r.truth.wake_ack_ms}) | ${r.measured.response_p50} / ${r.measured.response_p99} (${r.truth.response_ms}) | ${r.measured.reconnect_p50} / ${r.measured.reconnect_p99} (${r.truth.reconnect_ms}) | ${r.error_p50_ms.wake_ack}, ${r.error_p50_ms.response}, ${r.error_p50_ms.reconnect} | ${r.k6_cpu_pct}% / ${r.server_cpu_pct}% / ${r.toxiproxy_cpu_pct}% | ${r.server_lag_p99_ms} ms | ${r.vu_lag_p50_ms ?? '-'} / ${r.vu_lag_p99_ms ?? '-'} ms |`,
@@ -46,31 +48,55 @@ function targetsTable(scale: ScaleResult | null, fidelity: FidelityRow[] | null)
   if (scale) {
     // The big fleet's best attempt: every device connected, fewest reasons not to hold, least k6 CPU.
     const connected10k = scale.rows
-      .filter((r) => r.kind === 'wakestorm' && r.devices >= 10_000 && r.server_connections_min !== null && r.server_connections_min >= r.devices)
-      .sort((a, b) => a.why_not.length - b.why_not.length || (a.k6?.cpu_avg_pct ?? 1e9) - (b.k6?.cpu_avg_pct ?? 1e9))[0];
-    rows.push(`| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; at ${connected10k.devices} (${connected10k.devices_per_vu}/VU) every device connects and keeps alive, but not: ${connected10k.why_not.join('; ')}` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`);
+      .filter(
+        (r) =>
+          r.kind === 'wakestorm' &&
+          r.devices >= 10_000 &&
+          r.server_connections_min !== null &&
+          r.server_connections_min >= r.devices,
+      )
+      .sort(
+        (a, b) => a.why_not.length - b.why_not.length || (a.k6?.cpu_avg_pct ?? 1e9) - (b.k6?.cpu_avg_pct ?? 1e9),
+      )[0];
+    rows.push(
+      `| 10,000 devices hold every criterion | ${scale.largest ?? 0} hold${connected10k ? `; at ${connected10k.devices} (${connected10k.devices_per_vu}/VU) every device connects and keeps alive, but not: ${connected10k.why_not.join('; ')}` : ''} | ${yes((scale.largest ?? 0) >= 10_000)} |`,
+    );
     rows.push(`| 20,000 devices (stretch) | ${scale.largest ?? 0} | ${yes((scale.largest ?? 0) >= 20_000)} |`);
-    rows.push(`| 10x the baseline's devices per GiB | ${scale.perGibRatio ?? '-'}x | ${yes((scale.perGibRatio ?? 0) >= 10)} |`);
+    rows.push(
+      `| 10x the baseline's devices per GiB | ${scale.perGibRatio ?? '-'}x | ${yes((scale.perGibRatio ?? 0) >= 10)} |`,
+    );
     const talk = scale.rows.find((r) => r.kind === 'engine');
     if (talk) {
       const why = talk.holds ? '' : `: ${talk.why_not.join('; ')}`;
-      const engineCpu = talk.engine ? `; engine ${talk.engine.cpu_avg_pct}% of a core, server ${talk.server?.cpu_avg_pct ?? '-'}%, toxiproxy ${talk.toxiproxy?.cpu_avg_pct ?? '-'}%` : '';
-      rows.push(`| native engine: ${talk.devices} talking devices hold every criterion | ${talk.holds ? 'hold' : 'do not hold'}${why}${engineCpu} | ${yes(talk.holds)} |`);
+      const engineCpu = talk.engine
+        ? `; engine ${talk.engine.cpu_avg_pct}% of a core, server ${talk.server?.cpu_avg_pct ?? '-'}%, toxiproxy ${talk.toxiproxy?.cpu_avg_pct ?? '-'}%`
+        : '';
+      rows.push(
+        `| native engine: ${talk.devices} talking devices hold every criterion | ${talk.holds ? 'hold' : 'do not hold'}${why}${engineCpu} | ${yes(talk.holds)} |`,
+      );
     }
     // The native engine's idle row (issue 23): per device, the engine alone and with k6; the tester's CPU.
     const e = scale.rows.find((r) => r.kind === 'engine-idle');
     if (e?.engine && e.tester) {
       const engineKib = +((e.engine.rss_avg_mib * 1024) / e.devices).toFixed(1);
-      rows.push(`| native engine: RSS per idle device at ${e.devices} ≤ 8 KiB (engine), ≤ 15 KiB (engine + k6) | ${engineKib} KiB, ${e.k6_kib_per_device} KiB | ${yes(engineKib <= 8 && (e.k6_kib_per_device ?? 1e9) <= 15)} |`);
-      rows.push(`| native engine: tester CPU at ${e.devices} idle devices ≤ 15% of a core | ${+e.tester.cpu_avg_pct.toFixed(1)}% (k6 ${e.k6?.cpu_avg_pct ?? '-'}% + engine ${e.engine.cpu_avg_pct}%) | ${yes(e.tester.cpu_avg_pct <= 15)} |`);
+      rows.push(
+        `| native engine: RSS per idle device at ${e.devices} ≤ 8 KiB (engine), ≤ 15 KiB (engine + k6) | ${engineKib} KiB, ${e.k6_kib_per_device} KiB | ${yes(engineKib <= 8 && (e.k6_kib_per_device ?? 1e9) <= 15)} |`,
+      );
+      rows.push(
+        `| native engine: tester CPU at ${e.devices} idle devices ≤ 15% of a core | ${+e.tester.cpu_avg_pct.toFixed(1)}% (k6 ${e.k6?.cpu_avg_pct ?? '-'}% + engine ${e.engine.cpu_avg_pct}%) | ${yes(e.tester.cpu_avg_pct <= 15)} |`,
+      );
     }
   }
   for (const f of fidelity ?? []) {
     const bound = f.devices <= 1000 ? 2 : f.devices >= 10_000 ? 10 : null;
     if (bound === null) continue;
-    const errs = [f.error_p50_ms.wake_ack, f.error_p50_ms.response].filter((x): x is number => x !== null).map(Math.abs);
+    const errs = [f.error_p50_ms.wake_ack, f.error_p50_ms.response]
+      .filter((x): x is number => x !== null)
+      .map(Math.abs);
     const worst = errs.length ? Math.max(...errs) : null;
-    rows.push(`| latency p50 error within ${bound} ms at ${f.devices} devices | ${worst ?? '-'} ms (wake_ack ${f.error_p50_ms.wake_ack}, response ${f.error_p50_ms.response}) | ${yes(worst !== null && worst <= bound)} |`);
+    rows.push(
+      `| latency p50 error within ${bound} ms at ${f.devices} devices | ${worst ?? '-'} ms (wake_ack ${f.error_p50_ms.wake_ack}, response ${f.error_p50_ms.response}) | ${yes(worst !== null && worst <= bound)} |`,
+    );
   }
   return ['| target | this run | |', '| --- | --- | --- |', ...rows].join('\n');
 }
@@ -121,8 +147,18 @@ function benchmarksMd(machine: Record<string, string | number>, seconds: number,
 async function main() {
   // BENCH_RENDER=results/bench-…/bench.json rewrites BENCHMARKS.md from a finished run (after editing bench/LIMITS.md).
   if (process.env.BENCH_RENDER) {
-    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as { machine: Record<string, string | number>; seconds: number; scale: ScaleResult | null; fidelity: FidelityRow[] | null; cost?: FrameCost | null; date?: string };
-    writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? ''));
+    const b = JSON.parse(readFileSync(process.env.BENCH_RENDER, 'utf8')) as {
+      machine: Record<string, string | number>;
+      seconds: number;
+      scale: ScaleResult | null;
+      fidelity: FidelityRow[] | null;
+      cost?: FrameCost | null;
+      date?: string;
+    };
+    writeFileSync(
+      join(ROOT, 'BENCHMARKS.md'),
+      benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? ''),
+    );
     console.log('BENCHMARKS.md rewritten from', process.env.BENCH_RENDER);
     return;
   }
@@ -131,9 +167,18 @@ async function main() {
   // BENCH_RESULTS: another results root (the tests write to a temporary folder, never the user's results/).
   const dir = join(resultsRoot(process.env.BENCH_RESULTS), `bench-${stamp}`);
   mkdirSync(dir, { recursive: true });
-  const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion };
+  const machine = {
+    cores: cpus().length,
+    cpu: cpus()[0]?.model ?? '',
+    memory_gib: +(totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    k6: tools.k6Version,
+    toxiproxy: tools.toxiproxyVersion,
+  };
   const log = (l: string) => console.log(l);
-  log(`wakestorm bench${quick ? ' (quick)' : ''} on ${machine.cores} cores, ${machine.memory_gib} GiB; results in ${dir}`);
+  log(
+    `wakestorm bench${quick ? ' (quick)' : ''} on ${machine.cores} cores, ${machine.memory_gib} GiB; results in ${dir}`,
+  );
   const t0 = Date.now();
   const scale = only === 'fidelity' || only === 'cost' ? null : await scaleBench(quick, dir, log);
   const fidelity = only === 'scale' || only === 'cost' ? null : await fidelityBench(quick, dir, log);
@@ -144,7 +189,10 @@ async function main() {
   }
   const seconds = Math.round((Date.now() - t0) / 1000);
   const date = new Date().toISOString().slice(0, 10);
-  writeFileSync(join(dir, 'bench.json'), JSON.stringify({ quick, machine, seconds, date, scale, fidelity, cost }, null, 1));
+  writeFileSync(
+    join(dir, 'bench.json'),
+    JSON.stringify({ quick, machine, seconds, date, scale, fidelity, cost }, null, 1),
+  );
   const md = render(scale, fidelity, cost);
   writeFileSync(join(dir, 'bench.md'), md);
   if (!quick) writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(machine, seconds, md, date));

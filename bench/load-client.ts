@@ -9,7 +9,10 @@ const base = process.env.TARGET!;
 const idle: ProtocolClient[] = [];
 const slots: { stop: () => void; client: { binaryBytes: number } }[] = [];
 const opusBytes = readFileSync(new URL('../audio/utterance.opus', import.meta.url));
-const UTTERANCE_OPUS = opusClip(opusBytes.buffer.slice(opusBytes.byteOffset, opusBytes.byteOffset + opusBytes.byteLength), JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable);
+const UTTERANCE_OPUS = opusClip(
+  opusBytes.buffer.slice(opusBytes.byteOffset, opusBytes.byteOffset + opusBytes.byteLength),
+  JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable,
+);
 
 /**
  * One xiaozhi slot, as the firmware talks: open a channel, hello, listen start (auto), the utterance as 60 ms Opus
@@ -22,7 +25,14 @@ function xiaozhiSlot(i: number): { stop: () => void; client: { binaryBytes: numb
   let timer: NodeJS.Timeout | null = null;
   const one = (n: number) => {
     if (stopped) return;
-    const sock = new WebSocket(`${base}/xiaozhi/v1/`, { perMessageDeflate: false, headers: { 'Device-Id': `02:00:00:00:${(i >> 8) & 255}:${i & 255}`, 'Protocol-Version': '1', 'Client-Id': `bench-${i}` } });
+    const sock = new WebSocket(`${base}/xiaozhi/v1/`, {
+      perMessageDeflate: false,
+      headers: {
+        'Device-Id': `02:00:00:00:${(i >> 8) & 255}:${i & 255}`,
+        'Protocol-Version': '1',
+        'Client-Id': `bench-${i}`,
+      },
+    });
     ws = sock;
     let k = 0;
     const again = (ok: boolean) => {
@@ -34,7 +44,16 @@ function xiaozhiSlot(i: number): { stop: () => void; client: { binaryBytes: numb
       else stats.errors++;
       if (!stopped) setTimeout(() => one(n + 1), 50);
     };
-    sock.on('open', () => sock.send(JSON.stringify({ type: 'hello', version: 1, transport: 'websocket', audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 } })));
+    sock.on('open', () =>
+      sock.send(
+        JSON.stringify({
+          type: 'hello',
+          version: 1,
+          transport: 'websocket',
+          audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 },
+        }),
+      ),
+    );
     sock.on('message', (d, bin) => {
       if (bin) {
         counter.binaryBytes += (d as Buffer).length;
@@ -84,7 +103,8 @@ async function voiceSlot(i: number): Promise<{ stop: () => void; client: Protoco
     await new Promise((r) => setTimeout(r, (i * 37) % 1000));
     for (let n = 0; !stopped; n++) {
       try {
-        if ((await c.conversation(`w-${i}-${n}`, { realtime: true, stop: () => stopped })) === 'complete') stats.completed++;
+        if ((await c.conversation(`w-${i}-${n}`, { realtime: true, stop: () => stopped })) === 'complete')
+          stats.completed++;
         else stats.errors++;
       } catch {
         if (!stopped) stats.errors++;
@@ -123,7 +143,10 @@ async function command(msg: { cmd: string; n?: number }): Promise<void> {
     } else if (msg.cmd === 'voice') {
       for (const s of slots.splice(0)) s.stop();
       stats = { completed: 0, errors: 0 };
-      for (let i = 0; i < msg.n!; i += 50) slots.push(...(await Promise.all(Array.from({ length: Math.min(50, msg.n! - i) }, (_, j) => voiceSlot(i + j)))));
+      for (let i = 0; i < msg.n!; i += 50)
+        slots.push(
+          ...(await Promise.all(Array.from({ length: Math.min(50, msg.n! - i) }, (_, j) => voiceSlot(i + j)))),
+        );
       process.send!({ ok: true, slots: slots.length });
     } else if (msg.cmd === 'stats') {
       // TTS bytes as they arrive, summed over the slots' sockets.

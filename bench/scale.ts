@@ -57,12 +57,23 @@ function rampSeconds(n: number): number {
   return Math.min(30, Math.max(2, Math.ceil(n / 500)));
 }
 
-export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: number; steadyS: number; resultsRoot: string; log: (l: string) => void }): Promise<ScaleRow> {
+export async function scaleStep(opts: {
+  kind: ScaleKind;
+  devices: number;
+  dpv: number;
+  steadyS: number;
+  resultsRoot: string;
+  log: (l: string) => void;
+}): Promise<ScaleRow> {
   const { devices: n, dpv } = opts;
   const ramp = rampSeconds(n);
   const duration = ramp + 8 + opts.steadyS + 3;
   const sampler = new Sampler();
-  const model = opts.kind === 'wakestorm' || opts.kind === 'wakestorm-idle' || opts.kind === 'engine-idle' || opts.kind === 'engine';
+  const model =
+    opts.kind === 'wakestorm' ||
+    opts.kind === 'wakestorm-idle' ||
+    opts.kind === 'engine-idle' ||
+    opts.kind === 'engine';
   const native = opts.kind === 'engine-idle' || opts.kind === 'engine';
   const talking = opts.kind === 'wakestorm' || opts.kind === 'engine';
   let t0 = 0;
@@ -86,7 +97,10 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
       t0 = p.startedAt;
       // The tester is k6, and the engine when the devices run there.
       const tester = p.enginePid ? [p.k6Pid, p.enginePid] : p.k6Pid;
-      sampler.start({ k6: p.k6Pid, engine: p.enginePid, tester, server: p.serverPid, toxiproxy: p.toxiproxyPids }, p.serverHttpUrl);
+      sampler.start(
+        { k6: p.k6Pid, engine: p.enginePid, tester, server: p.serverPid, toxiproxy: p.toxiproxyPids },
+        p.serverHttpUrl,
+      );
     },
   });
   sampler.stop();
@@ -103,7 +117,8 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   const m = r.summary?.metrics ?? {};
   const count = (x: string) => m[x]?.values.count ?? 0;
   const why: string[] = [];
-  if (!conns || conns.min !== n) why.push(`server saw ${conns ? `${conns.min}-${conns.max}` : 'no'} connections, not ${n}`);
+  if (!conns || conns.min !== n)
+    why.push(`server saw ${conns ? `${conns.min}-${conns.max}` : 'no'} connections, not ${n}`);
   if (model) {
     const cs = m.connect_success?.values;
     if (!cs || cs.fails) why.push(`${cs?.fails ?? '?'} failed connects`);
@@ -111,15 +126,21 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     // recommended pings every 15 s after it connects: a device that connected at t sends floor((D - t) / 15).
     const lo = n * Math.floor((duration - ramp) / 15);
     const hi = n * Math.ceil(duration / 15);
-    if (count('ping_rtt') < lo * 0.95 || count('ping_rtt') > hi) why.push(`${count('ping_rtt')} pings answered, expected ${lo}-${hi}`);
-    if ((m.session_drop_rate?.values.rate ?? 0) >= 0.01) why.push(`session drop rate ${(m.session_drop_rate!.values.rate! * 100).toFixed(1)}%`);
-    if ((m.response_latency?.values['p(95)'] ?? 0) >= 800) why.push(`response p95 ${m.response_latency!.values['p(95)']!.toFixed(0)} ms`);
-    if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300) why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
+    if (count('ping_rtt') < lo * 0.95 || count('ping_rtt') > hi)
+      why.push(`${count('ping_rtt')} pings answered, expected ${lo}-${hi}`);
+    if ((m.session_drop_rate?.values.rate ?? 0) >= 0.01)
+      why.push(`session drop rate ${(m.session_drop_rate!.values.rate! * 100).toFixed(1)}%`);
+    if ((m.response_latency?.values['p(95)'] ?? 0) >= 800)
+      why.push(`response p95 ${m.response_latency!.values['p(95)']!.toFixed(0)} ms`);
+    if ((m.wake_ack_latency?.values['p(95)'] ?? 0) >= 300)
+      why.push(`wake ack p95 ${m.wake_ack_latency!.values['p(95)']!.toFixed(0)} ms`);
   }
   if (r.stuck) why.push('k6 did not end by itself (a stuck VU; the watchdog stopped it)');
   // Baseline and floor scripts have no device model (no devices_started): only the device model's runs are judged.
-  else if (opts.kind !== 'baseline' && opts.kind !== 'floor' && r.judgement.verdict === 'invalid') why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
-  else if ((opts.kind === 'baseline' || opts.kind === 'floor') && r.judgement.invalid.some((x) => /^k6 /.test(x))) why.push(r.judgement.invalid.join('; '));
+  else if (opts.kind !== 'baseline' && opts.kind !== 'floor' && r.judgement.verdict === 'invalid')
+    why.push(`INVALID: ${r.judgement.invalid.join('; ')}`);
+  else if ((opts.kind === 'baseline' || opts.kind === 'floor') && r.judgement.invalid.some((x) => /^k6 /.test(x)))
+    why.push(r.judgement.invalid.join('; '));
   if (talking) {
     // Real-time audio both ways, with the budgets a jitter buffer absorbs: at most 1 uplink frame in 1000 more than
     // 60 ms late (k6's ws_msgs_sent counts every message sent, frames being nearly all of them; in the engine, k6 sends
@@ -127,7 +148,10 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
     // of completed conversations.
     const slips = count('audio_slips');
     const sent = native ? count('audio_frames') : count('ws_msgs_sent');
-    if (slips > sent * 0.001) why.push(`${slips} uplink frames slipped >60 ms (${((slips / Math.max(1, sent)) * 100).toFixed(2)}% of ${sent} messages; VU event loops ran late)`);
+    if (slips > sent * 0.001)
+      why.push(
+        `${slips} uplink frames slipped >60 ms (${((slips / Math.max(1, sent)) * 100).toFixed(2)}% of ${sent} messages; VU event loops ran late)`,
+      );
     const underruns = count('playback_underruns');
     const done = count('sessions_completed');
     if (underruns > done * 0.01) why.push(`${underruns} playback underruns in ${done} conversations`);
@@ -162,23 +186,33 @@ export async function scaleStep(opts: { kind: ScaleKind; devices: number; dpv: n
   return row;
 }
 
-export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: string) => void): Promise<{ rows: ScaleRow[]; largest: number | null; perGibRatio: number | null; perCoreRatio: number | null }> {
+export async function scaleBench(
+  quick: boolean,
+  resultsRoot: string,
+  log: (l: string) => void,
+): Promise<{ rows: ScaleRow[]; largest: number | null; perGibRatio: number | null; perCoreRatio: number | null }> {
   const steadyS = quick ? 5 : 30;
   const baseN = quick ? 40 : 1000;
   const bigN = quick ? 200 : 10_000;
   const rows: ScaleRow[] = [];
-  log(`scale: baseline (plain k6, one device per VU) at ${baseN} and ${bigN}, wakestorm at ${baseN}, then DEVICES_PER_VU 10/50/200 at ${bigN}, the k6 socket floor and the idle model at ${bigN}, then the largest fleet that holds`);
+  log(
+    `scale: baseline (plain k6, one device per VU) at ${baseN} and ${bigN}, wakestorm at ${baseN}, then DEVICES_PER_VU 10/50/200 at ${bigN}, the k6 socket floor and the idle model at ${bigN}, then the largest fleet that holds`,
+  );
   rows.push(await scaleStep({ kind: 'baseline', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
   // The baseline at the big fleet too, so the big rows compare with a baseline of their own size.
   rows.push(await scaleStep({ kind: 'baseline', devices: bigN, dpv: 1, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'wakestorm', devices: baseN, dpv: 1, steadyS, resultsRoot, log }));
-  for (const dpv of quick ? [10, 50] : [10, 50, 200, 500]) rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
+  for (const dpv of quick ? [10, 50] : [10, 50, 200, 500])
+    rows.push(await scaleStep({ kind: 'wakestorm', devices: bigN, dpv, steadyS, resultsRoot, log }));
   // Where the cost goes at the big fleet: k6's own socket floor, then the device model without audio.
   rows.push(await scaleStep({ kind: 'floor', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
-  rows.push(await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  rows.push(
+    await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }),
+  );
   rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'engine', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
-  let largest = rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
+  let largest =
+    rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
   if (!quick && largest === bigN) {
     for (const n of [15_000, 20_000]) {
       const row = await scaleStep({ kind: 'wakestorm', devices: n, dpv: 200, steadyS, resultsRoot, log });
@@ -204,8 +238,10 @@ export async function scaleBench(quick: boolean, resultsRoot: string, log: (l: s
   for (const r of rows) {
     const base = baselines.find((b) => b.devices === r.devices) ?? baselines[0]!;
     r.baseline_devices = base.devices;
-    r.per_gib_vs_baseline = r.devices_per_gib && base.devices_per_gib ? +(r.devices_per_gib / base.devices_per_gib).toFixed(2) : null;
-    r.per_core_vs_baseline = r.devices_per_core && base.devices_per_core ? +(r.devices_per_core / base.devices_per_core).toFixed(2) : null;
+    r.per_gib_vs_baseline =
+      r.devices_per_gib && base.devices_per_gib ? +(r.devices_per_gib / base.devices_per_gib).toFixed(2) : null;
+    r.per_core_vs_baseline =
+      r.devices_per_core && base.devices_per_core ? +(r.devices_per_core / base.devices_per_core).toFixed(2) : null;
   }
   const ours = rows.filter((r) => r.kind !== 'baseline' && r.kind !== 'floor');
   const perGibRatio = Math.max(0, ...ours.map((r) => r.per_gib_vs_baseline ?? 0)) || null;

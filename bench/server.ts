@@ -15,7 +15,16 @@ const WINDOW_MS = QUICK ? 3000 : 20_000;
 const ROOT = new URL('../', import.meta.url).pathname;
 
 function withFdLimit(cmd: string[], ipc = false): ChildProcess {
-  return guardedSpawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'pipe'], env: { ...process.env } }, 65536);
+  return guardedSpawn(
+    cmd[0]!,
+    cmd.slice(1),
+    {
+      cwd: ROOT,
+      stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env },
+    },
+    65536,
+  );
 }
 
 function ask(p: ChildProcess, msg: object, timeoutMs = 300_000): Promise<Record<string, unknown>> {
@@ -43,7 +52,15 @@ interface Row {
 async function main() {
   const port = await pickFreePort();
   const httpUrl = `http://127.0.0.1:${port}`;
-  const server = withFdLimit([process.execPath, 'bin/wakestorm.mjs', 'server', '--port', String(port), '--max-connections', '100000']);
+  const server = withFdLimit([
+    process.execPath,
+    'bin/wakestorm.mjs',
+    'server',
+    '--port',
+    String(port),
+    '--max-connections',
+    '100000',
+  ]);
   let out = '';
   server.stdout!.on('data', (d) => (out += d));
   server.stderr!.on('data', (d) => (out += d));
@@ -58,13 +75,29 @@ async function main() {
     await new Promise((r) => setTimeout(r, QUICK ? 500 : 3000));
     await lagP99Ms(httpUrl); // resets the lag histogram: the next read covers only the window
     const cpu = await cpuPercent(serverPid, WINDOW_MS);
-    const row: Row = { phase, idle, voice, server_rss_mib: +rssMiB(serverPid).toFixed(1), server_cpu_pct: +cpu.toFixed(1), lag_p99_ms: +(await lagP99Ms(httpUrl)).toFixed(2) };
+    const row: Row = {
+      phase,
+      idle,
+      voice,
+      server_rss_mib: +rssMiB(serverPid).toFixed(1),
+      server_cpu_pct: +cpu.toFixed(1),
+      lag_p99_ms: +(await lagP99Ms(httpUrl)).toFixed(2),
+    };
     if (voice) row.sessions_completed = Number((await ask(load, { cmd: 'stats' })).completed);
     rows.push(row);
-    console.log(`${phase.padEnd(28)} rss=${row.server_rss_mib} MiB  cpu=${row.server_cpu_pct}% of a core  lag_p99=${row.lag_p99_ms} ms${voice ? `  sessions completed in window+settle: ${row.sessions_completed}` : ''}`);
+    console.log(
+      `${phase.padEnd(28)} rss=${row.server_rss_mib} MiB  cpu=${row.server_cpu_pct}% of a core  lag_p99=${row.lag_p99_ms} ms${voice ? `  sessions completed in window+settle: ${row.sessions_completed}` : ''}`,
+    );
   };
   try {
-    rows.push({ phase: 'empty', idle: 0, voice: 0, server_rss_mib: +rssMiB(serverPid).toFixed(1), server_cpu_pct: 0, lag_p99_ms: 0 });
+    rows.push({
+      phase: 'empty',
+      idle: 0,
+      voice: 0,
+      server_rss_mib: +rssMiB(serverPid).toFixed(1),
+      server_cpu_pct: 0,
+      lag_p99_ms: 0,
+    });
     for (const n of IDLE) {
       const t0 = Date.now();
       await ask(load, { cmd: 'idle', n });
@@ -89,8 +122,16 @@ async function main() {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const dir = `${process.env.BENCH_RESULTS ?? `${ROOT}results`}/bench-server-${stamp}`;
   mkdirSync(dir, { recursive: true });
-  const machine = { cores: cpus().length, cpu: cpus()[0]?.model, mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version };
-  writeFileSync(`${dir}/bench.json`, JSON.stringify({ bench: 'server', quick: QUICK, window_ms: WINDOW_MS, machine, rows }, null, 2));
+  const machine = {
+    cores: cpus().length,
+    cpu: cpus()[0]?.model,
+    mem_gib: +(totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+  };
+  writeFileSync(
+    `${dir}/bench.json`,
+    JSON.stringify({ bench: 'server', quick: QUICK, window_ms: WINDOW_MS, machine, rows }, null, 2),
+  );
   const md = [
     '| phase | server RSS (MiB) | server CPU (% of one core) | event-loop lag p99 (ms) |',
     '| --- | --- | --- | --- |',

@@ -61,7 +61,10 @@ for (let round = 0; Date.now() < end; round++) {
   }
   await sleep(ROUND_MS);
   const q = serverSendQueues(server.port);
-  peakTotal = Math.max(peakTotal, q.reduce((a, b) => a + b, 0));
+  peakTotal = Math.max(
+    peakTotal,
+    q.reduce((a, b) => a + b, 0),
+  );
   peakPerSocket = Math.max(peakPerSocket, ...q, 0);
   peakTcpPages = Math.max(peakTcpPages, tcpMemPages());
 }

@@ -2,7 +2,13 @@
 // Names follow the AWS Architecture Blog "Exponential Backoff And Jitter" (full, equal, decorrelated).
 
 export type BackoffPolicyName = 'fixed' | 'exponential' | 'full-jitter' | 'equal-jitter' | 'decorrelated-jitter';
-export const BACKOFF_POLICIES: readonly BackoffPolicyName[] = ['fixed', 'exponential', 'full-jitter', 'equal-jitter', 'decorrelated-jitter'];
+export const BACKOFF_POLICIES: readonly BackoffPolicyName[] = [
+  'fixed',
+  'exponential',
+  'full-jitter',
+  'equal-jitter',
+  'decorrelated-jitter',
+];
 
 export interface BackoffSpec {
   policy: BackoffPolicyName;
@@ -21,7 +27,10 @@ export interface BackoffSpec {
 /** Stateful because decorrelated jitter depends on the previous delay; reset() after a successful connect. */
 export class Backoff {
   private prev: number;
-  constructor(private readonly spec: BackoffSpec, private readonly random: () => number) {
+  constructor(
+    private readonly spec: BackoffSpec,
+    private readonly random: () => number,
+  ) {
     this.prev = spec.base_ms;
   }
 

@@ -60,7 +60,9 @@ export function decodeChaosEvent(line: string): ChaosEvent | null {
   if (at < 0) return null;
   try {
     const e = JSON.parse(text!.slice(at + PREFIX.length)) as ChaosEvent;
-    return typeof e.fault === 'string' && (e.phase === 'onset' || e.phase === 'end') && typeof e.ok === 'boolean' ? e : null;
+    return typeof e.fault === 'string' && (e.phase === 'onset' || e.phase === 'end') && typeof e.ok === 'boolean'
+      ? e
+      : null;
   } catch {
     return null;
   }

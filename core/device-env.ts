@@ -123,14 +123,21 @@ export class DeviceContext {
   readonly dialect: Dialect;
   readonly profile: Profile;
 
-  constructor(readonly opts: DeviceOptions, readonly env: DeviceEnv) {
+  constructor(
+    readonly opts: DeviceOptions,
+    readonly env: DeviceEnv,
+  ) {
     this.dialect = opts.dialect;
     this.profile = opts.profile;
     const name = opts.profile.name;
     this.tags = PROFILE_TAGS.get(name) ?? PROFILE_TAGS.set(name, { profile: name }).get(name)!;
     this.chaosTags =
       CHAOS_TAGS.get(name) ??
-      CHAOS_TAGS.set(name, { steady: { profile: name, chaos: 'steady' }, during: { profile: name, chaos: 'during' }, recovery: { profile: name, chaos: 'recovery' } }).get(name)!;
+      CHAOS_TAGS.set(name, {
+        steady: { profile: name, chaos: 'steady' },
+        during: { profile: name, chaos: 'during' },
+        recovery: { profile: name, chaos: 'recovery' },
+      }).get(name)!;
     this.vars = { ...deviceVars(opts.id, opts.profile, opts.dialect), token: opts.token };
   }
 
@@ -163,7 +170,10 @@ export class Timers<K extends string> {
   /** Each timer's handle, null when it is not set (TimerHandle is unknown, so it holds null too). */
   readonly h: Record<K, TimerHandle>;
 
-  constructor(private readonly env: DeviceEnv, names: readonly K[]) {
+  constructor(
+    private readonly env: DeviceEnv,
+    names: readonly K[],
+  ) {
     this.h = Object.fromEntries(names.map((n) => [n, null])) as Record<K, TimerHandle>;
   }
 

@@ -11,7 +11,8 @@ import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
 /** 'unnoticed': the socket closed, but the firmware has not looked yet (a polled flag); not connected, not yet lost. */
-export type LinkState = 'idle' | 'connecting' | 'handshaking' | 'connected' | 'unnoticed' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
+export type LinkState =
+  'idle' | 'connecting' | 'handshaking' | 'connected' | 'unnoticed' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
 
 /** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
 type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout' | 'violation';
@@ -125,7 +126,10 @@ export class Link {
   private readonly backoff: Backoff;
   private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice'>;
 
-  constructor(private readonly ctx: DeviceContext, private readonly owner: LinkOwner) {
+  constructor(
+    private readonly ctx: DeviceContext,
+    private readonly owner: LinkOwner,
+  ) {
     this.backoff = new Backoff(ctx.profile.reconnect, ctx.env.random);
     this.timers = new Timers(ctx.env, ['connect', 'keepalive', 'liveness', 'pong', 'notice']);
   }
@@ -189,9 +193,13 @@ export class Link {
   stop(): void {
     if (this.state === 'stopped') return;
     // A device still coming back: its wait so far, once long enough to judge; else it had no time.
-    if (this.lossNoticedAt !== null && (this.state === 'backoff' || this.state === 'connecting' || this.state === 'handshaking')) {
+    if (
+      this.lossNoticedAt !== null &&
+      (this.state === 'backoff' || this.state === 'connecting' || this.state === 'handshaking')
+    ) {
       const waited = this.ctx.env.now() - this.lossNoticedAt;
-      if (waited >= RECONNECT_CENSOR_MS) this.ctx.trendSpan('reconnect_time', this.lossNoticedAt, this.lossNoticedAt + waited);
+      if (waited >= RECONNECT_CENSOR_MS)
+        this.ctx.trendSpan('reconnect_time', this.lossNoticedAt, this.lossNoticedAt + waited);
       else this.ctx.count('reconnects_unfinished');
     }
     this.state = 'stopped';
@@ -214,7 +222,8 @@ export class Link {
     vars.resume_token = d.resume && p.resume && this.resumeToken ? this.resumeToken : undefined;
     // How the device identifies: in the path (profile 'path') or in a hello (profile 'hello', or a hello dialect).
     const byHello = d.connect.identify === 'hello' || p.connect === 'hello';
-    const path = byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
+    const path =
+      byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
     let url = `${opts.baseUrl}${fill(path, vars, encodeURIComponent) ?? path}`;
     if (!byHello && d.connect.query) {
       const q = Object.entries(d.connect.query).flatMap(([k, t]) => {
@@ -280,7 +289,8 @@ export class Link {
       // So does a stream a network fault mangled (a sliced or cut frame): during a fault it is the network's, not the
       // server's (seen once in flaky-wifi).
       const opened = this.state === 'handshaking' || this.state === 'connected';
-      if (!coded && !errored && opened && this.ctx.phaseOf(env.now(), env.now()) === 'steady') return this.violation('bad_frame');
+      if (!coded && !errored && opened && this.ctx.phaseOf(env.now(), env.now()) === 'steady')
+        return this.violation('bad_frame');
       this.linkEnded(coded ? ev.code! : 1006);
     };
     this.timers.set('connect', () => this.giveUpAttempt('connect timeout'), opts.connectTimeoutMs ?? 10_000);
@@ -296,7 +306,9 @@ export class Link {
     this.ctx.env.metrics.add('protocol_violations', 1, { ...this.ctx.outcomeTags(now, now), kind });
     if (!SEEN_VIOLATIONS.has(kind)) {
       SEEN_VIOLATIONS.add(kind);
-      this.ctx.env.warn?.(`wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); the device closes the link`);
+      this.ctx.env.warn?.(
+        `wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); the device closes the link`,
+      );
     }
     if (this.state === 'stopped' || !this.ws) return;
     const wasConnected = this.state === 'connected';
@@ -397,14 +409,16 @@ export class Link {
     this.stopKeepalive();
     this.timers.clear('connect');
     const phase = this.ctx.phaseOf(wasConnected ? at : this.attemptAt, at);
-    if (phase === 'steady') env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
+    if (phase === 'steady')
+      env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
     if (wasConnected) {
       this.lastLoss = { code, at: now };
       this.ctx.count('connection_drops', 1, { code: closeCodeLabel(code) });
       if (now - this.connectedAt < FLAP_MS) this.ctx.count('flaps');
       if (!this.perWake) this.lossNoticedAt = now;
       const died = env.linkDiedAt?.() ?? null;
-      if (died !== null && died >= this.connectedAt && died <= now) this.ctx.trend('disconnect_detect_time', now - died);
+      if (died !== null && died >= this.connectedAt && died <= now)
+        this.ctx.trend('disconnect_detect_time', now - died);
     } else {
       // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
       env.metrics.add('connect_success', 0, { ...this.ctx.chaosTags[phase], code: closeCodeLabel(code), cause });
@@ -460,7 +474,11 @@ export class Link {
           this.ws.send(render(ping, this.ctx.vars));
           if (p.liveness.detect === 'pong-timeout' && !this.pendingPing) {
             this.pendingPing = { id, at };
-            this.timers.set('pong', () => this.declareDead(`no pong in ${p.liveness.timeout_ms} ms`), p.liveness.timeout_ms);
+            this.timers.set(
+              'pong',
+              () => this.declareDead(`no pong in ${p.liveness.timeout_ms} ms`),
+              p.liveness.timeout_ms,
+            );
           } else if (!this.pendingPing) this.pendingPing = { id, at };
         }
         this.timers.set('keepalive', tick, p.keepalive.interval_ms);
@@ -470,7 +488,8 @@ export class Link {
     if (p.liveness.detect === 'silence') {
       const check = () => {
         if (this.state !== 'connected') return;
-        if (env.now() - this.lastRx >= p.liveness.timeout_ms) return this.declareDead(`silent for ${p.liveness.timeout_ms} ms`);
+        if (env.now() - this.lastRx >= p.liveness.timeout_ms)
+          return this.declareDead(`silent for ${p.liveness.timeout_ms} ms`);
         this.timers.set('liveness', check, p.liveness.check_ms || 1000);
       };
       this.timers.set('liveness', check, p.liveness.check_ms || 1000);
@@ -487,7 +506,8 @@ export class Link {
   // ---- the link's own messages ----
 
   private onText(text: string): void {
-    if (text.length > 2 * INTAKE.jsonDepth && jsonDepth(text, INTAKE.jsonDepth) > INTAKE.jsonDepth) return this.violation('json_too_deep');
+    if (text.length > 2 * INTAKE.jsonDepth && jsonDepth(text, INTAKE.jsonDepth) > INTAKE.jsonDepth)
+      return this.violation('json_too_deep');
     let msg: unknown;
     try {
       msg = JSON.parse(text);
@@ -526,7 +546,9 @@ export class Link {
       SEEN_UNMATCHED.add(type);
       const text = JSON.stringify(msg);
       const shown = text.length > 160 ? `${text.slice(0, 160)}…` : text;
-      this.ctx.env.warn?.(`${UNMATCHED_NOTE}${type} (dialect ${this.ctx.dialect.name} matches no step of it): ${shown}`);
+      this.ctx.env.warn?.(
+        `${UNMATCHED_NOTE}${type} (dialect ${this.ctx.dialect.name} matches no step of it): ${shown}`,
+      );
     }
   }
 }

@@ -136,7 +136,9 @@ export class Conversation implements LinkOwner {
   stop(): void {
     const s = this.session;
     if (s && s.id !== null && this.ctx.env.now() - s.turnAt >= SESSION_STALL_MS) {
-      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} still open at the end, ${this.ctx.env.now() - s.turnAt} ms after it began`);
+      this.ctx.env.log?.(
+        `${this.ctx.opts.id}: session ${s.id} still open at the end, ${this.ctx.env.now() - s.turnAt} ms after it began`,
+      );
       this.ctx.count('sessions_dropped', 1, { reason: 'timeout' });
       this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
     }
@@ -199,7 +201,8 @@ export class Conversation implements LinkOwner {
     const now = this.ctx.env.now();
     if (now - loss.at > DEFAULTS.resume_grace_ms) return;
     this.ctx.env.metrics.add('resume_success', resumed ? 1 : 0, this.ctx.tags);
-    if (!resumed) this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} not resumed ${now - loss.at} ms after the loss`);
+    if (!resumed)
+      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} not resumed ${now - loss.at} ms after the loss`);
   }
 
   linkLost(wasConnected: boolean, final: boolean): void {
@@ -341,7 +344,8 @@ export class Conversation implements LinkOwner {
       s.replyBytes += payload.byteLength;
     }
     // A reply past what it announced, or past any plausible answer, is the server streaming forever.
-    if (s.replyAnnounced !== null && s.replyBytes > s.replyAnnounced + OVERRUN_SLACK_BYTES) return this.link?.violation('reply_overrun');
+    if (s.replyAnnounced !== null && s.replyBytes > s.replyAnnounced + OVERRUN_SLACK_BYTES)
+      return this.link?.violation('reply_overrun');
     if (s.pbReceivedMs + ms > MAX_REPLY_AUDIO_MS) return this.link?.violation('reply_too_long');
     // Jitter buffer drained at real time: if playback already consumed everything, this chunk comes after an underrun.
     if (s.pbStartedAt === null) {
@@ -415,7 +419,11 @@ export class Conversation implements LinkOwner {
     this.ctx.vars.wake_id = undefined;
     // After a turn the user ended or heard out, a profile in auto mode listens on; otherwise a per-wake channel closes
     // with its conversation.
-    const listening = s !== null && s.id !== null && (reason === 'complete' || reason === 'barged_in' || reason === 'cancelled') && this.listenAgain();
+    const listening =
+      s !== null &&
+      s.id !== null &&
+      (reason === 'complete' || reason === 'barged_in' || reason === 'cancelled') &&
+      this.listenAgain();
     if (!listening && this.link?.perWake) this.link.close();
     if (!s || s.id === null) return;
     if (reason === 'complete') this.ctx.count('sessions_completed');
@@ -522,7 +530,11 @@ export class Conversation implements LinkOwner {
     this.wakeJudge = null;
     this.timers.clear('wakeAck');
     const now = this.ctx.env.now();
-    this.ctx.env.metrics.add('wake_success', ok ? 1 : 0, this.ctx.outcomeTags(w.at, ok ? now : w.at + WAKE_ACK_TIMEOUT_MS));
+    this.ctx.env.metrics.add(
+      'wake_success',
+      ok ? 1 : 0,
+      this.ctx.outcomeTags(w.at, ok ? now : w.at + WAKE_ACK_TIMEOUT_MS),
+    );
   }
 
   private sendWake(wakeId: string, at: number): void {
@@ -597,7 +609,9 @@ export class Conversation implements LinkOwner {
         this.timers.set('stall', check, Math.max(1000, SESSION_STALL_MS - quiet));
         return;
       }
-      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} heard nothing from the server for ${SESSION_STALL_MS} ms`);
+      this.ctx.env.log?.(
+        `${this.ctx.opts.id}: session ${s.id} heard nothing from the server for ${SESSION_STALL_MS} ms`,
+      );
       this.sessionOver('timeout');
     };
     this.timers.set('stall', check, SESSION_STALL_MS);
@@ -626,7 +640,8 @@ export class Conversation implements LinkOwner {
         };
       } else {
         const f = env.audio.frames(profile.frame_bytes);
-        const wrap = (b: ArrayBuffer, i: number) => (framing === 'raw' ? b : frameAudio(framing, new Uint8Array(b), i * pcmDurationMs(b.byteLength)));
+        const wrap = (b: ArrayBuffer, i: number) =>
+          framing === 'raw' ? b : frameAudio(framing, new Uint8Array(b), i * pcmDurationMs(b.byteLength));
         u = {
           frames: f.speech.map(wrap),
           silent: f.silent,

@@ -188,7 +188,7 @@ function build(n: Node, vars: Vars): Json | undefined {
       return n.v;
     case 'var': {
       const x = vars[n.name];
-      return x === undefined || x === '' ? undefined : (x);
+      return x === undefined || x === '' ? undefined : x;
     }
     case 'text':
       return fillParts(n.parts, vars);
@@ -270,7 +270,8 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   if (!steps) CAPTURES.set(c, (steps = Object.entries(c).map(([name, path]) => [name, path.split('.')])));
   for (let i = 0; i < steps.length; i++) {
     const v = at(msg, steps[i]![1]);
-    vars[steps[i]![0]] = typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null | undefined);
+    vars[steps[i]![0]] =
+      typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null | undefined);
   }
 }
 
@@ -305,7 +306,12 @@ export class BoundedLabels {
   constructor(private readonly max: number) {}
 
   label(v: unknown, none = '(none)'): string {
-    const label = (typeof v === 'string' || typeof v === 'number') && v !== '' ? String(v).replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 32) : none;
+    const label =
+      (typeof v === 'string' || typeof v === 'number') && v !== ''
+        ? String(v)
+            .replace(/[^A-Za-z0-9_.:-]/g, '_')
+            .slice(0, 32)
+        : none;
     if (this.seen.has(label)) return label;
     if (this.seen.size >= this.max) return 'other';
     this.seen.add(label);
@@ -326,9 +332,21 @@ export function typeField(d: Dialect): string {
   if (f) return f;
   const counts = new Map<string, number>();
   const r = d.recv;
-  for (const m of [r.ready, r.ping, r.pong, r.ack, r.transcript, r.reply_start, r.reply_end, r.session_end, r.error, ...r.ignore]) {
+  for (const m of [
+    r.ready,
+    r.ping,
+    r.pong,
+    r.ack,
+    r.transcript,
+    r.reply_start,
+    r.reply_end,
+    r.session_end,
+    r.error,
+    ...r.ignore,
+  ]) {
     if (!m || m === 'ready') continue;
-    for (const k of Object.keys(m)) if (typeof m[k] === 'string' && !WHOLE.test(m[k])) counts.set(k, (counts.get(k) ?? 0) + 1);
+    for (const k of Object.keys(m))
+      if (typeof m[k] === 'string' && !WHOLE.test(m[k])) counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   f = [...counts].sort((a, b) => b[1] - a[1] || (a[0] === 'type' ? -1 : 0))[0]?.[0] ?? 'type';
   TYPE_FIELDS.set(d, f);
@@ -344,7 +362,8 @@ export function unmatchedType(msg: unknown, d: Dialect): string {
 
 /** Wraps one audio payload in the dialect's framing. */
 export function frameAudio(framing: AudioFraming, payload: Uint8Array, timestampMs: number): ArrayBuffer {
-  if (framing === 'raw') return payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.byteLength) as ArrayBuffer;
+  if (framing === 'raw')
+    return payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.byteLength) as ArrayBuffer;
   const head = framing === 'xiaozhi-v2' ? 16 : 4;
   const out = new ArrayBuffer(head + payload.byteLength);
   const dv = new DataView(out);
@@ -418,7 +437,8 @@ function attempt<T>(problems: string[], check: () => T): T | undefined {
 export const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 function checkPlaceholders(text: string, where: string, known: Set<string>): void {
-  for (const m of text.matchAll(PLACEHOLDER)) if (!known.has(m[1]!)) fail(where, `unknown placeholder {${m[1]}} (known: ${[...known].sort().join(', ')})`);
+  for (const m of text.matchAll(PLACEHOLDER))
+    if (!known.has(m[1]!)) fail(where, `unknown placeholder {${m[1]}} (known: ${[...known].sort().join(', ')})`);
   const stray = text.replace(PLACEHOLDER, '');
   if (/[{}]/.test(stray)) fail(where, `"${text.slice(0, 60)}" has a brace that is not a {placeholder}`);
 }
@@ -445,18 +465,24 @@ function template(v: unknown, where: string, known: Set<string>, nullable: true)
 function template(v: unknown, where: string, known: Set<string>, nullable: false): Template;
 function template(v: unknown, where: string, known: Set<string>, nullable: boolean): Template | null {
   if (v === null && nullable) return null;
-  if (!isObj(v)) fail(where, nullable ? 'must be a message template (a JSON object) or null' : 'must be a message template (a JSON object)');
+  if (!isObj(v))
+    fail(
+      where,
+      nullable ? 'must be a message template (a JSON object) or null' : 'must be a message template (a JSON object)',
+    );
   checkJson(v, where, known);
   return v as Template;
 }
 
 function matcher(v: unknown, where: string, known: Set<string>, nullable: boolean): Matcher | null {
   if (v === null && nullable) return null;
-  if (!isObj(v) || Object.keys(v).length === 0) fail(where, `must be a matcher: a JSON object of fields to match${nullable ? ', or null' : ''}`);
+  if (!isObj(v) || Object.keys(v).length === 0)
+    fail(where, `must be a matcher: a JSON object of fields to match${nullable ? ', or null' : ''}`);
   for (const [k, x] of Object.entries(v)) {
     if (!/^[A-Za-z0-9_.-]+$/.test(k)) fail(`${where}.${k}`, 'a field path is letters, digits, _ - and dots');
     if (k.split('.').some((part) => FORBIDDEN_KEYS.has(part))) fail(`${where}.${k}`, 'is not allowed as a field path');
-    if (x !== null && typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean') fail(`${where}.${k}`, 'must be a string, number, boolean or null');
+    if (x !== null && typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean')
+      fail(`${where}.${k}`, 'must be a string, number, boolean or null');
     if (typeof x === 'string') checkPlaceholders(x, `${where}.${k}`, known);
   }
   return v as Matcher;
@@ -464,16 +490,31 @@ function matcher(v: unknown, where: string, known: Set<string>, nullable: boolea
 
 function audioSpec(v: unknown, where: string): AudioSpec {
   if (!isObj(v)) fail(where, 'must be { codec, framing, sample_rate }');
-  if (v.codec !== 'pcm_s16le' && v.codec !== 'opus') fail(`${where}.codec`, `must be "pcm_s16le" or "opus", got ${JSON.stringify(v.codec)}`);
-  if (!AUDIO_FRAMINGS.includes(v.framing as AudioFraming)) fail(`${where}.framing`, `must be one of ${AUDIO_FRAMINGS.join(', ')}, got ${JSON.stringify(v.framing)}`);
-  if (![8000, 12000, 16000, 24000, 48000].includes(v.sample_rate as number)) fail(`${where}.sample_rate`, 'must be 8000, 12000, 16000, 24000 or 48000');
-  if (v.codec === 'pcm_s16le' && v.sample_rate !== 16000) fail(`${where}.sample_rate`, 'must be 16000 for pcm_s16le (the committed speech is 16 kHz)');
+  if (v.codec !== 'pcm_s16le' && v.codec !== 'opus')
+    fail(`${where}.codec`, `must be "pcm_s16le" or "opus", got ${JSON.stringify(v.codec)}`);
+  if (!AUDIO_FRAMINGS.includes(v.framing as AudioFraming))
+    fail(`${where}.framing`, `must be one of ${AUDIO_FRAMINGS.join(', ')}, got ${JSON.stringify(v.framing)}`);
+  if (![8000, 12000, 16000, 24000, 48000].includes(v.sample_rate as number))
+    fail(`${where}.sample_rate`, 'must be 8000, 12000, 16000, 24000 or 48000');
+  if (v.codec === 'pcm_s16le' && v.sample_rate !== 16000)
+    fail(`${where}.sample_rate`, 'must be 16000 for pcm_s16le (the committed speech is 16 kHz)');
   return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
 }
 
 const TOP = ['name', 'description', 'lifecycle', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
 const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
-const RECV = ['ready', 'ping', 'pong', 'ack', 'transcript', 'reply_start', 'reply_end', 'session_end', 'error', 'ignore'];
+const RECV = [
+  'ready',
+  'ping',
+  'pong',
+  'ack',
+  'transcript',
+  'reply_start',
+  'reply_end',
+  'session_end',
+  'error',
+  'ignore',
+];
 
 /** Variables only a capture can set: a template that uses one needs a capture of it. */
 const CAPTURED_ONLY: Record<string, string> = { resume_token: 'ready', ping_t: 'ping' };
@@ -503,24 +544,38 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   if (!isObj(raw)) throw new DialectError(`dialect ${where}: must be a JSON object`);
   const problems: string[] = [];
   const check = <T>(fn: () => T) => attempt(problems, fn);
-  for (const k of Object.keys(raw)) if (!TOP.includes(k)) check(() => fail(`${where}.${k}`, `is not a dialect field (fields: ${TOP.join(', ')})`));
+  for (const k of Object.keys(raw))
+    if (!TOP.includes(k)) check(() => fail(`${where}.${k}`, `is not a dialect field (fields: ${TOP.join(', ')})`));
   const name = raw.name;
   check(() => {
-    if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,39}$/.test(name)) fail(`${where}.name`, 'must be a lowercase name of at most 40 characters');
+    if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,39}$/.test(name))
+      fail(`${where}.name`, 'must be a lowercase name of at most 40 characters');
   });
   check(() => typeof raw.description === 'string' || fail(`${where}.description`, 'must be a string'));
-  check(() => raw.lifecycle === 'persistent' || raw.lifecycle === 'per_wake' || fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"'));
+  check(
+    () =>
+      raw.lifecycle === 'persistent' ||
+      raw.lifecycle === 'per_wake' ||
+      fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"'),
+  );
   const all = PLACEHOLDERS;
   const c = raw.connect;
   if (!isObj(c)) check(() => fail(`${where}.connect`, 'must be { path, identify, hello_path?, query?, headers? }'));
   else {
     check(() => {
-      if (typeof c.path !== 'string' || !c.path.startsWith('/')) fail(`${where}.connect.path`, 'must be a path starting with /');
+      if (typeof c.path !== 'string' || !c.path.startsWith('/'))
+        fail(`${where}.connect.path`, 'must be a path starting with /');
       checkPlaceholders(c.path, `${where}.connect.path`, all);
     });
-    check(() => c.identify === 'profile' || c.identify === 'hello' || fail(`${where}.connect.identify`, 'must be "profile" or "hello"'));
+    check(
+      () =>
+        c.identify === 'profile' ||
+        c.identify === 'hello' ||
+        fail(`${where}.connect.identify`, 'must be "profile" or "hello"'),
+    );
     check(() => {
-      if (c.hello_path !== undefined && (typeof c.hello_path !== 'string' || !c.hello_path.startsWith('/'))) fail(`${where}.connect.hello_path`, 'must be a path starting with /');
+      if (c.hello_path !== undefined && (typeof c.hello_path !== 'string' || !c.hello_path.startsWith('/')))
+        fail(`${where}.connect.hello_path`, 'must be a path starting with /');
     });
     for (const key of ['query', 'headers'] as const) {
       const m = c[key];
@@ -532,33 +587,49 @@ export function validateDialect(raw: unknown, where: string): Dialect {
       for (const [k, v] of Object.entries(m)) {
         check(() => {
           if (typeof v !== 'string') fail(`${where}.connect.${key}.${k}`, 'must be a string');
-          if (key === 'headers' && !/^[A-Za-z0-9-]+$/.test(k)) fail(`${where}.connect.headers.${k}`, 'is not a header name');
+          if (key === 'headers' && !/^[A-Za-z0-9-]+$/.test(k))
+            fail(`${where}.connect.headers.${k}`, 'is not a header name');
           checkPlaceholders(v, `${where}.connect.${key}.${k}`, all);
         });
       }
     }
   }
-  const s = isObj(raw.send) ? raw.send : (check(() => fail(`${where}.send`, `must be an object with ${SEND.join(', ')}`)), {});
-  for (const k of Object.keys(s)) if (!SEND.includes(k)) check(() => fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`));
+  const s = isObj(raw.send)
+    ? raw.send
+    : (check(() => fail(`${where}.send`, `must be an object with ${SEND.join(', ')}`)), {});
+  for (const k of Object.keys(s))
+    if (!SEND.includes(k)) check(() => fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`));
   const wake = s.wake;
-  check(() => (Array.isArray(wake) && wake.length > 0) || fail(`${where}.send.wake`, 'must be a non-empty list of message templates'));
+  check(
+    () =>
+      (Array.isArray(wake) && wake.length > 0) ||
+      fail(`${where}.send.wake`, 'must be a non-empty list of message templates'),
+  );
   const opt = (k: string) => check(() => template(s[k] ?? null, `${where}.send.${k}`, all, true)) ?? null;
   const send: Dialect['send'] = {
     hello: opt('hello'),
     ping: opt('ping'),
     pong: opt('pong'),
-    wake: Array.isArray(wake) ? wake.map((w, i) => check(() => template(w, `${where}.send.wake[${i}]`, all, false))!) : [],
+    wake: Array.isArray(wake)
+      ? wake.map((w, i) => check(() => template(w, `${where}.send.wake[${i}]`, all, false))!)
+      : [],
     end_of_speech: opt('end_of_speech'),
     playback_done: opt('playback_done'),
     abort: opt('abort'),
     listen: opt('listen'),
   };
-  if (isObj(c) && c.identify === 'hello' && !send.hello && s.hello == null) check(() => fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"'));
-  const r = isObj(raw.recv) ? raw.recv : (check(() => fail(`${where}.recv`, `must be an object with ${RECV.join(', ')}`)), {});
-  for (const k of Object.keys(r)) if (!RECV.includes(k)) check(() => fail(`${where}.recv.${k}`, `is not an event (events: ${RECV.join(', ')})`));
-  const m = (k: string, nullable: boolean) => check(() => matcher(nullable ? (r[k] ?? null) : r[k], `${where}.recv.${k}`, all, nullable)) ?? null;
+  if (isObj(c) && c.identify === 'hello' && !send.hello && s.hello == null)
+    check(() => fail(`${where}.send.hello`, 'is needed when connect.identify is "hello"'));
+  const r = isObj(raw.recv)
+    ? raw.recv
+    : (check(() => fail(`${where}.recv`, `must be an object with ${RECV.join(', ')}`)), {});
+  for (const k of Object.keys(r))
+    if (!RECV.includes(k)) check(() => fail(`${where}.recv.${k}`, `is not an event (events: ${RECV.join(', ')})`));
+  const m = (k: string, nullable: boolean) =>
+    check(() => matcher(nullable ? (r[k] ?? null) : r[k], `${where}.recv.${k}`, all, nullable)) ?? null;
   const ignore = r.ignore ?? [];
-  if (!Array.isArray(ignore)) check(() => fail(`${where}.recv.ignore`, 'must be a list of matchers (messages the device needs nothing from)'));
+  if (!Array.isArray(ignore))
+    check(() => fail(`${where}.recv.ignore`, 'must be a list of matchers (messages the device needs nothing from)'));
   const recv: Dialect['recv'] = {
     ready: m('ready', false)!,
     ping: m('ping', true),
@@ -569,35 +640,55 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     reply_end: m('reply_end', false)!,
     session_end: m('session_end', true),
     error: m('error', true),
-    ignore: Array.isArray(ignore) ? ignore.map((x, i) => check(() => matcher(x, `${where}.recv.ignore[${i}]`, all, false))!).filter(Boolean) : [],
+    ignore: Array.isArray(ignore)
+      ? ignore.map((x, i) => check(() => matcher(x, `${where}.recv.ignore[${i}]`, all, false))!).filter(Boolean)
+      : [],
   };
   const cap = raw.capture ?? {};
   if (!isObj(cap)) check(() => fail(`${where}.capture`, 'must be an object: event → { variable: field path }'));
   else {
     for (const [ev, mm] of Object.entries(cap)) {
       check(() => {
-        if (!(CAPTURE_EVENTS as readonly string[]).includes(ev)) fail(`${where}.capture.${ev}`, `captures from ${CAPTURE_EVENTS.join(', ')}`);
+        if (!(CAPTURE_EVENTS as readonly string[]).includes(ev))
+          fail(`${where}.capture.${ev}`, `captures from ${CAPTURE_EVENTS.join(', ')}`);
         if (!isObj(mm)) fail(`${where}.capture.${ev}`, 'must be { variable: "field.path" }');
       });
       if (!isObj(mm)) continue;
       for (const [k, v] of Object.entries(mm)) {
         check(() => {
-          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k)) fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
-          if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v) || v.split('.').some((part) => FORBIDDEN_KEYS.has(part))) fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
+          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k))
+            fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
+          if (
+            typeof v !== 'string' ||
+            !/^[A-Za-z0-9_.-]+$/.test(v) ||
+            v.split('.').some((part) => FORBIDDEN_KEYS.has(part))
+          )
+            fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
         });
       }
     }
   }
   const caps = (isObj(cap) ? cap : {}) as Record<string, Record<string, unknown>>;
-  if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake') check(() => fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"'));
+  if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake')
+    check(() => fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"'));
   // Steps that depend on others: refused with the reason rather than failing as timeouts in a run.
   if (recv.pong && !send.ping) {
-    check(() => fail(`${where}.recv.pong`, 'a pong answers the device\'s own ping, but send.ping is null: add send.ping or set recv.pong to null'));
+    check(() =>
+      fail(
+        `${where}.recv.pong`,
+        "a pong answers the device's own ping, but send.ping is null: add send.ping or set recv.pong to null",
+      ),
+    );
   }
   for (const [v, ev] of Object.entries(CAPTURED_ONLY)) {
     for (const [path, t] of templatesOf(send, where)) {
       if (usesVar(t, v) && !Object.keys(caps[ev] ?? {}).includes(v)) {
-        check(() => fail(path, `uses {${v}}, which only capture.${ev}.${v} can set, and your dialect has none: add it or leave the field out`));
+        check(() =>
+          fail(
+            path,
+            `uses {${v}}, which only capture.${ev}.${v} can set, and your dialect has none: add it or leave the field out`,
+          ),
+        );
       }
     }
   }
@@ -613,10 +704,18 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   if (raw.resume === true) {
     const ready = Object.keys(caps.ready ?? {});
     const missing = ['resume_token', 'resumed', 'resumed_session'].filter((k) => !ready.includes(k));
-    if (missing.length) check(() => fail(`${where}.resume`, `is true, but capture.ready lacks ${missing.join(', ')}: a device cannot tell whether the server kept its session`));
+    if (missing.length)
+      check(() =>
+        fail(
+          `${where}.resume`,
+          `is true, but capture.ready lacks ${missing.join(', ')}: a device cannot tell whether the server kept its session`,
+        ),
+      );
   }
   if (problems.length) {
-    throw new DialectError(`dialect ${problems.length === 1 ? problems[0] : `${where}: ${problems.length} problems: ${problems.join('; ')}`}`);
+    throw new DialectError(
+      `dialect ${problems.length === 1 ? problems[0] : `${where}: ${problems.length} problems: ${problems.join('; ')}`}`,
+    );
   }
   return {
     name: name as string,
@@ -645,9 +744,16 @@ function shippedDialectPath(name: string): string {
  * A dialect by name (shipped) or by path to a JSON file, validated. `readShipped` reads a shipped one by its
  * repository path (each runtime knows where the repository is); `readFile` reads a user's file.
  */
-export function loadDialect(spec: string, readFile: (path: string) => string, readShipped: (repoPath: string) => string): Dialect {
+export function loadDialect(
+  spec: string,
+  readFile: (path: string) => string,
+  readShipped: (repoPath: string) => string,
+): Dialect {
   const shipped = (SHIPPED_DIALECTS as readonly string[]).includes(spec);
-  if (!shipped && !spec.endsWith('.json')) throw new DialectError(`dialect "${spec}": give a shipped dialect (${SHIPPED_DIALECTS.join(', ')}) or a .json file`);
+  if (!shipped && !spec.endsWith('.json'))
+    throw new DialectError(
+      `dialect "${spec}": give a shipped dialect (${SHIPPED_DIALECTS.join(', ')}) or a .json file`,
+    );
   let text: string;
   try {
     text = shipped ? readShipped(shippedDialectPath(spec)) : readFile(spec);

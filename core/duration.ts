@@ -34,7 +34,7 @@ function parseAnyDuration(v: string, name: string): number {
     total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
     consumed += m[0];
   }
-  if (!consumed || consumed !== s) throw new DurationError(`${name} must be a duration like 30s, 2m or 1h30m, got '${v}'`);
+  if (!consumed || consumed !== s)
+    throw new DurationError(`${name} must be a duration like 30s, 2m or 1h30m, got '${v}'`);
   return Math.round(total);
 }
-

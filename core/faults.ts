@@ -32,8 +32,10 @@ export interface FaultDef {
   actions(params: Record<string, number>, streams: Stream[], toxicity: number): FaultAction[];
 }
 
-const toxic = (type: string, attrs: (p: Record<string, number>) => Record<string, number>) => (p: Record<string, number>, streams: Stream[], toxicity: number): FaultAction[] =>
-  streams.map((stream) => ({ kind: 'toxic', type, stream, toxicity, attributes: attrs(p) }));
+const toxic =
+  (type: string, attrs: (p: Record<string, number>) => Record<string, number>) =>
+  (p: Record<string, number>, streams: Stream[], toxicity: number): FaultAction[] =>
+    streams.map((stream) => ({ kind: 'toxic', type, stream, toxicity, attributes: attrs(p) }));
 
 type Def = Omit<FaultDef, 'kind' | 'needsControl'>;
 
@@ -42,7 +44,10 @@ export const TOXICS: Record<string, Def> = {
   latency: {
     description: 'adds latency ± jitter (ms) to every chunk, per direction',
     streams: ['downstream'],
-    params: { latency: { default: 100, min: 0, max: 60_000, unit: 'ms' }, jitter: { default: 0, min: 0, max: 60_000, unit: 'ms' } },
+    params: {
+      latency: { default: 100, min: 0, max: 60_000, unit: 'ms' },
+      jitter: { default: 0, min: 0, max: 60_000, unit: 'ms' },
+    },
     killsLink: false,
     actions: toxic('latency', (p) => ({ latency: p.latency!, jitter: p.jitter! })),
   },
@@ -70,7 +75,8 @@ export const TOXICS: Record<string, Def> = {
   reset: {
     // Toxiproxy's reset_peer acts when the next chunk passes (then waits timeout ms and closes with linger 0):
     // a link with no traffic during the entry is not reset. Both directions by default, so either side's data triggers it.
-    description: 'resets each connection with a TCP RST at its next chunk of data (after timeout ms); quiet links are untouched',
+    description:
+      'resets each connection with a TCP RST at its next chunk of data (after timeout ms); quiet links are untouched',
     streams: ['upstream', 'downstream'],
     params: { timeout: { default: 0, min: 0, max: 3_600_000, unit: 'ms' } },
     killsLink: true,
@@ -92,7 +98,11 @@ export const TOXICS: Record<string, Def> = {
       delay: { default: 100, min: 0, max: 10_000_000, unit: 'µs' },
     },
     killsLink: false,
-    actions: toxic('slicer', (p) => ({ average_size: p.average_size!, size_variation: p.size_variation!, delay: p.delay! })),
+    actions: toxic('slicer', (p) => ({
+      average_size: p.average_size!,
+      size_variation: p.size_variation!,
+      delay: p.delay!,
+    })),
   },
   'limit-data': {
     description: 'closes each connection after bytes bytes',
@@ -114,7 +124,8 @@ export const LINK_ACTIONS: Record<string, Def & { needsControl: boolean }> = {
     actions: () => [{ kind: 'disable-proxy' }],
   },
   'server-restart': {
-    description: 'the reference server drains with 1012 and is down for the entry\'s "for", then starts again (needs the stack\'s control URL)',
+    description:
+      'the reference server drains with 1012 and is down for the entry\'s "for", then starts again (needs the stack\'s control URL)',
     streams: [],
     params: {},
     killsLink: true,
@@ -125,7 +136,9 @@ export const LINK_ACTIONS: Record<string, Def & { needsControl: boolean }> = {
 
 /** Every fault by name: the toxics and the link actions, one namespace (a timeline entry names either). */
 export const FAULTS: Record<string, FaultDef> = {
-  ...Object.fromEntries(Object.entries(TOXICS).map(([k, d]) => [k, { ...d, kind: 'toxic' as const, needsControl: false }])),
+  ...Object.fromEntries(
+    Object.entries(TOXICS).map(([k, d]) => [k, { ...d, kind: 'toxic' as const, needsControl: false }]),
+  ),
   ...Object.fromEntries(Object.entries(LINK_ACTIONS).map(([k, d]) => [k, { ...d, kind: 'link' as const }])),
 };
 
@@ -138,17 +151,26 @@ export class FaultError extends WakestormError {
 }
 
 /** Resolves a fault's params against its spec (defaults filled, bounds checked), naming what is wrong. */
-export function resolveParams(fault: string, given: Record<string, unknown> | undefined, where: string): Record<string, number> {
+export function resolveParams(
+  fault: string,
+  given: Record<string, unknown> | undefined,
+  where: string,
+): Record<string, number> {
   const def = FAULTS[fault];
   if (!def) throw new FaultError(`${where}: unknown fault "${fault}"; known: ${Object.keys(FAULTS).join(', ')}`);
   const out: Record<string, number> = {};
   for (const k of Object.keys(given ?? {})) {
-    if (!(k in def.params)) throw new FaultError(`${where}: fault "${fault}" has no param "${k}"${Object.keys(def.params).length ? ` (it takes ${Object.keys(def.params).join(', ')})` : ' (it takes none)'}`);
+    if (!(k in def.params))
+      throw new FaultError(
+        `${where}: fault "${fault}" has no param "${k}"${Object.keys(def.params).length ? ` (it takes ${Object.keys(def.params).join(', ')})` : ' (it takes none)'}`,
+      );
   }
   for (const [k, spec] of Object.entries(def.params)) {
     const v = given?.[k] ?? spec.default;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < spec.min || v > spec.max) {
-      throw new FaultError(`${where}: param "${k}" of "${fault}" must be a number in ${spec.min}-${spec.max} ${spec.unit}, got ${JSON.stringify(v)}`);
+      throw new FaultError(
+        `${where}: param "${k}" of "${fault}" must be a number in ${spec.min}-${spec.max} ${spec.unit}, got ${JSON.stringify(v)}`,
+      );
     }
     out[k] = v;
   }

@@ -29,18 +29,27 @@ export interface OpusClip {
 /** Splits a packet file by its table; throws on a table that does not describe the file. */
 export function opusClip(bytes: ArrayBuffer, table: OpusTable): OpusClip {
   const total = table.sizes.reduce((a, b) => a + b, 0) + table.silence_size;
-  if (total !== bytes.byteLength || table.silent.length !== table.sizes.length) throw new Error(`Opus table (${total} bytes) does not match its packet file (${bytes.byteLength} bytes)`);
+  if (total !== bytes.byteLength || table.silent.length !== table.sizes.length)
+    throw new Error(`Opus table (${total} bytes) does not match its packet file (${bytes.byteLength} bytes)`);
   const packets: Uint8Array[] = [];
   let off = 0;
   for (const n of table.sizes) {
     packets.push(new Uint8Array(bytes, off, n));
     off += n;
   }
-  return { packets, silent: table.silent, silence: new Uint8Array(bytes, off, table.silence_size), frameMs: table.frame_ms };
+  return {
+    packets,
+    silent: table.silent,
+    silence: new Uint8Array(bytes, off, table.silence_size),
+    frameMs: table.frame_ms,
+  };
 }
 
 /** Frame length in 0.1 ms units by TOC config (RFC 6716 table 2): SILK 10/20/40/60, hybrid 10/20, CELT 2.5/5/10/20. */
-const CONFIG_TENTHS = [100, 200, 400, 600, 100, 200, 400, 600, 100, 200, 400, 600, 100, 200, 100, 200, 25, 50, 100, 200, 25, 50, 100, 200, 25, 50, 100, 200, 25, 50, 100, 200];
+const CONFIG_TENTHS = [
+  100, 200, 400, 600, 100, 200, 400, 600, 100, 200, 400, 600, 100, 200, 100, 200, 25, 50, 100, 200, 25, 50, 100, 200,
+  25, 50, 100, 200, 25, 50, 100, 200,
+];
 
 /** How long one Opus packet plays, in ms, from its TOC byte and frame count code; 0 for a malformed packet. */
 export function opusPacketMs(p: Uint8Array): number {

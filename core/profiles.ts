@@ -163,7 +163,8 @@ function prototypeKey(v: unknown, path = ''): string | null {
   }
   return null;
 }
-const isInt = (v: unknown, min: number, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+const isInt = (v: unknown, min: number, max: number) =>
+  typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 const oneOf = (v: unknown, xs: readonly string[]) => typeof v === 'string' && xs.includes(v);
 
 /** Checks every field of a profile; the error names the profile and the field. */
@@ -173,18 +174,52 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(bad === null, where, bad ?? '', 'absent: __proto__, constructor and prototype are not profile fields');
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a validator reads unknown JSON field by field
   const o = p as Record<string, any>;
-  need(typeof o.name === 'string' && /^[A-Za-z0-9._-]{1,40}$/.test(o.name), where, 'name', '1-40 characters of [A-Za-z0-9._-]');
+  need(
+    typeof o.name === 'string' && /^[A-Za-z0-9._-]{1,40}$/.test(o.name),
+    where,
+    'name',
+    '1-40 characters of [A-Za-z0-9._-]',
+  );
   where = `"${o.name}"`;
   need(oneOf(o.connect, ['hello', 'path']), where, 'connect', "'hello' or 'path'");
   need(o.keepalive && typeof o.keepalive === 'object', where, 'keepalive', 'an object');
   need(typeof o.keepalive.answer_server_pings === 'boolean', where, 'keepalive.answer_server_pings', 'true or false');
-  need(oneOf(o.keepalive.send, ['none', 'json-ping', 'ws-ping']), where, 'keepalive.send', "'none', 'json-ping' or 'ws-ping'");
-  need(o.keepalive.send === 'none' ? isInt(o.keepalive.interval_ms, 0, 86_400_000) : isInt(o.keepalive.interval_ms, 100, 86_400_000), where, 'keepalive.interval_ms', 'an integer of at least 100 (ms) when the device sends pings');
+  need(
+    oneOf(o.keepalive.send, ['none', 'json-ping', 'ws-ping']),
+    where,
+    'keepalive.send',
+    "'none', 'json-ping' or 'ws-ping'",
+  );
+  need(
+    o.keepalive.send === 'none'
+      ? isInt(o.keepalive.interval_ms, 0, 86_400_000)
+      : isInt(o.keepalive.interval_ms, 100, 86_400_000),
+    where,
+    'keepalive.interval_ms',
+    'an integer of at least 100 (ms) when the device sends pings',
+  );
   need(o.liveness && typeof o.liveness === 'object', where, 'liveness', 'an object');
-  need(oneOf(o.liveness.detect, ['close', 'pong-timeout', 'silence']), where, 'liveness.detect', "'close', 'pong-timeout' or 'silence'");
-  need(o.liveness.detect === 'close' ? isInt(o.liveness.timeout_ms, 0, 86_400_000) : isInt(o.liveness.timeout_ms, 100, 86_400_000), where, 'liveness.timeout_ms', 'an integer of at least 100 (ms)');
+  need(
+    oneOf(o.liveness.detect, ['close', 'pong-timeout', 'silence']),
+    where,
+    'liveness.detect',
+    "'close', 'pong-timeout' or 'silence'",
+  );
+  need(
+    o.liveness.detect === 'close'
+      ? isInt(o.liveness.timeout_ms, 0, 86_400_000)
+      : isInt(o.liveness.timeout_ms, 100, 86_400_000),
+    where,
+    'liveness.timeout_ms',
+    'an integer of at least 100 (ms)',
+  );
   need(isInt(o.liveness.check_ms, 0, 86_400_000), where, 'liveness.check_ms', 'an integer >= 0 (ms)');
-  need(o.liveness.detect !== 'pong-timeout' || o.keepalive.send === 'json-ping', where, 'liveness.detect', "'pong-timeout' only with keepalive.send 'json-ping'");
+  need(
+    o.liveness.detect !== 'pong-timeout' || o.keepalive.send === 'json-ping',
+    where,
+    'liveness.detect',
+    "'pong-timeout' only with keepalive.send 'json-ping'",
+  );
   const r = o.reconnect;
   need(r && typeof r === 'object', where, 'reconnect', 'an object');
   need(oneOf(r.policy, BACKOFF_POLICIES), where, 'reconnect.policy', BACKOFF_POLICIES.join(', '));
@@ -198,9 +233,24 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   need(isInt(o.frame_bytes, 2, 16384) && o.frame_bytes % 2 === 0, where, 'frame_bytes', 'an even integer in 2-16384');
   need(oneOf(o.end_of_speech, ['explicit', 'vad']), where, 'end_of_speech', "'explicit' or 'vad'");
   need(isInt(o.playback_prebuffer_ms, 0, 10_000), where, 'playback_prebuffer_ms', 'an integer in 0-10000');
-  need(o.barge_in_ms === undefined || isInt(o.barge_in_ms, 0, 60_000), where, 'barge_in_ms', 'an integer in 0-60000 (ms after the reply starts)');
-  need(o.after_reply === undefined || o.after_reply === 'idle' || o.after_reply === 'listen', where, 'after_reply', '"idle" or "listen"');
-  need(o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300), where, 'dialect', 'a shipped dialect name or a .json path');
+  need(
+    o.barge_in_ms === undefined || isInt(o.barge_in_ms, 0, 60_000),
+    where,
+    'barge_in_ms',
+    'an integer in 0-60000 (ms after the reply starts)',
+  );
+  need(
+    o.after_reply === undefined || o.after_reply === 'idle' || o.after_reply === 'listen',
+    where,
+    'after_reply',
+    '"idle" or "listen"',
+  );
+  need(
+    o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300),
+    where,
+    'dialect',
+    'a shipped dialect name or a .json path',
+  );
   return o as Profile;
 }
 
@@ -215,9 +265,17 @@ export interface ProfileShare {
  * Parses PROFILE: a name, a path to a JSON profile, or a weighted mix "esp32-hotpin:70,recommended:30".
  * `readFile` loads a JSON profile by path (k6: open() in the init context; Node: readFileSync).
  */
-export function parseProfileMix(spec: string, readFile: (path: string) => string, own: Record<string, Profile> = {}): ProfileShare[] {
-  const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
-  if (parts.length === 0) throw new ProfileError('PROFILE is empty: give a name, a .json path, or a mix like esp32-hotpin:70,recommended:30');
+export function parseProfileMix(
+  spec: string,
+  readFile: (path: string) => string,
+  own: Record<string, Profile> = {},
+): ProfileShare[] {
+  const parts = spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (parts.length === 0)
+    throw new ProfileError('PROFILE is empty: give a name, a .json path, or a mix like esp32-hotpin:70,recommended:30');
   const shares = parts.map((part) => {
     const m = /^(.*?)(?::(\d+(?:\.\d+)?))?$/.exec(part)!;
     const ref = m[1]!;
@@ -229,7 +287,9 @@ export function parseProfileMix(spec: string, readFile: (path: string) => string
       try {
         text = readFile(ref);
       } catch (e) {
-        throw new ProfileError(`PROFILE entry "${part}": cannot read ${ref} (${String((e as Error).message ?? e).split('\n')[0]})`);
+        throw new ProfileError(
+          `PROFILE entry "${part}": cannot read ${ref} (${String((e as Error).message ?? e).split('\n')[0]})`,
+        );
       }
       let json: unknown;
       try {
@@ -241,7 +301,10 @@ export function parseProfileMix(spec: string, readFile: (path: string) => string
     } else {
       // A scenario's own profiles (makeScenario's `profiles`) first, then the shipped ones.
       const p = own[ref] ?? PROFILES[ref];
-      if (!p) throw new ProfileError(`unknown profile "${ref}": known are ${[...Object.keys(own), ...Object.keys(PROFILES)].join(', ')}, or a path to a .json profile`);
+      if (!p)
+        throw new ProfileError(
+          `unknown profile "${ref}": known are ${[...Object.keys(own), ...Object.keys(PROFILES)].join(', ')}, or a path to a .json profile`,
+        );
       profile = p;
     }
     return { profile, weight };

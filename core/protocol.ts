@@ -107,21 +107,36 @@ interface HelloMsg {
   audio?: AudioFormat;
   resume?: string;
 }
-interface PingMsg { type: 'ping'; id?: number | string; t?: number }
-interface PongMsg { type: 'pong'; id?: number | string; t?: number }
-interface HotwordMsg { type: 'hotword_detected'; wake_id: string; t?: number }
-interface EndOfSpeechMsg { type: 'end_of_speech'; session_id: string }
-interface PlaybackCompleteMsg { type: 'playback_complete'; session_id: string }
-interface CancelMsg { type: 'cancel'; session_id: string }
+interface PingMsg {
+  type: 'ping';
+  id?: number | string;
+  t?: number;
+}
+interface PongMsg {
+  type: 'pong';
+  id?: number | string;
+  t?: number;
+}
+interface HotwordMsg {
+  type: 'hotword_detected';
+  wake_id: string;
+  t?: number;
+}
+interface EndOfSpeechMsg {
+  type: 'end_of_speech';
+  session_id: string;
+}
+interface PlaybackCompleteMsg {
+  type: 'playback_complete';
+  session_id: string;
+}
+interface CancelMsg {
+  type: 'cancel';
+  session_id: string;
+}
 
 export type DeviceMessage =
-  | HelloMsg
-  | PingMsg
-  | PongMsg
-  | HotwordMsg
-  | EndOfSpeechMsg
-  | PlaybackCompleteMsg
-  | CancelMsg;
+  HelloMsg | PingMsg | PongMsg | HotwordMsg | EndOfSpeechMsg | PlaybackCompleteMsg | CancelMsg;
 
 // ---- server → device ----
 export interface ConnectedMsg {
@@ -135,13 +150,43 @@ export interface ConnectedMsg {
   resumed: boolean;
   session: { session_id: string; stage: SessionStage } | null;
 }
-interface SessionStartedMsg { type: 'session_started'; session_id: string; wake_id: string }
-interface TranscriptMsg { type: 'transcript'; session_id: string; text: string }
-interface LlmResponseMsg { type: 'llm_response'; session_id: string; text: string }
-interface TtsStartMsg { type: 'tts_stream_start'; session_id: string; sample_rate: number; bytes: number }
-interface TtsEndMsg { type: 'tts_stream_end'; session_id: string; chunks: number; bytes: number }
-interface SessionEndMsg { type: 'session_end'; session_id: string; reason: SessionEndReason }
-interface ErrorMsg { type: 'error'; code: ErrorCode; message: string }
+interface SessionStartedMsg {
+  type: 'session_started';
+  session_id: string;
+  wake_id: string;
+}
+interface TranscriptMsg {
+  type: 'transcript';
+  session_id: string;
+  text: string;
+}
+interface LlmResponseMsg {
+  type: 'llm_response';
+  session_id: string;
+  text: string;
+}
+interface TtsStartMsg {
+  type: 'tts_stream_start';
+  session_id: string;
+  sample_rate: number;
+  bytes: number;
+}
+interface TtsEndMsg {
+  type: 'tts_stream_end';
+  session_id: string;
+  chunks: number;
+  bytes: number;
+}
+interface SessionEndMsg {
+  type: 'session_end';
+  session_id: string;
+  reason: SessionEndReason;
+}
+interface ErrorMsg {
+  type: 'error';
+  code: ErrorCode;
+  message: string;
+}
 
 export type ServerMessage =
   | ConnectedMsg
@@ -155,11 +200,17 @@ export type ServerMessage =
   | SessionEndMsg
   | ErrorMsg;
 
-export type ParseResult =
-  | { ok: true; msg: DeviceMessage }
-  | { ok: false; code: ErrorCode; message: string };
+export type ParseResult = { ok: true; msg: DeviceMessage } | { ok: false; code: ErrorCode; message: string };
 
-const DEVICE_TYPES = new Set(['hello', 'ping', 'pong', 'hotword_detected', 'end_of_speech', 'playback_complete', 'cancel']);
+const DEVICE_TYPES = new Set([
+  'hello',
+  'ping',
+  'pong',
+  'hotword_detected',
+  'end_of_speech',
+  'playback_complete',
+  'cancel',
+]);
 
 function isStr(v: unknown, max = 256): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= max;
@@ -181,25 +232,34 @@ export function parseDeviceMessage(text: string): ParseResult {
   }
   const m = raw as Record<string, unknown>;
   if (typeof m.type !== 'string') return { ok: false, code: 'bad_message', message: 'field "type" must be a string' };
-  if (!DEVICE_TYPES.has(m.type)) return { ok: false, code: 'unknown_type', message: `unknown message type "${m.type.slice(0, 64)}"` };
-  const bad = (field: string, want: string): ParseResult => ({ ok: false, code: 'bad_message', message: `field "${field}" must be ${want}` });
+  if (!DEVICE_TYPES.has(m.type))
+    return { ok: false, code: 'unknown_type', message: `unknown message type "${m.type.slice(0, 64)}"` };
+  const bad = (field: string, want: string): ParseResult => ({
+    ok: false,
+    code: 'bad_message',
+    message: `field "${field}" must be ${want}`,
+  });
   switch (m.type) {
     case 'hello': {
-      if (typeof m.device_id !== 'string' || !DEVICE_ID_PATTERN.test(m.device_id)) return bad('device_id', '1-64 characters of [A-Za-z0-9._-]');
+      if (typeof m.device_id !== 'string' || !DEVICE_ID_PATTERN.test(m.device_id))
+        return bad('device_id', '1-64 characters of [A-Za-z0-9._-]');
       if (m.protocol !== PROTOCOL_VERSION) return bad('protocol', `${PROTOCOL_VERSION}`);
       if (m.profile !== undefined && !isStr(m.profile, 64)) return bad('profile', 'a string of at most 64 characters');
       if (m.resume !== undefined && !isStr(m.resume, 128)) return bad('resume', 'a string of at most 128 characters');
       if (m.audio !== undefined) {
         const a = m.audio as Record<string, unknown> | null;
-        if (a === null || typeof a !== 'object' || a.encoding !== 'pcm_s16le') return bad('audio.encoding', '"pcm_s16le"');
-        if (typeof a.sample_rate !== 'number' || a.sample_rate < 8000 || a.sample_rate > 48000) return bad('audio.sample_rate', 'a number in 8000-48000');
+        if (a === null || typeof a !== 'object' || a.encoding !== 'pcm_s16le')
+          return bad('audio.encoding', '"pcm_s16le"');
+        if (typeof a.sample_rate !== 'number' || a.sample_rate < 8000 || a.sample_rate > 48000)
+          return bad('audio.sample_rate', 'a number in 8000-48000');
         if (a.channels !== 1) return bad('audio.channels', '1');
       }
       break;
     }
     case 'ping':
     case 'pong':
-      if (m.id !== undefined && typeof m.id !== 'number' && !isStr(m.id, 64)) return bad('id', 'a number or a short string');
+      if (m.id !== undefined && typeof m.id !== 'number' && !isStr(m.id, 64))
+        return bad('id', 'a number or a short string');
       if (!isOptNum(m.t)) return bad('t', 'a number');
       break;
     case 'hotword_detected':
@@ -211,4 +271,3 @@ export function parseDeviceMessage(text: string): ParseResult {
   }
   return { ok: true, msg: m as unknown as DeviceMessage };
 }
-

@@ -42,12 +42,16 @@ export function dialectOf(profile: Profile, dialects: Record<string, Dialect>): 
 export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
   const why = (what: string) => new DialectError(`profile ${p.name} ${what}, which dialect ${d.name} does not have`);
   if (p.keepalive.send === 'json-ping' && !d.send.ping) throw why('sends JSON pings (keepalive.send "json-ping")');
-  if (p.liveness.detect === 'pong-timeout' && !d.recv.pong) throw why('waits for pongs (liveness.detect "pong-timeout")');
-  if (p.keepalive.answer_server_pings && d.recv.ping && !d.send.pong) throw why('answers server pings (keepalive.answer_server_pings)');
-  if (p.end_of_speech === 'explicit' && !d.send.end_of_speech) throw why('ends speech itself (end_of_speech "explicit")');
+  if (p.liveness.detect === 'pong-timeout' && !d.recv.pong)
+    throw why('waits for pongs (liveness.detect "pong-timeout")');
+  if (p.keepalive.answer_server_pings && d.recv.ping && !d.send.pong)
+    throw why('answers server pings (keepalive.answer_server_pings)');
+  if (p.end_of_speech === 'explicit' && !d.send.end_of_speech)
+    throw why('ends speech itself (end_of_speech "explicit")');
   if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) throw why('sends odd-sized PCM frames');
   if (p.barge_in_ms !== undefined && !d.send.abort) throw why('interrupts replies (barge_in_ms)');
-  if (p.after_reply === 'listen' && !d.send.listen) throw why('goes back to listening after a reply (after_reply "listen")');
+  if (p.after_reply === 'listen' && !d.send.listen)
+    throw why('goes back to listening after a reply (after_reply "listen")');
 }
 
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
@@ -66,10 +70,15 @@ class RunConfigError extends WakestormError {
   override name = 'RunConfigError';
 }
 
-export {  parseDuration } from './duration.ts';
+export { parseDuration } from './duration.ts';
 
 /** An integer within bounds, or a one-line error naming it (`name` as the caller knows it: DEVICES or --devices). */
-export function boundedInt(v: string | number, name: string, b: { min: number; max: number }, Err: new (message: string) => Error = RunConfigError): number {
+export function boundedInt(
+  v: string | number,
+  name: string,
+  b: { min: number; max: number },
+  Err: new (message: string) => Error = RunConfigError,
+): number {
   const text = String(v).trim();
   if (!/^-?\d+$/.test(text)) throw new Err(`${name} must be an integer from ${b.min} to ${b.max}, got '${v}'`);
   const n = Number(text);
@@ -91,7 +100,12 @@ export function parseWake(v: string | undefined, def: WakeSchedule): WakeSchedul
     if (!arg) return { ...def, mode: 'once' };
     const [a, b] = arg.split('-');
     const min = parseDuration(a!, 'WAKE once start');
-    return { mode: 'once', interval_ms: 0, first_min_ms: min, first_max_ms: b ? parseDuration(b, 'WAKE once end') : min };
+    return {
+      mode: 'once',
+      interval_ms: 0,
+      first_min_ms: min,
+      first_max_ms: b ? parseDuration(b, 'WAKE once end') : min,
+    };
   }
   if (mode === 'poisson' || mode === 'fixed') {
     if (!arg) throw new RunConfigError(`WAKE ${mode} needs an interval, e.g. ${mode}:5m`);
@@ -125,17 +139,30 @@ export function readRunConfig(
   const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu));
   const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
-  const rampMs = parseDuration(env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`, 'RAMP');
-  if (rampMs >= durationMs) throw new RunConfigError(`RAMP (${rampMs} ms) must be shorter than DURATION (${durationMs} ms)`);
+  const rampMs = parseDuration(
+    env.RAMP ?? defaults.ramp ?? `${Math.min(30, Math.max(1, Math.ceil(devices / 500)))}s`,
+    'RAMP',
+  );
+  if (rampMs >= durationMs)
+    throw new RunConfigError(`RAMP (${rampMs} ms) must be shorter than DURATION (${durationMs} ms)`);
   const targetUrls = urlList(env.TARGET_URL ?? 'ws://127.0.0.1:18000', 'TARGET_URL');
   for (const targetUrl of targetUrls) {
-    if (!/^wss?:\/\/[^/]+$/.test(targetUrl)) throw new RunConfigError(`TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), or a comma-separated list of them, got '${targetUrl}'`);
+    if (!/^wss?:\/\/[^/]+$/.test(targetUrl))
+      throw new RunConfigError(
+        `TARGET_URL must be a WebSocket base like ws://127.0.0.1:18000 (no path), or a comma-separated list of them, got '${targetUrl}'`,
+      );
     if (!isLoopbackUrl(targetUrl) && env.ALLOW_REMOTE !== '1') {
-      throw new RunConfigError(`TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`);
+      throw new RunConfigError(
+        `TARGET_URL ${targetUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean to load that host`,
+      );
     }
   }
   const toxiproxyUrls = urlList(env.TOXIPROXY_URL ?? 'http://127.0.0.1:8474', 'TOXIPROXY_URL');
-  for (const u of toxiproxyUrls) if (!/^https?:\/\/[^/]+$/.test(u)) throw new RunConfigError(`TOXIPROXY_URL must be like http://127.0.0.1:8474, or a comma-separated list of them, got '${u}'`);
+  for (const u of toxiproxyUrls)
+    if (!/^https?:\/\/[^/]+$/.test(u))
+      throw new RunConfigError(
+        `TOXIPROXY_URL must be like http://127.0.0.1:8474, or a comma-separated list of them, got '${u}'`,
+      );
   const profileSpec = env.PROFILE ?? defaults.profile;
   let profiles = parseProfileMix(profileSpec, readFile, ownProfiles);
   if (env.BACKOFF) profiles = overrideBackoff(profiles, env.BACKOFF);
@@ -150,10 +177,13 @@ export function readRunConfig(
   const wake = parseWake(env.WAKE, defaults.wake);
   const engineUrl = env.ENGINE_URL || undefined;
   if (engineUrl && !(/^ws:\/\/[^/]+\/control$/.test(engineUrl) && isLoopbackUrl(engineUrl))) {
-    throw new RunConfigError(`ENGINE_URL must be the engine's loopback control socket like ws://127.0.0.1:7000/control, got '${engineUrl}'`);
+    throw new RunConfigError(
+      `ENGINE_URL must be the engine's loopback control socket like ws://127.0.0.1:7000/control, got '${engineUrl}'`,
+    );
   }
   const idPrefix = env.ID_PREFIX ?? 'dev';
-  if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix)) throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
+  if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix))
+    throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
   return {
     devices,
     devicesPerVu,
@@ -185,7 +215,10 @@ function readToken(env: RunVars, readFile: (path: string) => string): string | u
   } catch {
     throw new RunConfigError(`TOKEN_FILE ${env.TOKEN_FILE}: cannot read it`);
   }
-  const t = text.split(/\r?\n/).map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+  const t = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .find((l) => l && !l.startsWith('#'));
   if (!t) throw new RunConfigError(`TOKEN_FILE ${env.TOKEN_FILE}: holds no token`);
   return t;
 }
@@ -203,16 +236,23 @@ export function urlList(v: string, name: string, Err: new (message: string) => E
 /** BACKOFF=<policy>[:base_ms[:cap_ms]] replaces every profile's reconnect policy (to compare policies on one fleet). */
 export function overrideBackoff(shares: ProfileShare[], spec: string, name = 'BACKOFF'): ProfileShare[] {
   const [policy, base, cap] = spec.split(':');
-  if (!BACKOFF_POLICIES.includes(policy as BackoffPolicyName)) throw new RunConfigError(`${name} must be one of ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]], got '${spec}'`);
+  if (!BACKOFF_POLICIES.includes(policy as BackoffPolicyName))
+    throw new RunConfigError(`${name} must be one of ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]], got '${spec}'`);
   const num = (v: string | undefined, what: string) => {
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new RunConfigError(`${name} ${what} must be a positive integer (ms), got '${v}'`);
+    if (!/^\d+$/.test(v) || Number(v) < 1)
+      throw new RunConfigError(`${name} ${what} must be a positive integer (ms), got '${v}'`);
     return Number(v);
   };
   const b = num(base, 'base');
   const c = num(cap, 'cap');
   return shares.map((s) => {
-    const r = { ...s.profile.reconnect, policy: policy as BackoffPolicyName, first_ms: undefined, jitter_ms: undefined };
+    const r = {
+      ...s.profile.reconnect,
+      policy: policy as BackoffPolicyName,
+      first_ms: undefined,
+      jitter_ms: undefined,
+    };
     if (b !== undefined) r.base_ms = b;
     if (c !== undefined) r.cap_ms = c;
     if (r.cap_ms < r.base_ms) r.cap_ms = r.base_ms;

@@ -81,7 +81,17 @@ export interface ResolvedRun {
   profiles: Profile[];
   /** The dialect each profile spoke, by profile name (DIALECT, or the profile's own, or wakestorm). */
   dialects?: Record<string, string>;
-  timeline: { name: string; steps: { at_ms: number; for_ms: number; fault: string; streams: string[]; params: Record<string, number>; toxicity: number }[] };
+  timeline: {
+    name: string;
+    steps: {
+      at_ms: number;
+      for_ms: number;
+      fault: string;
+      streams: string[];
+      params: Record<string, number>;
+      toxicity: number;
+    }[];
+  };
   wake: WakeSchedule;
   seed: string;
   slos: Slo[];
@@ -128,14 +138,33 @@ export interface RunRecord {
 }
 
 /** run.json as a reader takes it: a run written by an older wakestorm may lack any field but these. */
-export type RunRecordAsRead = Pick<RunRecord, 'run_id' | 'scenario' | 'slos' | 'parameters' | 'started_at' | 'ended_at'> & Partial<RunRecord>;
+export type RunRecordAsRead = Pick<
+  RunRecord,
+  'run_id' | 'scenario' | 'slos' | 'parameters' | 'started_at' | 'ended_at'
+> &
+  Partial<RunRecord>;
 
 /** The verdict fields of run.json, from a judgement. */
-export function verdictFields(j: Judgement): Pick<RunRecord, 'exit_code' | 'verdict' | 'verdict_line' | 'invalid_reasons' | 'fail_reasons' | 'findings' | 'slo_results'> {
-  return { exit_code: j.exit_code, verdict: j.verdict, verdict_line: j.headline, invalid_reasons: j.invalid, fail_reasons: j.failures, findings: j.findings, slo_results: j.slos };
+export function verdictFields(
+  j: Judgement,
+): Pick<
+  RunRecord,
+  'exit_code' | 'verdict' | 'verdict_line' | 'invalid_reasons' | 'fail_reasons' | 'findings' | 'slo_results'
+> {
+  return {
+    exit_code: j.exit_code,
+    verdict: j.verdict,
+    verdict_line: j.headline,
+    invalid_reasons: j.invalid,
+    fail_reasons: j.failures,
+    findings: j.findings,
+    slo_results: j.slos,
+  };
 }
 
 /** A run parameter as a person reads it: a string, number or boolean as itself, anything else as JSON. */
 export function paramText(v: unknown): string {
-  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v) ?? '';
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
+    ? String(v)
+    : (JSON.stringify(v) ?? '');
 }

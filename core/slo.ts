@@ -39,21 +39,129 @@ export function inPhase(metric: string, phase: string): string {
  * fault nothing is judged unless an SLO carries a `during` target. With no timeline everything is steady.
  */
 export const DEFAULT_SLOS: Slo[] = [
-  { name: 'connect_success', metric: 'connect_success{chaos:steady}', aggregation: 'rate', op: '>=', target: 0.99, description: 'connect attempts in steady state that reach `connected`' },
-  { name: 'wake_success', metric: 'wake_success{chaos:steady}', aggregation: 'rate', op: '>=', target: 0.99, description: 'wakes in steady state acknowledged (session_started) within 10 s' },
-  { name: 'unplanned_drops', metric: 'unplanned_drops', aggregation: 'count', op: '==', target: 0, description: 'links lost or connects refused in steady state (server close, 1006, liveness check)' },
-  { name: 'wake_ack_p95', metric: 'wake_ack_latency{chaos:steady}', aggregation: 'p(95)', op: '<', target: 300, description: 'wake word to session_started in steady state, ms' },
-  { name: 'response_p95', metric: 'response_latency{chaos:steady}', aggregation: 'p(95)', op: '<', target: 800, description: "voice-to-voice in steady state: the end of the user's speech to the first reply audio, the server's endpointing included, ms" },
-  { name: 'reply_stutter_rate', metric: 'reply_stutter{chaos:steady}', aggregation: 'rate', op: '<', target: 0.01, description: 'replies in steady state whose playback ran dry mid-reply (the user heard it stutter)' },
-  { name: 'playback_stall_p99', metric: 'playback_stall_time{chaos:steady}', aggregation: 'p(99)', op: '<', target: 200, description: 'ms a reply in steady state stood dry in all, worst 1%' },
-  { name: 'reply_truncated_rate', metric: 'reply_truncated{chaos:steady}', aggregation: 'rate', op: '==', target: 0, description: 'replies in steady state with no audio or less audio than announced' },
-  { name: 'reconnect_p95', metric: 'reconnect_time{chaos:steady}', aggregation: 'p(95)', op: '<', target: 10_000, description: 'a link lost in steady state (not by a fault): loss noticed to connected again, ms' },
-  { name: 'recovery_max', metric: 'recovery_time', aggregation: 'max', op: '<', target: 30_000, description: "a fault's end until each profile's devices are connected again at their pre-fault level, worst fault and profile, ms" },
-  { name: 'resume_success', metric: 'resume_success', aggregation: 'rate', op: '>=', target: 0.99, description: 'sessions offered for resume after a cut, back within the resume grace, that the server kept' },
-  { name: 'session_drop_rate', metric: 'session_drop_rate{chaos:steady}', aggregation: 'rate', op: '<', target: 0.01, description: 'sessions started in steady state that never completed' },
-  { name: 'protocol_violations', metric: 'protocol_violations', aggregation: 'count', op: '==', target: 0, description: 'server messages past what a device accepts (a flood, an oversized frame, too long a text, JSON too deep, a reply past its announced length or any plausible one)' },
-  { name: 'devices_gave_up', metric: 'devices_gave_up', aggregation: 'count', op: '==', target: 0, description: 'devices that stopped trying to reconnect' },
-  { name: 'barge_in_stop_p95', metric: 'barge_in_stop_time', aggregation: 'p(95)', op: '<', target: 500, description: "the device's abort (barge-in) to the last stale reply audio it received, ms" },
+  {
+    name: 'connect_success',
+    metric: 'connect_success{chaos:steady}',
+    aggregation: 'rate',
+    op: '>=',
+    target: 0.99,
+    description: 'connect attempts in steady state that reach `connected`',
+  },
+  {
+    name: 'wake_success',
+    metric: 'wake_success{chaos:steady}',
+    aggregation: 'rate',
+    op: '>=',
+    target: 0.99,
+    description: 'wakes in steady state acknowledged (session_started) within 10 s',
+  },
+  {
+    name: 'unplanned_drops',
+    metric: 'unplanned_drops',
+    aggregation: 'count',
+    op: '==',
+    target: 0,
+    description: 'links lost or connects refused in steady state (server close, 1006, liveness check)',
+  },
+  {
+    name: 'wake_ack_p95',
+    metric: 'wake_ack_latency{chaos:steady}',
+    aggregation: 'p(95)',
+    op: '<',
+    target: 300,
+    description: 'wake word to session_started in steady state, ms',
+  },
+  {
+    name: 'response_p95',
+    metric: 'response_latency{chaos:steady}',
+    aggregation: 'p(95)',
+    op: '<',
+    target: 800,
+    description:
+      "voice-to-voice in steady state: the end of the user's speech to the first reply audio, the server's endpointing included, ms",
+  },
+  {
+    name: 'reply_stutter_rate',
+    metric: 'reply_stutter{chaos:steady}',
+    aggregation: 'rate',
+    op: '<',
+    target: 0.01,
+    description: 'replies in steady state whose playback ran dry mid-reply (the user heard it stutter)',
+  },
+  {
+    name: 'playback_stall_p99',
+    metric: 'playback_stall_time{chaos:steady}',
+    aggregation: 'p(99)',
+    op: '<',
+    target: 200,
+    description: 'ms a reply in steady state stood dry in all, worst 1%',
+  },
+  {
+    name: 'reply_truncated_rate',
+    metric: 'reply_truncated{chaos:steady}',
+    aggregation: 'rate',
+    op: '==',
+    target: 0,
+    description: 'replies in steady state with no audio or less audio than announced',
+  },
+  {
+    name: 'reconnect_p95',
+    metric: 'reconnect_time{chaos:steady}',
+    aggregation: 'p(95)',
+    op: '<',
+    target: 10_000,
+    description: 'a link lost in steady state (not by a fault): loss noticed to connected again, ms',
+  },
+  {
+    name: 'recovery_max',
+    metric: 'recovery_time',
+    aggregation: 'max',
+    op: '<',
+    target: 30_000,
+    description:
+      "a fault's end until each profile's devices are connected again at their pre-fault level, worst fault and profile, ms",
+  },
+  {
+    name: 'resume_success',
+    metric: 'resume_success',
+    aggregation: 'rate',
+    op: '>=',
+    target: 0.99,
+    description: 'sessions offered for resume after a cut, back within the resume grace, that the server kept',
+  },
+  {
+    name: 'session_drop_rate',
+    metric: 'session_drop_rate{chaos:steady}',
+    aggregation: 'rate',
+    op: '<',
+    target: 0.01,
+    description: 'sessions started in steady state that never completed',
+  },
+  {
+    name: 'protocol_violations',
+    metric: 'protocol_violations',
+    aggregation: 'count',
+    op: '==',
+    target: 0,
+    description:
+      'server messages past what a device accepts (a flood, an oversized frame, too long a text, JSON too deep, a reply past its announced length or any plausible one)',
+  },
+  {
+    name: 'devices_gave_up',
+    metric: 'devices_gave_up',
+    aggregation: 'count',
+    op: '==',
+    target: 0,
+    description: 'devices that stopped trying to reconnect',
+  },
+  {
+    name: 'barge_in_stop_p95',
+    metric: 'barge_in_stop_time',
+    aggregation: 'p(95)',
+    op: '<',
+    target: 500,
+    description: "the device's abort (barge-in) to the last stale reply audio it received, ms",
+  },
 ];
 
 class SloError extends WakestormError {
@@ -68,13 +176,18 @@ const AGGS: Aggregation[] = ['p(50)', 'p(90)', 'p(95)', 'p(99)', 'avg', 'max', '
 const OPS: Op[] = ['<', '<=', '==', '>', '>='];
 
 function check(s: Record<string, unknown>, where: string): Slo {
-  if (typeof s.name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.name)) throw new SloError(`${where}: "name" must be snake_case`);
-  if (typeof s.metric !== 'string' || !/^[a-z_]+(\{[a-z_]+:[A-Za-z0-9._-]+\})?$/.test(s.metric)) throw new SloError(`${where} (${s.name}): "metric" must be a metric name, optionally with one {tag:value}`);
-  if (!AGGS.includes(s.aggregation as Aggregation)) throw new SloError(`${where} (${s.name}): "aggregation" must be one of ${AGGS.join(', ')}`);
+  if (typeof s.name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.name))
+    throw new SloError(`${where}: "name" must be snake_case`);
+  if (typeof s.metric !== 'string' || !/^[a-z_]+(\{[a-z_]+:[A-Za-z0-9._-]+\})?$/.test(s.metric))
+    throw new SloError(`${where} (${s.name}): "metric" must be a metric name, optionally with one {tag:value}`);
+  if (!AGGS.includes(s.aggregation as Aggregation))
+    throw new SloError(`${where} (${s.name}): "aggregation" must be one of ${AGGS.join(', ')}`);
   if (!OPS.includes(s.op as Op)) throw new SloError(`${where} (${s.name}): "op" must be one of ${OPS.join(' ')}`);
-  if (typeof s.target !== 'number' || !Number.isFinite(s.target)) throw new SloError(`${where} (${s.name}): "target" must be a number`);
+  if (typeof s.target !== 'number' || !Number.isFinite(s.target))
+    throw new SloError(`${where} (${s.name}): "target" must be a number`);
   for (const ph of EXTRA_PHASES) {
-    if (s[ph] !== undefined && (typeof s[ph] !== 'number' || !Number.isFinite(s[ph]))) throw new SloError(`${where} (${s.name}): "${ph}" must be a number (the target in that phase)`);
+    if (s[ph] !== undefined && (typeof s[ph] !== 'number' || !Number.isFinite(s[ph])))
+      throw new SloError(`${where} (${s.name}): "${ph}" must be a number (the target in that phase)`);
   }
   return { ...(s as unknown as Slo), description: typeof s.description === 'string' ? s.description : '' };
 }
@@ -83,10 +196,17 @@ function check(s: Record<string, unknown>, where: string): Slo {
  * The run's SLOs: the defaults, replaced or extended by SLO_FILE (JSON lists of SLOs, comma-separated; same name replaces),
  * then targets overridden by SLO_<name>=<number>, and SLOs dropped by SLO_<name>=off.
  */
-export function resolveSlos(env: Record<string, string | undefined>, readFile: (p: string) => string, base: Slo[] = DEFAULT_SLOS): Slo[] {
+export function resolveSlos(
+  env: Record<string, string | undefined>,
+  readFile: (p: string) => string,
+  base: Slo[] = DEFAULT_SLOS,
+): Slo[] {
   let slos = base.map((s) => ({ ...s }));
   // SLO_FILE: one file or a comma-separated list; they merge in order, the same name replacing.
-  for (const file of (env.SLO_FILE ?? '').split(',').map((f) => f.trim()).filter(Boolean)) {
+  for (const file of (env.SLO_FILE ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean)) {
     let list: unknown;
     try {
       list = JSON.parse(readFile(file));
@@ -108,7 +228,8 @@ export function resolveSlos(env: Record<string, string | undefined>, readFile: (
     const [name, phase] = k.slice(4).split('__') as [string, string | undefined];
     const s = slos.find((x) => x.name === name);
     if (!s) throw new SloError(`${k}: no SLO named "${name}"; known: ${slos.map((x) => x.name).join(', ')}`);
-    if (phase !== undefined && !(EXTRA_PHASES as readonly string[]).includes(phase)) throw new SloError(`${k}: the phase must be ${EXTRA_PHASES.join(' or ')}, got '${phase}'`);
+    if (phase !== undefined && !(EXTRA_PHASES as readonly string[]).includes(phase))
+      throw new SloError(`${k}: the phase must be ${EXTRA_PHASES.join(' or ')}, got '${phase}'`);
     const num = /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : null;
     if (v !== 'off' && num === null) throw new SloError(`${k} must be a number or 'off', got '${v}'`);
     if (phase) s[phase as (typeof EXTRA_PHASES)[number]] = num ?? undefined;
@@ -124,9 +245,18 @@ function expandPhases(slos: Slo[]): Slo[] {
   for (const s of slos) {
     const { during, recovery, ...base } = s;
     out.push(base);
-    for (const [ph, target] of [['during', during], ['recovery', recovery]] as const) {
+    for (const [ph, target] of [
+      ['during', during],
+      ['recovery', recovery],
+    ] as const) {
       if (target === undefined) continue;
-      out.push({ ...base, name: `${s.name}@${ph}`, metric: inPhase(s.metric, ph), target, description: `${s.description} (${ph === 'during' ? 'during a fault' : 'recovering from a fault'})` });
+      out.push({
+        ...base,
+        name: `${s.name}@${ph}`,
+        metric: inPhase(s.metric, ph),
+        target,
+        description: `${s.description} (${ph === 'during' ? 'during a fault' : 'recovering from a fault'})`,
+      });
     }
   }
   return out;

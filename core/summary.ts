@@ -7,7 +7,6 @@ import type { Profile } from './profiles.ts';
 import { judge, junitXml, verdictLines, type JudgeContext } from './verdict.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
 
-
 /** The trend stats every scenario reports (p50 and p99 are what fidelity checks compare). */
 export const TREND_STATS = ['avg', 'min', 'med', 'max', 'p(50)', 'p(90)', 'p(95)', 'p(99)', 'count'];
 
@@ -49,9 +48,12 @@ const DEVICE_ORDER = [
 
 function fmt(m: MetricSummary): string {
   const v = m.values;
-  const ms = (x: number | undefined) => (x === undefined ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)}s` : `${x.toFixed(1)}ms`);
-  if (m.type === 'trend') return `p50=${ms(v['p(50)'] ?? v.med)} p95=${ms(v['p(95)'])} p99=${ms(v['p(99)'])} max=${ms(v.max)} n=${v.count ?? '-'}`;
-  if (m.type === 'rate') return `${((v.rate ?? 0) * 100).toFixed(2)}% (${v.passes ?? 0} of ${(v.passes ?? 0) + (v.fails ?? 0)})`;
+  const ms = (x: number | undefined) =>
+    x === undefined ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)}s` : `${x.toFixed(1)}ms`;
+  if (m.type === 'trend')
+    return `p50=${ms(v['p(50)'] ?? v.med)} p95=${ms(v['p(95)'])} p99=${ms(v['p(99)'])} max=${ms(v.max)} n=${v.count ?? '-'}`;
+  if (m.type === 'rate')
+    return `${((v.rate ?? 0) * 100).toFixed(2)}% (${v.passes ?? 0} of ${(v.passes ?? 0) + (v.fails ?? 0)})`;
   if (m.type === 'gauge') return `last=${v.value} min=${v.min} max=${v.max}`;
   return `${v.count}`;
 }
@@ -60,7 +62,14 @@ function fmt(m: MetricSummary): string {
  * The metrics table and, unless the CLI judges the run itself (VERDICT=cli: it also sees processes, interrupts and
  * k6's exit code), the SLO table and verdict from what k6 saw.
  */
-function textSummary(data: SummaryData, slos: Slo[], title: string, extra: string[] = [], withVerdict = true, ctx: JudgeContext = {}): string {
+function textSummary(
+  data: SummaryData,
+  slos: Slo[],
+  title: string,
+  extra: string[] = [],
+  withVerdict = true,
+  ctx: JudgeContext = {},
+): string {
   const lines: string[] = ['', `wakestorm ${title} — device metrics`];
   // The fleet's connected total (devices_connected is a per-VU gauge: its last value is one VU's count).
   const m = data.metrics;
@@ -68,9 +77,15 @@ function textSummary(data: SummaryData, slos: Slo[], title: string, extra: strin
   const up = (m.links_up?.values.count ?? 0) - (m.links_down?.values.count ?? 0);
   if (started) lines.push(`  ${'devices connected at the end'.padEnd(48)} ${up} of ${started}`);
   const names = Object.keys(data.metrics).filter((n) => !n.startsWith('devices_connected'));
-  const ordered = [...DEVICE_ORDER.filter((n) => names.includes(n)), ...names.filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_q:')).sort()];
+  const ordered = [
+    ...DEVICE_ORDER.filter((n) => names.includes(n)),
+    ...names
+      .filter((n) => n.includes('{') && DEVICE_ORDER.some((d) => n.startsWith(`${d}{`)) && !n.includes('storm_q:'))
+      .sort(),
+  ];
   const empty = (m: MetricSummary) => (m.type === 'rate' ? !(m.values.passes || m.values.fails) : !m.values.count);
-  for (const n of ordered) if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
+  for (const n of ordered)
+    if (!(n.includes('{') && empty(data.metrics[n]!))) lines.push(`  ${n.padEnd(48)} ${fmt(data.metrics[n]!)}`);
   if (extra.length) lines.push('', ...extra.map((l) => `  ${l}`));
   if (withVerdict) lines.push('', ...verdictLines(judge(data, slos, [], ctx)));
   return `${lines.join('\n')}\n`;
@@ -98,7 +113,11 @@ export function summaryOutputs(
   const path = (f: string) => (dir ? `${dir}/${f}` : `results/${scenario}-${stamp}.${f}`);
   if (env.NO_RESULTS !== '1') {
     out[path('summary.json')] = JSON.stringify(data, null, 1);
-    out[path('junit.xml')] = junitXml(judge(data, slos, [], ctx), scenario, (data.state?.testRunDurationMs ?? 0) / 1000);
+    out[path('junit.xml')] = junitXml(
+      judge(data, slos, [], ctx),
+      scenario,
+      (data.state?.testRunDurationMs ?? 0) / 1000,
+    );
     // One shape whoever writes it; `applied` is filled in by the CLI, which saw them happen.
     const file: EventsFile = { planned: events, applied: null };
     out[path('events.json')] = JSON.stringify(file, null, 1);

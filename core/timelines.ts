@@ -77,7 +77,9 @@ export function toMs(v: unknown, where: string, field: string): number {
       /* named below, with the entry */
     }
   }
-  throw new TimelineError(`${where}: "${field}" must be a duration like 10s, 500ms or 2m (or a number of ms), got ${JSON.stringify(v)}`);
+  throw new TimelineError(
+    `${where}: "${field}" must be a duration like 10s, 500ms or 2m (or a number of ms), got ${JSON.stringify(v)}`,
+  );
 }
 
 /** Validates a timeline; the error names the entry (by index and fault) and the field. */
@@ -85,27 +87,49 @@ export function validateTimeline(entries: unknown, name: string, durationMs?: nu
   if (!Array.isArray(entries)) throw new TimelineError(`timeline ${name}: must be a list of {at, for, fault} entries`);
   return entries.map((raw, index) => {
     const where = `timeline ${name} entry ${index}${raw && typeof raw === 'object' && typeof (raw as TimelineEntry).fault === 'string' ? ` (${(raw as TimelineEntry).fault})` : ''}`;
-    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new TimelineError(`${where}: must be an object {at, for, fault}`);
+    if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+      throw new TimelineError(`${where}: must be an object {at, for, fault}`);
     const e = raw as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (!['at', 'for', 'fault', 'stream', 'toxicity', 'params', 'proxy'].includes(k)) throw new TimelineError(`${where}: unknown field "${k}"`);
+      if (!['at', 'for', 'fault', 'stream', 'toxicity', 'params', 'proxy'].includes(k))
+        throw new TimelineError(`${where}: unknown field "${k}"`);
     }
-    if (typeof e.fault !== 'string' || !(e.fault in FAULTS)) throw new TimelineError(`${where}: "fault" must be one of ${Object.keys(FAULTS).join(', ')}, got ${JSON.stringify(e.fault)}`);
+    if (typeof e.fault !== 'string' || !(e.fault in FAULTS))
+      throw new TimelineError(
+        `${where}: "fault" must be one of ${Object.keys(FAULTS).join(', ')}, got ${JSON.stringify(e.fault)}`,
+      );
     const atMs = toMs(e.at, where, 'at');
     const forMs = toMs(e.for, where, 'for');
     if (forMs <= 0) throw new TimelineError(`${where}: "for" must be longer than 0`);
     if (durationMs !== undefined && atMs + forMs > durationMs) {
-      throw new TimelineError(`${where}: ends at ${(atMs + forMs) / 1000}s, after the run's DURATION of ${durationMs / 1000}s`);
+      throw new TimelineError(
+        `${where}: ends at ${(atMs + forMs) / 1000}s, after the run's DURATION of ${durationMs / 1000}s`,
+      );
     }
     const toxicity = e.toxicity === undefined ? 1 : e.toxicity;
-    if (typeof toxicity !== 'number' || toxicity < 0 || toxicity > 1) throw new TimelineError(`${where}: "toxicity" must be a number in 0-1`);
-    if (e.proxy !== undefined && (typeof e.proxy !== 'string' || !/^[a-z][a-z0-9_-]*$/.test(e.proxy))) throw new TimelineError(`${where}: "proxy" must be a proxy name`);
-    if (e.params !== undefined && (typeof e.params !== 'object' || e.params === null || Array.isArray(e.params))) throw new TimelineError(`${where}: "params" must be an object`);
+    if (typeof toxicity !== 'number' || toxicity < 0 || toxicity > 1)
+      throw new TimelineError(`${where}: "toxicity" must be a number in 0-1`);
+    if (e.proxy !== undefined && (typeof e.proxy !== 'string' || !/^[a-z][a-z0-9_-]*$/.test(e.proxy)))
+      throw new TimelineError(`${where}: "proxy" must be a proxy name`);
+    if (e.params !== undefined && (typeof e.params !== 'object' || e.params === null || Array.isArray(e.params)))
+      throw new TimelineError(`${where}: "params" must be an object`);
     try {
       const params = resolveParams(e.fault, e.params as Record<string, unknown> | undefined, where);
       const streams = resolveStreams(e.fault, e.stream, where);
       const def = FAULTS[e.fault]!;
-      return { index, atMs, forMs, fault: e.fault, proxy: (e.proxy as string) ?? 'voice', streams, toxicity, params, actions: def.actions(params, streams, toxicity), killsLink: def.killsLink, needsControl: def.needsControl };
+      return {
+        index,
+        atMs,
+        forMs,
+        fault: e.fault,
+        proxy: (e.proxy as string) ?? 'voice',
+        streams,
+        toxicity,
+        params,
+        actions: def.actions(params, streams, toxicity),
+        killsLink: def.killsLink,
+        needsControl: def.needsControl,
+      };
     } catch (err) {
       if (err instanceof FaultError) throw new TimelineError(err.message);
       throw err;
@@ -117,7 +141,11 @@ export function validateTimeline(entries: unknown, name: string, durationMs?: nu
  * TIMELINE: empty/'none', a shipped name, or a path to a JSON file (a list of entries).
  * `readFile` is k6's open() in the init context, or readFileSync on Node.
  */
-export function loadTimeline(spec: string | undefined, readFile: (path: string) => string, durationMs?: number): { name: string; steps: ChaosStep[] } {
+export function loadTimeline(
+  spec: string | undefined,
+  readFile: (path: string) => string,
+  durationMs?: number,
+): { name: string; steps: ChaosStep[] } {
   if (!spec || spec === 'none') return { name: 'none', steps: [] };
   if (spec.endsWith('.json')) {
     let json: unknown;
@@ -135,7 +163,10 @@ export function loadTimeline(spec: string | undefined, readFile: (path: string) 
     return { name: spec, steps: validateTimeline(json, spec, durationMs) };
   }
   const t = TIMELINES[spec];
-  if (!t) throw new TimelineError(`unknown TIMELINE "${spec}": shipped are ${Object.keys(TIMELINES).join(', ')}, or give a .json path`);
+  if (!t)
+    throw new TimelineError(
+      `unknown TIMELINE "${spec}": shipped are ${Object.keys(TIMELINES).join(', ')}, or give a .json path`,
+    );
   return { name: spec, steps: validateTimeline(t, spec, durationMs) };
 }
 

@@ -47,13 +47,16 @@ export const toxiproxyApi = {
   version: (base: string) => tp('GET', base, '/version'),
   /** GET /proxies answers { name: ProxyInfo }. */
   proxies: (base: string) => tp('GET', base, '/proxies'),
-  createProxy: (base: string, p: { name: string; listen: string; upstream: string }) => tp('POST', base, '/proxies', { ...p, enabled: true }),
+  createProxy: (base: string, p: { name: string; listen: string; upstream: string }) =>
+    tp('POST', base, '/proxies', { ...p, enabled: true }),
   deleteProxy: (base: string, proxy: string) => tp('DELETE', base, `/proxies/${enc(proxy)}`),
   /** A disabled proxy closes its open links and refuses new ones: the `cut` link action. */
-  setEnabled: (base: string, proxy: string, enabled: boolean) => tp('POST', base, `/proxies/${enc(proxy)}`, { enabled }),
+  setEnabled: (base: string, proxy: string, enabled: boolean) =>
+    tp('POST', base, `/proxies/${enc(proxy)}`, { enabled }),
   toxics: (base: string, proxy: string) => tp('GET', base, `/proxies/${enc(proxy)}/toxics`),
   addToxic: (base: string, proxy: string, t: ToxicSpec) => tp('POST', base, `/proxies/${enc(proxy)}/toxics`, t),
-  removeToxic: (base: string, proxy: string, name: string) => tp('DELETE', base, `/proxies/${enc(proxy)}/toxics/${enc(name)}`),
+  removeToxic: (base: string, proxy: string, name: string) =>
+    tp('DELETE', base, `/proxies/${enc(proxy)}/toxics/${enc(name)}`),
   /** Every toxic removed, every proxy enabled. */
   reset: (base: string) => tp('POST', base, '/reset'),
 };
@@ -64,8 +67,21 @@ export const toxiproxyApi = {
  * finished, which may take the server's drain time (5 s by default) and its start-up: hence the longer wait.
  */
 export const controlApi = {
-  serverStop: (base: string): ApiRequest => ({ service: 'control API', method: 'POST', base, path: '/server/stop', body: '{}' }),
-  serverStart: (base: string): ApiRequest => ({ service: 'control API', method: 'POST', base, path: '/server/start', body: '{}', timeoutS: 60 }),
+  serverStop: (base: string): ApiRequest => ({
+    service: 'control API',
+    method: 'POST',
+    base,
+    path: '/server/stop',
+    body: '{}',
+  }),
+  serverStart: (base: string): ApiRequest => ({
+    service: 'control API',
+    method: 'POST',
+    base,
+    path: '/server/start',
+    body: '{}',
+    timeoutS: 60,
+  }),
 };
 
 export interface ActionTarget {
@@ -83,13 +99,23 @@ export function actionRequest(a: FaultAction, phase: 'onset' | 'end', t: ActionT
     case 'toxic': {
       const name = t.toxicName(a);
       return phase === 'onset'
-        ? toxiproxyApi.addToxic(t.toxiproxyUrl, t.proxy, { name, type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes })
+        ? toxiproxyApi.addToxic(t.toxiproxyUrl, t.proxy, {
+            name,
+            type: a.type,
+            stream: a.stream,
+            toxicity: a.toxicity,
+            attributes: a.attributes,
+          })
         : toxiproxyApi.removeToxic(t.toxiproxyUrl, t.proxy, name);
     }
     case 'disable-proxy':
       return toxiproxyApi.setEnabled(t.toxiproxyUrl, t.proxy, phase === 'end');
     case 'server-restart':
-      if (!t.controlUrl) return { error: 'server-restart needs CONTROL_URL (the stack owns the server): run under `wakestorm stack` or `wakestorm run`' };
+      if (!t.controlUrl)
+        return {
+          error:
+            'server-restart needs CONTROL_URL (the stack owns the server): run under `wakestorm stack` or `wakestorm run`',
+        };
       return phase === 'onset' ? controlApi.serverStop(t.controlUrl) : controlApi.serverStart(t.controlUrl);
   }
 }

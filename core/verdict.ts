@@ -42,12 +42,27 @@ export const CHAOS_TAG = 'chaos';
 /** Why a link or a connect attempt ended, as the `cause` tag: where to look first. */
 export const CAUSES: Record<string, { phase: string; look: string }> = {
   server_close: { phase: 'connected', look: 'the server closed the link' },
-  abnormal: { phase: 'connected', look: 'the TCP connection ended with no close frame (server crash, reset, or network)' },
-  liveness: { phase: 'connected', look: "the device's own liveness check fired: the server went silent or stopped answering its heartbeat" },
-  refused: { phase: 'connect', look: 'the upgrade was refused or the TCP connect failed (auth, capacity, server down)' },
-  handshake: { phase: 'connect', look: 'the socket opened but the server never confirmed `connected`, or closed it first' },
+  abnormal: {
+    phase: 'connected',
+    look: 'the TCP connection ended with no close frame (server crash, reset, or network)',
+  },
+  liveness: {
+    phase: 'connected',
+    look: "the device's own liveness check fired: the server went silent or stopped answering its heartbeat",
+  },
+  refused: {
+    phase: 'connect',
+    look: 'the upgrade was refused or the TCP connect failed (auth, capacity, server down)',
+  },
+  handshake: {
+    phase: 'connect',
+    look: 'the socket opened but the server never confirmed `connected`, or closed it first',
+  },
   timeout: { phase: 'connect', look: 'the connect did not finish in time' },
-  violation: { phase: 'connected', look: 'the device closed the link: the server broke the protocol (protocol_violations says how)' },
+  violation: {
+    phase: 'connected',
+    look: 'the device closed the link: the server broke the protocol (protocol_violations says how)',
+  },
 };
 
 /** The phase of a device's life each SLO metric judges. */
@@ -91,7 +106,15 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   response_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'replies heard'],
   session_drop_rate: [(d) => count(d, 'wakes'), 'wakes', 'sessions started'],
   // Links lost that had to come back: not those of devices that gave up or stop by design, nor those lost too late.
-  reconnect_time: [(d) => count(d, 'connection_drops') - count(d, 'reconnects_unfinished') - count(d, 'devices_gave_up') - count(d, 'reconnects_abandoned'), 'links lost with time to come back', 'came back'],
+  reconnect_time: [
+    (d) =>
+      count(d, 'connection_drops') -
+      count(d, 'reconnects_unfinished') -
+      count(d, 'devices_gave_up') -
+      count(d, 'reconnects_abandoned'),
+    'links lost with time to come back',
+    'came back',
+  ],
   disconnect_detect_time: [(d) => count(d, 'connection_drops'), 'links lost', 'noticed during a fault'],
   connect_success: [(d) => count(d, 'devices_started'), 'devices started', 'connect attempts finished'],
   barge_in_stop_time: [(d) => count(d, 'barge_ins'), 'barge-ins', 'measured'],
@@ -137,13 +160,17 @@ export function firmwareReason(p: Profile, s: Pick<Slo, 'metric' | 'target' | 'a
   const base = baseMetric(s.metric);
   if (!FIRMWARE_BOUND.has(base)) return null;
   const r = p.reconnect;
-  if (base === 'devices_gave_up') return r.max_attempts > 0 ? `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts)` : null;
+  if (base === 'devices_gave_up')
+    return r.max_attempts > 0 ? `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts)` : null;
   const sec = (ms: number) => `${+(ms / 1000).toFixed(1)} s`;
   const firstWait = r.first_ms ?? (r.policy === 'fixed' || r.policy === 'exponential' ? r.base_ms : 0);
-  if (firstWait >= s.target) return `waits ${sec(firstWait)} before it reconnects (reconnect.policy ${r.policy}, base ${sec(r.base_ms)})`;
+  if (firstWait >= s.target)
+    return `waits ${sec(firstWait)} before it reconnects (reconnect.policy ${r.policy}, base ${sec(r.base_ms)})`;
   if (base === 'recovery_time') {
-    if (r.max_attempts > 0) return `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts), so it may never come back`;
-    if (p.liveness.detect === 'silence' && p.liveness.timeout_ms >= s.target) return `notices a dead link only after ${sec(p.liveness.timeout_ms)} of silence (liveness.timeout_ms)`;
+    if (r.max_attempts > 0)
+      return `gives up after ${r.max_attempts} reconnect tries (reconnect.max_attempts), so it may never come back`;
+    if (p.liveness.detect === 'silence' && p.liveness.timeout_ms >= s.target)
+      return `notices a dead link only after ${sec(p.liveness.timeout_ms)} of silence (liveness.timeout_ms)`;
   }
   return null;
 }
@@ -266,8 +293,15 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
   // A message the dialect does not match leaves the conversation waiting: say so first, it is the likeliest cause.
   const unmatched = count(data, 'unmatched_messages');
   if (unmatched > 0 && CONVERSATION_METRICS.has(base)) {
-    const types = ctx.unmatchedTypes?.length ? ` (${ctx.unmatchedTypes.slice(0, 5).map((t) => `\`${t}\``).join(', ')})` : '';
-    out.push(`the server sent ${unmatched} message(s)${types} that the dialect does not match: a typo in the dialect, or a server speaking another protocol`);
+    const types = ctx.unmatchedTypes?.length
+      ? ` (${ctx.unmatchedTypes
+          .slice(0, 5)
+          .map((t) => `\`${t}\``)
+          .join(', ')})`
+      : '';
+    out.push(
+      `the server sent ${unmatched} message(s)${types} that the dialect does not match: a typo in the dialect, or a server speaking another protocol`,
+    );
   }
   // Which fault the fleet was slowest to come back from.
   if (base === 'recovery_time') {
@@ -275,7 +309,15 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
       .map((f) => ({ name: f.value, v: aggregateOf(f.m, s) }))
       .filter((f): f is { name: string; v: number } => f.v !== null)
       .sort((a, b) => b.v - a.v);
-    if (faults.length) out.push(`fault ${faults.slice(0, 3).map((f) => `${f.name} ${(f.v / 1000).toFixed(1)} s`).join(', ')}${count(data, 'recoveries_failed') ? ` (${count(data, 'recoveries_failed')} profile slice(s) never back)` : ''}`);
+    if (faults.length)
+      out.push(
+        `fault ${faults
+          .slice(0, 3)
+          .map((f) => `${f.name} ${(f.v / 1000).toFixed(1)} s`)
+          .join(
+            ', ',
+          )}${count(data, 'recoveries_failed') ? ` (${count(data, 'recoveries_failed')} profile slice(s) never back)` : ''}`,
+      );
   }
   // Where the user's wait went: the server's endpointing, and the rest.
   if (base === 'response_latency') {
@@ -283,19 +325,27 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
     const ep = p('endpointing_latency');
     const rest = p('processing_latency');
     if (typeof ep === 'number' && typeof rest === 'number') {
-      out.push(`endpointing p95 ${ep.toFixed(0)} ms (end of speech to the server's first sign it heard it), the rest p95 ${rest.toFixed(0)} ms`);
+      out.push(
+        `endpointing p95 ${ep.toFixed(0)} ms (end of speech to the server's first sign it heard it), the rest p95 ${rest.toFixed(0)} ms`,
+      );
     }
   }
   // Profiles: each profile's own value of the SLO; those that breach on their own, worst first.
   const profiles = byTag(data, s.metric, 'profile')
     .map((p) => ({ name: p.value, m: p.m, v: aggregateOf(p.m, s) }))
-    .filter((p): p is { name: string; m: MetricSummary; v: number } => p.v !== null && (s.aggregation !== 'count' || p.v > 0));
+    .filter(
+      (p): p is { name: string; m: MetricSummary; v: number } => p.v !== null && (s.aggregation !== 'count' || p.v > 0),
+    );
   if (profiles.length) {
     const order = worseFirst(s);
     const bad = profiles.filter((p) => !meets(p.v, s)).sort((a, b) => order(a.v, b.v));
     const shown = (bad.length ? bad : profiles.sort((a, b) => order(a.v, b.v))).slice(0, 3);
-    const tail = bad.length ? `${bad.length} of ${profiles.length} profiles breach on their own` : `no single profile breaches on its own`;
-    out.push(`profile ${shown.map((p) => `${p.name} ${valueText(p.v, s, p.m)}`).join(', ')}${profiles.length > 1 ? ` (${tail})` : ''}`);
+    const tail = bad.length
+      ? `${bad.length} of ${profiles.length} profiles breach on their own`
+      : `no single profile breaches on its own`;
+    out.push(
+      `profile ${shown.map((p) => `${p.name} ${valueText(p.v, s, p.m)}`).join(', ')}${profiles.length > 1 ? ` (${tail})` : ''}`,
+    );
   }
   // Close codes and causes of failed connects and unplanned drops.
   const tally = (tag: string) =>
@@ -307,15 +357,32 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
   if (kinds.length) out.push(`kind ${kinds.map((k) => `${k.v} ×${k.n}`).join(', ')}`);
   const codes = tally('code');
   const codeName = (v: string) => CLOSE_CODE_NAMES[v] ?? CLOSE_CODE_RANGES[v];
-  if (codes.length) out.push(`close code ${codes.slice(0, 3).map((c) => `${c.v}${codeName(c.v) ? ` (${codeName(c.v)})` : ''} ×${c.n}`).join(', ')}`);
+  if (codes.length)
+    out.push(
+      `close code ${codes
+        .slice(0, 3)
+        .map((c) => `${c.v}${codeName(c.v) ? ` (${codeName(c.v)})` : ''} ×${c.n}`)
+        .join(', ')}`,
+    );
   const causes = tally('cause');
   if (causes.length) {
     const top = causes[0]!;
-    out.push(`phase ${CAUSES[top.v]?.phase ?? PHASE[base] ?? '?'}: ${CAUSES[top.v]?.look ?? top.v} (×${top.n}${causes.length > 1 ? `; also ${causes.slice(1).map((c) => `${c.v} ×${c.n}`).join(', ')}` : ''})`);
+    out.push(
+      `phase ${CAUSES[top.v]?.phase ?? PHASE[base] ?? '?'}: ${CAUSES[top.v]?.look ?? top.v} (×${top.n}${
+        causes.length > 1
+          ? `; also ${causes
+              .slice(1)
+              .map((c) => `${c.v} ×${c.n}`)
+              .join(', ')}`
+          : ''
+      })`,
+    );
     return out;
   }
   // Dropped sessions by the reason they ended (sessions_dropped{reason:…}): lost with the link, interrupted, timed out.
-  const reasons = (base === 'session_drop_rate' ? byTag(data, 'sessions_dropped', 'reason') : byTag(data, s.metric, 'reason'))
+  const reasons = (
+    base === 'session_drop_rate' ? byTag(data, 'sessions_dropped', 'reason') : byTag(data, s.metric, 'reason')
+  )
     .map((x) => ({ v: x.value, n: failuresIn(x.m) }))
     .filter((x) => x.n > 0)
     .sort((a, b) => b.n - a.n);
@@ -328,7 +395,17 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
 export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): SloResult {
   const m = data.metrics[s.metric];
   const v = aggregateOf(m, s);
-  const r: SloResult = { name: s.name, metric: s.metric, description: s.description, target: targetText(s), measured: valueText(v, s, m), value: v, status: 'pass', why: '', culprits: [] };
+  const r: SloResult = {
+    name: s.name,
+    metric: s.metric,
+    description: s.description,
+    target: targetText(s),
+    measured: valueText(v, s, m),
+    value: v,
+    status: 'pass',
+    why: '',
+    culprits: [],
+  };
   if (v === null) {
     // A phase of a chaos run with no sample while the run had some in other phases: nothing of it to judge here.
     if (/[{,]chaos:/.test(s.metric) && samples(data.metrics[baseMetric(s.metric)]) > 0) {
@@ -343,7 +420,9 @@ export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): Slo
       r.why = `${s.metric}: n/a, no ${pre![1]} in this run`;
     } else {
       r.status = 'fail';
-      r.why = pre ? `${s.metric}: ${owed} ${pre[1]}, 0 ${pre[2]}` : `${s.metric}: no sample although the SLO asks for one (no data is not a pass)`;
+      r.why = pre
+        ? `${s.metric}: ${owed} ${pre[1]}, 0 ${pre[2]}`
+        : `${s.metric}: no sample although the SLO asks for one (no data is not a pass)`;
       r.culprits = culpritsOf(data, s, ctx);
     }
     return r;
@@ -381,7 +460,10 @@ function faultFindings(data: SummaryData, slos: Slo[], ctx: JudgeContext): strin
       }
       if (worst === null || meets(worst, s)) continue;
       const why = firmwareReason(p, s);
-      if (why) out.push(`under faults, ${p.name} reconnects in ${s.aggregation} ${(worst / 1000).toFixed(1)} s, over ${s.name}'s ${s.target / 1000} s: it ${why}`);
+      if (why)
+        out.push(
+          `under faults, ${p.name} reconnects in ${s.aggregation} ${(worst / 1000).toFixed(1)} s, over ${s.name}'s ${s.target / 1000} s: it ${why}`,
+        );
     }
   }
   return out;
@@ -416,15 +498,20 @@ function testerFaults(data: SummaryData): string[] {
   const out: string[] = [];
   const lag = data.metrics.vu_loop_lag?.values;
   if (lag && (lag.count ?? 0) > 0 && (lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms) {
-    out.push(`generator saturated: VU event-loop lag p95 ${lag['p(95)']!.toFixed(0)} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`);
+    out.push(
+      `generator saturated: VU event-loop lag p95 ${lag['p(95)']!.toFixed(0)} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`,
+    );
   }
   const slips = count(data, 'audio_slips');
   const frames = count(data, 'audio_frames');
   if (slips >= SATURATION.minAudioSlips && slips > SATURATION.audioSlipShare * Math.max(frames, 1)) {
-    out.push(`generator saturated: ${slips} of ${frames} uplink audio frames sent late (${pct(slips / Math.max(frames, 1))} > bound ${pct(SATURATION.audioSlipShare)})`);
+    out.push(
+      `generator saturated: ${slips} of ${frames} uplink audio frames sent late (${pct(slips / Math.max(frames, 1))} > bound ${pct(SATURATION.audioSlipShare)})`,
+    );
   }
   const chaosErrors = count(data, 'chaos_errors');
-  if (chaosErrors > 0) out.push(`${chaosErrors} fault onset(s) or end(s) could not be applied through Toxiproxy or the control API`);
+  if (chaosErrors > 0)
+    out.push(`${chaosErrors} fault onset(s) or end(s) could not be applied through Toxiproxy or the control API`);
   if (count(data, 'devices_started') === 0) out.push('no device started: the fleet never ran');
   return out;
 }
@@ -434,7 +521,12 @@ function testerFaults(data: SummaryData): string[] {
  * SLO breached or no device ever connected, else PASS. n/a SLOs never make a pass on their own: a run where every SLO
  * is n/a fails.
  */
-export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: string[] = [], ctx: JudgeContext = {}): Judgement {
+export function judge(
+  data: SummaryData | null,
+  slos: Slo[],
+  extraInvalid: string[] = [],
+  ctx: JudgeContext = {},
+): Judgement {
   const invalid = [...extraInvalid];
   if (!data) {
     if (!invalid.length) invalid.push('k6 wrote no summary');
@@ -448,18 +540,33 @@ export function judge(data: SummaryData | null, slos: Slo[], extraInvalid: strin
   if (!overwhelmed) invalid.push(...own);
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
-  if (overwhelmed) failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
-  const findings = [...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`), ...faultFindings(data, slos, ctx)];
+  if (overwhelmed)
+    failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
+  const findings = [
+    ...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`),
+    ...faultFindings(data, slos, ctx),
+  ];
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;
-  if (started > 0 && connected === 0) failures.push(`no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`);
-  if (!rows.some((r) => r.status === 'pass') && !failures.length) failures.push('no SLO could be judged (every one n/a): nothing was seen to work');
+  if (started > 0 && connected === 0)
+    failures.push(
+      `no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`,
+    );
+  if (!rows.some((r) => r.status === 'pass') && !failures.length)
+    failures.push('no SLO could be judged (every one n/a): nothing was seen to work');
   return finish(invalid.length ? 'invalid' : failures.length ? 'fail' : 'pass', rows, invalid, failures, findings);
 }
 
-function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures: string[], findings: string[] = []): Judgement {
+function finish(
+  verdict: Verdict,
+  rows: SloResult[],
+  invalid: string[],
+  failures: string[],
+  findings: string[] = [],
+): Judgement {
   let headline: string;
-  if (verdict === 'invalid') headline = `VERDICT: INVALID (the tester failed, its numbers do not judge the server): ${invalid.join('; ')}`;
+  if (verdict === 'invalid')
+    headline = `VERDICT: INVALID (the tester failed, its numbers do not judge the server): ${invalid.join('; ')}`;
   else if (verdict === 'fail') {
     const breached = rows.filter((r) => r.status === 'fail');
     headline = `VERDICT: FAIL (${breached.length ? breached.map((r) => r.name).join(', ') : 'no device connected'}): ${failures.join(' | ')}`;
@@ -468,7 +575,15 @@ function finish(verdict: Verdict, rows: SloResult[], invalid: string[], failures
     const fw = findings.length ? `, ${findings.length} firmware finding${findings.length > 1 ? 's' : ''}` : '';
     headline = `VERDICT: PASS (${rows.length - na - findings.length} SLOs met${fw}${na ? `, ${na} n/a` : ''})`;
   }
-  return { verdict, exit_code: VERDICT_EXIT[verdict], headline, slos: rows, invalid, failures: verdict === 'fail' ? failures : [], findings };
+  return {
+    verdict,
+    exit_code: VERDICT_EXIT[verdict],
+    headline,
+    slos: rows,
+    invalid,
+    failures: verdict === 'fail' ? failures : [],
+    findings,
+  };
 }
 
 function xml(s: string): string {
@@ -484,14 +599,17 @@ export function junitXml(j: Judgement, suite: string, seconds: number): string {
   const cases: string[] = [];
   const invalid = j.verdict === 'invalid';
   const tc = (name: string, body?: string) =>
-    body ? `    <testcase classname="${cls}" name="${xml(name)}">\n      ${body}\n    </testcase>` : `    <testcase classname="${cls}" name="${xml(name)}"/>`;
+    body
+      ? `    <testcase classname="${cls}" name="${xml(name)}">\n      ${body}\n    </testcase>`
+      : `    <testcase classname="${cls}" name="${xml(name)}"/>`;
   const tester = 'tester (generator, Toxiproxy, k6, chaos driver)';
   cases.push(invalid ? tc(tester, `<error message="${xml(j.invalid.join('; '))}"/>`) : tc(tester));
   for (const r of j.slos) {
     const name = `${r.name} (${r.metric} ${r.target})`;
     if (invalid) cases.push(tc(name, `<skipped message="${xml('not judged: the run is INVALID')}"/>`));
     else if (r.status === 'pass') cases.push(tc(name));
-    else if (r.status === 'finding') cases.push(tc(name, `<system-out>${xml(`finding: ${[r.why, ...r.culprits].join('; ')}`)}</system-out>`));
+    else if (r.status === 'finding')
+      cases.push(tc(name, `<system-out>${xml(`finding: ${[r.why, ...r.culprits].join('; ')}`)}</system-out>`));
     else if (r.status === 'n/a') cases.push(tc(name, `<skipped message="${xml(r.why)}"/>`));
     else cases.push(tc(name, `<failure message="${xml([r.why, ...r.culprits].join('; '))}"/>`));
   }
@@ -513,7 +631,8 @@ export function verdictLines(j: Judgement): string[] {
     lines.push(`  ${'SLO'.padEnd(20)} ${'target'.padEnd(20)} ${'measured'.padEnd(22)} status`);
     for (const r of j.slos) {
       lines.push(`  ${r.name.padEnd(20)} ${r.target.padEnd(20)} ${r.measured.padEnd(22)} ${r.status.toUpperCase()}`);
-      if (r.status === 'fail' || r.status === 'finding') for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
+      if (r.status === 'fail' || r.status === 'finding')
+        for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
     }
     lines.push('');
   }

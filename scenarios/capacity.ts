@@ -23,7 +23,9 @@ const s = makeScenario({
     gracefulRampDown: '5s',
   }),
   rampFraction: 0.9,
-  report: (data: SummaryData) => [`devices started before the end or the first breach: ${data.metrics.devices_started?.values.count ?? 0}`],
+  report: (data: SummaryData) => [
+    `devices started before the end or the first breach: ${data.metrics.devices_started?.values.count ?? 0}`,
+  ],
 });
 
 // k6 reads these from the entry script: options, the lifecycle hooks, and the two scenarios' exec functions.

@@ -17,11 +17,18 @@ const s = makeScenario({
   // Reconnect attempts counted per 250 ms of the run (from the chaos epoch) so the herd's shape is visible.
   wrapMetrics: (sink, _cfg, epoch) => ({
     add(name, value, tags) {
-      if (name === 'reconnect_attempts') sink.add(name, value, { ...tags, storm_q: String(Math.floor((Date.now() - epoch) / BUCKET_MS)) });
+      if (name === 'reconnect_attempts')
+        sink.add(name, value, { ...tags, storm_q: String(Math.floor((Date.now() - epoch) / BUCKET_MS)) });
       else sink.add(name, value, tags);
     },
   }),
-  extraThresholds: (cfg) => Object.fromEntries(Array.from({ length: Math.ceil(cfg.durationMs / BUCKET_MS) + 8 }, (_, i) => [`reconnect_attempts{storm_q:${i - 4}}`, []])),
+  extraThresholds: (cfg) =>
+    Object.fromEntries(
+      Array.from({ length: Math.ceil(cfg.durationMs / BUCKET_MS) + 8 }, (_, i) => [
+        `reconnect_attempts{storm_q:${i - 4}}`,
+        [],
+      ]),
+    ),
   report: (data: SummaryData) => herdReport(data),
 });
 
@@ -38,7 +45,9 @@ function herdReport(data: SummaryData): string[] {
   const [peakQ, peak] = buckets.reduce((a, b) => (b[1] > a[1] ? b : a));
   const spanS = ((buckets[buckets.length - 1]![0] - buckets[0]![0] + 1) * BUCKET_MS) / 1000;
   const t = (q: number) => `t+${((q * BUCKET_MS) / 1000).toFixed(2).padStart(6)}s`;
-  const bars = buckets.map(([q, n]) => `    ${t(q)} ${String(n).padStart(6)} ${'#'.repeat(Math.max(1, Math.round((n / peak) * 40)))}`);
+  const bars = buckets.map(
+    ([q, n]) => `    ${t(q)} ${String(n).padStart(6)} ${'#'.repeat(Math.max(1, Math.round((n / peak) * 40)))}`,
+  );
   return [
     `herd: ${total} reconnect attempts over ${spanS} s; peak ${peak} in 250 ms (${peak * 4}/s) at ${t(peakQ).trim()}, ${((peak / total) * 100).toFixed(1)}% of all attempts`,
     ...bars,

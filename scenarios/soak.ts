@@ -5,7 +5,9 @@ import type { SummaryData } from '../core/run-contract.ts';
 
 const DRIFT = ['wake_ack_latency', 'response_latency', 'ping_rtt'] as const;
 // Each latency sample is tagged with the tenth of the run it falls in: first, last, or none.
-const tenths = timeWindows('window', [...DRIFT], ['first', 'last'], (f) => (f < 0.1 ? 'first' : f > 0.9 ? 'last' : null));
+const tenths = timeWindows('window', [...DRIFT], ['first', 'last'], (f) =>
+  f < 0.1 ? 'first' : f > 0.9 ? 'last' : null,
+);
 
 const s = makeScenario({
   name: 'soak',

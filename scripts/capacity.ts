@@ -54,7 +54,16 @@ interface Step extends CapacityPoint {
 }
 
 /** The SLOs every capacity step must meet, on top of the run's: devices actually get connected. */
-const CAPACITY_EXTRA_SLOS: Slo[] = [{ name: 'connect_success', metric: 'connect_success', aggregation: 'rate', op: '>', target: 0.99, description: 'connection attempts that reached connected' }];
+const CAPACITY_EXTRA_SLOS: Slo[] = [
+  {
+    name: 'connect_success',
+    metric: 'connect_success',
+    aggregation: 'rate',
+    op: '>',
+    target: 0.99,
+    description: 'connection attempts that reached connected',
+  },
+];
 
 function p95(r: RunResult, m: string): number | null {
   const v = r.summary?.metrics[m]?.values;
@@ -79,7 +88,12 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
   const { opts, steps, log } = c;
   const t0 = Date.now();
   const tty = process.stdout.isTTY;
-  const bar = tty ? new SingleBar({ format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`, hideCursor: true }) : null;
+  const bar = tty
+    ? new SingleBar({
+        format: `  step ${steps.length + 1}: ${n} devices (${why}) [{bar}] {value}/{total} s`,
+        hideCursor: true,
+      })
+    : null;
   const total = Math.ceil(parseDuration(c.stepDuration, '--step-duration') / 1000) + 5;
   bar?.start(total, 0);
   const tick = bar ? setInterval(() => bar.update(Math.min(total, Math.round((Date.now() - t0) / 1000))), 500) : null;
@@ -125,14 +139,24 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
     bar?.stop();
   }
   if (r.interrupted) throw new RunError(`capacity search interrupted during the step with ${n} devices (${r.dir})`);
-  if (r.code !== VERDICT_EXIT.pass && r.code !== VERDICT_EXIT.fail && !(r.judgement.verdict === 'invalid' && r.summary)) {
-    throw new RunError(`capacity step with ${n} devices could not be judged: ${r.judgement.invalid.join('; ') || `exit ${r.code}`} (see ${r.dir})`);
+  if (
+    r.code !== VERDICT_EXIT.pass &&
+    r.code !== VERDICT_EXIT.fail &&
+    !(r.judgement.verdict === 'invalid' && r.summary)
+  ) {
+    throw new RunError(
+      `capacity step with ${n} devices could not be judged: ${r.judgement.invalid.join('; ') || `exit ${r.code}`} (see ${r.dir})`,
+    );
   }
   const rows = r.judgement.slos;
   const started = r.summary?.metrics.devices_started?.values.count ?? 0;
   const k6Cpu = sampler.stats('k6', k6From, Date.now())?.cpu_avg_pct ?? null;
   // The generator is the bottleneck when k6 used (nearly) every core, or could not even start its devices.
-  const saturated = r.judgement.verdict === 'invalid' || (k6Cpu !== null && k6Cpu >= 85 * c.cores) || started < n || (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
+  const saturated =
+    r.judgement.verdict === 'invalid' ||
+    (k6Cpu !== null && k6Cpu >= 85 * c.cores) ||
+    started < n ||
+    (r.summary?.metrics.dropped_iterations?.values.count ?? 0) > 0;
   const step: Step = {
     devices: n,
     pass: r.code === 0,
@@ -156,7 +180,12 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
 }
 
 /** The bracket: double from `start` until a step fails (or max), then bisect until hi - lo is within resolution of lo. */
-async function bracket(step: (n: number, why: string) => Promise<Step>, start: number, max: number, resolution: number): Promise<{ lo: number; hi: number | null; firstFail: Step | null }> {
+async function bracket(
+  step: (n: number, why: string) => Promise<Step>,
+  start: number,
+  max: number,
+  resolution: number,
+): Promise<{ lo: number; hi: number | null; firstFail: Step | null }> {
   let lo = 0;
   let hi: number | null = null;
   let firstFail: Step | null = null;
@@ -183,7 +212,10 @@ async function bracket(step: (n: number, why: string) => Promise<Step>, start: n
 }
 
 /** One more step at holds × 0.8, and the latency SLO nearest its target there (the headroom a fleet of that size has). */
-async function headroomAt(c: SearchContext, holds: number): Promise<{ devices: number; pct: number | null; limiting: string | null }> {
+async function headroomAt(
+  c: SearchContext,
+  holds: number,
+): Promise<{ devices: number; pct: number | null; limiting: string | null }> {
   const n = Math.round(holds * 0.8);
   const s = await capacityStep(c, n, 'headroom at N x 0.8');
   const r = loadRun(join(c.dir, 'steps', s.run_id));
@@ -211,10 +243,23 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
   writeFileSync(sloFile, JSON.stringify(CAPACITY_EXTRA_SLOS));
   const slo = [...(opts.slo ?? []), sloFile];
   // Every flag is checked once, before the first step sends anything.
-  planRun({ scenario, profile: opts.profile, slo, duration: stepDuration, wake, devices: start, dialect: opts.dialect, timeline: opts.timeline, backoff: opts.backoff, seed: opts.seed });
+  planRun({
+    scenario,
+    profile: opts.profile,
+    slo,
+    duration: stepDuration,
+    wake,
+    devices: start,
+    dialect: opts.dialect,
+    timeline: opts.timeline,
+    backoff: opts.backoff,
+    seed: opts.seed,
+  });
   const c: SearchContext = { opts, scenario, stepDuration, wake, slo, dir, cores, steps: [], log };
 
-  log(`wakestorm capacity: ${scenario}, steps of ${stepDuration}, from ${start} up to ${opts.maxDevices} devices, bisect to ${resolution * 100}%`);
+  log(
+    `wakestorm capacity: ${scenario}, steps of ${stepDuration}, from ${start} up to ${opts.maxDevices} devices, bisect to ${resolution * 100}%`,
+  );
   const { lo, hi, firstFail } = await bracket((n, why) => capacityStep(c, n, why), start, opts.maxDevices, resolution);
   const holds = lo > 0 ? lo : null;
   const headroom = holds && holds >= 5 ? await headroomAt(c, holds) : null;
@@ -223,7 +268,9 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
     holds === null
       ? `holds no tested fleet: ${start} devices already broke ${firstFail?.failed_slos.join('; ')}`
       : `holds ${holds} devices${headroom?.pct !== null && headroom ? ` (with ${headroom.pct}% headroom at ${headroom.devices}, N×0.8, on ${headroom.limiting})` : ''}` +
-        (hi === null ? `; never broke up to --max-devices ${opts.maxDevices}` : `; first broke at ${hi}: ${firstFail!.failed_slos.join('; ')}`);
+        (hi === null
+          ? `; never broke up to --max-devices ${opts.maxDevices}`
+          : `; first broke at ${hi}: ${firstFail!.failed_slos.join('; ')}`);
   const result = {
     scenario,
     step_duration: stepDuration,
@@ -235,7 +282,9 @@ export async function capacitySearch(opts: CapacityOptions): Promise<{ holds: nu
     first_broken_slos: firstFail?.failed_slos ?? [],
     headroom,
     generator_limited: generatorLimited,
-    answer: generatorLimited ? `INCONCLUSIVE: the load generator saturated before the server (k6 CPU ${firstFail?.k6_cpu_pct}% of ${cores * 100}%); ${answer}` : answer,
+    answer: generatorLimited
+      ? `INCONCLUSIVE: the load generator saturated before the server (k6 CPU ${firstFail?.k6_cpu_pct}% of ${cores * 100}%); ${answer}`
+      : answer,
     steps: c.steps,
     machine: { cores },
   };

@@ -40,7 +40,11 @@ async function readSamples(path: string): Promise<Sample[]> {
     if (!line.startsWith('{"metric":"') && !line.includes('"type":"Point"')) continue;
     const m = /"metric":"([a-z_]+)"/.exec(line);
     if (!m || !WANTED.has(m[1]!)) continue;
-    const p = JSON.parse(line) as { type: string; metric: string; data: { time: string; value: number; tags?: Record<string, string> } };
+    const p = JSON.parse(line) as {
+      type: string;
+      metric: string;
+      data: { time: string; value: number; tags?: Record<string, string> };
+    };
     if (p.type !== 'Point') continue;
     out.push({ metric: p.metric, t: Date.parse(p.data.time), value: p.data.value, tags: p.data.tags ?? {} });
   }
@@ -62,7 +66,13 @@ async function toSvg(spec: TopLevelSpec): Promise<string> {
 
 /** Charts span the report's width (1,040 px of drawing; the page scales the SVG to its column). */
 const WIDTH = 1040;
-const BASE = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: WIDTH, height: 240, background: 'white', config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } } } as const;
+const BASE = {
+  $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+  width: WIDTH,
+  height: 240,
+  background: 'white',
+  config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } },
+} as const;
 
 /** Latency ticks a person reads: 10, 20, 50, 100, 200, 500 ms, 1, 2, 5, 10, 20, 50 s. */
 const LATENCY_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
@@ -80,12 +90,37 @@ function latencyAxis(values: number[], title: string): object {
     type: 'quantitative',
     title,
     scale: { type: 'log', domain: [from, to], clamp: true, nice: false },
-    axis: { values: ticks, labelExpr: "datum.value >= 1000 ? format(datum.value / 1000, '~g') + ' s' : datum.value + ' ms'", grid: true },
+    axis: {
+      values: ticks,
+      labelExpr: "datum.value >= 1000 ? format(datum.value / 1000, '~g') + ' s' : datum.value + ' ms'",
+      grid: true,
+    },
   };
 }
 
 /** One colour per profile, the same in every chart of the run (a categorical palette with 20 distinct colours). */
-const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5'];
+const PALETTE = [
+  '#1f77b4',
+  '#ff7f0e',
+  '#2ca02c',
+  '#d62728',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#7f7f7f',
+  '#bcbd22',
+  '#17becf',
+  '#aec7e8',
+  '#ffbb78',
+  '#98df8a',
+  '#ff9896',
+  '#c5b0d5',
+  '#c49c94',
+  '#f7b6d2',
+  '#c7c7c7',
+  '#dbdb8d',
+  '#9edae5',
+];
 function profileColors(profiles: string[]): { domain: string[]; range: string[] } {
   const domain = [...new Set(profiles)].sort();
   return { domain, range: domain.map((_, i) => PALETTE[i % PALETTE.length]!) };
@@ -101,7 +136,11 @@ interface Window {
 }
 
 /** Pairs onsets with ends into windows; overlapping windows get their labels on separate rows. */
-function chaosWindows(events: { fault: string; phase: string; t: number; index?: number }[], sec: (t: number) => number, endS: number): Window[] {
+function chaosWindows(
+  events: { fault: string; phase: string; t: number; index?: number }[],
+  sec: (t: number) => number,
+  endS: number,
+): Window[] {
   const open = new Map<string, number>();
   const out: Window[] = [];
   for (const e of [...events].sort((a, b) => a.t - b.t)) {
@@ -131,17 +170,30 @@ function chaosWindows(events: { fault: string; phase: string; t: number; index?:
 function windowLayers(windows: Window[]): object[] {
   if (!windows.length) return [];
   return [
-    { data: { values: windows }, mark: { type: 'rect', color: '#e67e22', opacity: 0.15 }, encoding: { x: { field: 'from', type: 'quantitative' }, x2: { field: 'to' } } },
+    {
+      data: { values: windows },
+      mark: { type: 'rect', color: '#e67e22', opacity: 0.15 },
+      encoding: { x: { field: 'from', type: 'quantitative' }, x2: { field: 'to' } },
+    },
     {
       data: { values: windows.map((w) => ({ ...w, y: 4 + w.row * 11 })) },
       mark: { type: 'text', align: 'left', baseline: 'top', dx: 2, fontSize: 10, color: '#a04000' },
-      encoding: { x: { field: 'from', type: 'quantitative' }, y: { field: 'y', type: 'quantitative', scale: null }, text: { field: 'label' } },
+      encoding: {
+        x: { field: 'from', type: 'quantitative' },
+        y: { field: 'y', type: 'quantitative', scale: null },
+        text: { field: 'label' },
+      },
     },
   ];
 }
 
 /** Per-second fleet totals of a per-VU gauge (the last sample of each VU and key, summed over VUs). */
-function sumPerSecond(samples: Sample[], metric: string, sec: (t: number) => number, key: (s: Sample) => string): { s: number; key: string; value: number }[] {
+function sumPerSecond(
+  samples: Sample[],
+  metric: string,
+  sec: (t: number) => number,
+  key: (s: Sample) => string,
+): { s: number; key: string; value: number }[] {
   const series = new Map<string, Map<string, Map<number, number>>>();
   let maxS = 0;
   for (const s of samples) {
@@ -169,7 +221,14 @@ function sumPerSecond(samples: Sample[], metric: string, sec: (t: number) => num
 }
 
 /** Percentiles of a trend per bucket of seconds, one series per key. */
-function percentilesPer(samples: Sample[], metric: string, sec: (t: number) => number, bucket: number, qs: [string, number][], key: (s: Sample) => string = () => ''): { s: number; series: string; ms: number }[] {
+function percentilesPer(
+  samples: Sample[],
+  metric: string,
+  sec: (t: number) => number,
+  bucket: number,
+  qs: [string, number][],
+  key: (s: Sample) => string = () => '',
+): { s: number; series: string; ms: number }[] {
   const buckets = new Map<string, Map<number, number[]>>();
   for (const s of samples) {
     if (s.metric !== metric) continue;
@@ -182,7 +241,8 @@ function percentilesPer(samples: Sample[], metric: string, sec: (t: number) => n
   for (const [k, m] of buckets) {
     for (const [b, vals] of m) {
       vals.sort((x, y) => x - y);
-      for (const [name, q] of qs) rows.push({ s: b, series: `${k}${k && name ? ' ' : ''}${name}`, ms: quantile(vals, q) });
+      for (const [name, q] of qs)
+        rows.push({ s: b, series: `${k}${k && name ? ' ' : ''}${name}`, ms: quantile(vals, q) });
     }
   }
   return rows.sort((a, b) => a.s - b.s);
@@ -216,13 +276,16 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
   const sec = (t: number) => (t - t0) / 1000;
   let events: { fault: string; phase: string; t: number; index?: number }[] = [];
   try {
-    const ev = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as { applied?: typeof events; planned?: typeof events } | typeof events;
+    const ev = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as
+      { applied?: typeof events; planned?: typeof events } | typeof events;
     events = Array.isArray(ev) ? ev : ((ev.applied?.length ? ev.applied : ev.planned) ?? []);
   } catch {
     /* no chaos */
   }
   const windows = chaosWindows(events, sec, +sec(tEnd).toFixed(2));
-  const connected = sumPerSecond(samples, 'devices_connected', sec, (s) => (s.tags.profile ? s.tags.profile : 'all devices'));
+  const connected = sumPerSecond(samples, 'devices_connected', sec, (s) =>
+    s.tags.profile ? s.tags.profile : 'all devices',
+  );
   // Per-profile samples (mixed fleets) sum to the fleet total.
   if (connected.some((r) => r.key !== 'all devices')) {
     const total = new Map<number, number>();
@@ -248,7 +311,10 @@ const SERIES_COLORS: Record<string, string> = {
   'VU loop lag max': '#a1d99b',
 };
 const PHASE_COLORS = { domain: ['steady', 'during', 'recovery'], range: ['#1e8449', '#e67e22', '#2e86c1'] };
-const DROP_REASONS = { domain: ['lost', 'interrupted', 'timeout', 'error'], range: ['#c0392b', '#8e44ad', '#7f8c8d', '#d35400'] };
+const DROP_REASONS = {
+  domain: ['lost', 'interrupted', 'timeout', 'error'],
+  range: ['#c0392b', '#8e44ad', '#7f8c8d', '#d35400'],
+};
 
 /** A fixed colour per named series, so that no two series of a chart share one. */
 function seriesScale(names: string[]): { domain: string[]; range: string[] } {
@@ -267,14 +333,27 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
 
   if (rs.connected.length) {
     const title = `Connected devices, fleet total${rs.connected.some((r) => r.key !== 'all devices') ? ' and per profile' : ''}${chaosNote}`;
-    const keys = [...new Set(rs.connected.map((r) => r.key))].sort((a, b) => (a === 'all devices' ? -1 : b === 'all devices' ? 1 : a.localeCompare(b)));
-    const color = { domain: keys, range: keys.map((k) => (k === 'all devices' ? '#1d2330' : pc.range[pc.domain.indexOf(k)] ?? '#7f7f7f')) };
+    const keys = [...new Set(rs.connected.map((r) => r.key))].sort((a, b) =>
+      a === 'all devices' ? -1 : b === 'all devices' ? 1 : a.localeCompare(b),
+    );
+    const color = {
+      domain: keys,
+      range: keys.map((k) => (k === 'all devices' ? '#1d2330' : (pc.range[pc.domain.indexOf(k)] ?? '#7f7f7f'))),
+    };
     const spec = {
       ...BASE,
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: rs.connected }, mark: { type: 'line', interpolate: 'step-after', strokeWidth: 2 }, encoding: { x: X, y: { field: 'value', type: 'quantitative', title: 'connected devices' }, color: { field: 'key', type: 'nominal', title: null, scale: color } } },
+        {
+          data: { values: rs.connected },
+          mark: { type: 'line', interpolate: 'step-after', strokeWidth: 2 },
+          encoding: {
+            x: X,
+            y: { field: 'value', type: 'quantitative', title: 'connected devices' },
+            color: { field: 'key', type: 'nominal', title: null, scale: color },
+          },
+        },
       ],
     };
     charts.push({ file: 'connected.svg', title, svg: await toSvg(spec as TopLevelSpec) });
@@ -282,8 +361,14 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
 
   // A log axis cannot show 0 ms: such a bucket is drawn at 1 ms, the axis's floor.
   const lat = [
-    ...percentilesPer(samples, 'wake_ack_latency', sec, 2, [['wake ack p50', 0.5], ['wake ack p95', 0.95]]),
-    ...percentilesPer(samples, 'response_latency', sec, 2, [['response p50', 0.5], ['response p95', 0.95]]),
+    ...percentilesPer(samples, 'wake_ack_latency', sec, 2, [
+      ['wake ack p50', 0.5],
+      ['wake ack p95', 0.95],
+    ]),
+    ...percentilesPer(samples, 'response_latency', sec, 2, [
+      ['response p50', 0.5],
+      ['response p95', 0.95],
+    ]),
   ].map((r) => ({ ...r, ms: Math.max(1, r.ms) }));
   if (lat.length) {
     const title = `Latency after the wake word, percentiles per 2 s${chaosNote}`;
@@ -295,7 +380,17 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         {
           data: { values: lat },
           mark: { type: 'line', point: true, strokeWidth: 2 },
-          encoding: { x: X, y: { field: 'ms', ...latencyAxis(lat.map((r) => r.ms), 'latency (log scale)') }, color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lat.map((r) => r.series)) } },
+          encoding: {
+            x: X,
+            y: {
+              field: 'ms',
+              ...latencyAxis(
+                lat.map((r) => r.ms),
+                'latency (log scale)',
+              ),
+            },
+            color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lat.map((r) => r.series)) },
+          },
         },
       ],
     };
@@ -306,8 +401,16 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     // Small multiples: one panel per profile (its own colour), wake ack p95 solid, response p95 dashed.
     const byProfile = (s: Sample) => s.tags.profile ?? '?';
     const rows = [
-      ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({ ...r, profile: r.series, metric: 'wake ack p95' })),
-      ...percentilesPer(samples, 'response_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({ ...r, profile: r.series, metric: 'response p95' })),
+      ...percentilesPer(samples, 'wake_ack_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({
+        ...r,
+        profile: r.series,
+        metric: 'wake ack p95',
+      })),
+      ...percentilesPer(samples, 'response_latency', sec, 5, [['', 0.95]], byProfile).map((r) => ({
+        ...r,
+        profile: r.series,
+        metric: 'response p95',
+      })),
     ].map((r) => ({ ...r, ms: Math.max(1, r.ms) }));
     if (rows.length) {
       const title = `p95 latency per profile, per 5 s${chaosNote}`;
@@ -325,9 +428,26 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
           mark: { type: 'line', point: true, strokeWidth: 2 },
           encoding: {
             x: { ...XBASE, scale: { domain: [0, rs.endS], nice: false } },
-            y: { field: 'ms', ...latencyAxis(rows.map((r) => r.ms), 'p95') },
+            y: {
+              field: 'ms',
+              ...latencyAxis(
+                rows.map((r) => r.ms),
+                'p95',
+              ),
+            },
             color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
-            strokeDash: { field: 'metric', type: 'nominal', title: null, scale: { domain: ['wake ack p95', 'response p95'], range: [[1, 0], [6, 3]] } },
+            strokeDash: {
+              field: 'metric',
+              type: 'nominal',
+              title: null,
+              scale: {
+                domain: ['wake ack p95', 'response p95'],
+                range: [
+                  [1, 0],
+                  [6, 3],
+                ],
+              },
+            },
           },
         },
         config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } },
@@ -357,7 +477,17 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         {
           data: { values: drops },
           mark: { type: 'bar' },
-          encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true }, color: { field: 'code', type: 'nominal', title: 'close code', scale: seriesScale(drops.map((d) => d.code)) } },
+          encoding: {
+            x: X,
+            x2: { field: 's2' },
+            y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true },
+            color: {
+              field: 'code',
+              type: 'nominal',
+              title: 'close code',
+              scale: seriesScale(drops.map((d) => d.code)),
+            },
+          },
         },
       ],
     };
@@ -370,7 +500,9 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     if (d.metric !== 'sessions_dropped') continue;
     const at = Math.floor(sec(d.t));
     const reason = d.tags.reason ?? '?';
-    const row = lostBy.get(`${at}:${reason}`) ?? lostBy.set(`${at}:${reason}`, { s: at, s2: at + 1, reason, n: 0 }).get(`${at}:${reason}`)!;
+    const row =
+      lostBy.get(`${at}:${reason}`) ??
+      lostBy.set(`${at}:${reason}`, { s: at, s2: at + 1, reason, n: 0 }).get(`${at}:${reason}`)!;
     row.n += d.value;
   }
   if (lostBy.size) {
@@ -381,13 +513,24 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: [...lostBy.values()] }, mark: { type: 'bar' }, encoding: { x: X, x2: { field: 's2' }, y: { field: 'n', type: 'quantitative', title: 'sessions dropped', stack: true }, color: { field: 'reason', type: 'nominal', title: 'reason', scale: DROP_REASONS } } },
+        {
+          data: { values: [...lostBy.values()] },
+          mark: { type: 'bar' },
+          encoding: {
+            x: X,
+            x2: { field: 's2' },
+            y: { field: 'n', type: 'quantitative', title: 'sessions dropped', stack: true },
+            color: { field: 'reason', type: 'nominal', title: 'reason', scale: DROP_REASONS },
+          },
+        },
       ],
     };
     charts.push({ file: 'sessions-dropped.svg', title, svg: await toSvg(spec as TopLevelSpec) });
   }
 
-  const rt = samples.filter((s) => s.metric === 'reconnect_time').map((s) => ({ seconds: s.value / 1000, profile: s.tags.profile ?? '?' }));
+  const rt = samples
+    .filter((s) => s.metric === 'reconnect_time')
+    .map((s) => ({ seconds: s.value / 1000, profile: s.tags.profile ?? '?' }));
   if (rt.length) {
     const title = `Reconnect time distribution (${rt.length} reconnects)`;
     const spec = {
@@ -410,7 +553,8 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     if (s.metric !== 'recovery_time') continue;
     const k = `${s.tags.fault}\u0000${s.tags.profile}`;
     const prev = rec.get(k);
-    if (!prev || prev.seconds < s.value / 1000) rec.set(k, { fault: s.tags.fault ?? '?', profile: s.tags.profile ?? '?', seconds: s.value / 1000 });
+    if (!prev || prev.seconds < s.value / 1000)
+      rec.set(k, { fault: s.tags.fault ?? '?', profile: s.tags.profile ?? '?', seconds: s.value / 1000 });
   }
   if (rec.size) {
     const title = 'Recovery per fault: its end until each profile was back at its pre-fault level';
@@ -457,7 +601,10 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
   }
 
   // The tester's own health: how late its event loops ran, and uplink frames it sent late.
-  const lag = percentilesPer(samples, 'vu_loop_lag', sec, 1, [['VU loop lag p95', 0.95], ['VU loop lag max', 1]]);
+  const lag = percentilesPer(samples, 'vu_loop_lag', sec, 1, [
+    ['VU loop lag p95', 0.95],
+    ['VU loop lag max', 1],
+  ]);
   if (lag.length) {
     const title = `The generator's own delay: VU event-loop lag per second${chaosNote}`;
     const spec = {
@@ -466,7 +613,15 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       title,
       layer: [
         ...windowLayers(windows),
-        { data: { values: lag }, mark: { type: 'line', strokeWidth: 2 }, encoding: { x: X, y: { field: 'ms', type: 'quantitative', title: 'lag (ms)' }, color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lag.map((r) => r.series)) } } },
+        {
+          data: { values: lag },
+          mark: { type: 'line', strokeWidth: 2 },
+          encoding: {
+            x: X,
+            y: { field: 'ms', type: 'quantitative', title: 'lag (ms)' },
+            color: { field: 'series', type: 'nominal', title: null, scale: seriesScale(lag.map((r) => r.series)) },
+          },
+        },
       ],
     };
     charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec) });
@@ -488,8 +643,28 @@ export async function renderCapacityChart(points: CapacityPoint[], knee: number 
     ...(p.wake_ack_p95 !== null ? [{ devices: p.devices, series: 'wake_ack p95 (ms)', value: p.wake_ack_p95 }] : []),
     ...(p.response_p95 !== null ? [{ devices: p.devices, series: 'response p95 (ms)', value: p.response_p95 }] : []),
   ]);
-  const drop = points.map((p) => ({ devices: p.devices, drop_pct: (p.drop_rate ?? 0) * 100, verdict: p.pass ? 'pass' : 'fail' }));
-  const kneeLayer = knee ? [{ data: { values: [{ devices: knee, label: `holds ${knee}` }] }, layer: [{ mark: { type: 'rule', color: '#27ae60', strokeWidth: 2 }, encoding: { x: { field: 'devices', type: 'quantitative' } } }, { mark: { type: 'text', dx: 4, dy: -110, align: 'left', color: '#27ae60' }, encoding: { x: { field: 'devices', type: 'quantitative' }, text: { field: 'label' } } }] }] : [];
+  const drop = points.map((p) => ({
+    devices: p.devices,
+    drop_pct: (p.drop_rate ?? 0) * 100,
+    verdict: p.pass ? 'pass' : 'fail',
+  }));
+  const kneeLayer = knee
+    ? [
+        {
+          data: { values: [{ devices: knee, label: `holds ${knee}` }] },
+          layer: [
+            {
+              mark: { type: 'rule', color: '#27ae60', strokeWidth: 2 },
+              encoding: { x: { field: 'devices', type: 'quantitative' } },
+            },
+            {
+              mark: { type: 'text', dx: 4, dy: -110, align: 'left', color: '#27ae60' },
+              encoding: { x: { field: 'devices', type: 'quantitative' }, text: { field: 'label' } },
+            },
+          ],
+        },
+      ]
+    : [];
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     background: 'white',
@@ -498,8 +673,42 @@ export async function renderCapacityChart(points: CapacityPoint[], knee: number 
     resolve: { scale: { color: 'independent' } },
     title: 'Capacity: p95 latencies and drop rate against device count',
     vconcat: [
-      { width: 640, height: 220, layer: [{ data: { values: lat }, mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: { x: { field: 'devices', type: 'quantitative', title: 'devices' }, y: { field: 'value', type: 'quantitative', title: 'p95 latency (ms)' }, color: { field: 'series', type: 'nominal', title: null } } }, ...kneeLayer] },
-      { width: 640, height: 140, layer: [{ data: { values: drop }, mark: { type: 'bar', width: 8 }, encoding: { x: { field: 'devices', type: 'quantitative', title: 'devices' }, y: { field: 'drop_pct', type: 'quantitative', title: 'dropped sessions (%)' }, color: { field: 'verdict', type: 'nominal', scale: { domain: ['pass', 'fail'], range: ['#27ae60', '#c0392b'] } } } }, ...kneeLayer] },
+      {
+        width: 640,
+        height: 220,
+        layer: [
+          {
+            data: { values: lat },
+            mark: { type: 'line', point: true, strokeWidth: 2 },
+            encoding: {
+              x: { field: 'devices', type: 'quantitative', title: 'devices' },
+              y: { field: 'value', type: 'quantitative', title: 'p95 latency (ms)' },
+              color: { field: 'series', type: 'nominal', title: null },
+            },
+          },
+          ...kneeLayer,
+        ],
+      },
+      {
+        width: 640,
+        height: 140,
+        layer: [
+          {
+            data: { values: drop },
+            mark: { type: 'bar', width: 8 },
+            encoding: {
+              x: { field: 'devices', type: 'quantitative', title: 'devices' },
+              y: { field: 'drop_pct', type: 'quantitative', title: 'dropped sessions (%)' },
+              color: {
+                field: 'verdict',
+                type: 'nominal',
+                scale: { domain: ['pass', 'fail'], range: ['#27ae60', '#c0392b'] },
+              },
+            },
+          },
+          ...kneeLayer,
+        ],
+      },
     ],
   };
   writeFileSync(path, await toSvg(spec as unknown as TopLevelSpec));

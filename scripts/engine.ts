@@ -28,8 +28,13 @@ export class EngineError extends WakestormError {
 /** A hash of the engine's source (its .go files, go.mod, go.sum): the build's cache key. */
 export function engineSourceHash(): string {
   const h = createHash('sha256');
-  for (const f of readdirSync(SRC).filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum').sort()) {
-    h.update(f).update('\0').update(readFileSync(join(SRC, f))).update('\0');
+  for (const f of readdirSync(SRC)
+    .filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum')
+    .sort()) {
+    h.update(f)
+      .update('\0')
+      .update(readFileSync(join(SRC, f)))
+      .update('\0');
   }
   return h.digest('hex').slice(0, 16);
 }
@@ -49,7 +54,11 @@ export function findEngine(): string | null {
 export async function ensureEngine(progress: Progress): Promise<string> {
   const have = findEngine();
   if (have) return have;
-  if (!goVersion()) throw new EngineError(`wakestorm: the device engine is built with Go >= ${PINS.minGo}: install Go and run 'npx wakestorm setup'`, 1);
+  if (!goVersion())
+    throw new EngineError(
+      `wakestorm: the device engine is built with Go >= ${PINS.minGo}: install Go and run 'npx wakestorm setup'`,
+      1,
+    );
   const out = enginePath();
   mkdirSync(dirname(out), { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
@@ -64,7 +73,11 @@ export async function ensureEngine(progress: Progress): Promise<string> {
 /** The engine, or an EngineError with the one line that says how to get it. */
 export function requireEngine(): string {
   const p = findEngine();
-  if (!p) throw new EngineError(`wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`, 1);
+  if (!p)
+    throw new EngineError(
+      `wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`,
+      1,
+    );
   return p;
 }
 
@@ -82,15 +95,20 @@ export function engineCapabilities(bin = requireEngine()): EngineCapabilities {
 }
 
 /** The one line that refuses a run the engine cannot honour, or null. */
-export function engineRefusal(caps: EngineCapabilities, run: { wake: string; lifecycles: string[]; audio: string[] }): string | null {
+export function engineRefusal(
+  caps: EngineCapabilities,
+  run: { wake: string; lifecycles: string[]; audio: string[] },
+): string | null {
   if (!caps.wake.includes(run.wake)) {
     return `wakestorm: the native engine (${caps.version}) runs wake schedules ${caps.wake.join(', ')} only, not '${run.wake}': add --wake off, or --engine k6`;
   }
   const bad = run.lifecycles.find((l) => !caps.lifecycle.includes(l));
-  if (bad) return `wakestorm: the native engine (${caps.version}) runs ${caps.lifecycle.join(', ')} links only, not a '${bad}' dialect: use --engine k6`;
+  if (bad)
+    return `wakestorm: the native engine (${caps.version}) runs ${caps.lifecycle.join(', ')} links only, not a '${bad}' dialect: use --engine k6`;
   // Audio matters only when the devices talk.
   const codec = run.wake === 'off' ? undefined : run.audio.find((a) => !caps.audio.includes(a));
-  if (codec) return `wakestorm: the native engine (${caps.version}) streams ${caps.audio.join(', ')} audio only, not ${codec}: use --engine k6`;
+  if (codec)
+    return `wakestorm: the native engine (${caps.version}) streams ${caps.audio.join(', ')} audio only, not ${codec}: use --engine k6`;
   return null;
 }
 
@@ -107,18 +125,29 @@ export interface RunningEngine {
 /** Starts the engine on a loopback port of its choosing; it dies with the CLI (guardedSpawn). */
 export async function startEngine(fdLimit?: number): Promise<RunningEngine> {
   const bin = requireEngine();
-  const child = guardedSpawn(bin, ['--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true }, fdLimit);
+  const child = guardedSpawn(
+    bin,
+    ['--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    fdLimit,
+  );
   let stopping = false;
   let exitFn: ((m: string) => void) | null = null;
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   child.once('exit', (code, sig) => {
-    if (!stopping) exitFn?.(`the device engine exited during the run (${sig ? `signal ${sig}` : `code ${code}`})${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`);
+    if (!stopping)
+      exitFn?.(
+        `the device engine exited during the run (${sig ? `signal ${sig}` : `code ${code}`})${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`,
+      );
   });
   const url = await new Promise<string>((res, rej) => {
     const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => rej(new EngineError('wakestorm: the device engine did not start in 10 s', 1)), 10_000);
+    const timer = setTimeout(
+      () => rej(new EngineError('wakestorm: the device engine did not start in 10 s', 1)),
+      10_000,
+    );
     lines.on('line', (l) => {
       const m = /listening (ws:\/\/\S+)/.exec(l);
       if (m) {

@@ -42,7 +42,12 @@ export function spawnK6(o: SpawnK6Options): K6Process {
   const env = k6Env(o.env);
   for (const k of o.unset ?? []) delete env[k];
   const args = ['run', ...k6VarArgs(o.vars), ...(o.args ?? []), o.script];
-  const child = guardedSpawn(tools.k6, args, { env, cwd: o.cwd, stdio: ['ignore', o.inheritStdout ? 'inherit' : 'pipe', 'pipe'], detached: o.detached }, o.fdLimit);
+  const child = guardedSpawn(
+    tools.k6,
+    args,
+    { env, cwd: o.cwd, stdio: ['ignore', o.inheritStdout ? 'inherit' : 'pipe', 'pipe'], detached: o.detached },
+    o.fdLimit,
+  );
   const ends: Promise<void>[] = [];
   const lines = (src: NodeJS.ReadableStream | null, stream: 'stdout' | 'stderr') => {
     if (!src) return;
@@ -53,15 +58,22 @@ export function spawnK6(o: SpawnK6Options): K6Process {
       buf = parts.pop()!;
       for (const l of parts) o.onLine?.(l, stream);
     });
-    ends.push(new Promise((res) => src.on('end', () => {
-      if (buf) o.onLine?.(buf, stream);
-      res();
-    })));
+    ends.push(
+      new Promise((res) =>
+        src.on('end', () => {
+          if (buf) o.onLine?.(buf, stream);
+          res();
+        }),
+      ),
+    );
   };
   lines(child.stdout, 'stdout');
   lines(child.stderr, 'stderr');
   const closed = new Promise<{ code: number; signal: NodeJS.Signals | null }>((res) =>
-    child.on('close', (c, sig) => void Promise.all(ends).then(() => res({ code: c ?? (sig ? 128 + 9 : 1), signal: sig }))),
+    child.on(
+      'close',
+      (c, sig) => void Promise.all(ends).then(() => res({ code: c ?? (sig ? 128 + 9 : 1), signal: sig })),
+    ),
   );
   return { child, closed };
 }
@@ -91,7 +103,12 @@ export interface Inspected {
 export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Inspected {
   const tools = requireTools();
   try {
-    const out = execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], { cwd, env: k6Env({}), stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    const out = execFileSync(tools.k6, ['inspect', ...k6VarArgs(vars), script], {
+      cwd,
+      env: k6Env({}),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
     // The scenario's own duration, as it resolved it (makeScenario puts it in options.ext.wakestorm).
     try {
       type Ext = { duration_ms?: unknown; wake_mode?: unknown; lifecycles?: unknown; audio?: unknown };
@@ -138,7 +155,10 @@ export function lastK6Error(logPath: string): string {
   } catch {
     return '';
   }
-  const last = text.split('\n').filter((l) => /level=error/.test(l)).at(-1);
+  const last = text
+    .split('\n')
+    .filter((l) => /level=error/.test(l))
+    .at(-1);
   if (!last) return '';
   return (k6LogMessage(last) ?? last).split('\n')[0]!.slice(0, 300);
 }
@@ -168,7 +188,9 @@ export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines
     try {
       const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
       if (!r.ok) return 0;
-      return ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0;
+      return (
+        ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0
+      );
     } catch {
       return 0;
     }
@@ -176,7 +198,9 @@ export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines
   let last = 0;
   let drawn = false;
   const draw = async () => {
-    const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter));
+    const [started = 0, up = 0, down = 0, wakes = 0, drops = 0] = await Promise.all(
+      ['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter),
+    );
     const s = Math.round((Date.now() - t0) / 1000);
     const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
     if (mode === 'tty') {
@@ -221,7 +245,9 @@ export interface K6RunOptions {
 export async function runK6(opts: K6RunOptions): Promise<K6Result> {
   const tmp = opts.summaryPath ? null : mkdtempSync(join(tmpdir(), 'wakestorm-k6-'));
   const summaryPath = opts.summaryPath ?? join(tmp!, 'summary.json');
-  const vars: K6Vars = Object.fromEntries(Object.entries({ ...opts.vars, SUMMARY_JSON: summaryPath }).map(([k, v]) => [k, v === undefined ? v : String(v)]));
+  const vars: K6Vars = Object.fromEntries(
+    Object.entries({ ...opts.vars, SUMMARY_JSON: summaryPath }).map(([k, v]) => [k, v === undefined ? v : String(v)]),
+  );
   let stdout = '';
   let stderr = '';
   const k6 = spawnK6({

@@ -38,5 +38,7 @@ for (const name of ['utterance', 'reply-0', 'reply-1', 'reply-2', 'reply-3']) {
   };
   writeFileSync(new URL(`${name}.opus`, dir), Buffer.concat([...packets, silence]));
   writeFileSync(new URL(`${name}.opus.json`, dir), `${JSON.stringify(table)}\n`);
-  console.log(`${name}: ${packets.length} packets of ${OPUS_FRAME_MS} ms, ${packets.reduce((a, p) => a + p.length, 0)} bytes`);
+  console.log(
+    `${name}: ${packets.length} packets of ${OPUS_FRAME_MS} ms, ${packets.reduce((a, p) => a + p.length, 0)} bytes`,
+  );
 }

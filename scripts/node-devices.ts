@@ -64,7 +64,9 @@ export function nodeAudio(): AudioFrames {
     const ab = (b: Buffer) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
     const buf = readFileSync(new URL('../audio/utterance.pcm', import.meta.url));
     const bytes = readFileSync(new URL('../audio/utterance.opus', import.meta.url));
-    const table = JSON.parse(readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable;
+    const table = JSON.parse(
+      readFileSync(new URL('../audio/utterance.opus.json', import.meta.url), 'utf8'),
+    ) as OpusTable;
     utterance = makeAudioFrames(ab(buf), { bytes: ab(bytes), table });
   }
   return utterance;
@@ -85,5 +87,9 @@ export function nodeDeviceEnv(id: string, metrics: MetricSink, seed = '1', extra
 
 /** A dialect by name or .json path, read from this checkout (Node's side of core/dialect.ts loadDialect). */
 export function nodeDialect(spec: string): Dialect {
-  return loadDialect(spec, (p) => readFileSync(p, 'utf8'), (p) => readFileSync(new URL(`../${p}`, import.meta.url), 'utf8'));
+  return loadDialect(
+    spec,
+    (p) => readFileSync(p, 'utf8'),
+    (p) => readFileSync(new URL(`../${p}`, import.meta.url), 'utf8'),
+  );
 }

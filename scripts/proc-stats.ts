@@ -26,7 +26,10 @@ export async function cpuPercent(pid: number, ms: number): Promise<number> {
 
 /** Bytes the kernel holds unsent or unacknowledged on the server's side of each established socket (ss Send-Q). */
 export function serverSendQueues(port: number): number[] {
-  const out = execFileSync('ss', ['-tnH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const out = execFileSync('ss', ['-tnH', 'state', 'established', `( sport = :${port} )`], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   return out
     .split('\n')
     .filter(Boolean)
@@ -35,6 +38,8 @@ export function serverSendQueues(port: number): number[] {
 
 /** Pages of memory the host's TCP stack holds (/proc/net/sockstat). */
 export function tcpMemPages(): number {
-  const line = readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'));
+  const line = readFileSync('/proc/net/sockstat', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('TCP:'));
   return Number(/mem (\d+)/.exec(line ?? '')?.[1] ?? 0);
 }

@@ -26,17 +26,28 @@ export async function pickFreePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function waitHealthy(url: string, timeoutMs: number, child: ChildProcess | null, what: string, tail: () => string): Promise<void> {
+export async function waitHealthy(
+  url: string,
+  timeoutMs: number,
+  child: ChildProcess | null,
+  what: string,
+  tail: () => string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child && child.exitCode !== null) throw new WakestormError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`, 1);
+    if (child && child.exitCode !== null)
+      throw new WakestormError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`, 1);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
       if (res.ok) return;
     } catch {
       /* not up yet */
     }
-    if (Date.now() > deadline) throw new WakestormError(`${what} never got healthy at ${url} within ${timeoutMs} ms${tail() ? `: ${tail()}` : ''}`, 1);
+    if (Date.now() > deadline)
+      throw new WakestormError(
+        `${what} never got healthy at ${url} within ${timeoutMs} ms${tail() ? `: ${tail()}` : ''}`,
+        1,
+      );
     await sleep(100);
   }
 }
@@ -62,4 +73,3 @@ export function stopChild(child: ChildProcess | null, graceMs: number): Promise<
     child.kill('SIGTERM');
   });
 }
-

@@ -74,7 +74,10 @@ export class ProtocolClient {
     for (;;) {
       const i = this.messages.findIndex((m) => m.type === type);
       if (i >= 0) return this.messages.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
-      if (this.closeCode !== null) throw new Error(`closed (${this.closeCode}) while waiting for ${type}; have ${this.messages.map((m) => m.type).join(',')}`);
+      if (this.closeCode !== null)
+        throw new Error(
+          `closed (${this.closeCode}) while waiting for ${type}; have ${this.messages.map((m) => m.type).join(',')}`,
+        );
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timeout waiting for ${type}; have ${this.messages.map((m) => m.type).join(',')}`);
       await new Promise<void>((r) => {
@@ -88,7 +91,10 @@ export class ProtocolClient {
   }
 
   async waitClose(timeoutMs = 3000): Promise<number> {
-    return Promise.race([this.closed, new Promise<number>((_, rej) => setTimeout(() => rej(new Error('timeout waiting for close')), timeoutMs))]);
+    return Promise.race([
+      this.closed,
+      new Promise<number>((_, rej) => setTimeout(() => rej(new Error('timeout waiting for close')), timeoutMs)),
+    ]);
   }
 
   /** Streams PCM in frames at once, as fast as the server's audio burst allows (tests need no real time). */
@@ -112,7 +118,10 @@ export class ProtocolClient {
    * One conversation as a well-behaved device has it: wake, the utterance, end of speech, the whole reply, playback
    * confirmed. Resolves to how the server ended the session.
    */
-  async conversation(wakeId: string, o: { realtime?: boolean; replyTimeoutMs?: number; stop?: () => boolean } = {}): Promise<SessionEndReason> {
+  async conversation(
+    wakeId: string,
+    o: { realtime?: boolean; replyTimeoutMs?: number; stop?: () => boolean } = {},
+  ): Promise<SessionEndReason> {
     this.send({ type: 'hotword_detected', wake_id: wakeId, t: Date.now() });
     const started = await this.next('session_started', 5000);
     if (o.realtime) await this.sendAudioRealtime(UTTERANCE, o.stop);

@@ -9,8 +9,14 @@ import { inPhase } from '../core/slo.ts';
 import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
 
-const esc = (s: unknown) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const ms = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
+const esc = (s: unknown) =>
+  String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const ms = (v: number | null | undefined) =>
+  v === null || v === undefined || Number.isNaN(v)
+    ? '–'
+    : v >= 1000
+      ? `${(v / 1000).toFixed(2)} s`
+      : `${v.toFixed(0)} ms`;
 
 interface ProfileRow {
   profile: string;
@@ -39,7 +45,23 @@ function profileRows(rs: RunSeries): ProfileRow[] {
   const row = (p: string) =>
     rows.get(p) ??
     rows
-      .set(p, { profile: p, started: 0, connectedMax: 0, drops: {}, unplanned: 0, reconnectP95: null, wakeAckP95: null, responseP95: null, endpointingP95: null, sessions: 0, dropRate: null, followUps: 0, replies: 0, stuttered: 0, truncated: 0 })
+      .set(p, {
+        profile: p,
+        started: 0,
+        connectedMax: 0,
+        drops: {},
+        unplanned: 0,
+        reconnectP95: null,
+        wakeAckP95: null,
+        responseP95: null,
+        endpointingP95: null,
+        sessions: 0,
+        dropRate: null,
+        followUps: 0,
+        replies: 0,
+        stuttered: 0,
+        truncated: 0,
+      })
       .get(p)!;
   const values = new Map<string, number[]>();
   const push = (k: string, v: number) => (values.get(k) ?? values.set(k, []).get(k)!).push(v);
@@ -49,7 +71,8 @@ function profileRows(rs: RunSeries): ProfileRow[] {
     if (!p) continue;
     const r = row(p);
     if (s.metric === 'devices_started') r.started += s.value;
-    else if (s.metric === 'connection_drops') r.drops[s.tags.code ?? '?'] = (r.drops[s.tags.code ?? '?'] ?? 0) + s.value;
+    else if (s.metric === 'connection_drops')
+      r.drops[s.tags.code ?? '?'] = (r.drops[s.tags.code ?? '?'] ?? 0) + s.value;
     else if (s.metric === 'unplanned_drops') r.unplanned += s.value;
     else if (s.metric === 'session_drop_rate') {
       r.sessions++;
@@ -63,7 +86,12 @@ function profileRows(rs: RunSeries): ProfileRow[] {
   }
   const p95 = (p: string, m: string) => {
     const v = values.get(`${p}\u0000${m}`);
-    return v ? quantile(v.sort((a, b) => a - b), 0.95) : null;
+    return v
+      ? quantile(
+          v.sort((a, b) => a - b),
+          0.95,
+        )
+      : null;
   };
   const single = rows.size === 1;
   for (const r of rows.values()) {
@@ -143,21 +171,50 @@ function parameters(run: RunRecord): string {
     ['scenario', run.scenario],
     ['devices', r?.devices ?? p.DEVICES ?? '(scenario default)'],
     ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default 50)')],
-    ['duration, ramp', r ? `${r.duration_ms / 1000} s, connects spread over ${r.ramp_ms / 1000} s` : (p.DURATION ?? '(scenario default)')],
-    ['profile mix', r ? r.profile_mix.map((x) => `${x.profile} ${Math.round((x.weight / share) * 100)}%`).join(', ') : (p.PROFILE ?? '(scenario default)')],
+    [
+      'duration, ramp',
+      r
+        ? `${r.duration_ms / 1000} s, connects spread over ${r.ramp_ms / 1000} s`
+        : (p.DURATION ?? '(scenario default)'),
+    ],
+    [
+      'profile mix',
+      r
+        ? r.profile_mix.map((x) => `${x.profile} ${Math.round((x.weight / share) * 100)}%`).join(', ')
+        : (p.PROFILE ?? '(scenario default)'),
+    ],
     ['dialect', r?.dialects ? dialectLine(r.dialects) : (p.DIALECT ?? '(each profile its own; wakestorm by default)')],
     ['unmatched server messages', run.unmatched_types?.length ? run.unmatched_types.join(', ') : 'none'],
     [
       'timeline',
-      r ? `${r.timeline.name}${r.timeline.steps.length ? `: ${r.timeline.steps.map((st) => `${st.fault} at ${st.at_ms / 1000} s for ${st.for_ms / 1000} s`).join('; ')}` : ''}` : (p.TIMELINE ?? '(scenario default)'),
+      r
+        ? `${r.timeline.name}${r.timeline.steps.length ? `: ${r.timeline.steps.map((st) => `${st.fault} at ${st.at_ms / 1000} s for ${st.for_ms / 1000} s`).join('; ')}` : ''}`
+        : (p.TIMELINE ?? '(scenario default)'),
     ],
-    ['wake schedule', r ? (r.wake.mode === 'off' ? 'off' : `${r.wake.mode}${r.wake.interval_ms ? ` every ${r.wake.interval_ms / 1000} s` : ''}, first in ${r.wake.first_min_ms / 1000}-${r.wake.first_max_ms / 1000} s`) : (p.WAKE ?? '(scenario default)')],
+    [
+      'wake schedule',
+      r
+        ? r.wake.mode === 'off'
+          ? 'off'
+          : `${r.wake.mode}${r.wake.interval_ms ? ` every ${r.wake.interval_ms / 1000} s` : ''}, first in ${r.wake.first_min_ms / 1000}-${r.wake.first_max_ms / 1000} s`
+        : (p.WAKE ?? '(scenario default)'),
+    ],
     ['seed', r?.seed ?? p.SEED ?? '1'],
     ['server', p.server ?? 'reference'],
     ['auth', p.auth ?? 'none'],
-    ['tools', Object.entries(run.tools ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')],
+    [
+      'tools',
+      Object.entries(run.tools ?? {})
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
+    ],
     ['git commit', run.git_commit ?? '–'],
-    ['machine', Object.entries(run.machine ?? {}).map(([k, v]) => `${k}: ${paramText(v)}`).join(', ')],
+    [
+      'machine',
+      Object.entries(run.machine ?? {})
+        .map(([k, v]) => `${k}: ${paramText(v)}`)
+        .join(', '),
+    ],
     ['started / ended', `${run.started_at} / ${run.ended_at}`],
     ['run id', run.run_id],
   ];
@@ -168,7 +225,10 @@ function profileTable(rows: ProfileRow[]): string {
   if (!rows.length) return '<p>No per-profile samples in this run.</p>';
   const body = rows
     .map((r) => {
-      const drops = Object.entries(r.drops).map(([c, n]) => `${c}×${n}`).join(', ') || '0';
+      const drops =
+        Object.entries(r.drops)
+          .map(([c, n]) => `${c}×${n}`)
+          .join(', ') || '0';
       return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${ms(r.endpointingP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td><td class="num">${r.followUps}</td><td class="num">${r.replies ? `${r.stuttered} / ${r.truncated} of ${r.replies}` : '–'}</td></tr>`;
     })
     .join('');
@@ -181,7 +241,10 @@ function testerBlock(summary: SummaryData | null, run: RunRecord): string {
   const slips = m.audio_slips?.values.count ?? 0;
   const frames = m.audio_frames?.values.count ?? 0;
   const procs = Object.entries(run.processes ?? {})
-    .map(([name, p]) => `<tr><td>${esc(name)}</td><td class="num">${p ? `${p.cpu_avg_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.cpu_max_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.rss_max_mib.toFixed(1)} MiB` : '–'}</td></tr>`)
+    .map(
+      ([name, p]) =>
+        `<tr><td>${esc(name)}</td><td class="num">${p ? `${p.cpu_avg_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.cpu_max_pct.toFixed(1)}%` : '–'}</td><td class="num">${p ? `${p.rss_max_mib.toFixed(1)} MiB` : '–'}</td></tr>`,
+    )
     .join('');
   return `<table id="tester-health"><tbody>
 <tr><th>VU event-loop lag</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
@@ -197,7 +260,12 @@ function phaseValues(summary: SummaryData | null, run: RunRecord): PhaseValue[] 
     if (!s.metric.includes('chaos:steady')) continue;
     for (const phase of PHASES) {
       const v = aggregateOf(summary.metrics[inPhase(s.metric, phase)], s);
-      if (v !== null) out.push({ slo: `${s.name} (${s.aggregation === 'rate' ? '%' : s.aggregation === 'count' ? 'count' : 'ms'})`, phase, value: s.aggregation === 'rate' ? +(v * 100).toFixed(2) : +v.toFixed(1) });
+      if (v !== null)
+        out.push({
+          slo: `${s.name} (${s.aggregation === 'rate' ? '%' : s.aggregation === 'count' ? 'count' : 'ms'})`,
+          phase,
+          value: s.aggregation === 'rate' ? +(v * 100).toFixed(2) : +v.toFixed(1),
+        });
     }
   }
   return out;
@@ -213,7 +281,9 @@ function recoveryTable(summary: SummaryData | null, run: RunRecord): string {
   const rows = steps
     .map((st, i) => {
       const label = labels[i]!;
-      const cells = profiles.map((p) => `<td class="num">${ms(max(`recovery_time{fault:${label},profile:${p}}`))}</td>`).join('');
+      const cells = profiles
+        .map((p) => `<td class="num">${ms(max(`recovery_time{fault:${label},profile:${p}}`))}</td>`)
+        .join('');
       return `<tr><td>${esc(label)}</td><td class="num">${(st.at_ms / 1000).toFixed(1)}–${((st.at_ms + st.for_ms) / 1000).toFixed(1)} s</td><td class="num">${ms(max(`recovery_time{fault:${label}}`))}</td>${cells}</tr>`;
     })
     .join('');
@@ -234,13 +304,24 @@ export async function renderReport(dir: string): Promise<string[]> {
   } catch {
     summary = null;
   }
-  const j = judge(summary, run.slos, run.invalid_reasons ?? [], { unmatchedTypes: run.unmatched_types ?? [], profiles: run.resolved?.profiles });
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], {
+    unmatchedTypes: run.unmatched_types ?? [],
+    profiles: run.resolved?.profiles,
+  });
   const rs = await runSeries(dir);
   const charts = rs ? await buildRunCharts(rs, phaseValues(summary, run)) : [];
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
-  const byFile = (f: string) => charts.filter((c) => c.file === f).map(figure).join('');
-  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'sessions-dropped.svg', 'reconnect.svg'].map(byFile).join('');
-  const dashboard = existsSync(join(dir, 'k6-dashboard.html')) ? ' · <a href="k6-dashboard.html">k6 web dashboard</a>' : '';
+  const byFile = (f: string) =>
+    charts
+      .filter((c) => c.file === f)
+      .map(figure)
+      .join('');
+  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'sessions-dropped.svg', 'reconnect.svg']
+    .map(byFile)
+    .join('');
+  const dashboard = existsSync(join(dir, 'k6-dashboard.html'))
+    ? ' · <a href="k6-dashboard.html">k6 web dashboard</a>'
+    : '';
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>wakestorm ${esc(run.scenario)}: ${j.verdict.toUpperCase()}</title><style>${CSS}</style></head>

@@ -9,8 +9,22 @@ import { connect } from 'node:net';
 import { cpus, hostname, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
-import { boundedInt, DEVICE_BOUNDS, isLoopbackUrl, overrideBackoff, parseDuration, parseWake } from '../core/run-config.ts';
-import { verdictFields, type K6Vars, type ResolvedRun, type RunRecord, type RunVars, type SummaryData } from '../core/run-contract.ts';
+import {
+  boundedInt,
+  DEVICE_BOUNDS,
+  isLoopbackUrl,
+  overrideBackoff,
+  parseDuration,
+  parseWake,
+} from '../core/run-config.ts';
+import {
+  verdictFields,
+  type K6Vars,
+  type ResolvedRun,
+  type RunRecord,
+  type RunVars,
+  type SummaryData,
+} from '../core/run-contract.ts';
 import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
@@ -22,7 +36,15 @@ import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTy
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
-import { DEFAULT_ENGINE, EngineError, engineCapabilities, engineRefusal, startEngine, type DeviceEngine, type RunningEngine } from './engine.ts';
+import {
+  DEFAULT_ENGINE,
+  EngineError,
+  engineCapabilities,
+  engineRefusal,
+  startEngine,
+  type DeviceEngine,
+  type RunningEngine,
+} from './engine.ts';
 import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
@@ -100,7 +122,12 @@ export interface RunResult {
   dir: string;
   runId: string;
   incomplete: boolean;
-  summary: { metrics: Record<string, { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }> } | null;
+  summary: {
+    metrics: Record<
+      string,
+      { type: string; values: Record<string, number>; thresholds?: Record<string, { ok: boolean }> }
+    >;
+  } | null;
   slos: Slo[];
   /** PASS, FAIL or INVALID with the reasons; `code` is its exit code. */
   judgement: Judgement;
@@ -118,7 +145,9 @@ export class RunError extends WakestormError {
 function resolveScenario(s: string): string {
   const candidates = [s, join(ROOT, 'scenarios', s), join(ROOT, 'scenarios', `${s}.ts`)];
   for (const c of candidates) if (existsSync(c) && c.endsWith('.ts')) return resolve(c);
-  throw new RunError(`no scenario '${s}': give a file like scenarios/smoke.ts or a name (smoke, wake-latency, reconnect-storm, flaky-network, soak, capacity)`);
+  throw new RunError(
+    `no scenario '${s}': give a file like scenarios/smoke.ts or a name (smoke, wake-latency, reconnect-storm, flaky-network, soak, capacity)`,
+  );
 }
 
 /** SLO flags → k6 -e variables (SLO_<name>=v, SLO_FILE=path). */
@@ -127,13 +156,17 @@ function sloVars(slo: string[] | undefined): RunVars {
   for (const s of slo ?? []) {
     if (s.endsWith('.json')) {
       if (!existsSync(s)) throw new RunError(`--slo ${s}: no such file`);
-      if (resolve(s).includes(',')) throw new RunError(`--slo ${s}: a path with a comma cannot be passed on (SLO_FILE is a comma-separated list)`);
+      if (resolve(s).includes(','))
+        throw new RunError(`--slo ${s}: a path with a comma cannot be passed on (SLO_FILE is a comma-separated list)`);
       // Several files merge in order (a later one replaces an SLO of the same name).
       out.SLO_FILE = out.SLO_FILE ? `${out.SLO_FILE},${resolve(s)}` : resolve(s);
       continue;
     }
     const m = /^([a-z][a-z0-9_]*(?:@(?:during|recovery))?)=(off|-?\d+(?:\.\d+)?)$/.exec(s);
-    if (!m) throw new RunError(`--slo '${s}' must be name=number, name@during=number, name@recovery=number, name=off, or a .json file (e.g. --slo response_p95=1500)`);
+    if (!m)
+      throw new RunError(
+        `--slo '${s}' must be name=number, name@during=number, name@recovery=number, name=off, or a .json file (e.g. --slo response_p95=1500)`,
+      );
     out[`SLO_${m[1]!.replace('@', '__')}`] = m[2]!;
   }
   return out;
@@ -144,8 +177,10 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   const script = resolveScenario(opts.scenario);
   const vars: K6Vars = {};
   // The bounds k6 itself applies (DEVICE_BOUNDS): a fleet k6 would refuse never starts the stack.
-  if (opts.devices !== undefined) vars.DEVICES = String(boundedInt(opts.devices, '--devices', DEVICE_BOUNDS.devices, RunError));
-  if (opts.devicesPerVu !== undefined) vars.DEVICES_PER_VU = String(boundedInt(opts.devicesPerVu, '--devices-per-vu', DEVICE_BOUNDS.perVu, RunError));
+  if (opts.devices !== undefined)
+    vars.DEVICES = String(boundedInt(opts.devices, '--devices', DEVICE_BOUNDS.devices, RunError));
+  if (opts.devicesPerVu !== undefined)
+    vars.DEVICES_PER_VU = String(boundedInt(opts.devicesPerVu, '--devices-per-vu', DEVICE_BOUNDS.perVu, RunError));
   let durationMs: number | undefined;
   if (opts.duration !== undefined) {
     durationMs = parseDuration(opts.duration, '--duration');
@@ -153,7 +188,10 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   }
   if (opts.profile !== undefined) {
     parseProfileMix(opts.profile, (p) => readFileSync(p, 'utf8'));
-    vars.PROFILE = opts.profile.split(',').map((p) => (p.split(':')[0]!.endsWith('.json') ? resolve(p) : p)).join(',');
+    vars.PROFILE = opts.profile
+      .split(',')
+      .map((p) => (p.split(':')[0]!.endsWith('.json') ? resolve(p) : p))
+      .join(',');
   }
   if (opts.timeline !== undefined) {
     loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
@@ -166,7 +204,11 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   if (opts.dialect !== undefined) {
     // A malformed dialect is one line before anything starts; k6 inspect then checks it against the scenario's profiles.
     const spec = opts.dialect.endsWith('.json') ? resolve(opts.dialect) : opts.dialect;
-    loadDialect(spec, (p) => readFileSync(p, 'utf8'), (p) => readFileSync(join(ROOT, p), 'utf8'));
+    loadDialect(
+      spec,
+      (p) => readFileSync(p, 'utf8'),
+      (p) => readFileSync(join(ROOT, p), 'utf8'),
+    );
     vars.DIALECT = spec;
   }
   if (opts.seed !== undefined) vars.SEED = opts.seed;
@@ -234,7 +276,11 @@ async function reachable(serverUrl: string): Promise<void> {
     const sock = connect({ host, port, timeout: 3000 });
     const fail = (why: string) => {
       sock.destroy();
-      rej(new StackError(`cannot reach --server-url ${serverUrl} (${why}): start your server or fix the URL; nothing was run`));
+      rej(
+        new StackError(
+          `cannot reach --server-url ${serverUrl} (${why}): start your server or fix the URL; nothing was run`,
+        ),
+      );
     };
     sock.once('connect', () => {
       sock.destroy();
@@ -257,7 +303,11 @@ interface Watch {
 }
 
 /** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
-async function startRunStack(opts: RunOptions, serverFlags: Partial<ServerConfig>, log: (l: string) => void): Promise<Stack> {
+async function startRunStack(
+  opts: RunOptions,
+  serverFlags: Partial<ServerConfig>,
+  log: (l: string) => void,
+): Promise<Stack> {
   return startStack({
     serverUrl: opts.serverUrl,
     serverPort: opts.serverUrl ? undefined : await pickFreePort(),
@@ -271,7 +321,13 @@ async function startRunStack(opts: RunOptions, serverFlags: Partial<ServerConfig
 }
 
 /** The run contract for this run: the plan's variables and where this stack and this run folder are. */
-function runVars(plan: ReturnType<typeof planRun>, stack: Stack, opts: RunOptions, dir: string, tokenFile: string | null): K6Vars {
+function runVars(
+  plan: ReturnType<typeof planRun>,
+  stack: Stack,
+  opts: RunOptions,
+  dir: string,
+  tokenFile: string | null,
+): K6Vars {
   const urls = shardUrls(stack);
   const vars: K6Vars = {
     ...plan.vars,
@@ -323,7 +379,15 @@ async function watchK6(
     script,
     vars,
     args,
-    env: opts.dashboard === false ? {} : { K6_WEB_DASHBOARD: 'true', K6_WEB_DASHBOARD_PORT: '-1', K6_WEB_DASHBOARD_PERIOD: '2s', K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html') },
+    env:
+      opts.dashboard === false
+        ? {}
+        : {
+            K6_WEB_DASHBOARD: 'true',
+            K6_WEB_DASHBOARD_PORT: '-1',
+            K6_WEB_DASHBOARD_PERIOD: '2s',
+            K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html'),
+          },
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
     unset: ['TOKEN', 'K6_OUT'],
     cwd: ROOT,
@@ -351,10 +415,19 @@ async function watchK6(
   });
   // The tester's own health for the report: CPU and memory of every process of the run, once a second.
   const sampler = new Sampler();
-  sampler.start({ k6: pid, server: stack.serverPid, toxiproxy: stack.shards.map((sh) => sh.pid), ...(engine ? { engine: engine.pid } : {}) });
+  sampler.start({
+    k6: pid,
+    server: stack.serverPid,
+    toxiproxy: stack.shards.map((sh) => sh.pid),
+    ...(engine ? { engine: engine.pid } : {}),
+  });
   const sampledFrom = Date.now();
   const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
-  const stopProgress = k6Progress(`http://127.0.0.1:${apiPort}`, durationMs, opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'));
+  const stopProgress = k6Progress(
+    `http://127.0.0.1:${apiPort}`,
+    durationMs,
+    opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'),
+  );
   // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
   stack.onExit((e) => {
     if (e.tool === 'toxiproxy') {
@@ -390,7 +463,9 @@ async function watchK6(
   const limitMs = (durationMs || 600_000) + 120_000;
   const watchdog = setTimeout(() => {
     w.stuck = true;
-    log(`wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`);
+    log(
+      `wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`,
+    );
     k6.child.kill('SIGINT');
     setTimeout(() => k6.child.kill('SIGKILL'), 15_000).unref();
   }, limitMs);
@@ -399,7 +474,8 @@ async function watchK6(
   await new Promise<void>((res) => k6Log.end(res));
   stopProgress();
   sampler.stop();
-  for (const n of ['k6', 'server', 'toxiproxy', ...(engine ? ['engine'] : [])]) w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
+  for (const n of ['k6', 'server', 'toxiproxy', ...(engine ? ['engine'] : [])])
+    w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
@@ -413,7 +489,8 @@ async function watchK6(
     const err = lastK6Error(k6LogPath);
     w.invalid.push(`${why}${err ? `: ${err}` : ''}`);
   }
-  for (const e of w.applied) if (!e.ok) w.invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
+  for (const e of w.applied)
+    if (!e.ok) w.invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
   return w;
 }
 
@@ -441,7 +518,9 @@ async function collectResults(stack: Stack, dir: string, w: Watch): Promise<Summ
   const summary = readJson<SummaryData>(join(dir, 'summary.json'));
   const planned = readJson<EventsFile>(join(dir, 'events.json'))?.planned ?? [];
   if (!w.invalid.length && summary && w.applied.length < planned.length) {
-    w.invalid.push(`${planned.length - w.applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`);
+    w.invalid.push(
+      `${planned.length - w.applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`,
+    );
   }
   const events: EventsFile = { planned, applied: w.applied };
   write('events.json', JSON.stringify(events, null, 1));
@@ -465,7 +544,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
   const engineKind = opts.engine ?? DEFAULT_ENGINE;
   if (engineKind === 'native') {
-    const refused = engineRefusal(engineCapabilities(), { wake: inspected.wakeMode ?? 'off', lifecycles: inspected.lifecycles, audio: inspected.audio });
+    const refused = engineRefusal(engineCapabilities(), {
+      wake: inspected.wakeMode ?? 'off',
+      lifecycles: inspected.lifecycles,
+      audio: inspected.audio,
+    });
     if (refused) throw new EngineError(refused);
   }
   if (opts.serverUrl) await reachable(opts.serverUrl);
@@ -489,7 +572,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
     if (engine) vars.ENGINE_URL = engine.url;
     const where = engine ? ` (devices in the native engine, pid ${engine.pid})` : '';
-    log(`wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}`);
+    log(
+      `wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}`,
+    );
     w = await watchK6(opts, vars, plan.script, stack, dir, log, inspected.durationMs, engine);
     await engine?.stop();
     summary = await collectResults(stack, dir, w);
@@ -527,7 +612,14 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     scenario: name,
     script: plan.script,
     command: redactArgv(process.argv.slice(1)).join(' '),
-    parameters: { ...plan.vars, server: opts.serverUrl ?? 'reference', server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined }, direct: !!opts.direct, engine: engineKind, auth: token ? 'token' : 'none' },
+    parameters: {
+      ...plan.vars,
+      server: opts.serverUrl ?? 'reference',
+      server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined },
+      direct: !!opts.direct,
+      engine: engineKind,
+      auth: token ? 'token' : 'none',
+    },
     slos,
     ...verdictFields(judgement),
     k6_exit_code: w.k6Code,
@@ -535,7 +627,13 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     k6_stuck: w.stuck,
     tools: { k6: tools.k6Version, toxiproxy: tools.toxiproxyVersion, node: process.version },
     git_commit: gitCommit(ROOT),
-    machine: { hostname: hostname(), cores: cpus().length, cpu: cpus()[0]?.model ?? '', memory_gib: +(totalmem() / 2 ** 30).toFixed(1), platform: process.platform },
+    machine: {
+      hostname: hostname(),
+      cores: cpus().length,
+      cpu: cpus()[0]?.model ?? '',
+      memory_gib: +(totalmem() / 2 ** 30).toFixed(1),
+      platform: process.platform,
+    },
     started_at: startedAt.toISOString(),
     ended_at: endedAt.toISOString(),
     processes: w.processes,
@@ -560,6 +658,18 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     log(`wakestorm run: ${fsProblem(e)}; the results stay in ${rd.dir}`);
   }
   log(['', ...verdictLines(judgement)].join('\n'));
-  log(`wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(rd.finalDir, 'report.html')}`);
-  return { code: judgement.exit_code, interrupted: w.interrupted, stuck: w.stuck, dir: rd.finalDir, runId: rd.runId, incomplete: run.incomplete, summary, slos, judgement };
+  log(
+    `wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(rd.finalDir, 'report.html')}`,
+  );
+  return {
+    code: judgement.exit_code,
+    interrupted: w.interrupted,
+    stuck: w.stuck,
+    dir: rd.finalDir,
+    runId: rd.runId,
+    incomplete: run.incomplete,
+    summary,
+    slos,
+    judgement,
+  };
 }

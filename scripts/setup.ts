@@ -2,7 +2,16 @@
 import { SingleBar } from 'cli-progress';
 import { WakestormError } from '../core/errors.ts';
 import { engineSourceHash, ensureEngine, findEngine } from './engine.ts';
-import { PINS, ToolError, cacheDir, ensureTools, findTools, missingToolsLine, requireTools, type Progress } from './tools.ts';
+import {
+  PINS,
+  ToolError,
+  cacheDir,
+  ensureTools,
+  findTools,
+  missingToolsLine,
+  requireTools,
+  type Progress,
+} from './tools.ts';
 
 /** `--check`: print each tool's path and version; exit code 1 if one is missing. */
 export function checkTools(): number {
@@ -17,7 +26,9 @@ export function checkTools(): number {
     return 1;
   }
   if (!engine) {
-    console.error(`wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`);
+    console.error(
+      `wakestorm: the device engine is not built for this source: run 'npx wakestorm setup' (needs Go >= ${PINS.minGo})`,
+    );
     return 1;
   }
   return 0;
@@ -28,7 +39,9 @@ export async function setup(opts: { postinstall?: boolean } = {}): Promise<numbe
   const before = findTools();
   const t0 = Date.now();
   if (!before.k6 || !before.toxiproxy) {
-    console.log('wakestorm: building the pinned k6 and Toxiproxy from their Go modules; this takes a few minutes the first time');
+    console.log(
+      'wakestorm: building the pinned k6 and Toxiproxy from their Go modules; this takes a few minutes the first time',
+    );
     try {
       await ensureTools(reporter(t0));
     } catch (e) {
@@ -42,17 +55,23 @@ export async function setup(opts: { postinstall?: boolean } = {}): Promise<numbe
   try {
     await ensureEngine(reporter(t0));
   } catch (e) {
-    console.error(e instanceof WakestormError ? e.message : `wakestorm: could not build the device engine: ${(e as Error).message}`);
+    console.error(
+      e instanceof WakestormError ? e.message : `wakestorm: could not build the device engine: ${(e as Error).message}`,
+    );
     return opts.postinstall ? 0 : 1;
   }
-  console.log(`wakestorm: k6 ${t.k6Version}, Toxiproxy ${t.toxiproxyVersion} and the device engine ready in ${Math.round((Date.now() - t0) / 1000)} s`);
+  console.log(
+    `wakestorm: k6 ${t.k6Version}, Toxiproxy ${t.toxiproxyVersion} and the device engine ready in ${Math.round((Date.now() - t0) / 1000)} s`,
+  );
   return 0;
 }
 
 /** Progress of a build: a bar on a terminal, a line per stage elsewhere. */
 function reporter(t0: number): Progress {
   const tty = process.stderr.isTTY;
-  const bar = tty ? new SingleBar({ format: '{label} [{bar}] {value}/{total} packages | {duration_formatted}', hideCursor: true }) : null;
+  const bar = tty
+    ? new SingleBar({ format: '{label} [{bar}] {value}/{total} packages | {duration_formatted}', hideCursor: true })
+    : null;
   let lastLabel = '';
   let started = false;
   return (done, total, label) => {

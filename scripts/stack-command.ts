@@ -26,7 +26,9 @@ export async function runStackCommand(opts: StackOptions & { engine?: boolean })
   console.log(`  health     ${stack.serverHttpUrl}/health   metrics: ${stack.serverHttpUrl}/metrics`);
   console.log('');
   console.log('Run a scenario against it:');
-  console.log(`  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${targets} -e TOXIPROXY_URL=${toxiproxies}${stack.controlUrl ? ` -e CONTROL_URL=${stack.controlUrl}` : ''} -e SERVER_URL=${stack.serverHttpUrl}${engine ? ` -e ENGINE_URL=${engine.url}` : ''} scenarios/smoke.ts`);
+  console.log(
+    `  K6_AUTO_EXTENSION_RESOLUTION=false ${requireTools().k6} run -e TARGET_URL=${targets} -e TOXIPROXY_URL=${toxiproxies}${stack.controlUrl ? ` -e CONTROL_URL=${stack.controlUrl}` : ''} -e SERVER_URL=${stack.serverHttpUrl}${engine ? ` -e ENGINE_URL=${engine.url}` : ''} scenarios/smoke.ts`,
+  );
   console.log('');
   console.log('Ctrl-C stops everything.');
   let stopping = false;

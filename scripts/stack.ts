@@ -73,18 +73,23 @@ export class StackError extends WakestormError {
     super(message, 1);
   }
 
-  override name = "StackError";
+  override name = 'StackError';
 }
 
 /** The shards' device targets and Toxiproxy APIs as the comma-separated TARGET_URL and TOXIPROXY_URL k6 takes. */
 export function shardUrls(stack: Pick<Stack, 'shards'>): { targetUrl: string; toxiproxyUrl: string } {
-  return { targetUrl: stack.shards.map((sh) => sh.targetUrl).join(','), toxiproxyUrl: stack.shards.map((sh) => sh.toxiproxyUrl).join(',') };
+  return {
+    targetUrl: stack.shards.map((sh) => sh.targetUrl).join(','),
+    toxiproxyUrl: stack.shards.map((sh) => sh.toxiproxyUrl).join(','),
+  };
 }
 
 /** This process's hard open-file limit (children cannot go above it without CAP_SYS_RESOURCE). */
 function hardFdLimit(): number {
   try {
-    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
     const hard = line?.trim().split(/\s+/)[4];
     return hard === undefined || hard === 'unlimited' ? Infinity : Number(hard);
   } catch {
@@ -122,7 +127,8 @@ function upstreamOf(url: string): { hostPort: string; http: string } {
   } catch {
     throw new StackError(`--server-url must be a URL like ws://127.0.0.1:8080, got '${url}'`);
   }
-  if (!['ws:', 'wss:', 'http:', 'https:'].includes(u.protocol)) throw new StackError(`--server-url must be ws:// or http://, got '${url}'`);
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(u.protocol))
+    throw new StackError(`--server-url must be ws:// or http://, got '${url}'`);
   const port = u.port || (u.protocol === 'wss:' || u.protocol === 'https:' ? '443' : '80');
   const host = u.hostname;
   const http = `${u.protocol.replace('ws', 'http')}//${u.host}`;
@@ -130,10 +136,14 @@ function upstreamOf(url: string): { hostPort: string; http: string } {
 }
 
 type ExitEvent = { tool: 'toxiproxy' | 'server'; message: string };
-const exitMessage = (what: string, code: number | null, sig: NodeJS.Signals | null) => `${what} exited during the run (${sig ? `signal ${sig}` : `code ${code}`})`;
+const exitMessage = (what: string, code: number | null, sig: NodeJS.Signals | null) =>
+  `${what} exited during the run (${sig ? `signal ${sig}` : `code ${code}`})`;
 
 /** Every port the stack needs, checked before anything starts: a clash is one clear line and nothing to clean up. */
-async function planPorts(opts: StackOptions, layout: ProxySpec[]): Promise<{ serverPort: number | null; shards: { api: number; proxies: Record<string, number> }[] }> {
+async function planPorts(
+  opts: StackOptions,
+  layout: ProxySpec[],
+): Promise<{ serverPort: number | null; shards: { api: number; proxies: Record<string, number> }[] }> {
   const toxiproxyPort = opts.toxiproxyPort ?? 8474;
   const serverPort = opts.serverUrl ? null : (opts.serverPort ?? 8080);
   const proxyPorts: Record<string, number> = {};
@@ -142,8 +152,12 @@ async function planPorts(opts: StackOptions, layout: ProxySpec[]): Promise<{ ser
     proxyPorts[p.name] = want === 0 ? await pickFreePort() : want;
   }
   const shardCount = opts.toxiproxyShards ?? 1;
-  if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 16) throw new StackError(`toxiproxy shards must be an integer from 1 to 16, got ${shardCount}`);
-  const checks: [number, string][] = [[toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'], ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string])];
+  if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 16)
+    throw new StackError(`toxiproxy shards must be an integer from 1 to 16, got ${shardCount}`);
+  const checks: [number, string][] = [
+    [toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'],
+    ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string]),
+  ];
   // Shards after the first take free ports: their API and one listener per proxy.
   const shards = [{ api: toxiproxyPort, proxies: proxyPorts }];
   for (let k = 1; k < shardCount; k++) {
@@ -153,7 +167,10 @@ async function planPorts(opts: StackOptions, layout: ProxySpec[]): Promise<{ ser
   }
   if (serverPort !== null && serverPort !== 0) checks.push([serverPort, 'reference server (--server-port)']);
   for (const [port, what] of checks) {
-    if (!(await portFree(port))) throw new StackError(`port ${port} is already in use, needed for the ${what}: stop what holds it or pick another port`);
+    if (!(await portFree(port)))
+      throw new StackError(
+        `port ${port} is already in use, needed for the ${what}: stop what holds it or pick another port`,
+      );
   }
   return { serverPort, shards };
 }
@@ -192,13 +209,23 @@ function referenceServer(opts: StackOptions, port: number, onExit: (message: str
     async start() {
       if (port === 0) port = await pickFreePort();
       // Its own process group: a terminal's Ctrl-C reaches the CLI only, which tears down in order.
-      const c = guardedSpawn(process.execPath, [cli, 'server', '--host', '127.0.0.1', '--port', String(port), ...serverArgs(opts.server ?? {})], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+      const c = guardedSpawn(
+        process.execPath,
+        [cli, 'server', '--host', '127.0.0.1', '--port', String(port), ...serverArgs(opts.server ?? {})],
+        { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true },
+      );
       child = c;
       c.once('exit', (code, sig) => {
         if (!down) onExit(exitMessage(`the reference server (pid ${c.pid})`, code, sig));
       });
       try {
-        await waitHealthy(`http://127.0.0.1:${port}/health`, opts.healthTimeoutMs ?? 20_000, c, 'the reference server', outputTail(c));
+        await waitHealthy(
+          `http://127.0.0.1:${port}/health`,
+          opts.healthTimeoutMs ?? 20_000,
+          c,
+          'the reference server',
+          outputTail(c),
+        );
       } catch (e) {
         throw new StackError((e as Error).message);
       }
@@ -228,8 +255,15 @@ async function startShard(
   const tag = count > 1 ? ` shard ${k}` : '';
   // Shards split the cores instead of each scheduling on all of them: on 2 cores with 2 shards, GOMAXPROCS=1 each
   // carried the same 10,000-device load at 54% of a core instead of 71% (less cross-core scheduling and futex churn).
-  const env = count > 1 && !process.env.GOMAXPROCS ? { ...process.env, GOMAXPROCS: String(Math.max(1, Math.floor(cpus().length / count))) } : process.env;
-  const child = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+  const env =
+    count > 1 && !process.env.GOMAXPROCS
+      ? { ...process.env, GOMAXPROCS: String(Math.max(1, Math.floor(cpus().length / count))) }
+      : process.env;
+  const child = guardedSpawn(tools.toxiproxyServer, ['-host', '127.0.0.1', '-port', String(ports.api)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+    detached: true,
+  });
   child.once('exit', (code, sig) => onExit(exitMessage(`toxiproxy-server${tag} (pid ${child.pid})`, code, sig)));
   const toxiproxyUrl = `http://127.0.0.1:${ports.api}`;
   try {
@@ -246,23 +280,40 @@ async function startShard(
     try {
       await toxiproxy.createProxy({ name: p.name, listen, upstream: to });
     } catch (e) {
-      throw Object.assign(new StackError(`creating proxy '${p.name}' (${listen} -> ${to}) failed: ${(e as Error).message}`), { child });
+      throw Object.assign(
+        new StackError(`creating proxy '${p.name}' (${listen} -> ${to}) failed: ${(e as Error).message}`),
+        { child },
+      );
     }
     proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: ports.proxies[p.name]!, upstream: to };
     log(`proxy      ${p.name}: ws://${listen} -> ${to}${tag}`);
   }
-  return { shard: { toxiproxyUrl, toxiproxy, pid: child.pid!, proxies, targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl }, child };
+  return {
+    shard: {
+      toxiproxyUrl,
+      toxiproxy,
+      pid: child.pid!,
+      proxies,
+      targetUrl: proxies.voice?.wsUrl ?? Object.values(proxies)[0]!.wsUrl,
+    },
+    child,
+  };
 }
 
 /**
  * The control API a k6 chaos VU calls for a server-restart fault (core/toxiproxy-api.ts controlApi): POST
  * /server/stop drains the reference server, POST /server/start brings it back; requests run one at a time.
  */
-async function startControlApi(server: ReferenceServer, port: number, log: (l: string) => void): Promise<{ url: string; close(): Promise<void> }> {
+async function startControlApi(
+  server: ReferenceServer,
+  port: number,
+  log: (l: string) => void,
+): Promise<{ url: string; close(): Promise<void> }> {
   let busy: Promise<void> = Promise.resolve();
   const control = createHttpServer((req, res) => {
     const route = `${req.method} ${req.url}`;
-    const done = (code: number, body: object) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const done = (code: number, body: object) =>
+      res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     if (route === 'POST /server/stop' || route === 'POST /server/start') {
       req.resume();
       busy = busy.then(async () => {
@@ -340,7 +391,15 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const shards: ToxiproxyShard[] = [];
     for (const [k, p] of ports.shards.entries()) {
       try {
-        const { shard, child } = await startShard(k, ports.shards.length, p, layout, upstream, emitExit('toxiproxy'), log);
+        const { shard, child } = await startShard(
+          k,
+          ports.shards.length,
+          p,
+          layout,
+          upstream,
+          emitExit('toxiproxy'),
+          log,
+        );
         toxis.push(child);
         shards.push(shard);
       } catch (e) {

@@ -24,7 +24,7 @@ export class ToolError extends WakestormError {
     super(message, 1);
   }
 
-  override name = "ToolError";
+  override name = 'ToolError';
 }
 
 export interface Tools {
@@ -54,7 +54,12 @@ function which(name: string): string | null {
 
 function versionOf(bin: string, args: string[]): string {
   try {
-    return execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: k6Env(), timeout: 20_000 }).trim();
+    return execFileSync(bin, args, {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: k6Env(),
+      timeout: 20_000,
+    }).trim();
   } catch {
     return '';
   }
@@ -71,7 +76,10 @@ function toxiPaths() {
 }
 
 /** Finds the tools without building anything; null fields are missing. */
-export function findTools(): { k6: { path: string; version: string } | null; toxiproxy: { server: string; cli: string } | null } {
+export function findTools(): {
+  k6: { path: string; version: string } | null;
+  toxiproxy: { server: string; cli: string } | null;
+} {
   let k6: { path: string; version: string } | null = null;
   const onPath = which('k6');
   for (const c of PINS.k6.candidates) {
@@ -133,7 +141,13 @@ function goIsNewEnough(v: string): boolean {
 
 export type Progress = (done: number, total: number, label: string) => void;
 
-export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, onLine?: (l: string) => void): Promise<string> {
+export function run(
+  cmd: string,
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+  onLine?: (l: string) => void,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -147,7 +161,13 @@ export function run(cmd: string, args: string[], cwd: string, env: NodeJS.Proces
     p.stdout.on('data', feed);
     p.stderr.on('data', feed);
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} failed (${code}): ${tail.trim().split('\n').slice(-3).join(' | ')}`))));
+    p.on('close', (code) =>
+      code === 0
+        ? resolve(out)
+        : reject(
+            new Error(`${cmd} ${args.join(' ')} failed (${code}): ${tail.trim().split('\n').slice(-3).join(' | ')}`),
+          ),
+    );
   });
 }
 
@@ -155,13 +175,25 @@ export function run(cmd: string, args: string[], cwd: string, env: NodeJS.Proces
  * Builds `pkg` from `module@version` in a throwaway module. `go install mod@ver` is not used: it looks up
  * the module's deprecation through the version list, which the proxy refuses for k6 v2 here.
  */
-async function goBuild(module: string, version: string, pkgs: { pkg: string; out: string }[], ldflags: string, progress: Progress): Promise<void> {
+async function goBuild(
+  module: string,
+  version: string,
+  pkgs: { pkg: string; out: string }[],
+  ldflags: string,
+  progress: Progress,
+): Promise<void> {
   const work = join(cacheDir(), 'build', `${module.replace(/[^A-Za-z0-9]+/g, '_')}-${version}`);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   const env = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local' };
-  writeFileSync(join(work, 'go.mod'), `module wakestorm.local/toolbuild\n\ngo ${PINS.minGo}\n\nrequire ${module} ${version}\n`);
-  writeFileSync(join(work, 'tools.go'), `//go:build tools\n\npackage tools\n\n${pkgs.map((p) => `import _ "${p.pkg}"`).join('\n')}\n`);
+  writeFileSync(
+    join(work, 'go.mod'),
+    `module wakestorm.local/toolbuild\n\ngo ${PINS.minGo}\n\nrequire ${module} ${version}\n`,
+  );
+  writeFileSync(
+    join(work, 'tools.go'),
+    `//go:build tools\n\npackage tools\n\n${pkgs.map((p) => `import _ "${p.pkg}"`).join('\n')}\n`,
+  );
   progress(0, 1, `resolving ${module}@${version}`);
   await run('go', ['mod', 'tidy'], work, env);
   const deps = new Set<string>();
@@ -186,7 +218,8 @@ export async function ensureTools(progress: Progress): Promise<Tools> {
   const found = findTools();
   if (found.k6 && found.toxiproxy) return requireTools();
   const gv = goVersion();
-  if (!gv || !goIsNewEnough(gv)) throw new ToolError(missingToolsLine() + (gv ? ` (found Go ${gv})` : ' (no Go found)'));
+  if (!gv || !goIsNewEnough(gv))
+    throw new ToolError(missingToolsLine() + (gv ? ` (found Go ${gv})` : ' (no Go found)'));
   if (!found.toxiproxy) {
     const { module, version } = PINS.toxiproxy;
     const p = toxiPaths();

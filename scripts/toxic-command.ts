@@ -39,7 +39,8 @@ export async function toxicList(opts: ToxicOpts): Promise<void> {
     for (const [name, p] of Object.entries(await tp.proxies())) {
       console.log(`${name}  ${p.listen} -> ${p.upstream}  ${p.enabled ? 'enabled' : 'DISABLED'}`);
       const toxics = await tp.toxics(name);
-      for (const t of toxics) console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
+      for (const t of toxics)
+        console.log(`  ${t.name}  ${t.type} ${t.stream} toxicity=${t.toxicity} ${JSON.stringify(t.attributes)}`);
       if (!toxics.length) console.log('  (no toxics)');
     }
   }
@@ -56,11 +57,20 @@ export function parseParamArgs(args: string[]): Record<string, number> {
   return out;
 }
 
-export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string[], stream: string | undefined, toxicity: number): Promise<void> {
+export async function toxicAdd(
+  opts: ToxicOpts,
+  fault: string,
+  paramArgs: string[],
+  stream: string | undefined,
+  toxicity: number,
+): Promise<void> {
   const where = `toxic add ${fault}`;
   const params = resolveParams(fault, parseParamArgs(paramArgs), where);
   const def = FAULTS[fault]!;
-  if (!(fault in TOXICS)) throw new ToxicError(`${fault} is not a toxic but a link action (${Object.keys(LINK_ACTIONS).join(', ')}): use 'wakestorm toxic cut --for 10s' or a timeline entry`);
+  if (!(fault in TOXICS))
+    throw new ToxicError(
+      `${fault} is not a toxic but a link action (${Object.keys(LINK_ACTIONS).join(', ')}): use 'wakestorm toxic cut --for 10s' or a timeline entry`,
+    );
   const streams = resolveStreams(fault, stream, where);
   const all = shards(opts);
   for (const o of all) {
@@ -68,7 +78,13 @@ export async function toxicAdd(opts: ToxicOpts, fault: string, paramArgs: string
     for (const a of def.actions(params, streams, toxicity)) {
       if (a.kind !== 'toxic') continue;
       const name = `manual-${fault}-${a.stream}`;
-      await tp.addToxic(o.proxy, { name, type: a.type, stream: a.stream, toxicity: a.toxicity, attributes: a.attributes });
+      await tp.addToxic(o.proxy, {
+        name,
+        type: a.type,
+        stream: a.stream,
+        toxicity: a.toxicity,
+        attributes: a.attributes,
+      });
       console.log(`added ${name} on ${o.proxy}${on(o, all)}: ${a.type} ${a.stream} ${JSON.stringify(a.attributes)}`);
     }
   }
@@ -93,10 +109,14 @@ export async function toxicCut(opts: ToxicOpts, forSpec: string): Promise<void> 
   // Every shard goes down together and comes back together: one outage, as the fleet sees it.
   const proxies = shards(opts).map((sh) => new ToxiproxyClient(sh.toxiproxyUrl));
   // The proxy must exist on every shard before anything goes down.
-  for (const tp of proxies) if (!((await tp.proxies()) as Record<string, unknown>)[opts.proxy]) throw new Error(`no proxy "${opts.proxy}" at ${tp.url}`);
+  for (const tp of proxies)
+    if (!((await tp.proxies()) as Record<string, unknown>)[opts.proxy])
+      throw new Error(`no proxy "${opts.proxy}" at ${tp.url}`);
   const set = (enabled: boolean) => Promise.all(proxies.map((tp) => tp.setEnabled(opts.proxy, enabled)));
   await set(false);
-  console.log(`cut ${opts.proxy}${proxies.length > 1 ? ` on ${proxies.length} shards` : ''} for ${ms} ms (Ctrl-C restores it now)`);
+  console.log(
+    `cut ${opts.proxy}${proxies.length > 1 ? ` on ${proxies.length} shards` : ''} for ${ms} ms (Ctrl-C restores it now)`,
+  );
   await new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
     const early = () => {

@@ -1,7 +1,15 @@
 // The CLI's side of the one Toxiproxy path: the requests core/toxiproxy-api.ts builds, carried out with fetch, and
 // failures raised with Toxiproxy's own error text.
 import { WakestormError } from '../core/errors.ts';
-import { apiError, requestUrl, toxiproxyApi, unreachable, type ApiRequest, type ProxyInfo, type ToxicSpec } from '../core/toxiproxy-api.ts';
+import {
+  apiError,
+  requestUrl,
+  toxiproxyApi,
+  unreachable,
+  type ApiRequest,
+  type ProxyInfo,
+  type ToxicSpec,
+} from '../core/toxiproxy-api.ts';
 
 class ToxiproxyApiError extends WakestormError {
   constructor(message: string) {

@@ -57,9 +57,18 @@ function pickProfile(spec: string | undefined, dialect: Dialect | null): Profile
 /** Runs one conversation; resolves with its exit code: 0 completed, 1 stalled or failed. */
 export async function tryConversation(o: TryOptions): Promise<number> {
   const out = o.out ?? ((l: string) => console.log(l));
-  if (!/^wss?:\/\/[^/]+$/.test(o.serverUrl.replace(/\/+$/, ''))) throw new TryError(`--server-url must be like ws://127.0.0.1:8080, got '${o.serverUrl}'`);
-  if (!isLoopbackUrl(o.serverUrl) && process.env.ALLOW_REMOTE !== '1') throw new TryError(`--server-url ${o.serverUrl} is not loopback: set ALLOW_REMOTE=1 to aim at another host on purpose`);
-  const load = (spec: string) => loadDialect(spec, (p) => readFileSync(p, 'utf8'), (p) => readFileSync(join(ROOT, p), 'utf8'));
+  if (!/^wss?:\/\/[^/]+$/.test(o.serverUrl.replace(/\/+$/, '')))
+    throw new TryError(`--server-url must be like ws://127.0.0.1:8080, got '${o.serverUrl}'`);
+  if (!isLoopbackUrl(o.serverUrl) && process.env.ALLOW_REMOTE !== '1')
+    throw new TryError(
+      `--server-url ${o.serverUrl} is not loopback: set ALLOW_REMOTE=1 to aim at another host on purpose`,
+    );
+  const load = (spec: string) =>
+    loadDialect(
+      spec,
+      (p) => readFileSync(p, 'utf8'),
+      (p) => readFileSync(join(ROOT, p), 'utf8'),
+    );
   // --dialect speaks for the device as it does for a run's fleet; else the profile's own, else wakestorm.
   let profile = o.profile ? pickProfile(o.profile, null) : null;
   const dialect = load(o.dialect ?? profile?.dialect ?? 'wakestorm');
@@ -69,10 +78,21 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   const t0 = Date.now();
   const at = () => `+${String(Date.now() - t0).padStart(6)} ms`;
   const timeoutMs = o.timeoutMs ?? 45_000;
-  out(`wakestorm try: one ${profile.name} device, dialect ${dialect.name}, against ${o.serverUrl} (gives up after ${timeoutMs / 1000} s)`);
+  out(
+    `wakestorm try: one ${profile.name} device, dialect ${dialect.name}, against ${o.serverUrl} (gives up after ${timeoutMs / 1000} s)`,
+  );
 
   // What the device reached, for the stall report.
-  const seen = { open: false, ready: false, acked: false, replyAudio: false, ended: false, heard: false, whole: true, unmatched: 0 };
+  const seen = {
+    open: false,
+    ready: false,
+    acked: false,
+    replyAudio: false,
+    ended: false,
+    heard: false,
+    whole: true,
+    unmatched: 0,
+  };
   let lastServer = '';
   let outcome: 'completed' | 'failed' | null = null;
   let failure = '';
@@ -171,7 +191,18 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   };
   const wake: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 500, first_max_ms: 500 };
   const env = nodeDeviceEnv('try-1', metrics, o.seed ?? '1', { openSocket, warn: () => {} });
-  const device = new Device({ id: 'try-1', baseUrl: o.serverUrl.replace(/\/+$/, ''), token: o.token, profile, dialect, wake, connectTimeoutMs: 10_000 }, env);
+  const device = new Device(
+    {
+      id: 'try-1',
+      baseUrl: o.serverUrl.replace(/\/+$/, ''),
+      token: o.token,
+      profile,
+      dialect,
+      wake,
+      connectTimeoutMs: 10_000,
+    },
+    env,
+  );
   vars = device.vars;
   device.start(0);
   const timer = setTimeout(finish, timeoutMs);
@@ -187,8 +218,14 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     return 0;
   }
   if (outcome === 'completed') {
-    const why = !seen.heard ? 'no reply audio was heard' : !seen.whole ? 'the reply was not whole and smooth' : `${seen.unmatched} server message(s) matched no step`;
-    out(`wakestorm try: the session ended, but ${why}: check the dialect's recv steps against the messages marked [no step]`);
+    const why = !seen.heard
+      ? 'no reply audio was heard'
+      : !seen.whole
+        ? 'the reply was not whole and smooth'
+        : `${seen.unmatched} server message(s) matched no step`;
+    out(
+      `wakestorm try: the session ended, but ${why}: check the dialect's recv steps against the messages marked [no step]`,
+    );
     return 1;
   }
   const where = !seen.open
@@ -199,7 +236,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
         ? "the wake was never acknowledged (nothing matched the dialect's recv.ack)"
         : !seen.replyAudio
           ? "no reply audio came (check the dialect's recv.transcript and recv.reply_start)"
-          : "the reply never ended as the dialect says (recv.reply_end, recv.session_end)";
+          : 'the reply never ended as the dialect says (recv.reply_end, recv.session_end)';
   out(`wakestorm try: stalled: ${failure || where}${lastServer ? `; the last server message: ${lastServer}` : ''}`);
   return 1;
 }

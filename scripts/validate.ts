@@ -53,7 +53,10 @@ export function validateFile(path: string, as?: FileKind): string {
     throw new ValidateError(`${path}: not valid JSON (${(e as Error).message.split('\n')[0]})`);
   }
   const kind = as ?? kindOf(json);
-  if (!kind) throw new ValidateError(`${path}: not a dialect, profile, timeline or SLO list by its shape: say which with --as ${FILE_KINDS.join('|')}`);
+  if (!kind)
+    throw new ValidateError(
+      `${path}: not a dialect, profile, timeline or SLO list by its shape: say which with --as ${FILE_KINDS.join('|')}`,
+    );
   switch (kind) {
     case 'dialect': {
       const d = validateDialect(json, path);
@@ -80,7 +83,12 @@ export function validateFile(path: string, as?: FileKind): string {
 }
 
 /** Validates every file; prints one line per file; the exit code is 2 when any is invalid. */
-export function validateCommand(paths: string[], as: FileKind | undefined, out: (l: string) => void, err: (l: string) => void): number {
+export function validateCommand(
+  paths: string[],
+  as: FileKind | undefined,
+  out: (l: string) => void,
+  err: (l: string) => void,
+): number {
   let code = 0;
   for (const p of paths) {
     try {
@@ -99,7 +107,8 @@ export function initCommand(kind: string, path: string, from?: string): string {
   if (existsSync(path)) throw new ValidateError(`${path} exists: give a new file name`);
   if (kind === 'dialect') {
     const name = from ?? 'wakestorm';
-    if (!(SHIPPED_DIALECTS as readonly string[]).includes(name)) throw new ValidateError(`--from must be a shipped dialect (${SHIPPED_DIALECTS.join(', ')})`);
+    if (!(SHIPPED_DIALECTS as readonly string[]).includes(name))
+      throw new ValidateError(`--from must be a shipped dialect (${SHIPPED_DIALECTS.join(', ')})`);
     writeFileSync(path, readShipped(`core/dialects/${name}.json`));
     return `${path}: a copy of the ${name} dialect; rename it ("name"), edit the steps, then: wakestorm validate ${path}`;
   }

@@ -31,18 +31,31 @@ function check<T>(fn: (v: string) => T): (v: string) => T {
 
 /** Adds the reference server's flags (with env vars) to a command; `stack` passes them through, without --host/--port. */
 export function addServerOptions(cmd: Command, opts: { withListen?: boolean } = { withListen: true }): Command {
-  if (opts.withListen) cmd.addOption(new Option('--host <host>', 'interface to listen on (loopback by default)').env('WAKESTORM_HOST').argParser(check(parseHost)));
+  if (opts.withListen)
+    cmd.addOption(
+      new Option('--host <host>', 'interface to listen on (loopback by default)')
+        .env('WAKESTORM_HOST')
+        .argParser(check(parseHost)),
+    );
   for (const f of NUMERIC_FLAGS) {
     if (!opts.withListen && f.key === 'port') continue;
-    cmd.addOption(new Option(`${f.flag} <n>`, f.help).env(f.env).argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max, f.oneOf))));
+    cmd.addOption(
+      new Option(`${f.flag} <n>`, f.help)
+        .env(f.env)
+        .argParser(check((v) => parseIntFlag(f.flag, v, f.min, f.max, f.oneOf))),
+    );
   }
-  cmd.addOption(new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)));
+  cmd.addOption(
+    new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)),
+  );
   cmd.addOption(
     new Option('--token <token>', 'accepted bearer token (repeatable)')
       .env('WAKESTORM_TOKEN')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), check(validateToken)(v)]),
   );
-  cmd.addOption(new Option('--tokens-file <path>', 'file with one accepted token per line').env('WAKESTORM_TOKENS_FILE'));
+  cmd.addOption(
+    new Option('--tokens-file <path>', 'file with one accepted token per line').env('WAKESTORM_TOKENS_FILE'),
+  );
   cmd.option('--verbose', 'log connections and errors to stderr');
   return cmd;
 }
@@ -68,7 +81,9 @@ function fail(line: string, code = 2): never {
   process.exit(code);
 }
 
-const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 const program = new Command('wakestorm')
   .description('WebSocket load and chaos tester for voice-assistant fleets')
   .version(version, '-V, --version', 'print the version')
@@ -81,7 +96,9 @@ const program = new Command('wakestorm')
     },
   });
 
-addServerOptions(program.command('server').description('run the reference voice server (SIGTERM/SIGINT drain with 1012)')).action(async (opts) => {
+addServerOptions(
+  program.command('server').description('run the reference voice server (SIGTERM/SIGINT drain with 1012)'),
+).action(async (opts) => {
   const { runServerCommand } = await import('../server/main.ts');
   // Its first signal starts a drain: a wrapper that dies meanwhile must not force the close (that is the second signal's job).
   const { markStopping } = await import('./wrapper-watch.ts');
@@ -96,10 +113,23 @@ addServerOptions(
     .command('stack')
     .description('start server + toxiproxy-server + proxies, print the k6 line, tear down on Ctrl-C')
     .option('--server-url <url>', "front the user's own server (ws://host:port) instead of the reference one")
-    .addOption(new Option('--server-port <port>', 'reference server port').default(8080).argParser(port('--server-port')))
-    .addOption(new Option('--toxiproxy-port <port>', 'Toxiproxy API port').default(8474).argParser(port('--toxiproxy-port')))
-    .addOption(new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy").default(18000).argParser(port('--proxy-port')))
-    .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes; shards after the first listen on free ports (default 1)').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
+    .addOption(
+      new Option('--server-port <port>', 'reference server port').default(8080).argParser(port('--server-port')),
+    )
+    .addOption(
+      new Option('--toxiproxy-port <port>', 'Toxiproxy API port').default(8474).argParser(port('--toxiproxy-port')),
+    )
+    .addOption(
+      new Option('--proxy-port <port>', "device-facing port of the 'voice' proxy")
+        .default(18000)
+        .argParser(port('--proxy-port')),
+    )
+    .addOption(
+      new Option(
+        '--toxiproxy-shards <n>',
+        'Toxiproxy processes; shards after the first listen on free ports (default 1)',
+      ).argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))),
+    )
     .option('--no-engine', "don't start the native device engine: the printed k6 line runs the devices in k6"),
   { withListen: false },
 ).action(async (opts) => {
@@ -129,11 +159,19 @@ function serverArgsToConfig(list: string[]): Partial<ServerConfig> {
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const posInt = (flag: string) => check((v) => parseIntFlag(flag, v, 1, 10_000_000));
 
-const collectList = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
+const collectList = (v: string, prev: string[] = []) => [
+  ...prev,
+  ...v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean),
+];
 
 /** What ships, for --help: the names a flag takes besides a file of your own. */
 function shippedHelp(): string {
-  const scenarios = readdirSync(new URL('../scenarios/', import.meta.url)).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
+  const scenarios = readdirSync(new URL('../scenarios/', import.meta.url))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => f.slice(0, -3));
   return [
     '',
     'Shipped (a flag also takes a file of your own):',
@@ -141,7 +179,7 @@ function shippedHelp(): string {
     `  profiles   ${Object.keys(PROFILES).join(', ')} (default: the scenario's)`,
     `  timelines  ${Object.keys(TIMELINES).join(', ')} (default: the scenario's, most have none)`,
     `  dialects   ${SHIPPED_DIALECTS.join(', ')} (default: each profile's own, else wakestorm)`,
-    '  wake       off | once[:2s-10s] | poisson:<mean> | fixed:<interval> (default: the scenario\'s)',
+    "  wake       off | once[:2s-10s] | poisson:<mean> | fixed:<interval> (default: the scenario's)",
     `  backoff    ${BACKOFF_POLICIES.join(', ')}[:base_ms[:cap_ms]] (default: each profile's own)`,
   ].join('\n');
 }
@@ -151,76 +189,160 @@ function shippedHelp(): string {
  * var each). `wake` is the command's default schedule.
  */
 function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
-  const wake = new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env('WAKESTORM_WAKE');
+  const wake = new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env(
+    'WAKESTORM_WAKE',
+  );
   cmd.addHelpText('after', shippedHelp);
   return cmd
-    .addOption(new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env('WAKESTORM_PROFILE'))
-    .addOption(new Option('--dialect <d>', "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)").env('WAKESTORM_DIALECT'))
-    .addOption(new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'))
+    .addOption(
+      new Option('--profile <spec>', 'profile name, mix (esp32-hotpin:70,recommended:30) or .json file').env(
+        'WAKESTORM_PROFILE',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--dialect <d>',
+        "how every device says its steps: wakestorm, xiaozhi, or your server's dialect (.json, or a .ts module exporting one)",
+      ).env('WAKESTORM_DIALECT'),
+    )
+    .addOption(
+      new Option('--timeline <t>', 'chaos timeline name or .json file (none for no chaos)').env('WAKESTORM_TIMELINE'),
+    )
     .addOption(d.wake ? wake.default(d.wake) : wake)
-    .addOption(new Option('--backoff <policy>', "replace every profile's reconnect policy: <policy>[:base_ms[:cap_ms]], e.g. full-jitter:500:30000").env('WAKESTORM_BACKOFF'))
+    .addOption(
+      new Option(
+        '--backoff <policy>',
+        "replace every profile's reconnect policy: <policy>[:base_ms[:cap_ms]], e.g. full-jitter:500:30000",
+      ).env('WAKESTORM_BACKOFF'),
+    )
     .addOption(new Option('--seed <s>', 'seed for wake schedules and jitter').env('WAKESTORM_SEED'))
-    .addOption(new Option('--engine <e>', 'where the devices run: native (the device engine, default) or k6 (k6/websockets)').choices(['native', 'k6']).env('WAKESTORM_ENGINE'))
-    .addOption(new Option('--devices-per-vu <n>', 'devices sharing one k6 VU').env('WAKESTORM_DEVICES_PER_VU').argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))))
-    .addOption(new Option('--token <token>', 'bearer token for the devices (and the reference server); never on a child command line or in results').env('WAKESTORM_TOKEN'))
+    .addOption(
+      new Option('--engine <e>', 'where the devices run: native (the device engine, default) or k6 (k6/websockets)')
+        .choices(['native', 'k6'])
+        .env('WAKESTORM_ENGINE'),
+    )
+    .addOption(
+      new Option('--devices-per-vu <n>', 'devices sharing one k6 VU')
+        .env('WAKESTORM_DEVICES_PER_VU')
+        .argParser(check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max))),
+    )
+    .addOption(
+      new Option(
+        '--token <token>',
+        'bearer token for the devices (and the reference server); never on a child command line or in results',
+      ).env('WAKESTORM_TOKEN'),
+    )
     .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'));
 }
 
-addFleetOptions(program
-  .command('run <scenario>')
-  .description('bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID')
-  .addOption(new Option('--devices <n>', 'virtual devices').env('WAKESTORM_DEVICES').argParser(check((v) => parseIntFlag('--devices', v, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max))))
-  .addOption(new Option('--duration <d>', "run length, e.g. 60s, 2m (default: the scenario's own)").env('WAKESTORM_DURATION'))
-  .addOption(new Option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)').env('WAKESTORM_SLO').argParser(collectList))
-  .addOption(new Option('--server-url <url>', "aim at your own server (Toxiproxy in front of it) instead of the reference one").env('WAKESTORM_SERVER_URL'))
-  .addOption(new Option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)').argParser(collect))
-  .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
-  .addOption(new Option('--toxiproxy-shards <n>', 'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)').env('WAKESTORM_TOXIPROXY_SHARDS').argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))))
-  .addOption(new Option('--out <output>', "a k6 output, passed through as k6's --out (repeatable; K6_OUT is honoured too), e.g. csv=run.csv").argParser(collect))
-  .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
-  .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
-  .addOption(new Option('--quiet', 'print only the verdict, the report path and errors').env('WAKESTORM_QUIET').conflicts('json'))
-  .addOption(new Option('--json', 'print one JSON verdict object on stdout, nothing else').env('WAKESTORM_JSON')))
-  .action(async (scenario: string, o) => {
-    const { runScenario } = await import('./run.ts');
-    const outputs = [...(o.out ?? [])];
-    // k6 lets a --out flag override K6_OUT; the run always has one (its samples), so K6_OUT becomes one more --out.
-    if (process.env.K6_OUT) outputs.push(process.env.K6_OUT);
-    const machine = o.json || o.quiet;
-    const r = await runScenario({
-      scenario,
-      devices: o.devices,
-      devicesPerVu: o.devicesPerVu,
-      duration: o.duration,
-      profile: o.profile,
-      timeline: o.timeline,
-      dialect: o.dialect,
-      wake: o.wake,
-      backoff: o.backoff,
-      seed: o.seed,
-      slo: o.slo,
-      serverUrl: o.serverUrl,
-      server: serverArgsToConfig(o.serverArg ?? []),
-      direct: o.direct,
-      engine: o.engine,
-      toxiproxyShards: o.toxiproxyShards,
-      resultsRoot: o.results,
-      dashboard: o.dashboard,
-      token: o.token,
-      tokenFile: o.tokenFile,
-      outputs,
-      echo: !machine,
-      progress: machine ? 'off' : undefined,
-      log: o.json ? () => {} : o.quiet ? (l: string) => /VERDICT|report:/.test(l) && console.log(l.trim().split('\n').filter((x) => /VERDICT|report:/.test(x)).join('\n')) : undefined,
-    });
-    if (o.json) {
-      const j = r.judgement;
-      process.stdout.write(
-        `${JSON.stringify({ verdict: j.verdict, exit_code: j.exit_code, verdict_line: j.headline, run_id: r.runId, dir: r.dir, report: `${r.dir}/report.html`, junit: `${r.dir}/junit.xml`, invalid_reasons: j.invalid, fail_reasons: j.failures, slos: j.slos })}\n`,
-      );
-    }
-    process.exitCode = r.code;
+addFleetOptions(
+  program
+    .command('run <scenario>')
+    .description(
+      'bring up the stack, run a scenario with k6, write results/<run-id>/, tear down; exit 0 PASS, 99 FAIL, 3 INVALID',
+    )
+    .addOption(
+      new Option('--devices <n>', 'virtual devices')
+        .env('WAKESTORM_DEVICES')
+        .argParser(check((v) => parseIntFlag('--devices', v, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max))),
+    )
+    .addOption(
+      new Option('--duration <d>', "run length, e.g. 60s, 2m (default: the scenario's own)").env('WAKESTORM_DURATION'),
+    )
+    .addOption(
+      new Option(
+        '--slo <override>',
+        'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)',
+      )
+        .env('WAKESTORM_SLO')
+        .argParser(collectList),
+    )
+    .addOption(
+      new Option(
+        '--server-url <url>',
+        'aim at your own server (Toxiproxy in front of it) instead of the reference one',
+      ).env('WAKESTORM_SERVER_URL'),
+    )
+    .addOption(
+      new Option('--server-arg <flag>', 'flag for the reference server, e.g. "--stt-ms=400" (repeatable)').argParser(
+        collect,
+      ),
+    )
+    .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
+    .addOption(
+      new Option(
+        '--toxiproxy-shards <n>',
+        'Toxiproxy processes (each holds ~2 descriptors per device; default: what the fleet needs under the open-file limit)',
+      )
+        .env('WAKESTORM_TOXIPROXY_SHARDS')
+        .argParser(check((v) => parseIntFlag('--toxiproxy-shards', v, 1, 16))),
+    )
+    .addOption(
+      new Option(
+        '--out <output>',
+        "a k6 output, passed through as k6's --out (repeatable; K6_OUT is honoured too), e.g. csv=run.csv",
+      ).argParser(collect),
+    )
+    .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
+    .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
+    .addOption(
+      new Option('--quiet', 'print only the verdict, the report path and errors')
+        .env('WAKESTORM_QUIET')
+        .conflicts('json'),
+    )
+    .addOption(new Option('--json', 'print one JSON verdict object on stdout, nothing else').env('WAKESTORM_JSON')),
+).action(async (scenario: string, o) => {
+  const { runScenario } = await import('./run.ts');
+  const outputs = [...(o.out ?? [])];
+  // k6 lets a --out flag override K6_OUT; the run always has one (its samples), so K6_OUT becomes one more --out.
+  if (process.env.K6_OUT) outputs.push(process.env.K6_OUT);
+  const machine = o.json || o.quiet;
+  const r = await runScenario({
+    scenario,
+    devices: o.devices,
+    devicesPerVu: o.devicesPerVu,
+    duration: o.duration,
+    profile: o.profile,
+    timeline: o.timeline,
+    dialect: o.dialect,
+    wake: o.wake,
+    backoff: o.backoff,
+    seed: o.seed,
+    slo: o.slo,
+    serverUrl: o.serverUrl,
+    server: serverArgsToConfig(o.serverArg ?? []),
+    direct: o.direct,
+    engine: o.engine,
+    toxiproxyShards: o.toxiproxyShards,
+    resultsRoot: o.results,
+    dashboard: o.dashboard,
+    token: o.token,
+    tokenFile: o.tokenFile,
+    outputs,
+    echo: !machine,
+    progress: machine ? 'off' : undefined,
+    log: o.json
+      ? () => {}
+      : o.quiet
+        ? (l: string) =>
+            /VERDICT|report:/.test(l) &&
+            console.log(
+              l
+                .trim()
+                .split('\n')
+                .filter((x) => /VERDICT|report:/.test(x))
+                .join('\n'),
+            )
+        : undefined,
   });
+  if (o.json) {
+    const j = r.judgement;
+    process.stdout.write(
+      `${JSON.stringify({ verdict: j.verdict, exit_code: j.exit_code, verdict_line: j.headline, run_id: r.runId, dir: r.dir, report: `${r.dir}/report.html`, junit: `${r.dir}/junit.xml`, invalid_reasons: j.invalid, fail_reasons: j.failures, slos: j.slos })}\n`,
+    );
+  }
+  process.exitCode = r.code;
+});
 
 program
   .command('report <run>')
@@ -234,84 +356,130 @@ program
 program
   .command('compare <runA> <runB>')
   .description('each SLO metric side by side with its change; exit 1 when run B is worse beyond the tolerance')
-  .addOption(new Option('--tolerance <pct>', 'allowed relative growth of a latency, in %').default(10).argParser(check((v) => {
-    const n = Number(v);
-    if (!(n >= 0 && n <= 1000)) throw new ConfigError(`--tolerance must be a percentage in 0-1000, got '${v}'`);
-    return n;
-  })))
+  .addOption(
+    new Option('--tolerance <pct>', 'allowed relative growth of a latency, in %').default(10).argParser(
+      check((v) => {
+        const n = Number(v);
+        if (!(n >= 0 && n <= 1000)) throw new ConfigError(`--tolerance must be a percentage in 0-1000, got '${v}'`);
+        return n;
+      }),
+    ),
+  )
   .option('--results <dir>', 'results root (default: results/)')
   .action(async (a: string, b: string, o: { tolerance: number; results?: string }) => {
     const { compareCommand } = await import('./report.ts');
     process.exitCode = compareCommand(a, b, o.tolerance, o.results);
   });
 
-addFleetOptions(program
-  .command('capacity')
-  .description('find the largest device count the target holds within every SLO: step up, then bisect; each step a bounded run')
-  .addOption(new Option('--max-devices <n>', 'upper bound of the search').default(20_000).argParser(posInt('--max-devices')))
-  .addOption(new Option('--start <n>', 'first step').argParser(posInt('--start')))
-  .option('--scenario <s>', 'scenario each step runs', 'wake-latency')
-  .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
-  .option('--step-duration <d>', 'length of each step', '30s')
-  .addOption(new Option('--resolution <pct>', 'bisect until the bracket is within this % of the answer').default(10).argParser(check((v) => {
-    const n = Number(v);
-    if (!(n > 0 && n <= 100)) throw new ConfigError(`--resolution must be a percentage in 1-100, got '${v}'`);
-    return n;
-  })))
-  .option('--server-url <url>', 'search your own server instead of the reference one')
-  .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
-  .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
-  .option('--results <dir>', 'results root (default: results/)'), { wake: 'poisson:10s' })
-  .action(async (o) => {
-    const { capacitySearch } = await import('./capacity.ts');
-    await capacitySearch({
-      scenario: o.scenario,
-      profile: o.profile,
-      slo: o.slo,
-      maxDevices: o.maxDevices,
-      startDevices: o.start,
-      stepDuration: o.stepDuration,
-      wake: o.wake,
-      resolution: o.resolution / 100,
-      devicesPerVu: o.devicesPerVu,
-      dialect: o.dialect,
-      timeline: o.timeline,
-      backoff: o.backoff,
-      seed: o.seed,
-      token: o.token,
-      tokenFile: o.tokenFile,
-      server: serverArgsToConfig(o.serverArg ?? []),
-      serverUrl: o.serverUrl,
-      throughProxy: o.throughProxy,
-      engine: o.engine,
-      resultsRoot: o.results,
-    });
+addFleetOptions(
+  program
+    .command('capacity')
+    .description(
+      'find the largest device count the target holds within every SLO: step up, then bisect; each step a bounded run',
+    )
+    .addOption(
+      new Option('--max-devices <n>', 'upper bound of the search').default(20_000).argParser(posInt('--max-devices')),
+    )
+    .addOption(new Option('--start <n>', 'first step').argParser(posInt('--start')))
+    .option('--scenario <s>', 'scenario each step runs', 'wake-latency')
+    .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
+    .option('--step-duration <d>', 'length of each step', '30s')
+    .addOption(
+      new Option('--resolution <pct>', 'bisect until the bracket is within this % of the answer').default(10).argParser(
+        check((v) => {
+          const n = Number(v);
+          if (!(n > 0 && n <= 100)) throw new ConfigError(`--resolution must be a percentage in 1-100, got '${v}'`);
+          return n;
+        }),
+      ),
+    )
+    .option('--server-url <url>', 'search your own server instead of the reference one')
+    .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
+    .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
+    .option('--results <dir>', 'results root (default: results/)'),
+  { wake: 'poisson:10s' },
+).action(async (o) => {
+  const { capacitySearch } = await import('./capacity.ts');
+  await capacitySearch({
+    scenario: o.scenario,
+    profile: o.profile,
+    slo: o.slo,
+    maxDevices: o.maxDevices,
+    startDevices: o.start,
+    stepDuration: o.stepDuration,
+    wake: o.wake,
+    resolution: o.resolution / 100,
+    devicesPerVu: o.devicesPerVu,
+    dialect: o.dialect,
+    timeline: o.timeline,
+    backoff: o.backoff,
+    seed: o.seed,
+    token: o.token,
+    tokenFile: o.tokenFile,
+    server: serverArgsToConfig(o.serverArg ?? []),
+    serverUrl: o.serverUrl,
+    throughProxy: o.throughProxy,
+    engine: o.engine,
+    resultsRoot: o.results,
   });
+});
 
-addFleetOptions(program
-  .command('try')
-  .description('one device, one conversation against a running server, every step printed (what was sent, what came back, which dialect step matched, timings, where it stalled); exit 0 when it completed')
-  .requiredOption('--server-url <url>', 'the server to talk to (ws://host:port)'))
-  .action(async (o) => {
-    if (o.timeline) throw new ConfigError('--timeline: try talks to the server directly, with no Toxiproxy in between; run a timeline with wakestorm run');
-    if (o.engine) throw new ConfigError('--engine: try runs its one device in Node; the device engine is for wakestorm run and capacity');
-    const { tryConversation } = await import('./try.ts');
-    const { resolveTokenFlags } = await import('./run.ts');
-    process.exitCode = await tryConversation({ serverUrl: o.serverUrl, dialect: o.dialect, profile: o.profile, backoff: o.backoff, seed: o.seed, token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined });
+addFleetOptions(
+  program
+    .command('try')
+    .description(
+      'one device, one conversation against a running server, every step printed (what was sent, what came back, which dialect step matched, timings, where it stalled); exit 0 when it completed',
+    )
+    .requiredOption('--server-url <url>', 'the server to talk to (ws://host:port)'),
+).action(async (o) => {
+  if (o.timeline)
+    throw new ConfigError(
+      '--timeline: try talks to the server directly, with no Toxiproxy in between; run a timeline with wakestorm run',
+    );
+  if (o.engine)
+    throw new ConfigError(
+      '--engine: try runs its one device in Node; the device engine is for wakestorm run and capacity',
+    );
+  const { tryConversation } = await import('./try.ts');
+  const { resolveTokenFlags } = await import('./run.ts');
+  process.exitCode = await tryConversation({
+    serverUrl: o.serverUrl,
+    dialect: o.dialect,
+    profile: o.profile,
+    backoff: o.backoff,
+    seed: o.seed,
+    token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined,
   });
+});
 
 program
   .command('validate <files...>')
-  .description('check dialect, profile, timeline or SLO files without a run: every problem at once, with its JSON path; exit 2 when one is invalid')
-  .addOption(new Option('--as <kind>', 'what the files are (default: told by their shape)').choices(['dialect', 'profile', 'timeline', 'slo']))
+  .description(
+    'check dialect, profile, timeline or SLO files without a run: every problem at once, with its JSON path; exit 2 when one is invalid',
+  )
+  .addOption(
+    new Option('--as <kind>', 'what the files are (default: told by their shape)').choices([
+      'dialect',
+      'profile',
+      'timeline',
+      'slo',
+    ]),
+  )
   .action(async (files: string[], o: { as?: 'dialect' | 'profile' | 'timeline' | 'slo' }) => {
     const { validateCommand } = await import('./validate.ts');
-    process.exitCode = validateCommand(files, o.as, (l) => console.log(l), (l) => process.stderr.write(`${l}\n`));
+    process.exitCode = validateCommand(
+      files,
+      o.as,
+      (l) => console.log(l),
+      (l) => process.stderr.write(`${l}\n`),
+    );
   });
 
 program
   .command('init <kind> <file>')
-  .description('write a template to start from: a shipped dialect (kind dialect) or profile (kind profile), never over an existing file')
+  .description(
+    'write a template to start from: a shipped dialect (kind dialect) or profile (kind profile), never over an existing file',
+  )
   .option('--from <name>', 'the shipped dialect or profile to copy (default: wakestorm, recommended)')
   .action(async (kind: string, file: string, o: { from?: string }) => {
     const { initCommand } = await import('./validate.ts');
@@ -321,27 +489,48 @@ program
 const toxic = program
   .command('toxic')
   .description('apply a fault by hand to a running stack: list, add, remove, cut, reset')
-  .option('--toxiproxy-url <url>', 'Toxiproxy API, or a comma-separated list of shards (acts on all)', 'http://127.0.0.1:8474')
+  .option(
+    '--toxiproxy-url <url>',
+    'Toxiproxy API, or a comma-separated list of shards (acts on all)',
+    'http://127.0.0.1:8474',
+  )
   .option('--proxy <name>', 'proxy to act on', 'voice');
 const topts = () => toxic.opts<{ toxiproxyUrl: string; proxy: string }>();
-toxic.command('list').description('proxies and their toxics').action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
+toxic
+  .command('list')
+  .description('proxies and their toxics')
+  .action(async () => (await import('./toxic-command.ts')).toxicList(topts()));
 toxic
   .command('add <fault> [params...]')
-  .description(`add a fault as toxics (faults: ${Object.keys((await import('../core/faults.ts')).TOXICS).join(', ')}); params as name=value`)
-  .option('--stream <dir>', 'upstream, downstream or both (default: the fault\'s own)')
-  .addOption(new Option('--toxicity <p>', 'chance per connection, 0-1').default(1).argParser(check((v) => {
-    const n = Number(v);
-    if (!(n >= 0 && n <= 1)) throw new ConfigError(`--toxicity must be a number in 0-1, got '${v}'`);
-    return n;
-  })))
-  .action(async (fault: string, params: string[], o: { stream?: string; toxicity: number }) => (await import('./toxic-command.ts')).toxicAdd(topts(), fault, params, o.stream, o.toxicity));
-toxic.command('remove [name]').description('remove one toxic, or all on the proxy').action(async (name?: string) => (await import('./toxic-command.ts')).toxicRemove(topts(), name));
+  .description(
+    `add a fault as toxics (faults: ${Object.keys((await import('../core/faults.ts')).TOXICS).join(', ')}); params as name=value`,
+  )
+  .option('--stream <dir>', "upstream, downstream or both (default: the fault's own)")
+  .addOption(
+    new Option('--toxicity <p>', 'chance per connection, 0-1').default(1).argParser(
+      check((v) => {
+        const n = Number(v);
+        if (!(n >= 0 && n <= 1)) throw new ConfigError(`--toxicity must be a number in 0-1, got '${v}'`);
+        return n;
+      }),
+    ),
+  )
+  .action(async (fault: string, params: string[], o: { stream?: string; toxicity: number }) =>
+    (await import('./toxic-command.ts')).toxicAdd(topts(), fault, params, o.stream, o.toxicity),
+  );
+toxic
+  .command('remove [name]')
+  .description('remove one toxic, or all on the proxy')
+  .action(async (name?: string) => (await import('./toxic-command.ts')).toxicRemove(topts(), name));
 toxic
   .command('cut')
   .description('disable the proxy for a while: a network outage')
   .requiredOption('--for <duration>', 'how long, e.g. 10s')
   .action(async (o: { for: string }) => (await import('./toxic-command.ts')).toxicCut(topts(), o.for));
-toxic.command('reset').description('remove every toxic and enable every proxy').action(async () => (await import('./toxic-command.ts')).toxicReset(topts()));
+toxic
+  .command('reset')
+  .description('remove every toxic and enable every proxy')
+  .action(async () => (await import('./toxic-command.ts')).toxicReset(topts()));
 
 program
   .command('setup')
@@ -364,9 +553,12 @@ try {
   // Every error a user can cause carries its own exit code (core/errors.ts).
   if (e instanceof WakestormError) fail(e.message, e.exitCode);
   const err = e as NodeJS.ErrnoException;
-  if (err.code === 'EADDRINUSE') fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
-  if (err.code === 'EADDRNOTAVAIL' || (err.code === 'EACCES' && err.syscall === 'listen')) fail(`cannot listen: ${err.message}`, 1);
+  if (err.code === 'EADDRINUSE')
+    fail(`port already in use (${err.message.replace(/^listen /, '')}): pick another with --port`, 1);
+  if (err.code === 'EADDRNOTAVAIL' || (err.code === 'EACCES' && err.syscall === 'listen'))
+    fail(`cannot listen: ${err.message}`, 1);
   // A results folder that cannot be written: which path, and why.
-  if (err.code && ['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EFBIG'].includes(err.code)) fail((await import('./run-dir.ts')).fsProblem(err), 1);
+  if (err.code && ['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EFBIG'].includes(err.code))
+    fail((await import('./run-dir.ts')).fsProblem(err), 1);
   fail(err.message ?? String(e), 1);
 }

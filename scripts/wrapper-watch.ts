@@ -3,7 +3,8 @@
 // script it runs, and CI systems cancel a job with exactly that signal.
 import { readFileSync } from 'node:fs';
 
-const WRAPPER = /(^|\/)(npm|npx)(\s|$)|npm-cli\.js|npx-cli\.js|^npm (exec|run|test|start)|^(\/bin\/|\/usr\/bin\/)?(sh|dash|bash) -c |node_modules\/\.bin\/tsx |tsx\/dist\/cli\.m?js /;
+const WRAPPER =
+  /(^|\/)(npm|npx)(\s|$)|npm-cli\.js|npx-cli\.js|^npm (exec|run|test|start)|^(\/bin\/|\/usr\/bin\/)?(sh|dash|bash) -c |node_modules\/\.bin\/tsx |tsx\/dist\/cli\.m?js /;
 
 function cmdline(pid: number): string | null {
   try {

@@ -17,7 +17,9 @@ export function bearerOf(req: IncomingMessage, queryToken: string | undefined): 
 }
 
 function rejectUpgrade(socket: Duplex, status: number, text: string): void {
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`,
+  );
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
@@ -47,7 +49,9 @@ export function routeUpgrade(url: string, headers: IncomingMessage['headers'] = 
   if (u.pathname === '/ws' || u.pathname === '/ws/') return { deviceId: null, token };
   if (u.pathname === '/xiaozhi/v1' || u.pathname === '/xiaozhi/v1/') {
     const id = headers['device-id'];
-    const framing = framingFor(typeof headers['protocol-version'] === 'string' ? headers['protocol-version'] : undefined);
+    const framing = framingFor(
+      typeof headers['protocol-version'] === 'string' ? headers['protocol-version'] : undefined,
+    );
     if (typeof id !== 'string' || !XIAOZHI_DEVICE_ID.test(id) || !framing) return null;
     return { deviceId: id, token, xiaozhi: { deviceId: id, framing } };
   }

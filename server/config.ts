@@ -110,7 +110,8 @@ export function parsePace(value: string): TtsPace {
 }
 
 export function parseHost(value: string): string {
-  if (!/^[A-Za-z0-9.:_-]+$/.test(value)) throw new ConfigError(`--host must be a host name or IP address, got '${value}'`);
+  if (!/^[A-Za-z0-9.:_-]+$/.test(value))
+    throw new ConfigError(`--host must be a host name or IP address, got '${value}'`);
   return value;
 }
 
@@ -125,13 +126,20 @@ export function readTokensFile(path: string): string[] {
   } catch (e) {
     throw new ConfigError(`--tokens-file ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  const tokens = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const tokens = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   if (tokens.length === 0) throw new ConfigError(`--tokens-file ${path}: holds no token (one per line)`);
   tokens.forEach((line, i) => {
     const [token, pattern, extra] = line.split(/\s+/);
-    if (extra !== undefined) throw new ConfigError(`--tokens-file ${path} line ${i + 1}: 'token' or 'token device-id-pattern', nothing more`);
+    if (extra !== undefined)
+      throw new ConfigError(`--tokens-file ${path} line ${i + 1}: 'token' or 'token device-id-pattern', nothing more`);
     validateToken(token!);
-    if (pattern !== undefined && !/^[A-Za-z0-9._*?-]{1,64}$/.test(pattern)) throw new ConfigError(`--tokens-file ${path} line ${i + 1}: the device-id pattern may hold [A-Za-z0-9._-] and * ?`);
+    if (pattern !== undefined && !/^[A-Za-z0-9._*?-]{1,64}$/.test(pattern))
+      throw new ConfigError(
+        `--tokens-file ${path} line ${i + 1}: the device-id pattern may hold [A-Za-z0-9._-] and * ?`,
+      );
   });
   return tokens;
 }
@@ -141,7 +149,9 @@ export function tokenBindings(tokens: string[]): Map<string, RegExp | null> {
   const out = new Map<string, RegExp | null>();
   for (const line of tokens) {
     const [token, pattern] = line.trim().split(/\s+/);
-    const re = pattern ? new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace(/\*/g, '.*').replace(/\?/g, '.')}$`) : null;
+    const re = pattern
+      ? new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
+      : null;
     const prev = out.get(token!);
     // The same token on several lines may claim any of their patterns; one unbound line makes it unbound.
     if (prev === null || (out.has(token!) && re === null)) out.set(token!, null);
@@ -151,7 +161,8 @@ export function tokenBindings(tokens: string[]): Map<string, RegExp | null> {
 }
 
 export function validateToken(t: string): string {
-  if (!/^[\x21-\x7e]{8,256}$/.test(t)) throw new ConfigError('--token must be 8-256 printable characters without spaces');
+  if (!/^[\x21-\x7e]{8,256}$/.test(t))
+    throw new ConfigError('--token must be 8-256 printable characters without spaces');
   return t;
 }
 
@@ -159,23 +170,144 @@ export function validateToken(t: string): string {
  * One entry per numeric flag: the CLI builds its options from this table, so a flag, its env var
  * and its bounds are declared once.
  */
-export const NUMERIC_FLAGS: { flag: string; key: keyof ServerConfig; env: string; min: number; max: number; help: string; oneOf?: number[] }[] = [
+export const NUMERIC_FLAGS: {
+  flag: string;
+  key: keyof ServerConfig;
+  env: string;
+  min: number;
+  max: number;
+  help: string;
+  oneOf?: number[];
+}[] = [
   { flag: '--port', key: 'port', env: 'WAKESTORM_PORT', min: 0, max: 65535, help: 'TCP port (0 picks a free one)' },
-  { flag: '--keepalive-ms', key: 'keepaliveMs', env: 'WAKESTORM_KEEPALIVE_MS', min: 100, max: 3_600_000, help: 'server ping cadence' },
-  { flag: '--hello-timeout-ms', key: 'helloTimeoutMs', env: 'WAKESTORM_HELLO_TIMEOUT_MS', min: 100, max: 3_600_000, help: 'time a /ws device has to send hello' },
-  { flag: '--idle-timeout-ms', key: 'idleTimeoutMs', env: 'WAKESTORM_IDLE_TIMEOUT_MS', min: 0, max: 36_000_000, help: 'close a silent connection after this (0: 3 x keepalive)' },
-  { flag: '--stt-ms', key: 'sttMs', env: 'WAKESTORM_STT_MS', min: 0, max: 600_000, help: 'end of speech -> transcript' },
+  {
+    flag: '--keepalive-ms',
+    key: 'keepaliveMs',
+    env: 'WAKESTORM_KEEPALIVE_MS',
+    min: 100,
+    max: 3_600_000,
+    help: 'server ping cadence',
+  },
+  {
+    flag: '--hello-timeout-ms',
+    key: 'helloTimeoutMs',
+    env: 'WAKESTORM_HELLO_TIMEOUT_MS',
+    min: 100,
+    max: 3_600_000,
+    help: 'time a /ws device has to send hello',
+  },
+  {
+    flag: '--idle-timeout-ms',
+    key: 'idleTimeoutMs',
+    env: 'WAKESTORM_IDLE_TIMEOUT_MS',
+    min: 0,
+    max: 36_000_000,
+    help: 'close a silent connection after this (0: 3 x keepalive)',
+  },
+  {
+    flag: '--stt-ms',
+    key: 'sttMs',
+    env: 'WAKESTORM_STT_MS',
+    min: 0,
+    max: 600_000,
+    help: 'end of speech -> transcript',
+  },
   { flag: '--llm-ms', key: 'llmMs', env: 'WAKESTORM_LLM_MS', min: 0, max: 600_000, help: 'transcript -> llm_response' },
-  { flag: '--tts-ms', key: 'ttsMs', env: 'WAKESTORM_TTS_MS', min: 0, max: 600_000, help: 'llm_response -> first TTS byte' },
-  { flag: '--resume-grace-ms', key: 'resumeGraceMs', env: 'WAKESTORM_RESUME_GRACE_MS', min: 0, max: 36_000_000, help: 'how long a lost device state is kept for resume' },
-  { flag: '--max-connections', key: 'maxConnections', env: 'WAKESTORM_MAX_CONNECTIONS', min: 1, max: 10_000_000, help: 'above this, new devices get close 1013' },
-  { flag: '--drain-ms', key: 'drainMs', env: 'WAKESTORM_DRAIN_MS', min: 0, max: 600_000, help: 'on SIGTERM, how long active replies may finish' },
-  { flag: '--max-unacked-bytes', key: 'maxUnackedBytes', env: 'WAKESTORM_MAX_UNACKED_BYTES', min: 16 * 1024, max: 1 << 30, help: 'cut a socket whose peer has not read this many sent bytes' },
-  { flag: '--upgrade-timeout-ms', key: 'upgradeTimeoutMs', env: 'WAKESTORM_UPGRADE_TIMEOUT_MS', min: 500, max: 600_000, help: 'close an upgrade whose headers are not complete by then' },
-  { flag: '--max-pending-upgrades', key: 'maxPendingUpgrades', env: 'WAKESTORM_MAX_PENDING_UPGRADES', min: 1, max: 1_000_000, help: 'refuse connections above this many not yet upgraded' },
-  { flag: '--max-buffered-bytes', key: 'maxBufferedBytes', env: 'WAKESTORM_MAX_BUFFERED_BYTES', min: 4096, max: 1 << 30, help: 'cut a socket whose unsent bytes exceed this' },
-  { flag: '--vad-threshold', key: 'vadThreshold', env: 'WAKESTORM_VAD_THRESHOLD', min: 0, max: 32767, help: 'RMS below which uplink audio is silence' },
-  { flag: '--vad-silence-ms', key: 'vadSilenceMs', env: 'WAKESTORM_VAD_SILENCE_MS', min: 20, max: 15_000, help: 'silence that ends speech (the endpointing window)' },
-  { flag: '--xiaozhi-downlink-rate', key: 'xiaozhiDownlinkRate', env: 'WAKESTORM_XIAOZHI_DOWNLINK_RATE', min: 8000, max: 48_000, oneOf: [8000, 12_000, 16_000, 24_000, 48_000], help: "sample rate a xiaozhi hello announces for the reply's Opus (an Opus decoding rate)" },
-  { flag: '--xiaozhi-no-voice-ms', key: 'xiaozhiNoVoiceMs', env: 'WAKESTORM_XIAOZHI_NO_VOICE_MS', min: 0, max: 3_600_000, help: 'close a xiaozhi channel that hears no voice this long (0: never)' },
+  {
+    flag: '--tts-ms',
+    key: 'ttsMs',
+    env: 'WAKESTORM_TTS_MS',
+    min: 0,
+    max: 600_000,
+    help: 'llm_response -> first TTS byte',
+  },
+  {
+    flag: '--resume-grace-ms',
+    key: 'resumeGraceMs',
+    env: 'WAKESTORM_RESUME_GRACE_MS',
+    min: 0,
+    max: 36_000_000,
+    help: 'how long a lost device state is kept for resume',
+  },
+  {
+    flag: '--max-connections',
+    key: 'maxConnections',
+    env: 'WAKESTORM_MAX_CONNECTIONS',
+    min: 1,
+    max: 10_000_000,
+    help: 'above this, new devices get close 1013',
+  },
+  {
+    flag: '--drain-ms',
+    key: 'drainMs',
+    env: 'WAKESTORM_DRAIN_MS',
+    min: 0,
+    max: 600_000,
+    help: 'on SIGTERM, how long active replies may finish',
+  },
+  {
+    flag: '--max-unacked-bytes',
+    key: 'maxUnackedBytes',
+    env: 'WAKESTORM_MAX_UNACKED_BYTES',
+    min: 16 * 1024,
+    max: 1 << 30,
+    help: 'cut a socket whose peer has not read this many sent bytes',
+  },
+  {
+    flag: '--upgrade-timeout-ms',
+    key: 'upgradeTimeoutMs',
+    env: 'WAKESTORM_UPGRADE_TIMEOUT_MS',
+    min: 500,
+    max: 600_000,
+    help: 'close an upgrade whose headers are not complete by then',
+  },
+  {
+    flag: '--max-pending-upgrades',
+    key: 'maxPendingUpgrades',
+    env: 'WAKESTORM_MAX_PENDING_UPGRADES',
+    min: 1,
+    max: 1_000_000,
+    help: 'refuse connections above this many not yet upgraded',
+  },
+  {
+    flag: '--max-buffered-bytes',
+    key: 'maxBufferedBytes',
+    env: 'WAKESTORM_MAX_BUFFERED_BYTES',
+    min: 4096,
+    max: 1 << 30,
+    help: 'cut a socket whose unsent bytes exceed this',
+  },
+  {
+    flag: '--vad-threshold',
+    key: 'vadThreshold',
+    env: 'WAKESTORM_VAD_THRESHOLD',
+    min: 0,
+    max: 32767,
+    help: 'RMS below which uplink audio is silence',
+  },
+  {
+    flag: '--vad-silence-ms',
+    key: 'vadSilenceMs',
+    env: 'WAKESTORM_VAD_SILENCE_MS',
+    min: 20,
+    max: 15_000,
+    help: 'silence that ends speech (the endpointing window)',
+  },
+  {
+    flag: '--xiaozhi-downlink-rate',
+    key: 'xiaozhiDownlinkRate',
+    env: 'WAKESTORM_XIAOZHI_DOWNLINK_RATE',
+    min: 8000,
+    max: 48_000,
+    oneOf: [8000, 12_000, 16_000, 24_000, 48_000],
+    help: "sample rate a xiaozhi hello announces for the reply's Opus (an Opus decoding rate)",
+  },
+  {
+    flag: '--xiaozhi-no-voice-ms',
+    key: 'xiaozhiNoVoiceMs',
+    env: 'WAKESTORM_XIAOZHI_NO_VOICE_MS',
+    min: 0,
+    max: 3_600_000,
+    help: 'close a xiaozhi channel that hears no voice this long (0: never)',
+  },
 ];

@@ -43,7 +43,10 @@ export interface XiaozhiChannel {
 class Bucket {
   private level: number;
   private last = Date.now();
-  constructor(private readonly rate: number, private readonly burst: number) {
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+  ) {
     this.level = burst;
   }
   take(n: number): boolean {
@@ -100,7 +103,12 @@ export class Connection implements DeviceLink {
     if (xiaozhi) {
       this.deviceId = xiaozhi.deviceId;
       this.xz = new XiaozhiWire(
-        { sendJson: (m) => this.sendJson(m), sendBinary: (b) => this.sendBinary(b), close: (c, r) => this.close(c, r), log: (l) => host.log(l) },
+        {
+          sendJson: (m) => this.sendJson(m),
+          sendBinary: (b) => this.sendBinary(b),
+          close: (c, r) => this.close(c, r),
+          log: (l) => host.log(l),
+        },
         xiaozhi.deviceId,
         xiaozhi.framing,
         cfg,
@@ -172,9 +180,12 @@ export class Connection implements DeviceLink {
    */
   private roomFor(n: number): boolean {
     const unread = this.sentBytes - this.readBytes;
-    if (this.ws.bufferedAmount + n <= this.host.cfg.maxBufferedBytes && unread + n <= this.host.cfg.maxUnackedBytes) return true;
+    if (this.ws.bufferedAmount + n <= this.host.cfg.maxBufferedBytes && unread + n <= this.host.cfg.maxUnackedBytes)
+      return true;
     this.host.metrics.slowReaders.inc();
-    this.host.log(`connection ${this.id}: slow reader, ${unread} bytes sent and not read (${this.ws.bufferedAmount} unsent): cut`);
+    this.host.log(
+      `connection ${this.id}: slow reader, ${unread} bytes sent and not read (${this.ws.bufferedAmount} unsent): cut`,
+    );
     this.closing = true;
     this.stopTimers();
     this.ws.terminate();
@@ -299,7 +310,10 @@ export class Connection implements DeviceLink {
 
   private onAudio(frame: Buffer): void {
     if (frame.length < MIN_AUDIO_FRAME_BYTES || frame.length > MAX_AUDIO_FRAME_BYTES || frame.length % 2 !== 0) {
-      return this.error('bad_audio', `audio frames must be an even count of ${MIN_AUDIO_FRAME_BYTES}-${MAX_AUDIO_FRAME_BYTES} bytes, got ${frame.length}`);
+      return this.error(
+        'bad_audio',
+        `audio frames must be an even count of ${MIN_AUDIO_FRAME_BYTES}-${MAX_AUDIO_FRAME_BYTES} bytes, got ${frame.length}`,
+      );
     }
     if (!this.audioBucket.take(frame.length)) return this.error('rate_limited', 'audio faster than 4x real time');
     const session = this.state?.session;
@@ -327,7 +341,8 @@ export class Connection implements DeviceLink {
         return;
       default: {
         const s = state.session;
-        if (!s || s.ended || s.id !== msg.session_id) return this.error('no_session', `no active session "${msg.session_id.slice(0, 64)}"`);
+        if (!s || s.ended || s.id !== msg.session_id)
+          return this.error('no_session', `no active session "${msg.session_id.slice(0, 64)}"`);
         this.errorsInRow = 0;
         if (msg.type === 'end_of_speech') s.endOfSpeech();
         else if (msg.type === 'playback_complete') s.playbackComplete();

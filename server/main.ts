@@ -11,7 +11,9 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
       `keepalive=${c.keepaliveMs}ms stt=${c.sttMs}ms llm=${c.llmMs}ms tts=${c.ttsMs}ms pace=${c.ttsPace} auth=${c.tokens.length ? 'on' : 'off'}`,
   );
   if (!c.tokens.length && !isLoopbackHost(c.host)) {
-    process.stderr.write(`wakestorm server: warning: listening on ${c.host} without a token: any host that reaches it can connect devices (give --token or --tokens-file)\n`);
+    process.stderr.write(
+      `wakestorm server: warning: listening on ${c.host} without a token: any host that reaches it can connect devices (give --token or --tokens-file)\n`,
+    );
   }
   let draining = false;
   const onSignal = (sig: NodeJS.Signals) => {

@@ -37,16 +37,63 @@ export class ServerMetrics {
     collectDefaultMetrics({ register: this.registry });
     this.connections = new Gauge({ name: 'voice_connections', help: 'Open WebSocket connections', registers });
     this.sessionsActive = new Gauge({ name: 'voice_sessions_active', help: 'Voice sessions not yet ended', registers });
-    this.opened = new Counter({ name: 'voice_connections_opened_total', help: 'WebSocket connections accepted', registers });
-    this.closed = new Counter({ name: 'voice_connections_closed_total', help: 'WebSocket connections closed, by close code', labelNames: ['code'], registers });
-    this.sessionsStarted = new Counter({ name: 'voice_sessions_started_total', help: 'Voice sessions started', registers });
-    this.sessions = new Counter({ name: 'voice_sessions_total', help: 'Voice sessions ended, by outcome', labelNames: ['outcome'], registers });
-    this.resumes = new Counter({ name: 'voice_resumes_total', help: 'Resume attempts, hit or miss', labelNames: ['result'], registers });
-    this.messages = new Counter({ name: 'voice_messages_total', help: 'Messages, by direction and frame kind', labelNames: ['direction', 'kind'], registers });
-    this.bytes = new Counter({ name: 'voice_bytes_total', help: 'Payload bytes, by direction and frame kind', labelNames: ['direction', 'kind'], registers });
-    this.errors = new Counter({ name: 'voice_errors_total', help: 'Protocol error messages sent, by code', labelNames: ['code'], registers });
-    this.slowReaders = new Counter({ name: 'voice_slow_readers_cut_total', help: 'Sockets cut because their send buffer overflowed', registers });
-    this.rejected = new Counter({ name: 'voice_upgrades_rejected_total', help: 'Upgrade requests refused, by reason', labelNames: ['reason'], registers });
+    this.opened = new Counter({
+      name: 'voice_connections_opened_total',
+      help: 'WebSocket connections accepted',
+      registers,
+    });
+    this.closed = new Counter({
+      name: 'voice_connections_closed_total',
+      help: 'WebSocket connections closed, by close code',
+      labelNames: ['code'],
+      registers,
+    });
+    this.sessionsStarted = new Counter({
+      name: 'voice_sessions_started_total',
+      help: 'Voice sessions started',
+      registers,
+    });
+    this.sessions = new Counter({
+      name: 'voice_sessions_total',
+      help: 'Voice sessions ended, by outcome',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.resumes = new Counter({
+      name: 'voice_resumes_total',
+      help: 'Resume attempts, hit or miss',
+      labelNames: ['result'],
+      registers,
+    });
+    this.messages = new Counter({
+      name: 'voice_messages_total',
+      help: 'Messages, by direction and frame kind',
+      labelNames: ['direction', 'kind'],
+      registers,
+    });
+    this.bytes = new Counter({
+      name: 'voice_bytes_total',
+      help: 'Payload bytes, by direction and frame kind',
+      labelNames: ['direction', 'kind'],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'voice_errors_total',
+      help: 'Protocol error messages sent, by code',
+      labelNames: ['code'],
+      registers,
+    });
+    this.slowReaders = new Counter({
+      name: 'voice_slow_readers_cut_total',
+      help: 'Sockets cut because their send buffer overflowed',
+      registers,
+    });
+    this.rejected = new Counter({
+      name: 'voice_upgrades_rejected_total',
+      help: 'Upgrade requests refused, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
 
     this.loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
     this.loop.enable();
@@ -62,7 +109,8 @@ export class ServerMetrics {
       },
     });
 
-    for (const o of ['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error', 'lost'] as const) this.sessions.labels(o).inc(0);
+    for (const o of ['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error', 'lost'] as const)
+      this.sessions.labels(o).inc(0);
     for (const r of ['hit', 'miss'] as const) this.resumes.labels(r).inc(0);
     this.msgInText = this.messages.labels('in', 'text');
     this.msgInBinary = this.messages.labels('in', 'binary');

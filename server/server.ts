@@ -33,7 +33,9 @@ export interface VoiceServer {
 
 export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): Promise<VoiceServer> {
   // An override given as undefined keeps the default (a spread would put undefined in its place).
-  const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as Partial<ServerConfig>;
+  const given = Object.fromEntries(
+    Object.entries(overrides).filter(([, v]) => v !== undefined),
+  ) as Partial<ServerConfig>;
   const cfg: ServerConfig = { ...defaultConfig, ...given };
   loadReplies(); // fail at start, not at the first wake, if an asset is missing
   const metrics = new ServerMetrics();
@@ -48,7 +50,12 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const tokens = tokenBindings(cfg.tokens);
   // Off loopback with tokens, /health and /metrics ask for a token too.
   const httpNeedsToken = tokens.size > 0 && !isLoopbackHost(cfg.host);
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TEXT_BYTES, clientTracking: false, perMessageDeflate: false });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_TEXT_BYTES,
+    clientTracking: false,
+    perMessageDeflate: false,
+  });
 
   const host: ConnectionHost = {
     cfg,
@@ -68,10 +75,25 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   };
 
   // Headers must be complete within upgradeTimeoutMs (checked every 500 ms): a slowloris upgrade is closed, not kept.
-  const http: Server = createServer({ headersTimeout: cfg.upgradeTimeoutMs, requestTimeout: cfg.upgradeTimeoutMs + 1000, connectionsCheckingInterval: 500 }, (req, res) => {
-    settled(req.socket);
-    httpApi(req, res, { metrics, tokens, httpNeedsToken, started, draining: () => draining, connections: () => connections.size, sessions: () => registry.activeSessions() });
-  });
+  const http: Server = createServer(
+    {
+      headersTimeout: cfg.upgradeTimeoutMs,
+      requestTimeout: cfg.upgradeTimeoutMs + 1000,
+      connectionsCheckingInterval: 500,
+    },
+    (req, res) => {
+      settled(req.socket);
+      httpApi(req, res, {
+        metrics,
+        tokens,
+        httpNeedsToken,
+        started,
+        draining: () => draining,
+        connections: () => connections.size,
+        sessions: () => registry.activeSessions(),
+      });
+    },
+  );
   http.keepAliveTimeout = 5000;
 
   const settled = capPendingUpgrades(http, cfg, metrics);
@@ -84,7 +106,15 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     connectionCount: () => connections.size,
     admit(ws, route, claim) {
       metrics.opened.inc();
-      const conn = new Connection(ws, registry.nextConnectionId(), host, route.xiaozhi ? null : route.deviceId, route.resume, claim, route.xiaozhi ?? null);
+      const conn = new Connection(
+        ws,
+        registry.nextConnectionId(),
+        host,
+        route.xiaozhi ? null : route.deviceId,
+        route.resume,
+        claim,
+        route.xiaozhi ?? null,
+      );
       connections.add(conn);
       metrics.connections.set(connections.size);
     },

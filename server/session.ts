@@ -1,5 +1,11 @@
 // One voice session: energy VAD on the uplink, the fake STT → LLM → TTS pipeline, the paced TTS stream, and what a lost link does to it.
-import { DEFAULTS, MAX_TTS_CHUNK_BYTES, PCM_SAMPLE_RATE, type SessionEndReason, type SessionStage } from '../core/protocol.ts';
+import {
+  DEFAULTS,
+  MAX_TTS_CHUNK_BYTES,
+  PCM_SAMPLE_RATE,
+  type SessionEndReason,
+  type SessionStage,
+} from '../core/protocol.ts';
 import type { Reply } from './audio.ts';
 import { pcmDurationMs, pcmRms } from '../core/pcm.ts';
 import type { ServerConfig } from './config.ts';
@@ -102,7 +108,8 @@ export class Session {
     // Each stage is due at a fixed time after the end of speech: chained timers would each add their own lateness
     // (about a millisecond apiece), and response_latency would drift from the injected stt + llm + tts.
     const t0 = performance.now();
-    const at = (dueMs: number, fn: () => void) => (this.pipelineTimer = setTimeout(fn, Math.max(0, t0 + dueMs - performance.now())));
+    const at = (dueMs: number, fn: () => void) =>
+      (this.pipelineTimer = setTimeout(fn, Math.max(0, t0 + dueMs - performance.now())));
     const { sttMs, llmMs, ttsMs } = this.cfg;
     at(sttMs, () => {
       this.transcriptSent = true;
@@ -154,7 +161,8 @@ export class Session {
     }
     if (this.ended) return;
     // Replay the reply from the start: what was already said, then the rest as it comes.
-    if (this.transcriptSent) this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
+    if (this.transcriptSent)
+      this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
     if (this.replySent) this.link.sendJson({ type: 'llm_response', session_id: this.id, text: this.reply.text });
     if (this.stage === 'speaking' || this.stage === 'playing') {
       this.stage = 'speaking';
@@ -203,15 +211,22 @@ export class Session {
     }
     const pcm = this.reply.pcm;
     const chunks: Buffer[] = [];
-    for (let off = 0; off < pcm.length; off += MAX_TTS_CHUNK_BYTES) chunks.push(pcm.subarray(off, Math.min(pcm.length, off + MAX_TTS_CHUNK_BYTES)));
-    return { chunks, chunkMs: pcmDurationMs(MAX_TTS_CHUNK_BYTES), bytes: pcm.length, durationMs: pcmDurationMs(pcm.length) };
+    for (let off = 0; off < pcm.length; off += MAX_TTS_CHUNK_BYTES)
+      chunks.push(pcm.subarray(off, Math.min(pcm.length, off + MAX_TTS_CHUNK_BYTES)));
+    return {
+      chunks,
+      chunkMs: pcmDurationMs(MAX_TTS_CHUNK_BYTES),
+      bytes: pcm.length,
+      durationMs: pcmDurationMs(pcm.length),
+    };
   }
 
   /** Streams the whole reply from its first byte, paced at real time (after a small lead) or as a burst. */
   private startStream(): void {
     this.stopStream();
     const { chunks, chunkMs, bytes, durationMs } = this.replyChunks();
-    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: PCM_SAMPLE_RATE, bytes })) return;
+    if (!this.link.sendJson({ type: 'tts_stream_start', session_id: this.id, sample_rate: PCM_SAMPLE_RATE, bytes }))
+      return;
     const gen = this.streamGen;
     const t0 = performance.now();
     let k = 0;

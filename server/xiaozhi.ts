@@ -75,7 +75,8 @@ export class XiaozhiWire implements SessionLink {
       if (m.type !== 'hello') return this.refuse('hello expected first');
       const a = m.audio_params as Record<string, unknown> | undefined;
       if (m.transport !== 'websocket') return this.refuse('hello: transport must be "websocket"');
-      if (a && (a.format !== 'opus' || a.sample_rate !== 16000 || a.channels !== 1)) return this.refuse('hello: audio_params must be opus, 16000 Hz, 1 channel');
+      if (a && (a.format !== 'opus' || a.sample_rate !== 16000 || a.channels !== 1))
+        return this.refuse('hello: audio_params must be opus, 16000 Hz, 1 channel');
       this.greeted = true;
       this.heard();
       this.sock.sendJson({
@@ -149,8 +150,21 @@ export class XiaozhiWire implements SessionLink {
       case 'llm_response':
         return this.sock.sendJson({ session_id: sid, type: 'llm', emotion: 'happy', text: '🙂' });
       case 'tts_stream_start': {
-        const ok = this.sock.sendJson({ session_id: sid, type: 'tts', state: 'start', sample_rate: this.cfg.xiaozhiDownlinkRate });
-        return ok && this.sock.sendJson({ session_id: sid, type: 'tts', state: 'sentence_start', text: this.session?.replyText ?? '' });
+        const ok = this.sock.sendJson({
+          session_id: sid,
+          type: 'tts',
+          state: 'start',
+          sample_rate: this.cfg.xiaozhiDownlinkRate,
+        });
+        return (
+          ok &&
+          this.sock.sendJson({
+            session_id: sid,
+            type: 'tts',
+            state: 'sentence_start',
+            text: this.session?.replyText ?? '',
+          })
+        );
       }
       case 'tts_stream_end': {
         const ok = this.sock.sendJson({ session_id: sid, type: 'tts', state: 'stop' });
@@ -203,7 +217,15 @@ export class XiaozhiWire implements SessionLink {
     if (this.session && !this.session.ended) this.session.end('barged_in');
     const replies = loadReplies();
     const n = sessionCounter++;
-    this.session = new Session(`${this.channelId}-${n.toString(36)}`.slice(0, 64), this.wakeWord || 'listen', replies[n % replies.length]!, this.cfg, this.metrics, this, true);
+    this.session = new Session(
+      `${this.channelId}-${n.toString(36)}`.slice(0, 64),
+      this.wakeWord || 'listen',
+      replies[n % replies.length]!,
+      this.cfg,
+      this.metrics,
+      this,
+      true,
+    );
   }
 
   private refuse(why: string): void {

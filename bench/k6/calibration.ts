@@ -15,12 +15,20 @@ const s = makeScenario({
   // latency truths describe.
   wrapMetrics: (sink, cfg, epoch) => ({
     add(name, value, tags) {
-      if (name !== 'wake_ack_latency' && name !== 'response_latency' && name !== 'vu_loop_lag') return sink.add(name, value, tags);
+      if (name !== 'wake_ack_latency' && name !== 'response_latency' && name !== 'vu_loop_lag')
+        return sink.add(name, value, tags);
       const t = Date.now();
-      sink.add(name, value, { ...tags, phase: t < epoch + cfg.rampMs + 3000 ? 'ramp' : t < epoch + CUT_AT_MS - 1000 ? 'steady' : 'disturbed' });
+      sink.add(name, value, {
+        ...tags,
+        phase: t < epoch + cfg.rampMs + 3000 ? 'ramp' : t < epoch + CUT_AT_MS - 1000 ? 'steady' : 'disturbed',
+      });
     },
   }),
-  extraThresholds: () => ({ 'wake_ack_latency{phase:steady}': [], 'response_latency{phase:steady}': [], 'vu_loop_lag{phase:steady}': [] }),
+  extraThresholds: () => ({
+    'wake_ack_latency{phase:steady}': [],
+    'response_latency{phase:steady}': [],
+    'vu_loop_lag{phase:steady}': [],
+  }),
 });
 
 // k6 reads these from the entry script: options, the lifecycle hooks, and the two scenarios' exec functions.

@@ -34,7 +34,8 @@ export default function () {
   const start = exec.scenario.startTime;
   const endAt = start + DURATION_S * 1000;
   // Connects spread over the ramp by global index, like the fleet.
-  for (let i = first; i < last; i++) setTimeout(() => device(i, endAt), Math.max(0, (i / DEVICES) * RAMP_S * 1000 - (Date.now() - start)));
+  for (let i = first; i < last; i++)
+    setTimeout(() => device(i, endAt), Math.max(0, (i / DEVICES) * RAMP_S * 1000 - (Date.now() - start)));
 }
 
 export function handleSummary(data: unknown) {

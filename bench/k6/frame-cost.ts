@@ -18,7 +18,9 @@ const audio = loadUtterance();
 const WAKESTORM = loadDialect('wakestorm', readRepoFile, readRepoFile);
 const kSetTimeout = setTimeout;
 
-export const options = { scenarios: { cost: { executor: 'per-vu-iterations', vus: 1, iterations: 1, maxDuration: '60s' } } };
+export const options = {
+  scenarios: { cost: { executor: 'per-vu-iterations', vus: 1, iterations: 1, maxDuration: '60s' } },
+};
 
 /** A socket that opens at once and plays the server's part of a session in memory; counts the binary frames. */
 class ScriptedSocket implements SocketLike {
@@ -32,7 +34,17 @@ class ScriptedSocket implements SocketLike {
     kSetTimeout(() => {
       this.readyState = 1;
       this.onopen?.();
-      this.reply({ type: 'connected', status: 'connected', client_id: 'x', connection_id: 'c', resume_token: 't', keepalive_ms: 600_000, server_time: 0, resumed: false, session: null });
+      this.reply({
+        type: 'connected',
+        status: 'connected',
+        client_id: 'x',
+        connection_id: 'c',
+        resume_token: 't',
+        keepalive_ms: 600_000,
+        server_time: 0,
+        resumed: false,
+        session: null,
+      });
     }, 0);
   }
   private reply(m: object): void {
@@ -44,7 +56,8 @@ class ScriptedSocket implements SocketLike {
       return;
     }
     const m = JSON.parse(d) as { type: string; wake_id?: string };
-    if (m.type === 'hotword_detected') kSetTimeout(() => this.reply({ type: 'session_started', session_id: `s-${m.wake_id}`, wake_id: m.wake_id }), 0);
+    if (m.type === 'hotword_detected')
+      kSetTimeout(() => this.reply({ type: 'session_started', session_id: `s-${m.wake_id}`, wake_id: m.wake_id }), 0);
   }
   ping(): void {}
   close(): void {
@@ -92,7 +105,16 @@ function devices(done: () => void): void {
     const env = deviceEnv(shared, deviceRandom('1', `c-${i}`));
     // Wakes spread over one frame, so the streams' frames interleave as a fleet's do.
     const wakeAt = 100 + (i * 20) / STREAMS;
-    const d = new Device({ id: `c-${i}`, baseUrl: 'ws://127.0.0.1:1', profile: PROFILES.recommended!, dialect: WAKESTORM, wake: { mode: 'once', interval_ms: 0, first_min_ms: wakeAt, first_max_ms: wakeAt } }, env);
+    const d = new Device(
+      {
+        id: `c-${i}`,
+        baseUrl: 'ws://127.0.0.1:1',
+        profile: PROFILES.recommended!,
+        dialect: WAKESTORM,
+        wake: { mode: 'once', interval_ms: 0, first_min_ms: wakeAt, first_max_ms: wakeAt },
+      },
+      env,
+    );
     d.start(0);
     list.push(d);
   }

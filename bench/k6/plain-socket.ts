@@ -15,8 +15,11 @@ export function plainSocket(url: string, endAt: number, params: { tags?: Record<
       ws.send(JSON.stringify({ type: 'pong', t: msg.t }));
     }
   };
-  setTimeout(() => {
-    if (pinger !== undefined) clearInterval(pinger);
-    ws.close();
-  }, Math.max(1000, endAt - Date.now()));
+  setTimeout(
+    () => {
+      if (pinger !== undefined) clearInterval(pinger);
+      ws.close();
+    },
+    Math.max(1000, endAt - Date.now()),
+  );
 }

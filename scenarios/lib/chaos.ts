@@ -5,7 +5,14 @@ import { Counter, Trend } from 'k6/metrics';
 import { setTimeout } from 'k6/timers';
 import { encodeChaosEvent, type ChaosEvent, type PlannedEvent } from '../../core/chaos-events.ts';
 import type { ChaosStep } from '../../core/timelines.ts';
-import { actionRequest, apiError, requestUrl, toxiproxyApi, controlApi, type ApiRequest } from '../../core/toxiproxy-api.ts';
+import {
+  actionRequest,
+  apiError,
+  requestUrl,
+  toxiproxyApi,
+  controlApi,
+  type ApiRequest,
+} from '../../core/toxiproxy-api.ts';
 
 const chaosEvents = new Counter('chaos_events');
 const chaosErrors = new Counter('chaos_errors');
@@ -23,10 +30,18 @@ const PARAMS = { headers: { 'Content-Type': 'application/json' }, timeout: '5s' 
 /** Requests sent together, in parallel (http.batch): the same change on every shard starts at the same moment. */
 function send(batch: ApiRequest[]): string[] {
   if (!batch.length) return [];
-  const responses = http.batch(batch.map((r) => ({ method: r.method, url: requestUrl(r), body: r.body, params: r.timeoutS ? { ...PARAMS, timeout: `${r.timeoutS}s` } : PARAMS })));
+  const responses = http.batch(
+    batch.map((r) => ({
+      method: r.method,
+      url: requestUrl(r),
+      body: r.body,
+      params: r.timeoutS ? { ...PARAMS, timeout: `${r.timeoutS}s` } : PARAMS,
+    })),
+  );
   const errors: string[] = [];
   responses.forEach((res, i) => {
-    if (!(res.status >= 200 && res.status < 300)) errors.push(apiError(batch[i]!, res.status || res.error, typeof res.body === 'string' ? res.body : ''));
+    if (!(res.status >= 200 && res.status < 300))
+      errors.push(apiError(batch[i]!, res.status || res.error, typeof res.body === 'string' ? res.body : ''));
   });
   return errors;
 }
@@ -38,7 +53,12 @@ function apply(step: ChaosStep, t: ChaosTargets, phase: 'onset' | 'end'): { ok: 
     const targets = a.kind === 'server-restart' ? t.toxiproxyUrls.slice(0, 1) : t.toxiproxyUrls;
     const batch: ApiRequest[] = [];
     for (const toxiproxyUrl of targets) {
-      const r = actionRequest(a, phase, { toxiproxyUrl, controlUrl: t.controlUrl, proxy: step.proxy, toxicName: (x) => `wakestorm-${step.index}-${step.fault}-${x.stream}` });
+      const r = actionRequest(a, phase, {
+        toxiproxyUrl,
+        controlUrl: t.controlUrl,
+        proxy: step.proxy,
+        toxicName: (x) => `wakestorm-${step.index}-${step.fault}-${x.stream}`,
+      });
       if ('error' in r) errors.push(r.error);
       else batch.push(r);
     }
@@ -56,17 +76,28 @@ export function runChaos(steps: ChaosStep[], epochMs: number, targets: ChaosTarg
   }
   edges.sort((a, b) => a.at - b.at || (a.phase === 'end' ? -1 : 1));
   for (const e of edges) {
-    setTimeout(() => {
-      const t0 = Date.now();
-      const r = apply(e.step, targets, e.phase);
-      chaosLag.add(t0 - e.at, { fault: e.step.fault });
-      chaosEvents.add(1, { fault: e.step.fault, phase: e.phase });
-      if (!r.ok) chaosErrors.add(1, { fault: e.step.fault });
-      const ev: ChaosEvent = { t: t0, iso: new Date(t0).toISOString(), index: e.step.index, fault: e.step.fault, phase: e.phase, planned_t: e.at, ok: r.ok };
-      if (!r.ok) ev.detail = r.detail;
-      // One line per event (chaos-events.ts): the CLI collects these; handleSummary rebuilds the plan from setup data.
-      console.log(encodeChaosEvent(ev));
-    }, Math.max(0, e.at - Date.now()));
+    setTimeout(
+      () => {
+        const t0 = Date.now();
+        const r = apply(e.step, targets, e.phase);
+        chaosLag.add(t0 - e.at, { fault: e.step.fault });
+        chaosEvents.add(1, { fault: e.step.fault, phase: e.phase });
+        if (!r.ok) chaosErrors.add(1, { fault: e.step.fault });
+        const ev: ChaosEvent = {
+          t: t0,
+          iso: new Date(t0).toISOString(),
+          index: e.step.index,
+          fault: e.step.fault,
+          phase: e.phase,
+          planned_t: e.at,
+          ok: r.ok,
+        };
+        if (!r.ok) ev.detail = r.detail;
+        // One line per event (chaos-events.ts): the CLI collects these; handleSummary rebuilds the plan from setup data.
+        console.log(encodeChaosEvent(ev));
+      },
+      Math.max(0, e.at - Date.now()),
+    );
   }
 }
 
@@ -84,23 +115,45 @@ export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
   for (const url of targets.toxiproxyUrls) {
     const res = http.get(requestUrl(toxiproxyApi.proxies(url)), { timeout: '3s' });
     if (res.status !== 200) {
-      throw new Error(`Toxiproxy is not running at ${url} (${res.error || res.status}): start it with 'wakestorm stack' or set TOXIPROXY_URL`);
+      throw new Error(
+        `Toxiproxy is not running at ${url} (${res.error || res.status}): start it with 'wakestorm stack' or set TOXIPROXY_URL`,
+      );
     }
     const proxies = res.json() as Record<string, unknown>;
     for (const s of steps) {
-      if (!(s.proxy in proxies)) throw new Error(`timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${url}`);
+      if (!(s.proxy in proxies))
+        throw new Error(
+          `timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${url}`,
+        );
     }
   }
   const needs = steps.find((s) => s.needsControl);
   if (needs && !targets.controlUrl) {
-    throw new Error(`the timeline has a ${needs.fault}, which needs CONTROL_URL: run it under \`wakestorm stack\` or \`wakestorm run\``);
+    throw new Error(
+      `the timeline has a ${needs.fault}, which needs CONTROL_URL: run it under \`wakestorm stack\` or \`wakestorm run\``,
+    );
   }
 }
 
 /** The planned events (absolute times) for events.json, from the timeline and the chaos epoch. */
 export function plannedEvents(steps: ChaosStep[], epochMs: number): PlannedEvent[] {
   return steps.flatMap((s) => [
-    { index: s.index, fault: s.fault, phase: 'onset' as const, t: epochMs + s.atMs, iso: new Date(epochMs + s.atMs).toISOString(), streams: s.streams, params: s.params, proxy: s.proxy },
-    { index: s.index, fault: s.fault, phase: 'end' as const, t: epochMs + s.atMs + s.forMs, iso: new Date(epochMs + s.atMs + s.forMs).toISOString() },
+    {
+      index: s.index,
+      fault: s.fault,
+      phase: 'onset' as const,
+      t: epochMs + s.atMs,
+      iso: new Date(epochMs + s.atMs).toISOString(),
+      streams: s.streams,
+      params: s.params,
+      proxy: s.proxy,
+    },
+    {
+      index: s.index,
+      fault: s.fault,
+      phase: 'end' as const,
+      t: epochMs + s.atMs + s.forMs,
+      iso: new Date(epochMs + s.atMs + s.forMs).toISOString(),
+    },
   ]);
 }

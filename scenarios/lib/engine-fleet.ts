@@ -25,7 +25,8 @@ import type { OpusTable } from '../../core/opus.ts';
 import { phaseTracker, vuSlice, type FleetHooks } from './k6-fleet.ts';
 
 /** The committed utterance on disk, PCM and Opus: the engine reads them itself (k6's open() gives bytes, not a path). */
-const audioPath = (name: string) => decodeURIComponent(import.meta.resolve(`../../audio/${name}`).replace(/^file:\/\//, ''));
+const audioPath = (name: string) =>
+  decodeURIComponent(import.meta.resolve(`../../audio/${name}`).replace(/^file:\/\//, ''));
 const UTTERANCE_PATH = audioPath('utterance.pcm');
 const OPUS_PATH = audioPath('utterance.opus');
 /** The Opus packets' frame table, read in the init context (open() is only allowed there). */
@@ -39,7 +40,15 @@ type EngineRecord = [
   number,
   number,
   0 | 1 | 2,
-  { code?: number; cause?: string; kind?: string; reason?: string; type?: unknown; error_code?: unknown; text?: string } | null,
+  {
+    code?: number;
+    cause?: string;
+    kind?: string;
+    reason?: string;
+    type?: unknown;
+    error_code?: unknown;
+    text?: string;
+  } | null,
 ];
 
 interface EngineBatch {
@@ -70,7 +79,14 @@ function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: nu
     // Connects spread evenly over the ramp, by global index, so every VU ramps together.
     const delay = Math.max(0, (i / cfg.devices) * cfg.rampMs - (now - startedAt));
     const id = `${cfg.idPrefix}-${i}`;
-    devices.push({ id, url: cfg.targetUrls[i % cfg.targetUrls.length]!, profile: p, dialect: d.name, delay_ms: delay, vars: deviceVars(id, profile, d) });
+    devices.push({
+      id,
+      url: cfg.targetUrls[i % cfg.targetUrls.length]!,
+      profile: p,
+      dialect: d.name,
+      delay_ms: delay,
+      vars: deviceVars(id, profile, d),
+    });
   }
   return {
     type: 'start',
@@ -102,14 +118,25 @@ function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: nu
       pcm_path: UTTERANCE_PATH,
       opus_path: OPUS_PATH,
       opus: OPUS_TABLE,
-      silent: cfg.wake.mode === 'off' ? {} : Object.fromEntries([...new Set(profiles.map((p) => p.frame_bytes))].map((fb) => [String(fb), audio.frames(fb).silent])),
+      silent:
+        cfg.wake.mode === 'off'
+          ? {}
+          : Object.fromEntries(
+              [...new Set(profiles.map((p) => p.frame_bytes))].map((fb) => [String(fb), audio.frames(fb).silent]),
+            ),
     },
     end_in_ms: startedAt + cfg.durationMs - now,
   };
 }
 
 /** Runs this VU's share of the fleet in the engine until the run's end. */
-export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFrames, hooks: FleetHooks, startedAt: number): void {
+export function runEngineVu(
+  cfg: RunConfig,
+  metrics: MetricSink,
+  audio: AudioFrames,
+  hooks: FleetHooks,
+  startedAt: number,
+): void {
   const slice = vuSlice(cfg);
   if (!slice) return;
   const { vu, first, last, endAt } = slice;
@@ -129,7 +156,8 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
   ws.onopen = () => ws.send(JSON.stringify(start));
   ws.onerror = () => {};
   ws.onclose = () => {
-    if (!done) console.error(`wakestorm-engine: the control socket of VU ${vu} closed before the run's end: the engine is gone`);
+    if (!done)
+      console.error(`wakestorm-engine: the control socket of VU ${vu} closed before the run's end: the engine is gone`);
     done = true;
   };
   ws.onmessage = (ev) => {
@@ -140,12 +168,20 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
       return;
     }
     for (const r of m.records ?? []) record(r);
-    if (m.dropped) console.warn(`wakestorm-engine: ${m.dropped} record(s) dropped in one batch (a flood past the batch bound)`);
+    if (m.dropped)
+      console.warn(`wakestorm-engine: ${m.dropped} record(s) dropped in one batch (a flood past the batch bound)`);
     if (m.connected) {
       const t = Date.now();
       if (m.lag_ms !== undefined && m.type === 'batch') metrics.add('vu_loop_lag', m.lag_ms, {});
-      if (mixed) for (const [profile, n] of Object.entries(m.connected)) metrics.add('devices_connected', n, { vu: String(vu), profile });
-      else metrics.add('devices_connected', Object.values(m.connected).reduce((a, b) => a + b, 0), { vu: String(vu) });
+      if (mixed)
+        for (const [profile, n] of Object.entries(m.connected))
+          metrics.add('devices_connected', n, { vu: String(vu), profile });
+      else
+        metrics.add(
+          'devices_connected',
+          Object.values(m.connected).reduce((a, b) => a + b, 0),
+          { vu: String(vu) },
+        );
       tracker?.observe(t, new Map(Object.entries(m.connected)));
     }
     if (m.type === 'stopped') finish();
@@ -177,22 +213,27 @@ export function runEngineVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFra
       }
       if (name === 'protocol_violations' && extra.kind && !SEEN.has(`v:${extra.kind}`)) {
         SEEN.add(`v:${extra.kind}`);
-        console.warn(`wakestorm-violation kind=${extra.kind}: the server broke the protocol; the device closes the link`);
+        console.warn(
+          `wakestorm-violation kind=${extra.kind}: the server broke the protocol; the device closes the link`,
+        );
       }
     }
     metrics.add(name as DeviceMetricName, value, tags);
   }
-  setTimeout(() => {
-    tracker?.finish(Date.now());
-    if (done) return;
-    ws.send(JSON.stringify({ type: 'stop' }));
-    // The engine answers a stop at once; a control socket still open after this is closed anyway. The timer is
-    // cleared at the answer: a pending timer keeps the VU's iteration (and k6) running.
-    giveUp = setTimeout(() => {
-      if (!done) {
-        done = true;
-        ws.close();
-      }
-    }, 10_000);
-  }, Math.max(0, endAt - Date.now()));
+  setTimeout(
+    () => {
+      tracker?.finish(Date.now());
+      if (done) return;
+      ws.send(JSON.stringify({ type: 'stop' }));
+      // The engine answers a stop at once; a control socket still open after this is closed anyway. The timer is
+      // cleared at the answer: a pending timer keeps the VU's iteration (and k6) running.
+      giveUp = setTimeout(() => {
+        if (!done) {
+          done = true;
+          ws.close();
+        }
+      }, 10_000);
+    },
+    Math.max(0, endAt - Date.now()),
+  );
 }

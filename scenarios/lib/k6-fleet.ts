@@ -26,7 +26,14 @@ const KWebSocket = WebSocket;
 export function createK6Metrics(): MetricSink {
   const m = {} as Record<DeviceMetricName, { add(v: number, tags?: Record<string, string>): void }>;
   for (const [name, kind] of Object.entries(DEVICE_METRICS) as [DeviceMetricName, string][]) {
-    m[name] = kind === 'trend' ? new Trend(name, true) : kind === 'counter' ? new Counter(name) : kind === 'rate' ? new Rate(name) : new Gauge(name);
+    m[name] =
+      kind === 'trend'
+        ? new Trend(name, true)
+        : kind === 'counter'
+          ? new Counter(name)
+          : kind === 'rate'
+            ? new Rate(name)
+            : new Gauge(name);
   }
   return { add: (name, value, tags) => m[name].add(value, tags) };
 }
@@ -111,7 +118,17 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
     const id = `${cfg.idPrefix}-${i}`;
     const env = deviceEnv(shared, deviceRandom(cfg.seed, id));
     const profile = profileFor(i, cfg.devices, cfg.profiles);
-    const d = new Device({ id, baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!, token: cfg.token, profile, dialect: dialectOf(profile, cfg.dialects), wake: cfg.wake }, env);
+    const d = new Device(
+      {
+        id,
+        baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!,
+        token: cfg.token,
+        profile,
+        dialect: dialectOf(profile, cfg.dialects),
+        wake: cfg.wake,
+      },
+      env,
+    );
     // Spread connects evenly over the ramp, by global index, so every VU ramps together.
     d.start(Math.max(0, (i / cfg.devices) * cfg.rampMs - (now() - exec.scenario.startTime)));
     metrics.add('devices_started', 1, { profile: d.profile.name });
@@ -124,7 +141,8 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   const mixed = cfg.profiles.length > 1;
   const vuTags = { vu: String(vu) };
   const byProfile = new Map<string, Record<string, string>>();
-  for (const d of devices) if (!byProfile.has(d.profile.name)) byProfile.set(d.profile.name, { vu: String(vu), profile: d.profile.name });
+  for (const d of devices)
+    if (!byProfile.has(d.profile.name)) byProfile.set(d.profile.name, { vu: String(vu), profile: d.profile.name });
   let probe: unknown = null;
   // The same tick reports the uplink frames its devices sent (the denominator of audio_slips): one sample a second,
   // not one per frame.
@@ -165,12 +183,15 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   };
   const firstDue = now() + PROBE_MS;
   probe = kSetTimeout(() => tick(firstDue), PROBE_MS);
-  kSetTimeout(() => {
-    kClearTimeout(probe as number);
-    tracker?.finish(now());
-    for (const d of devices) d.stop();
-    reportFrames();
-  }, Math.max(0, endAt - now()));
+  kSetTimeout(
+    () => {
+      kClearTimeout(probe as number);
+      tracker?.finish(now());
+      for (const d of devices) d.stop();
+      reportFrames();
+    },
+    Math.max(0, endAt - now()),
+  );
 }
 
 /** k6 options for a fleet: one iteration per VU, bounded by the run's duration. */

@@ -2,7 +2,15 @@
 // fleet, the chaos VU, a setup preflight, a teardown that undoes every fault, and handleSummary.
 import http from 'k6/http';
 import type { Options } from 'k6/options';
-import { faultLabels, faultWindows, lastLinkDeath, loadTimeline, validateTimeline, type ChaosStep, type TimelineEntry } from '../../core/timelines.ts';
+import {
+  faultLabels,
+  faultWindows,
+  lastLinkDeath,
+  loadTimeline,
+  validateTimeline,
+  type ChaosStep,
+  type TimelineEntry,
+} from '../../core/timelines.ts';
 import { PHASES } from '../../core/phases.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
@@ -77,14 +85,26 @@ export function makeScenario(spec: ScenarioSpec) {
   const read = (p: string) => open(p);
   const OFF: WakeSchedule = { mode: 'off', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 };
   const wake = typeof spec.wake === 'string' ? parseWake(spec.wake, OFF) : spec.wake;
-  const cfg = readRunConfig(env, { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake, ramp: spec.ramp }, read, ownProfiles(spec.profiles), readRepoFile);
+  const cfg = readRunConfig(
+    env,
+    { devices: spec.devices, duration: spec.duration, profile: spec.profile, wake, ramp: spec.ramp },
+    read,
+    ownProfiles(spec.profiles),
+    readRepoFile,
+  );
   if (spec.rampFraction) cfg.rampMs = Math.round(cfg.durationMs * spec.rampFraction);
   const timeline =
     env.TIMELINE === undefined && Array.isArray(spec.timeline)
-      ? { name: `${spec.name} timeline`, steps: validateTimeline(spec.timeline, `${spec.name} timeline`, cfg.durationMs) }
+      ? {
+          name: `${spec.name} timeline`,
+          steps: validateTimeline(spec.timeline, `${spec.name} timeline`, cfg.durationMs),
+        }
       : loadTimeline(env.TIMELINE ?? (spec.timeline as string | undefined), read, cfg.durationMs);
   const slos = resolveSlos(env, read, spec.slos ?? DEFAULT_SLOS);
-  const targets: ChaosTargets = { toxiproxyUrls: cfg.toxiproxyUrls, controlUrl: (env.CONTROL_URL ?? '').replace(/\/+$/, '') };
+  const targets: ChaosTargets = {
+    toxiproxyUrls: cfg.toxiproxyUrls,
+    controlUrl: (env.CONTROL_URL ?? '').replace(/\/+$/, ''),
+  };
   const sink = createK6Metrics();
   const audio = loadUtterance();
 
@@ -101,7 +121,8 @@ export function makeScenario(spec: ScenarioSpec) {
       for (const cause of Object.keys(CAUSES)) submetrics[withTag(s.metric, 'cause', cause)] = [];
     }
   }
-  for (const reason of ['interrupted', 'timeout', 'error', 'lost']) submetrics[`sessions_dropped{reason:${reason}}`] = [];
+  for (const reason of ['interrupted', 'timeout', 'error', 'lost'])
+    submetrics[`sessions_dropped{reason:${reason}}`] = [];
   for (const kind of VIOLATION_KINDS) submetrics[`protocol_violations{kind:${kind}}`] = [];
   for (const phase of PHASES) for (const m of CHAOS_TAGGED) submetrics[`${m}{${CHAOS_TAG}:${phase}}`] = [];
   // Recovery per fault and per profile: one row per fault in the report.
@@ -112,16 +133,34 @@ export function makeScenario(spec: ScenarioSpec) {
   for (const p of cfg.profiles) submetrics[`recovery_time{profile:${p.profile.name}}`] = [];
   // Reconnects that spanned a fault, per profile: the per-firmware comparison the verdict reports as findings. The
   // latencies of each profile in each phase: what the faults cost each firmware (report, tests).
-  for (const phase of ['during', 'recovery']) for (const p of cfg.profiles) submetrics[`reconnect_time{chaos:${phase},profile:${p.profile.name}}`] = [];
-  for (const m of ['wake_ack_latency', 'response_latency']) for (const phase of PHASES) for (const p of cfg.profiles) submetrics[`${m}{chaos:${phase},profile:${p.profile.name}}`] = [];
-  for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409]) submetrics[`connection_drops{code:${code}}`] = [];
-  const scenarios: Record<string, unknown> = { devices: spec.devicesScenario ? { exec: 'devices', ...spec.devicesScenario(cfg) } : fleetScenario(cfg, { exec: 'devices' }) };
+  for (const phase of ['during', 'recovery'])
+    for (const p of cfg.profiles) submetrics[`reconnect_time{chaos:${phase},profile:${p.profile.name}}`] = [];
+  for (const m of ['wake_ack_latency', 'response_latency'])
+    for (const phase of PHASES)
+      for (const p of cfg.profiles) submetrics[`${m}{chaos:${phase},profile:${p.profile.name}}`] = [];
+  for (const code of [1000, 1001, 1006, 1008, 1011, 1012, 1013, 4408, 4409])
+    submetrics[`connection_drops{code:${code}}`] = [];
+  const scenarios: Record<string, unknown> = {
+    devices: spec.devicesScenario
+      ? { exec: 'devices', ...spec.devicesScenario(cfg) }
+      : fleetScenario(cfg, { exec: 'devices' }),
+  };
   if (timeline.steps.length) {
-    scenarios.chaos = { executor: 'per-vu-iterations', vus: 1, iterations: 1, exec: 'chaos', maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`, gracefulStop: '5s' };
+    scenarios.chaos = {
+      executor: 'per-vu-iterations',
+      vus: 1,
+      iterations: 1,
+      exec: 'chaos',
+      maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`,
+      gracefulStop: '5s',
+    };
   }
   const options: Options = {
     scenarios: scenarios as Options['scenarios'],
-    thresholds: sloThresholds(slos, { ...submetrics, ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}) }) as Options['thresholds'],
+    thresholds: sloThresholds(slos, {
+      ...submetrics,
+      ...(spec.extraThresholds?.(cfg, timeline.steps) ?? {}),
+    }) as Options['thresholds'],
     summaryTrendStats: TREND_STATS,
     setupTimeout: '30s',
     teardownTimeout: '30s',
@@ -131,7 +170,13 @@ export function makeScenario(spec: ScenarioSpec) {
         duration_ms: cfg.durationMs,
         wake_mode: cfg.wake.mode,
         lifecycles: [...new Set(Object.values(cfg.dialects).map((d) => d.lifecycle))],
-        audio: [...new Set(Object.values(cfg.dialects).flatMap((d) => [d.audio.up, d.audio.down].map((a) => `${a.codec}/${a.framing}`)))],
+        audio: [
+          ...new Set(
+            Object.values(cfg.dialects).flatMap((d) =>
+              [d.audio.up, d.audio.down].map((a) => `${a.codec}/${a.framing}`),
+            ),
+          ),
+        ],
       },
     },
   };
@@ -142,8 +187,14 @@ export function makeScenario(spec: ScenarioSpec) {
       const res = http.get(`${httpOrigin(target)}/health`, { timeout: '3s' });
       // Nothing listens: the tester was pointed at nothing, no run. A server that accepts and never answers is a server
       // that fails: the devices try, and connect_success judges it.
-      if (res.status === 0 && /timeout/i.test(res.error ?? '')) console.warn(`wakestorm: TARGET_URL ${target} accepted the connection but did not answer /health in 3 s: the devices will try anyway`);
-      else if (res.status === 0) throw new Error(`cannot reach TARGET_URL ${target} (${res.error}): start the stack with 'wakestorm stack' or fix TARGET_URL`);
+      if (res.status === 0 && /timeout/i.test(res.error ?? ''))
+        console.warn(
+          `wakestorm: TARGET_URL ${target} accepted the connection but did not answer /health in 3 s: the devices will try anyway`,
+        );
+      else if (res.status === 0)
+        throw new Error(
+          `cannot reach TARGET_URL ${target} (${res.error}): start the stack with 'wakestorm stack' or fix TARGET_URL`,
+        );
     }
     preflight(targets, timeline.steps);
     return { epoch: Date.now() + 1000, scenario: spec.name, timeline: timeline.name, target: cfg.targetUrl };
@@ -180,7 +231,17 @@ export function makeScenario(spec: ScenarioSpec) {
       profile_mix: cfg.profiles.map((p) => ({ profile: p.profile.name, weight: p.weight })),
       profiles: cfg.profiles.map((p) => p.profile),
       dialects: Object.fromEntries(cfg.profiles.map((p) => [p.profile.name, dialectOf(p.profile, cfg.dialects).name])),
-      timeline: { name: timeline.name, steps: timeline.steps.map((st) => ({ at_ms: st.atMs, for_ms: st.forMs, fault: st.fault, streams: st.streams, params: st.params, toxicity: st.toxicity })) },
+      timeline: {
+        name: timeline.name,
+        steps: timeline.steps.map((st) => ({
+          at_ms: st.atMs,
+          for_ms: st.forMs,
+          fault: st.fault,
+          streams: st.streams,
+          params: st.params,
+          toxicity: st.toxicity,
+        })),
+      },
       wake: cfg.wake,
       seed: cfg.seed,
       slos,
@@ -198,7 +259,12 @@ export function makeScenario(spec: ScenarioSpec) {
  *   makeScenario({ …, wrapMetrics: w.wrapMetrics, extraThresholds: w.extraThresholds });
  *   data.metrics[w.key('wake_ack_latency', 'first')]
  */
-export function timeWindows(tag: string, metrics: MetricName[], windows: string[], windowAt: (fraction: number) => string | null) {
+export function timeWindows(
+  tag: string,
+  metrics: MetricName[],
+  windows: string[],
+  windowAt: (fraction: number) => string | null,
+) {
   const key = (metric: string, window: string) => `${metric}{${tag}:${window}}`;
   return {
     key,
@@ -208,6 +274,7 @@ export function timeWindows(tag: string, metrics: MetricName[], windows: string[
         sink.add(name, value, w === null ? tags : { ...tags, [tag]: w });
       },
     }),
-    extraThresholds: (): Record<string, unknown[]> => Object.fromEntries(metrics.flatMap((m) => windows.map((w) => [key(m, w), []]))),
+    extraThresholds: (): Record<string, unknown[]> =>
+      Object.fromEntries(metrics.flatMap((m) => windows.map((w) => [key(m, w), []]))),
   };
 }

@@ -30,7 +30,11 @@ function ensureVenv(): void {
     }
   }
   execFileSync('python3', ['-m', 'venv', '--clear', VENV], { stdio: 'pipe', timeout: 120_000 });
-  execFileSync(PYTHON, ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', join(CLIENT, 'requirements.txt')], { stdio: 'pipe', timeout: 600_000 });
+  execFileSync(
+    PYTHON,
+    ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', join(CLIENT, 'requirements.txt')],
+    { stdio: 'pipe', timeout: 600_000 },
+  );
   execFileSync(PYTHON, ['-c', 'import xiaozhi_sdk.core'], { stdio: 'pipe', timeout: 60_000 });
 }
 
@@ -48,7 +52,11 @@ interface Conversation {
 
 function converse(url: string, mode: string): Promise<{ code: number | null; result: Conversation; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(PYTHON, [join(CLIENT, 'converse.py'), url, join(ROOT, 'audio', 'utterance.pcm'), '--mode', mode, '--timeout', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      PYTHON,
+      [join(CLIENT, 'converse.py'), url, join(ROOT, 'audio', 'utterance.pcm'), '--mode', mode, '--timeout', '20'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -68,7 +76,10 @@ function converse(url: string, mode: string): Promise<{ code: number | null; res
 
 const replyPackets = [0, 1, 2, 3].map((n) => {
   const b = readFileSync(join(ROOT, 'audio', `reply-${n}.opus`));
-  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), JSON.parse(readFileSync(join(ROOT, 'audio', `reply-${n}.opus.json`), 'utf8')) as OpusTable).packets.length;
+  return opusClip(
+    b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength),
+    JSON.parse(readFileSync(join(ROOT, 'audio', `reply-${n}.opus.json`), 'utf8')) as OpusTable,
+  ).packets.length;
 });
 
 describe('xiaozhi-sdk, an independent xiaozhi client, against the reference server', () => {
@@ -86,12 +97,21 @@ describe('xiaozhi-sdk, an independent xiaozhi client, against the reference serv
       const { code, result, stderr } = await converse(`${server.wsUrl}/xiaozhi/v1/`, mode);
       assert.equal(code, 0, stderr.slice(-800));
       assert.ok(result.connected && result.replied);
-      const kinds = result.events.filter((e) => e.type !== 'websocket').map((e) => (e.type === 'tts' ? `tts:${e.state}` : e.type));
+      const kinds = result.events
+        .filter((e) => e.type !== 'websocket')
+        .map((e) => (e.type === 'tts' ? `tts:${e.state}` : e.type));
       assert.deepEqual(kinds, ['stt', 'llm', 'tts:start', 'tts:sentence_start', 'tts:stop']);
       assert.ok((result.events[0]!.text ?? '').length > 0, 'a transcript');
       // Every reply packet reached the SDK and its libopus decoder took it: one decoded frame per committed packet.
-      assert.ok(replyPackets.includes(result.reply_packets), `${result.reply_packets} packets decoded; the replies have ${replyPackets}`);
-      assert.equal(result.decoder_rate, 24_000, "the SDK's decoder runs at the rate the server's hello announced (real servers' default)");
+      assert.ok(
+        replyPackets.includes(result.reply_packets),
+        `${result.reply_packets} packets decoded; the replies have ${replyPackets}`,
+      );
+      assert.equal(
+        result.decoder_rate,
+        24_000,
+        "the SDK's decoder runs at the rate the server's hello announced (real servers' default)",
+      );
       // After tts stop the SDK sends listen start again in auto mode (as the firmware does): the channel goes on.
       assert.equal(result.open_after_turn, true);
       // It spoke for a while after the utterance: the server's VAD, not a timeout, ended the speech.
@@ -115,7 +135,10 @@ describe('xiaozhi-sdk, an independent xiaozhi client, against the reference serv
     // The truth: the server's 300 ms endpointing window (five 60 ms frames) and 150 ms of pipeline, plus the loopback.
     assert.ok(med(client) >= 450 && med(client) < 520, `client ${client.join(', ')} ms`);
     // Two clocks, two encoders and decoders, two pacing loops: the medians agree within 25 ms.
-    assert.ok(Math.abs(med(client) - med(ours)) <= 25, `client ${client.join(', ')} ms, wakestorm ${ours.join(', ')} ms`);
+    assert.ok(
+      Math.abs(med(client) - med(ours)) <= 25,
+      `client ${client.join(', ')} ms, wakestorm ${ours.join(', ')} ms`,
+    );
   });
 
   it('the server refused nothing the client said', async () => {

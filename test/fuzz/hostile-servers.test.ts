@@ -15,7 +15,12 @@ const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-hostile-servers-'));
 interface Outcome {
   code: number | null;
   out: string;
-  run: { verdict: string; verdict_line: string; slo_results: { name: string; status: string; culprits: string[]; why: string }[]; processes: Record<string, { rss_max_mib: number } | null> };
+  run: {
+    verdict: string;
+    verdict_line: string;
+    slo_results: { name: string; status: string; culprits: string[]; why: string }[];
+    processes: Record<string, { rss_max_mib: number } | null>;
+  };
 }
 
 let runs = 0;
@@ -23,9 +28,28 @@ async function against(start: () => Promise<HostileServer>): Promise<Outcome> {
   const server = await start();
   const root = join(tmp, `r${++runs}`);
   try {
-    const r = await runCli(['run', 'smoke', '--server-url', server.url, '--devices', '20', '--duration', '30s', '--wake', 'once:1s-3s', '--profile', 'recommended', '--results', root, '--no-dashboard'], {
-      timeoutMs: 180_000,
-    });
+    const r = await runCli(
+      [
+        'run',
+        'smoke',
+        '--server-url',
+        server.url,
+        '--devices',
+        '20',
+        '--duration',
+        '30s',
+        '--wake',
+        'once:1s-3s',
+        '--profile',
+        'recommended',
+        '--results',
+        root,
+        '--no-dashboard',
+      ],
+      {
+        timeoutMs: 180_000,
+      },
+    );
     const dir = join(root, readlinkSync(join(root, 'latest')));
     return { code: r.code, out: r.stdout + r.stderr, run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) };
   } finally {
@@ -42,7 +66,9 @@ function assertFails(o: Outcome, name: string, culprit: RegExp): void {
 }
 
 after(() => {
-  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(tmp));
+  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(tmp));
   assert.deepEqual(left, [], 'nothing of a run outlives it');
 });
 
@@ -62,7 +88,8 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
   const o = {} as Record<keyof typeof cases, Outcome>;
   before(async () => {
     const names = Object.keys(cases) as (keyof typeof cases)[];
-    for (let i = 0; i < names.length; i += 3) await Promise.all(names.slice(i, i + 3).map(async (n) => (o[n] = await cases[n]())));
+    for (let i = 0; i < names.length; i += 3)
+      await Promise.all(names.slice(i, i + 3).map(async (n) => (o[n] = await cases[n]())));
   });
 
   it('a flood of messages FAILs on protocol_violations (flood), and k6 stays small', () => {
@@ -71,11 +98,14 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     assert.ok(rss > 0 && rss < 500, `k6 peak RSS ${rss} MiB`);
   });
 
-  it('a 4 MiB frame FAILs on protocol_violations (frame_too_big)', () => assertFails(o.hugeFrame, 'protocol_violations', /kind frame_too_big/));
+  it('a 4 MiB frame FAILs on protocol_violations (frame_too_big)', () =>
+    assertFails(o.hugeFrame, 'protocol_violations', /kind frame_too_big/));
 
-  it('JSON nested 10,000 deep FAILs on protocol_violations (json_too_deep)', () => assertFails(o.deepJson, 'protocol_violations', /kind json_too_deep/));
+  it('JSON nested 10,000 deep FAILs on protocol_violations (json_too_deep)', () =>
+    assertFails(o.deepJson, 'protocol_violations', /kind json_too_deep/));
 
-  it('invalid UTF-8 in a text frame FAILs on protocol_violations (invalid_utf8)', () => assertFails(o.badUtf8, 'protocol_violations', /kind invalid_utf8/));
+  it('invalid UTF-8 in a text frame FAILs on protocol_violations (invalid_utf8)', () =>
+    assertFails(o.badUtf8, 'protocol_violations', /kind invalid_utf8/));
 
   it('a reserved opcode FAILs on protocol_violations (bad_frame), not as a network loss', () =>
     assertFails(o.badOpcode, 'protocol_violations', /kind bad_frame/));
@@ -93,6 +123,10 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
   it('a TCP listener that never answers FAILs on connect_success: the server failed, not the tester', () => {
     assert.equal(o.silent.code, 99, `${o.silent.run.verdict_line}\n${o.silent.out.slice(-1500)}`);
     assert.match(o.silent.run.verdict_line, /VERDICT: FAIL/);
-    assert.ok(['fail'].includes(slo(o.silent, 'connect_success').status) || /no device ever connected/.test(o.silent.run.verdict_line), o.silent.run.verdict_line);
+    assert.ok(
+      ['fail'].includes(slo(o.silent, 'connect_success').status) ||
+        /no device ever connected/.test(o.silent.run.verdict_line),
+      o.silent.run.verdict_line,
+    );
   });
 });

@@ -35,7 +35,12 @@ async function conversation(c: ProtocolClient, n: number): Promise<void> {
 describe('slow readers', () => {
   it('are cut by the progress of their reads, with Node and kernel queues under 256 KiB per socket, while a good device talks on', async () => {
     // Node's own buffer guard alone (1 MiB) would let the kernel hold far more: the unacknowledged-bytes guard decides.
-    const s = await server({ audioBurstBytes: 1 << 30, audioRateBytesPerS: 1 << 30, textBurst: 1e6, textRatePerS: 1e6 });
+    const s = await server({
+      audioBurstBytes: 1 << 30,
+      audioRateBytesPerS: 1 << 30,
+      textBurst: 1e6,
+      textRatePerS: 1e6,
+    });
     const N = 40;
     const slow: ProtocolClient[] = [];
     for (let i = 0; i < N; i++) {
@@ -64,7 +69,9 @@ describe('slow readers', () => {
     }
     await talk;
     const cut = metricValue(await metrics(s), 'voice_slow_readers_cut_total');
-    console.log(`slow readers: ${cut} of ${N} cut; largest server-side kernel send queue ${maxQueue} bytes; good device completed ${sessions} sessions`);
+    console.log(
+      `slow readers: ${cut} of ${N} cut; largest server-side kernel send queue ${maxQueue} bytes; good device completed ${sessions} sessions`,
+    );
     assert.equal(cut, N, 'every slow reader is cut');
     assert.ok(maxQueue < 256 * 1024, `kernel send queue ${maxQueue} bytes stays under 256 KiB`);
     assert.ok(sessions >= 3, `the good device kept talking (${sessions} sessions)`);
@@ -107,7 +114,8 @@ describe('a storm of hostile clients', () => {
         attack('big', `b-${round}`, (c) => c.ws.send('x'.repeat(70_000))),
         // Deeply nested JSON under the size limit and wrong types in every field: errors, then 1008 after ten.
         attack('bombs', `j-${round}`, (c) => {
-          for (let i = 0; i < 12; i++) c.ws.send(i % 2 ? bomb : JSON.stringify({ type: 'hotword_detected', wake_id: { a: [1] }, t: 'soon' }));
+          for (let i = 0; i < 12; i++)
+            c.ws.send(i % 2 ? bomb : JSON.stringify({ type: 'hotword_detected', wake_id: { a: [1] }, t: 'soon' }));
         }),
         // A flood of pings: rate-limited, then 1008.
         attack('flood', `f-${round}`, (c) => {
@@ -133,7 +141,11 @@ describe('a storm of hostile clients', () => {
       rssMax = Math.max(rssMax, process.memoryUsage().rss);
     }
     await talk;
-    console.log(`hostile storm: ${Object.entries(seen).map(([k, v]) => `${k} ${v.length}×${[...new Set(v)].join('/')}`).join(', ')}; rss max ${(rssMax / 2 ** 20).toFixed(0)} MiB; good device ${sessions} sessions`);
+    console.log(
+      `hostile storm: ${Object.entries(seen)
+        .map(([k, v]) => `${k} ${v.length}×${[...new Set(v)].join('/')}`)
+        .join(', ')}; rss max ${(rssMax / 2 ** 20).toFixed(0)} MiB; good device ${sessions} sessions`,
+    );
     assert.deepEqual([...new Set(seen.utf8)], [1007]);
     assert.deepEqual([...new Set(seen.big)], [1009]);
     assert.deepEqual([...new Set(seen.bombs)], [1008]);
@@ -169,7 +181,9 @@ describe('unfinished upgrades', () => {
     const pending = await Promise.all(Array.from({ length: 80 }, () => halfUpgrade(s.port)));
     const times = await Promise.all(pending.map((p) => p.closedAfterMs));
     const refused = times.filter((t) => t < 1000).length;
-    console.log(`slowloris: 80 half-sent upgrades, ${refused} refused at once (cap 50), the rest closed after ${Math.max(...times)} ms at most`);
+    console.log(
+      `slowloris: 80 half-sent upgrades, ${refused} refused at once (cap 50), the rest closed after ${Math.max(...times)} ms at most`,
+    );
     assert.ok(refused >= 30, `${refused} refused past the cap`);
     assert.ok(Math.max(...times) < 5000, `every one closed within 5 s (${Math.max(...times)} ms)`);
     assert.ok(metricValue(await metrics(s), 'voice_upgrades_rejected_total', 'reason="too_many_pending"') >= 30);
@@ -209,7 +223,11 @@ describe('bound tokens', () => {
 describe('signals and labels', () => {
   it('a second SIGTERM during drain closes every socket with 1001 at once and exits', async () => {
     const port = await freePort();
-    const p = spawn(process.execPath, [CLI, 'server', '--port', String(port), '--drain-ms', '60000', '--stt-ms', '20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      process.execPath,
+      [CLI, 'server', '--port', String(port), '--drain-ms', '60000', '--stt-ms', '20000'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     while (!out.includes('listening')) await sleep(50);
@@ -247,7 +265,9 @@ describe('signals and labels', () => {
 
   it('warns on a non-loopback listen address without a token; with one, /metrics and /health need it too', async () => {
     const port = await freePort();
-    const p = spawn(process.execPath, [CLI, 'server', '--host', '0.0.0.0', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [CLI, 'server', '--host', '0.0.0.0', '--port', String(port)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let err = '';
     p.stderr.on('data', (d) => (err += d));
     let out = '';

@@ -9,7 +9,10 @@ import { describe, it } from 'node:test';
 import { ROOT, freePort, portClosed, waitFor } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-runner-'));
-const ours = () => execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(tmp) || l.includes('wakestorm-runner-marker'));
+const ours = () =>
+  execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(tmp) || l.includes('wakestorm-runner-marker'));
 
 function npx(args: string[]) {
   const p = spawn('npx', ['wakestorm', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -26,7 +29,9 @@ describe('a signal to the npx entry ends everything it started', () => {
     await waitFor(() => p.output().includes('listening'), 60_000, 'the server');
     process.kill(p.pid!, 'SIGTERM');
     await waitFor(() => portClosed(port), 8000, 'the port to be freed');
-    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`--port ${port}`));
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(`--port ${port}`));
     assert.deepEqual(left, []);
   });
 
@@ -40,7 +45,11 @@ describe('a signal to the npx entry ends everything it started', () => {
     process.kill(p.pid!, 'SIGTERM');
     await waitFor(() => ours().length === 0, 20_000, 'every process of the run to be gone');
     await waitFor(() => portClosed(apiPort), 10_000, 'Toxiproxy to stop');
-    await waitFor(() => !existsSync(`/proc/${serverPid}`) || /State:\s+Z/.test(readFileSync(`/proc/${serverPid}/status`, 'utf8')), 10_000, 'the server to stop');
+    await waitFor(
+      () => !existsSync(`/proc/${serverPid}`) || /State:\s+Z/.test(readFileSync(`/proc/${serverPid}/status`, 'utf8')),
+      10_000,
+      'the server to stop',
+    );
     await waitFor(() => existsSync(join(results, 'latest')), 5000, 'the results folder');
     const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
     assert.equal(run.verdict, 'invalid');
@@ -51,11 +60,27 @@ describe('a signal to the npx entry ends everything it started', () => {
 describe('Ctrl-C at a terminal (SIGINT to the whole process group)', () => {
   it('reaches the CLI only: it stops k6, still scrapes the server, tears down in order, and the run is INVALID', async () => {
     const results = join(tmp, 'group-sigint');
-    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), 'run', 'smoke', '--devices', '5', '--duration', '60s', '--wake', 'off', '--results', results], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    const p = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin/wakestorm.mjs'),
+        'run',
+        'smoke',
+        '--devices',
+        '5',
+        '--duration',
+        '60s',
+        '--wake',
+        'off',
+        '--results',
+        results,
+      ],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      },
+    );
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -79,7 +104,25 @@ describe('a server killed during a chaos run', () => {
     const results = join(tmp, 'killed-server');
     const cut = join(tmp, 'cut.json');
     (await import('node:fs')).writeFileSync(cut, JSON.stringify([{ at: '20s', for: '2s', fault: 'cut' }]));
-    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), 'run', 'smoke', '--devices', '6', '--duration', '25s', '--wake', 'off', '--timeline', cut, '--results', results], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin/wakestorm.mjs'),
+        'run',
+        'smoke',
+        '--devices',
+        '6',
+        '--duration',
+        '25s',
+        '--wake',
+        'off',
+        '--timeline',
+        cut,
+        '--results',
+        results,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -93,7 +136,11 @@ describe('a server killed during a chaos run', () => {
     assert.match(out, /the reference server \(pid \d+\) exited during the run \(signal SIGKILL\)/);
     const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
     assert.equal(run.verdict, 'fail');
-    assert.ok(run.slo_results.some((r: { name: string; status: string }) => r.name === 'unplanned_drops' && r.status === 'fail'));
+    assert.ok(
+      run.slo_results.some(
+        (r: { name: string; status: string }) => r.name === 'unplanned_drops' && r.status === 'fail',
+      ),
+    );
     assert.ok(await portClosed(apiPort), 'Toxiproxy stopped');
     assert.deepEqual(ours(), []);
   });
@@ -101,7 +148,11 @@ describe('a server killed during a chaos run', () => {
 
 describe("the runner's house: disks, folders, secrets", () => {
   const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const p = spawn(process.execPath, [join(ROOT, 'bin/wakestorm.mjs'), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -122,7 +173,10 @@ describe("the runner's house: disks, folders, secrets", () => {
       assert.match(r.out(), /no space left on the device|k6 wrote no summary/);
       assert.doesNotMatch(r.out(), /\n\s+at .*\(node:/, 'no stack trace');
       // Whatever was written is whole: every run.json there parses.
-      for (const f of execFileSync('find', [full, '-name', 'run.json'], { encoding: 'utf8' }).split('\n').filter(Boolean)) JSON.parse(readFileSync(f, 'utf8'));
+      for (const f of execFileSync('find', [full, '-name', 'run.json'], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean))
+        JSON.parse(readFileSync(f, 'utf8'));
     } finally {
       execFileSync('umount', ['-l', full]);
     }
@@ -142,7 +196,9 @@ describe("the runner's house: disks, folders, secrets", () => {
   it('a token in the environment reaches no child, and kill -9 of the CLI leaves no process and (after the next start) no secret', async () => {
     const token = `env-token-${Math.random().toString(36).slice(2, 12)}`;
     const results = join(tmp, 'kill9');
-    const r = cli(['run', 'smoke', '--devices', '3', '--duration', '60s', '--wake', 'off', '--results', results], { WAKESTORM_TOKEN: token });
+    const r = cli(['run', 'smoke', '--devices', '3', '--duration', '60s', '--wake', 'off', '--results', results], {
+      WAKESTORM_TOKEN: token,
+    });
     await waitFor(() => /k6 v[\d.]+ ->/.test(r.out()), 60_000, 'k6 to start');
     await new Promise((res) => setTimeout(res, 2000));
     // Every process of the run: none has the token in its environment.

@@ -3,11 +3,19 @@
 import { existsSync } from 'node:fs';
 import puppeteer from 'puppeteer-core';
 
-const CANDIDATES = [process.env.CHROME_PATH, '/usr/bin/chromium-headless-shell', '/usr/lib/chromium/chromium-headless-shell', '/usr/bin/chromium'].filter(Boolean) as string[];
+const CANDIDATES = [
+  process.env.CHROME_PATH,
+  '/usr/bin/chromium-headless-shell',
+  '/usr/lib/chromium/chromium-headless-shell',
+  '/usr/bin/chromium',
+].filter(Boolean) as string[];
 
 export function chromePath(): string {
   const p = CANDIDATES.find((c) => existsSync(c));
-  if (!p) throw new Error(`no headless Chromium: install Debian's chromium-headless-shell (apt-get install chromium-headless-shell) or set CHROME_PATH`);
+  if (!p)
+    throw new Error(
+      `no headless Chromium: install Debian's chromium-headless-shell (apt-get install chromium-headless-shell) or set CHROME_PATH`,
+    );
   return p;
 }
 
@@ -19,19 +27,35 @@ export interface PageReport {
   count: (selector: string) => Promise<number>;
   /** Each chart figure's id with the width and height its SVG rendered at. */
   /** Each chart: its size, stroked paths, each axis's tick labels, each legend's labels and its symbols' looks. */
-  charts: () => Promise<{ id: string; w: number; h: number; strokedPaths: number; axes: string[][]; legends: { labels: string[]; colors: string[] }[] }[]>;
+  charts: () => Promise<
+    {
+      id: string;
+      w: number;
+      h: number;
+      strokedPaths: number;
+      axes: string[][];
+      legends: { labels: string[]; colors: string[] }[];
+    }[]
+  >;
   screenshot: (path: string) => Promise<void>;
   close: () => Promise<void>;
 }
 
 export async function openPage(fileUrl: string): Promise<PageReport> {
-  const browser = await puppeteer.launch({ executablePath: chromePath(), headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  const browser = await puppeteer.launch({
+    executablePath: chromePath(),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run'],
+  });
   const page = await browser.newPage();
   const errors: string[] = [];
   const requests: string[] = [];
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('request', (r) => !r.url().startsWith(fileUrl.split('#')[0]!) && !r.url().startsWith('data:') && requests.push(r.url()));
+  page.on(
+    'request',
+    (r) => !r.url().startsWith(fileUrl.split('#')[0]!) && !r.url().startsWith('data:') && requests.push(r.url()),
+  );
   await page.setViewport({ width: 1200, height: 900 });
   await page.goto(fileUrl, { waitUntil: 'load' });
   return {
@@ -45,7 +69,9 @@ export async function openPage(fileUrl: string): Promise<PageReport> {
           const svg = f.querySelector('svg');
           const r = svg?.getBoundingClientRect();
           const strokedPaths = [...(svg?.querySelectorAll('path') ?? [])].filter((p) => {
-            const s = (globalThis as unknown as { getComputedStyle(e: unknown): { stroke: string } }).getComputedStyle(p).stroke;
+            const s = (globalThis as unknown as { getComputedStyle(e: unknown): { stroke: string } }).getComputedStyle(
+              p,
+            ).stroke;
             return s && s !== 'none' && (p.getAttribute('d') ?? '').length > 10;
           }).length;
           // An axis (not the grid Vega draws as an axis of its own): its tick labels.

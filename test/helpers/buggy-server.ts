@@ -84,7 +84,9 @@ function typeOf(text: string): { type?: string; [k: string]: unknown } | null {
 
 /** A code a server may send in a close frame (1005 and 1006 may not be sent). */
 function sendable(code: number): boolean {
-  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+  return (
+    (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+  );
 }
 
 export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggyServer> {
@@ -102,7 +104,8 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
     closes.push(now);
     while (closes.length && closes[0]! < now - 2000) closes.shift();
     // Half of the fleet (at least 4) gone within 2 s: a cut, as a server sees one.
-    if (bugs.has('no-recovery') && closes.length >= Math.max(4, (sockets.size + closes.length) / 4) && downUntil < now) downUntil = now + (opts.downAfterLossMs ?? 30_000);
+    if (bugs.has('no-recovery') && closes.length >= Math.max(4, (sockets.size + closes.length) / 4) && downUntil < now)
+      downUntil = now + (opts.downAfterLossMs ?? 30_000);
   };
 
   const http: Server = createServer((req, res) => void proxyHttp(req, res));
@@ -168,7 +171,8 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
         if (m?.type === 'ping' && bugs.has('no-keepalive')) return;
         if (m?.type === 'tts_stream_start' && bugs.has('slow-reply')) slow = true;
         if (m?.type === 'connected' && bugs.has('drop-after-connect')) setTimeout(() => client.terminate(), 1000);
-        if (m?.type === 'tts_stream_start') reply = { t0: Date.now(), audioMs: 0, announced: Number(m.bytes) || 0, sent: 0 };
+        if (m?.type === 'tts_stream_start')
+          reply = { t0: Date.now(), audioMs: 0, announced: Number(m.bytes) || 0, sent: 0 };
         if (m?.type === 'tts_stream_start' && bugs.has('rename-reply-start')) {
           toClient(JSON.stringify({ ...m, type: 'audio_stream_start' }), false);
           return;

@@ -10,7 +10,8 @@ import { assertVoiceToVoice, serverArgs } from './truth.ts';
 
 export type Engine = 'k6' | 'native';
 
-const metricsOf = (results: string) => JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8')).metrics;
+const metricsOf = (results: string) =>
+  JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8')).metrics;
 
 /**
  * A mixed fleet, wakestorm PCM (explicit and VAD end of speech) and xiaozhi Opus on per-wake channels, with one barging
@@ -35,19 +36,41 @@ export async function mixedFleet(engine: Engine, results: string): Promise<void>
     variant('xiaozhi-esp32', 'xiaozhi-esp32-barge', { barge_in_ms: 300 }),
   ];
   const r = await runCli(
-    ['run', 'smoke', '--engine', engine, '--profile', profiles.join(','), '--devices', '15', '--duration', '24s', '--wake', 'poisson:4s', '--results', results, ...serverArgs(delays)],
+    [
+      'run',
+      'smoke',
+      '--engine',
+      engine,
+      '--profile',
+      profiles.join(','),
+      '--devices',
+      '15',
+      '--duration',
+      '24s',
+      '--wake',
+      'poisson:4s',
+      '--results',
+      results,
+      ...serverArgs(delays),
+    ],
     { timeoutMs: 150_000 },
   );
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const m = metricsOf(results);
   assertVoiceToVoice(m, ['recommended', 'recommended-vad', 'xiaozhi-esp32'], delays);
   assert.equal(m.wake_success.values.rate, 1);
-  assert.ok(m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count >= 3, 'xiaozhi wakes acknowledged by the channel handshake');
+  assert.ok(
+    m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count >= 3,
+    'xiaozhi wakes acknowledged by the channel handshake',
+  );
   // A per-wake channel is a connect per conversation: connect and handshake times are measured every wake.
   assert.ok(m.connect_time.values.count >= m['wake_ack_latency{chaos:steady,profile:xiaozhi-esp32}'].values.count);
   assert.ok(m.handshake_time.values.count > 0);
   // Back to listening after each reply (auto mode): the next turn on an open channel is the user speaking again.
-  assert.ok((m.follow_ups?.values.count ?? 0) >= 1, 'follow-up turns on a listening channel (only xiaozhi profiles listen on)');
+  assert.ok(
+    (m.follow_ups?.values.count ?? 0) >= 1,
+    'follow-up turns on a listening channel (only xiaozhi profiles listen on)',
+  );
   assert.equal(m.unplanned_drops?.values.count ?? 0, 0);
   assert.equal(m.reply_truncated.values.rate, 0);
   assert.equal(m.reply_stutter.values.rate, 0);
@@ -67,12 +90,34 @@ export async function cutMidReply(engine: Engine, results: string): Promise<void
   // Wakes at 1-2 s; 3 s of speech, the pipeline, then a 2 s reply streamed in real time: 5.5 s is mid-reply.
   writeFileSync(timeline, JSON.stringify([{ at: '5500ms', for: '1500ms', fault: 'cut' }]));
   const r = await runCli(
-    ['run', 'smoke', '--engine', engine, '--profile', 'recommended:1,xiaozhi-esp32:1', '--devices', '8', '--duration', '16s', '--wake', 'once:1s-1500ms', '--timeline', timeline, '--results', results, '--server-arg', '--tts-pace=realtime'],
+    [
+      'run',
+      'smoke',
+      '--engine',
+      engine,
+      '--profile',
+      'recommended:1,xiaozhi-esp32:1',
+      '--devices',
+      '8',
+      '--duration',
+      '16s',
+      '--wake',
+      'once:1s-1500ms',
+      '--timeline',
+      timeline,
+      '--results',
+      results,
+      '--server-arg',
+      '--tts-pace=realtime',
+    ],
     { timeoutMs: 150_000 },
   );
   assert.ok(r.code === 0 || r.code === 99, r.stdout + r.stderr);
   const m = metricsOf(results);
-  assert.ok((m['sessions_dropped{reason:lost}']?.values.count ?? 0) >= 1, 'xiaozhi conversations cut mid-reply are lost');
+  assert.ok(
+    (m['sessions_dropped{reason:lost}']?.values.count ?? 0) >= 1,
+    'xiaozhi conversations cut mid-reply are lost',
+  );
   assert.ok((m.sessions_resumed?.values.count ?? 0) >= 1, 'wakestorm conversations resume after the cut');
   assert.equal(m.resume_success?.values.rate, 1, 'the server kept every wakestorm session');
 }

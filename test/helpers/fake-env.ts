@@ -20,7 +20,9 @@ export class FakeClock {
     const end = this.now + ms;
     for (;;) {
       let next: [number, { at: number; fn: () => void; order: number }] | null = null;
-      for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].order < next[1].order))) next = e;
+      for (const e of this.timers)
+        if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].order < next[1].order)))
+          next = e;
       if (!next) break;
       this.timers.delete(next[0]);
       this.now = next[1].at;
@@ -43,7 +45,10 @@ export class FakeSocket implements SocketLike {
   sent: (string | ArrayBuffer | ArrayBufferView)[] = [];
   pings = 0;
   closedByDevice: number | undefined | null = null;
-  constructor(readonly url: string, readonly headers: Record<string, string>) {}
+  constructor(
+    readonly url: string,
+    readonly headers: Record<string, string>,
+  ) {}
   send(d: string | ArrayBuffer | ArrayBufferView) {
     this.sent.push(d);
   }
@@ -57,7 +62,9 @@ export class FakeSocket implements SocketLike {
   /** Sent JSON messages, parsed. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read arbitrary fields of what the device sent
   json(): Record<string, any>[] {
-    return this.sent.filter((s): s is string => typeof s === 'string').map((s) => JSON.parse(s) as Record<string, never>);
+    return this.sent
+      .filter((s): s is string => typeof s === 'string')
+      .map((s) => JSON.parse(s) as Record<string, never>);
   }
   binaryCount(): number {
     return this.sent.filter((s) => typeof s !== 'string').length;
@@ -78,7 +85,18 @@ export class FakeSocket implements SocketLike {
     this.onclose?.({ code });
   }
   connected(extra: object = {}) {
-    this.msg({ type: 'connected', status: 'connected', client_id: 'x', connection_id: 'c-1', resume_token: 'tok-1', keepalive_ms: 10000, server_time: 0, resumed: false, session: null, ...extra });
+    this.msg({
+      type: 'connected',
+      status: 'connected',
+      client_id: 'x',
+      connection_id: 'c-1',
+      resume_token: 'tok-1',
+      keepalive_ms: 10000,
+      server_time: 0,
+      resumed: false,
+      session: null,
+      ...extra,
+    });
   }
 }
 

@@ -48,15 +48,41 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
     const id = /\/ws\/([^?]+)/.exec(req.url ?? '')?.[1] ?? `d-${n}`;
     const k = n++;
     const send = (m: object) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m));
-    send({ type: 'connected', status: 'connected', client_id: id, connection_id: `c-${k}`, resume_token: `r-${k}-xxxxxxxxxxxxxxxx`, keepalive_ms: 10_000, server_time: Date.now(), resumed: false, session: null });
+    send({
+      type: 'connected',
+      status: 'connected',
+      client_id: id,
+      connection_id: `c-${k}`,
+      resume_token: `r-${k}-xxxxxxxxxxxxxxxx`,
+      keepalive_ms: 10_000,
+      server_time: Date.now(),
+      resumed: false,
+      session: null,
+    });
     const stop: NodeJS.Timeout[] = [];
     ws.on('close', () => stop.forEach((t) => (clearInterval(t), timers.delete(t))));
     ws.on('error', () => {});
-    if (h === 'flood') stop.push(every(10, () => { for (let i = 0; i < 50; i++) send({ type: 'noise', i }); }));
+    if (h === 'flood')
+      stop.push(
+        every(10, () => {
+          for (let i = 0; i < 50; i++) send({ type: 'noise', i });
+        }),
+      );
     if (h === 'huge-frame') setTimeout(() => ws.readyState === ws.OPEN && ws.send(Buffer.alloc(4 * 1024 * 1024)), 500);
-    if (h === 'deep-json') setTimeout(() => ws.readyState === ws.OPEN && ws.send(`${'['.repeat(10_000)}${']'.repeat(10_000)}`), 500);
-    if (h === 'bad-utf8') setTimeout(() => ws.readyState === ws.OPEN && ws.send(Buffer.from('{"type":"x","t":"\xff\xfe"}', 'latin1'), { binary: false }), 500);
-    if (h === 'bad-opcode') setTimeout(() => ws.readyState === ws.OPEN && (ws as unknown as { _socket: Socket })._socket.write(Buffer.from([0x83, 0x00])), 500);
+    if (h === 'deep-json')
+      setTimeout(() => ws.readyState === ws.OPEN && ws.send(`${'['.repeat(10_000)}${']'.repeat(10_000)}`), 500);
+    if (h === 'bad-utf8')
+      setTimeout(
+        () =>
+          ws.readyState === ws.OPEN && ws.send(Buffer.from('{"type":"x","t":"\xff\xfe"}', 'latin1'), { binary: false }),
+        500,
+      );
+    if (h === 'bad-opcode')
+      setTimeout(
+        () =>
+          ws.readyState === ws.OPEN && (ws as unknown as { _socket: Socket })._socket.write(Buffer.from([0x83, 0x00])),
+        500,
+      );
     if (h === 'close-code') setTimeout(() => ws.readyState === ws.OPEN && ws.close(code, 'hostile'), 2000);
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;

@@ -6,7 +6,10 @@ export { pickFreePort as freePort } from '../../scripts/process-control.ts';
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const CLI = `${ROOT}bin/wakestorm.mjs`;
 
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env } });
     let stdout = '';

@@ -21,15 +21,27 @@ export function assertVoiceToVoice(m: Metrics, profiles: string[], delays: Injec
     const resp = m[`response_latency{chaos:steady,profile:${p}}`]!.values;
     assert.ok(resp.count! >= 3, `${p}: ${resp.count} replies`);
     // Only the network round trip and the server's timers lie between the injected truth and the measurement.
-    assert.ok(Math.abs(resp['p(50)']! - (truth + rtt)) <= 3, `${p}: response p50 ${resp['p(50)']} ms, truth ${truth} ms + round trip (wake ack p50) ${rtt} ms`);
+    assert.ok(
+      Math.abs(resp['p(50)']! - (truth + rtt)) <= 3,
+      `${p}: response p50 ${resp['p(50)']} ms, truth ${truth} ms + round trip (wake ack p50) ${rtt} ms`,
+    );
     // Where it went: endpointing is the window plus the transcription (the server's first sign is its transcript).
     const ep = m.endpointing_latency!.values['p(50)']!;
-    assert.ok(Math.abs(ep - (delays.vad + delays.stt + rtt)) <= 5, `endpointing p50 ${ep} ms, truth ${delays.vad + delays.stt} ms + round trip`);
+    assert.ok(
+      Math.abs(ep - (delays.vad + delays.stt + rtt)) <= 5,
+      `endpointing p50 ${ep} ms, truth ${delays.vad + delays.stt} ms + round trip`,
+    );
   }
   return rtt;
 }
 
 /** The reference server's flags for these delays, for `wakestorm run --server-arg`. */
 export function serverArgs(delays: InjectedDelays): string[] {
-  return [`--stt-ms=${delays.stt}`, `--llm-ms=${delays.llm}`, `--tts-ms=${delays.tts}`, `--vad-silence-ms=${delays.vad}`, '--tts-pace=realtime'].flatMap((a) => ['--server-arg', a]);
+  return [
+    `--stt-ms=${delays.stt}`,
+    `--llm-ms=${delays.llm}`,
+    `--tts-ms=${delays.tts}`,
+    `--vad-silence-ms=${delays.vad}`,
+    '--tts-pace=realtime',
+  ].flatMap((a) => ['--server-arg', a]);
 }

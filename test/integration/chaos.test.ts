@@ -32,13 +32,25 @@ const FAST = file('fast.json', {
 });
 
 async function stackWith(server: StackOptions['server']): Promise<Stack> {
-  return startStack({ serverPort: await pickFreePort(), toxiproxyPort: await pickFreePort(), proxyPorts: { voice: 0 }, server });
+  return startStack({
+    serverPort: await pickFreePort(),
+    toxiproxyPort: await pickFreePort(),
+    proxyPorts: { voice: 0 },
+    server,
+  });
 }
 
 function run(stack: Stack, vars: Record<string, string | number>): Promise<K6Result> {
   return runK6({
     script: SMOKE,
-    vars: { TARGET_URL: stack.targetUrl, TOXIPROXY_URL: stack.toxiproxyUrl, CONTROL_URL: stack.controlUrl, NO_RESULTS: 1, RAMP: '500ms', ...vars },
+    vars: {
+      TARGET_URL: stack.targetUrl,
+      TOXIPROXY_URL: stack.toxiproxyUrl,
+      CONTROL_URL: stack.controlUrl,
+      NO_RESULTS: 1,
+      RAMP: '500ms',
+      ...vars,
+    },
     timeoutMs: 120_000,
   });
 }
@@ -74,7 +86,10 @@ describe('faults on a healthy server', () => {
   });
 
   it('rejects a malformed timeline before any load, naming the entry', async () => {
-    const tl = file('bad.json', [{ at: '1s', for: '2s', fault: 'latency' }, { at: '1s', for: '2s', fault: 'latency', params: { lag: 5 } }]);
+    const tl = file('bad.json', [
+      { at: '1s', for: '2s', fault: 'latency' },
+      { at: '1s', for: '2s', fault: 'latency', params: { lag: 5 } },
+    ]);
     const r = await run(stack, { DEVICES: 2, DURATION: '5s', TIMELINE: tl });
     assert.equal(r.code, 107, r.stdout + r.stderr);
     assert.match(r.stdout + r.stderr, /entry 1 \(latency\): fault \\?"latency\\?" has no param \\?"lag\\?"/);
@@ -96,7 +111,8 @@ for (const engine of ['k6', 'native'] as const) {
       await native?.stop();
       await stack.stop();
     });
-    const runOn = (vars: Record<string, string | number>) => run(stack, native ? { ...vars, ENGINE_URL: native.url } : vars);
+    const runOn = (vars: Record<string, string | number>) =>
+      run(stack, native ? { ...vars, ENGINE_URL: native.url } : vars);
 
     it('blackhole (half-open) is noticed within the liveness timeout, and disconnect_detect_time says so', async () => {
       const tl = file('blackhole.json', [{ at: '2s', for: '5s', fault: 'blackhole' }]);
@@ -122,7 +138,9 @@ for (const engine of ['k6', 'native'] as const) {
     it('reset closes open links with 1006', async () => {
       // reset_peer fires on the next chunk: 3 s covers one 2 s ping of every device.
       const tl = file('reset.json', [{ at: '2s', for: '3s', fault: 'reset' }]);
-      const slo = file('slo-reset.json', [{ name: 'resets_seen', metric: 'connection_drops{code:1006}', aggregation: 'count', op: '==', target: 10 }]);
+      const slo = file('slo-reset.json', [
+        { name: 'resets_seen', metric: 'connection_drops{code:1006}', aggregation: 'count', op: '==', target: 10 },
+      ]);
       const r = await runOn({ DEVICES: 10, DURATION: '8s', WAKE: 'off', PROFILE: FAST, TIMELINE: tl, SLO_FILE: slo });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(count(r, 'connection_drops{code:1006}'), 10);
@@ -132,7 +150,12 @@ for (const engine of ['k6', 'native'] as const) {
 
 describe('Toxiproxy shards', () => {
   it('spread devices over every shard, and a timeline cuts all of them at once', async () => {
-    const stack = await startStack({ serverPort: await pickFreePort(), toxiproxyPort: await pickFreePort(), proxyPorts: { voice: 0 }, toxiproxyShards: 2 });
+    const stack = await startStack({
+      serverPort: await pickFreePort(),
+      toxiproxyPort: await pickFreePort(),
+      proxyPorts: { voice: 0 },
+      toxiproxyShards: 2,
+    });
     try {
       assert.equal(stack.shards.length, 2);
       assert.notEqual(stack.shards[0]!.targetUrl, stack.shards[1]!.targetUrl);
@@ -167,7 +190,9 @@ describe('Toxiproxy shards', () => {
       const add = await runCli([...T, 'add', 'latency', 'latency=80']);
       assert.equal(add.code, 0, add.stderr);
       for (const sh of stack.shards) {
-        const toxics = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice/toxics`)).json()) as { attributes: { latency: number } }[];
+        const toxics = (await (await fetch(`${sh.toxiproxyUrl}/proxies/voice/toxics`)).json()) as {
+          attributes: { latency: number };
+        }[];
         assert.equal(toxics.length, 1, sh.toxiproxyUrl);
         assert.equal(toxics[0]!.attributes.latency, 80);
       }
@@ -195,7 +220,13 @@ describe('sessions caught mid-reply', () => {
   const tl = () => file('midreply.json', [{ at: '4500ms', for: '1s', fault: 'cut' }]);
 
   it('are resumed and completed when the profile resumes', async () => {
-    const r = await run(stack, { DEVICES: 8, DURATION: '16s', WAKE: 'once:1s-1500ms', PROFILE: 'recommended', TIMELINE: tl() });
+    const r = await run(stack, {
+      DEVICES: 8,
+      DURATION: '16s',
+      WAKE: 'once:1s-1500ms',
+      PROFILE: 'recommended',
+      TIMELINE: tl(),
+    });
     assert.equal(count(r, 'sessions_started'), 8, r.stdout);
     assert.equal(count(r, 'sessions_resumed'), 8);
     assert.equal(count(r, 'sessions_completed'), 8);
@@ -205,7 +236,14 @@ describe('sessions caught mid-reply', () => {
   it('are counted dropped when the profile does not resume, in the phase of the fault; a during target judges them', async () => {
     // The steady-state gate holds (the losses are the fault's, and the firmware's choice not to resume); a target
     // for the fault itself (session_drop_rate@during) is what breaks.
-    const r = await run(stack, { DEVICES: 8, DURATION: '16s', WAKE: 'once:1s-1500ms', PROFILE: 'react-avatar', TIMELINE: tl(), SLO_session_drop_rate__during: '0.01' });
+    const r = await run(stack, {
+      DEVICES: 8,
+      DURATION: '16s',
+      WAKE: 'once:1s-1500ms',
+      PROFILE: 'react-avatar',
+      TIMELINE: tl(),
+      SLO_session_drop_rate__during: '0.01',
+    });
     assert.equal(count(r, 'sessions_started'), 8, r.stdout);
     assert.equal(count(r, 'sessions_resumed'), 0);
     assert.equal(count(r, 'sessions_dropped'), 8);
@@ -239,7 +277,11 @@ describe('the SLO gate', () => {
     const out = mkdtempSync(join(tmpdir(), 'wakestorm-gate-'));
     let r: K6Result;
     try {
-      r = await runK6({ script: SMOKE, vars: { TARGET_URL: slow.targetUrl, DEVICES: 5, DURATION: '10s', WAKE: 'once:1s-2s', RESULTS_DIR: out }, timeoutMs: 60_000 });
+      r = await runK6({
+        script: SMOKE,
+        vars: { TARGET_URL: slow.targetUrl, DEVICES: 5, DURATION: '10s', WAKE: 'once:1s-2s', RESULTS_DIR: out },
+        timeoutMs: 60_000,
+      });
     } finally {
       await slow.stop();
     }
@@ -247,7 +289,10 @@ describe('the SLO gate', () => {
     const junit = readFileSync(join(out, 'junit.xml'), 'utf8');
     // 15 SLOs and the tester's own case; reconnect, recovery, resume and barge-in are n/a (skipped): no link was lost, no device barged in.
     assert.match(junit, /<testsuite name="wakestorm.smoke" tests="16" failures="1" errors="0" skipped="4"/);
-    assert.match(junit, /<testcase classname="wakestorm.smoke" name="response_p95 \(response_latency\{chaos:steady\} p\(95\) &lt; 800 ms\)">\s*<failure message="response_latency\{chaos:steady\} measured 1[23]\d\d\.\d ms, target p\(95\) &lt; 800 ms; endpointing p95 \d+ ms [^;]*, the rest p95 \d+ ms; profile recommended 1[23]\d\d\.\d ms; phase reply"/);
+    assert.match(
+      junit,
+      /<testcase classname="wakestorm.smoke" name="response_p95 \(response_latency\{chaos:steady\} p\(95\) &lt; 800 ms\)">\s*<failure message="response_latency\{chaos:steady\} measured 1[23]\d\d\.\d ms, target p\(95\) &lt; 800 ms; endpointing p95 \d+ ms [^;]*, the rest p95 \d+ ms; profile recommended 1[23]\d\d\.\d ms; phase reply"/,
+    );
     assert.ok(existsSync(join(out, 'summary.json')) && existsSync(join(out, 'events.json')));
     assert.match(r.stdout, /response_p95\s+p\(95\) < 800 ms\s+1[23]\d\d\.\d ms\s+FAIL/);
     assert.match(r.stdout, /VERDICT: FAIL \(response_p95\)/);
@@ -255,7 +300,11 @@ describe('the SLO gate', () => {
     const healthy = await stackWith({ sttMs: 100, llmMs: 100, ttsMs: 50, ttsPace: 'burst' });
     const out2 = mkdtempSync(join(tmpdir(), 'wakestorm-gate-'));
     try {
-      r = await runK6({ script: SMOKE, vars: { TARGET_URL: healthy.targetUrl, DEVICES: 5, DURATION: '10s', WAKE: 'once:1s-2s', RESULTS_DIR: out2 }, timeoutMs: 60_000 });
+      r = await runK6({
+        script: SMOKE,
+        vars: { TARGET_URL: healthy.targetUrl, DEVICES: 5, DURATION: '10s', WAKE: 'once:1s-2s', RESULTS_DIR: out2 },
+        timeoutMs: 60_000,
+      });
     } finally {
       await healthy.stop();
     }
@@ -266,7 +315,11 @@ describe('the SLO gate', () => {
 
   it('refuses to start when the target is unreachable or Toxiproxy is down, before any load', async () => {
     const port = await pickFreePort();
-    const r = await runK6({ script: SMOKE, vars: { TARGET_URL: `ws://127.0.0.1:${port}`, NO_RESULTS: 1, DURATION: '5s' }, timeoutMs: 60_000 });
+    const r = await runK6({
+      script: SMOKE,
+      vars: { TARGET_URL: `ws://127.0.0.1:${port}`, NO_RESULTS: 1, DURATION: '5s' },
+      timeoutMs: 60_000,
+    });
     assert.notEqual(r.code, 0);
     assert.match(r.stdout + r.stderr, /cannot reach TARGET_URL ws:\/\/127\.0\.0\.1:\d+/);
     assert.equal(count(r, 'devices_started'), 0);
@@ -274,7 +327,17 @@ describe('the SLO gate', () => {
     const server = await startVoiceServer({ port: 0 });
     try {
       const dead = await pickFreePort();
-      const t = await runK6({ script: SMOKE, vars: { TARGET_URL: server.wsUrl, TOXIPROXY_URL: `http://127.0.0.1:${dead}`, TIMELINE: 'flaky-wifi', DURATION: '50s', NO_RESULTS: 1 }, timeoutMs: 60_000 });
+      const t = await runK6({
+        script: SMOKE,
+        vars: {
+          TARGET_URL: server.wsUrl,
+          TOXIPROXY_URL: `http://127.0.0.1:${dead}`,
+          TIMELINE: 'flaky-wifi',
+          DURATION: '50s',
+          NO_RESULTS: 1,
+        },
+        timeoutMs: 60_000,
+      });
       assert.notEqual(t.code, 0);
       assert.match(t.stdout + t.stderr, /Toxiproxy is not running at http:\/\/127\.0\.0\.1:\d+/);
       assert.equal(count(t, 'devices_started'), 0);

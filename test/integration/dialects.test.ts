@@ -23,14 +23,19 @@ after(async () => {
 
 function clip(name: string) {
   const b = readFileSync(join(ROOT, 'audio', `${name}.opus`));
-  return opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), JSON.parse(readFileSync(join(ROOT, 'audio', `${name}.opus.json`), 'utf8')) as OpusTable);
+  return opusClip(
+    b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength),
+    JSON.parse(readFileSync(join(ROOT, 'audio', `${name}.opus.json`), 'utf8')) as OpusTable,
+  );
 }
 
 /** One xiaozhi conversation by hand: hello, listen detect + start, the utterance in real time, then silence. */
 async function xiaozhiConversation(s: VoiceServer, version: '1' | '2' | '3') {
   const framing = version === '1' ? 'raw' : version === '2' ? 'xiaozhi-v2' : 'xiaozhi-v3';
   const utt = clip('utterance');
-  const ws = new WebSocket(`${s.wsUrl}/xiaozhi/v1/`, { headers: { 'Device-Id': '02:00:00:00:00:01', 'Protocol-Version': version, 'Client-Id': 'c' } });
+  const ws = new WebSocket(`${s.wsUrl}/xiaozhi/v1/`, {
+    headers: { 'Device-Id': '02:00:00:00:00:01', 'Protocol-Version': version, 'Client-Id': 'c' },
+  });
   const events: Record<string, unknown>[] = [];
   let replyMs = 0;
   let timer: NodeJS.Timeout | null = null;
@@ -59,7 +64,16 @@ async function xiaozhiConversation(s: VoiceServer, version: '1' | '2' | '3') {
       if (m.type === 'tts' && m.state === 'stop') resolve();
     });
     ws.on('close', (code) => reject(new Error(`closed ${code} before the reply ended`)));
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: 1, transport: 'websocket', audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 } })));
+    ws.on('open', () =>
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          version: 1,
+          transport: 'websocket',
+          audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 },
+        }),
+      ),
+    );
   });
   await done;
   if (timer) clearTimeout(timer);
@@ -77,7 +91,7 @@ describe('the reference server speaks xiaozhi', () => {
       const kinds = events.map((e) => (e.type === 'tts' ? `tts:${e.state as string}` : e.type));
       assert.deepEqual(kinds, ['hello', 'stt', 'llm', 'tts:start', 'tts:sentence_start', 'tts:stop'], `framing v${v}`);
       assert.equal(events[0]!.transport, 'websocket');
-      assert.ok(typeof events[1]!.text === 'string' && (events[1]!.text).length > 0);
+      assert.ok(typeof events[1]!.text === 'string' && events[1]!.text.length > 0);
       // The reply's Opus packets, timed by their TOC, play as long as the reply's frame table says.
       const replies = [0, 1, 2, 3].map((n) => clip(`reply-${n}`).packets.length * 60);
       assert.ok(replies.includes(replyMs), `reply of ${replyMs} ms is one of ${replies}`);
@@ -88,21 +102,36 @@ describe('the reference server speaks xiaozhi', () => {
     const s = await startVoiceServer({ port: 0, sttMs: 20, llmMs: 20, ttsMs: 20, xiaozhiNoVoiceMs: 1500 });
     servers.push(s);
     const utt = clip('utterance');
-    const ws = new WebSocket(`${s.wsUrl}/xiaozhi/v1/`, { headers: { 'Device-Id': '02:00:00:00:00:02', 'Protocol-Version': '1' } });
+    const ws = new WebSocket(`${s.wsUrl}/xiaozhi/v1/`, {
+      headers: { 'Device-Id': '02:00:00:00:00:02', 'Protocol-Version': '1' },
+    });
     const texts: Record<string, unknown>[] = [];
     ws.on('message', (d, bin) => !bin && texts.push(JSON.parse(d.toString())));
     await new Promise((r) => ws.on('open', r));
     const opened = Date.now();
-    ws.send(JSON.stringify({ type: 'hello', version: 1, transport: 'websocket', audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 } }));
+    ws.send(
+      JSON.stringify({
+        type: 'hello',
+        version: 1,
+        transport: 'websocket',
+        audio_params: { format: 'opus', sample_rate: 16000, channels: 1, frame_duration: 60 },
+      }),
+    );
     ws.send(JSON.stringify({ type: 'listen', state: 'start', mode: 'auto' }));
     // Silence only, in real time, until the server gives up on the channel.
     const mic = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(utt.silence), 60);
-    const [code, reason] = await new Promise<[number, string]>((r) => ws.on('close', (c, why) => r([c, why.toString()])));
+    const [code, reason] = await new Promise<[number, string]>((r) =>
+      ws.on('close', (c, why) => r([c, why.toString()])),
+    );
     clearInterval(mic);
     const after = Date.now() - opened;
     assert.deepEqual([code, reason], [1000, 'no voice']);
     assert.ok(after >= 1400 && after < 4000, `closed after ${after} ms`);
-    assert.deepEqual(texts.map((m) => m.type), ['hello'], 'nothing said to silence: no stt, no tts');
+    assert.deepEqual(
+      texts.map((m) => m.type),
+      ['hello'],
+      'nothing said to silence: no stt, no tts',
+    );
   });
 
   it('closes a channel that breaks the protocol, and refuses an upgrade without a device id', async () => {
@@ -121,7 +150,11 @@ describe('the reference server speaks xiaozhi', () => {
     assert.equal(await closeOf('not json'), 1008);
     assert.equal(await closeOf('{"type":"hello","transport":"mqtt"}'), 1008);
     assert.equal(await closeOf('{}', {}), 404, 'no Device-Id');
-    assert.equal(await closeOf('{}', { 'Device-Id': 'aa', 'Protocol-Version': '9' }), 404, 'an unknown binary protocol version');
+    assert.equal(
+      await closeOf('{}', { 'Device-Id': 'aa', 'Protocol-Version': '9' }),
+      404,
+      'an unknown binary protocol version',
+    );
     // The server lives on: a well-behaved channel still converses.
     const { events } = await xiaozhiConversation(s, '1');
     assert.equal(events.at(-1)!.state, 'stop');
@@ -131,7 +164,8 @@ describe('the reference server speaks xiaozhi', () => {
 describe('k6 devices in two dialects (the conformance cases the native engine runs too: engine.test.ts)', () => {
   it('a mixed fleet of wakestorm PCM and xiaozhi Opus devices passes, each measuring the injected pipeline delay; barging devices of both dialects see the server stop at once', () =>
     mixedFleet('k6', results));
-  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', () => cutMidReply('k6', results));
+  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', () =>
+    cutMidReply('k6', results));
 });
 
 describe("the README's user dialect", () => {
@@ -146,9 +180,31 @@ describe("the README's user dialect", () => {
     writeFileSync(key, 'acme-key-1234\n', { mode: 0o600 });
     const acme = await startAcmeServer({ apiKey: 'acme-key-1234', thinkMs: 80 });
     try {
-      const r = await runCli(['run', 'smoke', '--server-url', acme.url, '--dialect', file, '--token-file', key, '--devices', '4', '--duration', '11s', '--wake', 'once:1s-2s', '--results', results], { timeoutMs: 120_000 });
+      const r = await runCli(
+        [
+          'run',
+          'smoke',
+          '--server-url',
+          acme.url,
+          '--dialect',
+          file,
+          '--token-file',
+          key,
+          '--devices',
+          '4',
+          '--duration',
+          '11s',
+          '--wake',
+          'once:1s-2s',
+          '--results',
+          results,
+        ],
+        { timeoutMs: 120_000 },
+      );
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      const s = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8')).metrics;
+      const s = JSON.parse(
+        readFileSync(join(results, readlinkSync(join(results, 'latest')), 'summary.json'), 'utf8'),
+      ).metrics;
       assert.equal(s.sessions_completed.values.count, 4);
       assert.equal(acme.finished(), 4, 'the server saw every conversation to its end');
       assert.ok(s.response_latency.values['p(50)'] >= 80, 'response latency includes the server think time');

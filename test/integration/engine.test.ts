@@ -16,10 +16,22 @@ const results = mkdtempSync(join(tmpdir(), 'wakestorm-engine-'));
 describe('devices in the native engine', () => {
   it('a mixed fleet of wakestorm PCM and xiaozhi Opus devices passes, each measuring the injected pipeline delay; barging devices of both dialects see the server stop at once', () =>
     mixedFleet('native', results));
-  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', () => cutMidReply('native', results));
+  it('a cut mid-reply drops xiaozhi conversations (the dialect has no resume) and wakestorm ones resume', () =>
+    cutMidReply('native', results));
 
   it("refuse what they cannot run, in one line before any load (the CLI's side: test/unit/engine-refusal.test.ts)", async () => {
-    const r = await runCli(['run', 'smoke', '--engine', 'chromium', '--devices', '2', '--duration', '5s', '--results', results]);
+    const r = await runCli([
+      'run',
+      'smoke',
+      '--engine',
+      'chromium',
+      '--devices',
+      '2',
+      '--duration',
+      '5s',
+      '--results',
+      results,
+    ]);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     const engine = await startEngine();
@@ -31,7 +43,10 @@ describe('devices in the native engine', () => {
         ws.on('error', reject);
       });
       ws.close();
-      assert.deepEqual(JSON.parse(answer), { type: 'error', message: 'wakestorm-engine: a start names 1 to 100000 devices, got 0' });
+      assert.deepEqual(JSON.parse(answer), {
+        type: 'error',
+        message: 'wakestorm-engine: a start names 1 to 100000 devices, got 0',
+      });
     } finally {
       await engine.stop();
     }

@@ -20,11 +20,16 @@ describe('the README', () => {
     const results = mkdtempSync(join(tmpdir(), 'wakestorm-readme-'));
     writeFileSync(file, code);
     try {
-      const r = await runCli(['run', file, '--results', results, '--server-arg', '--stt-ms=50'], { timeoutMs: 120_000 });
+      const r = await runCli(['run', file, '--results', results, '--server-arg', '--stt-ms=50'], {
+        timeoutMs: 120_000,
+      });
       assert.ok(r.code === 0 || r.code === 99, `exit ${r.code}: ${r.stdout}${r.stderr}`);
       const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
       assert.equal(run.resolved.devices, 20);
-      assert.deepEqual(run.resolved.profile_mix.map((p: { profile: string }) => p.profile), ['my-badge', 'recommended']);
+      assert.deepEqual(
+        run.resolved.profile_mix.map((p: { profile: string }) => p.profile),
+        ['my-badge', 'recommended'],
+      );
       assert.equal(run.resolved.timeline.steps[0].fault, 'cut');
       assert.equal(run.resolved.wake.mode, 'poisson');
       assert.equal(run.slos.find((s: { name: string }) => s.name === 'response_p95').target, 1000);

@@ -12,13 +12,37 @@ const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-report-'));
 const results = join(tmp, 'results');
 
 describe('report.html', () => {
-  let json: { verdict: string; exit_code: number; dir: string; report: string; slos: { name: string; status: string }[] };
+  let json: {
+    verdict: string;
+    exit_code: number;
+    dir: string;
+    report: string;
+    slos: { name: string; status: string }[];
+  };
   before(async () => {
     // A chaos run of two profiles that fails on purpose: a cut the web client does not survive within the run.
     const cut = join(tmp, 'cut.json');
     writeFileSync(cut, JSON.stringify([{ at: '5s', for: '2s', fault: 'cut' }]));
     const r = await runCli(
-      ['run', 'smoke', '--devices', '12', '--duration', '20s', '--wake', 'poisson:4s', '--profile', 'recommended:1,web-heartbeat:1', '--timeline', cut, '--server-arg', '--stt-ms=50', '--results', results, '--json'],
+      [
+        'run',
+        'smoke',
+        '--devices',
+        '12',
+        '--duration',
+        '20s',
+        '--wake',
+        'poisson:4s',
+        '--profile',
+        'recommended:1,web-heartbeat:1',
+        '--timeline',
+        cut,
+        '--server-arg',
+        '--stt-ms=50',
+        '--results',
+        results,
+        '--json',
+      ],
       { timeoutMs: 120_000 },
     );
     assert.equal(r.stdout.trim().split('\n').length, 1, `--json prints one line: ${r.stdout}`);
@@ -39,21 +63,40 @@ describe('report.html', () => {
       assert.equal(await page.count('#slos tbody tr'), json.slos.length);
       const charts = await page.charts();
       const ids = charts.map((c) => c.id);
-      for (const id of ['chart-connected', 'chart-latency', 'chart-drops', 'chart-reconnect', 'chart-latency-profiles', 'chart-tester']) assert.ok(ids.includes(id), `${id} in ${ids}`);
+      for (const id of [
+        'chart-connected',
+        'chart-latency',
+        'chart-drops',
+        'chart-reconnect',
+        'chart-latency-profiles',
+        'chart-tester',
+      ])
+        assert.ok(ids.includes(id), `${id} in ${ids}`);
       for (const c of charts) {
         assert.ok(c.w > 300 && c.h > 150, `${c.id} renders at a readable size: ${c.w}x${c.h}`);
-        if (!['chart-drops', 'chart-reconnect', 'chart-recovery', 'chart-phases', 'chart-sessions-dropped'].includes(c.id)) assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
+        if (
+          !['chart-drops', 'chart-reconnect', 'chart-recovery', 'chart-phases', 'chart-sessions-dropped'].includes(c.id)
+        )
+          assert.ok(c.strokedPaths > 0, `${c.id} draws its lines`);
         // Every axis carries labelled ticks (a log axis too: no lone "0", no unlabelled band).
-        for (const a of c.axes) assert.ok(a.filter(Boolean).length >= 1, `${c.id}: an axis with no labelled tick ${JSON.stringify(a)}`);
+        for (const a of c.axes)
+          assert.ok(a.filter(Boolean).length >= 1, `${c.id}: an axis with no labelled tick ${JSON.stringify(a)}`);
         // No two series of one chart look the same (a colour, or a dash where the legend is about dashes).
         for (const l of c.legends) {
           const named = l.colors.filter((_, i) => l.labels[i]);
-          assert.equal(new Set(named).size, named.length, `${c.id}: colours ${l.colors.join(',')} for ${l.labels.join(',')}`);
+          assert.equal(
+            new Set(named).size,
+            named.length,
+            `${c.id}: colours ${l.colors.join(',')} for ${l.labels.join(',')}`,
+          );
         }
       }
       // The latency axis is labelled at the values that matter, in ms and s.
       const latency = charts.find((c) => c.id === 'chart-latency')!;
-      assert.ok(latency.axes.some((a) => a.filter((t) => /^\d+ (ms|s)$/.test(t)).length >= 2), `latency ticks: ${JSON.stringify(latency.axes)}`);
+      assert.ok(
+        latency.axes.some((a) => a.filter((t) => /^\d+ (ms|s)$/.test(t)).length >= 2),
+        `latency ticks: ${JSON.stringify(latency.axes)}`,
+      );
       // A chaos run shows recovery per fault, one row per fault.
       assert.match((await page.text('#recovery'))!, /1:cut/);
       // The charts use the page's width.
@@ -84,13 +127,19 @@ describe('report.html', () => {
       200,
       path,
     );
-    writeFileSync(join(tmp, 'capacity.html'), `<!doctype html><html><body><figure id="chart-capacity">${readFileSync(path, 'utf8')}</figure></body></html>`);
+    writeFileSync(
+      join(tmp, 'capacity.html'),
+      `<!doctype html><html><body><figure id="chart-capacity">${readFileSync(path, 'utf8')}</figure></body></html>`,
+    );
     const page = await openPage(`file://${join(tmp, 'capacity.html')}`);
     try {
       assert.deepEqual(page.errors, []);
       const [c] = await page.charts();
       assert.ok(c && c.strokedPaths >= 2, `both latency lines stroked: ${JSON.stringify(c)}`);
-      assert.match((await page.text('#chart-capacity'))!, /wake_ack p95 \(ms\)[\s\S]*response p95 \(ms\)|response p95 \(ms\)[\s\S]*wake_ack p95 \(ms\)/);
+      assert.match(
+        (await page.text('#chart-capacity'))!,
+        /wake_ack p95 \(ms\)[\s\S]*response p95 \(ms\)|response p95 \(ms\)[\s\S]*wake_ack p95 \(ms\)/,
+      );
     } finally {
       await page.close();
     }
@@ -107,7 +156,10 @@ describe('CLI conventions', () => {
   it('--version prints the package version', async () => {
     const r = await runCli(['--version']);
     assert.equal(r.code, 0);
-    assert.equal(r.stdout.trim(), JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+    assert.equal(
+      r.stdout.trim(),
+      JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version,
+    );
   });
 
   it('--quiet prints only the verdict and the report; env vars set run flags; --out and K6_OUT reach k6', async () => {
@@ -119,8 +171,14 @@ describe('CLI conventions', () => {
     });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(
-      r.stdout.trim().split('\n').map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
-      ['VERDICT: PASS (4 SLOs met, 11 n/a)', `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`],
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
+      [
+        'VERDICT: PASS (4 SLOs met, 11 n/a)',
+        `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`,
+      ],
     );
     assert.match(readFileSync(csv, 'utf8'), /^metric_name,timestamp/);
     assert.match(readFileSync(jsonOut, 'utf8'), /"metric":"devices_started"/);

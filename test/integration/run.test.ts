@@ -12,7 +12,9 @@ const SMALL = ['--devices', '12', '--duration', '14s', '--wake', 'once:1s-3s', '
 describe('wakestorm run', () => {
   let healthyId = '';
   it('runs a scenario end to end on a healthy server: exit 0 and every result file', async () => {
-    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50'], { timeoutMs: 120_000 });
+    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50'], {
+      timeoutMs: 120_000,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /VERDICT: PASS/);
     // The console: progress counts connected devices, no empty dashboard line, the last line names the report.
@@ -21,7 +23,17 @@ describe('wakestorm run', () => {
     assert.match(r.stdout.trim().split('\n').at(-1)!, /report: \S+\/report\.html$/);
     healthyId = readlinkSync(join(results, 'latest'));
     const dir = join(results, healthyId);
-    for (const f of ['summary.json', 'junit.xml', 'events.json', 'report.html', 'server-metrics.txt', 'run.json', 'latency.svg', 'connected.svg']) assert.ok(existsSync(join(dir, f)), f);
+    for (const f of [
+      'summary.json',
+      'junit.xml',
+      'events.json',
+      'report.html',
+      'server-metrics.txt',
+      'run.json',
+      'latency.svg',
+      'connected.svg',
+    ])
+      assert.ok(existsSync(join(dir, f)), f);
     // k6's own output is kept whole: its end-of-test summary is the last thing it prints.
     // The CLI judges (it also sees processes and interrupts): k6's own summary prints the metrics, not a verdict.
     assert.match(readFileSync(join(dir, 'k6.log'), 'utf8'), /wakestorm smoke — device metrics/);
@@ -39,10 +51,17 @@ describe('wakestorm run', () => {
     assert.equal(summary.metrics.sessions_completed.values.count, 12);
     assert.match(readFileSync(join(dir, 'junit.xml'), 'utf8'), /tests="16" failures="0" errors="0" skipped="4"/);
     assert.equal(run.slo_results.find((x: { name: string }) => x.name === 'reconnect_p95').status, 'n/a');
-    assert.match(readFileSync(join(dir, 'server-metrics.txt'), 'utf8'), /voice_sessions_total\{outcome="complete"\} 12/);
+    assert.match(
+      readFileSync(join(dir, 'server-metrics.txt'), 'utf8'),
+      /voice_sessions_total\{outcome="complete"\} 12/,
+    );
     assert.match(readFileSync(join(dir, 'report.html'), 'utf8'), /<html/i);
     assert.match(readFileSync(join(dir, 'latency.svg'), 'utf8'), /^<svg/);
-    assert.deepEqual(readdirSync(results).filter((f) => f.includes('.partial')), [], 'no partial folder left');
+    assert.deepEqual(
+      readdirSync(results).filter((f) => f.includes('.partial')),
+      [],
+      'no partial folder left',
+    );
   });
 
   it('exits 99 on a slow server, and compare flags the regression; report prints the verdict again', async () => {
@@ -69,7 +88,10 @@ describe('wakestorm run', () => {
       [['run', 'smoke', '--devices', 'many'], /--devices must be an integer/],
       [['run', 'nope'], /no scenario 'nope'/],
       [['run', 'smoke', '--profile', 'esp32-hotpin:70,bogus:30'], /unknown profile "bogus"/],
-      [['run', 'smoke', '--timeline', 'half-open', '--duration', '30s'], /entry 0 \(blackhole\): ends at 75s, after the run's DURATION of 30s/],
+      [
+        ['run', 'smoke', '--timeline', 'half-open', '--duration', '30s'],
+        /entry 0 \(blackhole\): ends at 75s, after the run's DURATION of 30s/,
+      ],
       [['run', 'smoke', '--slo', 'fast'], /--slo 'fast' must be name=number/],
       [['run', 'smoke', '--server-arg', '--stt-ms=soon'], /--stt-ms must be an integer/],
       [['run', 'smoke', '--toxiproxy-shards', '0'], /--toxiproxy-shards must be between 1 and 16, got 0/],
@@ -86,7 +108,7 @@ describe('wakestorm run', () => {
     await waitFor(() => /running \(0?m?0?[3-9]/.test(p.output()) || /k6 v2/.test(p.output()), 60_000, 'k6 running');
     await new Promise((r) => setTimeout(r, 4000));
     p.kill('SIGINT');
-    assert.equal(await exited(p, 60_000) !== null, true);
+    assert.equal((await exited(p, 60_000)) !== null, true);
     const id = readlinkSync(join(results, 'latest'));
     const run = JSON.parse(readFileSync(join(results, id, 'run.json'), 'utf8'));
     assert.equal(run.incomplete, true);
@@ -94,6 +116,12 @@ describe('wakestorm run', () => {
     const { execFileSync } = await import('node:child_process');
     const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
     assert.doesNotMatch(ps, new RegExp(`RESULTS_DIR=${results}`), 'no k6 left');
-    assert.doesNotMatch(ps.split('\n').filter((l) => l.includes('toxiproxy-server') && !l.includes('18474')).join('\n'), /toxiproxy-server -host 127\.0\.0\.1 -port \d+/);
+    assert.doesNotMatch(
+      ps
+        .split('\n')
+        .filter((l) => l.includes('toxiproxy-server') && !l.includes('18474'))
+        .join('\n'),
+      /toxiproxy-server -host 127\.0\.0\.1 -port \d+/,
+    );
   });
 });

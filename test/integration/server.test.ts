@@ -57,7 +57,13 @@ describe('transport and identity', () => {
     await c.opened;
     await sleep(50);
     assert.equal(c.messages.length, 0, 'nothing before hello');
-    c.send({ type: 'hello', device_id: 'dev-h', protocol: 1, profile: 'esp32-hotpin', audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 } });
+    c.send({
+      type: 'hello',
+      device_id: 'dev-h',
+      protocol: 1,
+      profile: 'esp32-hotpin',
+      audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 },
+    });
     const connected = await c.next('connected');
     assert.equal(connected.client_id, 'dev-h');
     c.send({ type: 'hello', device_id: 'dev-h', protocol: 1 });
@@ -100,7 +106,9 @@ describe('transport and identity', () => {
     assert.equal(await upgradeStatus(`${s.wsUrl}/ws/d1?token=nope`), 401);
     assert.equal(await upgradeStatus(`${s.wsUrl}/ws/d1`, { authorization: 'Bearer secret-token-1' }), 101);
     assert.equal(await upgradeStatus(`${s.wsUrl}/ws/d1?token=secret-token-1`), 101);
-    const res = await fetch(`${s.httpUrl}/ws/d1`, { headers: { connection: 'Upgrade', upgrade: 'websocket' } }).catch(() => null);
+    const res = await fetch(`${s.httpUrl}/ws/d1`, { headers: { connection: 'Upgrade', upgrade: 'websocket' } }).catch(
+      () => null,
+    );
     if (res) assert.doesNotMatch(await res.text(), /secret|wakestorm|node/i);
   });
 
@@ -205,7 +213,11 @@ describe('voice sessions', () => {
     const { c } = await connectDevice(s.wsUrl, 'vad');
     await speak(c, 'w-v', false);
     await sleep(200);
-    assert.equal(c.messages.filter((m) => m.type === 'transcript').length, 0, 'speech with short pauses does not end it');
+    assert.equal(
+      c.messages.filter((m) => m.type === 'transcript').length,
+      0,
+      'speech with short pauses does not end it',
+    );
     c.sendAudio(SILENCE_1S);
     await c.next('transcript');
     // Audio after the VAD decided is dropped silently.
@@ -386,7 +398,16 @@ describe('errors and limits', () => {
   });
 
   it('cuts a device that stops reading while TTS streams, instead of buffering without bound', async () => {
-    const s = await server({ maxBufferedBytes: 64 * 1024, sttMs: 0, llmMs: 0, ttsMs: 0, audioBurstBytes: 1 << 30, audioRateBytesPerS: 1 << 30, textBurst: 1e6, textRatePerS: 1e6 });
+    const s = await server({
+      maxBufferedBytes: 64 * 1024,
+      sttMs: 0,
+      llmMs: 0,
+      ttsMs: 0,
+      audioBurstBytes: 1 << 30,
+      audioRateBytesPerS: 1 << 30,
+      textBurst: 1e6,
+      textRatePerS: 1e6,
+    });
     const { c } = await connectDevice(s.wsUrl, 'slow');
     (c.ws as unknown as { _socket: { pause(): void } })._socket.pause();
     // Each wake with speech makes the server burst a ~90 KB reply at a reader that takes nothing.
@@ -461,7 +482,7 @@ describe('HTTP, robustness and drain', () => {
     assert.equal(await idle.waitClose(), CLOSE.SERVICE_RESTART);
     const h = await fetch(`${s.httpUrl}/health`);
     assert.equal(h.status, 503);
-    assert.equal(((await h.json()) as { status: string }).status, "draining");
+    assert.equal(((await h.json()) as { status: string }).status, 'draining');
     assert.equal(await upgradeStatus(`${s.wsUrl}/ws/new`), 503);
     assert.equal(busy.closeCode, null, 'the device with a reply in flight stays');
     await busy.next('tts_stream_end');
@@ -475,7 +496,15 @@ describe('HTTP, robustness and drain', () => {
   it('ignores a hostile client sending garbage JSON shapes without crashing', async () => {
     const s = await server();
     const { c } = await connectDevice(s.wsUrl, 'hostile');
-    const shapes = ['null', '1', '"x"', '{"type":null}', '{"type":"cancel","session_id":5}', '{"type":"playback_complete"}', '{"type":"hotword_detected","wake_id":""}'];
+    const shapes = [
+      'null',
+      '1',
+      '"x"',
+      '{"type":null}',
+      '{"type":"cancel","session_id":5}',
+      '{"type":"playback_complete"}',
+      '{"type":"hotword_detected","wake_id":""}',
+    ];
     for (const sh of shapes) {
       c.ws.send(sh);
       await c.next('error');

@@ -34,7 +34,12 @@ describe('startStack', () => {
   let ports: number[];
   before(async () => {
     ports = [await pickFreePort(), await pickFreePort()];
-    stack = await startStack({ serverPort: ports[0], toxiproxyPort: ports[1], proxyPorts: { voice: 0 }, server: { sttMs: 10 } });
+    stack = await startStack({
+      serverPort: ports[0],
+      toxiproxyPort: ports[1],
+      proxyPorts: { voice: 0 },
+      server: { sttMs: 10 },
+    });
   });
   after(async () => stack.stop());
 
@@ -42,7 +47,10 @@ describe('startStack', () => {
     assert.equal((await fetch(`${stack.serverHttpUrl}/health`)).status, 200);
     const v = await (await fetch(`${stack.toxiproxyUrl}/version`)).text();
     assert.match(v, /2\.12\.0/);
-    const proxies = (await (await fetch(`${stack.toxiproxyUrl}/proxies`)).json()) as Record<string, { upstream: string; enabled: boolean }>;
+    const proxies = (await (await fetch(`${stack.toxiproxyUrl}/proxies`)).json()) as Record<
+      string,
+      { upstream: string; enabled: boolean }
+    >;
     assert.equal(proxies.voice?.enabled, true);
     assert.equal(proxies.voice?.upstream, `127.0.0.1:${ports[0]}`);
   });
@@ -53,7 +61,13 @@ describe('startStack', () => {
     c.send({ type: 'hello', device_id: 'through-proxy', protocol: 1 });
     assert.equal((await c.next('connected')).client_id, 'through-proxy');
     const base = await pingRtt(c, 5);
-    await stack.toxiproxy.addToxic('voice', { name: 'lat', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 100, jitter: 0 } });
+    await stack.toxiproxy.addToxic('voice', {
+      name: 'lat',
+      type: 'latency',
+      stream: 'downstream',
+      toxicity: 1,
+      attributes: { latency: 100, jitter: 0 },
+    });
     const slowed = await pingRtt(c, 5);
     assert.ok(slowed >= base + 100, `rtt ${base.toFixed(1)} -> ${slowed.toFixed(1)} ms with 100 ms latency`);
     await stack.toxiproxy.reset();
@@ -65,11 +79,14 @@ describe('startStack', () => {
     await stack.toxiproxy.setEnabled('voice', true);
   });
 
-  it('wakestorm toxic adds, lists and removes faults by hand, keeping Toxiproxy\'s own errors', async () => {
+  it("wakestorm toxic adds, lists and removes faults by hand, keeping Toxiproxy's own errors", async () => {
     const T = ['toxic', '--toxiproxy-url', stack.toxiproxyUrl];
     const add = await runCli([...T, 'add', 'latency', 'latency=120', 'jitter=10', '--stream', 'both']);
     assert.equal(add.code, 0, add.stderr);
-    const toxics = (await (await fetch(`${stack.toxiproxyUrl}/proxies/voice/toxics`)).json()) as { name: string; attributes: { latency: number } }[];
+    const toxics = (await (await fetch(`${stack.toxiproxyUrl}/proxies/voice/toxics`)).json()) as {
+      name: string;
+      attributes: { latency: number };
+    }[];
     assert.deepEqual(toxics.map((t) => t.name).sort(), ['manual-latency-downstream', 'manual-latency-upstream']);
     assert.equal(toxics[0]!.attributes.latency, 120);
     const dup = await runCli([...T, 'add', 'latency', '--stream', 'upstream']);
@@ -88,7 +105,13 @@ describe('startStack', () => {
   });
 
   it('stops with nothing left running or listening, and no toxic applied', async () => {
-    await stack.toxiproxy.addToxic('voice', { name: 'stay', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 10, jitter: 0 } });
+    await stack.toxiproxy.addToxic('voice', {
+      name: 'stay',
+      type: 'latency',
+      stream: 'upstream',
+      toxicity: 1,
+      attributes: { latency: 10, jitter: 0 },
+    });
     const pids = [stack.serverPid!, stack.toxiproxyPid];
     const listen = stack.proxies.voice!.listenPort;
     await stack.stop();
@@ -100,11 +123,21 @@ describe('startStack', () => {
 describe('wakestorm stack (CLI)', () => {
   it('prints the k6 line, and tears everything down on SIGTERM, the device engine too', async () => {
     const [sp, tp, pp] = [await pickFreePort(), await pickFreePort(), await pickFreePort()];
-    const p = spawnCli(['stack', '--server-port', String(sp), '--toxiproxy-port', String(tp), '--proxy-port', String(pp)]);
+    const p = spawnCli([
+      'stack',
+      '--server-port',
+      String(sp),
+      '--toxiproxy-port',
+      String(tp),
+      '--proxy-port',
+      String(pp),
+    ]);
     await waitFor(() => p.output().includes('Ctrl-C stops everything'), 30_000, 'stack up');
     assert.match(
       p.output(),
-      new RegExp(`run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} -e CONTROL_URL=http://127.0.0.1:\\d+ -e SERVER_URL=http://127.0.0.1:${sp} -e ENGINE_URL=ws://127.0.0.1:\\d+/control scenarios/smoke.ts`),
+      new RegExp(
+        `run -e TARGET_URL=ws://127.0.0.1:${pp} -e TOXIPROXY_URL=http://127.0.0.1:${tp} -e CONTROL_URL=http://127.0.0.1:\\d+ -e SERVER_URL=http://127.0.0.1:${sp} -e ENGINE_URL=ws://127.0.0.1:\\d+/control scenarios/smoke.ts`,
+      ),
     );
     const enginePid = Number(/device engine \S+ \(pid (\d+)\)/.exec(p.output())![1]);
     assert.ok(alive(enginePid));
@@ -112,14 +145,18 @@ describe('wakestorm stack (CLI)', () => {
     assert.equal(await exited(p, 20_000), 0);
     assert.equal(alive(enginePid), false, 'the engine stopped with the stack');
     for (const port of [sp, tp, pp]) assert.equal(await portClosed(port), true, `port ${port} closed`);
-    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`-port ${tp}`) || l.includes(`--port ${sp}`));
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(`-port ${tp}`) || l.includes(`--port ${sp}`));
     assert.deepEqual(left, []);
   });
 
   it('leaves nothing behind even when its parent is SIGKILLed', async () => {
     const { spawn } = await import('node:child_process');
     const code = `import('./scripts/stack.ts').then(async (m) => { const s = await m.startStack({ serverPort: 0, toxiproxyPort: ${await pickFreePort()}, proxyPorts: { voice: 0 } }); console.log('PIDS', s.serverPid, s.toxiproxyPid); });`;
-    const p = spawn(process.execPath, ['--import', 'tsx', '-e', code], { cwd: new URL('../../', import.meta.url).pathname });
+    const p = spawn(process.execPath, ['--import', 'tsx', '-e', code], {
+      cwd: new URL('../../', import.meta.url).pathname,
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     await waitFor(() => out.includes('PIDS'), 30_000, 'stack up in the child');
@@ -133,7 +170,15 @@ describe('wakestorm stack (CLI)', () => {
     const blocker = createServer().listen(0, '127.0.0.1');
     await new Promise((r) => blocker.once('listening', r));
     const taken = (blocker.address() as { port: number }).port;
-    const r = await runCli(['stack', '--toxiproxy-port', String(taken), '--server-port', String(await pickFreePort()), '--proxy-port', String(await pickFreePort())]);
+    const r = await runCli([
+      'stack',
+      '--toxiproxy-port',
+      String(taken),
+      '--server-port',
+      String(await pickFreePort()),
+      '--proxy-port',
+      String(await pickFreePort()),
+    ]);
     blocker.close();
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`port ${taken} is already in use, needed for the Toxiproxy API`));

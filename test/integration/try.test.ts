@@ -16,7 +16,8 @@ const file = (name: string, body: string) => {
   writeFileSync(p, body);
   return p;
 };
-const readmeDialect = () => /<!-- readme-dialect:[^>]*-->\s*```json\n([\s\S]*?)```/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))![1]!;
+const readmeDialect = () =>
+  /<!-- readme-dialect:[^>]*-->\s*```json\n([\s\S]*?)```/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))![1]!;
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
 
 describe('wakestorm try', () => {
@@ -35,8 +36,10 @@ describe('wakestorm try', () => {
     it(`completes one ${dialect} conversation with the reference server, naming each step and timing`, async () => {
       const r = await runCli(['try', '--server-url', server.wsUrl, '--dialect', dialect], { timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      for (const step of ['[ready]', '[reply_start]', '[reply_end]']) assert.ok(r.stdout.includes(step), `${step} in\n${r.stdout}`);
-      if (dialect === 'wakestorm') assert.ok(r.stdout.includes('[ack]') && r.stdout.includes('[session_end]'), r.stdout);
+      for (const step of ['[ready]', '[reply_start]', '[reply_end]'])
+        assert.ok(r.stdout.includes(step), `${step} in\n${r.stdout}`);
+      if (dialect === 'wakestorm')
+        assert.ok(r.stdout.includes('[ack]') && r.stdout.includes('[session_end]'), r.stdout);
       // Voice-to-voice, endpointing included: 300 ms of the server's window plus 120 ms of pipeline at least.
       const resp = Number(/response_latency = (\d+) ms/.exec(r.stdout)?.[1]);
       assert.ok(resp >= 420 && resp < 700, `response_latency ${resp} ms\n${r.stdout}`);
@@ -48,7 +51,9 @@ describe('wakestorm try', () => {
   it("completes the README's user dialect against the server that speaks it", async () => {
     const d = file('acme.json', readmeDialect());
     const key = file('key.txt', 'acme-key-1234\n');
-    const r = await runCli(['try', '--server-url', acme.url, '--dialect', d, '--token-file', key], { timeoutMs: 60_000 });
+    const r = await runCli(['try', '--server-url', acme.url, '--dialect', d, '--token-file', key], {
+      timeoutMs: 60_000,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.ok(!r.stdout.includes('acme-key-1234'), 'the token is never printed');
     assert.match(r.stdout, /\[ack\][\s\S]*\[reply_start\][\s\S]*\[session_end\]/);
@@ -58,7 +63,9 @@ describe('wakestorm try', () => {
     const typo = readmeDialect().replace('"event": "speaking"', '"event": "speakin"');
     const d = file('acme-typo.json', typo);
     const key = file('key2.txt', 'acme-key-1234\n');
-    const r = await runCli(['try', '--server-url', acme.url, '--dialect', d, '--token-file', key], { timeoutMs: 60_000 });
+    const r = await runCli(['try', '--server-url', acme.url, '--dialect', d, '--token-file', key], {
+      timeoutMs: 60_000,
+    });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /"event":"speaking"[^\n]*\[no step\]/);
     assert.match(r.stdout, /matches no step of dialect acme \(event speaking\)/);
@@ -85,7 +92,11 @@ describe('wakestorm try', () => {
 
 describe('wakestorm validate and init', () => {
   it('says what a valid file is, and lists every problem of a broken one with its path', async () => {
-    const ok = await runCli(['validate', join(ROOT, 'core/dialects/xiaozhi.json'), join(ROOT, 'core/dialects/wakestorm.json')]);
+    const ok = await runCli([
+      'validate',
+      join(ROOT, 'core/dialects/xiaozhi.json'),
+      join(ROOT, 'core/dialects/wakestorm.json'),
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /dialect xiaozhi is valid/);
     const broken = JSON.parse(readmeDialect());
@@ -95,7 +106,10 @@ describe('wakestorm validate and init', () => {
     const r = await runCli(['validate', p]);
     assert.equal(r.code, 2);
     assert.ok(oneLine(r.stderr), r.stderr);
-    assert.match(r.stderr, /2 problems: .*broken\.json\.recv\.ack\.id: unknown placeholder \{wakeid\}.*broken\.json\.audio\.down\.codec/);
+    assert.match(
+      r.stderr,
+      /2 problems: .*broken\.json\.recv\.ack\.id: unknown placeholder \{wakeid\}.*broken\.json\.audio\.down\.codec/,
+    );
   });
 
   it('checks profiles against their dialect, timelines and SLO files, and refuses what is none of them', async () => {
@@ -106,7 +120,12 @@ describe('wakestorm validate and init', () => {
     assert.equal(again.code, 2, 'never over an existing file');
     const p = JSON.parse(readFileSync(prof, 'utf8'));
     assert.equal(p.name, 'my-xiaozhi-esp32');
-    const good = await runCli(['validate', prof, file('t.json', '[{"at":"1s","for":"2s","fault":"cut"}]'), file('s.json', '[{"name":"my_p50","metric":"response_latency","aggregation":"p(50)","op":"<","target":500}]')]);
+    const good = await runCli([
+      'validate',
+      prof,
+      file('t.json', '[{"at":"1s","for":"2s","fault":"cut"}]'),
+      file('s.json', '[{"name":"my_p50","metric":"response_latency","aggregation":"p(50)","op":"<","target":500}]'),
+    ]);
     assert.equal(good.code, 0, good.stderr);
     assert.match(good.stdout, /profile my-xiaozhi-esp32 is valid and dialect xiaozhi has every step it takes/);
     assert.match(good.stdout, /timeline of 1 fault/);

@@ -22,7 +22,13 @@ const file = (name: string, body: unknown) => {
 const results = join(tmp, 'results');
 
 // Firmware profiles with their real behaviour on a shorter clock, so a bug shows within a short run.
-const base = { connect: 'path', resume: false, frame_bytes: 640, end_of_speech: 'explicit', playback_prebuffer_ms: 200 };
+const base = {
+  connect: 'path',
+  resume: false,
+  frame_bytes: 640,
+  end_of_speech: 'explicit',
+  playback_prebuffer_ms: 200,
+};
 /** web-heartbeat (JSON ping from the client), pinging every 3 s instead of 20 s. */
 const WEB = file('web-heartbeat-3s.json', {
   ...base,
@@ -47,13 +53,26 @@ interface Outcome {
   code: number | null;
   out: string;
   dir: string;
-  run: { verdict: string; exit_code: number; verdict_line: string; invalid_reasons: string[]; fail_reasons: string[]; findings?: string[]; slo_results: { name: string; status: string; culprits: string[] }[]; incomplete: boolean };
+  run: {
+    verdict: string;
+    exit_code: number;
+    verdict_line: string;
+    invalid_reasons: string[];
+    fail_reasons: string[];
+    findings?: string[];
+    slo_results: { name: string; status: string; culprits: string[] }[];
+    incomplete: boolean;
+  };
   junit: string;
 }
 
 function latest(root = results): { dir: string; run: Outcome['run']; junit: string } {
   const dir = join(root, readlinkSync(join(root, 'latest')));
-  return { dir, run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')), junit: readFileSync(join(dir, 'junit.xml'), 'utf8') };
+  return {
+    dir,
+    run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')),
+    junit: readFileSync(join(dir, 'junit.xml'), 'utf8'),
+  };
 }
 
 /** `wakestorm run` against a server with `bugs` (none: the healthy reference server behind the same middleman). */
@@ -63,7 +82,9 @@ async function gate(bugs: Bug[], args: string[], upstream: Partial<ServerConfig>
   // Each gate has its own results root: gates run side by side and each reads its own `latest`.
   const root = join(results, `gate-${++gates}`);
   try {
-    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', root, '--no-dashboard'], { timeoutMs: 150_000 });
+    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', root, '--no-dashboard'], {
+      timeoutMs: 150_000,
+    });
     const out = r.stdout + r.stderr;
     return { code: r.code, out, ...latest(root) };
   } finally {
@@ -96,20 +117,51 @@ const SMOKE = ['smoke', '--devices', '12', '--duration', '16s', '--wake', 'once:
 
 after(() => {
   // Nothing of ours may outlive the suite.
-  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(tmp));
+  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(tmp));
   assert.deepEqual(left, []);
 });
 
 describe('the default gate against server bugs', () => {
   // Wakes at 1-3.5 s, 3 s of speech, then 6 s of STT: every session is thinking when the link is cut at 6.5-7.5 s.
   const cut = file('cut.json', [{ at: '6500ms', for: '1s', fault: 'cut' }]);
-  const cutArgs = ['smoke', '--devices', '12', '--duration', '22s', '--wake', 'once:1s-1500ms', '--profile', 'recommended', '--timeline', cut, '--slo', 'response_p95=off'];
+  const cutArgs = [
+    'smoke',
+    '--devices',
+    '12',
+    '--duration',
+    '22s',
+    '--wake',
+    'once:1s-1500ms',
+    '--profile',
+    'recommended',
+    '--timeline',
+    cut,
+    '--slo',
+    'response_p95=off',
+  ];
   const slowStt: Partial<ServerConfig> = { sttMs: 6000, llmMs: 50 };
   const cases = {
     healthy: () => gate([], [...SMOKE, '--profile', `recommended:1,${WEB}:1,${AVATAR}:1,${BARGE}:1`], FAST),
     noWakeAck: () => gate(['no-wake-ack'], [...SMOKE, '--profile', 'recommended'], FAST),
     jsonPing: () => gate(['close-on-json-ping'], [...SMOKE, '--profile', `recommended:1,${WEB}:1`], FAST),
-    noKeepalive: () => gate(['no-keepalive'], ['smoke', '--devices', '12', '--duration', '20s', '--wake', 'once:1s-3s', '--profile', `recommended:1,${AVATAR}:1`], FAST),
+    noKeepalive: () =>
+      gate(
+        ['no-keepalive'],
+        [
+          'smoke',
+          '--devices',
+          '12',
+          '--duration',
+          '20s',
+          '--wake',
+          'once:1s-3s',
+          '--profile',
+          `recommended:1,${AVATAR}:1`,
+        ],
+        FAST,
+      ),
     refuse: () => gate(['refuse-share'], [...SMOKE, '--profile', 'recommended'], FAST),
     dropAfter: () => gate(['drop-after-connect'], [...SMOKE, '--profile', 'recommended'], FAST),
     slowReply: () => gate(['slow-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
@@ -141,12 +193,17 @@ describe('the default gate against server bugs', () => {
   });
 
   it('fails a server that closes on a JSON heartbeat on unplanned_drops, naming web-heartbeat and 1011', () =>
-    assertFails(o.jsonPing, 'unplanned_drops', /profile web-heartbeat-3s \d+.*close code 1011 \(internal error\).*the server closed the link/));
+    assertFails(
+      o.jsonPing,
+      'unplanned_drops',
+      /profile web-heartbeat-3s \d+.*close code 1011 \(internal error\).*the server closed the link/,
+    ));
 
   it("fails a server that sends no keepalive on unplanned_drops: the avatar's silence watchdog fires", () =>
     assertFails(o.noKeepalive, 'unplanned_drops', /profile react-avatar-6s.*liveness check fired/));
 
-  it('fails a server that refuses a share of upgrades on connect_success', () => assertFails(o.refuse, 'connect_success', /phase connect: the upgrade was refused/));
+  it('fails a server that refuses a share of upgrades on connect_success', () =>
+    assertFails(o.refuse, 'connect_success', /phase connect: the upgrade was refused/));
 
   it('fails a server that drops every link a second after connected on unplanned_drops (1006)', () =>
     assertFails(o.dropAfter, 'unplanned_drops', /close code 1006.*TCP connection ended with no close frame/));
@@ -177,11 +234,14 @@ describe('the default gate against server bugs', () => {
     assertFails(o.short, 'reply_truncated_rate', /profile recommended 100%.*phase playback/));
 
   it('fails a server that speaks a message the dialect does not match, naming the message', () =>
-    assertFails(o.renamed, 'response_p95', /the server sent \d+ message\(s\) \(`audio_stream_start`\) that the dialect does not match/));
+    assertFails(
+      o.renamed,
+      'response_p95',
+      /the server sent \d+ message\(s\) \(`audio_stream_start`\) that the dialect does not match/,
+    ));
 
   it("fails a server whose endpointing is slower than the user's silence on response_p95, naming the endpointing", () =>
     assertFails(o.slowEndpointing, 'response_p95', /endpointing p95 1[2-4]\d\d ms/));
-
 });
 
 describe('auth', () => {
@@ -215,7 +275,10 @@ describe('auth', () => {
 
   it('a wrong token fails on connect_success (exit 99), never passes', async () => {
     const tf = file('server-tokens', 'the-server-only-token\n');
-    const r = await runCli(['run', ...SMOKE, '--server-arg', `--tokens-file=${tf}`, '--results', results, '--no-dashboard'], { timeoutMs: 120_000 });
+    const r = await runCli(
+      ['run', ...SMOKE, '--server-arg', `--tokens-file=${tf}`, '--results', results, '--no-dashboard'],
+      { timeoutMs: 120_000 },
+    );
     assert.equal(r.code, 99, r.stdout + r.stderr);
     const { run } = latest();
     assert.equal(run.verdict, 'fail');
@@ -228,7 +291,10 @@ describe('auth', () => {
 describe('a broken tester is INVALID, not FAIL', () => {
   it('an unreachable --server-url stops before anything starts: one line, exit 1, no PASS, no JUnit', async () => {
     const before = existsSync(results) ? readdirSync(results) : [];
-    const r = await runCli(['run', 'smoke', '--server-url', `ws://127.0.0.1:${await freePort()}`, '--results', results], { timeoutMs: 30_000 });
+    const r = await runCli(
+      ['run', 'smoke', '--server-url', `ws://127.0.0.1:${await freePort()}`, '--results', results],
+      { timeoutMs: 30_000 },
+    );
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^wakestorm: cannot reach --server-url ws:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
     assert.doesNotMatch(r.stdout, /PASS/);
@@ -236,11 +302,31 @@ describe('a broken tester is INVALID, not FAIL', () => {
   });
 
   it('a saturated generator (2000 talking devices in one VU) is INVALID with the bound it broke', async () => {
-    const r = await runCli(['run', 'smoke', '--devices', '2000', '--devices-per-vu', '2000', '--duration', '15s', '--wake', 'poisson:2s', '--results', results, '--no-dashboard'], { timeoutMs: 150_000 });
+    const r = await runCli(
+      [
+        'run',
+        'smoke',
+        '--devices',
+        '2000',
+        '--devices-per-vu',
+        '2000',
+        '--duration',
+        '15s',
+        '--wake',
+        'poisson:2s',
+        '--results',
+        results,
+        '--no-dashboard',
+      ],
+      { timeoutMs: 150_000 },
+    );
     assert.equal(r.code, 3, r.stdout + r.stderr);
     const { run, junit } = latest();
     assert.equal(run.verdict, 'invalid');
-    assert.match(run.invalid_reasons.join(' '), /generator saturated: (VU event-loop lag p95 \d+ ms > bound 50 ms|\d+ of \d+ uplink audio frames sent late)/);
+    assert.match(
+      run.invalid_reasons.join(' '),
+      /generator saturated: (VU event-loop lag p95 \d+ ms > bound 50 ms|\d+ of \d+ uplink audio frames sent late)/,
+    );
     assert.match(r.stdout, /VERDICT: INVALID/);
     assert.match(junit, /errors="1"/);
     assert.doesNotMatch(junit, /<failure/);
@@ -248,7 +334,22 @@ describe('a broken tester is INVALID, not FAIL', () => {
 
   /** Starts a chaos run in the background and waits until k6 runs; returns its handle and the pids it printed. */
   async function startRun(extra: string[] = []) {
-    const p = spawnCli(['run', 'smoke', '--devices', '10', '--duration', '40s', '--wake', 'poisson:5s', '--timeline', file('late-cut.json', [{ at: '30s', for: '2s', fault: 'cut' }]), '--results', results, '--no-dashboard', ...extra]);
+    const p = spawnCli([
+      'run',
+      'smoke',
+      '--devices',
+      '10',
+      '--duration',
+      '40s',
+      '--wake',
+      'poisson:5s',
+      '--timeline',
+      file('late-cut.json', [{ at: '30s', for: '2s', fault: 'cut' }]),
+      '--results',
+      results,
+      '--no-dashboard',
+      ...extra,
+    ]);
     await waitFor(() => /k6 v[\d.]+ ->/.test(p.output()), 30_000, 'k6 to start');
     await new Promise((r) => setTimeout(r, 5000));
     const toxiPid = Number(/toxiproxy\s+http:\/\/127\.0\.0\.1:\d+ \(pid (\d+)\)/.exec(p.output())![1]);
@@ -258,10 +359,13 @@ describe('a broken tester is INVALID, not FAIL', () => {
   }
 
   async function assertClean(t: { toxiPid: number; serverPid: number; apiPort: number }) {
-    const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const alive = (pid: number) =>
+      existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
     await waitFor(() => !alive(t.toxiPid) && !alive(t.serverPid), 10_000, 'the stack to be gone');
     assert.ok(await portClosed(t.apiPort));
-    const k6 = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(results) && l.includes('k6'));
+    const k6 = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(results) && l.includes('k6'));
     assert.deepEqual(k6, [], 'no k6 left');
   }
 
@@ -274,14 +378,19 @@ describe('a broken tester is INVALID, not FAIL', () => {
     assert.ok(Date.now() - t0 < 25_000, 'the run stopped instead of running on against a dead proxy');
     const { run, junit } = latest();
     assert.equal(run.verdict, 'invalid');
-    assert.match(run.invalid_reasons.join(' '), /toxiproxy-server \(pid \d+\) exited during the run \(signal SIGKILL\)/);
+    assert.match(
+      run.invalid_reasons.join(' '),
+      /toxiproxy-server \(pid \d+\) exited during the run \(signal SIGKILL\)/,
+    );
     assert.match(junit, /<error message="toxiproxy-server/);
     await assertClean(t);
   });
 
   it('a k6 that is killed makes the run INVALID', async () => {
     const t = await startRun();
-    const k6 = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').find((l) => l.includes(results) && / run /.test(l) && l.includes('k6'));
+    const k6 = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+      .split('\n')
+      .find((l) => l.includes(results) && / run /.test(l) && l.includes('k6'));
     assert.ok(k6, 'k6 runs');
     process.kill(Number(k6.trim().split(/\s+/)[0]), 'SIGKILL');
     assert.equal(await exited(t.p, 60_000), 3, t.p.output());
@@ -307,7 +416,19 @@ describe('a broken tester is INVALID, not FAIL', () => {
 describe('concurrent runs', () => {
   it('two runs started in the same second get their own folders and both complete', async () => {
     const dir = join(tmp, 'twin');
-    const args = ['run', 'smoke', '--devices', '2', '--duration', '4s', '--wake', 'off', '--results', dir, '--no-dashboard'];
+    const args = [
+      'run',
+      'smoke',
+      '--devices',
+      '2',
+      '--duration',
+      '4s',
+      '--wake',
+      'off',
+      '--results',
+      dir,
+      '--no-dashboard',
+    ];
     const [a, b] = await Promise.all([runCli(args, { timeoutMs: 60_000 }), runCli(args, { timeoutMs: 60_000 })]);
     assert.equal(a.code, 0, a.stdout + a.stderr);
     assert.equal(b.code, 0, b.stdout + b.stderr);

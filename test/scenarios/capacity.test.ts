@@ -12,7 +12,23 @@ const results = mkdtempSync(join(tmpdir(), 'wakestorm-capacity-'));
 describe('wakestorm capacity', () => {
   it('finds a server limit set by --max-connections within one step', async () => {
     const r = await runCli(
-      ['capacity', '--max-devices', '1000', '--start', '100', '--step-duration', '8s', '--wake', 'off', '--resolution', '10', '--server-arg', '--max-connections=300', '--results', results],
+      [
+        'capacity',
+        '--max-devices',
+        '1000',
+        '--start',
+        '100',
+        '--step-duration',
+        '8s',
+        '--wake',
+        'off',
+        '--resolution',
+        '10',
+        '--server-arg',
+        '--max-connections=300',
+        '--results',
+        results,
+      ],
       { timeoutMs: 400_000 },
     );
     assert.equal(r.code, 0, r.stdout + r.stderr);

@@ -24,16 +24,31 @@ const file = (name: string, body: unknown) => {
 interface Run {
   code: number | null;
   out: string;
-  run: { verdict: string; verdict_line: string; findings?: string[]; slo_results: { name: string; status: string; why: string; culprits: string[] }[] };
+  run: {
+    verdict: string;
+    verdict_line: string;
+    findings?: string[];
+    slo_results: { name: string; status: string; why: string; culprits: string[] }[];
+  };
 }
 
 let n = 0;
 async function gate(bugs: Bug[], args: string[], downAfterLossMs?: number): Promise<Run> {
-  const server = await startBuggyServer({ bugs, downAfterLossMs, upstream: { sttMs: 50, llmMs: 50, keepaliveMs: 2000 } });
+  const server = await startBuggyServer({
+    bugs,
+    downAfterLossMs,
+    upstream: { sttMs: 50, llmMs: 50, keepaliveMs: 2000 },
+  });
   const root = join(results, `g${++n}`);
   try {
-    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', root, '--no-dashboard'], { timeoutMs: 150_000 });
-    return { code: r.code, out: r.stdout + r.stderr, run: JSON.parse(readFileSync(join(root, readlinkSync(join(root, 'latest')), 'run.json'), 'utf8')) };
+    const r = await runCli(['run', ...args, '--server-url', server.url, '--results', root, '--no-dashboard'], {
+      timeoutMs: 150_000,
+    });
+    return {
+      code: r.code,
+      out: r.stdout + r.stderr,
+      run: JSON.parse(readFileSync(join(root, readlinkSync(join(root, 'latest')), 'run.json'), 'utf8')),
+    };
   } finally {
     await server.close();
   }
@@ -44,13 +59,48 @@ const slo = (r: Run, name: string) => r.run.slo_results.find((x) => x.name === n
 describe('the chaos gate: recovery and firmware findings', () => {
   const cut8 = file('cut8.json', [{ at: '8s', for: '2s', fault: 'cut' }]);
   /** recommended with a fixed 12 s reconnect backoff: under a cut its own choice misses the 10 s reconnect target. */
-  const fixed12 = file('fixed-12s.json', { ...PROFILES.recommended, name: 'fixed-12s', reconnect: { policy: 'fixed', base_ms: 12_000, cap_ms: 12_000, max_attempts: 0, on: 'abnormal' } });
+  const fixed12 = file('fixed-12s.json', {
+    ...PROFILES.recommended,
+    name: 'fixed-12s',
+    reconnect: { policy: 'fixed', base_ms: 12_000, cap_ms: 12_000, max_attempts: 0, on: 'abnormal' },
+  });
   const o: { noRecovery?: Run; firmware?: Run } = {};
   before(async () => {
     [o.noRecovery, o.firmware] = await Promise.all([
       // A 2 s cut at 8 s; the server then refuses everyone for a minute: it has not recovered when the run ends.
-      gate(['no-recovery'], ['smoke', '--devices', '12', '--duration', '45s', '--wake', 'poisson:8s', '--profile', 'recommended', '--timeline', cut8], 60_000),
-      gate([], ['smoke', '--devices', '12', '--duration', '35s', '--wake', 'poisson:8s', '--profile', `recommended:1,${fixed12}:1`, '--timeline', cut8]),
+      gate(
+        ['no-recovery'],
+        [
+          'smoke',
+          '--devices',
+          '12',
+          '--duration',
+          '45s',
+          '--wake',
+          'poisson:8s',
+          '--profile',
+          'recommended',
+          '--timeline',
+          cut8,
+        ],
+        60_000,
+      ),
+      gate(
+        [],
+        [
+          'smoke',
+          '--devices',
+          '12',
+          '--duration',
+          '35s',
+          '--wake',
+          'poisson:8s',
+          '--profile',
+          `recommended:1,${fixed12}:1`,
+          '--timeline',
+          cut8,
+        ],
+      ),
     ]);
   });
 
@@ -58,13 +108,19 @@ describe('the chaos gate: recovery and firmware findings', () => {
     const r = o.noRecovery!;
     assert.equal(r.code, 99, r.out.slice(-1500));
     assert.equal(slo(r, 'recovery_max').status, 'fail', r.run.verdict_line);
-    assert.match([slo(r, 'recovery_max').why, ...slo(r, 'recovery_max').culprits].join('; '), /fault 1:cut \d+\.\d s.*profile recommended/);
+    assert.match(
+      [slo(r, 'recovery_max').why, ...slo(r, 'recovery_max').culprits].join('; '),
+      /fault 1:cut \d+\.\d s.*profile recommended/,
+    );
   });
 
   it("passes the healthy server when only a firmware's own backoff misses a target under a fault: a finding naming it", () => {
     const r = o.firmware!;
     assert.equal(r.code, 0, r.out.slice(-1500));
-    assert.match((r.run.findings ?? []).join(' | '), /under faults, fixed-12s reconnects in p\(95\) 1\d\.\d s, over reconnect_p95's 10 s: it waits 12 s before it reconnects/);
+    assert.match(
+      (r.run.findings ?? []).join(' | '),
+      /under faults, fixed-12s reconnects in p\(95\) 1\d\.\d s, over reconnect_p95's 10 s: it waits 12 s before it reconnects/,
+    );
     assert.ok(!(r.run.findings ?? []).some((f) => /recommended/.test(f)), 'recommended came back in time');
     assert.equal(slo(r, 'recovery_max').status, 'pass');
     assert.match(r.run.verdict_line, /1 firmware finding/);
@@ -82,8 +138,26 @@ describe("the README's user dialect at fleet scale", () => {
     const acme = await startAcmeServer({ apiKey: 'acme-key-1234', thinkMs: 80 });
     try {
       // k6's own socket tags are what could grow here: the devices run in k6 (the engine's sockets are not k6's).
-      const args = ['run', 'smoke', '--engine', 'k6', '--server-url', acme.url, '--dialect', file, '--token-file', key, '--devices', '1000', '--devices-per-vu', '250'];
-      const r = await runCli([...args, '--duration', '12s', '--wake', 'off', '--out', `json=${out}`, '--results', results, '--no-dashboard'], { timeoutMs: 150_000 });
+      const args = [
+        'run',
+        'smoke',
+        '--engine',
+        'k6',
+        '--server-url',
+        acme.url,
+        '--dialect',
+        file,
+        '--token-file',
+        key,
+        '--devices',
+        '1000',
+        '--devices-per-vu',
+        '250',
+      ];
+      const r = await runCli(
+        [...args, '--duration', '12s', '--wake', 'off', '--out', `json=${out}`, '--results', results, '--no-dashboard'],
+        { timeoutMs: 150_000 },
+      );
       assert.ok(r.code === 0, r.stdout + r.stderr);
       // Every distinct value of every tag k6 wrote, across every sample: none may grow with the fleet.
       const values = new Map<string, Set<string>>();
@@ -93,10 +167,12 @@ describe("the README's user dialect at fleet scale", () => {
         // The socket's tags (k6's ws_* samples); setup's one /health request has its own name.
         const tags = sample.data.tags ?? {};
         for (const [k, v] of Object.entries(tags)) {
-          if (k !== 'name' || sample.metric.startsWith('ws_')) (values.get(k) ?? values.set(k, new Set()).get(k)!).add(v);
+          if (k !== 'name' || sample.metric.startsWith('ws_'))
+            (values.get(k) ?? values.set(k, new Set()).get(k)!).add(v);
         }
       }
-      for (const [k, set] of values) assert.ok(set.size <= 30, `tag ${k} has ${set.size} values: ${[...set].slice(0, 5).join(', ')}`);
+      for (const [k, set] of values)
+        assert.ok(set.size <= 30, `tag ${k} has ${set.size} values: ${[...set].slice(0, 5).join(', ')}`);
       const names = [...(values.get('name') ?? [])];
       assert.equal(names.length, 1, names.join(', '));
       assert.match(names[0]!, /\/acme\/\{device_id\}$/);

@@ -37,17 +37,38 @@ after(() => {
 
 describe('the GitHub Actions example', () => {
   it("gates the user's own server from a pinned checkout, and uploads results with no secret in them", async () => {
-    const wf = parse(readFileSync(join(ROOT, 'docs/examples/github-actions-gate.yml'), 'utf8')) as { env: Record<string, string>; jobs: Record<string, { env?: Record<string, string>; steps: Step[] }> };
+    const wf = parse(readFileSync(join(ROOT, 'docs/examples/github-actions-gate.yml'), 'utf8')) as {
+      env: Record<string, string>;
+      jobs: Record<string, { env?: Record<string, string>; steps: Step[] }>;
+    };
     const job = wf.jobs.gate!;
     // The tool cache is keyed on the pinned tool versions, not the branch.
     assert.equal(wf.env.WAKESTORM_TOOLS, `k6-${PINS.k6.candidates[0].version}_toxiproxy-${PINS.toxiproxy.version}`);
-    assert.ok(job.steps.some((s) => s.uses?.startsWith('actions/cache') && s.with?.key === 'wakestorm-tools-${{ env.WAKESTORM_TOOLS }}'));
+    assert.ok(
+      job.steps.some(
+        (s) => s.uses?.startsWith('actions/cache') && s.with?.key === 'wakestorm-tools-${{ env.WAKESTORM_TOOLS }}',
+      ),
+    );
     assert.match(wf.env.WAKESTORM_REF!, /^v\d+\.\d+\.\d+$/, 'a tagged release');
-    assert.ok(wf.jobs.chaos?.steps.some((s) => /--timeline/.test(s.run ?? '')), 'a nightly chaos job');
+    assert.ok(
+      wf.jobs.chaos?.steps.some((s) => /--timeline/.test(s.run ?? '')),
+      'a nightly chaos job',
+    );
     mkdirSync(workspace, { recursive: true });
     // The user's own SLO file, kept in their repository: one more SLO the gate must judge.
     mkdirSync(join(workspace, '.wakestorm'), { recursive: true });
-    writeFileSync(join(workspace, '.wakestorm', 'slos.json'), JSON.stringify([{ name: 'my_wake_ack_p50', metric: 'wake_ack_latency{chaos:steady}', aggregation: 'p(50)', op: '<', target: 250 }]));
+    writeFileSync(
+      join(workspace, '.wakestorm', 'slos.json'),
+      JSON.stringify([
+        {
+          name: 'my_wake_ack_p50',
+          metric: 'wake_ack_latency{chaos:steady}',
+          aggregation: 'p(50)',
+          op: '<',
+          target: 250,
+        },
+      ]),
+    );
     mkdirSync(runnerTemp, { recursive: true });
     // "Your voice server": the reference server on a free loopback port, started in the background as a CI step would.
     const port = await freePort();
@@ -63,22 +84,34 @@ describe('the GitHub Actions example', () => {
       ...job.env,
       // The pinned checkout comes from this repository, at the branch this test runs on.
       WAKESTORM_GIT: ROOT,
-      WAKESTORM_REF: spawnSync('git', ['rev-parse', '--abbrev-ref', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim(),
+      WAKESTORM_REF: spawnSync('git', ['rev-parse', '--abbrev-ref', 'HEAD'], {
+        cwd: ROOT,
+        encoding: 'utf8',
+      }).stdout.trim(),
       VOICE_SERVER_URL: `ws://127.0.0.1:${port}`,
       GITHUB_WORKSPACE: workspace,
       RUNNER_TEMP: runnerTemp,
     };
-    const expr = (s: string) => s.replace(/\$\{\{\s*secrets\.[A-Z_]+\s*\}\}/g, SECRET).replace(/\$\{\{\s*env\.([A-Z_]+)\s*\}\}/g, (_, k: string) => env[k] ?? '');
+    const expr = (s: string) =>
+      s
+        .replace(/\$\{\{\s*secrets\.[A-Z_]+\s*\}\}/g, SECRET)
+        .replace(/\$\{\{\s*env\.([A-Z_]+)\s*\}\}/g, (_, k: string) => env[k] ?? '');
     const outputs: string[] = [];
     for (const step of job.steps) {
       if (step.uses) {
         // GitHub's own actions; those that publish must find their files.
-        const path = step.with?.report_paths ?? (step.uses.startsWith('actions/upload-artifact') ? step.with?.path : undefined);
+        const path =
+          step.with?.report_paths ?? (step.uses.startsWith('actions/upload-artifact') ? step.with?.path : undefined);
         if (path) assert.ok(existsSync(join(workspace, expr(path))), `${step.uses}: ${path} exists`);
         continue;
       }
       const stepEnv = Object.fromEntries(Object.entries(step.env ?? {}).map(([k, v]) => [k, expr(String(v))]));
-      const r = spawnSync('bash', ['-e', '-c', expr(step.run!)], { cwd: workspace, env: { ...env, ...stepEnv }, encoding: 'utf8', timeout: 300_000 });
+      const r = spawnSync('bash', ['-e', '-c', expr(step.run!)], {
+        cwd: workspace,
+        env: { ...env, ...stepEnv },
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
       outputs.push(`${step.name}: ${r.stdout}${r.stderr}`);
       assert.equal(r.status, 0, `step "${step.name}" failed:\n${r.stdout}\n${r.stderr}`);
     }
@@ -87,12 +120,27 @@ describe('the GitHub Actions example', () => {
     assert.match(all, /no baseline from main yet/);
     // A second pull request against the baseline the first one kept: compare runs and finds no regression.
     const compare = job.steps.find((s) => s.name?.startsWith('Compare'))!;
-    const again = spawnSync('bash', ['-e', '-c', expr(compare.run!)], { cwd: workspace, env, encoding: 'utf8', timeout: 120_000 });
+    const again = spawnSync('bash', ['-e', '-c', expr(compare.run!)], {
+      cwd: workspace,
+      env,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     assert.equal(again.status, 0, again.stdout + again.stderr);
     assert.match(again.stdout, /my_wake_ack_p50|wake_ack/);
     const results = join(workspace, 'wakestorm-results', 'latest');
     for (const f of ['report.html', 'junit.xml', 'run.json']) assert.ok(existsSync(join(results, f)), f);
-    const grep = spawnSync('grep', ['-rl', '--binary-files=text', SECRET, join(workspace, 'wakestorm-results'), join(runnerTemp, 'wakestorm', 'results')], { encoding: 'utf8' });
+    const grep = spawnSync(
+      'grep',
+      [
+        '-rl',
+        '--binary-files=text',
+        SECRET,
+        join(workspace, 'wakestorm-results'),
+        join(runnerTemp, 'wakestorm', 'results'),
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(grep.stdout.trim(), '', 'no result holds the secret');
     assert.doesNotMatch(all, new RegExp(SECRET));
   });

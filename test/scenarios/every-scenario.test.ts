@@ -36,7 +36,11 @@ async function run(args: string[]): Promise<Outcome> {
     const dir = join(root, readlinkSync(join(root, 'latest')));
     metrics = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).metrics;
     events = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8'));
-    for (const x of JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')).slo_results as { name: string; status: string }[]) slos[x.name] = x.status;
+    for (const x of JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')).slo_results as {
+      name: string;
+      status: string;
+    }[])
+      slos[x.name] = x.status;
   } catch {
     /* asserted below with the output */
   }
@@ -47,7 +51,12 @@ const count = (o: Outcome, name: string) => o.metrics[name]?.values.count ?? 0;
 
 /** Samples of a metric for one profile, in whichever submetric k6 reported it (its phase tags or none). */
 const forProfile = (o: Outcome, base: string, p: string) =>
-  Math.max(0, ...Object.entries(o.metrics).filter(([k]) => k.startsWith(`${base}{`) && new RegExp(`[{,]profile:${p}[,}]`).test(k)).map(([, m]) => m.values.count ?? 0));
+  Math.max(
+    0,
+    ...Object.entries(o.metrics)
+      .filter(([k]) => k.startsWith(`${base}{`) && new RegExp(`[{,]profile:${p}[,}]`).test(k))
+      .map(([, m]) => m.values.count ?? 0),
+  );
 
 const tail = (o: Outcome) => o.out.split('\n').slice(-25).join('\n');
 
@@ -70,10 +79,52 @@ const CASES: Record<string, string[]> = {
   capacity: ['capacity', '--profile', MIX, '--devices', '40', '--duration', '30s'],
   'reconnect-storm (storm-cut)': ['reconnect-storm', '--profile', MIX, '--devices', '30', '--duration', '30s'],
   'flaky-network (flaky-wifi, seven firmwares)': ['flaky-network', '--devices', '42', '--duration', '50s'],
-  'server-restart': ['flaky-network', '--profile', MIX, '--timeline', 'server-restart', '--devices', '30', '--duration', '35s'],
-  'cell-handover': ['flaky-network', '--profile', MIX, '--timeline', 'cell-handover', '--devices', '30', '--duration', '35s'],
-  'congested-uplink': ['flaky-network', '--profile', MIX, '--timeline', 'congested-uplink', '--devices', '20', '--duration', '60s', '--wake', 'poisson:10s'],
-  'half-open (20 s)': ['flaky-network', '--profile', MIX, '--timeline', halfOpen, '--devices', '30', '--duration', '45s'],
+  'server-restart': [
+    'flaky-network',
+    '--profile',
+    MIX,
+    '--timeline',
+    'server-restart',
+    '--devices',
+    '30',
+    '--duration',
+    '35s',
+  ],
+  'cell-handover': [
+    'flaky-network',
+    '--profile',
+    MIX,
+    '--timeline',
+    'cell-handover',
+    '--devices',
+    '30',
+    '--duration',
+    '35s',
+  ],
+  'congested-uplink': [
+    'flaky-network',
+    '--profile',
+    MIX,
+    '--timeline',
+    'congested-uplink',
+    '--devices',
+    '20',
+    '--duration',
+    '60s',
+    '--wake',
+    'poisson:10s',
+  ],
+  'half-open (20 s)': [
+    'flaky-network',
+    '--profile',
+    MIX,
+    '--timeline',
+    halfOpen,
+    '--devices',
+    '30',
+    '--duration',
+    '45s',
+  ],
 };
 
 describe('every scenario and timeline, both dialects in one fleet', () => {
@@ -81,24 +132,32 @@ describe('every scenario and timeline, both dialects in one fleet', () => {
   before(async () => {
     // Two runs at a time: small fleets, so neither starves the other on two cores.
     const names = Object.keys(CASES);
-    for (let i = 0; i < names.length; i += 2) await Promise.all(names.slice(i, i + 2).map(async (k) => (o[k] = await run(CASES[k]!))));
+    for (let i = 0; i < names.length; i += 2)
+      await Promise.all(names.slice(i, i + 2).map(async (k) => (o[k] = await run(CASES[k]!))));
   });
   for (const name of Object.keys(CASES)) {
     const chaos = CASES[name]!.includes('--timeline') || /storm|flaky/.test(name);
-    it(chaos ? `${name}: PASS under the chaos gate, every fault applied, recovery measured, both dialects conversed` : `${name}: PASS, both dialects conversed`, () => {
-      const r = o[name]!;
-      assert.equal(r.code, 0, tail(r));
-      assert.match(r.out, /VERDICT: PASS/);
-      for (const [slo, status] of Object.entries(r.slos)) assert.ok(status !== 'fail', `${slo} ${status}: ${tail(r)}`);
-      if (chaos) {
-        const applied = r.events?.applied ?? [];
-        assert.ok(applied.length >= 2 && applied.every((e) => e.ok), `faults applied: ${JSON.stringify(applied)}`);
-        assert.equal(count(r, 'chaos_errors'), 0);
-        for (const slo of ['connect_success', 'wake_success', 'unplanned_drops']) assert.equal(r.slos[slo], 'pass', `${slo}: ${tail(r)}`);
-        assert.ok(count(r, 'recovery_time') >= 1, 'recovery measured after the faults');
-      }
-      assertBothDialectsConversed(r);
-    });
+    it(
+      chaos
+        ? `${name}: PASS under the chaos gate, every fault applied, recovery measured, both dialects conversed`
+        : `${name}: PASS, both dialects conversed`,
+      () => {
+        const r = o[name]!;
+        assert.equal(r.code, 0, tail(r));
+        assert.match(r.out, /VERDICT: PASS/);
+        for (const [slo, status] of Object.entries(r.slos))
+          assert.ok(status !== 'fail', `${slo} ${status}: ${tail(r)}`);
+        if (chaos) {
+          const applied = r.events?.applied ?? [];
+          assert.ok(applied.length >= 2 && applied.every((e) => e.ok), `faults applied: ${JSON.stringify(applied)}`);
+          assert.equal(count(r, 'chaos_errors'), 0);
+          for (const slo of ['connect_success', 'wake_success', 'unplanned_drops'])
+            assert.equal(r.slos[slo], 'pass', `${slo}: ${tail(r)}`);
+          assert.ok(count(r, 'recovery_time') >= 1, 'recovery measured after the faults');
+        }
+        assertBothDialectsConversed(r);
+      },
+    );
   }
   it('a cut reaches both dialects: persistent links are lost and come back, per-wake channels open again for later wakes', () => {
     const storm = o['reconnect-storm (storm-cut)']!;
@@ -110,7 +169,22 @@ describe('every scenario and timeline, both dialects in one fleet', () => {
 describe('wakestorm capacity with both dialects', () => {
   it('searches a mixed fleet and says how many devices it holds', async () => {
     const root = join(results, 'capacity-search');
-    const r = await runCli(['capacity', '--profile', MIX, '--start', '20', '--max-devices', '40', '--step-duration', '15s', '--results', root], { timeoutMs: 300_000 });
+    const r = await runCli(
+      [
+        'capacity',
+        '--profile',
+        MIX,
+        '--start',
+        '20',
+        '--max-devices',
+        '40',
+        '--step-duration',
+        '15s',
+        '--results',
+        root,
+      ],
+      { timeoutMs: 300_000 },
+    );
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /holds 40 devices/);
     const dir = /capacity\.json and capacity\.svg in (\S+)/.exec(r.stdout)?.[1];

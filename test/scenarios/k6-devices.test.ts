@@ -25,7 +25,15 @@ describe('k6 devices through Toxiproxy', () => {
   it('a clean run completes every wake, and response_latency p50 tracks stt+llm+tts', async () => {
     const r = await runK6({
       script: SMOKE,
-      vars: { TARGET_URL: stack.targetUrl, NO_RESULTS: 1, DEVICES: 30, DEVICES_PER_VU: 10, DURATION: '14s', WAKE: 'once:1s-4s', PROFILE: 'recommended:1,esp32-hotpin:1,pi-assistant:1' },
+      vars: {
+        TARGET_URL: stack.targetUrl,
+        NO_RESULTS: 1,
+        DEVICES: 30,
+        DEVICES_PER_VU: 10,
+        DURATION: '14s',
+        WAKE: 'once:1s-4s',
+        PROFILE: 'recommended:1,esp32-hotpin:1,pi-assistant:1',
+      },
       timeoutMs: 90_000,
     });
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -37,17 +45,47 @@ describe('k6 devices through Toxiproxy', () => {
     // From the last voiced frame: the server's 300 ms endpointing window (a whole number of the profile's frames: 20,
     // 32 or 128 ms, so 300-384 ms) and the pipeline.
     const configured = 300 + STT + LLM + TTS;
-    assert.ok(p50 >= configured && p50 <= configured + 100, `response_latency p50 ${p50} ms vs configured ${configured} ms`);
+    assert.ok(
+      p50 >= configured && p50 <= configured + 100,
+      `response_latency p50 ${p50} ms vs configured ${configured} ms`,
+    );
     assert.ok(m.wake_ack_latency!.values['p(95)']! < 50);
     assert.equal(m.devices_connected!.values.max, 10, 'devices sampled per VU');
   });
 
   it('carries TOKEN as a bearer token, and a wrong one never connects', async () => {
-    const secured = await startStack({ serverPort: await pickFreePort(), toxiproxyPort: await pickFreePort(), proxyPorts: { voice: 0 }, server: { tokens: ['fleet-secret-1'] } });
+    const secured = await startStack({
+      serverPort: await pickFreePort(),
+      toxiproxyPort: await pickFreePort(),
+      proxyPorts: { voice: 0 },
+      server: { tokens: ['fleet-secret-1'] },
+    });
     try {
-      const ok = await runK6({ script: SMOKE, vars: { TARGET_URL: secured.targetUrl, NO_RESULTS: 1, DEVICES: 5, DURATION: '5s', WAKE: 'off', TOKEN: 'fleet-secret-1' }, timeoutMs: 60_000 });
+      const ok = await runK6({
+        script: SMOKE,
+        vars: {
+          TARGET_URL: secured.targetUrl,
+          NO_RESULTS: 1,
+          DEVICES: 5,
+          DURATION: '5s',
+          WAKE: 'off',
+          TOKEN: 'fleet-secret-1',
+        },
+        timeoutMs: 60_000,
+      });
       assert.equal(ok.summary!.metrics.connect_success!.values.rate, 1, ok.stdout);
-      const bad = await runK6({ script: SMOKE, vars: { TARGET_URL: secured.targetUrl, NO_RESULTS: 1, DEVICES: 5, DURATION: '5s', WAKE: 'off', TOKEN: 'wrong-token' }, timeoutMs: 60_000 });
+      const bad = await runK6({
+        script: SMOKE,
+        vars: {
+          TARGET_URL: secured.targetUrl,
+          NO_RESULTS: 1,
+          DEVICES: 5,
+          DURATION: '5s',
+          WAKE: 'off',
+          TOKEN: 'wrong-token',
+        },
+        timeoutMs: 60_000,
+      });
       assert.equal(bad.summary!.metrics.connect_success!.values.passes, 0, bad.stdout);
       assert.ok(bad.summary!.metrics.connect_success!.values.fails! >= 5);
     } finally {
@@ -63,7 +101,18 @@ describe('k6 devices through Toxiproxy', () => {
     const port = (silent.address() as { port: number }).port;
     const t0 = Date.now();
     try {
-      const r = await runK6({ script: SMOKE, vars: { TARGET_URL: `ws://127.0.0.1:${port}`, NO_RESULTS: 1, DEVICES: 3, DURATION: '12s', RAMP: '1s', WAKE: 'off' }, timeoutMs: 90_000 });
+      const r = await runK6({
+        script: SMOKE,
+        vars: {
+          TARGET_URL: `ws://127.0.0.1:${port}`,
+          NO_RESULTS: 1,
+          DEVICES: 3,
+          DURATION: '12s',
+          RAMP: '1s',
+          WAKE: 'off',
+        },
+        timeoutMs: 90_000,
+      });
       assert.notEqual(r.summary, null, r.stdout + r.stderr);
       assert.ok(r.summary!.metrics.connect_success!.values.fails! >= 3, 'the 10 s connect timeout fired');
     } finally {
@@ -77,7 +126,14 @@ describe('k6 devices through Toxiproxy', () => {
   it('a device forced off the network reports a drop and a reconnect', async () => {
     const run = runK6({
       script: SMOKE,
-      vars: { TARGET_URL: stack.targetUrl, NO_RESULTS: 1, DEVICES: 10, DURATION: '12s', WAKE: 'off', PROFILE: 'recommended' },
+      vars: {
+        TARGET_URL: stack.targetUrl,
+        NO_RESULTS: 1,
+        DEVICES: 10,
+        DURATION: '12s',
+        WAKE: 'off',
+        PROFILE: 'recommended',
+      },
       timeoutMs: 90_000,
     });
     await new Promise((r) => setTimeout(r, 5000));

@@ -26,7 +26,10 @@ function files(dir: string): string[] {
 }
 
 const ALL = Object.keys(FLOORS).flatMap((d) => files(join(ROOT, d)));
-const importsOf = (file: string) => [...readFileSync(file, 'utf8').matchAll(/^\s*(?:import|export)\s[^;]*?from\s+'([^']+)'|^\s*import\s+'([^']+)'/gm)].map((m) => (m[1] ?? m[2])!);
+const importsOf = (file: string) =>
+  [
+    ...readFileSync(file, 'utf8').matchAll(/^\s*(?:import|export)\s[^;]*?from\s+'([^']+)'|^\s*import\s+'([^']+)'/gm),
+  ].map((m) => (m[1] ?? m[2])!);
 const folderOf = (file: string) => relative(ROOT, file).split('/')[0]!;
 
 describe('the floors of the codebase (ARCHITECTURE.md)', () => {
@@ -37,10 +40,14 @@ describe('the floors of the codebase (ARCHITECTURE.md)', () => {
       for (const spec of importsOf(f)) {
         if (spec.startsWith('.')) {
           const to = folderOf(resolve(dirname(f), spec));
-          if (!FLOORS[from]!.includes(to)) bad.push(`${relative(ROOT, f)} imports ${spec} (${from} may import ${FLOORS[from]!.join(', ')})`);
-        } else if (from === 'core') bad.push(`${relative(ROOT, f)} imports the runtime module ${spec}: core/ is runtime-free`);
-        else if (from === 'server' && spec.startsWith('k6')) bad.push(`${relative(ROOT, f)} imports ${spec}: server/ is Node`);
-        else if (from === 'scenarios' && (spec.startsWith('node:') || spec === 'ws')) bad.push(`${relative(ROOT, f)} imports ${spec}: scenarios/ is k6`);
+          if (!FLOORS[from]!.includes(to))
+            bad.push(`${relative(ROOT, f)} imports ${spec} (${from} may import ${FLOORS[from]!.join(', ')})`);
+        } else if (from === 'core')
+          bad.push(`${relative(ROOT, f)} imports the runtime module ${spec}: core/ is runtime-free`);
+        else if (from === 'server' && spec.startsWith('k6'))
+          bad.push(`${relative(ROOT, f)} imports ${spec}: server/ is Node`);
+        else if (from === 'scenarios' && (spec.startsWith('node:') || spec === 'ws'))
+          bad.push(`${relative(ROOT, f)} imports ${spec}: scenarios/ is k6`);
       }
     }
     assert.deepEqual(bad, []);
@@ -48,7 +55,13 @@ describe('the floors of the codebase (ARCHITECTURE.md)', () => {
 
   it('no import circle', () => {
     const graph = new Map<string, string[]>();
-    for (const f of ALL) graph.set(f, importsOf(f).filter((s) => s.startsWith('.') && !/\.d\.ts$/.test(s)).map((s) => resolve(dirname(f), s)));
+    for (const f of ALL)
+      graph.set(
+        f,
+        importsOf(f)
+          .filter((s) => s.startsWith('.') && !/\.d\.ts$/.test(s))
+          .map((s) => resolve(dirname(f), s)),
+      );
     const state = new Map<string, 'open' | 'done'>();
     const circles: string[] = [];
     const visit = (f: string, path: string[]) => {

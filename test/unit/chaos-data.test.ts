@@ -25,27 +25,50 @@ describe('timelines', () => {
   });
   it('names the bad entry and field', () => {
     const cases: [unknown, RegExp][] = [
-      [[{ at: "1s", for: "1s", fault: "nope" }], /entry 0 \(nope\): "fault" must be one of/],
-      [[{ at: '1s', for: '1s', fault: 'cut' }, { at: 'soon', for: '1s', fault: 'cut' }], /entry 1 \(cut\): "at" must be a duration/],
+      [[{ at: '1s', for: '1s', fault: 'nope' }], /entry 0 \(nope\): "fault" must be one of/],
+      [
+        [
+          { at: '1s', for: '1s', fault: 'cut' },
+          { at: 'soon', for: '1s', fault: 'cut' },
+        ],
+        /entry 1 \(cut\): "at" must be a duration/,
+      ],
       [[{ at: '1s', for: '0s', fault: 'cut' }], /"for" must be longer than 0/],
-      [[{ at: '1s', for: '1s', fault: 'latency', params: { latency: -5 } }], /param "latency" of "latency" must be a number in 0-60000/],
+      [
+        [{ at: '1s', for: '1s', fault: 'latency', params: { latency: -5 } }],
+        /param "latency" of "latency" must be a number in 0-60000/,
+      ],
       [[{ at: '1s', for: '1s', fault: 'cut', stream: 'upstream' }], /fault "cut" has no direction/],
       [[{ at: '1s', for: '1s', fault: 'latency', toxicity: 2 }], /"toxicity" must be a number in 0-1/],
       [[{ at: '1s', for: '1s', fault: 'latency', colour: 'red' }], /unknown field "colour"/],
       [{ at: 1 }, /must be a list/],
     ];
     for (const [t, re] of cases) assert.throws(() => validateTimeline(t, 'x'), re);
-    assert.throws(() => validateTimeline([{ at: '50s', for: '20s', fault: 'cut' }], 'x', 60_000), /ends at 70s, after the run's DURATION of 60s/);
+    assert.throws(
+      () => validateTimeline([{ at: '50s', for: '20s', fault: 'cut' }], 'x', 60_000),
+      /ends at 70s, after the run's DURATION of 60s/,
+    );
     assert.throws(() => loadTimeline('nope', noFile), /unknown TIMELINE "nope"/);
     assert.throws(() => loadTimeline('x.json', () => '[{'), /not valid JSON/);
   });
   it('turns entries into Toxiproxy actions per direction', () => {
-    const [s] = validateTimeline([{ at: '2s', for: '3s', fault: 'latency', stream: 'both', params: { latency: 50 } }], 'x');
+    const [s] = validateTimeline(
+      [{ at: '2s', for: '3s', fault: 'latency', stream: 'both', params: { latency: 50 } }],
+      'x',
+    );
     assert.equal(s!.atMs, 2000);
     assert.equal(s!.forMs, 3000);
-    assert.deepEqual(s!.actions.map((a) => a.kind === 'toxic' && `${a.type}:${a.stream}:${a.attributes.latency}:${a.attributes.jitter}`), ['latency:upstream:50:0', 'latency:downstream:50:0']);
+    assert.deepEqual(
+      s!.actions.map(
+        (a) => a.kind === 'toxic' && `${a.type}:${a.stream}:${a.attributes.latency}:${a.attributes.jitter}`,
+      ),
+      ['latency:upstream:50:0', 'latency:downstream:50:0'],
+    );
     const [b] = validateTimeline([{ at: '1s', for: '1s', fault: 'blackhole' }], 'x');
-    assert.deepEqual(b!.actions.map((a) => a.kind === 'toxic' && a.attributes.timeout), [0, 0]);
+    assert.deepEqual(
+      b!.actions.map((a) => a.kind === 'toxic' && a.attributes.timeout),
+      [0, 0],
+    );
     assert.equal(validateTimeline([{ at: '1s', for: '1s', fault: 'cut' }], 'x')[0]!.actions[0]!.kind, 'disable-proxy');
     assert.ok(Object.keys(FAULTS).length >= 10);
   });
@@ -75,46 +98,106 @@ describe('SLOs', () => {
     assert.deepEqual(th.devices_gave_up, ['count==0']);
     const s = resolveSlos({ SLO_response_p95: '1500', SLO_reconnect_p95: 'off' }, noFile);
     assert.equal(s.find((x) => x.name === 'response_p95')!.target, 1500);
-    assert.equal(s.find((x) => x.name === 'reconnect_p95'), undefined);
+    assert.equal(
+      s.find((x) => x.name === 'reconnect_p95'),
+      undefined,
+    );
     assert.throws(() => resolveSlos({ SLO_nope: '1' }, noFile), /no SLO named "nope"/);
     assert.throws(() => resolveSlos({ SLO_response_p95: 'fast' }, noFile), /must be a number or 'off'/);
-    const f = resolveSlos({ SLO_FILE: 'x.json' }, () => JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]));
+    const f = resolveSlos({ SLO_FILE: 'x.json' }, () =>
+      JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]),
+    );
     assert.equal(f.length, DEFAULT_SLOS.length + 1);
-    assert.throws(() => resolveSlos({ SLO_FILE: 'x.json' }, () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(42)","op":"<","target":1}]'), /"aggregation" must be one of/);
+    assert.throws(
+      () =>
+        resolveSlos(
+          { SLO_FILE: 'x.json' },
+          () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(42)","op":"<","target":1}]',
+        ),
+      /"aggregation" must be one of/,
+    );
     const abort = sloThresholds([{ ...DEFAULT_SLOS.find((x) => x.name === 'wake_ack_p95')!, abortOnFail: true }]);
-    assert.deepEqual(abort['wake_ack_latency{chaos:steady}'], [{ threshold: 'p(95)<300', abortOnFail: true, delayAbortEval: '10s' }]);
+    assert.deepEqual(abort['wake_ack_latency{chaos:steady}'], [
+      { threshold: 'p(95)<300', abortOnFail: true, delayAbortEval: '10s' },
+    ]);
   });
 });
 
 describe('run config', () => {
   it('reads -e vars with loopback defaults and one-line errors', () => {
-    const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
+    const d = {
+      devices: 20,
+      duration: '30s',
+      profile: 'recommended',
+      wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 },
+    };
     const c = readRunConfig({ DEVICES: '120', DEVICES_PER_VU: '50' }, d, noFile, {}, repoFile);
     assert.equal(c.vus, 3);
     assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
     assert.equal(parseDuration('1h30m', 'X'), 5_400_000);
     assert.throws(() => readRunConfig({ DEVICES: 'lots' }, d, noFile, {}, repoFile), /DEVICES must be an integer/);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://example.com:80' }, d, noFile, {}, repoFile), /not loopback: set ALLOW_REMOTE=1/);
-    assert.throws(() => readRunConfig({ DURATION: '10 minutes' }, d, noFile, {}, repoFile), /DURATION must be a duration/);
+    assert.throws(
+      () => readRunConfig({ TARGET_URL: 'ws://example.com:80' }, d, noFile, {}, repoFile),
+      /not loopback: set ALLOW_REMOTE=1/,
+    );
+    assert.throws(
+      () => readRunConfig({ DURATION: '10 minutes' }, d, noFile, {}, repoFile),
+      /DURATION must be a duration/,
+    );
     assert.throws(() => readRunConfig({ BACKOFF: 'yolo' }, d, noFile, {}, repoFile), /BACKOFF must be one of/);
-    assert.equal(readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile, {}, repoFile).profiles[0]!.profile.reconnect.base_ms, 700);
-    assert.equal(readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile, {}, repoFile).targetUrl, 'ws://[::1]:9000');
+    assert.equal(
+      readRunConfig({ BACKOFF: 'fixed:700' }, d, noFile, {}, repoFile).profiles[0]!.profile.reconnect.base_ms,
+      700,
+    );
+    assert.equal(
+      readRunConfig({ TARGET_URL: 'ws://[::1]:9000' }, d, noFile, {}, repoFile).targetUrl,
+      'ws://[::1]:9000',
+    );
     // A dialect for the whole fleet, checked against each profile before any load.
     const xz = readRunConfig({ PROFILE: 'xiaozhi-esp32' }, d, noFile, {}, repoFile);
     assert.equal(xz.dialects.xiaozhi!.lifecycle, 'per_wake');
-    assert.throws(() => readRunConfig({ PROFILE: 'recommended', DIALECT: 'xiaozhi' }, d, noFile, {}, repoFile), /profile recommended sends JSON pings .* which dialect xiaozhi does not have/);
-    assert.throws(() => readRunConfig({ DIALECT: 'klingon' }, d, noFile, {}, repoFile), /dialect "klingon": give a shipped dialect/);
+    assert.throws(
+      () => readRunConfig({ PROFILE: 'recommended', DIALECT: 'xiaozhi' }, d, noFile, {}, repoFile),
+      /profile recommended sends JSON pings .* which dialect xiaozhi does not have/,
+    );
+    assert.throws(
+      () => readRunConfig({ DIALECT: 'klingon' }, d, noFile, {}, repoFile),
+      /dialect "klingon": give a shipped dialect/,
+    );
   });
 
   it('takes comma-separated TARGET_URL and TOXIPROXY_URL lists (Toxiproxy shards), each entry checked', () => {
-    const d = { devices: 20, duration: '30s', profile: 'recommended', wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } };
-    const c = readRunConfig({ TARGET_URL: 'ws://127.0.0.1:18000, ws://127.0.0.1:18001/', TOXIPROXY_URL: 'http://127.0.0.1:8474,http://127.0.0.1:8475' }, d, noFile, {}, repoFile);
+    const d = {
+      devices: 20,
+      duration: '30s',
+      profile: 'recommended',
+      wake: { mode: 'off' as const, interval_ms: 0, first_min_ms: 0, first_max_ms: 0 },
+    };
+    const c = readRunConfig(
+      {
+        TARGET_URL: 'ws://127.0.0.1:18000, ws://127.0.0.1:18001/',
+        TOXIPROXY_URL: 'http://127.0.0.1:8474,http://127.0.0.1:8475',
+      },
+      d,
+      noFile,
+      {},
+      repoFile,
+    );
     assert.deepEqual(c.targetUrls, ['ws://127.0.0.1:18000', 'ws://127.0.0.1:18001']);
     assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
     assert.deepEqual(c.toxiproxyUrls, ['http://127.0.0.1:8474', 'http://127.0.0.1:8475']);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile, {}, repoFile), /ws:\/\/example.com:80 is not loopback/);
-    assert.throws(() => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile, {}, repoFile), /empty entry/);
-    assert.throws(() => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile, {}, repoFile), /TOXIPROXY_URL must be like/);
+    assert.throws(
+      () => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,ws://example.com:80' }, d, noFile, {}, repoFile),
+      /ws:\/\/example.com:80 is not loopback/,
+    );
+    assert.throws(
+      () => readRunConfig({ TARGET_URL: 'ws://127.0.0.1:1,,ws://127.0.0.1:2' }, d, noFile, {}, repoFile),
+      /empty entry/,
+    );
+    assert.throws(
+      () => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile, {}, repoFile),
+      /TOXIPROXY_URL must be like/,
+    );
   });
 
   it('sizes Toxiproxy shards by the open-file limit: two descriptors per device', () => {
@@ -143,7 +226,13 @@ describe('the one Toxiproxy path', () => {
     const on = actionRequest(lat!.actions[0]!, 'onset', at);
     assert.ok(!('error' in on));
     assert.equal(`${on.method} ${requestUrl(on)}`, 'POST http://127.0.0.1:8474/proxies/voice/toxics');
-    assert.deepEqual(JSON.parse(on.body!), { name: 't1', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 70, jitter: 0 } });
+    assert.deepEqual(JSON.parse(on.body!), {
+      name: 't1',
+      type: 'latency',
+      stream: 'downstream',
+      toxicity: 1,
+      attributes: { latency: 70, jitter: 0 },
+    });
     const off = actionRequest(lat!.actions[0]!, 'end', at);
     assert.ok(!('error' in off));
     assert.equal(`${off.method} ${off.path}`, 'DELETE /proxies/voice/toxics/t1');
@@ -160,7 +249,10 @@ describe('the one Toxiproxy path', () => {
   it("keeps Toxiproxy's own error text", () => {
     const r = actionRequest({ kind: 'disable-proxy' }, 'onset', at);
     assert.ok(!('error' in r));
-    assert.equal(apiError(r, 404, '{"error":"proxy not found","status":404}'), 'Toxiproxy: POST /proxies/voice -> 404: proxy not found');
+    assert.equal(
+      apiError(r, 404, '{"error":"proxy not found","status":404}'),
+      'Toxiproxy: POST /proxies/voice -> 404: proxy not found',
+    );
     assert.equal(apiError(r, 500, 'boom\n'), 'Toxiproxy: POST /proxies/voice -> 500: boom');
   });
 });

@@ -5,7 +5,14 @@ import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
 import { Device } from '../../core/device.ts';
 import { SESSION_STALL_MS } from '../../core/device-session.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
-import { PROFILES, ProfileError, parseProfileMix, profileFor, validateProfile, type Profile } from '../../core/profiles.ts';
+import {
+  PROFILES,
+  ProfileError,
+  parseProfileMix,
+  profileFor,
+  validateProfile,
+  type Profile,
+} from '../../core/profiles.ts';
 import { mulberry32 } from '../../core/rng.ts';
 import { fakeEnv } from '../helpers/fake-env.ts';
 import { nodeAudio, nodeDialect } from '../../scripts/node-devices.ts';
@@ -16,7 +23,10 @@ const WAKE_AT_1S: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 1
 function device(profileName: string, wake: WakeSchedule = NO_WAKE, profile?: Profile) {
   const f = fakeEnv();
   const p = profile ?? PROFILES[profileName]!;
-  const d = new Device({ id: 'dev-0', baseUrl: 'ws://127.0.0.1:1', profile: p, dialect: nodeDialect(p.dialect ?? 'wakestorm'), wake }, f.env);
+  const d = new Device(
+    { id: 'dev-0', baseUrl: 'ws://127.0.0.1:1', profile: p, dialect: nodeDialect(p.dialect ?? 'wakestorm'), wake },
+    f.env,
+  );
   d.start(0);
   f.clock.advance(0);
   return { d, ...f };
@@ -46,12 +56,23 @@ function attemptGaps(f: ReturnType<typeof device>, tries: number, stepMs = 100):
 }
 
 describe('backoff policies', () => {
-  const spec = (policy: BackoffSpec['policy']): BackoffSpec => ({ policy, base_ms: 500, cap_ms: 8000, max_attempts: 0 });
+  const spec = (policy: BackoffSpec['policy']): BackoffSpec => ({
+    policy,
+    base_ms: 500,
+    cap_ms: 8000,
+    max_attempts: 0,
+  });
   it('fixed, exponential: exact sequences, capped', () => {
     const fixed = new Backoff(spec('fixed'), Math.random);
-    assert.deepEqual([1, 2, 3].map((n) => fixed.next(n)), [500, 500, 500]);
+    assert.deepEqual(
+      [1, 2, 3].map((n) => fixed.next(n)),
+      [500, 500, 500],
+    );
     const exp = new Backoff(spec('exponential'), Math.random);
-    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map((n) => exp.next(n)), [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6, 7].map((n) => exp.next(n)),
+      [500, 1000, 2000, 4000, 8000, 8000, 8000],
+    );
   });
   it('full, equal and decorrelated jitter stay inside their bounds and vary', () => {
     for (const policy of ['full-jitter', 'equal-jitter', 'decorrelated-jitter'] as const) {
@@ -71,7 +92,10 @@ describe('backoff policies', () => {
   it('is reproducible from the seed', () => {
     const a = new Backoff(spec('full-jitter'), mulberry32(7));
     const b = new Backoff(spec('full-jitter'), mulberry32(7));
-    assert.deepEqual([1, 2, 3, 4].map((n) => a.next(n)), [1, 2, 3, 4].map((n) => b.next(n)));
+    assert.deepEqual(
+      [1, 2, 3, 4].map((n) => a.next(n)),
+      [1, 2, 3, 4].map((n) => b.next(n)),
+    );
   });
 });
 
@@ -92,7 +116,10 @@ describe('reconnect per profile', () => {
     // The firmware polls a flag every 10 s: the loss is noticed at the next check.
     const gaps = attemptGaps(f, 5);
     assert.equal(gaps[0]! - lostAt, 10_000 + 3000);
-    assert.deepEqual(gaps.slice(1).map((t, i) => t - gaps[i]!), [5000, 5000, 5000, 5000]);
+    assert.deepEqual(
+      gaps.slice(1).map((t, i) => t - gaps[i]!),
+      [5000, 5000, 5000, 5000],
+    );
     assert.equal(f.metrics.count('devices_gave_up'), 0);
   });
 
@@ -259,7 +286,10 @@ describe('sessions', () => {
     }
     const eos = s.json().find((m) => m.type === 'end_of_speech');
     assert.deepEqual(eos, { type: 'end_of_speech', session_id: 's-1' });
-    assert.ok(lastVoicedAt > 0 && f.clock.now - lastVoicedAt >= 300, 'the utterance ends in ~320 ms of silence, sent before end_of_speech');
+    assert.ok(
+      lastVoicedAt > 0 && f.clock.now - lastVoicedAt >= 300,
+      'the utterance ends in ~320 ms of silence, sent before end_of_speech',
+    );
     f.clock.advance(700);
     s.msg({ type: 'transcript', session_id: 's-1', text: 'x' });
     const transcriptAt = f.clock.now;
@@ -322,12 +352,18 @@ describe('sessions', () => {
     s.msg({ type: 'session_end', session_id: 's-1', reason: 'timeout' });
     assert.equal(f.metrics.count('sessions_dropped'), 1);
     f.clock.advance(1000);
-    const w2 = s.json().filter((m) => m.type === 'hotword_detected').at(-1)!;
+    const w2 = s
+      .json()
+      .filter((m) => m.type === 'hotword_detected')
+      .at(-1)!;
     s.msg({ type: 'session_started', session_id: 's-2', wake_id: w2.wake_id });
     s.msg({ type: 'session_end', session_id: 's-2', reason: 'barged_in' });
     assert.equal(f.metrics.count('sessions_dropped'), 1);
     f.clock.advance(1000);
-    const w3 = s.json().filter((m) => m.type === 'hotword_detected').at(-1)!;
+    const w3 = s
+      .json()
+      .filter((m) => m.type === 'hotword_detected')
+      .at(-1)!;
     s.msg({ type: 'session_started', session_id: 's-3', wake_id: w3.wake_id });
     s.serverClose(1006);
     assert.equal(f.metrics.count('sessions_dropped'), 2, 'react-avatar does not resume');
@@ -349,7 +385,10 @@ describe('sessions', () => {
     assert.ok(f.clock.now - lastHeard > SESSION_STALL_MS);
     assert.equal(f.metrics.count('sessions_dropped'), 1);
     assert.deepEqual(f.metrics.values('session_drop_rate'), [1]);
-    assert.deepEqual(f.metrics.samples.filter((x) => x.name === 'sessions_dropped').map((x) => x.tags), [{ profile: 'esp32-hotpin', reason: 'timeout' }]);
+    assert.deepEqual(
+      f.metrics.samples.filter((x) => x.name === 'sessions_dropped').map((x) => x.tags),
+      [{ profile: 'esp32-hotpin', reason: 'timeout' }],
+    );
   });
 
   it('the stall wait pauses while the link is down: a reply that comes after a long outage and a resume completes', () => {
@@ -456,14 +495,28 @@ describe('sessions', () => {
 
 describe('profiles as data', () => {
   it('ships every profile of the source documents, each valid', () => {
-    for (const n of ['esp32-hotpin', 'react-avatar', 'pi-assistant', 'esp32-p4-screen', 'web-heartbeat', 'recommended']) {
+    for (const n of [
+      'esp32-hotpin',
+      'react-avatar',
+      'pi-assistant',
+      'esp32-p4-screen',
+      'web-heartbeat',
+      'recommended',
+    ]) {
       assert.ok(PROFILES[n], n);
       validateProfile(PROFILES[n]);
     }
   });
   it('names the bad field of a profile file, and an unknown profile', () => {
-    const bad = { ...PROFILES.recommended, name: 'mine', reconnect: { ...PROFILES.recommended!.reconnect, policy: 'yolo' } };
-    assert.throws(() => parseProfileMix('mine.json', () => JSON.stringify(bad)), (e: Error) => e instanceof ProfileError && /"mine": field "reconnect.policy"/.test(e.message));
+    const bad = {
+      ...PROFILES.recommended,
+      name: 'mine',
+      reconnect: { ...PROFILES.recommended!.reconnect, policy: 'yolo' },
+    };
+    assert.throws(
+      () => parseProfileMix('mine.json', () => JSON.stringify(bad)),
+      (e: Error) => e instanceof ProfileError && /"mine": field "reconnect.policy"/.test(e.message),
+    );
     assert.throws(() => parseProfileMix('esp32-hotpin:70,nope:30', () => ''), /unknown profile "nope"/);
     assert.throws(() => parseProfileMix('x.json', () => '{nope'), /not valid JSON/);
     assert.throws(() => validateProfile({ ...PROFILES.recommended, frame_bytes: 641 }), /frame_bytes/);

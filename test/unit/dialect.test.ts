@@ -3,7 +3,16 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { capture, DialectError, fill, frameAudio, matches, render, unframeAudio, validateDialect } from '../../core/dialect.ts';
+import {
+  capture,
+  DialectError,
+  fill,
+  frameAudio,
+  matches,
+  render,
+  unframeAudio,
+  validateDialect,
+} from '../../core/dialect.ts';
 import { Device } from '../../core/device.ts';
 import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
 import { PROFILES, type Profile } from '../../core/profiles.ts';
@@ -25,7 +34,10 @@ describe('dialect validation', () => {
     const broken = (edit: (d: Loose) => void, re: RegExp) => {
       const d = raw();
       edit(d);
-      assert.throws(() => validateDialect(d, 'x'), (e: Error) => e instanceof DialectError && re.test(e.message) && !e.message.includes('\n'));
+      assert.throws(
+        () => validateDialect(d, 'x'),
+        (e: Error) => e instanceof DialectError && re.test(e.message) && !e.message.includes('\n'),
+      );
     };
     broken((d) => (d.send.wake[0].wake_id = '{wakeid}'), /x\.send\.wake\[0\]\.wake_id: unknown placeholder \{wakeid\}/);
     broken((d) => (d.audio.up.framing = 'gzip'), /x\.audio\.up\.framing: must be one of raw, xiaozhi-v2, xiaozhi-v3/);
@@ -35,20 +47,38 @@ describe('dialect validation', () => {
     broken((d) => delete d.recv.reply_end, /recv\.reply_end: must be a matcher/);
     broken((d) => (d.send.wake = []), /send\.wake: must be a non-empty list/);
     broken((d) => (d.connect.path = '/ws/{device_id'), /brace that is not a \{placeholder\}/);
-    broken((d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }), /must be 16000 for pcm_s16le/);
+    broken(
+      (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }),
+      /must be 16000 for pcm_s16le/,
+    );
     assert.throws(() => validateDialect([], 'y'), /dialect y: must be a JSON object/);
   });
 });
 
 describe('templates, matchers, captures', () => {
   it('fill a template keeping types, leave unset fields out, and match with variables', () => {
-    const t = { type: 'ping', id: '{ping_id}', note: 'dev {device_id}!', resume: '{resume_token}', nested: { a: ['{ping_id}'] } };
-    assert.deepEqual(JSON.parse(render(t, { ping_id: 7, device_id: 'd1' })), { type: 'ping', id: 7, note: 'dev d1!', nested: { a: [7] } });
+    const t = {
+      type: 'ping',
+      id: '{ping_id}',
+      note: 'dev {device_id}!',
+      resume: '{resume_token}',
+      nested: { a: ['{ping_id}'] },
+    };
+    assert.deepEqual(JSON.parse(render(t, { ping_id: 7, device_id: 'd1' })), {
+      type: 'ping',
+      id: 7,
+      note: 'dev d1!',
+      nested: { a: [7] },
+    });
     assert.equal(fill('/ws/{device_id}', { device_id: 'a b' }, encodeURIComponent), '/ws/a%20b');
     assert.equal(fill('Bearer {token}', {}), undefined);
     const m = { type: 'tts_stream_end', session_id: '{session_id}', 'session.stage': 'speaking' };
-    assert.ok(matches(m, { type: 'tts_stream_end', session_id: 's1', session: { stage: 'speaking' } }, { session_id: 's1' }));
-    assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's2', session: { stage: 'speaking' } }, { session_id: 's1' }));
+    assert.ok(
+      matches(m, { type: 'tts_stream_end', session_id: 's1', session: { stage: 'speaking' } }, { session_id: 's1' }),
+    );
+    assert.ok(
+      !matches(m, { type: 'tts_stream_end', session_id: 's2', session: { stage: 'speaking' } }, { session_id: 's1' }),
+    );
     assert.ok(!matches(m, { type: 'tts_stream_end', session_id: 's1' }, { session_id: 's1' }));
   });
 
@@ -81,9 +111,14 @@ describe('binary framing and Opus timing', () => {
 
   it('times every committed packet by its TOC: the utterance plays as long as its frame table says', () => {
     const b = readFileSync(new URL('../../audio/utterance.opus', import.meta.url));
-    const table = JSON.parse(readFileSync(new URL('../../audio/utterance.opus.json', import.meta.url), 'utf8')) as OpusTable;
+    const table = JSON.parse(
+      readFileSync(new URL('../../audio/utterance.opus.json', import.meta.url), 'utf8'),
+    ) as OpusTable;
     const clip = opusClip(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer, table);
-    assert.equal(clip.packets.reduce((a, p) => a + opusPacketMs(p), 0), table.sizes.length * 60);
+    assert.equal(
+      clip.packets.reduce((a, p) => a + opusPacketMs(p), 0),
+      table.sizes.length * 60,
+    );
     assert.ok(clip.silent.some((s) => !s) && clip.silent.some((s) => s), 'speech and pauses');
     // Code 1 (two frames), code 3 (a count): CELT 20 ms frames (config 31).
     assert.equal(opusPacketMs(new Uint8Array([(31 << 3) | 1])), 40);
@@ -104,7 +139,16 @@ describe('a xiaozhi device', () => {
 
   it('opens its channel at the wake word, waits for the server hello, streams Opus, plays the reply, then listens on (auto mode)', () => {
     const f = fakeEnv('xz-1');
-    const d = new Device({ id: 'xz-1', baseUrl: 'ws://127.0.0.1:1', profile: PROFILES['xiaozhi-esp32']!, dialect: xiaozhi, wake: { mode: 'fixed', interval_ms: 20_000, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+    const d = new Device(
+      {
+        id: 'xz-1',
+        baseUrl: 'ws://127.0.0.1:1',
+        profile: PROFILES['xiaozhi-esp32']!,
+        dialect: xiaozhi,
+        wake: { mode: 'fixed', interval_ms: 20_000, first_min_ms: 1000, first_max_ms: 1000 },
+      },
+      f.env,
+    );
     d.start(0);
     f.clock.advance(900);
     assert.equal(f.sockets.length, 0, 'no channel before the wake word');
@@ -136,7 +180,10 @@ describe('a xiaozhi device', () => {
     const before = s.binaryCount();
     f.clock.advance(6000);
     const silence = s.binaryCount() - before;
-    assert.ok(silence >= 98 && silence <= 101, `${silence} packets of 60 ms in 6 s: the microphone streams at real time`);
+    assert.ok(
+      silence >= 98 && silence <= 101,
+      `${silence} packets of 60 ms in 6 s: the microphone streams at real time`,
+    );
     // The next turn in the schedule is the user speaking again: no wake word, no new channel.
     f.clock.advance(15_000); // the next turn is due 20 s after the first ended
     assert.equal(f.sockets.length, 1);
@@ -159,11 +206,20 @@ describe('a xiaozhi device', () => {
     assert.equal(s.binaryCount(), sent, 'the microphone stops with the channel');
   });
 
-  it("closes the channel with its conversation when the profile idles after a reply, and gives a listening channel up after 120 s with nothing received", () => {
+  it('closes the channel with its conversation when the profile idles after a reply, and gives a listening channel up after 120 s with nothing received', () => {
     /** One wake, the channel's hello, the utterance, a reply played out: the device's channel after that turn. */
     const oneTurn = (id: string, profile: Profile) => {
       const f = fakeEnv(id);
-      const d = new Device({ id, baseUrl: 'ws://127.0.0.1:1', profile, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 } }, f.env);
+      const d = new Device(
+        {
+          id,
+          baseUrl: 'ws://127.0.0.1:1',
+          profile,
+          dialect: xiaozhi,
+          wake: { mode: 'once', interval_ms: 0, first_min_ms: 1000, first_max_ms: 1000 },
+        },
+        f.env,
+      );
       d.start(0);
       f.clock.advance(1000);
       const s = f.last();
@@ -199,7 +255,16 @@ describe('barge-in', () => {
   it("interrupts the reply with the dialect's abort, counts the stale audio and times how long it kept coming", () => {
     const f = fakeEnv('xz-2');
     const profile = { ...PROFILES['xiaozhi-esp32']!, barge_in_ms: 200 };
-    const d = new Device({ id: 'xz-2', baseUrl: 'ws://127.0.0.1:1', profile, dialect: xiaozhi, wake: { mode: 'once', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 } }, f.env);
+    const d = new Device(
+      {
+        id: 'xz-2',
+        baseUrl: 'ws://127.0.0.1:1',
+        profile,
+        dialect: xiaozhi,
+        wake: { mode: 'once', interval_ms: 0, first_min_ms: 0, first_max_ms: 0 },
+      },
+      f.env,
+    );
     d.start(0);
     f.clock.advance(0);
     const s = f.last();
@@ -231,7 +296,16 @@ describe('barge-in', () => {
   it('waits at most 5 s for a server that never stops the reply', () => {
     const f = fakeEnv('ws-3');
     const profile = { ...PROFILES.recommended!, barge_in_ms: 100 };
-    const d = new Device({ id: 'ws-3', baseUrl: 'ws://127.0.0.1:1', profile, dialect: wakestorm, wake: { mode: 'once', interval_ms: 0, first_min_ms: 10, first_max_ms: 10 } }, f.env);
+    const d = new Device(
+      {
+        id: 'ws-3',
+        baseUrl: 'ws://127.0.0.1:1',
+        profile,
+        dialect: wakestorm,
+        wake: { mode: 'once', interval_ms: 0, first_min_ms: 10, first_max_ms: 10 },
+      },
+      f.env,
+    );
     d.start(0);
     f.clock.advance(0);
     const s = f.last();
@@ -253,6 +327,10 @@ describe('barge-in', () => {
     // The device gives up at 5 s: the last stale frame it saw came at 4.9 s, and what comes after is not its session.
     assert.deepEqual(f.metrics.values('barge_in_stop_time'), [4900]);
     assert.equal(f.metrics.count('barge_in_late_frames'), 49);
-    assert.equal(f.metrics.samples.find((x) => x.name === 'session_drop_rate')?.value, 0, 'ended as cancelled, not dropped');
+    assert.equal(
+      f.metrics.samples.find((x) => x.name === 'session_drop_rate')?.value,
+      0,
+      'ended as cancelled, not dropped',
+    );
   });
 });

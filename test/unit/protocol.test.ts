@@ -6,7 +6,14 @@ import { isDropped, parseDeviceMessage } from '../../core/protocol.ts';
 describe('parseDeviceMessage', () => {
   it('accepts each well-formed device message', () => {
     for (const m of [
-      { type: 'hello', device_id: 'dev-1', protocol: 1, profile: 'esp32-hotpin', audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 }, resume: 'tok' },
+      {
+        type: 'hello',
+        device_id: 'dev-1',
+        protocol: 1,
+        profile: 'esp32-hotpin',
+        audio: { encoding: 'pcm_s16le', sample_rate: 16000, channels: 1 },
+        resume: 'tok',
+      },
       { type: 'ping', id: 7, t: 1 },
       { type: 'pong', t: 1 },
       { type: 'hotword_detected', wake_id: 'w-1', t: 5 },

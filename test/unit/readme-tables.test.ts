@@ -9,7 +9,10 @@ const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
 
 describe('README against the code', () => {
   it('has the table of every shipped profile as core/profiles.ts has them (npx tsx scripts/doc-tables.ts)', () => {
-    assert.ok(readme.includes(profileTable()), 'README profile table is stale: regenerate it with npx tsx scripts/doc-tables.ts');
+    assert.ok(
+      readme.includes(profileTable()),
+      'README profile table is stale: regenerate it with npx tsx scripts/doc-tables.ts',
+    );
   });
 
   it('names every device metric', () => {

@@ -33,7 +33,13 @@ describe('CONTRIBUTING.md recipes', () => {
     assert.equal(step!.fault, 'slow-trickle');
     const { FAULTS } = (await import(join(core, 'faults.ts'))) as typeof import('../../core/faults.ts');
     assert.deepEqual(FAULTS['slow-trickle']!.actions({ size: 64, gap: 20 }, ['downstream'], 1), [
-      { kind: 'toxic', type: 'slicer', stream: 'downstream', toxicity: 1, attributes: { average_size: 64, size_variation: 0, delay: 20_000 } },
+      {
+        kind: 'toxic',
+        type: 'slicer',
+        stream: 'downstream',
+        toxicity: 1,
+        attributes: { average_size: 64, size_variation: 0, delay: 20_000 },
+      },
     ]);
   });
 

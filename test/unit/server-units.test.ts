@@ -37,13 +37,19 @@ describe('pcmRms', () => {
 describe('config parsing', () => {
   it('rejects non-integers and out-of-range values, naming the flag', () => {
     assert.equal(parseIntFlag('--port', '8080', 0, 65535), 8080);
-    assert.throws(() => parseIntFlag('--port', '80.5', 0, 65535), (e: Error) => e instanceof ConfigError && /--port/.test(e.message));
+    assert.throws(
+      () => parseIntFlag('--port', '80.5', 0, 65535),
+      (e: Error) => e instanceof ConfigError && /--port/.test(e.message),
+    );
     assert.throws(() => parseIntFlag('--stt-ms', '-1', 0, 10), /--stt-ms must be between 0 and 10/);
     assert.equal(parsePace('burst'), 'burst');
     assert.throws(() => parsePace('fast'), /--tts-pace/);
     const rate = NUMERIC_FLAGS.find((f) => f.flag === '--xiaozhi-downlink-rate')!;
     assert.equal(parseIntFlag(rate.flag, '24000', rate.min, rate.max, rate.oneOf), 24_000);
-    assert.throws(() => parseIntFlag(rate.flag, '22050', rate.min, rate.max, rate.oneOf), /--xiaozhi-downlink-rate must be one of 8000, 12000, 16000, 24000, 48000, got 22050/);
+    assert.throws(
+      () => parseIntFlag(rate.flag, '22050', rate.min, rate.max, rate.oneOf),
+      /--xiaozhi-downlink-rate must be one of 8000, 12000, 16000, 24000, 48000, got 22050/,
+    );
   });
 });
 

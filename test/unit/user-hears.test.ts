@@ -160,7 +160,10 @@ describe('a dialect that means what it says', () => {
     f.s.msg({ type: 'audio_begin', session_id: 's-9' });
     f.s.msg({ type: 'llm_response', text: 'the dialect ignores this one' });
     assert.equal(f.metrics.count('unmatched_messages'), 2);
-    assert.deepEqual(f.metrics.tagsOf('unmatched_messages').map((t) => t.type), ['audio_begin', 'audio_begin']);
+    assert.deepEqual(
+      f.metrics.tagsOf('unmatched_messages').map((t) => t.type),
+      ['audio_begin', 'audio_begin'],
+    );
     assert.equal(typeField(nodeDialect('wakestorm')), 'type');
     assert.equal(f.warnings.filter((w) => w.includes('type=audio_begin')).length, 1, 'shown once');
     for (let i = 0; i < 40; i++) f.s.msg({ type: `junk-${i}` });
@@ -177,7 +180,10 @@ describe('bounded socket tags', () => {
     const names = new Set<string>();
     for (let i = 0; i < 3; i++) {
       const f = fakeEnv(`dev-${i}`);
-      new Device({ id: `dev-${i}`, baseUrl: 'ws://127.0.0.1:1', profile, dialect: validateDialect(d, 'acme'), wake: NO_WAKE }, f.env).start(0);
+      new Device(
+        { id: `dev-${i}`, baseUrl: 'ws://127.0.0.1:1', profile, dialect: validateDialect(d, 'acme'), wake: NO_WAKE },
+        f.env,
+      ).start(0);
       f.clock.advance(0);
       assert.match(f.last().url, new RegExp(`/acme/dev-${i}$`));
       for (const n of f.names) names.add(n);
@@ -194,7 +200,8 @@ describe('bounded intake and every session judged', () => {
         for (let i = 0; i < 1200; i++) s.msg({ type: 'noise', i });
       },
       (s: ReturnType<typeof device>['s']) => s.bin(2 * 1024 * 1024),
-      (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: JSON.stringify({ type: 'x', pad: 'y'.repeat(70_000) }) }),
+      (s: ReturnType<typeof device>['s']) =>
+        s.onmessage?.({ data: JSON.stringify({ type: 'x', pad: 'y'.repeat(70_000) }) }),
       (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: `${'['.repeat(40)}1${']'.repeat(40)}` }),
       // k6 decodes a text frame's invalid UTF-8 as U+FFFD.
       (s: ReturnType<typeof device>['s']) => s.onmessage?.({ data: '{"type":"transcript","text":"\uFFFD\uFFFD"}' }),
@@ -216,7 +223,10 @@ describe('bounded intake and every session judged', () => {
     const f = replyNext();
     f.s.msg({ type: 'tts_stream_start', session_id: 's-1', sample_rate: 16000, bytes: 8192 });
     for (let i = 0; i < 4; i++) f.s.bin(4096);
-    assert.deepEqual(f.metrics.tagsOf('protocol_violations').map((t) => t.kind), ['reply_overrun']);
+    assert.deepEqual(
+      f.metrics.tagsOf('protocol_violations').map((t) => t.kind),
+      ['reply_overrun'],
+    );
   });
 
   it('a session still open at the end is dropped when it began more than the stall bound ago, and not judged otherwise', () => {

@@ -10,7 +10,10 @@ import { PhaseTracker } from '../../core/phases.ts';
 import { redactArgv } from '../../scripts/secret.ts';
 
 const trend = (p95: number, count: number) => ({ type: 'trend', values: { 'p(50)': p95 / 2, 'p(95)': p95, count } });
-const rate = (passes: number, fails: number) => ({ type: 'rate', values: { rate: passes + fails ? passes / (passes + fails) : 0, passes, fails } });
+const rate = (passes: number, fails: number) => ({
+  type: 'rate',
+  values: { rate: passes + fails ? passes / (passes + fails) : 0, passes, fails },
+});
 const counter = (count: number) => ({ type: 'counter', values: { count } });
 
 /** A healthy 20-device run: every device connected, every wake acknowledged and answered, no link lost. */
@@ -20,28 +23,28 @@ function healthy(): SummaryData {
 
 function healthyMetrics(): SummaryData['metrics'] {
   return {
-      devices_started: counter(20),
-      'connect_success{chaos:steady}': rate(20, 0),
-      connect_success: rate(20, 0),
-      wakes: counter(20),
-      'wake_success{chaos:steady}': rate(20, 0),
-      wake_ack_latency: trend(40, 20),
-      'wake_ack_latency{chaos:steady}': trend(40, 20),
-      sessions_started: counter(20),
-      sessions_completed: counter(20),
-      response_latency: trend(700, 20),
-      'response_latency{chaos:steady}': trend(700, 20),
-      endpointing_latency: trend(320, 20),
-      processing_latency: trend(380, 20),
-      'reply_stutter{chaos:steady}': rate(0, 20),
-      'reply_truncated{chaos:steady}': rate(0, 20),
-      'playback_stall_time{chaos:steady}': { type: 'trend', values: { 'p(50)': 0, 'p(95)': 0, 'p(99)': 0, count: 20 } },
-      session_drop_rate: rate(0, 20),
-      'session_drop_rate{chaos:steady}': rate(0, 20),
-      unplanned_drops: counter(0),
-      devices_gave_up: counter(0),
-      connection_drops: counter(0),
-      vu_loop_lag: trend(3, 40),
+    devices_started: counter(20),
+    'connect_success{chaos:steady}': rate(20, 0),
+    connect_success: rate(20, 0),
+    wakes: counter(20),
+    'wake_success{chaos:steady}': rate(20, 0),
+    wake_ack_latency: trend(40, 20),
+    'wake_ack_latency{chaos:steady}': trend(40, 20),
+    sessions_started: counter(20),
+    sessions_completed: counter(20),
+    response_latency: trend(700, 20),
+    'response_latency{chaos:steady}': trend(700, 20),
+    endpointing_latency: trend(320, 20),
+    processing_latency: trend(380, 20),
+    'reply_stutter{chaos:steady}': rate(0, 20),
+    'reply_truncated{chaos:steady}': rate(0, 20),
+    'playback_stall_time{chaos:steady}': { type: 'trend', values: { 'p(50)': 0, 'p(95)': 0, 'p(99)': 0, count: 20 } },
+    session_drop_rate: rate(0, 20),
+    'session_drop_rate{chaos:steady}': rate(0, 20),
+    unplanned_drops: counter(0),
+    devices_gave_up: counter(0),
+    connection_drops: counter(0),
+    vu_loop_lag: trend(3, 40),
   };
 }
 
@@ -54,7 +57,10 @@ describe('verdict', () => {
     assert.match(j.headline, /PASS \(11 SLOs met, 4 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
     assert.match(xml, /tests="16" failures="0" errors="0" skipped="4"/);
-    assert.match(xml, /<skipped message="reconnect_time\{chaos:steady\}: n\/a, no links lost with time to come back in this run"\/>/);
+    assert.match(
+      xml,
+      /<skipped message="reconnect_time\{chaos:steady\}: n\/a, no links lost with time to come back in this run"\/>/,
+    );
   });
 
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
@@ -66,7 +72,10 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'fail');
     const st = j.slos.find((r) => r.name === 'reply_stutter_rate')!;
     assert.equal(st.status, 'fail');
-    assert.ok(st.culprits.some((c) => /profile recommended 60%/.test(c)), st.culprits.join(' | '));
+    assert.ok(
+      st.culprits.some((c) => /profile recommended 60%/.test(c)),
+      st.culprits.join(' | '),
+    );
     assert.ok(st.culprits.includes('phase playback'));
     assert.equal(j.slos.find((r) => r.name === 'reply_truncated_rate')!.status, 'fail');
     const none = healthy();
@@ -84,9 +93,15 @@ describe('verdict', () => {
     d.metrics.endpointing_latency = trend(1500, 20);
     const j = judge(d, DEFAULT_SLOS, [], { unmatchedTypes: ['audio_start'] });
     const drop = j.slos.find((r) => r.name === 'session_drop_rate')!;
-    assert.match(drop.culprits[0]!, /the server sent 20 message\(s\) \(`audio_start`\) that the dialect does not match/);
+    assert.match(
+      drop.culprits[0]!,
+      /the server sent 20 message\(s\) \(`audio_start`\) that the dialect does not match/,
+    );
     const resp = j.slos.find((r) => r.name === 'response_p95')!;
-    assert.ok(resp.culprits.some((c) => /endpointing p95 1500 ms .* the rest p95 380 ms/.test(c)), resp.culprits.join(' | '));
+    assert.ok(
+      resp.culprits.some((c) => /endpointing p95 1500 ms .* the rest p95 380 ms/.test(c)),
+      resp.culprits.join(' | '),
+    );
   });
 
   it('fails when wakes were never acknowledged: no data is not a pass', () => {
@@ -107,13 +122,27 @@ describe('verdict', () => {
     assert.equal(ack.status, 'fail');
     assert.equal(ack.why, 'wake_ack_latency{chaos:steady}: 20 wakes, 0 acknowledged');
     assert.equal(j.slos.find((r) => r.name === 'wake_success')!.status, 'fail');
-    assert.match(j.slos.find((r) => r.name === 'wake_success')!.culprits.join(' '), /profile recommended 0%.*phase wake/);
+    assert.match(
+      j.slos.find((r) => r.name === 'wake_success')!.culprits.join(' '),
+      /profile recommended 0%.*phase wake/,
+    );
     // Every reply SLO fails too: sessions were owed.
-    assert.equal(j.slos.find((r) => r.name === 'session_drop_rate')!.why, 'session_drop_rate{chaos:steady}: 20 wakes, 0 sessions started');
+    assert.equal(
+      j.slos.find((r) => r.name === 'session_drop_rate')!.why,
+      'session_drop_rate{chaos:steady}: 20 wakes, 0 sessions started',
+    );
   });
 
   it('never passes a run where no device connected, even with its SLO off', () => {
-    const d: SummaryData = { metrics: { devices_started: counter(30), connect_success: rate(0, 30), 'connect_success{chaos:steady}': rate(0, 30), unplanned_drops: counter(30), wakes: counter(0) } };
+    const d: SummaryData = {
+      metrics: {
+        devices_started: counter(30),
+        connect_success: rate(0, 30),
+        'connect_success{chaos:steady}': rate(0, 30),
+        unplanned_drops: counter(30),
+        wakes: counter(0),
+      },
+    };
     const slos = resolveSlos({ SLO_connect_success: 'off', SLO_unplanned_drops: 'off' }, () => '');
     const j = judge(d, slos);
     assert.equal(j.verdict, 'fail');
@@ -132,7 +161,11 @@ describe('verdict', () => {
     const r = j.slos.find((x) => x.name === 'unplanned_drops')!;
     assert.equal(r.status, 'fail');
     assert.equal(r.why, 'unplanned_drops measured 40, target count == 0');
-    assert.deepEqual(r.culprits, ['profile web-heartbeat 40', 'close code 1011 (internal error) ×40', 'phase connected: the server closed the link (×40)']);
+    assert.deepEqual(r.culprits, [
+      'profile web-heartbeat 40',
+      'close code 1011 (internal error) ×40',
+      'phase connected: the server closed the link (×40)',
+    ]);
     assert.match(j.headline, /^VERDICT: FAIL \(unplanned_drops\): .*web-heartbeat.*1011/);
   });
 
@@ -148,7 +181,10 @@ describe('verdict', () => {
     assert.deepEqual(r.culprits, ['profile recommended-barge 2400.0 ms', 'phase barge-in']);
     delete d.metrics.barge_in_stop_time;
     delete d.metrics['barge_in_stop_time{profile:recommended-barge}'];
-    assert.equal(judge(d, DEFAULT_SLOS).slos.find((x) => x.name === 'barge_in_stop_p95')!.why, 'barge_in_stop_time: 10 barge-ins, 0 measured');
+    assert.equal(
+      judge(d, DEFAULT_SLOS).slos.find((x) => x.name === 'barge_in_stop_p95')!.why,
+      'barge_in_stop_time: 10 barge-ins, 0 measured',
+    );
     d.metrics.barge_in_stop_time = trend(80, 10);
     assert.equal(judge(d, DEFAULT_SLOS).verdict, 'pass');
   });
@@ -169,7 +205,10 @@ describe('verdict', () => {
     const slips = healthy();
     slips.metrics.audio_slips = counter(500);
     slips.metrics.audio_frames = counter(10_000);
-    assert.match(judge(slips, DEFAULT_SLOS).invalid.join(), /500 of 10000 uplink audio frames sent late \(5% > bound 0.5%\)/);
+    assert.match(
+      judge(slips, DEFAULT_SLOS).invalid.join(),
+      /500 of 10000 uplink audio frames sent late \(5% > bound 0.5%\)/,
+    );
     slips.metrics.audio_slips = counter(3);
     assert.equal(judge(slips, DEFAULT_SLOS).verdict, 'pass');
   });
@@ -185,7 +224,9 @@ describe('verdict', () => {
   });
 
   it('fails a user SLO on a metric with no sample at all', () => {
-    const slos = resolveSlos({ SLO_FILE: 'x.json' }, () => JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]));
+    const slos = resolveSlos({ SLO_FILE: 'x.json' }, () =>
+      JSON.stringify([{ name: 'ping_p99', metric: 'ping_rtt', aggregation: 'p(99)', op: '<', target: 50 }]),
+    );
     const j = judge(healthy(), slos);
     assert.equal(j.slos.find((r) => r.name === 'ping_p99')!.status, 'fail');
     assert.equal(j.verdict, 'fail');
@@ -201,13 +242,26 @@ describe('phases of a chaos run', () => {
   const steps = loadTimeline('flaky-wifi', () => '', 60_000).steps;
   it('windows are the timeline steps as absolute times, labelled in order', () => {
     const w = faultWindows(steps, 1000);
-    assert.deepEqual(w[2], { label: `3:${steps[2]!.fault}`, start: 1000 + steps[2]!.atMs, end: 1000 + steps[2]!.atMs + steps[2]!.forMs });
+    assert.deepEqual(w[2], {
+      label: `3:${steps[2]!.fault}`,
+      start: 1000 + steps[2]!.atMs,
+      end: 1000 + steps[2]!.atMs + steps[2]!.forMs,
+    });
   });
 
   it('recovery lasts until each profile is back at its pre-fault level, and is reported per profile', () => {
     const reports: string[] = [];
-    const t = new PhaseTracker([{ label: '1:cut', start: 10_000, end: 12_000 }], (w, p, ms, back) => reports.push(`${w.label} ${p} ${ms} ${back}`));
-    const at = (now: number, a: number, b: number) => t.observe(now, new Map([['fast', a], ['slow', b]]));
+    const t = new PhaseTracker([{ label: '1:cut', start: 10_000, end: 12_000 }], (w, p, ms, back) =>
+      reports.push(`${w.label} ${p} ${ms} ${back}`),
+    );
+    const at = (now: number, a: number, b: number) =>
+      t.observe(
+        now,
+        new Map([
+          ['fast', a],
+          ['slow', b],
+        ]),
+      );
     at(9_000, 10, 10);
     at(11_000, 0, 0);
     assert.equal(t.phase(11_500, 11_600), 'during');
@@ -244,25 +298,44 @@ describe('phases of a chaos run', () => {
 
 describe('SLO targets per phase', () => {
   it('a during or recovery target is an SLO of its own on that phase', () => {
-    const slos = resolveSlos({ 'SLO_response_p95__during': '2000', 'SLO_wake_success__recovery': '0.9' }, () => '');
+    const slos = resolveSlos({ SLO_response_p95__during: '2000', SLO_wake_success__recovery: '0.9' }, () => '');
     const d = slos.find((s) => s.name === 'response_p95@during')!;
     assert.equal(d.metric, 'response_latency{chaos:during}');
     assert.equal(d.target, 2000);
     assert.equal(slos.find((s) => s.name === 'wake_success@recovery')!.metric, 'wake_success{chaos:recovery}');
-    assert.throws(() => resolveSlos({ 'SLO_response_p95__later': '1' }, () => ''), /phase must be during or recovery/);
+    assert.throws(() => resolveSlos({ SLO_response_p95__later: '1' }, () => ''), /phase must be during or recovery/);
     assert.equal(inPhase('reconnect_time', 'during'), 'reconnect_time{chaos:during}');
   });
 
   it('a steady SLO with every sample in another phase is n/a, not a failure', () => {
     const slos = resolveSlos({}, () => '');
-    const j = judge({ metrics: { devices_started: counter(2), connect_success: rate(2, 0), 'connect_success{chaos:steady}': rate(2, 0), wakes: counter(3), wake_success: rate(3, 0), 'wake_success{chaos:during}': rate(3, 0) } }, slos);
+    const j = judge(
+      {
+        metrics: {
+          devices_started: counter(2),
+          connect_success: rate(2, 0),
+          'connect_success{chaos:steady}': rate(2, 0),
+          wakes: counter(3),
+          wake_success: rate(3, 0),
+          'wake_success{chaos:during}': rate(3, 0),
+        },
+      },
+      slos,
+    );
     const w = j.slos.find((r) => r.name === 'wake_success')!;
     assert.equal(w.status, 'n/a', w.why);
   });
 });
 describe('secrets', () => {
   it('redact tokens from a command line kept in run.json', () => {
-    assert.deepEqual(redactArgv(['run', 'smoke', '--token', 's3cretvalue', '--server-arg', '--token=abcdefgh1']), ['run', 'smoke', '--token', '<redacted>', '--server-arg', '<redacted>']);
+    assert.deepEqual(redactArgv(['run', 'smoke', '--token', 's3cretvalue', '--server-arg', '--token=abcdefgh1']), [
+      'run',
+      'smoke',
+      '--token',
+      '<redacted>',
+      '--server-arg',
+      '<redacted>',
+    ]);
     assert.deepEqual(redactArgv(['run', '--token=abcdefgh1']), ['run', '--token=<redacted>']);
   });
 });
@@ -270,7 +343,16 @@ describe('secrets', () => {
 describe('chaos events', () => {
   it('travel as one line and come back whole, also from k6 log quoting', async () => {
     const { encodeChaosEvent, decodeChaosEvent } = await import('../../core/chaos-events.ts');
-    const e = { t: 5, iso: 'x', index: 1, fault: 'cut', phase: 'onset' as const, planned_t: 4, ok: false, detail: 'POST http://127.0.0.1:1/proxies -> 500: "boom"' };
+    const e = {
+      t: 5,
+      iso: 'x',
+      index: 1,
+      fault: 'cut',
+      phase: 'onset' as const,
+      planned_t: 4,
+      ok: false,
+      detail: 'POST http://127.0.0.1:1/proxies -> 500: "boom"',
+    };
     const line = encodeChaosEvent(e);
     assert.deepEqual(decodeChaosEvent(line), e);
     // k6 writes console.log as msg="…" with inner quotes escaped.
@@ -295,7 +377,10 @@ describe('firmware findings', () => {
     assert.match(j.headline, /1 firmware finding/);
     const r = j.slos.find((x) => x.name === 'reconnect_p95')!;
     assert.equal(r.status, 'finding');
-    assert.match(r.culprits[0]!, /the firmware, not the server: esp32-p4-screen waits 10 s before it reconnects \(reconnect\.policy fixed.*the server met the target for recommended/);
+    assert.match(
+      r.culprits[0]!,
+      /the firmware, not the server: esp32-p4-screen waits 10 s before it reconnects \(reconnect\.policy fixed.*the server met the target for recommended/,
+    );
     assert.match(junitXml(j, 's', 1), /<system-out>finding: reconnect_time/);
   });
 
@@ -309,7 +394,9 @@ describe('firmware findings', () => {
     const j = judge(d, DEFAULT_SLOS, [], { profiles: [p4, rec] });
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.slos.find((x) => x.name === 'reconnect_p95')!.status, 'n/a', 'no link was lost in steady state');
-    assert.deepEqual(j.findings, ["under faults, esp32-p4-screen reconnects in p(95) 10.4 s, over reconnect_p95's 10 s: it waits 10 s before it reconnects (reconnect.policy fixed, base 10 s)"]);
+    assert.deepEqual(j.findings, [
+      "under faults, esp32-p4-screen reconnects in p(95) 10.4 s, over reconnect_p95's 10 s: it waits 10 s before it reconnects (reconnect.policy fixed, base 10 s)",
+    ]);
   });
 
   it('the same breach by a profile whose behaviour does not explain it fails the server', () => {
@@ -321,7 +408,10 @@ describe('firmware findings', () => {
     assert.equal(j.verdict, 'fail');
     assert.equal(j.slos.find((x) => x.name === 'reconnect_p95')!.status, 'fail');
     assert.equal(firmwareReason(rec, { metric: 'reconnect_time', target: 10_000, aggregation: 'p(95)' }), null);
-    assert.match(firmwareReason(PROFILES['web-heartbeat']!, { metric: 'devices_gave_up', target: 0, aggregation: 'count' })!, /gives up after 1 reconnect tries/);
+    assert.match(
+      firmwareReason(PROFILES['web-heartbeat']!, { metric: 'devices_gave_up', target: 0, aggregation: 'count' })!,
+      /gives up after 1 reconnect tries/,
+    );
   });
 });
 
@@ -334,7 +424,10 @@ describe('a server that overwhelms the tester', () => {
     const j = judge(d, DEFAULT_SLOS);
     assert.equal(j.verdict, 'fail', j.headline);
     assert.match(j.headline, /protocol_violations/);
-    assert.match(j.failures.join(' '), /the server overwhelmed the tester with 40 protocol violation\(s\): generator saturated/);
+    assert.match(
+      j.failures.join(' '),
+      /the server overwhelmed the tester with 40 protocol violation\(s\): generator saturated/,
+    );
     assert.match(j.slos.find((r) => r.name === 'protocol_violations')!.culprits.join(' '), /kind flood ×40/);
   });
 });
