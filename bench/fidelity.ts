@@ -3,6 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultConfig } from '../server/config.ts';
+import { DEFAULT_ENGINE } from '../scripts/engine.ts';
 import { runScenario } from '../scripts/run.ts';
 import { Sampler, serverLagP99Ms } from '../scripts/proc-sampler.ts';
 
@@ -24,12 +25,16 @@ export interface FidelityRow {
     reconnect_p99: number | null;
   };
   error_p50_ms: { wake_ack: number | null; response: number | null; reconnect: number | null };
+  error_p99_ms?: { wake_ack: number | null; response: number | null };
   samples: { wake_ack: number; response: number; reconnect: number };
+  /** Where the devices ran (the default engine, native, unless a run said otherwise). */
+  engine?: string;
   k6_cpu_pct: number | null;
+  engine_cpu_pct?: number | null;
   server_cpu_pct: number | null;
   toxiproxy_cpu_pct: number | null;
   server_lag_p99_ms: number | null;
-  /** How late the VUs' 1 s probe timers fired: the generator's own delay on its timestamps. */
+  /** How late the generator's timers fired (the VUs' 1 s probes on k6, the device timers in the engine). */
   vu_lag_p50_ms: number | null;
   vu_lag_p99_ms: number | null;
 }
@@ -61,6 +66,7 @@ export async function fidelityStep(
     scenario: join(import.meta.dirname, 'k6', 'calibration.ts'),
     devices: n,
     devicesPerVu: 200,
+    engine: DEFAULT_ENGINE,
     duration: `${duration}s`,
     wake,
     timeline,
@@ -78,7 +84,12 @@ export async function fidelityStep(
     log: () => {},
     onStarted: (p) => {
       t0 = p.startedAt;
-      sampler.start({ k6: p.k6Pid, server: p.serverPid, toxiproxy: p.toxiproxyPids });
+      sampler.start({
+        k6: p.k6Pid,
+        server: p.serverPid,
+        toxiproxy: p.toxiproxyPids,
+        ...(p.enginePid ? { engine: p.enginePid } : {}),
+      });
       // The server's event-loop lag over the steady phase (the gauge resets at each scrape).
       setTimeout(() => void fetch(`${p.serverHttpUrl}/metrics`).catch(() => {}), 5000);
       setTimeout(
@@ -120,12 +131,19 @@ export async function fidelityStep(
       response: err(measured.response_p50, truth.response_ms),
       reconnect: err(measured.reconnect_p50, truth.reconnect_ms),
     },
+    // The truths are fixed delays: a p99 past them is the generator's (or the server's) jitter.
+    error_p99_ms: {
+      wake_ack: err(measured.wake_ack_p99, truth.wake_ack_ms),
+      response: err(measured.response_p99, truth.response_ms),
+    },
     samples: {
       wake_ack: m['wake_ack_latency{phase:steady}']?.values.count ?? 0,
       response: m['response_latency{phase:steady}']?.values.count ?? 0,
       reconnect: m.reconnect_time?.values.count ?? 0,
     },
+    engine: DEFAULT_ENGINE,
     k6_cpu_pct: sampler.stats('k6', steady.from, steady.to)?.cpu_avg_pct ?? null,
+    engine_cpu_pct: sampler.stats('engine', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_cpu_pct: sampler.stats('server', steady.from, steady.to)?.cpu_avg_pct ?? null,
     toxiproxy_cpu_pct: sampler.stats('toxiproxy', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_lag_p99_ms: lag,
@@ -135,7 +153,7 @@ export async function fidelityStep(
   log(
     `  ${String(n).padStart(6)} devices: wake_ack p50 ${measured.wake_ack_p50} (truth ${truth.wake_ack_ms}, err ${row.error_p50_ms.wake_ack}) ` +
       `response p50 ${measured.response_p50} (truth ${truth.response_ms}, err ${row.error_p50_ms.response}) ` +
-      `reconnect p50 ${measured.reconnect_p50} (truth ${truth.reconnect_ms}, err ${row.error_p50_ms.reconnect}); k6 ${row.k6_cpu_pct}% server ${row.server_cpu_pct}% toxiproxy ${row.toxiproxy_cpu_pct}% server lag p99 ${lag} ms; VU loop lag p50/p99 ${row.vu_lag_p50_ms}/${row.vu_lag_p99_ms} ms`,
+      `reconnect p50 ${measured.reconnect_p50} (truth ${truth.reconnect_ms}, err ${row.error_p50_ms.reconnect}); k6 ${row.k6_cpu_pct}% engine ${row.engine_cpu_pct ?? '-'}% server ${row.server_cpu_pct}% toxiproxy ${row.toxiproxy_cpu_pct}% server lag p99 ${lag} ms; VU loop lag p50/p99 ${row.vu_lag_p50_ms}/${row.vu_lag_p99_ms} ms`,
   );
   return row;
 }
