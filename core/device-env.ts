@@ -95,7 +95,7 @@ const hex = (n: number, len: number) => n.toString(16).padStart(len, '0').slice(
 export function deviceVars(id: string, profile: Profile, dialect: Dialect): Vars {
   const a = idHash(id, 2166136261);
   const b = idHash(id, 374761393);
-  return {
+  const all: Vars = {
     device_id: id,
     profile: profile.name,
     protocol_version: 1,
@@ -109,6 +109,10 @@ export function deviceVars(id: string, profile: Profile, dialect: Dialect): Vars
     frame_ms: dialect.audio.up.codec === 'opus' ? OPUS_FRAME_MS : pcmDurationMs(profile.frame_bytes),
     sample_rate: dialect.audio.up.sample_rate,
   };
+  // What the dialect declares, and nothing else (core/variables.ts lists where each comes from).
+  const out: Vars = {};
+  for (const k of dialect.variables) if (k in all) out[k] = all[k];
+  return out;
 }
 
 /** One device's options, env, metric tags and wire variables, shared by its link and its session. */
@@ -138,7 +142,8 @@ export class DeviceContext {
         during: { profile: name, chaos: 'during' },
         recovery: { profile: name, chaos: 'recovery' },
       }).get(name)!;
-    this.vars = { ...deviceVars(opts.id, opts.profile, opts.dialect), token: opts.token };
+    this.vars = deviceVars(opts.id, opts.profile, opts.dialect);
+    if (opts.dialect.variables.includes('token')) this.vars.token = opts.token;
   }
 
   /** The phase an outcome spanning [from, to] fell in. */

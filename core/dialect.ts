@@ -5,6 +5,7 @@
 // messages, captures of fields the device keeps, the audio codec and framing by name, the link's lifecycle. Nothing
 // in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
 import { WakestormError } from './errors.ts';
+import { CAPTURED_ONLY, VARIABLES } from './variables.ts';
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 /**
@@ -44,6 +45,8 @@ export interface Dialect {
    * are part of the wait after the wake), as xiaozhi-esp32 firmware does.
    */
   lifecycle: 'persistent' | 'per_wake';
+  /** The device's variables the dialect uses (core/variables.ts): a device fills these and no others. */
+  variables: string[];
   connect: {
     /** Upgrade path; {device_id} is the device's id. */
     path: string;
@@ -395,25 +398,8 @@ export function unframeAudio(framing: AudioFraming, buf: Uint8Array): Uint8Array
 
 // ---- validation ----
 
-const PLACEHOLDERS = new Set([
-  'device_id',
-  'token',
-  'resume_token',
-  'client_id',
-  'mac',
-  'protocol_version',
-  'profile',
-  'wake_id',
-  'wake_word',
-  'listen_mode',
-  'now',
-  'ping_id',
-  'ping_t',
-  'session_id',
-  'sample_rate',
-  'frame_ms',
-  'codec',
-]);
+/** Every placeholder a template may name: what a device fills, and what only a capture sets. */
+const PLACEHOLDERS = new Set([...Object.keys(VARIABLES), ...Object.keys(CAPTURED_ONLY)]);
 
 /** One problem in a dialect; validation collects them all and reports them in one line. */
 class Problem extends Error {}
@@ -437,8 +423,11 @@ function attempt<T>(problems: string[], check: () => T): T | undefined {
 export const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 function checkPlaceholders(text: string, where: string, known: Set<string>): void {
-  for (const m of text.matchAll(PLACEHOLDER))
-    if (!known.has(m[1]!)) fail(where, `unknown placeholder {${m[1]}} (known: ${[...known].sort().join(', ')})`);
+  for (const m of text.matchAll(PLACEHOLDER)) {
+    if (known.has(m[1]!)) continue;
+    if (PLACEHOLDERS.has(m[1]!)) fail(where, `uses {${m[1]}}, which the dialect's variables do not declare: add it`);
+    fail(where, `unknown placeholder {${m[1]}} (a device fills: ${[...PLACEHOLDERS].sort().join(', ')})`);
+  }
   const stray = text.replace(PLACEHOLDER, '');
   if (/[{}]/.test(stray)) fail(where, `"${text.slice(0, 60)}" has a brace that is not a {placeholder}`);
 }
@@ -501,7 +490,7 @@ function audioSpec(v: unknown, where: string): AudioSpec {
   return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
 }
 
-const TOP = ['name', 'description', 'lifecycle', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
+const TOP = ['name', 'description', 'lifecycle', 'variables', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
 const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
 const RECV = [
   'ready',
@@ -515,9 +504,6 @@ const RECV = [
   'error',
   'ignore',
 ];
-
-/** Variables only a capture can set: a template that uses one needs a capture of it. */
-const CAPTURED_ONLY: Record<string, string> = { resume_token: 'ready', ping_t: 'ping' };
 
 /** The dialect's templates as [path, template] pairs, for the checks that look across steps. */
 function templatesOf(send: Partial<Dialect['send']>, where: string): [string, Json][] {
@@ -534,6 +520,18 @@ function usesVar(v: Json, name: string): boolean {
   if (Array.isArray(v)) return v.some((x) => usesVar(x, name));
   if (v && typeof v === 'object') return Object.values(v).some((x) => usesVar(x, name));
   return false;
+}
+
+function declaredVariables(v: unknown, where: string): string[] {
+  const fills = `a device fills: ${Object.keys(VARIABLES).join(', ')}`;
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))
+    fail(where, `must list the variables the dialect uses, e.g. ["device_id", "token"] (${fills})`);
+  const names = v as string[];
+  for (const n of names) {
+    if (CAPTURED_ONLY[n]) fail(where, `{${n}} comes from capture.${CAPTURED_ONLY[n]}.${n}, not from the device`);
+    if (!Object.hasOwn(VARIABLES, n)) fail(where, `declares {${n}}, which no device fills (${fills})`);
+  }
+  return names;
 }
 
 /**
@@ -558,7 +556,9 @@ export function validateDialect(raw: unknown, where: string): Dialect {
       raw.lifecycle === 'per_wake' ||
       fail(`${where}.lifecycle`, 'must be "persistent" or "per_wake"'),
   );
-  const all = PLACEHOLDERS;
+  // The variables the dialect declares (each one a device fills), and those only captures set: nothing else.
+  const declared = check(() => declaredVariables(raw.variables, `${where}.variables`)) ?? [];
+  const all = new Set([...declared, ...Object.keys(CAPTURED_ONLY)]);
   const c = raw.connect;
   if (!isObj(c)) check(() => fail(`${where}.connect`, 'must be { path, identify, hello_path?, query?, headers? }'));
   else {
@@ -721,6 +721,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     name: name as string,
     description: raw.description as string,
     lifecycle: raw.lifecycle as Dialect['lifecycle'],
+    variables: declared,
     connect: c as Dialect['connect'],
     send,
     recv,

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,15 +147,12 @@ func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string
 	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r, timers: map[string]*timer{}}
 	dev.conv = &conversation{d: dev, wake: wake, uplink: u}
 	dev.backoff = newBackoff(&p.Reconnect, r)
+	// The dialect's declared variables, filled on the k6 side (deviceVars), and the run's token if declared.
 	dev.vars = Vars{}
 	for k, v := range vars {
 		dev.vars[k] = v
 	}
-	dev.vars["device_id"], dev.vars["profile"] = id, p.Name
-	if _, ok := dev.vars["protocol_version"]; !ok {
-		dev.vars["protocol_version"] = 1.0
-	}
-	if env.Token != "" {
+	if env.Token != "" && slices.Contains(d.Variables, "token") {
 		dev.vars["token"] = env.Token
 	}
 	return dev

@@ -106,7 +106,8 @@ type rig struct {
 func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
-	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil, nil)
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil,
+		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
 }
 

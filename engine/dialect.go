@@ -306,6 +306,8 @@ func isComposite(v any) bool {
 type Dialect struct {
 	Name      string `json:"name"`
 	Lifecycle string `json:"lifecycle"`
+	// Variables are the device variables the dialect declares (core/variables.ts).
+	Variables []string `json:"variables"`
 	Connect   struct {
 		Path      string            `json:"path"`
 		Identify  string            `json:"identify"`

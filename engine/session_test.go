@@ -21,7 +21,8 @@ func testUplink() *Uplink {
 func talkingRig(t *testing.T, p *Profile, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
-	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(), nil)
+	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(),
+		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
 }
 

@@ -14,6 +14,8 @@ import {
   validateDialect,
 } from '../../core/dialect.ts';
 import { Device } from '../../core/device.ts';
+import { deviceVars } from '../../core/device-env.ts';
+import { VARIABLES } from '../../core/variables.ts';
 import { opusClip, opusPacketMs, type OpusTable } from '../../core/opus.ts';
 import { PROFILES, type Profile } from '../../core/profiles.ts';
 import { nodeDialect } from '../../scripts/node-devices.ts';
@@ -26,6 +28,21 @@ type Loose = Record<string, any>;
 const wakestorm = nodeDialect('wakestorm');
 const xiaozhi = nodeDialect('xiaozhi');
 const raw = () => JSON.parse(JSON.stringify(wakestorm)) as Loose;
+
+describe('dialect variables', () => {
+  it('a device fills what its dialect declares and nothing else', () => {
+    const ws = deviceVars('d-1', PROFILES.recommended!, wakestorm);
+    assert.deepEqual(Object.keys(ws).sort(), ['device_id', 'profile', 'protocol_version']);
+    const xz = deviceVars('d-1', PROFILES['xiaozhi-esp32']!, xiaozhi);
+    assert.deepEqual(Object.keys(xz).sort(), ['client_id', 'listen_mode', 'mac', 'wake_word']);
+    assert.equal(xz.listen_mode, 'auto');
+    // Every variable a dialect may declare is one the device fills (or one the run, link or conversation sets).
+    const all = deviceVars('d-1', PROFILES.recommended!, { ...wakestorm, variables: Object.keys(VARIABLES) });
+    for (const [name, v] of Object.entries(VARIABLES)) {
+      if (v.from === 'device') assert.ok(all[name] !== undefined, `${name} is declared as the device's but not filled`);
+    }
+  });
+});
 
 describe('dialect validation', () => {
   it('accepts the shipped dialects and names what is wrong in a broken one', () => {
@@ -44,6 +61,14 @@ describe('dialect validation', () => {
     broken((d) => (d.recv.ack = 'ready'), /needs lifecycle "per_wake"/);
     broken((d) => ((d.connect.identify = 'hello'), (d.send.hello = null)), /send\.hello: is needed/);
     broken((d) => (d.extra = 1), /x\.extra: is not a dialect field/);
+    // Variables: declared, each one a device fills, and nothing used that is not declared.
+    broken((d) => delete d.variables, /x\.variables: must list the variables the dialect uses/);
+    broken((d) => d.variables.push('flux'), /x\.variables: declares \{flux\}, which no device fills/);
+    broken((d) => d.variables.push('resume_token'), /x\.variables: \{resume_token\} comes from capture\.ready/);
+    broken(
+      (d) => (d.variables = d.variables.filter((v: string) => v !== 'token')),
+      /x\.connect\.headers\.Authorization: uses \{token\}, which the dialect's variables do not declare: add it/,
+    );
     broken((d) => delete d.recv.reply_end, /recv\.reply_end: must be a matcher/);
     broken((d) => (d.send.wake = []), /send\.wake: must be a non-empty list/);
     broken((d) => (d.connect.path = '/ws/{device_id'), /brace that is not a \{placeholder\}/);
