@@ -1,18 +1,14 @@
-// One device WebSocket: hello or path identity, keepalive and idle timeout, message dispatch, errors, rate limits, send-buffer bound.
+// One device WebSocket: the socket's side of a link (keepalive, idle and hello timeouts, the send-buffer bound and slow
+// readers, metrics), with the protocol chosen at the upgrade (server/wire.ts): the wakestorm wire on /ws, the xiaozhi
+// wire on /xiaozhi/v1/.
 import type { WebSocket } from 'ws';
-import {
-  CLOSE,
-  DEFAULTS,
-  MAX_AUDIO_FRAME_BYTES,
-  MIN_AUDIO_FRAME_BYTES,
-  parseDeviceMessage,
-  type DeviceMessage,
-  type ErrorCode,
-} from '../core/protocol.ts';
+import { CLOSE } from '../core/protocol.ts';
 import type { AudioFraming } from '../core/dialect.ts';
 import type { ServerConfig } from './config.ts';
 import type { DeviceLink, DeviceState } from './devices.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { WakestormWire, type WakestormLink } from './wakestorm-wire.ts';
+import { RateLimits, type Wire, type WireSocket } from './wire.ts';
 import { XiaozhiWire } from './xiaozhi.ts';
 
 /** A progress ping goes out every this many bytes sent (at most MAX_PROBES unanswered at once). */
@@ -39,39 +35,29 @@ export interface XiaozhiChannel {
   framing: AudioFraming;
 }
 
-/** A token bucket: `rate` per second, holding at most `burst`. */
-class Bucket {
-  private level: number;
-  private last = Date.now();
-  constructor(
-    private readonly rate: number,
-    private readonly burst: number,
-  ) {
-    this.level = burst;
-  }
-  take(n: number): boolean {
-    const now = Date.now();
-    this.level = Math.min(this.burst, this.level + ((now - this.last) * this.rate) / 1000);
-    this.last = now;
-    if (this.level < n) return false;
-    this.level -= n;
-    return true;
-  }
+/** How an admitted socket came in (server/admission.ts routes the upgrade). */
+export interface ConnectionOptions {
+  ws: WebSocket;
+  id: string;
+  host: ConnectionHost;
+  /** The device id the upgrade path named (/ws/<id>), with its resume token; null: a hello will say. */
+  pathDevice: { id: string; resume: string | undefined } | null;
+  /** The device ids this connection's token may claim (null: any). */
+  claim: RegExp | null;
+  /** Set on /xiaozhi/v1/: that protocol instead of wakestorm's. */
+  xiaozhi: XiaozhiChannel | null;
 }
 
-export class Connection implements DeviceLink {
+export class Connection implements DeviceLink, WakestormLink {
   /** Set once the device is identified; null again after it is replaced or closed. */
   state: DeviceState | null = null;
   deviceId: string | null = null;
-  private errorsInRow = 0;
   private closing = false;
   private helloTimer: NodeJS.Timeout | null = null;
   private keepaliveTimer: NodeJS.Timeout;
   private idleTimer: NodeJS.Timeout;
-  private readonly textBucket: Bucket;
-  private readonly audioBucket: Bucket;
-  /** Set on a xiaozhi channel: the dialect's own messages and its session (no device state, no resume). */
-  private readonly xz: XiaozhiWire | null = null;
+  /** The protocol on this socket, chosen at the upgrade. */
+  private readonly wire: Wire;
   /** Payload bytes handed to the socket, and how many of them the peer has shown it read (pongs to progress pings). */
   private sentBytes = 0;
   private readBytes = 0;
@@ -79,20 +65,16 @@ export class Connection implements DeviceLink {
   private lastProbeAt = 0;
   /** Progress pings awaiting their pong: the payload and sentBytes when it went out. */
   private readonly probes: { tag: string; at: number }[] = [];
+  readonly ws: WebSocket;
+  readonly id: string;
+  private readonly host: ConnectionHost;
 
-  constructor(
-    readonly ws: WebSocket,
-    readonly id: string,
-    private readonly host: ConnectionHost,
-    pathDeviceId: string | null,
-    pathResume: string | undefined,
-    /** The device ids this connection's token may claim (null: any). */
-    private readonly claim: RegExp | null = null,
-    xiaozhi: XiaozhiChannel | null = null,
-  ) {
+  constructor(o: ConnectionOptions) {
+    const { ws, id, host } = o;
+    this.ws = ws;
+    this.id = id;
+    this.host = host;
     const { cfg } = host;
-    this.textBucket = new Bucket(cfg.textRatePerS, cfg.textBurst);
-    this.audioBucket = new Bucket(cfg.audioRateBytesPerS, cfg.audioBurstBytes);
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('ping', () => this.heard());
     ws.on('pong', (data) => this.onPong(data));
@@ -100,32 +82,34 @@ export class Connection implements DeviceLink {
     ws.on('error', (err) => host.log(`connection ${id}: ${err.message}`));
     this.keepaliveTimer = setInterval(() => this.keepalive(), cfg.keepaliveMs);
     this.idleTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'idle'), host.idleTimeoutMs);
-    if (xiaozhi) {
-      this.deviceId = xiaozhi.deviceId;
-      this.xz = new XiaozhiWire(
-        {
-          sendJson: (m) => this.sendJson(m),
-          sendBinary: (b) => this.sendBinary(b),
-          close: (c, r) => this.close(c, r),
-          log: (l) => host.log(l),
-        },
-        xiaozhi.deviceId,
-        xiaozhi.framing,
-        cfg,
-        host.metrics,
-        () => host.sessionDone(),
-      );
-      this.helloTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'hello timeout'), cfg.helloTimeoutMs);
-    } else if (pathDeviceId !== null) {
-      host.attach(this, pathDeviceId, pathResume);
+    const sock: WireSocket = {
+      sendJson: (m) => this.sendJson(m),
+      sendBinary: (b) => this.sendBinary(b),
+      close: (c, r) => this.close(c, r),
+      log: (l) => host.log(l),
+      greeted: () => this.stopHelloTimer(),
+    };
+    const limits = new RateLimits(cfg);
+    if (o.xiaozhi) {
+      this.deviceId = o.xiaozhi.deviceId;
+      const { deviceId, framing } = o.xiaozhi;
+      this.wire = new XiaozhiWire(sock, limits, deviceId, framing, cfg, host.metrics, () => host.sessionDone());
     } else {
-      this.helloTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'hello timeout'), cfg.helloTimeoutMs);
+      // The wire reads the device's id and state from this connection (server/devices.ts sets them on attach).
+      this.wire = new WakestormWire(sock, this, limits, host.metrics, o.claim);
     }
+    if (!o.xiaozhi && o.pathDevice) this.identify(o.pathDevice.id, o.pathDevice.resume);
+    else this.helloTimer = setTimeout(() => this.close(CLOSE.TIMEOUT, 'hello timeout'), cfg.helloTimeoutMs);
+  }
+
+  /** The device said who it is (a hello on /ws): bind its state. */
+  identify(deviceId: string, resumeToken: string | undefined): void {
+    this.host.attach(this, deviceId, resumeToken);
   }
 
   /** A conversation is in flight on this link (a drain waits for it to end). */
   get inFlight(): boolean {
-    return this.xz ? this.xz.busy : !!this.state?.session?.active;
+    return this.wire.busy;
   }
 
   get open(): boolean {
@@ -165,6 +149,11 @@ export class Connection implements DeviceLink {
     }
     // A peer that never answers the close frame must not hold the socket forever.
     setTimeout(() => this.ws.terminate(), 2000).unref();
+  }
+
+  /** Cuts the socket without a close handshake (a peer that ignored the close frame). */
+  terminate(): void {
+    this.ws.terminate();
   }
 
   /** Called by the server when this link is superseded or the device state is done with it. */
@@ -222,8 +211,7 @@ export class Connection implements DeviceLink {
 
   private keepalive(): void {
     if (!this.open) return;
-    // xiaozhi has no application heartbeat: a WebSocket ping only.
-    if (!this.xz) this.sendJson({ type: 'ping', t: Date.now() });
+    this.wire.heartbeat();
     try {
       this.ws.ping();
     } catch {
@@ -234,6 +222,10 @@ export class Connection implements DeviceLink {
   private stopTimers(): void {
     clearInterval(this.keepaliveTimer);
     clearTimeout(this.idleTimer);
+    this.stopHelloTimer();
+  }
+
+  private stopHelloTimer(): void {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
   }
@@ -241,14 +233,8 @@ export class Connection implements DeviceLink {
   private onClose(code: number): void {
     this.closing = true;
     this.stopTimers();
-    this.xz?.onClose();
+    this.wire.onClose();
     this.host.closed(this, code);
-  }
-
-  private error(code: ErrorCode, message: string): void {
-    this.host.metrics.errors.labels(code).inc();
-    this.sendJson({ type: 'error', code, message });
-    if (++this.errorsInRow >= DEFAULTS.errors_in_a_row_limit) this.close(CLOSE.POLICY, 'too many errors');
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
@@ -258,96 +244,11 @@ export class Connection implements DeviceLink {
     if (isBinary) {
       m.msgInBinary.inc();
       m.bytesInBinary.inc(data.length);
+      this.wire.onBinary(data);
     } else {
       m.msgInText.inc();
       m.bytesInText.inc(data.length);
-    }
-    if (this.xz) return this.onXiaozhi(data, isBinary);
-    // On /ws nothing but a hello may come first.
-    if (this.deviceId === null) return this.beforeHello(data, isBinary);
-
-    if (isBinary) return this.onAudio(data);
-    if (!this.textBucket.take(1)) return this.error('rate_limited', 'too many messages; slow down');
-    const parsed = parseDeviceMessage(data.toString('utf8'));
-    if (!parsed.ok) return this.error(parsed.code, parsed.message);
-    this.dispatch(parsed.msg);
-  }
-
-  /** A xiaozhi channel: the same rate limits, then the dialect's own handling (it closes on bad input: no error messages). */
-  private onXiaozhi(data: Buffer, isBinary: boolean): void {
-    const xz = this.xz!;
-    if (isBinary) {
-      if (!this.audioBucket.take(data.length)) return this.close(CLOSE.POLICY, 'audio faster than 4x real time');
-      return xz.onBinary(data);
-    }
-    if (!this.textBucket.take(1)) return this.close(CLOSE.POLICY, 'too many messages');
-    xz.onText(data.toString('utf8'));
-    if (this.helloTimer && xz.greeted) {
-      clearTimeout(this.helloTimer);
-      this.helloTimer = null;
-    }
-  }
-
-  private beforeHello(data: Buffer, isBinary: boolean): void {
-    if (isBinary) return this.close(CLOSE.PROTOCOL_ERROR, 'hello expected before audio');
-    const parsed = parseDeviceMessage(data.toString('utf8'));
-    if (parsed.ok && parsed.msg.type === 'hello') {
-      if (this.helloTimer) clearTimeout(this.helloTimer);
-      this.helloTimer = null;
-      this.errorsInRow = 0;
-      if (this.claim && !this.claim.test(parsed.msg.device_id)) {
-        this.host.metrics.rejected.labels('forbidden').inc();
-        return this.close(CLOSE.POLICY, 'device id not allowed for this token');
-      }
-      this.host.attach(this, parsed.msg.device_id, parsed.msg.resume);
-      return;
-    }
-    if (!parsed.ok && parsed.code === 'bad_message' && /"type":\s*"hello"/.test(data.toString('utf8'))) {
-      return this.error('bad_message', parsed.message);
-    }
-    this.close(CLOSE.PROTOCOL_ERROR, 'hello expected first');
-  }
-
-  private onAudio(frame: Buffer): void {
-    if (frame.length < MIN_AUDIO_FRAME_BYTES || frame.length > MAX_AUDIO_FRAME_BYTES || frame.length % 2 !== 0) {
-      return this.error(
-        'bad_audio',
-        `audio frames must be an even count of ${MIN_AUDIO_FRAME_BYTES}-${MAX_AUDIO_FRAME_BYTES} bytes, got ${frame.length}`,
-      );
-    }
-    if (!this.audioBucket.take(frame.length)) return this.error('rate_limited', 'audio faster than 4x real time');
-    const session = this.state?.session;
-    if (!session || session.ended) return this.error('no_session', 'audio with no active session');
-    this.errorsInRow = 0;
-    session.onAudio(frame);
-  }
-
-  private dispatch(msg: DeviceMessage): void {
-    const state = this.state;
-    if (!state) return;
-    switch (msg.type) {
-      case 'hello':
-        return this.error('bad_message', 'already identified: hello is only for the first message on /ws');
-      case 'ping':
-        this.errorsInRow = 0;
-        this.sendJson(msg.id === undefined ? { type: 'pong', t: msg.t } : { type: 'pong', id: msg.id, t: msg.t });
-        return;
-      case 'pong':
-        this.errorsInRow = 0;
-        return;
-      case 'hotword_detected':
-        this.errorsInRow = 0;
-        state.wake(msg.wake_id);
-        return;
-      default: {
-        const s = state.session;
-        if (!s || s.ended || s.id !== msg.session_id)
-          return this.error('no_session', `no active session "${msg.session_id.slice(0, 64)}"`);
-        this.errorsInRow = 0;
-        if (msg.type === 'end_of_speech') s.endOfSpeech();
-        else if (msg.type === 'playback_complete') s.playbackComplete();
-        else s.end('cancelled');
-      }
+      this.wire.onText(data.toString('utf8'));
     }
   }
 }

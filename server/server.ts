@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { CLOSE, closeCodeLabel, MAX_TEXT_BYTES } from '../core/protocol.ts';
+import { closeCodeLabel, MAX_TEXT_BYTES } from '../core/protocol.ts';
 import { isLoopbackHost } from '../core/run-config.ts';
 import { capPendingUpgrades, handleUpgrade, type Admission } from './admission.ts';
 import { loadReplies } from './audio.ts';
@@ -12,6 +12,7 @@ import { httpApi } from './http-api.ts';
 import { defaultConfig, effectiveIdleTimeoutMs, tokenBindings, type ServerConfig } from './config.ts';
 import { Connection, type ConnectionHost } from './connection.ts';
 import { DeviceRegistry } from './devices.ts';
+import { ServerLifecycle } from './lifecycle.ts';
 import { ServerMetrics } from './metrics.ts';
 
 export interface VoiceServer {
@@ -41,11 +42,10 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const metrics = new ServerMetrics();
   const started = Date.now();
   const connections = new Set<Connection>();
-  let draining = false;
-  let drainWake: (() => void) | null = null;
+  const draining = () => !life.accepting;
   const log = cfg.verbose ? (line: string) => process.stderr.write(`[server] ${line}\n`) : () => {};
 
-  const registry = new DeviceRegistry(cfg, metrics, () => drainWake?.());
+  const registry = new DeviceRegistry(cfg, metrics, () => life.changed());
   // Token → the device ids it may claim (null: any).
   const tokens = tokenBindings(cfg.tokens);
   // Off loopback with tokens, /health and /metrics ask for a token too.
@@ -68,9 +68,9 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
       // Codes come from clients too: the label stays bounded to the ones the protocol knows.
       metrics.closed.labels(closeCodeLabel(code)).inc();
       registry.detach(conn);
-      drainWake?.();
+      life.changed();
     },
-    sessionDone: () => drainWake?.(),
+    sessionDone: () => life.changed(),
     log,
   };
 
@@ -88,13 +88,21 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
         tokens,
         httpNeedsToken,
         started,
-        draining: () => draining,
+        draining,
         connections: () => connections.size,
         sessions: () => registry.activeSessions(),
       });
     },
   );
   http.keepAliveTimeout = 5000;
+  // Serving until a drain or close: named states (server/lifecycle.ts), one teardown.
+  const life = new ServerLifecycle(connections, cfg.drainMs, async () => {
+    registry.clear();
+    wss.close();
+    http.closeAllConnections();
+    await new Promise<void>((r) => http.close(() => r()));
+    metrics.stop();
+  });
 
   const settled = capPendingUpgrades(http, cfg, metrics);
   const admission: Admission = {
@@ -102,19 +110,18 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     metrics,
     wss,
     tokens,
-    draining: () => draining,
+    draining,
     connectionCount: () => connections.size,
     admit(ws, route, claim) {
       metrics.opened.inc();
-      const conn = new Connection(
+      const conn = new Connection({
         ws,
-        registry.nextConnectionId(),
+        id: registry.nextConnectionId(),
         host,
-        route.xiaozhi ? null : route.deviceId,
-        route.resume,
+        pathDevice: route.deviceId === null ? null : { id: route.deviceId, resume: route.resume },
         claim,
-        route.xiaozhi ?? null,
-      );
+        xiaozhi: route.xiaozhi ?? null,
+      });
       connections.add(conn);
       metrics.connections.set(connections.size);
     },
@@ -136,20 +143,6 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const port = (http.address() as AddressInfo).port;
   const hostForUrl = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
 
-  let stopped: Promise<void> | null = null;
-  const shutdown = async (closeCode: number, reason: string): Promise<void> => {
-    for (const c of connections) c.close(closeCode, reason);
-    // Sockets that ignore the close frame are terminated by the connection after 2 s.
-    const deadline = Date.now() + 3000;
-    while (connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    for (const c of connections) c.ws.terminate();
-    registry.clear();
-    wss.close();
-    http.closeAllConnections();
-    await new Promise<void>((r) => http.close(() => r()));
-    metrics.stop();
-  };
-
   const server: VoiceServer = {
     config: cfg,
     port,
@@ -157,43 +150,9 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     wsUrl: `ws://${hostForUrl}:${port}`,
     metrics,
     connectionCount: () => connections.size,
-    drain() {
-      if (stopped) return stopped;
-      draining = true;
-      stopped = (async () => {
-        const deadline = Date.now() + cfg.drainMs;
-        // Devices with nothing in flight go now; the others once their reply ends or the deadline passes.
-        const sweep = (): void => {
-          for (const c of connections) {
-            if (!c.inFlight || Date.now() >= deadline) c.close(CLOSE.SERVICE_RESTART, 'service restart');
-          }
-        };
-        sweep();
-        while (connections.size > 0 && Date.now() < deadline) {
-          await new Promise<void>((r) => {
-            drainWake = r;
-            setTimeout(r, 100);
-          });
-          drainWake = null;
-          sweep();
-        }
-        await shutdown(CLOSE.SERVICE_RESTART, 'service restart');
-      })();
-      return stopped;
-    },
-    close() {
-      if (stopped) return stopped;
-      draining = true;
-      stopped = shutdown(CLOSE.GOING_AWAY, 'going away');
-      return stopped;
-    },
-    forceClose() {
-      draining = true;
-      // Whatever a drain still waits for: every socket gets 1001 now; the drain's own shutdown then finds none.
-      const now = shutdown(CLOSE.GOING_AWAY, 'going away');
-      stopped ??= now;
-      return now;
-    },
+    drain: () => life.drain(),
+    close: () => life.close(),
+    forceClose: () => life.forceClose(),
   };
   return server;
 }

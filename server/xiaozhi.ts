@@ -11,14 +11,7 @@ import { loadReplies } from './audio.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { Session, type SessionLink } from './session.ts';
-
-/** What the xiaozhi wire needs from its socket (server/connection.ts). */
-export interface WireSocket {
-  sendJson(msg: object): boolean;
-  sendBinary(buf: Buffer): boolean;
-  close(code: number, reason: string): void;
-  log(line: string): void;
-}
+import type { RateLimits, Wire, WireSocket } from './wire.ts';
 
 /** The opus frames of xiaozhi: 60 ms at 16 kHz mono. */
 const FRAME_SAMPLES = 960;
@@ -32,7 +25,7 @@ export function framingFor(protocolVersion: string | undefined): AudioFraming | 
   return null;
 }
 
-export class XiaozhiWire implements SessionLink {
+export class XiaozhiWire implements SessionLink, Wire {
   readonly codec = 'opus' as const;
   /** The device's hello was answered. */
   greeted = false;
@@ -47,6 +40,7 @@ export class XiaozhiWire implements SessionLink {
 
   constructor(
     private readonly sock: WireSocket,
+    private readonly limits: RateLimits,
     readonly deviceId: string,
     private readonly framing: AudioFraming,
     private readonly cfg: ServerConfig,
@@ -62,7 +56,11 @@ export class XiaozhiWire implements SessionLink {
     return !!s && !s.ended && (s.heardVoice || s.stage !== 'listening');
   }
 
+  /** xiaozhi has no application heartbeat: the socket's WebSocket ping only. */
+  heartbeat(): void {}
+
   onText(text: string): void {
+    if (!this.limits.text.take(1)) return this.sock.close(CLOSE.POLICY, 'too many messages');
     let m: Record<string, unknown>;
     try {
       const v = JSON.parse(text) as unknown;
@@ -78,6 +76,7 @@ export class XiaozhiWire implements SessionLink {
       if (a && (a.format !== 'opus' || a.sample_rate !== 16000 || a.channels !== 1))
         return this.refuse('hello: audio_params must be opus, 16000 Hz, 1 channel');
       this.greeted = true;
+      this.sock.greeted();
       this.heard();
       this.sock.sendJson({
         type: 'hello',
@@ -113,6 +112,7 @@ export class XiaozhiWire implements SessionLink {
   }
 
   onBinary(buf: Buffer): void {
+    if (!this.limits.audio.take(buf.length)) return this.sock.close(CLOSE.POLICY, 'audio faster than 4x real time');
     if (!this.greeted) return this.refuse('hello expected before audio');
     const s = this.session;
     if (!s || s.ended) return; // audio outside listening: the firmware may still be flushing its microphone
