@@ -52,6 +52,18 @@ import { requireTools } from './tools.ts';
 export const ROOT = new URL('../', import.meta.url).pathname;
 
 /** The results root: the one given (--results, WAKESTORM_RESULTS), else results/ in the repository. */
+/**
+ * k6's remote-write output, aimed at `url`: trends as the percentiles the SLOs judge (the user's own
+ * K6_PROMETHEUS_RW_* settings win), so docs/grafana/wakestorm.json's panels have series to draw.
+ */
+function prometheusEnv(url: string): Record<string, string> {
+  return {
+    K6_PROMETHEUS_RW_SERVER_URL: url,
+    K6_PROMETHEUS_RW_TREND_STATS: process.env.K6_PROMETHEUS_RW_TREND_STATS ?? 'p(50),p(95),p(99),max',
+    K6_PROMETHEUS_RW_PUSH_INTERVAL: process.env.K6_PROMETHEUS_RW_PUSH_INTERVAL ?? '5s',
+  };
+}
+
 export function resultsRoot(p?: string): string {
   return resolve(p ?? join(ROOT, 'results'));
 }
@@ -90,6 +102,8 @@ export interface RunOptions {
   progress?: 'tty' | 'lines' | 'off';
   /** k6 outputs passed through as --out (e.g. csv=…, experimental-prometheus-rw). */
   outputs?: string[];
+  /** A Prometheus remote-write URL: the metrics stream there live (docs/live-metrics.md). */
+  prometheus?: string;
   log?: (line: string) => void;
   /** Aborts the run (as Ctrl-C does). */
   signal?: AbortSignal;
@@ -363,6 +377,7 @@ async function watchK6(
   const args: string[] = [];
   if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
   for (const o of opts.outputs ?? []) args.push('--out', o);
+  if (opts.prometheus) args.push('--out', 'experimental-prometheus-rw');
   // k6's REST API on a port of its own (the progress line reads the fleet's counters from it); k6's own progress
   // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
   const apiPort = await pickFreePort();
@@ -379,15 +394,17 @@ async function watchK6(
     script,
     vars,
     args,
-    env:
-      opts.dashboard === false
+    env: {
+      ...(opts.dashboard === false
         ? {}
         : {
             K6_WEB_DASHBOARD: 'true',
             K6_WEB_DASHBOARD_PORT: '-1',
             K6_WEB_DASHBOARD_PERIOD: '2s',
             K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html'),
-          },
+          }),
+      ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
+    },
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
     unset: ['TOKEN', 'K6_OUT'],
     cwd: ROOT,
@@ -550,6 +567,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       audio: inspected.audio,
     });
     if (refused) throw new EngineError(refused);
+  }
+  if (opts.prometheus !== undefined && !/^https?:\/\/[^\s/]+/.test(opts.prometheus)) {
+    throw new RunError(
+      `--prometheus must be a remote-write URL like http://127.0.0.1:9090/api/v1/write, got '${opts.prometheus}'`,
+    );
   }
   if (opts.serverUrl) await reachable(opts.serverUrl);
   const name = basename(plan.script, '.ts');

@@ -283,6 +283,12 @@ addFleetOptions(
         "a k6 output, passed through as k6's --out (repeatable; K6_OUT is honoured too), e.g. csv=run.csv",
       ).argParser(collect),
     )
+    .addOption(
+      new Option(
+        '--prometheus <url>',
+        "stream the metrics live to a Prometheus remote-write endpoint (k6's experimental-prometheus-rw output), e.g. http://127.0.0.1:9090/api/v1/write",
+      ).env('WAKESTORM_PROMETHEUS'),
+    )
     .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
     .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
     .addOption(
@@ -319,6 +325,7 @@ addFleetOptions(
     token: o.token,
     tokenFile: o.tokenFile,
     outputs,
+    prometheus: o.prometheus,
     echo: !machine,
     progress: machine ? 'off' : undefined,
     log: o.json
