@@ -5,6 +5,7 @@
 // messages, captures of fields the device keeps, the audio codec and framing by name, the link's lifecycle. Nothing
 // in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
 import { WakestormError } from './errors.ts';
+import { OPUS_SAMPLE_RATES } from './opus.ts';
 import { CAPTURED_ONLY, VARIABLES } from './variables.ts';
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
@@ -483,8 +484,8 @@ function audioSpec(v: unknown, where: string): AudioSpec {
     fail(`${where}.codec`, `must be "pcm_s16le" or "opus", got ${JSON.stringify(v.codec)}`);
   if (!AUDIO_FRAMINGS.includes(v.framing as AudioFraming))
     fail(`${where}.framing`, `must be one of ${AUDIO_FRAMINGS.join(', ')}, got ${JSON.stringify(v.framing)}`);
-  if (![8000, 12000, 16000, 24000, 48000].includes(v.sample_rate as number))
-    fail(`${where}.sample_rate`, 'must be 8000, 12000, 16000, 24000 or 48000');
+  if (!OPUS_SAMPLE_RATES.includes(v.sample_rate as number))
+    fail(`${where}.sample_rate`, `must be one of ${OPUS_SAMPLE_RATES.join(', ')}`);
   if (v.codec === 'pcm_s16le' && v.sample_rate !== 16000)
     fail(`${where}.sample_rate`, 'must be 16000 for pcm_s16le (the committed speech is 16 kHz)');
   return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };

@@ -2,6 +2,9 @@
 // scripts/make-opus.ts with libopus) and the duration of any packet from its TOC byte (RFC 6716 section 3.1), which
 // is how a device times downlink Opus audio without decoding it.
 
+/** The sample rates an Opus stream decodes at (RFC 6716 section 2): what a dialect or a hello may announce. */
+export const OPUS_SAMPLE_RATES: readonly number[] = [8000, 12_000, 16_000, 24_000, 48_000];
+
 /** Frame length of the committed packets (xiaozhi-esp32's OPUS_FRAME_DURATION_MS). */
 export const OPUS_FRAME_MS = 60;
 

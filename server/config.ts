@@ -2,6 +2,7 @@
 import { WakestormError } from '../core/errors.ts';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS, PCM_BYTES_PER_MS, VAD_THRESHOLD_RMS } from '../core/protocol.ts';
+import { OPUS_SAMPLE_RATES } from '../core/opus.ts';
 import { boundedInt } from '../core/run-config.ts';
 
 export type TtsPace = 'realtime' | 'burst';
@@ -299,7 +300,7 @@ export const NUMERIC_FLAGS: {
     env: 'WAKESTORM_XIAOZHI_DOWNLINK_RATE',
     min: 8000,
     max: 48_000,
-    oneOf: [8000, 12_000, 16_000, 24_000, 48_000],
+    oneOf: [...OPUS_SAMPLE_RATES],
     help: "sample rate a xiaozhi hello announces for the reply's Opus (an Opus decoding rate)",
   },
   {
