@@ -2,7 +2,7 @@
 # Go and Rust idle floors, 10,000 devices each, one after the other against one reference server (direct).
 set -u
 ulimit -n 20000
-cd /work/main
+cd "$(dirname "$0")/.."
 PORT=18321
 npx wakestorm server --port $PORT > /tmp/floor-server.log 2>&1 &
 SP=$!
