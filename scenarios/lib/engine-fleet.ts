@@ -29,8 +29,17 @@ const audioPath = (name: string) =>
   decodeURIComponent(import.meta.resolve(`../../audio/${name}`).replace(/^file:\/\//, ''));
 const UTTERANCE_PATH = audioPath('utterance.pcm');
 const OPUS_PATH = audioPath('utterance.opus');
-/** The Opus packets' frame table, read in the init context (open() is only allowed there). */
-const OPUS_TABLE = JSON.parse(open(import.meta.resolve('../../audio/utterance.opus.json'))) as OpusTable;
+
+/** The Opus packets' frame table, from the clip k6-fleet already loaded (no second read of the file). */
+function opusTable(audio: AudioFrames): Pick<OpusTable, 'frame_ms' | 'sizes' | 'silent' | 'silence_size'> {
+  const clip = audio.opus();
+  return {
+    frame_ms: clip.frameMs,
+    sizes: clip.packets.map((p) => p.byteLength),
+    silent: clip.silent,
+    silence_size: clip.silence.byteLength,
+  };
+}
 
 /** A record from the engine: [name, value, profile, from, to, phase mode, extra]. */
 type EngineRecord = [
@@ -117,7 +126,7 @@ function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: nu
     audio: {
       pcm_path: UTTERANCE_PATH,
       opus_path: OPUS_PATH,
-      opus: OPUS_TABLE,
+      opus: cfg.wake.mode === 'off' ? null : opusTable(audio),
       silent:
         cfg.wake.mode === 'off'
           ? {}
