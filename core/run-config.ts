@@ -57,6 +57,12 @@ export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
 export const DEVICE_BOUNDS = { devices: { min: 1, max: 1_000_000 }, perVu: { min: 1, max: 100_000 } } as const;
 
+/** Devices one VU runs when DEVICES_PER_VU is not given. */
+export const DEFAULT_DEVICES_PER_VU = 50;
+
+/** k6 processes one run may split its fleet into (execution segments; `wakestorm run --instances`). */
+export const INSTANCE_BOUNDS = { min: 1, max: 16 } as const;
+
 /** A scenario's own profile objects by name, each validated like a JSON profile. */
 export function ownProfiles(list: Profile[] = []): Record<string, Profile> {
   return Object.fromEntries(list.map((p, i) => [p.name, validateProfile(p, `scenario profile ${i}`)]));
@@ -136,7 +142,7 @@ export function readRunConfig(
   readShipped: (repoPath: string) => string = readFile,
 ): RunConfig {
   const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices);
-  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', 50, DEVICE_BOUNDS.perVu));
+  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', DEFAULT_DEVICES_PER_VU, DEVICE_BOUNDS.perVu));
   const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(

@@ -62,7 +62,7 @@ function fmt(m: MetricSummary): string {
  * The metrics table and, unless the CLI judges the run itself (VERDICT=cli: it also sees processes, interrupts and
  * k6's exit code), the SLO table and verdict from what k6 saw.
  */
-function textSummary(
+export function textSummary(
   data: SummaryData,
   slos: Slo[],
   title: string,
@@ -107,7 +107,9 @@ export function summaryOutputs(
 ): Record<string, string> {
   const byCli = env.VERDICT === 'cli';
   const ctx: JudgeContext = { profiles: resolved?.profiles };
-  const out: Record<string, string> = { stdout: textSummary(data, slos, scenario, extra, !byCli, ctx) };
+  const out: Record<string, string> = {
+    stdout: env.SUMMARY_TABLE === 'off' ? '' : textSummary(data, slos, scenario, extra, !byCli, ctx),
+  };
   const dir = env.RESULTS_DIR?.replace(/\/+$/, '');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const path = (f: string) => (dir ? `${dir}/${f}` : `results/${scenario}-${stamp}.${f}`);

@@ -39,6 +39,8 @@ export interface CapacityOptions {
   throughProxy?: boolean;
   /** Where the devices run: the native engine (default) or k6. */
   engine?: DeviceEngine;
+  /** k6 processes per step (execution segments), merged into one result. */
+  instances?: number;
   resultsRoot?: string;
   log?: (line: string) => void;
 }
@@ -122,6 +124,7 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       // A timeline needs Toxiproxy in the path.
       direct: !opts.throughProxy && !opts.timeline,
       engine: opts.engine,
+      instances: opts.instances,
       resultsRoot: join(c.dir, 'steps'),
       runId: `${String(steps.length + 1).padStart(2, '0')}-${n}`,
       echo: false,
@@ -129,7 +132,7 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       charts: false,
       onStarted: (p) => {
         k6From = p.startedAt + 2000;
-        sampler.start({ k6: p.k6Pid });
+        sampler.start({ k6: p.k6Pids });
       },
       log: () => {},
     });

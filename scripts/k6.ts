@@ -181,10 +181,13 @@ export function unmatchedTypesIn(logPath: string): string[] {
  * Polls k6's REST API for the fleet's counters and shows how many devices are connected (links_up - links_down) and
  * what they did so far. Returns the function that stops it.
  */
-export function k6Progress(api: string, durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
+export function k6Progress(apis: string[], durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
   if (mode === 'off') return () => {};
   const t0 = Date.now();
-  const counter = async (id: string) => {
+  // The fleet's counters summed over every k6 instance of the run.
+  const counter = async (id: string) =>
+    (await Promise.all(apis.map((api) => counterOf(api, id)))).reduce((a, b) => a + b, 0);
+  const counterOf = async (api: string, id: string) => {
     try {
       const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
       if (!r.ok) return 0;

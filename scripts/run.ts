@@ -1,7 +1,17 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { WakestormError } from '../core/errors.ts';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { loadDialect, validateDialect } from '../core/dialect.ts';
@@ -11,7 +21,9 @@ import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
 import {
   boundedInt,
+  DEFAULT_DEVICES_PER_VU,
   DEVICE_BOUNDS,
+  INSTANCE_BOUNDS,
   isLoopbackUrl,
   overrideBackoff,
   parseDuration,
@@ -27,6 +39,7 @@ import {
 } from '../core/run-contract.ts';
 import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
+import { textSummary } from '../core/summary.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
 import { decodeChaosEvent, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
@@ -45,7 +58,8 @@ import {
   type DeviceEngine,
   type RunningEngine,
 } from './engine.ts';
-import { shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { instancesFor, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import { mergeInstances } from './merge-instances.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
 
@@ -110,13 +124,21 @@ export interface RunOptions {
   /** Called once k6 runs, with the processes of the run (benches sample them). */
   onStarted?: (p: {
     k6Pid: number;
+    /** Every k6 instance's pid (k6Pid is the first). */
+    k6Pids: number[];
     serverPid: number | null;
     toxiproxyPid: number;
     toxiproxyPids: number[];
     enginePid: number | null;
+    enginePids: number[];
     serverHttpUrl: string;
     startedAt: number;
   }) => void;
+  /**
+   * k6 processes, each running its execution segment of the fleet with its own device engine and Toxiproxy shards,
+   * merged into one result; default: as many as the fleet needs under the open-file limit (instancesFor).
+   */
+  instances?: number;
   /** Toxiproxy processes; default: as many as the fleet needs under the open-file limit (toxiproxyShardsFor). */
   toxiproxyShards?: number;
   /** Raise the k6 child's open-file limit (large fleets). */
@@ -193,6 +215,7 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   // The bounds k6 itself applies (DEVICE_BOUNDS): a fleet k6 would refuse never starts the stack.
   if (opts.devices !== undefined)
     vars.DEVICES = String(boundedInt(opts.devices, '--devices', DEVICE_BOUNDS.devices, RunError));
+  if (opts.instances !== undefined) boundedInt(opts.instances, '--instances', INSTANCE_BOUNDS, RunError);
   if (opts.devicesPerVu !== undefined)
     vars.DEVICES_PER_VU = String(boundedInt(opts.devicesPerVu, '--devices-per-vu', DEVICE_BOUNDS.perVu, RunError));
   let durationMs: number | undefined;
@@ -321,6 +344,7 @@ async function startRunStack(
   opts: RunOptions,
   serverFlags: Partial<ServerConfig>,
   log: (l: string) => void,
+  instances = 1,
 ): Promise<Stack> {
   return startStack({
     serverUrl: opts.serverUrl,
@@ -329,23 +353,49 @@ async function startRunStack(
     proxyPorts: { voice: 0 },
     server: serverFlags,
     // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
-    toxiproxyShards: opts.toxiproxyShards ?? (opts.direct ? 1 : toxiproxyShardsFor(opts.devices ?? 0)),
+    // Each k6 instance sends its devices through shards of its own.
+    toxiproxyShards:
+      opts.toxiproxyShards ?? (opts.direct ? 1 : Math.max(instances, toxiproxyShardsFor(opts.devices ?? 0))),
     log: (l) => log(`  ${l}`),
   });
 }
 
-/** The run contract for this run: the plan's variables and where this stack and this run folder are. */
+/** One k6 process of a run: its execution segment of the fleet, its folder, its device engine and its REST API. */
+interface Instance {
+  index: number;
+  /** Where this instance's k6 writes (the run folder itself when the run has one instance). */
+  dir: string;
+  vars: K6Vars;
+  engine: RunningEngine | null;
+}
+
+/** k6's execution-segment flags for instance i of n: k6 gives each its slice of every scenario (none for one). */
+function segmentArgs(i: number, n: number): string[] {
+  if (n <= 1) return [];
+  const at = (k: number) => (k === 0 ? '0' : k === n ? '1' : `${k}/${n}`);
+  const sequence = Array.from({ length: n + 1 }, (_, k) => at(k)).join(',');
+  return ['--execution-segment', `${at(i)}:${at(i + 1)}`, '--execution-segment-sequence', sequence];
+}
+
+/**
+ * The run contract for one instance: the plan's variables and where this stack and this folder are. An instance's
+ * devices go through its own Toxiproxy shards (every n-th); the chaos timeline reaches every shard (TOXIPROXY_URL).
+ */
 function runVars(
   plan: ReturnType<typeof planRun>,
   stack: Stack,
   opts: RunOptions,
   dir: string,
   tokenFile: string | null,
+  instance = 0,
+  instances = 1,
 ): K6Vars {
   const urls = shardUrls(stack);
+  const own = stack.shards.filter((_, k) => k % instances === instance);
+  const targets = (own.length ? own : [stack.shards[instance % stack.shards.length]!]).map((sh) => sh.targetUrl);
   const vars: K6Vars = {
     ...plan.vars,
-    TARGET_URL: opts.direct ? stack.serverWsUrl : urls.targetUrl,
+    TARGET_URL: opts.direct ? stack.serverWsUrl : targets.join(','),
     TOXIPROXY_URL: urls.toxiproxyUrl,
     CONTROL_URL: stack.controlUrl,
     SERVER_URL: stack.serverHttpUrl,
@@ -354,45 +404,100 @@ function runVars(
     VERDICT: 'cli',
   };
   if (tokenFile) vars.TOKEN_FILE = tokenFile;
+  if (instances > 1) vars.SUMMARY_TABLE = 'off';
   if (opts.serverUrl && !isLoopbackUrl(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
   return vars;
 }
 
+/** k6's execution status while it waits, VUs initialised, for a paused test to be resumed (lib.ExecutionStatus). */
+const K6_PAUSED_BEFORE_RUN = 4;
+
 /**
- * Runs k6 and watches it to the end: its output into k6.log (chaos events decoded on the way), the stack (a Toxiproxy
- * that dies stops k6: INVALID), signals (one SIGINT forwarded, a second one kills), a watchdog, the processes' CPU
- * and memory. Whatever made the tester untrustworthy is in the returned `invalid`.
+ * Starts the instances together, the way the k6-operator starts its runners: each k6 was started `--paused
+ * --no-setup`; once every one has initialised its VUs and waits, setup() runs once (in instance 0, through k6's REST
+ * API), its data (the chaos timeline's epoch among it) goes to every instance, and all are resumed. So every
+ * instance's fault windows are the same instants. Returns why not, if not.
  */
-async function watchK6(
+async function startTogether(apis: string[], gone: () => string | null, timeoutMs = 300_000): Promise<string | null> {
+  const deadline = Date.now() + timeoutMs;
+  const ready = new Set<string>();
+  while (ready.size < apis.length) {
+    const why = gone();
+    if (why) return why;
+    if (Date.now() > deadline) return `the k6 instances did not all initialise in ${timeoutMs / 1000} s`;
+    for (const api of apis) {
+      if (ready.has(api)) continue;
+      try {
+        const r = await fetch(`${api}/v1/status`, { signal: AbortSignal.timeout(2000) });
+        const s = ((await r.json()) as { data?: { attributes?: { status?: unknown } } }).data?.attributes?.status;
+        if (s === K6_PAUSED_BEFORE_RUN || s === 'PausedBeforeRun') ready.add(api);
+      } catch {
+        /* not listening yet */
+      }
+    }
+    if (ready.size < apis.length) await new Promise((res) => setTimeout(res, 200));
+  }
+  type Envelope = { data?: { attributes?: { data?: unknown } }; errors?: { title?: string; detail?: string }[] };
+  const setup = await fetch(`${apis[0]}/v1/setup`, { method: 'POST', signal: AbortSignal.timeout(60_000) }).then(
+    async (r) => ({ ok: r.ok, body: (await r.json().catch(() => ({}))) as Envelope }),
+    (e: Error) => ({ ok: false, body: { errors: [{ detail: e.message }] } as Envelope }),
+  );
+  if (!setup.ok) {
+    const e = setup.body.errors?.[0];
+    return `setup() failed in instance 0: ${e?.detail ?? e?.title ?? 'no detail'}`;
+  }
+  const data = JSON.stringify(setup.body.data?.attributes?.data ?? null);
+  const call = (api: string, method: string, path: string, body: string) =>
+    fetch(`${api}${path}`, { method, body, signal: AbortSignal.timeout(10_000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
+  const given = await Promise.all(apis.slice(1).map((api) => call(api, 'PUT', '/v1/setup', data)));
+  if (given.some((ok) => !ok)) return `setup data could not be given to instance ${given.indexOf(false) + 1}`;
+  const resume = JSON.stringify({ data: { type: 'status', id: 'default', attributes: { paused: false } } });
+  const resumed = await Promise.all(apis.map((api) => call(api, 'PATCH', '/v1/status', resume)));
+  return resumed.every(Boolean) ? null : `k6 instance ${resumed.indexOf(false)} could not be resumed`;
+}
+
+/** The run's k6 processes: the one of each instance, spawned and watched. */
+interface K6Child {
+  k6: ReturnType<typeof spawnK6>;
+  logPath: string;
+  api: string;
+}
+
+/** Spawns instance `inst`'s k6: its output into its k6.log (chaos events decoded into `w.applied` on the way). */
+async function spawnInstance(
+  inst: Instance,
+  instances: number,
   opts: RunOptions,
-  vars: K6Vars,
   script: string,
-  stack: Stack,
-  dir: string,
+  w: Watch,
   log: (l: string) => void,
-  scenarioMs: number | null,
-  engine: RunningEngine | null,
-): Promise<Watch> {
-  const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
-  const args: string[] = [];
-  if (opts.charts !== false) args.push('--out', `json=${join(dir, 'samples.json.gz')}`);
+): Promise<K6Child> {
+  const args: string[] = [...segmentArgs(inst.index, instances)];
+  // Several instances need every raw sample: their percentiles are merged from them (merge-instances.ts).
+  if (opts.charts !== false || instances > 1) args.push('--out', `json=${join(inst.dir, 'samples.json.gz')}`);
   for (const o of opts.outputs ?? []) args.push('--out', o);
   if (opts.prometheus) args.push('--out', 'experimental-prometheus-rw');
+  // Each instance's series apart in the user's outputs (Prometheus would otherwise see two writers of one series).
+  if (instances > 1) args.push('--tag', `instance=${inst.index}`, '--paused', '--no-setup');
   // k6's REST API on a port of its own (the progress line reads the fleet's counters from it); k6's own progress
   // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
   const apiPort = await pickFreePort();
   args.push('--address', `127.0.0.1:${apiPort}`, '-q');
   const echo = opts.echo !== false;
   // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
-  const tty = echo && !!process.stdout.isTTY;
+  const tty = echo && !!process.stdout.isTTY && instances === 1;
   // Everything k6 prints is kept in k6.log, echoed or not (logs, warnings, Go runtime traces).
-  const k6LogPath = join(dir, 'k6.log');
-  const k6Log = createWriteStream(k6LogPath);
+  const logPath = join(inst.dir, 'k6.log');
+  const k6Log = createWriteStream(logPath);
   // A full or read-only disk: the run goes on (k6's output still reaches the terminal) and ends INVALID, saying so.
-  k6Log.on('error', (e) => w.invalid.push(fsProblem(e, k6LogPath)));
+  k6Log.on('error', (e) => w.invalid.push(fsProblem(e, logPath)));
+  const prefix = instances > 1 ? `[${inst.index}] ` : '';
   const k6 = spawnK6({
     script,
-    vars,
+    vars: inst.vars,
     args,
     env: {
       ...(opts.dashboard === false
@@ -401,7 +506,7 @@ async function watchK6(
             K6_WEB_DASHBOARD: 'true',
             K6_WEB_DASHBOARD_PORT: '-1',
             K6_WEB_DASHBOARD_PERIOD: '2s',
-            K6_WEB_DASHBOARD_EXPORT: join(dir, 'k6-dashboard.html'),
+            K6_WEB_DASHBOARD_EXPORT: join(inst.dir, 'k6-dashboard.html'),
           }),
       ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
     },
@@ -417,57 +522,98 @@ async function watchK6(
       if (e) {
         w.applied.push(e);
         if (echo) log(`  chaos: ${e.fault} ${e.phase}${e.ok ? '' : ` FAILED: ${e.detail}`}`);
-      } else if (echo) (stream === 'stdout' ? process.stdout : process.stderr).write(`${line}\n`);
+      } else if (echo) (stream === 'stdout' ? process.stdout : process.stderr).write(`${prefix}${line}\n`);
     },
   });
-  const pid = k6.child.pid!;
+  void k6.closed.then(() => k6Log.end());
+  const ended = new Promise<void>((res) => k6Log.once('close', res));
+  return {
+    k6: { child: k6.child, closed: k6.closed.then(async (r) => (await ended, r)) },
+    logPath,
+    api: `http://127.0.0.1:${apiPort}`,
+  };
+}
+
+/**
+ * Runs the instances' k6 and watches them to the end: their output into k6.log (chaos events decoded on the way), the
+ * stack (a Toxiproxy that dies stops k6: INVALID), signals (one SIGINT forwarded, a second one kills), a watchdog, the
+ * processes' CPU and memory. Whatever made the tester untrustworthy is in the returned `invalid`.
+ */
+async function watchK6(
+  opts: RunOptions,
+  instances: Instance[],
+  script: string,
+  stack: Stack,
+  log: (l: string) => void,
+  scenarioMs: number | null,
+): Promise<Watch> {
+  const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
+  const n = instances.length;
+  const children: K6Child[] = [];
+  for (const inst of instances) children.push(await spawnInstance(inst, n, opts, script, w, log));
+  const killAll = (sig: NodeJS.Signals) => {
+    for (const c of children) c.k6.child.kill(sig);
+  };
+  const pids = children.map((c) => c.k6.child.pid!);
+  const engines = instances.flatMap((i) => (i.engine ? [i.engine] : []));
   opts.onStarted?.({
-    k6Pid: pid,
+    k6Pid: pids[0]!,
+    k6Pids: pids,
     serverPid: stack.serverPid,
     toxiproxyPid: stack.toxiproxyPid,
     toxiproxyPids: stack.shards.map((sh) => sh.pid),
-    enginePid: engine?.pid ?? null,
+    enginePid: engines[0]?.pid ?? null,
+    enginePids: engines.map((e) => e.pid),
     serverHttpUrl: stack.serverHttpUrl,
     startedAt: Date.now(),
   });
   // The tester's own health for the report: CPU and memory of every process of the run, once a second.
   const sampler = new Sampler();
   sampler.start({
-    k6: pid,
+    k6: pids,
     server: stack.serverPid,
     toxiproxy: stack.shards.map((sh) => sh.pid),
-    ...(engine ? { engine: engine.pid } : {}),
+    ...(engines.length ? { engine: engines.map((e) => e.pid) } : {}),
   });
   const sampledFrom = Date.now();
+  const vars = instances[0]!.vars;
   const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
+  const echo = opts.echo !== false;
   const stopProgress = k6Progress(
-    `http://127.0.0.1:${apiPort}`,
+    children.map((c) => c.api),
     durationMs,
-    opts.progress ?? (echo ? (tty ? 'tty' : 'lines') : 'off'),
+    opts.progress ?? (echo ? (process.stdout.isTTY && n === 1 ? 'tty' : 'lines') : 'off'),
   );
+  const stopAll = (why: string) => {
+    w.invalid.push(why);
+    killAll('SIGINT');
+  };
   // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
   stack.onExit((e) => {
     if (e.tool === 'toxiproxy') {
-      w.invalid.push(`${e.message}: the network under test vanished`);
       log(`\nwakestorm run: ${e.message}; stopping k6 (the run is INVALID)`);
-      k6.child.kill('SIGINT');
+      stopAll(`${e.message}: the network under test vanished`);
     } else log(`\nwakestorm run: ${e.message} (the server's own failure: the devices' numbers show it)`);
   });
   // The devices live in the engine: an engine that dies leaves k6 recording nothing, so k6 stops at once.
-  engine?.onExit((message) => {
-    w.invalid.push(`${message}: the devices vanished`);
-    log(`\nwakestorm run: ${message}; stopping k6 (the run is INVALID)`);
-    k6.child.kill('SIGINT');
-  });
+  for (const inst of instances)
+    inst.engine?.onExit((message) => {
+      const who = n > 1 ? `instance ${inst.index}: ` : '';
+      log(`\nwakestorm run: ${who}${message}; stopping k6 (the run is INVALID)`);
+      stopAll(`${who}${message}: the devices vanished`);
+    });
+  // An instance that ends while the others still run (it failed) leaves its slice of the fleet unmeasured.
+  const exited = new Array<string | null>(n).fill(null);
+  children.forEach((c, i) => void c.k6.closed.then((r) => (exited[i] = `k6 instance ${i} exited ${r.code}`)));
   const onSignal = () => {
     if (w.interrupted) {
-      k6.child.kill('SIGKILL');
+      killAll('SIGKILL');
       return;
     }
     w.interrupted = true;
     markStopping();
     log('\nwakestorm run: interrupted; stopping k6 (the run will be INVALID; Ctrl-C again to kill it)');
-    k6.child.kill('SIGINT');
+    killAll('SIGINT');
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -476,23 +622,30 @@ async function watchK6(
   // gracefulStop, idle, and ignored SIGTERM (k6 websockets has no close-handshake timeout; the exact cause is not
   // pinned down). Nothing may hang: past the run's length plus slack, k6 is interrupted, then killed, and the run is
   // marked incomplete (run.json k6_stuck).
-  // The scenario's own duration when no --duration was given (a soak's default outlasts a fixed guess).
-  const limitMs = (durationMs || 600_000) + 120_000;
+  // The scenario's own duration when no --duration was given (a soak's default outlasts a fixed guess); several
+  // instances also get the time they take to initialise before they start together.
+  const limitMs = (durationMs || 600_000) + 120_000 + (n > 1 ? 300_000 : 0);
   const watchdog = setTimeout(() => {
     w.stuck = true;
     log(
       `wakestorm run: k6 still running ${Math.round(limitMs / 1000)} s after start: interrupting it (a stuck VU; see run.json)`,
     );
-    k6.child.kill('SIGINT');
-    setTimeout(() => k6.child.kill('SIGKILL'), 15_000).unref();
+    killAll('SIGINT');
+    setTimeout(() => killAll('SIGKILL'), 15_000).unref();
   }, limitMs);
-  const { code, signal } = await k6.closed;
-  w.k6Code = code;
-  await new Promise<void>((res) => k6Log.end(res));
+  if (n > 1) {
+    const why = await startTogether(
+      children.map((c) => c.api),
+      () => (w.interrupted ? 'interrupted' : (exited.find((e) => e !== null) ?? null)),
+    );
+    if (why && !w.interrupted) stopAll(`the k6 instances could not start together: ${why}`);
+    else if (!why) log(`wakestorm run: ${n} k6 instances initialised and started together`);
+  }
+  const ends = await Promise.all(children.map((c) => c.k6.closed));
   stopProgress();
   sampler.stop();
-  for (const n of ['k6', 'server', 'toxiproxy', ...(engine ? ['engine'] : [])])
-    w.processes[n] = sampler.stats(n, sampledFrom, Date.now());
+  for (const name of ['k6', 'server', 'toxiproxy', ...(engines.length ? ['engine'] : [])])
+    w.processes[name] = sampler.stats(name, sampledFrom, Date.now());
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
@@ -501,10 +654,17 @@ async function watchK6(
   // What only the CLI sees: why the tester may not be trusted for this run.
   if (w.interrupted) w.invalid.push('the run was interrupted (SIGINT/SIGTERM) before it finished');
   if (w.stuck) w.invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
-  if (!w.interrupted && !w.stuck && !w.invalid.length && code !== 0 && code !== 99) {
-    const why = signal ? `k6 was killed (${signal})` : `k6 exited ${code}${K6_EXIT[code] ? ` (${K6_EXIT[code]})` : ''}`;
-    const err = lastK6Error(k6LogPath);
-    w.invalid.push(`${why}${err ? `: ${err}` : ''}`);
+  // k6's exit: the worst of the instances (a failure over a threshold breach over success).
+  w.k6Code = ends.find((e) => e.code !== 0 && e.code !== 99)?.code ?? ends.find((e) => e.code === 99)?.code ?? 0;
+  if (!w.interrupted && !w.stuck && !w.invalid.length) {
+    ends.forEach(({ code, signal }, i) => {
+      if (code === 0 || code === 99) return;
+      const why = signal
+        ? `k6 was killed (${signal})`
+        : `k6 exited ${code}${K6_EXIT[code] ? ` (${K6_EXIT[code]})` : ''}`;
+      const err = lastK6Error(children[i]!.logPath);
+      w.invalid.push(`${n > 1 ? `instance ${i}: ` : ''}${why}${err ? `: ${err}` : ''}`);
+    });
   }
   for (const e of w.applied)
     if (!e.ok) w.invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
@@ -512,10 +672,58 @@ async function watchK6(
 }
 
 /**
+ * The run's summary: k6's own for one instance; for several, one summary merged from all their raw samples (exact
+ * percentiles), with samples.json.gz, scenario.json and the planned events of the whole run beside it. An instance
+ * whose own numbers say the tester failed makes the run INVALID, named.
+ */
+async function summaryOf(
+  dir: string,
+  instances: Instance[],
+  slos: Slo[],
+  w: Watch,
+  keepSamples: boolean,
+): Promise<SummaryData | null> {
+  if (instances.length === 1) return readJson<SummaryData>(join(dir, 'summary.json'));
+  const own: SummaryData[] = [];
+  for (const inst of instances) {
+    const s = readJson<SummaryData>(join(inst.dir, 'summary.json'));
+    if (!s) {
+      w.invalid.push(`instance ${inst.index} wrote no summary (see ${join(basename(inst.dir), 'k6.log')})`);
+      continue;
+    }
+    for (const why of judge(s, slos).invalid) w.invalid.push(`instance ${inst.index}: ${why}`);
+    own.push(s);
+  }
+  if (own.length < instances.length) return null;
+  const tmp = join(dir, `.samples-${process.pid}.json.gz`);
+  let merged: SummaryData;
+  try {
+    merged = await mergeInstances({
+      samples: instances.map((i) => join(i.dir, 'samples.json.gz')),
+      summaries: own,
+      combinedSamples: keepSamples ? tmp : undefined,
+    });
+    if (keepSamples) renameSync(tmp, join(dir, 'samples.json.gz'));
+    writeResult(join(dir, 'summary.json'), JSON.stringify(merged, null, 1));
+    for (const f of ['scenario.json', 'events.json'])
+      if (existsSync(join(instances[0]!.dir, f))) copyFileSync(join(instances[0]!.dir, f), join(dir, f));
+    // What is the whole run's now lives beside the instances: one junit.xml for CI to find, one set of samples.
+    for (const i of instances)
+      for (const f of ['samples.json.gz', 'junit.xml', 'events.json', 'scenario.json'])
+        rmSync(join(i.dir, f), { force: true });
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    w.invalid.push(`the instances' samples could not be merged: ${fsProblem(e)}`);
+    return null;
+  }
+  return merged;
+}
+
+/**
  * After k6: every fault undone on every shard before the server's metrics are scraped (stack.stop() then drains
  * the server and stops Toxiproxy last); k6's summary read back; events.json rewritten with what was applied.
  */
-async function collectResults(stack: Stack, dir: string, w: Watch): Promise<SummaryData | null> {
+async function collectResults(stack: Stack, dir: string, w: Watch, summary: SummaryData | null): Promise<void> {
   await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
   let metrics = `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`;
   try {
@@ -532,7 +740,6 @@ async function collectResults(stack: Stack, dir: string, w: Watch): Promise<Summ
     }
   };
   write('server-metrics.txt', metrics);
-  const summary = readJson<SummaryData>(join(dir, 'summary.json'));
   const planned = readJson<EventsFile>(join(dir, 'events.json'))?.planned ?? [];
   if (!w.invalid.length && summary && w.applied.length < planned.length) {
     w.invalid.push(
@@ -541,7 +748,6 @@ async function collectResults(stack: Stack, dir: string, w: Watch): Promise<Summ
   }
   const events: EventsFile = { planned, applied: w.applied };
   write('events.json', JSON.stringify(events, null, 1));
-  return summary;
 }
 
 export async function runScenario(opts: RunOptions): Promise<RunResult> {
@@ -558,6 +764,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     throw e;
   }
   const token = resolveToken(opts);
+  const instanceCount = opts.instances ?? instancesFor(opts.devices ?? 0);
+  // k6 splits a fleet between instances by VUs: a small fleet gets enough VUs for every instance to have some.
+  if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined)
+    plan.vars.DEVICES_PER_VU = String(Math.min(DEFAULT_DEVICES_PER_VU, Math.ceil(opts.devices / instanceCount)));
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
   const engineKind = opts.engine ?? DEFAULT_ENGINE;
   if (engineKind === 'native') {
@@ -584,24 +794,36 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   if (token && !opts.serverUrl) serverFlags.tokens = [...(serverFlags.tokens ?? []), token];
 
   let stack: Stack | null = null;
-  let engine: RunningEngine | null = null;
+  const instances: Instance[] = [];
   let w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
   let summary: SummaryData | null = null;
+  const stopEngines = () => Promise.all(instances.map((i) => i.engine?.stop() ?? Promise.resolve()));
   try {
     log(`wakestorm run ${name}: starting the stack`);
-    stack = await startRunStack(opts, serverFlags, log);
-    if (engineKind === 'native') engine = await startEngine(opts.fdLimit);
-    const vars = runVars(plan, stack, opts, dir, secret?.path ?? null);
-    if (engine) vars.ENGINE_URL = engine.url;
-    const where = engine ? ` (devices in the native engine, pid ${engine.pid})` : '';
+    stack = await startRunStack(opts, serverFlags, log, instanceCount);
+    for (let i = 0; i < instanceCount; i++) {
+      // One instance writes into the run folder; several each into their own, merged at the end.
+      const idir = instanceCount > 1 ? join(dir, `instance-${i}`) : dir;
+      if (instanceCount > 1) mkdirSync(idir);
+      const engine = engineKind === 'native' ? await startEngine(opts.fdLimit) : null;
+      const vars = runVars(plan, stack, opts, idir, secret?.path ?? null, i, instanceCount);
+      if (engine) vars.ENGINE_URL = engine.url;
+      instances.push({ index: i, dir: idir, vars, engine });
+    }
+    const engines = instances.flatMap((i) => (i.engine ? [i.engine.pid] : []));
+    const where = engines.length ? ` (devices in the native engine, pid ${engines.join(', ')})` : '';
+    const split = instanceCount > 1 ? `, ${instanceCount} k6 instances (execution segments)` : '';
     log(
-      `wakestorm run ${name}: k6 ${tools.k6Version} -> ${vars.TARGET_URL}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}`,
+      `wakestorm run ${name}: k6 ${tools.k6Version} -> ${shardUrls(stack).targetUrl}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}${split}`,
     );
-    w = await watchK6(opts, vars, plan.script, stack, dir, log, inspected.durationMs, engine);
-    await engine?.stop();
-    summary = await collectResults(stack, dir, w);
+    w = await watchK6(opts, instances, plan.script, stack, log, inspected.durationMs);
+    await stopEngines();
+    summary = await summaryOf(dir, instances, plan.slos, w, opts.charts !== false);
+    // The instances printed no metrics table (SUMMARY_TABLE=off): the whole fleet's, from the merged summary.
+    if (instanceCount > 1 && summary && opts.echo !== false) log(textSummary(summary, plan.slos, name, [], false));
+    await collectResults(stack, dir, w, summary);
   } finally {
-    await engine?.stop();
+    await stopEngines();
     if (stack) {
       log('wakestorm run: tearing the stack down');
       await stack.stop();
@@ -613,7 +835,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   // The scenario's own SLOs as k6 resolved them (a scenario may replace the defaults); the CLI's plan when k6 wrote none.
   const resolved = readJson<ResolvedRun>(join(dir, 'scenario.json'));
   const slos = resolved?.slos ?? plan.slos;
-  const unmatchedTypes = unmatchedTypesIn(join(dir, 'k6.log'));
+  const unmatchedTypes = [
+    ...new Set(instances.length ? instances.flatMap((i) => unmatchedTypesIn(join(i.dir, 'k6.log'))) : []),
+  ];
   let judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
   const seconds = (endedAt.getTime() - startedAt.getTime()) / 1000;
   // Results that cannot be written make the run INVALID (the tester failed to keep them), in one line; what can be

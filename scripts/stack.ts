@@ -4,6 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { INSTANCE_BOUNDS } from '../core/run-config.ts';
 import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from './proxy-layout.ts';
 import { ToxiproxyClient } from './toxiproxy.ts';
@@ -105,6 +106,16 @@ export function toxiproxyShardsFor(devices: number, hardLimit = hardFdLimit()): 
   if (!Number.isFinite(hardLimit)) return 1;
   const perShard = Math.max(1, Math.floor((hardLimit - 1000) / 2));
   return Math.min(16, Math.max(1, Math.ceil(devices / perShard)));
+}
+
+/**
+ * k6 instances a fleet needs (`wakestorm run --instances`): each holds one descriptor per device (in k6, or in its
+ * device engine), so one process carries about (hard limit - headroom) devices.
+ */
+export function instancesFor(devices: number, hardLimit = hardFdLimit()): number {
+  if (!Number.isFinite(hardLimit)) return 1;
+  const perInstance = Math.max(1, hardLimit - 1000);
+  return Math.min(INSTANCE_BOUNDS.max, Math.max(1, Math.ceil(devices / perInstance)));
 }
 
 /** The server flags as CLI arguments for a child `wakestorm server`. Tokens never go on a command line (ps shows it). */

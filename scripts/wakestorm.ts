@@ -5,7 +5,7 @@ import { SHIPPED_DIALECTS } from '../core/dialect.ts';
 import { PROFILES } from '../core/profiles.ts';
 import { TIMELINES } from '../core/timelines.ts';
 import { WakestormError } from '../core/errors.ts';
-import { DEVICE_BOUNDS } from '../core/run-config.ts';
+import { DEVICE_BOUNDS, INSTANCE_BOUNDS } from '../core/run-config.ts';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError,
@@ -268,6 +268,14 @@ addFleetOptions(
         collect,
       ),
     )
+    .addOption(
+      new Option(
+        '--instances <n>',
+        'k6 processes, each running its execution segment of the fleet with its own engine and Toxiproxy shards; one merged result (default: what the fleet needs under the open-file limit)',
+      )
+        .env('WAKESTORM_INSTANCES')
+        .argParser(check((v) => parseIntFlag('--instances', v, INSTANCE_BOUNDS.min, INSTANCE_BOUNDS.max))),
+    )
     .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
     .addOption(
       new Option(
@@ -320,6 +328,7 @@ addFleetOptions(
     direct: o.direct,
     engine: o.engine,
     toxiproxyShards: o.toxiproxyShards,
+    instances: o.instances,
     resultsRoot: o.results,
     dashboard: o.dashboard,
     token: o.token,
@@ -402,6 +411,14 @@ addFleetOptions(
     )
     .option('--server-url <url>', 'search your own server instead of the reference one')
     .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
+    .addOption(
+      new Option(
+        '--instances <n>',
+        'k6 processes, each running its execution segment of the fleet with its own engine and Toxiproxy shards; one merged result (default: what the fleet needs under the open-file limit)',
+      )
+        .env('WAKESTORM_INSTANCES')
+        .argParser(check((v) => parseIntFlag('--instances', v, INSTANCE_BOUNDS.min, INSTANCE_BOUNDS.max))),
+    )
     .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
     .option('--results <dir>', 'results root (default: results/)'),
   { wake: 'poisson:10s' },
@@ -427,6 +444,7 @@ addFleetOptions(
     serverUrl: o.serverUrl,
     throughProxy: o.throughProxy,
     engine: o.engine,
+    instances: o.instances,
     resultsRoot: o.results,
   });
 });
