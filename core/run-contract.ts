@@ -57,6 +57,8 @@ export type RunVars = {
   SUMMARY_JSON?: string;
   /** `cli`: the CLI judges the run (it also sees processes and interrupts); k6 prints metrics only. */
   VERDICT?: 'cli';
+  /** Chaos VUs: 1 (default) drives every Toxiproxy; N puts one in each of N execution segments (k6-operator runners). */
+  CHAOS_VUS?: string;
   /** `off`: k6 prints no metrics table (one instance of several: the CLI prints the merged one). */
   SUMMARY_TABLE?: 'off';
   [slo: `SLO_${string}`]: string | undefined;

@@ -1,11 +1,23 @@
 // One exact result from the k6 instances of a run (`wakestorm run --instances N`): every instance's raw samples (k6's
 // JSON output) read back and aggregated the way one k6 process aggregates them: counters and rates summed,
 // percentiles computed from all the values with k6's own rule (linear interpolation between ranks), never averaged.
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import {
+  copyFileSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  renameSync,
+  rmSync,
+  type WriteStream,
+} from 'node:fs';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
 import type { MetricSummary, SummaryData } from '../core/k6-summary.ts';
 import { TREND_STATS } from '../core/summary.ts';
+import type { Slo } from '../core/slo.ts';
+import { judge } from '../core/verdict.ts';
+import { fsProblem, readJson, writeResult } from './run-dir.ts';
 
 /** k6's TrendSink.P: the value at rank pct·(n−1) of the sorted values, interpolated between its neighbours. */
 function k6Percentile(sorted: ArrayLike<number>, pct: number): number {
@@ -101,7 +113,7 @@ function valuesOf(type: string, a: Acc, durationS: number): Record<string, numbe
   }
 }
 
-export interface MergeInput {
+interface MergeInput {
   /** Each instance's k6 JSON output (samples.json or .json.gz). */
   samples: string[];
   /** Each instance's own summary (k6's handleSummary data): which metrics and submetrics the run declared. */
@@ -134,7 +146,7 @@ async function readPoints(
  * The summary one k6 process would have computed from every instance's samples: each metric and submetric the
  * instances declared, with k6's values for its type; the run's length is the longest instance's.
  */
-export async function mergeInstances(input: MergeInput): Promise<SummaryData> {
+async function mergeInstances(input: MergeInput): Promise<SummaryData> {
   const types = new Map<string, { type: string; contains?: string }>();
   for (const s of input.summaries)
     for (const [k, m] of Object.entries(s.metrics))
@@ -197,4 +209,49 @@ export async function mergeInstances(input: MergeInput): Promise<SummaryData> {
     state: { ...input.summaries[0]?.state, testRunDurationMs: durationMs },
     setup_data: input.summaries[0]?.setup_data,
   };
+}
+
+/**
+ * A run's instance folders (each with k6's summary.json and samples.json.gz) merged into `dir`: summary.json from all
+ * their samples (exact percentiles), samples.json.gz when kept, scenario.json and the planned events of instance 0.
+ * An instance with no summary, or whose own numbers say the tester failed, makes the run INVALID, named.
+ */
+export async function mergeInstanceDirs(
+  dir: string,
+  instanceDirs: string[],
+  slos: Slo[],
+  keepSamples: boolean,
+): Promise<{ summary: SummaryData | null; invalid: string[] }> {
+  const invalid: string[] = [];
+  const own: SummaryData[] = [];
+  instanceDirs.forEach((d, i) => {
+    const s = readJson<SummaryData>(join(d, 'summary.json'));
+    if (!s) return void invalid.push(`instance ${i} wrote no summary (see ${join(basename(d), 'k6.log')})`);
+    for (const why of judge(s, slos).invalid) invalid.push(`instance ${i}: ${why}`);
+    own.push(s);
+  });
+  const missing = instanceDirs.findIndex((d) => !existsSync(join(d, 'samples.json.gz')));
+  if (missing >= 0) invalid.push(`instance ${missing} kept no samples (samples.json.gz): its numbers cannot be merged`);
+  if (invalid.some((x) => /wrote no summary|kept no samples/.test(x))) return { summary: null, invalid };
+  const tmp = join(dir, `.samples-${process.pid}.json.gz`);
+  try {
+    const summary = await mergeInstances({
+      samples: instanceDirs.map((d) => join(d, 'samples.json.gz')),
+      summaries: own,
+      combinedSamples: keepSamples ? tmp : undefined,
+    });
+    if (keepSamples) renameSync(tmp, join(dir, 'samples.json.gz'));
+    writeResult(join(dir, 'summary.json'), JSON.stringify(summary, null, 1));
+    for (const f of ['scenario.json', 'events.json'])
+      if (existsSync(join(instanceDirs[0]!, f))) copyFileSync(join(instanceDirs[0]!, f), join(dir, f));
+    // What is the whole run's now lives beside the instances: one junit.xml for CI to find, one set of samples.
+    for (const d of instanceDirs)
+      for (const f of ['samples.json.gz', 'junit.xml', 'events.json', 'scenario.json'])
+        rmSync(join(d, f), { force: true });
+    return { summary, invalid };
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    invalid.push(`the instances' samples could not be merged: ${fsProblem(e)}`);
+    return { summary: null, invalid };
+  }
 }

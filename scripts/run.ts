@@ -1,17 +1,7 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { WakestormError } from '../core/errors.ts';
-import {
-  copyFileSync,
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { loadDialect, validateDialect } from '../core/dialect.ts';
@@ -59,7 +49,7 @@ import {
   type RunningEngine,
 } from './engine.ts';
 import { instancesFor, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
-import { mergeInstances } from './merge-instances.ts';
+import { mergeInstanceDirs } from './merge-instances.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
 
@@ -684,39 +674,14 @@ async function summaryOf(
   keepSamples: boolean,
 ): Promise<SummaryData | null> {
   if (instances.length === 1) return readJson<SummaryData>(join(dir, 'summary.json'));
-  const own: SummaryData[] = [];
-  for (const inst of instances) {
-    const s = readJson<SummaryData>(join(inst.dir, 'summary.json'));
-    if (!s) {
-      w.invalid.push(`instance ${inst.index} wrote no summary (see ${join(basename(inst.dir), 'k6.log')})`);
-      continue;
-    }
-    for (const why of judge(s, slos).invalid) w.invalid.push(`instance ${inst.index}: ${why}`);
-    own.push(s);
-  }
-  if (own.length < instances.length) return null;
-  const tmp = join(dir, `.samples-${process.pid}.json.gz`);
-  let merged: SummaryData;
-  try {
-    merged = await mergeInstances({
-      samples: instances.map((i) => join(i.dir, 'samples.json.gz')),
-      summaries: own,
-      combinedSamples: keepSamples ? tmp : undefined,
-    });
-    if (keepSamples) renameSync(tmp, join(dir, 'samples.json.gz'));
-    writeResult(join(dir, 'summary.json'), JSON.stringify(merged, null, 1));
-    for (const f of ['scenario.json', 'events.json'])
-      if (existsSync(join(instances[0]!.dir, f))) copyFileSync(join(instances[0]!.dir, f), join(dir, f));
-    // What is the whole run's now lives beside the instances: one junit.xml for CI to find, one set of samples.
-    for (const i of instances)
-      for (const f of ['samples.json.gz', 'junit.xml', 'events.json', 'scenario.json'])
-        rmSync(join(i.dir, f), { force: true });
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    w.invalid.push(`the instances' samples could not be merged: ${fsProblem(e)}`);
-    return null;
-  }
-  return merged;
+  const r = await mergeInstanceDirs(
+    dir,
+    instances.map((i) => i.dir),
+    slos,
+    keepSamples,
+  );
+  w.invalid.push(...r.invalid);
+  return r.summary;
 }
 
 /**

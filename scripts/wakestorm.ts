@@ -370,6 +370,61 @@ program
   });
 
 program
+  .command('merge <dir>')
+  .description(
+    'one verdict from k6 instances that ran apart (k6-operator runners): merge <dir>/instance-N/, write junit.xml, run.json, report.html',
+  )
+  .action(async (dir: string) => {
+    const { mergeCommand } = await import('./merge-command.ts');
+    process.exitCode = await mergeCommand(dir);
+  });
+
+program
+  .command('k8s <scenario>')
+  .description(
+    'write a k6-operator TestRun, the scenario as a k6 archive in a ConfigMap, a results claim and the runner image build line into --out (docs/distributed.md)',
+  )
+  .requiredOption('--out <dir>', 'where the manifests go')
+  .requiredOption(
+    '--server-url <url>',
+    'the server under test as the runners reach it, e.g. ws://voice.default.svc:9000',
+  )
+  .addOption(
+    new Option('--parallelism <n>', 'runners (each an execution segment, with its own Toxiproxy and engine)')
+      .default(2)
+      .argParser(check((v) => parseIntFlag('--parallelism', v, 1, 1000))),
+  )
+  .addOption(
+    new Option('--devices <n>', 'virtual devices in all').argParser(
+      check((v) => parseIntFlag('--devices', v, DEVICE_BOUNDS.devices.min, DEVICE_BOUNDS.devices.max)),
+    ),
+  )
+  .addOption(
+    new Option('--devices-per-vu <n>', 'devices one VU runs').argParser(
+      check((v) => parseIntFlag('--devices-per-vu', v, DEVICE_BOUNDS.perVu.min, DEVICE_BOUNDS.perVu.max)),
+    ),
+  )
+  .option('--duration <d>', "run length (default: the scenario's own)")
+  .option('--profile <spec>', 'profile name, mix or .json file')
+  .option('--timeline <t>', 'chaos timeline name or .json file (network faults; each runner drives its own Toxiproxy)')
+  .option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>')
+  .option('--dialect <d>', 'a shipped dialect name or a .json file')
+  .option('--backoff <policy>', "replace every profile's reconnect policy")
+  .option('--seed <s>', 'seed for wake schedules and jitter')
+  .option('--slo <override>', 'SLO override name=value, name=off, or a .json SLO file (repeatable)', collect)
+  .option('--image <image>', 'the runner image built from deploy/Dockerfile (default wakestorm-runner:k6-<version>)')
+  .option('--name <name>', 'TestRun name (default wakestorm-<scenario>)')
+  .option('--token-secret <secret>', "a Secret whose 'token' key is the devices' bearer token")
+  .option('--results-claim <pvc>', 'a ReadWriteMany claim the runners write into (default: results-pvc.yaml makes one)')
+  .action(async (scenario: string, o) => {
+    const { writeK8s } = await import('./k8s.ts');
+    const r = writeK8s({ scenario, ...o });
+    console.log(
+      `wakestorm k8s: ${r.name}: ${r.files.join(', ')} in ${r.dir} (k6 archive ${Math.round(r.archiveBytes / 1024)} KiB); next: docs/distributed.md`,
+    );
+  });
+
+program
   .command('compare <runA> <runB>')
   .description('each SLO metric side by side with its change; exit 1 when run B is worse beyond the tolerance')
   .addOption(

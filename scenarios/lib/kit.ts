@@ -20,7 +20,15 @@ import { createK6Metrics, fleetScenario, loadUtterance, readRepoFile, runFleetVu
 import { VIOLATION_KINDS } from '../../core/device-link.ts';
 import type { DeviceMetricName as MetricName, MetricSink } from '../../core/metric-names.ts';
 import type { Profile } from '../../core/profiles.ts';
-import { dialectOf, ownProfiles, parseWake, readRunConfig, type RunConfig } from '../../core/run-config.ts';
+import {
+  boundedInt,
+  dialectOf,
+  INSTANCE_BOUNDS,
+  ownProfiles,
+  parseWake,
+  readRunConfig,
+  type RunConfig,
+} from '../../core/run-config.ts';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/slo.ts';
 import { TREND_STATS, summaryOutputs } from '../../core/summary.ts';
 import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.ts';
@@ -148,7 +156,9 @@ export function makeScenario(spec: ScenarioSpec) {
   if (timeline.steps.length) {
     scenarios.chaos = {
       executor: 'per-vu-iterations',
-      vus: 1,
+      // One chaos VU, in one execution segment, drives every shard; CHAOS_VUS=N (k6-operator runners, each with its
+      // own Toxiproxy) puts one in each of N segments, each driving its own runner's Toxiproxy.
+      vus: env.CHAOS_VUS === undefined ? 1 : boundedInt(env.CHAOS_VUS, 'CHAOS_VUS', INSTANCE_BOUNDS),
       iterations: 1,
       exec: 'chaos',
       maxDuration: `${Math.ceil(cfg.durationMs / 1000) + 30}s`,

@@ -1,0 +1,211 @@
+// `wakestorm k8s` and `wakestorm merge`: the manifests validate against the TestRun CRD of the pinned k6-operator
+// release, and the runners they describe, run here as local processes the way the operator runs them (its segment
+// flags, --paused, its instance tag, resumed together), merge into one verdict.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Ajv } from 'ajv';
+import { parse } from 'yaml';
+import { K6_OPERATOR } from '../../scripts/k8s.ts';
+import { requireEngine } from '../../scripts/engine.ts';
+import { requireTools } from '../../scripts/tools.ts';
+import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
+import { freePort, ROOT, runCli, waitFor } from '../helpers/proc.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'wakestorm-k8s-'));
+
+/** The TestRun schema from the pinned k6-operator module (the Go module proxy serves it; `go` fetches it). */
+function testRunSchema(): object {
+  const out = execFileSync('go', ['mod', 'download', '-json', `${K6_OPERATOR.module}@${K6_OPERATOR.version}`], {
+    cwd: work,
+    env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  const dir = (JSON.parse(out) as { Dir: string }).Dir;
+  const crd = parse(readFileSync(join(dir, K6_OPERATOR.crd), 'utf8')) as {
+    spec: { names: { kind: string }; versions: { name: string; schema: { openAPIV3Schema: object } }[] };
+  };
+  assert.equal(crd.spec.names.kind, 'TestRun');
+  return crd.spec.versions.find((v) => v.name === 'v1alpha1')!.schema.openAPIV3Schema;
+}
+
+describe('wakestorm k8s', () => {
+  const out = join(work, 'manifests');
+  const tl = join(work, 'cut.json');
+  writeFileSync(tl, JSON.stringify([{ at: '6s', for: '3s', fault: 'cut' }]));
+
+  it('writes a TestRun that validates against the pinned k6-operator CRD', async () => {
+    const r = await runCli(
+      [
+        'k8s',
+        'smoke',
+        '--out',
+        out,
+        '--server-url',
+        'ws://voice.default.svc:9000',
+        '--parallelism',
+        '2',
+        '--devices',
+        '20',
+        '--duration',
+        '25s',
+        '--timeline',
+        tl,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const ajv = new Ajv({ strict: false, validateFormats: false, allErrors: true });
+    const validate = ajv.compile(testRunSchema());
+    const testRun = parse(readFileSync(join(out, 'testrun.yaml'), 'utf8')) as {
+      apiVersion: string;
+      kind: string;
+      spec: { parallelism: unknown; runner: { env: { name: string; value?: string }[]; image: string } };
+    };
+    assert.equal(testRun.apiVersion, 'k6.io/v1alpha1');
+    assert.equal(testRun.kind, 'TestRun');
+    assert.ok(validate(testRun), JSON.stringify(validate.errors));
+    assert.deepEqual(testRun.spec.runner.env, [{ name: 'WAKESTORM_SERVER', value: 'voice.default.svc:9000' }]);
+    // The validator is live: a manifest the operator would refuse fails it.
+    assert.equal(validate({ ...testRun, spec: { ...testRun.spec, parallelism: 'two' } }), false);
+    assert.equal(validate({ ...testRun, spec: { ...testRun.spec, script: {}, parallelism: undefined } }), false);
+    // The ConfigMap carries the k6 archive whole, and it is the scenario with the run's variables.
+    const cm = parse(readFileSync(join(out, 'configmap.yaml'), 'utf8')) as { binaryData: Record<string, string> };
+    const tar = Buffer.from(cm.binaryData['archive.tar']!, 'base64');
+    assert.deepEqual(tar, readFileSync(join(out, 'archive.tar')));
+    const inspected = JSON.parse(
+      execFileSync(requireTools().k6, ['inspect', join(out, 'archive.tar')], { encoding: 'utf8' }),
+    ) as { scenarios: Record<string, { vus?: number }> };
+    assert.equal(inspected.scenarios.chaos?.vus, 2, 'one chaos VU per runner');
+    // A token comes from the named Secret, as a file: never in the manifests.
+    const withToken = join(work, 'with-token');
+    const t = await runCli([
+      'k8s',
+      'smoke',
+      '--out',
+      withToken,
+      '--server-url',
+      'ws://v:9',
+      '--token-secret',
+      'voice-token',
+    ]);
+    assert.equal(t.code, 0, t.stderr);
+    const tr = parse(readFileSync(join(withToken, 'testrun.yaml'), 'utf8')) as object;
+    assert.ok(validate(tr), JSON.stringify(validate.errors));
+    assert.match(JSON.stringify(tr), /"secretName":"voice-token"/);
+  });
+
+  it('refuses in one line what a cluster run cannot do', async () => {
+    for (const [args, why] of [
+      [['--server-url', 'http://x:1'], /must be ws:\/\//],
+      [['--server-url', 'ws://x:1', '--timeline', 'server-restart', '--duration', '2m'], /control API/],
+      [['--server-url', 'ws://x:1', '--parallelism', '0'], /--parallelism/],
+    ] as const) {
+      const r = await runCli(['k8s', 'smoke', '--out', join(work, 'refused'), ...args]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr.trim(), why);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+  });
+
+  describe('its runners, run here as the operator runs them', () => {
+    let server: VoiceServer;
+    const kids: ChildProcess[] = [];
+    before(async () => {
+      server = await startVoiceServer({ port: await freePort(), host: '127.0.0.1' });
+    });
+    after(async () => {
+      // Each runner is a process group (sh, its Toxiproxy, engine and k6): nothing outlives the test.
+      for (const k of kids) if (k.exitCode === null) process.kill(-k.pid!, 'SIGKILL');
+      await server.close();
+    });
+
+    it('two segments with their own Toxiproxy and engine merge into one PASS', async () => {
+      // The image's layout: the real k6, Toxiproxy and the engine in one folder; runner-entry.sh as `k6`.
+      const tools = requireTools();
+      const bin = join(work, 'bin');
+      mkdirSync(bin);
+      symlinkSync(tools.k6, join(bin, 'k6'));
+      symlinkSync(tools.toxiproxyServer, join(bin, 'toxiproxy-server'));
+      symlinkSync(tools.toxiproxyCli, join(bin, 'toxiproxy-cli'));
+      symlinkSync(requireEngine(), join(bin, 'wakestorm-engine'));
+      const results = join(work, 'results');
+      const apis: string[] = [];
+      const ends: Promise<number | null>[] = [];
+      for (const index of [1, 2]) {
+        const api = await freePort();
+        apis.push(`http://127.0.0.1:${api}`);
+        // NewRunnerJob's command for runner `index` of 2 (k6-operator pkg/resources/jobs/runner.go).
+        const args = [
+          'run',
+          '--quiet',
+          `--execution-segment=${index === 1 ? '0:1/2' : '1/2:1'}`,
+          '--execution-segment-sequence=0,1/2,1',
+          join(out, 'archive.tar'),
+          `--address=127.0.0.1:${api}`,
+          '--paused',
+          '--tag',
+          `instance_id=${index}`,
+          '--tag',
+          `job_name=wakestorm-smoke-${index}`,
+        ];
+        const kid = spawn('sh', [join(ROOT, 'deploy', 'runner-entry.sh'), ...args], {
+          env: {
+            ...process.env,
+            WAKESTORM_BIN: bin,
+            WAKESTORM_RESULTS: results,
+            WAKESTORM_SERVER: `127.0.0.1:${server.port}`,
+            WAKESTORM_TOXIPROXY_PORT: String(await freePort()),
+            WAKESTORM_PROXY_PORT: String(await freePort()),
+            WAKESTORM_ENGINE_PORT: String(await freePort()),
+          },
+          stdio: ['ignore', 'ignore', 'pipe'],
+          detached: true,
+        });
+        let err = '';
+        kid.stderr!.on('data', (d) => (err += d));
+        kids.push(kid);
+        ends.push(
+          new Promise((res) =>
+            kid.on('close', (code) => {
+              if (code !== 0) console.error(`runner ${index}: ${err.slice(-2000)}`);
+              res(code);
+            }),
+          ),
+        );
+      }
+      // The starter: once every runner's API answers, resume them all (k6-operator curl_start.go).
+      const paused = async (api: string) => {
+        try {
+          const s = (await (await fetch(`${api}/v1/status`)).json()) as { data: { attributes: { status: number } } };
+          return s.data.attributes.status === 4;
+        } catch {
+          return false;
+        }
+      };
+      await waitFor(async () => (await Promise.all(apis.map(paused))).every(Boolean), 60_000, 'both runners paused');
+      const body = JSON.stringify({ data: { type: 'status', id: 'default', attributes: { paused: false } } });
+      for (const api of apis) assert.ok((await fetch(`${api}/v1/status`, { method: 'PATCH', body })).ok);
+      const codes = await Promise.all(ends);
+      assert.deepEqual(codes, [0, 0]);
+      const m = await runCli(['merge', results], { timeoutMs: 60_000 });
+      assert.equal(m.code, 0, m.stdout + m.stderr);
+      assert.match(m.stdout, /merged 2 instance\(s\)/);
+      assert.match(m.stdout, /VERDICT: PASS/);
+      const summary = JSON.parse(readFileSync(join(results, 'summary.json'), 'utf8')) as {
+        metrics: Record<string, { values: Record<string, number> }>;
+      };
+      assert.equal(summary.metrics.devices_started!.values.count, 20);
+      // Each runner cut its own devices through its own Toxiproxy, within its own fault window.
+      assert.equal(summary.metrics.connection_drops!.values.count, 20);
+      assert.equal(summary.metrics.unplanned_drops!.values.count, 0);
+      assert.match(readFileSync(join(results, 'junit.xml'), 'utf8'), /failures="0" errors="0"/);
+      const run = JSON.parse(readFileSync(join(results, 'run.json'), 'utf8')) as { verdict: string };
+      assert.equal(run.verdict, 'pass');
+    });
+  });
+});
