@@ -12,13 +12,6 @@ import { loadTimeline } from '../core/timelines.ts';
 import { planRun, ROOT, RunError, type RunOptions } from './run.ts';
 import { k6Env, PINS, requireTools } from './tools.ts';
 
-/** The k6-operator release whose TestRun CRD the manifests are written for (and validated against in the tests). */
-export const K6_OPERATOR = {
-  module: 'github.com/grafana/k6-operator',
-  version: 'v0.0.19',
-  crd: 'config/crd/bases/k6.io_testruns.yaml',
-} as const;
-
 /**
  * What one runner pod costs per device, from BENCHMARKS.md's `engine` row at 10,000 talking devices on this box:
  * k6 + engine 374.7 MiB and 48.7% of a core, Toxiproxy 669.7 MiB and 49.5%: ~107 KiB and ~0.1 millicore per device.

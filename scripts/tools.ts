@@ -15,6 +15,15 @@ export const PINS = {
     candidates: [{ module: 'go.k6.io/k6/v2', version: 'v2.2.0' }],
   },
   toxiproxy: { module: 'github.com/Shopify/toxiproxy/v2', version: 'v2.12.0' },
+  /**
+   * The k6-operator release whose TestRun CRD `wakestorm k8s` writes for (Apache-2.0; only its CRD is read, in the
+   * tests). v0.0.19 is the newest the Go module proxy serves here.
+   */
+  k6Operator: {
+    module: 'github.com/grafana/k6-operator',
+    version: 'v0.0.19',
+    crd: 'config/crd/bases/k6.io_testruns.yaml',
+  },
   /** go.mod of k6 v2 and Toxiproxy v2.12 want at least this. */
   minGo: '1.25',
 } as const;

@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
-import { K6_OPERATOR } from '../../scripts/k8s.ts';
 import { requireEngine } from '../../scripts/engine.ts';
-import { requireTools } from '../../scripts/tools.ts';
+import { PINS, requireTools } from '../../scripts/tools.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { freePort, ROOT, runCli, waitFor } from '../helpers/proc.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'wakestorm-k8s-'));
+
+const K6_OPERATOR = PINS.k6Operator;
 
 /** The TestRun schema from the pinned k6-operator module (the Go module proxy serves it; `go` fetches it). */
 function testRunSchema(): object {
