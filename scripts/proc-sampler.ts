@@ -1,6 +1,6 @@
 // Samples processes' RSS and CPU once a second during a run (wakestorm run's tester health, the benches' numbers).
 import type { ProcessStats } from '../core/run-contract.ts';
-import { cpuSeconds, rssMiB } from './proc-stats.ts';
+import { cpuSeconds, processTree, rssMiB } from './proc-stats.ts';
 
 /** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
 export async function serverLagP99Ms(httpUrl: string): Promise<number> {
@@ -17,12 +17,18 @@ export class Sampler {
   private samples = new Map<string, { t: number; rss: number; cpu: number }[]>();
   private health: { t: number; connections: number }[] = [];
 
-  /** A name may stand for several processes (Toxiproxy shards): their RSS and CPU are summed. */
+  /**
+   * A name may stand for several processes (Toxiproxy shards): their RSS and CPU are summed, each with the processes
+   * below it (the reference server's workers).
+   */
   start(pids: Record<string, number | number[] | null>, healthUrl?: string): void {
     this.timer = setInterval(() => {
       const t = Date.now();
       for (const [name, pid] of Object.entries(pids)) {
-        const list = ([] as (number | null)[]).concat(pid).filter((p): p is number => !!p);
+        const list = ([] as (number | null)[])
+          .concat(pid)
+          .filter((p): p is number => !!p)
+          .flatMap(processTree);
         if (!list.length) continue;
         try {
           const samples = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;

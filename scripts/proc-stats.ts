@@ -9,6 +9,21 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** pid and every process below it (a server's cluster workers), from each task's /proc children list. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      const p = out[i]!;
+      const text = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
+      if (text) out.push(...text.split(/\s+/).map(Number));
+    } catch {
+      /* gone, or no children file */
+    }
+  }
+  return out;
+}
+
 /** utime + stime in seconds; with children=true, waited-for children too. */
 export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

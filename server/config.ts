@@ -24,6 +24,8 @@ export interface ServerConfig {
   maxConnections: number;
   tokens: string[];
   drainMs: number;
+  /** Processes (node:cluster workers) sharing the port; the protocol holds across them (server/cluster.ts). */
+  workers: number;
   /** A socket whose unsent bytes exceed this is a slow reader and is cut. */
   maxBufferedBytes: number;
   /**
@@ -70,6 +72,7 @@ export const defaultConfig: ServerConfig = {
   maxConnections: 50_000,
   tokens: [],
   drainMs: 5_000,
+  workers: 1,
   maxBufferedBytes: 1024 * 1024,
   maxUnackedBytes: 256 * 1024,
   upgradeTimeoutMs: 5000,
@@ -237,6 +240,14 @@ export const NUMERIC_FLAGS: {
     min: 1,
     max: 10_000_000,
     help: 'above this, new devices get close 1013',
+  },
+  {
+    flag: '--workers',
+    key: 'workers',
+    env: 'WAKESTORM_WORKERS',
+    min: 1,
+    max: 64,
+    help: 'processes sharing the port (node:cluster): one live link per device and resume hold across them',
   },
   {
     flag: '--drain-ms',

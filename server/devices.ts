@@ -4,7 +4,7 @@ import { CLOSE, type ConnectedMsg } from '../core/protocol.ts';
 import { loadReplies } from './audio.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics } from './metrics.ts';
-import { Session, type SessionLink } from './session.ts';
+import { Session, type SessionLink, type SessionSnapshot } from './session.ts';
 
 let sessionCounter = 0;
 
@@ -71,7 +71,13 @@ export class DeviceState implements SessionLink {
   }
 }
 
-/** All device states of one server, by device id. */
+/** A device's state as it moves between the server's workers (server/cluster.ts): its resume token and session. */
+export interface DeviceSnapshot {
+  resumeToken: string;
+  session: SessionSnapshot | null;
+}
+
+/** All device states of one server (or of one worker of it), by device id. */
 export class DeviceRegistry {
   readonly byId = new Map<string, DeviceState>();
   private connCounter = 0;
@@ -80,14 +86,53 @@ export class DeviceRegistry {
     private readonly cfg: ServerConfig,
     private readonly metrics: ServerMetrics,
     private readonly onSessionDone: () => void,
+    /** Connection ids name the worker (c-w1-…) when the server has several. */
+    private readonly idPrefix = 'c',
+    /** A device's state expired here (its grace window passed): the cluster forgets where it lives. */
+    private readonly onExpired: (deviceId: string) => void = () => {},
   ) {}
 
   nextConnectionId(): string {
-    return `c-${(this.connCounter++).toString(36)}-${randomBytes(3).toString('hex')}`;
+    return `${this.idPrefix}-${(this.connCounter++).toString(36)}-${randomBytes(3).toString('hex')}`;
   }
 
-  /** Binds a new link to a device id: replaces any live one (4409), resumes on a live token, else starts fresh. */
-  attach(conn: DeviceLink, deviceId: string, resumeToken: string | undefined): void {
+  /**
+   * The device leaves this worker for another that holds its new link: a live link here is replaced (4409), and its
+   * state goes with it. Null when this worker no longer holds it (its grace window passed).
+   */
+  release(deviceId: string): DeviceSnapshot | null {
+    const st = this.byId.get(deviceId);
+    if (!st) return null;
+    if (st.graceTimer) clearTimeout(st.graceTimer);
+    st.graceTimer = null;
+    const old = st.conn;
+    if (old) {
+      old.detach();
+      st.linkLost();
+      old.close(CLOSE.REPLACED, 'replaced');
+    }
+    this.byId.delete(deviceId);
+    const session = st.session ? st.session.handOff(loadReplies()) : null;
+    st.session = null;
+    return { resumeToken: st.resumeToken, session };
+  }
+
+  /**
+   * Binds a new link to a device id: replaces any live one (4409), resumes on a live token, else starts fresh.
+   * `moved` is the device's state from the worker that held it until now.
+   */
+  attach(
+    conn: DeviceLink,
+    deviceId: string,
+    resumeToken: string | undefined,
+    moved: DeviceSnapshot | null = null,
+  ): void {
+    if (moved && !this.byId.has(deviceId)) {
+      const st = new DeviceState(deviceId, this.cfg, this.metrics, this.onSessionDone);
+      st.resumeToken = moved.resumeToken;
+      if (moved.session) st.session = Session.restore(moved.session, loadReplies(), this.cfg, this.metrics, st);
+      this.byId.set(deviceId, st);
+    }
     let st = this.byId.get(deviceId);
     let resumed = false;
     if (st) {
@@ -143,6 +188,7 @@ export class DeviceRegistry {
       if (st.conn) return;
       st.discardSession();
       this.byId.delete(st.deviceId);
+      this.onExpired(st.deviceId);
     };
     if (this.cfg.resumeGraceMs === 0) expire();
     else st.graceTimer = setTimeout(expire, this.cfg.resumeGraceMs);

@@ -2,6 +2,7 @@
 // Off loopback with tokens configured, both ask for a token too.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bearerOf } from './admission.ts';
+import type { ClusterLink } from './cluster.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 export interface HttpApiState {
@@ -13,6 +14,8 @@ export interface HttpApiState {
   draining(): boolean;
   connections(): number;
   sessions(): number;
+  /** Set in a worker of several: /health and /metrics answer for every worker. */
+  cluster?: ClusterLink;
 }
 
 export function httpApi(req: IncomingMessage, res: ServerResponse, st: HttpApiState): void {
@@ -25,17 +28,17 @@ export function httpApi(req: IncomingMessage, res: ServerResponse, st: HttpApiSt
     }
   }
   if (req.method === 'GET' && path === '/health') {
-    const draining = st.draining();
-    const body = JSON.stringify({
-      status: draining ? 'draining' : 'ok',
-      connections: st.connections(),
-      sessions: st.sessions(),
-      uptime_s: Math.round((Date.now() - st.started) / 1000),
-      draining,
+    const own = { connections: st.connections(), sessions: st.sessions(), draining: st.draining() };
+    void (st.cluster ? st.cluster.health() : Promise.resolve(own)).then((h) => {
+      const body = JSON.stringify({
+        status: h.draining ? 'draining' : 'ok',
+        ...h,
+        uptime_s: Math.round((Date.now() - st.started) / 1000),
+      });
+      res.writeHead(h.draining ? 503 : 200, { 'content-type': 'application/json' }).end(body);
     });
-    res.writeHead(draining ? 503 : 200, { 'content-type': 'application/json' }).end(body);
   } else if (req.method === 'GET' && path === '/metrics') {
-    st.metrics.registry.metrics().then(
+    (st.cluster ? st.cluster.metrics() : st.metrics.registry.metrics()).then(
       (text) => res.writeHead(200, { 'content-type': st.metrics.registry.contentType }).end(text),
       () => res.writeHead(500).end(),
     );

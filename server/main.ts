@@ -1,9 +1,34 @@
 // `wakestorm server`: runs the reference server in the foreground until SIGTERM/SIGINT, then drains and exits 0.
+import cluster from 'node:cluster';
 import { isLoopbackHost } from '../core/run-config.ts';
-import type { ServerConfig } from './config.ts';
-import { startVoiceServer } from './server.ts';
+import { runPrimary, workerLink, workerListening } from './cluster.ts';
+import { defaultConfig, type ServerConfig } from './config.ts';
+import { startVoiceServer, type VoiceServer } from './server.ts';
 
 export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void> {
+  const workers = cfg.workers ?? defaultConfig.workers;
+  if (workers > 1 && cluster.isPrimary) {
+    // The primary holds no device: it forks the workers and keeps the protocol true across them (server/cluster.ts).
+    const url = await runPrimary(workers, (l) => console.log(l));
+    console.log(
+      `wakestorm server listening on ${url} with ${workers} workers (ws: /ws and /ws/{deviceId}; http: /health, /metrics)`,
+    );
+    return;
+  }
+  if (cluster.isWorker) {
+    // The primary handles signals (a terminal's Ctrl-C reaches every process of the group) and says when to drain.
+    process.on('SIGINT', () => {});
+    process.on('SIGTERM', () => {});
+    process.on('disconnect', () => process.exit(1));
+    let server: VoiceServer | null = null;
+    const maxConnections = Math.ceil((cfg.maxConnections ?? defaultConfig.maxConnections) / workers);
+    server = await startVoiceServer(
+      { ...cfg, maxConnections },
+      workerLink(() => server!.worker),
+    );
+    workerListening(server.wsUrl);
+    return;
+  }
   const server = await startVoiceServer(cfg);
   const c = server.config;
   console.log(

@@ -102,6 +102,8 @@ export class ServerMetrics {
       name: 'voice_event_loop_lag_p99_seconds',
       help: 'Event-loop delay p99 since the previous scrape',
       registers,
+      // Several workers (server/cluster.ts): the worst of them, not a sum.
+      aggregator: 'max',
       collect() {
         // Each sample includes the sampling interval itself: subtract it to get the lag.
         this.set(Math.max(0, loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) / 1000);

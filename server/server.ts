@@ -14,6 +14,7 @@ import { Connection, type ConnectionHost } from './connection.ts';
 import { DeviceRegistry } from './devices.ts';
 import { ServerLifecycle } from './lifecycle.ts';
 import { ServerMetrics } from './metrics.ts';
+import type { ClusterLink, WorkerHandlers } from './cluster.ts';
 
 export interface VoiceServer {
   readonly config: ServerConfig;
@@ -30,9 +31,18 @@ export interface VoiceServer {
   close(): Promise<void>;
   /** A second signal during a drain: close every socket with 1001 now, without waiting for the drain. */
   forceClose(): Promise<void>;
+  /** What the cluster's primary asks of this server when it is one worker of several (server/cluster.ts). */
+  readonly worker: WorkerHandlers;
 }
 
-export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): Promise<VoiceServer> {
+/**
+ * Starts the reference server. `cluster` makes it one worker of several sharing the port (server/cluster.ts): devices
+ * are claimed from the primary, which moves a device's state here from the worker that held it.
+ */
+export async function startVoiceServer(
+  overrides: Partial<ServerConfig> = {},
+  cluster?: ClusterLink,
+): Promise<VoiceServer> {
   // An override given as undefined keeps the default (a spread would put undefined in its place).
   const given = Object.fromEntries(
     Object.entries(overrides).filter(([, v]) => v !== undefined),
@@ -45,7 +55,15 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
   const draining = () => !life.accepting;
   const log = cfg.verbose ? (line: string) => process.stderr.write(`[server] ${line}\n`) : () => {};
 
-  const registry = new DeviceRegistry(cfg, metrics, () => life.changed());
+  const registry = cluster
+    ? new DeviceRegistry(
+        cfg,
+        metrics,
+        () => life.changed(),
+        `c-w${cluster.index}`,
+        (d) => cluster.expired(d),
+      )
+    : new DeviceRegistry(cfg, metrics, () => life.changed());
   // Token → the device ids it may claim (null: any).
   const tokens = tokenBindings(cfg.tokens);
   // Off loopback with tokens, /health and /metrics ask for a token too.
@@ -61,7 +79,15 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     cfg,
     metrics,
     idleTimeoutMs: effectiveIdleTimeoutMs(cfg),
-    attach: (conn, id, resume) => registry.attach(conn, id, resume),
+    attach: (conn, id, resume) => {
+      if (!cluster) return registry.attach(conn, id, resume);
+      // The device's state may live in another worker: the primary moves it here first (replacing a live link there).
+      void cluster.claim(id).then((moved) => {
+        registry.attach(conn, id, resume, moved);
+        // The link closed while the state moved: the state waits out its grace window here.
+        if (!conn.open) registry.detach(conn);
+      });
+    },
     closed: (conn, code) => {
       connections.delete(conn);
       metrics.connections.set(connections.size);
@@ -91,6 +117,7 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
         draining,
         connections: () => connections.size,
         sessions: () => registry.activeSessions(),
+        cluster,
       });
     },
   );
@@ -153,6 +180,13 @@ export async function startVoiceServer(overrides: Partial<ServerConfig> = {}): P
     drain: () => life.drain(),
     close: () => life.close(),
     forceClose: () => life.forceClose(),
+    worker: {
+      release: (d) => registry.release(d),
+      health: () => ({ connections: connections.size, sessions: registry.activeSessions(), draining: draining() }),
+      metrics: () => metrics.registry.getMetricsAsJSON(),
+      drain: () => life.drain(),
+      forceClose: () => life.forceClose(),
+    },
   };
   return server;
 }

@@ -26,6 +26,25 @@ export interface SessionLink {
 /** Internal stage: `playing` is the wait for playback_complete after the last TTS byte. */
 type Stage = 'listening' | 'thinking' | 'speaking' | 'playing';
 
+/**
+ * A session as it moves to another worker of the server (server/cluster.ts) with its device: what a resume needs.
+ * The link is already lost when a session moves, so no stream or playback is in flight; a pipeline may be.
+ */
+export interface SessionSnapshot {
+  id: string;
+  wakeId: string;
+  reply: number;
+  stage: Stage;
+  ended: boolean;
+  interruptedPending: boolean;
+  transcriptSent: boolean;
+  replySent: boolean;
+  heardVoice: boolean;
+  waitForVoice: boolean;
+  /** How long ago the end of speech started the pipeline (ms), while thinking. */
+  pipelineElapsedMs: number | null;
+}
+
 /** Extra time a device gets, beyond the reply's length, to report playback_complete. */
 const PLAYBACK_GRACE_MS = 10_000;
 /** Chunks sent ahead of real time so a device's jitter buffer can fill. */
@@ -47,6 +66,8 @@ export class Session {
   private playbackTimer: NodeJS.Timeout | null = null;
   private streamTimer: NodeJS.Timeout | null = null;
   private streamGen = 0;
+  /** When the pipeline started (performance.now()), while thinking. */
+  private pipelineT0: number | null = null;
 
   constructor(
     readonly id: string,
@@ -60,11 +81,70 @@ export class Session {
      * counts the silence that ends speech. Without it (wakestorm), speech follows the wake at once.
      */
     private readonly waitForVoice = false,
+    /** A session that moved here from another worker: it goes on where it was, with no new session_started. */
+    restored: SessionSnapshot | null = null,
   ) {
-    metrics.sessionsStarted.inc();
     metrics.sessionsActive.inc();
+    if (restored) {
+      this.stage = restored.stage;
+      this.interruptedPending = restored.interruptedPending;
+      this.transcriptSent = restored.transcriptSent;
+      this.replySent = restored.replySent;
+      this.heardVoice = restored.heardVoice;
+      if (restored.ended) this.markEnded();
+      else if (this.stage === 'thinking') this.runPipeline(performance.now() - (restored.pipelineElapsedMs ?? 0));
+      else if (this.stage === 'playing') this.stage = 'speaking';
+      else if (this.stage === 'listening') this.armAudioTimer();
+      return;
+    }
+    metrics.sessionsStarted.inc();
     this.link.sendJson({ type: 'session_started', session_id: id, wake_id: wakeId });
     this.armAudioTimer();
+  }
+
+  /** A session that moved here from another worker of the server (server/cluster.ts). */
+  static restore(
+    snap: SessionSnapshot,
+    replies: readonly Reply[],
+    cfg: ServerConfig,
+    metrics: ServerMetrics,
+    link: SessionLink,
+  ): Session {
+    const reply = replies[snap.reply % replies.length]!;
+    return new Session(snap.id, snap.wakeId, reply, cfg, metrics, link, snap.waitForVoice, snap);
+  }
+
+  /**
+   * Hands this session to another worker (its link is already lost): every timer stops and it leaves this worker's
+   * active count without an outcome; the worker that takes it counts it from now on.
+   */
+  handOff(replies: readonly Reply[]): SessionSnapshot {
+    const snap: SessionSnapshot = {
+      id: this.id,
+      wakeId: this.wakeId,
+      reply: Math.max(0, replies.indexOf(this.reply)),
+      stage: this.stage,
+      ended: this.ended,
+      interruptedPending: this.interruptedPending,
+      transcriptSent: this.transcriptSent,
+      replySent: this.replySent,
+      heardVoice: this.heardVoice,
+      waitForVoice: this.waitForVoice,
+      pipelineElapsedMs: this.pipelineT0 === null ? null : performance.now() - this.pipelineT0,
+    };
+    this.clear('audio');
+    this.clear('pipeline');
+    this.clear('playback');
+    this.stopStream();
+    if (!this.ended) this.metrics.sessionsActive.dec();
+    this.ended = true;
+    return snap;
+  }
+
+  /** Ended before it moved (an interrupted turn a resume still reports): counted where it ended. */
+  private markEnded(): void {
+    this.ended = true;
+    this.metrics.sessionsActive.dec();
   }
 
   /** What the fake LLM answers (xiaozhi's sentence_start shows it). */
@@ -105,25 +185,40 @@ export class Session {
     if (this.ended || this.stage !== 'listening') return;
     this.clear('audio');
     this.stage = 'thinking';
-    // Each stage is due at a fixed time after the end of speech: chained timers would each add their own lateness
-    // (about a millisecond apiece), and response_latency would drift from the injected stt + llm + tts.
-    const t0 = performance.now();
+    this.runPipeline(performance.now());
+  }
+
+  /**
+   * The fake STT → LLM → TTS from an end of speech at t0 (performance.now()); steps already done (a session that moved
+   * mid-pipeline) are not repeated. Each stage is due at a fixed time after the end of speech: chained timers would
+   * each add their own lateness (about a millisecond apiece), and response_latency would drift from stt + llm + tts.
+   */
+  private runPipeline(t0: number): void {
+    this.pipelineT0 = t0;
     const at = (dueMs: number, fn: () => void) =>
       (this.pipelineTimer = setTimeout(fn, Math.max(0, t0 + dueMs - performance.now())));
     const { sttMs, llmMs, ttsMs } = this.cfg;
-    at(sttMs, () => {
-      this.transcriptSent = true;
-      this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
+    const speak = () =>
+      at(sttMs + llmMs + ttsMs, () => {
+        this.pipelineTimer = null;
+        this.pipelineT0 = null;
+        this.stage = 'speaking';
+        this.startStream();
+      });
+    const answer = () =>
       at(sttMs + llmMs, () => {
         this.replySent = true;
         this.link.sendJson({ type: 'llm_response', session_id: this.id, text: this.reply.text });
-        at(sttMs + llmMs + ttsMs, () => {
-          this.pipelineTimer = null;
-          this.stage = 'speaking';
-          this.startStream();
-        });
+        speak();
       });
-    });
+    if (this.replySent) speak();
+    else if (this.transcriptSent) answer();
+    else
+      at(sttMs, () => {
+        this.transcriptSent = true;
+        this.link.sendJson({ type: 'transcript', session_id: this.id, text: this.reply.transcript });
+        answer();
+      });
   }
 
   playbackComplete(): void {

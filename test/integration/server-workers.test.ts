@@ -1,0 +1,141 @@
+// `wakestorm server --workers N`: the protocol holds across worker processes (docs/protocol.md "Several workers"):
+// one live link per device id, resume on any worker, /health and /metrics for the whole server, drain on SIGTERM.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
+import { CLOSE } from '../../core/protocol.ts';
+import { exited, freePort, spawnCli, waitFor } from '../helpers/proc.ts';
+
+type Msg = { type: string; [k: string]: unknown };
+
+/** A device on /ws/<id>: every message it got, its close code, and which worker served it (c-w<N>-… ids). */
+class Link {
+  readonly msgs: Msg[] = [];
+  binary = 0;
+  code: number | null = null;
+  readonly ws: WebSocket;
+  readonly opened: Promise<Msg>;
+
+  constructor(url: string) {
+    this.ws = new WebSocket(url);
+    this.ws.on('message', (d, isBinary) => {
+      if (isBinary) this.binary++;
+      else this.msgs.push(JSON.parse(String(d)) as Msg);
+    });
+    this.ws.on('close', (c) => (this.code = c));
+    this.ws.on('error', () => {});
+    this.opened = this.next('connected');
+  }
+
+  async next(type: string, from = 0, timeoutMs = 5000): Promise<Msg> {
+    let found: Msg | undefined;
+    await waitFor(() => !!(found = this.msgs.slice(from).find((m) => m.type === type)), timeoutMs, type);
+    return found!;
+  }
+
+  send(m: object): void {
+    this.ws.send(JSON.stringify(m));
+  }
+
+  async worker(): Promise<string> {
+    return /^c-(w\d+)-/.exec(String((await this.opened).connection_id))![1]!;
+  }
+}
+
+describe('reference server with --workers 2', () => {
+  let port = 0;
+  let server: ReturnType<typeof spawnCli>;
+  const base = () => `ws://127.0.0.1:${port}/ws`;
+  before(async () => {
+    port = await freePort();
+    server = spawnCli([
+      'server',
+      '--workers',
+      '2',
+      '--port',
+      String(port),
+      '--stt-ms',
+      '50',
+      '--llm-ms',
+      '50',
+      '--tts-ms',
+      '50',
+      '--drain-ms',
+      '2000',
+    ]);
+    await waitFor(() => /listening on .* with 2 workers/.test(server.output()), 20_000, 'two workers listening');
+  });
+  after(() => {
+    if (server.exitCode === null) process.kill(-server.pid!, 'SIGKILL');
+  });
+
+  it('serves on both workers and keeps one live link per device id across them (4409 to the old one)', async () => {
+    const first = new Link(`${base()}/dev-a`);
+    const w0 = await first.worker();
+    // Each new link for the same device replaces the last; the connections alternate between the workers.
+    const links = [first];
+    for (let i = 0; i < 4; i++) {
+      const l = new Link(`${base()}/dev-a`);
+      await l.opened;
+      links.push(l);
+    }
+    const workers = await Promise.all(links.map((l) => l.worker()));
+    assert.ok(new Set(workers).size === 2, `links served by ${workers.join(', ')}`);
+    assert.ok(workers.some((w) => w !== w0));
+    await waitFor(() => links.slice(0, -1).every((l) => l.code !== null), 5000, 'every older link closed');
+    for (const l of links.slice(0, -1)) assert.equal(l.code, CLOSE.REPLACED);
+    assert.equal(links.at(-1)!.code, null);
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as Record<string, unknown>;
+    assert.equal(health.workers, 2);
+    assert.equal(health.connections, 1);
+    links.at(-1)!.ws.close();
+  });
+
+  it('resumes a conversation on the other worker, mid-reply', async () => {
+    let link = new Link(`${base()}/dev-b`);
+    const home = await link.worker();
+    const token = String((await link.opened).resume_token);
+    link.send({ type: 'hotword_detected', wake_id: 'w1' });
+    const started = await link.next('session_started');
+    link.send({ type: 'end_of_speech', session_id: started.session_id });
+    await link.next('tts_stream_start');
+    // The link dies mid-reply; the device comes back with its token until a link lands on the other worker.
+    let resumedElsewhere: Link | null = null;
+    for (let i = 0; i < 6 && !resumedElsewhere; i++) {
+      link.ws.terminate();
+      link = new Link(`${base()}/dev-b?resume=${token}`);
+      const c = await link.opened;
+      assert.equal(c.resumed, true, JSON.stringify(c));
+      assert.equal((c.session as { session_id: string }).session_id, started.session_id);
+      if ((await link.worker()) !== home) resumedElsewhere = link;
+    }
+    assert.ok(resumedElsewhere, 'a resume landed on the other worker');
+    // The reply plays again from its start there, and the conversation completes.
+    const end = await resumedElsewhere.next('tts_stream_end', 0, 15_000);
+    assert.ok(
+      resumedElsewhere.binary >= Number(end.chunks),
+      `${resumedElsewhere.binary} of ${String(end.chunks)} chunks`,
+    );
+    resumedElsewhere.send({ type: 'playback_complete', session_id: started.session_id });
+    const done = await resumedElsewhere.next('session_end');
+    assert.equal(done.reason, 'complete');
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /voice_resumes_total\{result="hit"\} [1-9]/);
+    assert.match(metrics, /voice_sessions_total\{outcome="complete"\} 1\b/);
+    // Both workers' numbers are in one answer: a session started on one, ended on the other, is counted once.
+    assert.match(metrics, /voice_sessions_started_total 1\b/);
+    resumedElsewhere.ws.close();
+  });
+
+  it('drains every worker on SIGTERM: idle links get 1012 and the server exits 0', async () => {
+    const links = [new Link(`${base()}/dev-c`), new Link(`${base()}/dev-d`), new Link(`${base()}/dev-e`)];
+    const workers = await Promise.all(links.map((l) => l.worker()));
+    assert.equal(new Set(workers).size, 2, workers.join(', '));
+    const t0 = Date.now();
+    server.kill('SIGTERM');
+    assert.equal(await exited(server, 10_000), 0);
+    assert.ok(Date.now() - t0 < 5000);
+    await waitFor(() => links.every((l) => l.code !== null), 3000, 'links closed');
+    for (const l of links) assert.equal(l.code, CLOSE.SERVICE_RESTART);
+  });
+});
