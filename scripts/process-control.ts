@@ -32,9 +32,12 @@ export async function waitHealthy(
   child: ChildProcess | null,
   what: string,
   tail: () => string,
+  /** Stops waiting (quietly) when aborted: another sign of readiness came first. */
+  stop?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    if (stop?.aborted) return;
     if (child && child.exitCode !== null)
       throw new WakestormError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`, 1);
     try {

@@ -229,16 +229,37 @@ function referenceServer(opts: StackOptions, port: number, onExit: (message: str
       c.once('exit', (code, sig) => {
         if (!down) onExit(exitMessage(`the reference server (pid ${c.pid})`, code, sig));
       });
+      // Ready when it says it listens (every worker of several does), or /health answers. The line counts because a
+      // restarted server meets the whole fleet's reconnect storm at once: /health then waits behind thousands of
+      // upgrades, and a 1 s health probe can time out for longer than the storm lasts.
+      let buf = '';
+      const said = new Promise<void>((res) => {
+        const onData = (d: Buffer) => {
+          buf = (buf + d.toString()).slice(-4096);
+          if (/wakestorm server listening on /.test(buf)) {
+            c.stdout?.off('data', onData);
+            res();
+          }
+        };
+        c.stdout?.on('data', onData);
+      });
+      const stopWaiting = new AbortController();
       try {
-        await waitHealthy(
-          `http://127.0.0.1:${port}/health`,
-          opts.healthTimeoutMs ?? 20_000,
-          c,
-          'the reference server',
-          outputTail(c),
-        );
+        await Promise.race([
+          said,
+          waitHealthy(
+            `http://127.0.0.1:${port}/health`,
+            opts.healthTimeoutMs ?? 20_000,
+            c,
+            'the reference server',
+            outputTail(c),
+            stopWaiting.signal,
+          ),
+        ]);
       } catch (e) {
         throw new StackError((e as Error).message);
+      } finally {
+        stopWaiting.abort();
       }
       down = false;
     },

@@ -57,8 +57,12 @@ export interface WorkerHandlers {
   forceClose(): Promise<void>;
 }
 
-/** The worker's end of the cluster (in a process cluster.fork started). */
-export function workerLink(handlers: () => WorkerHandlers): ClusterLink {
+/**
+ * The worker's end of the cluster (in a process cluster.fork started). `handlers` is null until this worker's server
+ * is up: the primary may ask it before (another worker gathering /health while this one starts, in a restart's
+ * storm), and then it holds no device and counts nothing.
+ */
+export function workerLink(handlers: () => WorkerHandlers | null): ClusterLink {
   const index = Number(process.env.WAKESTORM_WORKER ?? 0);
   let next = 0;
   const waiting = new Map<number, (data: unknown) => void>();
@@ -80,18 +84,20 @@ export function workerLink(handlers: () => WorkerHandlers): ClusterLink {
         waiting.delete(m.id);
         break;
       case 'release':
-        process.send!({ t: 'released', id: m.id, snapshot: h.release(m.device) } satisfies ToPrimary);
+        process.send!({ t: 'released', id: m.id, snapshot: h?.release(m.device) ?? null } satisfies ToPrimary);
         break;
-      case 'report':
-        void (m.what === 'health' ? Promise.resolve(h.health()) : h.metrics()).then((data) =>
-          process.send!({ t: 'reported', id: m.id, data } satisfies ToPrimary),
+      case 'report': {
+        const none = m.what === 'health' ? { connections: 0, sessions: 0, draining: false } : [];
+        void (!h ? Promise.resolve(none) : m.what === 'health' ? Promise.resolve(h.health()) : h.metrics()).then(
+          (data) => process.send!({ t: 'reported', id: m.id, data } satisfies ToPrimary),
         );
         break;
+      }
       case 'drain':
-        void h.drain().then(() => process.exit(0));
+        void (h?.drain() ?? Promise.resolve()).then(() => process.exit(0));
         break;
       case 'force':
-        void h.forceClose().then(() => process.exit(0));
+        void (h?.forceClose() ?? Promise.resolve()).then(() => process.exit(0));
         break;
     }
   });
@@ -171,7 +177,7 @@ export function runPrimary(n: number, log: (line: string) => void): Promise<stri
       w.on('exit', (code, signal) => {
         for (const [d, o] of owner) if (o === w) owner.delete(d);
         if (stopping) {
-          if (workers.every((x) => x.isDead())) process.exit(0);
+          if (workers.every((x) => x.isDead())) process.exit(process.exitCode ?? 0);
           return;
         }
         // A worker that dies takes its devices with it: the server failed, and says so by stopping whole.

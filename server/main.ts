@@ -24,7 +24,7 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
     const maxConnections = Math.ceil((cfg.maxConnections ?? defaultConfig.maxConnections) / workers);
     server = await startVoiceServer(
       { ...cfg, maxConnections },
-      workerLink(() => server!.worker),
+      workerLink(() => server?.worker ?? null),
     );
     workerListening(server.wsUrl);
     return;

@@ -16,6 +16,9 @@ import { ServerLifecycle } from './lifecycle.ts';
 import { ServerMetrics } from './metrics.ts';
 import type { ClusterLink, WorkerHandlers } from './cluster.ts';
 
+/** The listening socket's accept queue (capped by the kernel's net.core.somaxconn). */
+const ACCEPT_BACKLOG = 4096;
+
 export interface VoiceServer {
   readonly config: ServerConfig;
   readonly port: number;
@@ -161,7 +164,9 @@ export async function startVoiceServer(
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error) => reject(e);
     http.once('error', onError);
-    http.listen(cfg.port, cfg.host, () => {
+    // A fleet reconnecting after a restart arrives in one burst: Node's default accept queue of 511 overflowed at
+    // 20,000 devices (connects refused, retried, storming longer). The kernel caps it at net.core.somaxconn.
+    http.listen({ port: cfg.port, host: cfg.host, backlog: ACCEPT_BACKLOG }, () => {
       http.off('error', onError);
       resolve();
     });
