@@ -142,11 +142,14 @@ function render(scale: ScaleResult | null, fidelity: FidelityRow[] | null, cost:
 
 function benchmarksMd(machine: Record<string, string | number>, seconds: number, md: string, date: string): string {
   const limits = join(import.meta.dirname, 'LIMITS.md');
+  // The past-one-process section, as `npm run bench:fleet` last wrote it.
+  const fleet = join(import.meta.dirname, 'FLEET.md');
   return (
     `# Benchmarks\n\nProduced by \`npm run bench\` (${seconds} s) on ${machine.cores} cores (${machine.cpu}), ${machine.memory_gib} GiB, Node ${machine.node}, k6 ${machine.k6}, Toxiproxy ${machine.toxiproxy}, ${date}. Tester, Toxiproxy and server share the machine; devices go through Toxiproxy (fleets past the open-file limit through several Toxiproxy processes, see \`--toxiproxy-shards\`).\n\n` +
     'Scale: each row is one bounded run of `scenarios/wake-latency.ts` with the `recommended` profile (JSON ping every 15 s, answers server pings every 10 s, 20 ms audio frames), 1 wake per device per 5 minutes with real-time audio up and TTS down. A fleet *holds* when the server sees every device connected through the steady window, no connect fails or drops, keepalives arrive at cadence (within 20%), at most 1 uplink frame in 1000 slips more than 60 ms, at most 1% of conversations see a playback underrun, and the SLOs hold. RSS and CPU are averages over the steady window, sampled from /proc every second (Toxiproxy shards summed). The baseline is `bench/baseline.ts`: one VU per device, one socket, same identity and keepalive, no device model and no audio.\n\n' +
     "Fidelity: `bench/calibration.ts` through a 25 ms latency toxic each way, with the server's default endpointing window and stt+llm+tts (300 + 100+150+100 ms: the response truth is voice-to-voice, from the last voiced frame), then a 2.5 s cut with a fixed 1 s backoff. Latency truths are the injected delays; reconnect truth is the third try after the cut starts (3 s) plus one round trip. Latencies count after the ramp and before the cut. VU loop lag is how late each VU's 1 s probe timer fired over the same window: the generator's own delay on its timestamps.\n\n" +
     `${md}\nServer-only numbers: \`npm run bench:server\` (see the issue notes).\n` +
+    (existsSync(fleet) ? `\n${readFileSync(fleet, 'utf8')}` : '') +
     (existsSync(limits) ? `\n${readFileSync(limits, 'utf8')}` : '')
   );
 }

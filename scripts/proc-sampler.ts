@@ -74,6 +74,11 @@ export class Sampler {
     return this.health.find((x) => x.connections > 0)?.t ?? null;
   }
 
+  /** Every /health sample: when, and how many connections the server counted. */
+  connectionSeries(): { t: number; connections: number }[] {
+    return [...this.health];
+  }
+
   /** The server's connection count in the window: min and max as /health saw them. */
   connections(from: number, to: number): { min: number; max: number } | null {
     const h = this.health.filter((x) => x.t >= from && x.t <= to);
