@@ -4,11 +4,9 @@
 //   FLEET_DEVICES=50000,40000 FLEET_INSTANCES=4 FLEET_WORKERS=4 npm run bench:fleet
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runScenario } from '../scripts/run.ts';
-import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
+import { type ProcStats } from '../scripts/proc-sampler.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
-
-const FD_LIMIT = 1_048_576;
+import { sampledRun } from './scale.ts';
 
 interface FleetRow {
   /** When this row was measured (rows of earlier runs stay until a run of the same shape replaces them). */
@@ -48,38 +46,27 @@ async function fleetStep(n: number, instances: number, workers: number, root: st
   const duration = restartAt + restartFor + 90;
   const timeline = join(root, `restart-${n}.json`);
   writeFileSync(timeline, JSON.stringify([{ at: `${restartAt}s`, for: `${restartFor}s`, fault: 'server-restart' }]));
-  const sampler = new Sampler();
-  let t0 = 0;
-  const r = await runScenario({
-    scenario: 'reconnect-storm',
-    devices: n,
-    devicesPerVu: 500,
-    duration: `${duration}s`,
-    profile: 'recommended',
-    wake: 'off',
-    timeline,
-    engine: 'native',
-    instances,
-    direct: true,
-    server: { workers, maxConnections: n * 2, drainMs: 1000 },
-    vars: { RAMP: `${ramp}s` },
-    resultsRoot: root,
-    runId: `fleet-${n}-i${instances}-w${workers}`,
-    echo: false,
-    dashboard: false,
-    charts: false,
-    fdLimit: FD_LIMIT,
-    log: () => {},
-    onStarted: (p) => {
-      t0 = p.startedAt;
-      sampler.start({ k6: p.k6Pids, engine: p.enginePids, server: p.serverPid }, p.serverHttpUrl);
+  const { r, sampler, fleetT0 } = await sampledRun(
+    {
+      scenario: 'reconnect-storm',
+      devices: n,
+      devicesPerVu: 500,
+      duration: `${duration}s`,
+      profile: 'recommended',
+      wake: 'off',
+      timeline,
+      engine: 'native',
+      instances,
+      direct: true,
+      server: { workers, maxConnections: n * 2, drainMs: 1000 },
+      vars: { RAMP: `${ramp}s` },
+      resultsRoot: root,
+      runId: `fleet-${n}-i${instances}-w${workers}`,
     },
-  });
-  sampler.stop();
-  if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
+    (p) => ({ k6: p.k6Pids, engine: p.enginePids, server: p.serverPid }),
+  );
   const m = r.summary?.metrics ?? {};
   const count = (x: string) => m[x]?.values.count ?? 0;
-  const fleetT0 = sampler.firstConnectedAt() ?? t0;
   const steadyFrom = fleetT0 + (ramp + 5) * 1000;
   const steadyTo = fleetT0 + (restartAt - 2) * 1000;
   const conns = sampler.connections(steadyFrom, steadyTo);

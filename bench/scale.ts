@@ -1,7 +1,7 @@
 // Scale bench: the largest fleet this box holds (every device connected, keepalives at cadence, wakes with real-time
 // audio both ways), k6 and server cost per DEVICES_PER_VU, and the plain-k6 baseline measured in the same run.
 import { join } from 'node:path';
-import { runScenario, type RunResult } from '../scripts/run.ts';
+import { runScenario, type RunOptions, type RunResult } from '../scripts/run.ts';
 import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
 
 /**
@@ -57,6 +57,36 @@ function rampSeconds(n: number): number {
   return Math.min(30, Math.max(2, Math.ceil(n / 500)));
 }
 
+type Started = Parameters<NonNullable<RunOptions['onStarted']>>[0];
+
+/**
+ * One bench run: quiet, no dashboard or charts, a high open-file limit; `pids` picks the processes sampled from the
+ * moment k6 runs. A signal that stopped the run stops the whole bench rather than carry on with half a measurement.
+ * `fleetT0` is the fleet's start (the first connection the server saw), else k6's start.
+ */
+export async function sampledRun(
+  opts: Omit<RunOptions, 'echo' | 'dashboard' | 'charts' | 'fdLimit' | 'log' | 'onStarted'>,
+  pids: (p: Started) => Record<string, number | number[] | null>,
+): Promise<{ r: RunResult; sampler: Sampler; fleetT0: number }> {
+  const sampler = new Sampler();
+  let t0 = 0;
+  const r = await runScenario({
+    ...opts,
+    echo: false,
+    dashboard: false,
+    charts: false,
+    fdLimit: FD_LIMIT,
+    log: () => {},
+    onStarted: (p) => {
+      t0 = p.startedAt;
+      sampler.start(pids(p), p.serverHttpUrl);
+    },
+  });
+  sampler.stop();
+  if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
+  return { r, sampler, fleetT0: sampler.firstConnectedAt() ?? t0 };
+}
+
 export async function scaleStep(opts: {
   kind: ScaleKind;
   devices: number;
@@ -68,7 +98,6 @@ export async function scaleStep(opts: {
   const { devices: n, dpv } = opts;
   const ramp = rampSeconds(n);
   const duration = ramp + 8 + opts.steadyS + 3;
-  const sampler = new Sampler();
   const model =
     opts.kind === 'wakestorm' ||
     opts.kind === 'wakestorm-idle' ||
@@ -76,39 +105,30 @@ export async function scaleStep(opts: {
     opts.kind === 'engine';
   const native = opts.kind === 'engine-idle' || opts.kind === 'engine';
   const talking = opts.kind === 'wakestorm' || opts.kind === 'engine';
-  let t0 = 0;
-  const r: RunResult = await runScenario({
-    scenario: SCRIPT[opts.kind],
-    devices: n,
-    devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
-    duration: `${duration}s`,
-    profile: model ? 'recommended' : undefined,
-    wake: talking ? 'poisson:5m' : model ? 'off' : undefined,
-    engine: native ? 'native' : 'k6',
-    vars: { RAMP: `${ramp}s` },
-    resultsRoot: opts.resultsRoot,
-    runId: `${opts.kind}-${n}-dpv${dpv}`,
-    echo: false,
-    dashboard: false,
-    charts: false,
-    fdLimit: FD_LIMIT,
-    log: () => {},
-    onStarted: (p) => {
-      t0 = p.startedAt;
-      // The tester is k6, and the engine when the devices run there.
-      const tester = p.enginePid ? [p.k6Pid, p.enginePid] : p.k6Pid;
-      sampler.start(
-        { k6: p.k6Pid, engine: p.enginePid, tester, server: p.serverPid, toxiproxy: p.toxiproxyPids },
-        p.serverHttpUrl,
-      );
+  const { r, sampler, fleetT0 } = await sampledRun(
+    {
+      scenario: SCRIPT[opts.kind],
+      devices: n,
+      devicesPerVu: opts.kind === 'baseline' ? undefined : dpv,
+      duration: `${duration}s`,
+      profile: model ? 'recommended' : undefined,
+      wake: talking ? 'poisson:5m' : model ? 'off' : undefined,
+      engine: native ? 'native' : 'k6',
+      vars: { RAMP: `${ramp}s` },
+      resultsRoot: opts.resultsRoot,
+      runId: `${opts.kind}-${n}-dpv${dpv}`,
     },
-  });
-  sampler.stop();
-  // A signal stopped this step: stop the whole bench rather than carry on with half a measurement.
-  if (r.interrupted) throw new Error(`interrupted during ${r.runId}`);
+    // The tester is k6, and the engine when the devices run there.
+    (p) => ({
+      k6: p.k6Pid,
+      engine: p.enginePid,
+      tester: p.enginePid ? [p.k6Pid, p.enginePid] : p.k6Pid,
+      server: p.serverPid,
+      toxiproxy: p.toxiproxyPids,
+    }),
+  );
   // The steady window: after the ramp and settling, before the end, counted from the fleet's start (the first
   // connection the server saw): k6 spends seconds compiling the scripts in every VU first, more with more VUs.
-  const fleetT0 = sampler.firstConnectedAt() ?? t0;
   const from = fleetT0 + (ramp + 8) * 1000;
   const to = fleetT0 + (ramp + 8 + opts.steadyS) * 1000;
   const k6 = sampler.stats('k6', from, to);

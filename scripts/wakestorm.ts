@@ -188,6 +188,16 @@ function shippedHelp(): string {
  * The flags that shape the fleet or the server's access, the same on run, capacity and try (one definition, one env
  * var each). `wake` is the command's default schedule.
  */
+/** `--instances` for run and capacity: k6 processes over execution segments. */
+function instancesOption(): Option {
+  return new Option(
+    '--instances <n>',
+    'k6 processes, each running its execution segment of the fleet with its own engine and Toxiproxy shards; one merged result (default: what the fleet needs under the open-file limit)',
+  )
+    .env('WAKESTORM_INSTANCES')
+    .argParser(check((v) => parseIntFlag('--instances', v, INSTANCE_BOUNDS.min, INSTANCE_BOUNDS.max)));
+}
+
 function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
   const wake = new Option('--wake <w>', 'off | once[:2s-10s] | poisson:<mean> | fixed:<interval>').env(
     'WAKESTORM_WAKE',
@@ -268,14 +278,7 @@ addFleetOptions(
         collect,
       ),
     )
-    .addOption(
-      new Option(
-        '--instances <n>',
-        'k6 processes, each running its execution segment of the fleet with its own engine and Toxiproxy shards; one merged result (default: what the fleet needs under the open-file limit)',
-      )
-        .env('WAKESTORM_INSTANCES')
-        .argParser(check((v) => parseIntFlag('--instances', v, INSTANCE_BOUNDS.min, INSTANCE_BOUNDS.max))),
-    )
+    .addOption(instancesOption())
     .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
     .addOption(
       new Option(
@@ -466,14 +469,7 @@ addFleetOptions(
     )
     .option('--server-url <url>', 'search your own server instead of the reference one')
     .option('--server-arg <flag>', 'flag for the reference server (repeatable)', collect)
-    .addOption(
-      new Option(
-        '--instances <n>',
-        'k6 processes, each running its execution segment of the fleet with its own engine and Toxiproxy shards; one merged result (default: what the fleet needs under the open-file limit)',
-      )
-        .env('WAKESTORM_INSTANCES')
-        .argParser(check((v) => parseIntFlag('--instances', v, INSTANCE_BOUNDS.min, INSTANCE_BOUNDS.max))),
-    )
+    .addOption(instancesOption())
     .option('--through-proxy', 'keep Toxiproxy in the path (default: direct, so the proxy is not measured)')
     .option('--results <dir>', 'results root (default: results/)'),
   { wake: 'poisson:10s' },

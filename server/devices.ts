@@ -96,6 +96,17 @@ export class DeviceRegistry {
     return `${this.idPrefix}-${(this.connCounter++).toString(36)}-${randomBytes(3).toString('hex')}`;
   }
 
+  /** Ends a device's grace window and replaces its live link, if any (4409): a newer link takes the device. */
+  private replaceLink(st: DeviceState): void {
+    if (st.graceTimer) clearTimeout(st.graceTimer);
+    st.graceTimer = null;
+    const old = st.conn;
+    if (!old) return;
+    old.detach();
+    st.linkLost();
+    old.close(CLOSE.REPLACED, 'replaced');
+  }
+
   /**
    * The device leaves this worker for another that holds its new link: a live link here is replaced (4409), and its
    * state goes with it. Null when this worker no longer holds it (its grace window passed).
@@ -103,14 +114,7 @@ export class DeviceRegistry {
   release(deviceId: string): DeviceSnapshot | null {
     const st = this.byId.get(deviceId);
     if (!st) return null;
-    if (st.graceTimer) clearTimeout(st.graceTimer);
-    st.graceTimer = null;
-    const old = st.conn;
-    if (old) {
-      old.detach();
-      st.linkLost();
-      old.close(CLOSE.REPLACED, 'replaced');
-    }
+    this.replaceLink(st);
     this.byId.delete(deviceId);
     const session = st.session ? st.session.handOff(loadReplies()) : null;
     st.session = null;
@@ -136,14 +140,7 @@ export class DeviceRegistry {
     let st = this.byId.get(deviceId);
     let resumed = false;
     if (st) {
-      if (st.graceTimer) clearTimeout(st.graceTimer);
-      st.graceTimer = null;
-      const old = st.conn;
-      if (old) {
-        old.detach();
-        st.linkLost();
-        old.close(CLOSE.REPLACED, 'replaced');
-      }
+      this.replaceLink(st);
       if (resumeToken !== undefined && resumeToken === st.resumeToken) {
         resumed = true;
       } else {
