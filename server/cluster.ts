@@ -124,12 +124,20 @@ export function runPrimary(n: number, log: (line: string) => void): Promise<stri
   const workers: Worker[] = [];
   let next = 0;
   const pending = new Map<number, (data: unknown) => void>();
+  // A worker that is gone, or does not answer within WORKER_ANSWER_MS (stopped, or its loop stuck), answers null:
+  // a gather counts the workers that answered, a claim starts the device afresh. Nothing waits on it for ever.
   const request = (w: Worker, msg: { t: 'release'; device: string } | { t: 'report'; what: Gathered }) =>
     new Promise<unknown>((res) => {
       const id = next++;
-      pending.set(id, res);
-      // A worker that is gone answers nothing: its devices and numbers are gone with it.
       if (!w.isConnected()) return res(null);
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        res(null);
+      }, WORKER_ANSWER_MS);
+      pending.set(id, (data) => {
+        clearTimeout(timer);
+        res(data);
+      });
       w.send({ ...msg, id } satisfies ToWorker);
     });
   let stopping = false;
@@ -161,7 +169,7 @@ export function runPrimary(n: number, log: (line: string) => void): Promise<stri
             void Promise.all(workers.map((x) => request(x, { t: 'report', what: m.what }))).then(async (all) => {
               const data =
                 m.what === 'health'
-                  ? mergeHealth(all as (WorkerHealth | null)[])
+                  ? mergeHealth(all as (WorkerHealth | null)[], n)
                   : await AggregatorRegistry.aggregate(
                       all.filter((x): x is MetricObjectWithValues<MetricValue<string>>[] => Array.isArray(x)),
                     ).metrics();
@@ -203,12 +211,20 @@ export function runPrimary(n: number, log: (line: string) => void): Promise<stri
   });
 }
 
-function mergeHealth(all: (WorkerHealth | null)[]): WorkerHealth & { workers: number } {
+/** How long the primary waits for a worker's answer (a gather, a hand-over) before it counts the worker silent. */
+const WORKER_ANSWER_MS = 2000;
+
+/** /health of the whole server: `workers` answered, `workers_silent` of the `n` did not (dead, stopped or stuck). */
+function mergeHealth(
+  all: (WorkerHealth | null)[],
+  n: number,
+): WorkerHealth & { workers: number; workers_silent: number } {
   const live = all.filter((h): h is WorkerHealth => !!h);
   return {
     connections: live.reduce((a, h) => a + h.connections, 0),
     sessions: live.reduce((a, h) => a + h.sessions, 0),
     draining: live.some((h) => h.draining),
     workers: live.length,
+    workers_silent: n - live.length,
   };
 }

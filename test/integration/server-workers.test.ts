@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { CLOSE } from '../../core/protocol.ts';
+import { readFileSync } from 'node:fs';
+import { processTree } from '../../scripts/proc-stats.ts';
 import { exited, freePort, spawnCli, waitFor } from '../helpers/proc.ts';
 
 type Msg = { type: string; [k: string]: unknown };
@@ -40,6 +42,19 @@ class Link {
   async worker(): Promise<string> {
     return /^c-(w\d+)-/.exec(String((await this.opened).connection_id))![1]!;
   }
+}
+
+/** The pid of worker `index` under the CLI's process tree (cluster.fork gives each its WAKESTORM_WORKER). */
+function workerPid(root: number, index: number): number {
+  const pid = processTree(root).find((p) => {
+    try {
+      return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`WAKESTORM_WORKER=${index}`);
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(pid, `worker ${index} under ${root}`);
+  return pid;
 }
 
 describe('reference server with --workers 2', () => {
@@ -125,6 +140,36 @@ describe('reference server with --workers 2', () => {
     // Both workers' numbers are in one answer: a session started on one, ended on the other, is counted once.
     assert.match(metrics, /voice_sessions_started_total 1\b/);
     resumedElsewhere.ws.close();
+  });
+
+  it('answers /health without a stopped worker, and counts it silent', async () => {
+    const stopped = workerPid(server.pid!, 1);
+    process.kill(stopped, 'SIGSTOP');
+    try {
+      // The primary hands connections to the workers in turn: those given to the stopped one hang, the others answer
+      // within the primary's 2 s wait for the silent worker.
+      const answers: Record<string, unknown>[] = [];
+      for (let i = 0; i < 4 && answers.length === 0; i++) {
+        const t0 = Date.now();
+        const r = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(4000) }).catch(
+          () => null,
+        );
+        if (!r) continue;
+        answers.push((await r.json()) as Record<string, unknown>);
+        assert.ok(Date.now() - t0 < 3500, `answered in ${Date.now() - t0} ms`);
+      }
+      assert.equal(answers.length, 1, 'a worker that runs answered');
+      assert.equal(answers[0]!.workers, 1);
+      assert.equal(answers[0]!.workers_silent, 1);
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+    }
+    await waitFor(
+      async () =>
+        ((await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { workers: number }).workers === 2,
+      10_000,
+      'both workers answer again',
+    );
   });
 
   it('drains every worker on SIGTERM: idle links get 1012 and the server exits 0', async () => {
