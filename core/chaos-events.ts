@@ -67,3 +67,26 @@ export function decodeChaosEvent(line: string): ChaosEvent | null {
     return null;
   }
 }
+
+/**
+ * What a run's applied events say against its plan, as INVALID reasons: a fault that could not be applied, or planned
+ * onsets and ends the chaos driver never reached (it stopped, or never ran). `who` names an instance's share.
+ */
+export function unappliedFaults(planned: PlannedEvent[], applied: ChaosEvent[], who = ''): string[] {
+  const out = applied
+    .filter((e) => !e.ok)
+    .map((e) => `${who}fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
+  if (applied.length < planned.length)
+    out.push(
+      `${who}${planned.length - applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`,
+    );
+  return out;
+}
+
+/** The applied events in a k6 log's text. */
+export function chaosEventsIn(logText: string): ChaosEvent[] {
+  return logText
+    .split('\n')
+    .map(decodeChaosEvent)
+    .filter((e): e is ChaosEvent => !!e);
+}

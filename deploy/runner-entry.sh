@@ -38,10 +38,17 @@ done
 shift
 # A token arrives as a file (a mounted Secret): k6 reads it, it is never on a command line or in the archive.
 if [ -n "${WAKESTORM_TOKEN_FILE:-}" ]; then set -- "$@" -e "TOKEN_FILE=$WAKESTORM_TOKEN_FILE"; fi
+# k6's output goes to the pod's log and to k6.log, where `wakestorm merge` reads which faults this runner applied.
+pipe="$dir/.k6-output"
+rm -f "$pipe"
+mkfifo "$pipe"
+tee "$dir/k6.log" <"$pipe" &
+teep=$!
+trap 'kill "$toxi" "$engine" 2>/dev/null || true; rm -f "$pipe"' EXIT
 "$BIN/k6" run "$@" \
   -e "TARGET_URL=ws://127.0.0.1:$PROXY" -e "TOXIPROXY_URL=http://127.0.0.1:$API" \
   -e "ENGINE_URL=ws://127.0.0.1:$ENGINE/control" -e "RESULTS_DIR=$dir" -e VERDICT=cli -e SUMMARY_TABLE=off \
-  --out "json=$dir/samples.json.gz" &
+  --out "json=$dir/samples.json.gz" >"$pipe" 2>&1 &
 k6=$!
 # The pod's SIGTERM (or Ctrl-C locally) goes to k6, which stops gracefully and still writes its summary.
 trap 'kill -INT "$k6" 2>/dev/null || true' INT TERM
@@ -52,4 +59,5 @@ while kill -0 "$k6" 2>/dev/null; do
   wait "$k6"
   code=$?
 done
+wait "$teep"
 exit "$code"

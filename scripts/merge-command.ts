@@ -1,8 +1,9 @@
 // `wakestorm merge <dir>`: one verdict from the results of k6 instances that ran apart (the k6-operator's runners,
 // each writing <dir>/instance-N/ through deploy/runner-entry.sh): summary.json merged from every raw sample, then
 // junit.xml, run.json and report.html as `wakestorm run` writes them.
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
+import { chaosEventsIn, unappliedFaults, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { WakestormError } from '../core/errors.ts';
 import { verdictFields, type ResolvedRun, type RunRecord } from '../core/run-contract.ts';
 import { DEFAULT_SLOS } from '../core/slo.ts';
@@ -40,7 +41,14 @@ export async function mergeCommand(ref: string, log: (l: string) => void = conso
   const resolved = readJson<ResolvedRun & { slos?: RunRecord['slos'] }>(join(instances[0]!, 'scenario.json'));
   const slos = resolved?.slos ?? DEFAULT_SLOS;
   const startedAt = Math.min(...instances.map((d) => statSync(d).mtimeMs));
+  const faults = faultsOfRunners(instances);
   const merged = await mergeInstanceDirs(dir, instances, slos, true);
+  merged.invalid.push(...faults.invalid);
+  if (faults.planned.length)
+    writeResult(
+      join(dir, 'events.json'),
+      JSON.stringify({ planned: faults.planned, applied: faults.applied }, null, 1),
+    );
   const unmatchedTypes = [...new Set(instances.flatMap((d) => unmatchedTypesIn(join(d, 'k6.log'))))];
   const ctx = { unmatchedTypes, profiles: resolved?.profiles };
   const judgement = judge(merged.summary, slos, merged.invalid, ctx);
@@ -75,4 +83,34 @@ export async function mergeCommand(ref: string, log: (l: string) => void = conso
   }
   log([`merged ${instances.length} instance(s) in ${dir}`, '', ...verdictLines(judgement)].join('\n'));
   return judgement.exit_code;
+}
+
+/**
+ * Every runner drives its own Toxiproxy through the whole timeline (one chaos VU per runner: docs/distributed.md), so
+ * each must have applied every planned onset and end; its k6.log (runner-entry.sh keeps it) says which it applied.
+ * A runner that applied fewer, or could not apply one, makes the run INVALID: its devices never met the fault.
+ */
+function faultsOfRunners(instances: string[]): {
+  planned: EventsFile['planned'];
+  applied: ChaosEvent[];
+  invalid: string[];
+} {
+  const planned = readJson<EventsFile>(join(instances[0]!, 'events.json'))?.planned ?? [];
+  const applied: ChaosEvent[] = [];
+  const invalid: string[] = [];
+  if (!planned.length) return { planned, applied, invalid };
+  for (const d of instances) {
+    let text: string;
+    try {
+      text = readFileSync(join(d, 'k6.log'), 'utf8');
+    } catch {
+      invalid.push(`${basename(d)}: no k6.log, so the faults it applied cannot be checked`);
+      continue;
+    }
+    const own = chaosEventsIn(text);
+    applied.push(...own);
+    invalid.push(...unappliedFaults(planned, own, `${basename(d)}: `));
+  }
+  applied.sort((a, b) => a.t - b.t);
+  return { planned, applied, invalid };
 }

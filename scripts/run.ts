@@ -31,7 +31,7 @@ import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
 import { textSummary } from '../core/summary.ts';
 import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
-import { decodeChaosEvent, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
+import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
@@ -656,8 +656,7 @@ async function watchK6(
       w.invalid.push(`${n > 1 ? `instance ${i}: ` : ''}${why}${err ? `: ${err}` : ''}`);
     });
   }
-  for (const e of w.applied)
-    if (!e.ok) w.invalid.push(`fault ${e.fault} ${e.phase} could not be applied: ${e.detail ?? 'no detail'}`);
+  w.invalid.push(...unappliedFaults([], w.applied));
   return w;
 }
 
@@ -706,11 +705,7 @@ async function collectResults(stack: Stack, dir: string, w: Watch, summary: Summ
   };
   write('server-metrics.txt', metrics);
   const planned = readJson<EventsFile>(join(dir, 'events.json'))?.planned ?? [];
-  if (!w.invalid.length && summary && w.applied.length < planned.length) {
-    w.invalid.push(
-      `${planned.length - w.applied.length} of ${planned.length} planned fault onsets and ends were never applied (the chaos driver stopped)`,
-    );
-  }
+  if (!w.invalid.length && summary) w.invalid.push(...unappliedFaults(planned, w.applied));
   const events: EventsFile = { planned, applied: w.applied };
   write('events.json', JSON.stringify(events, null, 1));
 }

@@ -3,7 +3,7 @@
 // flags, --paused, its instance tag, resumed together), merge into one verdict.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -193,6 +193,21 @@ describe('wakestorm k8s', () => {
       for (const api of apis) assert.ok((await fetch(`${api}/v1/status`, { method: 'PATCH', body })).ok);
       const codes = await Promise.all(ends);
       assert.deepEqual(codes, [0, 0]);
+      // Each runner's k6.log says which faults it applied: a copy where runner 2's chaos VU applied none is INVALID.
+      const noChaos = join(work, 'results-no-chaos');
+      cpSync(results, noChaos, { recursive: true });
+      const log2 = join(noChaos, 'instance-2', 'k6.log');
+      assert.match(readFileSync(log2, 'utf8'), /CHAOS_EVENT/);
+      writeFileSync(
+        log2,
+        readFileSync(log2, 'utf8')
+          .split('\n')
+          .filter((l) => !l.includes('CHAOS_EVENT'))
+          .join('\n'),
+      );
+      const bad = await runCli(['merge', noChaos], { timeoutMs: 60_000 });
+      assert.equal(bad.code, 3, bad.stdout + bad.stderr);
+      assert.match(bad.stdout, /instance-2: 2 of 2 planned fault onsets and ends were never applied/);
       const m = await runCli(['merge', results], { timeoutMs: 60_000 });
       assert.equal(m.code, 0, m.stdout + m.stderr);
       assert.match(m.stdout, /merged 2 instance\(s\)/);
@@ -205,6 +220,8 @@ describe('wakestorm k8s', () => {
       assert.equal(summary.metrics.connection_drops!.values.count, 20);
       assert.equal(summary.metrics.unplanned_drops!.values.count, 0);
       assert.match(readFileSync(join(results, 'junit.xml'), 'utf8'), /failures="0" errors="0"/);
+      const events = JSON.parse(readFileSync(join(results, 'events.json'), 'utf8')) as { applied: unknown[] };
+      assert.equal(events.applied.length, 4, 'both runners applied the onset and the end');
       const run = JSON.parse(readFileSync(join(results, 'run.json'), 'utf8')) as { verdict: string };
       assert.equal(run.verdict, 'pass');
     });
