@@ -51,6 +51,7 @@ const (
 	closeNormal        = 1000
 	closeProtocolError = 1002
 	closeAbnormal      = 1006
+	closeNoStatus      = 1005
 )
 
 type linkState int

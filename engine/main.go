@@ -11,12 +11,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
+
+	nblog "github.com/lesismal/nbio/logging"
 )
 
 func main() {
@@ -29,6 +32,7 @@ func run(args []string) int {
 	version := fs.Bool("version", false, "print the engine's version and exit")
 	caps := fs.Bool("capabilities", false, "print what the engine can run (JSON) and exit")
 	profile := fs.Bool("pprof", false, "serve Go's profiles at /debug/pprof/ on the control address")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the engine's whole life to this file")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err == flag.ErrHelp {
 		fs.SetOutput(os.Stdout)
@@ -63,11 +67,33 @@ func run(args []string) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(25)
 	}
+	// The socket library speaks only of its own failures, and to stderr (stdout carries the listening line).
+	nblog.Output = os.Stderr
+	nblog.SetLevel(nblog.LevelError)
+	sockets, err := newWSNet(10*time.Second, 1<<20+1)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wakestorm-engine: cannot start the socket poller: %v\n", err)
+		return 1
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wakestorm-engine: cannot write the CPU profile %s: %v\n", *cpuProfile, err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/", &control{net: newWSNet(10*time.Second, 1<<20+1), clock: newRealClock()})
+	mux.Handle("/", &control{net: sockets, clock: newRealClock()})
 	if *profile {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("wakestorm-engine listening ws://%s/control\n", ln.Addr())

@@ -1,136 +1,165 @@
 package main
 
-// Sockets on gorilla/websocket: one goroutine per socket (it dials, then reads), small buffers, the write buffer only
-// while a message is being written. Read errors are sorted into what the device must know: the server's close code,
-// a lost TCP connection (1006), or a frame the library refused (a violation the server committed).
+// Sockets on nbio (github.com/lesismal/nbio, MIT): an epoll poller per core reads every socket, so an idle socket
+// costs its buffers and state, not a goroutine and its stack (10,000 idle sockets: 4.0 KiB each against 15.1 KiB with
+// a goroutine per socket, prototypes/README.md). A socket's events run in order on the poller that reads it; a dial
+// runs on a goroutine of its own until TCP connects. Read errors are sorted into what the device must know: the
+// server's close code, a lost TCP connection (1006), or a frame the library refused (a violation the server
+// committed).
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
 )
 
-const writeWait = 5 * time.Second
+// maxWriteBuffer is what a socket may hold unsent before it is dropped: a server that stops reading, about a minute
+// of uplink audio.
+const maxWriteBuffer = 1 << 20
 
 type wsNet struct {
-	dialer    *websocket.Dialer
-	readLimit int64
+	dialer *websocket.Dialer
 }
 
-func newWSNet(handshakeTimeout time.Duration, readLimit int) *wsNet {
-	return &wsNet{
-		dialer: &websocket.Dialer{
-			ReadBufferSize:   512,
-			WriteBufferSize:  512,
-			WriteBufferPool:  &sync.Pool{},
-			HandshakeTimeout: handshakeTimeout,
-		},
-		readLimit: int64(readLimit),
+// newWSNet starts the poller engine; handshakeTimeout bounds connect and upgrade, readLimit a message's size.
+func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
+	engine := nbhttp.NewEngine(nbhttp.Config{
+		Name:               "wakestorm-engine",
+		NPoller:            runtime.GOMAXPROCS(0),
+		MaxWriteBufferSize: maxWriteBuffer,
+		// Events run on the poller that read them, in order: no goroutine per message. The dial's result is
+		// delivered there too, before the socket's first message is parsed.
+		ServerExecutor: func(f func()) { f() },
+		// The device keeps what it is given (no pooled buffer is handed back under it).
+		ReleaseWebsocketPayload: false,
+	})
+	// The device checks UTF-8 itself, and counts an invalid text as the server's violation (invalid_utf8).
+	engine.CheckUtf8 = func([]byte) bool { return true }
+	if err := engine.Start(); err != nil {
+		return nil, err
 	}
+	u := websocket.NewUpgrader()
+	u.Engine = engine
+	// No read deadline: the device's own liveness rules judge a quiet link.
+	u.KeepaliveTime = 0
+	u.MessageLengthLimit = readLimit
+	u.OnMessage(func(c *websocket.Conn, mt websocket.MessageType, data []byte) {
+		s := socketOf(c)
+		if s == nil {
+			return
+		}
+		if mt == websocket.TextMessage {
+			s.h.OnText(data)
+		} else {
+			s.h.OnBinary(data)
+		}
+	})
+	u.SetCloseHandler(func(c *websocket.Conn, code int, text string) {
+		if s := socketOf(c); s != nil {
+			s.mu.Lock()
+			s.code = code
+			s.mu.Unlock()
+		}
+		// Answer the close as the protocol asks (RFC 6455 5.5.1), then the library drops the connection.
+		if code == closeNoStatus {
+			_ = c.WriteMessage(websocket.CloseMessage, nil)
+			return
+		}
+		_ = c.WriteClose(code, "")
+	})
+	u.OnClose(func(c *websocket.Conn, err error) {
+		if s := socketOf(c); s != nil {
+			s.ended(err)
+		}
+	})
+	return &wsNet{dialer: &websocket.Dialer{Engine: engine, Upgrader: u, DialTimeout: handshakeTimeout}}, nil
 }
 
 type wsSocket struct {
 	mu     sync.Mutex
 	conn   *websocket.Conn
+	h      SocketEvents
 	closed bool
+	// code is the close code the server sent, 0 until one arrives.
+	code int
+}
+
+func socketOf(c *websocket.Conn) *wsSocket {
+	s, _ := c.Session().(*wsSocket)
+	return s
 }
 
 func (n *wsNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
-	s := &wsSocket{}
+	s := &wsSocket{h: h}
 	hdr := http.Header{}
 	for k, v := range headers {
 		hdr.Set(k, v)
 	}
+	// The dial blocks until TCP connects, so it has a goroutine; the upgrade's answer comes on the poller.
 	go func() {
-		conn, resp, err := n.dialer.Dial(url, hdr)
-		if resp != nil && resp.Body != nil {
-			_ = resp.Body.Close()
-		}
-		if err != nil {
-			h.OnClose(closeAbnormal)
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
+		_, _, _ = n.dialer.DialContext(context.Background(), url, hdr, func(c *websocket.Conn, _ *http.Response, err error) {
+			if err != nil || c == nil {
+				h.OnClose(closeAbnormal)
+				return
+			}
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				_ = c.Close()
+				return
+			}
+			s.conn = c
 			s.mu.Unlock()
-			_ = conn.Close()
-			return
-		}
-		s.conn = conn
-		s.mu.Unlock()
-		conn.SetReadLimit(n.readLimit)
-		h.OnOpen()
-		// The reader runs in a goroutine of its own: the dial's deep call path grew this goroutine's stack to 8 KiB,
-		// a fresh one blocked in a read needs a quarter of that (10,000 sockets: 83 MB of stacks before).
-		go readLoop(conn, h)
+			c.SetSession(s)
+			h.OnOpen()
+		})
 	}()
 	return s
 }
 
-// readLoop reads until the connection ends and says how it ended. A message is handled by the socket's worker, not
-// here: a reader that only reads keeps a small stack (handling a message, JSON and all, grew each reader's stack to
-// 8 KiB), and one worker per shard keeps each socket's messages in order.
-func readLoop(conn *websocket.Conn, h SocketEvents) {
-	shard := workers.pick()
-	for {
-		mt, data, err := conn.ReadMessage()
-		if err == nil {
-			if mt == websocket.TextMessage {
-				shard.do(func() { h.OnText(data) })
-			} else {
-				shard.do(func() { h.OnBinary(data) })
-			}
-			continue
-		}
-		_ = conn.Close()
-		var ce *websocket.CloseError
-		switch {
-		case errors.As(err, &ce):
-			shard.do(func() { h.OnClose(ce.Code) })
-		case errors.Is(err, websocket.ErrReadLimit):
-			shard.do(func() { h.OnViolation("frame_too_big") })
-		case strings.HasPrefix(err.Error(), "websocket: "):
-			// The library's own protocol errors (a reserved opcode or bit, a bad control frame).
-			shard.do(func() { h.OnViolation("bad_frame") })
-		default:
-			shard.do(func() { h.OnClose(closeAbnormal) })
-		}
-		return
+// ended says how the connection ended: the server's close code, a frame the library refused, or a lost link.
+func (s *wsSocket) ended(err error) {
+	s.mu.Lock()
+	code := s.code
+	s.mu.Unlock()
+	switch {
+	case code != 0:
+		s.h.OnClose(code)
+	case errors.Is(err, websocket.ErrMessageTooLarge) || errors.Is(err, nbhttp.ErrTooLong):
+		s.h.OnViolation("frame_too_big")
+	case err != nil && (strings.HasPrefix(err.Error(), "websocket: ") || errors.Is(err, websocket.ErrInvalidFragmentMessage)):
+		// The library's own protocol errors (a reserved opcode or bit, a bad control frame or close code).
+		s.h.OnViolation("bad_frame")
+	default:
+		s.h.OnClose(closeAbnormal)
 	}
+}
+
+func (s *wsSocket) current() *websocket.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
 }
 
 func (s *wsSocket) Send(b []byte) { s.write(websocket.TextMessage, b) }
 
 func (s *wsSocket) SendBinary(b []byte) { s.write(websocket.BinaryMessage, b) }
 
-// write sends one message; a write that fails or stalls past writeWait drops the connection (the reader reports it).
-func (s *wsSocket) write(messageType int, b []byte) {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c == nil {
-		return
-	}
-	_ = c.SetWriteDeadline(time.Now().Add(writeWait))
-	if c.WriteMessage(messageType, b) != nil {
+// write queues one message; a write that fails, or a backlog past maxWriteBuffer, drops the connection.
+func (s *wsSocket) write(mt websocket.MessageType, b []byte) {
+	if c := s.current(); c != nil && c.WriteMessage(mt, b) != nil {
 		_ = c.Close()
 	}
 }
 
-func (s *wsSocket) Ping() {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c != nil && c.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)) != nil {
-		_ = c.Close()
-	}
-}
+func (s *wsSocket) Ping() { s.write(websocket.PingMessage, nil) }
 
 // Close sends a close frame with code (1000 when 0) and drops the connection; a socket still dialing is closed when
 // its dial ends.
@@ -145,39 +174,6 @@ func (s *wsSocket) Close(code int) {
 	if code == 0 {
 		code = closeNormal
 	}
-	go func() {
-		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
-		_ = c.Close()
-	}()
+	_ = c.WriteClose(code, "")
+	_ = c.Close()
 }
-
-// workerPool runs socket events on a few long-lived goroutines; a socket keeps one worker for its life.
-type workerPool struct {
-	queues []chan func()
-	next   atomic.Uint32
-}
-
-func newWorkerPool(n int) *workerPool {
-	p := &workerPool{queues: make([]chan func(), n)}
-	for i := range p.queues {
-		q := make(chan func(), 4096)
-		p.queues[i] = q
-		go func() {
-			for fn := range q {
-				fn()
-			}
-		}()
-	}
-	return p
-}
-
-type worker chan func()
-
-func (p *workerPool) pick() worker {
-	return p.queues[int(p.next.Add(1))%len(p.queues)]
-}
-
-// do queues fn; a full queue blocks the reader (back-pressure: the socket is read no faster than it is handled).
-func (w worker) do(fn func()) { w <- fn }
-
-var workers = newWorkerPool(4 * runtime.GOMAXPROCS(0))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Go and Rust idle floors, 10,000 devices each, one after the other against one reference server (direct).
+# Idle floors, 10,000 devices each, one after the other against one reference server (direct):
+#   bash prototypes/measure.sh [go] [nbio] [rust]   (default: all three)
 set -u
 ulimit -n 20000
 cd "$(dirname "$0")/.."
@@ -8,8 +9,11 @@ npx wakestorm server --port $PORT > /tmp/floor-server.log 2>&1 &
 SP=$!
 sleep 4
 HZ=$(getconf CLK_TCK)
-for c in "go:prototypes/go-floor/go-floor:80s" "rust:prototypes/rust-floor/target/release/rust-floor:80"; do
+want=${*:-go nbio rust}
+for c in "go:prototypes/go-floor/go-floor:80s" "nbio:prototypes/go-nbio-floor/go-nbio-floor:80s" \
+  "rust:prototypes/rust-floor/target/release/rust-floor:80"; do
   name=${c%%:*}; rest=${c#*:}; bin=${rest%%:*}; hold=${rest#*:}
+  case " $want " in *" $name "*) ;; *) continue ;; esac
   $bin ws://127.0.0.1:$PORT 10000 $hold > /tmp/floor-$name.log 2>&1 &
   P=$!
   for i in $(seq 1 120); do grep -q connected /tmp/floor-$name.log && break; sleep 1; done

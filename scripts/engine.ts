@@ -122,12 +122,21 @@ export interface RunningEngine {
   stop(): Promise<void>;
 }
 
+/**
+ * Profiling a run's engine (docs/engine.md): WAKESTORM_ENGINE_CPU_PROFILE=<file> writes a CPU profile of its whole
+ * life; WAKESTORM_ENGINE_PPROF=1 serves /debug/pprof/ on its control address (printed in engine.log) for a window.
+ */
+function profilingArgs(): string[] {
+  const file = process.env.WAKESTORM_ENGINE_CPU_PROFILE;
+  return [...(file ? ['--cpu-profile', file] : []), ...(process.env.WAKESTORM_ENGINE_PPROF === '1' ? ['--pprof'] : [])];
+}
+
 /** Starts the engine on a loopback port of its choosing; it dies with the CLI (guardedSpawn). */
 export async function startEngine(fdLimit?: number): Promise<RunningEngine> {
   const bin = requireEngine();
   const child = guardedSpawn(
     bin,
-    ['--listen', '127.0.0.1:0'],
+    ['--listen', '127.0.0.1:0', ...profilingArgs()],
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     fdLimit,
   );
