@@ -230,6 +230,9 @@ export async function scaleBench(
     await scaleStep({ kind: 'wakestorm-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }),
   );
   rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  // A VU only relays its engine session's batches: fewer, larger sessions shrink k6's share (each VU compiles the
+  // whole script).
+  if (!quick) rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: 2500, steadyS, resultsRoot, log }));
   rows.push(await scaleStep({ kind: 'engine', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   let largest =
     rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
