@@ -10,3 +10,5 @@ require (
 	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace github.com/lesismal/nbio => ./third_party/nbio

@@ -24,8 +24,8 @@ export const PINS = {
     version: 'v0.0.19',
     crd: 'config/crd/bases/k6.io_testruns.yaml',
   },
-  /** go.mod of k6 v2 and Toxiproxy v2.12 want at least this. */
-  minGo: '1.25',
+  /** k6 v2 and Toxiproxy v2.12 want Go 1.25; the engine's go.mod (golang.org/x/crypto v0.59) wants 1.26. */
+  minGo: '1.26',
 } as const;
 
 export class ToolError extends WakestormError {

@@ -1,0 +1,104 @@
+package main
+
+// The real sockets (ws.go) against a real loopback WebSocket server: how a link's end reaches the device.
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+type wsEvents struct{ got chan string }
+
+func (e wsEvents) OnOpen()           { e.got <- "open" }
+func (e wsEvents) OnText(b []byte)   { e.got <- "text:" + string(b) }
+func (e wsEvents) OnBinary(b []byte) { e.got <- "binary" }
+func (e wsEvents) OnClose(code int)  { e.got <- "close:" + itoa(code) }
+func (e wsEvents) OnViolation(k string) {
+	e.got <- "violation:" + k
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	s := ""
+	for ; n > 0; n /= 10 {
+		s = string(rune('0'+n%10)) + s
+	}
+	return s
+}
+
+// serve answers each connection by sending "hi", then what send does to the raw connection.
+func serve(t *testing.T, send func(c *websocket.Conn)) string {
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = c.WriteMessage(websocket.TextMessage, []byte("hi"))
+		send(c)
+		time.Sleep(200 * time.Millisecond)
+		_ = c.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func ends(t *testing.T, n *wsNet, url string) []string {
+	e := wsEvents{got: make(chan string, 16)}
+	n.Open(url+"/ws/d1", nil, e)
+	var seen []string
+	for {
+		select {
+		case s := <-e.got:
+			seen = append(seen, s)
+			if strings.HasPrefix(s, "close:") || strings.HasPrefix(s, "violation:") {
+				return seen
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no end after %v", seen)
+		}
+	}
+}
+
+func TestSocketEnds(t *testing.T) {
+	n, err := newWSNet(5*time.Second, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeWith := func(code int) func(c *websocket.Conn) {
+		return func(c *websocket.Conn) {
+			_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		}
+	}
+	cases := []struct {
+		name string
+		send func(c *websocket.Conn)
+		want string
+	}{
+		// 1012-1014 are IANA-registered; upstream nbio refused them (engine/third_party/nbio/PATCHED.md).
+		{"restart 1012", closeWith(1012), "close:1012"},
+		{"try again later 1013", closeWith(1013), "close:1013"},
+		{"normal 1000", closeWith(1000), "close:1000"},
+		{"application 4001", closeWith(4001), "close:4001"},
+		{"a code no one may send (1004)", closeWith(1004), "violation:bad_frame"},
+		{"a frame past the read limit", func(c *websocket.Conn) {
+			_ = c.WriteMessage(websocket.BinaryMessage, make([]byte, 4096))
+		}, "violation:frame_too_big"},
+		{"TCP closed without a close frame", func(c *websocket.Conn) { _ = c.NetConn().Close() }, "close:1006"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := ends(t, n, serve(t, tc.send))
+			if len(seen) < 3 || seen[0] != "open" || seen[1] != "text:hi" || seen[len(seen)-1] != tc.want {
+				t.Fatalf("got %v, want open, text:hi, …, %s", seen, tc.want)
+			}
+		})
+	}
+}
