@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -138,12 +137,34 @@ func (s *wsSocket) ended(err error) {
 		s.h.OnClose(code)
 	case errors.Is(err, websocket.ErrMessageTooLarge) || errors.Is(err, nbhttp.ErrTooLong):
 		s.h.OnViolation("frame_too_big")
-	case err != nil && (strings.HasPrefix(err.Error(), "websocket: ") || errors.Is(err, websocket.ErrInvalidFragmentMessage)):
-		// The library's own protocol errors (a reserved opcode or bit, a bad control frame or close code).
+	case isFrameError(err):
 		s.h.OnViolation("bad_frame")
 	default:
 		s.h.OnClose(closeAbnormal)
 	}
+}
+
+// frameErrors are the library's refusals of a frame the server sent: a reserved opcode or bit, a bad control frame,
+// a bad close code, a fragment out of order. (Its parser checks opcodes before the message handler sees them.)
+var frameErrors = []error{
+	websocket.ErrReserveBitSet,
+	websocket.ErrReservedMessageType,
+	websocket.ErrControlMessageFragmented,
+	websocket.ErrControlMessageTooBig,
+	websocket.ErrFragmentsShouldNotHaveBinaryOrTextMessage,
+	websocket.ErrInvalidControlFrame,
+	websocket.ErrInvalidCloseCode,
+	websocket.ErrInvalidFragmentMessage,
+	websocket.ErrInvalidCompression,
+}
+
+func isFrameError(err error) bool {
+	for _, e := range frameErrors {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *wsSocket) current() *websocket.Conn {

@@ -67,6 +67,11 @@ func ends(t *testing.T, n *wsNet, url string) []string {
 	}
 }
 
+// raw writes one frame's bytes straight to the TCP connection.
+func raw(b ...byte) func(c *websocket.Conn) {
+	return func(c *websocket.Conn) { _, _ = c.NetConn().Write(b) }
+}
+
 func TestSocketEnds(t *testing.T) {
 	n, err := newWSNet(5*time.Second, 1024)
 	if err != nil {
@@ -91,6 +96,12 @@ func TestSocketEnds(t *testing.T) {
 		{"a frame past the read limit", func(c *websocket.Conn) {
 			_ = c.WriteMessage(websocket.BinaryMessage, make([]byte, 4096))
 		}, "violation:frame_too_big"},
+		// Frames written raw past the library: an unmasked server frame with a reserved opcode, a reserved bit, a
+		// fragmented ping, a continuation with nothing to continue.
+		{"reserved opcode 0x3", raw(0x83, 0), "violation:bad_frame"},
+		{"reserved bit RSV2", raw(0xA1, 1, 'x'), "violation:bad_frame"},
+		{"fragmented ping", raw(0x09, 0), "violation:bad_frame"},
+		{"stray continuation", raw(0x80, 1, 'x'), "violation:bad_frame"},
 		{"TCP closed without a close frame", func(c *websocket.Conn) { _ = c.NetConn().Close() }, "close:1006"},
 	}
 	for _, tc := range cases {

@@ -25,15 +25,24 @@ export class EngineError extends WakestormError {
   override name = 'EngineError';
 }
 
-/** A hash of the engine's source (its .go files, go.mod, go.sum): the build's cache key. */
-export function engineSourceHash(): string {
+/** The files a build reads: every .go file, go.mod and go.sum under engine/, the patched modules in third_party too. */
+function engineSources(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    const p = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...engineSources(dir, p));
+    else if (e.name.endsWith('.go') || e.name === 'go.mod' || e.name === 'go.sum') out.push(p);
+  }
+  return out;
+}
+
+/** A hash of the engine's source (what engineSources lists, by path): the build's cache key. */
+export function engineSourceHash(dir = SRC): string {
   const h = createHash('sha256');
-  for (const f of readdirSync(SRC)
-    .filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum')
-    .sort()) {
+  for (const f of engineSources(dir).sort()) {
     h.update(f)
       .update('\0')
-      .update(readFileSync(join(SRC, f)))
+      .update(readFileSync(join(dir, f)))
       .update('\0');
   }
   return h.digest('hex').slice(0, 16);
