@@ -72,6 +72,14 @@ export interface LinkOwner {
 /** Unmatched types and violation kinds already shown in this process (each is shown once). */
 const SEEN_UNMATCHED = new Set<string>();
 const SEEN_VIOLATIONS = new Set<string>();
+/** Connect errors shown so far, by their text with numbers taken out (ports, addresses): a few kinds per process. */
+const SEEN_CONNECT_ERRORS = new Set<string>();
+const CONNECT_ERRORS_SHOWN = 4;
+/** The text of a socket's error event (k6 puts it in `error`, a browser in `message`). */
+const errorText = (ev: unknown): string => {
+  const e = ev as { error?: unknown; message?: unknown } | null;
+  return String(e?.error ?? e?.message ?? '');
+};
 
 /** A link that lived less than this is a flap. */
 export const FLAP_MS = 2000;
@@ -277,8 +285,9 @@ export class Link {
       }
     };
     let errored = false;
-    ws.onerror = () => {
+    ws.onerror = (ev) => {
       errored = true;
+      if (ws === this.ws && this.state === 'connecting') this.connectFailed(errorText(ev));
     };
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;
@@ -321,6 +330,9 @@ export class Link {
   private giveUpAttempt(why: string): void {
     if (this.state !== 'connecting' && this.state !== 'handshaking') return;
     this.ctx.env.log?.(`${this.ctx.opts.id}: ${why}`);
+    this.connectFailed(
+      `${why} (${this.state === 'connecting' ? 'the socket never opened' : 'the socket opened, no ready message'})`,
+    );
     this.abandonSocket();
     this.afterLoss(1006, false, 'timeout', this.ctx.env.now());
   }
@@ -536,6 +548,15 @@ export class Link {
       return;
     }
     if (!this.owner.message(msg) && stepOf(this.ctx.dialect, msg, vars) === null) this.unmatched(msg);
+  }
+
+  /** Why a connect failed, in the socket library's words (refused, reset, a bad handshake), shown for a few kinds. */
+  private connectFailed(text: string): void {
+    const kind = text.replace(/[0-9]+/g, '#');
+    if (!text || SEEN_CONNECT_ERRORS.has(kind) || SEEN_CONNECT_ERRORS.size >= CONNECT_ERRORS_SHOWN) return;
+    SEEN_CONNECT_ERRORS.add(kind);
+    const at = this.ctx.env.now() - this.attemptAt;
+    this.ctx.env.warn?.(`wakestorm-connect-failed ${this.ctx.opts.id} after ${at} ms: ${text}`);
   }
 
   /** A server message no step of the dialect matches: counted by its type (bounded), and shown once per type. */

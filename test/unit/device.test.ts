@@ -197,6 +197,34 @@ describe('reconnect per profile', () => {
   });
 });
 
+describe('connect failures in the socket library words', () => {
+  it('shows why a connect failed, once per kind of error, and a timeout says how far it got', () => {
+    const f = device('recommended');
+    const refused = 'dial tcp 127.0.0.1:41234: connect: connection refused (unit)';
+    f.last().onerror?.({ error: refused });
+    f.last().serverClose();
+    assert.equal(f.warnings.filter((w) => w.includes('connection refused (unit)')).length, 1);
+    assert.match(
+      f.warnings.find((w) => w.includes('(unit)'))!,
+      /^wakestorm-connect-failed dev-0 after \d+ ms: dial tcp/,
+    );
+    // The same kind on another port is not shown again.
+    f.clock.advance(60_000);
+    f.last().onerror?.({ error: refused.replace('41234', '41999') });
+    f.last().serverClose();
+    assert.equal(f.warnings.filter((w) => w.includes('connection refused (unit)')).length, 1);
+    // An error after the socket opened is not a connect failure of this kind.
+    f.clock.advance(60_000);
+    const s = f.last();
+    s.open();
+    f.clock.advance(10_000);
+    assert.equal(s.closedByDevice !== null, true, 'the device gave up the attempt');
+    assert.ok(
+      f.warnings.some((w) => /after 10000 ms: connect timeout \(the socket opened, no ready message\)/.test(w)),
+    );
+  });
+});
+
 describe('liveness', () => {
   it('recommended: a JSON ping every 15 s; no pong within 5 s means the link is dead', () => {
     const f = device('recommended');
