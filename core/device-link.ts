@@ -78,7 +78,8 @@ const CONNECT_ERRORS_SHOWN = 4;
 /** The text of a socket's error event (k6 puts it in `error`, a browser in `message`). */
 const errorText = (ev: unknown): string => {
   const e = ev as { error?: unknown; message?: unknown } | null;
-  return String(e?.error ?? e?.message ?? '');
+  const v = e?.error ?? e?.message;
+  return typeof v === 'string' ? v : v instanceof Error ? v.message : '';
 };
 
 /** A link that lived less than this is a flap. */
