@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { runScenario, type RunOptions, type RunResult } from '../scripts/run.ts';
 import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
+import { SATURATION } from '../core/verdict.ts';
 
 /**
  * baseline: the plain k6 script, one device per VU. floor: many sockets per VU with keepalive and nothing else (what
@@ -168,7 +169,7 @@ export async function scaleStep(opts: {
     // of completed conversations.
     const slips = count('audio_slips');
     const sent = native ? count('audio_frames') : count('ws_msgs_sent');
-    if (slips > sent * 0.001)
+    if (slips > sent * SATURATION.heldAudioSlipShare)
       why.push(
         `${slips} uplink frames slipped >60 ms (${((slips / Math.max(1, sent)) * 100).toFixed(2)}% of ${sent} messages; VU event loops ran late)`,
       );

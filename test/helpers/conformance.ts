@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROFILES } from '../../core/profiles.ts';
+import { SATURATION } from '../../core/verdict.ts';
 import { runCli } from './proc.ts';
 import { assertVoiceToVoice, serverArgs } from './truth.ts';
 
@@ -75,7 +76,12 @@ export async function mixedFleet(engine: Engine, results: string): Promise<void>
   assert.equal(m.reply_truncated.values.rate, 0);
   assert.equal(m.reply_stutter.values.rate, 0);
   assert.ok(m.audio_frames.values.count > 1000, 'uplink frames counted');
-  assert.equal(m.audio_slips?.values.count ?? 0, 0);
+  // Paced in real time: at most what a jitter buffer absorbs (a whole VM stall once, not a pacing fault, seen in CI).
+  const slips = m.audio_slips?.values.count ?? 0;
+  assert.ok(
+    slips <= m.audio_frames.values.count * SATURATION.heldAudioSlipShare,
+    `${slips} of ${m.audio_frames.values.count} uplink frames late`,
+  );
   // Barge-in: every interruption measured; the server stops at the abort, so only what was already in flight (its
   // real-time lead) arrives after it; an interrupted reply is the user talking, not a dropped session.
   assert.ok(m.barge_ins.values.count >= 4, `${m.barge_ins.values.count} barge-ins`);
