@@ -8,7 +8,7 @@ require (
 	github.com/lesismal/llib v1.2.5 // indirect
 	github.com/lesismal/nbio v1.6.8
 	golang.org/x/crypto v0.59.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/sys v0.50.0
 )
 
 replace github.com/lesismal/nbio => ./third_party/nbio

@@ -82,7 +82,8 @@ func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
 			s.ended(err)
 		}
 	})
-	return &wsNet{dialer: &websocket.Dialer{Engine: engine, Upgrader: u, DialTimeout: handshakeTimeout}}, nil
+	d := &websocket.Dialer{Engine: engine, Upgrader: u, DialTimeout: handshakeTimeout, NetDial: dialFunc(handshakeTimeout)}
+	return &wsNet{dialer: d}, nil
 }
 
 type wsSocket struct {

@@ -135,9 +135,14 @@ export interface RunningEngine {
  * Profiling a run's engine (docs/engine.md): WAKESTORM_ENGINE_CPU_PROFILE=<file> writes a CPU profile of its whole
  * life; WAKESTORM_ENGINE_PPROF=1 serves /debug/pprof/ on its control address (printed in engine.log) for a window.
  */
+/** Engines started by this process: with --instances N each writes its own profile (the file, then file.1, …). */
+let enginesStarted = 0;
+
 function profilingArgs(): string[] {
+  const n = enginesStarted++;
   const file = process.env.WAKESTORM_ENGINE_CPU_PROFILE;
-  return [...(file ? ['--cpu-profile', file] : []), ...(process.env.WAKESTORM_ENGINE_PPROF === '1' ? ['--pprof'] : [])];
+  const own = file && n > 0 ? `${file}.${n}` : file;
+  return [...(own ? ['--cpu-profile', own] : []), ...(process.env.WAKESTORM_ENGINE_PPROF === '1' ? ['--pprof'] : [])];
 }
 
 /** Starts the engine on a loopback port of its choosing; it dies with the CLI (guardedSpawn). */

@@ -35,6 +35,10 @@ type Dialer struct {
 
 	DialTimeout time.Duration
 
+	// NetDial, when set, opens the TCP connection (wakestorm patch: the caller picks the source address); it must
+	// bound its own time, as DialTimeout is not applied to it.
+	NetDial func(network, addr string) (net.Conn, error)
+
 	TLSClientConfig *tls.Config
 
 	Proxy func(*http.Request) (*url.URL, error)
@@ -162,6 +166,7 @@ func (d *Dialer) DialContext(ctx context.Context, urlStr string, requestHeader h
 	cliConn := &nbhttp.ClientConn{
 		Engine:          d.Engine,
 		Jar:             d.Jar,
+		Dial:            d.NetDial,
 		Timeout:         d.DialTimeout,
 		TLSClientConfig: d.TLSClientConfig,
 		Proxy:           d.Proxy,
