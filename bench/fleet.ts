@@ -6,11 +6,14 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ProcStats } from '../scripts/proc-sampler.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
+import { gitCommit } from '../scripts/run-dir.ts';
 import { sampledRun } from './scale.ts';
 
 interface FleetRow {
   /** When this row was measured (rows of earlier runs stay until a run of the same shape replaces them). */
   date: string;
+  /** The commit it was measured at (rows from before this field: the engine on gorilla sockets). */
+  commit?: string;
   devices: number;
   instances: number;
   workers: number;
@@ -110,6 +113,7 @@ async function fleetStep(n: number, instances: number, workers: number, root: st
   const window = (name: string) => sampler.stats(name, steadyFrom, steadyTo);
   return {
     date: new Date().toISOString().slice(0, 10),
+    commit: gitCommit(ROOT)?.slice(0, 7),
     devices: n,
     instances,
     workers,
@@ -142,13 +146,13 @@ function fleetMd(rows: FleetRow[]): string {
     '<!-- fleet: written by `npm run bench:fleet` (bench/fleet.ts) from bench/fleet.json -->',
     `## Past one process: the largest idle fleet one run holds: ${held.length ? Math.max(...held) : 'none'} devices`,
     '',
-    "One `wakestorm run` of `scenarios/reconnect-storm.ts`, idle devices of the `recommended` profile (keepalive every 15 s, wakes off) straight to the reference server (no Toxiproxy: at these sizes it would need 2 descriptors per device in several more processes on the same 2 cores), split over k6 instances (`--instances`, each with its device engine) and server workers (`--server-arg --workers=N`). The fleet ramps up, holds for 30 s (the steady window the CPU and memory are averaged over), then the server restarts (stopped for 5 s; every device loses its link) and the fleet reconnects with its profile's backoff. *Holds*: the server counted every device through the steady window, no connect failed before the restart, no unplanned drop, keepalives answered at cadence (within 5%). The storm is measured apart: when /health counted the whole fleet back (1 s resolution, from the server listening again), reconnect times, the busiest 250 ms of reconnect attempts, connects refused or reset in the storm; the verdict of the run (last column) judges the whole run, the storm included. The rows of 2026-12-04 gave the storm 45 s before the run ended; the bench now gives it 90 s.",
+    "One `wakestorm run` of `scenarios/reconnect-storm.ts`, idle devices of the `recommended` profile (keepalive every 15 s, wakes off) straight to the reference server (no Toxiproxy: at these sizes it would need 2 descriptors per device in several more processes on the same 2 cores), split over k6 instances (`--instances`, each with its device engine) and server workers (`--server-arg --workers=N`). The fleet ramps up, holds for 30 s (the steady window the CPU and memory are averaged over), then the server restarts (stopped for 5 s; every device loses its link) and the fleet reconnects with its profile's backoff. *Holds*: the server counted every device through the steady window, no connect failed before the restart, no unplanned drop, keepalives answered at cadence (within 5%). The storm is measured apart: when /health counted the whole fleet back (1 s resolution, from the server listening again), reconnect times, the busiest 250 ms of reconnect attempts, connects refused or reset in the storm; the verdict of the run (last column) judges the whole run, the storm included. The rows of 2026-12-04 gave the storm 45 s before the run ended; the bench now gives it 90 s. Rows without a commit were measured with the engine's earlier sockets (gorilla/websocket, a goroutine per socket, one source address).",
     '',
     '| measured | devices | k6 instances | server workers | holds | k6 (all instances) RSS / CPU | engines RSS / CPU | server (all workers) RSS / CPU | all back after the restart | reconnect p50 / p95 / max | peak reconnects/s | connects failed in the storm | verdict of the run |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows.map(
       (r) =>
-        `| ${r.date} | ${r.devices} | ${r.instances} | ${r.workers} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${cell(r.processes.k6)} | ${cell(r.processes.engine)} | ${cell(r.processes.server)} | ${r.all_back_s !== null ? `${r.all_back_s} s` : r.back_max === undefined ? 'not all by the end' : `not all by the end (${r.back_max} of ${r.devices} at most)`} | ${[r.reconnect_p50_ms, r.reconnect_p95_ms, r.reconnect_max_ms].map((x) => (x === null ? '-' : Math.round(x))).join(' / ')} ms | ${r.peak_connects_per_s ?? '-'} | ${r.storm_failed_connects} | ${r.verdict} |`,
+        `| ${r.date}${r.commit ? ` (${r.commit})` : ''} | ${r.devices} | ${r.instances} | ${r.workers} | ${r.holds ? 'yes' : `no: ${r.why_not.join('; ')}`} | ${cell(r.processes.k6)} | ${cell(r.processes.engine)} | ${cell(r.processes.server)} | ${r.all_back_s !== null ? `${r.all_back_s} s` : r.back_max === undefined ? 'not all by the end' : `not all by the end (${r.back_max} of ${r.devices} at most)`} | ${[r.reconnect_p50_ms, r.reconnect_p95_ms, r.reconnect_max_ms].map((x) => (x === null ? '-' : Math.round(x))).join(' / ')} ms | ${r.peak_connects_per_s ?? '-'} | ${r.storm_failed_connects} | ${r.verdict} |`,
     ),
     '<!-- /fleet -->',
     '',
