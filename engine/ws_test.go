@@ -5,6 +5,7 @@ package main
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,20 +18,9 @@ type wsEvents struct{ got chan string }
 func (e wsEvents) OnOpen()           { e.got <- "open" }
 func (e wsEvents) OnText(b []byte)   { e.got <- "text:" + string(b) }
 func (e wsEvents) OnBinary(b []byte) { e.got <- "binary" }
-func (e wsEvents) OnClose(code int)  { e.got <- "close:" + itoa(code) }
+func (e wsEvents) OnClose(code int)  { e.got <- "close:" + strconv.Itoa(code) }
 func (e wsEvents) OnViolation(k string) {
 	e.got <- "violation:" + k
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	s := ""
-	for ; n > 0; n /= 10 {
-		s = string(rune('0'+n%10)) + s
-	}
-	return s
 }
 
 // serve answers each connection by sending "hi", then what send does to the raw connection.

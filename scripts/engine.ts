@@ -131,13 +131,13 @@ export interface RunningEngine {
   stop(): Promise<void>;
 }
 
+/** Engines started by this process: with --instances N each writes its own profile (the file, then file.1, …). */
+let enginesStarted = 0;
+
 /**
  * Profiling a run's engine (docs/engine.md): WAKESTORM_ENGINE_CPU_PROFILE=<file> writes a CPU profile of its whole
  * life; WAKESTORM_ENGINE_PPROF=1 serves /debug/pprof/ on its control address (printed in engine.log) for a window.
  */
-/** Engines started by this process: with --instances N each writes its own profile (the file, then file.1, …). */
-let enginesStarted = 0;
-
 function profilingArgs(): string[] {
   const n = enginesStarted++;
   const file = process.env.WAKESTORM_ENGINE_CPU_PROFILE;
