@@ -30,11 +30,11 @@ type wsNet struct {
 func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
 	engine := nbhttp.NewEngine(nbhttp.Config{
 		Name: "wakestorm-engine",
-		// One poller. A poller waits in epoll_wait as a blocking syscall, and Go leaves the waiting goroutine's P
-		// (with the timers on it) in the syscall for up to 10 ms before another thread takes it over: with a poller
-		// per core both Ps sat there and device timers fired late (100 talking devices: timer lag p50/p99 6.8/17.4 ms
-		// with two pollers, 2.0/4.7 ms with one; gorilla's goroutine per socket 2.8/5.8 ms). One poller leaves a P
-		// for the timers, and still reads 10,000 talking devices.
+		// One poller. Upstream's poller waits in epoll_wait as a blocking syscall, and Go left the waiting
+		// goroutine's P (with the timers on it) in the syscall for up to 10 ms: with a poller per core device timers
+		// fired late (100 talking devices: timer lag p50/p99 6.8/17.4 ms with two pollers, 2.0/4.7 ms with one).
+		// The patched copy parks the poller in Go's netpoller instead (third_party/nbio/PATCHED.md); one poller
+		// still reads 10,000 talking devices and keeps a socket's events in order on one goroutine.
 		NPoller:            1,
 		MaxWriteBufferSize: maxWriteBuffer,
 		// Events run on the poller that read them, in order: no goroutine per message. The dial's result is

@@ -304,7 +304,7 @@ func (c *Conn) doRead(b []byte) (*Conn, int, error) {
 //
 //go:norace
 func (c *Conn) readStream(b []byte) (*Conn, int, error) {
-	nread, err := syscall.Read(c.fd, b)
+	nread, err := rawRead(c.fd, b)
 	return c, nread, err
 }
 
@@ -428,7 +428,7 @@ func (c *Conn) Writev(in [][]byte) (int, error) {
 //
 //go:norace
 func (c *Conn) writeStream(b []byte) (int, error) {
-	return syscall.Write(c.fd, b)
+	return rawWrite(c.fd, b)
 }
 
 // write to UDP dialer.
@@ -885,7 +885,7 @@ func (c *Conn) flush() error {
 	writeBuffer := func() error {
 		head := c.writeList[0]
 		buf := (*head.buf)[head.offset:]
-		n, err := syscall.Write(c.fd, buf)
+		n, err := rawWrite(c.fd, buf)
 		if n > 0 {
 			if c.p.g.onWrittenSize != nil {
 				c.p.g.onWrittenSize(c, buf[:n], n)

@@ -50,6 +50,8 @@ type poller struct {
 	epfd  int // epoll fd
 	evtfd int // event fd for trigger
 
+	epfile *os.File // epfd, when Go's netpoller waits for it (wakestorm patch, poller_epoll_netpoll.go)
+
 	index int // poller index in engine
 
 	pollType string // listener or io poller
@@ -154,7 +156,7 @@ func (p *poller) start() {
 		p.acceptorLoop()
 	} else {
 		defer func() {
-			_ = syscall.Close(p.epfd)
+			p.closeEpoll()
 			_ = syscall.Close(p.evtfd)
 		}()
 		p.readWriteLoop()
@@ -232,8 +234,15 @@ func (p *poller) readWriteLoop() {
 	p.shutdown = false
 	isOneshot := g.isOneshot
 	asyncReadEnabled := g.AsyncReadInPoller && (g.EpollMod == EPOLLET)
+	wait := p.netpollWaiter()
 	for !p.shutdown {
-		n, err := syscall.EpollWait(p.epfd, events, msec)
+		var n int
+		var err error
+		if wait != nil {
+			n, err = wait(events)
+		} else {
+			n, err = syscall.EpollWait(p.epfd, events, msec)
+		}
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			logging.Error("NBIO[%v][%v_%v] EpollWait failed: %v, exit...",
 				p.g.Name,
