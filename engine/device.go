@@ -186,6 +186,13 @@ func (d *Device) setTimer(name string, ms float64, fn func()) {
 	})
 }
 
+// setKeepaliveTimer sets a timer of a keepalive or liveness rule, due at the end of its slot of the grid every device
+// of the engine shares (Timing.KeepaliveGridMs): devices whose timers fall in one slot share one wake-up of the engine.
+func (d *Device) setKeepaliveTimer(name string, ms float64, fn func()) {
+	now, g := d.now(), d.env.Timing.KeepaliveGridMs
+	d.setTimer(name, math.Ceil((now+ms)/g)*g-now, fn)
+}
+
 func (d *Device) clearTimer(name string) {
 	if t := d.timers[name]; t != nil {
 		if t.cancel != nil {
@@ -682,13 +689,13 @@ func (d *Device) startKeepalive() {
 						at float64
 					}{d.pingSeq, at}
 					if p.Liveness.Detect == "pong-timeout" {
-						d.setTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
+						d.setKeepaliveTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
 					}
 				}
 			}
-			d.setTimer("keepalive", p.Keepalive.IntervalMs, tick)
+			d.setKeepaliveTimer("keepalive", p.Keepalive.IntervalMs, tick)
 		}
-		d.setTimer("keepalive", p.Keepalive.IntervalMs, tick)
+		d.setKeepaliveTimer("keepalive", p.Keepalive.IntervalMs, tick)
 	}
 	if p.Liveness.Detect == "silence" {
 		every := p.Liveness.CheckMs
@@ -704,9 +711,9 @@ func (d *Device) startKeepalive() {
 				d.declareDead()
 				return
 			}
-			d.setTimer("liveness", every, check)
+			d.setKeepaliveTimer("liveness", every, check)
 		}
-		d.setTimer("liveness", every, check)
+		d.setKeepaliveTimer("liveness", every, check)
 	}
 }
 

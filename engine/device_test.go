@@ -91,7 +91,7 @@ func recommended() *Profile {
 var timing = Timing{
 	SessionStallMs: 15_000, BargeInWaitMs: 5000, VadMaxTrailingMs: 5000, PlaybackGapToleranceMs: 20,
 	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000,
-	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000,
+	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000, KeepaliveGridMs: 10,
 }
 
 var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000}
@@ -170,7 +170,7 @@ func TestKeepaliveAndPongTimeout(t *testing.T) {
 	r := newRig(t, recommended())
 	r.connect(t)
 	s := r.net.last()
-	r.clock.Advance(15_000)
+	r.clock.Advance(15_005) // connected at 1_000_005: the ping's grid slot ends at 1_015_010
 	if len(s.sent) != 1 || !strings.HasPrefix(s.sent[0], `{"type":"ping","id":1,"t":`) {
 		t.Fatalf("ping %v", s.sent)
 	}
@@ -307,5 +307,27 @@ func TestAStartWithoutEveryTimingBoundIsRefused(t *testing.T) {
 	m := &startMsg{Devices: []startDevice{{ID: "d"}}, Wake: WakeSchedule{Mode: "off"}, Intake: intake, Timing: partial}
 	if _, err := refusal(m); err == nil || !strings.Contains(err.Error(), "timing.flap_ms") {
 		t.Fatalf("refusal %v", err)
+	}
+}
+
+func TestKeepaliveTimersShareAGrid(t *testing.T) {
+	r := newRig(t, recommended())
+	r.clock.Advance(3) // off the grid: now ends in ...003
+	fired := []float64{}
+	r.d.mu.Lock()
+	r.d.setKeepaliveTimer("a", 15_000, func() { fired = append(fired, r.clock.Now()) })
+	r.d.mu.Unlock()
+	r.clock.Advance(4)
+	r.d.mu.Lock()
+	r.d.setKeepaliveTimer("b", 15_000, func() { fired = append(fired, r.clock.Now()) })
+	r.d.mu.Unlock()
+	r.clock.Advance(14_999)
+	if len(fired) != 0 {
+		t.Fatalf("fired before its slot: %v", fired)
+	}
+	r.clock.Advance(10)
+	// Both due in the slot ending at 1_015_010: one wake-up, at most a grid step late.
+	if len(fired) != 2 || fired[0] != 1_015_010 || fired[1] != 1_015_010 {
+		t.Fatalf("fired %v, want both at 1015010", fired)
 	}
 }

@@ -37,6 +37,9 @@ type Timing struct {
 	ReconnectCensorMs float64 `json:"reconnect_censor_ms"`
 	// FlapMs: a link lost sooner than this after it came up is a flap (core/device-link.ts FLAP_MS).
 	FlapMs float64 `json:"flap_ms"`
+	// KeepaliveGridMs: keepalive and liveness timers fire at the end of a slot of this grid (core/device-link.ts
+	// KEEPALIVE_GRID_MS).
+	KeepaliveGridMs float64 `json:"keepalive_grid_ms"`
 }
 
 // missing names the first bound the start left out (each is positive).

@@ -4,7 +4,7 @@
 // message types, chaos phases) are made here, from the engine's raw fields.
 import { WebSocket } from 'k6/websockets';
 import { clearTimeout, setTimeout } from 'k6/timers';
-import { FLAP_MS, INTAKE } from '../../core/device-link.ts';
+import { FLAP_MS, INTAKE, KEEPALIVE_GRID_MS } from '../../core/device-link.ts';
 import {
   BARGE_IN_WAIT_MS,
   MAX_REPLY_AUDIO_MS,
@@ -119,6 +119,7 @@ function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: nu
       resume_grace_ms: DEFAULTS.resume_grace_ms,
       reconnect_censor_ms: RECONNECT_CENSOR_MS,
       flap_ms: FLAP_MS,
+      keepalive_grid_ms: KEEPALIVE_GRID_MS,
     },
     wake: cfg.wake,
     // The utterance by path, and which of its frames an energy VAD hears as silent for each profile's frame size

@@ -243,6 +243,16 @@ describe('liveness', () => {
     assert.notEqual(s.closedByDevice, null, 'the dead socket is closed by the device');
   });
 
+  it('keepalive timers fire at the end of their grid slot, shared by devices connected apart', () => {
+    const a = device('recommended');
+    a.clock.advance(3); // connected off the grid: its ping is due at 15,003 ms, sent at the slot's end
+    const s = handshake(a);
+    a.clock.advance(15_006);
+    assert.equal(s.json().filter((m) => m.type === 'ping').length, 0, 'not before its slot ends');
+    a.clock.advance(1);
+    assert.equal(s.json().filter((m) => m.type === 'ping').length, 1, 'at 15,010 ms');
+  });
+
   it('react-avatar: answers server pings; notices 60 s of silence at its 15 s check', () => {
     const f = device('react-avatar');
     const s = handshake(f);
