@@ -1,6 +1,7 @@
 // Child processes and ports on loopback: a free port, a child waited on until its health URL answers, the tail of its
 // output for an error line, and a stop that escalates from SIGTERM to SIGKILL.
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { WakestormError } from '../core/errors.ts';
 
@@ -13,7 +14,35 @@ export function portFree(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * The first port of the kernel's ephemeral range (ip_local_port_range), from which it gives outgoing connections
+ * their local port.
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+const LISTEN_FLOOR = 10_000;
+const handedOut = new Set<number>();
+
+/**
+ * A port to listen on, free now. It comes from below the ephemeral range: a port the kernel hands out (listen(0))
+ * can be taken by an outgoing connection (a device's, a proxy's upstream) between the pick and the bind, and was
+ * (a chaos test's Toxiproxy could not listen while a fleet reconnected). A port is handed out once per process.
+ */
 export async function pickFreePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let i = 0; low - LISTEN_FLOOR > 1000 && i < 50; i++) {
+    const port = LISTEN_FLOOR + Math.floor(Math.random() * (low - LISTEN_FLOOR));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port); // before the check: a concurrent pick must not take it meanwhile
+    if (await portFree(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -1,6 +1,7 @@
 // The stack for real: reference server + toxiproxy-server + the 'voice' proxy, on free loopback ports.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { CLOSE } from '../../core/protocol.ts';
 import { startStack, type Stack } from '../../scripts/stack.ts';
@@ -163,6 +164,13 @@ describe('wakestorm stack (CLI)', () => {
     const pids = out.trim().split(' ').slice(1).map(Number);
     p.kill('SIGKILL');
     await waitFor(() => pids.every((pid) => !alive(pid)), 10_000, 'server and toxiproxy to die with their parent');
+  });
+
+  it('picks listen ports below the ephemeral range, so no outgoing connection can hold one, each once', async () => {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const ports = await Promise.all(Array.from({ length: 20 }, () => pickFreePort()));
+    assert.equal(new Set(ports).size, ports.length, `a port handed out twice: ${ports}`);
+    for (const p of ports) assert.ok(p >= 1024 && p < low, `port ${p} is in the ephemeral range (from ${low})`);
   });
 
   it('fails with one line when a port is taken', async () => {
