@@ -67,6 +67,9 @@ func run(args []string) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(25)
 	}
+	// Ahead of the server and Toxiproxy on a shared box, when it may (priority_linux.go); before the poller starts, so
+	// every thread it starts inherits the priority. Without the privilege it runs as it is (docs/engine.md).
+	raisePriority()
 	// The socket library speaks only of its own failures, and to stderr (stdout carries the listening line).
 	nblog.Output = os.Stderr
 	nblog.SetLevel(nblog.LevelError)
