@@ -86,18 +86,14 @@ const errorText = (ev: unknown): string => {
 export const FLAP_MS = 2000;
 
 /**
- * Keepalive and liveness timers fire at the end of a slot of this grid, shared by every device of a process: a ping
+ * Keepalive and silence-check timers fire at the end of a slot of this grid, shared by every device of a process: a ping
  * a few milliseconds late is nothing against its period of seconds, and devices whose timers fall in one slot share
  * one wake-up of the generator (10,000 devices pinging every 15 s: ~670 wake-ups a second become at most 100; the
  * device engine's CPU at 10,000 idle devices fell by a quarter, BENCHMARKS.md). Timers that time what a user hears
- * (audio frames, playback, barge-in) and the reconnect backoff keep their exact time.
+ * (audio frames, playback, barge-in), the pong timeout (a bound the server is judged by, and a timer that is
+ * cancelled, not fired, when the server is well) and the reconnect backoff keep their exact time.
  */
 export const KEEPALIVE_GRID_MS = 10;
-
-/** The delay that moves a timer due `ms` after `now` to the end of its keepalive grid slot. */
-function onKeepaliveGrid(now: number, ms: number): number {
-  return Math.ceil((now + ms) / KEEPALIVE_GRID_MS) * KEEPALIVE_GRID_MS - now;
-}
 
 /**
  * Lets go of a socket the device no longer wants. A socket still in its handshake is not closed but defused and
@@ -504,23 +500,29 @@ export class Link {
             this.timers.set(
               'pong',
               () => this.declareDead(`no pong in ${p.liveness.timeout_ms} ms`),
-              onKeepaliveGrid(env.now(), p.liveness.timeout_ms),
+              p.liveness.timeout_ms,
             );
           } else if (!this.pendingPing) this.pendingPing = { id, at };
         }
-        this.timers.set('keepalive', tick, onKeepaliveGrid(env.now(), p.keepalive.interval_ms));
+        this.keepaliveTimer('keepalive', tick, p.keepalive.interval_ms);
       };
-      this.timers.set('keepalive', tick, onKeepaliveGrid(env.now(), p.keepalive.interval_ms));
+      this.keepaliveTimer('keepalive', tick, p.keepalive.interval_ms);
     }
     if (p.liveness.detect === 'silence') {
       const check = () => {
         if (this.state !== 'connected') return;
         if (env.now() - this.lastRx >= p.liveness.timeout_ms)
           return this.declareDead(`silent for ${p.liveness.timeout_ms} ms`);
-        this.timers.set('liveness', check, onKeepaliveGrid(env.now(), p.liveness.check_ms || 1000));
+        this.keepaliveTimer('liveness', check, p.liveness.check_ms || 1000);
       };
-      this.timers.set('liveness', check, onKeepaliveGrid(env.now(), p.liveness.check_ms || 1000));
+      this.keepaliveTimer('liveness', check, p.liveness.check_ms || 1000);
     }
+  }
+
+  /** Sets a keepalive or silence-check timer, due at the end of its KEEPALIVE_GRID_MS slot. */
+  private keepaliveTimer(name: 'keepalive' | 'liveness', fn: () => void, ms: number): void {
+    const now = this.ctx.env.now();
+    this.timers.set(name, fn, Math.ceil((now + ms) / KEEPALIVE_GRID_MS) * KEEPALIVE_GRID_MS - now);
   }
 
   private stopKeepalive(): void {

@@ -186,8 +186,9 @@ func (d *Device) setTimer(name string, ms float64, fn func()) {
 	})
 }
 
-// setKeepaliveTimer sets a timer of a keepalive or liveness rule, due at the end of its slot of the grid every device
-// of the engine shares (Timing.KeepaliveGridMs): devices whose timers fall in one slot share one wake-up of the engine.
+// setKeepaliveTimer sets a keepalive or silence-check timer, due at the end of its slot of the grid every device of
+// the engine shares (Timing.KeepaliveGridMs): devices whose timers fall in one slot share one wake-up of the engine.
+// The pong timeout stays exact: it is a bound the server is judged by.
 func (d *Device) setKeepaliveTimer(name string, ms float64, fn func()) {
 	now, g := d.now(), d.env.Timing.KeepaliveGridMs
 	d.setTimer(name, math.Ceil((now+ms)/g)*g-now, fn)
@@ -689,7 +690,7 @@ func (d *Device) startKeepalive() {
 						at float64
 					}{d.pingSeq, at}
 					if p.Liveness.Detect == "pong-timeout" {
-						d.setKeepaliveTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
+						d.setTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
 					}
 				}
 			}

@@ -37,7 +37,7 @@ type Timing struct {
 	ReconnectCensorMs float64 `json:"reconnect_censor_ms"`
 	// FlapMs: a link lost sooner than this after it came up is a flap (core/device-link.ts FLAP_MS).
 	FlapMs float64 `json:"flap_ms"`
-	// KeepaliveGridMs: keepalive and liveness timers fire at the end of a slot of this grid (core/device-link.ts
+	// KeepaliveGridMs: keepalive and silence-check timers fire at the end of a slot of this grid (core/device-link.ts
 	// KEEPALIVE_GRID_MS).
 	KeepaliveGridMs float64 `json:"keepalive_grid_ms"`
 }
