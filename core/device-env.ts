@@ -17,6 +17,8 @@ export interface SocketLike {
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code?: number; reason?: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
+  /** A WebSocket pong arrived (an answer to ping()); only the first-frame probe listens (core/device-link.ts). */
+  onpong?: (() => void) | null;
   send(data: string | ArrayBuffer | ArrayBufferView): void;
   ping(): void;
   close(code?: number, reason?: string): void;
@@ -49,6 +51,12 @@ export interface DeviceEnv {
   /** The phase of the chaos run [from, to] fell in (core/phases.ts); steady when absent (no timeline). */
   phase?(from: number, to: number): Phase;
   log?(line: string): void;
+  /**
+   * The socket library can lose the first frame a server sends on the upgrade: k6/websockets (v2.2.0, websockets.go
+   * establishConnection) starts its read pump before it queues the open event and drops a frame read before the open.
+   * The link then probes each open (FIRST_FRAME_GRACE_MS in core/device-link.ts). Absent for the device engine.
+   */
+  firstFrameMayDrop?: boolean;
   /** A rare diagnostic a person should see (an unmatched server message type, once per process): k6 prints it. */
   warn?(line: string): void;
 }

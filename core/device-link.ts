@@ -82,6 +82,17 @@ const errorText = (ev: unknown): string => {
   return typeof v === 'string' ? v : v instanceof Error ? v.message : '';
 };
 
+/**
+ * Where the socket library can drop a server's first frame (env.firstFrameMayDrop: k6/websockets, 2 opens in 56,014
+ * lost their first frame in a probe with GOGC=1), a device whose server speaks first pings at open. A server that sent
+ * its ready on the upgrade wrote it before it read the ping, and frames arrive in order: a pong with no message before
+ * it, and none this long after it, means the library dropped the ready. The device then reopens at once, once per
+ * connect (tester_retries, not a failed connect). A server whose ready comes later than its pong (after an await) looks
+ * the same to this probe: the first ready seen after a pong disarms the probe for the process.
+ */
+export const FIRST_FRAME_GRACE_MS = 250;
+const firstFrameProbe = { armed: true, shown: false };
+
 /** A link that lived less than this is a flap. */
 export const FLAP_MS = 2000;
 
@@ -104,6 +115,7 @@ function retire(ws: SocketLike, code?: number): void {
   ws.onmessage = null;
   ws.onclose = null;
   ws.onerror = null;
+  ws.onpong = null;
   if (ws.readyState === 0) {
     ws.onopen = () => {
       try {
@@ -143,14 +155,16 @@ export class Link {
   private attemptAt = 0;
   private openedAt = 0;
   private readonly backoff: Backoff;
-  private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice'>;
+  /** This connect already reopened once for a frame the socket library dropped (FIRST_FRAME_GRACE_MS). */
+  private reopenedForDrop = false;
+  private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice' | 'probe'>;
 
   constructor(
     private readonly ctx: DeviceContext,
     private readonly owner: LinkOwner,
   ) {
     this.backoff = new Backoff(ctx.profile.reconnect, ctx.env.random);
-    this.timers = new Timers(ctx.env, ['connect', 'keepalive', 'liveness', 'pong', 'notice']);
+    this.timers = new Timers(ctx.env, ['connect', 'keepalive', 'liveness', 'pong', 'notice', 'probe']);
   }
 
   /** A channel per wake (the dialect's lifecycle), not one link for the device's life. */
@@ -267,15 +281,37 @@ export class Link {
     }
     this.ws = ws;
     ws.binaryType = 'arraybuffer';
+    // The first-frame probe (FIRST_FRAME_GRACE_MS): only where the server speaks first and the library can drop it.
+    const sendsHello = byHello && d.send.hello !== undefined;
+    let heard = false;
+    let pongFirst = false;
     ws.onopen = () => {
       if (ws !== this.ws) return;
       this.state = 'handshaking';
       this.openedAt = this.lastRx = env.now();
       this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
-      if (byHello && d.send.hello) ws.send(render(d.send.hello, vars));
+      if (sendsHello) ws.send(render(d.send.hello!, vars));
+      else if (env.firstFrameMayDrop && firstFrameProbe.armed) {
+        ws.onpong = () => {
+          if (ws !== this.ws || heard || pongFirst) return;
+          pongFirst = true;
+          if (!this.reopenedForDrop && firstFrameProbe.armed)
+            this.timers.set('probe', () => this.reopenForDroppedFrame(), FIRST_FRAME_GRACE_MS);
+        };
+        ws.ping();
+      }
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
+      if (!heard) {
+        heard = true;
+        this.timers.clear('probe');
+        if (pongFirst && firstFrameProbe.armed) {
+          // This server's first frame follows its pong: the probe cannot tell a drop from it here.
+          firstFrameProbe.armed = false;
+          env.log?.(`${opts.id}: the server's first frame came after its pong; the first-frame probe is off`);
+        }
+      }
       const now = env.now();
       this.lastRx = now;
       // Bounded intake: a flood, an oversized frame, a text too long.
@@ -338,6 +374,22 @@ export class Link {
     this.afterLoss(CLOSE.PROTOCOL_ERROR, wasConnected, 'violation', now);
   }
 
+  /** The socket library dropped the server's first frame (FIRST_FRAME_GRACE_MS): open again now, the tester's retry. */
+  private reopenForDroppedFrame(): void {
+    if (this.state !== 'handshaking') return;
+    this.reopenedForDrop = true;
+    this.ctx.count('tester_retries');
+    if (!firstFrameProbe.shown) {
+      firstFrameProbe.shown = true;
+      this.ctx.env.warn?.(
+        `wakestorm-tester-retry ${this.ctx.opts.id}: the server answered a ping but its first frame never reached the ` +
+          'device (k6/websockets drops a frame read before its open event); reopened at once, not counted against the server',
+      );
+    }
+    this.abandonSocket();
+    this.connect();
+  }
+
   private giveUpAttempt(why: string): void {
     if (this.state !== 'connecting' && this.state !== 'handshaking') return;
     this.ctx.env.log?.(`${this.ctx.opts.id}: ${why}`);
@@ -353,6 +405,7 @@ export class Link {
     const { vars } = this.ctx;
     capture(this.ctx.dialect.capture.ready, msg, vars);
     this.timers.clear('connect');
+    this.reopenedForDrop = false;
     this.state = 'connected';
     this.ctx.count('links_up');
     this.ctx.trend('handshake_time', now - this.openedAt);
@@ -474,6 +527,7 @@ export class Link {
   }
 
   private abandonSocket(): void {
+    this.timers.clear('probe');
     const ws = this.ws;
     this.ws = null;
     if (ws) retire(ws);

@@ -51,6 +51,11 @@ export const DEVICE_METRICS = {
   audio_slips: 'counter',
   /** Uplink audio frames sent (the denominator of audio_slips), reported once a second per VU. */
   audio_frames: 'counter',
+  /**
+   * The tester's own retries: a k6 device reopened a socket whose first server frame k6/websockets dropped (a race in
+   * its open, about 1 in 25,000 opens; core/device-link.ts FIRST_FRAME_GRACE_MS). Not counted against the server.
+   */
+  tester_retries: 'counter',
   /** The generator's own lag: how late a VU's 1 s probe timer fired (the VU's event loop was busy or starved). */
   vu_loop_lag: 'trend',
   /** Barge-in: the user interrupted a reply (the dialect's abort). */

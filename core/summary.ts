@@ -41,6 +41,7 @@ const DEVICE_ORDER = [
   'audio_slips',
   'audio_frames',
   'vu_loop_lag',
+  'tester_retries',
   'protocol_errors',
   'chaos_events',
   'chaos_errors',

@@ -67,6 +67,7 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     openSocket: (url, headers, name) => new KWebSocket(url, null, { headers, tags: { name } }) as unknown as SocketLike,
     // Once per process and kind (an unmatched server message type): k6 prints it, the CLI's verdict names it.
     warn: (line) => console.warn(line),
+    firstFrameMayDrop: true,
     now: Date.now,
     setTimeout: kSetTimeout as DeviceEnv['setTimeout'],
     clearTimeout: kClearTimeout,

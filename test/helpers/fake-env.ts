@@ -42,6 +42,7 @@ export class FakeSocket implements SocketLike {
   onmessage: SocketLike['onmessage'] = null;
   onclose: SocketLike['onclose'] = null;
   onerror: SocketLike['onerror'] = null;
+  onpong: SocketLike['onpong'] = null;
   sent: (string | ArrayBuffer | ArrayBufferView)[] = [];
   pings = 0;
   closedByDevice: number | undefined | null = null;
@@ -79,6 +80,10 @@ export class FakeSocket implements SocketLike {
   }
   bin(bytes: number) {
     this.onmessage?.({ data: new ArrayBuffer(bytes) });
+  }
+  /** The server answers a ping. */
+  pong() {
+    this.onpong?.();
   }
   serverClose(code?: number) {
     this.readyState = 3;

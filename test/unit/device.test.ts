@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
 import { Device } from '../../core/device.ts';
 import { SESSION_STALL_MS } from '../../core/device-session.ts';
+import { FIRST_FRAME_GRACE_MS } from '../../core/device-link.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
 import {
   PROFILES,
@@ -222,6 +223,83 @@ describe('connect failures in the socket library words', () => {
     assert.ok(
       f.warnings.some((w) => /after 10000 ms: connect timeout \(the socket opened, no ready message\)/.test(w)),
     );
+  });
+});
+
+describe('a first frame the socket library dropped (k6/websockets)', () => {
+  /** A device whose env says its socket library can drop the server's first frame, as k6-fleet.ts says it. */
+  function k6Device(profile = 'recommended') {
+    const f = device(profile);
+    f.env.firstFrameMayDrop = true;
+    return f;
+  }
+
+  it('a pong with no ready before it, and none within the grace, reopens at once: a tester retry, not a failure', () => {
+    const f = k6Device();
+    const s = f.last();
+    s.open();
+    assert.equal(s.pings, 1, 'the device pings at open');
+    s.pong();
+    f.clock.advance(FIRST_FRAME_GRACE_MS - 1);
+    assert.equal(f.sockets.length, 1, 'not before the grace ends');
+    f.clock.advance(1);
+    assert.equal(f.sockets.length, 2, 'reopened at once, no backoff');
+    assert.notEqual(s.closedByDevice, null, 'the silent socket is closed');
+    assert.equal(f.metrics.count('tester_retries'), 1);
+    assert.equal(f.metrics.values('connect_success').length, 0, 'no failed connect counted');
+    assert.equal(f.metrics.count('unplanned_drops'), 0);
+    assert.ok(f.warnings.some((w) => w.startsWith('wakestorm-tester-retry dev-0')));
+    handshake(f);
+    assert.equal(f.d.link.state, 'connected');
+    assert.deepEqual(f.metrics.values('connect_success'), [1]);
+  });
+
+  it('reopens once per connect: a second silent open waits for the connect timeout and counts against the server', () => {
+    const f = k6Device();
+    f.last().open();
+    f.last().pong();
+    f.clock.advance(FIRST_FRAME_GRACE_MS);
+    const again = f.last();
+    again.open();
+    again.pong();
+    f.clock.advance(9_000);
+    assert.equal(f.sockets.length, 2, 'no second tester retry');
+    f.clock.advance(1_500);
+    assert.deepEqual(f.metrics.values('connect_success'), [0], 'the timeout is a failed connect');
+    assert.equal(f.metrics.count('tester_retries'), 1);
+  });
+
+  it('a ready before the pong, a hello dialect, or a library that drops nothing: no probe and no retry', () => {
+    const ok = k6Device();
+    const s = ok.last();
+    s.open();
+    s.connected();
+    s.pong();
+    ok.clock.advance(1_000);
+    assert.equal(ok.sockets.length, 1);
+    assert.equal(ok.d.link.state, 'connected');
+    const hello = k6Device('esp32-hotpin');
+    hello.last().open();
+    assert.equal(hello.last().pings, 0, 'the device speaks first: its hello comes after the open');
+    const engine = device('recommended');
+    engine.last().open();
+    assert.equal(engine.last().pings, 0);
+  });
+
+  // Last: it disarms the probe for the rest of this process.
+  it('a ready that comes after the pong turns the probe off for the process', () => {
+    const f = k6Device();
+    const s = f.last();
+    s.open();
+    s.pong();
+    f.clock.advance(FIRST_FRAME_GRACE_MS - 10);
+    s.connected();
+    assert.equal(f.d.link.state, 'connected');
+    f.clock.advance(1_000);
+    assert.equal(f.metrics.count('tester_retries'), 0);
+    const later = k6Device();
+    later.last().open();
+    assert.equal(later.last().pings, 0, 'disarmed');
   });
 });
 
