@@ -331,3 +331,20 @@ func TestKeepaliveTimersShareAGrid(t *testing.T) {
 		t.Fatalf("fired %v, want both at 1015010", fired)
 	}
 }
+
+// The socket library hands a message's buffer back to its pool when the handler returns (ws.go,
+// ReleaseWebsocketPayload): nothing the device keeps may point into it.
+func TestKeepsNothingOfAMessageBuffer(t *testing.T) {
+	r := newRig(t, recommended())
+	r.d.Start(0)
+	r.clock.Advance(3)
+	r.net.last().h.OnOpen()
+	b, _ := json.Marshal(map[string]any{"type": "connected", "resume_token": "r-1", "resumed": false})
+	r.net.last().h.OnText(b)
+	for i := range b {
+		b[i] = 'x'
+	}
+	if got := r.d.vars["resume_token"]; got != "r-1" {
+		t.Fatalf("resume token after the buffer was reused: %v", got)
+	}
+}

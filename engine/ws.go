@@ -40,8 +40,10 @@ func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
 		// Events run on the poller that read them, in order: no goroutine per message. The dial's result is
 		// delivered there too, before the socket's first message is parsed.
 		ServerExecutor: func(f func()) { f() },
-		// The device keeps what it is given (no pooled buffer is handed back under it).
-		ReleaseWebsocketPayload: false,
+		// A message's buffer goes back to the pool when its handler returns: the device keeps nothing of it (JSON is
+		// decoded into copies, audio is only measured). Keeping them made every message read a fresh allocation
+		// (third_party/nbio/PATCHED.md: dialed conns ignored this setting until patched).
+		ReleaseWebsocketPayload: true,
 	})
 	// The device checks UTF-8 itself, and counts an invalid text as the server's violation (invalid_utf8).
 	engine.CheckUtf8 = func([]byte) bool { return true }

@@ -1033,6 +1033,9 @@ func newConn(u *Upgrader, c net.Conn, subprotocol string, remoteCompressionEnabl
 		onClose:                  u.onClose,
 		isClient:                 isClient,
 	}
+	// wakestorm: a client conn releases payloads as the engine says (upstream sets this on server conns only, so a
+	// dialed conn never handed a message's buffer back to the pool).
+	wsc.releasePayload = u.ReleasePayload || (u.Engine != nil && u.Engine.ReleaseWebsocketPayload)
 	wsc.EnableWriteCompression(remoteCompressionEnabled)
 	if asyncWrite {
 		wsc.sendQueue = make([]*[]byte, u.BlockingModSendQueueInitSize)[:0]
