@@ -4,7 +4,7 @@
 // (per_wake). Every loss is counted here (planned or not, by close code and cause). What the link carries is the
 // session's business: it hands every other message and every binary frame to its owner (device-session.ts).
 import { Backoff } from './backoff.ts';
-import type { DeviceContext, SocketLike } from './device-env.ts';
+import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
 import { capture, fill, matches, render, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
@@ -83,15 +83,14 @@ const errorText = (ev: unknown): string => {
 };
 
 /**
- * Where the socket library can drop a server's first frame (env.firstFrameMayDrop: k6/websockets, 2 opens in 56,014
- * lost their first frame in a probe with GOGC=1), a device whose server speaks first pings at open. A server that sent
- * its ready on the upgrade wrote it before it read the ping, and frames arrive in order: a pong with no message before
- * it, and none this long after it, means the library dropped the ready. The device then reopens at once, once per
- * connect (tester_retries, not a failed connect). A server whose ready comes later than its pong (after an await) looks
- * the same to this probe: the first ready seen after a pong disarms the probe for the process.
+ * Where the socket library can drop a server's first frame (env.firstFrameProbe: k6/websockets lost it on 4 of 87,678
+ * opens with GOGC=1, docs/engine.md), a device whose server speaks first pings at open. A server that sent its ready
+ * on the upgrade wrote it before it read the ping, and frames arrive in order: a pong with no message before it, and
+ * none this long after it, means the library dropped the ready. The device then reopens at once, once per connect and
+ * within the VU's budget (FirstFrameProbe): tester_retries, not a failed connect. A server whose ready comes later
+ * than its pong (after an await) looks the same to this probe: the first ready seen after a pong disarms it.
  */
 export const FIRST_FRAME_GRACE_MS = 250;
-const firstFrameProbe = { armed: true, shown: false };
 
 /** A link that lived less than this is a flap. */
 export const FLAP_MS = 2000;
@@ -283,6 +282,7 @@ export class Link {
     ws.binaryType = 'arraybuffer';
     // The first-frame probe (FIRST_FRAME_GRACE_MS): only where the server speaks first and the library can drop it.
     const sendsHello = byHello && d.send.hello !== undefined;
+    let probe: FirstFrameProbe | undefined;
     let heard = false;
     let pongFirst = false;
     ws.onopen = () => {
@@ -290,13 +290,16 @@ export class Link {
       this.state = 'handshaking';
       this.openedAt = this.lastRx = env.now();
       this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
+      const p = env.firstFrameProbe;
       if (sendsHello) ws.send(render(d.send.hello!, vars));
-      else if (env.firstFrameMayDrop && firstFrameProbe.armed) {
+      else if (p?.armed) {
+        probe = p;
+        p.opened();
         ws.onpong = () => {
           if (ws !== this.ws || heard || pongFirst) return;
           pongFirst = true;
-          if (!this.reopenedForDrop && firstFrameProbe.armed)
-            this.timers.set('probe', () => this.reopenForDroppedFrame(), FIRST_FRAME_GRACE_MS);
+          if (!this.reopenedForDrop && p.armed)
+            this.timers.set('probe', () => this.reopenForDroppedFrame(p), FIRST_FRAME_GRACE_MS);
         };
         ws.ping();
       }
@@ -306,9 +309,9 @@ export class Link {
       if (!heard) {
         heard = true;
         this.timers.clear('probe');
-        if (pongFirst && firstFrameProbe.armed) {
+        if (pongFirst && probe?.armed) {
           // This server's first frame follows its pong: the probe cannot tell a drop from it here.
-          firstFrameProbe.armed = false;
+          probe.armed = false;
           env.log?.(`${opts.id}: the server's first frame came after its pong; the first-frame probe is off`);
         }
       }
@@ -375,12 +378,14 @@ export class Link {
   }
 
   /** The socket library dropped the server's first frame (FIRST_FRAME_GRACE_MS): open again now, the tester's retry. */
-  private reopenForDroppedFrame(): void {
+  private reopenForDroppedFrame(probe: FirstFrameProbe): void {
     if (this.state !== 'handshaking') return;
     this.reopenedForDrop = true;
+    // Past the VU's budget the silent open is the server's to answer for: the connect timeout judges it.
+    if (!probe.takeReopen()) return;
     this.ctx.count('tester_retries');
-    if (!firstFrameProbe.shown) {
-      firstFrameProbe.shown = true;
+    if (!probe.shown) {
+      probe.shown = true;
       this.ctx.env.warn?.(
         `wakestorm-tester-retry ${this.ctx.opts.id}: the server answered a ping but its first frame never reached the ` +
           'device (k6/websockets drops a frame read before its open event); reopened at once, not counted against the server',

@@ -7,7 +7,7 @@ import { WebSocket } from 'k6/websockets';
 import { makeAudioFrames } from '../../core/audio-frames.ts';
 import type { OpusTable } from '../../core/opus.ts';
 import { Device } from '../../core/device.ts';
-import type { AudioFrames, DeviceEnv, SocketLike } from '../../core/device-env.ts';
+import { FirstFrameProbe, type AudioFrames, type DeviceEnv, type SocketLike } from '../../core/device-env.ts';
 import { DEVICE_METRICS, type DeviceMetricName, type MetricSink } from '../../core/metric-names.ts';
 import { PhaseTracker, type FaultWindow } from '../../core/phases.ts';
 import { profileFor } from '../../core/profiles.ts';
@@ -67,7 +67,7 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     openSocket: (url, headers, name) => new KWebSocket(url, null, { headers, tags: { name } }) as unknown as SocketLike,
     // Once per process and kind (an unmatched server message type): k6 prints it, the CLI's verdict names it.
     warn: (line) => console.warn(line),
-    firstFrameMayDrop: true,
+    firstFrameProbe: new FirstFrameProbe(),
     now: Date.now,
     setTimeout: kSetTimeout as DeviceEnv['setTimeout'],
     clearTimeout: kClearTimeout,

@@ -5,7 +5,7 @@ import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
 import { Device } from '../../core/device.ts';
 import { SESSION_STALL_MS } from '../../core/device-session.ts';
 import { FIRST_FRAME_GRACE_MS } from '../../core/device-link.ts';
-import type { WakeSchedule } from '../../core/device-env.ts';
+import { FirstFrameProbe, type WakeSchedule } from '../../core/device-env.ts';
 import {
   PROFILES,
   ProfileError,
@@ -227,10 +227,10 @@ describe('connect failures in the socket library words', () => {
 });
 
 describe('a first frame the socket library dropped (k6/websockets)', () => {
-  /** A device whose env says its socket library can drop the server's first frame, as k6-fleet.ts says it. */
-  function k6Device(profile = 'recommended') {
+  /** A device whose socket library can drop the server's first frame, with its VU's probe, as k6-fleet.ts sets it. */
+  function k6Device(profile = 'recommended', probe = new FirstFrameProbe()) {
     const f = device(profile);
-    f.env.firstFrameMayDrop = true;
+    f.env.firstFrameProbe = probe;
     return f;
   }
 
@@ -286,9 +286,26 @@ describe('a first frame the socket library dropped (k6/websockets)', () => {
     assert.equal(engine.last().pings, 0);
   });
 
-  // Last: it disarms the probe for the rest of this process.
-  it('a ready that comes after the pong turns the probe off for the process', () => {
-    const f = k6Device();
+  it('reopens within a budget per VU, so a server that withholds its ready is still judged', () => {
+    const probe = new FirstFrameProbe();
+    const silentOpen = () => {
+      const f = k6Device('recommended', probe);
+      f.last().open();
+      f.last().pong();
+      f.clock.advance(FIRST_FRAME_GRACE_MS);
+      return f;
+    };
+    assert.equal(silentOpen().metrics.count('tester_retries'), 1, 'the first reopen is within the budget');
+    const second = silentOpen();
+    assert.equal(second.metrics.count('tester_retries'), 0, 'past the budget (1 + 1 per 5,000 opens)');
+    assert.equal(second.sockets.length, 1, 'no reopen');
+    second.clock.advance(10_000);
+    assert.deepEqual(second.metrics.values('connect_success'), [0], 'the connect timeout counts it');
+  });
+
+  it('a ready that comes after the pong turns the probe off for the VU', () => {
+    const probe = new FirstFrameProbe();
+    const f = k6Device('recommended', probe);
     const s = f.last();
     s.open();
     s.pong();
@@ -297,9 +314,12 @@ describe('a first frame the socket library dropped (k6/websockets)', () => {
     assert.equal(f.d.link.state, 'connected');
     f.clock.advance(1_000);
     assert.equal(f.metrics.count('tester_retries'), 0);
-    const later = k6Device();
+    const later = k6Device('recommended', probe);
     later.last().open();
     assert.equal(later.last().pings, 0, 'disarmed');
+    const otherVu = k6Device();
+    otherVu.last().open();
+    assert.equal(otherVu.last().pings, 1, 'another VU probes on');
   });
 });
 
