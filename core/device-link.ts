@@ -281,8 +281,6 @@ export class Link {
     this.ws = ws;
     ws.binaryType = 'arraybuffer';
     // The first-frame probe (FIRST_FRAME_GRACE_MS): only where the server speaks first and the library can drop it.
-    const sendsHello = byHello && d.send.hello !== undefined;
-    let probe: FirstFrameProbe | undefined;
     let heard = false;
     let pongFirst = false;
     ws.onopen = () => {
@@ -291,9 +289,8 @@ export class Link {
       this.openedAt = this.lastRx = env.now();
       this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
       const p = env.firstFrameProbe;
-      if (sendsHello) ws.send(render(d.send.hello!, vars));
+      if (byHello && d.send.hello) ws.send(render(d.send.hello, vars));
       else if (p?.armed) {
-        probe = p;
         p.opened();
         ws.onpong = () => {
           if (ws !== this.ws || heard || pongFirst) return;
@@ -309,9 +306,10 @@ export class Link {
       if (!heard) {
         heard = true;
         this.timers.clear('probe');
-        if (pongFirst && probe?.armed) {
+        // pongFirst is only ever set on a probed socket, so the env has its probe.
+        if (pongFirst && env.firstFrameProbe?.armed) {
           // This server's first frame follows its pong: the probe cannot tell a drop from it here.
-          probe.armed = false;
+          env.firstFrameProbe.armed = false;
           env.log?.(`${opts.id}: the server's first frame came after its pong; the first-frame probe is off`);
         }
       }
