@@ -98,16 +98,27 @@ func (c *fakeClock) Advance(ms float64) {
 	}
 }
 
-// lagClock measures how late its timers fire: the engine's own scheduling lag, reported with every batch.
+// lagClock measures how late its timers fire: the engine's own scheduling lag, reported with every batch. Like the
+// devices (Device.observing), it observes until the run's end (endAt, 0: none): a timer due after it is not
+// measured, and one that fires after it counts as late as the end only.
 type lagClock struct {
 	Clock
+	endAt     float64
 	maxMicros atomic.Int64
 }
 
 func (c *lagClock) After(ms float64, fn func()) func() bool {
 	due := c.Now() + max(ms, 0)
 	return c.Clock.After(ms, func() {
-		late := int64((c.Now() - due) * 1000)
+		fired := c.Now()
+		if c.endAt > 0 {
+			if due >= c.endAt {
+				fn()
+				return
+			}
+			fired = min(fired, c.endAt)
+		}
+		late := int64((fired - due) * 1000)
 		for {
 			cur := c.maxMicros.Load()
 			if late <= cur || c.maxMicros.CompareAndSwap(cur, late) {

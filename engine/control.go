@@ -48,6 +48,8 @@ type startMsg struct {
 	} `json:"audio"`
 	// EndInMs bounds the session: the engine stops these devices by itself this long after start (plus grace).
 	EndInMs float64 `json:"end_in_ms"`
+	// EndAt is the run's end on the wall clock, as the engine's clock counts (Unix ms): its devices observe until then.
+	EndAt float64 `json:"end_at"`
 }
 
 // capabilities is what this engine can run (`wakestorm-engine --capabilities`): the CLI refuses anything else in one
@@ -159,6 +161,7 @@ func (c *control) session(conn *websocket.Conn) {
 	if err != nil {
 		return
 	}
+	received := c.clock.Now()
 	var m startMsg
 	if err := json.Unmarshal(data, &m); err != nil || m.Type != "start" {
 		fail(fmt.Errorf("the first control message must be a start: %v", err))
@@ -175,9 +178,14 @@ func (c *control) session(conn *websocket.Conn) {
 		return
 	}
 	sink := newBatch(maxBatch)
-	clock := &lagClock{Clock: c.clock}
+	// The run's end as k6 counts it, on the wall clock both read (relative to the start's arrival if k6 gave none).
+	endAt := m.EndAt
+	if endAt <= 0 && m.EndInMs > 0 {
+		endAt = received + m.EndInMs
+	}
+	clock := &lagClock{Clock: c.clock, endAt: endAt}
 	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake,
-		Timing: m.Timing}
+		Timing: m.Timing, EndAt: endAt}
 	devices := make([]*Device, len(m.Devices))
 	for i, dv := range m.Devices {
 		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]

@@ -125,6 +125,7 @@ type Device struct {
 	rxWindowAt float64
 	rxInWindow int
 	timers     map[string]*timer
+	judging    bool // Stop is judging the end of the run (observing)
 }
 
 type timer struct{ cancel func() bool }
@@ -138,6 +139,9 @@ type Env struct {
 	ConnectTimeoutMs float64
 	Intake           Intake
 	Timing           Timing
+	// EndAt is the run's end on Clock (0: none known). The device observes until then, as a k6 device does (its VU
+	// stops there); after it only the end-of-run judgement records (see observing).
+	EndAt float64
 }
 
 // NewDevice makes a device; Start connects it. Its conversations follow wake with the utterance u.
@@ -161,7 +165,24 @@ func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string
 
 func (d *Device) now() float64 { return d.env.Clock.Now() }
 
+// observing is false once the run's end has come, except while Stop judges what the end found. What a device would
+// see after the end is the fleet's own teardown, not the server under test: when k6's VUs stop together, the engine
+// closes its thousands of links at once and the engine and the server stall for a few hundred ms (10,000 talking
+// devices: timers 100-230 ms late and playback underruns in the 300 ms after the first stop, none before it).
+func (d *Device) observing() bool { return d.judging || d.env.EndAt == 0 || d.now() < d.env.EndAt }
+
+// judgedAt is when the end-of-run judgement looks at the device: now, or the run's end if that has passed.
+func (d *Device) judgedAt() float64 {
+	if d.env.EndAt > 0 {
+		return min(d.now(), d.env.EndAt)
+	}
+	return d.now()
+}
+
 func (d *Device) rec(r Record) {
+	if !d.observing() {
+		return
+	}
 	r.Profile = d.profile.Name
 	d.env.Sink.Add(r)
 }
@@ -262,8 +283,11 @@ func (d *Device) Stop() {
 	if d.state == stStopped {
 		return
 	}
-	if d.lossNoticed && (d.state == stBackoff || d.state == stConnecting || d.state == stHandshaking) {
-		waited := d.now() - d.lossNoticedAt
+	d.judging = true
+	at := d.judgedAt()
+	if d.lossNoticed && d.lossNoticedAt < at &&
+		(d.state == stBackoff || d.state == stConnecting || d.state == stHandshaking) {
+		waited := at - d.lossNoticedAt
 		if waited >= d.env.Timing.ReconnectCensorMs {
 			d.rec(Record{Name: "reconnect_time", Value: waited, From: d.lossNoticedAt, To: d.lossNoticedAt + waited, Phase: phaseTag})
 		} else {

@@ -348,3 +348,42 @@ func TestKeepsNothingOfAMessageBuffer(t *testing.T) {
 		t.Fatalf("resume token after the buffer was reused: %v", got)
 	}
 }
+
+// heldClock fires its timers only when told, at whatever time it is then: a scheduler that runs them late.
+type heldClock struct {
+	now     float64
+	pending []func()
+}
+
+func (c *heldClock) Now() float64 { return c.now }
+func (c *heldClock) After(_ float64, fn func()) func() bool {
+	c.pending = append(c.pending, fn)
+	return func() bool { return false }
+}
+
+// The engine's timer lag is measured until the run's end, like everything a device observes.
+func TestTimerLagIsMeasuredUntilTheRunsEnd(t *testing.T) {
+	held := &heldClock{now: 1000}
+	c := &lagClock{Clock: held, endAt: 1100}
+	c.After(10, func() {})  // due 1010
+	c.After(90, func() {})  // due 1090
+	c.After(150, func() {}) // due 1150: after the end
+	held.now = 1050
+	held.pending[0]()
+	if got := c.takeMaxMs(); got != 40 {
+		t.Fatalf("a timer 40 ms late before the end: %v", got)
+	}
+	held.now = 1400
+	held.pending[1]()
+	held.pending[2]()
+	if got := c.takeMaxMs(); got != 10 {
+		t.Fatalf("due 10 ms before the end, fired 300 ms after it: late %v, want 10 (as late as the end)", got)
+	}
+	c.endAt = 0
+	c.After(10, func() {}) // due 1410
+	held.now = 1500
+	held.pending[3]()
+	if got := c.takeMaxMs(); got != 90 {
+		t.Fatalf("with no end every timer is measured: %v", got)
+	}
+}

@@ -147,9 +147,9 @@ func (c *conversation) start(delayMs float64) {
 // stop judges a session still open at the run's end: owed when its turn began more than the stall bound ago.
 func (c *conversation) stop() {
 	s := c.s
-	if s != nil && s.hasID && c.now()-s.turnAt >= c.d.env.Timing.SessionStallMs {
+	if at := c.d.judgedAt(); s != nil && s.hasID && at-s.turnAt >= c.d.env.Timing.SessionStallMs {
 		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
-		c.span("session_drop_rate", 1, s.wakeAt, c.now())
+		c.span("session_drop_rate", 1, s.wakeAt, at)
 	}
 	c.s = nil
 }

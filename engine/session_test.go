@@ -304,3 +304,64 @@ func TestAPerWakeChannelLostMidReplyDropsTheSession(t *testing.T) {
 		t.Fatalf("unplanned_drops %v", got)
 	}
 }
+
+// The device observes until the run's end: what the fleet's teardown does after it (the engine and the server
+// stalled by thousands of links closing at once) is not the server's, so a reply that runs dry after the end is not
+// an underrun and its session is not judged by how it ends.
+func TestNothingIsObservedAfterTheRunsEnd(t *testing.T) {
+	run := func(endAfterPrebuffer float64) *rig {
+		r := talkingRig(t, talker(), WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
+		converse(t, r)
+		r.clock.Advance(500)
+		s := r.net.last()
+		r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 12800.0})
+		for i := 0; i < 10; i++ {
+			s.h.OnBinary(make([]byte, 640))
+		}
+		if endAfterPrebuffer > 0 {
+			r.d.env.EndAt = r.clock.Now() + endAfterPrebuffer
+		}
+		r.clock.Advance(300) // 200 ms prebuffered: playback runs dry at +200, the next chunk comes at +300
+		s.h.OnBinary(make([]byte, 640))
+		return r
+	}
+	if r := run(0); r.sink.sum("playback_underruns") != 1 {
+		t.Fatal("without an end the underrun is counted")
+	}
+	if r := run(350); r.sink.sum("playback_underruns") != 1 {
+		t.Fatal("the run ending at +350: the underrun was seen before the end")
+	}
+	r := run(250)
+	if r.sink.sum("playback_underruns") != 0 {
+		t.Fatal("the run ending at +250, the chunk at +300: not observed")
+	}
+	r.msg(map[string]any{"type": "session_end", "session_id": "s-1", "reason": "complete"})
+	if len(r.sink.named("sessions_completed")) != 0 || len(r.sink.named("reply_stutter")) != 0 {
+		t.Fatal("a session that ends after the run's end is not judged by its end")
+	}
+}
+
+// What the end found is judged as of the end, even when the stop comes later (the fleet's stops take a few hundred
+// ms at 10,000 devices): a device still waiting to reconnect is judged by its wait until the end.
+func TestTheEndIsJudgedAsOfTheRunsEnd(t *testing.T) {
+	p := recommended()
+	p.Reconnect = Backoff{Policy: "fixed", BaseMs: 60_000, CapMs: 60_000, On: "abnormal"}
+	for _, c := range []struct{ endAfterLoss, stopAfterLoss, judged float64 }{
+		{11_000, 11_300, 11_000}, // judged: waited 11 s at the end, not 11.3
+		{9_500, 10_500, 0},       // unfinished: 9.5 s at the end is under the censor bound (10 s)
+	} {
+		r := newRig(t, p)
+		r.connect(t)
+		r.net.last().h.OnClose(closeAbnormal)
+		r.d.env.EndAt = r.clock.Now() + c.endAfterLoss
+		r.clock.Advance(c.stopAfterLoss)
+		r.d.Stop()
+		rt := r.sink.named("reconnect_time")
+		if c.judged > 0 && (len(rt) != 1 || rt[0].Value != c.judged) {
+			t.Fatalf("end %v ms after the loss: reconnect_time %+v, want %v", c.endAfterLoss, rt, c.judged)
+		}
+		if c.judged == 0 && (len(rt) != 0 || r.sink.sum("reconnects_unfinished") != 1) {
+			t.Fatalf("end %v ms after the loss: %+v, want unfinished", c.endAfterLoss, rt)
+		}
+	}
+}
