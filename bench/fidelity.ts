@@ -6,6 +6,7 @@ import { defaultConfig } from '../server/config.ts';
 import { DEFAULT_ENGINE } from '../scripts/engine.ts';
 import { runScenario } from '../scripts/run.ts';
 import { Sampler, serverLagP99Ms } from '../scripts/proc-sampler.ts';
+import { timerLagCounts, timerLagQuantile } from '../core/timer-lag.ts';
 
 const LATENCY_MS = 25; // each way
 const CUT_AT_MS = 50_000;
@@ -37,6 +38,9 @@ export interface FidelityRow {
   /** How late the generator's timers fired (the VUs' 1 s probes on k6, the device timers in the engine). */
   vu_lag_p50_ms: number | null;
   vu_lag_p99_ms: number | null;
+  /** The native engine's timer lag per firing in the steady phase, p50 and p99 (core/timer-lag.ts). */
+  timer_lag_p50_ms?: number | null;
+  timer_lag_p99_ms?: number | null;
 }
 
 export async function fidelityStep(
@@ -119,6 +123,10 @@ export async function fidelityStep(
     reconnect_p50: v('reconnect_time', 'p(50)'),
     reconnect_p99: v('reconnect_time', 'p(99)'),
   };
+  const quantile = (q: number) => {
+    const x = timerLagQuantile(timerLagCounts(m, 'phase:steady'), q);
+    return x === null ? null : +x.toFixed(2);
+  };
   const err = (x: number | null, t: number) => (x === null ? null : +(x - t).toFixed(1));
   const steady = { from: t0 + 10_000, to: t0 + cutAt - 2000 };
   const row: FidelityRow = {
@@ -147,6 +155,8 @@ export async function fidelityStep(
     server_cpu_pct: sampler.stats('server', steady.from, steady.to)?.cpu_avg_pct ?? null,
     toxiproxy_cpu_pct: sampler.stats('toxiproxy', steady.from, steady.to)?.cpu_avg_pct ?? null,
     server_lag_p99_ms: lag,
+    timer_lag_p50_ms: quantile(0.5),
+    timer_lag_p99_ms: quantile(0.99),
     vu_lag_p50_ms: v('vu_loop_lag{phase:steady}', 'p(50)'),
     vu_lag_p99_ms: v('vu_loop_lag{phase:steady}', 'p(99)'),
   };

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { runScenario, type RunOptions, type RunResult } from '../scripts/run.ts';
 import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
 import { SATURATION } from '../core/verdict.ts';
+import { timerLagCounts, timerLagQuantile } from '../core/timer-lag.ts';
 
 /**
  * baseline: the plain k6 script, one device per VU. floor: many sockets per VU with keepalive and nothing else (what
@@ -11,6 +12,8 @@ import { SATURATION } from '../core/verdict.ts';
  * real-time audio.
  */
 export type ScaleKind = 'baseline' | 'floor' | 'wakestorm-idle' | 'engine-idle' | 'wakestorm' | 'engine';
+
+const round2 = (x: number | null) => (x === null ? null : +x.toFixed(2));
 
 const SCRIPT: Record<ScaleKind, string> = {
   baseline: join(import.meta.dirname, 'k6', 'baseline.ts'),
@@ -48,6 +51,9 @@ export interface ScaleRow {
   audio_slips: number;
   playback_underruns: number;
   vu_lag_p99_ms: number | null;
+  /** The native engine's timer lag per firing, p50 and p99 (core/timer-lag.ts); null on the k6 device. */
+  timer_lag_p50_ms?: number | null;
+  timer_lag_p99_ms?: number | null;
   response_p95_ms: number | null;
   wake_ack_p95_ms: number | null;
 }
@@ -197,6 +203,8 @@ export async function scaleStep(opts: {
     audio_slips: count('audio_slips'),
     playback_underruns: count('playback_underruns'),
     vu_lag_p99_ms: m.vu_loop_lag?.values.count ? +m.vu_loop_lag.values['p(99)']!.toFixed(1) : null,
+    timer_lag_p50_ms: round2(timerLagQuantile(timerLagCounts(m), 0.5)),
+    timer_lag_p99_ms: round2(timerLagQuantile(timerLagCounts(m), 0.99)),
     response_p95_ms: m.response_latency?.values.count ? +m.response_latency.values['p(95)']!.toFixed(1) : null,
     wake_ack_p95_ms: m.wake_ack_latency?.values.count ? +m.wake_ack_latency.values['p(95)']!.toFixed(1) : null,
   };

@@ -58,6 +58,8 @@ export const DEVICE_METRICS = {
   tester_retries: 'counter',
   /** The generator's own lag: how late a VU's 1 s probe timer fired (the VU's event loop was busy or starved). */
   vu_loop_lag: 'trend',
+  /** The native engine's device timers fired, by how late (tag `lag_le`, core/timer-lag.ts buckets). */
+  timer_firings: 'counter',
   /** Barge-in: the user interrupted a reply (the dialect's abort). */
   barge_ins: 'counter',
   /** From the abort to the last stale reply audio that still arrived (0: none came after it). */

@@ -4,6 +4,7 @@ package main
 // comparing it with the chaos timeline's wall-clock windows), and one-shot timers. Tests use a fake clock.
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,14 @@ type lagClock struct {
 	Clock
 	endAt     float64
 	maxMicros atomic.Int64
+	// bounds are the upper bounds (ms) of the buckets firings are counted in (core/timer-lag.ts); counts has one more,
+	// for the rest.
+	bounds []float64
+	counts []atomic.Int64
+}
+
+func newLagClock(c Clock, endAt float64, bounds []float64) *lagClock {
+	return &lagClock{Clock: c, endAt: endAt, bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1)}
 }
 
 func (c *lagClock) After(ms float64, fn func()) func() bool {
@@ -119,6 +128,10 @@ func (c *lagClock) After(ms float64, fn func()) func() bool {
 			fired = min(fired, c.endAt)
 		}
 		late := int64((fired - due) * 1000)
+		if c.counts != nil {
+			i, _ := slices.BinarySearch(c.bounds, float64(late)/1000)
+			c.counts[i].Add(1)
+		}
 		for {
 			cur := c.maxMicros.Load()
 			if late <= cur || c.maxMicros.CompareAndSwap(cur, late) {
@@ -131,3 +144,17 @@ func (c *lagClock) After(ms float64, fn func()) func() bool {
 
 // takeMaxMs is the latest any timer fired since the last call, in ms.
 func (c *lagClock) takeMaxMs() float64 { return float64(c.maxMicros.Swap(0)) / 1000 }
+
+// takeCounts is how many timers fired in each bucket since the last call; nil when none did.
+func (c *lagClock) takeCounts() []int64 {
+	var out []int64
+	for i := range c.counts {
+		if n := c.counts[i].Swap(0); n > 0 {
+			if out == nil {
+				out = make([]int64, len(c.counts))
+			}
+			out[i] = n
+		}
+	}
+	return out
+}

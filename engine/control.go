@@ -50,6 +50,8 @@ type startMsg struct {
 	EndInMs float64 `json:"end_in_ms"`
 	// EndAt is the run's end on the wall clock, as the engine's clock counts (Unix ms): its devices observe until then.
 	EndAt float64 `json:"end_at"`
+	// TimerLagBoundsMs are the buckets the engine counts its timers' lag in (core/timer-lag.ts); none: not counted.
+	TimerLagBoundsMs []float64 `json:"timer_lag_bounds_ms"`
 }
 
 // capabilities is what this engine can run (`wakestorm-engine --capabilities`): the CLI refuses anything else in one
@@ -103,6 +105,15 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // refusal is the one line the engine answers a start it cannot run.
+func ascending(b []float64) bool {
+	for i := 1; i < len(b); i++ {
+		if !(b[i] > b[i-1]) {
+			return false
+		}
+	}
+	return true
+}
+
 func refusal(m *startMsg) (map[string]*Dialect, error) {
 	if len(m.Devices) == 0 || len(m.Devices) > maxDevicesPerSession {
 		return nil, fmt.Errorf("a start names 1 to %d devices, got %d", maxDevicesPerSession, len(m.Devices))
@@ -115,6 +126,9 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 	}
 	if f := m.Timing.missing(); f != "" {
 		return nil, fmt.Errorf("start has no timing.%s (a positive number)", f)
+	}
+	if b := m.TimerLagBoundsMs; len(b) > 64 || len(b) > 0 && !(b[0] > 0) || !ascending(b) {
+		return nil, fmt.Errorf("start's timer_lag_bounds_ms must be at most 64 ascending positive numbers")
 	}
 	dialects := map[string]*Dialect{}
 	for name, raw := range m.Dialects {
@@ -183,7 +197,7 @@ func (c *control) session(conn *websocket.Conn) {
 	if endAt <= 0 && m.EndInMs > 0 {
 		endAt = received + m.EndInMs
 	}
-	clock := &lagClock{Clock: c.clock, endAt: endAt}
+	clock := newLagClock(c.clock, endAt, m.TimerLagBoundsMs)
 	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake,
 		Timing: m.Timing, EndAt: endAt}
 	devices := make([]*Device, len(m.Devices))
@@ -225,7 +239,8 @@ func (c *control) session(conn *websocket.Conn) {
 		case <-tick.C:
 			framesSent(devices, sink)
 			recs, dropped := sink.take()
-			if write(marshalBatch(recs, dropped, connectedBy(devices), clock.takeMaxMs(), false)) != nil {
+			if write(marshalBatch(recs, dropped, connectedBy(devices), clock.takeMaxMs(), clock.takeCounts(),
+				false)) != nil {
 				stopAll(devices)
 				return
 			}
@@ -233,7 +248,7 @@ func (c *control) session(conn *websocket.Conn) {
 			stopAll(devices)
 			framesSent(devices, sink)
 			recs, dropped := sink.take()
-			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, true))
+			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, clock.takeCounts(), true))
 			return
 		case <-deadline.C:
 			stopAll(devices)

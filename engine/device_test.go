@@ -6,6 +6,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -385,5 +386,35 @@ func TestTimerLagIsMeasuredUntilTheRunsEnd(t *testing.T) {
 	held.pending[3]()
 	if got := c.takeMaxMs(); got != 90 {
 		t.Fatalf("with no end every timer is measured: %v", got)
+	}
+}
+
+// Every firing lands in the bucket of its lag (upper bounds inclusive, the rest past the last), up to the run's end.
+func TestTimerLagIsCountedPerFiring(t *testing.T) {
+	held := &heldClock{now: 1000}
+	c := newLagClock(held, 1100, []float64{1, 5, 10})
+	for _, late := range []float64{0.5, 1, 3, 5, 7, 40} {
+		c.After(0, func() {})
+		held.now += late
+		held.pending[len(held.pending)-1]()
+		held.now -= late
+	}
+	c.After(90, func() {})  // due 1090, fires at 1400: counted as 10 ms late (the end)
+	c.After(200, func() {}) // due 1200: after the end, not counted
+	held.now = 1400
+	held.pending[6]()
+	held.pending[7]()
+	if got := c.takeCounts(); !slices.Equal(got, []int64{2, 2, 2, 1}) {
+		t.Fatalf("counts %v, want [2 2 2 1]", got)
+	}
+	if got := c.takeCounts(); got != nil {
+		t.Fatalf("taken: %v", got)
+	}
+	for _, b := range [][]float64{{1, 5, 5}, {0, 1}, {5, 1}} {
+		m := &startMsg{Devices: []startDevice{{ID: "d"}}, Wake: WakeSchedule{Mode: "off"}, Intake: intake, Timing: timing,
+			TimerLagBoundsMs: b}
+		if _, err := refusal(m); err == nil || !strings.Contains(err.Error(), "timer_lag_bounds_ms") {
+			t.Fatalf("bounds %v: refusal %v", b, err)
+		}
 	}
 }

@@ -148,12 +148,18 @@ func scalar(v any) any {
 	return nil
 }
 
-// marshalBatch is the batch message: records, connected devices per profile, the engine's own timer lag.
-func marshalBatch(recs []wireRecord, dropped int, connected map[string]int, lagMs float64, final bool) []byte {
+// marshalBatch is the batch message: records, connected devices per profile, the engine's own timer lag (the latest
+// timer, and how many fired in each lag bucket).
+func marshalBatch(recs []wireRecord, dropped int, connected map[string]int, lagMs float64, lagCounts []int64,
+	final bool) []byte {
 	typ := "batch"
 	if final {
 		typ = "stopped"
 	}
-	b, _ := json.Marshal(map[string]any{"type": typ, "records": recs, "dropped": dropped, "connected": connected, "lag_ms": lagMs})
+	m := map[string]any{"type": typ, "records": recs, "dropped": dropped, "connected": connected, "lag_ms": lagMs}
+	if lagCounts != nil {
+		m["lag_counts"] = lagCounts
+	}
+	b, _ := json.Marshal(m)
 	return b
 }

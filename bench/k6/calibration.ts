@@ -1,6 +1,7 @@
 // Fidelity calibration: known truths (server delays, a latency toxic both ways, a cut with a fixed backoff), and
 // latency samples tagged ramp, steady (after the ramp, before the cut) or disturbed, so the bench compares like with like.
 //   run by bench/fidelity.ts; TIMELINE and CUT_AT_MS come from it.
+import { timerLagSubmetrics } from '../../core/timer-lag.ts';
 import { makeScenario } from '../../scenarios/lib/kit.ts';
 
 const CUT_AT_MS = Number(__ENV.CUT_AT_MS ?? 50_000);
@@ -15,7 +16,12 @@ const s = makeScenario({
   // latency truths describe.
   wrapMetrics: (sink, cfg, epoch) => ({
     add(name, value, tags) {
-      if (name !== 'wake_ack_latency' && name !== 'response_latency' && name !== 'vu_loop_lag')
+      if (
+        name !== 'wake_ack_latency' &&
+        name !== 'response_latency' &&
+        name !== 'vu_loop_lag' &&
+        name !== 'timer_firings'
+      )
         return sink.add(name, value, tags);
       const t = Date.now();
       sink.add(name, value, {
@@ -28,6 +34,7 @@ const s = makeScenario({
     'wake_ack_latency{phase:steady}': [],
     'response_latency{phase:steady}': [],
     'vu_loop_lag{phase:steady}': [],
+    ...Object.fromEntries(timerLagSubmetrics('phase:steady').map((m) => [m, []])),
   }),
 });
 

@@ -22,6 +22,7 @@ import { closeCodeLabel, DEFAULTS } from '../../core/protocol.ts';
 import { dialectOf, type RunConfig } from '../../core/run-config.ts';
 import { deviceVars, type AudioFrames } from '../../core/device-env.ts';
 import type { OpusTable } from '../../core/opus.ts';
+import { TIMER_LAG_BOUNDS_MS, timerLagLabel } from '../../core/timer-lag.ts';
 import { phaseTracker, vuSlice, type FleetHooks } from './k6-fleet.ts';
 
 /** The committed utterance on disk, PCM and Opus: the engine reads them itself (k6's open() gives bytes, not a path). */
@@ -67,6 +68,7 @@ interface EngineBatch {
   dropped?: number;
   connected?: Record<string, number>;
   lag_ms?: number;
+  lag_counts?: number[];
 }
 
 const UNMATCHED_TYPES = new BoundedLabels(16);
@@ -139,6 +141,7 @@ function engineStart(cfg: RunConfig, audio: AudioFrames, first: number, last: nu
     // The run's end on the wall clock the engine's timestamps share (records' from/to are compared with k6's): its
     // devices observe until then (docs/engine.md).
     end_at: startedAt + cfg.durationMs,
+    timer_lag_bounds_ms: TIMER_LAG_BOUNDS_MS,
   };
 }
 
@@ -194,6 +197,9 @@ export function runEngineVu(
     if (m.connected) {
       const t = Date.now();
       if (m.lag_ms !== undefined && m.type === 'batch') metrics.add('vu_loop_lag', m.lag_ms, {});
+      const counts = m.lag_counts ?? [];
+      for (let i = 0; i < counts.length && i <= TIMER_LAG_BOUNDS_MS.length; i++)
+        if (counts[i]) metrics.add('timer_firings', counts[i]!, { lag_le: timerLagLabel(i) });
       if (mixed)
         for (const [profile, n] of Object.entries(m.connected))
           metrics.add('devices_connected', n, { vu: String(vu), profile });

@@ -12,6 +12,7 @@ import {
   type TimelineEntry,
 } from '../../core/timelines.ts';
 import { PHASES } from '../../core/phases.ts';
+import { timerLagSubmetrics } from '../../core/timer-lag.ts';
 import { plannedEvents, preflight, resetChaos, runChaos, type ChaosTargets } from './chaos.ts';
 import type { WakeSchedule } from '../../core/device-env.ts';
 import exec from 'k6/execution';
@@ -132,6 +133,8 @@ export function makeScenario(spec: ScenarioSpec) {
   for (const reason of ['interrupted', 'timeout', 'error', 'lost'])
     submetrics[`sessions_dropped{reason:${reason}}`] = [];
   for (const kind of VIOLATION_KINDS) submetrics[`protocol_violations{kind:${kind}}`] = [];
+  // The native engine's timer lag per firing, bucket by bucket (core/timer-lag.ts; the summary's quantiles).
+  if (cfg.engineUrl) for (const name of timerLagSubmetrics()) submetrics[name] = [];
   for (const phase of PHASES) for (const m of CHAOS_TAGGED) submetrics[`${m}{${CHAOS_TAG}:${phase}}`] = [];
   // Recovery per fault and per profile: one row per fault in the report.
   for (const w of faultLabels(timeline.steps)) {

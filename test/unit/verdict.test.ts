@@ -8,6 +8,7 @@ import type { SummaryData } from '../../core/run-contract.ts';
 import { faultWindows, loadTimeline } from '../../core/timelines.ts';
 import { PhaseTracker } from '../../core/phases.ts';
 import { redactArgv } from '../../scripts/secret.ts';
+import { TIMER_LAG_BOUNDS_MS, timerLagCounts, timerLagQuantile, timerLagSubmetrics } from '../../core/timer-lag.ts';
 
 const trend = (p95: number, count: number) => ({ type: 'trend', values: { 'p(50)': p95 / 2, 'p(95)': p95, count } });
 const rate = (passes: number, fails: number) => ({
@@ -429,5 +430,25 @@ describe('a server that overwhelms the tester', () => {
       /the server overwhelmed the tester with 40 protocol violation\(s\): generator saturated/,
     );
     assert.match(j.slos.find((r) => r.name === 'protocol_violations')!.culprits.join(' '), /kind flood ×40/);
+  });
+});
+
+describe('the engine timer lag per firing (core/timer-lag.ts)', () => {
+  it('takes a quantile from bucket counts, linear within a bucket', () => {
+    // Bounds 0.5, 1, 2, 3, 5, …: 90 firings ≤ 0.5 ms, 9 in (2, 3], 1 in (10, 20].
+    const counts = [90, 0, 0, 9, 0, 0, 1, 0, 0, 0, 0, 0];
+    assert.equal(timerLagQuantile(counts, 0.5), (0.5 * 50) / 90);
+    assert.equal(timerLagQuantile(counts, 0.99), 3);
+    assert.equal(timerLagQuantile(counts, 0.995), 15);
+    assert.equal(timerLagQuantile([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4], 0.5), 1000, 'past the last bound: the bound');
+    assert.equal(timerLagQuantile([], 0.99), null);
+  });
+  it('reads the counts from the submetrics a run declares', () => {
+    const names = timerLagSubmetrics('phase:steady');
+    assert.equal(names.length, TIMER_LAG_BOUNDS_MS.length + 1);
+    assert.equal(names[4], 'timer_firings{phase:steady,lag_le:5}');
+    assert.equal(names.at(-1), 'timer_firings{phase:steady,lag_le:inf}');
+    const counts = timerLagCounts({ [names[4]!]: { values: { count: 7 } } }, 'phase:steady');
+    assert.deepEqual(counts, [0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
   });
 });
