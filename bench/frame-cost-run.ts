@@ -1,5 +1,6 @@
 // Runs bench/frame-cost.ts and turns its windows into CPU per unit: k6's utime+stime from /proc, sampled every 50 ms,
 // over each window the script reports. Both windows run in one k6 process, so the ratio compares like with like.
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { spawnK6 } from '../scripts/k6.ts';
 import { cpuSeconds } from '../scripts/proc-stats.ts';
@@ -15,6 +16,35 @@ export interface FrameCost {
   /** CPU one core spends on 11,500 frames/s, the uplink of 10,000 devices waking once per 5 minutes. */
   pct_core_at_10k: number;
   slips: number;
+  /** The same measure in the native engine (engine/framecost_test.go): Go timers, the engine's device model. */
+  engine?: { streams: number; us_per_timer: number; us_per_frame: number; frames_per_s: number };
+}
+
+/**
+ * The engine's CPU per uplink frame: its Go test (skipped in `npm test`) paces `streams` talking devices with sockets in
+ * memory and reports CPU per frame against bare Go timers at the same pace, from getrusage over each window.
+ */
+export function engineFrameCost(streams: number, log: (l: string) => void): NonNullable<FrameCost['engine']> {
+  const r = spawnSync('go', ['test', '-run', '^TestFrameCost$', '-count=1', '.'], {
+    cwd: join(import.meta.dirname, '..', 'engine'),
+    env: { ...process.env, WAKESTORM_FRAME_COST: String(streams), CGO_ENABLED: '0', GOTOOLCHAIN: 'local' },
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  const m = /ENGINE_FRAME_COST (\{.*\})/.exec(r.stdout ?? '');
+  if (r.status !== 0 || !m)
+    throw new Error(`engine frame cost: go test exit ${r.status}: ${(r.stdout ?? '').slice(-300)}`);
+  const j = JSON.parse(m[1]!) as { us_per_timer: number; us_per_frame: number; frames_per_s: number };
+  const out = {
+    streams,
+    us_per_timer: +j.us_per_timer.toFixed(2),
+    us_per_frame: +j.us_per_frame.toFixed(2),
+    frames_per_s: Math.round(j.frames_per_s),
+  };
+  log(
+    `  engine, ${streams} streams: ${out.us_per_timer} µs CPU per bare Go timer, ${out.us_per_frame} µs per device-model frame (${out.frames_per_s} frames/s)`,
+  );
+  return out;
 }
 
 export async function frameCost(streams: number, log: (l: string) => void): Promise<FrameCost> {
