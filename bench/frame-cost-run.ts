@@ -25,7 +25,7 @@ export interface FrameCost {
  * memory and reports CPU per frame against bare Go timers at the same pace, from getrusage over each window.
  */
 export function engineFrameCost(streams: number, log: (l: string) => void): NonNullable<FrameCost['engine']> {
-  const r = spawnSync('go', ['test', '-run', '^TestFrameCost$', '-count=1', '.'], {
+  const r = spawnSync('go', ['test', '-v', '-run', '^TestFrameCost$', '-count=1', '.'], {
     cwd: join(import.meta.dirname, '..', 'engine'),
     env: { ...process.env, WAKESTORM_FRAME_COST: String(streams), CGO_ENABLED: '0', GOTOOLCHAIN: 'local' },
     encoding: 'utf8',
