@@ -112,8 +112,14 @@ type lagClock struct {
 	counts []atomic.Int64
 }
 
+// newLagClock counts firings per bucket only when given bounds: with none, a batch carries no counts (one bucket of
+// everything would read on the k6 side as the first bound's).
 func newLagClock(c Clock, endAt float64, bounds []float64) *lagClock {
-	return &lagClock{Clock: c, endAt: endAt, bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1)}
+	l := &lagClock{Clock: c, endAt: endAt, bounds: bounds}
+	if len(bounds) > 0 {
+		l.counts = make([]atomic.Int64, len(bounds)+1)
+	}
+	return l
 }
 
 func (c *lagClock) After(ms float64, fn func()) func() bool {

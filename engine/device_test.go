@@ -410,6 +410,12 @@ func TestTimerLagIsCountedPerFiring(t *testing.T) {
 	if got := c.takeCounts(); got != nil {
 		t.Fatalf("taken: %v", got)
 	}
+	none := newLagClock(held, 0, nil)
+	none.After(0, func() {})
+	held.pending[len(held.pending)-1]()
+	if got := none.takeCounts(); got != nil {
+		t.Fatalf("no bounds, no counts: %v", got)
+	}
 	for _, b := range [][]float64{{1, 5, 5}, {0, 1}, {5, 1}} {
 		m := &startMsg{Devices: []startDevice{{ID: "d"}}, Wake: WakeSchedule{Mode: "off"}, Intake: intake, Timing: timing,
 			TimerLagBoundsMs: b}
