@@ -107,16 +107,23 @@ func TestAConversationEndToEnd(t *testing.T) {
 	}
 }
 
-func TestAShortReplyIsTruncatedAndAStutterCounted(t *testing.T) {
+// prebufferedReply: a conversation whose reply starts 500 ms after the ack, announced as 12,800 bytes, with its first
+// 200 ms (the talker's prebuffer) arriving at once.
+func prebufferedReply(t *testing.T) (*rig, *fakeSocket) {
 	r := talkingRig(t, talker(), WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
 	converse(t, r)
 	r.clock.Advance(500)
 	s := r.net.last()
 	r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 12800.0})
-	// 200 ms prebuffered at once, then nothing for 300 ms: playback runs dry for 100 ms.
 	for i := 0; i < 10; i++ {
 		s.h.OnBinary(make([]byte, 640))
 	}
+	return r, s
+}
+
+func TestAShortReplyIsTruncatedAndAStutterCounted(t *testing.T) {
+	r, s := prebufferedReply(t)
+	// 200 ms prebuffered at once, then nothing for 300 ms: playback runs dry for 100 ms.
 	r.clock.Advance(300)
 	s.h.OnBinary(make([]byte, 640))
 	r.msg(map[string]any{"type": "tts_stream_end", "session_id": "s-1", "bytes": 12800.0})
@@ -310,14 +317,7 @@ func TestAPerWakeChannelLostMidReplyDropsTheSession(t *testing.T) {
 // an underrun and its session is not judged by how it ends.
 func TestNothingIsObservedAfterTheRunsEnd(t *testing.T) {
 	run := func(endAfterPrebuffer float64) *rig {
-		r := talkingRig(t, talker(), WakeSchedule{Mode: "once", FirstMinMs: 1000, FirstMaxMs: 1000})
-		converse(t, r)
-		r.clock.Advance(500)
-		s := r.net.last()
-		r.msg(map[string]any{"type": "tts_stream_start", "session_id": "s-1", "bytes": 12800.0})
-		for i := 0; i < 10; i++ {
-			s.h.OnBinary(make([]byte, 640))
-		}
+		r, s := prebufferedReply(t)
 		if endAfterPrebuffer > 0 {
 			r.d.env.EndAt = r.clock.Now() + endAfterPrebuffer
 		}
