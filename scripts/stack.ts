@@ -127,6 +127,7 @@ function serverArgs(cfg: Partial<ServerConfig>): string[] {
     if (v !== undefined) args.push(f.flag, String(v));
   }
   if (cfg.ttsPace) args.push('--tts-pace', cfg.ttsPace);
+  if (cfg.balance) args.push('--balance', cfg.balance);
   if (cfg.verbose) args.push('--verbose');
   return args;
 }

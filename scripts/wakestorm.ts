@@ -12,6 +12,7 @@ import {
   NUMERIC_FLAGS,
   parseHost,
   parseIntFlag,
+  parseBalance,
   parsePace,
   readTokensFile,
   validateToken,
@@ -49,6 +50,14 @@ export function addServerOptions(cmd: Command, opts: { withListen?: boolean } = 
     new Option('--tts-pace <pace>', "'realtime' or 'burst'").env('WAKESTORM_TTS_PACE').argParser(check(parsePace)),
   );
   cmd.addOption(
+    new Option(
+      '--balance <how>',
+      "with --workers: 'rr' (the primary deals connections in turn) or 'kernel' (workers accept)",
+    )
+      .env('WAKESTORM_BALANCE')
+      .argParser(check(parseBalance)),
+  );
+  cmd.addOption(
     new Option('--token <token>', 'accepted bearer token (repeatable)')
       .env('WAKESTORM_TOKEN')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), check(validateToken)(v)]),
@@ -69,6 +78,7 @@ export function serverConfigFrom(opts: Record<string, unknown>): Partial<ServerC
     if (opts[name] !== undefined) (out as Record<string, unknown>)[f.key] = opts[name];
   }
   if (opts.ttsPace !== undefined) out.ttsPace = opts.ttsPace as ServerConfig['ttsPace'];
+  if (opts.balance !== undefined) out.balance = opts.balance as ServerConfig['balance'];
   const tokens = [...((opts.token as string[] | undefined) ?? [])];
   if (opts.tokensFile) tokens.push(...readTokensFile(opts.tokensFile as string));
   if (tokens.length) out.tokens = tokens;

@@ -1,5 +1,12 @@
-// The reference server past one process (`wakestorm server --workers N`): node:cluster workers share the port (the
-// primary hands each new connection to the next worker), and the primary keeps the protocol true across them.
+// The reference server past one process (`wakestorm server --workers N`): node:cluster workers share the port, and the
+// primary keeps the protocol true across them. `--balance` says who accepts:
+// - 'rr' (default): the primary accepts every connection and hands it to the next worker in turn: an even spread. In a
+//   reconnect storm the primary accepts faster than the workers upgrade, so connections wait inside a busy worker
+//   past the devices' connect timeout, and it then upgrades links their devices have abandoned (a storm of 50,000 on
+//   2 cores did not come back within 90 s: bench/LIMITS.md).
+// - 'kernel': every worker accepts from the shared listening socket. A busy worker accepts less, the kernel's backlog
+//   is the queue and pushes back on the devices (the same storm was back in 49 s), but the spread is uneven (at 50,000
+//   over 3 workers: 14,751 / 16,721 / 18,607), so leave each worker room under its open-file limit.
 // - One live link per device id: the primary knows which worker holds each device. A worker that gets a device's new
 //   link claims it; the worker that held it replaces its live link (4409) and hands over the device's state.
 // - Resume from any worker: the handed-over state is the resume token and the session (server/session.ts
@@ -9,6 +16,7 @@
 // - SIGTERM drains every worker (1012 after in-flight replies), a second signal closes every socket now.
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Balance } from './config.ts';
 import type { DeviceSnapshot } from './devices.ts';
 
 /** Messages between the primary and its workers. */
@@ -119,7 +127,9 @@ export function workerListening(url: string): void {
  * The primary: forks `n` workers (each runs this same command as a worker), keeps which worker holds each device,
  * relays claims, hand-overs and gathers, and stops them all on a signal. Resolves with the URL once all listen.
  */
-export function runPrimary(n: number, log: (line: string) => void): Promise<string> {
+export function runPrimary(n: number, balance: Balance, log: (line: string) => void): Promise<string> {
+  // Read at the first fork: the policy of every worker this primary starts.
+  cluster.schedulingPolicy = balance === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   const owner = new Map<string, Worker>();
   const workers: Worker[] = [];
   let next = 0;

@@ -6,6 +6,11 @@ import { OPUS_SAMPLE_RATES } from '../core/opus.ts';
 import { boundedInt } from '../core/run-config.ts';
 
 export type TtsPace = 'realtime' | 'burst';
+/**
+ * How workers get their connections (server/cluster.ts): 'rr', the primary accepts each and hands it to the next
+ * worker in turn; 'kernel', every worker accepts from the shared listening socket itself.
+ */
+export type Balance = 'rr' | 'kernel';
 
 export interface ServerConfig {
   host: string;
@@ -26,6 +31,7 @@ export interface ServerConfig {
   drainMs: number;
   /** Processes (node:cluster workers) sharing the port; the protocol holds across them (server/cluster.ts). */
   workers: number;
+  balance: Balance;
   /** A socket whose unsent bytes exceed this is a slow reader and is cut. */
   maxBufferedBytes: number;
   /**
@@ -67,6 +73,7 @@ export const defaultConfig: ServerConfig = {
   llmMs: 150,
   ttsMs: 100,
   ttsPace: 'realtime',
+  balance: 'rr',
   resumeGraceMs: DEFAULTS.resume_grace_ms,
   noAudioTimeoutMs: DEFAULTS.no_audio_timeout_ms,
   maxConnections: 50_000,
@@ -111,6 +118,11 @@ export function parseIntFlag(flag: string, value: string, min: number, max: numb
 export function parsePace(value: string): TtsPace {
   if (value === 'realtime' || value === 'burst') return value;
   throw new ConfigError(`--tts-pace must be 'realtime' or 'burst', got '${value}'`);
+}
+
+export function parseBalance(value: string): Balance {
+  if (value === 'rr' || value === 'kernel') return value;
+  throw new ConfigError(`--balance must be 'rr' or 'kernel', got '${value}'`);
 }
 
 export function parseHost(value: string): string {

@@ -9,9 +9,10 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
   const workers = cfg.workers ?? defaultConfig.workers;
   if (workers > 1 && cluster.isPrimary) {
     // The primary holds no device: it forks the workers and keeps the protocol true across them (server/cluster.ts).
-    const url = await runPrimary(workers, (l) => console.log(l));
+    const balance = cfg.balance ?? defaultConfig.balance;
+    const url = await runPrimary(workers, balance, (l) => console.log(l));
     console.log(
-      `wakestorm server listening on ${url} with ${workers} workers (ws: /ws and /ws/{deviceId}; http: /health, /metrics)`,
+      `wakestorm server listening on ${url} with ${workers} workers, balance ${balance} (ws: /ws and /ws/{deviceId}; http: /health, /metrics)`,
     );
     return;
   }

@@ -184,3 +184,45 @@ describe('reference server with --workers 2', () => {
     for (const l of links) assert.equal(l.code, CLOSE.SERVICE_RESTART);
   });
 });
+
+describe('reference server with --workers 2 --balance kernel', () => {
+  let port = 0;
+  let server: ReturnType<typeof spawnCli>;
+  before(async () => {
+    port = await freePort();
+    server = spawnCli(['server', '--workers', '2', '--balance', 'kernel', '--port', String(port)]);
+    await waitFor(() => /with 2 workers, balance kernel/.test(server.output()), 20_000, 'two workers listening');
+  });
+  after(() => {
+    if (server.exitCode === null) process.kill(-server.pid!, 'SIGKILL');
+  });
+
+  it('lets a running worker take every connection while the other is stopped', async () => {
+    // With 'rr' the primary would deal every other connection to the stopped worker, where it hangs (the /health
+    // test above relies on that); with 'kernel' only a worker that accepts gets a connection.
+    const stopped = workerPid(server.pid!, 1);
+    process.kill(stopped, 'SIGSTOP');
+    const links: Link[] = [];
+    try {
+      for (let i = 0; i < 8; i++) links.push(new Link(`ws://127.0.0.1:${port}/ws/k-${i}`));
+      const workers = await Promise.all(links.map((l) => l.worker()));
+      assert.deepEqual(new Set(workers), new Set(['w0']), workers.join(', '));
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+    }
+    // One live link per device id still holds across the workers: the same id again replaces its link (4409).
+    const again = new Link(`ws://127.0.0.1:${port}/ws/k-0`);
+    await again.opened;
+    await waitFor(() => links[0]!.code !== null, 5000, 'the older link closed');
+    assert.equal(links[0]!.code, CLOSE.REPLACED);
+    for (const l of [...links, again]) l.ws.close();
+  });
+
+  it('refuses an unknown --balance in one line', () => {
+    const r = spawnCli(['server', '--workers', '2', '--balance', 'random']);
+    return exited(r, 10_000).then((code) => {
+      assert.equal(code, 2);
+      assert.match(r.output(), /--balance must be 'rr' or 'kernel', got 'random'/);
+    });
+  });
+});
