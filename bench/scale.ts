@@ -74,6 +74,7 @@ type Started = Parameters<NonNullable<RunOptions['onStarted']>>[0];
 export async function sampledRun(
   opts: Omit<RunOptions, 'echo' | 'dashboard' | 'charts' | 'fdLimit' | 'log' | 'onStarted'>,
   pids: (p: Started) => Record<string, number | number[] | null>,
+  scrapeWhen?: (sinceFirstConnectedMs: number) => boolean,
 ): Promise<{ r: RunResult; sampler: Sampler; fleetT0: number }> {
   const sampler = new Sampler();
   let t0 = 0;
@@ -86,7 +87,7 @@ export async function sampledRun(
     log: () => {},
     onStarted: (p) => {
       t0 = p.startedAt;
-      sampler.start(pids(p), p.serverHttpUrl);
+      sampler.start(pids(p), p.serverHttpUrl, scrapeWhen);
     },
   });
   sampler.stop();

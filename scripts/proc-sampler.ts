@@ -2,11 +2,16 @@
 import type { ProcessStats } from '../core/run-contract.ts';
 import { cpuSeconds, processTree, rssMiB } from './proc-stats.ts';
 
+/** One sample of a Prometheus text exposition (the server's /metrics); NaN when it is not there. */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
 /** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
 export async function serverLagP99Ms(httpUrl: string): Promise<number> {
   const text = await (await fetch(`${httpUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('voice_event_loop_lag_p99_seconds '));
-  return line ? Number(line.split(' ')[1]) * 1000 : NaN;
+  return metricValue(text, 'voice_event_loop_lag_p99_seconds') * 1000;
 }
 
 /** One process's CPU and memory over a window: run.json's `processes` (core/run-contract.ts). */
@@ -16,12 +21,21 @@ export class Sampler {
   private timer: NodeJS.Timeout | null = null;
   private samples = new Map<string, { t: number; rss: number; cpu: number }[]>();
   private health: { t: number; connections: number }[] = [];
+  private scrapes: { t: number; text: string }[] = [];
 
   /**
    * A name may stand for several processes (Toxiproxy shards): their RSS and CPU are summed, each with the processes
    * below it (the reference server's workers).
    */
-  start(pids: Record<string, number | number[] | null>, healthUrl?: string): void {
+  /**
+   * `scrapeWhen`, given the ms since the server first counted a connection: whether to scrape its /metrics this second
+   * (a gathering across workers costs the server: a bench asks only in a quiet window).
+   */
+  start(
+    pids: Record<string, number | number[] | null>,
+    healthUrl?: string,
+    scrapeWhen?: (sinceFirstConnectedMs: number) => boolean,
+  ): void {
     this.timer = setInterval(() => {
       const t = Date.now();
       for (const [name, pid] of Object.entries(pids)) {
@@ -45,6 +59,12 @@ export class Sampler {
           .then((r) => r.json() as Promise<{ connections: number }>)
           .then((h) => this.health.push({ t, connections: h.connections }))
           .catch(() => {});
+        const first = this.firstConnectedAt();
+        if (scrapeWhen && first !== null && scrapeWhen(t - first))
+          fetch(`${healthUrl}/metrics`, { signal: AbortSignal.timeout(1900) })
+            .then((r) => r.text())
+            .then((text) => this.scrapes.push({ t, text }))
+            .catch(() => {});
       }
     }, 1000);
   }
@@ -72,6 +92,11 @@ export class Sampler {
   /** When the server first reported a connection: the fleet's start, after k6's init (which grows with its VUs). */
   firstConnectedAt(): number | null {
     return this.health.find((x) => x.connections > 0)?.t ?? null;
+  }
+
+  /** The last /metrics scrape taken before `t` (when `start` was asked for scrapes), or null. */
+  metricsBefore(t: number): { t: number; text: string } | null {
+    return this.scrapes.filter((x) => x.t < t).pop() ?? null;
   }
 
   /** Every /health sample: when, and how many connections the server counted. */

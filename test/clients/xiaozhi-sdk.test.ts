@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { opusClip, type OpusTable } from '../../core/opus.ts';
 import { cacheDir } from '../../scripts/tools.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
-import { metricValue } from '../helpers/metrics.ts';
+import { metricValue } from '../../scripts/proc-sampler.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
 
 const CLIENT = join(ROOT, 'clients', 'xiaozhi-sdk');

@@ -13,7 +13,7 @@ import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { CLI, freePort } from '../helpers/proc.ts';
 import { serverSendQueues } from '../../scripts/proc-stats.ts';
 import { ProtocolClient, UTTERANCE, connectDevice, upgradeStatus } from '../../scripts/protocol-client.ts';
-import { metricValue } from '../helpers/metrics.ts';
+import { metricValue } from '../../scripts/proc-sampler.ts';
 
 const servers: VoiceServer[] = [];
 after(async () => {

@@ -6,7 +6,7 @@ import { CLOSE } from '../../core/protocol.ts';
 import type { ServerConfig } from '../../server/config.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { ProtocolClient, UTTERANCE, connectDevice, upgradeStatus } from '../../scripts/protocol-client.ts';
-import { metricValue } from '../helpers/metrics.ts';
+import { metricValue } from '../../scripts/proc-sampler.ts';
 
 const servers: VoiceServer[] = [];
 after(async () => {
