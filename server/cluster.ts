@@ -26,12 +26,14 @@ type ToPrimary =
   | { t: 'released'; id: number; snapshot: DeviceSnapshot | null }
   | { t: 'gather'; id: number; what: Gathered }
   | { t: 'reported'; id: number; data: unknown }
+  | { t: 'count'; n: number }
   | { t: 'listening'; url: string };
 type ToWorker =
   | { t: 'claimed'; id: number; snapshot: DeviceSnapshot | null }
   | { t: 'release'; id: number; device: string }
   | { t: 'report'; id: number; what: Gathered }
   | { t: 'gathered'; id: number; data: unknown }
+  | { t: 'others'; n: number }
   | { t: 'drain' }
   | { t: 'force' };
 
@@ -54,6 +56,8 @@ export interface ClusterLink {
   /** Every worker's health, or every worker's metrics merged, for the HTTP API. */
   health(): Promise<WorkerHealth>;
   metrics(): Promise<string>;
+  /** Open connections on the other workers, as they last said (at most COUNT_EVERY_MS old). */
+  others(): number;
 }
 
 /** What a worker does when the primary asks. */
@@ -74,6 +78,13 @@ export function workerLink(handlers: () => WorkerHandlers | null): ClusterLink {
   const index = Number(process.env.WAKESTORM_WORKER ?? 0);
   let next = 0;
   const waiting = new Map<number, (data: unknown) => void>();
+  let others = 0;
+  // Every worker says its connection count, the primary tells each the others' sum: --max-connections is the whole
+  // server's, however unevenly the connections spread (--balance kernel).
+  setInterval(() => {
+    const h = handlers();
+    if (h && process.connected) process.send!({ t: 'count', n: h.health().connections } satisfies ToPrimary);
+  }, COUNT_EVERY_MS).unref();
   const ask = <T>(msg: { t: 'claim'; device: string } | { t: 'gather'; what: Gathered }): Promise<T> =>
     new Promise((res) => {
       const id = next++;
@@ -90,6 +101,9 @@ export function workerLink(handlers: () => WorkerHandlers | null): ClusterLink {
       case 'gathered':
         waiting.get(m.id)?.(m.data);
         waiting.delete(m.id);
+        break;
+      case 'others':
+        others = m.n;
         break;
       case 'release':
         process.send!({ t: 'released', id: m.id, snapshot: h?.release(m.device) ?? null } satisfies ToPrimary);
@@ -115,6 +129,7 @@ export function workerLink(handlers: () => WorkerHandlers | null): ClusterLink {
     expired: (device) => process.send!({ t: 'expired', device } satisfies ToPrimary),
     health: () => ask<WorkerHealth>({ t: 'gather', what: 'health' }),
     metrics: () => ask<string>({ t: 'gather', what: 'metrics' }),
+    others: () => others,
   };
 }
 
@@ -132,6 +147,7 @@ export function runPrimary(n: number, balance: Balance, log: (line: string) => v
   cluster.schedulingPolicy = balance === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   const owner = new Map<string, Worker>();
   const workers: Worker[] = [];
+  const counts = new Map<Worker, number>();
   let next = 0;
   const pending = new Map<number, (data: unknown) => void>();
   // A worker that is gone, or does not answer within WORKER_ANSWER_MS (stopped, or its loop stuck), answers null:
@@ -186,6 +202,14 @@ export function runPrimary(n: number, balance: Balance, log: (line: string) => v
               w.send({ t: 'gathered', id: m.id, data } satisfies ToWorker);
             });
             return;
+          case 'count': {
+            counts.set(w, m.n);
+            let total = 0;
+            for (const n of counts.values()) total += n;
+            for (const x of workers)
+              if (x.isConnected()) x.send({ t: 'others', n: total - (counts.get(x) ?? 0) } satisfies ToWorker);
+            return;
+          }
           case 'listening':
             listening.add(w);
             if (listening.size === n) resolve(m.url);
@@ -194,6 +218,7 @@ export function runPrimary(n: number, balance: Balance, log: (line: string) => v
       });
       w.on('exit', (code, signal) => {
         for (const [d, o] of owner) if (o === w) owner.delete(d);
+        counts.delete(w);
         if (stopping) {
           if (workers.every((x) => x.isDead())) process.exit(process.exitCode ?? 0);
           return;
@@ -220,6 +245,9 @@ export function runPrimary(n: number, balance: Balance, log: (line: string) => v
     process.on('SIGINT', onSignal);
   });
 }
+
+/** How often each worker tells the primary its connection count (the others' counts a worker sees are this old). */
+const COUNT_EVERY_MS = 250;
 
 /** How long the primary waits for a worker's answer (a gather, a hand-over) before it counts the worker silent. */
 const WORKER_ANSWER_MS = 2000;

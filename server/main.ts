@@ -22,9 +22,8 @@ export async function runServerCommand(cfg: Partial<ServerConfig>): Promise<void
     process.on('SIGTERM', () => {});
     process.on('disconnect', () => process.exit(1));
     let server: VoiceServer | null = null;
-    const maxConnections = Math.ceil((cfg.maxConnections ?? defaultConfig.maxConnections) / workers);
     server = await startVoiceServer(
-      { ...cfg, maxConnections },
+      cfg,
       workerLink(() => server?.worker ?? null),
     );
     workerListening(server.wsUrl);

@@ -141,7 +141,8 @@ export async function startVoiceServer(
     wss,
     tokens,
     draining,
-    connectionCount: () => connections.size,
+    // With several workers, the whole server's count (server/cluster.ts): --max-connections is the server's cap.
+    connectionCount: () => connections.size + (cluster?.others() ?? 0),
     admit(ws, route, claim) {
       metrics.opened.inc();
       const conn = new Connection({

@@ -226,3 +226,29 @@ describe('reference server with --workers 2 --balance kernel', () => {
     });
   });
 });
+
+describe('reference server with --workers 2 --max-connections 3', () => {
+  it('caps the whole server, not each worker', async () => {
+    const port = await freePort();
+    const server = spawnCli(['server', '--workers', '2', '--max-connections', '3', '--port', String(port)]);
+    try {
+      await waitFor(() => /with 2 workers/.test(server.output()), 20_000, 'two workers listening');
+      const links: Link[] = [];
+      for (let i = 0; i < 3; i++) {
+        links.push(new Link(`ws://127.0.0.1:${port}/ws/cap-${i}`));
+        await links.at(-1)!.opened;
+      }
+      // Both workers hold some (rr deals them in turn): a per-worker share of 2 would let a fourth in.
+      assert.equal(new Set(await Promise.all(links.map((l) => l.worker()))).size, 2);
+      await new Promise((r) => setTimeout(r, 750));
+      const fourth = new Link(`ws://127.0.0.1:${port}/ws/cap-3`);
+      fourth.opened.catch(() => {}); // refused before `connected`
+      await waitFor(() => fourth.code !== null, 5000, 'the fourth link closed');
+      assert.equal(fourth.code, CLOSE.TRY_AGAIN_LATER);
+      assert.ok(links.every((l) => l.code === null));
+      for (const l of links) l.ws.close();
+    } finally {
+      if (server.exitCode === null) process.kill(-server.pid!, 'SIGKILL');
+    }
+  });
+});
