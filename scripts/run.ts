@@ -48,7 +48,15 @@ import {
   type DeviceEngine,
   type RunningEngine,
 } from './engine.ts';
-import { instancesFor, shardUrls, StackError, startStack, toxiproxyShardsFor, type Stack } from './stack.ts';
+import {
+  instancesFor,
+  serverSizedFor,
+  shardUrls,
+  StackError,
+  startStack,
+  toxiproxyShardsFor,
+  type Stack,
+} from './stack.ts';
 import { mergeInstanceDirs } from './merge-instances.ts';
 import { pickFreePort } from './process-control.ts';
 import { requireTools } from './tools.ts';
@@ -752,6 +760,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const secret = token ? writeSecretFile(token) : null;
   const serverFlags: Partial<ServerConfig> = { ...(opts.server ?? {}) };
   if (token && !opts.serverUrl) serverFlags.tokens = [...(serverFlags.tokens ?? []), token];
+  if (!opts.serverUrl && opts.devices) Object.assign(serverFlags, serverSizedFor(opts.devices, serverFlags));
 
   let stack: Stack | null = null;
   const instances: Instance[] = [];

@@ -5,7 +5,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { INSTANCE_BOUNDS } from '../core/run-config.ts';
-import { NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
+import { defaultConfig, NUMERIC_FLAGS, type ServerConfig } from '../server/config.ts';
 import { loadProxyLayout, type ProxySpec } from './proxy-layout.ts';
 import { ToxiproxyClient } from './toxiproxy.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
@@ -116,6 +116,22 @@ export function instancesFor(devices: number, hardLimit = hardFdLimit()): number
   if (!Number.isFinite(hardLimit)) return 1;
   const perInstance = Math.max(1, hardLimit - 1000);
   return Math.min(INSTANCE_BOUNDS.max, Math.max(1, Math.ceil(devices / perInstance)));
+}
+
+/**
+ * The reference server sized to a fleet, where the flags given do not say: it holds one descriptor per device too, so
+ * as many workers as k6 instances (instancesFor), and a connection cap with room for the whole fleet.
+ */
+export function serverSizedFor(
+  devices: number,
+  given: Partial<ServerConfig>,
+  hardLimit = hardFdLimit(),
+): Pick<Partial<ServerConfig>, 'workers' | 'maxConnections'> {
+  const out: Pick<Partial<ServerConfig>, 'workers' | 'maxConnections'> = {};
+  const workers = instancesFor(devices, hardLimit);
+  if (workers > 1 && given.workers === undefined) out.workers = workers;
+  if (devices > defaultConfig.maxConnections && given.maxConnections === undefined) out.maxConnections = devices;
+  return out;
 }
 
 /** The server flags as CLI arguments for a child `wakestorm server`. Tokens never go on a command line (ps shows it). */

@@ -7,7 +7,7 @@ import { parseDuration, readRunConfig } from '../../core/run-config.ts';
 import { FAULTS, LINK_ACTIONS, TOXICS } from '../../core/faults.ts';
 import { actionRequest, apiError, requestUrl } from '../../core/toxiproxy-api.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
-import { toxiproxyShardsFor } from '../../scripts/stack.ts';
+import { serverSizedFor, toxiproxyShardsFor } from '../../scripts/stack.ts';
 
 /** Reads the checkout's own files by repository path (the shipped dialects). */
 const repoFile = (p: string) => readFileSync(new URL(`../../${p}`, import.meta.url), 'utf8');
@@ -207,6 +207,14 @@ describe('run config', () => {
     assert.equal(toxiproxyShardsFor(20_000, 20_000), 3);
     assert.equal(toxiproxyShardsFor(20_000, 1_048_576), 1);
     assert.equal(toxiproxyShardsFor(10_000, Infinity), 1);
+  });
+
+  it('sizes the reference server to the fleet unless its flags say: workers and cap', () => {
+    assert.deepEqual(serverSizedFor(5000, {}, 20_000), {});
+    assert.deepEqual(serverSizedFor(50_000, {}, 20_000), { workers: 3 });
+    assert.deepEqual(serverSizedFor(60_000, {}, 20_000), { workers: 4, maxConnections: 60_000 });
+    assert.deepEqual(serverSizedFor(60_000, { workers: 2, maxConnections: 100 }, 20_000), {});
+    assert.deepEqual(serverSizedFor(60_000, {}, Infinity), { maxConnections: 60_000 });
   });
 });
 
