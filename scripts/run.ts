@@ -782,8 +782,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     const engines = instances.flatMap((i) => (i.engine ? [i.engine.pid] : []));
     const where = engines.length ? ` (devices in the native engine, pid ${engines.join(', ')})` : '';
     const split = instanceCount > 1 ? `, ${instanceCount} k6 instances (execution segments)` : '';
+    // The devices' target as runVars gives it: the server itself with --direct, else the Toxiproxy shards.
+    const target = opts.direct ? `${stack.serverWsUrl} (direct)` : shardUrls(stack).targetUrl;
     log(
-      `wakestorm run ${name}: k6 ${tools.k6Version} -> ${shardUrls(stack).targetUrl}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}${split}`,
+      `wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}${split}`,
     );
     w = await watchK6(opts, instances, plan.script, stack, log, inspected.durationMs);
     await stopEngines();
