@@ -84,6 +84,8 @@ export interface RunOptions {
   scenario: string;
   devices?: number;
   devicesPerVu?: number;
+  /** How long the first connects spread over (k6's RAMP); must be shorter than the duration. */
+  ramp?: string;
   duration?: string;
   profile?: string;
   timeline?: string;
@@ -220,6 +222,12 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   if (opts.duration !== undefined) {
     durationMs = parseDuration(opts.duration, '--duration');
     vars.DURATION = opts.duration;
+  }
+  if (opts.ramp !== undefined) {
+    const rampMs = parseDuration(opts.ramp, '--ramp');
+    if (durationMs !== undefined && rampMs >= durationMs)
+      throw new RunError(`--ramp (${opts.ramp}) must be shorter than --duration (${opts.duration})`);
+    vars.RAMP = opts.ramp;
   }
   if (opts.profile !== undefined) {
     parseProfileMix(opts.profile, (p) => readFileSync(p, 'utf8'));

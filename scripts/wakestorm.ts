@@ -271,6 +271,12 @@ addFleetOptions(
     )
     .addOption(
       new Option(
+        '--ramp <d>',
+        "first connects spread over this long (default: the scenario's own, or 1 s per 500 devices up to 30 s)",
+      ).env('WAKESTORM_RAMP'),
+    )
+    .addOption(
+      new Option(
         '--slo <override>',
         'SLO override name=value, name=off, or a .json SLO file (repeatable; env: comma-separated)',
       )
@@ -329,6 +335,7 @@ addFleetOptions(
     devices: o.devices,
     devicesPerVu: o.devicesPerVu,
     duration: o.duration,
+    ramp: o.ramp,
     profile: o.profile,
     timeline: o.timeline,
     dialect: o.dialect,

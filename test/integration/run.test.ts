@@ -12,9 +12,8 @@ const SMALL = ['--devices', '12', '--duration', '14s', '--wake', 'once:1s-3s', '
 describe('wakestorm run', () => {
   let healthyId = '';
   it('runs a scenario end to end on a healthy server: exit 0 and every result file', async () => {
-    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50'], {
-      timeoutMs: 120_000,
-    });
+    const args = ['--server-arg', '--stt-ms=50', '--server-arg', '--llm-ms 50', '--ramp', '1500ms'];
+    const r = await runCli(['run', 'smoke', ...SMALL, ...args], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /VERDICT: PASS/);
     // The console: progress counts connected devices, no empty dashboard line, the last line names the report.
@@ -44,6 +43,7 @@ describe('wakestorm run', () => {
     assert.equal(run.incomplete, false);
     assert.equal(run.parameters.DEVICES, '12');
     assert.equal(run.parameters.server_flags.sttMs, 50);
+    assert.equal(run.resolved.ramp_ms, 1500);
     assert.equal(run.tools.k6, 'v2.2.0');
     assert.match(run.git_commit ?? '', /^[0-9a-f]{40}$|^$/);
     assert.ok(run.machine.cores >= 1);
@@ -95,6 +95,10 @@ describe('wakestorm run', () => {
       [['run', 'smoke', '--slo', 'fast'], /--slo 'fast' must be name=number/],
       [['run', 'smoke', '--server-arg', '--stt-ms=soon'], /--stt-ms must be an integer/],
       [['run', 'smoke', '--toxiproxy-shards', '0'], /--toxiproxy-shards must be between 1 and 16, got 0/],
+      [
+        ['run', 'smoke', '--ramp', '20s', '--duration', '10s'],
+        /--ramp \(20s\) must be shorter than --duration \(10s\)/,
+      ],
     ] as [string[], RegExp][]) {
       const r = await runCli([...args, '--results', results]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
