@@ -28,7 +28,7 @@ interface FleetRow {
   /** Connects that failed after the server was back (refused or reset in the storm, then retried). */
   storm_failed_connects: number;
   connected_min: number | null;
-  /** Before the restart: reconnect attempts (any failed connect or drop), links the server opened, keepalives it got. */
+  /** Before the restart: reconnect attempts (failed connects or drops), links the server opened, keepalives it got. */
   reconnect_attempts_before?: number;
   opened_before?: number | null;
   pings_before?: number | null;

@@ -5,8 +5,8 @@
 //   past the devices' connect timeout, and it then upgrades links their devices have abandoned (a storm of 50,000 on
 //   2 cores did not come back within 90 s: bench/LIMITS.md).
 // - 'kernel': every worker accepts from the shared listening socket. A busy worker accepts less, the kernel's backlog
-//   is the queue and pushes back on the devices (the same storm was back in 29-49 s), but the spread is uneven (at 50,000
-//   over 3 workers: 14,751 / 16,721 / 18,607), so leave each worker room under its open-file limit.
+//   is the queue and pushes back on the devices (the same storm was back in 29-49 s), but the spread is uneven (at
+//   50,000 over 3 workers: 14,751 / 16,721 / 18,607), so leave each worker room under its open-file limit.
 // - One live link per device id: the primary knows which worker holds each device. A worker that gets a device's new
 //   link claims it; the worker that held it replaces its live link (4409) and hands over the device's state.
 // - Resume from any worker: the handed-over state is the resume token and the session (server/session.ts
