@@ -25,11 +25,9 @@ export class Sampler {
 
   /**
    * A name may stand for several processes (Toxiproxy shards): their RSS and CPU are summed, each with the processes
-   * below it (the reference server's workers).
-   */
-  /**
-   * `scrapeWhen`, given the ms since the server first counted a connection: whether to scrape its /metrics this second
-   * (a gathering across workers costs the server: a bench asks only in a quiet window).
+   * below it (the reference server's workers). `scrapeWhen`, given the ms since the server first counted a
+   * connection: whether to scrape its /metrics this second too (a gathering across workers costs the server: a bench
+   * asks only in a quiet window).
    */
   start(
     pids: Record<string, number | number[] | null>,

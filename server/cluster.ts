@@ -64,6 +64,8 @@ export interface ClusterLink {
 export interface WorkerHandlers {
   release(device: string): DeviceSnapshot | null;
   health(): WorkerHealth;
+  /** Open connections here (said to the primary every COUNT_EVERY_MS; health() also counts sessions). */
+  connections(): number;
   metrics(): Promise<MetricObjectWithValues<MetricValue<string>>[]>;
   drain(): Promise<void>;
   forceClose(): Promise<void>;
@@ -83,7 +85,7 @@ export function workerLink(handlers: () => WorkerHandlers | null): ClusterLink {
   // server's, however unevenly the connections spread (--balance kernel).
   setInterval(() => {
     const h = handlers();
-    if (h && process.connected) process.send!({ t: 'count', n: h.health().connections } satisfies ToPrimary);
+    if (h && process.connected) process.send!({ t: 'count', n: h.connections() } satisfies ToPrimary);
   }, COUNT_EVERY_MS).unref();
   const ask = <T>(msg: { t: 'claim'; device: string } | { t: 'gather'; what: Gathered }): Promise<T> =>
     new Promise((res) => {

@@ -189,6 +189,7 @@ export async function startVoiceServer(
     worker: {
       release: (d) => registry.release(d),
       health: () => ({ connections: connections.size, sessions: registry.activeSessions(), draining: draining() }),
+      connections: () => connections.size,
       metrics: () => metrics.registry.getMetricsAsJSON(),
       drain: () => life.drain(),
       forceClose: () => life.forceClose(),
