@@ -4,12 +4,13 @@
 //   FLEET_DEVICES=50000,40000 FLEET_INSTANCES=3 FLEET_WORKERS=3 FLEET_BALANCE=kernel npm run bench:fleet
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { EventsFile } from '../core/chaos-events.ts';
 import { PROFILES } from '../core/profiles.ts';
 import { DEFAULTS } from '../core/protocol.ts';
 import { parseBalance, type Balance } from '../server/config.ts';
 import { metricValue, type ProcStats } from '../scripts/proc-sampler.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
-import { gitCommit } from '../scripts/run-dir.ts';
+import { gitCommit, readJson } from '../scripts/run-dir.ts';
 import { sampledRun } from './scale.ts';
 
 interface FleetRow {
@@ -100,10 +101,15 @@ async function fleetStep(
   // The hold is judged up to the restart, by time: the run's `steady` phase also takes in a storm that outlasts the
   // recovery bound (core/phases.ts), so phase tags cannot tell the two apart. A device whose connect failed, or whose
   // link dropped, tries again: any reconnect attempt before the restart (counted per 250 ms) is a break in the hold.
+  // The same buckets give the storm's busiest 250 ms.
   let attemptsBefore = 0;
+  let peak = 0;
   for (const [name, mm] of Object.entries(m)) {
     const q = /^reconnect_attempts\{storm_q:(-?\d+)\}$/.exec(name);
-    if (q && Number(q[1]) < restartAt * 4) attemptsBefore += mm.values.count ?? 0;
+    if (!q) continue;
+    const n = mm.values.count ?? 0;
+    if (Number(q[1]) < restartAt * 4) attemptsBefore += n;
+    peak = Math.max(peak, n);
   }
   if (attemptsBefore) why.push(`${attemptsBefore} reconnect attempts before the restart (failed connects or drops)`);
   // The server's side, from its last /metrics scrape before the restart: every device's first link still the one
@@ -148,9 +154,6 @@ async function fleetStep(
       .filter((h) => h.t > fleetT0 + (restartAt + restartFor) * 1000)
       .map((h) => h.connections),
   );
-  let peak = 0;
-  for (const [name, mm] of Object.entries(m))
-    if (/^reconnect_attempts\{storm_q:/.test(name)) peak = Math.max(peak, mm.values.count ?? 0);
   const rt = m.reconnect_time?.values;
   const window = (name: string) => sampler.stats(name, steadyFrom, steadyTo);
   return {
@@ -185,14 +188,8 @@ async function fleetStep(
 
 /** When the restart was applied (events.json of the run), or null. */
 function restartOnset(dir: string): number | null {
-  try {
-    const ev = JSON.parse(readFileSync(join(dir, 'events.json'), 'utf8')) as {
-      applied?: { t: number; fault: string; phase: string }[];
-    };
-    return ev.applied?.find((e) => e.fault === 'server-restart' && e.phase === 'onset')?.t ?? null;
-  } catch {
-    return null;
-  }
+  const applied = readJson<EventsFile>(join(dir, 'events.json'))?.applied;
+  return applied?.find((e) => e.fault === 'server-restart' && e.phase === 'onset')?.t ?? null;
 }
 
 const cell = (p: ProcStats | null | undefined) => (p ? `${p.rss_avg_mib} MiB / ${p.cpu_avg_pct}%` : '-');
