@@ -115,14 +115,18 @@ export function parseIntFlag(flag: string, value: string, min: number, max: numb
   return n;
 }
 
+/** A flag that takes one of a few words, or a ConfigError that names the flag and the words. */
+function parseChoice<T extends string>(flag: string, choices: readonly T[], value: string): T {
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new ConfigError(`${flag} must be ${choices.map((c) => `'${c}'`).join(' or ')}, got '${value}'`);
+}
+
 export function parsePace(value: string): TtsPace {
-  if (value === 'realtime' || value === 'burst') return value;
-  throw new ConfigError(`--tts-pace must be 'realtime' or 'burst', got '${value}'`);
+  return parseChoice('--tts-pace', ['realtime', 'burst'], value);
 }
 
 export function parseBalance(value: string): Balance {
-  if (value === 'rr' || value === 'kernel') return value;
-  throw new ConfigError(`--balance must be 'rr' or 'kernel', got '${value}'`);
+  return parseChoice('--balance', ['rr', 'kernel'], value);
 }
 
 export function parseHost(value: string): string {
