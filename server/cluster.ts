@@ -205,11 +205,11 @@ export function runPrimary(n: number, balance: Balance, log: (line: string) => v
             });
             return;
           case 'count': {
+            // The answer goes to the worker that reported: each hears the others' sum at its own report.
             counts.set(w, m.n);
-            let total = 0;
-            for (const n of counts.values()) total += n;
-            for (const x of workers)
-              if (x.isConnected()) x.send({ t: 'others', n: total - (counts.get(x) ?? 0) } satisfies ToWorker);
+            let others = 0;
+            for (const [x, n] of counts) if (x !== w) others += n;
+            if (w.isConnected()) w.send({ t: 'others', n: others } satisfies ToWorker);
             return;
           }
           case 'listening':
