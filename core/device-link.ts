@@ -3,6 +3,7 @@
 // with the profile's backoff (a persistent link), or opening a channel per wake and closing it after the reply
 // (per_wake). Every loss is counted here (planned or not, by close code and cause). What the link carries is the
 // session's business: it hands every other message and every binary frame to its owner (device-session.ts).
+import { nextPoll } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
 import { Timers } from './device-env.ts';
@@ -452,7 +453,7 @@ export class Link {
     }
     if (detect === 'close' && notice > 0) {
       // Firmware that polls a flag only sees the close at its next check.
-      const next = this.connectedAt + Math.ceil((at - this.connectedAt + 1) / notice) * notice;
+      const next = nextPoll(this.connectedAt, at, notice);
       this.state = 'unnoticed';
       this.stopKeepalive();
       this.timers.set('notice', () => this.afterLoss(code, true, cause, at), next - at);

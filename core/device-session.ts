@@ -8,7 +8,8 @@ import { Timers } from './device-env.ts';
 import type { Link, LinkOwner } from './device-link.ts';
 import { opusPacketMs } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
-import { CLOSE, DEFAULTS, isDropped, type SessionEndReason } from './protocol.ts';
+import { DEFAULTS, isDropped, SESSION_END_REASONS, type SessionEndReason } from './protocol.ts';
+import { capturedNumber, resumeExempt } from './device-rules.ts';
 import { expInterval } from './rng.ts';
 import { WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
@@ -76,16 +77,14 @@ export const MAX_REPLY_AUDIO_MS = 120_000;
 export const OVERRUN_SLACK_BYTES = 4096;
 /** An uplink stream more than this many frames late slips instead of bursting (frameDelay). */
 export const SLIP_AFTER_FRAMES = 3;
-const SESSION_END_REASONS = new Set(['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error']);
+const END_REASONS = new Set<string>(SESSION_END_REASONS);
 
-let wakeCounter = 0;
 /** The `code` tag of protocol_errors: what the server's error messages say, bounded. */
 const ERROR_CODES = new BoundedLabels(16);
 
 /** A reply length the dialect announced (the `reply_bytes` capture): a non-negative number, else none. */
 function announced(v: unknown): number | null {
-  const n = typeof v === 'string' ? Number(v) : v;
-  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : null;
+  return capturedNumber(v);
 }
 
 /** The uplink as the dialect frames it: one binary message per frame, the frames VAD hears as silence, and silence. */
@@ -106,6 +105,8 @@ export class Conversation implements LinkOwner {
   private wakeJudge: { wakeId: string; at: number } | null = null;
   /** Uplink frames sent since the fleet last asked (takeFramesSent). */
   private framesSent = 0;
+  /** The device's own count of turns: wake and follow-up ids are `w-<n>-<device id>`, the same on both engines. */
+  private turns = 0;
   private link: Link | null = null;
   /** Listening on the open link after a reply (after_reply 'listen'): the microphone streams until the next turn. */
   private followUp = false;
@@ -197,7 +198,7 @@ export class Conversation implements LinkOwner {
    */
   private judgeResume(s: ActiveSession, resumed: boolean): void {
     const loss = this.link?.lastLoss;
-    if (!loss || loss.code === CLOSE.GOING_AWAY || loss.code === CLOSE.SERVICE_RESTART) return;
+    if (!loss || resumeExempt(loss.code)) return;
     const now = this.ctx.env.now();
     if (now - loss.at > DEFAULTS.resume_grace_ms) return;
     this.ctx.env.metrics.add('resume_success', resumed ? 1 : 0, this.ctx.tags);
@@ -276,7 +277,7 @@ export class Conversation implements LinkOwner {
       if (s.bargeAt !== null) this.recordBargeIn(s);
       capture(cap.session_end, msg, vars);
       const r = String(vars.reason ?? 'complete');
-      this.sessionOver(SESSION_END_REASONS.has(r) ? (r as SessionEndReason) : 'error');
+      this.sessionOver(END_REASONS.has(r) ? (r as SessionEndReason) : 'error');
     } else if (recv.error && matches(recv.error, msg, vars)) {
       s.heardAt = now;
       capture(cap.error, msg, vars);
@@ -467,7 +468,7 @@ export class Conversation implements LinkOwner {
     this.followUp = false;
     this.timers.clear('audio');
     this.ctx.count('follow_ups');
-    const s = this.newSession(`f-${(wakeCounter++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64), now);
+    const s = this.newSession(`f-${(this.turns++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64), now);
     this.session = s;
     this.beginTurn(s, this.linkSessionId ?? s.wakeId, now);
   }
@@ -496,7 +497,7 @@ export class Conversation implements LinkOwner {
     // Still listening after the last reply: the user just speaks, no wake word.
     if (this.followUp && link.up) return this.followUpTurn();
     this.ctx.count('wakes');
-    const wakeId = `w-${(wakeCounter++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64);
+    const wakeId = `w-${(this.turns++).toString(36)}-${this.ctx.opts.id}`.slice(0, 64);
     const at = this.ctx.env.now();
     // A wake still waiting offline is replaced by this one: the user's earlier wake word went unanswered.
     if (this.wakeJudge) this.wakeJudged(this.wakeJudge.wakeId, false);

@@ -4,6 +4,7 @@
 // JSON (or a module exporting the same object): message templates with {placeholders}, matchers on the server's
 // messages, captures of fields the device keeps, the audio codec and framing by name, the link's lifecycle. Nothing
 // in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
+import { canonicalJson } from './device-rules.ts';
 import { WakestormError } from './errors.ts';
 import { OPUS_SAMPLE_RATES } from './opus.ts';
 import { CAPTURED_ONLY, VARIABLES } from './variables.ts';
@@ -236,14 +237,25 @@ function compileMatcher(m: Matcher): Check[] {
   });
 }
 
+const own = (o: object, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key);
+/** An array index in a path: a canonical decimal ("0", "12"; not "01", "-1", "length"). */
+const INDEX = /^(0|[1-9][0-9]{0,8})$/;
+
+/**
+ * One step of a path: an object's own key, or an array's element by its decimal index (`items.0.type`); nothing else
+ * (no `length`, nothing inherited), as engine/dialect.go reads a path.
+ */
+function step(v: unknown, key: string): unknown {
+  if (v === null || typeof v !== 'object') return undefined;
+  if (Array.isArray(v)) return INDEX.test(key) ? v[Number(key)] : undefined;
+  return own(v, key) ? (v as Record<string, unknown>)[key] : undefined;
+}
+
 // Indexed loops on the message path: k6's engine allocates an iterator result object per for-of step (a CPU profile
 // of 5,000 idle devices showed array iteration at ~18% of k6's CPU).
 function at(msg: unknown, path: string[]): unknown {
   let v: unknown = msg;
-  for (let i = 0; i < path.length; i++) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<string, unknown>)[path[i]!];
-  }
+  for (let i = 0; i < path.length && v !== undefined; i++) v = step(v, path[i]!);
   return v;
 }
 
@@ -253,7 +265,7 @@ export function matches(m: Matcher, msg: unknown, vars: Vars): boolean {
   if (!checks) MATCHERS.set(m, (checks = compileMatcher(m)));
   for (let i = 0; i < checks.length; i++) {
     const c = checks[i]!;
-    const got = c.path.length === 1 ? (msg as Record<string, unknown>)[c.path[0]!] : at(msg, c.path);
+    const got = c.path.length === 1 ? step(msg, c.path[0]!) : at(msg, c.path);
     if (c.varName !== null) {
       const v = vars[c.varName];
       if (v !== undefined && v !== null && got !== v) return false;
@@ -275,7 +287,7 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   for (let i = 0; i < steps.length; i++) {
     const v = at(msg, steps[i]![1]);
     vars[steps[i]![0]] =
-      typeof v === 'object' && v !== null ? JSON.stringify(v) : (v as string | number | boolean | null | undefined);
+      typeof v === 'object' && v !== null ? canonicalJson(v) : (v as string | number | boolean | null | undefined);
   }
 }
 

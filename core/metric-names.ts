@@ -98,3 +98,8 @@ export type DeviceMetricName = keyof typeof DEVICE_METRICS;
 export interface MetricSink {
   add(name: DeviceMetricName, value: number, tags: Record<string, string>): void;
 }
+
+/** True for a name of DEVICE_METRICS (what another runtime, the native engine, sends is checked, never cast). */
+export function isDeviceMetric(name: string): name is DeviceMetricName {
+  return Object.prototype.hasOwnProperty.call(DEVICE_METRICS, name);
+}

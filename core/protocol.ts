@@ -84,12 +84,15 @@ export const CLOSE_CODE_RANGES: Record<string, string> = {
 /** The recoverable error codes of `error` messages. */
 export type ErrorCode = 'bad_json' | 'unknown_type' | 'bad_message' | 'no_session' | 'bad_audio' | 'rate_limited';
 
-export type SessionEndReason = 'complete' | 'barged_in' | 'cancelled' | 'timeout' | 'interrupted' | 'error';
+export const SESSION_END_REASONS = ['complete', 'barged_in', 'cancelled', 'timeout', 'interrupted', 'error'] as const;
+export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
+/** The session ends that are not drops: it completed, or the device itself barged in or cancelled. */
+export const KEPT_SESSION_REASONS: readonly SessionEndReason[] = ['complete', 'barged_in', 'cancelled'];
 export type SessionStage = 'listening' | 'thinking' | 'speaking';
 
 /** A session is dropped when it never ends `complete`; the device's own barge-in or cancel does not count. */
 export function isDropped(reason: SessionEndReason | 'lost'): boolean {
-  return reason !== 'complete' && reason !== 'barged_in' && reason !== 'cancelled';
+  return !(KEPT_SESSION_REASONS as readonly string[]).includes(reason);
 }
 
 interface AudioFormat {

@@ -36,6 +36,7 @@ type startMsg struct {
 	ConnectTimeoutMs float64                    `json:"connect_timeout_ms"`
 	Intake           Intake                     `json:"intake"`
 	Timing           Timing                     `json:"timing"`
+	Rules            Rules                      `json:"rules"`
 	Wake             WakeSchedule               `json:"wake"`
 	Audio            struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
@@ -130,6 +131,9 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 	if b := m.TimerLagBoundsMs; len(b) > 64 || len(b) > 0 && !(b[0] > 0) || !ascending(b) {
 		return nil, fmt.Errorf("start's timer_lag_bounds_ms must be at most 64 ascending positive numbers")
 	}
+	if err := m.Rules.compile(); err != nil {
+		return nil, err
+	}
 	dialects := map[string]*Dialect{}
 	for name, raw := range m.Dialects {
 		d, err := ParseDialect(raw)
@@ -181,16 +185,6 @@ func (c *control) session(conn *websocket.Conn) {
 		fail(fmt.Errorf("the first control message must be a start: %v", err))
 		return
 	}
-	dialects, err := refusal(&m)
-	if err != nil {
-		fail(err)
-		return
-	}
-	uplinks, err := loadUplinks(&m, dialects)
-	if err != nil {
-		fail(err)
-		return
-	}
 	sink := newBatch(maxBatch)
 	// The run's end as k6 counts it, on the wall clock both read (relative to the start's arrival if k6 gave none).
 	endAt := m.EndAt
@@ -198,13 +192,10 @@ func (c *control) session(conn *websocket.Conn) {
 		endAt = received + m.EndInMs
 	}
 	clock := newLagClock(c.clock, endAt, m.TimerLagBoundsMs)
-	env := &Env{Clock: clock, Net: c.net, Sink: sink, Token: m.Token, ConnectTimeoutMs: m.ConnectTimeoutMs, Intake: m.Intake,
-		Timing: m.Timing, EndAt: endAt}
-	devices := make([]*Device, len(m.Devices))
-	for i, dv := range m.Devices {
-		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]
-		u := uplinks[uplinkKey(dl.Audio.Up, p.FrameBytes)]
-		devices[i] = NewDevice(dv.ID, dv.URL, p, dl, env, m.Seed, m.Wake, u, dv.Vars)
+	devices, err := buildDevices(&m, &Env{Clock: clock, Net: c.net, Sink: sink, EndAt: endAt})
+	if err != nil {
+		fail(err)
+		return
 	}
 	for i, dv := range m.Devices {
 		devices[i].Start(dv.DelayMs)
@@ -255,6 +246,28 @@ func (c *control) session(conn *websocket.Conn) {
 			return
 		}
 	}
+}
+
+// buildDevices makes the start's devices on env (its clock, network, sink and end; the rest comes from the start),
+// after refusing a start the engine cannot run. The control socket and the trace replay (replay.go) share it.
+func buildDevices(m *startMsg, env *Env) ([]*Device, error) {
+	dialects, err := refusal(m)
+	if err != nil {
+		return nil, err
+	}
+	uplinks, err := loadUplinks(m, dialects)
+	if err != nil {
+		return nil, err
+	}
+	env.Token, env.ConnectTimeoutMs, env.Intake, env.Timing, env.Rules = m.Token, m.ConnectTimeoutMs, m.Intake, m.Timing,
+		&m.Rules
+	devices := make([]*Device, len(m.Devices))
+	for i, dv := range m.Devices {
+		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]
+		u := uplinks[uplinkKey(dl.Audio.Up, p.FrameBytes)]
+		devices[i] = NewDevice(dv.ID, dv.URL, p, dl, env, m.Seed, m.Wake, u, dv.Vars)
+	}
+	return devices, nil
 }
 
 func stopAll(devices []*Device) {

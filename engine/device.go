@@ -5,6 +5,7 @@ package main
 // into the same metrics. Every event (a timer, a socket's message or close) runs under the device's lock.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -139,6 +140,10 @@ type Env struct {
 	ConnectTimeoutMs float64
 	Intake           Intake
 	Timing           Timing
+	Rules            *Rules
+	// Log takes the lines the device says about itself (why it declared a link dead …), as core/device-env.ts log;
+	// nil: nobody listens.
+	Log func(line string)
 	// EndAt is the run's end on Clock (0: none known). The device observes until then, as a k6 device does (its VU
 	// stops there); after it only the end-of-run judgement records (see observing).
 	EndAt float64
@@ -185,6 +190,19 @@ func (d *Device) rec(r Record) {
 	}
 	r.Profile = d.profile.Name
 	d.env.Sink.Add(r)
+}
+
+// log says a line about the device, prefixed with its id, as core/device-env.ts log does (nil Log: nobody listens).
+func (d *Device) log(line string) {
+	if d.env.Log != nil {
+		d.env.Log(d.id + ": " + line)
+	}
+}
+
+// nextPoll is when a firmware that polls its link every `every` ms from connectedAt notices a close at `at`: its first
+// check strictly after the close (core/device-rules.ts nextPoll).
+func nextPoll(connectedAt, at, every float64) float64 {
+	return connectedAt + (math.Floor((at-connectedAt)/every)+1)*every
 }
 
 func (d *Device) count(name string, n float64) { d.rec(Record{Name: name, Value: n}) }
@@ -437,6 +455,7 @@ func (d *Device) giveUpAttempt() {
 	if d.state != stConnecting && d.state != stHandshaking {
 		return
 	}
+	d.log("connect timeout")
 	d.abandonSocket()
 	d.afterLoss(closeAbnormal, false, "timeout", d.now())
 }
@@ -554,7 +573,9 @@ func (d *Device) onText(b []byte) {
 	}
 	if !d.conv.message(msg) && !dl.Known(msg, vars) {
 		t := msg[dl.TypeField]
-		d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: b})
+		// A copy of what the log line shows: b is the socket's read buffer, handed back to its pool when this returns
+		// (third_party/nbio/PATCHED.md), and the record is serialized at the next batch.
+		d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: bytes.Clone(b[:min(len(b), maxRawText)])})
 	}
 }
 
@@ -604,7 +625,7 @@ func (d *Device) linkEnded(code int) {
 	lv := d.profile.Liveness
 	if lv.Detect == "close" && lv.CheckMs > 0 {
 		// Firmware that polls a flag only sees the close at its next check.
-		next := d.connectedAt + float64(int64((at-d.connectedAt+1+lv.CheckMs-1)/lv.CheckMs))*lv.CheckMs
+		next := nextPoll(d.connectedAt, at, lv.CheckMs)
 		d.state = stUnnoticed
 		d.stopKeepalive()
 		d.setTimer("notice", next-at, func() { d.afterLoss(code, true, cause, at) })
@@ -613,16 +634,18 @@ func (d *Device) linkEnded(code int) {
 	d.afterLoss(code, true, cause, at)
 }
 
-func (d *Device) declareDead() {
+func (d *Device) declareDead(why string) {
 	if d.state != stConnected {
 		return
 	}
 	if d.perWake() && !d.conv.busy() {
 		// A per-wake channel with no conversation on it timed out: the firmware closes it and goes idle. Not a loss.
+		d.log("channel closed by the device (" + why + ")")
 		d.closeChannel()
 		d.conv.linkLost(closeNormal, true, false)
 		return
 	}
+	d.log("link dead (" + why + ")")
 	d.count("links_down", 1)
 	d.abandonSocket()
 	d.afterLoss(closeAbnormal, true, "liveness", d.now())
@@ -714,7 +737,9 @@ func (d *Device) startKeepalive() {
 						at float64
 					}{d.pingSeq, at}
 					if p.Liveness.Detect == "pong-timeout" {
-						d.setTimer("pong", p.Liveness.TimeoutMs, d.declareDead)
+						d.setTimer("pong", p.Liveness.TimeoutMs, func() {
+							d.declareDead("no pong in " + text(p.Liveness.TimeoutMs) + " ms")
+						})
 					}
 				}
 			}
@@ -733,7 +758,7 @@ func (d *Device) startKeepalive() {
 				return
 			}
 			if d.now()-d.lastRx >= p.Liveness.TimeoutMs {
-				d.declareDead()
+				d.declareDead("silent for " + text(p.Liveness.TimeoutMs) + " ms")
 				return
 			}
 			d.setKeepaliveTimer("liveness", every, check)

@@ -95,6 +95,20 @@ var timing = Timing{
 	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000, KeepaliveGridMs: 10,
 }
 
+// rules is core/device-rules.ts DEVICE_RULES as engine-fleet.ts sends it (the corpus, core/traces/, holds both
+// engines to it; test/unit/conformance.test.ts).
+func rules() *Rules {
+	r := &Rules{
+		ResumeExemptCloses: []int{1001, 1012}, KeptSessionReasons: []string{"complete", "barged_in", "cancelled"},
+		SessionEndReasons: []string{"complete", "barged_in", "cancelled", "timeout", "interrupted", "error"},
+		NumberPattern:     `^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`,
+	}
+	if err := r.compile(); err != nil {
+		panic(err)
+	}
+	return r
+}
+
 var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000}
 
 type rig struct {
@@ -106,7 +120,7 @@ type rig struct {
 
 func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing, Rules: rules()}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil,
 		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
@@ -422,5 +436,46 @@ func TestTimerLagIsCountedPerFiring(t *testing.T) {
 		if _, err := refusal(m); err == nil || !strings.Contains(err.Error(), "timer_lag_bounds_ms") {
 			t.Fatalf("bounds %v: refusal %v", b, err)
 		}
+	}
+}
+
+// A start without the device rules of core/ is refused, naming the one missing: the engine holds none of its own.
+func TestAStartWithoutRulesIsRefused(t *testing.T) {
+	for _, drop := range []string{"resume_exempt_closes", "kept_session_reasons", "session_end_reasons", "number_pattern"} {
+		r := rules()
+		switch drop {
+		case "resume_exempt_closes":
+			r.ResumeExemptCloses = nil
+		case "kept_session_reasons":
+			r.KeptSessionReasons = nil
+		case "session_end_reasons":
+			r.SessionEndReasons = nil
+		default:
+			r.NumberPattern = ""
+		}
+		m := &startMsg{Devices: []startDevice{{ID: "d"}}, Wake: WakeSchedule{Mode: "off"}, Intake: intake, Timing: timing,
+			Rules: *r}
+		if _, err := refusal(m); err == nil || !strings.Contains(err.Error(), "rules."+drop) {
+			t.Fatalf("without %s: refusal %v", drop, err)
+		}
+	}
+}
+
+// An unmatched message's record keeps its own copy of the text: the socket hands its read buffer back to a pool when
+// OnText returns, and the record is serialized later (issue 41: k6.log showed another frame's bytes).
+func TestUnmatchedRecordOutlivesTheReadBuffer(t *testing.T) {
+	r := newRig(t, recommended())
+	r.connect(t)
+	buf := []byte(`{"type":"surprise","session_id":"s-1","x":"` + strings.Repeat("y", 200) + `"}`)
+	r.net.last().h.OnText(buf)
+	for i := range buf {
+		buf[i] = 0xff // the pool reuses the buffer for the next read
+	}
+	got := r.sink.named("unmatched_messages")
+	if len(got) != 1 {
+		t.Fatalf("unmatched records %v", got)
+	}
+	if text := string(got[0].Raw); !strings.HasPrefix(text, `{"type":"surprise","session_id":"s-1"`) || len(text) != maxRawText {
+		t.Fatalf("the record's text is not the message's: %q", text)
 	}
 }

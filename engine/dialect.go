@@ -227,18 +227,43 @@ func (m *Matcher) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// at is the value at a dotted path: an object's own key, or an array's element by its decimal index ("items.0.type").
 func at(msg map[string]any, path []string) (any, bool) {
 	var v any = msg
 	for _, p := range path {
-		o, ok := v.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if v, ok = o[p]; !ok {
+		switch o := v.(type) {
+		case map[string]any:
+			x, ok := o[p]
+			if !ok {
+				return nil, false
+			}
+			v = x
+		case []any:
+			i, ok := arrayIndex(p)
+			if !ok || i >= len(o) {
+				return nil, false
+			}
+			v = o[i]
+		default:
 			return nil, false
 		}
 	}
 	return v, true
+}
+
+// arrayIndex is a path segment as an array index: a canonical decimal ("0", "12"; not "01", "-1" or "1e0").
+func arrayIndex(p string) (int, bool) {
+	if p == "" || len(p) > 9 || p[0] == '0' && len(p) > 1 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n, true
 }
 
 // Matches is true when the message has every field of the matcher ({name} values compared with the variables).
@@ -286,8 +311,7 @@ func (c Capture) Apply(msg map[string]any, vars Vars) {
 		case !ok:
 			delete(vars, name)
 		case isComposite(v):
-			b, _ := json.Marshal(v)
-			vars[name] = string(b)
+			vars[name] = canonicalJSON(v)
 		default:
 			vars[name] = v
 		}

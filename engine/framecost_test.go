@@ -95,7 +95,7 @@ func TestFrameCost(t *testing.T) {
 	}
 	u.LastVoiced = 599
 	net := &answeringNet{}
-	env := &Env{Clock: newRealClock(), Net: net, Sink: nullSink{}, Intake: intake, Timing: timing}
+	env := &Env{Clock: newRealClock(), Net: net, Sink: nullSink{}, Intake: intake, Timing: timing, Rules: rules()}
 	d := shippedDialect(t, "wakestorm")
 	var devices []*Device
 	for i := 0; i < streams; i++ {

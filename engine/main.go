@@ -27,6 +27,14 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "replay" {
+		// Conformance traces on stdin, one a line; their events on stdout (replay.go). No network.
+		if err := replayLines(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "wakestorm-engine replay: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("wakestorm-engine", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "control address (loopback only)")
 	version := fs.Bool("version", false, "print the engine's version and exit")

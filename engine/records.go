@@ -34,6 +34,9 @@ type Record struct {
 	ErrorCode any
 }
 
+// maxRawText bounds the text of an unmatched message a record keeps (the k6 side prints it once per type).
+const maxRawText = 160
+
 // Sink takes a device's records.
 type Sink interface{ Add(r Record) }
 
@@ -126,8 +129,8 @@ func extra(r Record) map[string]any {
 	}
 	if r.Raw != nil {
 		raw := r.Raw
-		if len(raw) > 160 {
-			raw = raw[:160]
+		if len(raw) > maxRawText {
+			raw = raw[:maxRawText]
 		}
 		e["text"] = string(raw)
 	}

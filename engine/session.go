@@ -10,7 +10,6 @@ import (
 	"math"
 	"reflect"
 	"strconv"
-	"sync/atomic"
 )
 
 // pcmBytesPerMs: 16 kHz, 16-bit mono.
@@ -53,14 +52,6 @@ func (t Timing) missing() string {
 	return ""
 }
 
-var sessionEndReasons = map[string]bool{"complete": true, "barged_in": true, "cancelled": true, "timeout": true, "interrupted": true, "error": true}
-
-func isDropped(reason string) bool {
-	return reason != "complete" && reason != "barged_in" && reason != "cancelled"
-}
-
-var wakeCounter atomic.Uint64
-
 // WakeSchedule is core/device-env.ts WakeSchedule.
 type WakeSchedule struct {
 	Mode       string  `json:"mode"`
@@ -102,27 +93,42 @@ type session struct {
 	replyJudged                   bool
 }
 
+// name is the session's id as a log line says it ("null" before the server gave one, as core/device-session.ts).
+func (s *session) name() string {
+	if !s.hasID {
+		return "null"
+	}
+	return s.id
+}
+
 type pendingWake struct {
 	wakeID string
 	at     float64
 }
 
 type conversation struct {
-	d            *Device
-	wake         WakeSchedule
-	uplink       *Uplink
-	s            *session
-	pending      *pendingWake
-	judge        *pendingWake
-	followUp     bool
-	linkSession  string
-	framesSent   int
+	d           *Device
+	wake        WakeSchedule
+	uplink      *Uplink
+	s           *session
+	pending     *pendingWake
+	judge       *pendingWake
+	followUp    bool
+	linkSession string
+	framesSent  int
+	// turns counts the device's wakes and follow-ups: their ids are w-<n>-<device id> (core/device-session.ts).
+	turns        uint64
 	lastLossCode int
 	lastLossAt   float64
 	hadLoss      bool
 }
 
 func (c *conversation) now() float64 { return c.d.now() }
+
+func (c *conversation) next() uint64 {
+	c.turns++
+	return c.turns - 1
+}
 
 func (c *conversation) span(name string, v, from, to float64) {
 	c.d.rec(Record{Name: name, Value: v, From: from, To: to, Phase: phaseTag})
@@ -148,6 +154,7 @@ func (c *conversation) start(delayMs float64) {
 func (c *conversation) stop() {
 	s := c.s
 	if at := c.d.judgedAt(); s != nil && s.hasID && at-s.turnAt >= c.d.env.Timing.SessionStallMs {
+		c.d.log("session " + s.name() + " still open at the end, " + text(at-s.turnAt) + " ms after it began")
 		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
 		c.span("session_drop_rate", 1, s.wakeAt, at)
 	}
@@ -202,7 +209,7 @@ func (c *conversation) linkUp() {
 
 // judgeResume: the server owes a resume after a cut (not 1001 or 1012) within the protocol's grace.
 func (c *conversation) judgeResume(resumed bool) {
-	if !c.hadLoss || c.lastLossCode == 1001 || c.lastLossCode == 1012 {
+	if !c.hadLoss || c.d.env.Rules.resumeExempt(c.lastLossCode) {
 		return
 	}
 	if c.now()-c.lastLossAt > c.d.env.Timing.ResumeGraceMs {
@@ -211,6 +218,8 @@ func (c *conversation) judgeResume(resumed bool) {
 	v := 0.0
 	if resumed {
 		v = 1
+	} else if s := c.s; s != nil {
+		c.d.log("session " + s.name() + " not resumed " + text(c.now()-c.lastLossAt) + " ms after the loss")
 	}
 	c.d.rec(Record{Name: "resume_success", Value: v})
 }
@@ -274,7 +283,7 @@ func (c *conversation) message(msg map[string]any) bool {
 		s.pbReceivedMs, s.pbStarted = 0, false
 		dl.Capture["reply_start"].Apply(msg, vars)
 		s.replyAt, s.hasReply, s.replyBytes = now, true, 0
-		s.replyAnnounced, s.hasAnnounced = announced(vars["reply_bytes"])
+		s.replyAnnounced, s.hasAnnounced = c.d.env.Rules.number(vars["reply_bytes"])
 		s.replyStalls, s.replyStallMs, s.replyJudged = 0, 0, false
 		c.d.clearTimer("audio")
 		c.d.clearTimer("playback")
@@ -289,7 +298,7 @@ func (c *conversation) message(msg map[string]any) bool {
 			return true
 		}
 		dl.Capture["reply_end"].Apply(msg, vars)
-		if end, ok := announced(vars["reply_bytes"]); ok {
+		if end, ok := c.d.env.Rules.number(vars["reply_bytes"]); ok {
 			s.replyAnnounced, s.hasAnnounced = math.Max(end, s.replyAnnounced), true
 		}
 		if !s.hasReply {
@@ -307,9 +316,7 @@ func (c *conversation) message(msg map[string]any) bool {
 		if v, ok := vars["reason"]; ok && v != nil {
 			r = text(v)
 		}
-		if !sessionEndReasons[r] {
-			r = "error"
-		}
+		r = c.d.env.Rules.endReason(r)
 		c.sessionOver(r)
 	case dl.Recv.Error != nil && dl.Recv.Error.Matches(msg, vars):
 		s.heardAt = now
@@ -319,18 +326,6 @@ func (c *conversation) message(msg map[string]any) bool {
 		return false
 	}
 	return true
-}
-
-// announced is a reply length the dialect announced (the reply_bytes capture): a non-negative number.
-func announced(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, x >= 0 && !math.IsInf(x, 0) && !math.IsNaN(x)
-	case string:
-		n, err := strconv.ParseFloat(x, 64)
-		return n, err == nil && n >= 0 && !math.IsInf(n, 0)
-	}
-	return 0, false
 }
 
 func (c *conversation) endpointed(s *session, now float64) {
@@ -494,7 +489,7 @@ func (c *conversation) sessionOver(reason string) {
 	if reason == "complete" {
 		c.d.count("sessions_completed", 1)
 	}
-	dropped := isDropped(reason)
+	dropped := c.d.env.Rules.dropped(reason)
 	v := 0.0
 	if dropped {
 		v = 1
@@ -537,7 +532,7 @@ func (c *conversation) followUpTurn() {
 	c.followUp = false
 	c.d.clearTimer("audio")
 	c.d.count("follow_ups", 1)
-	s := c.newSession(clip64(fmt.Sprintf("f-%s-%s", strconv.FormatUint(wakeCounter.Add(1)-1, 36), c.d.id)), now)
+	s := c.newSession(clip64(fmt.Sprintf("f-%s-%s", strconv.FormatUint(c.next(), 36), c.d.id)), now)
 	c.s = s
 	id := c.linkSession
 	if id == "" {
@@ -590,7 +585,7 @@ func (c *conversation) wakeNow() {
 		return
 	}
 	d.count("wakes", 1)
-	wakeID := clip64(fmt.Sprintf("w-%s-%s", strconv.FormatUint(wakeCounter.Add(1)-1, 36), d.id))
+	wakeID := clip64(fmt.Sprintf("w-%s-%s", strconv.FormatUint(c.next(), 36), d.id))
 	at := c.now()
 	if c.judge != nil {
 		c.wakeJudged(c.judge.wakeID, false)
@@ -685,6 +680,7 @@ func (c *conversation) watchStall(s *session) {
 			c.d.setTimer("stall", math.Max(1000, c.d.env.Timing.SessionStallMs-quiet), check)
 			return
 		}
+		c.d.log("session " + s.name() + " heard nothing from the server for " + text(c.d.env.Timing.SessionStallMs) + " ms")
 		c.sessionOver("timeout")
 	}
 	c.d.setTimer("stall", c.d.env.Timing.SessionStallMs, check)

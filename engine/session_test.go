@@ -20,7 +20,7 @@ func testUplink() *Uplink {
 
 func talkingRig(t *testing.T, p *Profile, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing, Rules: rules()}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(),
 		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
@@ -200,7 +200,7 @@ func TestAWakeWhileOfflineWaitsForTheLink(t *testing.T) {
 // xiaozhiRig: a device on the xiaozhi dialect (a channel per wake, Opus both ways) with the committed Opus utterance.
 func xiaozhiRig(t *testing.T, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
-	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing}
+	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing, Rules: rules()}
 	u := &Uplink{Silence: []byte{3 << 3, 0}, FrameMs: 60, LastVoiced: 2}
 	for i := 0; i < 4; i++ {
 		u.Frames = append(u.Frames, []byte{3 << 3, byte(i)})

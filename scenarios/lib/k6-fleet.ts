@@ -1,5 +1,6 @@
 // The k6 side of the device model: metrics as k6 custom metrics, sockets from k6/websockets, timers from k6/timers,
 // and the fleet layout (many devices per VU, stable ids, connects spread over a ramp, a hard stop at the end).
+import { owesReturn } from '../../core/device-rules.ts';
 import exec from 'k6/execution';
 import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 import { clearTimeout, setTimeout } from 'k6/timers';
@@ -152,12 +153,13 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
     for (let i = 0; i < devices.length; i++) frames += devices[i]!.takeFramesSent();
     if (frames) metrics.add('audio_frames', frames, {});
   };
-  // Connected devices per profile on persistent links (a per-wake channel owes no return after a fault).
+  // Connected devices per profile among those that owe a link back after a fault (core/device-rules.ts owesReturn).
+  const owes = devices.map((d) => owesReturn(dialectOf(d.profile, cfg.dialects)));
   const persistentConnected = () => {
     const m = new Map<string, number>();
     for (let i = 0; i < devices.length; i++) {
       const d = devices[i]!;
-      if (d.link.perWake) continue;
+      if (!owes[i]) continue;
       m.set(d.profile.name, (m.get(d.profile.name) ?? 0) + (d.connected ? 1 : 0));
     }
     return m;
