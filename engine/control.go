@@ -37,8 +37,11 @@ type startMsg struct {
 	Intake           Intake                     `json:"intake"`
 	Timing           Timing                     `json:"timing"`
 	Rules            Rules                      `json:"rules"`
-	Wake             WakeSchedule               `json:"wake"`
-	Audio            struct {
+	// Trace: send every frame the devices send and receive, and their log lines, beside the records, every traceEvery
+	// (`wakestorm try`; trace.go). At most maxTracedDevices devices.
+	Trace bool         `json:"trace"`
+	Wake  WakeSchedule `json:"wake"`
+	Audio struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
 		// hears as silence (core/audio-frames.ts decides, the engine does not judge audio itself).
 		PCMPath string            `json:"pcm_path"`
@@ -79,6 +82,9 @@ const flushEvery = time.Second
 // maxBatch bounds one batch's records: a server cannot make the engine or k6 buffer without end.
 const maxBatch = 200_000
 
+// maxTracedDevices bounds a traced start: a trace is for a person reading frames, not for a fleet.
+const maxTracedDevices = 16
+
 // maxDevicesPerSession bounds one start message.
 const maxDevicesPerSession = 100_000
 
@@ -118,6 +124,9 @@ func ascending(b []float64) bool {
 func refusal(m *startMsg) (map[string]*Dialect, error) {
 	if len(m.Devices) == 0 || len(m.Devices) > maxDevicesPerSession {
 		return nil, fmt.Errorf("a start names 1 to %d devices, got %d", maxDevicesPerSession, len(m.Devices))
+	}
+	if m.Trace && len(m.Devices) > maxTracedDevices {
+		return nil, fmt.Errorf("a traced start names at most %d devices, got %d", maxTracedDevices, len(m.Devices))
 	}
 	if !slices.Contains(capabilities.Wake, m.Wake.Mode) {
 		return nil, fmt.Errorf("the native engine does not run wake schedule %q: use --engine k6", m.Wake.Mode)
@@ -192,7 +201,13 @@ func (c *control) session(conn *websocket.Conn) {
 		endAt = received + m.EndInMs
 	}
 	clock := newLagClock(c.clock, endAt, m.TimerLagBoundsMs)
-	devices, err := buildDevices(&m, &Env{Clock: clock, Net: c.net, Sink: sink, EndAt: endAt})
+	env := &Env{Clock: clock, Net: c.net, Sink: sink, EndAt: endAt}
+	every := flushEvery
+	if m.Trace {
+		env.tracer = &tracer{clock: c.clock}
+		every = traceEvery
+	}
+	devices, err := buildDevices(&m, env)
 	if err != nil {
 		fail(err)
 		return
@@ -223,7 +238,7 @@ func (c *control) session(conn *websocket.Conn) {
 	bound := time.Duration(math.Max(m.EndInMs, 0)+30_000) * time.Millisecond
 	deadline := time.NewTimer(bound)
 	defer deadline.Stop()
-	tick := time.NewTicker(flushEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
@@ -231,7 +246,7 @@ func (c *control) session(conn *websocket.Conn) {
 			framesSent(devices, sink)
 			recs, dropped := sink.take()
 			if write(marshalBatch(recs, dropped, connectedBy(devices), clock.takeMaxMs(), clock.takeCounts(),
-				false)) != nil {
+				false, env.takeTrace())) != nil {
 				stopAll(devices)
 				return
 			}
@@ -239,7 +254,7 @@ func (c *control) session(conn *websocket.Conn) {
 			stopAll(devices)
 			framesSent(devices, sink)
 			recs, dropped := sink.take()
-			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, clock.takeCounts(), true))
+			_ = write(marshalBatch(recs, dropped, connectedBy(devices), 0, clock.takeCounts(), true, env.takeTrace()))
 			return
 		case <-deadline.C:
 			stopAll(devices)
@@ -265,7 +280,15 @@ func buildDevices(m *startMsg, env *Env) ([]*Device, error) {
 	for i, dv := range m.Devices {
 		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]
 		u := uplinks[uplinkKey(dl.Audio.Up, p.FrameBytes)]
-		devices[i] = NewDevice(dv.ID, dv.URL, p, dl, env, m.Seed, m.Wake, u, dv.Vars)
+		e := env
+		if env.tracer != nil {
+			// Each traced device gets its own view of the network and its own log, named by its id.
+			own := *env
+			own.Net = &traceNet{inner: env.Net, t: env.tracer, dev: dv.ID}
+			own.Log = func(line string) { env.tracer.add(dv.ID, "log", line) }
+			e = &own
+		}
+		devices[i] = NewDevice(dv.ID, dv.URL, p, dl, e, m.Seed, m.Wake, u, dv.Vars)
 	}
 	return devices, nil
 }

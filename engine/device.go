@@ -144,6 +144,8 @@ type Env struct {
 	// Log takes the lines the device says about itself (why it declared a link dead …), as core/device-env.ts log;
 	// nil: nobody listens.
 	Log func(line string)
+	// tracer collects the frame trace of a traced start (trace.go); nil: no trace.
+	tracer *tracer
 	// EndAt is the run's end on Clock (0: none known). The device observes until then, as a k6 device does (its VU
 	// stops there); after it only the end-of-run judgement records (see observing).
 	EndAt float64
@@ -549,17 +551,27 @@ func (d *Device) onText(b []byte) {
 	if json.Unmarshal(b, &msg) != nil || msg == nil {
 		return
 	}
+	step := d.message(msg, b)
+	if d.env.tracer != nil {
+		// The step this device acted on, in its own matching order: `try` labels the frame with it.
+		d.env.tracer.add(d.id, "step", step)
+	}
+}
+
+// message acts on a server message; it returns the step it took, "ignore" for one the dialect knows but the device
+// needed nothing from, or "" for one that matches nothing (counted as unmatched).
+func (d *Device) message(msg map[string]any, b []byte) string {
 	dl, vars := d.dialect, d.vars
 	if d.state == stHandshaking && dl.Recv.Ready.Matches(msg, vars) {
 		d.onReady(msg)
-		return
+		return "ready"
 	}
 	if dl.Recv.Ping != nil && dl.Recv.Ping.Matches(msg, vars) {
 		dl.Capture["ping"].Apply(msg, vars)
 		if d.profile.Keepalive.AnswerServerPings && dl.Send.Pong != nil && d.ws != nil {
 			d.ws.Send(dl.Send.Pong.Render(vars))
 		}
-		return
+		return "ping"
 	}
 	if dl.Recv.Pong != nil && dl.Recv.Pong.Matches(msg, vars) {
 		dl.Capture["pong"].Apply(msg, vars)
@@ -569,14 +581,19 @@ func (d *Device) onText(b []byte) {
 			d.pending = nil
 			d.clearTimer("pong")
 		}
-		return
+		return "pong"
 	}
-	if !d.conv.message(msg) && !dl.Known(msg, vars) {
-		t := msg[dl.TypeField]
-		// A copy of what the log line shows: b is the socket's read buffer, handed back to its pool when this returns
-		// (third_party/nbio/PATCHED.md), and the record is serialized at the next batch.
-		d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: bytes.Clone(b[:min(len(b), maxRawText)])})
+	if step := d.conv.message(msg); step != "" {
+		return step
 	}
+	if dl.Known(msg, vars) {
+		return "ignore"
+	}
+	t := msg[dl.TypeField]
+	// A copy of what the log line shows: b is the socket's read buffer, handed back to its pool when this returns
+	// (third_party/nbio/PATCHED.md), and the record is serialized at the next batch.
+	d.rec(Record{Name: "unmatched_messages", Value: 1, Type: t, Raw: bytes.Clone(b[:min(len(b), maxRawText)])})
+	return ""
 }
 
 // violation: the server broke the protocol in a way a device cannot take; counted by kind, the link closed.

@@ -479,3 +479,24 @@ func TestUnmatchedRecordOutlivesTheReadBuffer(t *testing.T) {
 		t.Fatalf("the record's text is not the message's: %q", text)
 	}
 }
+
+// A traced device says which step it acted on for each text frame, in its own matching order (`wakestorm try` labels
+// frames with it): the ready, a pong, a message the dialect ignores, one it does not know.
+func TestTracedDeviceLabelsEachTextWithItsStep(t *testing.T) {
+	r := newRig(t, recommended())
+	tr := &tracer{clock: r.clock}
+	r.d.env.tracer = tr
+	r.connect(t)
+	r.msg(map[string]any{"type": "pong", "id": 1})
+	r.msg(map[string]any{"type": "llm_response", "text": "x"})
+	r.msg(map[string]any{"type": "surprise"})
+	var steps []string
+	for _, e := range tr.take() {
+		if e[2] == "step" {
+			steps = append(steps, e[3].(string))
+		}
+	}
+	if want := []string{"ready", "pong", "ignore", ""}; !slices.Equal(steps, want) {
+		t.Fatalf("steps %q, want %q", steps, want)
+	}
+}

@@ -153,8 +153,9 @@ func scalar(v any) any {
 
 // marshalBatch is the batch message: records, connected devices per profile, the engine's own timer lag (the latest
 // timer, and how many fired in each lag bucket).
+// trace is the frame trace since the last batch (trace.go), nil when the start asked for none.
 func marshalBatch(recs []wireRecord, dropped int, connected map[string]int, lagMs float64, lagCounts []int64,
-	final bool) []byte {
+	final bool, trace [][]any) []byte {
 	typ := "batch"
 	if final {
 		typ = "stopped"
@@ -162,6 +163,9 @@ func marshalBatch(recs []wireRecord, dropped int, connected map[string]int, lagM
 	m := map[string]any{"type": typ, "records": recs, "dropped": dropped, "connected": connected, "lag_ms": lagMs}
 	if lagCounts != nil {
 		m["lag_counts"] = lagCounts
+	}
+	if trace != nil {
+		m["trace"] = trace
 	}
 	b, _ := json.Marshal(m)
 	return b

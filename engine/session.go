@@ -249,23 +249,26 @@ func (c *conversation) linkLost(code int, wasConnected, final bool) {
 }
 
 // message takes a server message that is not the link's own; false when no step of the conversation took it.
-func (c *conversation) message(msg map[string]any) bool {
+// message acts on a server message in the conversation; it returns the step it took ("" when none).
+func (c *conversation) message(msg map[string]any) string {
 	s := c.s
 	if s == nil {
-		return false
+		return ""
 	}
 	dl, vars := c.d.dialect, c.d.vars
 	if !s.hasID {
 		if dl.Recv.Ack != nil && dl.Recv.Ack.Matches(msg, vars) {
 			dl.Capture["ack"].Apply(msg, vars)
 			c.acknowledged(s)
-			return true
+			return "ack"
 		}
-		return false
+		return ""
 	}
 	now := c.now()
+	step := ""
 	switch {
 	case dl.Recv.Transcript != nil && dl.Recv.Transcript.Matches(msg, vars):
+		step = "transcript"
 		s.heardAt = now
 		if s.stage == "listening" || s.stage == "thinking" {
 			c.endpointed(s, now)
@@ -275,6 +278,7 @@ func (c *conversation) message(msg map[string]any) bool {
 		}
 		c.d.clearTimer("audio")
 	case dl.Recv.ReplyStart.Matches(msg, vars):
+		step = "reply_start"
 		s.heardAt = now
 		if s.stage == "listening" || s.stage == "thinking" {
 			c.endpointed(s, now)
@@ -288,6 +292,7 @@ func (c *conversation) message(msg map[string]any) bool {
 		c.d.clearTimer("audio")
 		c.d.clearTimer("playback")
 	case dl.Recv.ReplyEnd.Matches(msg, vars):
+		step = "reply_end"
 		s.heardAt = now
 		if s.barging {
 			reason := "barged_in"
@@ -295,7 +300,7 @@ func (c *conversation) message(msg map[string]any) bool {
 				reason = ""
 			}
 			c.bargeOver(s, reason)
-			return true
+			return step
 		}
 		dl.Capture["reply_end"].Apply(msg, vars)
 		if end, ok := c.d.env.Rules.number(vars["reply_bytes"]); ok {
@@ -307,6 +312,7 @@ func (c *conversation) message(msg map[string]any) bool {
 		c.judgeReply(s, now)
 		c.schedulePlaybackDone(s)
 	case dl.Recv.SessionEnd != nil && dl.Recv.SessionEnd.Matches(msg, vars):
+		step = "session_end"
 		s.heardAt = now
 		if s.barging {
 			c.recordBargeIn(s)
@@ -319,13 +325,14 @@ func (c *conversation) message(msg map[string]any) bool {
 		r = c.d.env.Rules.endReason(r)
 		c.sessionOver(r)
 	case dl.Recv.Error != nil && dl.Recv.Error.Matches(msg, vars):
+		step = "error"
 		s.heardAt = now
 		dl.Capture["error"].Apply(msg, vars)
 		c.d.rec(Record{Name: "protocol_errors", Value: 1, ErrorCode: vars["error_code"]})
 	default:
-		return false
+		return ""
 	}
-	return true
+	return step
 }
 
 func (c *conversation) endpointed(s *session, now float64) {

@@ -1,6 +1,8 @@
 // `wakestorm try`: one device, one conversation, against a running server, every step printed: what the device sent,
-// what came back and which step of the dialect it matched, the timings, and where it stalled. The device is the same
-// state machine a run uses (core/device.ts), on Node's clock; a dialect is debugged here before a fleet runs it.
+// what came back and which step of the dialect it matched, the timings, and where it stalled. The device is the one a
+// run uses: the native engine by default (its frame trace, engine/trace.go, and its records as k6 would record them),
+// or with --engine k6 the TypeScript device (core/device.ts) on Node's clock; a dialect is debugged here before a
+// fleet runs it.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../core/device.ts';
@@ -10,7 +12,11 @@ import { WakestormError } from '../core/errors.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
 import { parseProfileMix, type Profile } from '../core/profiles.ts';
 import { checkProfileAgainstDialect, isLoopbackUrl, overrideBackoff } from '../core/run-config.ts';
-import { nodeDeviceEnv, wsSocket } from './node-devices.ts';
+import WebSocket from 'ws';
+import { engineStart, EngineRecords, type EngineRecord } from '../core/engine-contract.ts';
+import { DEFAULT_DIALECT } from '../core/dialect.ts';
+import { engineCapabilities, engineRefusal, startEngine, type DeviceEngine } from './engine.ts';
+import { nodeAudio, nodeDeviceEnv, wsSocket } from './node-devices.ts';
 import { ROOT } from './run.ts';
 
 export interface TryOptions {
@@ -20,6 +26,8 @@ export interface TryOptions {
   token?: string;
   backoff?: string;
   seed?: string;
+  /** Which device talks: the native engine (default) or the TypeScript device (k6's). */
+  engine?: DeviceEngine;
   /** Give up after this long (ms) with the step it stalled at. */
   timeoutMs?: number;
   out?: (line: string) => void;
@@ -76,7 +84,9 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   if (o.backoff) profile = overrideBackoff([{ profile, weight: 1 }], o.backoff, '--backoff')[0]!.profile;
   checkProfileAgainstDialect(profile, dialect);
   const t0 = Date.now();
-  const at = () => `+${String(Date.now() - t0).padStart(6)} ms`;
+  // Engine events carry their own time (the engine's clock is Unix ms); the TypeScript device's are now.
+  let eventAt: number | null = null;
+  const at = () => `+${String(Math.round((eventAt ?? Date.now()) - t0)).padStart(6)} ms`;
   const timeoutMs = o.timeoutMs ?? 45_000;
   out(
     `wakestorm try: one ${profile.name} device, dialect ${dialect.name}, against ${o.serverUrl} (gives up after ${timeoutMs / 1000} s)`,
@@ -143,75 +153,125 @@ export async function tryConversation(o: TryOptions): Promise<number> {
       }
     },
   };
-  // Every frame through a logging socket: text in full (shortened), audio counted.
-  const openSocket = (url: string, headers: Record<string, string>): SocketLike => {
-    const shown = Object.keys(headers).length ? ` headers: ${Object.keys(headers).join(', ')}` : '';
-    out(`${at()}  connect ${url.replace(/([?&](token|resume)=)[^&]+/g, '$1…')}${shown}`);
-    const ws = wsSocket(url, headers);
-    const wrapped: SocketLike = Object.create(ws) as SocketLike;
-    wrapped.send = (data) => {
-      if (typeof data === 'string') {
-        flushAudio();
-        out(`${at()}  → ${short(data)}`);
-      } else upAudio++;
-      ws.send(data);
-    };
-    ws.onopen = () => {
+  // Every frame, whichever device talks: text in full (shortened) with the step it matched, audio counted.
+  const view = {
+    connect(url: string, headerNames: string[]) {
+      const shown = headerNames.length ? ` headers: ${headerNames.join(', ')}` : '';
+      out(`${at()}  connect ${url.replace(/([?&](token|resume)=)[^&]+/g, '$1…')}${shown}`);
+    },
+    open() {
       seen.open = true;
       out(`${at()}  socket open`);
-      wrapped.onopen?.();
-    };
-    ws.onmessage = (ev) => {
-      if (typeof ev.data === 'string') {
-        flushAudio();
-        let msg: unknown = null;
-        try {
-          msg = JSON.parse(ev.data);
-        } catch {
-          /* shown as not JSON */
-        }
-        const step = msg && typeof msg === 'object' ? stepOf(dialect, msg, vars) : null;
-        if (step === 'ready') seen.ready = true;
-        if (step === 'ack') seen.acked = true;
-        lastServer = short(ev.data, 100);
-        out(`${at()}  ← ${short(ev.data)}  [${msg === null ? 'not JSON' : (step ?? 'no step')}]`);
-      } else {
-        downAudio++;
-        seen.replyAudio = true;
-      }
-      wrapped.onmessage?.(ev);
-    };
-    ws.onclose = (ev) => {
+    },
+    send(text: string) {
       flushAudio();
-      out(`${at()}  closed ${ev.code ?? '(no code)'}`);
-      wrapped.onclose?.(ev);
-    };
-    ws.onerror = (ev) => wrapped.onerror?.(ev);
-    return wrapped;
+      out(`${at()}  → ${short(text)}`);
+    },
+    recv(text: string, step: string | null) {
+      flushAudio();
+      if (step === 'ready') seen.ready = true;
+      if (step === 'ack') seen.acked = true;
+      lastServer = short(text, 100);
+      out(`${at()}  ← ${short(text)}  [${step ?? 'no step'}]`);
+    },
+    closed(code: number | undefined) {
+      flushAudio();
+      out(`${at()}  closed ${code ?? '(no code)'}`);
+    },
+  };
+  const isJson = (text: string): unknown => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return undefined;
+    }
   };
   const wake: WakeSchedule = { mode: 'once', interval_ms: 0, first_min_ms: 500, first_max_ms: 500 };
-  const env = nodeDeviceEnv('try-1', metrics, o.seed ?? '1', { openSocket, warn: () => {} });
-  const device = new Device(
-    {
-      id: 'try-1',
-      baseUrl: o.serverUrl.replace(/\/+$/, ''),
-      token: o.token,
-      profile,
-      dialect,
-      wake,
-      connectTimeoutMs: 10_000,
-    },
-    env,
-  );
-  vars = device.vars;
-  device.start(0);
+  const engine = o.engine ?? 'native';
+  let stopDevice: () => Promise<void>;
+  if (engine === 'k6') {
+    // The TypeScript device (k6's), on Node's clock: labels by the dialect's step order (stepOf).
+    const openSocket = (url: string, headers: Record<string, string>): SocketLike => {
+      view.connect(url, Object.keys(headers));
+      const ws = wsSocket(url, headers);
+      const wrapped: SocketLike = Object.create(ws) as SocketLike;
+      wrapped.send = (data) => {
+        if (typeof data === 'string') view.send(data);
+        else upAudio++;
+        ws.send(data);
+      };
+      ws.onopen = () => {
+        view.open();
+        wrapped.onopen?.();
+      };
+      ws.onmessage = (ev) => {
+        if (typeof ev.data === 'string') {
+          const msg = isJson(ev.data);
+          const step = msg && typeof msg === 'object' ? stepOf(dialect, msg, vars) : null;
+          view.recv(ev.data, msg === undefined ? 'not JSON' : step);
+        } else {
+          downAudio++;
+          seen.replyAudio = true;
+        }
+        wrapped.onmessage?.(ev);
+      };
+      ws.onclose = (ev) => {
+        view.closed(ev.code);
+        wrapped.onclose?.(ev);
+      };
+      ws.onerror = (ev) => wrapped.onerror?.(ev);
+      return wrapped;
+    };
+    const env = nodeDeviceEnv('try-1', metrics, o.seed ?? '1', { openSocket, warn: () => {} });
+    const device = new Device(
+      {
+        id: 'try-1',
+        baseUrl: o.serverUrl.replace(/\/+$/, ''),
+        token: o.token,
+        profile,
+        dialect,
+        wake,
+        connectTimeoutMs: 10_000,
+      },
+      env,
+    );
+    vars = device.vars;
+    device.start(0);
+    stopDevice = () => Promise.resolve(device.stop());
+  } else {
+    stopDevice = await tryOnEngine(o, profile, dialect, wake, timeoutMs, {
+      metrics,
+      event: (t, kind, a) => {
+        eventAt = t;
+        if (kind === 'connect') view.connect(a[0] as string, a[1] as string[]);
+        else if (kind === 'open') view.open();
+        else if (kind === 'send') view.send(a[0] as string);
+        else if (kind === 'send_binary') upAudio++;
+        else if (kind === 'recv') {
+          const step = a[1] as string | undefined;
+          view.recv(
+            a[0] as string,
+            step === undefined ? (isJson(a[0] as string) === undefined ? 'not JSON' : null) : step || null,
+          );
+        } else if (kind === 'recv_binary') {
+          downAudio++;
+          seen.replyAudio = true;
+        } else if (kind === 'closed') view.closed(a[0] as number);
+        eventAt = null;
+      },
+      failed: (line) => {
+        failure = line;
+        finish();
+      },
+    });
+  }
   const timer = setTimeout(finish, timeoutMs);
   await done;
   clearTimeout(timer);
   // A per-wake channel closes after its reply: let the last frames print.
   await new Promise((r) => setTimeout(r, 200));
+  await stopDevice();
   flushAudio();
-  device.stop();
   // Completed as the user hears it: the session ended complete, a reply was heard, whole and smooth.
   if (outcome === 'completed' && seen.heard && seen.whole && !seen.unmatched) {
     out(`wakestorm try: the conversation completed in ${Date.now() - t0} ms`);
@@ -239,4 +299,101 @@ export async function tryConversation(o: TryOptions): Promise<number> {
           : 'the reply never ended as the dialect says (recv.reply_end, recv.session_end)';
   out(`wakestorm try: stalled: ${failure || where}${lastServer ? `; the last server message: ${lastServer}` : ''}`);
   return 1;
+}
+
+interface EngineView {
+  metrics: MetricSink;
+  /** A trace event: its time (Unix ms), kind and details (engine/trace.go); a `recv` gets its step as a second detail. */
+  event: (t: number, kind: string, detail: unknown[]) => void;
+  /** The engine refused the start or went away. */
+  failed: (line: string) => void;
+}
+
+/**
+ * Runs the one device in the native engine, as a run does: the engine started for this command, the start built by
+ * core/engine-contract.ts with its frame trace on, the records turned into metrics by the code k6 uses. Resolves with
+ * the device's stop once the engine has it.
+ */
+async function tryOnEngine(
+  o: TryOptions,
+  profile: Profile,
+  dialect: Dialect,
+  wake: WakeSchedule,
+  timeoutMs: number,
+  v: EngineView,
+): Promise<() => Promise<void>> {
+  const why = engineRefusal(engineCapabilities(), {
+    wake: wake.mode,
+    lifecycles: [dialect.lifecycle],
+    audio: [dialect.audio.up, dialect.audio.down].map((a) => `${a.codec}/${a.framing}`),
+  });
+  if (why) throw new TryError(`${why.replace(/use --engine k6/, 'try --engine k6')}`);
+  const engine = await startEngine();
+  const now = Date.now();
+  const cfg = {
+    devices: 1,
+    profiles: [{ profile, weight: 1 }],
+    dialects: { [profile.dialect ?? DEFAULT_DIALECT]: dialect },
+    rampMs: 0,
+    idPrefix: 'try',
+    targetUrls: [o.serverUrl.replace(/\/+$/, '')],
+    token: o.token,
+    seed: o.seed ?? '1',
+    wake,
+    durationMs: timeoutMs + 5000,
+  };
+  const paths = { pcm: join(ROOT, 'audio', 'utterance.pcm'), opus: join(ROOT, 'audio', 'utterance.opus') };
+  const start = { ...engineStart(cfg, nodeAudio(), paths, 0, 1, now, now), trace: true };
+  const records = new EngineRecords({ metrics: v.metrics, phase: () => 'steady', warn: () => {} });
+  const ws = new WebSocket(engine.url);
+  let stopped: () => void = () => {};
+  const gone = new Promise<void>((r) => (stopped = r));
+  let pending: { t: number; detail: unknown[]; held: [number, string, unknown[]][] } | null = null;
+  const flush = (step: unknown) => {
+    const p = pending!;
+    pending = null;
+    v.event(p.t, 'recv', step === undefined ? p.detail : [...p.detail, step]);
+    for (const [t, kind, detail] of p.held) v.event(t, kind, detail);
+  };
+  engine.onExit((m) => v.failed(m));
+  ws.on('open', () => ws.send(JSON.stringify(start)));
+  ws.on('error', (e) => v.failed(`the device engine's control socket failed: ${e.message}`));
+  ws.on('close', () => stopped());
+  ws.on('message', (data: Buffer) => {
+    const m = JSON.parse(data.toString()) as {
+      type: string;
+      message?: string;
+      records?: EngineRecord[];
+      trace?: unknown[][];
+    };
+    if (m.type === 'error') return v.failed(m.message ?? 'the device engine refused the start');
+    for (const [t, , kind, ...detail] of m.trace ?? []) {
+      // A text frame's step is the device's own: the `step` event that follows its processing (maybe in the next
+      // batch). What the device sent while processing it comes between and is shown after it.
+      if (kind === 'step') {
+        if (pending) flush(detail[0]);
+        continue;
+      }
+      if (pending && kind !== 'recv') {
+        pending.held.push([t as number, kind as string, detail]);
+        continue;
+      }
+      if (pending) flush(undefined);
+      if (kind === 'recv') pending = { t: t as number, detail, held: [] };
+      else v.event(t as number, kind as string, detail);
+    }
+    for (const r of m.records ?? []) records.record(r);
+    if (m.type === 'stopped') {
+      if (pending) flush(undefined);
+      ws.close();
+    }
+  });
+  return async () => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'stop' }));
+    else ws.terminate();
+    const bound = new Promise<void>((r) => setTimeout(r, 3000).unref());
+    await Promise.race([gone, bound]);
+    ws.terminate();
+    await engine.stop();
+  };
 }

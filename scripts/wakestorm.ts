@@ -529,10 +529,6 @@ addFleetOptions(
     throw new ConfigError(
       '--timeline: try talks to the server directly, with no Toxiproxy in between; run a timeline with wakestorm run',
     );
-  if (o.engine)
-    throw new ConfigError(
-      '--engine: try runs its one device in Node; the device engine is for wakestorm run and capacity',
-    );
   const { tryConversation } = await import('./try.ts');
   const { resolveTokenFlags } = await import('./run.ts');
   process.exitCode = await tryConversation({
@@ -541,6 +537,7 @@ addFleetOptions(
     profile: o.profile,
     backoff: o.backoff,
     seed: o.seed,
+    engine: o.engine,
     token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined,
   });
 });

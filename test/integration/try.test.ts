@@ -48,6 +48,27 @@ describe('wakestorm try', () => {
     });
   }
 
+  it('runs the device a run runs: the native engine by default, the k6 device with --engine k6, the same steps', async () => {
+    const steps = (out: string) => [...out.matchAll(/←.*\[([a-z_ ]+)\]$/gm)].map((m) => m[1]);
+    const native = await runCli(['try', '--server-url', server.wsUrl], { timeoutMs: 60_000 });
+    const k6 = await runCli(['try', '--server-url', server.wsUrl, '--engine', 'k6'], { timeoutMs: 60_000 });
+    assert.equal(native.code, 0, native.stdout + native.stderr);
+    assert.equal(k6.code, 0, k6.stdout + k6.stderr);
+    // The engine's ids (try-0) are not the k6 device's (try-1): the engine's own start named the device.
+    assert.match(native.stdout, /connect ws:\/\/[^ ]+\/ws\/try-0/);
+    assert.match(k6.stdout, /connect ws:\/\/[^ ]+\/ws\/try-1/);
+    assert.deepEqual(steps(native.stdout), steps(k6.stdout));
+    assert.deepEqual(steps(native.stdout), [
+      'ready',
+      'ack',
+      'transcript',
+      'ignore',
+      'reply_start',
+      'reply_end',
+      'session_end',
+    ]);
+  });
+
   it("completes the README's user dialect against the server that speaks it", async () => {
     const d = file('acme.json', readmeDialect());
     const key = file('key.txt', 'acme-key-1234\n');
