@@ -289,9 +289,18 @@ export class Conversation implements LinkOwner {
   /** The server showed it heard the end of speech: the endpointing part of the user's wait is over. */
   private endpointed(s: ActiveSession, now: number): void {
     if (s.endpointedAt !== null) return;
-    // The server ended speech before the device's last voiced frame (it cut the user off): its end is the end.
-    if (s.eosAt === null || s.eosAt > now) s.eosAt = now;
     s.endpointedAt = now;
+    if (s.eosAt === null) {
+      // The server answered before the device's last voiced frame: it cut the user off, and nobody waited for this
+      // answer. No latency is timed for the session; it counts as an early reply, with how far into the speech it came.
+      const speech = this.uplink().lastVoiced + 1;
+      const sent = Math.min(s.frame, speech);
+      const tags = this.ctx.outcomeTags(s.turnAt, now);
+      this.ctx.env.metrics.add('early_replies', 1, tags);
+      this.ctx.env.metrics.add('early_reply_speech', speech > 0 ? (sent / speech) * 100 : 0, tags);
+      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} answered after ${sent} of ${speech} speech frames`);
+      return;
+    }
     this.ctx.trendSpan('endpointing_latency', s.eosAt, now);
   }
 

@@ -13,6 +13,13 @@ export const DEVICE_METRICS = {
   endpointing_latency: 'trend',
   /** The server's first sign it heard the end of speech to the first reply audio (the rest of response_latency). */
   processing_latency: 'trend',
+  /**
+   * The server answered (a transcript, a reply's start or its audio) before the device had sent its last voiced frame:
+   * it cut the user off. No latency is timed for such a session (nobody waited for that answer); tagged chaos.
+   */
+  early_replies: 'counter',
+  /** How much of the utterance's speech frames the device had sent when an early reply came, %. */
+  early_reply_speech: 'trend',
   reconnect_time: 'trend',
   disconnect_detect_time: 'trend',
   ping_rtt: 'trend',

@@ -81,6 +81,15 @@ export const DEFAULT_SLOS: Slo[] = [
       "voice-to-voice in steady state: the end of the user's speech to the first reply audio, the server's endpointing included, ms",
   },
   {
+    name: 'early_replies',
+    metric: 'early_replies{chaos:steady}',
+    aggregation: 'count',
+    op: '==',
+    target: 0,
+    description:
+      'answers in steady state that began before the device finished its utterance (the server cut the user off); never timed as latency',
+  },
+  {
     name: 'reply_stutter_rate',
     metric: 'reply_stutter{chaos:steady}',
     aggregation: 'rate',

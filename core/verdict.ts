@@ -78,6 +78,7 @@ const PHASE: Record<string, string> = {
   response_latency: 'reply',
   endpointing_latency: 'endpointing',
   processing_latency: 'reply',
+  early_replies: 'reply',
   reply_stutter: 'playback',
   playback_stall_time: 'playback',
   reply_truncated: 'playback',
@@ -108,7 +109,12 @@ function repliesOwed(d: SummaryData, metric: string): number {
 const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]> = {
   wake_ack_latency: [(d) => count(d, 'wakes'), 'wakes', 'acknowledged'],
   wake_success: [(d) => count(d, 'wakes'), 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
-  response_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'replies heard'],
+  // A session answered early (early_replies) owes no latency: nobody waited for that answer, and it fails on its own.
+  response_latency: [
+    (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies')),
+    'sessions started and not answered early',
+    'replies heard',
+  ],
   session_drop_rate: [(d) => count(d, 'wakes'), 'wakes', 'sessions started'],
   // Links lost that had to come back: not those of devices that gave up or stop by design, nor those lost too late.
   reconnect_time: [
@@ -132,7 +138,11 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   reply_stutter: [(d) => repliesOwed(d, 'reply_stutter'), 'sessions completed', 'replies judged'],
   reply_truncated: [(d) => repliesOwed(d, 'reply_truncated'), 'sessions completed', 'replies judged'],
   playback_stall_time: [(d) => repliesOwed(d, 'playback_stall_time'), 'sessions completed', 'replies judged'],
-  endpointing_latency: [(d) => count(d, 'sessions_started'), 'sessions started', 'endpointed'],
+  endpointing_latency: [
+    (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies')),
+    'sessions started and not answered early',
+    'endpointed',
+  ],
 };
 
 /** SLO metrics whose breach a server message the dialect does not match can explain (the conversation stalled). */
@@ -325,6 +335,13 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
       );
   }
   // Where the user's wait went: the server's endpointing, and the rest.
+  if (base === 'early_replies') {
+    const at = data.metrics.early_reply_speech?.values['p(50)'];
+    if (typeof at === 'number')
+      out.push(
+        `the server answered before the user finished speaking: a median ${at.toFixed(0)}% into the utterance's speech (the server, not the network: its endpointing or its answer to the wake itself)`,
+      );
+  }
   if (base === 'response_latency') {
     const p = (m: string) => data.metrics[m]?.values['p(95)'];
     const ep = p('endpointing_latency');

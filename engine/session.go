@@ -339,10 +339,24 @@ func (c *conversation) endpointed(s *session, now float64) {
 	if s.endpointed {
 		return
 	}
-	if !s.hasEos || s.eosAt > now {
-		s.eosAt, s.hasEos = now, true
-	}
 	s.endpointedAt, s.endpointed = now, true
+	if !s.hasEos {
+		// The server answered before the device's last voiced frame: it cut the user off, and nobody waited for this
+		// answer. No latency is timed for the session; it counts as an early reply, with how far into the speech.
+		speech := 0
+		if c.uplink != nil {
+			speech = c.uplink.LastVoiced + 1
+		}
+		sent := min(s.frame, speech)
+		pct := 0.0
+		if speech > 0 {
+			pct = float64(sent) / float64(speech) * 100
+		}
+		c.span("early_replies", 1, s.turnAt, now)
+		c.span("early_reply_speech", pct, s.turnAt, now)
+		c.d.log(fmt.Sprintf("session %s answered after %d of %d speech frames", s.name(), sent, speech))
+		return
+	}
 	c.span("endpointing_latency", now-s.eosAt, s.eosAt, now)
 }
 

@@ -32,7 +32,12 @@ export type Bug =
   /** Calls the reply's start `audio_stream_start` (a protocol the dialect does not speak). */
   | 'rename-reply-start'
   /** After losing most of its connections at once (a cut), refuses every upgrade with 503 for `downAfterLossMs`. */
-  | 'no-recovery';
+  | 'no-recovery'
+  /**
+   * Answers the wake word itself (as a server that takes xiaozhi's `listen detect` text for a user turn): a short reply
+   * right after session_started, while the user is still speaking; the real reply follows later.
+   */
+  | 'early-reply';
 
 export const BUGS: Bug[] = [
   'no-wake-ack',
@@ -47,6 +52,7 @@ export const BUGS: Bug[] = [
   'short-reply',
   'rename-reply-start',
   'no-recovery',
+  'early-reply',
 ];
 
 /** How much slower than real time stutter-reply streams the reply's audio. */
@@ -179,6 +185,15 @@ export async function startBuggyServer(opts: BuggyOptions = {}): Promise<BuggySe
         }
         toClient(text, false);
         if (m?.type === 'session_end') slow = false;
+        if (m?.type === 'session_started' && bugs.has('early-reply')) {
+          const sid = m.session_id as string;
+          toClient(
+            JSON.stringify({ type: 'tts_stream_start', session_id: sid, sample_rate: 16000, bytes: 3200 }),
+            false,
+          );
+          toClient(Buffer.alloc(3200), true);
+          toClient(JSON.stringify({ type: 'tts_stream_end', session_id: sid, chunks: 1, bytes: 3200 }), false);
+        }
         return;
       }
       const bytes = Array.isArray(data) ? data.reduce((a, b) => a + b.length, 0) : (data as Buffer).length;

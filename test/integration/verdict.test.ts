@@ -171,6 +171,7 @@ describe('the default gate against server bugs', () => {
     stutter: () => gate(['stutter-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
     short: () => gate(['short-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
     renamed: () => gate(['rename-reply-start'], [...SMOKE, '--profile', 'recommended'], FAST),
+    earlyReply: () => gate(['early-reply'], [...SMOKE, '--profile', 'recommended'], FAST),
     // A server that waits 1.2 s of silence before it calls the speech over: the user waits for it, so the latency must
     // show it. esp32-hotpin leaves the end of speech to the server's VAD (an explicit end would cut the wait short).
     slowEndpointing: () => gate([], [...SMOKE, '--profile', 'esp32-hotpin'], { ...FAST, vadSilenceMs: 1200 }),
@@ -185,6 +186,16 @@ describe('the default gate against server bugs', () => {
   });
 
   it('passes the healthy server with every profile the bugs below hurt', () => assertPasses(o.healthy));
+
+  it('fails a server that answers the wake word before the user speaks on early_replies, never as a fast reply', () => {
+    assertFails(o.earlyReply, 'early_replies', /answered before the user finished speaking: a median \d+% into/);
+    // The early answers are timed for nothing: the only response samples are the real replies, after the speech.
+    const summary = JSON.parse(readFileSync(join(o.earlyReply.dir, 'summary.json'), 'utf8')) as {
+      metrics: Record<string, { values: Record<string, number> } | undefined>;
+    };
+    const resp = summary.metrics['response_latency{chaos:steady}']?.values;
+    assert.ok(!resp || resp.min! > 100, `a response sample from an early answer: ${JSON.stringify(resp)}`);
+  });
 
   it('fails a server that never acknowledges a wake on wake_success, in the wake phase', () => {
     assertFails(o.noWakeAck, 'wake_success', /profile recommended 0%.*phase wake/);

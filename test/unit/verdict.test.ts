@@ -55,13 +55,26 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.exit_code, 0);
     assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
-    assert.match(j.headline, /PASS \(11 SLOs met, 4 n\/a\)/);
+    assert.match(j.headline, /PASS \(12 SLOs met, 4 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
-    assert.match(xml, /tests="16" failures="0" errors="0" skipped="4"/);
+    assert.match(xml, /tests="17" failures="0" errors="0" skipped="4"/);
     assert.match(
       xml,
       /<skipped message="reconnect_time\{chaos:steady\}: n\/a, no links lost with time to come back in this run"\/>/,
     );
+  });
+
+  it('fails a server that answers before the user finished speaking, naming how far into the speech', () => {
+    const d = healthy();
+    d.metrics['early_replies{chaos:steady}'] = counter(3);
+    d.metrics['early_replies{chaos:steady,profile:xiaozhi-esp32}'] = counter(3);
+    d.metrics.early_reply_speech = trend(4, 3);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'fail');
+    const r = j.slos.find((x) => x.name === 'early_replies')!;
+    assert.equal(r.status, 'fail');
+    assert.match(r.culprits.join('; '), /answered before the user finished speaking: a median 2% into the utterance/);
+    assert.match(r.culprits.join('; '), /profile xiaozhi-esp32 3/);
   });
 
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
