@@ -6,7 +6,7 @@ import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import { OPUS_FRAME_MS, type OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
 import type { Phase } from './phases.ts';
-import type { Profile } from './profiles.ts';
+import { DEFAULT_WAKE_WORD, type Profile } from './profiles.ts';
 
 /** The browser-like socket both k6/websockets and the Node adapter provide. */
 export interface SocketLike {
@@ -111,7 +111,7 @@ export function deviceVars(id: string, profile: Profile, dialect: Dialect): Vars
     // A locally administered unicast MAC (02:…) and a version-4-shaped UUID, both stable per device id.
     mac: `02:${hex(a >>> 24, 2)}:${hex(a >>> 16, 2)}:${hex(a >>> 8, 2)}:${hex(a, 2)}:${hex(b, 2)}`,
     client_id: `${hex(a, 8)}-${hex(b >>> 16, 4)}-4${hex(b, 3)}-8${hex(a ^ b, 3)}-${hex(Math.imul(a, 31) >>> 0, 8)}${hex(b >>> 8, 4)}`,
-    wake_word: 'hey wakestorm',
+    wake_word: profile.wake_word ?? DEFAULT_WAKE_WORD,
     listen_mode: profile.end_of_speech === 'vad' ? 'auto' : 'manual',
     codec: dialect.audio.up.codec,
     // One uplink frame's duration: 60 ms Opus packets, or the profile's PCM frame.

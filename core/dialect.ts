@@ -747,7 +747,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
 // ---- where dialects come from ----
 
 /** The dialects wakestorm ships, as JSON files in core/dialects/ (the repository path each runtime reads). */
-export const SHIPPED_DIALECTS = ['wakestorm', 'xiaozhi'] as const;
+export const SHIPPED_DIALECTS = ['wakestorm', 'xiaozhi', 'xiaozhi-button'] as const;
 export const DEFAULT_DIALECT = 'wakestorm';
 
 function shippedDialectPath(name: string): string {

@@ -55,7 +55,16 @@ export interface Profile {
    * speaks again (a follow-up turn, no wake word: `follow_ups`) or the link ends: xiaozhi's auto mode.
    */
   after_reply?: 'idle' | 'listen';
+  /**
+   * The words the user says to wake the device, as the dialect's wake message carries them ({wake_word}: xiaozhi's
+   * `listen detect` text). A server that takes them for a question answers before the user speaks (early_replies).
+   * Default: DEFAULT_WAKE_WORD.
+   */
+  wake_word?: string;
 }
+
+/** The wake word of a profile that names none. */
+export const DEFAULT_WAKE_WORD = 'hey wakestorm';
 
 const base = {
   keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
@@ -130,6 +139,23 @@ export const PROFILES: Record<string, Profile> = {
     end_of_speech: 'vad',
     playback_prebuffer_ms: 120,
     after_reply: 'listen',
+    // The firmware's default wake word (its wake-word model, "ni hao xiao zhi"): what a xiaozhi server expects in
+    // listen detect, not a question.
+    wake_word: '你好小智',
+  },
+  // The same firmware with a push-to-talk button (manual listening): no wake word, so no listen detect; the button's
+  // release ends the speech (listen stop), and after the reply the channel closes until the next press.
+  'xiaozhi-esp32-button': {
+    ...base,
+    name: 'xiaozhi-esp32-button',
+    dialect: 'xiaozhi-button',
+    connect: 'hello',
+    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+    liveness: { detect: 'silence', timeout_ms: 120_000, check_ms: 1000 },
+    reconnect: { policy: 'fixed', base_ms: 1000, cap_ms: 1000, max_attempts: 0, on: 'always' },
+    frame_bytes: 1920,
+    end_of_speech: 'explicit',
+    playback_prebuffer_ms: 120,
   },
   recommended: {
     ...base,
@@ -244,6 +270,13 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
     where,
     'after_reply',
     '"idle" or "listen"',
+  );
+  need(
+    o.wake_word === undefined ||
+      (typeof o.wake_word === 'string' && /^[^\p{Cc}]{1,64}$/u.test(o.wake_word) && o.wake_word.trim() !== ''),
+    where,
+    'wake_word',
+    '1-64 characters, no control characters',
   );
   need(
     o.dialect === undefined || (typeof o.dialect === 'string' && o.dialect.length > 0 && o.dialect.length <= 300),
