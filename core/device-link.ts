@@ -291,7 +291,9 @@ export class Link {
       this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
       const p = env.firstFrameProbe;
       if (byHello && d.send.hello) ws.send(render(d.send.hello, vars));
-      else if (p?.armed) {
+      // A dialect with no ready message: the link is up when the socket opens (after its hello, if any).
+      if (d.recv.ready === null) this.onReady({});
+      else if (!(byHello && d.send.hello) && p?.armed) {
         p.opened();
         ws.onpong = () => {
           if (ws !== this.ws || heard || pongFirst) return;
@@ -604,7 +606,7 @@ export class Link {
     if (msg === null || typeof msg !== 'object') return;
     const { recv, send, capture: cap } = this.ctx.dialect;
     const { vars } = this.ctx;
-    if (this.state === 'handshaking' && matches(recv.ready, msg, vars)) return this.onReady(msg);
+    if (this.state === 'handshaking' && recv.ready && matches(recv.ready, msg, vars)) return this.onReady(msg);
     if (recv.ping && matches(recv.ping, msg, vars)) {
       capture(cap.ping, msg, vars);
       if (this.ctx.profile.keepalive.answer_server_pings && send.pong && this.ws) this.ws.send(render(send.pong, vars));

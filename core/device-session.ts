@@ -230,7 +230,7 @@ export class Conversation implements LinkOwner {
     const { recv, capture: cap } = this.ctx.dialect;
     const { vars } = this.ctx;
     if (s.id === null) {
-      if (recv.ack !== 'ready' && matches(recv.ack, msg, vars)) {
+      if (recv.ack && recv.ack !== 'ready' && matches(recv.ack, msg, vars)) {
         capture(cap.ack, msg, vars);
         this.acknowledged(s);
         return true;
@@ -243,22 +243,9 @@ export class Conversation implements LinkOwner {
       if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
       if (s.stage === 'listening') s.stage = 'thinking';
       this.timers.clear('audio');
-    } else if (matches(recv.reply_start, msg, vars)) {
-      s.heardAt = now;
-      if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
-      s.stage = 'speaking';
-      s.pbReceivedMs = 0;
-      s.pbStartedAt = null;
-      // A (re)started reply is judged afresh: a resumed session replays it from its start.
+    } else if (recv.reply_start && matches(recv.reply_start, msg, vars)) {
       capture(cap.reply_start, msg, vars);
-      s.replyAt = now;
-      s.replyBytes = 0;
-      s.replyAnnounced = announced(vars.reply_bytes);
-      s.replyStalls = 0;
-      s.replyStallMs = 0;
-      s.replyJudged = false;
-      this.timers.clear('audio');
-      this.timers.clear('playback');
+      this.replyStarts(s, now);
     } else if (matches(recv.reply_end, msg, vars)) {
       s.heardAt = now;
       if (s.bargeAt !== null) {
@@ -284,6 +271,26 @@ export class Conversation implements LinkOwner {
       this.ctx.count('protocol_errors', 1, { code: ERROR_CODES.label(vars.error_code, 'unknown') });
     } else return false;
     return true;
+  }
+
+  /**
+   * The reply begins (the dialect's reply_start, or with none its first audio): speaking, judged afresh (a resumed
+   * session replays it from its start).
+   */
+  private replyStarts(s: ActiveSession, now: number): void {
+    s.heardAt = now;
+    if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
+    s.stage = 'speaking';
+    s.pbReceivedMs = 0;
+    s.pbStartedAt = null;
+    s.replyAt = now;
+    s.replyBytes = 0;
+    s.replyAnnounced = announced(this.ctx.vars.reply_bytes);
+    s.replyStalls = 0;
+    s.replyStallMs = 0;
+    s.replyJudged = false;
+    this.timers.clear('audio');
+    this.timers.clear('playback');
   }
 
   /** The server showed it heard the end of speech: the endpointing part of the user's wait is over. */
@@ -323,8 +330,16 @@ export class Conversation implements LinkOwner {
   /** Reply audio: the first chunk after the end of speech is the response latency; playback is modelled in real time. */
   binary(buf: ArrayBuffer): void {
     const s = this.session;
-    if (!s || s.stage !== 'speaking') return;
+    if (!s) return;
     const now = this.ctx.env.now();
+    // A dialect with no reply_start: the first reply audio of a session that is listening or thinking starts it.
+    if (
+      this.ctx.dialect.recv.reply_start === null &&
+      s.id !== null &&
+      (s.stage === 'listening' || s.stage === 'thinking')
+    )
+      this.replyStarts(s, now);
+    if (s.stage !== 'speaking') return;
     s.heardAt = now;
     if (s.bargeAt !== null) {
       // Stale: the user already interrupted this reply.
@@ -557,6 +572,13 @@ export class Conversation implements LinkOwner {
     for (const t of dialect.send.wake) this.say(t);
     // A per-wake channel's handshake was the acknowledgement: the wait ran from the wake word to the server's hello.
     if (dialect.recv.ack === 'ready') this.acknowledged(s);
+    // A server that acknowledges nothing: the wake reached it (wake_success), the conversation starts now, and no
+    // wake_ack_latency is owed (wakes_without_ack).
+    else if (dialect.recv.ack === null) {
+      this.ctx.count('wakes_without_ack');
+      this.wakeJudged(s.wakeId, true);
+      this.beginTurn(s, s.wakeId, this.ctx.env.now());
+    }
   }
 
   private newSession(wakeId: string, at: number): ActiveSession {

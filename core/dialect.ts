@@ -86,14 +86,19 @@ export interface Dialect {
   };
   /** What the server's messages mean; null: the dialect has no such message. */
   recv: {
-    /** Completes the handshake: the link is up. */
-    ready: Matcher;
+    /** Completes the handshake: the link is up. null: the server says nothing, the link is up when the socket opens. */
+    ready: Matcher | null;
     ping: Matcher | null;
     pong: Matcher | null;
-    /** The wake is acknowledged: a message, or 'ready' (the handshake of a per-wake channel is the acknowledgement). */
-    ack: Matcher | 'ready';
+    /**
+     * The wake is acknowledged: a message, or 'ready' (the handshake of a per-wake channel is the acknowledgement).
+     * null: the server acknowledges nothing; the conversation starts when the wake is sent, and wake_ack_latency is
+     * n/a for the dialect (its wakes count in wakes_without_ack).
+     */
+    ack: Matcher | 'ready' | null;
     transcript: Matcher | null;
-    reply_start: Matcher;
+    /** The reply begins. null: the server announces nothing, its first reply audio starts the reply. */
+    reply_start: Matcher | null;
     reply_end: Matcher;
     /** The server ends the session (with a reason); null: the played-out reply ends it. */
     session_end: Matcher | null;
@@ -294,8 +299,8 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
 /** The dialect's step a server message matches (`ignore` for one it needs nothing from), or null: unmatched. */
 export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
   const r = d.recv;
-  if (matches(r.ready, msg, vars)) return 'ready';
-  if (r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
+  if (r.ready && matches(r.ready, msg, vars)) return 'ready';
+  if (r.ack && r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
   const steps: [string, Matcher | null][] = [
     ['ping', r.ping],
     ['pong', r.pong],
@@ -644,12 +649,12 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   if (!Array.isArray(ignore))
     check(() => fail(`${where}.recv.ignore`, 'must be a list of matchers (messages the device needs nothing from)'));
   const recv: Dialect['recv'] = {
-    ready: m('ready', false)!,
+    ready: m('ready', true),
     ping: m('ping', true),
     pong: m('pong', true),
-    ack: r.ack === 'ready' ? 'ready' : m('ack', false)!,
+    ack: r.ack === 'ready' ? 'ready' : m('ack', true),
     transcript: m('transcript', true),
-    reply_start: m('reply_start', false)!,
+    reply_start: m('reply_start', true),
     reply_end: m('reply_end', false)!,
     session_end: m('session_end', true),
     error: m('error', true),
@@ -682,6 +687,12 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     }
   }
   const caps = (isObj(cap) ? cap : {}) as Record<string, Record<string, unknown>>;
+  // A step the server does not have captures nothing.
+  for (const ev of ['ready', 'ack', 'reply_start'] as const)
+    if (recv[ev] === null && caps[ev])
+      check(() =>
+        fail(`${where}.capture.${ev}`, `captures from recv.${ev}, which is null (the server has no such message)`),
+      );
   if (recv.ack === 'ready' && raw.lifecycle !== 'per_wake')
     check(() => fail(`${where}.recv.ack`, '"ready" (the handshake acknowledges the wake) needs lifecycle "per_wake"'));
   // Steps that depend on others: refused with the reason rather than failing as timeouts in a run.

@@ -42,6 +42,8 @@ export const DEVICE_METRICS = {
   sessions_resumed: 'counter',
   sessions_dropped: 'counter',
   wakes: 'counter',
+  /** Wakes on a dialect whose server acknowledges nothing (recv.ack null): no wake_ack_latency is owed for them. */
+  wakes_without_ack: 'counter',
   protocol_errors: 'counter',
   /** Server messages past the device's intake bounds (tag kind: flood, frame_too_big, text_too_long, json_too_deep, invalid_utf8, bad_frame, reply_overrun, reply_too_long). */
   protocol_violations: 'counter',

@@ -107,12 +107,13 @@ function repliesOwed(d: SummaryData, metric: string): number {
 
 /** What must have happened for an SLO's metric to owe a sample: metric → [how many were owed, what they are, what is missing]. */
 const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]> = {
-  wake_ack_latency: [(d) => count(d, 'wakes'), 'wakes', 'acknowledged'],
+  // A dialect whose server acknowledges nothing owes no acknowledgement latency (wakes_without_ack).
+  wake_ack_latency: [(d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_without_ack')), 'wakes', 'acknowledged'],
   wake_success: [(d) => count(d, 'wakes'), 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
   // A session answered early (early_replies) owes no latency: nobody waited for that answer, and it fails on its own.
   response_latency: [
     (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies')),
-    'sessions started and not answered early',
+    'sessions started',
     'replies heard',
   ],
   session_drop_rate: [(d) => count(d, 'wakes'), 'wakes', 'sessions started'],
@@ -140,9 +141,19 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   playback_stall_time: [(d) => repliesOwed(d, 'playback_stall_time'), 'sessions completed', 'replies judged'],
   endpointing_latency: [
     (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies')),
-    'sessions started and not answered early',
+    'sessions started',
     'endpointed',
   ],
+};
+
+/** Why nothing was owed, where a count says more than "none happened". */
+const NOT_OWED: Record<string, (d: SummaryData) => string | undefined> = {
+  wake_ack_latency: (d) =>
+    count(d, 'wakes_without_ack') > 0
+      ? "the dialect's server acknowledges no wake (recv.ack null): the conversation starts when the wake is sent"
+      : undefined,
+  response_latency: (d) =>
+    count(d, 'early_replies') > 0 ? 'every session was answered before its speech ended (early_replies)' : undefined,
 };
 
 /** SLO metrics whose breach a server message the dialect does not match can explain (the conversation stalled). */
@@ -439,7 +450,7 @@ export function judgeSlo(data: SummaryData, s: Slo, ctx: JudgeContext = {}): Slo
     const owed = pre ? Math.max(0, pre[0](data)) : null;
     if (owed === 0) {
       r.status = 'n/a';
-      r.why = `${s.metric}: n/a, no ${pre![1]} in this run`;
+      r.why = `${s.metric}: n/a, ${NOT_OWED[baseMetric(s.metric)]?.(data) ?? `no ${pre![1]} in this run`}`;
     } else {
       r.status = 'fail';
       r.why = pre

@@ -451,6 +451,10 @@ func (d *Device) onOpen() {
 	if d.byHello() && d.dialect.Send.Hello != nil {
 		d.ws.Send(d.dialect.Send.Hello.Render(d.vars))
 	}
+	if d.dialect.Recv.Ready == nil {
+		// A dialect with no ready message: the link is up when the socket opens (after its hello, if any).
+		d.onReady(map[string]any{})
+	}
 }
 
 func (d *Device) giveUpAttempt() {

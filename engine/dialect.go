@@ -388,9 +388,7 @@ func ParseDialect(b []byte) (*Dialect, error) {
 	if err := json.Unmarshal(b, d); err != nil {
 		return nil, err
 	}
-	if d.Recv.Ready == nil {
-		return nil, fmt.Errorf("dialect %s has no recv.ready", d.Name)
-	}
+	// recv.ready, recv.ack and recv.reply_start may be null: the server has no such message (core/dialect.ts).
 	d.Recv.AckIsReady = string(d.Recv.AckRaw) == `"ready"`
 	if len(d.Recv.AckRaw) > 0 && d.Recv.AckRaw[0] == '{' {
 		d.Recv.Ack = &Matcher{}

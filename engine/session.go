@@ -279,18 +279,8 @@ func (c *conversation) message(msg map[string]any) string {
 		c.d.clearTimer("audio")
 	case dl.Recv.ReplyStart.Matches(msg, vars):
 		step = "reply_start"
-		s.heardAt = now
-		if s.stage == "listening" || s.stage == "thinking" {
-			c.endpointed(s, now)
-		}
-		s.stage = "speaking"
-		s.pbReceivedMs, s.pbStarted = 0, false
 		dl.Capture["reply_start"].Apply(msg, vars)
-		s.replyAt, s.hasReply, s.replyBytes = now, true, 0
-		s.replyAnnounced, s.hasAnnounced = c.d.env.Rules.number(vars["reply_bytes"])
-		s.replyStalls, s.replyStallMs, s.replyJudged = 0, 0, false
-		c.d.clearTimer("audio")
-		c.d.clearTimer("playback")
+		c.replyStarts(s, now)
 	case dl.Recv.ReplyEnd.Matches(msg, vars):
 		step = "reply_end"
 		s.heardAt = now
@@ -333,6 +323,22 @@ func (c *conversation) message(msg map[string]any) string {
 		return ""
 	}
 	return step
+}
+
+// replyStarts: the reply begins (the dialect's reply_start, or with none its first audio): speaking, judged afresh (a
+// resumed session replays it from its start).
+func (c *conversation) replyStarts(s *session, now float64) {
+	s.heardAt = now
+	if s.stage == "listening" || s.stage == "thinking" {
+		c.endpointed(s, now)
+	}
+	s.stage = "speaking"
+	s.pbReceivedMs, s.pbStarted = 0, false
+	s.replyAt, s.hasReply, s.replyBytes = now, true, 0
+	s.replyAnnounced, s.hasAnnounced = c.d.env.Rules.number(c.d.vars["reply_bytes"])
+	s.replyStalls, s.replyStallMs, s.replyJudged = 0, 0, false
+	c.d.clearTimer("audio")
+	c.d.clearTimer("playback")
 }
 
 func (c *conversation) endpointed(s *session, now float64) {
@@ -381,10 +387,17 @@ func (c *conversation) judgeReply(s *session, now float64) {
 // the end of speech is the response.
 func (c *conversation) binary(msg []byte) {
 	s := c.s
-	if s == nil || s.stage != "speaking" {
+	if s == nil {
 		return
 	}
 	now := c.now()
+	// A dialect with no reply_start: the first reply audio of a session that is listening or thinking starts it.
+	if c.d.dialect.Recv.ReplyStart == nil && s.hasID && (s.stage == "listening" || s.stage == "thinking") {
+		c.replyStarts(s, now)
+	}
+	if s.stage != "speaking" {
+		return
+	}
 	s.heardAt = now
 	if s.barging {
 		s.lastStaleAt, s.stale = now, true
@@ -661,6 +674,12 @@ func (c *conversation) sendWake(wakeID string, at float64) {
 	}
 	if d.dialect.Recv.AckIsReady {
 		c.acknowledged(s)
+	} else if d.dialect.Recv.Ack == nil {
+		// A server that acknowledges nothing: the wake reached it (wake_success), the conversation starts now, and no
+		// wake_ack_latency is owed (wakes_without_ack).
+		c.d.count("wakes_without_ack", 1)
+		c.wakeJudged(s.wakeID, true)
+		c.beginTurn(s, s.wakeID, c.now())
 	}
 }
 

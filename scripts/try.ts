@@ -161,6 +161,8 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     },
     open() {
       seen.open = true;
+      // A dialect with no ready message: the link is up when the socket opens.
+      if (dialect.recv.ready === null) seen.ready = true;
       out(`${at()}  socket open`);
     },
     send(text: string) {
@@ -292,7 +294,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     ? 'the socket never opened (server down, refused, or a wrong path: check --server-url and connect.path)'
     : !seen.ready
       ? "the server never sent what the dialect's recv.ready matches"
-      : !seen.acked && dialect.recv.ack !== 'ready'
+      : !seen.acked && dialect.recv.ack !== 'ready' && dialect.recv.ack !== null
         ? "the wake was never acknowledged (nothing matched the dialect's recv.ack)"
         : !seen.replyAudio
           ? "no reply audio came (check the dialect's recv.transcript and recv.reply_start)"

@@ -77,6 +77,26 @@ describe('verdict', () => {
     assert.match(r.culprits.join('; '), /profile xiaozhi-esp32 3/);
   });
 
+  it('a dialect whose server acknowledges no wake leaves wake_ack_p95 n/a, saying why', () => {
+    const d = healthy();
+    delete d.metrics.wake_ack_latency;
+    delete d.metrics['wake_ack_latency{chaos:steady}'];
+    d.metrics.wakes_without_ack = counter(20);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'pass', j.headline);
+    const r = j.slos.find((x) => x.name === 'wake_ack_p95')!;
+    assert.equal(r.status, 'n/a');
+    assert.match(r.why, /acknowledges no wake \(recv.ack null\)/);
+    // Half of them on a dialect that does acknowledge: those are owed, and missing them fails.
+    d.metrics.wakes_without_ack = counter(10);
+    assert.equal(
+      judge(d, DEFAULT_SLOS)
+        .slos.find((x) => x.name === 'wake_ack_p95')!
+        .why.includes('10 wakes'),
+      true,
+    );
+  });
+
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
     const d = healthy();
     d.metrics['reply_stutter{chaos:steady}'] = rate(12, 8);
