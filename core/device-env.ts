@@ -1,7 +1,7 @@
 // What a virtual device is given (socket factory, clock, timers, randomness, metric sink, audio) and what its two
 // parts share: the device's options, its metric tags, and its named timers. No runtime here: k6 and Node each pass
 // their own env (scenarios/lib/k6-fleet.ts, scripts/node-devices.ts).
-import type { Dialect, Vars } from './dialect.ts';
+import { fill, type Dialect, type Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import { OPUS_FRAME_MS, type OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
@@ -122,6 +122,37 @@ export function deviceVars(id: string, profile: Profile, dialect: Dialect): Vars
   const out: Vars = {};
   for (const k of dialect.variables) if (k in all) out[k] = all[k];
   return out;
+}
+
+/**
+ * The upgrade a device makes: URL (the dialect's path, or its hello path when the device identifies in a hello, then
+ * the dialect's query on every kind of connect; a parameter or header whose placeholder is unset is left out),
+ * headers, and the socket's metric name (the path unfilled). The device's link and the CLI's pre-flight upgrade
+ * (scripts/preflight.ts) both make it here; engine/device.go connect makes the same.
+ */
+export function connectRequest(
+  d: Dialect,
+  p: Pick<Profile, 'connect'>,
+  vars: Vars,
+  baseUrl: string,
+): { url: string; headers: Record<string, string>; name: string; byHello: boolean } {
+  // How the device identifies: in the path (profile 'path') or in a hello (profile 'hello', or a hello dialect).
+  const byHello = d.connect.identify === 'hello' || p.connect === 'hello';
+  const path = byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
+  let url = `${baseUrl}${fill(path, vars, encodeURIComponent) ?? path}`;
+  if (d.connect.query) {
+    const q = Object.entries(d.connect.query).flatMap(([k, t]) => {
+      const v = fill(t, vars, encodeURIComponent);
+      return v === undefined ? [] : [`${encodeURIComponent(k)}=${v}`];
+    });
+    if (q.length) url += `?${q.join('&')}`;
+  }
+  const headers: Record<string, string> = {};
+  for (const [k, t] of Object.entries(d.connect.headers ?? {})) {
+    const v = fill(t, vars);
+    if (v !== undefined) headers[k] = v;
+  }
+  return { url, headers, name: `${baseUrl}${path}`, byHello };
 }
 
 /** One device's options, env, metric tags and wire variables, shared by its link and its session. */

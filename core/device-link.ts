@@ -6,8 +6,8 @@
 import { nextPoll } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
-import { Timers } from './device-env.ts';
-import { capture, fill, matches, render, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
+import { connectRequest, Timers } from './device-env.ts';
+import { capture, matches, render, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
@@ -253,26 +253,10 @@ export class Link {
     this.state = 'connecting';
     this.attemptAt = env.now();
     vars.resume_token = d.resume && p.resume && this.resumeToken ? this.resumeToken : undefined;
-    // How the device identifies: in the path (profile 'path') or in a hello (profile 'hello', or a hello dialect).
-    const byHello = d.connect.identify === 'hello' || p.connect === 'hello';
-    const path =
-      byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
-    let url = `${opts.baseUrl}${fill(path, vars, encodeURIComponent) ?? path}`;
-    if (!byHello && d.connect.query) {
-      const q = Object.entries(d.connect.query).flatMap(([k, t]) => {
-        const v = fill(t, vars, encodeURIComponent);
-        return v === undefined ? [] : [`${encodeURIComponent(k)}=${v}`];
-      });
-      if (q.length) url += `?${q.join('&')}`;
-    }
-    const headers: Record<string, string> = {};
-    for (const [k, t] of Object.entries(d.connect.headers ?? {})) {
-      const v = fill(t, vars);
-      if (v !== undefined) headers[k] = v;
-    }
+    const { url, headers, name, byHello } = connectRequest(d, p, vars, opts.baseUrl);
     let ws: SocketLike;
     try {
-      ws = env.openSocket(url, headers, `${opts.baseUrl}${path}`);
+      ws = env.openSocket(url, headers, name);
     } catch (e) {
       env.log?.(`${opts.id}: cannot open ${url}: ${String(e)}`);
       this.abandonSocket();

@@ -689,7 +689,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   const caps = (isObj(cap) ? cap : {}) as Record<string, Record<string, unknown>>;
   // A step the server does not have captures nothing.
   for (const ev of ['ready', 'ack', 'reply_start'] as const)
-    if (recv[ev] === null && caps[ev])
+    if ((r as Record<string, unknown>)[ev] == null && caps[ev])
       check(() =>
         fail(`${where}.capture.${ev}`, `captures from recv.${ev}, which is null (the server has no such message)`),
       );

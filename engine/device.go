@@ -417,7 +417,8 @@ func (d *Device) connect() {
 		filled = path
 	}
 	url := d.baseURL + filled
-	if !byHello && len(dl.Connect.QueryKeys) > 0 {
+	// The dialect's query on every kind of connect (core/device-env.ts connectRequest).
+	if len(dl.Connect.QueryKeys) > 0 {
 		var q []string
 		for _, k := range dl.Connect.QueryKeys {
 			if v, ok := Fill(dl.Connect.Query[k], d.vars, encodeURIComponent); ok {

@@ -1,5 +1,6 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
+import { preflightUpgrade } from './preflight.ts';
 import { WakestormError } from '../core/errors.ts';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,7 +31,7 @@ import {
 import { resolveSlos, type Slo } from '../core/slo.ts';
 import { judge, junitXml, verdictLines, type Judgement } from '../core/verdict.ts';
 import { textSummary } from '../core/summary.ts';
-import { readTokensFile, validateToken, type ServerConfig } from '../server/config.ts';
+import type { ServerConfig } from '../server/config.ts';
 import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
@@ -270,14 +271,39 @@ function resolveToken(opts: RunOptions): string | null {
 }
 
 /** The token of --token or --token-file (one of them), checked; null when neither is given. */
+/**
+ * The devices' credential: whatever the user's server takes, 1-4096 printable characters without spaces (a 6-character
+ * key too). The reference server, when wakestorm starts it, holds its own tokens to its own rule (8-256).
+ */
+function deviceToken(t: string): string {
+  if (!/^[\x21-\x7e]{1,4096}$/.test(t))
+    throw new RunError('--token must be 1-4096 printable characters without spaces');
+  return t;
+}
+
 export function resolveTokenFlags(tokenFlag: string | undefined, tokenFileFlag: string | undefined): string | null {
   // An empty value (a CI secret that is not set) is no token.
   const token = tokenFlag || undefined;
   const tokenFile = tokenFileFlag || undefined;
   if (token !== undefined && tokenFile !== undefined) throw new RunError('give --token or --token-file, not both');
   try {
-    if (token !== undefined) return validateToken(token);
-    if (tokenFile !== undefined) return validateToken(readTokensFile(tokenFile)[0]!.split(/\s+/)[0]!);
+    if (token !== undefined) return deviceToken(token);
+    if (tokenFile !== undefined) {
+      let text: string;
+      try {
+        text = readFileSync(tokenFile, 'utf8');
+      } catch (e) {
+        throw new RunError(
+          `--token-file ${tokenFile}: cannot read it (${(e as NodeJS.ErrnoException).code ?? 'error'})`,
+        );
+      }
+      const line = text
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .find((l) => l && !l.startsWith('#'));
+      if (!line) throw new RunError(`--token-file ${tokenFile}: holds no token`);
+      return deviceToken(line.split(/\s+/)[0]!);
+    }
   } catch (e) {
     throw new RunError((e as Error).message.replace('--tokens-file', '--token-file'));
   }
@@ -759,7 +785,17 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       `--prometheus must be a remote-write URL like http://127.0.0.1:9090/api/v1/write, got '${opts.prometheus}'`,
     );
   }
-  if (opts.serverUrl) await reachable(opts.serverUrl);
+  if (opts.serverUrl) {
+    await reachable(opts.serverUrl);
+    // One real upgrade as a device makes it: credentials or a path the server refuses stop here, naming the status.
+    await preflightUpgrade({
+      serverUrl: opts.serverUrl,
+      profile: opts.profile,
+      dialect: opts.dialect,
+      token: token ?? undefined,
+      root: ROOT,
+    });
+  }
   const name = basename(plan.script, '.ts');
   const root = resultsRoot(opts.resultsRoot);
   const startedAt = new Date();

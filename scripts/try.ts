@@ -3,6 +3,7 @@
 // run uses: the native engine by default (its frame trace, engine/trace.go, and its records as k6 would record them),
 // or with --engine k6 the TypeScript device (core/device.ts) on Node's clock; a dialect is debugged here before a
 // fleet runs it.
+import { preflightUpgrade, redactToken } from './preflight.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../core/device.ts';
@@ -10,7 +11,7 @@ import type { SocketLike, WakeSchedule } from '../core/device-env.ts';
 import { loadDialect, stepOf, typeField, type Dialect, type Vars } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
-import { parseProfileMix, type Profile } from '../core/profiles.ts';
+import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
 import { checkProfileAgainstDialect, isLoopbackUrl, overrideBackoff } from '../core/run-config.ts';
 import WebSocket from 'ws';
 import { engineStart, EngineRecords, type EngineRecord } from '../core/engine-contract.ts';
@@ -55,11 +56,34 @@ const TIMINGS: DeviceMetricName[] = [
 
 const short = (s: string, n = 140) => (s.length > n ? `${s.slice(0, n)}…` : s);
 
-/** The one profile `try` uses: --profile (its first entry), else the shipped profile made for the dialect. */
+/**
+ * The one profile `try` uses: --profile (its first entry), else the shipped profile made for the dialect, else the
+ * first shipped one the dialect can carry (recommended first): a dialect with no JSON ping gets a profile that sends none.
+ */
 function pickProfile(spec: string | undefined, dialect: Dialect | null): Profile {
-  const name = spec ?? (dialect?.name === 'xiaozhi' ? 'xiaozhi-esp32' : 'recommended');
-  const shares = parseProfileMix(name, (p) => readFileSync(p, 'utf8'));
-  return shares[0]!.profile;
+  if (spec) return parseProfileMix(spec, (p) => readFileSync(p, 'utf8'))[0]!.profile;
+  const all = Object.values(PROFILES);
+  const order = [
+    ...all.filter((p) => p.dialect !== undefined && p.dialect === dialect?.name),
+    PROFILES.recommended!,
+    // A dialect that says the end of speech itself gets a device that does (a server without VAD waits for it).
+    ...all
+      .filter((p) => (p.dialect ?? DEFAULT_DIALECT) === DEFAULT_DIALECT)
+      .sort((a, b) =>
+        dialect?.send.end_of_speech
+          ? Number(b.end_of_speech === 'explicit') - Number(a.end_of_speech === 'explicit')
+          : 0,
+      ),
+  ];
+  for (const p of order) {
+    try {
+      if (dialect) checkProfileAgainstDialect(p, dialect);
+      return p;
+    } catch {
+      /* the next one */
+    }
+  }
+  return PROFILES.recommended!;
 }
 
 /** Runs one conversation; resolves with its exit code: 0 completed, 1 stalled or failed. */
@@ -83,6 +107,14 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   profile ??= pickProfile(undefined, dialect);
   if (o.backoff) profile = overrideBackoff([{ profile, weight: 1 }], o.backoff, '--backoff')[0]!.profile;
   checkProfileAgainstDialect(profile, dialect);
+  // One upgrade first, as the device will make it: a refusal that no retry changes (401, 403, 404) is one line, exit 2.
+  await preflightUpgrade({
+    serverUrl: o.serverUrl,
+    profile: o.profile,
+    dialect: o.dialect,
+    token: o.token,
+    root: ROOT,
+  });
   const t0 = Date.now();
   // Engine events carry their own time (the engine's clock is Unix ms); the TypeScript device's are now.
   let eventAt: number | null = null;
@@ -157,7 +189,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   const view = {
     connect(url: string, headerNames: string[]) {
       const shown = headerNames.length ? ` headers: ${headerNames.join(', ')}` : '';
-      out(`${at()}  connect ${url.replace(/([?&](token|resume)=)[^&]+/g, '$1…')}${shown}`);
+      out(`${at()}  connect ${redactToken(url.replace(/([?&](token|resume)=)[^&]+/g, '$1…'), o.token)}${shown}`);
     },
     open() {
       seen.open = true;

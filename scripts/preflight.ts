@@ -1,0 +1,120 @@
+// One real upgrade before any load: the dialect's connect (its path, query and headers, the run's credentials) made
+// once against --server-url, as a device of the fleet would make it (core/device-env.ts connectRequest). A server that
+// refuses it with 401, 403 or 404 refuses every device: the run would measure nothing but the refusal, so the command
+// stops in one line naming the HTTP status. The token never appears in what it prints.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { connectRequest, deviceVars } from '../core/device-env.ts';
+import { loadDialect, DEFAULT_DIALECT, type Dialect } from '../core/dialect.ts';
+import { WakestormError } from '../core/errors.ts';
+import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
+
+/** Statuses that refuse every device alike: wrong credentials, or a path the server does not serve. */
+const REFUSING = new Set([401, 403, 404]);
+
+export class PreflightError extends WakestormError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+
+  override name = 'PreflightError';
+}
+
+/** Hides the token wherever it appears in a line (the URL's path or query, a header). */
+export function redactToken(line: string, token: string | undefined): string {
+  if (!token) return line;
+  let out = line.split(token).join('…');
+  const enc = encodeURIComponent(token);
+  if (enc !== token) out = out.split(enc).join('…');
+  return out;
+}
+
+/** What one upgrade got: open, or refused with an HTTP status and the first line of the body, or no answer. */
+export type UpgradeResult =
+  | { kind: 'open' }
+  | { kind: 'refused'; status: number; reason: string; body: string }
+  | { kind: 'failed'; why: string };
+
+/** One upgrade to `url` with `headers`, closed at once if it opens; bounded by `timeoutMs`. */
+export function upgradeOnce(url: string, headers: Record<string, string>, timeoutMs = 5000): Promise<UpgradeResult> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
+    let done = false;
+    const finish = (r: UpgradeResult) => {
+      if (done) return;
+      done = true;
+      resolve(r);
+    };
+    ws.on('open', () => {
+      finish({ kind: 'open' });
+      ws.close(1000);
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        if (body.length < 512) body += c;
+      });
+      const end = () => {
+        finish({
+          kind: 'refused',
+          status: res.statusCode ?? 0,
+          reason: res.statusMessage ?? '',
+          body: (body.split('\n')[0] ?? '').trim().slice(0, 120),
+        });
+        ws.terminate();
+      };
+      res.on('end', end);
+      res.on('error', end);
+      setTimeout(end, 1000).unref();
+    });
+    ws.on('error', (e) => finish({ kind: 'failed', why: (e as NodeJS.ErrnoException).code ?? e.message }));
+  });
+}
+
+/** The profile and dialect the fleet's first device would use: --profile's first entry and --dialect, or defaults. */
+function deviceOf(
+  profileSpec: string | undefined,
+  dialectSpec: string | undefined,
+  root: string,
+): { profile: Profile; dialect: Dialect } {
+  const profile = profileSpec
+    ? parseProfileMix(profileSpec, (p) => readFileSync(p, 'utf8'))[0]!.profile
+    : PROFILES.recommended!;
+  const dialect = loadDialect(
+    dialectSpec ?? profile.dialect ?? DEFAULT_DIALECT,
+    (p) => readFileSync(p, 'utf8'),
+    (p) => readFileSync(join(root, p), 'utf8'),
+  );
+  return { profile, dialect };
+}
+
+/**
+ * Makes the fleet's upgrade once against `serverUrl`. Resolves when it opens (or the server answers something that
+ * does not refuse every device); throws a PreflightError (exit 2) naming the status when it is 401, 403 or 404.
+ */
+export async function preflightUpgrade(o: {
+  serverUrl: string;
+  profile?: string;
+  dialect?: string;
+  token?: string;
+  root: string;
+}): Promise<UpgradeResult> {
+  const { profile, dialect } = deviceOf(o.profile, o.dialect, o.root);
+  const vars = deviceVars('preflight-0', profile, dialect);
+  if (dialect.variables.includes('token')) vars.token = o.token;
+  const { url, headers } = connectRequest(dialect, profile, vars, o.serverUrl.replace(/\/+$/, ''));
+  const r = await upgradeOnce(url, headers);
+  if (r.kind === 'refused' && REFUSING.has(r.status)) {
+    const what = r.status === 404 ? "the dialect's connect.path" : "--token / --token-file and the dialect's connect";
+    throw new PreflightError(
+      redactToken(
+        `the server refused the upgrade with HTTP ${r.status}${r.reason ? ` ${r.reason}` : ''}` +
+          `${r.body ? ` (${r.body})` : ''} for ${url}: check ${what}; nothing was run`,
+        o.token,
+      ),
+    );
+  }
+  return r;
+}
