@@ -142,7 +142,13 @@ export class Conversation implements LinkOwner {
       );
       this.ctx.count('sessions_dropped', 1, { reason: 'timeout' });
       this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
+    } else if (s && s.id !== null) {
+      // Cut by the run's end before it owed an outcome: neither lost nor waiting for a reply that never came.
+      this.ctx.count('sessions_open_at_end');
     }
+    // A wake still waiting for its acknowledgement: the end came first, not the server's answer.
+    if (this.wakeJudge) this.ctx.count('wakes_open_at_end');
+    this.wakeJudge = null;
     this.session = null;
     this.timers.clearAll();
   }

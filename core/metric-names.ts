@@ -42,6 +42,13 @@ export const DEVICE_METRICS = {
   sessions_resumed: 'counter',
   sessions_dropped: 'counter',
   wakes: 'counter',
+  /**
+   * Sessions the run's end cut before they owed an outcome (begun less than the stall bound before it): left out of
+   * the SLOs that need their outcome (response, drop rate).
+   */
+  sessions_open_at_end: 'counter',
+  /** Wakes still waiting for their acknowledgement when the run ended: no wake_success or wake_ack sample is owed. */
+  wakes_open_at_end: 'counter',
   /** Wakes on a dialect whose server acknowledges nothing (recv.ack null): no wake_ack_latency is owed for them. */
   wakes_without_ack: 'counter',
   protocol_errors: 'counter',

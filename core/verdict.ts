@@ -108,15 +108,28 @@ function repliesOwed(d: SummaryData, metric: string): number {
 /** What must have happened for an SLO's metric to owe a sample: metric → [how many were owed, what they are, what is missing]. */
 const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]> = {
   // A dialect whose server acknowledges nothing owes no acknowledgement latency (wakes_without_ack).
-  wake_ack_latency: [(d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_without_ack')), 'wakes', 'acknowledged'],
-  wake_success: [(d) => count(d, 'wakes'), 'wakes', 'judged (no wake reached its acknowledgement or its timeout)'],
+  // A wake or a session the run's end cut owes no outcome (wakes_open_at_end, sessions_open_at_end).
+  wake_ack_latency: [
+    (d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_without_ack') - count(d, 'wakes_open_at_end')),
+    'wakes',
+    'acknowledged',
+  ],
+  wake_success: [
+    (d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_open_at_end')),
+    'wakes',
+    'judged (no wake reached its acknowledgement or its timeout)',
+  ],
   // A session answered early (early_replies) owes no latency: nobody waited for that answer, and it fails on its own.
   response_latency: [
-    (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies')),
+    (d) => Math.max(0, count(d, 'sessions_started') - count(d, 'early_replies') - count(d, 'sessions_open_at_end')),
     'sessions started',
     'replies heard',
   ],
-  session_drop_rate: [(d) => count(d, 'wakes'), 'wakes', 'sessions started'],
+  session_drop_rate: [
+    (d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_open_at_end') - count(d, 'sessions_open_at_end')),
+    'wakes',
+    'sessions started',
+  ],
   // Links lost that had to come back: not those of devices that gave up or stop by design, nor those lost too late.
   reconnect_time: [
     (d) =>
@@ -153,7 +166,15 @@ const NOT_OWED: Record<string, (d: SummaryData) => string | undefined> = {
       ? "the dialect's server acknowledges no wake (recv.ack null): the conversation starts when the wake is sent"
       : undefined,
   response_latency: (d) =>
-    count(d, 'early_replies') > 0 ? 'every session was answered before its speech ended (early_replies)' : undefined,
+    count(d, 'sessions_open_at_end') > 0
+      ? "every session without an early answer was still open at the run's end (sessions_open_at_end)"
+      : count(d, 'early_replies') > 0
+        ? 'every session was answered before its speech ended (early_replies)'
+        : undefined,
+  session_drop_rate: (d) =>
+    count(d, 'sessions_open_at_end') + count(d, 'wakes_open_at_end') > 0
+      ? "every session or wake was still open at the run's end (sessions_open_at_end, wakes_open_at_end)"
+      : undefined,
 };
 
 /** SLO metrics whose breach a server message the dialect does not match can explain (the conversation stalled). */

@@ -157,7 +157,15 @@ func (c *conversation) stop() {
 		c.d.log("session " + s.name() + " still open at the end, " + text(at-s.turnAt) + " ms after it began")
 		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
 		c.span("session_drop_rate", 1, s.wakeAt, at)
+	} else if s != nil && s.hasID {
+		// Cut by the run's end before it owed an outcome: neither lost nor waiting for a reply that never came.
+		c.d.count("sessions_open_at_end", 1)
 	}
+	// A wake still waiting for its acknowledgement: the end came first, not the server's answer.
+	if c.judge != nil {
+		c.d.count("wakes_open_at_end", 1)
+	}
+	c.judge = nil
 	c.s = nil
 }
 

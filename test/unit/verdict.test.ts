@@ -97,6 +97,29 @@ describe('verdict', () => {
     );
   });
 
+  it("sessions and wakes the run's end cut owe no outcome: n/a, not a FAIL of the server", () => {
+    const d = healthy();
+    for (const k of Object.keys(d.metrics))
+      if (
+        /^(response_latency|session_drop_rate|reply_|playback_stall|sessions_completed|endpointing|processing)/.test(k)
+      )
+        delete d.metrics[k];
+    d.metrics.wakes = counter(3);
+    d.metrics.sessions_started = counter(2);
+    d.metrics.sessions_open_at_end = counter(2);
+    d.metrics.wakes_open_at_end = counter(1);
+    d.metrics['wake_success{chaos:steady}'] = rate(2, 0);
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'pass', j.headline);
+    const resp = j.slos.find((x) => x.name === 'response_p95')!;
+    assert.equal(resp.status, 'n/a');
+    assert.match(resp.why, /still open at the run's end/);
+    assert.equal(j.slos.find((x) => x.name === 'session_drop_rate')!.status, 'n/a');
+    // One session that was not cut owes its reply: missing it fails.
+    d.metrics.sessions_started = counter(3);
+    assert.equal(judge(d, DEFAULT_SLOS).slos.find((x) => x.name === 'response_p95')!.status, 'fail');
+  });
+
   it('fails replies that stutter or end short, and sessions that completed with no reply judged', () => {
     const d = healthy();
     d.metrics['reply_stutter{chaos:steady}'] = rate(12, 8);
