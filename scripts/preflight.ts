@@ -13,7 +13,7 @@ import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
 /** Statuses that refuse every device alike: wrong credentials, or a path the server does not serve. */
 const REFUSING = new Set([401, 403, 404]);
 
-export class PreflightError extends WakestormError {
+class PreflightError extends WakestormError {
   constructor(message: string) {
     super(message, 2);
   }
@@ -37,7 +37,7 @@ export type UpgradeResult =
   | { kind: 'failed'; why: string };
 
 /** One upgrade to `url` with `headers`, closed at once if it opens; bounded by `timeoutMs`. */
-export function upgradeOnce(url: string, headers: Record<string, string>, timeoutMs = 5000): Promise<UpgradeResult> {
+function upgradeOnce(url: string, headers: Record<string, string>, timeoutMs = 5000): Promise<UpgradeResult> {
   return new Promise((resolve) => {
     const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
     let done = false;
