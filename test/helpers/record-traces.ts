@@ -1,9 +1,10 @@
 // Writes a trace's `expect` from the TypeScript device's replay, then shows where the native engine differs:
 //   npx tsx test/helpers/record-traces.ts core/traces/some-trace.json [...]
 // Read what it wrote before committing it: the expectation is the behaviour the trace pins, not whatever ran.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { findEngine } from '../../scripts/engine.ts';
-import { normalize, replayEngine, replayTs, type Trace } from './replay.ts';
+import { GO_CORPUS, goCorpus, loadTraces, normalize, replayEngine, replayTs, type Trace } from './replay.ts';
 
 for (const file of process.argv.slice(2)) {
   const trace = JSON.parse(readFileSync(file, 'utf8')) as Trace;
@@ -37,3 +38,7 @@ for (const file of process.argv.slice(2)) {
         console.log(`${file} ${part} #${i}\n  ts     ${a[part][i] ?? '-'}\n  native ${b[part][i] ?? '-'}`);
   }
 }
+
+// The Go suite's copy of the whole corpus, from the traces as they now are.
+mkdirSync(dirname(GO_CORPUS), { recursive: true });
+writeFileSync(GO_CORPUS, goCorpus(loadTraces()));

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { findEngine } from '../../scripts/engine.ts';
-import { loadTraces, normalize, replayEngine, replayTs, type Trace } from '../helpers/replay.ts';
+import { readFileSync } from 'node:fs';
+import { GO_CORPUS, goCorpus, loadTraces, normalize, replayEngine, replayTs, type Trace } from '../helpers/replay.ts';
 
 const traces = loadTraces();
 
@@ -54,4 +55,12 @@ test('every trace on the native engine', () => {
     }
   });
   assert.deepEqual(failures, []);
+});
+
+test("the Go suite's copy of the corpus is the corpus as it is (engine/testdata/corpus.jsonl)", () => {
+  assert.equal(
+    readFileSync(GO_CORPUS, 'utf8'),
+    goCorpus(traces),
+    'stale: regenerate it with npx tsx test/helpers/record-traces.ts core/traces/*.json',
+  );
 });
