@@ -283,15 +283,17 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
     /* no chaos */
   }
   const windows = chaosWindows(events, sec, +sec(tEnd).toFixed(2));
-  const connected = sumPerSecond(samples, 'devices_connected', sec, (s) =>
-    s.tags.profile ? s.tags.profile : 'all devices',
-  );
-  // Per-profile samples (mixed fleets) sum to the fleet total.
-  if (connected.some((r) => r.key !== 'all devices')) {
-    const total = new Map<number, number>();
-    for (const r of connected) total.set(r.s, (total.get(r.s) ?? 0) + r.value);
-    for (const [s, value] of total) connected.push({ s, key: 'all devices', value });
-  }
+  // Every VU reports its connected devices per profile (scenarios/lib/*-fleet.ts): the fleet total is their sum at each
+  // second, whatever mix each VU holds. A run from before profiles were always tagged has untagged series; they count
+  // in the total and draw no profile line.
+  const series = sumPerSecond(samples, 'devices_connected', sec, (s) => s.tags.profile ?? '');
+  const total = new Map<number, number>();
+  for (const r of series) total.set(r.s, (total.get(r.s) ?? 0) + r.value);
+  const profiles = new Set(series.filter((r) => r.key !== '').map((r) => r.key));
+  const connected = [
+    ...[...total].map(([s, value]) => ({ s, key: 'all devices', value })),
+    ...(profiles.size > 1 ? series.filter((r) => r.key !== '') : []),
+  ];
   return { samples, t0, sec, windows, connected, endS: Math.ceil(sec(tEnd)) };
 }
 

@@ -43,7 +43,6 @@ export function runEngineVu(
   const builtAt = Date.now();
   const start = engineStart(cfg, audio, AUDIO_PATHS, first, last, startedAt, builtAt);
   for (const d of start.devices) metrics.add('devices_started', 1, { profile: start.profiles[d.profile]!.name });
-  const mixed = start.profiles.length > 1;
   const owing = new Set(start.profiles.filter((p) => owesReturn(dialectOf(p, cfg.dialects))).map((p) => p.name));
   const ws = new WebSocket(cfg.engineUrl!);
   let done = false;
@@ -83,15 +82,9 @@ export function runEngineVu(
       const counts = m.lag_counts ?? [];
       for (let i = 0; i < counts.length && i <= TIMER_LAG_BOUNDS_MS.length; i++)
         if (counts[i]) metrics.add('timer_firings', counts[i]!, { lag_le: timerLagLabel(i) });
-      if (mixed)
-        for (const [profile, n] of Object.entries(m.connected))
-          metrics.add('devices_connected', n, { vu: String(vu), profile });
-      else
-        metrics.add(
-          'devices_connected',
-          Object.values(m.connected).reduce((a, b) => a + b, 0),
-          { vu: String(vu) },
-        );
+      // Per VU and profile, always tagged: the charts sum the tagged series (one rule for every fleet shape).
+      for (const [profile, n] of Object.entries(m.connected))
+        metrics.add('devices_connected', n, { vu: String(vu), profile });
       // Recovery counts the devices that owe a link back after a fault (core/device-rules.ts owesReturn).
       tracker?.observe(t, new Map(Object.entries(m.connected).filter(([p]) => owing.has(p))));
     }

@@ -140,8 +140,6 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   // timestamp it takes); the same tick reports how many of its devices are connected. Once a second, because a
   // sample costs: at one device per VU, 1000 VUs probing 4 times a second took 15% of a core more.
   const PROBE_MS = 1000;
-  const mixed = cfg.profiles.length > 1;
-  const vuTags = { vu: String(vu) };
   const byProfile = new Map<string, Record<string, string>>();
   for (const d of devices)
     if (!byProfile.has(d.profile.name)) byProfile.set(d.profile.name, { vu: String(vu), profile: d.profile.name });
@@ -167,18 +165,12 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
   const tick = (due: number) => {
     const t = now();
     metrics.add('vu_loop_lag', Math.max(0, t - due), {});
-    // Connected devices per VU (the charts sum them over VUs), per profile when the fleet mixes them.
-    if (mixed) {
-      for (const [profile, tags] of byProfile) {
-        let n = 0;
-        for (let i = 0; i < devices.length; i++) if (devices[i]!.connected && devices[i]!.profile.name === profile) n++;
-        metrics.add('devices_connected', n, tags);
-      }
-    } else {
+    // Connected devices per VU and profile, always tagged (the charts sum the tagged series over VUs and profiles).
+    // Indexed: k6's engine allocates an iterator result per for-of step, and this runs every second per VU.
+    for (const [profile, tags] of byProfile) {
       let n = 0;
-      // Indexed: k6's engine allocates an iterator result per for-of step, and this runs every second per VU.
-      for (let i = 0; i < devices.length; i++) if (devices[i]!.connected) n++;
-      metrics.add('devices_connected', n, vuTags);
+      for (let i = 0; i < devices.length; i++) if (devices[i]!.connected && devices[i]!.profile.name === profile) n++;
+      metrics.add('devices_connected', n, tags);
     }
     reportFrames();
     if (tracker) tracker.observe(t, persistentConnected());

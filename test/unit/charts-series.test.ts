@@ -1,0 +1,70 @@
+// The report's connected chart for every fleet shape (issue 38): each VU reports its connected devices per profile,
+// some VUs holding one profile and others several; the chart's total is their sum at each second, each profile's line
+// its own sum, and no second has two totals.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { test } from 'node:test';
+import { runSeries } from '../../scripts/charts.ts';
+
+const T0 = Date.parse('2026-12-06T07:00:00Z');
+
+function point(second: number, value: number, tags: Record<string, string>): string {
+  const time = new Date(T0 + second * 1000 + 100).toISOString();
+  return JSON.stringify({ type: 'Point', metric: 'devices_connected', data: { time, value, tags } });
+}
+
+test('a mixed fleet: VUs of one profile and VUs of several sum to one total per second', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-series-'));
+  const lines: string[] = [];
+  for (let s = 0; s < 5; s++) {
+    // VU 1 holds only esp32 (71 connected), VU 2 holds esp32 and pi, VU 3 only pi; one VU misses second 2.
+    lines.push(point(s, 71, { vu: '1', profile: 'esp32' }));
+    lines.push(point(s, 10, { vu: '2', profile: 'esp32' }), point(s, 20, { vu: '2', profile: 'pi' }));
+    if (s !== 2) lines.push(point(s, 50, { vu: '3', profile: 'pi' }));
+  }
+  writeFileSync(join(dir, 'samples.json.gz'), gzipSync(`${lines.join('\n')}\n`));
+  const rs = (await runSeries(dir))!;
+  const at = (key: string) => rs.connected.filter((r) => r.key === key).map((r) => r.value);
+  // A missed second carries the VU's last value: the total never dips because a sample came late.
+  assert.deepEqual(at('all devices'), [151, 151, 151, 151, 151]);
+  assert.deepEqual(at('esp32'), [81, 81, 81, 81, 81]);
+  assert.deepEqual(at('pi'), [70, 70, 70, 70, 70]);
+  const seconds = rs.connected.filter((r) => r.key === 'all devices').map((r) => r.s);
+  assert.equal(new Set(seconds).size, seconds.length, 'one total per second');
+});
+
+test('a fleet of one profile draws the total only', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-series-'));
+  const lines = [0, 1, 2].flatMap((s) => [
+    point(s, 40, { vu: '1', profile: 'r' }),
+    point(s, 2, { vu: '2', profile: 'r' }),
+  ]);
+  writeFileSync(join(dir, 'samples.json.gz'), gzipSync(`${lines.join('\n')}\n`));
+  const rs = (await runSeries(dir))!;
+  assert.deepEqual(
+    rs.connected.map((r) => [r.key, r.value]),
+    [
+      ['all devices', 42],
+      ['all devices', 42],
+      ['all devices', 42],
+    ],
+  );
+});
+
+test('a run from before every series was tagged: untagged VUs count in the total, once per second', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-series-'));
+  const lines = [0, 1, 2].flatMap((s) => [
+    point(s, 71, { vu: '1' }),
+    point(s, 10, { vu: '2', profile: 'esp32' }),
+    point(s, 20, { vu: '2', profile: 'pi' }),
+  ]);
+  writeFileSync(join(dir, 'samples.json.gz'), gzipSync(`${lines.join('\n')}\n`));
+  const rs = (await runSeries(dir))!;
+  assert.deepEqual(
+    rs.connected.filter((r) => r.key === 'all devices').map((r) => r.value),
+    [101, 101, 101],
+  );
+});
