@@ -238,7 +238,13 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
       .join(',');
   }
   if (opts.timeline !== undefined) {
-    loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
+    const { steps } = loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
+    // A fault only wakestorm's own server can suffer: refused before the stack starts, not INVALID after the run.
+    const control = steps.find((s) => s.needsControl);
+    if (control && opts.serverUrl)
+      throw new RunError(
+        `--timeline ${opts.timeline} has a ${control.fault} fault, which wakestorm can apply only to the reference server it starts; with --server-url, restart your server yourself or use a timeline without it`,
+      );
     vars.TIMELINE = opts.timeline.endsWith('.json') ? resolve(opts.timeline) : opts.timeline;
   }
   if (opts.wake !== undefined) {
@@ -786,6 +792,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     );
   }
   if (opts.serverUrl) {
+    // Load goes to loopback unless the user says otherwise on purpose (docs/ci.md): never on their behalf.
+    if (!isLoopbackUrl(opts.serverUrl) && process.env.ALLOW_REMOTE !== '1')
+      throw new RunError(
+        `--server-url ${opts.serverUrl} is not loopback: set ALLOW_REMOTE=1 to load another host on purpose; nothing was run`,
+      );
     await reachable(opts.serverUrl);
     // One real upgrade as a device makes it: credentials or a path the server refuses stop here, naming the status.
     await preflightUpgrade({

@@ -312,6 +312,43 @@ describe('a broken tester is INVALID, not FAIL', () => {
     assert.deepEqual(readdirSync(results), before);
   });
 
+  it('a --server-url off loopback needs ALLOW_REMOTE=1 on purpose, as docs/ci.md says: one line, exit 2', async () => {
+    const before = existsSync(results) ? readdirSync(results) : [];
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): nothing is sent there, the refusal comes first.
+    const r = await runCli(['run', 'smoke', '--server-url', 'ws://192.0.2.1:9000', '--results', results], {
+      timeoutMs: 30_000,
+      env: { ALLOW_REMOTE: '' },
+    });
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(r.stderr, /^wakestorm: --server-url ws:\/\/192\.0\.2\.1:9000 is not loopback: set ALLOW_REMOTE=1/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.deepEqual(readdirSync(results), before);
+  });
+
+  it('a timeline that restarts the server is refused with --server-url before the stack starts: exit 2', async () => {
+    const before = existsSync(results) ? readdirSync(results) : [];
+    const r = await runCli(
+      [
+        'run',
+        'flaky-network',
+        '--timeline',
+        'server-restart',
+        '--server-url',
+        'ws://127.0.0.1:9',
+        '--results',
+        results,
+      ],
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /has a server-restart fault, which wakestorm can apply only to the reference server it starts/,
+    );
+    assert.doesNotMatch(r.stdout, /starting the stack/);
+    assert.deepEqual(readdirSync(results), before);
+  });
+
   it('a saturated generator (2000 talking devices in one VU) is INVALID with the bound it broke', async () => {
     const r = await runCli(
       [

@@ -42,13 +42,21 @@ describe('the GitHub Actions example', () => {
       jobs: Record<string, { env?: Record<string, string>; steps: Step[] }>;
     };
     const job = wf.jobs.gate!;
-    // The tool cache is keyed on the pinned tool versions, not the branch.
+    // The tool cache is keyed on the pinned tool versions and the release (its engine's source), not the branch.
     assert.equal(wf.env.WAKESTORM_TOOLS, `k6-${PINS.k6.candidates[0].version}_toxiproxy-${PINS.toxiproxy.version}`);
-    assert.ok(
-      job.steps.some(
-        (s) => s.uses?.startsWith('actions/cache') && s.with?.key === 'wakestorm-tools-${{ env.WAKESTORM_TOOLS }}',
-      ),
-    );
+    for (const j of Object.values(wf.jobs)) {
+      assert.ok(
+        j.steps.some(
+          (s) =>
+            s.uses?.startsWith('actions/cache') &&
+            s.with?.key === 'wakestorm-tools-${{ env.WAKESTORM_TOOLS }}-${{ env.WAKESTORM_REF }}',
+        ),
+        'the tool cache follows the release',
+      );
+      // The Go the build needs (engine/go.mod, tools.ts PINS.minGo): an older one fails on a cache miss.
+      for (const s of j.steps.filter((x) => x.uses?.startsWith('actions/setup-go')))
+        assert.equal(String(s.with?.['go-version']), PINS.minGo);
+    }
     assert.match(wf.env.WAKESTORM_REF!, /^v\d+\.\d+\.\d+$/, 'a tagged release');
     assert.ok(
       wf.jobs.chaos?.steps.some((s) => /--timeline/.test(s.run ?? '')),
