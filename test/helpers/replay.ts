@@ -272,9 +272,12 @@ export const GO_CORPUS = new URL('../../engine/testdata/corpus.jsonl', import.me
  */
 export function goCorpus(traces: { file: string; trace: Trace }[]): string {
   return traces
-    .map(
-      ({ file, trace }) =>
-        `${JSON.stringify({ file, input: JSON.parse(engineInput(trace)) as unknown, expect: trace.expect ?? [] })}\n`,
-    )
+    .map(({ file, trace }) => {
+      const input = JSON.parse(engineInput(trace)) as { start: { audio: { pcm_path: string; opus_path: string } } };
+      // The utterance by its path from engine/ (where go test runs): the same file on every checkout.
+      input.start.audio.pcm_path = '../audio/utterance.pcm';
+      input.start.audio.opus_path = '../audio/utterance.opus';
+      return `${JSON.stringify({ file, input, expect: trace.expect ?? [] })}\n`;
+    })
     .join('');
 }
