@@ -52,6 +52,7 @@ const TIMINGS: DeviceMetricName[] = [
   'response_latency',
   'ping_rtt',
   'playback_stall_time',
+  'barge_in_stop_time',
 ];
 
 const short = (s: string, n = 140) => (s.length > n ? `${s.slice(0, n)}…` : s);
@@ -168,6 +169,12 @@ export async function tryConversation(o: TryOptions): Promise<number> {
       if (name === 'unmatched_messages') {
         seen.unmatched++;
         out(`${at()}    ↑ matches no step of dialect ${dialect.name} (${typeField(dialect)} ${tags.type})`);
+      }
+      // A barge-in ends the conversation as the user asked (the dialect's abort, the server's stop measured): done.
+      if (name === 'barge_in_stop_time') {
+        outcome = 'completed';
+        seen.ended = true;
+        finish();
       }
       if (name === 'sessions_completed') {
         outcome = 'completed';

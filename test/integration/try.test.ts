@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PROFILES } from '../../core/profiles.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { startAcmeServer, type AcmeServer } from '../helpers/acme-server.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
@@ -67,6 +68,18 @@ describe('wakestorm try', () => {
       'reply_end',
       'session_end',
     ]);
+  });
+
+  it('a barge-in completes: the user interrupted the reply and the server stopped, no false stall', async () => {
+    const barge = file('barge.json', JSON.stringify({ ...PROFILES.recommended, name: 'barge', barge_in_ms: 300 }));
+    const r = await runCli(['try', '--server-url', server.wsUrl, '--profile', barge], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(
+      r.stdout,
+      /→ \{"type":"cancel"[\s\S]*barge_in_stop_time = \d+ ms[\s\S]*the conversation completed in (\d+) ms/,
+    );
+    // It ends when the barge-in is measured, not when try gives up (45 s).
+    assert.ok(Number(/completed in (\d+) ms/.exec(r.stdout)![1]) < 15_000, r.stdout);
   });
 
   it("completes the README's user dialect against the server that speaks it", async () => {
