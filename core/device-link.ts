@@ -466,8 +466,9 @@ export class Link {
   }
 
   /**
-   * A link (wasConnected) or a connect attempt ended at `at` for `cause`. Outside every fault window it is an
-   * unplanned drop: the server's doing, or the firmware's. Then: closed for good, given up, or back off and retry.
+   * A link (wasConnected) or a connect attempt ended at `at` for `cause`. A link lost outside every fault window is an
+   * unplanned drop (the server's doing, or the firmware's); a connect that failed is a failed connect (connect_success)
+   * and nothing else: one cause fails one SLO. Then: closed for good, given up, or back off and retry.
    */
   private afterLoss(code: number, wasConnected: boolean, cause: LossCause, at: number): void {
     const { env } = this.ctx;
@@ -475,7 +476,7 @@ export class Link {
     this.stopKeepalive();
     this.timers.clear('connect');
     const phase = this.ctx.phaseOf(wasConnected ? at : this.attemptAt, at);
-    if (phase === 'steady')
+    if (wasConnected && phase === 'steady')
       env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
     if (wasConnected) {
       this.lastLoss = { code, at: now };

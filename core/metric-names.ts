@@ -28,7 +28,10 @@ export const DEVICE_METRICS = {
   /** Socket open to the dialect's ready (hello answered, `connected`): for per-wake channels, part of every wake's wait. */
   handshake_time: 'trend',
   connection_drops: 'counter',
-  /** Links lost, or connects that failed, outside every fault window (tags: code, cause): the server's doing. */
+  /**
+   * Links lost outside every fault window (tags: code, cause): the server's doing. A connect that fails is counted in
+   * connect_success only.
+   */
   unplanned_drops: 'counter',
   reconnect_attempts: 'counter',
   /** Links lost less than RECONNECT_CENSOR_MS before the run ended, not back yet: no verdict on them. */

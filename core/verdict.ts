@@ -61,7 +61,7 @@ export const CAUSES: Record<string, { phase: string; look: string }> = {
   },
   handshake: {
     phase: 'connect',
-    look: 'the socket opened but the server never confirmed `connected`, or closed it first',
+    look: "the socket opened but the server never sent the dialect's ready message (recv.ready), or closed it first",
   },
   timeout: { phase: 'connect', look: 'the connect did not finish in time' },
   violation: {

@@ -684,8 +684,9 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 	if wasConnected {
 		from = at
 	}
-	d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Phase: phaseSteadyOnly, Code: code, Cause: cause})
 	if wasConnected {
+		// A link lost outside every fault window; a connect that failed is connect_success's alone (one cause, one SLO).
+		d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Phase: phaseSteadyOnly, Code: code, Cause: cause})
 		d.rec(Record{Name: "connection_drops", Value: 1, Code: code})
 		if now-d.connectedAt < d.env.Timing.FlapMs {
 			d.count("flaps", 1)
