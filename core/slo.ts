@@ -61,7 +61,8 @@ export const DEFAULT_SLOS: Slo[] = [
     aggregation: 'count',
     op: '==',
     target: 0,
-    description: 'links lost in steady state (server close, 1006, liveness check); a refused connect is connect_success',
+    description:
+      'links lost in steady state (server close, 1006, liveness check); a refused connect is connect_success',
   },
   {
     name: 'wake_ack_p95',
