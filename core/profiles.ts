@@ -74,6 +74,17 @@ const base = {
   playback_prebuffer_ms: 200,
 } as const;
 
+/** What xiaozhi-esp32 firmware does whatever its listening mode (the profiles below say each mode). */
+const xiaozhiFirmware = {
+  ...base,
+  connect: 'hello',
+  keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
+  liveness: { detect: 'silence', timeout_ms: 120_000, check_ms: 1000 },
+  reconnect: { policy: 'fixed', base_ms: 1000, cap_ms: 1000, max_attempts: 0, on: 'always' },
+  frame_bytes: 1920,
+  playback_prebuffer_ms: 120,
+} as const;
+
 /** The profiles of the source documents, by name (docs/protocol.md names the behaviours they exercise). */
 export const PROFILES: Record<string, Profile> = {
   'esp32-hotpin': {
@@ -128,16 +139,10 @@ export const PROFILES: Record<string, Profile> = {
   // tts stop in a mode other than manual sets kDeviceStateListening: the channel stays open and the microphone
   // streams until the server's no-voice timeout closes it), 60 ms Opus frames, and no resume.
   'xiaozhi-esp32': {
-    ...base,
+    ...xiaozhiFirmware,
     name: 'xiaozhi-esp32',
     dialect: 'xiaozhi',
-    connect: 'hello',
-    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
-    liveness: { detect: 'silence', timeout_ms: 120_000, check_ms: 1000 },
-    reconnect: { policy: 'fixed', base_ms: 1000, cap_ms: 1000, max_attempts: 0, on: 'always' },
-    frame_bytes: 1920,
     end_of_speech: 'vad',
-    playback_prebuffer_ms: 120,
     after_reply: 'listen',
     // The firmware's default wake word (its wake-word model, "ni hao xiao zhi"): what a xiaozhi server expects in
     // listen detect, not a question.
@@ -146,16 +151,10 @@ export const PROFILES: Record<string, Profile> = {
   // The same firmware with a push-to-talk button (manual listening): no wake word, so no listen detect; the button's
   // release ends the speech (listen stop), and after the reply the channel closes until the next press.
   'xiaozhi-esp32-button': {
-    ...base,
+    ...xiaozhiFirmware,
     name: 'xiaozhi-esp32-button',
     dialect: 'xiaozhi-button',
-    connect: 'hello',
-    keepalive: { answer_server_pings: false, send: 'none', interval_ms: 0 },
-    liveness: { detect: 'silence', timeout_ms: 120_000, check_ms: 1000 },
-    reconnect: { policy: 'fixed', base_ms: 1000, cap_ms: 1000, max_attempts: 0, on: 'always' },
-    frame_bytes: 1920,
     end_of_speech: 'explicit',
-    playback_prebuffer_ms: 120,
   },
   recommended: {
     ...base,

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../../core/device.ts';
-import type { DeviceEnv, SocketLike, WakeSchedule } from '../../core/device-env.ts';
+import type { DeviceEnv, WakeSchedule } from '../../core/device-env.ts';
 import { validateDialect, type Dialect } from '../../core/dialect.ts';
 import { engineStart, EngineRecords, type EngineRecord } from '../../core/engine-contract.ts';
 import type { Phase } from '../../core/phases.ts';
@@ -14,7 +14,7 @@ import { PROFILES, validateProfile, type Profile } from '../../core/profiles.ts'
 import { parseWake } from '../../core/run-config.ts';
 import { deviceRandom } from '../../core/rng.ts';
 import { nodeAudio, nodeDialect } from '../../scripts/node-devices.ts';
-import { FakeClock } from './fake-env.ts';
+import { FakeClock, FakeSocket } from './fake-env.ts';
 
 export const TRACES_DIR = new URL('../../core/traces/', import.meta.url).pathname;
 const AUDIO = new URL('../../audio/', import.meta.url).pathname;
@@ -94,17 +94,17 @@ export function replayTs(t: Trace): unknown[][] {
   const at = () => clock.now - START;
   const add = (...e: unknown[]) => events.push([at(), ...e]);
   const sockets: ScriptSocket[] = [];
-  class ScriptSocket implements SocketLike {
-    readyState = 0;
-    binaryType = 'blob';
-    onopen: SocketLike['onopen'] = null;
-    onmessage: SocketLike['onmessage'] = null;
-    onclose: SocketLike['onclose'] = null;
-    onerror: SocketLike['onerror'] = null;
-    onpong: SocketLike['onpong'] = null;
+  // The fake socket of the unit tests, its frames logged as the trace's events instead of kept.
+  class ScriptSocket extends FakeSocket {
     opened = false;
-    constructor(readonly n: number) {}
-    send(d: string | ArrayBuffer | ArrayBufferView) {
+    constructor(
+      readonly n: number,
+      url: string,
+      headers: Record<string, string>,
+    ) {
+      super(url, headers);
+    }
+    override send(d: string | ArrayBuffer | ArrayBufferView) {
       if (typeof d !== 'string') return void add('binary', this.n, d.byteLength);
       try {
         add('send', this.n, JSON.parse(d));
@@ -112,10 +112,10 @@ export function replayTs(t: Trace): unknown[][] {
         add('send_text', this.n, d);
       }
     }
-    ping() {
+    override ping() {
       add('ping', this.n);
     }
-    close(code?: number) {
+    override close(code?: number) {
       // The engine's Close(0) drops the TCP connection, as close() with no code does here. A socket whose upgrade never
       // completed has nothing to close (engine/replay.go says the same).
       if (this.opened) add('close', this.n, code ?? 0);
@@ -125,7 +125,7 @@ export function replayTs(t: Trace): unknown[][] {
   const phase = phaseIn(t);
   const env: DeviceEnv = {
     openSocket: (url, headers) => {
-      const s = new ScriptSocket(sockets.length);
+      const s = new ScriptSocket(sockets.length, url, headers);
       sockets.push(s);
       add('open', s.n, url, headers);
       return s;
