@@ -7,7 +7,7 @@ import { nextPoll } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
 import { connectRequest, Timers } from './device-env.ts';
-import { capture, matches, render, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
+import { answerOf, capture, matches, render, renderAnswer, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
@@ -588,7 +588,8 @@ export class Link {
     } catch {
       return;
     }
-    if (msg === null || typeof msg !== 'object') return;
+    // Only objects are messages, as engine/device.go reads them.
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return;
     const { recv, send, capture: cap } = this.ctx.dialect;
     const { vars } = this.ctx;
     if (this.state === 'handshaking' && recv.ready && matches(recv.ready, msg, vars)) return this.onReady(msg);
@@ -607,6 +608,12 @@ export class Link {
         this.pendingPing = null;
         this.timers.clear('pong');
       }
+      return;
+    }
+    // A request the server expects an answer to (xiaozhi's MCP initialize, tools/list): answered at once.
+    const answer = answerOf(this.ctx.dialect, msg, vars);
+    if (answer) {
+      this.ws?.send(renderAnswer(answer, msg, vars));
       return;
     }
     if (!this.owner.message(msg) && stepOf(this.ctx.dialect, msg, vars) === null) this.unmatched(msg);

@@ -22,6 +22,13 @@ export type Template = { [k: string]: Json };
 export type Matcher = { [path: string]: string | number | boolean | null };
 /** Variables a matched message sets: variable name → dotted path in the message. */
 export type Capture = Record<string, string>;
+/** A server request the device answers (Dialect.answer). */
+export interface Answer {
+  match: Matcher;
+  /** Variables for `send` only, taken from the request (e.g. rpc_id ← payload.id). */
+  capture: Capture;
+  send: Template;
+}
 
 type AudioCodec = 'pcm_s16le' | 'opus';
 /**
@@ -115,6 +122,12 @@ export interface Dialect {
    */
   capture: Partial<Record<CaptureEvent, Capture>>;
   audio: { up: AudioSpec; down: AudioSpec };
+  /**
+   * Requests the server sends that the device answers (xiaozhi's MCP `initialize` and `tools/list`, JSON-RPC with an
+   * id): a message matching `match` is answered with `send`, whose placeholders may use the variables `capture` takes
+   * from that request (the request's id echoed) besides the dialect's own. Answered before any other step is tried.
+   */
+  answer: Answer[];
   /**
    * Resume: the ready message's captures `resumed` (true when the server kept the session) and `resumed_session`
    * (its id) say whether an interrupted conversation goes on. false: a lost link loses the conversation.
@@ -296,10 +309,24 @@ export function capture(c: Capture | undefined, msg: unknown, vars: Vars): void 
   }
 }
 
+/** The answer a server request gets from this dialect (the first whose matcher it matches), or null. */
+export function answerOf(d: Dialect, msg: unknown, vars: Vars): Answer | null {
+  for (let i = 0; i < d.answer.length; i++) if (matches(d.answer[i]!.match, msg, vars)) return d.answer[i]!;
+  return null;
+}
+
+/** The text a device answers a request with: its captures apply to a copy of the variables, not to the device's own. */
+export function renderAnswer(a: Answer, msg: unknown, vars: Vars): string {
+  const local: Vars = { ...vars };
+  capture(a.capture, msg, local);
+  return render(a.send, local);
+}
+
 /** The dialect's step a server message matches (`ignore` for one it needs nothing from), or null: unmatched. */
 export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
   const r = d.recv;
   if (r.ready && matches(r.ready, msg, vars)) return 'ready';
+  if (answerOf(d, msg, vars)) return 'answer';
   if (r.ack && r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
   const steps: [string, Matcher | null][] = [
     ['ping', r.ping],
@@ -508,7 +535,19 @@ function audioSpec(v: unknown, where: string): AudioSpec {
   return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
 }
 
-const TOP = ['name', 'description', 'lifecycle', 'variables', 'connect', 'send', 'recv', 'capture', 'audio', 'resume'];
+const TOP = [
+  'name',
+  'description',
+  'lifecycle',
+  'variables',
+  'connect',
+  'send',
+  'recv',
+  'capture',
+  'audio',
+  'answer',
+  'resume',
+];
 const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
 const RECV = [
   'ready',
@@ -716,6 +755,31 @@ export function validateDialect(raw: unknown, where: string): Dialect {
       }
     }
   }
+  const answer: Answer[] = [];
+  const ans = raw.answer ?? [];
+  if (!Array.isArray(ans)) check(() => fail(`${where}.answer`, 'must be a list of { match, capture?, send }'));
+  else
+    ans.forEach((x: unknown, i) => {
+      const at = `${where}.answer[${i}]`;
+      if (!isObj(x)) return check(() => fail(at, 'must be { match, capture?, send }'));
+      for (const k of Object.keys(x))
+        if (!['match', 'capture', 'send'].includes(k))
+          check(() => fail(`${at}.${k}`, 'is not a field (match, capture, send)'));
+      const capture = (x.capture ?? {}) as Record<string, unknown>;
+      if (!isObj(capture)) check(() => fail(`${at}.capture`, 'must be { variable: "field.path" }'));
+      const local = new Set(all);
+      for (const [k, v] of Object.entries(isObj(capture) ? capture : {}))
+        check(() => {
+          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k))
+            fail(`${at}.capture.${k}`, 'a variable name is lowercase letters, digits and _');
+          if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v) || v.split('.').some((p) => FORBIDDEN_KEYS.has(p)))
+            fail(`${at}.capture.${k}`, 'must be a field path');
+          local.add(k);
+        });
+      const match = check(() => matcher(x.match, `${at}.match`, all, false));
+      const send = check(() => template(x.send, `${at}.send`, local, false));
+      if (match && send) answer.push({ match, capture: capture as Capture, send });
+    });
   const a = raw.audio;
   let audio: Dialect['audio'] | undefined;
   if (!isObj(a)) check(() => fail(`${where}.audio`, 'must be { up, down }'));
@@ -751,6 +815,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     recv,
     capture: cap,
     audio: audio!,
+    answer,
     resume: raw.resume as boolean,
   };
 }

@@ -588,6 +588,13 @@ func (d *Device) message(msg map[string]any, b []byte) string {
 		}
 		return "pong"
 	}
+	// A request the server expects an answer to (xiaozhi's MCP initialize, tools/list): answered at once.
+	if a := dl.answerOf(msg, vars); a != nil {
+		if d.ws != nil {
+			d.ws.Send(a.Render(msg, vars))
+		}
+		return "answer"
+	}
 	if step := d.conv.message(msg); step != "" {
 		return step
 	}

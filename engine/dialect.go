@@ -326,6 +326,33 @@ func isComposite(v any) bool {
 	return false
 }
 
+// Answer is a server request the device answers: its matcher, what it captures for the answer, and the answer.
+type Answer struct {
+	Match   *Matcher  `json:"match"`
+	Capture Capture   `json:"capture"`
+	Send    *Template `json:"send"`
+}
+
+// answerOf is the answer a request gets (the first whose matcher it matches), or nil.
+func (d *Dialect) answerOf(msg map[string]any, vars Vars) *Answer {
+	for i := range d.Answer {
+		if d.Answer[i].Match.Matches(msg, vars) {
+			return &d.Answer[i]
+		}
+	}
+	return nil
+}
+
+// Render is the answer's text: its captures apply to a copy of the variables, not to the device's own.
+func (a *Answer) Render(msg map[string]any, vars Vars) []byte {
+	local := make(Vars, len(vars)+len(a.Capture))
+	for k, v := range vars {
+		local[k] = v
+	}
+	a.Capture.Apply(msg, local)
+	return a.Send.Render(local)
+}
+
 // Dialect is the part of core/dialect.ts's Dialect the engine interprets.
 type Dialect struct {
 	Name      string `json:"name"`
@@ -366,8 +393,10 @@ type Dialect struct {
 		AckIsReady bool `json:"-"`
 	} `json:"recv"`
 	Capture map[string]Capture `json:"capture"`
-	Resume  bool               `json:"resume"`
-	Audio   struct {
+	// Answer: requests the server sends that the device answers (core/dialect.ts Dialect.answer).
+	Answer []Answer `json:"answer"`
+	Resume bool     `json:"resume"`
+	Audio  struct {
 		Up   AudioSpec `json:"up"`
 		Down AudioSpec `json:"down"`
 	} `json:"audio"`

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import {
+  answerOf,
+  renderAnswer,
   capture,
   DialectError,
   fill,
@@ -76,6 +78,26 @@ describe('dialect validation', () => {
       (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }),
       /must be 16000 for pcm_s16le/,
     );
+    // Steps a server does not have are null; a null step captures nothing.
+    broken((d) => (d.recv.ready = null), /x\.capture\.ready: captures from recv\.ready, which is null/);
+    // Answers: their placeholders are the dialect's variables and the answer's own captures, nothing else.
+    const answer = { match: { type: 'rpc' }, capture: { rpc_id: 'id' }, send: { id: '{rpc_id}', ok: true } };
+    broken(
+      (d) => (d.answer = [{ ...answer, send: { id: '{rpc}' } }]),
+      /x\.answer\[0\]\.send\.id: unknown placeholder \{rpc\}/,
+    );
+    broken((d) => (d.answer = [{ ...answer, capture: { 'Bad-Name': 'id' } }]), /x\.answer\[0\]\.capture\.Bad-Name/);
+    broken((d) => (d.answer = [{ ...answer, match: {} }]), /x\.answer\[0\]\.match: must be a matcher/);
+    broken((d) => (d.answer = [{ ...answer, reply: 1 }]), /x\.answer\[0\]\.reply: is not a field/);
+    const d = raw();
+    d.answer = [answer];
+    const ok = validateDialect(d, 'x');
+    // The request's id is echoed with its type; the capture does not touch the device's own variables.
+    const vars = { device_id: 'd1' };
+    const a = answerOf(ok, { type: 'rpc', id: 7 }, vars)!;
+    assert.equal(renderAnswer(a, { type: 'rpc', id: 7 }, vars), '{"id":7,"ok":true}');
+    assert.deepEqual(vars, { device_id: 'd1' });
+    assert.equal(answerOf(ok, { type: 'other' }, vars), null);
     assert.throws(() => validateDialect([], 'y'), /dialect y: must be a JSON object/);
   });
 });
