@@ -159,14 +159,16 @@ export function resolveParams(
   const def = FAULTS[fault];
   if (!def) throw new FaultError(`${where}: unknown fault "${fault}"; known: ${Object.keys(FAULTS).join(', ')}`);
   const out: Record<string, number> = {};
+  const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
   for (const k of Object.keys(given ?? {})) {
-    if (!(k in def.params))
+    // Own keys only: "constructor" or "__proto__" is no param, whatever the prototype chain holds.
+    if (!own(def.params, k))
       throw new FaultError(
         `${where}: fault "${fault}" has no param "${k}"${Object.keys(def.params).length ? ` (it takes ${Object.keys(def.params).join(', ')})` : ' (it takes none)'}`,
       );
   }
   for (const [k, spec] of Object.entries(def.params)) {
-    const v = given?.[k] ?? spec.default;
+    const v = (given && own(given, k) ? given[k] : undefined) ?? spec.default;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < spec.min || v > spec.max) {
       throw new FaultError(
         `${where}: param "${k}" of "${fault}" must be a number in ${spec.min}-${spec.max} ${spec.unit}, got ${JSON.stringify(v)}`,

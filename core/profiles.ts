@@ -1,6 +1,6 @@
 // Device profiles as plain data (the field clients listed in README "Devices and profiles", plus a recommended one), their validation, and profile mixes.
 import { FORBIDDEN_KEYS } from './dialect.ts';
-import { WakestormError } from './errors.ts';
+import { unknownField, WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffSpec } from './backoff.ts';
 
 export interface Profile {
@@ -175,9 +175,6 @@ export class ProfileError extends WakestormError {
   override name = 'ProfileError';
 }
 
-function need(cond: boolean, where: string, field: string, want: string): void {
-  if (!cond) throw new ProfileError(`profile ${where}: field "${field}" must be ${want}`);
-}
 /** The path of a key that would reach an object's prototype, anywhere in a parsed file; null when there is none. */
 function prototypeKey(v: unknown, path = ''): string | null {
   if (v === null || typeof v !== 'object') return null;
@@ -192,11 +189,55 @@ const isInt = (v: unknown, min: number, max: number) =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 const oneOf = (v: unknown, xs: readonly string[]) => typeof v === 'string' && xs.includes(v);
 
-/** Checks every field of a profile; the error names the profile and the field. */
+/** The fields of a profile, and of its nested objects: anything else is named as a likely typo. */
+const PROFILE_FIELDS: Record<string, readonly string[]> = {
+  '': [
+    'name',
+    'connect',
+    'keepalive',
+    'liveness',
+    'reconnect',
+    'resume',
+    'frame_bytes',
+    'end_of_speech',
+    'playback_prebuffer_ms',
+    'dialect',
+    'barge_in_ms',
+    'after_reply',
+    'wake_word',
+  ],
+  keepalive: ['answer_server_pings', 'send', 'interval_ms'],
+  liveness: ['detect', 'timeout_ms', 'check_ms'],
+  reconnect: ['policy', 'base_ms', 'cap_ms', 'max_attempts', 'first_ms', 'jitter_ms', 'on'],
+};
+
+/** Checks every field of a profile and names every problem at once, each with its field (a typo'd key too). */
 export function validateProfile(p: unknown, where = 'from file'): Profile {
+  const problems: string[] = [];
+  const need = (cond: boolean, _where: string, field: string, want: string) => {
+    if (!cond) problems.push(`field "${field}" must be ${want}`);
+  };
+  const done = (label: string) => {
+    // A missing object is one problem, not one per field inside it.
+    const missing = problems.map((x) => /^field "([a-z_]+)" must be an object$/.exec(x)?.[1]).filter(Boolean);
+    for (const m of missing)
+      for (let i = problems.length - 1; i >= 0; i--) if (problems[i]!.startsWith(`field "${m}.`)) problems.splice(i, 1);
+    if (problems.length)
+      throw new ProfileError(
+        `profile ${label}: ${problems.length === 1 ? problems[0] : `${problems.length} problems: ${problems.join('; ')}`}`,
+      );
+  };
   need(p !== null && typeof p === 'object' && !Array.isArray(p), where, '(root)', 'an object');
+  done(where);
   const bad = prototypeKey(p);
   need(bad === null, where, bad ?? '', 'absent: __proto__, constructor and prototype are not profile fields');
+  done(where);
+  for (const [at, known] of Object.entries(PROFILE_FIELDS)) {
+    const obj = at ? (p as Record<string, unknown>)[at] : p;
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) continue;
+    for (const k of Object.keys(obj))
+      if (!known.includes(k)) problems.push(`field "${at ? `${at}.` : ''}${k}" ${unknownField(k, known)}`);
+  }
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a validator reads unknown JSON field by field
   const o = p as Record<string, any>;
   need(
@@ -208,6 +249,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
   where = `"${o.name}"`;
   need(oneOf(o.connect, ['hello', 'path']), where, 'connect', "'hello' or 'path'");
   need(o.keepalive && typeof o.keepalive === 'object', where, 'keepalive', 'an object');
+  o.keepalive ??= {};
   need(typeof o.keepalive.answer_server_pings === 'boolean', where, 'keepalive.answer_server_pings', 'true or false');
   need(
     oneOf(o.keepalive.send, ['none', 'json-ping', 'ws-ping']),
@@ -224,6 +266,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
     'an integer of at least 100 (ms) when the device sends pings',
   );
   need(o.liveness && typeof o.liveness === 'object', where, 'liveness', 'an object');
+  o.liveness ??= {};
   need(
     oneOf(o.liveness.detect, ['close', 'pong-timeout', 'silence']),
     where,
@@ -245,8 +288,8 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
     'liveness.detect',
     "'pong-timeout' only with keepalive.send 'json-ping'",
   );
-  const r = o.reconnect;
-  need(r && typeof r === 'object', where, 'reconnect', 'an object');
+  need(o.reconnect && typeof o.reconnect === 'object', where, 'reconnect', 'an object');
+  const r = o.reconnect ?? {};
   need(oneOf(r.policy, BACKOFF_POLICIES), where, 'reconnect.policy', BACKOFF_POLICIES.join(', '));
   need(isInt(r.base_ms, 1, 3_600_000), where, 'reconnect.base_ms', 'an integer in 1-3600000');
   need(isInt(r.cap_ms, r.base_ms, 3_600_000), where, 'reconnect.cap_ms', 'an integer >= base_ms');
@@ -283,6 +326,7 @@ export function validateProfile(p: unknown, where = 'from file'): Profile {
     'dialect',
     'a shipped dialect name or a .json path',
   );
+  done(where);
   return o as Profile;
 }
 

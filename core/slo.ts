@@ -1,6 +1,6 @@
 // SLOs as data (name, metric, aggregation, target), the k6 thresholds derived from them, and per-run overrides.
 
-import { WakestormError } from './errors.ts';
+import { unknownField, WakestormError } from './errors.ts';
 type Aggregation = 'p(50)' | 'p(90)' | 'p(95)' | 'p(99)' | 'avg' | 'max' | 'rate' | 'count';
 type Op = '<' | '<=' | '==' | '>' | '>=';
 
@@ -185,7 +185,23 @@ class SloError extends WakestormError {
 const AGGS: Aggregation[] = ['p(50)', 'p(90)', 'p(95)', 'p(99)', 'avg', 'max', 'rate', 'count'];
 const OPS: Op[] = ['<', '<=', '==', '>', '>='];
 
+const SLO_FIELDS = [
+  'name',
+  'metric',
+  'aggregation',
+  'op',
+  'target',
+  'description',
+  'abortOnFail',
+  'during',
+  'recovery',
+];
+
 function check(s: Record<string, unknown>, where: string): Slo {
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new SloError(`${where}: must be an object`);
+  // A typo'd key (a "targte") would leave the SLO judging its default silently: named instead.
+  for (const k of Object.keys(s))
+    if (!SLO_FIELDS.includes(k)) throw new SloError(`${where}: field "${k}" ${unknownField(k, SLO_FIELDS)}`);
   if (typeof s.name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.name))
     throw new SloError(`${where}: "name" must be snake_case`);
   if (typeof s.metric !== 'string' || !/^[a-z_]+(\{[a-z_]+:[A-Za-z0-9._-]+\})?$/.test(s.metric))

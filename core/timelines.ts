@@ -1,5 +1,5 @@
 // Chaos timelines as data: named ones ship here, others come from JSON; each is validated before any load.
-import { WakestormError } from './errors.ts';
+import { unknownField, WakestormError } from './errors.ts';
 import type { FaultWindow } from './phases.ts';
 import { parseDuration } from './run-config.ts';
 import { FAULTS, FaultError, resolveParams, resolveStreams, type FaultAction, type Stream } from './faults.ts';
@@ -83,16 +83,34 @@ export function toMs(v: unknown, where: string, field: string): number {
 }
 
 /** Validates a timeline; the error names the entry (by index and fault) and the field. */
+const ENTRY_FIELDS = ['at', 'for', 'fault', 'stream', 'toxicity', 'params', 'proxy'];
+
+/** Checks every entry of a timeline and names every problem at once (one per entry at most, each with its entry). */
 export function validateTimeline(entries: unknown, name: string, durationMs?: number): ChaosStep[] {
   if (!Array.isArray(entries)) throw new TimelineError(`timeline ${name}: must be a list of {at, for, fault} entries`);
-  return entries.map((raw, index) => {
+  const problems: string[] = [];
+  const steps = entries.map((raw, index) => {
+    try {
+      return validateEntry(raw, index, name, durationMs);
+    } catch (e) {
+      if (!(e instanceof TimelineError)) throw e;
+      problems.push(e.message);
+      return null;
+    }
+  });
+  if (problems.length === 1) throw new TimelineError(problems[0]!);
+  if (problems.length) throw new TimelineError(`timeline ${name}: ${problems.length} problems: ${problems.join('; ')}`);
+  return steps as ChaosStep[];
+}
+
+function validateEntry(raw: unknown, index: number, name: string, durationMs?: number): ChaosStep {
+  {
     const where = `timeline ${name} entry ${index}${raw && typeof raw === 'object' && typeof (raw as TimelineEntry).fault === 'string' ? ` (${(raw as TimelineEntry).fault})` : ''}`;
     if (!raw || typeof raw !== 'object' || Array.isArray(raw))
       throw new TimelineError(`${where}: must be an object {at, for, fault}`);
     const e = raw as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (!['at', 'for', 'fault', 'stream', 'toxicity', 'params', 'proxy'].includes(k))
-        throw new TimelineError(`${where}: unknown field "${k}"`);
+      if (!ENTRY_FIELDS.includes(k)) throw new TimelineError(`${where}: field "${k}" ${unknownField(k, ENTRY_FIELDS)}`);
     }
     if (typeof e.fault !== 'string' || !(e.fault in FAULTS))
       throw new TimelineError(
@@ -134,7 +152,7 @@ export function validateTimeline(entries: unknown, name: string, durationMs?: nu
       if (err instanceof FaultError) throw new TimelineError(err.message);
       throw err;
     }
-  });
+  }
 }
 
 /**

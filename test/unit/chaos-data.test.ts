@@ -40,7 +40,28 @@ describe('timelines', () => {
       ],
       [[{ at: '1s', for: '1s', fault: 'cut', stream: 'upstream' }], /fault "cut" has no direction/],
       [[{ at: '1s', for: '1s', fault: 'latency', toxicity: 2 }], /"toxicity" must be a number in 0-1/],
-      [[{ at: '1s', for: '1s', fault: 'latency', colour: 'red' }], /unknown field "colour"/],
+      [[{ at: '1s', for: '1s', fault: 'latency', colour: 'red' }], /field "colour" is not a field/],
+      [
+        [{ at: '1s', for: '1s', fault: 'latency', strem: 'up' }],
+        /field "strem" is not a field \(did you mean "stream"\?\)/,
+      ],
+      // Own keys only: a key of the prototype chain is no param.
+      [
+        JSON.parse('[{"at":"1s","for":"1s","fault":"latency","params":{"constructor":1}}]'),
+        /has no param "constructor"/,
+      ],
+      [
+        JSON.parse('[{"at":"1s","for":"1s","fault":"latency","params":{"__proto__":{"latency":5}}}]'),
+        /has no param "__proto__"/,
+      ],
+      // Every entry's problem at once.
+      [
+        [
+          { at: '1s', for: '0s', fault: 'cut' },
+          { at: '1s', for: '1s', fault: 'latency', toxicity: 2 },
+        ],
+        /2 problems: .*entry 0 \(cut\): "for" must be longer than 0; .*entry 1 \(latency\): "toxicity"/,
+      ],
       [{ at: 1 }, /must be a list/],
     ];
     for (const [t, re] of cases) assert.throws(() => validateTimeline(t, 'x'), re);
@@ -115,6 +136,15 @@ describe('SLOs', () => {
           () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(42)","op":"<","target":1}]',
         ),
       /"aggregation" must be one of/,
+    );
+    // A typo'd key would leave the target at its default silently: named, with what it likely meant.
+    assert.throws(
+      () =>
+        resolveSlos(
+          { SLO_FILE: 'x.json' },
+          () => '[{"name":"x","metric":"ping_rtt","aggregation":"p(99)","op":"<","targte":1}]',
+        ),
+      /SLO_FILE x\.json entry 0: field "targte" is not a field \(did you mean "target"\?\)/,
     );
     const abort = sloThresholds([{ ...DEFAULT_SLOS.find((x) => x.name === 'wake_ack_p95')!, abortOnFail: true }]);
     assert.deepEqual(abort['wake_ack_latency{chaos:steady}'], [

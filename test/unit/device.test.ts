@@ -656,6 +656,18 @@ describe('profiles as data', () => {
     assert.throws(() => parseProfileMix('esp32-hotpin:70,nope:30', () => ''), /unknown profile "nope"/);
     assert.throws(() => parseProfileMix('x.json', () => '{nope'), /not valid JSON/);
     assert.throws(() => validateProfile({ ...PROFILES.recommended, frame_bytes: 641 }), /frame_bytes/);
+    // Every problem at once, a typo'd key named with what it likely meant; a missing object is one problem.
+    const { reconnect, ...rest } = PROFILES.recommended!;
+    const typo = { ...rest, reconect: reconnect, frame_bytes: 3, keepalive: { ...rest.keepalive, intervl_ms: 5 } };
+    assert.throws(
+      () => validateProfile(typo, 'mine.json'),
+      (e: Error) =>
+        e instanceof ProfileError &&
+        /4 problems: field "reconect" is not a field \(did you mean "reconnect"\?\); field "keepalive.intervl_ms" is not a field \(did you mean "interval_ms"\?\); field "reconnect" must be an object; field "frame_bytes"/.test(
+          e.message,
+        ),
+    );
+    assert.throws(() => validateProfile({ ...PROFILES.recommended, wake_word: '' }), /field "wake_word"/);
   });
   it('splits a mix by weight, deterministically', () => {
     const mix = parseProfileMix('esp32-hotpin:70,recommended:30', () => '');
