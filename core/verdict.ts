@@ -627,7 +627,9 @@ function finish(
   } else {
     const na = rows.filter((r) => r.status === 'n/a').length;
     const fw = findings.length ? `, ${findings.length} firmware finding${findings.length > 1 ? 's' : ''}` : '';
-    headline = `VERDICT: PASS (${rows.length - na - findings.length} SLOs met${fw}${na ? `, ${na} n/a` : ''})`;
+    // Met is what passed: findings (of SLO rows or about the firmware under faults) are counted apart, never as met.
+    const met = rows.filter((r) => r.status === 'pass').length;
+    headline = `VERDICT: PASS (${met} SLOs met${fw}${na ? `, ${na} n/a` : ''})`;
   }
   return {
     verdict,
@@ -667,6 +669,11 @@ export function junitXml(j: Judgement, suite: string, seconds: number): string {
     else if (r.status === 'n/a') cases.push(tc(name, `<skipped message="${xml(r.why)}"/>`));
     else cases.push(tc(name, `<failure message="${xml([r.why, ...r.culprits].join('; '))}"/>`));
   }
+  // Every finding where CI reads: one case holding them all (a finding is not a failure of the server).
+  if (!invalid && j.findings.length)
+    cases.push(
+      tc('firmware findings', `<system-out>${xml(j.findings.map((f) => `finding: ${f}`).join('\n'))}</system-out>`),
+    );
   const extra = j.verdict === 'fail' && !j.slos.some((r) => r.status === 'fail');
   if (extra) cases.push(tc('fleet connected', `<failure message="${xml(j.failures.join('; '))}"/>`));
   const tests = cases.length;
@@ -688,6 +695,12 @@ export function verdictLines(j: Judgement): string[] {
       if (r.status === 'fail' || r.status === 'finding')
         for (const c of [r.why, ...r.culprits]) lines.push(`      ${c}`);
     }
+    lines.push('');
+  }
+  // Every finding, not only those of an SLO row (a firmware's reconnects under faults are findings of no row).
+  if (j.findings.length) {
+    lines.push(`  Findings about the firmware, not failures of the server (${j.findings.length}):`);
+    for (const f of j.findings) lines.push(`    - ${f}`);
     lines.push('');
   }
   lines.push(j.headline);

@@ -374,7 +374,7 @@ addFleetOptions(
   if (o.json) {
     const j = r.judgement;
     process.stdout.write(
-      `${JSON.stringify({ verdict: j.verdict, exit_code: j.exit_code, verdict_line: j.headline, run_id: r.runId, dir: r.dir, report: `${r.dir}/report.html`, junit: `${r.dir}/junit.xml`, invalid_reasons: j.invalid, fail_reasons: j.failures, slos: j.slos })}\n`,
+      `${JSON.stringify({ verdict: j.verdict, exit_code: j.exit_code, verdict_line: j.headline, run_id: r.runId, dir: r.dir, report: `${r.dir}/report.html`, junit: `${r.dir}/junit.xml`, invalid_reasons: j.invalid, fail_reasons: j.failures, findings: j.findings, slos: j.slos })}\n`,
     );
   }
   process.exitCode = r.code;

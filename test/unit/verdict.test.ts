@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_SLOS, inPhase, resolveSlos } from '../../core/slo.ts';
-import { firmwareReason, judge, junitXml, SATURATION, withTag } from '../../core/verdict.ts';
+import { firmwareReason, judge, junitXml, SATURATION, verdictLines, withTag } from '../../core/verdict.ts';
 import { PROFILES } from '../../core/profiles.ts';
 import type { SummaryData } from '../../core/run-contract.ts';
 import { faultWindows, loadTimeline } from '../../core/timelines.ts';
@@ -454,6 +454,11 @@ describe('firmware findings', () => {
     assert.deepEqual(j.findings, [
       "under faults, esp32-p4-screen reconnects in p(95) 10.4 s, over reconnect_p95's 10 s: it waits 10 s before it reconnects (reconnect.policy fixed, base 10 s)",
     ]);
+    // Findings everywhere the verdict is: the count, the terminal, JUnit; met counts only what passed.
+    const met = j.slos.filter((r) => r.status === 'pass').length;
+    assert.match(j.headline, new RegExp(`PASS \\(${met} SLOs met, 1 firmware finding`));
+    assert.ok(verdictLines(j).some((l) => l.includes('- under faults, esp32-p4-screen reconnects')));
+    assert.match(junitXml(j, 's', 1), /name="firmware findings">\s*<system-out>finding: under faults, esp32-p4-screen/);
   });
 
   it('the same breach by a profile whose behaviour does not explain it fails the server', () => {
