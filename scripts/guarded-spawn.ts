@@ -14,10 +14,15 @@ function deathTie(): string[] {
 /** Secrets a user may give the CLI in its environment: no child inherits them (each gets what it needs in a file). */
 const SECRET_ENV = ['WAKESTORM_TOKEN', 'TOKEN'];
 
+/** An environment for a child: `env` without the user's secrets. */
+export function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const k of SECRET_ENV) delete out[k];
+  return out;
+}
+
 export function guardedSpawn(cmd: string, args: string[], spawnOpts: SpawnOptions, fdLimit?: number): ChildProcess {
-  const env = { ...(spawnOpts.env ?? process.env) };
-  for (const k of SECRET_ENV) delete env[k];
-  const opts = { ...spawnOpts, env };
+  const opts = { ...spawnOpts, env: withoutSecrets(spawnOpts.env ?? process.env) };
   const tie = deathTie();
   if (fdLimit) {
     // bash raises the open-file limit for this child only, then execs (same pid) into the tied command.

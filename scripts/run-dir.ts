@@ -4,10 +4,12 @@ import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmdirSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -54,12 +56,49 @@ export function runIdFor(scenario: string, at: Date): string {
   return `${scenario}-${at.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
 }
 
+/** The file in a partial run folder that names the process writing it. */
+export const OWNER = '.owner';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the partial folders under `root` that no live process owns (their run was killed before it could finish
+ * or clean up); a folder without an owner file, from before owners were written, once it is a day old.
+ */
+export function sweepPartialRuns(root: string): number {
+  let removed = 0;
+  if (!existsSync(root)) return 0;
+  for (const name of readdirSync(root)) {
+    if (!/^\..+\.partial$/.test(name)) continue;
+    const dir = join(root, name);
+    let stale: boolean;
+    try {
+      stale = !alive(Number(readFileSync(join(dir, OWNER), 'utf8').trim()) || -1);
+    } catch {
+      stale = Date.now() - statSync(dir).mtimeMs > 86_400_000;
+    }
+    if (stale) {
+      rmSync(dir, { recursive: true, force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
+
 /**
  * Claims a fresh run id and its hidden partial folder. mkdir is atomic: two runs started in the same second never
  * share a folder (the second gets -2, -3, …).
  */
 export function claimRunDir(root: string, base: string): RunDir {
   mkdirSync(root, { recursive: true });
+  sweepPartialRuns(root);
   for (let i = 1; i < 10_000; i++) {
     const runId = i === 1 ? base : `${base}-${i}`;
     const dir = join(root, `.${runId}.partial`);
@@ -76,6 +115,8 @@ export function claimRunDir(root: string, base: string): RunDir {
       rmdirSync(dir);
       continue;
     }
+    // Whose it is: a partial folder whose owner died (kill -9) is removed by the next wakestorm (sweepPartialRuns).
+    writeFileSync(join(dir, OWNER), String(process.pid));
     return { runId, dir, finalDir };
   }
   throw new WakestormError(`no free run id under ${root} for ${base}`, 2);
@@ -83,6 +124,7 @@ export function claimRunDir(root: string, base: string): RunDir {
 
 /** Moves the finished run into place and points results/latest at it (both renames: never a broken link). */
 export function publishRunDir(root: string, d: RunDir): void {
+  rmSync(join(d.dir, OWNER), { force: true });
   renameSync(d.dir, d.finalDir);
   const latest = join(root, 'latest');
   const tmpLink = join(root, `.latest-${process.pid}`);

@@ -4,6 +4,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { withoutSecrets } from './guarded-spawn.ts';
 
 /** The one place the tool versions are pinned. */
 export const PINS = {
@@ -48,9 +49,17 @@ export function cacheDir(): string {
   return process.env.WAKESTORM_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'wakestorm');
 }
 
-/** Environment for every k6 the project starts: no network to resolve extensions from. */
+/**
+ * Environment for every k6 the project starts (`k6 inspect` and `k6 version` too): no network to resolve extensions
+ * from, and none of the user's secrets (the devices read the token from a private file).
+ */
 export function k6Env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { ...process.env, K6_AUTO_EXTENSION_RESOLUTION: 'false', K6_NO_USAGE_REPORT: 'true', ...extra };
+  return {
+    ...withoutSecrets(process.env),
+    K6_AUTO_EXTENSION_RESOLUTION: 'false',
+    K6_NO_USAGE_REPORT: 'true',
+    ...extra,
+  };
 }
 
 function which(name: string): string | null {

@@ -633,6 +633,16 @@ program
 
 // A wrapper (npx, npm run) that dies without forwarding its signal takes this process with it.
 (await import('./wrapper-watch.ts')).exitWithWrappers();
+// What a wakestorm killed with -9 left behind (its private token files, its results' partial folder) goes first,
+// whatever the command: nothing outlives the process that made it by more than the next command.
+program.hook('preAction', async () => {
+  const [{ sweepSecretFiles }, { sweepPartialRuns }] = await Promise.all([
+    import('./secret.ts'),
+    import('./run-dir.ts'),
+  ]);
+  sweepSecretFiles();
+  sweepPartialRuns(new URL('../results', import.meta.url).pathname);
+});
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

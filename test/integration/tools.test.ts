@@ -57,3 +57,43 @@ import { execFileSync } from 'node:child_process';
 function execVersion(bin: string): string {
   return execFileSync(bin, ['version'], { encoding: 'utf8' });
 }
+
+describe('what a killed wakestorm leaves behind', () => {
+  it("the next command of any kind removes a dead run's token folder and partial results, and keeps a live one's", async () => {
+    const { existsSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+    const results = new URL('../../results/', import.meta.url).pathname;
+    mkdirSync(results, { recursive: true });
+    // A pid that no process has (above the kernel's pid_max of 4194304).
+    const dead = 4_194_399;
+    const deadRun = join(results, '.killed-run.partial');
+    const liveRun = join(results, '.live-run.partial');
+    const deadSecret = join(tmpdir(), `wakestorm-secret-${dead}-x1`);
+    mkdirSync(deadRun, { recursive: true });
+    writeFileSync(join(deadRun, '.owner'), String(dead));
+    mkdirSync(liveRun, { recursive: true });
+    writeFileSync(join(liveRun, '.owner'), String(process.pid));
+    mkdirSync(deadSecret, { recursive: true });
+    writeFileSync(join(deadSecret, 'token'), 'secret-token\n', { mode: 0o600 });
+    try {
+      const r = await runCli(['validate', 'core/dialects/wakestorm.json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(existsSync(deadRun), false, 'a dead run leaves no partial folder');
+      assert.equal(existsSync(deadSecret), false, 'nor a token file');
+      assert.equal(existsSync(liveRun), true, "a live run's folder is its own");
+    } finally {
+      for (const d of [deadRun, liveRun, deadSecret]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('no k6 the CLI starts inherits the token from its environment', async () => {
+    const { k6Env } = await import('../../scripts/tools.ts');
+    process.env.WAKESTORM_TOKEN = 'a-secret-token';
+    try {
+      const env = k6Env({ X: '1' });
+      assert.equal(env.WAKESTORM_TOKEN, undefined);
+      assert.equal(env.X, '1');
+    } finally {
+      delete process.env.WAKESTORM_TOKEN;
+    }
+  });
+});
