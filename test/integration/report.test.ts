@@ -1,5 +1,6 @@
 // What a person sees: report.html in a real headless browser, and the CLI conventions CI reads (--json, --quiet,
 // --version, --out, env vars), after real runs.
+import { DEFAULT_SLOS } from '../../core/slo.ts';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -185,7 +186,7 @@ describe('CLI conventions', () => {
     const latest = JSON.parse(readFileSync(join(results, 'latest', 'run.json'), 'utf8'));
     assert.equal(latest.resolved.devices, 3);
     assert.equal(latest.resolved.wake.mode, 'off');
-    assert.equal(latest.resolved.slos.length, 15);
+    assert.equal(latest.resolved.slos.length, DEFAULT_SLOS.length);
   });
 
   it('compare refuses an INVALID or incomplete run and warns about a different fleet size; lost data is a regression', async () => {
