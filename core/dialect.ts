@@ -726,6 +726,28 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     }
   }
   const caps = (isObj(cap) ? cap : {}) as Record<string, Record<string, unknown>>;
+  // A matcher on a variable the device cannot have set yet would match anything there (an unset variable is no check):
+  // the ready comes before any conversation, the ack before the session's id.
+  const notYet: [keyof Dialect['recv'], string[]][] = [
+    ['ready', ['wake_id', 'session_id']],
+    ['ack', ['session_id']],
+  ];
+  for (const [ev, vars] of notYet) {
+    const m = recv[ev];
+    if (!m || typeof m !== 'object' || Array.isArray(m)) continue;
+    for (const [path, want] of Object.entries(m as Matcher)) {
+      const v = typeof want === 'string' ? WHOLE.exec(want)?.[1] : undefined;
+      // The ready of a per-wake channel comes after the wake: its wake_id is set.
+      const set = ev === 'ready' && raw.lifecycle === 'per_wake' && v === 'wake_id';
+      if (v && vars.includes(v) && !set)
+        check(() =>
+          fail(
+            `${where}.recv.${ev}.${path}`,
+            `matches {${v}}, which the device has not set when ${ev === 'ready' ? 'the link comes up' : 'the wake is acknowledged'}: it would match anything`,
+          ),
+        );
+    }
+  }
   // A step the server does not have captures nothing.
   for (const ev of ['ready', 'ack', 'reply_start'] as const)
     if ((r as Record<string, unknown>)[ev] == null && caps[ev])

@@ -78,6 +78,12 @@ describe('dialect validation', () => {
       (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }),
       /must be 16000 for pcm_s16le/,
     );
+    // A matcher on a variable not set yet would match anything: refused with its path.
+    broken(
+      (d) => (d.recv.ack = { type: 'session_started', session_id: '{session_id}' }),
+      /x\.recv\.ack\.session_id: matches \{session_id\}, which the device has not set when the wake is acknowledged/,
+    );
+    broken((d) => (d.recv.ready = { type: 'connected', w: '{wake_id}' }), /x\.recv\.ready\.w: matches \{wake_id\}/);
     // Steps a server does not have are null; a null step captures nothing.
     broken((d) => (d.recv.ready = null), /x\.capture\.ready: captures from recv\.ready, which is null/);
     // Answers: their placeholders are the dialect's variables and the answer's own captures, nothing else.
