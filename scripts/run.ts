@@ -238,13 +238,7 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
       .join(',');
   }
   if (opts.timeline !== undefined) {
-    const { steps } = loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
-    // A fault only wakestorm's own server can suffer: refused before the stack starts, not INVALID after the run.
-    const control = steps.find((s) => s.needsControl);
-    if (control && opts.serverUrl)
-      throw new RunError(
-        `--timeline ${opts.timeline} has a ${control.fault} fault, which wakestorm can apply only to the reference server it starts; with --server-url, restart your server yourself or use a timeline without it`,
-      );
+    loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
     vars.TIMELINE = opts.timeline.endsWith('.json') ? resolve(opts.timeline) : opts.timeline;
   }
   if (opts.wake !== undefined) {
@@ -790,6 +784,14 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     throw new RunError(
       `--prometheus must be a remote-write URL like http://127.0.0.1:9090/api/v1/write, got '${opts.prometheus}'`,
     );
+  }
+  if (opts.serverUrl && opts.timeline !== undefined) {
+    // A fault only wakestorm's own server can suffer: refused before the stack starts, not INVALID after the run.
+    const control = loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8')).steps.find((s) => s.needsControl);
+    if (control)
+      throw new RunError(
+        `--timeline ${opts.timeline} has a ${control.fault} fault, which wakestorm can apply only to the reference server it starts; with --server-url, restart your server yourself or use a timeline without it`,
+      );
   }
   if (opts.serverUrl) {
     // Load goes to loopback unless the user says otherwise on purpose (docs/ci.md): never on their behalf.
