@@ -3,12 +3,12 @@
 // refuses it with 401, 403 or 404 refuses every device: the run would measure nothing but the refusal, so the command
 // stops in one line naming the HTTP status. The token never appears in what it prints.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import WebSocket from 'ws';
 import { connectRequest, deviceVars } from '../core/device-env.ts';
-import { loadDialect, DEFAULT_DIALECT, type Dialect } from '../core/dialect.ts';
+import { DEFAULT_DIALECT, type Dialect } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
+import { nodeDialect } from './node-devices.ts';
 
 /** Statuses that refuse every device alike: wrong credentials, or a path the server does not serve. */
 const REFUSING = new Set([401, 403, 404]);
@@ -77,16 +77,11 @@ function upgradeOnce(url: string, headers: Record<string, string>, timeoutMs = 5
 function deviceOf(
   profileSpec: string | undefined,
   dialectSpec: string | undefined,
-  root: string,
 ): { profile: Profile; dialect: Dialect } {
   const profile = profileSpec
     ? parseProfileMix(profileSpec, (p) => readFileSync(p, 'utf8'))[0]!.profile
     : PROFILES.recommended!;
-  const dialect = loadDialect(
-    dialectSpec ?? profile.dialect ?? DEFAULT_DIALECT,
-    (p) => readFileSync(p, 'utf8'),
-    (p) => readFileSync(join(root, p), 'utf8'),
-  );
+  const dialect = nodeDialect(dialectSpec ?? profile.dialect ?? DEFAULT_DIALECT);
   return { profile, dialect };
 }
 
@@ -99,9 +94,8 @@ export async function preflightUpgrade(o: {
   profile?: string;
   dialect?: string;
   token?: string;
-  root: string;
 }): Promise<UpgradeResult> {
-  const { profile, dialect } = deviceOf(o.profile, o.dialect, o.root);
+  const { profile, dialect } = deviceOf(o.profile, o.dialect);
   const vars = deviceVars('preflight-0', profile, dialect);
   if (dialect.variables.includes('token')) vars.token = o.token;
   const { url, headers } = connectRequest(dialect, profile, vars, o.serverUrl.replace(/\/+$/, ''));

@@ -6,6 +6,16 @@ import { createServer } from 'node:net';
 import { WakestormError } from '../core/errors.ts';
 
 /** Resolves to true if 127.0.0.1:port can be bound now. */
+/** True when a process with this pid is alive (signal 0 asks without sending anything; EPERM: alive, not ours). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createServer();

@@ -15,6 +15,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { WakestormError } from '../core/errors.ts';
+import { pidAlive } from './process-control.ts';
 
 export interface RunDir {
   runId: string;
@@ -59,15 +60,6 @@ export function runIdFor(scenario: string, at: Date): string {
 /** The file in a partial run folder that names the process writing it. */
 export const OWNER = '.owner';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Removes the partial folders under `root` that no live process owns (their run was killed before it could finish
  * or clean up); a folder without an owner file, from before owners were written, once it is a day old.
@@ -80,7 +72,7 @@ export function sweepPartialRuns(root: string): number {
     const dir = join(root, name);
     let stale: boolean;
     try {
-      stale = !alive(Number(readFileSync(join(dir, OWNER), 'utf8').trim()) || -1);
+      stale = !pidAlive(Number(readFileSync(join(dir, OWNER), 'utf8').trim()) || -1);
     } catch {
       stale = Date.now() - statSync(dir).mtimeMs > 86_400_000;
     }

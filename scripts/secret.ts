@@ -2,6 +2,7 @@
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pidAlive } from './process-control.ts';
 
 export interface SecretFile {
   path: string;
@@ -10,22 +11,12 @@ export interface SecretFile {
 
 const PREFIX = 'wakestorm-secret-';
 
-/** True when a process with this pid is alive (signal 0 asks without sending anything). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes the secret folders of wakestorm processes that died without cleaning up (kill -9): their pid is in the name. */
 export function sweepSecretFiles(root = tmpdir()): number {
   let removed = 0;
   for (const name of readdirSync(root)) {
     const m = new RegExp(`^${PREFIX}(\\d+)-`).exec(name);
-    if (!m || alive(Number(m[1]))) continue;
+    if (!m || pidAlive(Number(m[1]))) continue;
     rmSync(join(root, name), { recursive: true, force: true });
     removed++;
   }

@@ -114,7 +114,6 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     profile: o.profile,
     dialect: o.dialect,
     token: o.token,
-    root: ROOT,
   });
   const t0 = Date.now();
   // Engine events carry their own time (the engine's clock is Unix ms); the TypeScript device's are now.
