@@ -8,7 +8,6 @@ import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { k6VarArgs, type K6Vars } from '../core/run-contract.ts';
 import { DEFAULT_DEVICES_PER_VU } from '../core/run-config.ts';
-import { loadTimeline } from '../core/timelines.ts';
 import { planRun, ROOT, RunError, type RunOptions } from './run.ts';
 import { k6Env, PINS, requireTools } from './tools.ts';
 
@@ -80,14 +79,10 @@ export function writeK8s(o: K8sOptions): K8sFiles {
     throw new RunError(`--parallelism must be an integer from 1 to 1000, got '${o.parallelism}'`);
   const hostPort = upstream(o.serverUrl);
   const plan = planRun({ ...o, slo: o.slo });
-  if (plan.vars.TIMELINE) {
-    const steps = loadTimeline(plan.vars.TIMELINE, (p) => readFileSync(p, 'utf8')).steps;
-    const control = steps.find((s) => s.needsControl);
-    if (control)
-      throw new RunError(
-        `--timeline: '${control.fault}' needs the stack's control API (it restarts the reference server); in Kubernetes, restart your server's pods yourself and keep the network faults in the timeline`,
-      );
-  }
+  if (plan.controlFault)
+    throw new RunError(
+      `--timeline: '${plan.controlFault}' needs the stack's control API (it restarts the reference server); in Kubernetes, restart your server's pods yourself and keep the network faults in the timeline`,
+    );
   const devices = o.devices ?? 0;
   const vars: K6Vars = { ...plan.vars };
   // Every runner gets VUs of its own (k6 splits by VU), and its own chaos VU for its own Toxiproxy.

@@ -210,7 +210,11 @@ function sloVars(slo: string[] | undefined): RunVars {
 }
 
 /** Validates every flag before anything starts; returns the k6 variables. */
-export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos: Slo[] } {
+/**
+ * Everything a run will pass k6, checked before anything starts. `controlFault`: a fault of --timeline that only the
+ * reference server wakestorm starts can suffer (server-restart), else null.
+ */
+export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos: Slo[]; controlFault: string | null } {
   const script = resolveScenario(opts.scenario);
   const vars: K6Vars = {};
   // The bounds k6 itself applies (DEVICE_BOUNDS): a fleet k6 would refuse never starts the stack.
@@ -237,8 +241,10 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
       .map((p) => (p.split(':')[0]!.endsWith('.json') ? resolve(p) : p))
       .join(',');
   }
+  let controlFault: string | null = null;
   if (opts.timeline !== undefined) {
-    loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
+    const { steps } = loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8'), durationMs);
+    controlFault = steps.find((s) => s.needsControl)?.fault ?? null;
     vars.TIMELINE = opts.timeline.endsWith('.json') ? resolve(opts.timeline) : opts.timeline;
   }
   if (opts.wake !== undefined) {
@@ -262,7 +268,7 @@ export function planRun(opts: RunOptions): { script: string; vars: K6Vars; slos:
   }
   Object.assign(vars, sloVars(opts.slo), opts.vars ?? {});
   const slos = resolveSlos(vars, (p) => readFileSync(p, 'utf8'));
-  return { script, vars, slos };
+  return { script, vars, slos, controlFault };
 }
 
 /** The bearer token from --token or --token-file, checked like the server checks its own. */
@@ -785,14 +791,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       `--prometheus must be a remote-write URL like http://127.0.0.1:9090/api/v1/write, got '${opts.prometheus}'`,
     );
   }
-  if (opts.serverUrl && opts.timeline !== undefined) {
-    // A fault only wakestorm's own server can suffer: refused before the stack starts, not INVALID after the run.
-    const control = loadTimeline(opts.timeline, (p) => readFileSync(p, 'utf8')).steps.find((s) => s.needsControl);
-    if (control)
-      throw new RunError(
-        `--timeline ${opts.timeline} has a ${control.fault} fault, which wakestorm can apply only to the reference server it starts; with --server-url, restart your server yourself or use a timeline without it`,
-      );
-  }
+  // A fault only wakestorm's own server can suffer: refused before the stack starts, not INVALID after the run.
+  if (opts.serverUrl && plan.controlFault)
+    throw new RunError(
+      `--timeline ${opts.timeline} has a ${plan.controlFault} fault, which wakestorm can apply only to the reference server it starts; with --server-url, restart your server yourself or use a timeline without it`,
+    );
   if (opts.serverUrl) {
     // Load goes to loopback unless the user says otherwise on purpose (docs/ci.md): never on their behalf.
     if (!isLoopbackUrl(opts.serverUrl) && process.env.ALLOW_REMOTE !== '1')
@@ -806,7 +809,6 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       profile: opts.profile,
       dialect: opts.dialect,
       token: token ?? undefined,
-      root: ROOT,
     });
   }
   const name = basename(plan.script, '.ts');
