@@ -82,11 +82,6 @@ const END_REASONS = new Set<string>(SESSION_END_REASONS);
 /** The `code` tag of protocol_errors: what the server's error messages say, bounded. */
 const ERROR_CODES = new BoundedLabels(16);
 
-/** A reply length the dialect announced (the `reply_bytes` capture): a non-negative number, else none. */
-function announced(v: unknown): number | null {
-  return capturedNumber(v);
-}
-
 /** The uplink as the dialect frames it: one binary message per frame, the frames VAD hears as silence, and silence. */
 interface Uplink {
   frames: ArrayBuffer[];
@@ -259,7 +254,8 @@ export class Conversation implements LinkOwner {
         return true;
       }
       capture(cap.reply_end, msg, vars);
-      const end = announced(vars.reply_bytes);
+      // The reply's announced length: the reply_bytes capture, a number or none (core/device-rules.ts).
+      const end = capturedNumber(vars.reply_bytes);
       if (end !== null) s.replyAnnounced = Math.max(end, s.replyAnnounced ?? 0);
       // An end with no start: a reply that never had any audio.
       if (s.replyAt === null) s.replyAt = now;
@@ -291,7 +287,7 @@ export class Conversation implements LinkOwner {
     s.pbStartedAt = null;
     s.replyAt = now;
     s.replyBytes = 0;
-    s.replyAnnounced = announced(this.ctx.vars.reply_bytes);
+    s.replyAnnounced = capturedNumber(this.ctx.vars.reply_bytes);
     s.replyStalls = 0;
     s.replyStallMs = 0;
     s.replyJudged = false;

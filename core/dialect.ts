@@ -508,6 +508,14 @@ function template(v: unknown, where: string, known: Set<string>, nullable: boole
   return v as Template;
 }
 
+/** One field of a capture: a variable name and the field path it takes its value from. */
+function captureField(name: string, path: unknown, where: string): void {
+  if (!/^[a-z_][a-z0-9_]*$/.test(name) || FORBIDDEN_KEYS.has(name))
+    fail(where, 'a variable name is lowercase letters, digits and _');
+  if (typeof path !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(path) || path.split('.').some((p) => FORBIDDEN_KEYS.has(p)))
+    fail(where, 'must be a field path');
+}
+
 function matcher(v: unknown, where: string, known: Set<string>, nullable: boolean): Matcher | null {
   if (v === null && nullable) return null;
   if (!isObj(v) || Object.keys(v).length === 0)
@@ -712,16 +720,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
       });
       if (!isObj(mm)) continue;
       for (const [k, v] of Object.entries(mm)) {
-        check(() => {
-          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k))
-            fail(`${where}.capture.${ev}.${k}`, 'a variable name is lowercase letters, digits and _');
-          if (
-            typeof v !== 'string' ||
-            !/^[A-Za-z0-9_.-]+$/.test(v) ||
-            v.split('.').some((part) => FORBIDDEN_KEYS.has(part))
-          )
-            fail(`${where}.capture.${ev}.${k}`, 'must be a field path');
-        });
+        check(() => captureField(k, v, `${where}.capture.${ev}.${k}`));
       }
     }
   }
@@ -792,10 +791,7 @@ export function validateDialect(raw: unknown, where: string): Dialect {
       const local = new Set(all);
       for (const [k, v] of Object.entries(isObj(capture) ? capture : {}))
         check(() => {
-          if (!/^[a-z_][a-z0-9_]*$/.test(k) || FORBIDDEN_KEYS.has(k))
-            fail(`${at}.capture.${k}`, 'a variable name is lowercase letters, digits and _');
-          if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(v) || v.split('.').some((p) => FORBIDDEN_KEYS.has(p)))
-            fail(`${at}.capture.${k}`, 'must be a field path');
+          captureField(k, v, `${at}.capture.${k}`);
           local.add(k);
         });
       const match = check(() => matcher(x.match, `${at}.match`, all, false));
