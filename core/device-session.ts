@@ -11,7 +11,7 @@ import { pcmDurationMs } from './pcm.ts';
 import { DEFAULTS, isDropped, SESSION_END_REASONS, type SessionEndReason } from './protocol.ts';
 import { capturedNumber, resumeExempt } from './device-rules.ts';
 import { expInterval } from './rng.ts';
-import { WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
+import { END_DUE_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 
 interface ActiveSession {
   wakeId: string;
@@ -93,6 +93,16 @@ interface Uplink {
 }
 const UPLINKS = new WeakMap<object, Map<string, Uplink>>();
 
+/** The server answered before the user's speech ended (an early reply: judged then, a failure, never timed). */
+function answeredEarly(s: ActiveSession): boolean {
+  return s.endpointedAt !== null && (s.eosAt === null || s.endpointedAt < s.eosAt);
+}
+
+/** A session's reply is overdue at `now`: its speech ended more than END_DUE_MS ago and no reply has begun. */
+function replyOverdue(s: ActiveSession, now: number): boolean {
+  return !s.responseRecorded && s.eosAt !== null && !answeredEarly(s) && now - s.eosAt >= END_DUE_MS;
+}
+
 export class Conversation implements LinkOwner {
   private session: ActiveSession | null = null;
   private pendingWake: { wakeId: string; at: number } | null = null;
@@ -127,22 +137,35 @@ export class Conversation implements LinkOwner {
 
   /**
    * The run ends. A session still open is judged: owed when its turn began more than the stall bound ago (a reply
-   * that never ended, a server that streams forever: dropped, `timeout`), not yet due otherwise (not counted).
+   * that never ended, a server that streams forever: dropped, `timeout`). One whose end of speech is more than
+   * END_DUE_MS old with no reply begun owes its reply: it is not open, so a run with no reply at all fails. Only a
+   * session or a wake still young at the end is open at the end (not counted in the SLOs that need its outcome); one
+   * answered early was judged then.
    */
   stop(): void {
     const s = this.session;
-    if (s && s.id !== null && this.ctx.env.now() - s.turnAt >= SESSION_STALL_MS) {
+    const now = this.ctx.env.now();
+    if (s && s.id !== null && now - s.turnAt >= SESSION_STALL_MS) {
       this.ctx.env.log?.(
-        `${this.ctx.opts.id}: session ${s.id} still open at the end, ${this.ctx.env.now() - s.turnAt} ms after it began`,
+        `${this.ctx.opts.id}: session ${s.id} still open at the end, ${now - s.turnAt} ms after it began`,
       );
       this.ctx.count('sessions_dropped', 1, { reason: 'timeout' });
-      this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
-    } else if (s && s.id !== null) {
+      this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, now));
+    } else if (s && s.id !== null && replyOverdue(s, now)) {
+      this.ctx.env.log?.(
+        `${this.ctx.opts.id}: session ${s.id} had no reply at the end, ${now - (s.eosAt ?? now)} ms after its speech ended`,
+      );
+    } else if (s && s.id !== null && !answeredEarly(s)) {
       // Cut by the run's end before it owed an outcome: neither lost nor waiting for a reply that never came.
       this.ctx.count('sessions_open_at_end');
     }
-    // A wake still waiting for its acknowledgement: the end came first, not the server's answer.
-    if (this.wakeJudge) this.ctx.count('wakes_open_at_end');
+    // A wake still waiting for its acknowledgement: the end came first, not the server's answer (unless it was due).
+    if (this.wakeJudge && now - this.wakeJudge.at < END_DUE_MS) this.ctx.count('wakes_open_at_end');
+    else if (this.wakeJudge) {
+      this.ctx.env.log?.(
+        `${this.ctx.opts.id}: wake ${this.wakeJudge.wakeId} unacknowledged at the end after ${now - this.wakeJudge.at} ms`,
+      );
+    }
     this.wakeJudge = null;
     this.session = null;
     this.timers.clearAll();

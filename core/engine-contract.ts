@@ -13,7 +13,7 @@ import {
   VAD_MAX_TRAILING_MS,
 } from './device-session.ts';
 import { DEVICE_RULES } from './device-rules.ts';
-import { RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
+import { END_DUE_MS, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 import { typeField, UNMATCHED_NOTE, BoundedLabels } from './dialect.ts';
 import { isDeviceMetric, type MetricSink } from './metric-names.ts';
 import { profileFor, type Profile } from './profiles.ts';
@@ -45,6 +45,7 @@ const ENGINE_TIMING = {
   overrun_slack_bytes: OVERRUN_SLACK_BYTES,
   slip_after_frames: SLIP_AFTER_FRAMES,
   wake_ack_timeout_ms: WAKE_ACK_TIMEOUT_MS,
+  end_due_ms: END_DUE_MS,
   resume_grace_ms: DEFAULTS.resume_grace_ms,
   reconnect_censor_ms: RECONNECT_CENSOR_MS,
   flap_ms: FLAP_MS,

@@ -41,6 +41,13 @@ export const SATURATION = {
 /** How long a wake may wait for its acknowledgement before it counts as failed (wake_success). */
 export const WAKE_ACK_TIMEOUT_MS = 10_000;
 
+/**
+ * At the run's end, a wake or an end of speech older than this that is still unanswered was owed its answer: the
+ * server was late, not the run short. Only younger ones count as open at the end (wakes_open_at_end,
+ * sessions_open_at_end) and are left out of the SLOs that need their outcome.
+ */
+export const END_DUE_MS = 5000;
+
 /** The tag that says which phase of a chaos run an outcome fell in: `chaos:steady`, `chaos:during`, `chaos:recovery`. */
 export const CHAOS_TAG = 'chaos';
 
@@ -128,7 +135,7 @@ const PRECONDITION: Record<string, [(d: SummaryData) => number, string, string]>
   session_drop_rate: [
     (d) => Math.max(0, count(d, 'wakes') - count(d, 'wakes_open_at_end') - count(d, 'sessions_open_at_end')),
     'wakes',
-    'sessions started',
+    'sessions ended',
   ],
   // Links lost that had to come back: not those of devices that gave up or stop by design, nor those lost too late.
   reconnect_time: [

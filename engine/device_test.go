@@ -91,7 +91,7 @@ func recommended() *Profile {
 // timing is what engine-fleet.ts sends from core/'s constants.
 var timing = Timing{
 	SessionStallMs: 15_000, BargeInWaitMs: 5000, VadMaxTrailingMs: 5000, PlaybackGapToleranceMs: 20,
-	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000,
+	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000, EndDueMs: 5000,
 	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000, KeepaliveGridMs: 10,
 }
 

@@ -32,6 +32,9 @@ type Timing struct {
 	WakeAckTimeoutMs float64 `json:"wake_ack_timeout_ms"`
 	// ResumeGraceMs is the protocol's resume grace (core/protocol.ts DEFAULTS.resume_grace_ms).
 	ResumeGraceMs float64 `json:"resume_grace_ms"`
+	// EndDueMs is core/verdict.ts END_DUE_MS: at the run's end, a wake or an end of speech older than this still
+	// unanswered was owed its answer; only younger ones are open at the end.
+	EndDueMs float64 `json:"end_due_ms"`
 	// ReconnectCensorMs is core/verdict.ts RECONNECT_CENSOR_MS: a wait this long at the end is judged.
 	ReconnectCensorMs float64 `json:"reconnect_censor_ms"`
 	// FlapMs: a link lost sooner than this after it came up is a flap (core/device-link.ts FLAP_MS).
@@ -150,20 +153,40 @@ func (c *conversation) start(delayMs float64) {
 	c.d.setTimer("wake", first, c.wakeNow)
 }
 
-// stop judges a session still open at the run's end: owed when its turn began more than the stall bound ago.
+// answeredEarly: the server answered before the user's speech ended (an early reply: judged then, never timed).
+func (s *session) answeredEarly() bool {
+	return s.endpointed && (!s.hasEos || s.endpointedAt < s.eosAt)
+}
+
+// replyOverdue: the session's speech ended more than due ms before at and no reply has begun.
+func (s *session) replyOverdue(at, due float64) bool {
+	return !s.responded && s.hasEos && !s.answeredEarly() && at-s.eosAt >= due
+}
+
+// stop judges a session still open at the run's end (core/device-session.ts stop): owed when its turn began more than
+// the stall bound ago; owing its reply when its speech ended more than EndDueMs ago; open at the end otherwise. A
+// wake is open at the end only if younger than EndDueMs.
 func (c *conversation) stop() {
 	s := c.s
-	if at := c.d.judgedAt(); s != nil && s.hasID && at-s.turnAt >= c.d.env.Timing.SessionStallMs {
+	at := c.d.judgedAt()
+	due := c.d.env.Timing.EndDueMs
+	switch {
+	case s == nil || !s.hasID:
+	case at-s.turnAt >= c.d.env.Timing.SessionStallMs:
 		c.d.log("session " + s.name() + " still open at the end, " + text(at-s.turnAt) + " ms after it began")
 		c.d.rec(Record{Name: "sessions_dropped", Value: 1, Reason: "timeout"})
 		c.span("session_drop_rate", 1, s.wakeAt, at)
-	} else if s != nil && s.hasID {
+	case s.replyOverdue(at, due):
+		c.d.log("session " + s.name() + " had no reply at the end, " + text(at-s.eosAt) + " ms after its speech ended")
+	case !s.answeredEarly():
 		// Cut by the run's end before it owed an outcome: neither lost nor waiting for a reply that never came.
 		c.d.count("sessions_open_at_end", 1)
 	}
-	// A wake still waiting for its acknowledgement: the end came first, not the server's answer.
-	if c.judge != nil {
+	// A wake still waiting for its acknowledgement: the end came first, not the server's answer (unless it was due).
+	if c.judge != nil && at-c.judge.at < due {
 		c.d.count("wakes_open_at_end", 1)
+	} else if c.judge != nil {
+		c.d.log("wake " + c.judge.wakeID + " unacknowledged at the end after " + text(at-c.judge.at) + " ms")
 	}
 	c.judge = nil
 	c.s = nil

@@ -186,7 +186,7 @@ describe('verdict', () => {
     // Every reply SLO fails too: sessions were owed.
     assert.equal(
       j.slos.find((r) => r.name === 'session_drop_rate')!.why,
-      'session_drop_rate{chaos:steady}: 20 wakes, 0 sessions started',
+      'session_drop_rate{chaos:steady}: 20 wakes, 0 sessions ended',
     );
   });
 
