@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 )
@@ -28,8 +30,16 @@ type wsNet struct {
 
 // newWSNet starts the poller engine; handshakeTimeout bounds connect and upgrade, readLimit a message's size.
 func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
+	return newWSNetPool(handshakeTimeout, readLimit, nil)
+}
+
+// newWSNetPool is newWSNet with the buffers of reads and messages taken from pool (nil: nbio's own). A test gives
+// one that poisons every buffer handed back (pool_test.go): nothing the device keeps may point into one.
+func newWSNetPool(handshakeTimeout time.Duration, readLimit int, pool mempool.Allocator) (*wsNet, error) {
 	engine := nbhttp.NewEngine(nbhttp.Config{
-		Name: "wakestorm-engine",
+		BodyAllocator:  pool,
+		ReadBufferPool: pool,
+		Name:           "wakestorm-engine",
 		// One poller. Upstream's poller waits in epoll_wait as a blocking syscall, and Go left the waiting
 		// goroutine's P (with the timers on it) in the syscall for up to 10 ms: with a poller per core device timers
 		// fired late (100 talking devices: timer lag p50/p99 6.8/17.4 ms with two pollers, 2.0/4.7 ms with one).
@@ -45,6 +55,11 @@ func newWSNet(handshakeTimeout time.Duration, readLimit int) (*wsNet, error) {
 		// (third_party/nbio/PATCHED.md: dialed conns ignored this setting until patched).
 		ReleaseWebsocketPayload: true,
 	})
+	if pool != nil {
+		// The poller's own read buffer too (nbio reuses one per poller for every read).
+		engine.OnReadBufferAlloc(func(*nbio.Conn) *[]byte { return pool.Malloc(engine.ReadBufferSize) })
+		engine.OnReadBufferFree(func(_ *nbio.Conn, b *[]byte) { pool.Free(b) })
+	}
 	// The device checks UTF-8 itself, and counts an invalid text as the server's violation (invalid_utf8).
 	engine.CheckUtf8 = func([]byte) bool { return true }
 	if err := engine.Start(); err != nil {
