@@ -27,6 +27,13 @@ export const VERDICT_EXIT: Record<Verdict, number> = { pass: 0, fail: 99, invali
 export const SATURATION = {
   /** vu_loop_lag p(95), ms. */
   vuLoopLagP95Ms: 50,
+  /**
+   * vu_loop_lag p(99) and max, ms: the tail of the generator's own delay. A generator that stalls for seconds (frozen,
+   * starved) sends and hears nothing meanwhile and times what it missed as the server's: however rare the stall, the
+   * samples around it are the tester's, not the server's (an 8 s freeze of k6 gave p95 well under the bound).
+   */
+  vuLoopLagP99Ms: 250,
+  vuLoopLagMaxMs: 2000,
   /** audio_slips / audio_frames. */
   audioSlipShare: 0.005,
   /** Fewer slips than this are noise whatever the share (a short run has few frames). */
@@ -554,22 +561,52 @@ function firmwareFinding(data: SummaryData, s: Slo, ctx: JudgeContext): string |
   return `the firmware, not the server: ${reasons.join('; ')}; the server met the target for ${others.join(', ')}`;
 }
 
-/** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
-function testerFaults(data: SummaryData): string[] {
+/** The generator's own lag and uplink pacing, as a summary or k6's live API gives them. */
+export interface GeneratorHealth {
+  /** vu_loop_lag's trend values (p(50), p(95), p(99), max, count), if any were recorded. */
+  lag?: Record<string, number | undefined>;
+  slips: number;
+  frames: number;
+}
+
+/**
+ * Why the generator's numbers are its own and not the server's: INVALID reasons, empty when it kept up. The run's
+ * verdict and the live watch during a run (scripts/tester-watch.ts) read the same bounds.
+ */
+export function generatorSaturation(h: GeneratorHealth): string[] {
   const out: string[] = [];
-  const lag = data.metrics.vu_loop_lag?.values;
-  if (lag && (lag.count ?? 0) > 0 && (lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms) {
-    out.push(
-      `generator saturated: VU event-loop lag p95 ${lag['p(95)']!.toFixed(0)} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`,
-    );
+  const lag = h.lag;
+  const ms = (k: string) => (lag?.[k] ?? 0).toFixed(0);
+  if (lag && (lag.count ?? 0) > 0) {
+    if ((lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms)
+      out.push(
+        `generator saturated: VU event-loop lag p95 ${ms('p(95)')} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`,
+      );
+    else if ((lag.max ?? 0) > SATURATION.vuLoopLagMaxMs)
+      out.push(
+        `generator stalled: VU event-loop lag max ${ms('max')} ms > bound ${SATURATION.vuLoopLagMaxMs} ms (p99 ${ms('p(99)')} ms)`,
+      );
+    else if ((lag['p(99)'] ?? 0) > SATURATION.vuLoopLagP99Ms)
+      out.push(
+        `generator saturated: VU event-loop lag p99 ${ms('p(99)')} ms > bound ${SATURATION.vuLoopLagP99Ms} ms (p95 ${ms('p(95)')} ms)`,
+      );
   }
-  const slips = count(data, 'audio_slips');
-  const frames = count(data, 'audio_frames');
+  const { slips, frames } = h;
   if (slips >= SATURATION.minAudioSlips && slips > SATURATION.audioSlipShare * Math.max(frames, 1)) {
     out.push(
       `generator saturated: ${slips} of ${frames} uplink audio frames sent late (${pct(slips / Math.max(frames, 1))} > bound ${pct(SATURATION.audioSlipShare)})`,
     );
   }
+  return out;
+}
+
+/** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
+function testerFaults(data: SummaryData): string[] {
+  const out = generatorSaturation({
+    lag: data.metrics.vu_loop_lag?.values,
+    slips: count(data, 'audio_slips'),
+    frames: count(data, 'audio_frames'),
+  });
   const chaosErrors = count(data, 'chaos_errors');
   if (chaosErrors > 0)
     out.push(`${chaosErrors} fault onset(s) or end(s) could not be applied through Toxiproxy or the control API`);
@@ -597,7 +634,10 @@ export function judge(
   // A generator overwhelmed by what the server sent (a flood, huge frames: protocol violations) is the server's
   // failure, not the tester's: the run FAILs, saying so. INVALID stays for what the tester could not do by itself.
   const violations = count(data, 'protocol_violations');
-  const overwhelmed = violations > 0 && own.length > 0 && own.every((r) => r.startsWith('generator saturated'));
+  const overwhelmed =
+    violations > 0 &&
+    own.length > 0 &&
+    own.every((r) => r.startsWith('generator saturated') || r.startsWith('generator stalled'));
   if (!overwhelmed) invalid.push(...own);
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));

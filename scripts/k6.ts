@@ -181,7 +181,12 @@ export function unmatchedTypesIn(logPath: string): string[] {
  * Polls k6's REST API for the fleet's counters and shows how many devices are connected (links_up - links_down) and
  * what they did so far. Returns the function that stops it.
  */
-export function k6Progress(apis: string[], durationMs: number, mode: 'tty' | 'lines' | 'off'): () => void {
+export function k6Progress(
+  apis: string[],
+  durationMs: number,
+  mode: 'tty' | 'lines' | 'off',
+  note: () => string = () => '',
+): () => void {
   if (mode === 'off') return () => {};
   const t0 = Date.now();
   // The fleet's counters summed over every k6 instance of the run.
@@ -205,7 +210,8 @@ export function k6Progress(apis: string[], durationMs: number, mode: 'tty' | 'li
       ['devices_started', 'links_up', 'links_down', 'wakes', 'connection_drops'].map(counter),
     );
     const s = Math.round((Date.now() - t0) / 1000);
-    const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}`;
+    const said = note();
+    const line = `  ${s}s/${Math.round(durationMs / 1000)}s  devices connected ${up - down}/${started}  wakes ${wakes}  links lost ${drops}${said ? `  ${said}` : ''}`;
     if (mode === 'tty') {
       process.stdout.write(`\r${line}\x1b[K`);
       drawn = true;

@@ -36,6 +36,7 @@ import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } f
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
+import { ABORT_GRACE_MS, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
@@ -113,6 +114,11 @@ export interface RunOptions {
   charts?: boolean;
   /** Forward k6's output to the terminal (default true). */
   echo?: boolean;
+  /**
+   * Stop a run whose generator stays past the saturation bounds for ABORT_GRACE_MS (INVALID, what was measured kept).
+   * Default: on when stdout is not a terminal (CI, scripts), off on a terminal.
+   */
+  abortOnInvalid?: boolean;
   /** The progress line: redrawn in place (tty), a line every 10 s (lines), or none. Default: from echo and the terminal. */
   progress?: 'tty' | 'lines' | 'off';
   /** k6 outputs passed through as --out (e.g. csv=…, experimental-prometheus-rw). */
@@ -375,6 +381,8 @@ interface Watch {
   applied: ChaosEvent[];
   k6Code: number;
   processes: Record<string, ProcStats | null>;
+  /** Stopped early by --abort-on-invalid: the saturation reasons that stopped it. */
+  aborted?: string[];
 }
 
 /** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
@@ -502,6 +510,8 @@ interface K6Child {
   k6: ReturnType<typeof spawnK6>;
   logPath: string;
   api: string;
+  /** Adds a line of the CLI's own to this instance's k6.log (while k6 runs). */
+  note(line: string): void;
 }
 
 /** Spawns instance `inst`'s k6: its output into its k6.log (chaos events decoded into `w.applied` on the way). */
@@ -569,6 +579,9 @@ async function spawnInstance(
     k6: { child: k6.child, closed: k6.closed.then(async (r) => (await ended, r)) },
     logPath,
     api: `http://127.0.0.1:${apiPort}`,
+    note: (line) => {
+      if (!k6Log.writableEnded) k6Log.write(`${line}\n`);
+    },
   };
 }
 
@@ -617,15 +630,53 @@ async function watchK6(
   const vars = instances[0]!.vars;
   const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
   const echo = opts.echo !== false;
-  const stopProgress = k6Progress(
-    children.map((c) => c.api),
-    durationMs,
-    opts.progress ?? (echo ? (process.stdout.isTTY && n === 1 ? 'tty' : 'lines') : 'off'),
-  );
   const stopAll = (why: string) => {
     w.invalid.push(why);
     killAll('SIGINT');
   };
+  // Every process the numbers pass through answers a heartbeat; the generator's lag is read live (tester-watch.ts).
+  const noteAll = (line: string) => {
+    for (const c of children) c.note(`wakestorm: ${line}`);
+  };
+  const tester = watchTester({
+    beats: [
+      ...children.map((c, i) => ({ name: n > 1 ? `k6 instance ${i}` : 'k6', url: `${c.api}/v1/status` })),
+      ...engines.map((e) => ({
+        name: `the device engine (pid ${e.pid})`,
+        url: e.url.replace(/^ws/, 'http').replace(/\/control$/, '/health'),
+      })),
+      ...stack.shards.map((sh) => ({ name: `Toxiproxy (pid ${sh.pid})`, url: `${sh.toxiproxyUrl}/version` })),
+    ],
+    k6Apis: children.map((c) => c.api),
+    abort: opts.abortOnInvalid ?? !process.stdout.isTTY,
+    onStall: (why) => {
+      log(`\nwakestorm run: ${why}; stopping k6 (the run is INVALID)`);
+      noteAll(why);
+      stopAll(why);
+      // A frozen k6 takes no signal until it runs again: killed if it has not stopped by then.
+      setTimeout(() => killAll('SIGKILL'), 20_000).unref();
+    },
+    onSaturation: (reasons, atMs) => {
+      const said = reasons.length
+        ? `the tester is saturated at ${Math.round(atMs / 1000)} s: ${reasons.join('; ')}`
+        : `the tester is back under its saturation bounds at ${Math.round(atMs / 1000)} s`;
+      noteAll(said);
+      if (echo) log(`\nwakestorm run: ${said}`);
+    },
+    onAbort: (reasons) => {
+      const why = `stopped early (--abort-on-invalid): ${reasons.join('; ')} for ${ABORT_GRACE_MS / 1000} s`;
+      log(`\nwakestorm run: ${why}; the run is INVALID`);
+      noteAll(why);
+      w.aborted = reasons;
+      killAll('SIGINT');
+    },
+  });
+  const stopProgress = k6Progress(
+    children.map((c) => c.api),
+    durationMs,
+    opts.progress ?? (echo ? (process.stdout.isTTY && n === 1 ? 'tty' : 'lines') : 'off'),
+    () => tester.note(),
+  );
   // The stack is watched for the whole run: a Toxiproxy that dies makes the numbers meaningless, so k6 stops at once.
   stack.onExit((e) => {
     if (e.tool === 'toxiproxy') {
@@ -680,6 +731,7 @@ async function watchK6(
     else if (!why) log(`wakestorm run: ${n} k6 instances initialised and started together`);
   }
   const ends = await Promise.all(children.map((c) => c.k6.closed));
+  tester.stop();
   stopProgress();
   sampler.stop();
   for (const name of ['k6', 'server', 'toxiproxy', ...(engines.length ? ['engine'] : [])])
@@ -692,9 +744,13 @@ async function watchK6(
   // What only the CLI sees: why the tester may not be trusted for this run.
   if (w.interrupted) w.invalid.push('the run was interrupted (SIGINT/SIGTERM) before it finished');
   if (w.stuck) w.invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
+  if (w.aborted)
+    w.invalid.push(
+      `stopped early (--abort-on-invalid): the generator stayed past its bounds for ${ABORT_GRACE_MS / 1000} s: ${w.aborted.join('; ')}`,
+    );
   // k6's exit: the worst of the instances (a failure over a threshold breach over success).
   w.k6Code = ends.find((e) => e.code !== 0 && e.code !== 99)?.code ?? ends.find((e) => e.code === 99)?.code ?? 0;
-  if (!w.interrupted && !w.stuck && !w.invalid.length) {
+  if (!w.interrupted && !w.stuck && !w.aborted && !w.invalid.length) {
     ends.forEach(({ code, signal }, i) => {
       if (code === 0 || code === 99) return;
       const why = signal

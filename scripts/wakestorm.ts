@@ -318,6 +318,11 @@ addFleetOptions(
     )
     .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
     .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
+    .option(
+      '--abort-on-invalid',
+      'stop the run, INVALID, once the generator stays past its saturation bounds for 15 s (default when stdout is not a terminal)',
+    )
+    .option('--no-abort-on-invalid', 'run to the end even when the generator is saturated (default on a terminal)')
     .addOption(
       new Option('--quiet', 'print only the verdict, the report path and errors')
         .env('WAKESTORM_QUIET')
@@ -351,6 +356,7 @@ addFleetOptions(
     instances: o.instances,
     resultsRoot: o.results,
     dashboard: o.dashboard,
+    abortOnInvalid: o.abortOnInvalid,
     token: o.token,
     tokenFile: o.tokenFile,
     outputs,

@@ -227,3 +227,68 @@ describe("the runner's house: disks, folders, secrets", () => {
     assert.deepEqual(secrets(), []);
   });
 });
+
+/** The processes descended from pid, with their command lines. */
+function descendants(pid: number): { pid: number; args: string }[] {
+  const rows = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), args: m[3]! }));
+  const out: { pid: number; args: string }[] = [];
+  const walk = (p: number) => {
+    for (const r of rows.filter((x) => x.ppid === p)) {
+      out.push(r);
+      walk(r.pid);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+describe('the tester watches all of itself: a process frozen for 8 s makes the run INVALID, named', () => {
+  const cases: [process: RegExp, named: RegExp][] = [
+    [/\/k6 run /, /^k6 stopped answering/],
+    [/wakestorm-engine --listen/, /^the device engine \(pid \d+\) stopped answering/],
+    [/toxiproxy-server/, /^Toxiproxy \(pid \d+\) stopped answering/],
+  ];
+  for (const [proc, named] of cases)
+    it(`freezing ${proc.source}`, async () => {
+      const results = join(tmp, `frozen-${cases.findIndex((c) => c[0] === proc)}`);
+      const p = spawn(
+        process.execPath,
+        [join(ROOT, 'bin/wakestorm.mjs'), 'run', 'smoke', '--devices', '10', '--duration', '40s'].concat([
+          '--results',
+          results,
+          '--no-dashboard',
+        ]),
+        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      const exit = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
+      await waitFor(() => /k6 v[\d.]+ ->/.test(out), 60_000, 'k6 to start');
+      await new Promise((r) => setTimeout(r, 5000));
+      const target = descendants(p.pid!).find((d) => proc.test(d.args));
+      assert.ok(target, `no ${proc.source} among ${JSON.stringify(descendants(p.pid!))}`);
+      const frozenAt = Date.now();
+      process.kill(target.pid, 'SIGSTOP');
+      let saidAt = 0;
+      try {
+        await waitFor(() => /stopped answering/.test(out), 15_000, 'the CLI to name the frozen process');
+        saidAt = Date.now();
+      } finally {
+        await new Promise((r) => setTimeout(r, Math.max(0, 8000 - (Date.now() - frozenAt))));
+        process.kill(target.pid, 'SIGCONT');
+      }
+      assert.ok(saidAt - frozenAt <= 15_000);
+      assert.equal(await exit, 3, out);
+      const run = JSON.parse(readFileSync(join(results, readlinkSync(join(results, 'latest')), 'run.json'), 'utf8'));
+      assert.equal(run.verdict, 'invalid');
+      assert.ok(
+        (run.invalid_reasons as string[]).some((r) => named.test(r)),
+        JSON.stringify(run.invalid_reasons),
+      );
+    });
+});

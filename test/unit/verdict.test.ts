@@ -246,6 +246,27 @@ describe('verdict', () => {
     assert.equal(judge(d, DEFAULT_SLOS).verdict, 'pass');
   });
 
+  it("calls a generator that stalled INVALID, from its lag's tail when p95 stays under the bound", () => {
+    // k6 frozen for 8 s (issue 40): p95 3 ms, p99 5.8 s, max 7.4 s; the server's numbers breached meanwhile.
+    const d = healthy();
+    d.metrics.response_latency = trend(5000, 20);
+    d.metrics.vu_loop_lag = { type: 'trend', values: { 'p(50)': 1, 'p(95)': 3, 'p(99)': 5830, max: 7370, count: 900 } };
+    const j = judge(d, DEFAULT_SLOS);
+    assert.equal(j.verdict, 'invalid');
+    assert.match(j.headline, /generator stalled: VU event-loop lag max 7370 ms > bound 2000 ms \(p99 5830 ms\)/);
+    // A tail under both bounds is a healthy generator.
+    const ok = healthy();
+    ok.metrics.vu_loop_lag = { type: 'trend', values: { 'p(50)': 1, 'p(95)': 3, 'p(99)': 40, max: 900, count: 900 } };
+    assert.equal(judge(ok, DEFAULT_SLOS).verdict, 'pass');
+    // A p99 past its bound with a max under its own: saturated, by the p99.
+    const tail = healthy();
+    tail.metrics.vu_loop_lag = {
+      type: 'trend',
+      values: { 'p(50)': 1, 'p(95)': 30, 'p(99)': 400, max: 900, count: 900 },
+    };
+    assert.match(judge(tail, DEFAULT_SLOS).headline, /lag p99 400 ms > bound 250 ms/);
+  });
+
   it('calls a saturated generator INVALID, not FAIL, and says which bound', () => {
     const d = healthy();
     d.metrics.response_latency = trend(5000, 20);
