@@ -746,7 +746,7 @@ async function watchK6(
   if (w.stuck) w.invalid.push('k6 did not stop by itself and was killed by the watchdog (a stuck VU)');
   if (w.aborted)
     w.invalid.push(
-      `stopped early (--abort-on-invalid): the generator stayed past its bounds for ${ABORT_GRACE_MS / 1000} s: ${w.aborted.join('; ')}`,
+      `stopped early (--abort-on-invalid): the generator could not end valid for ${ABORT_GRACE_MS / 1000} s: ${w.aborted.join('; ')}`,
     );
   // k6's exit: the worst of the instances (a failure over a threshold breach over success).
   w.k6Code = ends.find((e) => e.code !== 0 && e.code !== 99)?.code ?? ends.find((e) => e.code === 99)?.code ?? 0;

@@ -2,13 +2,17 @@
 // heartbeat (k6's REST API, the device engine's /health, each Toxiproxy's API), and the generator's own lag and late
 // uplink frames are read live against the verdict's bounds (core/verdict.ts generatorSaturation). A process that
 // stops answering for STALL_MS makes the run INVALID at once, naming it; a generator past the bounds is said on the
-// progress line and in k6.log when it happens and, with --abort-on-invalid, stops the run after a grace period.
-import { generatorSaturation } from '../core/verdict.ts';
+// progress line and in k6.log when it happens and, with --abort-on-invalid, stops the run after a grace period. Once
+// the devices saw the server break the protocol, neither stops the run: a tester overwhelmed by a hostile server is
+// the server's failure, and the verdict FAILs it.
+import { generatorSaturation, SATURATION } from '../core/verdict.ts';
 
 /** A process that answers no heartbeat for this long has stalled: whatever the devices measured meanwhile is the tester's. */
 const STALL_MS = 5000;
 /** How often each process is asked. */
 const PROBE_MS = 1000;
+/** A saturated generator is said to be back under its bounds once it stayed under this long. */
+const SETTLE_MS = 5000;
 /** A generator past the saturation bounds this long is stopped (with --abort-on-invalid). */
 export const ABORT_GRACE_MS = 15_000;
 
@@ -63,21 +67,57 @@ async function sample(api: string, id: string): Promise<TrendSample | null> {
   }
 }
 
-/** The generator's health summed over the instances: the worst instance's lag, every instance's frames. */
-async function liveHealth(apis: string[]): Promise<string[]> {
+interface LiveHealth {
+  /** The verdict's reasons on the run so far (said when they appear and when they go). */
+  reasons: string[];
+  /** The worst instance's median lag, ms. */
+  lagMed: number;
+  slips: number;
+  frames: number;
+  /** Protocol violations the devices saw so far. */
+  violations: number;
+}
+
+/** The generator's health summed over the instances: the worst instance's lag, every instance's counts. */
+async function liveHealth(apis: string[]): Promise<LiveHealth> {
   const all = await Promise.all(
-    apis.map(async (api) => Promise.all(['vu_loop_lag', 'audio_slips', 'audio_frames'].map((m) => sample(api, m)))),
+    apis.map(async (api) =>
+      Promise.all(['vu_loop_lag', 'audio_slips', 'audio_frames', 'protocol_violations'].map((m) => sample(api, m))),
+    ),
   );
   let lag: TrendSample | undefined;
+  let lagMed = 0;
   let slips = 0;
   let frames = 0;
-  for (const [l, s, f] of all) {
+  let violations = 0;
+  for (const [l, s, f, v] of all) {
+    violations += v?.count ?? 0;
     // k6's API gives a trend's avg, min, med, max, p(90), p(95): no count, no p(99) (the verdict reads those).
     if (l && l.max !== undefined && (!lag || (l['p(95)'] ?? 0) > (lag['p(95)'] ?? 0))) lag = l;
+    lagMed = Math.max(lagMed, l?.med ?? 0);
     slips += s?.count ?? 0;
     frames += f?.count ?? 0;
   }
-  return generatorSaturation({ lag: lag && { ...lag, count: 1 }, slips, frames });
+  const reasons = generatorSaturation({ lag: lag && { ...lag, count: 1 }, slips, frames });
+  return { reasons, lagMed, slips, frames, violations };
+}
+
+/**
+ * What makes the run unable to end valid, from one probe to the next: the median lag past the p95 bound (half the
+ * samples already are, so the p95 stays past it), or this window's late frames past the share. A ramp's burst that
+ * the rest of the run dilutes is neither.
+ */
+function hopeless(now: LiveHealth, before: LiveHealth | null): string[] {
+  const out: string[] = [];
+  if (now.lagMed > SATURATION.vuLoopLagP95Ms)
+    out.push(
+      `generator saturated: VU event-loop lag median ${now.lagMed.toFixed(0)} ms > ${SATURATION.vuLoopLagP95Ms} ms`,
+    );
+  const slips = now.slips - (before?.slips ?? 0);
+  const frames = now.frames - (before?.frames ?? 0);
+  if (slips >= SATURATION.minAudioSlips && slips > SATURATION.audioSlipShare * Math.max(frames, 1))
+    out.push(`generator saturated: ${slips} of ${frames} uplink audio frames sent late since the last probe`);
+  return out;
 }
 
 /**
@@ -91,8 +131,15 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
   let stalledName = '';
   let saturated: { reasons: string[]; since: number } | null = null;
   let aborted = false;
+  let underSince: number | null = null;
+  let last: LiveHealth | null = null;
+  /** Since when every probe found the run unable to end valid (hopeless). */
+  let hotSince: number | null = null;
   let lastTick = Date.now();
   let busy = false;
+  // Protocol violations seen so far: a tester overwhelmed by a server that floods or sends huge frames is the
+  // server's failure (the verdict FAILs it), not a reason to stop the run as the tester's.
+  let violations = 0;
   const tick = async () => {
     const now = Date.now();
     // The CLI's own timer fired late: whoever did not answer may simply not have been asked.
@@ -105,24 +152,43 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
       const at = Date.now();
       o.beats.forEach((b, i) => {
         if (ok[i]) lastOk.set(b.name, at);
-        else if (!stalled && lastOk.has(b.name) && at - lastOk.get(b.name)! >= STALL_MS) {
+        else if (!stalled && !violations && lastOk.has(b.name) && at - lastOk.get(b.name)! >= STALL_MS) {
           stalledName = b.name;
           stalled = `${b.name} stopped answering for ${Math.round((at - lastOk.get(b.name)!) / 1000)} s (frozen or starved): the tester stalled, its numbers are its own`;
           o.onStall(stalled);
         }
       });
       if (stalled) return;
-      const reasons = await liveHealth(o.k6Apis);
+      const health = await liveHealth(o.k6Apis);
+      const reasons = health.reasons;
+      violations = Math.max(violations, health.violations);
       if (reasons.length && !saturated) {
         saturated = { reasons, since: Date.now() };
         o.onSaturation(reasons, Date.now() - t0);
       } else if (!reasons.length && saturated) {
-        saturated = null;
-        o.onSaturation([], Date.now() - t0);
-      } else if (saturated) saturated.reasons = reasons;
-      if (saturated && o.abort && !aborted && Date.now() - saturated.since >= (o.graceMs ?? ABORT_GRACE_MS)) {
+        // Back under only once it stayed under for a while: a run at the bound would otherwise flap every probe.
+        underSince ??= Date.now();
+        if (Date.now() - underSince >= SETTLE_MS) {
+          saturated = null;
+          underSince = null;
+          o.onSaturation([], Date.now() - t0);
+        }
+      } else if (saturated) {
+        saturated.reasons = reasons;
+        underSince = null;
+      }
+      const stuck = hopeless(health, last);
+      last = health;
+      hotSince = stuck.length ? (hotSince ?? Date.now()) : null;
+      if (
+        hotSince !== null &&
+        o.abort &&
+        !aborted &&
+        !violations &&
+        Date.now() - hotSince >= (o.graceMs ?? ABORT_GRACE_MS)
+      ) {
         aborted = true;
-        o.onAbort(saturated.reasons);
+        o.onAbort(stuck);
       }
     } finally {
       busy = false;
