@@ -98,6 +98,8 @@ export interface Inspected {
   lifecycles: string[];
   /** The codec/framing pairs of the fleet's audio, both ways. */
   audio: string[];
+  /** The faults of the run's timeline (its own or --timeline) that act through Toxiproxy. */
+  networkFaults: string[];
 }
 
 export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Inspected {
@@ -111,16 +113,23 @@ export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Ins
     });
     // The scenario's own duration, as it resolved it (makeScenario puts it in options.ext.wakestorm).
     try {
-      type Ext = { duration_ms?: unknown; wake_mode?: unknown; lifecycles?: unknown; audio?: unknown };
+      type Ext = {
+        duration_ms?: unknown;
+        wake_mode?: unknown;
+        lifecycles?: unknown;
+        audio?: unknown;
+        network_faults?: unknown;
+      };
       const x = (JSON.parse(out.toString()) as { ext?: { wakestorm?: Ext } }).ext?.wakestorm;
       return {
         durationMs: typeof x?.duration_ms === 'number' ? x.duration_ms : null,
         wakeMode: typeof x?.wake_mode === 'string' ? x.wake_mode : null,
         lifecycles: Array.isArray(x?.lifecycles) ? x.lifecycles.map(String) : [],
         audio: Array.isArray(x?.audio) ? x.audio.map(String) : [],
+        networkFaults: Array.isArray(x?.network_faults) ? x.network_faults.map(String) : [],
       };
     } catch {
-      return { durationMs: null, wakeMode: null, lifecycles: [], audio: [] };
+      return { durationMs: null, wakeMode: null, lifecycles: [], audio: [], networkFaults: [] };
     }
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };

@@ -134,7 +134,8 @@ export interface RunOptions {
     /** Every k6 instance's pid (k6Pid is the first). */
     k6Pids: number[];
     serverPid: number | null;
-    toxiproxyPid: number;
+    /** null with no Toxiproxy (--direct). */
+    toxiproxyPid: number | null;
     toxiproxyPids: number[];
     enginePid: number | null;
     enginePids: number[];
@@ -398,10 +399,11 @@ async function startRunStack(
     toxiproxyPort: await pickFreePort(),
     proxyPorts: { voice: 0 },
     server: serverFlags,
-    // Devices that bypass Toxiproxy (--direct) need only the one shard the stack always has.
+    // Devices that bypass Toxiproxy (--direct) need none: nothing is started that the run does not use.
     // Each k6 instance sends its devices through shards of its own.
-    toxiproxyShards:
-      opts.toxiproxyShards ?? (opts.direct ? 1 : Math.max(instances, toxiproxyShardsFor(opts.devices ?? 0))),
+    toxiproxyShards: opts.direct
+      ? 0
+      : (opts.toxiproxyShards ?? Math.max(instances, toxiproxyShardsFor(opts.devices ?? 0))),
     log: (l) => log(`  ${l}`),
   });
 }
@@ -438,11 +440,13 @@ function runVars(
 ): K6Vars {
   const urls = shardUrls(stack);
   const own = stack.shards.filter((_, k) => k % instances === instance);
-  const targets = (own.length ? own : [stack.shards[instance % stack.shards.length]!]).map((sh) => sh.targetUrl);
+  const targets = (own.length ? own : stack.shards.slice(instance % Math.max(1, stack.shards.length)).slice(0, 1)).map(
+    (sh) => sh.targetUrl,
+  );
   const vars: K6Vars = {
     ...plan.vars,
     TARGET_URL: opts.direct ? stack.serverWsUrl : targets.join(','),
-    TOXIPROXY_URL: urls.toxiproxyUrl,
+    ...(urls.toxiproxyUrl ? { TOXIPROXY_URL: urls.toxiproxyUrl } : {}),
     CONTROL_URL: stack.controlUrl,
     SERVER_URL: stack.serverHttpUrl,
     RESULTS_DIR: dir,
@@ -734,7 +738,12 @@ async function watchK6(
   tester.stop();
   stopProgress();
   sampler.stop();
-  for (const name of ['k6', 'server', 'toxiproxy', ...(engines.length ? ['engine'] : [])])
+  for (const name of [
+    'k6',
+    'server',
+    ...(stack.shards.length ? ['toxiproxy'] : []),
+    ...(engines.length ? ['engine'] : []),
+  ])
     w.processes[name] = sampler.stats(name, sampledFrom, Date.now());
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
@@ -833,6 +842,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined)
     plan.vars.DEVICES_PER_VU = String(Math.min(DEFAULT_DEVICES_PER_VU, Math.ceil(opts.devices / instanceCount)));
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
+  // --direct starts no Toxiproxy: a timeline's network faults would reach no device, and the run would pass unhurt.
+  if (opts.direct && inspected.networkFaults.length)
+    throw new RunError(
+      `--direct connects the devices to the server itself, so the timeline's network faults (${inspected.networkFaults.join(', ')}) would reach no device: drop --direct, or pass --timeline none`,
+    );
   const engineKind = opts.engine ?? DEFAULT_ENGINE;
   if (engineKind === 'native') {
     const refused = engineRefusal(engineCapabilities(), {

@@ -49,6 +49,7 @@ export interface Stack {
   serverHttpUrl: string;
   /** ws:// base of the server itself, bypassing Toxiproxy. */
   serverWsUrl: string;
+  /** Shard 0's API; '' with no Toxiproxy (toxiproxyShards 0: run --direct). */
   toxiproxyUrl: string;
   /** ws:// base devices use, through the proxy, per proxy name. */
   proxies: Record<string, { wsUrl: string; listenPort: number; upstream: string }>;
@@ -58,9 +59,9 @@ export interface Stack {
   shards: ToxiproxyShard[];
   /** The stack's control API (POST /server/stop, /server/start) for server-restart faults; '' when it fronts --server-url. */
   controlUrl: string;
-  toxiproxy: ToxiproxyClient;
+  toxiproxy: ToxiproxyClient | null;
   serverPid: number | null;
-  toxiproxyPid: number;
+  toxiproxyPid: number | null;
   /**
    * Calls `fn` when a process of the stack exits on its own while the stack runs (not by stop() or a planned
    * server-restart): `tool` says whose fault that is. A dead Toxiproxy makes a run INVALID; a dead server is the server's.
@@ -180,14 +181,17 @@ async function planPorts(
     proxyPorts[p.name] = want === 0 ? await pickFreePort() : want;
   }
   const shardCount = opts.toxiproxyShards ?? 1;
-  if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 16)
+  if (!Number.isInteger(shardCount) || shardCount < 0 || shardCount > 16)
     throw new StackError(`toxiproxy shards must be an integer from 1 to 16, got ${shardCount}`);
-  const checks: [number, string][] = [
-    [toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'],
-    ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string]),
-  ];
+  // No shard at all: devices that connect to the server itself (run --direct) need no Toxiproxy.
+  const checks: [number, string][] = shardCount
+    ? [
+        [toxiproxyPort, 'Toxiproxy API (--toxiproxy-port)'],
+        ...layout.map((p) => [proxyPorts[p.name]!, `proxy '${p.name}' (--proxy-port)`] as [number, string]),
+      ]
+    : [];
   // Shards after the first take free ports: their API and one listener per proxy.
-  const shards = [{ api: toxiproxyPort, proxies: proxyPorts }];
+  const shards = shardCount ? [{ api: toxiproxyPort, proxies: proxyPorts }] : [];
   for (let k = 1; k < shardCount; k++) {
     const ports: Record<string, number> = {};
     for (const p of layout) ports[p.name] = await pickFreePort();
@@ -463,16 +467,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     return {
       serverHttpUrl,
       serverWsUrl: serverHttpUrl.replace(/^http/, 'ws'),
-      toxiproxyUrl: shards[0]!.toxiproxyUrl,
-      proxies: shards[0]!.proxies,
-      targetUrl: shards[0]!.targetUrl,
+      toxiproxyUrl: shards[0]?.toxiproxyUrl ?? '',
+      proxies: shards[0]?.proxies ?? {},
+      targetUrl: shards[0]?.targetUrl ?? serverHttpUrl.replace(/^http/, 'ws'),
       shards,
       controlUrl: control?.url ?? '',
-      toxiproxy: shards[0]!.toxiproxy,
+      toxiproxy: shards[0]?.toxiproxy ?? null,
       get serverPid() {
         return server?.pid ?? null;
       },
-      toxiproxyPid: shards[0]!.pid,
+      toxiproxyPid: shards[0]?.pid ?? null,
       onExit(fn) {
         exitListeners.push(fn);
       },

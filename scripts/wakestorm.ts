@@ -295,7 +295,12 @@ addFleetOptions(
       ),
     )
     .addOption(instancesOption())
-    .addOption(new Option('--direct', 'skip Toxiproxy: devices connect to the server itself').env('WAKESTORM_DIRECT'))
+    .addOption(
+      new Option(
+        '--direct',
+        'skip Toxiproxy: devices connect to the server itself, and no Toxiproxy runs (a timeline of network faults is refused)',
+      ).env('WAKESTORM_DIRECT'),
+    )
     .addOption(
       new Option(
         '--toxiproxy-shards <n>',

@@ -104,15 +104,18 @@ export function runChaos(steps: ChaosStep[], epochMs: number, targets: ChaosTarg
 /** Puts Toxiproxy back as it was: every toxic removed, every proxy enabled, the server up. Safe to call twice. */
 export function resetChaos(targets: ChaosTargets, steps: ChaosStep[]): void {
   if (steps.length === 0) return;
-  const errors = send(targets.toxiproxyUrls.map((u) => toxiproxyApi.reset(u)));
+  // A timeline of server restarts only never touched Toxiproxy (run --direct starts none).
+  const network = steps.some((s) => !s.needsControl);
+  const errors = network ? send(targets.toxiproxyUrls.map((u) => toxiproxyApi.reset(u))) : [];
   if (errors.length) console.error(`wakestorm chaos: could not reset Toxiproxy: ${errors.join('; ')}`);
   if (targets.controlUrl && steps.some((s) => s.needsControl)) send([controlApi.serverStart(targets.controlUrl)]);
 }
 
 /** Checks before any load that Toxiproxy answers and has the proxies the timeline needs. */
 export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
-  if (steps.length === 0) return;
-  for (const url of targets.toxiproxyUrls) {
+  // Only the faults that act through Toxiproxy need it (a server restart goes to the control API).
+  const network = steps.filter((s) => !s.needsControl);
+  for (const url of network.length ? targets.toxiproxyUrls : []) {
     const res = http.get(requestUrl(toxiproxyApi.proxies(url)), { timeout: '3s' });
     if (res.status !== 200) {
       throw new Error(
@@ -120,7 +123,7 @@ export function preflight(targets: ChaosTargets, steps: ChaosStep[]): void {
       );
     }
     const proxies = res.json() as Record<string, unknown>;
-    for (const s of steps) {
+    for (const s of network) {
       if (!(s.proxy in proxies))
         throw new Error(
           `timeline entry ${s.index} (${s.fault}) needs Toxiproxy proxy "${s.proxy}", which does not exist at ${url}`,

@@ -182,6 +182,8 @@ export function makeScenario(spec: ScenarioSpec) {
       wakestorm: {
         duration_ms: cfg.durationMs,
         wake_mode: cfg.wake.mode,
+        // The timeline's faults that act through Toxiproxy (a run --direct has none to act through).
+        network_faults: [...new Set(timeline.steps.filter((s) => !s.needsControl).map((s) => s.fault))],
         lifecycles: [...new Set(Object.values(cfg.dialects).map((d) => d.lifecycle))],
         audio: [
           ...new Set(

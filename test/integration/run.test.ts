@@ -95,6 +95,11 @@ describe('wakestorm run', () => {
       [['run', 'smoke', '--slo', 'fast'], /--slo 'fast' must be name=number/],
       [['run', 'smoke', '--server-arg', '--stt-ms=soon'], /--stt-ms must be an integer/],
       [['run', 'smoke', '--toxiproxy-shards', '0'], /--toxiproxy-shards must be between 1 and 16, got 0/],
+      // --direct starts no Toxiproxy: a timeline's network faults would reach no device (a false PASS).
+      [
+        ['run', 'flaky-network', '--direct'],
+        /--direct connects the devices to the server itself, so the timeline's network faults \(latency, cut\)/,
+      ],
       [
         ['run', 'smoke', '--ramp', '20s', '--duration', '10s'],
         /--ramp \(20s\) must be shorter than --duration \(10s\)/,

@@ -62,7 +62,7 @@ describe('startStack', () => {
     c.send({ type: 'hello', device_id: 'through-proxy', protocol: 1 });
     assert.equal((await c.next('connected')).client_id, 'through-proxy');
     const base = await pingRtt(c, 5);
-    await stack.toxiproxy.addToxic('voice', {
+    await stack.toxiproxy!.addToxic('voice', {
       name: 'lat',
       type: 'latency',
       stream: 'downstream',
@@ -71,13 +71,13 @@ describe('startStack', () => {
     });
     const slowed = await pingRtt(c, 5);
     assert.ok(slowed >= base + 100, `rtt ${base.toFixed(1)} -> ${slowed.toFixed(1)} ms with 100 ms latency`);
-    await stack.toxiproxy.reset();
+    await stack.toxiproxy!.reset();
     const t0 = Date.now();
-    await stack.toxiproxy.setEnabled('voice', false);
+    await stack.toxiproxy!.setEnabled('voice', false);
     const code = await c.waitClose(3000);
     assert.equal(code, CLOSE.ABNORMAL, 'a cut is a close with no close frame');
     assert.ok(Date.now() - t0 < 2000);
-    await stack.toxiproxy.setEnabled('voice', true);
+    await stack.toxiproxy!.setEnabled('voice', true);
   });
 
   it("wakestorm toxic adds, lists and removes faults by hand, keeping Toxiproxy's own errors", async () => {
@@ -106,14 +106,14 @@ describe('startStack', () => {
   });
 
   it('stops with nothing left running or listening, and no toxic applied', async () => {
-    await stack.toxiproxy.addToxic('voice', {
+    await stack.toxiproxy!.addToxic('voice', {
       name: 'stay',
       type: 'latency',
       stream: 'upstream',
       toxicity: 1,
       attributes: { latency: 10, jitter: 0 },
     });
-    const pids = [stack.serverPid!, stack.toxiproxyPid];
+    const pids = [stack.serverPid!, stack.toxiproxyPid!];
     const listen = stack.proxies.voice!.listenPort;
     await stack.stop();
     for (const pid of pids) assert.equal(alive(pid), false, `pid ${pid} gone`);

@@ -137,9 +137,9 @@ describe('k6 devices through Toxiproxy', () => {
       timeoutMs: 90_000,
     });
     await new Promise((r) => setTimeout(r, 5000));
-    await stack.toxiproxy.setEnabled('voice', false);
+    await stack.toxiproxy!.setEnabled('voice', false);
     await new Promise((r) => setTimeout(r, 1500));
-    await stack.toxiproxy.setEnabled('voice', true);
+    await stack.toxiproxy!.setEnabled('voice', true);
     const r = await run;
     // A cut by hand is not in any timeline: to the gate it is an unplanned drop, whatever the devices did after it.
     assert.equal(r.code, 99, 'an unplanned cut fails unplanned_drops');
