@@ -57,8 +57,22 @@ export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
 export const DEVICE_BOUNDS = { devices: { min: 1, max: 1_000_000 }, perVu: { min: 1, max: 100_000 } } as const;
 
-/** Devices one VU runs when DEVICES_PER_VU is not given. */
+/** Devices one VU runs when DEVICES_PER_VU is not given, on the k6 device (the VU's JavaScript runs each one). */
 export const DEFAULT_DEVICES_PER_VU = 50;
+
+/**
+ * The fleet's layout when DEVICES_PER_VU is not given. On the native engine a VU only hands its slice to the engine
+ * and relays the records back, and each VU is a whole JavaScript runtime (about 2.5 MiB of k6's RSS): the fleet goes
+ * in NATIVE_VUS VUs (spread over k6's threads), from 50 devices each (small fleets as on the k6 device) up to
+ * NATIVE_MAX_DEVICES_PER_VU (a bigger fleet gets more VUs). 10,000 idle devices: 4 VUs instead of 200, k6's RSS
+ * 632 → 261 MiB (issue 39). The devices are the same either way: their randomness is seeded by device id.
+ */
+export function defaultDevicesPerVu(devices: number, native: boolean): number {
+  if (!native) return DEFAULT_DEVICES_PER_VU;
+  return Math.min(NATIVE_MAX_DEVICES_PER_VU, Math.max(DEFAULT_DEVICES_PER_VU, Math.ceil(devices / NATIVE_VUS)));
+}
+const NATIVE_VUS = 4;
+const NATIVE_MAX_DEVICES_PER_VU = 2500;
 
 /** k6 processes one run may split its fleet into (execution segments; `wakestorm run --instances`). */
 export const INSTANCE_BOUNDS = { min: 1, max: 16 } as const;
@@ -142,7 +156,8 @@ export function readRunConfig(
   readShipped: (repoPath: string) => string = readFile,
 ): RunConfig {
   const devices = int(env, 'DEVICES', defaults.devices, DEVICE_BOUNDS.devices);
-  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', DEFAULT_DEVICES_PER_VU, DEVICE_BOUNDS.perVu));
+  const perVuDefault = defaultDevicesPerVu(devices, !!env.ENGINE_URL);
+  const devicesPerVu = Math.min(devices, int(env, 'DEVICES_PER_VU', perVuDefault, DEVICE_BOUNDS.perVu));
   const durationMs = parseDuration(env.DURATION ?? defaults.duration, 'DURATION');
   if (durationMs < 1000) throw new RunConfigError('DURATION must be at least 1s');
   const rampMs = parseDuration(

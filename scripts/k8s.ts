@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { k6VarArgs, type K6Vars } from '../core/run-contract.ts';
-import { DEFAULT_DEVICES_PER_VU } from '../core/run-config.ts';
+import { defaultDevicesPerVu } from '../core/run-config.ts';
 import { planRun, ROOT, RunError, type RunOptions } from './run.ts';
 import { k6Env, PINS, requireTools } from './tools.ts';
 
@@ -87,7 +87,9 @@ export function writeK8s(o: K8sOptions): K8sFiles {
   const vars: K6Vars = { ...plan.vars };
   // Every runner gets VUs of its own (k6 splits by VU), and its own chaos VU for its own Toxiproxy.
   if (devices && vars.DEVICES_PER_VU === undefined)
-    vars.DEVICES_PER_VU = String(Math.min(DEFAULT_DEVICES_PER_VU, Math.ceil(devices / o.parallelism)));
+    vars.DEVICES_PER_VU = String(
+      Math.min(defaultDevicesPerVu(Math.ceil(devices / o.parallelism), true), Math.ceil(devices / o.parallelism)),
+    );
   if (vars.TIMELINE) vars.CHAOS_VUS = String(o.parallelism);
   const name = k8sName(o.name ?? `wakestorm-${plan.script.split('/').pop()!.replace(/\.ts$/, '')}`);
   const dir = resolve(o.out);

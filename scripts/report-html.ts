@@ -170,7 +170,7 @@ function parameters(run: RunRecord): string {
   const items: [string, unknown][] = [
     ['scenario', run.scenario],
     ['devices', r?.devices ?? p.DEVICES ?? '(scenario default)'],
-    ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default 50)')],
+    ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default)')],
     [
       'duration, ramp',
       r

@@ -12,7 +12,7 @@ import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
 import {
   boundedInt,
-  DEFAULT_DEVICES_PER_VU,
+  defaultDevicesPerVu,
   DEVICE_BOUNDS,
   INSTANCE_BOUNDS,
   isLoopbackUrl,
@@ -839,8 +839,11 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const token = resolveToken(opts);
   const instanceCount = opts.instances ?? instancesFor(opts.devices ?? 0);
   // k6 splits a fleet between instances by VUs: a small fleet gets enough VUs for every instance to have some.
-  if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined)
-    plan.vars.DEVICES_PER_VU = String(Math.min(DEFAULT_DEVICES_PER_VU, Math.ceil(opts.devices / instanceCount)));
+  if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined) {
+    const share = Math.ceil(opts.devices / instanceCount);
+    const native = (opts.engine ?? DEFAULT_ENGINE) === 'native';
+    plan.vars.DEVICES_PER_VU = String(Math.min(defaultDevicesPerVu(share, native), share));
+  }
   const inspected = inspectScenario(plan.script, plan.vars, ROOT);
   // --direct starts no Toxiproxy: a timeline's network faults would reach no device, and the run would pass unhurt.
   if (opts.direct && inspected.networkFaults.length)

@@ -163,6 +163,15 @@ describe('run config', () => {
     };
     const c = readRunConfig({ DEVICES: '120', DEVICES_PER_VU: '50' }, d, noFile, {}, repoFile);
     assert.equal(c.vus, 3);
+    // The default layout: 50 per VU on the k6 device; on the native engine 4 VUs of 50 to 2,500 devices.
+    const vus = (env: Record<string, string>) => readRunConfig({ RAMP: '1s', ...env }, d, noFile, {}, repoFile).vus;
+    const engine = { ENGINE_URL: 'ws://127.0.0.1:7000/control' };
+    assert.equal(vus({ DEVICES: '10000' }), 200);
+    assert.equal(vus({ DEVICES: '10000', ...engine }), 4);
+    assert.equal(vus({ DEVICES: '50000', ...engine }), 20);
+    assert.equal(vus({ DEVICES: '120', ...engine }), 3);
+    assert.equal(vus({ DEVICES: '20', ...engine }), 1);
+    assert.equal(vus({ DEVICES: '10000', DEVICES_PER_VU: '50', ...engine }), 200);
     assert.equal(c.targetUrl, 'ws://127.0.0.1:18000');
     assert.equal(parseDuration('1h30m', 'X'), 5_400_000);
     assert.throws(() => readRunConfig({ DEVICES: 'lots' }, d, noFile, {}, repoFile), /DEVICES must be an integer/);
