@@ -3,7 +3,7 @@
 // with the profile's backoff (a persistent link), or opening a channel per wake and closing it after the reply
 // (per_wake). Every loss is counted here (planned or not, by close code and cause). What the link carries is the
 // session's business: it hands every other message and every binary frame to its owner (device-session.ts).
-import { nextPoll } from './device-rules.ts';
+import { nextPoll, violationKeepsLink } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
 import { connectRequest, Timers } from './device-env.ts';
@@ -35,6 +35,8 @@ export const VIOLATION_KINDS = [
   'flood',
   'reply_overrun',
   'reply_too_long',
+  'not_json',
+  'binary_outside_session',
 ] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
@@ -348,13 +350,15 @@ export class Link {
   violation(kind: ViolationKind): void {
     const now = this.ctx.env.now();
     this.ctx.env.metrics.add('protocol_violations', 1, { ...this.ctx.outcomeTags(now, now), kind });
+    const kept = violationKeepsLink(kind);
     if (!SEEN_VIOLATIONS.has(kind)) {
       SEEN_VIOLATIONS.add(kind);
       this.ctx.env.warn?.(
-        `wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); the device closes the link`,
+        `wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); ${kept ? 'the device ignores the message' : 'the device closes the link'}`,
       );
     }
-    if (this.state === 'stopped' || !this.ws) return;
+    // A message the device cannot use but can skip: counted, the link kept (DEVICE_RULES.noted_violations).
+    if (kept || this.state === 'stopped' || !this.ws) return;
     const wasConnected = this.state === 'connected';
     if (wasConnected) this.ctx.count('links_down');
     this.abandonSocket();
@@ -586,10 +590,10 @@ export class Link {
     try {
       msg = JSON.parse(text);
     } catch {
-      return;
+      return this.violation('not_json');
     }
     // Only objects are messages, as engine/device.go reads them.
-    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return;
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return this.violation('not_json');
     const { recv, send, capture: cap } = this.ctx.dialect;
     const { vars } = this.ctx;
     if (this.state === 'handshaking' && recv.ready && matches(recv.ready, msg, vars)) return this.onReady(msg);

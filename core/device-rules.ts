@@ -20,7 +20,18 @@ export const DEVICE_RULES = {
   /** The reasons a session end may give; any other is read as `error`. */
   session_end_reasons: [...SESSION_END_REASONS] as string[],
   number_pattern: NUMBER_PATTERN,
+  /**
+   * Protocol violations a device counts and lets pass, the link kept (a firmware logs the message it cannot parse and
+   * goes on): a text frame that is not a JSON object where every dialect speaks JSON, and reply audio with no session
+   * to play it in. Every other kind (too much, too big, too deep, broken frames) makes the device close the link.
+   */
+  noted_violations: ['not_json', 'binary_outside_session'] as string[],
 };
+
+/** True when a violation of this kind is counted with the link kept. */
+export function violationKeepsLink(kind: string): boolean {
+  return DEVICE_RULES.noted_violations.includes(kind);
+}
 
 /** True when a close exempts the server from resuming the session it cut. */
 export function resumeExempt(code: number): boolean {

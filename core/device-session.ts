@@ -75,6 +75,12 @@ export const PLAYBACK_GAP_TOLERANCE_MS = 20;
 export const MAX_REPLY_AUDIO_MS = 120_000;
 /** Bytes a reply may run past its announced length (a last partial frame) before it is an overrun. */
 export const OVERRUN_SLACK_BYTES = 4096;
+/**
+ * Reply audio that arrives this long after its session ended is still that reply's (a server's queue drains after
+ * its stop: xiaozhi sends one or two frames after the tts stop that answers an abort); later, with no session, it is a
+ * protocol violation (binary_outside_session).
+ */
+export const LATE_AUDIO_GRACE_MS = 2000;
 /** An uplink stream more than this many frames late slips instead of bursting (frameDelay). */
 export const SLIP_AFTER_FRAMES = 3;
 const END_REASONS = new Set<string>(SESSION_END_REASONS);
@@ -115,6 +121,8 @@ export class Conversation implements LinkOwner {
   private link: Link | null = null;
   /** Listening on the open link after a reply (after_reply 'listen'): the microphone streams until the next turn. */
   private followUp = false;
+  /** When the last session ended (reply audio after it is still that reply's for LATE_AUDIO_GRACE_MS). */
+  private endedAt = -Infinity;
   /** The link's own session id from its ready message (xiaozhi's channel id), for turns that have no wake. */
   private linkSessionId: string | null = null;
   private readonly timers: Timers<'wake' | 'wakeAck' | 'audio' | 'playback' | 'barge' | 'stall'>;
@@ -355,8 +363,12 @@ export class Conversation implements LinkOwner {
   /** Reply audio: the first chunk after the end of speech is the response latency; playback is modelled in real time. */
   binary(buf: ArrayBuffer): void {
     const s = this.session;
-    if (!s) return;
     const now = this.ctx.env.now();
+    if (!s) {
+      // Audio with no conversation to play it in: the server's, not a late frame of the last reply.
+      if (now - this.endedAt > LATE_AUDIO_GRACE_MS) this.link?.violation('binary_outside_session');
+      return;
+    }
     // A dialect with no reply_start: the first reply audio of a session that is listening or thinking starts it.
     if (
       this.ctx.dialect.recv.reply_start === null &&
@@ -458,6 +470,7 @@ export class Conversation implements LinkOwner {
 
   private sessionOver(reason: SessionEndReason | 'lost'): void {
     const s = this.session;
+    this.endedAt = this.ctx.env.now();
     // A session that ends complete while its reply played: the reply ends with it.
     if (s && reason === 'complete') this.judgeReply(s, this.ctx.env.now());
     this.session = null;
@@ -569,6 +582,7 @@ export class Conversation implements LinkOwner {
     const s = this.session;
     if (!s || s.wakeId !== wakeId || s.id !== null) return;
     this.session = null;
+    this.endedAt = this.ctx.env.now();
     if (this.link?.perWake) this.link.close();
     this.scheduleNextWakeIfRepeating();
   }

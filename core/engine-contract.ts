@@ -5,6 +5,7 @@
 import { FLAP_MS, INTAKE, KEEPALIVE_GRID_MS } from './device-link.ts';
 import {
   BARGE_IN_WAIT_MS,
+  LATE_AUDIO_GRACE_MS,
   MAX_REPLY_AUDIO_MS,
   OVERRUN_SLACK_BYTES,
   PLAYBACK_GAP_TOLERANCE_MS,
@@ -12,7 +13,7 @@ import {
   SLIP_AFTER_FRAMES,
   VAD_MAX_TRAILING_MS,
 } from './device-session.ts';
-import { DEVICE_RULES } from './device-rules.ts';
+import { DEVICE_RULES, violationKeepsLink } from './device-rules.ts';
 import { END_DUE_MS, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
 import { typeField, UNMATCHED_NOTE, BoundedLabels } from './dialect.ts';
 import { isDeviceMetric, type MetricSink } from './metric-names.ts';
@@ -46,6 +47,7 @@ const ENGINE_TIMING = {
   slip_after_frames: SLIP_AFTER_FRAMES,
   wake_ack_timeout_ms: WAKE_ACK_TIMEOUT_MS,
   end_due_ms: END_DUE_MS,
+  late_audio_grace_ms: LATE_AUDIO_GRACE_MS,
   resume_grace_ms: DEFAULTS.resume_grace_ms,
   reconnect_censor_ms: RECONNECT_CENSOR_MS,
   flap_ms: FLAP_MS,
@@ -201,7 +203,7 @@ export class EngineRecords {
       if (name === 'protocol_violations' && extra.kind && !this.seen.has(`v:${extra.kind}`)) {
         this.seen.add(`v:${extra.kind}`);
         this.to.warn(
-          `wakestorm-violation kind=${extra.kind}: the server broke the protocol; the device closes the link`,
+          `wakestorm-violation kind=${extra.kind}: the server broke the protocol; ${violationKeepsLink(extra.kind) ? 'the device ignores the message' : 'the device closes the link'}`,
         );
       }
     }

@@ -554,6 +554,8 @@ func (d *Device) onText(b []byte) {
 	}
 	var msg map[string]any
 	if json.Unmarshal(b, &msg) != nil || msg == nil {
+		// Not a JSON object, where every dialect speaks JSON objects.
+		d.violation("not_json")
 		return
 	}
 	step := d.message(msg, b)
@@ -608,11 +610,12 @@ func (d *Device) message(msg map[string]any, b []byte) string {
 	return ""
 }
 
-// violation: the server broke the protocol in a way a device cannot take; counted by kind, the link closed.
+// violation: the server broke the protocol; counted by kind, the link closed unless the rules say the device lets
+// that kind pass (Rules.NotedViolations: a message it cannot use but can skip).
 func (d *Device) violation(kind string) {
 	now := d.now()
 	d.rec(Record{Name: "protocol_violations", Value: 1, From: now, To: now, Phase: phaseTag, Kind: kind})
-	if d.state == stStopped || d.ws == nil {
+	if d.env.Rules.keepsLink(kind) || d.state == stStopped || d.ws == nil {
 		return
 	}
 	was := d.state == stConnected

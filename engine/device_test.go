@@ -91,7 +91,7 @@ func recommended() *Profile {
 // timing is what engine-fleet.ts sends from core/'s constants.
 var timing = Timing{
 	SessionStallMs: 15_000, BargeInWaitMs: 5000, VadMaxTrailingMs: 5000, PlaybackGapToleranceMs: 20,
-	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000, EndDueMs: 5000,
+	MaxReplyAudioMs: 120_000, OverrunSlackBytes: 4096, SlipAfterFrames: 3, WakeAckTimeoutMs: 10_000, EndDueMs: 5000, LateAudioGraceMs: 2000,
 	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000, KeepaliveGridMs: 10,
 }
 
@@ -102,6 +102,7 @@ func rules() *Rules {
 		ResumeExemptCloses: []int{1001, 1012}, KeptSessionReasons: []string{"complete", "barged_in", "cancelled"},
 		SessionEndReasons: []string{"complete", "barged_in", "cancelled", "timeout", "interrupted", "error"},
 		NumberPattern:     `^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`,
+		NotedViolations:   []string{"not_json", "binary_outside_session"},
 	}
 	if err := r.compile(); err != nil {
 		panic(err)

@@ -24,7 +24,9 @@ type Rules struct {
 	SessionEndReasons []string `json:"session_end_reasons"`
 	// NumberPattern: a captured string that is a number (reply_bytes "4096"), as a regular expression.
 	NumberPattern string `json:"number_pattern"`
-	numberRe      *regexp.Regexp
+	// NotedViolations: the violations a device counts with the link kept (not_json, binary_outside_session).
+	NotedViolations []string `json:"noted_violations"`
+	numberRe        *regexp.Regexp
 }
 
 // compile checks the rules a start carried; the error names the first one missing.
@@ -38,6 +40,8 @@ func (r *Rules) compile() error {
 		return fmt.Errorf("start has no rules.session_end_reasons")
 	case r.NumberPattern == "":
 		return fmt.Errorf("start has no rules.number_pattern")
+	case len(r.NotedViolations) == 0:
+		return fmt.Errorf("start has no rules.noted_violations")
 	}
 	re, err := regexp.Compile(r.NumberPattern)
 	if err != nil {
@@ -48,6 +52,8 @@ func (r *Rules) compile() error {
 }
 
 func (r *Rules) resumeExempt(code int) bool { return slices.Contains(r.ResumeExemptCloses, code) }
+
+func (r *Rules) keepsLink(kind string) bool { return slices.Contains(r.NotedViolations, kind) }
 
 func (r *Rules) dropped(reason string) bool { return !slices.Contains(r.KeptSessionReasons, reason) }
 

@@ -32,6 +32,9 @@ type Timing struct {
 	WakeAckTimeoutMs float64 `json:"wake_ack_timeout_ms"`
 	// ResumeGraceMs is the protocol's resume grace (core/protocol.ts DEFAULTS.resume_grace_ms).
 	ResumeGraceMs float64 `json:"resume_grace_ms"`
+	// LateAudioGraceMs is core/device-session.ts LATE_AUDIO_GRACE_MS: reply audio this long after its session ended is
+	// still that reply's; later, with no session, it is a violation (binary_outside_session).
+	LateAudioGraceMs float64 `json:"late_audio_grace_ms"`
 	// EndDueMs is core/verdict.ts END_DUE_MS: at the run's end, a wake or an end of speech older than this still
 	// unanswered was owed its answer; only younger ones are open at the end.
 	EndDueMs float64 `json:"end_due_ms"`
@@ -124,6 +127,9 @@ type conversation struct {
 	lastLossCode int
 	lastLossAt   float64
 	hadLoss      bool
+	// endedAt is when the last session ended (reply audio after it is still that reply's for LateAudioGraceMs).
+	endedAt  float64
+	hadEnded bool
 }
 
 func (c *conversation) now() float64 { return c.d.now() }
@@ -418,10 +424,14 @@ func (c *conversation) judgeReply(s *session, now float64) {
 // the end of speech is the response.
 func (c *conversation) binary(msg []byte) {
 	s := c.s
+	now := c.now()
 	if s == nil {
+		// Audio with no conversation to play it in: the server's, not a late frame of the last reply.
+		if !c.hadEnded || now-c.endedAt > c.d.env.Timing.LateAudioGraceMs {
+			c.d.violation("binary_outside_session")
+		}
 		return
 	}
-	now := c.now()
 	// A dialect with no reply_start: the first reply audio of a session that is listening or thinking starts it.
 	if c.d.dialect.Recv.ReplyStart == nil && s.hasID && (s.stage == "listening" || s.stage == "thinking") {
 		c.replyStarts(s, now)
@@ -532,6 +542,7 @@ func (c *conversation) bargeOver(s *session, reason string) {
 
 func (c *conversation) sessionOver(reason string) {
 	s := c.s
+	c.endedAt, c.hadEnded = c.now(), true
 	if s != nil && reason == "complete" {
 		c.judgeReply(s, c.now())
 	}
@@ -673,6 +684,7 @@ func (c *conversation) wakeUnanswered(wakeID string) {
 		return
 	}
 	c.s = nil
+	c.endedAt, c.hadEnded = c.now(), true
 	c.d.closeChannel()
 	c.scheduleNextWakeIfRepeating()
 }

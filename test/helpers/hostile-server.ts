@@ -21,7 +21,11 @@ export type Hostility =
   /** One connection in ten gets a reply that streams forever; the others a normal one. */
   | 'endless-reply-some'
   /** Closes every link 2 s after connected with the given close code. */
-  | 'close-code';
+  | 'close-code'
+  /** Text frames that are not JSON ("hello, device"), once connected and then every 2 s. */
+  | 'not-json'
+  /** Binary audio frames (640 bytes every 20 ms for 1 s) with no session: from 500 ms after connected, before any wake. */
+  | 'stray-audio';
 
 export interface HostileServer {
   url: string;
@@ -83,6 +87,16 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
           ws.readyState === ws.OPEN && (ws as unknown as { _socket: Socket })._socket.write(Buffer.from([0x83, 0x00])),
         500,
       );
+    if (h === 'not-json') {
+      setTimeout(() => ws.readyState === ws.OPEN && ws.send('hello, device'), 500);
+      stop.push(every(2000, () => ws.readyState === ws.OPEN && ws.send('hello, device')));
+    }
+    if (h === 'stray-audio')
+      setTimeout(() => {
+        const t = every(20, () => ws.readyState === ws.OPEN && ws.send(Buffer.alloc(640)));
+        stop.push(t);
+        setTimeout(() => (clearInterval(t), timers.delete(t)), 1000);
+      }, 500);
     if (h === 'close-code') setTimeout(() => ws.readyState === ws.OPEN && ws.close(code, 'hostile'), 2000);
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
