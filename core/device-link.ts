@@ -3,7 +3,7 @@
 // with the profile's backoff (a persistent link), or opening a channel per wake and closing it after the reply
 // (per_wake). Every loss is counted here (planned or not, by close code and cause). What the link carries is the
 // session's business: it hands every other message and every binary frame to its owner (device-session.ts).
-import { nextPoll, violationKeepsLink } from './device-rules.ts';
+import { nextPoll, subprotocolProblem, violationKeepsLink } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
 import { connectRequest, Timers } from './device-env.ts';
@@ -37,6 +37,8 @@ export const VIOLATION_KINDS = [
   'reply_too_long',
   'not_json',
   'binary_outside_session',
+  'unrequested_subprotocol',
+  'missing_subprotocol',
 ] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 
@@ -275,6 +277,9 @@ export class Link {
       this.state = 'handshaking';
       this.openedAt = this.lastRx = env.now();
       this.ctx.trend('connect_time', this.openedAt - this.attemptAt);
+      // A subprotocol the device did not ask for, or none where it asked for one: the connect fails (RFC 6455 §4.1).
+      const wrong = subprotocolProblem(headers, ws.protocol ?? '');
+      if (wrong) return this.violation(wrong);
       const p = env.firstFrameProbe;
       if (byHello && d.send.hello) ws.send(render(d.send.hello, vars));
       // A dialect with no ready message: the link is up when the socket opens (after its hello, if any).

@@ -84,3 +84,25 @@ export function canonicalJson(v: unknown): string {
   }
   return JSON.stringify(v) ?? 'null';
 }
+
+/**
+ * RFC 6455 §4.1: the subprotocols a client asked for are its Sec-WebSocket-Protocol header (a dialect's connect
+ * headers say it); a 101 that names one it did not ask for must fail the connection (unrequested_subprotocol), and one
+ * that names none when the dialect asked for one leaves the device with a protocol it cannot speak
+ * (missing_subprotocol). Null when the upgrade agrees.
+ */
+export function subprotocolProblem(
+  headers: Record<string, string>,
+  selected: string,
+): 'unrequested_subprotocol' | 'missing_subprotocol' | null {
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === 'sec-websocket-protocol');
+  const asked =
+    key === undefined
+      ? []
+      : headers[key]!.split(',')
+          .map((p) => p.trim())
+          .filter((p) => p !== '');
+  if (selected !== '' && !asked.includes(selected)) return 'unrequested_subprotocol';
+  if (selected === '' && asked.length > 0) return 'missing_subprotocol';
+  return null;
+}

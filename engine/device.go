@@ -77,6 +77,8 @@ type Socket interface {
 	Ping()
 	// Close closes with code (0: drop the TCP connection without a close frame).
 	Close(code int)
+	// Subprotocol is the subprotocol the server's 101 named ("" for none).
+	Subprotocol() string
 }
 
 // Net opens sockets; events of the socket arrive on h from another goroutine, never from within Open.
@@ -97,7 +99,9 @@ type SocketEvents interface {
 
 // Device is one virtual device's link.
 type Device struct {
-	mu      sync.Mutex
+	mu sync.Mutex
+	// asked is the upgrade headers of the current attempt (its Sec-WebSocket-Protocol is what it asked for).
+	asked   map[string]string
 	id      string
 	baseURL string
 	profile *Profile
@@ -436,6 +440,7 @@ func (d *Device) connect() {
 		}
 	}
 	d.gen++
+	d.asked = headers
 	d.ws = d.env.Net.Open(url, headers, attemptEvents{d: d, gen: d.gen})
 	timeout := d.env.ConnectTimeoutMs
 	if timeout <= 0 {
@@ -449,6 +454,11 @@ func (d *Device) onOpen() {
 	d.openedAt = d.now()
 	d.lastRx = d.openedAt
 	d.trend("connect_time", d.openedAt-d.attemptAt)
+	// A subprotocol the device did not ask for, or none where it asked for one: the connect fails (RFC 6455 §4.1).
+	if wrong := subprotocolProblem(d.asked, d.ws.Subprotocol()); wrong != "" {
+		d.violation(wrong)
+		return
+	}
 	if d.byHello() && d.dialect.Send.Hello != nil {
 		d.ws.Send(d.dialect.Send.Hello.Render(d.vars))
 	}

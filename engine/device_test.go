@@ -26,6 +26,7 @@ func (s *fakeSocket) Send(b []byte)       { s.sent = append(s.sent, string(b)) }
 func (s *fakeSocket) SendBinary(b []byte) { s.binary = append(s.binary, len(b)) }
 func (s *fakeSocket) Ping()               { s.pings++ }
 func (s *fakeSocket) Close(code int)      { s.closed = max(code, 1) }
+func (s *fakeSocket) Subprotocol() string { return "" }
 
 type fakeNet struct{ sockets []*fakeSocket }
 

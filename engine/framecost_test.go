@@ -43,9 +43,10 @@ func (s *answeringSocket) Send(b []byte) {
 	_ = json.Unmarshal(b, &m)
 	go s.h.OnText([]byte(`{"type":"session_started","session_id":"s","wake_id":"` + m.WakeID + `"}`))
 }
-func (s *answeringSocket) SendBinary([]byte) { s.n.frames.Add(1) }
-func (s *answeringSocket) Ping()             {}
-func (s *answeringSocket) Close(int)         {}
+func (s *answeringSocket) SendBinary([]byte)   { s.n.frames.Add(1) }
+func (s *answeringSocket) Ping()               {}
+func (s *answeringSocket) Subprotocol() string { return "" }
+func (s *answeringSocket) Close(int)           {}
 
 func cpuSeconds() float64 {
 	var ru syscall.Rusage

@@ -16,7 +16,7 @@ import (
 // and the server's side of the conversation.
 type replayInput struct {
 	Start startMsg `json:"start"`
-	// Script: [at_ms, op, arg]: open (the upgrade succeeds), text (a JSON value, sent as its text, or a string as
+	// Script: [at_ms, op, arg]: open (the upgrade succeeds; arg the subprotocol its 101 names, if any), text (a JSON value, sent as its text, or a string as
 	// is), binary (a length of zero bytes, or a hex string), close (a code; 1006 the TCP connection ended),
 	// violation (a kind the socket library refused), stop (the run's end stops the device).
 	Script [][]json.RawMessage `json:"script"`
@@ -40,6 +40,8 @@ type replaySocket struct {
 	n      int
 	h      SocketEvents
 	opened bool
+	// protocol is what the script's open names: [t, "open", "chat"].
+	protocol string
 }
 
 func (s *replaySocket) Send(b []byte) {
@@ -52,6 +54,7 @@ func (s *replaySocket) Send(b []byte) {
 }
 func (s *replaySocket) SendBinary(b []byte) { s.log.add("binary", s.n, len(b)) }
 func (s *replaySocket) Ping()               { s.log.add("ping", s.n) }
+func (s *replaySocket) Subprotocol() string { return s.protocol }
 
 // Close of a socket whose upgrade never completed is no event: the k6 device cannot close a connecting socket (k6
 // v2.2 blocks its VU; core/device-link.ts retire) and lets it go instead, this engine cancels the dial; neither sends
@@ -132,6 +135,8 @@ func replayTrace(in *replayInput) ([][]any, error) {
 		switch op {
 		case "open":
 			s.opened = true
+			s.protocol = ""
+			_ = json.Unmarshal(arg, &s.protocol)
 			s.h.OnOpen()
 		case "text":
 			var str string

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Rules is core/device-rules.ts DEVICE_RULES as the start carries it.
@@ -151,4 +152,26 @@ func writeString(b *bytes.Buffer, s string) {
 		}
 	}
 	b.WriteByte('"')
+}
+
+// subprotocolProblem is core/device-rules.ts subprotocolProblem (RFC 6455 §4.1): a 101 naming a subprotocol the
+// request's Sec-WebSocket-Protocol did not ask for, or none where it asked for one; "" when they agree.
+func subprotocolProblem(headers map[string]string, selected string) string {
+	var asked []string
+	for k, v := range headers {
+		if strings.EqualFold(k, "sec-websocket-protocol") {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					asked = append(asked, p)
+				}
+			}
+		}
+	}
+	switch {
+	case selected != "" && !slices.Contains(asked, selected):
+		return "unrequested_subprotocol"
+	case selected == "" && len(asked) > 0:
+		return "missing_subprotocol"
+	}
+	return ""
 }

@@ -84,6 +84,8 @@ func (s *traceSocket) SendBinary(b []byte) {
 
 func (s *traceSocket) Ping() { s.inner.Ping() }
 
+func (s *traceSocket) Subprotocol() string { return s.inner.Subprotocol() }
+
 func (s *traceSocket) Close(code int) {
 	s.t.add(s.dev, "close", code)
 	s.inner.Close(code)

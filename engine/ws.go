@@ -204,6 +204,13 @@ func (s *wsSocket) write(mt websocket.MessageType, b []byte) {
 
 func (s *wsSocket) Ping() { s.write(websocket.PingMessage, nil) }
 
+func (s *wsSocket) Subprotocol() string {
+	if c := s.current(); c != nil {
+		return c.Subprotocol()
+	}
+	return ""
+}
+
 // Close sends a close frame with code (1000 when 0) and drops the connection; a socket still dialing is closed when
 // its dial ends.
 func (s *wsSocket) Close(code int) {

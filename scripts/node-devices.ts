@@ -15,6 +15,10 @@ export function wsSocket(url: string, headers: Record<string, string>): SocketLi
     get readyState() {
       return ws.readyState;
     },
+    // ws fails an upgrade whose subprotocol disagrees with the request itself (RFC 6455 §4.1), as an error.
+    get protocol() {
+      return ws.protocol;
+    },
     binaryType: 'arraybuffer',
     onopen: null,
     onmessage: null,

@@ -3,12 +3,12 @@
 // one way (test/helpers/hostile-server.ts); real k6 through real Toxiproxy, `wakestorm run --server-url`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startHostileServer, startSilentListener, type HostileServer } from '../helpers/hostile-server.ts';
-import { runCli } from '../helpers/proc.ts';
+import { ROOT, runCli } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-hostile-servers-'));
 
@@ -58,6 +58,19 @@ async function against(start: () => Promise<HostileServer>, extra: string[] = []
   }
 }
 
+/** The wakestorm dialect asking for a subprotocol (its Sec-WebSocket-Protocol header), as a JSON file. */
+function askingDialect(): string {
+  const d = JSON.parse(readFileSync(join(ROOT, 'core/dialects/wakestorm.json'), 'utf8')) as {
+    name: string;
+    connect: { headers: Record<string, string> };
+  };
+  d.name = 'wakestorm-asks-v1';
+  d.connect.headers['Sec-WebSocket-Protocol'] = 'wakestorm.v1';
+  const p = join(tmp, 'asking-dialect.json');
+  writeFileSync(p, JSON.stringify(d));
+  return p;
+}
+
 const slo = (o: Outcome, name: string) => o.run.slo_results.find((r) => r.name === name)!;
 
 function assertFails(o: Outcome, name: string, culprit: RegExp): void {
@@ -89,6 +102,11 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     notJsonK6: () => against(() => startHostileServer('not-json'), ['--engine', 'k6']),
     strayAudio: () => against(() => startHostileServer('stray-audio')),
     strayAudioK6: () => against(() => startHostileServer('stray-audio'), ['--engine', 'k6']),
+    unaskedSub: () => against(() => startHostileServer('unasked-subprotocol')),
+    unaskedSubK6: () => against(() => startHostileServer('unasked-subprotocol'), ['--engine', 'k6']),
+    missingSub: () => against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect()]),
+    missingSubK6: () =>
+      against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect(), '--engine', 'k6']),
   };
   const o = {} as Record<keyof typeof cases, Outcome>;
   before(async () => {
@@ -127,6 +145,20 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     for (const x of [o.strayAudio, o.strayAudioK6]) {
       assertFails(x, 'protocol_violations', /kind binary_outside_session/);
       assert.equal(slo(x, 'unplanned_drops').status, 'pass', 'the device keeps its link');
+    }
+  });
+
+  // RFC 6455 §4.1: the client must fail a 101 naming a subprotocol it did not ask for; one asked for and not given
+  // leaves the device with a protocol it cannot speak. Both fail the connect, named, on both engines.
+  it('a subprotocol not asked for, or none where one was, fails every connect, named', () => {
+    for (const [x, kind] of [
+      [o.unaskedSub, 'unrequested_subprotocol'],
+      [o.unaskedSubK6, 'unrequested_subprotocol'],
+      [o.missingSub, 'missing_subprotocol'],
+      [o.missingSubK6, 'missing_subprotocol'],
+    ] as const) {
+      assertFails(x, 'protocol_violations', new RegExp(`kind ${kind}`));
+      assertFails(x, 'connect_success', /cause violation|1002/);
     }
   });
 

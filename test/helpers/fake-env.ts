@@ -43,6 +43,8 @@ export class FakeSocket implements SocketLike {
   onclose: SocketLike['onclose'] = null;
   onerror: SocketLike['onerror'] = null;
   onpong: SocketLike['onpong'] = null;
+  /** The subprotocol the fake 101 names. */
+  protocol = '';
   sent: (string | ArrayBuffer | ArrayBufferView)[] = [];
   pings = 0;
   closedByDevice: number | undefined | null = null;

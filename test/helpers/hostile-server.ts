@@ -25,7 +25,11 @@ export type Hostility =
   /** Text frames that are not JSON ("hello, device"), once connected and then every 2 s. */
   | 'not-json'
   /** Binary audio frames (640 bytes every 20 ms for 1 s) with no session: from 500 ms after connected, before any wake. */
-  | 'stray-audio';
+  | 'stray-audio'
+  /** Every 101 names the subprotocol `chat`, which no device asked for (RFC 6455 §4.1: the client must fail it). */
+  | 'unasked-subprotocol'
+  /** Names no subprotocol in its 101, whatever the device asked for. */
+  | 'no-subprotocol';
 
 export interface HostileServer {
   url: string;
@@ -40,7 +44,13 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
     if (req.url === '/health') res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
     else res.writeHead(404).end();
   });
-  const wss = new WebSocketServer({ server: http, perMessageDeflate: false });
+  const wss = new WebSocketServer({
+    server: http,
+    perMessageDeflate: false,
+    // ws picks the first asked-for subprotocol unless told otherwise.
+    ...(h === 'no-subprotocol' ? { handleProtocols: () => false as const } : {}),
+  });
+  if (h === 'unasked-subprotocol') wss.on('headers', (headers) => headers.push('Sec-WebSocket-Protocol: chat'));
   const timers = new Set<NodeJS.Timeout>();
   const every = (ms: number, fn: () => void) => {
     const t = setInterval(fn, ms);

@@ -154,6 +154,8 @@ export function replayTs(t: Trace): unknown[][] {
     if (op === 'open') {
       s.readyState = 1;
       s.opened = true;
+      // [t, "open", "chat"]: the 101 names a subprotocol.
+      s.protocol = typeof arg === 'string' ? arg : '';
       s.onopen?.();
     } else if (op === 'text') s.onmessage?.({ data: typeof arg === 'string' ? arg : JSON.stringify(arg) });
     else if (op === 'binary') {
