@@ -98,9 +98,40 @@ export function validateTimeline(entries: unknown, name: string, durationMs?: nu
       return null;
     }
   });
+  if (!problems.length) problems.push(...overlaps(steps as ChaosStep[], name));
   if (problems.length === 1) throw new TimelineError(problems[0]!);
   if (problems.length) throw new TimelineError(`timeline ${name}: ${problems.length} problems: ${problems.join('; ')}`);
   return steps as ChaosStep[];
+}
+
+/**
+ * Link faults that overlap: a cut's end enables its proxy again and a server restart's end starts the server, so an
+ * inner entry's end would lift an outer one still meant to hold (a cut at 3-13 s with another at 6-9 s had devices
+ * back at 9 s while the run called 3-13 s a fault). Refused, naming both and the one entry that says it. Toxics
+ * overlap freely: each entry adds and removes a toxic of its own.
+ */
+function overlaps(steps: ChaosStep[], name: string): string[] {
+  const target = (s: ChaosStep): string | null => {
+    const a = s.actions.find((x) => x.kind !== 'toxic');
+    if (!a) return null;
+    return a.kind === 'server-restart' ? 'the server' : `proxy ${s.proxy}`;
+  };
+  const secs = (ms: number) => `${ms / 1000}s`;
+  const out: string[] = [];
+  const link = steps.filter((s) => target(s) !== null).sort((a, b) => a.atMs - b.atMs);
+  for (let i = 0; i < link.length; i++) {
+    for (let j = i + 1; j < link.length; j++) {
+      const [a, b] = [link[i]!, link[j]!];
+      if (b.atMs >= a.atMs + a.forMs) break;
+      if (target(a) !== target(b)) continue;
+      const from = Math.min(a.atMs, b.atMs);
+      const to = Math.max(a.atMs + a.forMs, b.atMs + b.forMs);
+      out.push(
+        `timeline ${name} entries ${a.index} (${a.fault} ${secs(a.atMs)}-${secs(a.atMs + a.forMs)}) and ${b.index} (${b.fault} ${secs(b.atMs)}-${secs(b.atMs + b.forMs)}) overlap on ${target(a)}: the first to end would lift the other; write one entry (at ${secs(from)}, for ${secs(to - from)})`,
+      );
+    }
+  }
+  return out;
 }
 
 function validateEntry(raw: unknown, index: number, name: string, durationMs?: number): ChaosStep {

@@ -69,6 +69,45 @@ describe('timelines', () => {
       () => validateTimeline([{ at: '50s', for: '20s', fault: 'cut' }], 'x', 60_000),
       /ends at 70s, after the run's DURATION of 60s/,
     );
+    // Link faults on one target that overlap: an inner end would lift the outer one (issue 40).
+    assert.throws(
+      () =>
+        validateTimeline(
+          [
+            { at: '3s', for: '10s', fault: 'cut' },
+            { at: '6s', for: '3s', fault: 'cut' },
+          ],
+          'x',
+        ),
+      /entries 0 \(cut 3s-13s\) and 1 \(cut 6s-9s\) overlap on proxy voice: .*write one entry \(at 3s, for 10s\)/,
+    );
+    assert.throws(
+      () =>
+        validateTimeline(
+          [
+            { at: '2s', for: '5s', fault: 'server-restart' },
+            { at: '4s', for: '5s', fault: 'server-restart' },
+          ],
+          'x',
+        ),
+      /overlap on the server/,
+    );
+    // Toxics compose (each its own), cuts on other proxies or one after another are fine.
+    for (const ok of [
+      [
+        { at: '3s', for: '10s', fault: 'latency' },
+        { at: '6s', for: '3s', fault: 'latency' },
+      ],
+      [
+        { at: '3s', for: '3s', fault: 'cut' },
+        { at: '6s', for: '3s', fault: 'cut' },
+      ],
+      [
+        { at: '3s', for: '10s', fault: 'cut' },
+        { at: '6s', for: '3s', fault: 'cut', proxy: 'other' },
+      ],
+    ])
+      assert.equal(validateTimeline(ok, 'x').length, 2);
     assert.throws(() => loadTimeline('nope', noFile), /unknown TIMELINE "nope"/);
     assert.throws(() => loadTimeline('x.json', () => '[{'), /not valid JSON/);
   });
