@@ -19,6 +19,8 @@ export interface SocketLike {
   onerror: ((ev: unknown) => void) | null;
   /** A WebSocket pong arrived (an answer to ping()); only the first-frame probe listens (core/device-link.ts). */
   onpong?: (() => void) | null;
+  /** Bytes sent but not yet written to the network (the WebSocket API's `bufferedAmount`). */
+  readonly bufferedAmount?: number;
   /** The subprotocol the server's 101 named ('' for none): the WebSocket API's `protocol`. */
   readonly protocol?: string;
   send(data: string | ArrayBuffer | ArrayBufferView): void;

@@ -25,7 +25,21 @@ type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handsha
  * dialect nests JSON deeper than 32 levels; 1,000 messages a second is ten times a reply streamed in 20 ms frames plus
  * its control messages.
  */
-export const INTAKE = { textBytes: 64 * 1024, binaryBytes: 1024 * 1024, jsonDepth: 32, messagesPerSecond: 1000 };
+export const INTAKE = {
+  textBytes: 64 * 1024,
+  binaryBytes: 1024 * 1024,
+  jsonDepth: 32,
+  messagesPerSecond: 1000,
+  /**
+   * What a link may hold unsent (queued past the socket) before the device calls it a server that stopped reading
+   * (server_not_reading) and drops the link: about half a minute of 16 kHz PCM uplink on top of the kernel's own
+   * buffer. The native engine's socket bound is the same number (engine/ws.go maxWriteBuffer; a start that says
+   * otherwise is refused).
+   */
+  unsentBytes: 1024 * 1024,
+};
+/** The k6 device reads how much it holds unsent every this many uplink frames (a property read per frame costs). */
+export const UNSENT_CHECK_FRAMES = 64;
 export const VIOLATION_KINDS = [
   'text_too_long',
   'frame_too_big',
@@ -39,6 +53,7 @@ export const VIOLATION_KINDS = [
   'binary_outside_session',
   'unrequested_subprotocol',
   'missing_subprotocol',
+  'server_not_reading',
 ] as const;
 export type ViolationKind = (typeof VIOLATION_KINDS)[number];
 

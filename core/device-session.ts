@@ -5,7 +5,7 @@
 import { BoundedLabels, capture, frameAudio, matches, render, unframeAudio, type Template } from './dialect.ts';
 import type { DeviceContext } from './device-env.ts';
 import { Timers } from './device-env.ts';
-import type { Link, LinkOwner } from './device-link.ts';
+import { INTAKE, UNSENT_CHECK_FRAMES, type Link, type LinkOwner } from './device-link.ts';
 import { opusPacketMs } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
 import { DEFAULTS, isDropped, SESSION_END_REASONS, type SessionEndReason } from './protocol.ts';
@@ -750,6 +750,9 @@ export class Conversation implements LinkOwner {
       if (i < frames.length) {
         ws.send(frames[i]!);
         this.framesSent++;
+        // A server that stopped reading: what the socket holds unsent grows with every frame (server_not_reading).
+        if (i % UNSENT_CHECK_FRAMES === 0 && (ws.bufferedAmount ?? 0) > INTAKE.unsentBytes)
+          return link.violation('server_not_reading');
         // The user's last voiced sound has just been sent: the end of speech, whatever the server's endpointing.
         if (i === lastVoiced && s.eosAt === null) s.eosAt = now;
       } else if (explicitEos) {

@@ -55,7 +55,7 @@ export const DEVICE_METRICS = {
   /** Wakes on a dialect whose server acknowledges nothing (recv.ack null): no wake_ack_latency is owed for them. */
   wakes_without_ack: 'counter',
   protocol_errors: 'counter',
-  /** Server messages past the device's intake bounds (tag kind: flood, frame_too_big, text_too_long, json_too_deep, invalid_utf8, bad_frame, reply_overrun, reply_too_long, unrequested_subprotocol, missing_subprotocol: the link closed), or that it skips (not_json: a text that is not a JSON object; binary_outside_session: audio with no session, 2 s after the last: the link kept). */
+  /** Server messages past the device's intake bounds (tag kind: flood, frame_too_big, text_too_long, json_too_deep, invalid_utf8, bad_frame, reply_overrun, reply_too_long, unrequested_subprotocol, missing_subprotocol, server_not_reading: the link closed), or that it skips (not_json: a text that is not a JSON object; binary_outside_session: audio with no session, 2 s after the last: the link kept). */
   protocol_violations: 'counter',
   playback_underruns: 'counter',
   /** A reply whose playback ran dry mid-reply (1) or played smoothly (0); tagged chaos:on|off. */

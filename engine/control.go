@@ -134,6 +134,9 @@ func refusal(m *startMsg) (map[string]*Dialect, error) {
 	if m.Intake.MessagesPerSecond <= 0 || m.Intake.TextBytes <= 0 || m.Intake.BinaryBytes <= 0 || m.Intake.JSONDepth <= 0 {
 		return nil, fmt.Errorf("start has no intake bounds")
 	}
+	if m.Intake.UnsentBytes != maxWriteBuffer {
+		return nil, fmt.Errorf("start's intake.unsentBytes %d is not the engine's socket bound %d", m.Intake.UnsentBytes, maxWriteBuffer)
+	}
 	if f := m.Timing.missing(); f != "" {
 		return nil, fmt.Errorf("start has no timing.%s (a positive number)", f)
 	}

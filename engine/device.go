@@ -46,6 +46,9 @@ type Intake struct {
 	BinaryBytes       int `json:"binaryBytes"`
 	JSONDepth         int `json:"jsonDepth"`
 	MessagesPerSecond int `json:"messagesPerSecond"`
+	// UnsentBytes: what a socket may hold unsent before the server counts as not reading (core/device-link.ts
+	// INTAKE.unsentBytes); the sockets' own bound (ws.go maxWriteBuffer) must be the same number.
+	UnsentBytes int `json:"unsentBytes"`
 }
 
 const (

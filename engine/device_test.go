@@ -111,7 +111,7 @@ func rules() *Rules {
 	return r
 }
 
-var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000}
+var intake = Intake{TextBytes: 64 * 1024, BinaryBytes: 1 << 20, JSONDepth: 32, MessagesPerSecond: 1000, UnsentBytes: 1 << 20}
 
 type rig struct {
 	clock *fakeClock

@@ -153,6 +153,9 @@ func (s *wsSocket) ended(err error) {
 	switch {
 	case code != 0:
 		s.h.OnClose(code)
+	case errors.Is(err, nbio.ErrOverflow):
+		// More than maxWriteBuffer queued unsent: the server stopped reading.
+		s.h.OnViolation("server_not_reading")
 	case errors.Is(err, websocket.ErrMessageTooLarge) || errors.Is(err, nbhttp.ErrTooLong):
 		s.h.OnViolation("frame_too_big")
 	case isFrameError(err):
@@ -195,7 +198,8 @@ func (s *wsSocket) Send(b []byte) { s.write(websocket.TextMessage, b) }
 
 func (s *wsSocket) SendBinary(b []byte) { s.write(websocket.BinaryMessage, b) }
 
-// write queues one message; a write that fails, or a backlog past maxWriteBuffer, drops the connection.
+// write queues one message; a write that fails, or a backlog past maxWriteBuffer, drops the connection (a backlog
+// is told to the device as a server that stopped reading: ended).
 func (s *wsSocket) write(mt websocket.MessageType, b []byte) {
 	if c := s.current(); c != nil && c.WriteMessage(mt, b) != nil {
 		_ = c.Close()

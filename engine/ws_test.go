@@ -103,3 +103,40 @@ func TestSocketEnds(t *testing.T) {
 		})
 	}
 }
+
+// A server that stops reading: the uplink piles up past maxWriteBuffer and the device hears server_not_reading.
+func TestServerThatStopsReading(t *testing.T) {
+	n, err := newWSNet(5*time.Second, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	url := serve(t, func(c *websocket.Conn) { <-hold }) // reads nothing until the test ends
+	e := wsEvents{got: make(chan string, 64)}
+	s := n.Open(url+"/ws/d1", nil, e)
+	chunk := make([]byte, 64<<10)
+	deadline := time.After(10 * time.Second)
+	for opened := false; ; {
+		select {
+		case got := <-e.got:
+			if got == "open" {
+				opened = true
+			}
+			if strings.HasPrefix(got, "violation:") || strings.HasPrefix(got, "close:") {
+				if got != "violation:server_not_reading" {
+					t.Fatalf("the socket ended with %s", got)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("no end in 10 s of writing to a server that reads nothing")
+		default:
+			if opened {
+				s.SendBinary(chunk)
+			} else {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+}

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { Backoff, type BackoffSpec } from '../../core/backoff.ts';
 import { Device } from '../../core/device.ts';
 import { SESSION_STALL_MS } from '../../core/device-session.ts';
-import { FIRST_FRAME_GRACE_MS } from '../../core/device-link.ts';
+import { FIRST_FRAME_GRACE_MS, INTAKE } from '../../core/device-link.ts';
 import { FirstFrameProbe, type WakeSchedule } from '../../core/device-env.ts';
 import {
   PROFILES,
@@ -451,6 +451,20 @@ describe('sessions', () => {
     assert.equal(f.metrics.count('sessions_completed'), 1);
     assert.deepEqual(f.metrics.values('session_drop_rate'), [0]);
     assert.equal(f.metrics.count('playback_underruns'), 0);
+  });
+
+  it('a server that stops reading: past INTAKE.unsentBytes unsent the link is dropped, server_not_reading', () => {
+    const f = device('recommended', WAKE_AT_1S);
+    handshake(f);
+    const { s } = wakeAndStream(f);
+    f.clock.advance(2000);
+    assert.equal(f.metrics.count('protocol_violations'), 0, 'what the socket holds is below the bound');
+    // The socket holds what the server does not read (k6's bufferedAmount).
+    Object.defineProperty(s, 'bufferedAmount', { value: INTAKE.unsentBytes + 1 });
+    f.clock.advance(64 * 20 + 100);
+    assert.equal(f.metrics.count('protocol_violations'), 1);
+    assert.deepEqual(f.metrics.tagsOf('protocol_violations')[0]?.kind, 'server_not_reading');
+    assert.ok(s.closedByDevice !== null, 'the device drops the link');
   });
 
   it('counts a playback underrun when TTS arrives slower than real time', () => {
