@@ -208,6 +208,11 @@ export interface JudgeContext {
   unmatchedTypes?: string[];
   /** The profiles the fleet ran: a breach their own behaviour explains is a firmware finding. */
   profiles?: Profile[];
+  /**
+   * The CLI stopped the tester past its own bound (the k6 device's memory): the server's doing when the devices saw it
+   * break the protocol (a FAIL naming it), else the tester's (INVALID).
+   */
+  testerOverrun?: string;
 }
 
 /** SLO metrics a firmware's own reconnect or liveness choices can breach on their own. */
@@ -639,10 +644,13 @@ export function judge(
     own.length > 0 &&
     own.every((r) => r.startsWith('generator saturated') || r.startsWith('generator stalled'));
   if (!overwhelmed) invalid.push(...own);
+  if (ctx.testerOverrun && violations === 0) invalid.push(ctx.testerOverrun);
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
   if (overwhelmed)
     failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
+  if (ctx.testerOverrun && violations > 0)
+    failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${ctx.testerOverrun}`);
   const findings = [
     ...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`),
     ...faultFindings(data, slos, ctx),

@@ -93,6 +93,9 @@ class ScenarioError extends WakestormError {
 /** What the CLI learns of a scenario before running it (makeScenario's options.ext.wakestorm, as k6 resolved it). */
 export interface Inspected {
   durationMs: number | null;
+  /** The fleet as the scenario resolved it: devices and the VUs that run them (null if k6 did not say). */
+  devices: number | null;
+  vus: number | null;
   /** The wake schedule's mode and the lifecycles of the fleet's dialects (what the device engine must honour). */
   wakeMode: string | null;
   lifecycles: string[];
@@ -115,6 +118,8 @@ export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Ins
     try {
       type Ext = {
         duration_ms?: unknown;
+        devices?: unknown;
+        vus?: unknown;
         wake_mode?: unknown;
         lifecycles?: unknown;
         audio?: unknown;
@@ -123,13 +128,23 @@ export function inspectScenario(script: string, vars: K6Vars, cwd?: string): Ins
       const x = (JSON.parse(out.toString()) as { ext?: { wakestorm?: Ext } }).ext?.wakestorm;
       return {
         durationMs: typeof x?.duration_ms === 'number' ? x.duration_ms : null,
+        devices: typeof x?.devices === 'number' ? x.devices : null,
+        vus: typeof x?.vus === 'number' ? x.vus : null,
         wakeMode: typeof x?.wake_mode === 'string' ? x.wake_mode : null,
         lifecycles: Array.isArray(x?.lifecycles) ? x.lifecycles.map(String) : [],
         audio: Array.isArray(x?.audio) ? x.audio.map(String) : [],
         networkFaults: Array.isArray(x?.network_faults) ? x.network_faults.map(String) : [],
       };
     } catch {
-      return { durationMs: null, wakeMode: null, lifecycles: [], audio: [], networkFaults: [] };
+      return {
+        durationMs: null,
+        devices: null,
+        vus: null,
+        wakeMode: null,
+        lifecycles: [],
+        audio: [],
+        networkFaults: [],
+      };
     }
   } catch (e) {
     const err = e as { stderr?: Buffer; stdout?: Buffer; status?: number };

@@ -71,6 +71,11 @@ export class Sampler {
     if (this.timer) clearInterval(this.timer);
   }
 
+  /** The latest RSS of a name, MiB (null before its first sample). */
+  latestRss(name: string): number | null {
+    return this.samples.get(name)?.at(-1)?.rss ?? null;
+  }
+
   /** Stats of one process between two instants. */
   stats(name: string, from: number, to: number): ProcStats | null {
     const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);

@@ -36,7 +36,7 @@ import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } f
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { renderReport } from './report-html.ts';
-import { ABORT_GRACE_MS, watchTester } from './tester-watch.ts';
+import { ABORT_GRACE_MS, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
@@ -384,6 +384,8 @@ interface Watch {
   processes: Record<string, ProcStats | null>;
   /** Stopped early by --abort-on-invalid: the saturation reasons that stopped it. */
   aborted?: string[];
+  /** Stopped because the k6 device grew past its memory bound (k6DeviceRssBoundMiB): why. */
+  overrun?: string;
 }
 
 /** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
@@ -601,6 +603,7 @@ async function watchK6(
   stack: Stack,
   log: (l: string) => void,
   scenarioMs: number | null,
+  fleet: { devices: number | null; vus: number | null } = { devices: null, vus: null },
 ): Promise<Watch> {
   const w: Watch = { interrupted: false, stuck: false, invalid: [], applied: [], k6Code: 1, processes: {} };
   const n = instances.length;
@@ -675,6 +678,18 @@ async function watchK6(
       killAll('SIGINT');
     },
   });
+  // The k6 device reads every message whole: a server's huge frames or flood grow k6 with what it sends. Past its
+  // bound the run stops (a FAIL when the devices saw the server break the protocol, else INVALID).
+  const rssBound = engines.length ? null : k6DeviceRssBoundMiB(fleet.devices ?? 1000, fleet.vus ?? 20);
+  const memoryGuard = setInterval(() => {
+    const rss = sampler.latestRss('k6');
+    if (rssBound === null || rss === null || rss <= rssBound || w.overrun) return;
+    w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices ?? '?'} devices in ${fleet.vus ?? '?'} VUs: stopped`;
+    log(`\nwakestorm run: ${w.overrun}`);
+    noteAll(w.overrun);
+    killAll('SIGINT');
+    setTimeout(() => killAll('SIGKILL'), 10_000).unref();
+  }, 1000);
   const stopProgress = k6Progress(
     children.map((c) => c.api),
     durationMs,
@@ -735,6 +750,7 @@ async function watchK6(
     else if (!why) log(`wakestorm run: ${n} k6 instances initialised and started together`);
   }
   const ends = await Promise.all(children.map((c) => c.k6.closed));
+  clearInterval(memoryGuard);
   tester.stop();
   stopProgress();
   sampler.stop();
@@ -759,7 +775,7 @@ async function watchK6(
     );
   // k6's exit: the worst of the instances (a failure over a threshold breach over success).
   w.k6Code = ends.find((e) => e.code !== 0 && e.code !== 99)?.code ?? ends.find((e) => e.code === 99)?.code ?? 0;
-  if (!w.interrupted && !w.stuck && !w.aborted && !w.invalid.length) {
+  if (!w.interrupted && !w.stuck && !w.aborted && !w.overrun && !w.invalid.length) {
     ends.forEach(({ code, signal }, i) => {
       if (code === 0 || code === 99) return;
       const why = signal
@@ -919,7 +935,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     log(
       `wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}${split}`,
     );
-    w = await watchK6(opts, instances, plan.script, stack, log, inspected.durationMs);
+    w = await watchK6(opts, instances, plan.script, stack, log, inspected.durationMs, inspected);
     await stopEngines();
     summary = await summaryOf(dir, instances, plan.slos, w, opts.charts !== false);
     // The instances printed no metrics table (SUMMARY_TABLE=off): the whole fleet's, from the merged summary.
@@ -941,7 +957,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const unmatchedTypes = [
     ...new Set(instances.length ? instances.flatMap((i) => unmatchedTypesIn(join(i.dir, 'k6.log'))) : []),
   ];
-  let judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
+  const ctx = { unmatchedTypes, profiles: resolved?.profiles, testerOverrun: w.overrun };
+  let judgement = judge(summary, slos, w.invalid, ctx);
   const seconds = (endedAt.getTime() - startedAt.getTime()) / 1000;
   // Results that cannot be written make the run INVALID (the tester failed to keep them), in one line; what can be
   // written still is, and nothing is ever half-written (writeResult).
@@ -951,7 +968,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       return true;
     } catch (e) {
       if (!w.invalid.includes((e as Error).message)) w.invalid.push((e as Error).message);
-      judgement = judge(summary, slos, w.invalid, { unmatchedTypes, profiles: resolved?.profiles });
+      judgement = judge(summary, slos, w.invalid, ctx);
       return false;
     }
   };

@@ -211,3 +211,13 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
     },
   };
 }
+
+/**
+ * What the k6 device (--engine k6) may hold, MiB: k6 reads every message whole before a device can refuse it, so a
+ * server's huge frames or flood grow k6 by what it sends. Measured at defaults k6 holds ~2.2 MiB per VU and up to
+ * ~180 KiB per device (BENCHMARKS.md); the bound gives each twice that over a 256 MiB base. Past it the CLI stops
+ * the run (docs/engine.md): checked every second, so k6 may overshoot by one second of reads.
+ */
+export function k6DeviceRssBoundMiB(devices: number, vus: number): number {
+  return Math.round(256 + 4 * vus + 0.5 * devices);
+}

@@ -181,6 +181,8 @@ export function makeScenario(spec: ScenarioSpec) {
     ext: {
       wakestorm: {
         duration_ms: cfg.durationMs,
+        devices: cfg.devices,
+        vus: cfg.vus,
         wake_mode: cfg.wake.mode,
         // The timeline's faults that act through Toxiproxy (a run --direct has none to act through).
         network_faults: [...new Set(timeline.steps.filter((s) => !s.needsControl).map((s) => s.fault))],

@@ -102,6 +102,7 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     notJsonK6: () => against(() => startHostileServer('not-json'), ['--engine', 'k6']),
     strayAudio: () => against(() => startHostileServer('stray-audio')),
     strayAudioK6: () => against(() => startHostileServer('stray-audio'), ['--engine', 'k6']),
+    giantK6: () => against(() => startHostileServer('giant-frame'), ['--engine', 'k6']),
     unaskedSub: () => against(() => startHostileServer('unasked-subprotocol')),
     unaskedSubK6: () => against(() => startHostileServer('unasked-subprotocol'), ['--engine', 'k6']),
     missingSub: () => against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect()]),
@@ -160,6 +161,19 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
       assertFails(x, 'protocol_violations', new RegExp(`kind ${kind}`));
       assertFails(x, 'connect_success', /cause violation|1002/);
     }
+  });
+
+  // k6 reads a message whole before the device can refuse it: the CLI bounds k6 from outside (docs/engine.md).
+  it('50 MB frames to the k6 device: stopped past its memory bound, the server FAILs', () => {
+    const x = o.giantK6;
+    assert.equal(x.code, 99, `exit ${x.code}: ${x.run.verdict_line}`);
+    assert.match(
+      x.run.verdict_line,
+      /overwhelmed the tester with \d+ protocol violation\(s\): k6 \(the k6 device\) grew to/,
+    );
+    // 20 devices in 1 VU: a bound of 276 MiB; one second of reads past it at most.
+    const peak = x.run.processes.k6?.rss_max_mib ?? 0;
+    assert.ok(peak < 2048, `k6 peaked at ${peak} MiB`);
   });
 
   it('a reply that never ends FAILs, on every connection and on one in ten', () => {

@@ -10,6 +10,8 @@ export type Hostility =
   | 'flood'
   /** A 4 MiB binary frame to every device, once connected. */
   | 'huge-frame'
+  /** A 50 MB binary frame to every device, once connected, and again on every reconnect. */
+  | 'giant-frame'
   /** A text message of JSON nested 10,000 deep. */
   | 'deep-json'
   /** A text frame that is not UTF-8, once connected. */
@@ -37,6 +39,9 @@ export interface HostileServer {
 }
 
 const CHUNK = Buffer.alloc(4096, 1);
+/** 50 MB, allocated once per process when first sent (a server shares it between its sends). */
+let giant: Buffer | null = null;
+const GIANT = () => (giant ??= Buffer.alloc(50 * 1000 * 1000, 7));
 
 /** A server of one hostility (and `code` for close-code). */
 export async function startHostileServer(h: Hostility, code = 4123): Promise<HostileServer> {
@@ -82,6 +87,7 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
           for (let i = 0; i < 50; i++) send({ type: 'noise', i });
         }),
       );
+    if (h === 'giant-frame') setTimeout(() => ws.readyState === ws.OPEN && ws.send(GIANT()), 500);
     if (h === 'huge-frame') setTimeout(() => ws.readyState === ws.OPEN && ws.send(Buffer.alloc(4 * 1024 * 1024)), 500);
     if (h === 'deep-json')
       setTimeout(() => ws.readyState === ws.OPEN && ws.send(`${'['.repeat(10_000)}${']'.repeat(10_000)}`), 500);

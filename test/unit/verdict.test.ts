@@ -267,6 +267,18 @@ describe('verdict', () => {
     assert.match(judge(tail, DEFAULT_SLOS).headline, /lag p99 400 ms > bound 250 ms/);
   });
 
+  it('a tester stopped past its memory bound: the server FAILs when it broke the protocol, else INVALID', () => {
+    const why = 'k6 (the k6 device) grew to 1400 MiB, past its bound of 270 MiB for 20 devices in 1 VUs: stopped';
+    const hostile = healthy();
+    hostile.metrics.protocol_violations = counter(40);
+    const j = judge(hostile, DEFAULT_SLOS, [], { testerOverrun: why });
+    assert.equal(j.verdict, 'fail');
+    assert.ok(j.failures.some((r) => r.includes('the server overwhelmed the tester with 40') && r.includes(why)));
+    const own = judge(healthy(), DEFAULT_SLOS, [], { testerOverrun: why });
+    assert.equal(own.verdict, 'invalid');
+    assert.ok(own.invalid.includes(why));
+  });
+
   it('calls a saturated generator INVALID, not FAIL, and says which bound', () => {
     const d = healthy();
     d.metrics.response_latency = trend(5000, 20);
