@@ -1,5 +1,6 @@
 // Scale bench: the largest fleet this box holds (every device connected, keepalives at cadence, wakes with real-time
 // audio both ways), k6 and server cost per DEVICES_PER_VU, and the plain-k6 baseline measured in the same run.
+import { defaultDevicesPerVu } from '../core/run-config.ts';
 import { join } from 'node:path';
 import { runScenario, type RunOptions, type RunResult } from '../scripts/run.ts';
 import { Sampler, type ProcStats } from '../scripts/proc-sampler.ts';
@@ -241,9 +242,11 @@ export async function scaleBench(
   );
   rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
   // A VU only relays its engine session's batches: fewer, larger sessions shrink k6's share (each VU compiles the
-  // whole script).
-  if (!quick) rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: 2500, steadyS, resultsRoot, log }));
-  rows.push(await scaleStep({ kind: 'engine', devices: bigN, dpv: quick ? 50 : 200, steadyS, resultsRoot, log }));
+  // whole script). The native engine's default layout (core/run-config.ts defaultDevicesPerVu) is what users get.
+  const native = defaultDevicesPerVu(bigN, true);
+  if (!quick)
+    rows.push(await scaleStep({ kind: 'engine-idle', devices: bigN, dpv: native, steadyS, resultsRoot, log }));
+  rows.push(await scaleStep({ kind: 'engine', devices: bigN, dpv: quick ? 50 : native, steadyS, resultsRoot, log }));
   let largest =
     rows.filter((r) => r.kind === 'wakestorm' && r.holds).reduce((a, r) => Math.max(a, r.devices), 0) || null;
   if (!quick && largest === bigN) {
