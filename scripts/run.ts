@@ -680,11 +680,15 @@ async function watchK6(
   });
   // The k6 device reads every message whole: a server's huge frames or flood grow k6 with what it sends. Past its
   // bound the run stops (a FAIL when the devices saw the server break the protocol, else INVALID).
-  const rssBound = engines.length ? null : k6DeviceRssBoundMiB(fleet.devices ?? 1000, fleet.vus ?? 20);
+  // Only a wakestorm scenario's fleet is known (a plain k6 script, such as the bench's baseline, is not bounded).
+  const rssBound =
+    engines.length || fleet.devices === null || fleet.vus === null
+      ? null
+      : k6DeviceRssBoundMiB(fleet.devices, fleet.vus);
   const memoryGuard = setInterval(() => {
     const rss = sampler.latestRss('k6');
     if (rssBound === null || rss === null || rss <= rssBound || w.overrun) return;
-    w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices ?? '?'} devices in ${fleet.vus ?? '?'} VUs: stopped`;
+    w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices} devices in ${fleet.vus} VUs: stopped`;
     log(`\nwakestorm run: ${w.overrun}`);
     noteAll(w.overrun);
     killAll('SIGINT');
