@@ -103,8 +103,8 @@ type SocketEvents interface {
 // Device is one virtual device's link.
 type Device struct {
 	mu sync.Mutex
-	// asked is the upgrade headers of the current attempt (its Sec-WebSocket-Protocol is what it asked for).
-	asked   map[string]string
+	// asked is the current attempt's Sec-WebSocket-Protocol header, the subprotocols it asked for ("" for none).
+	asked   string
 	id      string
 	baseURL string
 	profile *Profile
@@ -443,7 +443,7 @@ func (d *Device) connect() {
 		}
 	}
 	d.gen++
-	d.asked = headers
+	d.asked = askedSubprotocols(headers)
 	d.ws = d.env.Net.Open(url, headers, attemptEvents{d: d, gen: d.gen})
 	timeout := d.env.ConnectTimeoutMs
 	if timeout <= 0 {

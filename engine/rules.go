@@ -154,23 +154,29 @@ func writeString(b *bytes.Buffer, s string) {
 	b.WriteByte('"')
 }
 
-// subprotocolProblem is core/device-rules.ts subprotocolProblem (RFC 6455 §4.1): a 101 naming a subprotocol the
-// request's Sec-WebSocket-Protocol did not ask for, or none where it asked for one; "" when they agree.
-func subprotocolProblem(headers map[string]string, selected string) string {
-	var asked []string
+// askedSubprotocols is the Sec-WebSocket-Protocol value of an upgrade's headers ("" when it asks for none).
+func askedSubprotocols(headers map[string]string) string {
 	for k, v := range headers {
 		if strings.EqualFold(k, "sec-websocket-protocol") {
-			for _, p := range strings.Split(v, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					asked = append(asked, p)
-				}
-			}
+			return v
+		}
+	}
+	return ""
+}
+
+// subprotocolProblem is core/device-rules.ts subprotocolProblem (RFC 6455 §4.1): a 101 naming a subprotocol the
+// request's Sec-WebSocket-Protocol (asked) did not list, or none where it listed one; "" when they agree.
+func subprotocolProblem(asked, selected string) string {
+	var list []string
+	for _, p := range strings.Split(asked, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			list = append(list, p)
 		}
 	}
 	switch {
-	case selected != "" && !slices.Contains(asked, selected):
+	case selected != "" && !slices.Contains(list, selected):
 		return "unrequested_subprotocol"
-	case selected == "" && len(asked) > 0:
+	case selected == "" && len(list) > 0:
 		return "missing_subprotocol"
 	}
 	return ""
