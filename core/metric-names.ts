@@ -104,6 +104,8 @@ export const DEVICE_METRICS = {
   recovery_time: 'trend',
   /** Profiles of a fleet slice that were not back at their level when their recovery was judged. */
   recoveries_failed: 'counter',
+  /** Of those, the ones the run's end cut: their recovery_time is the wait until the end, a lower bound. */
+  recoveries_cut: 'counter',
   /** A device reached `connected` (links_up − links_down is the fleet's connected total, live on k6's REST API). */
   links_up: 'counter',
   /** A connected device stopped being connected (not counted when the run stops it). */

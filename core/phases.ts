@@ -22,8 +22,11 @@ export interface FaultWindow {
   end: number;
 }
 
-/** Called once per fault and profile: how long after the fault's end the profile's devices were back (or the bound). */
-export type RecoveryReport = (w: FaultWindow, profile: string, ms: number, recovered: boolean) => void;
+/**
+ * Called once per fault and profile: how long after the fault's end the profile's devices were back (or the bound).
+ * `cut`: not back when the run ended, so `ms` is the wait until then (a lower bound), not the recovery bound.
+ */
+export type RecoveryReport = (w: FaultWindow, profile: string, ms: number, recovered: boolean, cut?: boolean) => void;
 
 export class PhaseTracker {
   /** Per window: connected devices per profile at the last look before it began. */
@@ -79,7 +82,7 @@ export class PhaseTracker {
       for (const profile of (this.before[i] ?? new Map<string, number>()).keys()) {
         if (this.done[i]!.has(profile)) continue;
         this.done[i]!.add(profile);
-        this.report(w, profile, now - w.end, false);
+        this.report(w, profile, now - w.end, false, true);
       }
       this.recoveredAt[i] = now;
     }

@@ -215,6 +215,20 @@ export interface JudgeContext {
   testerOverrun?: string;
 }
 
+/**
+ * How the slowest recoveries ended: slices never back within the bound, and slices the run's end cut (their time is
+ * the wait until the end, a lower bound: "at least").
+ */
+function recoveryNote(data: SummaryData): string {
+  const cut = count(data, 'recoveries_cut');
+  const never = count(data, 'recoveries_failed') - cut;
+  const parts = [
+    ...(never > 0 ? [`${never} profile slice(s) never back`] : []),
+    ...(cut > 0 ? [`${cut} profile slice(s) not back when the run ended: their time is a lower bound`] : []),
+  ];
+  return parts.length ? ` (${parts.join('; ')})` : '';
+}
+
 /** SLO metrics a firmware's own reconnect or liveness choices can breach on their own. */
 const FIRMWARE_BOUND = new Set(['reconnect_time', 'recovery_time', 'devices_gave_up']);
 
@@ -380,9 +394,7 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
         `fault ${faults
           .slice(0, 3)
           .map((f) => `${f.name} ${(f.v / 1000).toFixed(1)} s`)
-          .join(
-            ', ',
-          )}${count(data, 'recoveries_failed') ? ` (${count(data, 'recoveries_failed')} profile slice(s) never back)` : ''}`,
+          .join(', ')}${recoveryNote(data)}`,
       );
   }
   // Where the user's wait went: the server's endpointing, and the rest.

@@ -277,18 +277,24 @@ function recoveryTable(summary: SummaryData | null, run: RunRecord): string {
   if (!steps.length) return '<p>No fault was injected in this run.</p>';
   const profiles = (run.resolved?.profile_mix ?? []).map((p) => p.profile);
   const max = (k: string) => summary?.metrics[k]?.values.max;
+  // A recovery the run's end cut: the wait until the end, a lower bound.
+  const cut = (k: string) => (summary?.metrics[`recoveries_cut${k}`]?.values.count ?? 0) > 0;
+  const cell = (tags: string) => `<td class="num">${cut(tags) ? '≥ ' : ''}${ms(max(`recovery_time${tags}`))}</td>`;
   const labels = faultLabels(steps);
+  let anyCut = false;
   const rows = steps
     .map((st, i) => {
       const label = labels[i]!;
-      const cells = profiles
-        .map((p) => `<td class="num">${ms(max(`recovery_time{fault:${label},profile:${p}}`))}</td>`)
-        .join('');
-      return `<tr><td>${esc(label)}</td><td class="num">${(st.at_ms / 1000).toFixed(1)}–${((st.at_ms + st.for_ms) / 1000).toFixed(1)} s</td><td class="num">${ms(max(`recovery_time{fault:${label}}`))}</td>${cells}</tr>`;
+      anyCut ||= cut(`{fault:${label}}`);
+      const cells = profiles.map((p) => cell(`{fault:${label},profile:${p}}`)).join('');
+      return `<tr><td>${esc(label)}</td><td class="num">${(st.at_ms / 1000).toFixed(1)}–${((st.at_ms + st.for_ms) / 1000).toFixed(1)} s</td>${cell(`{fault:${label}}`)}${cells}</tr>`;
     })
     .join('');
   const head = profiles.map((p) => `<th>${esc(p)}</th>`).join('');
-  return `<table id="recovery"><thead><tr><th>fault</th><th>window</th><th>back after (worst)</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+  const note = anyCut
+    ? '<p class="note">≥: not back when the run ended; the time is the wait until then, a lower bound.</p>'
+    : '';
+  return `<table id="recovery"><thead><tr><th>fault</th><th>window</th><th>back after (worst)</th>${head}</tr></thead><tbody>${rows}</tbody></table>${note}`;
 }
 
 function figure(c: Chart): string {

@@ -99,9 +99,11 @@ export function vuSlice(cfg: RunConfig): { vu: number; first: number; last: numb
 /** Phases of a chaos run, judged on this VU's own devices: when they are back after each fault (null: no faults). */
 export function phaseTracker(metrics: MetricSink, hooks: FleetHooks): PhaseTracker | null {
   return hooks.windows?.length
-    ? new PhaseTracker(hooks.windows, (w, profile, ms, back) => {
+    ? new PhaseTracker(hooks.windows, (w, profile, ms, back, cut) => {
         metrics.add('recovery_time', ms, { profile, fault: w.label });
         if (!back) metrics.add('recoveries_failed', 1, { profile, fault: w.label });
+        // Not back when the run ended: its wait is a lower bound (the report marks it), not a recovery that failed.
+        if (cut) metrics.add('recoveries_cut', 1, { profile, fault: w.label });
       })
     : null;
 }

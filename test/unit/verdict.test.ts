@@ -365,24 +365,39 @@ describe('phases of a chaos run', () => {
   });
 
   it("a profile never back is reported at the bound, and the run's end reports what it waited", () => {
-    const reports: [string, number, boolean][] = [];
+    const reports: [string, number, boolean, boolean][] = [];
     const t = new PhaseTracker(
       [
         { label: '1:cut', start: 10_000, end: 12_000 },
         { label: '2:cut', start: 100_000, end: 101_000 },
       ],
-      (w, _p, ms, back) => reports.push([w.label, ms, back]),
+      (w, _p, ms, back, cut) => reports.push([w.label, ms, back, cut === true]),
     );
     t.observe(9_000, new Map([['x', 5]]));
     t.observe(80_000, new Map([['x', 1]]));
-    assert.deepEqual(reports, [['1:cut', 60_000, false]]);
+    assert.deepEqual(reports, [['1:cut', 60_000, false, false]]);
     assert.equal(t.phase(75_000, 75_000), 'steady', 'past the bound the run is steady again (and fails there)');
     t.observe(99_000, new Map([['x', 5]]));
     t.observe(105_000, new Map([['x', 0]]));
     t.finish(105_000);
     assert.equal(reports.length, 1, 'a fault that ended 4 s before the end had no time to recover');
     t.finish(120_000);
-    assert.deepEqual(reports[1], ['2:cut', 19_000, false]);
+    // Cut by the run's end: a lower bound, marked so (recoveries_cut; the report's "≥").
+    assert.deepEqual(reports[1], ['2:cut', 19_000, false, true]);
+  });
+
+  it('says which slow recoveries the run cut, apart from those never back', () => {
+    const d = healthy();
+    const slow = { type: 'trend', values: { max: 40_000, 'p(95)': 40_000, count: 2 } };
+    d.metrics.recovery_time = slow;
+    d.metrics['recovery_time{fault:2:cut}'] = slow;
+    d.metrics.recoveries_failed = counter(2);
+    d.metrics.recoveries_cut = counter(1);
+    const row = judge(d, DEFAULT_SLOS).slos.find((r) => r.name === 'recovery_max')!;
+    assert.match(
+      row.culprits.join(' '),
+      /1 profile slice\(s\) never back; 1 profile slice\(s\) not back when the run ended: their time is a lower bound/,
+    );
   });
 });
 
