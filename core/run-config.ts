@@ -58,7 +58,7 @@ export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
 export const DEVICE_BOUNDS = { devices: { min: 1, max: 1_000_000 }, perVu: { min: 1, max: 100_000 } } as const;
 
 /** Devices one VU runs when DEVICES_PER_VU is not given, on the k6 device (the VU's JavaScript runs each one). */
-export const DEFAULT_DEVICES_PER_VU = 50;
+const DEFAULT_DEVICES_PER_VU = 50;
 
 /**
  * The fleet's layout when DEVICES_PER_VU is not given. On the native engine a VU only hands its slice to the engine
