@@ -36,6 +36,10 @@ export interface TesterWatchOptions {
   onAbort(reasons: string[]): void;
   /** How long the generator may stay saturated before the abort (default ABORT_GRACE_MS). */
   graceMs?: number;
+  /** How long a process may stay silent (default STALL_MS), and a saturated generator under its bounds before it is
+   * said to be back (default SETTLE_MS): a test shortens them. */
+  stallMs?: number;
+  settleMs?: number;
 }
 
 export interface TesterWatch {
@@ -152,7 +156,7 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
       const at = Date.now();
       o.beats.forEach((b, i) => {
         if (ok[i]) lastOk.set(b.name, at);
-        else if (!stalled && !violations && lastOk.has(b.name) && at - lastOk.get(b.name)! >= STALL_MS) {
+        else if (!stalled && !violations && lastOk.has(b.name) && at - lastOk.get(b.name)! >= (o.stallMs ?? STALL_MS)) {
           stalledName = b.name;
           stalled = `${b.name} stopped answering for ${Math.round((at - lastOk.get(b.name)!) / 1000)} s (frozen or starved): the tester stalled, its numbers are its own`;
           o.onStall(stalled);
@@ -168,7 +172,7 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
       } else if (!reasons.length && saturated) {
         // Back under only once it stayed under for a while: a run at the bound would otherwise flap every probe.
         underSince ??= Date.now();
-        if (Date.now() - underSince >= SETTLE_MS) {
+        if (Date.now() - underSince >= (o.settleMs ?? SETTLE_MS)) {
           saturated = null;
           underSince = null;
           o.onSaturation([], Date.now() - t0);

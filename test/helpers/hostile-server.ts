@@ -128,12 +128,18 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
       send({ type: 'session_started', session_id: sid, wake_id: m.wake_id });
       // After 3 s of speech, a reply: endless for every link, for one in ten, or a normal one.
       setTimeout(() => {
+        // The link may be gone by then (the run ended): an interval made now would outlive the server.
+        if (ws.readyState !== ws.OPEN) return;
         send({ type: 'transcript', session_id: sid, text: 'x' });
         send({ type: 'tts_stream_start', session_id: sid, sample_rate: 16000, bytes: 32 * 1024 });
         const endless = h === 'endless-reply' || (h === 'endless-reply-some' && k % 10 === 0);
         let sent = 0;
         const t = every(128, () => {
-          if (ws.readyState !== ws.OPEN) return;
+          if (ws.readyState !== ws.OPEN) {
+            clearInterval(t);
+            timers.delete(t);
+            return;
+          }
           ws.send(CHUNK);
           sent += CHUNK.length;
           if (!endless && sent >= 32 * 1024) {

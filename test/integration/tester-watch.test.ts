@@ -53,7 +53,8 @@ describe('the live watch of the tester', () => {
       beats: [{ name: 'k6', url: `${k6.url}/v1/status` }],
       k6Apis: [k6.url],
       abort: true,
-      graceMs: 3000,
+      graceMs: 2000,
+      settleMs: 1500,
       onStall: () => assert.fail('nothing stalled'),
       onSaturation: (r) => said.push(r),
       onAbort: (r) => (aborted = r),
@@ -68,12 +69,12 @@ describe('the live watch of the tester', () => {
       assert.match(said[0]![0]!, /generator saturated: VU event-loop lag p95 200 ms > bound 50 ms/);
       assert.match(w.note(), /TESTER SATURATED/);
       k6.state.p95 = 2;
-      await until(() => said.length === 2, 9000, 'recovery said (after it settled)');
+      await until(() => said.length === 2, 5000, 'recovery said (after it settled)');
       assert.deepEqual(said[1], []);
       assert.equal(aborted, null, 'a generator that recovered within the grace is not stopped');
       // Past the p95 bound with a low median (a ramp's burst the rest of the run may dilute): said, not stopped.
       k6.state.p95 = 500;
-      await new Promise((r) => setTimeout(r, 4500));
+      await new Promise((r) => setTimeout(r, 3000));
       assert.equal(said.length, 3);
       assert.equal(aborted, null, 'a run that may still end valid is not stopped');
       // Half the samples past the bound: the run cannot end valid, and is stopped after the grace.
@@ -93,6 +94,7 @@ describe('the live watch of the tester', () => {
       beats: [{ name: 'Toxiproxy (pid 7)', url: `${k6.url}/version` }],
       k6Apis: [k6.url],
       abort: false,
+      stallMs: 2500,
       onStall: (why) => stalls.push(why),
       onSaturation: () => {},
       onAbort: () => assert.fail('abort is off'),
@@ -101,7 +103,7 @@ describe('the live watch of the tester', () => {
       await new Promise((r) => setTimeout(r, 1500));
       k6.state.hang = true;
       const t = await until(() => stalls.length > 0, 10_000, 'the stall');
-      assert.ok(t >= 4000, `named after ${t} ms: before the stall bound`);
+      assert.ok(t >= 1500, `named after ${t} ms: before the stall bound`);
       assert.match(stalls[0]!, /^Toxiproxy \(pid 7\) stopped answering for \d+ s/);
       assert.match(w.note(), /TESTER STALLED: Toxiproxy \(pid 7\)/);
       await new Promise((r) => setTimeout(r, 1500));
