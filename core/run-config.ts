@@ -31,6 +31,8 @@ export interface RunConfig {
   engineUrl?: string;
   /** Every dialect the fleet's profiles speak, by the profile's `dialect` (a shipped name or a .json path). */
   dialects: Record<string, Dialect>;
+  /** How wss:// links are verified (TLS_SERVER_NAME, TLS_INSECURE): the name the server's certificate holds, or none. */
+  tls: { server_name: string; insecure: boolean };
 }
 
 /** The dialect a profile speaks (its own, or the default). */
@@ -202,6 +204,16 @@ export function readRunConfig(
       `ENGINE_URL must be the engine's loopback control socket like ws://127.0.0.1:7000/control, got '${engineUrl}'`,
     );
   }
+  const tls = { server_name: env.TLS_SERVER_NAME ?? '', insecure: env.TLS_INSECURE === '1' };
+  if (tls.server_name && !/^[A-Za-z0-9.:-]{1,253}$/.test(tls.server_name))
+    throw new RunConfigError(`TLS_SERVER_NAME must be a host name or address, got '${tls.server_name}'`);
+  if (env.TLS_INSECURE !== undefined && env.TLS_INSECURE !== '1')
+    throw new RunConfigError(`TLS_INSECURE must be 1 or unset, got '${String(env.TLS_INSECURE)}'`);
+  // k6/websockets takes the TLS name from the URL, which names the proxy: only the engine can name the server.
+  if (tls.server_name && !engineUrl)
+    throw new RunConfigError(
+      `the k6 device cannot name the TLS server ${tls.server_name} behind Toxiproxy (k6 takes the name from the proxy's URL): use the native engine, or --direct`,
+    );
   const idPrefix = env.ID_PREFIX ?? 'dev';
   if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix))
     throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
@@ -223,6 +235,7 @@ export function readRunConfig(
     idPrefix,
     dialects,
     engineUrl,
+    tls,
   };
 }
 

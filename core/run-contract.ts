@@ -24,6 +24,13 @@ export type RunVars = {
   /** WebSocket base(s) the devices connect to, comma-separated (Toxiproxy shards); loopback unless ALLOW_REMOTE=1. */
   TARGET_URL?: string;
   ALLOW_REMOTE?: '1';
+  /**
+   * A wss:// target behind Toxiproxy: TARGET_URL names the proxy, this the server (the TLS SNI and the name its
+   * certificate must hold). The trusted roots are the processes' own (SSL_CERT_FILE; the CLI's --ca sets it).
+   */
+  TLS_SERVER_NAME?: string;
+  /** 1: wss:// certificates are not verified (the CLI's --insecure-tls; the report says so). */
+  TLS_INSECURE?: '1';
   /** Toxiproxy API(s), comma-separated: a timeline applies to every one. */
   TOXIPROXY_URL?: string;
   /**

@@ -40,6 +40,10 @@ type startMsg struct {
 	// Trace: send every frame the devices send and receive, and their log lines, beside the records, every traceEvery
 	// (`wakestorm try`; trace.go). At most maxTracedDevices devices.
 	Trace bool         `json:"trace"`
+	// TLS: how a wss:// device link is verified when the devices reach the server through Toxiproxy (the URL names
+	// the proxy, ServerName the server: its SNI and the name its certificate must hold). The roots are the process's
+	// (SSL_CERT_FILE: the CLI's --ca). Insecure skips verification (--insecure-tls, shown in the report).
+	TLS TLSOptions `json:"tls"`
 	Wake  WakeSchedule `json:"wake"`
 	Audio struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
@@ -204,7 +208,11 @@ func (c *control) session(conn *websocket.Conn) {
 		endAt = received + m.EndInMs
 	}
 	clock := newLagClock(c.clock, endAt, m.TimerLagBoundsMs)
-	env := &Env{Clock: clock, Net: c.net, Sink: sink, EndAt: endAt}
+	net := c.net
+	if w, ok := net.(*wsNet); ok {
+		net = w.withTLS(m.TLS)
+	}
+	env := &Env{Clock: clock, Net: net, Sink: sink, EndAt: endAt}
 	every := flushEvery
 	if m.Trace {
 		env.tracer = &tracer{clock: c.clock}

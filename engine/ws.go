@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp"
@@ -26,6 +27,22 @@ const maxWriteBuffer = 1 << 20
 
 type wsNet struct {
 	dialer *websocket.Dialer
+}
+
+// TLSOptions is how a start's wss:// links are verified (startMsg.TLS).
+type TLSOptions struct {
+	ServerName string `json:"server_name"`
+	Insecure   bool   `json:"insecure"`
+}
+
+// withTLS is this network with its wss:// dials verified as o says; the poller and buffers are shared.
+func (n *wsNet) withTLS(o TLSOptions) *wsNet {
+	if o.ServerName == "" && !o.Insecure {
+		return n
+	}
+	d := *n.dialer
+	d.TLSClientConfig = &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.Insecure} //nolint:gosec // opt-in
+	return &wsNet{dialer: &d}
 }
 
 // newWSNet starts the poller engine; handshakeTimeout bounds connect and upgrade, readLimit a message's size.

@@ -35,6 +35,9 @@ export interface CapacityOptions {
   tokenFile?: string;
   server?: Partial<ServerConfig>;
   serverUrl?: string;
+  /** A wss:// server's CA, or no verification (RunOptions). */
+  ca?: string;
+  insecureTls?: boolean;
   /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
   throughProxy?: boolean;
   /** Where the devices run: the native engine (default) or k6. */
@@ -121,6 +124,8 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       slo: c.slo,
       server: opts.server,
       serverUrl: opts.serverUrl,
+      ca: opts.ca,
+      insecureTls: opts.insecureTls,
       // A timeline needs Toxiproxy in the path.
       direct: !opts.throughProxy && !opts.timeline,
       engine: opts.engine,

@@ -146,12 +146,12 @@ function profilingArgs(): string[] {
 }
 
 /** Starts the engine on a loopback port of its choosing; it dies with the CLI (guardedSpawn). */
-export async function startEngine(fdLimit?: number): Promise<RunningEngine> {
+export async function startEngine(fdLimit?: number, env: Record<string, string> = {}): Promise<RunningEngine> {
   const bin = requireEngine();
   const child = guardedSpawn(
     bin,
     ['--listen', '127.0.0.1:0', ...profilingArgs()],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...env } },
     fdLimit,
   );
   let stopping = false;

@@ -7,10 +7,11 @@ import type { OpusTable } from '../core/opus.ts';
 import { loadDialect, type Dialect } from '../core/dialect.ts';
 import type { DeviceMetricName, MetricSink } from '../core/metric-names.ts';
 import { deviceRandom } from '../core/rng.ts';
+import { wsTlsOptions, type TlsTrust } from './tls-trust.ts';
 
 /** Wraps a `ws` client in the onopen/onmessage/onclose shape the device expects. */
-export function wsSocket(url: string, headers: Record<string, string>): SocketLike {
-  const ws = new WebSocket(url, { headers });
+export function wsSocket(url: string, headers: Record<string, string>, tls: TlsTrust = {}): SocketLike {
+  const ws = new WebSocket(url, { headers, ...wsTlsOptions(tls) });
   const s: SocketLike = {
     get readyState() {
       return ws.readyState;
@@ -78,7 +79,7 @@ export function nodeAudio(): AudioFrames {
 
 export function nodeDeviceEnv(id: string, metrics: MetricSink, seed = '1', extra: Partial<DeviceEnv> = {}): DeviceEnv {
   return {
-    openSocket: wsSocket,
+    openSocket: (url, headers) => wsSocket(url, headers),
     now: () => Date.now(),
     setTimeout: (fn, ms) => setTimeout(fn, ms),
     clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),

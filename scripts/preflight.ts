@@ -9,6 +9,7 @@ import { DEFAULT_DIALECT, type Dialect } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
 import { nodeDialect } from './node-devices.ts';
+import { wsTlsOptions, type TlsTrust } from './tls-trust.ts';
 
 /** Statuses that refuse every device alike: wrong credentials, or a path the server does not serve. */
 const REFUSING = new Set([401, 403, 404]);
@@ -36,10 +37,22 @@ export type UpgradeResult =
   | { kind: 'refused'; status: number; reason: string; body: string }
   | { kind: 'failed'; why: string };
 
+/** Node's codes for a certificate it did not accept (tls.checkServerIdentity and OpenSSL's verify results). */
+const CERT_REFUSED = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|HOSTNAME/;
+
 /** One upgrade to `url` with `headers`, closed at once if it opens; bounded by `timeoutMs`. */
-function upgradeOnce(url: string, headers: Record<string, string>, timeoutMs = 5000): Promise<UpgradeResult> {
+function upgradeOnce(
+  url: string,
+  headers: Record<string, string>,
+  tls: TlsTrust = {},
+  timeoutMs = 5000,
+): Promise<UpgradeResult> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, {
+      headers,
+      handshakeTimeout: timeoutMs,
+      ...wsTlsOptions(tls),
+    });
     let done = false;
     const finish = (r: UpgradeResult) => {
       if (done) return;
@@ -94,12 +107,17 @@ export async function preflightUpgrade(o: {
   profile?: string;
   dialect?: string;
   token?: string;
+  tls?: TlsTrust;
 }): Promise<UpgradeResult> {
   const { profile, dialect } = deviceOf(o.profile, o.dialect);
   const vars = deviceVars('preflight-0', profile, dialect);
   if (dialect.variables.includes('token')) vars.token = o.token;
   const { url, headers } = connectRequest(dialect, profile, vars, o.serverUrl.replace(/\/+$/, ''));
-  const r = await upgradeOnce(url, headers);
+  const r = await upgradeOnce(url, headers, o.tls);
+  if (r.kind === 'failed' && CERT_REFUSED.test(r.why))
+    throw new PreflightError(
+      `the server's TLS certificate was not accepted (${r.why}): pass --ca FILE with the CA that signed it, or --insecure-tls to skip verification; nothing was run`,
+    );
   if (r.kind === 'refused' && REFUSING.has(r.status)) {
     const what = r.status === 404 ? "the dialect's connect.path" : "--token / --token-file and the dialect's connect";
     throw new PreflightError(

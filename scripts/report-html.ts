@@ -168,6 +168,7 @@ function parameters(run: RunRecord): string {
   const r = run.resolved;
   const share = r ? r.profile_mix.reduce((a, x) => a + x.weight, 0) : 0;
   const items: [string, unknown][] = [
+    ['command', run.command],
     ['scenario', run.scenario],
     ['devices', r?.devices ?? p.DEVICES ?? '(scenario default)'],
     ['devices per VU', r ? `${r.devices_per_vu}` : (p.DEVICES_PER_VU ?? '(default)')],
@@ -201,6 +202,7 @@ function parameters(run: RunRecord): string {
     ],
     ['seed', r?.seed ?? p.SEED ?? '1'],
     ['server', p.server ?? 'reference'],
+    ...(p.tls_verification ? [['TLS verification', p.tls_verification] as [string, unknown]] : []),
     ['auth', p.auth ?? 'none'],
     [
       'tools',

@@ -1,6 +1,7 @@
 // `wakestorm run`: tools → stack → k6 (dashboard export, samples) → results/<run-id>/ → teardown → k6's exit code.
 // Results are written into a hidden partial folder and renamed into place at the end, so no run folder is half-written.
 import { preflightUpgrade } from './preflight.ts';
+import { runTls, tlsServerName } from './tls-trust.ts';
 import { WakestormError } from '../core/errors.ts';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -105,6 +106,10 @@ export interface RunOptions {
   engine?: DeviceEngine;
   /** Aim the devices at the server directly, without Toxiproxy (capacity steps). */
   direct?: boolean;
+  /** A wss:// server's private CA (PEM), trusted by every process of the run (scripts/tls-trust.ts). */
+  ca?: string;
+  /** Skip the wss:// server's certificate check (an explicit opt-in the report shows). */
+  insecureTls?: boolean;
   resultsRoot?: string;
   runId?: string;
   /** Extra k6 -e variables. */
@@ -458,6 +463,10 @@ function runVars(
   if (tokenFile) vars.TOKEN_FILE = tokenFile;
   if (instances > 1) vars.SUMMARY_TABLE = 'off';
   if (opts.serverUrl && !isLoopbackUrl(opts.serverUrl)) vars.ALLOW_REMOTE = '1';
+  // Through Toxiproxy the URL names the proxy: the devices verify the server by its own name.
+  const tlsName = opts.direct ? undefined : tlsServerName(opts.serverUrl);
+  if (tlsName) vars.TLS_SERVER_NAME = tlsName;
+  if (opts.insecureTls) vars.TLS_INSECURE = '1';
   return vars;
 }
 
@@ -563,6 +572,7 @@ async function spawnInstance(
             K6_WEB_DASHBOARD_EXPORT: join(inst.dir, 'k6-dashboard.html'),
           }),
       ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
+      ...runTls(opts).env,
     },
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
     unset: ['TOKEN', 'K6_OUT'],
@@ -857,6 +867,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     throw e;
   }
   const token = resolveToken(opts);
+  const tls = runTls(opts);
   const instanceCount = opts.instances ?? instancesFor(opts.devices ?? 0);
   // k6 splits a fleet between instances by VUs: a small fleet gets enough VUs for every instance to have some.
   if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined) {
@@ -871,6 +882,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       `--direct connects the devices to the server itself, so the timeline's network faults (${inspected.networkFaults.join(', ')}) would reach no device: drop --direct, or pass --timeline none`,
     );
   const engineKind = opts.engine ?? DEFAULT_ENGINE;
+  if (engineKind === 'k6' && !opts.direct && tlsServerName(opts.serverUrl))
+    throw new RunError(
+      `--engine k6 cannot verify ${opts.serverUrl} through Toxiproxy (k6 takes the TLS name from the proxy's address, 127.0.0.1): use the native engine, or --direct`,
+    );
   if (engineKind === 'native') {
     const refused = engineRefusal(engineCapabilities(), {
       wake: inspected.wakeMode ?? 'off',
@@ -902,6 +917,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       profile: opts.profile,
       dialect: opts.dialect,
       token: token ?? undefined,
+      tls: tls.trust,
     });
   }
   const name = basename(plan.script, '.ts');
@@ -926,7 +942,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       // One instance writes into the run folder; several each into their own, merged at the end.
       const idir = instanceCount > 1 ? join(dir, `instance-${i}`) : dir;
       if (instanceCount > 1) mkdirSync(idir);
-      const engine = engineKind === 'native' ? await startEngine(opts.fdLimit) : null;
+      const engine = engineKind === 'native' ? await startEngine(opts.fdLimit, tls.env) : null;
       const vars = runVars(plan, stack, opts, idir, secret?.path ?? null, i, instanceCount);
       if (engine) vars.ENGINE_URL = engine.url;
       instances.push({ index: i, dir: idir, vars, engine });
@@ -987,6 +1003,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       server: opts.serverUrl ?? 'reference',
       server_flags: { ...serverFlags, tokens: serverFlags.tokens?.length ? ['<redacted>'] : undefined },
       direct: !!opts.direct,
+      ...(tls.verification ? { tls_verification: tls.verification } : {}),
       engine: engineKind,
       auth: token ? 'token' : 'none',
     },

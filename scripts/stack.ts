@@ -303,6 +303,8 @@ async function startShard(
   upstream: string,
   onExit: (message: string) => void,
   log: (l: string) => void,
+  /** ws or wss: Toxiproxy passes TCP through, so devices speak the server's own scheme to the proxy. */
+  scheme: 'ws' | 'wss',
 ): Promise<{ shard: ToxiproxyShard; child: ChildProcess }> {
   const tools = requireTools();
   const tag = count > 1 ? ` shard ${k}` : '';
@@ -338,8 +340,8 @@ async function startShard(
         { child },
       );
     }
-    proxies[p.name] = { wsUrl: `ws://${listen}`, listenPort: ports.proxies[p.name]!, upstream: to };
-    log(`proxy      ${p.name}: ws://${listen} -> ${to}${tag}`);
+    proxies[p.name] = { wsUrl: `${scheme}://${listen}`, listenPort: ports.proxies[p.name]!, upstream: to };
+    log(`proxy      ${p.name}: ${scheme}://${listen} -> ${to}${tag}`);
   }
   return {
     shard: {
@@ -452,6 +454,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
           upstream,
           emitExit('toxiproxy'),
           log,
+          serverHttpUrl.startsWith('https:') ? 'wss' : 'ws',
         );
         toxis.push(child);
         shards.push(shard);

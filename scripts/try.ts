@@ -4,6 +4,7 @@
 // or with --engine k6 the TypeScript device (core/device.ts) on Node's clock; a dialect is debugged here before a
 // fleet runs it.
 import { preflightUpgrade, redactToken } from './preflight.ts';
+import { runTls } from './tls-trust.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../core/device.ts';
@@ -31,6 +32,9 @@ export interface TryOptions {
   engine?: DeviceEngine;
   /** Give up after this long (ms) with the step it stalled at. */
   timeoutMs?: number;
+  /** A wss:// server's CA, or no verification (scripts/tls-trust.ts). */
+  ca?: string;
+  insecureTls?: boolean;
   out?: (line: string) => void;
 }
 
@@ -109,11 +113,13 @@ export async function tryConversation(o: TryOptions): Promise<number> {
   if (o.backoff) profile = overrideBackoff([{ profile, weight: 1 }], o.backoff, '--backoff')[0]!.profile;
   checkProfileAgainstDialect(profile, dialect);
   // One upgrade first, as the device will make it: a refusal that no retry changes (401, 403, 404) is one line, exit 2.
+  const tls = runTls(o);
   await preflightUpgrade({
     serverUrl: o.serverUrl,
     profile: o.profile,
     dialect: o.dialect,
     token: o.token,
+    tls: tls.trust,
   });
   const t0 = Date.now();
   // Engine events carry their own time (the engine's clock is Unix ms); the TypeScript device's are now.
@@ -233,7 +239,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     // The TypeScript device (k6's), on Node's clock: labels by the dialect's step order (stepOf).
     const openSocket = (url: string, headers: Record<string, string>): SocketLike => {
       view.connect(url, Object.keys(headers));
-      const ws = wsSocket(url, headers);
+      const ws = wsSocket(url, headers, tls.trust);
       const wrapped: SocketLike = Object.create(ws) as SocketLike;
       wrapped.send = (data) => {
         if (typeof data === 'string') view.send(data);
@@ -368,7 +374,7 @@ async function tryOnEngine(
     audio: [dialect.audio.up, dialect.audio.down].map((a) => `${a.codec}/${a.framing}`),
   });
   if (why) throw new TryError(`${why.replace(/use --engine k6/, 'try --engine k6')}`);
-  const engine = await startEngine();
+  const engine = await startEngine(undefined, runTls(o).env);
   const now = Date.now();
   const cfg = {
     devices: 1,
@@ -381,6 +387,7 @@ async function tryOnEngine(
     seed: o.seed ?? '1',
     wake,
     durationMs: timeoutMs + 5000,
+    tls: { server_name: '', insecure: !!o.insecureTls },
   };
   const paths = { pcm: join(ROOT, 'audio', 'utterance.pcm'), opus: join(ROOT, 'audio', 'utterance.opus') };
   const start = { ...engineStart(cfg, nodeAudio(), paths, 0, 1, now, now), trace: true };

@@ -252,7 +252,16 @@ function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
         'bearer token for the devices (and the reference server); never on a child command line or in results',
       ).env('WAKESTORM_TOKEN'),
     )
-    .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'));
+    .addOption(new Option('--token-file <path>', 'file whose first line is the token').env('WAKESTORM_TOKEN_FILE'))
+    .addOption(
+      new Option(
+        '--ca <file>',
+        "a wss:// server's private CA (PEM): every process of the run trusts it instead of the system's roots",
+      ).env('WAKESTORM_CA'),
+    )
+    .addOption(
+      new Option('--insecure-tls', "don't verify a wss:// server's certificate (the results say so)").conflicts('ca'),
+    );
 }
 
 addFleetOptions(
@@ -354,6 +363,8 @@ addFleetOptions(
     seed: o.seed,
     slo: o.slo,
     serverUrl: o.serverUrl,
+    ca: o.ca,
+    insecureTls: o.insecureTls,
     server: serverArgsToConfig(o.serverArg ?? []),
     direct: o.direct,
     engine: o.engine,
@@ -521,6 +532,8 @@ addFleetOptions(
     tokenFile: o.tokenFile,
     server: serverArgsToConfig(o.serverArg ?? []),
     serverUrl: o.serverUrl,
+    ca: o.ca,
+    insecureTls: o.insecureTls,
     throughProxy: o.throughProxy,
     engine: o.engine,
     instances: o.instances,
@@ -549,6 +562,8 @@ addFleetOptions(
     backoff: o.backoff,
     seed: o.seed,
     engine: o.engine,
+    ca: o.ca,
+    insecureTls: o.insecureTls,
     token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined,
   });
 });

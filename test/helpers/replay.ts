@@ -186,6 +186,7 @@ function startOf(t: Trace) {
     seed: 'trace',
     wake: wakeOf(t),
     durationMs: 0,
+    tls: { server_name: '', insecure: false },
   };
   const start = engineStart(
     cfg,

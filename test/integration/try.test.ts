@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { PROFILES } from '../../core/profiles.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { startAcmeServer, type AcmeServer } from '../helpers/acme-server.ts';
+import { makePki, startTlsFront } from '../helpers/tls-front.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-try-'));
@@ -104,6 +105,30 @@ describe('wakestorm try', () => {
     assert.match(r.stdout, /"event":"speaking"[^\n]*\[no step\]/);
     assert.match(r.stdout, /matches no step of dialect acme \(event speaking\)/);
     assert.match(r.stdout, /the session ended, but no reply audio was heard/);
+  });
+
+  it('talks TLS to a wss:// server with a private CA (--ca), on both engines; refuses its certificate without', async () => {
+    const pki = makePki();
+    const front = await startTlsFront(pki, Number(new URL(server.wsUrl).port));
+    try {
+      const url = `wss://localhost:${front.port}`;
+      for (const engine of ['native', 'k6']) {
+        const r = await runCli(['try', '--server-url', url, '--ca', pki.caPath, '--engine', engine], {
+          timeoutMs: 60_000,
+        });
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /connect wss:\/\/localhost:\d+\/ws\/try-\d/);
+        assert.match(r.stdout, /the conversation completed/);
+      }
+      const refused = await runCli(['try', '--server-url', url]);
+      assert.equal(refused.code, 2, refused.stdout + refused.stderr);
+      assert.ok(oneLine(refused.stderr), refused.stderr);
+      assert.match(refused.stderr, /TLS certificate was not accepted/);
+      const skipped = await runCli(['try', '--server-url', url, '--insecure-tls'], { timeoutMs: 60_000 });
+      assert.equal(skipped.code, 0, skipped.stdout + skipped.stderr);
+    } finally {
+      await front.close();
+    }
   });
 
   it('refuses bad input in one line with exit 2', async () => {
