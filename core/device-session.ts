@@ -2,7 +2,18 @@
 // opening a per-wake channel), its acknowledgement judged, the utterance streamed at real-time pace (PCM frames or
 // Opus packets, framed as the dialect says), the end of speech, the reply played back through a jitter-buffer model
 // timed by the audio's real duration, and how each session ended. It speaks through the link (device-link.ts).
-import { BoundedLabels, capture, frameAudio, matches, render, unframeAudio, type Template } from './dialect.ts';
+import { base64, base64Length, bytesPerMs, encodeSpeech } from './audio-codec.ts';
+import {
+  BoundedLabels,
+  capture,
+  frameAudio,
+  matches,
+  pathValue,
+  render,
+  unframeAudio,
+  type Template,
+  type Vars,
+} from './dialect.ts';
 import type { DeviceContext } from './device-env.ts';
 import { Timers } from './device-env.ts';
 import { INTAKE, UNSENT_CHECK_FRAMES, type Link, type LinkOwner } from './device-link.ts';
@@ -88,14 +99,29 @@ const END_REASONS = new Set<string>(SESSION_END_REASONS);
 /** The `code` tag of protocol_errors: what the server's error messages say, bounded. */
 const ERROR_CODES = new BoundedLabels(16);
 
-/** The uplink as the dialect frames it: one binary message per frame, the frames VAD hears as silence, and silence. */
+/**
+ * The uplink as the dialect frames it: one message per frame (binary, or with framing 'json' the frame in base64 for
+ * the dialect's audio message), the frames VAD hears as silence, and silence.
+ */
 interface Uplink {
-  frames: ArrayBuffer[];
+  frames: (ArrayBuffer | string)[];
   silent: boolean[];
   /** The index of the last voiced frame: its sending is the end of the user's speech. */
   lastVoiced: number;
-  silence: ArrayBuffer;
+  silence: ArrayBuffer | string;
   frameMs: number;
+  /** Framing 'json': the message a frame rides in (audio.up.message). */
+  json: Template | null;
+}
+
+/** Stands for the frame while the audio message is rendered once per stream (JSON-safe, never in a variable). */
+const AUDIO_SENTINEL = '@@wakestorm-audio-frame@@';
+
+/** How a frame goes on the wire: as it is, or inside the dialect's audio message rendered with this device's vars. */
+function framer(u: Uplink, vars: Vars): ((f: ArrayBuffer | string) => ArrayBuffer | string) | null {
+  if (!u.json) return null;
+  const [pre, post] = render(u.json, { ...vars, audio: AUDIO_SENTINEL }).split(AUDIO_SENTINEL) as [string, string];
+  return (f) => pre + (f as string) + post;
 }
 const UPLINKS = new WeakMap<object, Map<string, Uplink>>();
 
@@ -257,6 +283,7 @@ export class Conversation implements LinkOwner {
 
   /** A server message that is not the link's own; false when no step of the conversation took it. */
   message(msg: object): boolean {
+    if (this.jsonAudio(msg)) return true;
     const s = this.session;
     if (!s) return false;
     const { recv, capture: cap } = this.ctx.dialect;
@@ -360,8 +387,38 @@ export class Conversation implements LinkOwner {
     m.add('playback_stall_time', s.replyStallMs, tags);
   }
 
-  /** Reply audio: the first chunk after the end of speech is the response latency; playback is modelled in real time. */
+  /** Reply audio in binary frames: timed by what it plays (PCM and µ-law by their bytes, an Opus packet by its TOC). */
   binary(buf: ArrayBuffer): void {
+    const down = this.ctx.dialect.audio.down;
+    // Raw PCM needs no view of the bytes at all (a typed array per chunk is an allocation k6 pays on every message).
+    if (down.framing === 'raw' && down.codec !== 'opus')
+      return this.replyAudio(buf.byteLength / bytesPerMs(down.codec, down.sample_rate), buf.byteLength);
+    if (down.framing === 'json') return this.replyAudio(-1, 0);
+    const payload = unframeAudio(down.framing, new Uint8Array(buf));
+    if (!payload) return this.replyAudio(-1, 0);
+    const ms =
+      down.codec === 'opus' ? opusPacketMs(payload) : payload.byteLength / bytesPerMs(down.codec, down.sample_rate);
+    this.replyAudio(ms, payload.byteLength);
+  }
+
+  /**
+   * A server message that carries reply audio in base64 (audio.down framing 'json'); false when it is not one.
+   * A field that is not base64 is the server's message, not audio: it plays nothing.
+   */
+  private jsonAudio(msg: object): boolean {
+    const down = this.ctx.dialect.audio.down;
+    if (down.framing !== 'json' || !matches(down.match!, msg, this.ctx.vars)) return false;
+    const v = pathValue(msg, down.field!);
+    const n = typeof v === 'string' ? base64Length(v) : null;
+    this.replyAudio(n === null ? -1 : n / bytesPerMs(down.codec, down.sample_rate), n ?? 0);
+    return true;
+  }
+
+  /**
+   * Reply audio of `ms` milliseconds and `bytes` payload bytes (ms < 0: a message that is not audio after all): the
+   * first chunk after the end of speech is the response latency; playback is modelled in real time.
+   */
+  private replyAudio(ms: number, bytes: number): void {
     const s = this.session;
     const now = this.ctx.env.now();
     if (!s) {
@@ -392,19 +449,8 @@ export class Conversation implements LinkOwner {
       const barge = this.ctx.profile.barge_in_ms;
       if (barge !== undefined) this.timers.set('playback', () => this.bargeIn(s), barge);
     }
-    const down = this.ctx.dialect.audio.down;
-    // Timed by what it plays: PCM by its bytes, an Opus packet by its TOC. Raw PCM needs no view of the bytes at all
-    // (a typed array per chunk is an allocation k6 pays on every downlink message).
-    let ms: number;
-    if (down.framing === 'raw' && down.codec !== 'opus') {
-      ms = pcmDurationMs(buf.byteLength);
-      s.replyBytes += buf.byteLength;
-    } else {
-      const payload = unframeAudio(down.framing, new Uint8Array(buf));
-      if (!payload) return;
-      ms = down.codec === 'opus' ? opusPacketMs(payload) : pcmDurationMs(payload.byteLength);
-      s.replyBytes += payload.byteLength;
-    }
+    if (ms < 0) return;
+    s.replyBytes += bytes;
     // A reply past what it announced, or past any plausible answer, is the server streaming forever.
     if (s.replyAnnounced !== null && s.replyBytes > s.replyAnnounced + OVERRUN_SLACK_BYTES)
       return this.link?.violation('reply_overrun');
@@ -508,7 +554,10 @@ export class Conversation implements LinkOwner {
     if (this.linkSessionId) this.ctx.vars.session_id = this.linkSessionId;
     this.say(this.ctx.dialect.send.listen);
     const h = this.timers.h;
-    const { silence, frameMs } = this.uplink();
+    const u = this.uplink();
+    const { frameMs } = u;
+    const wrap = framer(u, this.ctx.vars);
+    const silence = wrap ? wrap(u.silence) : u.silence;
     const clock = { streamT0: env.now() };
     let k = 0;
     const step = () => {
@@ -693,12 +742,13 @@ export class Conversation implements LinkOwner {
   /** The utterance as this device's dialect sends it, built once per process for each (codec, framing, frame size). */
   private uplink(): Uplink {
     const { env, profile, dialect } = this.ctx;
-    const { codec, framing } = dialect.audio.up;
-    const key = `${codec}/${framing}/${codec === 'opus' ? 60 : profile.frame_bytes}`;
+    const { codec, framing, sample_rate: rate } = dialect.audio.up;
+    const key = `${codec}/${framing}/${rate}/${codec === 'opus' ? 60 : profile.frame_bytes}`;
     let byKey = UPLINKS.get(env.audio);
     if (!byKey) UPLINKS.set(env.audio, (byKey = new Map()));
     let u = byKey.get(key);
     if (!u) {
+      const json = framing === 'json' ? dialect.audio.up.message! : null;
       if (codec === 'opus') {
         const clip = env.audio.opus();
         // Frame i's timestamp (BinaryProtocol2) is its offset in the stream: the same every time, so built once.
@@ -708,17 +758,26 @@ export class Conversation implements LinkOwner {
           lastVoiced: clip.silent.lastIndexOf(false),
           silence: frameAudio(framing, clip.silence, 0),
           frameMs: clip.frameMs,
+          json,
         };
       } else {
         const f = env.audio.frames(profile.frame_bytes);
-        const wrap = (b: ArrayBuffer, i: number) =>
-          framing === 'raw' ? b : frameAudio(framing, new Uint8Array(b), i * pcmDurationMs(b.byteLength));
+        const frameMs = pcmDurationMs(profile.frame_bytes);
+        // The committed 16 kHz speech in the dialect's codec and rate, a frame at a time (core/audio-codec.ts).
+        const same = codec === 'pcm_s16le' && rate === 16_000;
+        const wrap = (b: ArrayBuffer, i: number): ArrayBuffer | string => {
+          if (same && framing === 'raw') return b;
+          const payload = same ? new Uint8Array(b) : encodeSpeech(new Uint8Array(b), codec, rate);
+          if (framing === 'json') return base64(payload);
+          return frameAudio(framing, payload, i * frameMs);
+        };
         u = {
           frames: f.speech.map(wrap),
           silent: f.silent,
           lastVoiced: f.silent.lastIndexOf(false),
           silence: wrap(f.silence, 0),
-          frameMs: pcmDurationMs(profile.frame_bytes),
+          frameMs,
+          json,
         };
       }
       byKey.set(key, u);
@@ -735,7 +794,10 @@ export class Conversation implements LinkOwner {
     // the stream is read once here, and the step is its own timer callback: one closure per stream, not two per frame.
     const { env, profile } = this.ctx;
     const h = this.timers.h;
-    const { frames, silence, frameMs, lastVoiced } = this.uplink();
+    const u = this.uplink();
+    const { frames, frameMs, lastVoiced } = u;
+    const wrap = framer(u, this.ctx.vars);
+    const silence = wrap ? wrap(u.silence) : u.silence;
     const explicitEos = profile.end_of_speech === 'explicit';
     const eos = this.ctx.dialect.send.end_of_speech;
     const slipAfter = SLIP_AFTER_FRAMES * frameMs;
@@ -748,7 +810,7 @@ export class Conversation implements LinkOwner {
       const now = env.now();
       const i = s.frame;
       if (i < frames.length) {
-        ws.send(frames[i]!);
+        ws.send(wrap ? wrap(frames[i]!) : frames[i]!);
         this.framesSent++;
         // A server that stopped reading: what the socket holds unsent grows with every frame (server_not_reading).
         if (i % UNSENT_CHECK_FRAMES === 0 && (ws.bufferedAmount ?? 0) > INTAKE.unsentBytes)

@@ -6,6 +6,7 @@
 // in it is code, so any device engine (this TypeScript one, a Go k6 extension later) interprets the same file.
 import { canonicalJson } from './device-rules.ts';
 import { WakestormError } from './errors.ts';
+import { MULAW_RATE, PCM_RATES } from './audio-codec.ts';
 import { OPUS_SAMPLE_RATES } from './opus.ts';
 import { CAPTURED_ONLY, VARIABLES } from './variables.ts';
 
@@ -30,19 +31,26 @@ export interface Answer {
   send: Template;
 }
 
-type AudioCodec = 'pcm_s16le' | 'opus';
+type AudioCodec = 'pcm_s16le' | 'opus' | 'mulaw';
 /**
- * How audio frames ride in binary WebSocket messages: 'raw' (one frame per message), or xiaozhi-esp32's
- * BinaryProtocol2 (16-byte big-endian header: version, type 0, reserved, timestamp ms, payload size) and
- * BinaryProtocol3 (4-byte header: type 0, reserved, big-endian payload size).
+ * How audio rides: in binary WebSocket messages, 'raw' (one frame per message), or xiaozhi-esp32's BinaryProtocol2
+ * (16-byte big-endian header: version, type 0, reserved, timestamp ms, payload size) and BinaryProtocol3 (4-byte
+ * header: type 0, reserved, big-endian payload size); or 'json': base64 inside a JSON text message (OpenAI-Realtime's
+ * input_audio_buffer.append, Twilio's media events), the message given by `message` (up) or `match` + `field` (down).
  */
-export type AudioFraming = 'raw' | 'xiaozhi-v2' | 'xiaozhi-v3';
-export const AUDIO_FRAMINGS: readonly AudioFraming[] = ['raw', 'xiaozhi-v2', 'xiaozhi-v3'];
+export type AudioFraming = 'raw' | 'xiaozhi-v2' | 'xiaozhi-v3' | 'json';
+export const AUDIO_FRAMINGS: readonly AudioFraming[] = ['raw', 'xiaozhi-v2', 'xiaozhi-v3', 'json'];
 
 interface AudioSpec {
+  /** pcm_s16le (8, 16, 24 or 48 kHz), mulaw (G.711, 8 kHz) or opus (binary framings only). */
   codec: AudioCodec;
   framing: AudioFraming;
   sample_rate: number;
+  /** Up, framing 'json': the message one frame rides in; the string "{audio}" becomes the frame in base64. */
+  message?: Template;
+  /** Down, framing 'json': which server messages carry reply audio, and the field that holds it in base64. */
+  match?: Matcher;
+  field?: string;
 }
 
 export interface Dialect {
@@ -292,6 +300,15 @@ export function matches(m: Matcher, msg: unknown, vars: Vars): boolean {
   return true;
 }
 
+const PATHS = new Map<string, string[]>();
+
+/** The value at a dotted field path of a message (the reading matchers and captures use), or undefined. */
+export function pathValue(msg: unknown, path: string): unknown {
+  let p = PATHS.get(path);
+  if (!p) PATHS.set(path, (p = path.split('.')));
+  return at(msg, p);
+}
+
 const CAPTURES = new WeakMap<Capture, [string, string[]][]>();
 
 /**
@@ -327,6 +344,8 @@ export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
   const r = d.recv;
   if (r.ready && matches(r.ready, msg, vars)) return 'ready';
   if (answerOf(d, msg, vars)) return 'answer';
+  const down = d.audio.down;
+  if (down.framing === 'json' && matches(down.match!, msg, vars)) return 'audio';
   if (r.ack && r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
   const steps: [string, Matcher | null][] = [
     ['ping', r.ping],
@@ -530,17 +549,48 @@ function matcher(v: unknown, where: string, known: Set<string>, nullable: boolea
   return v as Matcher;
 }
 
-function audioSpec(v: unknown, where: string): AudioSpec {
+/** The placeholder of an uplink audio message that becomes the frame in base64. */
+const AUDIO_PLACEHOLDER = '{audio}';
+
+function audioSpec(v: unknown, where: string, dir: 'up' | 'down', known: Set<string>): AudioSpec {
   if (!isObj(v)) fail(where, 'must be { codec, framing, sample_rate }');
-  if (v.codec !== 'pcm_s16le' && v.codec !== 'opus')
-    fail(`${where}.codec`, `must be "pcm_s16le" or "opus", got ${JSON.stringify(v.codec)}`);
+  const keys = [
+    'codec',
+    'framing',
+    'sample_rate',
+    ...(v.framing === 'json' ? [dir === 'up' ? 'message' : 'match'] : []),
+  ];
+  if (v.framing === 'json' && dir === 'down') keys.push('field');
+  for (const k of Object.keys(v))
+    if (!keys.includes(k)) fail(`${where}.${k}`, `is not a field here (fields: ${keys.join(', ')})`);
+  if (v.codec !== 'pcm_s16le' && v.codec !== 'opus' && v.codec !== 'mulaw')
+    fail(`${where}.codec`, `must be "pcm_s16le", "mulaw" or "opus", got ${JSON.stringify(v.codec)}`);
   if (!AUDIO_FRAMINGS.includes(v.framing as AudioFraming))
     fail(`${where}.framing`, `must be one of ${AUDIO_FRAMINGS.join(', ')}, got ${JSON.stringify(v.framing)}`);
-  if (!OPUS_SAMPLE_RATES.includes(v.sample_rate as number))
-    fail(`${where}.sample_rate`, `must be one of ${OPUS_SAMPLE_RATES.join(', ')}`);
-  if (v.codec === 'pcm_s16le' && v.sample_rate !== 16000)
-    fail(`${where}.sample_rate`, 'must be 16000 for pcm_s16le (the committed speech is 16 kHz)');
-  return { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
+  const rates = v.codec === 'opus' ? OPUS_SAMPLE_RATES : v.codec === 'mulaw' ? [MULAW_RATE] : PCM_RATES;
+  if (!rates.includes(v.sample_rate as number))
+    fail(`${where}.sample_rate`, `must be one of ${rates.join(', ')} for ${String(v.codec)}`);
+  const spec: AudioSpec = { codec: v.codec, framing: v.framing as AudioFraming, sample_rate: v.sample_rate as number };
+  if (spec.framing !== 'json') return spec;
+  if (spec.codec === 'opus')
+    fail(`${where}.codec`, 'opus rides in binary frames only; "json" carries pcm_s16le or mulaw');
+  if (dir === 'up') {
+    const t = template(v.message, `${where}.message`, new Set([...known, 'audio']), false);
+    const count = JSON.stringify(t).split(JSON.stringify(AUDIO_PLACEHOLDER)).length - 1;
+    if (count !== 1)
+      fail(`${where}.message`, `must hold the string "${AUDIO_PLACEHOLDER}" (the frame in base64) exactly once`);
+    spec.message = t;
+  } else {
+    spec.match = matcher(v.match, `${where}.match`, known, false)!;
+    if (
+      typeof v.field !== 'string' ||
+      !/^[A-Za-z0-9_.-]+$/.test(v.field) ||
+      v.field.split('.').some((p) => FORBIDDEN_KEYS.has(p))
+    )
+      fail(`${where}.field`, 'must be the field path of the base64 audio');
+    spec.field = v.field;
+  }
+  return spec;
 }
 
 const TOP = [
@@ -665,10 +715,15 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   for (const k of Object.keys(s))
     if (!SEND.includes(k)) check(() => fail(`${where}.send.${k}`, `is not a step (steps: ${SEND.join(', ')})`));
   const wake = s.wake;
+  // Nothing said at the wake only where nothing acknowledges it (a server that hears the speech itself).
+  const r0 = isObj(raw.recv) ? raw.recv : {};
   check(
     () =>
-      (Array.isArray(wake) && wake.length > 0) ||
-      fail(`${where}.send.wake`, 'must be a non-empty list of message templates'),
+      (Array.isArray(wake) && (wake.length > 0 || r0.ack === null)) ||
+      fail(
+        `${where}.send.wake`,
+        'must be a list of message templates, empty only when recv.ack is null (the server acknowledges nothing)',
+      ),
   );
   const opt = (k: string) => check(() => template(s[k] ?? null, `${where}.send.${k}`, all, true)) ?? null;
   const send: Dialect['send'] = {
@@ -802,8 +857,8 @@ export function validateDialect(raw: unknown, where: string): Dialect {
   let audio: Dialect['audio'] | undefined;
   if (!isObj(a)) check(() => fail(`${where}.audio`, 'must be { up, down }'));
   else {
-    const up = check(() => audioSpec(a.up, `${where}.audio.up`));
-    const down = check(() => audioSpec(a.down, `${where}.audio.down`));
+    const up = check(() => audioSpec(a.up, `${where}.audio.up`, 'up', all));
+    const down = check(() => audioSpec(a.down, `${where}.audio.down`, 'down', all));
     if (up && down) audio = { up, down };
   }
   check(() => typeof raw.resume === 'boolean' || fail(`${where}.resume`, 'must be true or false'));
@@ -841,7 +896,13 @@ export function validateDialect(raw: unknown, where: string): Dialect {
 // ---- where dialects come from ----
 
 /** The dialects wakestorm ships, as JSON files in core/dialects/ (the repository path each runtime reads). */
-export const SHIPPED_DIALECTS = ['wakestorm', 'xiaozhi', 'xiaozhi-button'] as const;
+export const SHIPPED_DIALECTS = [
+  'wakestorm',
+  'xiaozhi',
+  'xiaozhi-button',
+  'openai-realtime',
+  'twilio-media-streams',
+] as const;
 export const DEFAULT_DIALECT = 'wakestorm';
 
 function shippedDialectPath(name: string): string {

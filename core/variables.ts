@@ -23,4 +23,9 @@ export const VARIABLES: Readonly<Record<string, { from: VariableSource; what: st
 };
 
 /** Variables only a capture can set (capture.<event>.<name>): a template that uses one needs that capture. */
-export const CAPTURED_ONLY: Readonly<Record<string, string>> = { resume_token: 'ready', ping_t: 'ping' };
+export const CAPTURED_ONLY: Readonly<Record<string, string>> = {
+  resume_token: 'ready',
+  ping_t: 'ping',
+  // A reply's marker the device echoes when it has played the reply (Twilio media streams' mark).
+  mark_name: 'reply_end',
+};

@@ -108,7 +108,7 @@ func downlinkMs(a AudioSpec, msg []byte) (float64, int, bool) {
 	if a.Codec == "opus" {
 		return opusPacketMs(payload), len(payload), true
 	}
-	return float64(len(payload)) / pcmBytesPerMs, len(payload), true
+	return float64(len(payload)) / bytesPerMs(a.Codec, a.SampleRate), len(payload), true
 }
 
 // uplinkKey names one uplink layout: codec, framing and (for PCM) the profile's frame size.
@@ -116,7 +116,7 @@ func uplinkKey(a AudioSpec, frameBytes int) string {
 	if a.Codec == "opus" {
 		return "opus/" + a.Framing
 	}
-	return a.Codec + "/" + a.Framing + "/" + strconv.Itoa(frameBytes)
+	return a.Codec + "/" + a.Framing + "/" + strconv.Itoa(int(a.SampleRate)) + "/" + strconv.Itoa(frameBytes)
 }
 
 // loadUplinks cuts the utterance into every layout the run's devices send (the silent flags come with the start:
@@ -148,10 +148,13 @@ func loadUplinks(m *startMsg, dialects map[string]*Dialect) (map[string]*Uplink,
 					return nil, err
 				}
 			}
-			u, err = pcmUplink(pcm, m.Audio.Silent[strconv.Itoa(p.FrameBytes)], p.FrameBytes, a.Framing)
+			u, err = pcmUplink(pcm, m.Audio.Silent[strconv.Itoa(p.FrameBytes)], p.FrameBytes, a)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("profile %s: %v", p.Name, err)
+		}
+		if a.Framing == "json" {
+			u.JSON = a.Message
 		}
 		out[key] = u
 	}
@@ -169,14 +172,25 @@ func readAudio(path, what string) ([]byte, error) {
 	return b, nil
 }
 
-func pcmUplink(pcm []byte, silent []bool, fb int, framing string) (*Uplink, error) {
+// pcmUplink cuts the 16 kHz utterance into fb-byte frames, each in the dialect's codec, rate and framing.
+func pcmUplink(pcm []byte, silent []bool, fb int, a AudioSpec) (*Uplink, error) {
 	if fb <= 0 || fb%2 != 0 || silent == nil {
 		return nil, fmt.Errorf("no uplink layout for %d-byte frames", fb)
 	}
 	frameMs := float64(fb) / pcmBytesPerMs
-	u := &Uplink{Silence: frameAudio(framing, make([]byte, fb), 0), FrameMs: frameMs}
+	same := a.Codec == "pcm_s16le" && int(a.SampleRate) == pcmRate
+	wrap := func(b []byte, i int) []byte {
+		if !same {
+			b = encodeSpeech(b, a.Codec, int(a.SampleRate))
+		}
+		if a.Framing == "json" {
+			return toBase64(b)
+		}
+		return frameAudio(a.Framing, b, float64(i)*frameMs)
+	}
+	u := &Uplink{Silence: wrap(make([]byte, fb), 0), FrameMs: frameMs}
 	for off := 0; off+fb <= len(pcm); off += fb {
-		u.Frames = append(u.Frames, frameAudio(framing, pcm[off:off+fb], float64(len(u.Frames))*frameMs))
+		u.Frames = append(u.Frames, wrap(pcm[off:off+fb], len(u.Frames)))
 	}
 	if len(silent) != len(u.Frames) {
 		return nil, fmt.Errorf("%d silent flags for %d frames of the utterance", len(silent), len(u.Frames))

@@ -39,11 +39,11 @@ type startMsg struct {
 	Rules            Rules                      `json:"rules"`
 	// Trace: send every frame the devices send and receive, and their log lines, beside the records, every traceEvery
 	// (`wakestorm try`; trace.go). At most maxTracedDevices devices.
-	Trace bool         `json:"trace"`
+	Trace bool `json:"trace"`
 	// TLS: how a wss:// device link is verified when the devices reach the server through Toxiproxy (the URL names
 	// the proxy, ServerName the server: its SNI and the name its certificate must hold). The roots are the process's
 	// (SSL_CERT_FILE: the CLI's --ca). Insecure skips verification (--insecure-tls, shown in the report).
-	TLS TLSOptions `json:"tls"`
+	TLS   TLSOptions   `json:"tls"`
 	Wake  WakeSchedule `json:"wake"`
 	Audio struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
@@ -75,7 +75,8 @@ var capabilities = struct {
 	[]string{"off", "once", "poisson", "fixed"},
 	[]string{"persistent", "per_wake"},
 	[]string{
-		"pcm_s16le/raw", "pcm_s16le/xiaozhi-v2", "pcm_s16le/xiaozhi-v3",
+		"pcm_s16le/raw", "pcm_s16le/xiaozhi-v2", "pcm_s16le/xiaozhi-v3", "pcm_s16le/json",
+		"mulaw/raw", "mulaw/xiaozhi-v2", "mulaw/xiaozhi-v3", "mulaw/json",
 		"opus/raw", "opus/xiaozhi-v2", "opus/xiaozhi-v3",
 	},
 }

@@ -404,11 +404,17 @@ type Dialect struct {
 	TypeField string `json:"type_field"`
 }
 
-// AudioSpec is how audio goes one way: codec and framing.
+// AudioSpec is how audio goes one way: codec and framing (core/dialect.ts AudioSpec).
 type AudioSpec struct {
 	Codec      string  `json:"codec"`
 	Framing    string  `json:"framing"`
 	SampleRate float64 `json:"sample_rate"`
+	// Framing "json": the uplink message a frame rides in ("{audio}" is the frame in base64), and which downlink
+	// messages carry reply audio in which field.
+	Message *Template `json:"message"`
+	Match   *Matcher  `json:"match"`
+	Field   string    `json:"field"`
+	path    []string
 }
 
 // ParseDialect reads a validated dialect; the query keys keep their order.
@@ -416,6 +422,15 @@ func ParseDialect(b []byte) (*Dialect, error) {
 	d := &Dialect{}
 	if err := json.Unmarshal(b, d); err != nil {
 		return nil, err
+	}
+	if d.Audio.Down.Framing == "json" {
+		if d.Audio.Down.Match == nil || d.Audio.Down.Field == "" {
+			return nil, fmt.Errorf("audio.down framing json needs match and field")
+		}
+		d.Audio.Down.path = strings.Split(d.Audio.Down.Field, ".")
+	}
+	if d.Audio.Up.Framing == "json" && d.Audio.Up.Message == nil {
+		return nil, fmt.Errorf("audio.up framing json needs message")
 	}
 	// recv.ready, recv.ack and recv.reply_start may be null: the server has no such message (core/dialect.ts).
 	d.Recv.AckIsReady = string(d.Recv.AckRaw) == `"ready"`
@@ -448,10 +463,26 @@ func ParseDialect(b []byte) (*Dialect, error) {
 	return d, nil
 }
 
+// jsonAudio is the base64 audio a server message carries (framing "json"): its decoded length, whether the message is
+// an audio message at all, and whether its field held base64.
+func (d *Dialect) jsonAudio(msg map[string]any, vars Vars) (n int, isAudio, ok bool) {
+	a := &d.Audio.Down
+	if a.Framing != "json" || !a.Match.Matches(msg, vars) {
+		return 0, false, false
+	}
+	v, _ := at(msg, a.path)
+	s, isStr := v.(string)
+	if !isStr {
+		return 0, true, false
+	}
+	n, ok = base64Length(s)
+	return n, true, ok
+}
+
 // Known is true when a server message matches some step of the dialect, or one it ignores.
 func (d *Dialect) Known(msg map[string]any, vars Vars) bool {
 	r := &d.Recv
-	for _, m := range []*Matcher{r.Ready, r.Ack, r.Ping, r.Pong, r.Transcript, r.ReplyStart, r.ReplyEnd, r.SessionEnd, r.Error} {
+	for _, m := range []*Matcher{r.Ready, r.Ack, r.Ping, r.Pong, r.Transcript, r.ReplyStart, r.ReplyEnd, r.SessionEnd, r.Error, d.Audio.Down.Match} {
 		if m != nil && m.Matches(msg, vars) {
 			return true
 		}

@@ -74,6 +74,8 @@ type Uplink struct {
 	LastVoiced int
 	Silence    []byte
 	FrameMs    float64
+	// JSON is the message a frame rides in (framing "json": Frames hold base64 text); nil for binary frames.
+	JSON *Template
 }
 
 type session struct {
@@ -288,6 +290,11 @@ func (c *conversation) linkLost(code int, wasConnected, final bool) {
 // message takes a server message that is not the link's own; false when no step of the conversation took it.
 // message acts on a server message in the conversation; it returns the step it took ("" when none).
 func (c *conversation) message(msg map[string]any) string {
+	if n, isAudio, ok := c.d.dialect.jsonAudio(msg, c.d.vars); isAudio {
+		a := c.d.dialect.Audio.Down
+		c.replyAudio(float64(n)/bytesPerMs(a.Codec, a.SampleRate), n, ok)
+		return "audio"
+	}
 	s := c.s
 	if s == nil {
 		return ""
@@ -420,9 +427,21 @@ func (c *conversation) judgeReply(s *session, now float64) {
 	c.span("playback_stall_time", s.replyStallMs, s.replyAt, now)
 }
 
-// binary is reply audio, timed by what it plays (PCM by its bytes, an Opus packet by its TOC): the first chunk after
-// the end of speech is the response.
+// binary is reply audio in binary frames, timed by what it plays (PCM and µ-law by their bytes, an Opus packet by
+// its TOC).
 func (c *conversation) binary(msg []byte) {
+	a := c.d.dialect.Audio.Down
+	if a.Framing == "json" {
+		c.replyAudio(0, 0, false)
+		return
+	}
+	ms, n, ok := downlinkMs(a, msg)
+	c.replyAudio(ms, n, ok)
+}
+
+// replyAudio is reply audio of ms milliseconds and n payload bytes (ok false: a message that is not audio after
+// all): the first chunk after the end of speech is the response; playback is modelled in real time.
+func (c *conversation) replyAudio(ms float64, n int, ok bool) {
 	s := c.s
 	now := c.now()
 	if s == nil {
@@ -458,7 +477,6 @@ func (c *conversation) binary(msg []byte) {
 			c.d.setTimer("playback", *b, func() { c.bargeIn(s) })
 		}
 	}
-	ms, n, ok := downlinkMs(c.d.dialect.Audio.Down, msg)
 	if !ok {
 		return
 	}
@@ -587,6 +605,7 @@ func (c *conversation) listenAgain() bool {
 	}
 	c.say(d.dialect.Send.Listen)
 	u := c.uplink
+	send := c.sender(u)
 	t0 := c.now()
 	k := 0
 	var step func()
@@ -594,7 +613,7 @@ func (c *conversation) listenAgain() bool {
 		if !c.followUp || c.s != nil || d.state != stConnected || d.ws == nil {
 			return
 		}
-		d.ws.SendBinary(u.Silence)
+		send(u.Silence)
 		c.framesSent++
 		k++
 		d.setTimer("audio", c.frameDelay(&t0, k, u.FrameMs, c.now()), step)
@@ -769,6 +788,20 @@ func (c *conversation) watchStall(s *session) {
 	c.d.setTimer("stall", c.d.env.Timing.SessionStallMs, check)
 }
 
+// sender sends one uplink frame on the device's socket: binary as it is, or inside the dialect's audio message
+// (rendered once for this stream with the device's variables).
+func (c *conversation) sender(u *Uplink) func(f []byte) {
+	d := c.d
+	pre, post, isJSON := u.wire(d.vars)
+	if !isJSON {
+		return func(f []byte) { d.ws.SendBinary(f) }
+	}
+	return func(f []byte) {
+		msg := make([]byte, 0, len(pre)+len(f)+len(post))
+		d.ws.Send(append(append(append(msg, pre...), f...), post...))
+	}
+}
+
 // startAudio streams the utterance at real-time pace, then ends speech the profile's way.
 func (c *conversation) startAudio() {
 	s := c.s
@@ -777,6 +810,7 @@ func (c *conversation) startAudio() {
 		return
 	}
 	u := c.uplink
+	send := c.sender(u)
 	explicit := d.profile.EndOfSpeech == "explicit"
 	eos := d.dialect.Send.EndOfSpeech
 	slipAfter := c.d.env.Timing.SlipAfterFrames * u.FrameMs
@@ -791,7 +825,7 @@ func (c *conversation) startAudio() {
 		i := s.frame
 		switch {
 		case i < len(u.Frames):
-			d.ws.SendBinary(u.Frames[i])
+			send(u.Frames[i])
 			c.framesSent++
 			if i == u.LastVoiced && !s.hasEos {
 				s.eosAt, s.hasEos = now, true
@@ -809,7 +843,7 @@ func (c *conversation) startAudio() {
 			if s.silenceSentMs >= c.d.env.Timing.VadMaxTrailingMs {
 				return
 			}
-			d.ws.SendBinary(u.Silence)
+			send(u.Silence)
 			c.framesSent++
 			s.silenceSentMs += u.FrameMs
 		}

@@ -72,11 +72,35 @@ describe('dialect validation', () => {
       /x\.connect\.headers\.Authorization: uses \{token\}, which the dialect's variables do not declare: add it/,
     );
     broken((d) => delete d.recv.reply_end, /recv\.reply_end: must be a matcher/);
-    broken((d) => (d.send.wake = []), /send\.wake: must be a non-empty list/);
-    broken((d) => (d.connect.path = '/ws/{device_id'), /brace that is not a \{placeholder\}/);
     broken(
-      (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 8000 }),
-      /must be 16000 for pcm_s16le/,
+      (d) => (d.send.wake = []),
+      /send\.wake: must be a list of message templates, empty only when recv\.ack is null/,
+    );
+    broken((d) => (d.connect.path = '/ws/{device_id'), /brace that is not a \{placeholder\}/);
+    // Audio: PCM at the usual voice-API rates, µ-law at 8 kHz, base64 in JSON with its message (up) or field (down).
+    broken(
+      (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 22050 }),
+      /audio\.up\.sample_rate: must be one of 8000, 16000, 24000, 48000 for pcm_s16le/,
+    );
+    broken(
+      (d) => (d.audio.up = { codec: 'mulaw', framing: 'raw', sample_rate: 16000 }),
+      /audio\.up\.sample_rate: must be one of 8000 for mulaw/,
+    );
+    broken(
+      (d) => (d.audio.up = { codec: 'opus', framing: 'json', sample_rate: 16000, message: { audio: '{audio}' } }),
+      /audio\.up\.codec: opus rides in binary frames only/,
+    );
+    broken(
+      (d) => (d.audio.up = { codec: 'pcm_s16le', framing: 'json', sample_rate: 24000, message: { a: 'x' } }),
+      /audio\.up\.message: must hold the string "\{audio\}" \(the frame in base64\) exactly once/,
+    );
+    broken(
+      (d) => (d.audio.down = { codec: 'pcm_s16le', framing: 'json', sample_rate: 24000, match: { type: 'a' } }),
+      /audio\.down\.field: must be the field path of the base64 audio/,
+    );
+    broken(
+      (d) => (d.audio.down = { codec: 'pcm_s16le', framing: 'raw', sample_rate: 24000, field: 'x' }),
+      /audio\.down\.field: is not a field here/,
     );
     // A matcher on a variable not set yet would match anything: refused with its path.
     broken(
