@@ -2,7 +2,7 @@
 import { parseDuration } from './duration.ts';
 import { WakestormError } from './errors.ts';
 import { BACKOFF_POLICIES, type BackoffPolicyName } from './backoff.ts';
-import { parseProfileMix, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
+import { parseProfileMix, PROFILES, validateProfile, type Profile, type ProfileShare } from './profiles.ts';
 import type { WakeSchedule } from './device-env.ts';
 import type { RunVars } from './run-contract.ts';
 import { DEFAULT_DIALECT, DialectError, loadDialect, type Dialect } from './dialect.ts';
@@ -40,20 +40,33 @@ export function dialectOf(profile: Profile, dialects: Record<string, Dialect>): 
   return dialects[profile.dialect ?? DEFAULT_DIALECT]!;
 }
 
-/** A profile that asks its dialect for a message the dialect does not have is refused before any load. */
-export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
-  const why = (what: string) => new DialectError(`profile ${p.name} ${what}, which dialect ${d.name} does not have`);
-  if (p.keepalive.send === 'json-ping' && !d.send.ping) throw why('sends JSON pings (keepalive.send "json-ping")');
-  if (p.liveness.detect === 'pong-timeout' && !d.recv.pong)
-    throw why('waits for pongs (liveness.detect "pong-timeout")');
+/** Why profile `p` cannot be spoken in dialect `d` (a message the dialect does not have), or null when it can. */
+function profileMisfit(p: Profile, d: Dialect): string | null {
+  if (p.keepalive.send === 'json-ping' && !d.send.ping) return 'sends JSON pings (keepalive.send "json-ping")';
+  if (p.liveness.detect === 'pong-timeout' && !d.recv.pong) return 'waits for pongs (liveness.detect "pong-timeout")';
   if (p.keepalive.answer_server_pings && d.recv.ping && !d.send.pong)
-    throw why('answers server pings (keepalive.answer_server_pings)');
-  if (p.end_of_speech === 'explicit' && !d.send.end_of_speech)
-    throw why('ends speech itself (end_of_speech "explicit")');
-  if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) throw why('sends odd-sized PCM frames');
-  if (p.barge_in_ms !== undefined && !d.send.abort) throw why('interrupts replies (barge_in_ms)');
+    return 'answers server pings (keepalive.answer_server_pings)';
+  if (p.end_of_speech === 'explicit' && !d.send.end_of_speech) return 'ends speech itself (end_of_speech "explicit")';
+  if (d.audio.up.codec === 'pcm_s16le' && p.frame_bytes % 2 !== 0) return 'sends odd-sized PCM frames';
+  if (p.barge_in_ms !== undefined && !d.send.abort) return 'interrupts replies (barge_in_ms)';
   if (p.after_reply === 'listen' && !d.send.listen)
-    throw why('goes back to listening after a reply (after_reply "listen")');
+    return 'goes back to listening after a reply (after_reply "listen")';
+  return null;
+}
+
+/**
+ * A profile that asks its dialect for a message the dialect does not have is refused before any load, naming the
+ * shipped profiles the dialect can carry.
+ */
+export function checkProfileAgainstDialect(p: Profile, d: Dialect): void {
+  const why = profileMisfit(p, d);
+  if (!why) return;
+  const fit = Object.values(PROFILES)
+    .filter((q) => !profileMisfit(q, d))
+    .map((q) => q.name);
+  throw new DialectError(
+    `profile ${p.name} ${why}, which dialect ${d.name} does not have${fit.length ? `: pick one it carries, e.g. --profile ${fit.join(', ')}` : ''}`,
+  );
 }
 
 /** The one set of bounds on fleet size: the CLI checks flags against these, k6 its -e variables. */
