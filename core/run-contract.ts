@@ -106,6 +106,8 @@ export interface ResolvedRun {
   wake: WakeSchedule;
   seed: string;
   slos: Slo[];
+  /** The timeline's zero on the wall clock (Unix ms): fault at_ms count from it, and so do the report's time axes. */
+  epoch_ms?: number;
 }
 
 /** One process's CPU and memory over the run, sampled once a second from /proc. */

@@ -196,19 +196,21 @@ function sumPerSecond(
 ): { s: number; key: string; value: number }[] {
   const series = new Map<string, Map<string, Map<number, number>>>();
   let maxS = 0;
+  let minS = 0;
   for (const s of samples) {
     if (s.metric !== metric) continue;
     const k = key(s);
     const vu = s.tags.vu ?? '0';
     const at = Math.floor(sec(s.t));
     maxS = Math.max(maxS, at);
+    minS = Math.min(minS, at);
     const byVu = series.get(k) ?? series.set(k, new Map()).get(k)!;
     (byVu.get(vu) ?? byVu.set(vu, new Map()).get(vu)!).set(at, s.value);
   }
   const out: { s: number; key: string; value: number }[] = [];
   for (const [k, byVu] of series) {
     const last = new Map<string, number>();
-    for (let s = 0; s <= maxS; s++) {
+    for (let s = minS; s <= maxS; s++) {
       let total = 0;
       for (const [vu, m] of byVu) {
         if (m.has(s)) last.set(vu, m.get(s)!);
@@ -218,6 +220,24 @@ function sumPerSecond(
     }
   }
   return out;
+}
+
+/**
+ * Bars one second wide stacked by hand: each row gets y0..y1 (its share on top of the rows before it in that second),
+ * so a bar always stands on the axis at 0 (Vega-Lite's own stack with x/x2 bars drew floating ticks).
+ */
+function stackPerSecond<T extends { s: number; n: number }>(
+  rows: T[],
+  by: (r: T) => string,
+): (T & { y0: number; y1: number })[] {
+  const base = new Map<number, number>();
+  return [...rows]
+    .sort((a, b) => a.s - b.s || by(a).localeCompare(by(b)))
+    .map((r) => {
+      const y0 = base.get(r.s) ?? 0;
+      base.set(r.s, y0 + r.n);
+      return { ...r, y0, y1: y0 + r.n };
+    });
 }
 
 /** Percentiles of a trend per bucket of seconds, one series per key. */
@@ -252,6 +272,18 @@ export interface Chart {
   file: string;
   title: string;
   svg: string;
+  /** The numbers the chart draws, one object a row (written beside the SVG as CSV). */
+  rows: Record<string, unknown>[];
+}
+
+/** Rows as CSV: a header of every field, then one line a row; text with a comma or quote is quoted. */
+export function toCsv(rows: Record<string, unknown>[]): string {
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v: unknown) => {
+    const t = v === undefined || v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v as string);
+    return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+  };
+  return `${[cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c])).join(','))].join('\n')}\n`;
 }
 
 export interface RunSeries {
@@ -261,8 +293,12 @@ export interface RunSeries {
   windows: Window[];
   /** Fleet total connected per second, and per profile when the fleet mixes them. */
   connected: { s: number; key: string; value: number }[];
-  /** Seconds from the first sample to the last: every time axis spans the whole run. */
+  /** Seconds from the timeline's zero to the last sample: every time axis spans the whole run. */
   endS: number;
+  /** Seconds of the first sample (negative when the devices started before the timeline's zero). */
+  startS: number;
+  /** The wall-clock time of second 0 (ISO 8601, UTC): to line the charts up with server logs. */
+  zeroIso: string;
 }
 
 /** Reads a run folder's samples and chaos events; null when the run kept no samples. */
@@ -271,8 +307,18 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
   if (!existsSync(samplesPath)) return null;
   const samples = await readSamples(samplesPath);
   if (!samples.length) return null;
-  const t0 = samples.reduce((m, s) => Math.min(m, s.t), Infinity);
+  const first = samples.reduce((m, s) => Math.min(m, s.t), Infinity);
   const tEnd = samples.reduce((m, s) => Math.max(m, s.t), 0);
+  // Second 0 is the timeline's zero (run.json resolved.epoch_ms), the clock the fault windows and the recovery table
+  // count from; a run without one counts from its first sample.
+  let t0 = first;
+  try {
+    const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as { resolved?: { epoch_ms?: number } };
+    const epoch = run.resolved?.epoch_ms;
+    if (typeof epoch === 'number' && Number.isFinite(epoch)) t0 = epoch;
+  } catch {
+    /* no run.json yet: the first sample */
+  }
   const sec = (t: number) => (t - t0) / 1000;
   let events: { fault: string; phase: string; t: number; index?: number }[] = [];
   try {
@@ -294,15 +340,26 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
     ...[...total].map(([s, value]) => ({ s, key: 'all devices', value })),
     ...(profiles.size > 1 ? series.filter((r) => r.key !== '') : []),
   ];
-  return { samples, t0, sec, windows, connected, endS: Math.ceil(sec(tEnd)) };
+  return {
+    samples,
+    t0,
+    sec,
+    windows,
+    connected,
+    endS: Math.ceil(sec(tEnd)),
+    startS: Math.min(0, Math.floor(sec(first))),
+    zeroIso: new Date(t0).toISOString(),
+  };
 }
 
 /** What the report knows beyond the samples: each SLO's value in each phase of a chaos run (from k6's summary). */
-export interface PhaseValue {
+export type PhaseValue = {
   slo: string;
   phase: string;
   value: number;
-}
+  /** The SLO's target in the value's unit (drawn as a line). */
+  target: number;
+};
 
 const SERIES_COLORS: Record<string, string> = {
   'wake ack p50': '#6baed6',
@@ -327,7 +384,12 @@ function seriesScale(names: string[]): { domain: string[]; range: string[] } {
 /** Every chart of a run, as SVG strings: report.html inlines them and keeps them as files beside it. */
 export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): Promise<Chart[]> {
   const { samples, sec, windows } = rs;
-  const X = { ...XBASE, scale: { domain: [0, rs.endS], nice: false } };
+  // Seconds from the timeline's zero, whose wall-clock time the axis title gives (line it up with server logs).
+  const XT = {
+    ...XBASE,
+    title: `seconds into the run (0 = ${rs.zeroIso.slice(11, 19)} UTC, ${rs.zeroIso.slice(0, 10)})`,
+  };
+  const X = { ...XT, scale: { domain: [rs.startS, rs.endS], nice: false } };
   const charts: Chart[] = [];
   const chaosNote = windows.length ? ' (fault windows shaded)' : '';
   const profiles = [...new Set(samples.filter((s) => s.tags.profile).map((s) => s.tags.profile!))];
@@ -358,7 +420,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         },
       ],
     };
-    charts.push({ file: 'connected.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'connected.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: rs.connected });
   }
 
   // A log axis cannot show 0 ms: such a bucket is drawn at 1 ms, the axis's floor.
@@ -396,7 +458,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         },
       ],
     };
-    charts.push({ file: 'latency.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'latency.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: lat });
   }
 
   if (profiles.length > 1) {
@@ -415,7 +477,8 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       })),
     ].map((r) => ({ ...r, ms: Math.max(1, r.ms) }));
     if (rows.length) {
-      const title = `p95 latency per profile, per 5 s${chaosNote}`;
+      // Small multiples have no fault shading of their own: the fleet's charts above show the windows.
+      const title = 'p95 latency per profile, per 5 s (wake ack solid, response dashed)';
       const cols = 2;
       const spec = {
         $schema: BASE.$schema,
@@ -429,7 +492,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
           height: 140,
           mark: { type: 'line', point: true, strokeWidth: 2 },
           encoding: {
-            x: { ...XBASE, scale: { domain: [0, rs.endS], nice: false } },
+            x: X,
             y: {
               field: 'ms',
               ...latencyAxis(
@@ -438,6 +501,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
               ),
             },
             color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
+            // The two series differ by dash and by marker, in the chart and in its legend.
             strokeDash: {
               field: 'metric',
               type: 'nominal',
@@ -449,12 +513,24 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
                   [6, 3],
                 ],
               },
+              legend: { symbolType: 'stroke', symbolStrokeColor: '#333', symbolSize: 300 },
+            },
+            shape: {
+              field: 'metric',
+              type: 'nominal',
+              title: null,
+              scale: { domain: ['wake ack p95', 'response p95'], range: ['circle', 'triangle-up'] },
             },
           },
         },
         config: { legend: { labelLimit: 0, orient: 'bottom', columns: 4 } },
       };
-      charts.push({ file: 'latency-profiles.svg', title, svg: await toSvg(spec as unknown as TopLevelSpec) });
+      charts.push({
+        file: 'latency-profiles.svg',
+        title,
+        svg: await toSvg(spec as unknown as TopLevelSpec),
+        rows,
+      });
     }
   }
 
@@ -468,7 +544,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     const row = dropsBy.get(k) ?? dropsBy.set(k, { s: at, s2: at + 1, code, n: 0 }).get(k)!;
     row.n += d.value;
   }
-  const drops = [...dropsBy.values()];
+  const drops = stackPerSecond([...dropsBy.values()], (d) => d.code);
   if (drops.length) {
     const title = `Links lost per second, by close code${chaosNote}`;
     const spec = {
@@ -482,7 +558,14 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
           encoding: {
             x: X,
             x2: { field: 's2' },
-            y: { field: 'n', type: 'quantitative', title: 'links lost', stack: true },
+            y: {
+              field: 'y1',
+              type: 'quantitative',
+              title: 'links lost',
+              scale: { domainMin: 0 },
+              axis: { tickMinStep: 1, format: 'd' },
+            },
+            y2: { field: 'y0' },
             color: {
               field: 'code',
               type: 'nominal',
@@ -493,7 +576,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         },
       ],
     };
-    charts.push({ file: 'drops.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'drops.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: drops });
   }
 
   // Conversations lost per second, by the reason they ended.
@@ -507,7 +590,8 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       lostBy.set(`${at}:${reason}`, { s: at, s2: at + 1, reason, n: 0 }).get(`${at}:${reason}`)!;
     row.n += d.value;
   }
-  if (lostBy.size) {
+  const lost = stackPerSecond([...lostBy.values()], (d) => d.reason);
+  if (lost.length) {
     const title = `Conversations dropped per second, by reason${chaosNote}`;
     const spec = {
       ...BASE,
@@ -516,18 +600,30 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       layer: [
         ...windowLayers(windows),
         {
-          data: { values: [...lostBy.values()] },
+          data: { values: lost },
           mark: { type: 'bar' },
           encoding: {
             x: X,
             x2: { field: 's2' },
-            y: { field: 'n', type: 'quantitative', title: 'sessions dropped', stack: true },
+            y: {
+              field: 'y1',
+              type: 'quantitative',
+              title: 'sessions dropped',
+              scale: { domainMin: 0 },
+              axis: { tickMinStep: 1, format: 'd' },
+            },
+            y2: { field: 'y0' },
             color: { field: 'reason', type: 'nominal', title: 'reason', scale: DROP_REASONS },
           },
         },
       ],
     };
-    charts.push({ file: 'sessions-dropped.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({
+      file: 'sessions-dropped.svg',
+      title,
+      svg: await toSvg(spec as TopLevelSpec),
+      rows: lost,
+    });
   }
 
   const rt = samples
@@ -546,7 +642,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
       },
     };
-    charts.push({ file: 'reconnect.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'reconnect.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: rt });
   }
 
   // Recovery per fault: how long each profile took to be back after each fault (the worst slice of the fleet).
@@ -558,13 +654,15 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     if (!prev || prev.seconds < s.value / 1000)
       rec.set(k, { fault: s.tags.fault ?? '?', profile: s.tags.profile ?? '?', seconds: s.value / 1000 });
   }
+  // In timeline order: the fault label's number ("3:cut") first.
+  const recRows = [...rec.values()].sort((a, b) => parseInt(a.fault, 10) - parseInt(b.fault, 10));
   if (rec.size) {
     const title = 'Recovery per fault: its end until each profile was back at its pre-fault level';
     const spec = {
       ...BASE,
       height: 200,
       title,
-      data: { values: [...rec.values()] },
+      data: { values: recRows },
       mark: 'bar',
       encoding: {
         x: { field: 'fault', type: 'nominal', title: 'fault (in timeline order)', sort: null, axis: { labelAngle: 0 } },
@@ -573,12 +671,12 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         color: { field: 'profile', type: 'nominal', title: 'profile', scale: pc },
       },
     };
-    charts.push({ file: 'recovery.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'recovery.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: recRows });
   }
 
   // Each steady SLO's metric in each phase: what the faults cost, beside what steady state met.
   if (phases.length) {
-    const title = 'Each SLO in steady state, during faults and in recovery';
+    const title = 'Each SLO in steady state, during faults and in recovery (line: the SLO target)';
     const spec = {
       $schema: BASE.$schema,
       background: 'white',
@@ -586,20 +684,36 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       data: { values: phases },
       facet: { field: 'slo', type: 'nominal', title: null },
       columns: 4,
-      resolve: { scale: { y: 'independent' } },
+      // Each panel its own scale and its own phase labels (not only under the last row).
+      resolve: { scale: { y: 'independent' }, axis: { x: 'independent' } },
       spec: {
         width: Math.floor(WIDTH / 4) - 70,
         height: 110,
-        mark: 'bar',
-        encoding: {
-          x: { field: 'phase', type: 'nominal', title: null, sort: PHASE_COLORS.domain, axis: { labelAngle: 0 } },
-          y: { field: 'value', type: 'quantitative', title: null },
-          color: { field: 'phase', type: 'nominal', title: 'phase', scale: PHASE_COLORS },
-        },
+        layer: [
+          {
+            mark: 'bar',
+            encoding: {
+              x: { field: 'phase', type: 'nominal', title: null, sort: PHASE_COLORS.domain, axis: { labelAngle: 0 } },
+              // A panel whose values are all zero still reads 0, 1, … (never 0.000000).
+              y: {
+                field: 'value',
+                type: 'quantitative',
+                title: null,
+                scale: { domainMin: 0, nice: true },
+                axis: { format: ',~f', tickCount: 4 },
+              },
+              color: { field: 'phase', type: 'nominal', title: 'phase', scale: PHASE_COLORS },
+            },
+          },
+          {
+            mark: { type: 'rule', color: '#c0392b', strokeWidth: 2, strokeDash: [4, 2] },
+            encoding: { y: { field: 'target', type: 'quantitative', aggregate: 'max' } },
+          },
+        ],
       },
       config: { legend: { orient: 'bottom' } },
     };
-    charts.push({ file: 'phases.svg', title, svg: await toSvg(spec as unknown as TopLevelSpec) });
+    charts.push({ file: 'phases.svg', title, svg: await toSvg(spec as unknown as TopLevelSpec), rows: phases });
   }
 
   // The tester's own health: how late its event loops ran, and uplink frames it sent late.
@@ -626,7 +740,7 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         },
       ],
     };
-    charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec) });
+    charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: lag });
   }
   return charts;
 }

@@ -7,7 +7,7 @@ import { faultLabels } from '../core/timelines.ts';
 import { PHASES } from '../core/phases.ts';
 import { inPhase } from '../core/slo.ts';
 import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
-import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
+import { buildRunCharts, quantile, runSeries, toCsv, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
 
 const esc = (s: unknown) =>
   String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -267,6 +267,7 @@ function phaseValues(summary: SummaryData | null, run: RunRecord): PhaseValue[] 
           slo: `${s.name} (${s.aggregation === 'rate' ? '%' : s.aggregation === 'count' ? 'count' : 'ms'})`,
           phase,
           value: s.aggregation === 'rate' ? +(v * 100).toFixed(2) : +v.toFixed(1),
+          target: s.aggregation === 'rate' ? +(s.target * 100).toFixed(2) : s.target,
         });
     }
   }
@@ -318,7 +319,11 @@ export async function renderReport(dir: string): Promise<string[]> {
   });
   const rs = await runSeries(dir);
   const charts = rs ? await buildRunCharts(rs, phaseValues(summary, run)) : [];
-  for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
+  // Each chart's numbers beside it as CSV (connected.svg → connected.csv): what a person re-plots or checks.
+  for (const c of charts) {
+    writeFileSync(join(dir, c.file), c.svg);
+    writeFileSync(join(dir, c.file.replace(/\.svg$/, '.csv')), toCsv(c.rows));
+  }
   const byFile = (f: string) =>
     charts
       .filter((c) => c.file === f)

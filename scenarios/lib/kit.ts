@@ -272,6 +272,7 @@ export function makeScenario(spec: ScenarioSpec) {
       wake: cfg.wake,
       seed: cfg.seed,
       slos,
+      ...(setup ? { epoch_ms: setup.epoch } : {}),
     };
     return summaryOutputs(data, env, spec.name, slos, events, spec.report?.(data, cfg) ?? [], resolved);
   }

@@ -103,8 +103,27 @@ describe('report.html', () => {
       // The charts use the page's width.
       const width = Math.max(...charts.map((c) => c.w));
       assert.ok(width > 900, `charts ${width} px wide`);
-      // Fault windows are shaded and labelled on the time charts.
+      // Fault windows are shaded and labelled on the time charts, on the clock the recovery table uses: the cut's
+      // 5-7 s window of the timeline is [5, 7] in connected.csv's seconds too (the chart's own numbers beside it).
       assert.match((await page.text('#chart-connected'))!, /cut/);
+      assert.match((await page.text('#recovery'))!, /5\.0–7\.0 s/);
+      const { runSeries } = await import('../../scripts/charts.ts');
+      const rs = (await runSeries(json.dir))!;
+      assert.deepEqual(
+        rs.windows.map((w) => [w.from, w.to]),
+        [[5, 7]],
+      );
+      // Every chart's numbers beside it as CSV; connected.csv is the series the chart draws.
+      for (const c of charts) assert.ok(existsSync(join(json.dir, `${c.id.replace(/^chart-/, '')}.csv`)), c.id);
+      const csv = readFileSync(join(json.dir, 'connected.csv'), 'utf8').trim().split('\n');
+      assert.equal(csv[0], 's,key,value');
+      assert.deepEqual(
+        csv.slice(1).map((l) => l.split(',').map((x, i) => (i === 1 ? x : Number(x)))),
+        rs.connected.map((r) => [r.s, r.key, r.value]),
+      );
+      // The devices dropped at the cut: the total right after 5 s is below the total right before it.
+      const total = (s: number) => rs.connected.find((r) => r.key === 'all devices' && r.s === s)?.value ?? 0;
+      assert.ok(total(6) < total(4), `connected at 4 s ${total(4)}, at 6 s ${total(6)}`);
       assert.equal(await page.count('#profiles tbody tr'), 2);
       assert.match((await page.text('#profiles'))!, /recommended[\s\S]*web-heartbeat/);
       assert.match((await page.text('#tester-health'))!, /VU event-loop lag\s+p50/);

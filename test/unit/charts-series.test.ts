@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
-import { runSeries } from '../../scripts/charts.ts';
+import { runSeries, toCsv } from '../../scripts/charts.ts';
 
 const T0 = Date.parse('2026-12-06T07:00:00Z');
 
@@ -66,5 +66,35 @@ test('a run from before every series was tagged: untagged VUs count in the total
   assert.deepEqual(
     rs.connected.filter((r) => r.key === 'all devices').map((r) => r.value),
     [101, 101, 101],
+  );
+});
+
+test("second 0 is the timeline's zero: fault windows sit where the recovery table says, samples before it at -1", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wakestorm-series-'));
+  const lines = [0, 1, 2, 3, 4, 5].map((s) => point(s, 10, { vu: '1', profile: 'r' }));
+  writeFileSync(join(dir, 'samples.json.gz'), gzipSync(`${lines.join('\n')}\n`));
+  // The devices started 750 ms before the timeline's zero (setup's epoch), as k6 runs them; a cut at 2-3 s.
+  const epoch = T0 + 750;
+  writeFileSync(join(dir, 'run.json'), JSON.stringify({ resolved: { epoch_ms: epoch } }));
+  const cut = (phase: string, at: number) => ({ index: 0, fault: 'cut', phase, t: epoch + at });
+  writeFileSync(join(dir, 'events.json'), JSON.stringify({ planned: [cut('onset', 2000), cut('end', 3000)] }));
+  const rs = (await runSeries(dir))!;
+  assert.deepEqual(
+    rs.windows.map((w) => [w.from, w.to]),
+    [[2, 3]],
+  );
+  assert.equal(rs.startS, -1);
+  assert.equal(rs.zeroIso, new Date(epoch).toISOString());
+  // The first sample (T0 + 100 ms) is 0.65 s before the zero: its second is -1.
+  assert.equal(rs.connected[0]!.s, -1);
+});
+
+test('chart rows as CSV: a header of every field, quoted where needed', () => {
+  assert.equal(
+    toCsv([
+      { s: 1, key: 'all devices', value: 3 },
+      { s: 2, key: 'a,"b"', value: 4, extra: true },
+    ]),
+    's,key,value,extra\n1,all devices,3,\n2,"a,""b""",4,true\n',
   );
 });
