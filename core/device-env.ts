@@ -38,7 +38,20 @@ export interface AudioFrames {
   opus(): OpusClip;
 }
 
+/** An HTTP request a device makes (the dialect's provision call). */
+interface HttpRequest {
+  method: 'GET' | 'POST';
+  url: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+/** Its answer: a status and the body's text, or why there was none. */
+export type HttpAnswer = { status: number; body: string } | { error: string };
+
 export interface DeviceEnv {
+  /** Makes an HTTP request (bounded by the device's own connect timeout); `done` once, later, with the answer. */
+  request?(req: HttpRequest, done: (res: HttpAnswer) => void): void;
   /**
    * `name`: the URL with the dialect's path template unfilled ({device_id} stays): the tag k6 puts on the socket's
    * metrics, one value per target and path, never one per device.
@@ -88,6 +101,8 @@ export interface DeviceOptions {
   wake: WakeSchedule;
   /** Give up a connection attempt that has not reached `connected` after this long. */
   connectTimeoutMs?: number;
+  /** http(s):// base of the dialect's provision call (the run's --provision-url); none: baseUrl over http. */
+  provisionUrl?: string;
 }
 
 const PROFILE_TAGS = new Map<string, Record<string, string>>();
@@ -143,6 +158,10 @@ export function connectRequest(
   // How the device identifies: in the path (profile 'path') or in a hello (profile 'hello', or a hello dialect).
   const byHello = d.connect.identify === 'hello' || p.connect === 'hello';
   const path = byHello && d.connect.identify === 'profile' ? (d.connect.hello_path ?? d.connect.path) : d.connect.path;
+  // A provision answer's ws_url: its path and query, on the run's target (so the faults still reach the socket).
+  const given = typeof vars.ws_url === 'string' ? wsPathOf(vars.ws_url) : null;
+  if (given !== null)
+    return { url: `${baseUrl}${given}`, headers: connectHeaders(d, vars), name: `${baseUrl}${path}`, byHello };
   let url = `${baseUrl}${fill(path, vars, encodeURIComponent) ?? path}`;
   if (d.connect.query) {
     const q = Object.entries(d.connect.query).flatMap(([k, t]) => {
@@ -151,12 +170,33 @@ export function connectRequest(
     });
     if (q.length) url += `?${q.join('&')}`;
   }
+  return { url, headers: connectHeaders(d, vars), name: `${baseUrl}${path}`, byHello };
+}
+
+function connectHeaders(d: Dialect, vars: Vars): Record<string, string> {
   const headers: Record<string, string> = {};
   for (const [k, t] of Object.entries(d.connect.headers ?? {})) {
     const v = fill(t, vars);
     if (v !== undefined) headers[k] = v;
   }
-  return { url, headers, name: `${baseUrl}${path}`, byHello };
+  return headers;
+}
+
+/**
+ * Where a provision call goes: `base` as given when it names a path (a firmware's configured OTA URL,
+ * http://host:8003/api/ota/), else the dialect's path on that origin (http://host:8000 + /xiaozhi/ota/).
+ */
+export function provisionTarget(base: string, path: string): string {
+  return /^https?:\/\/[^/]+\/./i.test(base) ? base : `${base.replace(/\/$/, '')}${path}`;
+}
+
+/** The path and query of a WebSocket URL (or a path itself); null when it is neither. */
+function wsPathOf(u: string): string | null {
+  if (u.startsWith('/')) return u;
+  const m = /^wss?:\/\/[^/?#]*(\/[^#]*)?/i.exec(u) ?? /^https?:\/\/[^/?#]*(\/[^#]*)?/i.exec(u);
+  if (!m) return null;
+  const rest = m[1] ?? '/';
+  return rest.startsWith('/') ? rest : `/${rest}`;
 }
 
 /** One device's options, env, metric tags and wire variables, shared by its link and its session. */

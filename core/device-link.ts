@@ -6,8 +6,19 @@
 import { nextPoll, subprotocolProblem, violationKeepsLink } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
-import { connectRequest, Timers } from './device-env.ts';
-import { answerOf, capture, matches, render, renderAnswer, stepOf, UNMATCHED_NOTE, unmatchedType } from './dialect.ts';
+import { connectRequest, provisionTarget, Timers } from './device-env.ts';
+import {
+  answerOf,
+  capture,
+  fill,
+  matches,
+  render,
+  renderAnswer,
+  stepOf,
+  UNMATCHED_NOTE,
+  unmatchedType,
+  type Provision,
+} from './dialect.ts';
 import { CLOSE, closeCodeLabel } from './protocol.ts';
 import { RECONNECT_CENSOR_MS } from './verdict.ts';
 
@@ -16,7 +27,8 @@ export type LinkState =
   'idle' | 'connecting' | 'handshaking' | 'connected' | 'unnoticed' | 'backoff' | 'closed' | 'gave_up' | 'stopped';
 
 /** Why a link or a connect attempt ended (the `cause` tag of unplanned_drops; verdict.ts CAUSES says what each means). */
-type LossCause = 'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout' | 'violation';
+type LossCause =
+  'server_close' | 'abnormal' | 'liveness' | 'refused' | 'handshake' | 'timeout' | 'violation' | 'provision';
 
 /**
  * What a device accepts from a server, per message and per second; past a bound the device counts a
@@ -176,6 +188,10 @@ export class Link {
   private readonly backoff: Backoff;
   /** This connect already reopened once for a frame the socket library dropped (FIRST_FRAME_GRACE_MS). */
   private reopenedForDrop = false;
+  /** The dialect's provision call has answered (a 'boot' provision is made once). */
+  private provisioned = false;
+  /** The provision call in flight; an answer for an older one is ignored. */
+  private provisionSeq = 0;
   private readonly timers: Timers<'connect' | 'keepalive' | 'liveness' | 'pong' | 'notice' | 'probe'>;
 
   constructor(
@@ -265,12 +281,72 @@ export class Link {
 
   private connect(): void {
     if (!this.alive) return;
-    const { env, opts, vars } = this.ctx;
+    const { env } = this.ctx;
     const d = this.ctx.dialect;
-    const p = this.ctx.profile;
     if (!this.perWake && (this.attempt > 0 || this.lossNoticedAt !== null)) this.ctx.count('reconnect_attempts');
     this.state = 'connecting';
     this.attemptAt = env.now();
+    const pv = d.provision;
+    if (pv && (pv.when === 'connect' || !this.provisioned)) return this.provision(pv);
+    this.openSocket();
+  }
+
+  /**
+   * The firmware's HTTP call before its socket (the dialect's provision): timed (provision_latency), its answer's
+   * captures kept (the socket's URL, a token), then the socket. A status other than 2xx, an answer that is no JSON
+   * object, no answer within the connect timeout: a failed connect (cause provision, code the HTTP status or 1006).
+   */
+  private provision(pv: Provision): void {
+    const { env, opts, vars } = this.ctx;
+    const seq = ++this.provisionSeq;
+    const base = opts.provisionUrl ?? opts.baseUrl.replace(/^ws/, 'http');
+    const url = provisionTarget(base, fill(pv.path, vars, encodeURIComponent) ?? pv.path);
+    const headers: Record<string, string> = {};
+    for (const [k, t] of Object.entries(pv.headers ?? {})) {
+      const v = fill(t, vars);
+      if (v !== undefined) headers[k] = v;
+    }
+    const sentAt = env.now();
+    const failed = (code: number, why: string) => {
+      env.log?.(`${opts.id}: provision ${pv.method} ${pv.path} failed: ${why}`);
+      this.afterLoss(code, false, 'provision', env.now());
+    };
+    this.timers.set(
+      'connect',
+      () => {
+        if (seq !== this.provisionSeq || this.state !== 'connecting') return;
+        this.provisionSeq++;
+        failed(1006, `no answer in ${opts.connectTimeoutMs ?? 10_000} ms`);
+      },
+      opts.connectTimeoutMs ?? 10_000,
+    );
+    if (!env.request) return failed(1006, 'this device has no HTTP client');
+    env.request({ method: pv.method, url, headers, body: pv.body ? render(pv.body, vars) : undefined }, (res) => {
+      if (seq !== this.provisionSeq || this.state !== 'connecting' || !this.alive) return;
+      this.timers.clear('connect');
+      const now = env.now();
+      this.ctx.trend('provision_latency', now - sentAt);
+      if ('error' in res) return failed(1006, res.error);
+      if (res.status < 200 || res.status > 299) return failed(res.status, `HTTP ${res.status}`);
+      let answer: unknown;
+      try {
+        answer = JSON.parse(res.body);
+      } catch {
+        answer = null;
+      }
+      if (answer === null || typeof answer !== 'object' || Array.isArray(answer))
+        return failed(1006, 'the answer is not a JSON object');
+      capture(pv.capture, answer, vars);
+      this.provisioned = true;
+      this.attemptAt = now;
+      this.openSocket();
+    });
+  }
+
+  private openSocket(): void {
+    const { env, opts, vars } = this.ctx;
+    const d = this.ctx.dialect;
+    const p = this.ctx.profile;
     vars.resume_token = d.resume && p.resume && this.resumeToken ? this.resumeToken : undefined;
     const { url, headers, name, byHello } = connectRequest(d, p, vars, opts.baseUrl);
     let ws: SocketLike;

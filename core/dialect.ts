@@ -53,6 +53,28 @@ interface AudioSpec {
   field?: string;
 }
 
+/**
+ * An HTTP call a firmware makes before its socket (xiaozhi's OTA check): its answer gives the WebSocket URL and
+ * credentials. Sent to the provisioning base (the run's --provision-url, else the devices' target over http).
+ */
+export interface Provision {
+  /** 'boot': once, before the device's first connect; 'connect': before every connect. */
+  when: 'boot' | 'connect';
+  method: 'GET' | 'POST';
+  /** The path on the provisioning base, with {placeholders}. */
+  path: string;
+  /** Request headers; one whose placeholder is unset is left out. */
+  headers?: Record<string, string>;
+  /** A JSON body (a template), or null for none. */
+  body?: Template | null;
+  /**
+   * Variables from the JSON answer (variable → dotted path). `ws_url` is where the socket goes: its path and query
+   * replace connect.path and connect.query (the host stays the run's target, so faults still reach it); `token`
+   * replaces the run's token.
+   */
+  capture: Capture;
+}
+
 export interface Dialect {
   name: string;
   description: string;
@@ -141,6 +163,8 @@ export interface Dialect {
    * (its id) say whether an interrupted conversation goes on. false: a lost link loses the conversation.
    */
   resume: boolean;
+  /** The HTTP call before the socket; null: the device goes straight to its socket. */
+  provision: Provision | null;
 }
 
 /**
@@ -605,6 +629,7 @@ const TOP = [
   'audio',
   'answer',
   'resume',
+  'provision',
 ];
 const SEND = ['hello', 'ping', 'pong', 'wake', 'end_of_speech', 'playback_done', 'abort', 'listen'];
 const RECV = [
@@ -873,6 +898,8 @@ export function validateDialect(raw: unknown, where: string): Dialect {
         ),
       );
   }
+  const provision =
+    raw.provision == null ? null : (check(() => provisionSpec(raw.provision, `${where}.provision`, all)) ?? null);
   if (problems.length) {
     throw new DialectError(
       `dialect ${problems.length === 1 ? problems[0] : `${where}: ${problems.length} problems: ${problems.join('; ')}`}`,
@@ -890,6 +917,48 @@ export function validateDialect(raw: unknown, where: string): Dialect {
     audio: audio!,
     answer,
     resume: raw.resume as boolean,
+    provision,
+  };
+}
+
+/** Variables a provision answer may set beside the dialect's own: where the socket goes. */
+const PROVISION_ONLY = ['ws_url'];
+
+function provisionSpec(v: unknown, where: string, known: Set<string>): Provision {
+  const keys = ['when', 'method', 'path', 'headers', 'body', 'capture'];
+  if (!isObj(v)) fail(where, `must be { ${keys.join(', ')} } or null`);
+  for (const k of Object.keys(v))
+    if (!keys.includes(k)) fail(`${where}.${k}`, `is not a field (fields: ${keys.join(', ')})`);
+  if (v.when !== 'boot' && v.when !== 'connect') fail(`${where}.when`, 'must be "boot" or "connect"');
+  if (v.method !== 'GET' && v.method !== 'POST') fail(`${where}.method`, 'must be "GET" or "POST"');
+  if (typeof v.path !== 'string' || !v.path.startsWith('/')) fail(`${where}.path`, 'must be a path starting with /');
+  checkPlaceholders(v.path, `${where}.path`, known);
+  if (v.headers !== undefined) {
+    if (!isObj(v.headers)) fail(`${where}.headers`, 'must be an object of strings');
+    for (const [k, h] of Object.entries(v.headers)) {
+      if (!/^[A-Za-z0-9-]+$/.test(k)) fail(`${where}.headers.${k}`, 'is not a header name');
+      if (typeof h !== 'string') fail(`${where}.headers.${k}`, 'must be a string');
+      checkPlaceholders(h, `${where}.headers.${k}`, known);
+    }
+  }
+  const body = template(v.body ?? null, `${where}.body`, known, true);
+  if (body && v.method === 'GET') fail(`${where}.body`, 'a GET has no body: null, or method "POST"');
+  if (!isObj(v.capture)) fail(`${where}.capture`, 'must be { variable: "field.path" } (ws_url, token, …)');
+  for (const [k, path] of Object.entries(v.capture)) {
+    captureField(k, path, `${where}.capture.${k}`);
+    if (!PROVISION_ONLY.includes(k) && !known.has(k))
+      fail(
+        `${where}.capture.${k}`,
+        `sets {${k}}, which the dialect's variables do not declare (or ws_url: the socket's URL)`,
+      );
+  }
+  return {
+    when: v.when,
+    method: v.method,
+    path: v.path,
+    ...(v.headers ? { headers: v.headers as Record<string, string> } : {}),
+    body,
+    capture: v.capture as Capture,
   };
 }
 

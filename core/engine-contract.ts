@@ -63,7 +63,8 @@ export interface AudioPaths {
 /** The start message for devices [first, last): everything the engine needs, as data (profiles and dialects unchanged). */
 export function engineStart(
   cfg: Pick<RunConfig, 'devices' | 'profiles' | 'dialects' | 'rampMs' | 'idPrefix' | 'targetUrls' | 'token' | 'seed'> &
-    Pick<RunConfig, 'wake' | 'durationMs' | 'tls'>,
+    Pick<RunConfig, 'wake' | 'durationMs' | 'tls'> &
+    Partial<Pick<RunConfig, 'provisionUrl'>>,
   audio: AudioFrames,
   paths: AudioPaths,
   first: number,
@@ -104,6 +105,7 @@ export function engineStart(
     timing: ENGINE_TIMING,
     rules: DEVICE_RULES,
     tls: cfg.tls,
+    provision_url: cfg.provisionUrl ?? '',
     wake: cfg.wake,
     // The utterance by path, and which of its frames an energy VAD hears as silent for each profile's frame size
     // (core/audio-frames.ts: the one VAD rule); none when there are no wakes.

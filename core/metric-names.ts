@@ -25,6 +25,8 @@ export const DEVICE_METRICS = {
   ping_rtt: 'trend',
   /** A connect attempt to its socket open (TCP and the WebSocket upgrade). */
   connect_time: 'trend',
+  /** The dialect's provision call (an HTTP request before the socket, xiaozhi's OTA) to its answer. */
+  provision_latency: 'trend',
   /** Socket open to the dialect's ready (hello answered, `connected`): for per-wake channels, part of every wake's wait. */
   handshake_time: 'trend',
   connection_drops: 'counter',

@@ -67,6 +67,8 @@ export const CLOSE_CODE_NAMES: Record<string, string> = {
  */
 export function closeCodeLabel(code: number): string {
   if (String(code) in CLOSE_CODE_NAMES) return String(code);
+  // An HTTP status where no socket opened (a refused provision call): `http_401`, bounded to real statuses.
+  if (code >= 100 && code <= 599) return `http_${code}`;
   if (code >= 4000 && code <= 4999) return '4xxx';
   if (code >= 3000 && code <= 3999) return '3xxx';
   if (code >= 1000 && code <= 1999) return '1xxx';

@@ -31,6 +31,8 @@ export interface RunConfig {
   engineUrl?: string;
   /** Every dialect the fleet's profiles speak, by the profile's `dialect` (a shipped name or a .json path). */
   dialects: Record<string, Dialect>;
+  /** http(s):// base of a dialect's provision call (PROVISION_URL); undefined: each device's target over http. */
+  provisionUrl?: string;
   /** How wss:// links are verified (TLS_SERVER_NAME, TLS_INSECURE): the name the server's certificate holds, or none. */
   tls: { server_name: string; insecure: boolean };
 }
@@ -227,6 +229,17 @@ export function readRunConfig(
     throw new RunConfigError(
       `the k6 device cannot name the TLS server ${tls.server_name} behind Toxiproxy (k6 takes the name from the proxy's URL): use the native engine, or --direct`,
     );
+  const provisionUrl = env.PROVISION_URL || undefined;
+  if (provisionUrl !== undefined) {
+    if (!/^https?:\/\/[^/\s]+(\/\S*)?$/.test(provisionUrl))
+      throw new RunConfigError(
+        `PROVISION_URL must be an http(s) URL like http://127.0.0.1:8003/api/ota/ (or an origin: the dialect's path on it), got '${provisionUrl}'`,
+      );
+    if (!isLoopbackUrl(provisionUrl.replace(/^http/, 'ws')) && env.ALLOW_REMOTE !== '1')
+      throw new RunConfigError(
+        `PROVISION_URL ${provisionUrl} is not loopback: set ALLOW_REMOTE=1 if you really mean that host`,
+      );
+  }
   const idPrefix = env.ID_PREFIX ?? 'dev';
   if (!/^[A-Za-z0-9._-]{1,40}$/.test(idPrefix))
     throw new RunConfigError('ID_PREFIX must be 1-40 characters of [A-Za-z0-9._-]');
@@ -249,6 +262,7 @@ export function readRunConfig(
     dialects,
     engineUrl,
     tls,
+    provisionUrl,
   };
 }
 

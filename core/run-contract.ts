@@ -29,6 +29,8 @@ export type RunVars = {
    * certificate must hold). The trusted roots are the processes' own (SSL_CERT_FILE; the CLI's --ca sets it).
    */
   TLS_SERVER_NAME?: string;
+  /** http(s):// base of a dialect's provision call (the OTA server); unset: the target over http. */
+  PROVISION_URL?: string;
   /** 1: wss:// certificates are not verified (the CLI's --insecure-tls; the report says so). */
   TLS_INSECURE?: '1';
   /** Toxiproxy API(s), comma-separated: a timeline applies to every one. */

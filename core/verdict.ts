@@ -78,6 +78,10 @@ export const CAUSES: Record<string, { phase: string; look: string }> = {
     look: "the socket opened but the server never sent the dialect's ready message (recv.ready), or closed it first",
   },
   timeout: { phase: 'connect', look: 'the connect did not finish in time' },
+  provision: {
+    phase: 'provision',
+    look: "the HTTP call before the socket (the dialect's provision, e.g. xiaozhi's OTA check) was refused, unanswered or not JSON",
+  },
   violation: {
     phase: 'connected',
     look: 'the device closed the link: the server broke the protocol (protocol_violations says how)',
@@ -441,7 +445,10 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
   const kinds = tally('kind');
   if (kinds.length) out.push(`kind ${kinds.map((k) => `${k.v} ×${k.n}`).join(', ')}`);
   const codes = tally('code');
-  const codeName = (v: string) => CLOSE_CODE_NAMES[v] ?? CLOSE_CODE_RANGES[v];
+  const codeName = (v: string) =>
+    CLOSE_CODE_NAMES[v] ??
+    CLOSE_CODE_RANGES[v] ??
+    (v.startsWith('http_') ? `HTTP ${v.slice(5)} from the provision call before the socket` : undefined);
   if (codes.length)
     out.push(
       `close code ${codes

@@ -43,9 +43,11 @@ type startMsg struct {
 	// TLS: how a wss:// device link is verified when the devices reach the server through Toxiproxy (the URL names
 	// the proxy, ServerName the server: its SNI and the name its certificate must hold). The roots are the process's
 	// (SSL_CERT_FILE: the CLI's --ca). Insecure skips verification (--insecure-tls, shown in the report).
-	TLS   TLSOptions   `json:"tls"`
-	Wake  WakeSchedule `json:"wake"`
-	Audio struct {
+	TLS TLSOptions `json:"tls"`
+	// ProvisionURL: the base of the dialects' provision calls (core/run-config.ts provisionUrl); "": the target.
+	ProvisionURL string       `json:"provision_url"`
+	Wake         WakeSchedule `json:"wake"`
+	Audio        struct {
 		// PCMPath is the utterance (16 kHz 16-bit mono PCM); Silent, per frame size, which of its frames an energy VAD
 		// hears as silence (core/audio-frames.ts decides, the engine does not judge audio itself).
 		PCMPath string            `json:"pcm_path"`
@@ -288,6 +290,7 @@ func buildDevices(m *startMsg, env *Env) ([]*Device, error) {
 	}
 	env.Token, env.ConnectTimeoutMs, env.Intake, env.Timing, env.Rules = m.Token, m.ConnectTimeoutMs, m.Intake, m.Timing,
 		&m.Rules
+	env.ProvisionURL = m.ProvisionURL
 	devices := make([]*Device, len(m.Devices))
 	for i, dv := range m.Devices {
 		p, dl := m.Profiles[dv.Profile], dialects[dv.Dialect]

@@ -87,6 +87,17 @@ type Socket interface {
 // Net opens sockets; events of the socket arrive on h from another goroutine, never from within Open.
 type Net interface {
 	Open(url string, headers map[string]string, h SocketEvents) Socket
+	// Request makes an HTTP request (the dialect's provision call); done is called once, from another goroutine,
+	// with the status and body, or a non-empty err when there was no answer within timeoutMs.
+	Request(r HTTPRequest, timeoutMs float64, done func(status int, body []byte, err string))
+}
+
+// HTTPRequest is a device's HTTP request (core/device-env.ts HttpRequest).
+type HTTPRequest struct {
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers"`
+	Body    []byte            `json:"-"`
 }
 
 // SocketEvents are what a socket tells its device.
@@ -120,6 +131,10 @@ type Device struct {
 	gen       int
 	ws        Socket
 	resume    string
+	// provisioned: the dialect's provision call answered (a "boot" one is made once); provisionSeq names the call in
+	// flight (an answer to an older one is ignored).
+	provisioned  bool
+	provisionSeq int
 	// connectedAt, attemptAt, openedAt, lastRx: ms on the engine's clock.
 	connectedAt, attemptAt, openedAt, lastRx float64
 	lossNoticedAt                            float64
@@ -145,9 +160,11 @@ type Env struct {
 	Sink             Sink
 	Token            string
 	ConnectTimeoutMs float64
-	Intake           Intake
-	Timing           Timing
-	Rules            *Rules
+	// ProvisionURL is the http(s) base of the dialect's provision call ("": the device's target over http).
+	ProvisionURL string
+	Intake       Intake
+	Timing       Timing
+	Rules        *Rules
 	// Log takes the lines the device says about itself (why it declared a link dead …), as core/device-env.ts log;
 	// nil: nobody listens.
 	Log func(line string)
@@ -403,12 +420,91 @@ func (d *Device) connect() {
 	if d.state == stStopped || d.state == stGaveUp || d.state == stClosed {
 		return
 	}
-	dl, p := d.dialect, d.profile
+	dl := d.dialect
 	if !d.perWake() && (d.attempt > 0 || d.lossNoticed) {
 		d.count("reconnect_attempts", 1)
 	}
 	d.state = stConnecting
 	d.attemptAt = d.now()
+	if pv := dl.Provision; pv != nil && (pv.When == "connect" || !d.provisioned) {
+		d.provision(pv)
+		return
+	}
+	d.openSocket()
+}
+
+// provision is the firmware's HTTP call before its socket (core/device-link.ts provision): timed
+// (provision_latency), its answer's captures kept, then the socket; any other answer is a failed connect (cause
+// provision, code the HTTP status or 1006).
+func (d *Device) provision(pv *Provision) {
+	d.provisionSeq++
+	seq := d.provisionSeq
+	base := d.env.ProvisionURL
+	if base == "" {
+		base = "http" + strings.TrimPrefix(d.baseURL, "ws")
+	}
+	filled, ok := Fill(pv.Path, d.vars, encodeURIComponent)
+	if !ok {
+		filled = pv.Path
+	}
+	headers := map[string]string{}
+	for k, t := range pv.Headers {
+		if v, ok := Fill(t, d.vars, nil); ok {
+			headers[k] = v
+		}
+	}
+	req := HTTPRequest{Method: pv.Method, URL: provisionTarget(base, filled), Headers: headers}
+	if pv.Body != nil {
+		req.Body = pv.Body.Render(d.vars)
+	}
+	sentAt := d.now()
+	timeout := d.env.ConnectTimeoutMs
+	if timeout <= 0 {
+		timeout = 10_000
+	}
+	failed := func(code int, why string) {
+		d.log("provision " + pv.Method + " " + pv.Path + " failed: " + why)
+		d.afterLoss(code, false, "provision", d.now())
+	}
+	d.setTimer("connect", timeout, func() {
+		if seq != d.provisionSeq || d.state != stConnecting {
+			return
+		}
+		d.provisionSeq++
+		failed(closeAbnormal, fmt.Sprintf("no answer in %v ms", timeout))
+	})
+	d.env.Net.Request(req, timeout, func(status int, body []byte, errText string) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if seq != d.provisionSeq || d.state != stConnecting {
+			return
+		}
+		d.clearTimer("connect")
+		now := d.now()
+		d.trend("provision_latency", now-sentAt)
+		if errText != "" {
+			failed(closeAbnormal, errText)
+			return
+		}
+		if status < 200 || status > 299 {
+			failed(status, fmt.Sprintf("HTTP %d", status))
+			return
+		}
+		var answer map[string]any
+		if json.Unmarshal(body, &answer) != nil || answer == nil {
+			failed(closeAbnormal, "the answer is not a JSON object")
+			return
+		}
+		pv.Capture.Apply(answer, d.vars)
+		d.provisioned = true
+		d.attemptAt = now
+		d.openSocket()
+	})
+}
+
+// openSocket opens the attempt's socket: the dialect's connect (or a provision answer's ws_url) on the target.
+func (d *Device) openSocket() {
+	dl, p := d.dialect, d.profile
 	if dl.Resume && p.Resume && d.resume != "" {
 		d.vars["resume_token"] = d.resume
 	} else {
@@ -424,8 +520,15 @@ func (d *Device) connect() {
 		filled = path
 	}
 	url := d.baseURL + filled
-	// The dialect's query on every kind of connect (core/device-env.ts connectRequest).
-	if len(dl.Connect.QueryKeys) > 0 {
+	// A provision answer's ws_url: its path and query, on the run's target (core/device-env.ts connectRequest).
+	given, hasGiven := "", false
+	if w, ok := d.vars["ws_url"].(string); ok {
+		given, hasGiven = wsPathOf(w)
+	}
+	if hasGiven {
+		url = d.baseURL + given
+	} else if len(dl.Connect.QueryKeys) > 0 {
+		// The dialect's query on every kind of connect.
 		var q []string
 		for _, k := range dl.Connect.QueryKeys {
 			if v, ok := Fill(dl.Connect.Query[k], d.vars, encodeURIComponent); ok {

@@ -28,7 +28,17 @@ func (s *fakeSocket) Ping()               { s.pings++ }
 func (s *fakeSocket) Close(code int)      { s.closed = max(code, 1) }
 func (s *fakeSocket) Subprotocol() string { return "" }
 
-type fakeNet struct{ sockets []*fakeSocket }
+type fakeNet struct {
+	noHTTP
+	sockets []*fakeSocket
+}
+
+// noHTTP is the Request of a test network whose devices make no provision call: a call answers "no HTTP here".
+type noHTTP struct{}
+
+func (noHTTP) Request(_ HTTPRequest, _ float64, done func(int, []byte, string)) {
+	go done(0, nil, "no HTTP in this test")
+}
 
 func (n *fakeNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
 	s := &fakeSocket{url: url, headers: headers, h: h}

@@ -400,9 +400,49 @@ type Dialect struct {
 		Up   AudioSpec `json:"up"`
 		Down AudioSpec `json:"down"`
 	} `json:"audio"`
+	// Provision is the HTTP call before the socket; nil: none.
+	Provision *Provision `json:"provision"`
 	// TypeField names a message's kind (core/dialect.ts typeField, computed by the k6 side).
 	TypeField string `json:"type_field"`
 }
+
+// Provision is the firmware's HTTP call before its socket (core/dialect.ts Provision).
+type Provision struct {
+	When    string            `json:"when"`
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Headers map[string]string `json:"headers"`
+	Body    *Template         `json:"body"`
+	Capture Capture           `json:"capture"`
+}
+
+// wsPathOf is the path and query of a WebSocket (or http) URL, or a path itself (core/device-env.ts wsPathOf).
+func wsPathOf(u string) (string, bool) {
+	if strings.HasPrefix(u, "/") {
+		return u, true
+	}
+	m := wsURLShape.FindStringSubmatch(u)
+	if m == nil {
+		return "", false
+	}
+	if m[1] == "" {
+		return "/", true
+	}
+	return m[1], true
+}
+
+// provisionTarget is where a provision call goes: base as given when it names a path (a firmware's configured OTA
+// URL), else the dialect's path on that origin (core/device-env.ts provisionTarget).
+func provisionTarget(base, path string) string {
+	if withPath.MatchString(base) {
+		return base
+	}
+	return strings.TrimSuffix(base, "/") + path
+}
+
+var withPath = regexp.MustCompile(`(?i)^https?://[^/]+/.`)
+
+var wsURLShape = regexp.MustCompile(`(?i)^(?:wss?|https?)://[^/?#]*(/[^#]*)?`)
 
 // AudioSpec is how audio goes one way: codec and framing (core/dialect.ts AudioSpec).
 type AudioSpec struct {

@@ -18,7 +18,10 @@ import (
 
 // answeringNet holds sockets in memory: each opens, hears the ready, and has its wakes acknowledged at once; uplink
 // frames are only counted.
-type answeringNet struct{ frames atomic.Int64 }
+type answeringNet struct {
+	noHTTP
+	frames atomic.Int64
+}
 
 type answeringSocket struct {
 	n *answeringNet

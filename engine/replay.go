@@ -68,6 +68,17 @@ func (s *replaySocket) Close(code int) {
 type replayNet struct {
 	log     *replayLog
 	sockets []*replaySocket
+	// requests waiting for the script's answer ([t, "http", status, body] or [t, "http_error", why]), oldest first.
+	requests []func(status int, body []byte, err string)
+}
+
+func (n *replayNet) Request(r HTTPRequest, _ float64, done func(status int, body []byte, err string)) {
+	var body any
+	if len(r.Body) > 0 {
+		body = json.RawMessage(r.Body)
+	}
+	n.log.add("http", r.Method, r.URL, r.Headers, body)
+	n.requests = append(n.requests, done)
 }
 
 func (n *replayNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
@@ -126,6 +137,32 @@ func replayTrace(in *replayInput) ([][]any, error) {
 		}
 		if op == "stop" {
 			d.Stop()
+			continue
+		}
+		if op == "http" || op == "http_error" {
+			if len(net.requests) == 0 {
+				return nil, fmt.Errorf("script step %d: %s with no request waiting", i, op)
+			}
+			done := net.requests[0]
+			net.requests = net.requests[1:]
+			if op == "http_error" {
+				var why string
+				_ = json.Unmarshal(arg, &why)
+				done(0, nil, why)
+				continue
+			}
+			var status int
+			_ = json.Unmarshal(arg, &status)
+			var body []byte
+			if len(step) > 3 {
+				var str string
+				if json.Unmarshal(step[3], &str) == nil {
+					body = []byte(str)
+				} else {
+					body = step[3]
+				}
+			}
+			done(status, body, "")
 			continue
 		}
 		s := last()

@@ -63,6 +63,15 @@ type traceEvents struct {
 	dev   string
 }
 
+// Request is traced as the request's method and URL (its headers and body may hold credentials).
+func (n *traceNet) Request(r HTTPRequest, timeoutMs float64, done func(status int, body []byte, err string)) {
+	n.t.add(n.dev, "http", r.Method, r.URL)
+	n.inner.Request(r, timeoutMs, func(status int, body []byte, err string) {
+		n.t.add(n.dev, "http_answer", status, err)
+		done(status, body, err)
+	})
+}
+
 func (n *traceNet) Open(url string, headers map[string]string, h SocketEvents) Socket {
 	names := make([]string, 0, len(headers))
 	for k := range headers {

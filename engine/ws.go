@@ -8,8 +8,11 @@ package main
 // committed).
 
 import (
+	"bytes"
 	"context"
+	stdtls "crypto/tls"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -27,6 +30,39 @@ const maxWriteBuffer = 1 << 20
 
 type wsNet struct {
 	dialer *websocket.Dialer
+	// http makes the dialects' provision calls (verified as the start's TLS options say).
+	http *http.Client
+}
+
+// maxProvisionBody bounds what a provision answer may hold (an OTA answer is a few hundred bytes).
+const maxProvisionBody = 64 << 10
+
+// Request makes one HTTP request on a goroutine of its own; done gets the status and body, or why there was none.
+func (n *wsNet) Request(r HTTPRequest, timeoutMs float64, done func(status int, body []byte, err string)) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeoutMs*float64(time.Millisecond)))
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, bytes.NewReader(r.Body))
+		if err != nil {
+			done(0, nil, err.Error())
+			return
+		}
+		for k, v := range r.Headers {
+			req.Header.Set(k, v)
+		}
+		res, err := n.http.Do(req)
+		if err != nil {
+			done(0, nil, err.Error())
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(res.Body, maxProvisionBody))
+		if err != nil {
+			done(0, nil, err.Error())
+			return
+		}
+		done(res.StatusCode, body, "")
+	}()
 }
 
 // TLSOptions is how a start's wss:// links are verified (startMsg.TLS).
@@ -42,7 +78,10 @@ func (n *wsNet) withTLS(o TLSOptions) *wsNet {
 	}
 	d := *n.dialer
 	d.TLSClientConfig = &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.Insecure} //nolint:gosec // opt-in
-	return &wsNet{dialer: &d}
+	h := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &stdtls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.Insecure}, //nolint:gosec // opt-in
+	}}
+	return &wsNet{dialer: &d, http: h}
 }
 
 // newWSNet starts the poller engine; handshakeTimeout bounds connect and upgrade, readLimit a message's size.
@@ -117,7 +156,7 @@ func newWSNetPool(handshakeTimeout time.Duration, readLimit int, pool mempool.Al
 		}
 	})
 	d := &websocket.Dialer{Engine: engine, Upgrader: u, DialTimeout: handshakeTimeout, NetDial: dialFunc(handshakeTimeout)}
-	return &wsNet{dialer: d}, nil
+	return &wsNet{dialer: d, http: &http.Client{}}, nil
 }
 
 type wsSocket struct {

@@ -86,6 +86,11 @@ export function nodeDeviceEnv(id: string, metrics: MetricSink, seed = '1', extra
     random: deviceRandom(seed, id),
     metrics,
     audio: nodeAudio(),
+    request: (req, done) => {
+      fetch(req.url, { method: req.method, headers: req.headers, body: req.body, signal: AbortSignal.timeout(10_000) })
+        .then(async (r) => done({ status: r.status, body: await r.text() }))
+        .catch((e: unknown) => done({ error: (e as Error).message }));
+    },
     ...extra,
   };
 }

@@ -4,8 +4,8 @@
 // stops in one line naming the HTTP status. The token never appears in what it prints.
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { connectRequest, deviceVars } from '../core/device-env.ts';
-import { DEFAULT_DIALECT, type Dialect } from '../core/dialect.ts';
+import { connectRequest, deviceVars, provisionTarget } from '../core/device-env.ts';
+import { capture, DEFAULT_DIALECT, fill, render, type Dialect, type Provision, type Vars } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
 import { nodeDialect } from './node-devices.ts';
@@ -108,11 +108,17 @@ export async function preflightUpgrade(o: {
   dialect?: string;
   token?: string;
   tls?: TlsTrust;
+  /** The provision call's base (--provision-url); none: the server over http. */
+  provisionUrl?: string;
 }): Promise<UpgradeResult> {
   const { profile, dialect } = deviceOf(o.profile, o.dialect);
   const vars = deviceVars('preflight-0', profile, dialect);
   if (dialect.variables.includes('token')) vars.token = o.token;
-  const { url, headers } = connectRequest(dialect, profile, vars, o.serverUrl.replace(/\/+$/, ''));
+  const base = o.serverUrl.replace(/\/+$/, '');
+  // A dialect whose firmware checks in over HTTP first (xiaozhi's OTA): that call, as the device makes it.
+  if (dialect.provision)
+    await provisionOnce(dialect.provision, vars, o.provisionUrl ?? base.replace(/^ws/, 'http'), o.token);
+  const { url, headers } = connectRequest(dialect, profile, vars, base);
   const r = await upgradeOnce(url, headers, o.tls);
   if (r.kind === 'failed' && CERT_REFUSED.test(r.why))
     throw new PreflightError(
@@ -129,4 +135,49 @@ export async function preflightUpgrade(o: {
     );
   }
   return r;
+}
+
+/**
+ * The dialect's provision call once, as a device makes it (core/device-link.ts provision): its answer's captures go
+ * into vars for the upgrade. A refusal (4xx, 5xx) or no answer stops the command in one line naming it.
+ */
+async function provisionOnce(pv: Provision, vars: Vars, base: string, token: string | undefined): Promise<void> {
+  const url = provisionTarget(base, fill(pv.path, vars, encodeURIComponent) ?? pv.path);
+  const headers: Record<string, string> = {};
+  for (const [k, t] of Object.entries(pv.headers ?? {})) {
+    const v = fill(t, vars);
+    if (v !== undefined) headers[k] = v;
+  }
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: pv.method,
+      headers,
+      body: pv.body ? render(pv.body, vars) : undefined,
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch (e) {
+    throw new PreflightError(
+      redactToken(
+        `the dialect's provision call ${pv.method} ${url} got no answer (${(e as Error).message}); nothing was run`,
+        token,
+      ),
+    );
+  }
+  const text = (await res.text()).slice(0, 4096);
+  let answer: unknown = null;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    answer = null;
+  }
+  if (!res.ok || answer === null || typeof answer !== 'object' || Array.isArray(answer))
+    throw new PreflightError(
+      redactToken(
+        `the dialect's provision call ${pv.method} ${url} answered ${res.ok ? 'with no JSON object' : `HTTP ${res.status}`}` +
+          `${text ? ` (${(text.split('\n')[0] ?? '').trim().slice(0, 120)})` : ''}: check --provision-url and the server's provisioning; nothing was run`,
+        token,
+      ),
+    );
+  capture(pv.capture, answer, vars);
 }

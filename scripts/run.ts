@@ -110,6 +110,8 @@ export interface RunOptions {
   ca?: string;
   /** Skip the wss:// server's certificate check (an explicit opt-in the report shows). */
   insecureTls?: boolean;
+  /** Where a dialect's provision call goes (PROVISION_URL); none: the devices' target over http. */
+  provisionUrl?: string;
   resultsRoot?: string;
   runId?: string;
   /** Extra k6 -e variables. */
@@ -467,6 +469,7 @@ function runVars(
   const tlsName = opts.direct ? undefined : tlsServerName(opts.serverUrl);
   if (tlsName) vars.TLS_SERVER_NAME = tlsName;
   if (opts.insecureTls) vars.TLS_INSECURE = '1';
+  if (opts.provisionUrl) vars.PROVISION_URL = opts.provisionUrl;
   return vars;
 }
 
@@ -918,6 +921,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       dialect: opts.dialect,
       token: token ?? undefined,
       tls: tls.trust,
+      provisionUrl: opts.provisionUrl,
     });
   }
   const name = basename(plan.script, '.ts');

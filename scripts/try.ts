@@ -35,6 +35,8 @@ export interface TryOptions {
   /** A wss:// server's CA, or no verification (scripts/tls-trust.ts). */
   ca?: string;
   insecureTls?: boolean;
+  /** Where a dialect's provision call goes; none: the server over http. */
+  provisionUrl?: string;
   out?: (line: string) => void;
 }
 
@@ -48,6 +50,7 @@ class TryError extends WakestormError {
 
 /** Trends worth a line of their own as they are measured. */
 const TIMINGS: DeviceMetricName[] = [
+  'provision_latency',
   'connect_time',
   'handshake_time',
   'wake_ack_latency',
@@ -120,6 +123,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
     dialect: o.dialect,
     token: o.token,
     tls: tls.trust,
+    provisionUrl: o.provisionUrl,
   });
   const t0 = Date.now();
   // Engine events carry their own time (the engine's clock is Unix ms); the TypeScript device's are now.
@@ -203,6 +207,13 @@ export async function tryConversation(o: TryOptions): Promise<number> {
       const shown = headerNames.length ? ` headers: ${headerNames.join(', ')}` : '';
       out(`${at()}  connect ${redactToken(url.replace(/([?&](token|resume)=)[^&]+/g, '$1…'), o.token)}${shown}`);
     },
+    /** The dialect's provision call before the socket (xiaozhi's OTA check), and its answer. */
+    http(method: string, url: string) {
+      out(`${at()}  ${method} ${redactToken(url, o.token)} (the dialect's provision call)`);
+    },
+    httpAnswer(status: number, err: string) {
+      out(`${at()}  ← ${err ? `no answer: ${err}` : `HTTP ${status}`}`);
+    },
     open() {
       seen.open = true;
       // A dialect with no ready message: the link is up when the socket opens.
@@ -273,6 +284,7 @@ export async function tryConversation(o: TryOptions): Promise<number> {
       {
         id: 'try-1',
         baseUrl: o.serverUrl.replace(/\/+$/, ''),
+        provisionUrl: o.provisionUrl,
         token: o.token,
         profile,
         dialect,
@@ -291,6 +303,8 @@ export async function tryConversation(o: TryOptions): Promise<number> {
         eventAt = t;
         if (kind === 'connect') view.connect(a[0] as string, a[1] as string[]);
         else if (kind === 'open') view.open();
+        else if (kind === 'http') view.http(a[0] as string, a[1] as string);
+        else if (kind === 'http_answer') view.httpAnswer(a[0] as number, a[1] as string);
         else if (kind === 'send') view.send(a[0] as string);
         else if (kind === 'send_binary') upAudio++;
         else if (kind === 'recv') {
@@ -388,6 +402,7 @@ async function tryOnEngine(
     wake,
     durationMs: timeoutMs + 5000,
     tls: { server_name: '', insecure: !!o.insecureTls },
+    provisionUrl: o.provisionUrl,
   };
   const paths = { pcm: join(ROOT, 'audio', 'utterance.pcm'), opus: join(ROOT, 'audio', 'utterance.opus') };
   const start = { ...engineStart(cfg, nodeAudio(), paths, 0, 1, now, now), trace: true };

@@ -261,6 +261,12 @@ function addFleetOptions(cmd: Command, d: { wake?: string } = {}): Command {
     )
     .addOption(
       new Option('--insecure-tls', "don't verify a wss:// server's certificate (the results say so)").conflicts('ca'),
+    )
+    .addOption(
+      new Option(
+        '--provision-url <url>',
+        "where a dialect's HTTP call before the socket goes (xiaozhi's OTA check), e.g. http://127.0.0.1:8003 (default: the server)",
+      ).env('WAKESTORM_PROVISION_URL'),
     );
 }
 
@@ -365,6 +371,7 @@ addFleetOptions(
     serverUrl: o.serverUrl,
     ca: o.ca,
     insecureTls: o.insecureTls,
+    provisionUrl: o.provisionUrl,
     server: serverArgsToConfig(o.serverArg ?? []),
     direct: o.direct,
     engine: o.engine,
@@ -564,6 +571,7 @@ addFleetOptions(
     engine: o.engine,
     ca: o.ca,
     insecureTls: o.insecureTls,
+    provisionUrl: o.provisionUrl,
     token: resolveTokenFlags(o.token, o.tokenFile) ?? undefined,
   });
 });

@@ -14,6 +14,8 @@ export class ServerMetrics {
   readonly closed: Counter<'code'>;
   readonly sessions: Counter<'outcome'>;
   readonly sessionsStarted: Counter;
+  /** xiaozhi OTA checks answered (POST /xiaozhi/ota/). */
+  readonly otaRequests: Counter;
   readonly resumes: Counter<'result'>;
   readonly messages: Counter<'direction' | 'kind'>;
   readonly bytes: Counter<'direction' | 'kind'>;
@@ -51,6 +53,11 @@ export class ServerMetrics {
     this.sessionsStarted = new Counter({
       name: 'voice_sessions_started_total',
       help: 'Voice sessions started',
+      registers,
+    });
+    this.otaRequests = new Counter({
+      name: 'voice_ota_requests_total',
+      help: 'xiaozhi OTA checks answered',
       registers,
     });
     this.sessions = new Counter({

@@ -5,6 +5,7 @@ import exec from 'k6/execution';
 import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
+import http from 'k6/http';
 import { makeAudioFrames } from '../../core/audio-frames.ts';
 import type { OpusTable } from '../../core/opus.ts';
 import { Device } from '../../core/device.ts';
@@ -75,6 +76,20 @@ export function fleetEnv(metrics: MetricSink, audio: AudioFrames, hooks: FleetHo
     metrics,
     audio,
     linkDiedAt: hooks.linkDiedAt,
+    // The dialect's provision call: k6's asynchronous request, so the VU's other devices go on meanwhile.
+    request: (req, done) => {
+      http
+        .asyncRequest(req.method, req.url, req.body ?? null, {
+          headers: req.headers,
+          timeout: '10s',
+          tags: { name: 'provision' },
+        })
+        .then(
+          (r) =>
+            done(r.status === 0 ? { error: r.error || 'no answer' } : { status: r.status, body: String(r.body ?? '') }),
+          (e: unknown) => done({ error: String(e) }),
+        );
+    },
   };
 }
 
@@ -126,6 +141,7 @@ export function runFleetVu(cfg: RunConfig, metrics: MetricSink, audio: AudioFram
       {
         id,
         baseUrl: cfg.targetUrls[i % cfg.targetUrls.length]!,
+        provisionUrl: cfg.provisionUrl,
         token: cfg.token,
         profile,
         dialect: dialectOf(profile, cfg.dialects),

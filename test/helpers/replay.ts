@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Device } from '../../core/device.ts';
-import type { DeviceEnv, WakeSchedule } from '../../core/device-env.ts';
+import type { DeviceEnv, HttpAnswer, WakeSchedule } from '../../core/device-env.ts';
 import { validateDialect, type Dialect } from '../../core/dialect.ts';
 import { engineStart, EngineRecords, type EngineRecord } from '../../core/engine-contract.ts';
 import type { Phase } from '../../core/phases.ts';
@@ -20,7 +20,7 @@ export const TRACES_DIR = new URL('../../core/traces/', import.meta.url).pathnam
 const AUDIO = new URL('../../audio/', import.meta.url).pathname;
 
 /** A step of the server's side: [at ms, op, arg]. */
-type Step = [number, string, unknown?];
+type Step = [number, string, unknown?, unknown?];
 
 export interface Trace {
   about: string;
@@ -123,7 +123,13 @@ export function replayTs(t: Trace): unknown[][] {
     }
   }
   const phase = phaseIn(t);
+  // Provision calls waiting for the script's [t, "http", status, body] or [t, "http_error", why], oldest first.
+  const requests: ((res: HttpAnswer) => void)[] = [];
   const env: DeviceEnv = {
+    request: (req, done) => {
+      add('http', req.method, req.url, req.headers, req.body === undefined ? null : JSON.parse(req.body));
+      requests.push(done);
+    },
     openSocket: (url, headers) => {
       const s = new ScriptSocket(sockets.length, url, headers);
       sockets.push(s);
@@ -142,11 +148,21 @@ export function replayTs(t: Trace): unknown[][] {
   };
   const d = new Device({ id: ID, baseUrl: BASE_URL, token: t.token, profile, dialect, wake: wakeOf(t) }, env);
   d.start(t.delay_ms ?? 0);
-  for (const [when, op, arg] of t.script) {
+  for (const [when, op, arg, extra] of t.script) {
     if (when < at()) throw new Error(`script step at ${when} is before ${at()}`);
     clock.advance(when - at());
     if (op === 'stop') {
       d.stop();
+      continue;
+    }
+    if (op === 'http' || op === 'http_error') {
+      const done = requests.shift();
+      if (!done) throw new Error(`script step ${op} at ${when} with no request waiting`);
+      done(
+        op === 'http_error'
+          ? { error: String(arg) }
+          : { status: arg as number, body: typeof extra === 'string' ? extra : JSON.stringify(extra ?? null) },
+      );
       continue;
     }
     const s = sockets[sockets.length - 1];

@@ -1,0 +1,79 @@
+// The shipped xiaozhi dialect against a xiaozhi server that needs the firmware's OTA check first and asks MCP
+// questions (test/helpers/xiaozhi-ota-server.ts): the devices check in over HTTP once each (--provision-url, the
+// firmware's configured OTA URL), connect where the answer says with the token it issued (any other is refused with
+// 401), answer initialize and tools/list, and the run PASSes with the server's own counts matching. A server whose OTA
+// check refuses stops the run before any load, naming the status.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startOtaServer, type OtaServer } from '../helpers/xiaozhi-ota-server.ts';
+import { runCli } from '../helpers/proc.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-ota-'));
+const otaUrl = (s: OtaServer) => `${s.url.replace(/^ws/, 'http')}/api/ota/`;
+
+describe('a xiaozhi server that needs the OTA check and asks MCP questions', { timeout: 300_000 }, () => {
+  let server: OtaServer;
+  let refusing: OtaServer;
+  before(async () => {
+    server = await startOtaServer();
+    refusing = await startOtaServer({ otaStatus: 403 });
+  });
+  after(async () => {
+    await server.close();
+    await refusing.close();
+  });
+
+  it('20 devices check in once each, connect with the issued token, answer MCP, and PASS', async () => {
+    const results = join(tmp, 'ok');
+    const r = await runCli(
+      [
+        'run',
+        'smoke',
+        '--devices',
+        '20',
+        '--duration',
+        '20s',
+        '--wake',
+        'once:1s-4s',
+        '--profile',
+        'xiaozhi-esp32-button',
+      ].concat(['--server-url', server.url, '--provision-url', otaUrl(server), '--results', results, '--no-dashboard']),
+      { timeoutMs: 150_000 },
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const dir = join(results, readlinkSync(join(results, 'latest')));
+    const m = (
+      JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as {
+        metrics: Record<string, { values: Record<string, number> } | undefined>;
+      }
+    ).metrics;
+    // One check per device, plus the pre-flight's; every channel opened with the token the check issued.
+    assert.equal(server.counts.ota, 21);
+    assert.equal(server.counts.refused, 0, 'no upgrade without the issued token');
+    assert.equal(m.provision_latency?.values.count, 20);
+    // The pre-flight's channel closes at once: every other one answered initialize and tools/list.
+    assert.equal(server.counts.mcpAnswers, 2 * (server.counts.channels - 1), 'MCP answered on every device channel');
+    assert.equal(m.sessions_completed?.values.count, server.counts.replies);
+  });
+
+  it('an OTA check the server refuses stops the run before any load, naming the status', async () => {
+    const r = await runCli(
+      ['run', 'smoke', '--profile', 'xiaozhi-esp32-button', '--server-url', refusing.url].concat([
+        '--provision-url',
+        otaUrl(refusing),
+        '--results',
+        tmp,
+      ]),
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /provision call POST http:\/\/127\.0\.0\.1:\d+\/api\/ota\/ answered HTTP 403 \(device not activated\)/,
+    );
+    assert.equal(refusing.counts.channels, 0);
+  });
+});
