@@ -75,6 +75,14 @@ export function closeCodeLabel(code: number): string {
   return 'other';
 }
 
+/**
+ * HTTP statuses a refused upgrade or provision call is tagged with (code http_<status>) that the verdict names: auth,
+ * a missing path, rate limits, a server that is down. Others still carry their tag.
+ */
+export const HTTP_REFUSALS = [400, 401, 403, 404, 408, 426, 429, 500, 502, 503, 504].map((s) => `http_${s}`);
+/** Statuses that mean the devices' credentials were refused: every connect refused so is the tester's setup. */
+export const CREDENTIAL_REFUSALS = new Set(['http_401', 'http_403']);
+
 /** The labels closeCodeLabel gives codes outside the protocol's list. */
 export const CLOSE_CODE_RANGES: Record<string, string> = {
   '4xxx': 'an application code outside the protocol',

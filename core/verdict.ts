@@ -1,7 +1,7 @@
 // The verdict of a run: PASS only what was seen to work, FAIL with the culprit, INVALID when the tester itself failed.
 // Runtime-free: k6's handleSummary and the CLI judge with the same code; the CLI adds what only it can see (processes
 // that died, an interrupt, k6's own exit code).
-import { CLOSE_CODE_NAMES, CLOSE_CODE_RANGES } from './protocol.ts';
+import { CLOSE_CODE_NAMES, CLOSE_CODE_RANGES, CREDENTIAL_REFUSALS } from './protocol.ts';
 import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
 import type { MetricSummary, SummaryData } from './k6-summary.ts';
@@ -448,7 +448,7 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
   const codeName = (v: string) =>
     CLOSE_CODE_NAMES[v] ??
     CLOSE_CODE_RANGES[v] ??
-    (v.startsWith('http_') ? `HTTP ${v.slice(5)} from the provision call before the socket` : undefined);
+    (v.startsWith('http_') ? `HTTP ${v.slice(5)}: the upgrade or the provision call refused` : undefined);
   if (codes.length)
     out.push(
       `close code ${codes
@@ -676,6 +676,17 @@ export function judge(
   ];
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;
+  // Every connect refused for its credentials: the tester was set up wrong, the server was not measured.
+  const refusedFor = byTag(data, 'connect_success{chaos:steady}', 'code').filter((x) => failuresIn(x.m) > 0);
+  if (
+    connected === 0 &&
+    refusedFor.length > 0 &&
+    refusedFor.every((x) => CREDENTIAL_REFUSALS.has(x.value)) &&
+    refusedFor.reduce((n, x) => n + failuresIn(x.m), 0) === (data.metrics.connect_success?.values.fails ?? -1)
+  )
+    invalid.push(
+      `the server refused the devices' credentials on every connect (${refusedFor.map((x) => `HTTP ${x.value.slice(5)} ×${failuresIn(x.m)}`).join(', ')}): check --token / --token-file and the dialect's connect; the server was not measured`,
+    );
   if (started > 0 && connected === 0)
     failures.push(
       `no device ever connected: ${data.metrics.connect_success?.values.fails ?? 0} connect attempts failed`,

@@ -181,9 +181,15 @@ func (n *wsNet) Open(url string, headers map[string]string, h SocketEvents) Sock
 	}
 	// The dial blocks until TCP connects, so it has a goroutine; the upgrade's answer comes on the poller.
 	go func() {
-		_, _, _ = n.dialer.DialContext(context.Background(), url, hdr, func(c *websocket.Conn, _ *http.Response, err error) {
+		_, _, _ = n.dialer.DialContext(context.Background(), url, hdr, func(c *websocket.Conn, res *http.Response, err error) {
 			if err != nil || c == nil {
-				h.OnClose(closeAbnormal)
+				// An upgrade the server refused says its HTTP status (401, 403, 404, 429, 503): the connect fails with
+				// it as its code (tagged http_<status>); no answer at all is a lost connection (1006).
+				code := closeAbnormal
+				if res != nil && res.StatusCode >= 100 && res.StatusCode <= 599 && res.StatusCode != http.StatusSwitchingProtocols {
+					code = res.StatusCode
+				}
+				h.OnClose(code)
 				return
 			}
 			s.mu.Lock()

@@ -140,3 +140,28 @@ func TestServerThatStopsReading(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedUpgradeSaysItsStatus: an upgrade the server answers with 401, 403, 429 or 503 ends the attempt with that
+// status as its code (the device tags the failed connect http_<status>); a server that is not there, 1006.
+func TestRefusedUpgradeSaysItsStatus(t *testing.T) {
+	n, err := newWSNet(5*time.Second, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []int{401, 403, 429, 503} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, http.StatusText(status), status)
+		}))
+		got := ends(t, n, "ws"+strings.TrimPrefix(srv.URL, "http"))
+		srv.Close()
+		if want := "close:" + strconv.Itoa(status); got[len(got)-1] != want {
+			t.Fatalf("HTTP %d: the attempt ended %v, want %s", status, got, want)
+		}
+	}
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	srv.Close()
+	if got := ends(t, n, url); got[len(got)-1] != "close:1006" {
+		t.Fatalf("no server: the attempt ended %v, want close:1006", got)
+	}
+}

@@ -33,7 +33,7 @@ import {
 import { DEFAULT_SLOS, resolveSlos, sloThresholds, type Slo } from '../../core/slo.ts';
 import { TREND_STATS, summaryOutputs } from '../../core/summary.ts';
 import type { ResolvedRun, RunVars, SummaryData } from '../../core/run-contract.ts';
-import { CLOSE_CODE_NAMES, CLOSE_CODE_RANGES } from '../../core/protocol.ts';
+import { CLOSE_CODE_NAMES, CLOSE_CODE_RANGES, HTTP_REFUSALS } from '../../core/protocol.ts';
 import { baseMetric, CAUSES, CHAOS_TAG, withTag } from '../../core/verdict.ts';
 
 /** The outcome metrics a device tags with their phase, chaos:steady|during|recovery (each reported every way). */
@@ -121,7 +121,7 @@ export function makeScenario(spec: ScenarioSpec) {
   // of a breach. Per profile for every SLO, per close code and cause for failed connects and unplanned drops, per
   // reason for dropped sessions, and drops per close code for the metrics table.
   const submetrics: Record<string, unknown[]> = {};
-  const codes = [...Object.keys(CLOSE_CODE_NAMES), ...Object.keys(CLOSE_CODE_RANGES)];
+  const codes = [...Object.keys(CLOSE_CODE_NAMES), ...Object.keys(CLOSE_CODE_RANGES), ...HTTP_REFUSALS];
   for (const s of slos) {
     for (const p of cfg.profiles) submetrics[withTag(s.metric, 'profile', p.profile.name)] = [];
     const base = baseMetric(s.metric);

@@ -207,6 +207,33 @@ describe('verdict', () => {
     assert.match(junitXml(j, 'smoke', 1), /<testcase classname="wakestorm.smoke" name="fleet connected">\n\s+<failure/);
   });
 
+  it('calls a run INVALID when every connect was refused for its credentials (401/403), not a FAIL of the server', () => {
+    const refused = (by401: number, by503: number): SummaryData => ({
+      metrics: {
+        devices_started: counter(30),
+        connect_success: rate(0, by401 + by503),
+        'connect_success{chaos:steady}': rate(0, by401 + by503),
+        'connect_success{chaos:steady,code:http_401}': rate(0, by401),
+        ...(by503 ? { 'connect_success{chaos:steady,code:http_503}': rate(0, by503) } : {}),
+        wakes: counter(0),
+      },
+    });
+    const j = judge(
+      refused(30, 0),
+      resolveSlos({}, () => ''),
+    );
+    assert.equal(j.verdict, 'invalid');
+    assert.match(j.headline, /refused the devices' credentials on every connect \(HTTP 401 ×30\): check --token/);
+    // A server that also refuses for capacity is judged: that is the server's doing.
+    assert.equal(
+      judge(
+        refused(20, 10),
+        resolveSlos({}, () => ''),
+      ).verdict,
+      'fail',
+    );
+  });
+
   it('names the profile, close code and cause of unplanned drops', () => {
     const d = healthy();
     d.metrics.unplanned_drops = counter(40);
