@@ -365,15 +365,17 @@ export function renderAnswer(a: Answer, msg: unknown, vars: Vars): string {
 
 /** The dialect's step a server message matches (`ignore` for one it needs nothing from), or null: unmatched. */
 export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
+  // The device's own order (device-link.ts onText, then device-session.ts message): the link's messages, a request it
+  // answers, reply audio, then the conversation's steps. A frame is labelled with the step the device took for it.
   const r = d.recv;
   if (r.ready && matches(r.ready, msg, vars)) return 'ready';
+  if (r.ping && matches(r.ping, msg, vars)) return 'ping';
+  if (r.pong && matches(r.pong, msg, vars)) return 'pong';
   if (answerOf(d, msg, vars)) return 'answer';
   const down = d.audio.down;
   if (down.framing === 'json' && matches(down.match!, msg, vars)) return 'audio';
   if (r.ack && r.ack !== 'ready' && matches(r.ack, msg, vars)) return 'ack';
   const steps: [string, Matcher | null][] = [
-    ['ping', r.ping],
-    ['pong', r.pong],
     ['transcript', r.transcript],
     ['reply_start', r.reply_start],
     ['reply_end', r.reply_end],

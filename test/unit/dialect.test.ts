@@ -12,6 +12,7 @@ import {
   frameAudio,
   matches,
   render,
+  stepOf,
   unframeAudio,
   validateDialect,
 } from '../../core/dialect.ts';
@@ -410,5 +411,16 @@ describe('barge-in', () => {
       0,
       'ended as cancelled, not dropped',
     );
+  });
+});
+
+describe('stepOf: the label try prints', () => {
+  it("is the step the device takes, in the device's order: a pong that also matches the ack is a pong", () => {
+    const d = structuredClone(nodeDialect('wakestorm'));
+    d.recv.pong = { type: 'status' };
+    d.recv.ack = { type: 'status' };
+    assert.equal(stepOf(d, { type: 'status' }, {}), 'pong');
+    d.recv.pong = null;
+    assert.equal(stepOf(d, { type: 'status' }, {}), 'ack');
   });
 });
