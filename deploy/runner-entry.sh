@@ -60,4 +60,12 @@ while kill -0 "$k6" 2>/dev/null; do
   code=$?
 done
 wait "$teep"
+# With no shared results claim, the pod stays up a while for `kubectl cp` of this runner's folder
+# (docs/distributed.md); SIGTERM ends the wait at once.
+if [ "${WAKESTORM_HOLD_S:-0}" -gt 0 ]; then
+  echo "wakestorm runner: results in $dir; copy them out within ${WAKESTORM_HOLD_S} s (kubectl cp)" >&2
+  trap 'exit "$code"' INT TERM
+  sleep "$WAKESTORM_HOLD_S" &
+  wait $! || true
+fi
 exit "$code"

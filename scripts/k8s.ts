@@ -34,9 +34,20 @@ export interface K8sOptions extends Pick<
   name?: string;
   /** A Secret whose `token` key is the devices' bearer token (mounted as a file; never in the manifest). */
   tokenSecret?: string;
-  /** The ReadWriteMany claim the runners write their results into. */
+  /**
+   * A ReadWriteMany claim the runners write their results into (written as results-pvc.yaml). None: each runner
+   * writes into a volume of its own (emptyDir) and keeps its pod up for RESULTS_HOLD_S after k6 ends, for `kubectl
+   * cp` (docs/distributed.md): no RWX storage class is needed.
+   */
   resultsClaim?: string;
+  /** A storage class for the results claim (what the cluster offers with ReadWriteMany). */
+  storageClass?: string;
 }
+
+/** How long a runner with no results claim keeps its pod up after k6 ends, for its results to be copied out. */
+const RESULTS_HOLD_S = 900;
+/** The runner image's user (deploy/Dockerfile): the results volume is made writable for its group. */
+const RUNNER_UID = 12345;
 
 /** A DNS-1123 name from the scenario's (TestRun and ConfigMap names). */
 function k8sName(s: string): string {
@@ -90,7 +101,9 @@ export function writeK8s(o: K8sOptions): K8sFiles {
     vars.DEVICES_PER_VU = String(
       Math.min(defaultDevicesPerVu(Math.ceil(devices / o.parallelism), true), Math.ceil(devices / o.parallelism)),
     );
-  if (vars.TIMELINE) vars.CHAOS_VUS = String(o.parallelism);
+  // A chaos VU in every runner's segment, each for its own Toxiproxy: always, so the scenario's own timeline (no
+  // --timeline given) reaches every runner too. A scenario with no timeline has no chaos scenario to size.
+  vars.CHAOS_VUS = String(o.parallelism);
   const name = k8sName(o.name ?? `wakestorm-${plan.script.split('/').pop()!.replace(/\.ts$/, '')}`);
   const dir = resolve(o.out);
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new RunError(`--out ${o.out} is a file, not a folder`);
@@ -120,8 +133,10 @@ export function writeK8s(o: K8sOptions): K8sFiles {
     metadata: { name: `${name}-script`, labels: { 'app.kubernetes.io/part-of': 'wakestorm' } },
     binaryData: { 'archive.tar': tar.toString('base64') },
   };
-  const claim = o.resultsClaim ?? `${name}-results`;
-  const volumes: object[] = [{ name: 'results', persistentVolumeClaim: { claimName: claim } }];
+  const claim = o.resultsClaim;
+  const volumes: object[] = [
+    claim ? { name: 'results', persistentVolumeClaim: { claimName: claim } } : { name: 'results', emptyDir: {} },
+  ];
   const mounts: object[] = [{ name: 'results', mountPath: '/results' }];
   if (o.tokenSecret) {
     volumes.push({ name: 'token', secret: { secretName: o.tokenSecret, items: [{ key: 'token', path: 'token' }] } });
@@ -144,7 +159,10 @@ export function writeK8s(o: K8sOptions): K8sFiles {
         env: [
           { name: 'WAKESTORM_SERVER', value: hostPort },
           ...(o.tokenSecret ? [{ name: 'WAKESTORM_TOKEN_FILE', value: '/var/run/wakestorm/token' }] : []),
+          ...(claim ? [] : [{ name: 'WAKESTORM_HOLD_S', value: String(RESULTS_HOLD_S) }]),
         ],
+        // The image runs as its own user; the results volume is made its group's, so mkdir there works.
+        securityContext: { runAsUser: RUNNER_UID, runAsGroup: RUNNER_UID, fsGroup: RUNNER_UID, runAsNonRoot: true },
         resources: {
           requests: { cpu: `${cpuM}m`, memory: `${memMiB}Mi` },
           limits: { memory: `${memMiB * 2}Mi` },
@@ -154,11 +172,15 @@ export function writeK8s(o: K8sOptions): K8sFiles {
       },
     },
   };
-  const pvc = {
+  const pvc = claim && {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
     metadata: { name: claim, labels: { 'app.kubernetes.io/part-of': 'wakestorm' } },
-    spec: { accessModes: ['ReadWriteMany'], resources: { requests: { storage: '5Gi' } } },
+    spec: {
+      accessModes: ['ReadWriteMany'],
+      ...(o.storageClass ? { storageClassName: o.storageClass } : {}),
+      resources: { requests: { storage: '5Gi' } },
+    },
   };
   const k6v = PINS.k6.candidates[0];
   const build = [
@@ -170,10 +192,10 @@ export function writeK8s(o: K8sOptions): K8sFiles {
     `  -t "\${1:-${testRun.spec.runner.image}}" .`,
     '',
   ].join('\n');
-  const files = {
+  const files: Record<string, string> = {
     'configmap.yaml': stringify(configMap, { lineWidth: 0 }),
     'testrun.yaml': stringify(testRun),
-    'results-pvc.yaml': stringify(pvc),
+    ...(pvc ? { 'results-pvc.yaml': stringify(pvc) } : {}),
     'build-image.sh': build,
   };
   for (const [f, text] of Object.entries(files))

@@ -287,7 +287,7 @@ addFleetOptions(
     .addOption(
       new Option(
         '--ramp <d>',
-        "first connects spread over this long (default: the scenario's own, or 1 s per 500 devices up to 30 s)",
+        "first connects spread over this long (default: the scenario's own, or 1 s per 200 devices up to 30 s)",
       ).env('WAKESTORM_RAMP'),
     )
     .addOption(
@@ -464,7 +464,11 @@ program
   .option('--image <image>', 'the runner image built from deploy/Dockerfile (default wakestorm-runner:k6-<version>)')
   .option('--name <name>', 'TestRun name (default wakestorm-<scenario>)')
   .option('--token-secret <secret>', "a Secret whose 'token' key is the devices' bearer token")
-  .option('--results-claim <pvc>', 'a ReadWriteMany claim the runners write into (default: results-pvc.yaml makes one)')
+  .option(
+    '--results-claim <pvc>',
+    'a ReadWriteMany claim the runners write into (results-pvc.yaml makes it; default: none, each runner keeps its results in its pod for kubectl cp)',
+  )
+  .option('--storage-class <class>', "the results claim's storage class (one that offers ReadWriteMany)")
   .action(async (scenario: string, o) => {
     const { writeK8s } = await import('./k8s.ts');
     const r = writeK8s({ scenario, ...o });

@@ -3,7 +3,7 @@
 // flags, --paused, its instance tag, resumed together), merge into one verdict.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -70,7 +70,19 @@ describe('wakestorm k8s', () => {
     assert.equal(testRun.apiVersion, 'k6.io/v1alpha1');
     assert.equal(testRun.kind, 'TestRun');
     assert.ok(validate(testRun), JSON.stringify(validate.errors));
-    assert.deepEqual(testRun.spec.runner.env, [{ name: 'WAKESTORM_SERVER', value: 'voice.default.svc:9000' }]);
+    // No results claim: each runner keeps its results in its own pod for a while (no RWX storage needed), written as
+    // the image's user with the volume made its group's.
+    assert.deepEqual(testRun.spec.runner.env, [
+      { name: 'WAKESTORM_SERVER', value: 'voice.default.svc:9000' },
+      { name: 'WAKESTORM_HOLD_S', value: '900' },
+    ]);
+    const runner = testRun.spec.runner as unknown as {
+      securityContext: { fsGroup: number; runAsUser: number };
+      volumes: { name: string; emptyDir?: object }[];
+    };
+    assert.deepEqual([runner.securityContext.fsGroup, runner.securityContext.runAsUser], [12345, 12345]);
+    assert.ok(runner.volumes.find((v) => v.name === 'results')?.emptyDir, JSON.stringify(runner.volumes));
+    assert.ok(!existsSync(join(out, 'results-pvc.yaml')), 'no ReadWriteMany claim unless asked for');
     // The validator is live: a manifest the operator would refuse fails it.
     assert.equal(validate({ ...testRun, spec: { ...testRun.spec, parallelism: 'two' } }), false);
     assert.equal(validate({ ...testRun, spec: { ...testRun.spec, script: {}, parallelism: undefined } }), false);
@@ -82,6 +94,37 @@ describe('wakestorm k8s', () => {
       execFileSync(requireTools().k6, ['inspect', join(out, 'archive.tar')], { encoding: 'utf8' }),
     ) as { scenarios: Record<string, { vus?: number }> };
     assert.equal(inspected.scenarios.chaos?.vus, 2, 'one chaos VU per runner');
+    // The scenario's own timeline (no --timeline) reaches every runner too; a claim with its storage class on request.
+    const own = join(work, 'own-timeline');
+    const f = await runCli(
+      ['k8s', 'flaky-network', '--out', own, '--server-url', 'ws://v:9', '--parallelism', '4'].concat([
+        '--results-claim',
+        'shared',
+        '--storage-class',
+        'nfs-client',
+      ]),
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(f.code, 0, f.stderr);
+    const ownRun = JSON.parse(
+      execFileSync(requireTools().k6, ['inspect', join(own, 'archive.tar')], { encoding: 'utf8' }),
+    ) as { scenarios: Record<string, { vus?: number }> };
+    assert.equal(ownRun.scenarios.chaos?.vus, 4, "flaky-network's own timeline: a chaos VU in each of 4 runners");
+    const pvc = parse(readFileSync(join(own, 'results-pvc.yaml'), 'utf8')) as {
+      spec: { storageClassName: string; accessModes: string[] };
+    };
+    assert.deepEqual([pvc.spec.storageClassName, pvc.spec.accessModes], ['nfs-client', ['ReadWriteMany']]);
+    const ownTestRun = parse(readFileSync(join(own, 'testrun.yaml'), 'utf8')) as { spec: { runner: object } };
+    assert.ok(validate(ownTestRun), JSON.stringify(validate.errors));
+    assert.ok(!JSON.stringify(ownTestRun).includes('WAKESTORM_HOLD_S'), 'with a shared claim, no hold');
+    // The documented apply is server-side: the ConfigMap (the archive in base64) is past client-side apply's 256 KiB
+    // annotation, within the 1 MiB object limit.
+    const cmBytes = readFileSync(join(own, 'configmap.yaml')).length;
+    assert.ok(cmBytes < 1024 * 1024, `configmap.yaml ${cmBytes} bytes`);
+    assert.match(
+      readFileSync(join(ROOT, 'docs', 'distributed.md'), 'utf8'),
+      /kubectl apply --server-side -f k8s\/configmap\.yaml/,
+    );
     // A token comes from the named Secret, as a file: never in the manifests.
     const withToken = join(work, 'with-token');
     const t = await runCli([
@@ -163,6 +206,8 @@ describe('wakestorm k8s', () => {
             WAKESTORM_TOXIPROXY_PORT: String(await freePort()),
             WAKESTORM_PROXY_PORT: String(await freePort()),
             WAKESTORM_ENGINE_PORT: String(await freePort()),
+            // The pod's wait for `kubectl cp` after k6 ends (runner 2 only, kept short here).
+            WAKESTORM_HOLD_S: index === 2 ? '2' : '0',
           },
           stdio: ['ignore', 'ignore', 'pipe'],
           detached: true,
@@ -174,6 +219,7 @@ describe('wakestorm k8s', () => {
           new Promise((res) =>
             kid.on('close', (code) => {
               if (code !== 0) console.error(`runner ${index}: ${err.slice(-2000)}`);
+              if (index === 2) assert.match(err, /results in .*instance-2; copy them out within 2 s/);
               res(code);
             }),
           ),
