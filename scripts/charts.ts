@@ -22,6 +22,9 @@ const WANTED = new Set([
   'sessions_dropped',
   'devices_started',
   'recovery_time',
+  'wakes',
+  'sessions_started',
+  'sessions_completed',
 ]);
 
 interface Sample {
@@ -532,6 +535,67 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
         rows,
       });
     }
+  }
+
+  // Throughput: wakes, sessions started and sessions completed per second, averaged over 5 s buckets, every bucket of
+  // the run drawn (a quiet bucket is 0, not a line carried across it).
+  const BUCKET_S = 5;
+  const through = new Map<string, { s: number; series: string; n: number }>();
+  const names: Record<string, string> = {
+    wakes: 'wakes/s',
+    sessions_started: 'sessions started/s',
+    sessions_completed: 'sessions completed/s',
+  };
+  const seen = new Set<string>();
+  for (const d of samples) {
+    const series = names[d.metric];
+    if (!series) continue;
+    seen.add(series);
+    const at = Math.floor(sec(d.t) / BUCKET_S) * BUCKET_S;
+    const k = `${at}:${series}`;
+    (through.get(k) ?? through.set(k, { s: at, series, n: 0 }).get(k)!).n += d.value / BUCKET_S;
+  }
+  for (const series of seen)
+    for (let b = Math.ceil(rs.startS / BUCKET_S) * BUCKET_S; b < rs.endS; b += BUCKET_S)
+      if (!through.has(`${b}:${series}`)) through.set(`${b}:${series}`, { s: b, series, n: 0 });
+  if (through.size) {
+    const rows = [...through.values()].sort((a, b) => a.s - b.s || a.series.localeCompare(b.series));
+    const title = `Throughput: wakes and sessions per second, per ${BUCKET_S} s${chaosNote}`;
+    const spec = {
+      ...BASE,
+      height: 180,
+      title,
+      layer: [
+        ...windowLayers(windows),
+        {
+          data: { values: rows },
+          mark: { type: 'line', point: true, strokeWidth: 2, interpolate: 'step-after', clip: true },
+          encoding: {
+            x: X,
+            y: {
+              field: 'n',
+              type: 'quantitative',
+              title: 'per second',
+              scale: { domainMin: 0 },
+              axis: { tickMinStep: 1 },
+            },
+            color: {
+              field: 'series',
+              type: 'nominal',
+              title: null,
+              scale: { domain: Object.values(names), range: ['#8e44ad', '#16a085', '#d35400'] },
+            },
+            shape: {
+              field: 'series',
+              type: 'nominal',
+              title: null,
+              scale: { domain: Object.values(names), range: ['circle', 'square', 'triangle-up'] },
+            },
+          },
+        },
+      ],
+    };
+    charts.push({ file: 'throughput.svg', title, svg: await toSvg(spec as TopLevelSpec), rows });
   }
 
   // Links lost per second and close code, as bars one second wide on the run's own time axis.

@@ -27,6 +27,9 @@ interface ProfileRow {
   reconnectP95: number | null;
   wakeAckP95: number | null;
   responseP95: number | null;
+  /** The response's tail: p99 and the worst, so one slow device is seen beside the p95. */
+  responseP99: number | null;
+  responseMax: number | null;
   /** The server's endpointing within response_latency (end of speech to its first sign it heard it). */
   endpointingP95: number | null;
   sessions: number;
@@ -54,6 +57,8 @@ function profileRows(rs: RunSeries): ProfileRow[] {
         reconnectP95: null,
         wakeAckP95: null,
         responseP95: null,
+        responseP99: null,
+        responseMax: null,
         endpointingP95: null,
         sessions: 0,
         dropRate: null,
@@ -84,20 +89,23 @@ function profileRows(rs: RunSeries): ProfileRow[] {
     } else if (s.metric === 'reply_truncated') r.truncated += s.value ? 1 : 0;
     else if (LATENCIES.has(s.metric)) push(`${p}\u0000${s.metric}`, s.value);
   }
-  const p95 = (p: string, m: string) => {
+  const pq = (p: string, m: string, q: number) => {
     const v = values.get(`${p}\u0000${m}`);
     return v
       ? quantile(
           v.sort((a, b) => a - b),
-          0.95,
+          q,
         )
       : null;
   };
+  const p95 = (p: string, m: string) => pq(p, m, 0.95);
   const single = rows.size === 1;
   for (const r of rows.values()) {
     r.reconnectP95 = p95(r.profile, 'reconnect_time');
     r.wakeAckP95 = p95(r.profile, 'wake_ack_latency');
     r.responseP95 = p95(r.profile, 'response_latency');
+    r.responseP99 = pq(r.profile, 'response_latency', 0.99);
+    r.responseMax = pq(r.profile, 'response_latency', 1);
     r.endpointingP95 = p95(r.profile, 'endpointing_latency');
     r.dropRate = r.sessions ? (dropped.get(r.profile) ?? 0) / r.sessions : null;
     const key = single ? 'all devices' : r.profile;
@@ -231,10 +239,10 @@ function profileTable(rows: ProfileRow[]): string {
         Object.entries(r.drops)
           .map(([c, n]) => `${c}×${n}`)
           .join(', ') || '0';
-      return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${ms(r.endpointingP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td><td class="num">${r.followUps}</td><td class="num">${r.replies ? `${r.stuttered} / ${r.truncated} of ${r.replies}` : '–'}</td></tr>`;
+      return `<tr><td>${esc(r.profile)}</td><td class="num">${r.started}</td><td class="num">${r.connectedMax}</td><td>${esc(drops)}</td><td class="num">${r.unplanned}</td><td class="num">${ms(r.reconnectP95)}</td><td class="num">${ms(r.wakeAckP95)}</td><td class="num">${ms(r.responseP95)}</td><td class="num">${ms(r.responseP99)} / ${ms(r.responseMax)}</td><td class="num">${ms(r.endpointingP95)}</td><td class="num">${r.dropRate === null ? '–' : `${(r.dropRate * 100).toFixed(1)}% of ${r.sessions}`}</td><td class="num">${r.followUps}</td><td class="num">${r.replies ? `${r.stuttered} / ${r.truncated} of ${r.replies}` : '–'}</td></tr>`;
     })
     .join('');
-  return `<table id="profiles"><thead><tr><th>profile</th><th>devices</th><th>connected (max)</th><th>links lost by close code</th><th>unplanned drops</th><th>reconnect p95</th><th>wake ack p95</th><th>response p95</th><th>of it endpointing p95</th><th>sessions dropped</th><th>follow-ups</th><th>replies stuttered / truncated</th></tr></thead><tbody>${body}</tbody></table>`;
+  return `<table id="profiles"><thead><tr><th>profile</th><th>devices</th><th>connected (max)</th><th>links lost by close code</th><th>unplanned drops</th><th>reconnect p95</th><th>wake ack p95</th><th>response p95</th><th>response p99 / max</th><th>of it endpointing p95</th><th>sessions dropped</th><th>follow-ups</th><th>replies stuttered / truncated</th></tr></thead><tbody>${body}</tbody></table>`;
 }
 
 function testerBlock(summary: SummaryData | null, run: RunRecord): string {
@@ -329,7 +337,7 @@ export async function renderReport(dir: string): Promise<string[]> {
       .filter((c) => c.file === f)
       .map(figure)
       .join('');
-  const main = ['connected.svg', 'latency.svg', 'drops.svg', 'sessions-dropped.svg', 'reconnect.svg']
+  const main = ['connected.svg', 'latency.svg', 'throughput.svg', 'drops.svg', 'sessions-dropped.svg', 'reconnect.svg']
     .map(byFile)
     .join('');
   const dashboard = existsSync(join(dir, 'k6-dashboard.html'))

@@ -121,6 +121,16 @@ describe('report.html', () => {
         csv.slice(1).map((l) => l.split(',').map((x, i) => (i === 1 ? x : Number(x)))),
         rs.connected.map((r) => [r.s, r.key, r.value]),
       );
+      // The throughput chart's wakes are the run's wakes: its 5 s buckets (per second) times 5 sum to k6's count.
+      const thr = readFileSync(join(json.dir, 'throughput.csv'), 'utf8').trim().split('\n').slice(1);
+      const wakesCharted = thr
+        .map((l) => l.split(','))
+        .filter((c) => c[1] === 'wakes/s')
+        .reduce((n, c) => n + Number(c[2]) * 5, 0);
+      const sum = JSON.parse(readFileSync(join(json.dir, 'summary.json'), 'utf8')) as {
+        metrics: Record<string, { values: Record<string, number> }>;
+      };
+      assert.equal(Math.round(wakesCharted), sum.metrics.wakes!.values.count);
       // The devices dropped at the cut: the total right after 5 s is below the total right before it.
       const total = (s: number) => rs.connected.find((r) => r.key === 'all devices' && r.s === s)?.value ?? 0;
       assert.ok(total(6) < total(4), `connected at 4 s ${total(4)}, at 6 s ${total(6)}`);
