@@ -8,6 +8,14 @@ import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { fidelityBench, type FidelityRow } from './fidelity.ts';
 import { engineFrameCost, frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
+import { withScenariosSection } from './scenarios.ts';
+
+/** The new BENCHMARKS.md with the shipped-scenarios section the last `npm run bench:scenarios` wrote kept. */
+function keepScenarios(text: string): string {
+  const old = existsSync(join(ROOT, 'BENCHMARKS.md')) ? readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8') : '';
+  const m = /<!-- bench:scenarios -->[\s\S]*<!-- \/bench:scenarios -->/.exec(old);
+  return m ? withScenariosSection(text, m[0]) : text;
+}
 
 const quick = process.env.BENCH_QUICK === '1';
 const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity' | 'cost'
@@ -191,7 +199,7 @@ async function main() {
     };
     writeFileSync(
       join(ROOT, 'BENCHMARKS.md'),
-      benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? ''),
+      keepScenarios(benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? '')),
     );
     console.log('BENCHMARKS.md rewritten from', process.env.BENCH_RENDER);
     return;
@@ -230,7 +238,7 @@ async function main() {
   );
   const md = render(scale, fidelity, cost);
   writeFileSync(join(dir, 'bench.md'), md);
-  if (!quick) writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(machine, seconds, md, date));
+  if (!quick) writeFileSync(join(ROOT, 'BENCHMARKS.md'), keepScenarios(benchmarksMd(machine, seconds, md, date)));
   console.log(`\n${md}\nwritten: ${join(dir, 'bench.json')}${quick ? '' : ' and BENCHMARKS.md'}`);
 }
 
