@@ -44,7 +44,8 @@ describe('wakestorm try', () => {
         assert.ok(r.stdout.includes('[ack]') && r.stdout.includes('[session_end]'), r.stdout);
       // Voice-to-voice, endpointing included: 300 ms of the server's window plus 120 ms of pipeline at least.
       const resp = Number(/response_latency = (\d+) ms/.exec(r.stdout)?.[1]);
-      assert.ok(resp >= 420 && resp < 700, `response_latency ${resp} ms\n${r.stdout}`);
+      // (415: each of the four timers may fire up to a ms early against the whole-ms clock.)
+      assert.ok(resp >= 415 && resp < 700, `response_latency ${resp} ms\n${r.stdout}`);
       assert.match(r.stdout, /endpointing_latency = \d+ ms/);
       assert.match(r.stdout, /the conversation completed/);
     });

@@ -284,17 +284,17 @@ describe('auth', () => {
     assert.ok(existsSync(join(dir, 'samples.json.gz')));
   });
 
-  it('a wrong token fails on connect_success (exit 99), never passes', async () => {
+  it('a wrong token is INVALID naming HTTP 401 (exit 3): the tester was set up wrong, never a PASS', async () => {
     const tf = file('server-tokens', 'the-server-only-token\n');
     const r = await runCli(
       ['run', ...SMOKE, '--server-arg', `--tokens-file=${tf}`, '--results', results, '--no-dashboard'],
       { timeoutMs: 120_000 },
     );
-    assert.equal(r.code, 99, r.stdout + r.stderr);
+    assert.equal(r.code, 3, r.stdout + r.stderr);
     const { run } = latest();
-    assert.equal(run.verdict, 'fail');
+    assert.equal(run.verdict, 'invalid');
     assert.equal(run.slo_results.find((x) => x.name === 'connect_success')!.status, 'fail');
-    assert.match(run.verdict_line, /no device ever connected/);
+    assert.match(run.verdict_line, /refused the devices' credentials on every connect \(HTTP 401 ×\d+\)/);
     assert.doesNotMatch(r.stdout, /VERDICT: PASS/);
   });
 });
