@@ -1,4 +1,4 @@
-// The conformance cases both device engines run (the k6 device in dialects.test.ts, the native engine in
+// The conformance cases both device engines run (the k6 device in test/scenarios/dialects.test.ts, the native engine in
 // engine.test.ts): the same fleet, dialects, fault and assertions against the same injected truths, so a behaviour one
 // engine gets right and the other wrong fails a test.
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 // The native device engine talking (engine/, --engine native): the conformance cases the k6 device runs in
-// dialects.test.ts (both dialects, voice-to-voice truth, reply judgements, barge-in, resume and its absence), through
+// test/scenarios/dialects.test.ts (both dialects, voice-to-voice truth, reply judgements, barge-in, resume and its absence), through
 // real Toxiproxy and the real server; and what it cannot run is refused in one line before any load.
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
