@@ -1,7 +1,7 @@
 // What a virtual device is given (socket factory, clock, timers, randomness, metric sink, audio) and what its two
 // parts share: the device's options, its metric tags, and its named timers. No runtime here: k6 and Node each pass
 // their own env (scenarios/lib/k6-fleet.ts, scripts/node-devices.ts).
-import { fill, type Dialect, type Vars } from './dialect.ts';
+import { fill, render, type Dialect, type Provision, type Vars } from './dialect.ts';
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import { OPUS_FRAME_MS, type OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
@@ -39,7 +39,7 @@ export interface AudioFrames {
 }
 
 /** An HTTP request a device makes (the dialect's provision call). */
-interface HttpRequest {
+export interface HttpRequest {
   method: 'GET' | 'POST';
   url: string;
   headers: Record<string, string>;
@@ -174,8 +174,13 @@ export function connectRequest(
 }
 
 function connectHeaders(d: Dialect, vars: Vars): Record<string, string> {
+  return filledHeaders(d.connect.headers, vars);
+}
+
+/** Header templates filled; one whose placeholder is unset is left out. */
+function filledHeaders(templates: Record<string, string> | undefined, vars: Vars): Record<string, string> {
   const headers: Record<string, string> = {};
-  for (const [k, t] of Object.entries(d.connect.headers ?? {})) {
+  for (const [k, t] of Object.entries(templates ?? {})) {
     const v = fill(t, vars);
     if (v !== undefined) headers[k] = v;
   }
@@ -183,20 +188,25 @@ function connectHeaders(d: Dialect, vars: Vars): Record<string, string> {
 }
 
 /**
- * Where a provision call goes: `base` as given when it names a path (a firmware's configured OTA URL,
- * http://host:8003/api/ota/), else the dialect's path on that origin (http://host:8000 + /xiaozhi/ota/).
+ * The provision call a device makes (core/device-link.ts, and the CLI's pre-flight, as connectRequest is for the
+ * upgrade). It goes to `base` as given when that names a path (a firmware's configured OTA URL,
+ * http://host:8003/api/ota/), else to the dialect's path on that origin (http://host:8000 + /xiaozhi/ota/).
  */
-export function provisionTarget(base: string, path: string): string {
-  return /^https?:\/\/[^/]+\/./i.test(base) ? base : `${base.replace(/\/$/, '')}${path}`;
+export function provisionRequest(pv: Provision, vars: Vars, base: string): HttpRequest {
+  const path = fill(pv.path, vars, encodeURIComponent) ?? pv.path;
+  return {
+    method: pv.method,
+    url: /^https?:\/\/[^/]+\/./i.test(base) ? base : `${base.replace(/\/$/, '')}${path}`,
+    headers: filledHeaders(pv.headers, vars),
+    body: pv.body ? render(pv.body, vars) : undefined,
+  };
 }
 
-/** The path and query of a WebSocket URL (or a path itself); null when it is neither. */
+/** The path and query of a ws(s):// or http(s):// URL (or a path itself); null when it is neither. */
 function wsPathOf(u: string): string | null {
   if (u.startsWith('/')) return u;
-  const m = /^wss?:\/\/[^/?#]*(\/[^#]*)?/i.exec(u) ?? /^https?:\/\/[^/?#]*(\/[^#]*)?/i.exec(u);
-  if (!m) return null;
-  const rest = m[1] ?? '/';
-  return rest.startsWith('/') ? rest : `/${rest}`;
+  const m = /^(?:wss?|https?):\/\/[^/?#]*(\/[^#]*)?/i.exec(u);
+  return m ? (m[1] ?? '/') : null;
 }
 
 /** One device's options, env, metric tags and wire variables, shared by its link and its session. */

@@ -6,11 +6,10 @@
 import { nextPoll, subprotocolProblem, violationKeepsLink } from './device-rules.ts';
 import { Backoff } from './backoff.ts';
 import type { DeviceContext, FirstFrameProbe, SocketLike } from './device-env.ts';
-import { connectRequest, provisionTarget, Timers } from './device-env.ts';
+import { connectRequest, provisionRequest, Timers } from './device-env.ts';
 import {
   answerOf,
   capture,
-  fill,
   matches,
   render,
   renderAnswer,
@@ -299,13 +298,7 @@ export class Link {
   private provision(pv: Provision): void {
     const { env, opts, vars } = this.ctx;
     const seq = ++this.provisionSeq;
-    const base = opts.provisionUrl ?? opts.baseUrl.replace(/^ws/, 'http');
-    const url = provisionTarget(base, fill(pv.path, vars, encodeURIComponent) ?? pv.path);
-    const headers: Record<string, string> = {};
-    for (const [k, t] of Object.entries(pv.headers ?? {})) {
-      const v = fill(t, vars);
-      if (v !== undefined) headers[k] = v;
-    }
+    const req = provisionRequest(pv, vars, opts.provisionUrl ?? opts.baseUrl.replace(/^ws/, 'http'));
     const sentAt = env.now();
     const failed = (code: number, why: string) => {
       env.log?.(`${opts.id}: provision ${pv.method} ${pv.path} failed: ${why}`);
@@ -321,7 +314,7 @@ export class Link {
       opts.connectTimeoutMs ?? 10_000,
     );
     if (!env.request) return failed(1006, 'this device has no HTTP client');
-    env.request({ method: pv.method, url, headers, body: pv.body ? render(pv.body, vars) : undefined }, (res) => {
+    env.request(req, (res) => {
       if (seq !== this.provisionSeq || this.state !== 'connecting' || !this.alive) return;
       this.timers.clear('connect');
       const now = env.now();

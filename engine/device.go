@@ -447,13 +447,7 @@ func (d *Device) provision(pv *Provision) {
 	if !ok {
 		filled = pv.Path
 	}
-	headers := map[string]string{}
-	for k, t := range pv.Headers {
-		if v, ok := Fill(t, d.vars, nil); ok {
-			headers[k] = v
-		}
-	}
-	req := HTTPRequest{Method: pv.Method, URL: provisionTarget(base, filled), Headers: headers}
+	req := HTTPRequest{Method: pv.Method, URL: provisionTarget(base, filled), Headers: filledHeaders(pv.Headers, d.vars)}
 	if pv.Body != nil {
 		req.Body = pv.Body.Render(d.vars)
 	}
@@ -502,6 +496,17 @@ func (d *Device) provision(pv *Provision) {
 	})
 }
 
+// filledHeaders is header templates filled; one whose placeholder is unset is left out (core/device-env.ts).
+func filledHeaders(templates map[string]string, vars Vars) map[string]string {
+	headers := map[string]string{}
+	for k, t := range templates {
+		if v, ok := Fill(t, vars, nil); ok {
+			headers[k] = v
+		}
+	}
+	return headers
+}
+
 // openSocket opens the attempt's socket: the dialect's connect (or a provision answer's ws_url) on the target.
 func (d *Device) openSocket() {
 	dl, p := d.dialect, d.profile
@@ -539,12 +544,7 @@ func (d *Device) openSocket() {
 			url += "?" + strings.Join(q, "&")
 		}
 	}
-	headers := map[string]string{}
-	for k, t := range dl.Connect.Headers {
-		if v, ok := Fill(t, d.vars, nil); ok {
-			headers[k] = v
-		}
-	}
+	headers := filledHeaders(dl.Connect.Headers, d.vars)
 	d.gen++
 	d.asked = askedSubprotocols(headers)
 	d.ws = d.env.Net.Open(url, headers, attemptEvents{d: d, gen: d.gen})

@@ -4,8 +4,8 @@
 // stops in one line naming the HTTP status. The token never appears in what it prints.
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { connectRequest, deviceVars, provisionTarget } from '../core/device-env.ts';
-import { capture, DEFAULT_DIALECT, fill, render, type Dialect, type Provision, type Vars } from '../core/dialect.ts';
+import { connectRequest, deviceVars, provisionRequest } from '../core/device-env.ts';
+import { capture, DEFAULT_DIALECT, type Dialect, type Provision, type Vars } from '../core/dialect.ts';
 import { WakestormError } from '../core/errors.ts';
 import { parseProfileMix, PROFILES, type Profile } from '../core/profiles.ts';
 import { nodeDialect } from './node-devices.ts';
@@ -142,18 +142,13 @@ export async function preflightUpgrade(o: {
  * into vars for the upgrade. A refusal (4xx, 5xx) or no answer stops the command in one line naming it.
  */
 async function provisionOnce(pv: Provision, vars: Vars, base: string, token: string | undefined): Promise<void> {
-  const url = provisionTarget(base, fill(pv.path, vars, encodeURIComponent) ?? pv.path);
-  const headers: Record<string, string> = {};
-  for (const [k, t] of Object.entries(pv.headers ?? {})) {
-    const v = fill(t, vars);
-    if (v !== undefined) headers[k] = v;
-  }
+  const { url, headers, body } = provisionRequest(pv, vars, base);
   let res: Response;
   try {
     res = await fetch(url, {
       method: pv.method,
       headers,
-      body: pv.body ? render(pv.body, vars) : undefined,
+      body,
       signal: AbortSignal.timeout(5000),
     });
   } catch (e) {
