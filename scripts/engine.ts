@@ -1,13 +1,13 @@
 // The native device engine (engine/, Go): built from the repository's own source and its pinned modules (go.sum) into
 // the cache, keyed by a hash of that source so an edit rebuilds it; started per run like Toxiproxy and the server.
-import { createHash } from 'node:crypto';
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { WakestormError } from '../core/errors.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
+import { treeFiles, treeHash } from './tree-hash.mjs';
 import { cacheDir, goVersion, PINS, run, type Progress } from './tools.ts';
 
 const SRC = join(dirname(fileURLToPath(import.meta.url)), '..', 'engine');
@@ -25,27 +25,13 @@ export class EngineError extends WakestormError {
   override name = 'EngineError';
 }
 
-/** The files a build reads: every .go file, go.mod and go.sum under engine/, the patched modules in third_party too. */
-function engineSources(dir: string, rel = ''): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
-    const p = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...engineSources(dir, p));
-    else if (e.name.endsWith('.go') || e.name === 'go.mod' || e.name === 'go.sum') out.push(p);
-  }
-  return out;
-}
-
-/** A hash of the engine's source (what engineSources lists, by path): the build's cache key. */
+/** A hash of the engine's source, the build's cache key: every .go file, go.mod and go.sum under engine/, the
+ * patched modules in third_party too. */
 export function engineSourceHash(dir = SRC): string {
-  const h = createHash('sha256');
-  for (const f of engineSources(dir).sort()) {
-    h.update(f)
-      .update('\0')
-      .update(readFileSync(join(dir, f)))
-      .update('\0');
-  }
-  return h.digest('hex').slice(0, 16);
+  return treeHash(
+    dir,
+    treeFiles(dir, '', (n) => n.endsWith('.go') || n === 'go.mod' || n === 'go.sum'),
+  );
 }
 
 /** Where the engine built from this source lives. */

@@ -36,7 +36,6 @@ import type { ServerConfig } from '../server/config.ts';
 import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
-import { renderReport } from './report-html.ts';
 import { ABORT_GRACE_MS, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
@@ -331,6 +330,15 @@ export function resolveTokenFlags(tokenFlag: string | undefined, tokenFileFlag: 
 }
 
 /**
+ * A user's module. A .ts one needs a TypeScript loader: run from the sources the CLI has tsx's already; the bundled CLI
+ * (scripts/cli-bundle.mjs, which defines WAKESTORM_BUNDLED) registers it now, for the file that needs it.
+ */
+async function importUserModule(file: string): Promise<unknown> {
+  if (process.env.WAKESTORM_BUNDLED === '1' && /\.[cm]?ts$/.test(file)) (await import('tsx/esm/api')).register();
+  return await import(pathToFileURL(file).href);
+}
+
+/**
  * A dialect written as a TypeScript or JavaScript module (its default export, or `dialect`) becomes the JSON k6 reads:
  * validated here, written to a private temporary file that the run removes. Names and .json files pass as they are.
  */
@@ -340,7 +348,7 @@ async function dialectModuleToJson(spec: string | undefined): Promise<{ path: st
   if (!existsSync(file)) throw new RunError(`--dialect ${spec}: no such file`);
   let mod: { default?: unknown; dialect?: unknown };
   try {
-    mod = (await import(pathToFileURL(file).href)) as typeof mod;
+    mod = (await importUserModule(file)) as typeof mod;
   } catch (e) {
     throw new RunError(`--dialect ${spec}: cannot load the module (${String((e as Error).message).split('\n')[0]})`);
   }
@@ -1039,6 +1047,8 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   }
   rmSync(join(dir, 'scenario.json'), { force: true });
   try {
+    // Loaded only now: the chart libraries (vega) are ~45 MiB of the CLI's RSS, needless while k6 runs.
+    const { renderReport } = await import('./report-html.ts');
     await renderReport(dir);
   } catch (e) {
     log(`wakestorm run: report not rendered: ${(e as Error).message}`);

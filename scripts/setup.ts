@@ -2,6 +2,7 @@
 import { SingleBar } from 'cli-progress';
 import { WakestormError } from '../core/errors.ts';
 import { engineSourceHash, ensureEngine, findEngine } from './engine.ts';
+import { cliBundle } from './cli-bundle.mjs';
 import {
   PINS,
   ToolError,
@@ -51,6 +52,8 @@ export async function setup(opts: { postinstall?: boolean } = {}): Promise<numbe
       return opts.postinstall ? 0 : 1;
     }
   }
+  // The CLI's bundle too, so the first command starts at once (it would build on first use anyway, or run from tsx).
+  if (!(await cliBundle())) console.error('wakestorm: the CLI bundle could not be built; the CLI runs through tsx');
   const t = requireTools();
   try {
     await ensureEngine(reporter(t0));

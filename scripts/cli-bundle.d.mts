@@ -1,0 +1,3 @@
+export function cliSourceHash(root?: string): string;
+export function buildCliBundle(outdir: string, root?: string): Promise<void>;
+export function cliBundle(root?: string): Promise<string | null>;
