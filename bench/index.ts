@@ -9,16 +9,22 @@ import { fidelityBench, type FidelityRow } from './fidelity.ts';
 import { engineFrameCost, frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
 import { withScenariosSection } from './scenarios.ts';
+import { peersBench, peersSection, peersSectionIn, withPeersSection } from './peers.ts';
 
-/** The new BENCHMARKS.md with the shipped-scenarios section the last `npm run bench:scenarios` wrote kept. */
-function keepScenarios(text: string): string {
+/**
+ * The new BENCHMARKS.md with the shipped-scenarios section the last `npm run bench:scenarios` wrote kept, and the
+ * peers section this run wrote (or, when it did not run them, the last one).
+ */
+function keepSections(text: string, peers: string | null = null): string {
   const old = existsSync(join(ROOT, 'BENCHMARKS.md')) ? readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8') : '';
   const m = /<!-- bench:scenarios -->[\s\S]*<!-- \/bench:scenarios -->/.exec(old);
-  return m ? withScenariosSection(text, m[0]) : text;
+  const withScenarios = m ? withScenariosSection(text, m[0]) : text;
+  const p = peers ?? peersSectionIn(old);
+  return p ? withPeersSection(withScenarios, p) : withScenarios;
 }
 
 const quick = process.env.BENCH_QUICK === '1';
-const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity' | 'cost'
+const only = process.env.BENCH_ONLY; // 'scale' | 'fidelity' | 'cost' | 'peers'
 
 /** The tester's RSS or CPU: k6's, or for engine rows the sum with k6's and the engine's parts. */
 function testerCell(r: ScaleRow, f: 'rss_avg_mib' | 'cpu_avg_pct'): string {
@@ -199,7 +205,7 @@ async function main() {
     };
     writeFileSync(
       join(ROOT, 'BENCHMARKS.md'),
-      keepScenarios(benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? '')),
+      keepSections(benchmarksMd(b.machine, b.seconds, render(b.scale, b.fidelity, b.cost ?? null), b.date ?? '')),
     );
     console.log('BENCHMARKS.md rewritten from', process.env.BENCH_RENDER);
     return;
@@ -222,23 +228,28 @@ async function main() {
     `wakestorm bench${quick ? ' (quick)' : ''} on ${machine.cores} cores, ${machine.memory_gib} GiB; results in ${dir}`,
   );
   const t0 = Date.now();
-  const scale = only === 'fidelity' || only === 'cost' ? null : await scaleBench(quick, dir, log);
-  const fidelity = only === 'scale' || only === 'cost' ? null : await fidelityBench(quick, dir, log);
+  const scale = only && only !== 'scale' ? null : await scaleBench(quick, dir, log);
+  const fidelity = only && only !== 'fidelity' ? null : await fidelityBench(quick, dir, log);
   let cost: FrameCost | null = null;
   if (!only || only === 'cost') {
     log('cost: the device model per audio frame against a bare k6 timer, in one k6 process');
     cost = await frameCost(quick ? 200 : 800, log);
     cost.engine = engineFrameCost(quick ? 200 : 800, log);
   }
+  const peers = !only || only === 'peers' ? await peersBench(quick, log) : null;
   const seconds = Math.round((Date.now() - t0) / 1000);
   const date = new Date().toISOString().slice(0, 10);
   writeFileSync(
     join(dir, 'bench.json'),
-    JSON.stringify({ quick, machine, seconds, date, scale, fidelity, cost }, null, 1),
+    JSON.stringify({ quick, machine, seconds, date, scale, fidelity, cost, peers }, null, 1),
   );
   const md = render(scale, fidelity, cost);
   writeFileSync(join(dir, 'bench.md'), md);
-  if (!quick) writeFileSync(join(ROOT, 'BENCHMARKS.md'), keepScenarios(benchmarksMd(machine, seconds, md, date)));
+  if (!quick)
+    writeFileSync(
+      join(ROOT, 'BENCHMARKS.md'),
+      keepSections(benchmarksMd(machine, seconds, md, date), peers ? peersSection(peers) : null),
+    );
   console.log(`\n${md}\nwritten: ${join(dir, 'bench.json')}${quick ? '' : ' and BENCHMARKS.md'}`);
 }
 

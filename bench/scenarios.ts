@@ -115,12 +115,17 @@ export function scenariosSection(rows: ScenarioRow[]): string {
 const SECTION_START = '<!-- bench:scenarios -->';
 const SECTION_END = '<!-- /bench:scenarios -->';
 
+/** A text with the section between start and end replaced by `section` (or appended): the rest as it was. */
+export function withSection(text: string, start: string, end: string, section: string): string {
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a >= 0 && b > a) return `${text.slice(0, a)}${section}${text.slice(b + end.length)}`;
+  return `${text.trimEnd()}\n\n${section}\n`;
+}
+
 /** BENCHMARKS.md with its scenarios section replaced (or appended): the rest of the file as the last bench wrote it. */
 export function withScenariosSection(text: string, section: string): string {
-  const a = text.indexOf(SECTION_START);
-  const b = text.indexOf(SECTION_END);
-  if (a >= 0 && b > a) return `${text.slice(0, a)}${section}${text.slice(b + SECTION_END.length)}`;
-  return `${text.trimEnd()}\n\n${section}\n`;
+  return withSection(text, SECTION_START, SECTION_END, section);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -55,4 +55,41 @@ describe('bench smoke', () => {
     assert.ok(c.us_per_timer > 0 && c.us_per_frame > 0, JSON.stringify(c));
     assert.match(r.out, /µs per device-model frame/);
   });
+
+  it('bench:peers (quick) runs wakestorm and its peers against one server, each holding every device', async () => {
+    const r = await npmRun('bench:peers', { BENCH_QUICK: '1' });
+    assert.equal(r.code, 0, r.out);
+    const rows = JSON.parse(readFileSync(/written: (\S+peers\.json)/.exec(r.out)![1]!, 'utf8')) as {
+      tester: string;
+      load: string;
+      devices: number;
+      server_connections: { min: number; max: number } | null;
+      kib_per_device: number | null;
+      processes: number;
+      note: string;
+    }[];
+    const ran = rows.filter((x) => x.note !== 'not installed here');
+    // wakestorm at both loads, through Toxiproxy too, plain k6 and the hand-written script always; Artillery and
+    // Tsung where they are.
+    for (const [tester, load] of [
+      [/^wakestorm at its defaults/, 'idle'],
+      [/^wakestorm through Toxiproxy/, 'idle'],
+      [/^plain k6/, 'idle'],
+      [/^hand-written/, 'idle'],
+      [/^wakestorm at its defaults/, 'talking'],
+      [/^hand-written/, 'talking'],
+    ] as const)
+      assert.ok(
+        ran.some((x) => tester.test(x.tester) && x.load === load),
+        `${tester} ${load} ran: ${JSON.stringify(rows)}`,
+      );
+    for (const x of ran) {
+      assert.equal(x.note, '', `${x.tester} ${x.load}: ${x.note}`);
+      assert.equal(x.server_connections?.min, x.devices, `${x.tester} ${x.load} held every device`);
+      assert.ok((x.kib_per_device ?? 0) > 0, `${x.tester}: ${x.kib_per_device} KiB/device`);
+    }
+    // Every process of the tester is counted: wakestorm's CLI, k6 and its engine at least.
+    assert.ok(ran.find((x) => /^wakestorm at its defaults/.test(x.tester))!.processes >= 3);
+    assert.match(r.out, /RSS per idle device at 300/);
+  });
 });
