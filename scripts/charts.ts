@@ -225,22 +225,65 @@ function sumPerSecond(
   return out;
 }
 
+type StackedRow = { s: number; s2: number; n: number; y0: number; y1: number } & Record<string, string | number>;
+
 /**
- * Bars one second wide stacked by hand: each row gets y0..y1 (its share on top of the rows before it in that second),
- * so a bar always stands on the axis at 0 (Vega-Lite's own stack with x/x2 bars drew floating ticks).
+ * A counter per whole second and one tag's value (a missing tag is '?'), stacked by hand from 0 at each second
+ * (y0..y1): Vega-Lite's own stack of bars with an x2 drew them floating.
  */
-function stackPerSecond<T extends { s: number; n: number }>(
-  rows: T[],
-  by: (r: T) => string,
-): (T & { y0: number; y1: number })[] {
+function countsPerSecond(samples: Sample[], metric: string, tag: string, sec: (t: number) => number): StackedRow[] {
+  const by = new Map<string, { s: number; s2: number; key: string; n: number }>();
+  for (const d of samples) {
+    if (d.metric !== metric) continue;
+    const at = Math.floor(sec(d.t));
+    const key = d.tags[tag] ?? '?';
+    const row = by.get(`${at}:${key}`) ?? by.set(`${at}:${key}`, { s: at, s2: at + 1, key, n: 0 }).get(`${at}:${key}`)!;
+    row.n += d.value;
+  }
   const base = new Map<number, number>();
-  return [...rows]
-    .sort((a, b) => a.s - b.s || by(a).localeCompare(by(b)))
-    .map((r) => {
-      const y0 = base.get(r.s) ?? 0;
-      base.set(r.s, y0 + r.n);
-      return { ...r, y0, y1: y0 + r.n };
+  return [...by.values()]
+    .sort((a, b) => a.s - b.s || a.key.localeCompare(b.key))
+    .map(({ s, s2, key, n }) => {
+      const y0 = base.get(s) ?? 0;
+      base.set(s, y0 + n);
+      return { s, s2, [tag]: key, n, y0, y1: y0 + n } as StackedRow;
     });
+}
+
+/** The spec of a per-second stacked bar chart over the fault windows (countsPerSecond's rows). */
+function stackedBars(o: {
+  title: string;
+  rows: StackedRow[];
+  field: string;
+  yTitle: string;
+  color: { title: string; scale: object };
+  x: object;
+  windows: Window[];
+}): object {
+  return {
+    ...BASE,
+    title: o.title,
+    layer: [
+      ...windowLayers(o.windows),
+      {
+        data: { values: o.rows },
+        mark: { type: 'bar' },
+        encoding: {
+          x: o.x,
+          x2: { field: 's2' },
+          y: {
+            field: 'y1',
+            type: 'quantitative',
+            title: o.yTitle,
+            scale: { domainMin: 0 },
+            axis: { tickMinStep: 1, format: 'd' },
+          },
+          y2: { field: 'y0' },
+          color: { field: o.field, type: 'nominal', ...o.color },
+        },
+      },
+    ],
+  };
 }
 
 /** Percentiles of a trend per bucket of seconds, one series per key. */
@@ -279,16 +322,6 @@ export interface Chart {
   rows: Record<string, unknown>[];
 }
 
-/** Rows as CSV: a header of every field, then one line a row; text with a comma or quote is quoted. */
-export function toCsv(rows: Record<string, unknown>[]): string {
-  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const cell = (v: unknown) => {
-    const t = v === undefined || v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v as string);
-    return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
-  };
-  return `${[cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c])).join(','))].join('\n')}\n`;
-}
-
 export interface RunSeries {
   samples: Sample[];
   t0: number;
@@ -302,6 +335,33 @@ export interface RunSeries {
   startS: number;
   /** The wall-clock time of second 0 (ISO 8601, UTC): to line the charts up with server logs. */
   zeroIso: string;
+  /** Each process's RSS (MiB) and CPU (% of a core) per second, from process-samples.csv (empty without it). */
+  processes: ProcessPoint[];
+}
+
+type ProcessPoint = {
+  s: number;
+  process: string;
+  rss_mib: number;
+  cpu_pct: number;
+};
+
+/** process-samples.csv (the run's per-second samples of its processes, scripts/run.ts) on the timeline's clock. */
+function processPoints(dir: string, sec: (t: number) => number): ProcessPoint[] {
+  const path = join(dir, 'process-samples.csv');
+  if (!existsSync(path)) return [];
+  const [head, ...lines] = readFileSync(path, 'utf8').trim().split('\n');
+  const cols = head!.split(',');
+  const at = (name: string) => cols.indexOf(name);
+  return lines.map((l) => {
+    const f = l.split(',');
+    return {
+      s: +sec(Number(f[at('t')])).toFixed(3),
+      process: f[at('process')]!,
+      rss_mib: Number(f[at('rss_mib')]),
+      cpu_pct: Number(f[at('cpu_pct')]),
+    };
+  });
 }
 
 /** Reads a run folder's samples and chaos events; null when the run kept no samples. */
@@ -352,6 +412,7 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
     endS: Math.ceil(sec(tEnd)),
     startS: Math.min(0, Math.floor(sec(first))),
     zeroIso: new Date(t0).toISOString(),
+    processes: processPoints(dir, sec),
   };
 }
 
@@ -598,96 +659,24 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
     charts.push({ file: 'throughput.svg', title, svg: await toSvg(spec as TopLevelSpec), rows });
   }
 
-  // Links lost per second and close code, as bars one second wide on the run's own time axis.
-  const dropsBy = new Map<string, { s: number; s2: number; code: string; n: number }>();
-  for (const d of samples) {
-    if (d.metric !== 'connection_drops') continue;
-    const at = Math.floor(sec(d.t));
-    const code = d.tags.code ?? '?';
-    const k = `${at}:${code}`;
-    const row = dropsBy.get(k) ?? dropsBy.set(k, { s: at, s2: at + 1, code, n: 0 }).get(k)!;
-    row.n += d.value;
-  }
-  const drops = stackPerSecond([...dropsBy.values()], (d) => d.code);
+  // Links lost per second and close code, and conversations lost per second and the reason they ended: bars one
+  // second wide on the run's own time axis, stacked from 0.
+  const drops = countsPerSecond(samples, 'connection_drops', 'code', sec);
   if (drops.length) {
     const title = `Links lost per second, by close code${chaosNote}`;
-    const spec = {
-      ...BASE,
-      title,
-      layer: [
-        ...windowLayers(windows),
-        {
-          data: { values: drops },
-          mark: { type: 'bar' },
-          encoding: {
-            x: X,
-            x2: { field: 's2' },
-            y: {
-              field: 'y1',
-              type: 'quantitative',
-              title: 'links lost',
-              scale: { domainMin: 0 },
-              axis: { tickMinStep: 1, format: 'd' },
-            },
-            y2: { field: 'y0' },
-            color: {
-              field: 'code',
-              type: 'nominal',
-              title: 'close code',
-              scale: seriesScale(drops.map((d) => d.code)),
-            },
-          },
-        },
-      ],
-    };
+    const color = { title: 'close code', scale: seriesScale(drops.map((d) => String(d.code))) };
+    const spec = stackedBars({ title, rows: drops, field: 'code', yTitle: 'links lost', color, x: X, windows });
     charts.push({ file: 'drops.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: drops });
   }
-
-  // Conversations lost per second, by the reason they ended.
-  const lostBy = new Map<string, { s: number; s2: number; reason: string; n: number }>();
-  for (const d of samples) {
-    if (d.metric !== 'sessions_dropped') continue;
-    const at = Math.floor(sec(d.t));
-    const reason = d.tags.reason ?? '?';
-    const row =
-      lostBy.get(`${at}:${reason}`) ??
-      lostBy.set(`${at}:${reason}`, { s: at, s2: at + 1, reason, n: 0 }).get(`${at}:${reason}`)!;
-    row.n += d.value;
-  }
-  const lost = stackPerSecond([...lostBy.values()], (d) => d.reason);
+  const lost = countsPerSecond(samples, 'sessions_dropped', 'reason', sec);
   if (lost.length) {
     const title = `Conversations dropped per second, by reason${chaosNote}`;
+    const color = { title: 'reason', scale: DROP_REASONS };
     const spec = {
-      ...BASE,
+      ...stackedBars({ title, rows: lost, field: 'reason', yTitle: 'sessions dropped', color, x: X, windows }),
       height: 180,
-      title,
-      layer: [
-        ...windowLayers(windows),
-        {
-          data: { values: lost },
-          mark: { type: 'bar' },
-          encoding: {
-            x: X,
-            x2: { field: 's2' },
-            y: {
-              field: 'y1',
-              type: 'quantitative',
-              title: 'sessions dropped',
-              scale: { domainMin: 0 },
-              axis: { tickMinStep: 1, format: 'd' },
-            },
-            y2: { field: 'y0' },
-            color: { field: 'reason', type: 'nominal', title: 'reason', scale: DROP_REASONS },
-          },
-        },
-      ],
     };
-    charts.push({
-      file: 'sessions-dropped.svg',
-      title,
-      svg: await toSvg(spec as TopLevelSpec),
-      rows: lost,
-    });
+    charts.push({ file: 'sessions-dropped.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: lost });
   }
 
   const rt = samples
@@ -805,6 +794,37 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       ],
     };
     charts.push({ file: 'tester.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: lag });
+  }
+
+  // Every process of the run (k6, the engine, Toxiproxy, the reference server) over time: which one ran out first.
+  if (rs.processes.length) {
+    const title = `Processes over time: memory (RSS) and CPU per second${chaosNote}`;
+    const color = {
+      field: 'process',
+      type: 'nominal',
+      title: null,
+      scale: seriesScale([...new Set(rs.processes.map((p) => p.process))]),
+    };
+    const panel = (field: 'rss_mib' | 'cpu_pct', axis: string) => ({
+      height: 140,
+      width: BASE.width,
+      layer: [
+        ...windowLayers(windows),
+        {
+          data: { values: rs.processes },
+          mark: { type: 'line', strokeWidth: 2 },
+          encoding: { x: X, y: { field, type: 'quantitative', title: axis }, color },
+        },
+      ],
+    });
+    const spec = {
+      $schema: BASE.$schema,
+      background: BASE.background,
+      config: BASE.config,
+      title,
+      vconcat: [panel('rss_mib', 'RSS (MiB)'), panel('cpu_pct', 'CPU (% of a core)')],
+    };
+    charts.push({ file: 'processes.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: rs.processes });
   }
   return charts;
 }

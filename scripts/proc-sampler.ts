@@ -92,6 +92,19 @@ export class Sampler {
     };
   }
 
+  /**
+   * Every sample of a name between two instants, with the CPU it used since the one before (% of a core): the
+   * report's processes-over-time chart.
+   */
+  series(name: string, from: number, to: number): { t: number; rss_mib: number; cpu_pct: number }[] {
+    const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);
+    return s.slice(1).map((x, i) => ({
+      t: x.t,
+      rss_mib: +x.rss.toFixed(1),
+      cpu_pct: +Math.max(0, ((x.cpu - s[i]!.cpu) / ((x.t - s[i]!.t) / 1000)) * 100).toFixed(1),
+    }));
+  }
+
   /** When the server first reported a connection: the fleet's start, after k6's init (which grows with its VUs). */
   firstConnectedAt(): number | null {
     return this.health.find((x) => x.connections > 0)?.t ?? null;

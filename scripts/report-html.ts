@@ -7,7 +7,8 @@ import { faultLabels } from '../core/timelines.ts';
 import { PHASES } from '../core/phases.ts';
 import { inPhase } from '../core/slo.ts';
 import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
-import { buildRunCharts, quantile, runSeries, toCsv, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
+import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
+import { toCsv } from './run-dir.ts';
 
 const esc = (s: unknown) =>
   String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -364,6 +365,7 @@ ${byFile('latency-profiles.svg')}
 <h2>The tester's own health</h2>
 ${testerBlock(summary, run)}
 ${byFile('tester.svg')}
+${byFile('processes.svg')}
 <h2>What ran</h2>
 ${parameters(run)}
 </main></body></html>

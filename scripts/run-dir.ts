@@ -145,3 +145,13 @@ export function gitCommit(cwd: string): string | null {
     return null;
   }
 }
+
+/** Rows as CSV: a header of every field, then one line a row; text with a comma or quote is quoted. */
+export function toCsv(rows: Record<string, unknown>[]): string {
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v: unknown) => {
+    const t = v === undefined || v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v as string);
+    return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+  };
+  return `${[cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c])).join(','))].join('\n')}\n`;
+}

@@ -38,7 +38,7 @@ import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { ABORT_GRACE_MS, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
-import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, writeResult } from './run-dir.ts';
+import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, toCsv, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
 import {
@@ -397,6 +397,8 @@ interface Watch {
   applied: ChaosEvent[];
   k6Code: number;
   processes: Record<string, ProcStats | null>;
+  /** Each process's RSS and CPU every second (process-samples.csv: the report's processes chart). */
+  processSeries?: { process: string; t: number; rss_mib: number; cpu_pct: number }[];
   /** Stopped early by --abort-on-invalid: the saturation reasons that stopped it. */
   aborted?: string[];
   /** Stopped because the k6 device grew past its memory bound (k6DeviceRssBoundMiB): why. */
@@ -784,8 +786,13 @@ async function watchK6(
     'server',
     ...(stack.shards.length ? ['toxiproxy'] : []),
     ...(engines.length ? ['engine'] : []),
-  ])
+  ]) {
     w.processes[name] = sampler.stats(name, sampledFrom, Date.now());
+    w.processSeries = [
+      ...(w.processSeries ?? []),
+      ...sampler.series(name, sampledFrom, Date.now()).map((x) => ({ process: name, ...x })),
+    ];
+  }
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
@@ -1005,6 +1012,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     }
   };
   writeOrInvalid('junit.xml', () => junitXml(judgement, name, seconds));
+  if (w.processSeries?.length) writeOrInvalid('process-samples.csv', () => toCsv(w.processSeries!));
   const run: RunRecord = {
     run_id: rd.runId,
     scenario: name,

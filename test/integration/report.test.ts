@@ -71,6 +71,7 @@ describe('report.html', () => {
         'chart-reconnect',
         'chart-latency-profiles',
         'chart-tester',
+        'chart-processes',
       ])
         assert.ok(ids.includes(id), `${id} in ${ids}`);
       for (const c of charts) {
@@ -138,6 +139,25 @@ describe('report.html', () => {
       assert.match((await page.text('#profiles'))!, /recommended[\s\S]*web-heartbeat/);
       assert.match((await page.text('#tester-health'))!, /VU event-loop lag\s+p50/);
       assert.match((await page.text('#processes'))!, /k6[\s\S]*server[\s\S]*toxiproxy/);
+      // The processes chart draws the run's own per-second samples (process-samples.csv) on the timeline's clock,
+      // every process the run kept numbers for, and peaks no higher than the run's own peaks (run.json).
+      const samples = readFileSync(join(json.dir, 'process-samples.csv'), 'utf8').trim().split('\n');
+      assert.equal(samples[0], 'process,t,rss_mib,cpu_pct');
+      const charted = readFileSync(join(json.dir, 'processes.csv'), 'utf8').trim().split('\n');
+      assert.equal(charted[0], 's,process,rss_mib,cpu_pct');
+      assert.equal(charted.length, samples.length);
+      for (let i = 1; i < samples.length; i++) {
+        const [p, t, rss, cpu] = samples[i]!.split(',');
+        assert.deepEqual(charted[i]!.split(','), [String(+((Number(t) - rs.t0) / 1000).toFixed(3)), p, rss, cpu]);
+      }
+      const run = JSON.parse(readFileSync(join(json.dir, 'run.json'), 'utf8')) as {
+        processes: Record<string, { rss_max_mib: number } | null>;
+      };
+      for (const [name, st] of Object.entries(run.processes).filter(([, st]) => st)) {
+        const mine = rs.processes.filter((x) => x.process === name);
+        assert.ok(mine.length > 3, `${name}: ${mine.length} samples charted`);
+        assert.ok(Math.max(...mine.map((x) => x.rss_mib)) <= st!.rss_max_mib + 0.1, `${name} peak`);
+      }
       assert.match((await page.text('#parameters'))!, /profile mix\s+recommended 50%, web-heartbeat 50%/);
       await page.screenshot(join(tmp, 'report.png'));
     } finally {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
-import { runSeries, toCsv } from '../../scripts/charts.ts';
+import { runSeries } from '../../scripts/charts.ts';
+import { toCsv } from '../../scripts/run-dir.ts';
 
 const T0 = Date.parse('2026-12-06T07:00:00Z');
 
