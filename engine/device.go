@@ -181,7 +181,7 @@ func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string
 	vars Vars) *Device {
 	r := deviceRandom(seed, id)
 	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r, timers: map[string]*timer{}}
-	dev.conv = &conversation{d: dev, wake: wake, uplink: u}
+	dev.conv = &conversation{d: dev, wake: wake, uplink: u, endedAt: math.Inf(-1)}
 	dev.backoff = newBackoff(&p.Reconnect, r)
 	// The dialect's declared variables, filled on the k6 side (deviceVars), and the run's token if declared.
 	dev.vars = Vars{}

@@ -129,9 +129,9 @@ type conversation struct {
 	lastLossCode int
 	lastLossAt   float64
 	hadLoss      bool
-	// endedAt is when the last session ended (reply audio after it is still that reply's for LateAudioGraceMs).
-	endedAt  float64
-	hadEnded bool
+	// endedAt is when the last session ended (reply audio after it is still that reply's for LateAudioGraceMs);
+	// -Inf before the first, as in device-session.ts.
+	endedAt float64
 }
 
 func (c *conversation) now() float64 { return c.d.now() }
@@ -446,7 +446,7 @@ func (c *conversation) replyAudio(ms float64, n int, ok bool) {
 	now := c.now()
 	if s == nil {
 		// Audio with no conversation to play it in: the server's, not a late frame of the last reply.
-		if !c.hadEnded || now-c.endedAt > c.d.env.Timing.LateAudioGraceMs {
+		if now-c.endedAt > c.d.env.Timing.LateAudioGraceMs {
 			c.d.violation("binary_outside_session")
 		}
 		return
@@ -560,7 +560,7 @@ func (c *conversation) bargeOver(s *session, reason string) {
 
 func (c *conversation) sessionOver(reason string) {
 	s := c.s
-	c.endedAt, c.hadEnded = c.now(), true
+	c.endedAt = c.now()
 	if s != nil && reason == "complete" {
 		c.judgeReply(s, c.now())
 	}
@@ -703,7 +703,7 @@ func (c *conversation) wakeUnanswered(wakeID string) {
 		return
 	}
 	c.s = nil
-	c.endedAt, c.hadEnded = c.now(), true
+	c.endedAt = c.now()
 	c.d.closeChannel()
 	c.scheduleNextWakeIfRepeating()
 }
