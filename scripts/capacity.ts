@@ -38,6 +38,8 @@ export interface CapacityOptions {
   /** A wss:// server's CA, or no verification (RunOptions). */
   ca?: string;
   insecureTls?: boolean;
+  /** Where the dialect's HTTP call before the socket goes (run's --provision-url). */
+  provisionUrl?: string;
   /** Through Toxiproxy (default: direct, so the proxy's CPU is not part of what is measured). */
   throughProxy?: boolean;
   /** Where the devices run: the native engine (default) or k6. */
@@ -126,6 +128,7 @@ async function capacityStep(c: SearchContext, n: number, why: string): Promise<S
       serverUrl: opts.serverUrl,
       ca: opts.ca,
       insecureTls: opts.insecureTls,
+      provisionUrl: opts.provisionUrl,
       // A timeline needs Toxiproxy in the path.
       direct: !opts.throughProxy && !opts.timeline,
       engine: opts.engine,

@@ -545,6 +545,7 @@ addFleetOptions(
     serverUrl: o.serverUrl,
     ca: o.ca,
     insecureTls: o.insecureTls,
+    provisionUrl: o.provisionUrl,
     throughProxy: o.throughProxy,
     engine: o.engine,
     instances: o.instances,

@@ -4,12 +4,12 @@
 // 401), answer initialize and tools/list, and the run PASSes with the server's own counts matching. A server whose OTA
 // check refuses stops the run before any load, naming the status.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startOtaServer, type OtaServer } from '../helpers/xiaozhi-ota-server.ts';
-import { runCli } from '../helpers/proc.ts';
+import { latestRun, runCli } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-ota-'));
 const otaUrl = (s: OtaServer) => `${s.url.replace(/^ws/, 'http')}/api/ota/`;
@@ -44,12 +44,7 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
       { timeoutMs: 150_000 },
     );
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    const dir = join(results, readlinkSync(join(results, 'latest')));
-    const m = (
-      JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as {
-        metrics: Record<string, { values: Record<string, number> } | undefined>;
-      }
-    ).metrics;
+    const m = latestRun(results).metrics;
     // One check per device, plus the pre-flight's; every channel opened with the token the check issued.
     assert.equal(server.counts.ota, 21);
     assert.equal(server.counts.refused, 0, 'no upgrade without the issued token');
@@ -75,5 +70,22 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
       /provision call POST http:\/\/127\.0\.0\.1:\d+\/api\/ota\/ answered HTTP 403 \(device not activated\)/,
     );
     assert.equal(refusing.counts.channels, 0);
+  });
+
+  it('capacity makes the check where --provision-url says, and stops before any load when it is refused', async () => {
+    const channels = server.counts.channels;
+    const r = await runCli(
+      ['capacity', '--profile', 'xiaozhi-esp32-button', '--server-url', server.url, '--max-devices', '4'].concat([
+        '--provision-url',
+        otaUrl(refusing),
+        '--results',
+        tmp,
+      ]),
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    // Only the refusing server says this: the check went to the --provision-url, not to the server's own OTA.
+    assert.match(r.stderr, /answered HTTP 403 \(device not activated\)/);
+    assert.equal(server.counts.channels, channels, 'no device reached the server');
   });
 });
