@@ -1,10 +1,22 @@
 // Child-process helpers for tests: run the CLI, wait for a line, find free loopback ports, check a port is closed.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 export { pickFreePort as freePort } from '../../scripts/process-control.ts';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const CLI = `${ROOT}bin/wakestorm.mjs`;
+
+/** k6's summary metrics, as a test reads them. */
+export type Metrics = Record<string, { values: Record<string, number> } | undefined>;
+
+/** The run a `wakestorm run --results <results>` just finished (its `latest` link): run.json and k6's metrics. */
+export function latestRun<R = { verdict: string }>(results: string): { dir: string; run: R; metrics: Metrics } {
+  const dir = join(results, readlinkSync(join(results, 'latest')));
+  const read = (f: string) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as unknown;
+  return { dir, run: read('run.json') as R, metrics: (read('summary.json') as { metrics: Metrics }).metrics };
+}
 
 export function runCli(
   args: string[],

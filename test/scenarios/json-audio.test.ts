@@ -3,12 +3,12 @@
 // the response latency the devices measure is held to the server's own clock (its last voiced audio in, its first
 // reply audio out): within max(40 ms, 10%) at the median. A wrong key is refused before any load, naming 401.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startMediaStreamServer, startRealtimeServer, type VoiceApiServer } from '../helpers/realtime-server.ts';
-import { runCli } from '../helpers/proc.ts';
+import { latestRun, runCli, type Metrics } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-json-audio-'));
 const KEY = 'sk-wakestorm-test-0001';
@@ -19,7 +19,7 @@ interface Run {
   code: number | null;
   out: string;
   verdict: string;
-  metrics: Record<string, { values: Record<string, number> } | undefined>;
+  metrics: Metrics;
 }
 
 async function fleet(server: VoiceApiServer, dialect: string, extra: string[] = []): Promise<Run> {
@@ -39,10 +39,8 @@ async function fleet(server: VoiceApiServer, dialect: string, extra: string[] = 
     ].concat(['--dialect', dialect, '--server-url', server.url, '--results', results, '--no-dashboard', ...extra]),
     { timeoutMs: 150_000 },
   );
-  const dir = join(results, readlinkSync(join(results, 'latest')));
-  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { metrics: Run['metrics'] };
-  const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as { verdict: string };
-  return { code: r.code, out: r.stdout + r.stderr, verdict: run.verdict, metrics: summary.metrics };
+  const { run, metrics } = latestRun(results);
+  return { code: r.code, out: r.stdout + r.stderr, verdict: run.verdict, metrics };
 }
 
 const median = (xs: number[]) => {

@@ -3,12 +3,12 @@
 // protocol is (ready, ack and reply_start null): validate and try pass, a 50-device fleet PASSes with the server's own
 // counters matching the tester's, a wrong key stops before any load naming 401, a build that stalls mid-reply FAILs.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startSilentServer, type SilentServer } from '../helpers/silent-server.ts';
-import { ROOT, runCli } from '../helpers/proc.ts';
+import { latestRun, ROOT, runCli, type Metrics } from '../helpers/proc.ts';
 
 const KEY = 'k3y-42';
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-silent-'));
@@ -30,7 +30,7 @@ interface Run {
   code: number | null;
   out: string;
   run: { verdict: string; slo_results: { name: string; status: string; culprits: string[] }[] };
-  metrics: Record<string, { values: Record<string, number> } | undefined>;
+  metrics: Metrics;
 }
 
 async function fleet(server: SilentServer, name: string, extra: string[] = []): Promise<Run> {
@@ -60,13 +60,8 @@ async function fleet(server: SilentServer, name: string, extra: string[] = []): 
     ],
     { timeoutMs: 150_000 },
   );
-  const dir = join(results, readlinkSync(join(results, 'latest')));
-  return {
-    code: r.code,
-    out: r.stdout + r.stderr,
-    run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as Run['run'],
-    metrics: (JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { metrics: Run['metrics'] }).metrics,
-  };
+  const { run, metrics } = latestRun<Run['run']>(results);
+  return { code: r.code, out: r.stdout + r.stderr, run, metrics };
 }
 
 const count = (r: Run, m: string) => r.metrics[m]?.values.count ?? 0;
