@@ -35,6 +35,8 @@ interface ActiveSession {
   eosAt: number | null;
   /** The server's first sign that it heard the end of speech (transcript, reply start or reply audio). */
   endpointedAt: number | null;
+  /** A transcript (the dialect's sign of hearing) came after the end of speech. */
+  heardEnd: boolean;
   responseRecorded: boolean;
   /** Stage as far as the device knows. */
   stage: 'waking' | 'listening' | 'thinking' | 'speaking';
@@ -299,6 +301,7 @@ export class Conversation implements LinkOwner {
     const now = this.ctx.env.now();
     if (recv.transcript && matches(recv.transcript, msg, vars)) {
       s.heardAt = now;
+      if (s.eosAt !== null) s.heardEnd = true;
       if (s.stage === 'listening' || s.stage === 'thinking') this.endpointed(s, now);
       if (s.stage === 'listening') s.stage = 'thinking';
       this.timers.clear('audio');
@@ -536,6 +539,12 @@ export class Conversation implements LinkOwner {
     if (!listening && this.link?.perWake) this.link.close();
     if (!s || s.id === null) return;
     if (reason === 'complete') this.ctx.count('sessions_completed');
+    // Answered, yet the server never showed it heard the speech end (no transcript after it, where the dialect has
+    // one): a reply to something other than what the user said. An early reply was counted as such already.
+    if (reason === 'complete' && this.ctx.dialect.recv.transcript && !s.heardEnd && !answeredEarly(s)) {
+      this.ctx.env.metrics.add('replies_unheard', 1, this.ctx.outcomeTags(s.turnAt, this.ctx.env.now()));
+      this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} was answered with no transcript after its speech ended`);
+    }
     const dropped = isDropped(reason);
     if (dropped) this.ctx.count('sessions_dropped', 1, { reason });
     this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
@@ -676,6 +685,7 @@ export class Conversation implements LinkOwner {
       id: null,
       eosAt: null,
       endpointedAt: null,
+      heardEnd: false,
       responseRecorded: false,
       stage: 'waking',
       frame: 0,

@@ -20,6 +20,11 @@ export const DEVICE_METRICS = {
   early_replies: 'counter',
   /** How much of the utterance's speech frames the device had sent when an early reply came, %. */
   early_reply_speech: 'trend',
+  /**
+   * Completed sessions whose server never showed it heard the speech end: no transcript (the dialect's sign of hearing,
+   * where it has one) after the device's last voiced frame. Tagged chaos.
+   */
+  replies_unheard: 'counter',
   reconnect_time: 'trend',
   disconnect_detect_time: 'trend',
   ping_rtt: 'trend',

@@ -91,6 +91,15 @@ export const DEFAULT_SLOS: Slo[] = [
       'answers in steady state that began before the device finished its utterance (the server cut the user off); never timed as latency',
   },
   {
+    name: 'replies_unheard',
+    metric: 'replies_unheard{chaos:steady}',
+    aggregation: 'count',
+    op: '==',
+    target: 0,
+    description:
+      "completed sessions in steady state whose server showed no sign of hearing the speech end (no transcript after it, where the dialect has one): an answer to something other than what the user said",
+  },
+  {
     name: 'reply_stutter_rate',
     metric: 'reply_stutter{chaos:steady}',
     aggregation: 'rate',

@@ -97,6 +97,7 @@ const PHASE: Record<string, string> = {
   endpointing_latency: 'endpointing',
   processing_latency: 'reply',
   early_replies: 'reply',
+  replies_unheard: 'reply',
   reply_stutter: 'playback',
   playback_stall_time: 'playback',
   reply_truncated: 'playback',

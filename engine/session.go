@@ -84,6 +84,7 @@ type session struct {
 	wakeAt, turnAt, heardAt       float64
 	eosAt, endpointedAt           float64
 	hasEos, endpointed, responded bool
+	heardEnd                      bool // a transcript (the dialect's sign of hearing) came after the end of speech
 	stage                         string
 	frame                         int
 	silenceSentMs, streamT0       float64
@@ -314,6 +315,9 @@ func (c *conversation) message(msg map[string]any) string {
 	case dl.Recv.Transcript != nil && dl.Recv.Transcript.Matches(msg, vars):
 		step = "transcript"
 		s.heardAt = now
+		if s.hasEos {
+			s.heardEnd = true
+		}
 		if s.stage == "listening" || s.stage == "thinking" {
 			c.endpointed(s, now)
 		}
@@ -582,6 +586,12 @@ func (c *conversation) sessionOver(reason string) {
 	}
 	if reason == "complete" {
 		c.d.count("sessions_completed", 1)
+	}
+	// Answered, yet the server never showed it heard the speech end (no transcript after it, where the dialect has
+	// one): a reply to something other than what the user said. An early reply was counted as such already.
+	if reason == "complete" && c.d.dialect.Recv.Transcript != nil && !s.heardEnd && !s.answeredEarly() {
+		c.span("replies_unheard", 1, s.turnAt, c.now())
+		c.d.log("session " + s.name() + " was answered with no transcript after its speech ended")
 	}
 	dropped := c.d.env.Rules.dropped(reason)
 	v := 0.0

@@ -288,7 +288,7 @@ describe('the SLO gate', () => {
     assert.equal(r.code, 99);
     const junit = readFileSync(join(out, 'junit.xml'), 'utf8');
     // 16 SLOs and the tester's own case; reconnect, recovery, resume and barge-in are n/a (skipped): no link was lost, no device barged in.
-    assert.match(junit, /<testsuite name="wakestorm.smoke" tests="17" failures="1" errors="0" skipped="4"/);
+    assert.match(junit, /<testsuite name="wakestorm.smoke" tests="18" failures="1" errors="0" skipped="4"/);
     assert.match(
       junit,
       /<testcase classname="wakestorm.smoke" name="response_p95 \(response_latency\{chaos:steady\} p\(95\) &lt; 800 ms\)">\s*<failure message="response_latency\{chaos:steady\} measured 1[23]\d\d\.\d ms, target p\(95\) &lt; 800 ms; endpointing p95 \d+ ms [^;]*, the rest p95 \d+ ms; profile recommended 1[23]\d\d\.\d ms; phase reply"/,
@@ -309,8 +309,8 @@ describe('the SLO gate', () => {
       await healthy.stop();
     }
     assert.equal(r.code, 0, r.stdout);
-    assert.match(readFileSync(join(out2, 'junit.xml'), 'utf8'), /tests="17" failures="0" errors="0" skipped="4"/);
-    assert.match(r.stdout, /VERDICT: PASS \(12 SLOs met, 4 n\/a\)/);
+    assert.match(readFileSync(join(out2, 'junit.xml'), 'utf8'), /tests="18" failures="0" errors="0" skipped="4"/);
+    assert.match(r.stdout, /VERDICT: PASS \(13 SLOs met, 4 n\/a\)/);
   });
 
   it('refuses to start when the target is unreachable or Toxiproxy is down, before any load', async () => {

@@ -226,7 +226,7 @@ describe('CLI conventions', () => {
         .split('\n')
         .map((l) => l.replace(/\d{8}-\d{6}(-\d+)?/, 'ID')),
       [
-        'VERDICT: PASS (5 SLOs met, 11 n/a)',
+        'VERDICT: PASS (6 SLOs met, 11 n/a)',
         `wakestorm run smoke: PASS, exit 0; report: ${results}/smoke-ID/report.html`,
       ],
     );

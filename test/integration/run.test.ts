@@ -49,7 +49,7 @@ describe('wakestorm run', () => {
     assert.ok(run.machine.cores >= 1);
     const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
     assert.equal(summary.metrics.sessions_completed.values.count, 12);
-    assert.match(readFileSync(join(dir, 'junit.xml'), 'utf8'), /tests="17" failures="0" errors="0" skipped="4"/);
+    assert.match(readFileSync(join(dir, 'junit.xml'), 'utf8'), /tests="18" failures="0" errors="0" skipped="4"/);
     assert.equal(run.slo_results.find((x: { name: string }) => x.name === 'reconnect_p95').status, 'n/a');
     assert.match(
       readFileSync(join(dir, 'server-metrics.txt'), 'utf8'),

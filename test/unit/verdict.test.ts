@@ -55,9 +55,9 @@ describe('verdict', () => {
     assert.equal(j.verdict, 'pass', j.headline);
     assert.equal(j.exit_code, 0);
     assert.equal(j.slos.find((r) => r.name === 'reconnect_p95')!.status, 'n/a');
-    assert.match(j.headline, /PASS \(12 SLOs met, 4 n\/a\)/);
+    assert.match(j.headline, /PASS \(13 SLOs met, 4 n\/a\)/);
     const xml = junitXml(j, 'smoke', 12);
-    assert.match(xml, /tests="17" failures="0" errors="0" skipped="4"/);
+    assert.match(xml, /tests="18" failures="0" errors="0" skipped="4"/);
     assert.match(
       xml,
       /<skipped message="reconnect_time\{chaos:steady\}: n\/a, no links lost with time to come back in this run"\/>/,
