@@ -97,7 +97,7 @@ export const DEFAULT_SLOS: Slo[] = [
     op: '==',
     target: 0,
     description:
-      "completed sessions in steady state whose server showed no sign of hearing the speech end (no transcript after it, where the dialect has one): an answer to something other than what the user said",
+      'completed sessions in steady state whose server showed no sign of hearing the speech end (no transcript after it, where the dialect has one): an answer to something other than what the user said',
   },
   {
     name: 'reply_stutter_rate',
