@@ -357,6 +357,7 @@ ${sloTable(j)}
 ${recoveryTable(summary, run)}
 ${byFile('recovery.svg')}
 ${byFile('phases.svg')}
+${byFile('latency-phases.svg')}
 <h2>Fleet over time</h2>
 <div id="charts">${main || '<p>No samples were kept for this run (charts off).</p>'}</div>
 <h2>Per profile</h2>

@@ -72,6 +72,7 @@ describe('report.html', () => {
         'chart-latency-profiles',
         'chart-tester',
         'chart-processes',
+        'chart-latency-phases',
       ])
         assert.ok(ids.includes(id), `${id} in ${ids}`);
       for (const c of charts) {
@@ -139,6 +140,19 @@ describe('report.html', () => {
       assert.match((await page.text('#profiles'))!, /recommended[\s\S]*web-heartbeat/);
       assert.match((await page.text('#tester-health'))!, /VU event-loop lag\s+p50/);
       assert.match((await page.text('#processes'))!, /k6[\s\S]*server[\s\S]*toxiproxy/);
+      // The latency distribution per phase is the samples' own: its steady-state response median is the median of
+      // the run's steady response_latency samples, and every curve rises to its phase's worst sample.
+      const dist = readFileSync(join(json.dir, 'latency-phases.csv'), 'utf8').trim().split('\n');
+      assert.equal(dist[0], 'metric,phase,pct,ms');
+      const point = (metric: string, phase: string, pct: number) =>
+        Number(dist.find((l) => l.startsWith(`${metric},${phase},${pct},`))?.split(',')[3]);
+      const steady = rs.samples
+        .filter((x) => x.metric === 'response_latency' && x.tags.chaos === 'steady')
+        .map((x) => x.value)
+        .sort((a, b) => a - b);
+      assert.ok(steady.length >= 3, `${steady.length} steady responses`);
+      assert.equal(point('response', 'steady', 50), Math.max(1, steady[Math.ceil(0.5 * steady.length) - 1]!));
+      assert.equal(point('response', 'steady', 100), Math.max(1, steady.at(-1)!));
       // The processes chart draws the run's own per-second samples (process-samples.csv) on the timeline's clock,
       // every process the run kept numbers for, and peaks no higher than the run's own peaks (run.json).
       const samples = readFileSync(join(json.dir, 'process-samples.csv'), 'utf8').trim().split('\n');
