@@ -8,7 +8,7 @@ import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { fidelityBench, type FidelityRow } from './fidelity.ts';
 import { engineFrameCost, frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
-import { withScenariosSection } from './scenarios.ts';
+import { scenariosSectionIn, withScenariosSection } from './scenarios.ts';
 import { peersBench, peersSection, peersSectionIn, withPeersSection } from './peers.ts';
 
 /**
@@ -17,8 +17,8 @@ import { peersBench, peersSection, peersSectionIn, withPeersSection } from './pe
  */
 function keepSections(text: string, peers: string | null = null): string {
   const old = existsSync(join(ROOT, 'BENCHMARKS.md')) ? readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8') : '';
-  const m = /<!-- bench:scenarios -->[\s\S]*<!-- \/bench:scenarios -->/.exec(old);
-  const withScenarios = m ? withScenariosSection(text, m[0]) : text;
+  const scenarios = scenariosSectionIn(old);
+  const withScenarios = scenarios ? withScenariosSection(text, scenarios) : text;
   const p = peers ?? peersSectionIn(old);
   return p ? withPeersSection(withScenarios, p) : withScenarios;
 }

@@ -13,10 +13,11 @@ import { join } from 'node:path';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { stopChild } from '../scripts/process-control.ts';
 import { Sampler } from '../scripts/proc-sampler.ts';
+import { processTree } from '../scripts/proc-stats.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { startStack } from '../scripts/stack.ts';
-import { cacheDir, requireTools } from '../scripts/tools.ts';
-import { withSection } from './scenarios.ts';
+import { cacheDir, requireTools, which } from '../scripts/tools.ts';
+import { sectionIn, withSection } from './scenarios.ts';
 
 /** Artillery, pinned: the version measured beside wakestorm in FACTS and this bench. */
 const ARTILLERY = '2.0.34';
@@ -72,14 +73,6 @@ function artilleryBin(install: boolean): string | null {
       timeout: 600_000,
     });
     return existsSync(bin) ? bin : null;
-  } catch {
-    return null;
-  }
-}
-
-function which(cmd: string): string | null {
-  try {
-    return execFileSync('bash', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
   } catch {
     return null;
   }
@@ -270,7 +263,7 @@ async function measure(
     const t0 = Date.now();
     sampler.start({ tester: child.pid! }, server.http);
     let processes = 0;
-    const counter = setInterval(() => (processes = Math.max(processes, countTree(child.pid!))), 5000);
+    const counter = setInterval(() => (processes = Math.max(processes, processTree(child.pid!).length)), 5000);
     // Every tester stops by itself at its duration; a bound past it stops one that does not.
     const done = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     const bound = setTimeout(() => void stopChild(child, 5000), (durationS + 90) * 1000);
@@ -307,22 +300,6 @@ async function measure(
   }
 }
 
-/** How many processes a tree holds now (threads not counted). */
-function countTree(pid: number): number {
-  try {
-    const out = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-    return (
-      1 +
-      out
-        .split('\n')
-        .filter(Boolean)
-        .reduce((a, p) => a + countTree(Number(p)), 0)
-    );
-  } catch {
-    return 1;
-  }
-}
-
 export async function peersBench(quick = false, log: (l: string) => void = console.log): Promise<PeerRow[]> {
   const size = quick ? SIZES.quick : SIZES.full;
   const stack = await startStack({ toxiproxyShards: 0, server: { maxConnections: 20_000 }, log: () => {} });
@@ -338,10 +315,14 @@ export async function peersBench(quick = false, log: (l: string) => void = conso
   return rows;
 }
 
+/** A tester's row at a load: TESTERS[0] is wakestorm at its defaults, TESTERS[3] the hand-written script. */
+const rowOf = (rows: PeerRow[], tester: number, load: Load) =>
+  rows.find((r) => r.load === load && r.tester === TESTERS[tester]!.name);
+
 /** The issue's targets for wakestorm at its defaults, from this run's rows. */
 function targets(rows: PeerRow[]): string[] {
-  const ours = (load: Load) => rows.find((r) => r.load === load && r.tester === TESTERS[0]!.name);
-  const script = (load: Load) => rows.find((r) => r.load === load && r.tester === TESTERS[3]!.name);
+  const ours = (load: Load) => rowOf(rows, 0, load);
+  const script = (load: Load) => rowOf(rows, 3, load);
   const met = (b: boolean) => (b ? 'met' : '**not met**');
   const idle = ours('idle');
   const talk = ours('talking');
@@ -364,7 +345,7 @@ function targets(rows: PeerRow[]): string[] {
 }
 
 export function peersSection(rows: PeerRow[]): string {
-  const ours = (load: Load) => rows.find((r) => r.load === load && r.tester === TESTERS[0]!.name);
+  const ours = (load: Load) => rowOf(rows, 0, load);
   const vs = (r: PeerRow, f: 'rss_avg_mib' | 'cpu_pct') => {
     const o = ours(r.load)?.[f];
     return o && r[f] ? `${r1(o / r[f]!)}x` : '-';
@@ -400,9 +381,7 @@ export function withPeersSection(text: string, section: string): string {
 
 /** The peers section the last `npm run bench:peers` wrote, from BENCHMARKS.md's text, or null. */
 export function peersSectionIn(text: string): string | null {
-  const a = text.indexOf(SECTION_START);
-  const b = text.indexOf(SECTION_END);
-  return a >= 0 && b > a ? text.slice(a, b + SECTION_END.length) : null;
+  return sectionIn(text, SECTION_START, SECTION_END);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -117,10 +117,22 @@ const SECTION_END = '<!-- /bench:scenarios -->';
 
 /** A text with the section between start and end replaced by `section` (or appended): the rest as it was. */
 export function withSection(text: string, start: string, end: string, section: string): string {
+  const old = sectionIn(text, start, end);
+  if (old === null) return `${text.trimEnd()}\n\n${section}\n`;
+  const a = text.indexOf(start);
+  return `${text.slice(0, a)}${section}${text.slice(a + old.length)}`;
+}
+
+/** The section between start and end (both markers kept) in a text, or null. */
+export function sectionIn(text: string, start: string, end: string): string | null {
   const a = text.indexOf(start);
   const b = text.indexOf(end);
-  if (a >= 0 && b > a) return `${text.slice(0, a)}${section}${text.slice(b + end.length)}`;
-  return `${text.trimEnd()}\n\n${section}\n`;
+  return a >= 0 && b > a ? text.slice(a, b + end.length) : null;
+}
+
+/** The scenarios section the last `npm run bench:scenarios` wrote, from BENCHMARKS.md's text, or null. */
+export function scenariosSectionIn(text: string): string | null {
+  return sectionIn(text, SECTION_START, SECTION_END);
 }
 
 /** BENCHMARKS.md with its scenarios section replaced (or appended): the rest of the file as the last bench wrote it. */

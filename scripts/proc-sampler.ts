@@ -81,9 +81,8 @@ export class Sampler {
     const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);
     if (s.length < 2) return null;
     const cpu = ((s[s.length - 1]!.cpu - s[0]!.cpu) / ((s[s.length - 1]!.t - s[0]!.t) / 1000)) * 100;
-    let peak = 0;
-    for (let i = 1; i < s.length; i++)
-      peak = Math.max(peak, ((s[i]!.cpu - s[i - 1]!.cpu) / ((s[i]!.t - s[i - 1]!.t) / 1000)) * 100);
+    // The busiest second: the largest of the per-second rates series() gives (already rounded to 0.1).
+    const peak = Math.max(0, ...this.series(name, from, to).map((x) => x.cpu_pct));
     return {
       rss_max_mib: +Math.max(...s.map((x) => x.rss)).toFixed(1),
       rss_avg_mib: +(s.reduce((a, x) => a + x.rss, 0) / s.length).toFixed(1),

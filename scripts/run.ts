@@ -781,18 +781,12 @@ async function watchK6(
   tester.stop();
   stopProgress();
   sampler.stop();
-  for (const name of [
-    'k6',
-    'server',
-    ...(stack.shards.length ? ['toxiproxy'] : []),
-    ...(engines.length ? ['engine'] : []),
-  ]) {
-    w.processes[name] = sampler.stats(name, sampledFrom, Date.now());
-    w.processSeries = [
-      ...(w.processSeries ?? []),
-      ...sampler.series(name, sampledFrom, Date.now()).map((x) => ({ process: name, ...x })),
-    ];
-  }
+  const names = ['k6', 'server', ...(stack.shards.length ? ['toxiproxy'] : []), ...(engines.length ? ['engine'] : [])];
+  const sampledTo = Date.now();
+  for (const name of names) w.processes[name] = sampler.stats(name, sampledFrom, sampledTo);
+  w.processSeries = names.flatMap((name) =>
+    sampler.series(name, sampledFrom, sampledTo).map((x) => ({ process: name, ...x })),
+  );
   clearTimeout(watchdog);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);

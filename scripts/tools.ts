@@ -62,7 +62,8 @@ export function k6Env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   };
 }
 
-function which(name: string): string | null {
+/** The path of a command on PATH, or null. */
+export function which(name: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     const p = join(dir, name);
     if (dir && existsSync(p)) return p;

@@ -25,6 +25,11 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
     await server.close();
     await refusing.close();
   });
+  /** A command whose devices' OTA check goes to the refusing server (--provision-url). */
+  const checkRefused = (cmd: string[]) =>
+    runCli(cmd.concat(['--profile', 'xiaozhi-esp32-button', '--provision-url', otaUrl(refusing), '--results', tmp]), {
+      timeoutMs: 60_000,
+    });
 
   it('20 devices check in once each, connect with the issued token, answer MCP, and PASS', async () => {
     const results = join(tmp, 'ok');
@@ -55,15 +60,7 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
   });
 
   it('an OTA check the server refuses stops the run before any load, naming the status', async () => {
-    const r = await runCli(
-      ['run', 'smoke', '--profile', 'xiaozhi-esp32-button', '--server-url', refusing.url].concat([
-        '--provision-url',
-        otaUrl(refusing),
-        '--results',
-        tmp,
-      ]),
-      { timeoutMs: 60_000 },
-    );
+    const r = await checkRefused(['run', 'smoke', '--server-url', refusing.url]);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     assert.match(
       r.stderr,
@@ -74,15 +71,7 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
 
   it('capacity makes the check where --provision-url says, and stops before any load when it is refused', async () => {
     const channels = server.counts.channels;
-    const r = await runCli(
-      ['capacity', '--profile', 'xiaozhi-esp32-button', '--server-url', server.url, '--max-devices', '4'].concat([
-        '--provision-url',
-        otaUrl(refusing),
-        '--results',
-        tmp,
-      ]),
-      { timeoutMs: 60_000 },
-    );
+    const r = await checkRefused(['capacity', '--server-url', server.url, '--max-devices', '4']);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     // Only the refusing server says this: the check went to the --provision-url, not to the server's own OTA.
     assert.match(r.stderr, /answered HTTP 403 \(device not activated\)/);
