@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startHostileServer, startSilentListener, type HostileServer } from '../helpers/hostile-server.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
-import { k6DeviceRssBoundMiB } from '../../scripts/tester-watch.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-hostile-servers-'));
 
@@ -21,7 +20,6 @@ interface Outcome {
     verdict_line: string;
     slo_results: { name: string; status: string; culprits: string[]; why: string }[];
     processes: Record<string, { rss_max_mib: number } | null>;
-    resolved?: { devices: number; vus: number };
   };
 }
 
@@ -105,7 +103,6 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     strayAudio: () => against(() => startHostileServer('stray-audio')),
     strayAudioK6: () => against(() => startHostileServer('stray-audio'), ['--engine', 'k6']),
     giantK6: () => against(() => startHostileServer('giant-frame'), ['--engine', 'k6']),
-    floodK6: () => against(() => startHostileServer('flood'), ['--engine', 'k6', '--devices', '100']),
     unaskedSub: () => against(() => startHostileServer('unasked-subprotocol')),
     unaskedSubK6: () => against(() => startHostileServer('unasked-subprotocol'), ['--engine', 'k6']),
     missingSub: () => against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect()]),
@@ -177,18 +174,6 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     // 20 devices in 1 VU: a bound of 276 MiB; one second of reads past it at most.
     const peak = x.run.processes.k6?.rss_max_mib ?? 0;
     assert.ok(peak < 2048, `k6 peaked at ${peak} MiB`);
-  });
-
-  // The issue's case: a 100-device flood took k6 to 1.86 GB and rising. Bounded now by the same guard (or the device's
-  // own flood rule first), whichever comes first: the run FAILs naming the server either way.
-  it('a flood to 100 k6 devices FAILs, k6 within its documented memory bound', () => {
-    const x = o.floodK6;
-    assert.equal(x.code, 99, `exit ${x.code}: ${x.run.verdict_line}`);
-    assert.match(x.run.verdict_line, /protocol violation|protocol_violations/);
-    const bound = k6DeviceRssBoundMiB(x.run.resolved!.devices, x.run.resolved!.vus);
-    const peak = x.run.processes.k6?.rss_max_mib ?? 0;
-    // Sampled once a second: at most a second's growth past the bound before the guard stops it.
-    assert.ok(peak > 0 && peak < bound + 256, `k6 peaked at ${peak} MiB (bound ${bound} MiB)`);
   });
 
   it('a reply that never ends FAILs, on every connection and on one in ten', () => {
