@@ -3,7 +3,7 @@
 import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { createGunzip } from 'node:zlib';
+import { constants as zlib, createGunzip } from 'node:zlib';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
@@ -37,17 +37,20 @@ interface Sample {
 /** Streams k6's `--out json` file, keeping only the device metrics the charts use. */
 async function readSamples(path: string): Promise<Sample[]> {
   const out: Sample[] = [];
-  const input = path.endsWith('.gz') ? createReadStream(path).pipe(createGunzip()) : createReadStream(path);
+  // A k6 that was killed (its memory guard) leaves the file cut short: what was written is read, the torn end skipped.
+  const gunzip = createGunzip({ finishFlush: zlib.Z_SYNC_FLUSH });
+  const input = path.endsWith('.gz') ? createReadStream(path).pipe(gunzip) : createReadStream(path);
   const rl = createInterface({ input, crlfDelay: Infinity });
   for await (const line of rl) {
     if (!line.startsWith('{"metric":"') && !line.includes('"type":"Point"')) continue;
     const m = /"metric":"([a-z_]+)"/.exec(line);
     if (!m || !WANTED.has(m[1]!)) continue;
-    const p = JSON.parse(line) as {
-      type: string;
-      metric: string;
-      data: { time: string; value: number; tags?: Record<string, string> };
-    };
+    let p: { type: string; metric: string; data: { time: string; value: number; tags?: Record<string, string> } };
+    try {
+      p = JSON.parse(line) as typeof p;
+    } catch {
+      continue;
+    }
     if (p.type !== 'Point') continue;
     out.push({ metric: p.metric, t: Date.parse(p.data.time), value: p.data.value, tags: p.data.tags ?? {} });
   }

@@ -36,7 +36,8 @@ import type { ServerConfig } from '../server/config.ts';
 import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } from '../core/chaos-events.ts';
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
-import { ABORT_GRACE_MS, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
+import { rssMiB } from './proc-stats.ts';
+import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, toCsv, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
@@ -403,6 +404,8 @@ interface Watch {
   aborted?: string[];
   /** Stopped because the k6 device grew past its memory bound (k6DeviceRssBoundMiB): why. */
   overrun?: string;
+  /** k6 grew past K6_KILL_FACTOR times its bound after the overrun and was killed. */
+  overrunKilled?: boolean;
 }
 
 /** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
@@ -702,21 +705,47 @@ async function watchK6(
     },
   });
   // The k6 device reads every message whole: a server's huge frames or flood grow k6 with what it sends. Past its
-  // bound the run stops (a FAIL when the devices saw the server break the protocol, else INVALID).
+  // bound the run stops (a FAIL when the devices saw the server break the protocol, else INVALID). k6 answers SIGINT
+  // only after its event loop drains what it already read, and its sockets read on meanwhile: so the guard reads /proc
+  // itself four times a second, and the flood is cut where the tester can cut it (Toxiproxy's proxies off: every link
+  // closes), and k6 is killed outright past twice its bound (its summary is lost then: the run is INVALID).
   // Only a wakestorm scenario's fleet is known (a plain k6 script, such as the bench's baseline, is not bounded).
   const rssBound =
     engines.length || fleet.devices === null || fleet.vus === null
       ? null
       : k6DeviceRssBoundMiB(fleet.devices, fleet.vus);
+  const k6Rss = () => {
+    let sum = 0;
+    for (const pid of pids)
+      try {
+        sum += rssMiB(pid) || 0;
+      } catch {
+        /* exited */
+      }
+    return sum;
+  };
   const memoryGuard = setInterval(() => {
-    const rss = sampler.latestRss('k6');
-    if (rssBound === null || rss === null || rss <= rssBound || w.overrun) return;
+    if (rssBound === null) return;
+    const rss = k6Rss();
+    if (w.overrun && rss > K6_KILL_FACTOR * rssBound && !w.overrunKilled) {
+      w.overrunKilled = true;
+      const why = `k6 (the k6 device) went on growing to ${Math.round(rss)} MiB, past ${K6_KILL_FACTOR}x its bound of ${rssBound} MiB, and was killed: its numbers are lost`;
+      log(`\nwakestorm run: ${why}`);
+      w.invalid.push(why);
+      killAll('SIGKILL');
+    }
+    if (rss <= rssBound || w.overrun) return;
     w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices} devices in ${fleet.vus} VUs: stopped`;
     log(`\nwakestorm run: ${w.overrun}`);
     noteAll(w.overrun);
     killAll('SIGINT');
+    for (const sh of stack.shards)
+      void sh.toxiproxy
+        .proxies()
+        .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
+        .catch(() => {});
     setTimeout(() => killAll('SIGKILL'), 10_000).unref();
-  }, 1000);
+  }, K6_GUARD_MS);
   const stopProgress = k6Progress(
     children.map((c) => c.api),
     durationMs,

@@ -216,11 +216,16 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
   };
 }
 
+/** How often the CLI reads k6's RSS against k6DeviceRssBoundMiB, ms. */
+export const K6_GUARD_MS = 250;
+/** Past this many times its bound, after the overrun, k6 is killed (its summary lost: the run INVALID). */
+export const K6_KILL_FACTOR = 2;
+
 /**
  * What the k6 device (--engine k6) may hold, MiB: k6 reads every message whole before a device can refuse it, so a
  * server's huge frames or flood grow k6 by what it sends. Measured at defaults k6 holds ~2.2 MiB per VU and up to
  * ~180 KiB per device (BENCHMARKS.md); the bound gives each twice that over a 256 MiB base. Past it the CLI stops
- * the run (docs/engine.md): checked every second, so k6 may overshoot by one second of reads.
+ * the run (docs/engine.md): read every K6_GUARD_MS; past K6_KILL_FACTOR times the bound k6 is killed.
  */
 export function k6DeviceRssBoundMiB(devices: number, vus: number): number {
   return Math.round(256 + 4 * vus + 0.5 * devices);
