@@ -218,6 +218,8 @@ export interface JudgeContext {
    * break the protocol (a FAIL naming it), else the tester's (INVALID).
    */
   testerOverrun?: string;
+  /** k6 could not end: its links' closes went unanswered past the run's end until the tester's network closed them. */
+  closesUnanswered?: string;
 }
 
 /**
@@ -366,6 +368,18 @@ function byTag(data: SummaryData, metric: string, tag: string): { value: string;
   return out;
 }
 
+/**
+ * Upgrades refused with an HTTP status, as `http_<status>` tallies, from k6's own ws_sessions samples: the k6 device's
+ * socket is only told "bad handshake", but k6 tags each session with the status it got (kit.ts declares them). The
+ * native engine tags connect_success itself and opens no k6 session to a server: empty then.
+ */
+function k6RefusedUpgrades(data: SummaryData): { value: string; n: number }[] {
+  return byTag(data, 'ws_sessions', 'status')
+    .map((x) => ({ value: `http_${x.value}`, n: x.m.values.count ?? 0 }))
+    .filter((x) => x.n > 0 && x.value !== 'http_101')
+    .sort((a, b) => b.n - a.n);
+}
+
 /** How many failures a submetric holds: fails of a rate, the count of a counter. */
 function failuresIn(m: MetricSummary): number {
   return m.type === 'rate' ? (m.values.fails ?? 0) : (m.values.count ?? 0);
@@ -450,6 +464,9 @@ function culpritsOf(data: SummaryData, s: Slo, ctx: JudgeContext = {}): string[]
     CLOSE_CODE_NAMES[v] ??
     CLOSE_CODE_RANGES[v] ??
     (v.startsWith('http_') ? `HTTP ${v.slice(5)}: the upgrade or the provision call refused` : undefined);
+  const refused = base === 'connect_success' ? k6RefusedUpgrades(data) : [];
+  if (refused.length)
+    out.push(`upgrade refused ${refused.map((r) => `${r.value} (HTTP ${r.value.slice(5)}) ×${r.n}`).join(', ')}`);
   if (codes.length)
     out.push(
       `close code ${codes
@@ -671,6 +688,7 @@ export function judge(
     failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
   if (ctx.testerOverrun && violations > 0)
     failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${ctx.testerOverrun}`);
+  if (ctx.closesUnanswered) failures.push(ctx.closesUnanswered);
   const findings = [
     ...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`),
     ...faultFindings(data, slos, ctx),
@@ -678,15 +696,20 @@ export function judge(
   const started = count(data, 'devices_started');
   const connected = data.metrics.connect_success?.values.passes ?? 0;
   // Every connect refused for its credentials: the tester was set up wrong, the server was not measured.
-  const refusedFor = byTag(data, 'connect_success{chaos:steady}', 'code').filter((x) => failuresIn(x.m) > 0);
+  const tagged = byTag(data, 'connect_success{chaos:steady}', 'code')
+    .map((x) => ({ value: x.value, n: failuresIn(x.m) }))
+    .filter((x) => x.n > 0);
+  // The k6 device's refusals are all 1006 on connect_success: k6's own handshake record says their status.
+  const k6Refused = k6RefusedUpgrades(data);
+  const refusedFor = k6Refused.length ? k6Refused : tagged;
   if (
     connected === 0 &&
     refusedFor.length > 0 &&
     refusedFor.every((x) => CREDENTIAL_REFUSALS.has(x.value)) &&
-    refusedFor.reduce((n, x) => n + failuresIn(x.m), 0) === (data.metrics.connect_success?.values.fails ?? -1)
+    refusedFor.reduce((n, x) => n + x.n, 0) === (data.metrics.connect_success?.values.fails ?? -1)
   )
     invalid.push(
-      `the server refused the devices' credentials on every connect (${refusedFor.map((x) => `HTTP ${x.value.slice(5)} ×${failuresIn(x.m)}`).join(', ')}): check --token / --token-file and the dialect's connect; the server was not measured`,
+      `the server refused the devices' credentials on every connect (${refusedFor.map((x) => `HTTP ${x.value.slice(5)} ×${x.n}`).join(', ')}): check --token / --token-file and the dialect's connect; the server was not measured`,
     );
   if (started > 0 && connected === 0)
     failures.push(

@@ -406,6 +406,8 @@ interface Watch {
   overrun?: string;
   /** k6 grew past K6_KILL_FACTOR times its bound after the overrun and was killed. */
   overrunKilled?: boolean;
+  /** k6 still held links CLOSE_ANSWER_SLACK_MS past the run's end (closes the server never answered): why. */
+  closesUnanswered?: string;
 }
 
 /** The stack for one run: the reference server (or a proxy in front of --server-url) and Toxiproxy on free ports. */
@@ -488,6 +490,25 @@ function runVars(
 
 /** k6's execution status while it waits, VUs initialised, for a paused test to be resumed (lib.ExecutionStatus). */
 const K6_PAUSED_BEFORE_RUN = 4;
+/** k6's execution status while its VUs run (after setup, before teardown). */
+const K6_RUNNING = 7;
+
+/** k6's execution status from its REST API (lib.ExecutionStatus, a number; older k6 named it), null if unanswered. */
+async function k6Status(api: string): Promise<number | null> {
+  const names = ['Created', 'InitVUs', 'InitExecutors', 'InitDone', 'PausedBeforeRun', 'Started', 'Setup', 'Running'];
+  try {
+    const r = await fetch(`${api}/v1/status`, { signal: AbortSignal.timeout(2000) });
+    const s = ((await r.json()) as { data?: { attributes?: { status?: unknown } } }).data?.attributes?.status;
+    return typeof s === 'number' ? s : typeof s === 'string' && names.includes(s) ? names.indexOf(s) : null;
+  } catch {
+    return null; /* not listening yet, or gone */
+  }
+}
+/**
+ * After the run's end (counted from when k6's VUs start), how long k6 may still run them before the tester's network
+ * closes their links: k6's own limit is 20 s past the end (k6-fleet.ts: maxDuration + gracefulStop).
+ */
+const CLOSE_ANSWER_SLACK_MS = 25_000;
 
 /**
  * Starts the instances together, the way the k6-operator starts its runners: each k6 was started `--paused
@@ -504,13 +525,7 @@ async function startTogether(apis: string[], gone: () => string | null, timeoutM
     if (Date.now() > deadline) return `the k6 instances did not all initialise in ${timeoutMs / 1000} s`;
     for (const api of apis) {
       if (ready.has(api)) continue;
-      try {
-        const r = await fetch(`${api}/v1/status`, { signal: AbortSignal.timeout(2000) });
-        const s = ((await r.json()) as { data?: { attributes?: { status?: unknown } } }).data?.attributes?.status;
-        if (s === K6_PAUSED_BEFORE_RUN || s === 'PausedBeforeRun') ready.add(api);
-      } catch {
-        /* not listening yet */
-      }
+      if ((await k6Status(api)) === K6_PAUSED_BEFORE_RUN) ready.add(api);
     }
     if (ready.size < apis.length) await new Promise((res) => setTimeout(res, 200));
   }
@@ -805,7 +820,40 @@ async function watchK6(
     if (why && !w.interrupted) stopAll(`the k6 instances could not start together: ${why}`);
     else if (!why) log(`wakestorm run: ${n} k6 instances initialised and started together`);
   }
+  // k6 closes a socket only when its server answers the close (RFC 6455 §5.5.1: it must); k6 v2.2 has no timeout for
+  // that, so a server that stops reading keeps k6 running past the run's end until the watchdog. The devices stop at
+  // the run's end and k6's own limit (maxDuration + gracefulStop) is 20 s later: past that the tester's network closes
+  // the links (Toxiproxy's proxies off), k6 ends with its numbers, and the run FAILs naming the unanswered closes.
+  // With --direct there is no network of the tester's to switch off: the watchdog stays the bound.
+  let endGuard: NodeJS.Timeout | null = null;
+  const cutUnanswered = async () => {
+    if (w.interrupted || w.overrun || w.aborted || (await k6Status(children[0]!.api)) !== K6_RUNNING) return;
+    w.closesUnanswered = `the server answered no close: k6's devices still held links ${CLOSE_ANSWER_SLACK_MS / 1000} s after the run's end (a server must answer a close, RFC 6455 §5.5.1; one that stopped reading never does), so the tester's network closed them`;
+    log(`\nwakestorm run: ${w.closesUnanswered}`);
+    noteAll(w.closesUnanswered);
+    for (const sh of stack.shards)
+      void sh.toxiproxy
+        .proxies()
+        .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
+        .catch(() => {});
+  };
+  // Armed when k6's VUs start running (the fleet's end is counted from then), checked once a second until then.
+  const armEndGuard = async () => {
+    while (!ended && durationMs > 0 && stack.shards.length) {
+      const st = await k6Status(children[0]!.api);
+      if (st !== null && st >= K6_RUNNING) {
+        if (st === K6_RUNNING && !ended)
+          endGuard = setTimeout(() => void cutUnanswered(), durationMs + CLOSE_ANSWER_SLACK_MS);
+        return;
+      }
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  };
+  let ended = false;
+  void armEndGuard();
   const ends = await Promise.all(children.map((c) => c.k6.closed));
+  ended = true;
+  if (endGuard) clearTimeout(endGuard);
   clearInterval(memoryGuard);
   tester.stop();
   stopProgress();
@@ -1019,7 +1067,12 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const unmatchedTypes = [
     ...new Set(instances.length ? instances.flatMap((i) => unmatchedTypesIn(join(i.dir, 'k6.log'))) : []),
   ];
-  const ctx = { unmatchedTypes, profiles: resolved?.profiles, testerOverrun: w.overrun };
+  const ctx = {
+    unmatchedTypes,
+    profiles: resolved?.profiles,
+    testerOverrun: w.overrun,
+    closesUnanswered: w.closesUnanswered,
+  };
   let judgement = judge(summary, slos, w.invalid, ctx);
   const seconds = (endedAt.getTime() - startedAt.getTime()) / 1000;
   // Results that cannot be written make the run INVALID (the tester failed to keep them), in one line; what can be

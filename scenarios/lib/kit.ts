@@ -130,6 +130,9 @@ export function makeScenario(spec: ScenarioSpec) {
       for (const cause of Object.keys(CAUSES)) submetrics[withTag(s.metric, 'cause', cause)] = [];
     }
   }
+  // The k6 device's socket cannot see why an upgrade was refused (k6/websockets says "bad handshake"), but k6 tags
+  // its own ws_sessions sample with the HTTP status it got: the verdict names a refused upgrade's status from those.
+  if (!cfg.engineUrl) for (const code of HTTP_REFUSALS) submetrics[`ws_sessions{status:${code.slice(5)}}`] = [];
   for (const reason of ['interrupted', 'timeout', 'error', 'lost'])
     submetrics[`sessions_dropped{reason:${reason}}`] = [];
   for (const kind of VIOLATION_KINDS) submetrics[`protocol_violations{kind:${kind}}`] = [];

@@ -15,6 +15,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-hostile-servers-'));
 
 interface Outcome {
   code: number | null;
+  /** How long the run took, ms. */
+  ms: number;
   out: string;
   run: {
     verdict: string;
@@ -29,6 +31,7 @@ let runs = 0;
 async function against(start: () => Promise<HostileServer>, extra: string[] = []): Promise<Outcome> {
   const server = await start();
   const root = join(tmp, `r${++runs}`);
+  const t0 = Date.now();
   try {
     const r = await runCli(
       [
@@ -54,7 +57,12 @@ async function against(start: () => Promise<HostileServer>, extra: string[] = []
       },
     );
     const dir = join(root, readlinkSync(join(root, 'latest')));
-    return { code: r.code, out: r.stdout + r.stderr, run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) };
+    return {
+      code: r.code,
+      ms: Date.now() - t0,
+      out: r.stdout + r.stderr,
+      run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')),
+    };
   } finally {
     await server.close();
   }
@@ -111,6 +119,8 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     missingSub: () => against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect()]),
     missingSubK6: () =>
       against(() => startHostileServer('no-subprotocol'), ['--dialect', askingDialect(), '--engine', 'k6']),
+    stopReading: () => against(() => startHostileServer('stop-reading')),
+    stopReadingK6: () => against(() => startHostileServer('stop-reading'), ['--engine', 'k6']),
   };
   const o = {} as Record<keyof typeof cases, Outcome>;
   before(async () => {
@@ -193,6 +203,18 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
     const peak = x.run.processes.k6?.rss_max_mib ?? 0;
     // Read four times a second; at the bound the proxies go off, so little more than a quarter second's reads follow.
     assert.ok(peak > 0 && peak < bound + 256, `k6 peaked at ${peak} MiB (bound ${bound} MiB)`);
+  });
+
+  // Issue 40 case 4's second half: k6 closes a socket only when its server answers the close, with no timeout, so a
+  // server that stopped reading kept k6 running until the watchdog (INVALID after 150 s). Both engines FAIL it now,
+  // the k6 run within its duration + 25 s and naming the closes it never answered.
+  it('a server that stops reading FAILs on both engines, and the k6 run ends soon after its end', () => {
+    for (const x of [o.stopReading, o.stopReadingK6]) {
+      assert.equal(x.code, 99, `exit ${x.code}: ${x.run.verdict_line}`);
+      assert.equal(slo(x, 'wake_success').status, 'fail', x.run.verdict_line);
+    }
+    assert.match(o.stopReadingK6.run.verdict_line, /the server answered no close/);
+    assert.ok(o.stopReadingK6.ms < 100_000, `the k6 run took ${o.stopReadingK6.ms} ms`);
   });
 
   it('a reply that never ends FAILs, on every connection and on one in ten', () => {

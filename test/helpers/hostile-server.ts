@@ -31,7 +31,9 @@ export type Hostility =
   /** Every 101 names the subprotocol `chat`, which no device asked for (RFC 6455 §4.1: the client must fail it). */
   | 'unasked-subprotocol'
   /** Names no subprotocol in its 101, whatever the device asked for. */
-  | 'no-subprotocol';
+  | 'no-subprotocol'
+  /** Stops reading its sockets 2 s after connected (answers nothing more, never a close): it still writes. */
+  | 'stop-reading';
 
 export interface HostileServer {
   url: string;
@@ -113,6 +115,8 @@ export async function startHostileServer(h: Hostility, code = 4123): Promise<Hos
         stop.push(t);
         setTimeout(() => (clearInterval(t), timers.delete(t)), 1000);
       }, 500);
+    if (h === 'stop-reading')
+      setTimeout(() => ws.readyState === ws.OPEN && (ws as unknown as { _socket: Socket })._socket.pause(), 2000);
     if (h === 'close-code') setTimeout(() => ws.readyState === ws.OPEN && ws.close(code, 'hostile'), 2000);
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;

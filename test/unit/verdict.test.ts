@@ -234,6 +234,31 @@ describe('verdict', () => {
     );
   });
 
+  it("the k6 device's refusals (all 1006 to its socket) are named by k6's own session status", () => {
+    const k6Refused = (by401: number, by503: number): SummaryData => ({
+      metrics: {
+        devices_started: counter(30),
+        connect_success: rate(0, by401 + by503),
+        'connect_success{chaos:steady}': rate(0, by401 + by503),
+        'connect_success{chaos:steady,code:1006}': rate(0, by401 + by503),
+        'ws_sessions{status:401}': counter(by401),
+        'ws_sessions{status:503}': counter(by503),
+        wakes: counter(0),
+      },
+    });
+    const slos = resolveSlos({}, () => '');
+    const j = judge(k6Refused(30, 0), slos);
+    assert.equal(j.verdict, 'invalid');
+    assert.match(j.headline, /refused the devices' credentials on every connect \(HTTP 401 ×30\)/);
+    const mixed = judge(k6Refused(20, 10), slos);
+    assert.equal(mixed.verdict, 'fail');
+    const row = mixed.slos.find((r) => r.name === 'connect_success')!;
+    assert.ok(
+      row.culprits.includes('upgrade refused http_401 (HTTP 401) ×20, http_503 (HTTP 503) ×10'),
+      row.culprits.join('; '),
+    );
+  });
+
   it('names the profile, close code and cause of unplanned drops', () => {
     const d = healthy();
     d.metrics.unplanned_drops = counter(40);
@@ -304,6 +329,14 @@ describe('verdict', () => {
     const own = judge(healthy(), DEFAULT_SLOS, [], { testerOverrun: why });
     assert.equal(own.verdict, 'invalid');
     assert.ok(own.invalid.includes(why));
+  });
+
+  it('closes the server never answered FAIL the run, named, whatever the SLOs say', () => {
+    const why = "the server answered no close: k6's devices still held links 25 s after the run's end";
+    assert.equal(judge(healthy(), DEFAULT_SLOS).verdict, 'pass');
+    const j = judge(healthy(), DEFAULT_SLOS, [], { closesUnanswered: why });
+    assert.equal(j.verdict, 'fail');
+    assert.ok(j.failures.includes(why));
   });
 
   it('calls a saturated generator INVALID, not FAIL, and says which bound', () => {
