@@ -4,6 +4,7 @@ import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { constants as zlib, createGunzip } from 'node:zlib';
+import { SERVER_SCRAPE_MS } from './server-watch.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
@@ -359,6 +360,39 @@ export interface RunSeries {
   zeroIso: string;
   /** Each process's RSS (MiB) and CPU (% of a core) per second, from process-samples.csv (empty without it). */
   processes: ProcessPoint[];
+  /** The server's own metrics every few seconds, from server-samples.csv (empty without it). */
+  server: ServerPoint[];
+}
+
+/** A server-samples.csv row (scripts/server-watch.ts) on the timeline's clock; null where the server had no such metric. */
+type ServerPoint = {
+  s: number;
+  cpu_pct: number | null;
+  rss_mib: number | null;
+  loop_lag_ms: number | null;
+  connections: number | null;
+};
+
+/** A CSV the run wrote (toCsv: a header, no quoted cells in these files) as rows of named cells. */
+function csvRows(path: string): Record<string, string>[] {
+  if (!existsSync(path)) return [];
+  const [head, ...lines] = readFileSync(path, 'utf8').trim().split('\n');
+  const cols = head!.split(',');
+  return lines.map((l) => {
+    const f = l.split(',');
+    return Object.fromEntries(cols.map((c, i) => [c, f[i] ?? '']));
+  });
+}
+
+function serverPoints(dir: string, sec: (t: number) => number): ServerPoint[] {
+  const num = (v: string | undefined) => (v === undefined || v === '' ? null : Number(v));
+  return csvRows(join(dir, 'server-samples.csv')).map((r) => ({
+    s: +sec(Number(r.t)).toFixed(3),
+    cpu_pct: num(r.cpu_pct),
+    rss_mib: num(r.rss_mib),
+    loop_lag_ms: num(r.loop_lag_ms),
+    connections: num(r.connections),
+  }));
 }
 
 type ProcessPoint = {
@@ -370,20 +404,12 @@ type ProcessPoint = {
 
 /** process-samples.csv (the run's per-second samples of its processes, scripts/run.ts) on the timeline's clock. */
 function processPoints(dir: string, sec: (t: number) => number): ProcessPoint[] {
-  const path = join(dir, 'process-samples.csv');
-  if (!existsSync(path)) return [];
-  const [head, ...lines] = readFileSync(path, 'utf8').trim().split('\n');
-  const cols = head!.split(',');
-  const at = (name: string) => cols.indexOf(name);
-  return lines.map((l) => {
-    const f = l.split(',');
-    return {
-      s: +sec(Number(f[at('t')])).toFixed(3),
-      process: f[at('process')]!,
-      rss_mib: Number(f[at('rss_mib')]),
-      cpu_pct: Number(f[at('cpu_pct')]),
-    };
-  });
+  return csvRows(join(dir, 'process-samples.csv')).map((r) => ({
+    s: +sec(Number(r.t)).toFixed(3),
+    process: r.process!,
+    rss_mib: Number(r.rss_mib),
+    cpu_pct: Number(r.cpu_pct),
+  }));
 }
 
 /** Reads a run folder's samples and chaos events; null when the run kept no samples. */
@@ -435,6 +461,7 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
     startS: Math.min(0, Math.floor(sec(first))),
     zeroIso: new Date(t0).toISOString(),
     processes: processPoints(dir, sec),
+    server: serverPoints(dir, sec),
   };
 }
 
@@ -883,6 +910,38 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
       vconcat: [panel('rss_mib', 'RSS (MiB)'), panel('cpu_pct', 'CPU (% of a core)')],
     };
     charts.push({ file: 'processes.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: rs.processes });
+  }
+
+  // The server's own view (its /metrics every few seconds): the panels it has numbers for.
+  const serverPanels = (
+    [
+      ['loop_lag_ms', 'event-loop lag p99 (ms)'],
+      ['cpu_pct', 'CPU (% of a core)'],
+      ['rss_mib', 'RSS (MiB)'],
+      ['connections', 'connections'],
+    ] as const
+  ).filter(([field]) => rs.server.some((p) => p[field] !== null));
+  if (serverPanels.length) {
+    const title = `The server's own view: its /metrics read every ${SERVER_SCRAPE_MS / 1000} s${chaosNote}`;
+    const spec = {
+      $schema: BASE.$schema,
+      background: BASE.background,
+      config: BASE.config,
+      title,
+      vconcat: serverPanels.map(([field, axis]) => ({
+        height: 110,
+        width: BASE.width,
+        layer: [
+          ...windowLayers(windows),
+          {
+            data: { values: rs.server.filter((p) => p[field] !== null) },
+            mark: { type: 'line', strokeWidth: 2, color: '#5b2c6f', point: { color: '#5b2c6f' } },
+            encoding: { x: X, y: { field, type: 'quantitative', title: axis } },
+          },
+        ],
+      })),
+    };
+    charts.push({ file: 'server.svg', title, svg: await toSvg(spec as TopLevelSpec), rows: rs.server });
   }
   return charts;
 }

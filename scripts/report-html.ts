@@ -367,6 +367,8 @@ ${byFile('latency-profiles.svg')}
 ${testerBlock(summary, run)}
 ${byFile('tester.svg')}
 ${byFile('processes.svg')}
+<h2>The server's own view</h2>
+${byFile('server.svg') || '<p>The server exposed no metrics during the run (the reference server always does; for yours pass <code>--server-metrics URL</code>).</p>'}
 <h2>What ran</h2>
 ${parameters(run)}
 </main></body></html>

@@ -37,6 +37,7 @@ import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } f
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { rssMiB } from './proc-stats.ts';
+import { watchServerMetrics, type ServerSample } from './server-watch.ts';
 import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, toCsv, writeResult } from './run-dir.ts';
@@ -112,6 +113,8 @@ export interface RunOptions {
   insecureTls?: boolean;
   /** Where a dialect's provision call goes (PROVISION_URL); none: the devices' target over http. */
   provisionUrl?: string;
+  /** A user's server's Prometheus endpoint, read during the run (the reference server's /metrics is read always). */
+  serverMetrics?: string;
   resultsRoot?: string;
   runId?: string;
   /** Extra k6 -e variables. */
@@ -361,6 +364,30 @@ async function dialectModuleToJson(spec: string | undefined): Promise<{ path: st
 }
 
 /** Resolves when host:port of a --server-url accepts a TCP connection; a one-line RunError otherwise. */
+/** --server-metrics: an http(s) URL on loopback (or ALLOW_REMOTE=1) that answers with a Prometheus exposition. */
+async function serverMetricsReachable(url: string): Promise<void> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RunError(`--server-metrics ${url} is not a URL (http://host:port/metrics)`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new RunError(`--server-metrics ${url} must be http:// or https://`);
+  if (!isLoopbackUrl(url) && process.env.ALLOW_REMOTE !== '1')
+    throw new RunError(`--server-metrics ${url} is not loopback: set ALLOW_REMOTE=1 to read another host on purpose`);
+  let text: string;
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    text = await r.text();
+  } catch (e) {
+    throw new RunError(`--server-metrics ${url} did not answer: ${(e as Error).message}; nothing was run`);
+  }
+  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfa]+/m.test(text))
+    throw new RunError(`--server-metrics ${url} answered, but not with Prometheus metrics; nothing was run`);
+}
+
 async function reachable(serverUrl: string): Promise<void> {
   let u: URL;
   try {
@@ -400,6 +427,8 @@ interface Watch {
   processes: Record<string, ProcStats | null>;
   /** Each process's RSS and CPU every second (process-samples.csv: the report's processes chart). */
   processSeries?: { process: string; t: number; rss_mib: number; cpu_pct: number }[];
+  /** The server's own metrics over the run (server-samples.csv), where it exposes them. */
+  serverSeries?: ServerSample[];
   /** Stopped early by --abort-on-invalid: the saturation reasons that stopped it. */
   aborted?: string[];
   /** Stopped because the k6 device grew past its memory bound (k6DeviceRssBoundMiB): why. */
@@ -674,6 +703,9 @@ async function watchK6(
     toxiproxy: stack.shards.map((sh) => sh.pid),
     ...(engines.length ? { engine: engines.map((e) => e.pid) } : {}),
   });
+  // The server's own view over time: the reference server's /metrics, or the user's --server-metrics.
+  const serverMetricsUrl = opts.serverMetrics ?? (opts.serverUrl ? null : `${stack.serverHttpUrl}/metrics`);
+  const serverWatch = serverMetricsUrl ? watchServerMetrics(serverMetricsUrl) : null;
   const sampledFrom = Date.now();
   const vars = instances[0]!.vars;
   const durationMs = vars.DURATION ? parseDuration(vars.DURATION, 'DURATION') : (scenarioMs ?? 0);
@@ -858,6 +890,7 @@ async function watchK6(
   tester.stop();
   stopProgress();
   sampler.stop();
+  w.serverSeries = serverWatch?.stop() ?? [];
   const names = ['k6', 'server', ...(stack.shards.length ? ['toxiproxy'] : []), ...(engines.length ? ['engine'] : [])];
   const sampledTo = Date.now();
   for (const name of names) w.processes[name] = sampler.stats(name, sampledFrom, sampledTo);
@@ -1010,6 +1043,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
       provisionUrl: opts.provisionUrl,
     });
   }
+  if (opts.serverMetrics) await serverMetricsReachable(opts.serverMetrics);
   const name = basename(plan.script, '.ts');
   const root = resultsRoot(opts.resultsRoot);
   const startedAt = new Date();
@@ -1089,6 +1123,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   };
   writeOrInvalid('junit.xml', () => junitXml(judgement, name, seconds));
   if (w.processSeries?.length) writeOrInvalid('process-samples.csv', () => toCsv(w.processSeries!));
+  if (w.serverSeries?.length) writeOrInvalid('server-samples.csv', () => toCsv(w.serverSeries!));
   const run: RunRecord = {
     run_id: rd.runId,
     scenario: name,

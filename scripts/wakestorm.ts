@@ -337,6 +337,12 @@ addFleetOptions(
       ).env('WAKESTORM_PROMETHEUS'),
     )
     .addOption(new Option('--results <dir>', 'results root (default: results/)').env('WAKESTORM_RESULTS'))
+    .addOption(
+      new Option(
+        '--server-metrics <url>',
+        "your server's Prometheus endpoint (http://127.0.0.1:9100/metrics): its CPU, memory and event-loop lag charted over the run",
+      ).env('WAKESTORM_SERVER_METRICS'),
+    )
     .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
     .option(
       '--abort-on-invalid',
@@ -372,6 +378,7 @@ addFleetOptions(
     ca: o.ca,
     insecureTls: o.insecureTls,
     provisionUrl: o.provisionUrl,
+    serverMetrics: o.serverMetrics,
     server: serverArgsToConfig(o.serverArg ?? []),
     direct: o.direct,
     engine: o.engine,

@@ -73,6 +73,7 @@ describe('report.html', () => {
         'chart-tester',
         'chart-processes',
         'chart-latency-phases',
+        'chart-server',
       ])
         assert.ok(ids.includes(id), `${id} in ${ids}`);
       for (const c of charts) {
@@ -172,6 +173,30 @@ describe('report.html', () => {
         assert.ok(mine.length > 3, `${name}: ${mine.length} samples charted`);
         assert.ok(Math.max(...mine.map((x) => x.rss_mib)) <= st!.rss_max_mib + 0.1, `${name} peak`);
       }
+      // The server's own view: its /metrics every 2 s (server-samples.csv), charted as read, on the same clock. Its CPU,
+      // by its own account (process_cpu_seconds_total), agrees with what /proc said of it (process-samples.csv).
+      const own = readFileSync(join(json.dir, 'server-samples.csv'), 'utf8').trim().split('\n');
+      assert.equal(own[0], 't,cpu_pct,rss_mib,loop_lag_ms,connections');
+      assert.ok(own.length > 5, `${own.length - 1} reads of the server's metrics`);
+      const drawn = readFileSync(join(json.dir, 'server.csv'), 'utf8').trim().split('\n');
+      assert.equal(drawn[0], 's,cpu_pct,rss_mib,loop_lag_ms,connections');
+      assert.equal(drawn.length, own.length);
+      for (let i = 1; i < own.length; i++) {
+        const [t, ...rest] = own[i]!.split(',');
+        assert.deepEqual(drawn[i]!.split(','), [String(+((Number(t) - rs.t0) / 1000).toFixed(3)), ...rest]);
+        assert.ok(
+          rest.every((x) => x !== '' && Number.isFinite(Number(x))),
+          `every metric read: ${own[i]}`,
+        );
+      }
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      const theirs = mean(rs.server.map((x) => x.cpu_pct!));
+      const ours = mean(rs.processes.filter((x) => x.process === 'server').map((x) => x.cpu_pct));
+      assert.ok(
+        Math.abs(theirs - ours) <= Math.max(2, 0.35 * ours),
+        `server CPU: ${theirs}% by its metrics, ${ours}% by /proc`,
+      );
+      assert.ok(Math.max(...rs.server.map((x) => x.connections!)) >= 12, 'the server counted the fleet');
       assert.match((await page.text('#parameters'))!, /profile mix\s+recommended 50%, web-heartbeat 50%/);
       await page.screenshot(join(tmp, 'report.png'));
     } finally {

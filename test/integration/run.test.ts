@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { startVoiceServer } from '../../server/server.ts';
 import { exited, runCli, spawnCli, waitFor } from '../helpers/proc.ts';
 
 const results = mkdtempSync(join(tmpdir(), 'wakestorm-results-'));
@@ -83,6 +84,25 @@ describe('wakestorm run', () => {
     assert.match(missing.stderr, /no run 'no-such-run'/);
   });
 
+  it("charts a user's server's own metrics over the run with --server-metrics", async () => {
+    const server = await startVoiceServer({ port: 0, sttMs: 40, llmMs: 40, ttsMs: 40 });
+    try {
+      const r = await runCli(
+        ['run', 'smoke', ...SMALL, '--server-url', server.wsUrl, '--server-metrics', `${server.httpUrl}/metrics`],
+        { timeoutMs: 120_000 },
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const dir = join(results, readlinkSync(join(results, 'latest')));
+      const rows = readFileSync(join(dir, 'server-samples.csv'), 'utf8').trim().split('\n').slice(1);
+      assert.ok(rows.length >= 4, `${rows.length} reads`);
+      // Its own count of the fleet, read while the run lasted.
+      assert.ok(Math.max(...rows.map((l) => Number(l.split(',')[4]))) >= 12, rows.join(' | '));
+      assert.ok(readFileSync(join(dir, 'report.html'), 'utf8').includes('id="chart-server"'));
+    } finally {
+      await server.close();
+    }
+  });
+
   it('rejects bad flags with one line before anything starts', async () => {
     for (const [args, re] of [
       [['run', 'smoke', '--devices', 'many'], /--devices must be an integer/],
@@ -104,6 +124,13 @@ describe('wakestorm run', () => {
         ['run', 'smoke', '--ramp', '20s', '--duration', '10s'],
         /--ramp \(20s\) must be shorter than --duration \(10s\)/,
       ],
+      [
+        ['run', 'smoke', '--server-metrics', 'ftp://127.0.0.1/metrics'],
+        /--server-metrics .* must be http:\/\/ or https/,
+      ],
+      // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): refused before anything is sent.
+      [['run', 'smoke', '--server-metrics', 'http://192.0.2.7:9100/metrics'], /is not loopback: set ALLOW_REMOTE=1/],
+      [['run', 'smoke', '--server-metrics', 'http://127.0.0.1:1/metrics'], /--server-metrics .* did not answer/],
     ] as [string[], RegExp][]) {
       const r = await runCli([...args, '--results', results]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

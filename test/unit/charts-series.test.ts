@@ -9,6 +9,7 @@ import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
 import { runSeries } from '../../scripts/charts.ts';
 import { toCsv } from '../../scripts/run-dir.ts';
+import { readServerSample } from '../../scripts/server-watch.ts';
 
 const T0 = Date.parse('2026-12-06T07:00:00Z');
 
@@ -98,4 +99,27 @@ test('chart rows as CSV: a header of every field, quoted where needed', () => {
     ]),
     's,key,value,extra\n1,all devices,3,\n2,"a,""b""",4,true\n',
   );
+});
+
+// The server's own view (scripts/server-watch.ts): what the standard Prometheus clients expose, read as a Go server
+// writes it (exponents) and as a Node one with prom-client's default lag gauge; the CPU a rate between two reads.
+test("a server's /metrics read into CPU %, MiB, lag ms and connections; missing metrics are null", () => {
+  const go = (cpu: number) =>
+    `# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ${cpu}\n` +
+    `process_resident_memory_bytes 1.048576e+07\ngo_goroutines 12\n`;
+  const first = readServerSample(go(10), T0, null);
+  assert.equal(first.sample.cpu_pct, null, 'no rate from one read');
+  const second = readServerSample(go(10.5), T0 + 2000, { t: T0, cpuSeconds: first.cpuSeconds });
+  assert.deepEqual(second.sample, { t: T0 + 2000, cpu_pct: 25, rss_mib: 10, loop_lag_ms: null, connections: null });
+  const node = 'nodejs_eventloop_lag_p99_seconds 0.0125\nvoice_connections 42\n';
+  assert.deepEqual(readServerSample(node, T0, null).sample, {
+    t: T0,
+    cpu_pct: null,
+    rss_mib: null,
+    loop_lag_ms: 12.5,
+    connections: 42,
+  });
+  // The reference server's own per-read gauge wins over prom-client's.
+  const both = `voice_event_loop_lag_p99_seconds 0.002\n${node}`;
+  assert.equal(readServerSample(both, T0, null).sample.loop_lag_ms, 2);
 });
