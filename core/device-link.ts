@@ -15,6 +15,7 @@ import {
   renderAnswer,
   stepOf,
   UNMATCHED_NOTE,
+  VIOLATION_NOTE,
   unmatchedType,
   type Provision,
 } from './dialect.ts';
@@ -443,7 +444,7 @@ export class Link {
     if (!SEEN_VIOLATIONS.has(kind)) {
       SEEN_VIOLATIONS.add(kind);
       this.ctx.env.warn?.(
-        `wakestorm-violation kind=${kind}: the server broke the protocol (${this.ctx.dialect.name}); ${kept ? 'the device ignores the message' : 'the device closes the link'}`,
+        `${VIOLATION_NOTE}${kind}: the server broke the protocol (${this.ctx.dialect.name}); ${kept ? 'the device ignores the message' : 'the device closes the link'}`,
       );
     }
     // A message the device cannot use but can skip: counted, the link kept (DEVICE_RULES.noted_violations).

@@ -389,6 +389,8 @@ export function stepOf(d: Dialect, msg: unknown, vars: Vars): string | null {
 
 /** The line a device prints, once per process and type, for a server message its dialect does not match. */
 export const UNMATCHED_NOTE = 'wakestorm-unmatched type=';
+/** How a device's log line names a protocol violation it saw (the CLI reads the kinds back from k6.log). */
+export const VIOLATION_NOTE = 'wakestorm-violation kind=';
 /**
  * Tag values taken from what a server sends (a message type, an error code): cut to 32 safe characters, at most `max`
  * distinct per process, then `other`. A server cannot grow the number of time series in k6 or in a metrics store.

@@ -15,7 +15,7 @@ import {
 } from './device-session.ts';
 import { DEVICE_RULES, violationKeepsLink } from './device-rules.ts';
 import { END_DUE_MS, RECONNECT_CENSOR_MS, WAKE_ACK_TIMEOUT_MS } from './verdict.ts';
-import { typeField, UNMATCHED_NOTE, BoundedLabels } from './dialect.ts';
+import { typeField, UNMATCHED_NOTE, VIOLATION_NOTE, BoundedLabels } from './dialect.ts';
 import { isDeviceMetric, type MetricSink } from './metric-names.ts';
 import { profileFor, type Profile } from './profiles.ts';
 import { closeCodeLabel, DEFAULTS } from './protocol.ts';
@@ -206,7 +206,7 @@ export class EngineRecords {
       if (name === 'protocol_violations' && extra.kind && !this.seen.has(`v:${extra.kind}`)) {
         this.seen.add(`v:${extra.kind}`);
         this.to.warn(
-          `wakestorm-violation kind=${extra.kind}: the server broke the protocol; ${violationKeepsLink(extra.kind) ? 'the device ignores the message' : 'the device closes the link'}`,
+          `${VIOLATION_NOTE}${extra.kind}: the server broke the protocol; ${violationKeepsLink(extra.kind) ? 'the device ignores the message' : 'the device closes the link'}`,
         );
       }
     }

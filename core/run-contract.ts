@@ -5,7 +5,7 @@ import type { Profile } from './profiles.ts';
 import type { Slo } from './slo.ts';
 import type { SummaryData } from './k6-summary.ts';
 import type { WakeSchedule } from './device-env.ts';
-import type { Judgement, SloResult, Verdict } from './verdict.ts';
+import type { Judgement, JudgeContext, SloResult, Verdict } from './verdict.ts';
 
 export type { SummaryData };
 
@@ -149,7 +149,20 @@ export interface RunRecord {
   processes: Record<string, ProcessStats | null>;
   /** Types of server messages the dialect matched no step of (from k6's log; the verdict's culprits name them). */
   unmatched_types?: string[];
+  /** What the CLI did to the tester during the run that the verdict weighs (JudgeContext): why, when it did. */
+  tester_stopped?: { overrun?: string; closes_unanswered?: string; violations_logged?: string[] };
   resolved: ResolvedRun | null;
+}
+
+/** The judgement's context as the run recorded it: a report judges the run again exactly as the run did. */
+export function judgeContextOf(run: RunRecordAsRead): JudgeContext {
+  return {
+    unmatchedTypes: run.unmatched_types ?? [],
+    profiles: run.resolved?.profiles,
+    testerOverrun: run.tester_stopped?.overrun,
+    closesUnanswered: run.tester_stopped?.closes_unanswered,
+    violationsLogged: run.tester_stopped?.violations_logged,
+  };
 }
 
 /** run.json as a reader takes it: a run written by an older wakestorm may lack any field but these. */

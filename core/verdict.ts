@@ -220,6 +220,11 @@ export interface JudgeContext {
   testerOverrun?: string;
   /** k6 could not end: its links' closes went unanswered past the run's end until the tester's network closed them. */
   closesUnanswered?: string;
+  /**
+   * Kinds of protocol violation the devices logged (k6.log). A k6 stopped by its memory guard works through what it
+   * had read only after its interrupt, when k6 no longer keeps metrics: the log is then the devices' only record.
+   */
+  violationsLogged?: string[];
 }
 
 /**
@@ -681,13 +686,18 @@ export function judge(
     own.length > 0 &&
     own.every((r) => r.startsWith('generator saturated') || r.startsWith('generator stalled'));
   if (!overwhelmed) invalid.push(...own);
-  if (ctx.testerOverrun && violations === 0) invalid.push(ctx.testerOverrun);
+  const logged = ctx.violationsLogged ?? [];
+  if (ctx.testerOverrun && violations === 0 && !logged.length) invalid.push(ctx.testerOverrun);
   const rows = slos.map((s) => judgeSlo(data, s, ctx));
   const failures = rows.filter((r) => r.status === 'fail').map((r) => [r.why, ...r.culprits].join('; '));
   if (overwhelmed)
     failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${own.join('; ')}`);
   if (ctx.testerOverrun && violations > 0)
     failures.push(`the server overwhelmed the tester with ${violations} protocol violation(s): ${ctx.testerOverrun}`);
+  else if (ctx.testerOverrun && logged.length)
+    failures.push(
+      `the server overwhelmed the tester with protocol violations the devices logged as k6 stopped (${logged.join(', ')}): ${ctx.testerOverrun}`,
+    );
   if (ctx.closesUnanswered) failures.push(ctx.closesUnanswered);
   const findings = [
     ...rows.filter((r) => r.status === 'finding').map((r) => `${r.name}: ${[r.why, ...r.culprits].join('; ')}`),

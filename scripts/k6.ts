@@ -1,6 +1,6 @@
 // The one k6 launcher: k6 run or inspect as a child process with the project's environment, the run contract's -e
 // variables (core/run-contract.ts), k6's output as lines, and k6's own words for how it ended.
-import { UNMATCHED_NOTE } from '../core/dialect.ts';
+import { UNMATCHED_NOTE, VIOLATION_NOTE } from '../core/dialect.ts';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -189,16 +189,26 @@ export function lastK6Error(logPath: string): string {
 
 /** The server message types the devices' dialect did not match, as the devices printed them (once per VU and type). */
 export function unmatchedTypesIn(logPath: string): string[] {
+  return labelsIn(logPath, UNMATCHED_NOTE);
+}
+
+/** The kinds of protocol violation the devices logged (k6.log): seen even when k6 was stopping and kept no metric. */
+export function violationKindsIn(logPath: string): string[] {
+  return labelsIn(logPath, VIOLATION_NOTE, '[a-z_]+');
+}
+
+/** The distinct labels (at most 16, each of `chars`) after `note` in a k6.log. */
+function labelsIn(logPath: string, note: string, chars = '[A-Za-z0-9_.:()-]+'): string[] {
   let text = '';
   try {
     text = readFileSync(logPath, 'utf8');
   } catch {
     return [];
   }
-  const types = new Set<string>();
-  const re = new RegExp(`${UNMATCHED_NOTE}([A-Za-z0-9_.:()-]+)`, 'g');
-  for (const m of text.matchAll(re)) if (types.size < 16) types.add(m[1]!);
-  return [...types];
+  const labels = new Set<string>();
+  const re = new RegExp(`${note}(${chars})`, 'g');
+  for (const m of text.matchAll(re)) if (labels.size < 16) labels.add(m[1]!);
+  return [...labels];
 }
 
 /**

@@ -2,13 +2,19 @@
 // then the SLOs, what ran, the charts with fault windows shaded, every profile side by side, and the tester's health.
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { paramText, type RunRecordAsRead as RunRecord, type SummaryData } from '../core/run-contract.ts';
+import {
+  judgeContextOf,
+  paramText,
+  type RunRecordAsRead as RunRecord,
+  type SummaryData,
+} from '../core/run-contract.ts';
 import { faultLabels } from '../core/timelines.ts';
 import { PHASES } from '../core/phases.ts';
 import { inPhase } from '../core/slo.ts';
 import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
 import { toCsv } from './run-dir.ts';
+import { changeText, comparability, compareRuns, compareValueText, worseText, type LoadedRun } from './compare.ts';
 
 const esc = (s: unknown) =>
   String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -142,7 +148,11 @@ function verdictBlock(j: Judgement, run: RunRecord): string {
   } else if (j.verdict === 'fail') {
     const breached = j.slos.filter((r) => r.status === 'fail');
     first = `The server broke ${breached.length ? breached.map((r) => r.name).join(', ') : 'the fleet: no device connected'}.`;
-    why = breached.length ? breached.map((r) => [r.why, ...r.culprits].join('; ')) : j.failures;
+    // Every failure the verdict has: the breached SLOs, then what no SLO row says (closes never answered, a server
+    // that overwhelmed the tester).
+    why = breached.length
+      ? [...breached.map((r) => [r.why, ...r.culprits].join('; ')), ...j.failures.slice(breached.length)]
+      : j.failures;
   } else {
     const na = j.slos.filter((r) => r.status === 'n/a');
     first = `Every SLO that applied was measured and met${na.length ? ` (${na.map((r) => r.name).join(', ')} n/a: nothing to measure)` : ''}.`;
@@ -313,8 +323,38 @@ function figure(c: Chart): string {
   return `<figure id="chart-${c.file.replace(/\.svg$/, '')}" aria-label="${esc(c.title)}">${c.svg}</figure>`;
 }
 
+/** What a report compares its run against: a baseline run (`report --baseline`, `run --baseline`). */
+export interface BaselineOpts {
+  baseline?: LoadedRun;
+  /** Allowed relative growth of a latency, % (compare's --tolerance). */
+  tolerancePct?: number;
+}
+
+/** This run's SLOs beside the baseline's, each with its change; a regression marked as `compare` marks it. */
+function baselineBlock(run: RunRecord, summary: SummaryData | null, o: BaselineOpts): string {
+  const base = o.baseline;
+  if (!base) return '';
+  const head = `<h2>Against the baseline</h2><p class="sub">Baseline: run ${esc(base.run.run_id)} (${esc(base.run.scenario)}, ${esc(base.run.started_at)}); latencies may grow by ${o.tolerancePct ?? 10}%, rates by 0.5 points, counts not at all.</p>`;
+  if (!summary) return `${head}<p id="baseline">This run kept no summary: nothing to compare.</p>`;
+  const self: LoadedRun = { dir: '', run, summary };
+  const { refuse, warn } = comparability(base, self);
+  if (refuse.length) return `${head}<p id="baseline">Not compared: ${esc(refuse.join('; '))}.</p>`;
+  const rows = compareRuns(base, self, o.tolerancePct ?? 10);
+  const body = rows
+    .map((r, i) => {
+      const s = base.run.slos[i]!;
+      return `<tr><td>${esc(r.slo)}</td><td class="num">${esc(compareValueText(r.a, s))}</td><td class="num">${esc(compareValueText(r.b, s))}</td><td class="num">${esc(changeText(r))}</td><td class="${r.worse ? 'fail' : 'pass'}">${r.worse ? esc(worseText(r)) : 'ok'}</td></tr>`;
+    })
+    .join('');
+  const worse = rows.filter((r) => r.worse).map((r) => r.slo);
+  const line = worse.length
+    ? `Worse than the baseline beyond tolerance: ${worse.join(', ')}.`
+    : 'No SLO worse than the baseline beyond tolerance.';
+  return `${head}${warn.map((w) => `<p class="sub">Warning: ${esc(w)}: the comparison may not mean what it says.</p>`).join('')}<p id="baseline-line">${esc(line)}</p><table id="baseline"><thead><tr><th>SLO</th><th>baseline</th><th>this run</th><th>change</th><th></th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
 /** Renders report.html into a run folder (and the charts as SVG files beside it); returns the chart files. */
-export async function renderReport(dir: string): Promise<string[]> {
+export async function renderReport(dir: string, o: BaselineOpts = {}): Promise<string[]> {
   const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as RunRecord;
   let summary: SummaryData | null = null;
   try {
@@ -322,10 +362,7 @@ export async function renderReport(dir: string): Promise<string[]> {
   } catch {
     summary = null;
   }
-  const j = judge(summary, run.slos, run.invalid_reasons ?? [], {
-    unmatchedTypes: run.unmatched_types ?? [],
-    profiles: run.resolved?.profiles,
-  });
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], judgeContextOf(run));
   const rs = await runSeries(dir);
   const charts = rs ? await buildRunCharts(rs, phaseValues(summary, run)) : [];
   // Each chart's numbers beside it as CSV (connected.svg → connected.csv): what a person re-plots or checks.
@@ -353,6 +390,7 @@ export async function renderReport(dir: string): Promise<string[]> {
 ${verdictBlock(j, run)}
 <h2>SLOs</h2>
 ${sloTable(j)}
+${baselineBlock(run, summary, o)}
 <h2>Recovery per fault</h2>
 ${recoveryTable(summary, run)}
 ${byFile('recovery.svg')}

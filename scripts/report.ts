@@ -2,9 +2,17 @@
 import { WakestormError } from '../core/errors.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Slo } from '../core/slo.ts';
-import { paramText, type RunRecordAsRead, type SummaryData } from '../core/run-contract.ts';
-import { judge, judgeSlo, verdictLines } from '../core/verdict.ts';
+import { judgeContextOf, paramText, type SummaryData } from '../core/run-contract.ts';
+import { judge, verdictLines } from '../core/verdict.ts';
+import {
+  baselineLines,
+  changeText,
+  comparability,
+  compareRuns,
+  compareValueText,
+  worseText,
+  type LoadedRun,
+} from './compare.ts';
 import { renderReport } from './report-html.ts';
 import { resultsRoot } from './run.ts';
 
@@ -14,12 +22,6 @@ class ReportError extends WakestormError {
   }
 
   override name = 'ReportError';
-}
-
-export interface LoadedRun {
-  dir: string;
-  run: RunRecordAsRead;
-  summary: SummaryData;
 }
 
 /** A run by id, by path, or 'latest'. */
@@ -59,8 +61,14 @@ const KEY_METRICS: [string, string][] = [
   ['playback_underruns', 'counter'],
 ];
 
-export async function reportCommand(ref: string, resultsRoot?: string): Promise<number> {
+export async function reportCommand(
+  ref: string,
+  resultsRoot?: string,
+  baselineRef?: string,
+  tolerancePct = 10,
+): Promise<number> {
   const r = loadRun(ref, resultsRoot);
+  const baseline = baselineRef ? loadRun(baselineRef, resultsRoot) : undefined;
   const { run, summary } = r;
   console.log(
     `run ${run.run_id} (${run.scenario}) ${run.started_at} -> ${run.ended_at}${run.incomplete ? '  INCOMPLETE' : ''}`,
@@ -84,13 +92,11 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   }
   console.log('');
   // The same judgement the run made: what k6 measured, plus what the CLI saw of the tester (run.json).
-  const j = judge(summary, run.slos, run.invalid_reasons ?? [], {
-    unmatchedTypes: run.unmatched_types ?? [],
-    profiles: run.resolved?.profiles,
-  });
+  const j = judge(summary, run.slos, run.invalid_reasons ?? [], judgeContextOf(run));
   for (const l of verdictLines(j)) console.log(l);
   if (run.incomplete) console.log('(the run is marked incomplete)');
-  const charts = await renderReport(r.dir);
+  if (baseline) for (const l of baselineLines(baseline, r, tolerancePct)) console.log(l);
+  const charts = await renderReport(r.dir, { baseline, tolerancePct });
   const files = [
     'report.html',
     'k6-dashboard.html',
@@ -104,66 +110,6 @@ export async function reportCommand(ref: string, resultsRoot?: string): Promise<
   return j.exit_code;
 }
 
-interface CompareRow {
-  slo: string;
-  metric: string;
-  a: number | null;
-  b: number | null;
-  changePct: number | null;
-  worse: boolean;
-}
-
-/**
- * Compares each SLO metric of run b against run a. Latencies are worse when they grow by more than
- * `tolerancePct` and at least `minDeltaMs`; rates when they grow by more than `rateTolerance` (absolute);
- * counts when they grow at all.
- */
-function compareRuns(
-  a: LoadedRun,
-  b: LoadedRun,
-  tolerancePct = 10,
-  minDeltaMs = 5,
-  rateTolerance = 0.005,
-): CompareRow[] {
-  const slos = a.run.slos;
-  return slos.map((s) => {
-    const x = judgeSlo(a.summary, s).value;
-    const y = judgeSlo(b.summary, s).value;
-    const changePct = x !== null && y !== null && x !== 0 ? ((y - x) / x) * 100 : null;
-    let worse = false;
-    // Lower is better for every '<' SLO; higher is better for '>' ones.
-    const sign = s.op.startsWith('>') ? -1 : 1;
-    if (x !== null && y !== null) {
-      const d = (y - x) * sign;
-      if (s.aggregation === 'rate') worse = d > rateTolerance;
-      else if (s.aggregation === 'count') worse = d > 0;
-      else worse = d > minDeltaMs && d > (Math.abs(x) * tolerancePct) / 100;
-    } else if (x !== null && y === null) worse = true; // data in a, none in b: what a measured no longer works
-    return { slo: s.name, metric: s.metric, a: x, b: y, changePct, worse };
-  });
-}
-
-/** Why two runs cannot be compared at all (refused), and what makes the comparison doubtful (warned). */
-function comparability(a: LoadedRun, b: LoadedRun): { refuse: string[]; warn: string[] } {
-  const refuse: string[] = [];
-  const warn: string[] = [];
-  for (const [tag, r] of [
-    ['a', a],
-    ['b', b],
-  ] as const) {
-    if (r.run.incomplete) refuse.push(`run ${tag} (${r.run.run_id}) is incomplete`);
-    if (r.run.verdict === 'invalid')
-      refuse.push(`run ${tag} (${r.run.run_id}) is INVALID: its numbers describe the tester`);
-  }
-  if (a.run.scenario !== b.run.scenario) warn.push(`different scenarios: ${a.run.scenario} vs ${b.run.scenario}`);
-  const devices = (r: LoadedRun) =>
-    paramText(
-      (r.run as { resolved?: { devices?: number } | null }).resolved?.devices ?? r.run.parameters.DEVICES ?? '?',
-    );
-  if (devices(a) !== devices(b)) warn.push(`different fleet sizes: ${devices(a)} vs ${devices(b)} devices`);
-  return { refuse, warn };
-}
-
 export function compareCommand(refA: string, refB: string, tolerancePct: number, resultsRoot?: string): number {
   const a = loadRun(refA, resultsRoot);
   const b = loadRun(refB, resultsRoot);
@@ -171,21 +117,12 @@ export function compareCommand(refA: string, refB: string, tolerancePct: number,
   if (refuse.length) throw new ReportError(`cannot compare: ${refuse.join('; ')}`);
   for (const w of warn) console.log(`WARNING: ${w}: the comparison may not mean what it says`);
   const rows = compareRuns(a, b, tolerancePct);
-  const fmt = (v: number | null, s: Slo) =>
-    v === null
-      ? 'no data'
-      : s.aggregation === 'rate'
-        ? `${(v * 100).toFixed(2)}%`
-        : s.aggregation === 'count'
-          ? String(v)
-          : `${v.toFixed(1)} ms`;
   console.log(`compare ${a.run.run_id} (a) -> ${b.run.run_id} (b), tolerance ${tolerancePct}%`);
   console.log(`  ${'SLO'.padEnd(20)} ${'a'.padEnd(12)} ${'b'.padEnd(12)} ${'change'.padEnd(10)}`);
   rows.forEach((r, i) => {
     const s = a.run.slos[i]!;
-    const ch = r.changePct === null ? '-' : `${r.changePct >= 0 ? '+' : ''}${r.changePct.toFixed(1)}%`;
     console.log(
-      `  ${r.slo.padEnd(20)} ${fmt(r.a, s).padEnd(12)} ${fmt(r.b, s).padEnd(12)} ${ch.padEnd(10)} ${r.worse ? (r.a !== null && r.b === null ? 'WORSE (no data in b)' : 'WORSE') : ''}`,
+      `  ${r.slo.padEnd(20)} ${compareValueText(r.a, s).padEnd(12)} ${compareValueText(r.b, s).padEnd(12)} ${changeText(r).padEnd(10)} ${worseText(r)}`,
     );
   });
   const worse = rows.filter((r) => r.worse);

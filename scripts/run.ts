@@ -37,9 +37,18 @@ import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } f
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { rssMiB } from './proc-stats.ts';
-import { watchServerMetrics, type ServerSample } from './server-watch.ts';
+import { boundedText, watchServerMetrics, type ServerSample } from './server-watch.ts';
+import { baselineLines, type LoadedRun } from './compare.ts';
 import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
-import { inspectScenario, K6_EXIT, k6Progress, lastK6Error, spawnK6, unmatchedTypesIn } from './k6.ts';
+import {
+  inspectScenario,
+  K6_EXIT,
+  k6Progress,
+  lastK6Error,
+  spawnK6,
+  unmatchedTypesIn,
+  violationKindsIn,
+} from './k6.ts';
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, toCsv, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
@@ -115,6 +124,8 @@ export interface RunOptions {
   provisionUrl?: string;
   /** A user's server's Prometheus endpoint, read during the run (the reference server's /metrics is read always). */
   serverMetrics?: string;
+  /** An earlier run this one's SLOs are compared with in its report (loaded by the caller before anything starts). */
+  baseline?: LoadedRun;
   resultsRoot?: string;
   runId?: string;
   /** Extra k6 -e variables. */
@@ -380,7 +391,9 @@ async function serverMetricsReachable(url: string): Promise<void> {
   try {
     const r = await fetch(url, { signal: AbortSignal.timeout(3000) });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    text = await r.text();
+    const body = await boundedText(r);
+    if (body === null) throw new Error('more than 4 MiB of metrics');
+    text = body;
   } catch (e) {
     throw new RunError(`--server-metrics ${url} did not answer: ${(e as Error).message}; nothing was run`);
   }
@@ -791,7 +804,9 @@ async function watchK6(
         .proxies()
         .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
         .catch(() => {});
-    setTimeout(() => killAll('SIGKILL'), 10_000).unref();
+    // With its links closed k6 no longer grows; it may take a while to work through what it had read (over 10 s for
+    // a 100-device flood on 2 cores): killed only if it has not ended in a minute (or past the kill factor, above).
+    setTimeout(() => killAll('SIGKILL'), 60_000).unref();
   }, K6_GUARD_MS);
   const stopProgress = k6Progress(
     children.map((c) => c.api),
@@ -952,12 +967,19 @@ async function summaryOf(
  * After k6: every fault undone on every shard before the server's metrics are scraped (stack.stop() then drains
  * the server and stops Toxiproxy last); k6's summary read back; events.json rewritten with what was applied.
  */
-async function collectResults(stack: Stack, dir: string, w: Watch, summary: SummaryData | null): Promise<void> {
+async function collectResults(
+  stack: Stack,
+  dir: string,
+  w: Watch,
+  summary: SummaryData | null,
+  metricsUrl = `${stack.serverHttpUrl}/metrics`,
+): Promise<void> {
   await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
-  let metrics = `# /metrics of ${stack.serverHttpUrl} was not reachable at the end of the run\n`;
+  let metrics = `# ${metricsUrl} was not reachable at the end of the run\n`;
   try {
-    const m = await fetch(`${stack.serverHttpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
-    if (m.ok) metrics = await m.text();
+    const m = await fetch(metricsUrl, { signal: AbortSignal.timeout(3000) });
+    const text = m.ok ? await boundedText(m) : null;
+    if (text !== null) metrics = text;
   } catch {
     /* said in the file */
   }
@@ -1084,7 +1106,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     summary = await summaryOf(dir, instances, plan.slos, w, opts.charts !== false);
     // The instances printed no metrics table (SUMMARY_TABLE=off): the whole fleet's, from the merged summary.
     if (instanceCount > 1 && summary && opts.echo !== false) log(textSummary(summary, plan.slos, name, [], false));
-    await collectResults(stack, dir, w, summary);
+    await collectResults(stack, dir, w, summary, opts.serverMetrics);
   } finally {
     await stopEngines();
     if (stack) {
@@ -1101,11 +1123,16 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const unmatchedTypes = [
     ...new Set(instances.length ? instances.flatMap((i) => unmatchedTypesIn(join(i.dir, 'k6.log'))) : []),
   ];
+  // Only a stopped k6 needs the log's word for what its devices saw (judge(): testerOverrun).
+  const violationsLogged = w.overrun
+    ? [...new Set(instances.flatMap((i) => violationKindsIn(join(i.dir, 'k6.log'))))]
+    : undefined;
   const ctx = {
     unmatchedTypes,
     profiles: resolved?.profiles,
     testerOverrun: w.overrun,
     closesUnanswered: w.closesUnanswered,
+    violationsLogged,
   };
   let judgement = judge(summary, slos, w.invalid, ctx);
   const seconds = (endedAt.getTime() - startedAt.getTime()) / 1000;
@@ -1156,6 +1183,10 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     ended_at: endedAt.toISOString(),
     processes: w.processes,
     unmatched_types: unmatchedTypes,
+    tester_stopped:
+      w.overrun || w.closesUnanswered
+        ? { overrun: w.overrun, closes_unanswered: w.closesUnanswered, violations_logged: violationsLogged }
+        : undefined,
     // Every parameter as the scenario resolved it (its defaults included): fleet, profile mix and profiles, timeline,
     // wake schedule, seed, SLOs. Null when k6 ended before its summary.
     resolved,
@@ -1168,7 +1199,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   try {
     // Loaded only now: the chart libraries (vega) are ~45 MiB of the CLI's RSS, needless while k6 runs.
     const { renderReport } = await import('./report-html.ts');
-    await renderReport(dir);
+    await renderReport(dir, { baseline: opts.baseline });
   } catch (e) {
     log(`wakestorm run: report not rendered: ${(e as Error).message}`);
   }
@@ -1178,6 +1209,13 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     log(`wakestorm run: ${fsProblem(e)}; the results stay in ${rd.dir}`);
   }
   log(['', ...verdictLines(judgement)].join('\n'));
+  if (opts.baseline && summary)
+    for (const l of baselineLines(opts.baseline, {
+      dir: rd.finalDir,
+      run: { ...run, ...verdictFields(judgement) },
+      summary,
+    }))
+      log(l);
   log(
     `wakestorm run ${name}: ${judgement.verdict.toUpperCase()}${run.incomplete ? ' (INCOMPLETE)' : ''}, exit ${judgement.exit_code}; report: ${join(rd.finalDir, 'report.html')}`,
   );

@@ -6,6 +6,21 @@ import { metricValue } from './proc-sampler.ts';
 
 /** How often the server's /metrics is read during a run, ms. */
 export const SERVER_SCRAPE_MS = 2000;
+/** The most of one exposition read: a server's metrics are kilobytes; past this the read is dropped, not held. */
+const MAX_EXPOSITION_BYTES = 4 * 2 ** 20;
+
+/** A response's body as text, or null past `max` bytes (read in chunks, never held whole). */
+export async function boundedText(r: Response, max = MAX_EXPOSITION_BYTES): Promise<string | null> {
+  if (!r.body) return '';
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+    n += c.byteLength;
+    if (n > max) return null;
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 /** One reading of the server's metrics (server-samples.csv); null where the server does not expose it. */
 export type ServerSample = {
@@ -64,8 +79,8 @@ export function watchServerMetrics(url: string): { stop(): ServerSample[] } {
     busy = true;
     try {
       const r = await fetch(url, { signal: AbortSignal.timeout(SERVER_SCRAPE_MS - 100) });
-      if (!r.ok) return;
-      const text = await r.text();
+      const text = r.ok ? await boundedText(r) : null;
+      if (text === null) return;
       const t = Date.now();
       const { sample, cpuSeconds } = readServerSample(text, t, prev);
       if (prev) rows.push(sample);

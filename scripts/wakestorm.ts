@@ -343,6 +343,10 @@ addFleetOptions(
         "your server's Prometheus endpoint (http://127.0.0.1:9100/metrics): its CPU, memory and event-loop lag charted over the run",
       ).env('WAKESTORM_SERVER_METRICS'),
     )
+    .option(
+      '--baseline <run>',
+      "compare this run's SLOs with an earlier run's in the report (run id, folder, or 'latest')",
+    )
     .option('--no-dashboard', "skip k6's web dashboard export (k6-dashboard.html)")
     .option(
       '--abort-on-invalid',
@@ -361,7 +365,10 @@ addFleetOptions(
   // k6 lets a --out flag override K6_OUT; the run always has one (its samples), so K6_OUT becomes one more --out.
   if (process.env.K6_OUT) outputs.push(process.env.K6_OUT);
   const machine = o.json || o.quiet;
+  // The baseline is read before anything starts: a run id that does not exist is one line, not a run wasted.
+  const baseline = o.baseline ? (await import('./report.ts')).loadRun(o.baseline, o.results) : undefined;
   const r = await runScenario({
+    baseline,
     scenario,
     devices: o.devices,
     devicesPerVu: o.devicesPerVu,
@@ -416,13 +423,26 @@ addFleetOptions(
   process.exitCode = r.code;
 });
 
+/** compare's and report's --tolerance: how much a latency may grow before it is a regression, %. */
+function tolerance(): Option {
+  return new Option('--tolerance <pct>', 'allowed relative growth of a latency, in %').default(10).argParser(
+    check((v) => {
+      const n = Number(v);
+      if (!(n >= 0 && n <= 1000)) throw new ConfigError(`--tolerance must be a percentage in 0-1000, got '${v}'`);
+      return n;
+    }),
+  );
+}
+
 program
   .command('report <run>')
   .description("print a run's verdict and key numbers again and render its charts (run id, folder, or 'latest')")
   .option('--results <dir>', 'results root (default: results/)')
-  .action(async (run: string, o: { results?: string }) => {
+  .option('--baseline <run>', "compare the run's SLOs with an earlier run's in report.html (as compare does)")
+  .addOption(tolerance())
+  .action(async (run: string, o: { results?: string; baseline?: string; tolerance: number }) => {
     const { reportCommand } = await import('./report.ts');
-    process.exitCode = await reportCommand(run, o.results);
+    process.exitCode = await reportCommand(run, o.results, o.baseline, o.tolerance);
   });
 
 program
@@ -487,15 +507,7 @@ program
 program
   .command('compare <runA> <runB>')
   .description('each SLO metric side by side with its change; exit 1 when run B is worse beyond the tolerance')
-  .addOption(
-    new Option('--tolerance <pct>', 'allowed relative growth of a latency, in %').default(10).argParser(
-      check((v) => {
-        const n = Number(v);
-        if (!(n >= 0 && n <= 1000)) throw new ConfigError(`--tolerance must be a percentage in 0-1000, got '${v}'`);
-        return n;
-      }),
-    ),
-  )
+  .addOption(tolerance())
   .option('--results <dir>', 'results root (default: results/)')
   .action(async (a: string, b: string, o: { tolerance: number; results?: string }) => {
     const { compareCommand } = await import('./report.ts');

@@ -17,6 +17,8 @@ interface Outcome {
   code: number | null;
   /** How long the run took, ms. */
   ms: number;
+  /** The run's folder. */
+  dir: string;
   out: string;
   run: {
     verdict: string;
@@ -60,6 +62,7 @@ async function against(start: () => Promise<HostileServer>, extra: string[] = []
     return {
       code: r.code,
       ms: Date.now() - t0,
+      dir,
       out: r.stdout + r.stderr,
       run: JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')),
     };
@@ -214,6 +217,8 @@ describe('hostile servers FAIL, the tester stays bounded', () => {
       assert.equal(slo(x, 'wake_success').status, 'fail', x.run.verdict_line);
     }
     assert.match(o.stopReadingK6.run.verdict_line, /the server answered no close/);
+    // The report judges the run again as the run did (run.json keeps what the CLI did to the tester).
+    assert.match(readFileSync(join(o.stopReadingK6.dir, 'report.html'), 'utf8'), /the server answered no close/);
     assert.ok(o.stopReadingK6.ms < 100_000, `the k6 run took ${o.stopReadingK6.ms} ms`);
   });
 

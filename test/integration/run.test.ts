@@ -66,9 +66,27 @@ describe('wakestorm run', () => {
   });
 
   it('exits 99 on a slow server, and compare flags the regression; report prints the verdict again', async () => {
-    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=700'], { timeoutMs: 120_000 });
+    const r = await runCli(['run', 'smoke', ...SMALL, '--server-arg', '--stt-ms=700', '--baseline', healthyId], {
+      timeoutMs: 120_000,
+    });
     assert.equal(r.code, 99, r.stdout + r.stderr);
     const slowId = readlinkSync(join(results, 'latest'));
+    // The baseline, in the terminal and in the report: the same rows compare gives.
+    assert.match(
+      r.stdout,
+      new RegExp(`against baseline ${healthyId}: worse beyond tolerance \\(10%\\): .*response_p95`),
+    );
+    const html = readFileSync(join(results, slowId, 'report.html'), 'utf8');
+    assert.match(
+      html,
+      /<table id="baseline">.*<td>response_p95<\/td><td class="num">[\d.]+ ms<\/td><td class="num">[\d.]+ ms<\/td><td class="num">\+[\d.]+%<\/td><td class="fail">WORSE<\/td>/s,
+    );
+    const again = await runCli(['report', healthyId, '--baseline', healthyId, '--results', results]);
+    assert.match(again.stdout, /no SLO worse beyond tolerance/);
+    const noBase = await runCli(['run', 'smoke', ...SMALL, '--baseline', 'no-such-run']);
+    assert.equal(noBase.code, 1);
+    assert.match(noBase.stderr, /^wakestorm: no run 'no-such-run'/);
+    assert.equal(readlinkSync(join(results, 'latest')), slowId, 'nothing ran');
     const cmp = await runCli(['compare', healthyId, slowId, '--results', results]);
     assert.equal(cmp.code, 1, cmp.stdout);
     assert.match(cmp.stdout, /response_p95\s+\d+\.\d ms\s+\d+\.\d ms\s+\+\d+\.\d%\s+WORSE/);

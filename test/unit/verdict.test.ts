@@ -329,6 +329,10 @@ describe('verdict', () => {
     const own = judge(healthy(), DEFAULT_SLOS, [], { testerOverrun: why });
     assert.equal(own.verdict, 'invalid');
     assert.ok(own.invalid.includes(why));
+    // k6 keeps no metric once interrupted: the devices' log lines are their record of what they saw then.
+    const logged = judge(healthy(), DEFAULT_SLOS, [], { testerOverrun: why, violationsLogged: ['flood'] });
+    assert.equal(logged.verdict, 'fail');
+    assert.ok(logged.failures.some((r) => r.includes('the devices logged as k6 stopped (flood)') && r.includes(why)));
   });
 
   it('closes the server never answered FAIL the run, named, whatever the SLOs say', () => {
