@@ -106,7 +106,10 @@ function artilleryScript(target: string, n: number, rampS: number, durationS: nu
   return file;
 }
 
-/** Tsung's scenario: the same hello and pings over its websocket plugin. */
+/**
+ * Tsung's scenario: the same hello and pings over its websocket plugin, as text frames (its default is binary, which the
+ * server does not take as a hello). Arrivals are Poisson at a rate that reaches every device within the ramp (capped).
+ */
 function tsungScript(target: string, n: number, rampS: number, durationS: number, dir: string): string {
   const url = new URL(target);
   const file = join(dir, 'tsung.xml');
@@ -119,14 +122,14 @@ function tsungScript(target: string, n: number, rampS: number, durationS: number
   <clients><client host="localhost" use_controller_vm="true" maxusers="${n + 10}"/></clients>
   <servers><server host="${url.hostname}" port="${url.port}" type="tcp"/></servers>
   <load><arrivalphase phase="1" duration="${rampS}" unit="second">
-    <users maxnumber="${n}" arrivalrate="${Math.ceil(n / rampS)}" unit="second"/>
+    <users maxnumber="${n}" arrivalrate="${Math.ceil((1.5 * n) / rampS)}" unit="second"/>
   </arrivalphase></load>
   <sessions><session name="device" probability="100" type="ts_websocket">
     <request><websocket type="connect" path="/ws"/></request>
-    <request subst="true"><websocket type="message">{"type":"hello","device_id":"tsung-%%_tsung_userid%%","protocol":1}</websocket></request>
+    <request subst="true"><websocket type="message" frame="text">{"type":"hello","device_id":"tsung-%%_tsung_userid%%","protocol":1}</websocket></request>
     <for from="1" to="${pings}" var="i">
       <thinktime value="15"/>
-      <request><websocket type="message" ack="no_ack">{"type":"ping","id":1,"t":0}</websocket></request>
+      <request><websocket type="message" frame="text" ack="no_ack">{"type":"ping","id":1,"t":0}</websocket></request>
     </for>
   </session></sessions>
 </tsung>

@@ -374,7 +374,6 @@ async function dialectModuleToJson(spec: string | undefined): Promise<{ path: st
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Resolves when host:port of a --server-url accepts a TCP connection; a one-line RunError otherwise. */
 /** --server-metrics: an http(s) URL on loopback (or ALLOW_REMOTE=1) that answers with a Prometheus exposition. */
 async function serverMetricsReachable(url: string): Promise<void> {
   let u: URL;
@@ -401,6 +400,7 @@ async function serverMetricsReachable(url: string): Promise<void> {
     throw new RunError(`--server-metrics ${url} answered, but not with Prometheus metrics; nothing was run`);
 }
 
+/** Resolves when host:port of a --server-url accepts a TCP connection; a one-line RunError otherwise. */
 async function reachable(serverUrl: string): Promise<void> {
   let u: URL;
   try {
