@@ -446,8 +446,6 @@ interface Watch {
   aborted?: string[];
   /** Stopped because the k6 device grew past its memory bound (k6DeviceRssBoundMiB): why. */
   overrun?: string;
-  /** k6 grew past K6_KILL_FACTOR times its bound after the overrun and was killed. */
-  overrunKilled?: boolean;
   /** k6 still held links CLOSE_ANSWER_SLACK_MS past the run's end (closes the server never answered): why. */
   closesUnanswered?: string;
 }
@@ -774,6 +772,14 @@ async function watchK6(
     engines.length || fleet.devices === null || fleet.vus === null
       ? null
       : k6DeviceRssBoundMiB(fleet.devices, fleet.vus);
+  // The tester's network off: every device's link closes and nothing more reaches k6 (the memory and end guards).
+  const switchProxiesOff = () => {
+    for (const sh of stack.shards)
+      void sh.toxiproxy
+        .proxies()
+        .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
+        .catch(() => {});
+  };
   const k6Rss = () => {
     let sum = 0;
     for (const pid of pids)
@@ -784,30 +790,31 @@ async function watchK6(
       }
     return sum;
   };
-  const memoryGuard = setInterval(() => {
-    if (rssBound === null) return;
-    const rss = k6Rss();
-    if (w.overrun && rss > K6_KILL_FACTOR * rssBound && !w.overrunKilled) {
-      w.overrunKilled = true;
-      const why = `k6 (the k6 device) went on growing to ${Math.round(rss)} MiB, past ${K6_KILL_FACTOR}x its bound of ${rssBound} MiB, and was killed: its numbers are lost`;
-      log(`\nwakestorm run: ${why}`);
-      w.invalid.push(why);
-      killAll('SIGKILL');
-    }
-    if (rss <= rssBound || w.overrun) return;
-    w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices} devices in ${fleet.vus} VUs: stopped`;
-    log(`\nwakestorm run: ${w.overrun}`);
-    noteAll(w.overrun);
-    killAll('SIGINT');
-    for (const sh of stack.shards)
-      void sh.toxiproxy
-        .proxies()
-        .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
-        .catch(() => {});
-    // With its links closed k6 no longer grows; it may take a while to work through what it had read (over 10 s for
-    // a 100-device flood on 2 cores): killed only if it has not ended in a minute (or past the kill factor, above).
-    setTimeout(() => killAll('SIGKILL'), 60_000).unref();
-  }, K6_GUARD_MS);
+  let overrunKilled = false;
+  // Armed only where there is a bound (the k6 device): a native run's k6 holds no device.
+  const memoryGuard =
+    rssBound === null
+      ? undefined
+      : setInterval(() => {
+          const rss = k6Rss();
+          if (w.overrun && rss > K6_KILL_FACTOR * rssBound && !overrunKilled) {
+            overrunKilled = true;
+            const why = `k6 (the k6 device) went on growing to ${Math.round(rss)} MiB, past ${K6_KILL_FACTOR}x its bound of ${rssBound} MiB, and was killed: its numbers are lost`;
+            log(`\nwakestorm run: ${why}`);
+            w.invalid.push(why);
+            killAll('SIGKILL');
+          }
+          if (rss <= rssBound || w.overrun) return;
+          w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices} devices in ${fleet.vus} VUs: stopped`;
+          log(`\nwakestorm run: ${w.overrun}`);
+          noteAll(w.overrun);
+          killAll('SIGINT');
+          switchProxiesOff();
+          // With its links closed k6 no longer grows; it may take a while to work through what it had read
+          // (over 10 s for a 100-device flood on 2 cores): killed only if it has not ended in a minute (or past the
+          // kill factor, above).
+          setTimeout(() => killAll('SIGKILL'), 60_000).unref();
+        }, K6_GUARD_MS);
   const stopProgress = k6Progress(
     children.map((c) => c.api),
     durationMs,
@@ -878,11 +885,7 @@ async function watchK6(
     w.closesUnanswered = `the server answered no close: k6's devices still held links ${CLOSE_ANSWER_SLACK_MS / 1000} s after the run's end (a server must answer a close, RFC 6455 §5.5.1; one that stopped reading never does), so the tester's network closed them`;
     log(`\nwakestorm run: ${w.closesUnanswered}`);
     noteAll(w.closesUnanswered);
-    for (const sh of stack.shards)
-      void sh.toxiproxy
-        .proxies()
-        .then((ps) => Promise.all(Object.keys(ps).map((name) => sh.toxiproxy.setEnabled(name, false))))
-        .catch(() => {});
+    switchProxiesOff();
   };
   // Armed when k6's VUs start running (the fleet's end is counted from then), checked once a second until then.
   const armEndGuard = async () => {
