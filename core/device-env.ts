@@ -5,6 +5,7 @@ import { fill, render, type Dialect, type Provision, type Vars } from './dialect
 import type { DeviceMetricName, MetricSink } from './metric-names.ts';
 import { OPUS_FRAME_MS, type OpusClip } from './opus.ts';
 import { pcmDurationMs } from './pcm.ts';
+import { metricPhase } from './device-rules.ts';
 import type { Phase } from './phases.ts';
 import { DEFAULT_WAKE_WORD, type Profile } from './profiles.ts';
 
@@ -216,7 +217,7 @@ export class DeviceContext {
   /** { profile }: one object per profile, shared by its devices (metrics only read it). */
   readonly tags: Record<string, string>;
   /** { profile, chaos: steady|during|recovery }: one object per profile and phase, shared. */
-  readonly chaosTags: Record<Phase, Record<string, string>>;
+  private readonly chaosTags: Record<Phase, Record<string, string>>;
   /** Plain fields, not getters: the message and audio paths read them per message, and a getter is a call in k6. */
   readonly dialect: Dialect;
   readonly profile: Profile;
@@ -245,14 +246,24 @@ export class DeviceContext {
     return this.env.phase?.(from, to) ?? 'steady';
   }
 
-  /** Profile and chaos (phase) tags for an outcome spanning [from, to]. */
-  outcomeTags(from: number, to: number): Record<string, string> {
-    return this.chaosTags[this.phaseOf(from, to)];
+  /**
+   * An outcome that spanned [from, to], labelled as DEVICE_RULES.metric_phases says: tagged with the phase it fell
+   * in, counted only in steady state, or with no phase.
+   */
+  outcome(name: DeviceMetricName, value: number, from: number, to: number, extra?: Record<string, string>): void {
+    const rule = metricPhase(name);
+    let tags = this.tags;
+    if (rule !== null) {
+      const phase = this.phaseOf(from, to);
+      if (rule === 'steady_only' && phase !== 'steady') return;
+      if (rule === 'tagged') tags = this.chaosTags[phase];
+    }
+    this.env.metrics.add(name, value, extra ? { ...tags, ...extra } : tags);
   }
 
-  /** A latency that spanned [from, to], tagged with its phase. */
+  /** A latency that spanned [from, to]. */
   trendSpan(name: DeviceMetricName, from: number, to: number): void {
-    this.env.metrics.add(name, to - from, this.outcomeTags(from, to));
+    this.outcome(name, to - from, from, to);
   }
 
   count(name: DeviceMetricName, n = 1, extra?: Record<string, string>): void {

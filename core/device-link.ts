@@ -439,7 +439,7 @@ export class Link {
    */
   violation(kind: ViolationKind): void {
     const now = this.ctx.env.now();
-    this.ctx.env.metrics.add('protocol_violations', 1, { ...this.ctx.outcomeTags(now, now), kind });
+    this.ctx.outcome('protocol_violations', 1, now, now, { kind });
     const kept = violationKeepsLink(kind);
     if (!SEEN_VIOLATIONS.has(kind)) {
       SEEN_VIOLATIONS.add(kind);
@@ -495,7 +495,7 @@ export class Link {
     this.ctx.trend('handshake_time', now - this.openedAt);
     this.connectedAt = now;
     this.resumeToken = typeof vars.resume_token === 'string' ? vars.resume_token : null;
-    this.ctx.env.metrics.add('connect_success', 1, this.ctx.outcomeTags(this.attemptAt, now));
+    this.ctx.outcome('connect_success', 1, this.attemptAt, now);
     // Tagged with its phase: a reconnect after a loss in steady state is the server's to answer for; one that spanned
     // a fault is the fault's and the firmware's backoff (judged as recovery, and as firmware findings).
     if (this.lossNoticedAt !== null) this.ctx.trendSpan('reconnect_time', this.lossNoticedAt, now);
@@ -569,9 +569,9 @@ export class Link {
     const now = env.now();
     this.stopKeepalive();
     this.timers.clear('connect');
-    const phase = this.ctx.phaseOf(wasConnected ? at : this.attemptAt, at);
-    if (wasConnected && phase === 'steady')
-      env.metrics.add('unplanned_drops', 1, { ...this.ctx.tags, code: closeCodeLabel(code), cause });
+    const from = wasConnected ? at : this.attemptAt;
+    const closed = { code: closeCodeLabel(code), cause };
+    if (wasConnected) this.ctx.outcome('unplanned_drops', 1, from, at, closed);
     if (wasConnected) {
       this.lastLoss = { code, at: now };
       this.ctx.count('connection_drops', 1, { code: closeCodeLabel(code) });
@@ -582,7 +582,7 @@ export class Link {
         this.ctx.trend('disconnect_detect_time', now - died);
     } else {
       // A try that never reached `connected` (refused, reset, 1013, timed out) is a failed connect.
-      env.metrics.add('connect_success', 0, { ...this.ctx.chaosTags[phase], code: closeCodeLabel(code), cause });
+      this.ctx.outcome('connect_success', 0, from, at, closed);
     }
     if (this.perWake) {
       // A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one. It owes

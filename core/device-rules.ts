@@ -2,6 +2,7 @@
 // dialect.ts) calls the functions here; the native engine (engine/rules.go) receives DEVICE_RULES in every start
 // (core/engine-contract.ts) and refuses a start without them. The conformance corpus (core/traces/) pins each one on
 // both engines.
+import type { DeviceMetricName } from './metric-names.ts';
 import { CLOSE, KEPT_SESSION_REASONS, SESSION_END_REASONS } from './protocol.ts';
 
 /**
@@ -26,7 +27,37 @@ export const DEVICE_RULES = {
    * to play it in. Every other kind (too much, too big, too deep, broken frames) makes the device close the link.
    */
   noted_violations: ['not_json', 'binary_outside_session'] as string[],
+  /**
+   * How a metric's span [from, to] labels it. `tagged`: chaos:steady|during|recovery by the phase the span fell in (an
+   * outcome judged beside the faults). `steady_only`: counted only when the span is in steady state (a link a fault
+   * cut is the fault's, not the server's). A metric not named here carries no phase.
+   */
+  metric_phases: {
+    connect_success: 'tagged',
+    reconnect_time: 'tagged',
+    protocol_violations: 'tagged',
+    unplanned_drops: 'steady_only',
+    wake_success: 'tagged',
+    wake_ack_latency: 'tagged',
+    session_drop_rate: 'tagged',
+    endpointing_latency: 'tagged',
+    response_latency: 'tagged',
+    processing_latency: 'tagged',
+    early_replies: 'tagged',
+    early_reply_speech: 'tagged',
+    replies_unheard: 'tagged',
+    reply_truncated: 'tagged',
+    reply_stutter: 'tagged',
+    playback_stall_time: 'tagged',
+  } as Partial<Record<DeviceMetricName, MetricPhase>>,
 };
+
+/** How a metric's span labels it (DEVICE_RULES.metric_phases); null: no phase. */
+export type MetricPhase = 'tagged' | 'steady_only';
+
+export function metricPhase(name: DeviceMetricName): MetricPhase | null {
+  return DEVICE_RULES.metric_phases[name] ?? null;
+}
 
 /** True when a violation of this kind is counted with the link kept. */
 export function violationKeepsLink(kind: string): boolean {

@@ -186,7 +186,7 @@ export class Conversation implements LinkOwner {
         `${this.ctx.opts.id}: session ${s.id} still open at the end, ${now - s.turnAt} ms after it began`,
       );
       this.ctx.count('sessions_dropped', 1, { reason: 'timeout' });
-      this.ctx.env.metrics.add('session_drop_rate', 1, this.ctx.outcomeTags(s.wakeAt, now));
+      this.ctx.outcome('session_drop_rate', 1, s.wakeAt, now);
     } else if (s && s.id !== null && replyOverdue(s, now)) {
       this.ctx.env.log?.(
         `${this.ctx.opts.id}: session ${s.id} had no reply at the end, ${now - (s.eosAt ?? now)} ms after its speech ended`,
@@ -365,9 +365,8 @@ export class Conversation implements LinkOwner {
       // answer. No latency is timed for the session; it counts as an early reply, with how far into the speech it came.
       const speech = this.uplink().lastVoiced + 1;
       const sent = Math.min(s.frame, speech);
-      const tags = this.ctx.outcomeTags(s.turnAt, now);
-      this.ctx.env.metrics.add('early_replies', 1, tags);
-      this.ctx.env.metrics.add('early_reply_speech', speech > 0 ? (sent / speech) * 100 : 0, tags);
+      this.ctx.outcome('early_replies', 1, s.turnAt, now);
+      this.ctx.outcome('early_reply_speech', speech > 0 ? (sent / speech) * 100 : 0, s.turnAt, now);
       this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} answered after ${sent} of ${speech} speech frames`);
       return;
     }
@@ -382,12 +381,10 @@ export class Conversation implements LinkOwner {
   private judgeReply(s: ActiveSession, now: number): void {
     if (s.replyJudged || s.replyAt === null || s.bargeAt !== null) return;
     s.replyJudged = true;
-    const tags = this.ctx.outcomeTags(s.replyAt, now);
     const short = s.replyBytes === 0 || (s.replyAnnounced !== null && s.replyBytes < s.replyAnnounced);
-    const m = this.ctx.env.metrics;
-    m.add('reply_truncated', short ? 1 : 0, tags);
-    m.add('reply_stutter', s.replyStalls > 0 ? 1 : 0, tags);
-    m.add('playback_stall_time', s.replyStallMs, tags);
+    this.ctx.outcome('reply_truncated', short ? 1 : 0, s.replyAt, now);
+    this.ctx.outcome('reply_stutter', s.replyStalls > 0 ? 1 : 0, s.replyAt, now);
+    this.ctx.outcome('playback_stall_time', s.replyStallMs, s.replyAt, now);
   }
 
   /** Reply audio in binary frames: timed by what it plays (PCM and µ-law by their bytes, an Opus packet by its TOC). */
@@ -542,12 +539,12 @@ export class Conversation implements LinkOwner {
     // Answered, yet the server never showed it heard the speech end (no transcript after it, where the dialect has
     // one): a reply to something other than what the user said. An early reply was counted as such already.
     if (reason === 'complete' && this.ctx.dialect.recv.transcript && !s.heardEnd && !answeredEarly(s)) {
-      this.ctx.env.metrics.add('replies_unheard', 1, this.ctx.outcomeTags(s.turnAt, this.ctx.env.now()));
+      this.ctx.outcome('replies_unheard', 1, s.turnAt, this.ctx.env.now());
       this.ctx.env.log?.(`${this.ctx.opts.id}: session ${s.id} was answered with no transcript after its speech ended`);
     }
     const dropped = isDropped(reason);
     if (dropped) this.ctx.count('sessions_dropped', 1, { reason });
-    this.ctx.env.metrics.add('session_drop_rate', dropped ? 1 : 0, this.ctx.outcomeTags(s.wakeAt, this.ctx.env.now()));
+    this.ctx.outcome('session_drop_rate', dropped ? 1 : 0, s.wakeAt, this.ctx.env.now());
     this.scheduleNextWakeIfRepeating();
   }
 
@@ -652,11 +649,7 @@ export class Conversation implements LinkOwner {
     this.wakeJudge = null;
     this.timers.clear('wakeAck');
     const now = this.ctx.env.now();
-    this.ctx.env.metrics.add(
-      'wake_success',
-      ok ? 1 : 0,
-      this.ctx.outcomeTags(w.at, ok ? now : w.at + WAKE_ACK_TIMEOUT_MS),
-    );
+    this.ctx.outcome('wake_success', ok ? 1 : 0, w.at, ok ? now : w.at + WAKE_ACK_TIMEOUT_MS);
   }
 
   private sendWake(wakeId: string, at: number): void {

@@ -215,6 +215,7 @@ func (d *Device) rec(r Record) {
 		return
 	}
 	r.Profile = d.profile.Name
+	r.Phase = d.env.Rules.phase(r.Name)
 	d.env.Sink.Add(r)
 }
 
@@ -333,7 +334,7 @@ func (d *Device) Stop() {
 		(d.state == stBackoff || d.state == stConnecting || d.state == stHandshaking) {
 		waited := at - d.lossNoticedAt
 		if waited >= d.env.Timing.ReconnectCensorMs {
-			d.rec(Record{Name: "reconnect_time", Value: waited, From: d.lossNoticedAt, To: d.lossNoticedAt + waited, Phase: phaseTag})
+			d.rec(Record{Name: "reconnect_time", Value: waited, From: d.lossNoticedAt, To: d.lossNoticedAt + waited})
 		} else {
 			d.count("reconnects_unfinished", 1)
 		}
@@ -596,9 +597,9 @@ func (d *Device) onReady(msg map[string]any) {
 	if s, ok := d.vars["resume_token"].(string); ok {
 		d.resume = s
 	}
-	d.rec(Record{Name: "connect_success", Value: 1, From: d.attemptAt, To: now, Phase: phaseTag})
+	d.rec(Record{Name: "connect_success", Value: 1, From: d.attemptAt, To: now})
 	if d.lossNoticed {
-		d.rec(Record{Name: "reconnect_time", Value: now - d.lossNoticedAt, From: d.lossNoticedAt, To: now, Phase: phaseTag})
+		d.rec(Record{Name: "reconnect_time", Value: now - d.lossNoticedAt, From: d.lossNoticedAt, To: now})
 	}
 	d.lossNoticed = false
 	d.attempt = 0
@@ -730,7 +731,7 @@ func (d *Device) message(msg map[string]any, b []byte) string {
 // that kind pass (Rules.NotedViolations: a message it cannot use but can skip).
 func (d *Device) violation(kind string) {
 	now := d.now()
-	d.rec(Record{Name: "protocol_violations", Value: 1, From: now, To: now, Phase: phaseTag, Kind: kind})
+	d.rec(Record{Name: "protocol_violations", Value: 1, From: now, To: now, Kind: kind})
 	if d.env.Rules.keepsLink(kind) || d.state == stStopped || d.ws == nil {
 		return
 	}
@@ -812,7 +813,7 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 	}
 	if wasConnected {
 		// A link lost outside every fault window; a connect that failed is connect_success's alone (one cause, one SLO).
-		d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Phase: phaseSteadyOnly, Code: code, Cause: cause})
+		d.rec(Record{Name: "unplanned_drops", Value: 1, From: from, To: at, Code: code, Cause: cause})
 		d.rec(Record{Name: "connection_drops", Value: 1, Code: code})
 		if now-d.connectedAt < d.env.Timing.FlapMs {
 			d.count("flaps", 1)
@@ -823,7 +824,7 @@ func (d *Device) afterLoss(code int, wasConnected bool, cause string, at float64
 		}
 		d.rec(Record{Name: "_link_lost", From: d.connectedAt, To: now})
 	} else {
-		d.rec(Record{Name: "connect_success", Value: 0, From: from, To: at, Phase: phaseTag, Code: code, Cause: cause})
+		d.rec(Record{Name: "connect_success", Value: 0, From: from, To: at, Code: code, Cause: cause})
 	}
 	if d.perWake() {
 		// A per-wake channel is not reconnected: the conversation on it is lost, the next wake opens a new one. It

@@ -4,6 +4,7 @@ package main
 // (core/dialects/wakestorm.json) and profiles, the same outcomes.
 
 import (
+	"bufio"
 	"encoding/json"
 	"os"
 	"slices"
@@ -106,15 +107,29 @@ var timing = Timing{
 	ResumeGraceMs: 30_000, ReconnectCensorMs: 10_000, FlapMs: 2000, KeepaliveGridMs: 10,
 }
 
-// rules is core/device-rules.ts DEVICE_RULES as engine-fleet.ts sends it (the corpus, core/traces/, holds both
-// engines to it; test/unit/conformance.test.ts).
+// rules is core/device-rules.ts DEVICE_RULES as engine-fleet.ts sends it: read from the corpus's first start
+// (testdata/corpus.jsonl, written from core/ by test/helpers/record-traces.ts), so the tests hold no copy of them.
 func rules() *Rules {
-	r := &Rules{
-		ResumeExemptCloses: []int{1001, 1012}, KeptSessionReasons: []string{"complete", "barged_in", "cancelled"},
-		SessionEndReasons: []string{"complete", "barged_in", "cancelled", "timeout", "interrupted", "error"},
-		NumberPattern:     `^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`,
-		NotedViolations:   []string{"not_json", "binary_outside_session"},
+	f, err := os.Open("testdata/corpus.jsonl")
+	if err != nil {
+		panic(err)
 	}
+	defer f.Close()
+	line, err := bufio.NewReaderSize(f, 1<<20).ReadBytes('\n')
+	if err != nil {
+		panic(err)
+	}
+	var e struct {
+		Input struct {
+			Start struct {
+				Rules Rules `json:"rules"`
+			} `json:"start"`
+		} `json:"input"`
+	}
+	if err := json.Unmarshal(line, &e); err != nil {
+		panic(err)
+	}
+	r := &e.Input.Start.Rules
 	if err := r.compile(); err != nil {
 		panic(err)
 	}
@@ -510,5 +525,30 @@ func TestTracedDeviceLabelsEachTextWithItsStep(t *testing.T) {
 	}
 	if want := []string{"ready", "pong", "ignore", ""}; !slices.Equal(steps, want) {
 		t.Fatalf("steps %q, want %q", steps, want)
+	}
+}
+
+// The metric→phase table arrives in the start (core/device-rules.ts metric_phases): a start without it, or with a
+// mode the k6 side does not know, is refused; a record's phase comes from it by name.
+func TestRulesMetricPhases(t *testing.T) {
+	r := rules()
+	if r.phase("unplanned_drops") != phaseSteadyOnly || r.phase("response_latency") != phaseTag || r.phase("links_up") != phaseNone {
+		t.Fatalf("phases from the start's table: %v", r.MetricPhases)
+	}
+	none := *r
+	none.MetricPhases = nil
+	if err := none.compile(); err == nil || !strings.Contains(err.Error(), "rules.metric_phases") {
+		t.Fatalf("a start without metric_phases: %v", err)
+	}
+	bad := *r
+	bad.MetricPhases = map[string]string{"wake_success": "sometimes"}
+	if err := bad.compile(); err == nil || !strings.Contains(err.Error(), "wake_success") {
+		t.Fatalf("an unknown phase mode: %v", err)
+	}
+	// Nothing summed in the batch may carry a phase: the table and the batch's summable counters are disjoint.
+	for name := range summable {
+		if r.phase(name) != phaseNone {
+			t.Errorf("%s is summed by the batch but phased by the rules", name)
+		}
 	}
 }

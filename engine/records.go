@@ -9,7 +9,7 @@ import (
 	"sync"
 )
 
-// How the k6 side treats a record's [From, To] span.
+// How the k6 side treats a record's [From, To] span: set from the start's rules.metric_phases (Rules.phase).
 const (
 	phaseNone       = 0
 	phaseTag        = 1 // tagged chaos:steady|during|recovery by the span

@@ -27,7 +27,10 @@ type Rules struct {
 	NumberPattern string `json:"number_pattern"`
 	// NotedViolations: the violations a device counts with the link kept (not_json, binary_outside_session).
 	NotedViolations []string `json:"noted_violations"`
-	numberRe        *regexp.Regexp
+	// MetricPhases: how a metric's span labels it on the k6 side: "tagged" (chaos phase by the span) or "steady_only"
+	// (counted only in steady state); a metric not named carries no phase.
+	MetricPhases map[string]string `json:"metric_phases"`
+	numberRe     *regexp.Regexp
 }
 
 // compile checks the rules a start carried; the error names the first one missing.
@@ -43,6 +46,13 @@ func (r *Rules) compile() error {
 		return fmt.Errorf("start has no rules.number_pattern")
 	case len(r.NotedViolations) == 0:
 		return fmt.Errorf("start has no rules.noted_violations")
+	case len(r.MetricPhases) == 0:
+		return fmt.Errorf("start has no rules.metric_phases")
+	}
+	for name, p := range r.MetricPhases {
+		if p != "tagged" && p != "steady_only" {
+			return fmt.Errorf("start's rules.metric_phases.%s is %q, not tagged or steady_only", name, p)
+		}
 	}
 	re, err := regexp.Compile(r.NumberPattern)
 	if err != nil {
@@ -55,6 +65,17 @@ func (r *Rules) compile() error {
 func (r *Rules) resumeExempt(code int) bool { return slices.Contains(r.ResumeExemptCloses, code) }
 
 func (r *Rules) keepsLink(kind string) bool { return slices.Contains(r.NotedViolations, kind) }
+
+// phase is how the k6 side treats a record's span (records.go phaseNone, phaseTag, phaseSteadyOnly).
+func (r *Rules) phase(name string) int {
+	switch r.MetricPhases[name] {
+	case "tagged":
+		return phaseTag
+	case "steady_only":
+		return phaseSteadyOnly
+	}
+	return phaseNone
+}
 
 func (r *Rules) dropped(reason string) bool { return !slices.Contains(r.KeptSessionReasons, reason) }
 

@@ -143,7 +143,7 @@ func (c *conversation) next() uint64 {
 }
 
 func (c *conversation) span(name string, v, from, to float64) {
-	c.d.rec(Record{Name: name, Value: v, From: from, To: to, Phase: phaseTag})
+	c.d.rec(Record{Name: name, Value: v, From: from, To: to})
 }
 
 func (c *conversation) say(t *Template) {

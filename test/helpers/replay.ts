@@ -315,7 +315,9 @@ export function goCorpus(traces: { file: string; trace: Trace }[]): string {
       // The utterance by its path from engine/ (where go test runs): the same file on every checkout.
       input.start.audio.pcm_path = '../audio/utterance.pcm';
       input.start.audio.opus_path = '../audio/utterance.opus';
-      return `${JSON.stringify({ file, input, expect: trace.expect ?? [] })}\n`;
+      // With fault windows, which steady-only records k6 keeps is decided on k6's side (the Go test skips them).
+      const phased = (trace.phases ?? []).length > 0 ? { phased: true } : {};
+      return `${JSON.stringify({ file, input, ...phased, expect: trace.expect ?? [] })}\n`;
     })
     .join('');
 }
