@@ -620,6 +620,8 @@ async function spawnInstance(
   // bar counts VU iterations, not devices, so it is off (-q) and the CLI draws one that counts devices.
   const apiPort = await pickFreePort();
   args.push('--address', `127.0.0.1:${apiPort}`, '-q');
+  // WAKESTORM_K6_PPROF=1: k6's Go profiles at http://127.0.0.1:<port>/debug/pprof/ (the port is in k6's --address).
+  if (process.env.WAKESTORM_K6_PPROF === '1') args.push('--profiling-enabled');
   const echo = opts.echo !== false;
   // On a terminal k6 draws its own progress bars on our stdout; its logs (chaos events among them) come on stderr.
   const tty = echo && !!process.stdout.isTTY && instances === 1;

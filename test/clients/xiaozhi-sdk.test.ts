@@ -4,39 +4,17 @@
 // is made once under wakestorm's cache. Runs outside `npm test` (`npm run test:clients`, called by .ci/run): the
 // first run installs the SDK from PyPI.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { opusClip, type OpusTable } from '../../core/opus.ts';
-import { cacheDir } from '../../scripts/tools.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
 import { metricValue } from '../../scripts/proc-sampler.ts';
+import { clientVenv, type ClientVenv } from '../helpers/client-venv.ts';
 import { ROOT, runCli } from '../helpers/proc.ts';
 
-const CLIENT = join(ROOT, 'clients', 'xiaozhi-sdk');
-const REQUIREMENTS = readFileSync(join(CLIENT, 'requirements.txt'), 'utf8');
-const VENV = join(cacheDir(), 'clients', `xiaozhi-sdk-${/xiaozhi-sdk==([\w.]+)/.exec(REQUIREMENTS)![1]}`);
-const PYTHON = join(VENV, 'bin', 'python');
-
-/** The SDK's venv, made once: python3 -m venv, then the pinned requirements (bounded in time). */
-function ensureVenv(): void {
-  if (existsSync(PYTHON)) {
-    try {
-      execFileSync(PYTHON, ['-c', 'import xiaozhi_sdk.core'], { stdio: 'pipe', timeout: 60_000 });
-      return;
-    } catch {
-      /* broken: make it again */
-    }
-  }
-  execFileSync('python3', ['-m', 'venv', '--clear', VENV], { stdio: 'pipe', timeout: 120_000 });
-  execFileSync(
-    PYTHON,
-    ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', join(CLIENT, 'requirements.txt')],
-    { stdio: 'pipe', timeout: 600_000 },
-  );
-  execFileSync(PYTHON, ['-c', 'import xiaozhi_sdk.core'], { stdio: 'pipe', timeout: 60_000 });
-}
+let sdk: ClientVenv;
 
 interface Conversation {
   connected: boolean;
@@ -53,8 +31,8 @@ interface Conversation {
 function converse(url: string, mode: string): Promise<{ code: number | null; result: Conversation; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(
-      PYTHON,
-      [join(CLIENT, 'converse.py'), url, join(ROOT, 'audio', 'utterance.pcm'), '--mode', mode, '--timeout', '20'],
+      sdk.python,
+      [join(sdk.dir, 'converse.py'), url, join(ROOT, 'audio', 'utterance.pcm'), '--mode', mode, '--timeout', '20'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
@@ -85,7 +63,7 @@ const replyPackets = [0, 1, 2, 3].map((n) => {
 describe('xiaozhi-sdk, an independent xiaozhi client, against the reference server', () => {
   let server: VoiceServer;
   before(async () => {
-    ensureVenv();
+    sdk = clientVenv('xiaozhi-sdk', 'xiaozhi_sdk.core');
     server = await startVoiceServer({ port: 0, sttMs: 50, llmMs: 50, ttsMs: 50 });
   });
   after(async () => {
