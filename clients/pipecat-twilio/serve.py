@@ -14,44 +14,24 @@ the first reply audio's send, ms on the wall clock, as the devices' clock), mark
 """
 
 import argparse
-import base64
 import asyncio
+import base64
 import json
-import math
-import signal
-import struct
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
-import websockets
 from loguru import logger
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, OutputTransportMessageFrame
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from turns import Vad, say, serve, tone  # noqa: E402
+
 RATE = 16000  # the pipeline's PCM rate; pipecat resamples from and to Twilio's 8 kHz
-SPEECH_RMS = 300
-SILENCE_MS = 500
 CHUNK_MS = 20
-
-
-def say(**event):
-    print(json.dumps(event), flush=True)
-
-
-def rms(pcm: bytes) -> float:
-    n = len(pcm) // 2
-    if n == 0:
-        return 0.0
-    samples = struct.unpack(f"<{n}h", pcm[: n * 2])
-    return math.sqrt(sum(s * s for s in samples) / n)
-
-
-def tone(ms: int) -> bytes:
-    """A quiet 440 Hz tone as 16-bit PCM at RATE."""
-    n = RATE * ms // 1000
-    return b"".join(struct.pack("<h", int(3000 * math.sin(2 * math.pi * 440 * i / RATE))) for i in range(n))
 
 
 class TextStream:
@@ -80,7 +60,7 @@ async def call(ws, args, reply_pcm: bytes):
         params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
     )
     await serializer.setup(SimpleNamespace(audio_in_sample_rate=RATE))
-    speaking, silent_ms, last_voiced_at, replying = False, 0.0, 0.0, False
+    vad, replying = Vad(), False
 
     async def reply(voiced_at: float):
         nonlocal replying
@@ -106,7 +86,7 @@ async def call(ws, args, reply_pcm: bytes):
     # pipecat's stream resampler hands PCM back in bursts (about every 95 ms here), so a voiced sample is dated by the
     # arrival of the message that carried it: input position (16 kHz samples) -> arrival time, and pipecat's output
     # read 20 ms at a time at the same positions.
-    arrivals, taken, pending = [], 0, b""
+    arrivals, fed, taken, pending = [], 0, 0, b""
     step = RATE * 2 * CHUNK_MS // 1000
     tasks = set()
     async for message in ws:
@@ -119,9 +99,8 @@ async def call(ws, args, reply_pcm: bytes):
             say(event="mark_echoed")
             continue
         if parsed.get("event") == "media":
-            fed = arrivals[-1][0] if arrivals else 0
-            ulaw = base64.b64decode(parsed.get("media", {}).get("payload", ""))
-            arrivals.append((fed + len(ulaw) * RATE // 8000, now))
+            fed += len(base64.b64decode(parsed.get("media", {}).get("payload", ""))) * RATE // 8000
+            arrivals.append((fed, now))
         frame = await serializer.deserialize(message)
         if not isinstance(frame, InputAudioRawFrame):
             continue
@@ -131,23 +110,17 @@ async def call(ws, args, reply_pcm: bytes):
             taken += step // 2
             if replying:
                 continue
-            if rms(chunk) >= SPEECH_RMS:
-                speaking, silent_ms = True, 0.0
-                last_voiced_at = next((t for end, t in arrivals if end >= taken), now)
-                continue
-            if not speaking:
-                continue
-            silent_ms += CHUNK_MS
-            if silent_ms >= SILENCE_MS:
-                speaking, silent_ms, replying = False, 0.0, True
+            arrived_at = next((t for end, t in arrivals if end >= taken), now)
+            if vad.push(chunk, CHUNK_MS, arrived_at):
+                replying = True
                 say(event="speech_stopped")
-                task = asyncio.create_task(reply(last_voiced_at))
+                task = asyncio.create_task(reply(vad.last_voiced_at))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         arrivals = [a for a in arrivals if a[0] >= taken]
 
 
-async def main():
+def main():
     p = argparse.ArgumentParser()
     p.add_argument("--think-ms", type=int, default=250)
     p.add_argument("--reply-ms", type=int, default=1200)
@@ -155,21 +128,9 @@ async def main():
     args = p.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    reply_pcm = tone(args.reply_ms)
-    stop = asyncio.get_running_loop().create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-
-    async def handler(ws):
-        try:
-            await call(ws, args, reply_pcm)
-        except (websockets.ConnectionClosed, ValueError):
-            pass  # a call that ended, or a socket closed before its handshake (a client's upgrade check)
-
-    async with websockets.serve(handler, "127.0.0.1", 0, max_size=1 << 20) as server:
-        say(event="listening", port=server.sockets[0].getsockname()[1])
-        await stop
+    reply_pcm = tone(args.reply_ms, RATE)
+    serve(lambda ws: call(ws, args, reply_pcm))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -5,114 +5,48 @@
 // the devices' response latency within max(40 ms, 10%) of the server's own clock, and the same server with a reply
 // that stands still 600 ms FAILs naming the stutter. Runs in `npm run test:clients` (its venv is made once).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { clientVenv, type ClientVenv } from '../helpers/client-venv.ts';
-import { latestRun, runCli, type Metrics } from '../helpers/proc.ts';
-
-interface PipecatServer {
-  url: string;
-  events: { event: string; last_voiced_at?: number; first_audio_at?: number }[];
-  close(): Promise<void>;
-}
-
-/** serve.py under the venv's python, up when it prints its port; its event lines collected. */
-function startPipecat(venv: ClientVenv, args: string[]): Promise<PipecatServer> {
-  return new Promise((resolve, reject) => {
-    const p: ChildProcess = spawn(venv.python, [join(venv.dir, 'serve.py'), ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    p.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
-    const events: PipecatServer['events'] = [];
-    const up = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`serve.py did not listen in 60 s: ${err}`));
-    }, 60_000);
-    p.on('exit', (code) => reject(new Error(`serve.py exited ${code}: ${err}`)));
-    createInterface({ input: p.stdout! }).on('line', (line) => {
-      const e = JSON.parse(line) as PipecatServer['events'][number] & { port?: number };
-      if (e.event !== 'listening') return void events.push(e);
-      clearTimeout(up);
-      resolve({
-        url: `ws://127.0.0.1:${e.port}`,
-        events,
-        close: () =>
-          new Promise<void>((done) => {
-            if (p.exitCode !== null) return done();
-            p.removeAllListeners('exit');
-            p.once('exit', () => done());
-            p.kill('SIGTERM');
-            setTimeout(() => p.kill('SIGKILL'), 5000).unref();
-          }),
-      });
-    });
-  });
-}
-
-const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-pipecat-'));
-
-async function calls(server: PipecatServer, devices: number, name: string) {
-  const results = join(tmp, name);
-  const r = await runCli(
-    ['run', 'smoke', '--devices', String(devices), '--duration', '25s', '--wake', 'once:1s-4s'].concat([
-      '--profile',
-      'esp32-hotpin',
-      '--dialect',
-      'twilio-media-streams',
-      '--server-url',
-      server.url,
-      '--results',
-      results,
-      '--no-dashboard',
-    ]),
-    { timeoutMs: 150_000 },
-  );
-  const { run, metrics } = latestRun<{ verdict: string; culprits?: unknown }>(results);
-  return { code: r.code, out: r.stdout + r.stderr, run, metrics: metrics as Metrics };
-}
-
-const count = (s: PipecatServer, event: string) => s.events.filter((e) => e.event === event).length;
+import {
+  clientVenv,
+  countEvents,
+  serverMedian,
+  startPyServer,
+  voiceFleet,
+  type ClientVenv,
+  type PyServer,
+} from '../helpers/client-venv.ts';
 
 describe('twilio-media-streams against pipecat, a public implementation of the protocol', { timeout: 900_000 }, () => {
   let venv: ClientVenv;
-  let healthy: PipecatServer;
+  let healthy: PyServer;
   before(async () => {
     venv = clientVenv('pipecat-twilio', 'pipecat.serializers.twilio');
-    healthy = await startPipecat(venv, ['--think-ms', '50', '--reply-ms', '1200']);
+    healthy = await startPyServer(venv, ['--think-ms', '50', '--reply-ms', '1200']);
   });
   after(async () => {
     await healthy?.close();
   });
 
   it('50 calls PASS: every utterance heard by its VAD, every mark echoed, latency on its clock', async (t) => {
-    const r = await calls(healthy, 50, 'healthy');
+    const r = await voiceFleet(healthy.url, 'twilio-media-streams', 50);
     assert.equal(r.code, 0, r.out);
     assert.equal(r.run.verdict, 'pass');
-    assert.equal(count(healthy, 'speech_stopped'), 50, 'the server heard every utterance end');
-    assert.equal(count(healthy, 'mark_echoed'), 50, 'every call played its reply and echoed the mark');
-    const own = healthy.events
-      .filter((e) => e.event === 'turn')
-      .map((e) => e.first_audio_at! - e.last_voiced_at!)
-      .sort((a, b) => a - b);
-    assert.equal(own.length, 50);
-    const serverMedian = own[Math.floor(own.length / 2)]!;
+    assert.equal(countEvents(healthy, 'speech_stopped'), 50, 'the server heard every utterance end');
+    assert.equal(countEvents(healthy, 'mark_echoed'), 50, 'every call played its reply and echoed the mark');
+    assert.equal(countEvents(healthy, 'turn'), 50);
+    const own = serverMedian(healthy);
     const device = r.metrics['response_latency{chaos:steady}']!.values.med!;
     assert.ok(
-      Math.abs(device - serverMedian) <= Math.max(40, serverMedian * 0.1),
-      `device p50 ${device.toFixed(1)} ms vs pipecat's own ${serverMedian.toFixed(1)} ms`,
+      Math.abs(device - own) <= Math.max(40, own * 0.1),
+      `device p50 ${device.toFixed(1)} ms vs pipecat's own ${own.toFixed(1)} ms`,
     );
-    t.diagnostic(`device p50 ${device.toFixed(1)} ms, pipecat's clock ${serverMedian.toFixed(1)} ms`);
+    t.diagnostic(`device p50 ${device.toFixed(1)} ms, pipecat's clock ${own.toFixed(1)} ms`);
   });
 
   it('a reply that stands still 600 ms mid-way FAILs naming the stutter', async () => {
-    const stalling = await startPipecat(venv, ['--think-ms', '50', '--reply-ms', '1200', '--stall-ms', '600']);
+    const stalling = await startPyServer(venv, ['--think-ms', '50', '--reply-ms', '1200', '--stall-ms', '600']);
     try {
-      const r = await calls(stalling, 20, 'stalling');
+      const r = await voiceFleet(stalling.url, 'twilio-media-streams', 20);
       assert.equal(r.code, 99, r.out);
       assert.equal(r.run.verdict, 'fail');
       assert.match(r.out, /reply_stutter_rate/);

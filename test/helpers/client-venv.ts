@@ -1,12 +1,14 @@
 // A public Python client or server of a protocol, in a venv made once under wakestorm's cache from its folder's pinned
 // requirements (clients/<name>/requirements.txt): python3 -m venv, then pip install, bounded in time. The venv's name
 // carries a hash of the requirements, so a new pin makes a new venv.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { cacheDir } from '../../scripts/tools.ts';
-import { ROOT } from './proc.ts';
+import { latestRun, ROOT, runCli, type Metrics } from './proc.ts';
 
 export interface ClientVenv {
   /** clients/<name>/: the scripts beside the requirements. */
@@ -37,4 +39,73 @@ export function clientVenv(name: string, probe: string): ClientVenv {
   });
   if (!works()) throw new Error(`clients/${name}: its venv was made but ${probe} does not import`);
   return { dir, python };
+}
+
+/** A voice server of clients/ (clients/turns.py): its URL and the event lines it printed. */
+export interface PyServer {
+  url: string;
+  events: { event: string; last_voiced_at?: number; first_audio_at?: number; why?: string }[];
+  close(): Promise<void>;
+}
+
+/** clients/<name>/serve.py under the venv's python, up when it prints its port; its event lines collected. */
+export function startPyServer(venv: ClientVenv, args: string[]): Promise<PyServer> {
+  return new Promise((resolve, reject) => {
+    const p: ChildProcess = spawn(venv.python, [join(venv.dir, 'serve.py'), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    p.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
+    const events: PyServer['events'] = [];
+    const up = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`serve.py did not listen in 60 s: ${err}`));
+    }, 60_000);
+    p.on('exit', (code) => reject(new Error(`serve.py exited ${code}: ${err}`)));
+    createInterface({ input: p.stdout! }).on('line', (line) => {
+      const e = JSON.parse(line) as PyServer['events'][number] & { port?: number };
+      if (e.event !== 'listening') return void events.push(e);
+      clearTimeout(up);
+      resolve({
+        url: `ws://127.0.0.1:${e.port}`,
+        events,
+        close: () =>
+          new Promise<void>((done) => {
+            if (p.exitCode !== null) return done();
+            p.removeAllListeners('exit');
+            p.once('exit', () => done());
+            p.kill('SIGTERM');
+            setTimeout(() => p.kill('SIGKILL'), 5000).unref();
+          }),
+      });
+    });
+  });
+}
+
+/** How many times a server said an event. */
+export const countEvents = (s: PyServer, event: string) => s.events.filter((e) => e.event === event).length;
+
+/** The server's own median of its turns: the last voiced audio's arrival to the first reply audio's send. */
+export function serverMedian(s: PyServer): number {
+  const own = s.events
+    .filter((e) => e.event === 'turn')
+    .map((e) => e.first_audio_at! - e.last_voiced_at!)
+    .sort((a, b) => a - b);
+  return own[Math.floor(own.length / 2)] ?? NaN;
+}
+
+const fleets = mkdtempSync(join(tmpdir(), 'wakestorm-clients-'));
+
+/** `wakestorm run smoke` of `devices` esp32-hotpin devices of a dialect, each waking once, against a server. */
+export async function voiceFleet(url: string, dialect: string, devices: number, extra: string[] = []) {
+  const results = mkdtempSync(join(fleets, `${dialect}-`));
+  const r = await runCli(
+    ['run', 'smoke', '--devices', String(devices), '--duration', '25s', '--wake', 'once:1s-4s'].concat(
+      ['--profile', 'esp32-hotpin', '--dialect', dialect, '--server-url', url, '--results', results, '--no-dashboard'],
+      extra,
+    ),
+    { timeoutMs: 150_000 },
+  );
+  const { run, metrics } = latestRun<{ verdict: string }>(results);
+  return { code: r.code, out: r.stdout + r.stderr, run, metrics: metrics as Metrics };
 }
