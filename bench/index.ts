@@ -8,17 +8,21 @@ import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { fidelityBench, type FidelityRow } from './fidelity.ts';
 import { engineFrameCost, frameCost, type FrameCost } from './frame-cost-run.ts';
 import { scaleBench, type ScaleRow } from './scale.ts';
-import { scenariosSectionIn, withScenariosSection } from './scenarios.ts';
+import { limitsSectionIn, scenariosSectionIn, withLimitsSection, withScenariosSection } from './scenarios.ts';
 import { peersBench, peersSection, peersSectionIn, withPeersSection } from './peers.ts';
 
 /**
- * The new BENCHMARKS.md with the shipped-scenarios section the last `npm run bench:scenarios` wrote kept, and the
+ * The new BENCHMARKS.md with the shipped-scenarios and limits sections the last `npm run bench:scenarios` wrote kept, and the
  * peers section this run wrote (or, when it did not run them, the last one).
  */
 function keepSections(text: string, peers: string | null = null): string {
   const old = existsSync(join(ROOT, 'BENCHMARKS.md')) ? readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8') : '';
   const scenarios = scenariosSectionIn(old);
-  const withScenarios = scenarios ? withScenariosSection(text, scenarios) : text;
+  const limits = limitsSectionIn(old);
+  const withScenarios = [
+    (t: string) => (scenarios ? withScenariosSection(t, scenarios) : t),
+    (t: string) => (limits ? withLimitsSection(t, limits) : t),
+  ].reduce((t, keep) => keep(t), text);
   const p = peers ?? peersSectionIn(old);
   return p ? withPeersSection(withScenarios, p) : withScenarios;
 }

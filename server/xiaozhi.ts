@@ -4,10 +4,10 @@
 // wakestorm's (server/session.ts), fed by decoding the device's Opus to PCM for the energy VAD; `listen` stop ends speech
 // (manual mode); `abort` stops the reply. The session's events go out as stt, llm and tts start/sentence_start/stop,
 // the reply as the committed Opus packets. xiaozhi has no error message and no resume: bad input closes the channel.
-import OpusScript from 'opusscript';
 import { CLOSE } from '../core/protocol.ts';
 import { frameAudio, unframeAudio, type AudioFraming } from '../core/dialect.ts';
 import { loadReplies } from './audio.ts';
+import { OpusDecoder } from './opus-decoder.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { Session, type SessionLink } from './session.ts';
@@ -30,7 +30,7 @@ export class XiaozhiWire implements SessionLink, Wire {
   /** The device's hello was answered. */
   greeted = false;
   private session: Session | null = null;
-  private decoder: OpusScript | null = null;
+  private decoder: OpusDecoder | null = null;
   private readonly channelId: string;
   private wakeWord = '';
   private downFrames = 0;
@@ -118,10 +118,10 @@ export class XiaozhiWire implements SessionLink, Wire {
     if (!s || s.ended) return; // audio outside listening: the firmware may still be flushing its microphone
     const payload = unframeAudio(this.framing, buf);
     if (!payload || payload.length === 0) return this.refuse('binary frame does not hold together in its framing');
+    this.decoder ??= new OpusDecoder(16000);
     let pcm: Buffer;
     try {
-      this.decoder ??= new OpusScript(16000, 1, OpusScript.Application.VOIP);
-      pcm = this.decoder.decode(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+      pcm = this.decoder.decode(payload);
     } catch {
       return this.refuse('audio is not an Opus packet');
     }
@@ -135,7 +135,7 @@ export class XiaozhiWire implements SessionLink, Wire {
     this.noVoiceTimer = null;
     this.session?.onLinkLost();
     if (this.session && !this.session.ended) this.session.discard();
-    this.decoder?.delete();
+    this.decoder?.free();
     this.decoder = null;
   }
 

@@ -1,6 +1,9 @@
 // Small pieces of the server: frame energy for the VAD, flag parsing, and upgrade routing.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { opusClip, type OpusTable } from '../../core/opus.ts';
+import { OpusDecoder } from '../../server/opus-decoder.ts';
 import { loadReplies } from '../../server/audio.ts';
 import { pcmRms } from '../../core/pcm.ts';
 import { ConfigError, NUMERIC_FLAGS, parseIntFlag, parsePace } from '../../server/config.ts';
@@ -60,5 +63,40 @@ describe('routeUpgrade', () => {
     assert.equal(routeUpgrade('/wss'), null);
     assert.equal(routeUpgrade('/ws/dev 1'), null);
     assert.equal(routeUpgrade('/ws/%E0%A4%A'), null);
+  });
+});
+
+describe('OpusDecoder (the server’s xiaozhi audio)', () => {
+  const bytes = readFileSync(new URL('../../audio/utterance.opus', import.meta.url));
+  const table = JSON.parse(
+    readFileSync(new URL('../../audio/utterance.opus.json', import.meta.url), 'utf8'),
+  ) as OpusTable;
+  const clip = opusClip(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), table);
+
+  it('holds hundreds of channels at once, each decoding the committed speech as libopus does', () => {
+    // opusscript's own wrapper trapped from its 79th decoder alive on ("memory access out of bounds"): the server
+    // refused valid audio from the 80th xiaozhi channel with 1008.
+    const reference = new OpusDecoder(16000);
+    const want = clip.packets.slice(0, 12).map((p) => reference.decode(p));
+    reference.free();
+    // The decoded speech is speech: as loud as the PCM it was encoded from, within Opus's loss.
+    const source = readFileSync(new URL('../../audio/utterance.pcm', import.meta.url));
+    const frame = table.frame_ms * 32;
+    const k = want.findIndex((w, i) => pcmRms(source.subarray(i * frame, (i + 1) * frame)) > 2000);
+    assert.ok(k >= 0 && pcmRms(want[k]!) > 1000, 'a voiced frame decodes voiced');
+    const decoders = Array.from({ length: 300 }, () => new OpusDecoder(16000));
+    try {
+      for (const d of decoders)
+        for (const [i, p] of clip.packets.slice(0, 12).entries()) assert.ok(d.decode(p).equals(want[i]!));
+    } finally {
+      for (const d of decoders) d.free();
+    }
+  });
+
+  it('refuses a packet libopus refuses, and use after free', () => {
+    const d = new OpusDecoder(16000);
+    assert.throws(() => d.decode(new Uint8Array(5000)), /too long/);
+    d.free();
+    assert.throws(() => d.decode(clip.packets[0]!), /after free/);
   });
 });

@@ -1,0 +1,87 @@
+// Opus decoding for the server's xiaozhi channels, on opusscript's WASM build of libopus. opusscript 0.1.1's own
+// wrapper views its PCM buffer at the wrong place: HEAPU16.subarray(bytePointer, …) indexes by 16-bit element, so the
+// handler writes each frame at twice the address the wrapper allocated (the handler spreads each sample over two
+// 16-bit elements, one byte in each, which the wrapper reads back as bytes). Past 8 MiB of the module's 16 MiB heap
+// (the 79th decoder alive in a process) every decode traps ("memory access out of bounds": the server refused valid
+// audio as "not an Opus packet"), and below that it writes over memory it never allocated. This wrapper drives the
+// same handler with a buffer allocated for what it writes and a view where it writes it, and opens another module
+// (its own 16 MiB heap) when one is full.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+interface Handler {
+  _decode(inPtr: number, len: number, outPtr: number): number;
+}
+interface NativeModule {
+  OpusScriptHandler: { new (rate: number, channels: number, app: number): Handler; destroy_handler(h: Handler): void };
+  _malloc(n: number): number;
+  _free(p: number): void;
+  HEAPU8: Uint8Array;
+  HEAPU16: Uint16Array;
+}
+
+/** libopus's largest packet (3 frames of 1276 bytes) and 60 ms at 48 kHz: opusscript's own bounds. */
+const MAX_PACKET = 1276 * 3;
+const MAX_FRAME_SAMPLES = (48_000 * 60) / 1000;
+/** OPUS_APPLICATION_VOIP. */
+const VOIP = 2048;
+/** Decoders one module holds: well inside its heap (a handler and its two buffers are ~100 KiB). */
+const PER_MODULE = 64;
+
+const modules: { native: NativeModule; open: number }[] = [];
+
+function moduleWithRoom(): { native: NativeModule; open: number } {
+  let m = modules.find((x) => x.open < PER_MODULE);
+  if (!m) {
+    const factory = require('opusscript/build/opusscript_native_wasm.js') as () => NativeModule;
+    m = { native: factory(), open: 0 };
+    modules.push(m);
+  }
+  return m;
+}
+
+/** One channel's Opus decoder: packets in, 16-bit PCM out; free() when the channel is done with it. */
+export class OpusDecoder {
+  private readonly m = moduleWithRoom();
+  private readonly handler: Handler;
+  private readonly inPtr: number;
+  private readonly outPtr: number;
+  private freed = false;
+
+  constructor(
+    rate: number,
+    private readonly channels = 1,
+  ) {
+    const { native } = this.m;
+    this.handler = new native.OpusScriptHandler(rate, channels, VOIP);
+    this.inPtr = native._malloc(MAX_PACKET);
+    // The handler writes each sample as two 16-bit elements (its low byte, then its high byte): 4 bytes a sample.
+    this.outPtr = native._malloc(MAX_FRAME_SAMPLES * channels * 4);
+    if (!this.inPtr || !this.outPtr) throw new Error('Opus decoder: out of WASM memory');
+    this.m.open++;
+  }
+
+  /** A packet's PCM (a copy); throws on a packet libopus refuses. */
+  decode(packet: Uint8Array): Buffer {
+    if (this.freed) throw new Error('Opus decoder: used after free');
+    if (packet.byteLength > MAX_PACKET) throw new Error('Opus packet too long');
+    const heap = this.m.native.HEAPU8;
+    heap.set(packet, this.inPtr);
+    const samples = this.handler._decode(this.inPtr, packet.byteLength, this.outPtr);
+    if (samples < 0) throw new Error(`Opus decode error ${samples}`);
+    // One byte of PCM in each 16-bit element: Buffer.from keeps each element's low byte.
+    const first = this.outPtr >> 1;
+    return Buffer.from(this.m.native.HEAPU16.subarray(first, first + samples * this.channels * 2));
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    const { native } = this.m;
+    native.OpusScriptHandler.destroy_handler(this.handler);
+    native._free(this.inPtr);
+    native._free(this.outPtr);
+    this.m.open--;
+  }
+}
