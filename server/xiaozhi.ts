@@ -7,7 +7,7 @@
 import { CLOSE } from '../core/protocol.ts';
 import { frameAudio, unframeAudio, type AudioFraming } from '../core/dialect.ts';
 import { loadReplies } from './audio.ts';
-import { OpusDecoder } from './opus-decoder.ts';
+import { OpusDecoder } from './opus-codec.ts';
 import type { ServerConfig } from './config.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { Session, type SessionLink } from './session.ts';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { opusClip, type OpusTable } from '../../core/opus.ts';
-import { OpusDecoder } from '../../server/opus-decoder.ts';
+import { OpusDecoder, OpusEncoder } from '../../server/opus-codec.ts';
 import { loadReplies } from '../../server/audio.ts';
 import { pcmRms } from '../../core/pcm.ts';
 import { ConfigError, NUMERIC_FLAGS, parseIntFlag, parsePace } from '../../server/config.ts';
@@ -66,7 +66,7 @@ describe('routeUpgrade', () => {
   });
 });
 
-describe('OpusDecoder (the server’s xiaozhi audio)', () => {
+describe('server/opus-codec.ts: libopus for the xiaozhi channels and the committed audio', () => {
   const bytes = readFileSync(new URL('../../audio/utterance.opus', import.meta.url));
   const table = JSON.parse(
     readFileSync(new URL('../../audio/utterance.opus.json', import.meta.url), 'utf8'),
@@ -90,6 +90,21 @@ describe('OpusDecoder (the server’s xiaozhi audio)', () => {
         for (const [i, p] of clip.packets.slice(0, 12).entries()) assert.ok(d.decode(p).equals(want[i]!));
     } finally {
       for (const d of decoders) d.free();
+    }
+  });
+
+  it('encodes the committed speech to the committed packets, byte for byte (scripts/make-opus.ts)', () => {
+    const source = readFileSync(new URL('../../audio/utterance.pcm', import.meta.url));
+    const frame = table.frame_ms * 32;
+    const enc = new OpusEncoder(16000);
+    try {
+      for (const [i, packet] of clip.packets.entries()) {
+        const pcm = Buffer.alloc(frame);
+        source.copy(pcm, 0, i * frame, Math.min(source.length, (i + 1) * frame));
+        assert.ok(enc.encode(pcm, frame / 2).equals(Buffer.from(packet)), `packet ${i}`);
+      }
+    } finally {
+      enc.free();
     }
   });
 
