@@ -1,11 +1,11 @@
 // libopus for the server's xiaozhi channels (decoding) and for the committed audio (encoding, scripts/make-opus.ts),
-// on opusscript's WASM build. opusscript 0.1.1's own wrapper views its PCM buffers at the wrong place: HEAPU16.subarray(bytePointer, …) indexes by 16-bit element, so the
-// handler writes each frame at twice the address the wrapper allocated (the handler spreads each sample over two
-// 16-bit elements, one byte in each, which the wrapper reads back as bytes). Past 8 MiB of the module's 16 MiB heap
-// (the 79th decoder alive in a process) every decode traps ("memory access out of bounds": the server refused valid
-// audio as "not an Opus packet"), and below that it writes over memory it never allocated. This wrapper drives the
-// same handler with a buffer allocated for what it writes and a view where it writes it, and opens another module
-// (its own 16 MiB heap) when one is full.
+// on opusscript's WASM build. opusscript 0.1.1's own wrapper views its PCM buffers at the wrong place:
+// HEAPU16.subarray(bytePointer, …) indexes by 16-bit element, so the handler writes each frame at twice the address
+// the wrapper allocated (the handler spreads each sample over two 16-bit elements, one byte in each, which the
+// wrapper reads back as bytes). Past 8 MiB of the module's 16 MiB heap (the 79th decoder alive in a process) every
+// decode traps ("memory access out of bounds": the server refused valid audio as "not an Opus packet"), and below
+// that it writes over memory it never allocated. This wrapper drives the same handler with buffers allocated for what
+// it reads and writes and views where it does, and opens another module (its own 16 MiB heap) every 64 coders.
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);

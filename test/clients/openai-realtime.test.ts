@@ -1,7 +1,8 @@
 // The openai-realtime dialect against a server whose wire is the official OpenAI Python library's Realtime event
 // models (PyPI `openai`, pinned in clients/openai-realtime/requirements.txt): every message the devices send must
 // validate as the library's RealtimeClientEvent, every message they get is one of its server event models, the
-// upgrade needs the Bearer key and an empty commit is an error, as OpenAI's API has it (clients/openai-realtime/serve.py).
+// upgrade needs the Bearer key and an empty commit is an error, as OpenAI's API has it
+// (clients/openai-realtime/serve.py).
 // 50 devices PASS with no message refused and their response latency within max(40 ms, 10%) of the server's clock; a
 // wrong key is refused before any load, naming 401. Runs in `npm run test:clients` (its venv is made once).
 import assert from 'node:assert/strict';
