@@ -61,8 +61,18 @@ async function measureRun(label: string, opts: Case['opts']): Promise<ScenarioRo
     resolved?: { devices: number; duration_ms: number };
   };
   const p = run.processes;
-  const rss = (k: string) => p[k]?.rss_avg_mib ?? 0;
-  const cpu = (k: string) => p[k]?.cpu_avg_pct ?? 0;
+  // One field of every tester process, the CLI's own (this process) beside them, and their total.
+  const perProcess = (f: 'rss_avg_mib' | 'cpu_avg_pct', cliValue: number) => {
+    const of = (k: string) => p[k]?.[f] ?? 0;
+    const [k6, engine, toxiproxy] = [of('k6'), of('engine'), of('toxiproxy')];
+    return {
+      k6: r1(k6),
+      engine: r1(engine),
+      toxiproxy: r1(toxiproxy),
+      cli: r1(cliValue),
+      total: r1(k6 + engine + toxiproxy + cliValue),
+    };
+  };
   const lag = r.summary?.metrics.vu_loop_lag?.values['p(99)'] ?? null;
   return {
     label,
@@ -70,20 +80,8 @@ async function measureRun(label: string, opts: Case['opts']): Promise<ScenarioRo
     duration_s: (run.resolved?.duration_ms ?? 0) / 1000,
     verdict: r.judgement.verdict,
     why: [...r.judgement.invalid, ...r.judgement.failures].join('; ').slice(0, 300),
-    rss_mib: {
-      k6: r1(rss('k6')),
-      engine: r1(rss('engine')),
-      toxiproxy: r1(rss('toxiproxy')),
-      cli: r1(cli.rss),
-      total: r1(rss('k6') + rss('engine') + rss('toxiproxy') + cli.rss),
-    },
-    cpu_pct: {
-      k6: r1(cpu('k6')),
-      engine: r1(cpu('engine')),
-      toxiproxy: r1(cpu('toxiproxy')),
-      cli: r1(cli.cpu),
-      total: r1(cpu('k6') + cpu('engine') + cpu('toxiproxy') + cli.cpu),
-    },
+    rss_mib: perProcess('rss_avg_mib', cli.rss),
+    cpu_pct: perProcess('cpu_avg_pct', cli.cpu),
     server: p.server ? { rss_mib: r1(p.server.rss_avg_mib), cpu_pct: r1(p.server.cpu_avg_pct) } : null,
     vu_lag_p99_ms: lag === null ? null : r1(lag),
   };

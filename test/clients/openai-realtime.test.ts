@@ -10,15 +10,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import {
-  clientVenv,
-  countEvents,
-  serverMedian,
-  startPyServer,
-  voiceFleet,
-  type PyServer,
-} from '../helpers/client-venv.ts';
-import { runCli } from '../helpers/proc.ts';
+import { clientVenv, countEvents, serverMedian, startPyServer, type PyServer } from '../helpers/client-venv.ts';
+import { runCli, voiceFleet } from '../helpers/proc.ts';
 
 const KEY = 'sk-wakestorm-clients-0001';
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-openai-'));

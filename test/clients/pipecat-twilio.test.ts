@@ -11,10 +11,10 @@ import {
   countEvents,
   serverMedian,
   startPyServer,
-  voiceFleet,
   type ClientVenv,
   type PyServer,
 } from '../helpers/client-venv.ts';
+import { voiceFleet } from '../helpers/proc.ts';
 
 describe('twilio-media-streams against pipecat, a public implementation of the protocol', { timeout: 900_000 }, () => {
   let venv: ClientVenv;

@@ -3,12 +3,11 @@
 // carries a hash of the requirements, so a new pin makes a new venv.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { cacheDir } from '../../scripts/tools.ts';
-import { latestRun, ROOT, runCli, type Metrics } from './proc.ts';
+import { ROOT } from './proc.ts';
 
 export interface ClientVenv {
   /** clients/<name>/: the scripts beside the requirements. */
@@ -92,20 +91,4 @@ export function serverMedian(s: PyServer): number {
     .map((e) => e.first_audio_at! - e.last_voiced_at!)
     .sort((a, b) => a - b);
   return own[Math.floor(own.length / 2)] ?? NaN;
-}
-
-const fleets = mkdtempSync(join(tmpdir(), 'wakestorm-clients-'));
-
-/** `wakestorm run smoke` of `devices` esp32-hotpin devices of a dialect, each waking once, against a server. */
-export async function voiceFleet(url: string, dialect: string, devices: number, extra: string[] = []) {
-  const results = mkdtempSync(join(fleets, `${dialect}-`));
-  const r = await runCli(
-    ['run', 'smoke', '--devices', String(devices), '--duration', '25s', '--wake', 'once:1s-4s'].concat(
-      ['--profile', 'esp32-hotpin', '--dialect', dialect, '--server-url', url, '--results', results, '--no-dashboard'],
-      extra,
-    ),
-    { timeoutMs: 150_000 },
-  );
-  const { run, metrics } = latestRun<{ verdict: string }>(results);
-  return { code: r.code, out: r.stdout + r.stderr, run, metrics: metrics as Metrics };
 }

@@ -1,7 +1,8 @@
 // Child-process helpers for tests: run the CLI, wait for a line, find free loopback ports, check a port is closed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 export { pickFreePort as freePort } from '../../scripts/process-control.ts';
 
@@ -73,4 +74,21 @@ export function exited(p: ChildProcess, timeoutMs = 15_000): Promise<number | nu
       resolve(code);
     });
   });
+}
+
+/**
+ * `wakestorm run smoke` of `devices` esp32-hotpin devices of a dialect, each waking once, against a server; its
+ * results in a temporary folder of their own.
+ */
+export async function voiceFleet(url: string, dialect: string, devices: number, extra: string[] = []) {
+  const results = mkdtempSync(join(tmpdir(), `wakestorm-fleet-${dialect}-`));
+  const r = await runCli(
+    ['run', 'smoke', '--devices', String(devices), '--duration', '25s', '--wake', 'once:1s-4s'].concat(
+      ['--profile', 'esp32-hotpin', '--dialect', dialect, '--server-url', url, '--results', results, '--no-dashboard'],
+      extra,
+    ),
+    { timeoutMs: 150_000 },
+  );
+  const { run, metrics } = latestRun<{ verdict: string }>(results);
+  return { code: r.code, out: r.stdout + r.stderr, run, metrics: metrics as Metrics };
 }

@@ -8,40 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startMediaStreamServer, startRealtimeServer, type VoiceApiServer } from '../helpers/realtime-server.ts';
-import { latestRun, runCli, type Metrics } from '../helpers/proc.ts';
+import { runCli, voiceFleet } from '../helpers/proc.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'wakestorm-json-audio-'));
 const KEY = 'sk-wakestorm-test-0001';
 const keyFile = join(tmp, 'key.txt');
 writeFileSync(keyFile, `${KEY}\n`);
-
-interface Run {
-  code: number | null;
-  out: string;
-  verdict: string;
-  metrics: Metrics;
-}
-
-async function fleet(server: VoiceApiServer, dialect: string, extra: string[] = []): Promise<Run> {
-  const results = join(tmp, dialect);
-  const r = await runCli(
-    [
-      'run',
-      'smoke',
-      '--devices',
-      '50',
-      '--duration',
-      '25s',
-      '--wake',
-      'once:1s-4s',
-      '--profile',
-      'esp32-hotpin',
-    ].concat(['--dialect', dialect, '--server-url', server.url, '--results', results, '--no-dashboard', ...extra]),
-    { timeoutMs: 150_000 },
-  );
-  const { run, metrics } = latestRun(results);
-  return { code: r.code, out: r.stdout + r.stderr, verdict: run.verdict, metrics };
-}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -49,7 +21,7 @@ const median = (xs: number[]) => {
 };
 
 /** The device's median response latency against the server's own, within max(40 ms, 10%). */
-function agrees(r: Run, server: VoiceApiServer): string {
+function agrees(r: Awaited<ReturnType<typeof voiceFleet>>, server: VoiceApiServer): string {
   const device = r.metrics['response_latency{chaos:steady}']!.values.med!;
   const own = median(server.turns.map((t) => t.firstAudioAt - t.lastVoicedAt));
   assert.ok(
@@ -72,9 +44,9 @@ describe('audio as base64 in JSON, against servers written from the protocols', 
   });
 
   it('openai-realtime: 50 devices PASS, every speech end heard, latency on the server clock', async (t) => {
-    const r = await fleet(realtime, 'openai-realtime', ['--token-file', keyFile]);
+    const r = await voiceFleet(realtime.url, 'openai-realtime', 50, ['--token-file', keyFile]);
     assert.equal(r.code, 0, r.out);
-    assert.equal(r.verdict, 'pass');
+    assert.equal(r.run.verdict, 'pass');
     assert.equal(realtime.counts.speechStopped, 50, 'the server VAD heard every utterance end');
     assert.equal(r.metrics.sessions_completed?.values.count, realtime.counts.responses);
     assert.equal(r.metrics.wakes_without_ack?.values.count, 50, 'nothing acknowledges a wake in this protocol');
@@ -82,9 +54,9 @@ describe('audio as base64 in JSON, against servers written from the protocols', 
   });
 
   it('twilio-media-streams: 50 calls PASS, every mark echoed, latency on the server clock', async (t) => {
-    const r = await fleet(media, 'twilio-media-streams');
+    const r = await voiceFleet(media.url, 'twilio-media-streams', 50);
     assert.equal(r.code, 0, r.out);
-    assert.equal(r.verdict, 'pass');
+    assert.equal(r.run.verdict, 'pass');
     assert.equal(media.counts.speechStopped, 50);
     assert.equal(media.counts.marksEchoed, 50, 'every call played its reply and echoed the mark');
     t.diagnostic(agrees(r, media));
