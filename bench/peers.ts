@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { stopChild } from '../scripts/process-control.ts';
 import { Sampler } from '../scripts/proc-sampler.ts';
-import { processTree } from '../scripts/proc-stats.ts';
+import { cpuSeconds, processTree, rssMiB } from '../scripts/proc-stats.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { startStack } from '../scripts/stack.ts';
 import { cacheDir, requireTools, which } from '../scripts/tools.ts';
@@ -57,7 +57,57 @@ export interface PeerRow {
   kib_per_device: number | null;
   cpu_pct: number | null;
   processes: number;
+  /** The tester's processes by name over the hold (several of one name summed): which one costs what. */
+  by_process: { name: string; rss_avg_mib: number; cpu_pct: number }[];
   note: string;
+}
+
+/**
+ * Every process of a tree sampled once a second by pid, for the per-process split of a row. The Sampler sums a tree;
+ * this keeps each process apart and names it by /proc/<pid>/comm.
+ */
+class ByProcess {
+  private readonly seen = new Map<number, { name: string; s: { t: number; rss: number; cpu: number }[] }>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(root: number) {
+    this.timer = setInterval(() => {
+      const t = Date.now();
+      for (const pid of processTree(root)) {
+        try {
+          const rss = rssMiB(pid);
+          if (!Number.isFinite(rss)) continue;
+          const e = this.seen.get(pid) ?? { name: readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), s: [] };
+          e.s.push({ t, rss, cpu: cpuSeconds(pid) });
+          this.seen.set(pid, e);
+        } catch {
+          /* exited */
+        }
+      }
+    }, 1000);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** RSS averaged and CPU over [from, to], summed by name, largest RSS first. */
+  split(from: number, to: number): { name: string; rss_avg_mib: number; cpu_pct: number }[] {
+    const by = new Map<string, { rss: number; cpu: number }>();
+    for (const { name, s } of this.seen.values()) {
+      const w = s.filter((x) => x.t >= from && x.t <= to);
+      if (w.length < 2) continue;
+      const a = w[0]!;
+      const b = w.at(-1)!;
+      const acc = by.get(name) ?? { rss: 0, cpu: 0 };
+      acc.rss += w.reduce((x, y) => x + y.rss, 0) / w.length;
+      acc.cpu += ((b.cpu - a.cpu) / ((b.t - a.t) / 1000)) * 100;
+      by.set(name, acc);
+    }
+    return [...by]
+      .map(([name, v]) => ({ name, rss_avg_mib: r1(v.rss), cpu_pct: r1(v.cpu) }))
+      .sort((x, y) => y.rss_avg_mib - x.rss_avg_mib);
+  }
 }
 
 /** Artillery in the tool cache, installed from npm the first time (~40 s, 460 MB); null when npm cannot. */
@@ -249,6 +299,7 @@ async function measure(
         rss_max_mib: null,
         kib_per_device: null,
         cpu_pct: null,
+        by_process: [],
         note: 'not installed here',
       };
     }
@@ -265,6 +316,7 @@ async function measure(
     const sampler = new Sampler();
     const t0 = Date.now();
     sampler.start({ tester: child.pid! }, server.http);
+    const byProcess = new ByProcess(child.pid!);
     let processes = 0;
     const counter = setInterval(() => (processes = Math.max(processes, processTree(child.pid!).length)), 5000);
     // Every tester stops by itself at its duration; a bound past it stops one that does not.
@@ -274,6 +326,7 @@ async function measure(
     clearTimeout(bound);
     clearInterval(counter);
     sampler.stop();
+    byProcess.stop();
     // The hold: from the ramp's end (and the first connection: k6 and Artillery take a while to start) + 5 s.
     const first = sampler.firstConnectedAt() ?? t0;
     const from = first + (rampS + 5) * 1000;
@@ -288,6 +341,7 @@ async function measure(
       rss_max_mib: s ? s.rss_max_mib : null,
       kib_per_device: s ? r1((s.rss_avg_mib * 1024) / n) : null,
       cpu_pct: s ? s.cpu_avg_pct : null,
+      by_process: byProcess.split(from, to),
       note: [
         conns && conns.min < n * 0.99 ? `held ${conns.min} of ${n}` : '',
         // wakestorm's verdict (99 FAIL, 3 INVALID) is its own business here; any other exit is the bench's.
@@ -347,6 +401,10 @@ function targets(rows: PeerRow[]): string[] {
   return out;
 }
 
+/** A row's processes by name (as /proc/<pid>/comm gives it, 15 characters), e.g. "k6 75.1 / 2.1". */
+const byProcessCell = (r: PeerRow) =>
+  (r.by_process ?? []).map((p) => `${p.name} ${p.rss_avg_mib} / ${p.cpu_pct}`).join(', ') || '-';
+
 export function peersSection(rows: PeerRow[]): string {
   const ours = (load: Load) => rowOf(rows, 0, load);
   const vs = (r: PeerRow, f: 'rss_avg_mib' | 'cpu_pct') => {
@@ -355,18 +413,18 @@ export function peersSection(rows: PeerRow[]): string {
   };
   const lines = rows.map(
     (r) =>
-      `| ${r.tester} | ${r.devices} ${r.load} | ${r.server_connections ? `${r.server_connections.min}-${r.server_connections.max}` : '-'} | ${r.rss_avg_mib ?? '-'} (max ${r.rss_max_mib ?? '-'}) | ${r.kib_per_device ?? '-'} | ${r.cpu_pct ?? '-'} | ${r.processes || '-'} | ${vs(r, 'rss_avg_mib')} / ${vs(r, 'cpu_pct')} | ${r.note} |`,
+      `| ${r.tester} | ${r.devices} ${r.load} | ${r.server_connections ? `${r.server_connections.min}-${r.server_connections.max}` : '-'} | ${r.rss_avg_mib ?? '-'} (max ${r.rss_max_mib ?? '-'}) | ${r.kib_per_device ?? '-'} | ${r.cpu_pct ?? '-'} | ${r.processes || '-'} | ${byProcessCell(r)} | ${vs(r, 'rss_avg_mib')} / ${vs(r, 'cpu_pct')} | ${r.note} |`,
   );
   return [
     SECTION_START,
     '## Beside its peers, at the defaults',
     '',
-    `Produced by \`npm run bench:peers\` (also part of \`npm run bench\`) on this machine, ${new Date().toISOString().slice(0, 10)}: each tester in turn against one reference server, the same devices (the \`recommended\` profile idle: a socket, a JSON ping every 15 s, the server's pings answered; talking: also a 3 s utterance a minute, 20 ms PCM frames at real-time pace), held ${SIZES.full.holdS} s after a 20 s ramp (5 s for 1,000). RSS and CPU are of every process of the tester (its whole process tree, from /proc, every second) over the hold; "server connections" is what the server counted then. The last column is wakestorm's row over this one: below 1x wakestorm needs less.`,
+    `Produced by \`npm run bench:peers\` (also part of \`npm run bench\`) on this machine, ${new Date().toISOString().slice(0, 10)}: each tester in turn against one reference server, the same devices (the \`recommended\` profile idle: a socket, a JSON ping every 15 s, the server's pings answered; talking: also a 3 s utterance a minute, 20 ms PCM frames at real-time pace), held ${SIZES.full.holdS} s after a 20 s ramp (5 s for 1,000). RSS and CPU are of every process of the tester (its whole process tree, from /proc, every second) over the hold, then by process name; "server connections" is what the server counted then. The last column is wakestorm's row over this one: below 1x wakestorm needs less.`,
     '',
     ...TESTERS.map((t) => `- **${t.name}**: ${t.how}.`),
     '',
-    '| tester | devices | server connections (min-max) | RSS avg MiB (max) | KiB/device | CPU % of a core | processes | wakestorm / this: RSS, CPU | note |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| tester | devices | server connections (min-max) | RSS avg MiB (max) | KiB/device | CPU % of a core | processes | by process: RSS MiB / CPU % | wakestorm / this: RSS, CPU | note |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...lines,
     '',
     ...targets(rows),

@@ -66,6 +66,8 @@ describe('bench smoke', () => {
       server_connections: { min: number; max: number } | null;
       kib_per_device: number | null;
       processes: number;
+      rss_avg_mib: number | null;
+      by_process: { name: string; rss_avg_mib: number; cpu_pct: number }[];
       note: string;
     }[];
     const ran = rows.filter((x) => x.note !== 'not installed here');
@@ -89,7 +91,13 @@ describe('bench smoke', () => {
       assert.ok((x.kib_per_device ?? 0) > 0, `${x.tester}: ${x.kib_per_device} KiB/device`);
     }
     // Every process of the tester is counted: wakestorm's CLI, k6 and its engine at least.
-    assert.ok(ran.find((x) => /^wakestorm at its defaults/.test(x.tester))!.processes >= 3);
+    const ours = ran.find((x) => /^wakestorm at its defaults/.test(x.tester))!;
+    assert.ok(ours.processes >= 3);
+    // …and each apart by name, the split adding up to the row (both averaged over the same hold, a second apart).
+    const names = ours.by_process.map((p) => p.name);
+    for (const n of ['node', 'k6', 'wakestorm-engin']) assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+    const sum = ours.by_process.reduce((a, p) => a + p.rss_avg_mib, 0);
+    assert.ok(Math.abs(sum - ours.rss_avg_mib!) < ours.rss_avg_mib! * 0.15, `split ${sum} vs row ${ours.rss_avg_mib}`);
     assert.match(r.out, /RSS per idle device at 300/);
   });
 });
