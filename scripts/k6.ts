@@ -10,6 +10,7 @@ import { WakestormError } from '../core/errors.ts';
 import { k6VarArgs, type K6Vars, type SummaryData } from '../core/run-contract.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { k6Env, requireTools } from './tools.ts';
+import { httpJson } from './local-http.ts';
 
 export interface SpawnK6Options {
   script: string;
@@ -228,11 +229,10 @@ export function k6Progress(
     (await Promise.all(apis.map((api) => counterOf(api, id)))).reduce((a, b) => a + b, 0);
   const counterOf = async (api: string, id: string) => {
     try {
-      const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(900) });
-      if (!r.ok) return 0;
-      return (
-        ((await r.json()) as { data: { attributes: { sample: { count?: number } } } }).data.attributes.sample.count ?? 0
-      );
+      const r = await httpJson<{ data: { attributes: { sample: { count?: number } } } }>(`${api}/v1/metrics/${id}`, {
+        signal: AbortSignal.timeout(900),
+      });
+      return r.ok ? (r.json.data.attributes.sample.count ?? 0) : 0;
     } catch {
       return 0;
     }

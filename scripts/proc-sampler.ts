@@ -1,6 +1,7 @@
 // Samples processes' RSS and CPU once a second during a run (wakestorm run's tester health, the benches' numbers).
 import type { ProcessStats } from '../core/run-contract.ts';
 import { cpuSeconds, processTree, rssMiB } from './proc-stats.ts';
+import { httpCall, httpJson } from './local-http.ts';
 
 /** One sample of a Prometheus text exposition (the server's /metrics); NaN when it is not there. */
 export function metricValue(text: string, name: string, labels = ''): number {
@@ -10,7 +11,7 @@ export function metricValue(text: string, name: string, labels = ''): number {
 
 /** The reference server's event-loop lag p99 (ms) since the previous scrape: each read resets the gauge's window. */
 export async function serverLagP99Ms(httpUrl: string): Promise<number> {
-  const text = await (await fetch(`${httpUrl}/metrics`)).text();
+  const text = (await httpCall(`${httpUrl}/metrics`)).text ?? '';
   return metricValue(text, 'voice_event_loop_lag_p99_seconds') * 1000;
 }
 
@@ -53,15 +54,13 @@ export class Sampler {
         }
       }
       if (healthUrl) {
-        fetch(`${healthUrl}/health`, { signal: AbortSignal.timeout(900) })
-          .then((r) => r.json() as Promise<{ connections: number }>)
-          .then((h) => this.health.push({ t, connections: h.connections }))
+        httpJson<{ connections: number }>(`${healthUrl}/health`, { signal: AbortSignal.timeout(900) })
+          .then((h) => this.health.push({ t, connections: h.json.connections }))
           .catch(() => {});
         const first = this.firstConnectedAt();
         if (scrapeWhen && first !== null && scrapeWhen(t - first))
-          fetch(`${healthUrl}/metrics`, { signal: AbortSignal.timeout(1900) })
-            .then((r) => r.text())
-            .then((text) => this.scrapes.push({ t, text }))
+          httpCall(`${healthUrl}/metrics`, { signal: AbortSignal.timeout(1900) })
+            .then((r) => r.text !== null && this.scrapes.push({ t, text: r.text }))
             .catch(() => {});
       }
     }, 1000);

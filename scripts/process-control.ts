@@ -4,6 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { WakestormError } from '../core/errors.ts';
+import { httpCall } from './local-http.ts';
 
 /** Resolves to true if 127.0.0.1:port can be bound now. */
 /** True when a process with this pid is alive (signal 0 asks without sending anything; EPERM: alive, not ours). */
@@ -80,7 +81,7 @@ export async function waitHealthy(
     if (child && child.exitCode !== null)
       throw new WakestormError(`${what} exited with code ${child.exitCode} before it was healthy: ${tail()}`, 1);
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      const res = await httpCall(url, { signal: AbortSignal.timeout(1000) });
       if (res.ok) return;
     } catch {
       /* not up yet */

@@ -37,7 +37,8 @@ import { decodeChaosEvent, unappliedFaults, type ChaosEvent, type EventsFile } f
 import { loadTimeline } from '../core/timelines.ts';
 import { Sampler, type ProcStats } from './proc-sampler.ts';
 import { rssMiB } from './proc-stats.ts';
-import { boundedText, watchServerMetrics, type ServerSample } from './server-watch.ts';
+import { MAX_EXPOSITION_BYTES, watchServerMetrics, type ServerSample } from './server-watch.ts';
+import { httpCall, httpJson, jsonOr } from './local-http.ts';
 import { baselineLines, type LoadedRun } from './compare.ts';
 import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import {
@@ -388,11 +389,10 @@ async function serverMetricsReachable(url: string): Promise<void> {
     throw new RunError(`--server-metrics ${url} is not loopback: set ALLOW_REMOTE=1 to read another host on purpose`);
   let text: string;
   try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    const r = await httpCall(url, { signal: AbortSignal.timeout(3000), maxBytes: MAX_EXPOSITION_BYTES });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    const body = await boundedText(r);
-    if (body === null) throw new Error('more than 4 MiB of metrics');
-    text = body;
+    if (r.text === null) throw new Error('more than 4 MiB of metrics');
+    text = r.text;
   } catch (e) {
     throw new RunError(`--server-metrics ${url} did not answer: ${(e as Error).message}; nothing was run`);
   }
@@ -537,8 +537,10 @@ const K6_RUNNING = 7;
 async function k6Status(api: string): Promise<number | null> {
   const names = ['Created', 'InitVUs', 'InitExecutors', 'InitDone', 'PausedBeforeRun', 'Started', 'Setup', 'Running'];
   try {
-    const r = await fetch(`${api}/v1/status`, { signal: AbortSignal.timeout(2000) });
-    const s = ((await r.json()) as { data?: { attributes?: { status?: unknown } } }).data?.attributes?.status;
+    const r = await httpJson<{ data?: { attributes?: { status?: unknown } } }>(`${api}/v1/status`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    const s = r.json.data?.attributes?.status;
     return typeof s === 'number' ? s : typeof s === 'string' && names.includes(s) ? names.indexOf(s) : null;
   } catch {
     return null; /* not listening yet, or gone */
@@ -570,8 +572,8 @@ async function startTogether(apis: string[], gone: () => string | null, timeoutM
     if (ready.size < apis.length) await new Promise((res) => setTimeout(res, 200));
   }
   type Envelope = { data?: { attributes?: { data?: unknown } }; errors?: { title?: string; detail?: string }[] };
-  const setup = await fetch(`${apis[0]}/v1/setup`, { method: 'POST', signal: AbortSignal.timeout(60_000) }).then(
-    async (r) => ({ ok: r.ok, body: (await r.json().catch(() => ({}))) as Envelope }),
+  const setup = await httpCall(`${apis[0]}/v1/setup`, { method: 'POST', signal: AbortSignal.timeout(60_000) }).then(
+    (r) => ({ ok: r.ok, body: jsonOr<Envelope>(r.text, {}) }),
     (e: Error) => ({ ok: false, body: { errors: [{ detail: e.message }] } as Envelope }),
   );
   if (!setup.ok) {
@@ -580,7 +582,7 @@ async function startTogether(apis: string[], gone: () => string | null, timeoutM
   }
   const data = JSON.stringify(setup.body.data?.attributes?.data ?? null);
   const call = (api: string, method: string, path: string, body: string) =>
-    fetch(`${api}${path}`, { method, body, signal: AbortSignal.timeout(10_000) }).then(
+    httpCall(`${api}${path}`, { method, body, signal: AbortSignal.timeout(10_000) }).then(
       (r) => r.ok,
       () => false,
     );
@@ -982,8 +984,8 @@ async function collectResults(
   await Promise.all(stack.shards.map((sh) => sh.toxiproxy.reset().catch(() => {})));
   let metrics = `# ${metricsUrl} was not reachable at the end of the run\n`;
   try {
-    const m = await fetch(metricsUrl, { signal: AbortSignal.timeout(3000) });
-    const text = m.ok ? await boundedText(m) : null;
+    const m = await httpCall(metricsUrl, { signal: AbortSignal.timeout(3000), maxBytes: MAX_EXPOSITION_BYTES });
+    const text = m.ok ? m.text : null;
     if (text !== null) metrics = text;
   } catch {
     /* said in the file */

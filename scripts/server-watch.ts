@@ -3,24 +3,12 @@
 // names (process_cpu_seconds_total, process_resident_memory_bytes: Go, Python and Node clients all do) and, where it
 // has one, its event-loop lag: the reference server's per-scrape p99, else prom-client's nodejs_eventloop_lag_p99.
 import { metricValue } from './proc-sampler.ts';
+import { httpCall } from './local-http.ts';
 
 /** How often the server's /metrics is read during a run, ms. */
 export const SERVER_SCRAPE_MS = 2000;
 /** The most of one exposition read: a server's metrics are kilobytes; past this the read is dropped, not held. */
-const MAX_EXPOSITION_BYTES = 4 * 2 ** 20;
-
-/** A response's body as text, or null past `max` bytes (read in chunks, never held whole). */
-export async function boundedText(r: Response, max = MAX_EXPOSITION_BYTES): Promise<string | null> {
-  if (!r.body) return '';
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
-    n += c.byteLength;
-    if (n > max) return null;
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
+export const MAX_EXPOSITION_BYTES = 4 * 2 ** 20;
 
 /** One reading of the server's metrics (server-samples.csv); null where the server does not expose it. */
 export type ServerSample = {
@@ -78,8 +66,11 @@ export function watchServerMetrics(url: string): { stop(): ServerSample[] } {
     if (busy) return;
     busy = true;
     try {
-      const r = await fetch(url, { signal: AbortSignal.timeout(SERVER_SCRAPE_MS - 100) });
-      const text = r.ok ? await boundedText(r) : null;
+      const r = await httpCall(url, {
+        signal: AbortSignal.timeout(SERVER_SCRAPE_MS - 100),
+        maxBytes: MAX_EXPOSITION_BYTES,
+      });
+      const text = r.ok ? r.text : null;
       if (text === null) return;
       const t = Date.now();
       const { sample, cpuSeconds } = readServerSample(text, t, prev);

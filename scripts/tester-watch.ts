@@ -6,6 +6,7 @@
 // the devices saw the server break the protocol, neither stops the run: a tester overwhelmed by a hostile server is
 // the server's failure, and the verdict FAILs it.
 import { generatorSaturation, SATURATION } from '../core/verdict.ts';
+import { httpCall, httpJson } from './local-http.ts';
 
 /** A process that answers no heartbeat for this long has stalled: whatever the devices measured meanwhile is the tester's. */
 const STALL_MS = 5000;
@@ -50,8 +51,7 @@ export interface TesterWatch {
 
 async function answers(url: string): Promise<boolean> {
   try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(PROBE_MS * 2) });
-    await r.arrayBuffer();
+    await httpCall(url, { signal: AbortSignal.timeout(PROBE_MS * 2) });
     return true;
   } catch {
     return false;
@@ -63,9 +63,10 @@ type TrendSample = Record<string, number | undefined>;
 
 async function sample(api: string, id: string): Promise<TrendSample | null> {
   try {
-    const r = await fetch(`${api}/v1/metrics/${id}`, { signal: AbortSignal.timeout(PROBE_MS * 2) });
-    if (!r.ok) return null;
-    return ((await r.json()) as { data: { attributes: { sample: TrendSample } } }).data.attributes.sample;
+    const r = await httpJson<{ data: { attributes: { sample: TrendSample } } }>(`${api}/v1/metrics/${id}`, {
+      signal: AbortSignal.timeout(PROBE_MS * 2),
+    });
+    return r.ok ? r.json.data.attributes.sample : null;
   } catch {
     return null;
   }

@@ -10,6 +10,7 @@ import {
   type ProxyInfo,
   type ToxicSpec,
 } from '../core/toxiproxy-api.ts';
+import { callErrorCode, httpCall, type HttpAnswer } from './local-http.ts';
 
 class ToxiproxyApiError extends WakestormError {
   constructor(message: string) {
@@ -21,19 +22,18 @@ class ToxiproxyApiError extends WakestormError {
 
 /** Sends one request; resolves to the parsed JSON answer (or null for an empty one). */
 async function callApi<T = unknown>(r: ApiRequest, timeoutMs = (r.timeoutS ?? 5) * 1000): Promise<T> {
-  let res: Response;
+  let res: HttpAnswer;
   try {
-    res = await fetch(requestUrl(r), {
+    res = await httpCall(requestUrl(r), {
       method: r.method,
       body: r.body,
       headers: r.body === null ? undefined : { 'Content-Type': 'application/json' },
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (e) {
-    const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
-    throw new ToxiproxyApiError(unreachable(r, cause?.code ?? cause?.message ?? (e as Error).message));
+    throw new ToxiproxyApiError(unreachable(r, callErrorCode(e)));
   }
-  const text = await res.text();
+  const text = res.text ?? '';
   if (!res.ok) throw new ToxiproxyApiError(apiError(r, res.status, text));
   return (text ? JSON.parse(text) : null) as T;
 }
