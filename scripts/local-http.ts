@@ -68,7 +68,7 @@ export function httpCall(url: string, init: HttpInit = {}): Promise<HttpAnswer> 
   });
 }
 
-/** A GET's body parsed as JSON; rejects when no answer came or it is not JSON. */
+/** A call whose answer is JSON, parsed; rejects when no answer came or it is not JSON. */
 export async function httpJson<T>(url: string, init: HttpInit = {}): Promise<{ ok: boolean; status: number; json: T }> {
   const r = await httpCall(url, init);
   return { ok: r.ok, status: r.status, json: JSON.parse(r.text ?? '') as T };
