@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { guardedSpawn } from '../scripts/guarded-spawn.ts';
 import { stopChild } from '../scripts/process-control.ts';
 import { Sampler } from '../scripts/proc-sampler.ts';
-import { cpuSeconds, processTree, rssMiB } from '../scripts/proc-stats.ts';
+import { processTree } from '../scripts/proc-stats.ts';
 import { ROOT, resultsRoot } from '../scripts/run.ts';
 import { startStack } from '../scripts/stack.ts';
 import { cacheDir, requireTools, which } from '../scripts/tools.ts';
@@ -60,54 +60,6 @@ export interface PeerRow {
   /** The tester's processes by name over the hold (several of one name summed): which one costs what. */
   by_process: { name: string; rss_avg_mib: number; cpu_pct: number }[];
   note: string;
-}
-
-/**
- * Every process of a tree sampled once a second by pid, for the per-process split of a row. The Sampler sums a tree;
- * this keeps each process apart and names it by /proc/<pid>/comm.
- */
-class ByProcess {
-  private readonly seen = new Map<number, { name: string; s: { t: number; rss: number; cpu: number }[] }>();
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(root: number) {
-    this.timer = setInterval(() => {
-      const t = Date.now();
-      for (const pid of processTree(root)) {
-        try {
-          const rss = rssMiB(pid);
-          if (!Number.isFinite(rss)) continue;
-          const e = this.seen.get(pid) ?? { name: readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), s: [] };
-          e.s.push({ t, rss, cpu: cpuSeconds(pid) });
-          this.seen.set(pid, e);
-        } catch {
-          /* exited */
-        }
-      }
-    }, 1000);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  /** RSS averaged and CPU over [from, to], summed by name, largest RSS first. */
-  split(from: number, to: number): { name: string; rss_avg_mib: number; cpu_pct: number }[] {
-    const by = new Map<string, { rss: number; cpu: number }>();
-    for (const { name, s } of this.seen.values()) {
-      const w = s.filter((x) => x.t >= from && x.t <= to);
-      if (w.length < 2) continue;
-      const a = w[0]!;
-      const b = w.at(-1)!;
-      const acc = by.get(name) ?? { rss: 0, cpu: 0 };
-      acc.rss += w.reduce((x, y) => x + y.rss, 0) / w.length;
-      acc.cpu += ((b.cpu - a.cpu) / ((b.t - a.t) / 1000)) * 100;
-      by.set(name, acc);
-    }
-    return [...by]
-      .map(([name, v]) => ({ name, rss_avg_mib: r1(v.rss), cpu_pct: r1(v.cpu) }))
-      .sort((x, y) => y.rss_avg_mib - x.rss_avg_mib);
-  }
 }
 
 /** Artillery in the tool cache, installed from npm the first time (~40 s, 460 MB); null when npm cannot. */
@@ -313,10 +265,9 @@ async function measure(
     );
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-400)));
-    const sampler = new Sampler();
+    const sampler = new Sampler({ byProcess: true });
     const t0 = Date.now();
     sampler.start({ tester: child.pid! }, server.http);
-    const byProcess = new ByProcess(child.pid!);
     let processes = 0;
     const counter = setInterval(() => (processes = Math.max(processes, processTree(child.pid!).length)), 5000);
     // Every tester stops by itself at its duration; a bound past it stops one that does not.
@@ -326,7 +277,6 @@ async function measure(
     clearTimeout(bound);
     clearInterval(counter);
     sampler.stop();
-    byProcess.stop();
     // The hold: from the ramp's end (and the first connection: k6 and Artillery take a while to start) + 5 s.
     const first = sampler.firstConnectedAt() ?? t0;
     const from = first + (rampS + 5) * 1000;
@@ -341,7 +291,7 @@ async function measure(
       rss_max_mib: s ? s.rss_max_mib : null,
       kib_per_device: s ? r1((s.rss_avg_mib * 1024) / n) : null,
       cpu_pct: s ? s.cpu_avg_pct : null,
-      by_process: byProcess.split(from, to),
+      by_process: sampler.split('tester', from, to),
       note: [
         conns && conns.min < n * 0.99 ? `held ${conns.min} of ${n}` : '',
         // wakestorm's verdict (99 FAIL, 3 INVALID) is its own business here; any other exit is the bench's.

@@ -1,4 +1,5 @@
 // Samples processes' RSS and CPU once a second during a run (wakestorm run's tester health, the benches' numbers).
+import { readFileSync } from 'node:fs';
 import type { ProcessStats } from '../core/run-contract.ts';
 import { cpuSeconds, processTree, rssMiB } from './proc-stats.ts';
 import { httpCall, httpJson } from './local-http.ts';
@@ -18,9 +19,17 @@ export async function serverLagP99Ms(httpUrl: string): Promise<number> {
 /** One process's CPU and memory over a window: run.json's `processes` (core/run-contract.ts). */
 export type ProcStats = ProcessStats;
 
+type Sample = { t: number; rss: number; cpu: number };
+/** CPU between two samples of one process (or one sum), % of a core. */
+const cpuRate = (a: Sample, b: Sample) => ((b.cpu - a.cpu) / ((b.t - a.t) / 1000)) * 100;
+
 export class Sampler {
   private timer: NodeJS.Timeout | null = null;
-  private samples = new Map<string, { t: number; rss: number; cpu: number }[]>();
+  private samples = new Map<string, Sample[]>();
+  /** With `byProcess`: each process of each name's tree apart, by pid, named by /proc/<pid>/comm. */
+  private perPid = new Map<number, { name: string; comm: string; s: Sample[] }>();
+
+  constructor(private readonly opts: { byProcess?: boolean } = {}) {}
   private health: { t: number; connections: number }[] = [];
   private scrapes: { t: number; text: string }[] = [];
 
@@ -45,10 +54,18 @@ export class Sampler {
         if (!list.length) continue;
         try {
           const samples = this.samples.get(name) ?? this.samples.set(name, []).get(name)!;
-          const rss = list.reduce((a, p) => a + rssMiB(p), 0);
+          const each = list.map((p) => ({ p, rss: rssMiB(p), cpu: cpuSeconds(p) }));
+          const rss = each.reduce((a, x) => a + x.rss, 0);
           // A process that has exited but is not yet reaped (a zombie) has no VmRSS: NaN would poison the peak and
           // the average (run.json said a peak of null, read as 0 MiB, once in CI), so such a sample is left out.
-          if (Number.isFinite(rss)) samples.push({ t, rss, cpu: list.reduce((a, p) => a + cpuSeconds(p), 0) });
+          if (!Number.isFinite(rss)) continue;
+          samples.push({ t, rss, cpu: each.reduce((a, x) => a + x.cpu, 0) });
+          if (this.opts.byProcess)
+            for (const x of each) {
+              const e = this.perPid.get(x.p) ?? { name, comm: readFileSync(`/proc/${x.p}/comm`, 'utf8').trim(), s: [] };
+              e.s.push({ t, rss: x.rss, cpu: x.cpu });
+              this.perPid.set(x.p, e);
+            }
         } catch {
           /* exited */
         }
@@ -79,7 +96,7 @@ export class Sampler {
   stats(name: string, from: number, to: number): ProcStats | null {
     const s = (this.samples.get(name) ?? []).filter((x) => x.t >= from && x.t <= to);
     if (s.length < 2) return null;
-    const cpu = ((s[s.length - 1]!.cpu - s[0]!.cpu) / ((s[s.length - 1]!.t - s[0]!.t) / 1000)) * 100;
+    const cpu = cpuRate(s[0]!, s.at(-1)!);
     // The busiest second: the largest of the per-second rates series() gives (already rounded to 0.1).
     const peak = Math.max(0, ...this.series(name, from, to).map((x) => x.cpu_pct));
     return {
@@ -99,8 +116,27 @@ export class Sampler {
     return s.slice(1).map((x, i) => ({
       t: x.t,
       rss_mib: +x.rss.toFixed(1),
-      cpu_pct: +Math.max(0, ((x.cpu - s[i]!.cpu) / ((x.t - s[i]!.t) / 1000)) * 100).toFixed(1),
+      cpu_pct: +Math.max(0, cpuRate(s[i]!, x)).toFixed(1),
     }));
+  }
+
+  /**
+   * A name's processes apart (a Sampler made with `byProcess`), summed by process name (/proc/<pid>/comm, 15
+   * characters) between two instants: RSS averaged, CPU over the window; largest RSS first.
+   */
+  split(name: string, from: number, to: number): { name: string; rss_avg_mib: number; cpu_pct: number }[] {
+    const by = new Map<string, { rss: number; cpu: number }>();
+    for (const e of this.perPid.values()) {
+      const w = e.s.filter((x) => x.t >= from && x.t <= to);
+      if (e.name !== name || w.length < 2) continue;
+      const acc = by.get(e.comm) ?? { rss: 0, cpu: 0 };
+      acc.rss += w.reduce((a, x) => a + x.rss, 0) / w.length;
+      acc.cpu += cpuRate(w[0]!, w.at(-1)!);
+      by.set(e.comm, acc);
+    }
+    return [...by]
+      .map(([comm, v]) => ({ name: comm, rss_avg_mib: +v.rss.toFixed(1), cpu_pct: +v.cpu.toFixed(1) }))
+      .sort((x, y) => y.rss_avg_mib - x.rss_avg_mib);
   }
 
   /** When the server first reported a connection: the fleet's start, after k6's init (which grows with its VUs). */
