@@ -97,6 +97,17 @@ export function defaultDevicesPerVu(devices: number, native: boolean): number {
 const NATIVE_VUS = 4;
 const NATIVE_MAX_DEVICES_PER_VU = 2500;
 
+/**
+ * Devices per VU when `segments` k6 processes share a fleet (`--instances`, or the k6-operator's runners). k6 splits a
+ * scenario between execution segments by whole VUs, so each segment needs one of its own: the default layout for a
+ * segment's share, but never more than the fleet divided evenly, rounded down (rounded up, 5 devices in VUs of 2 make
+ * 3 VUs and leave one of 4 segments empty). Null when the fleet has fewer devices than segments.
+ */
+export function segmentDevicesPerVu(devices: number, segments: number, native: boolean): number | null {
+  if (devices < segments) return null;
+  return Math.min(defaultDevicesPerVu(Math.ceil(devices / segments), native), Math.floor(devices / segments));
+}
+
 /** k6 processes one run may split its fleet into (execution segments; `wakestorm run --instances`). */
 export const INSTANCE_BOUNDS = { min: 1, max: 16 } as const;
 

@@ -7,8 +7,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { k6VarArgs, type K6Vars } from '../core/run-contract.ts';
-import { defaultDevicesPerVu } from '../core/run-config.ts';
-import { planRun, ROOT, RunError, type RunOptions } from './run.ts';
+import { inspectForSegments, planRun, ROOT, RunError, type RunOptions } from './run.ts';
 import { k6Env, PINS, requireTools } from './tools.ts';
 
 /**
@@ -94,13 +93,10 @@ export function writeK8s(o: K8sOptions): K8sFiles {
     throw new RunError(
       `--timeline: '${plan.controlFault}' needs the stack's control API (it restarts the reference server); in Kubernetes, restart your server's pods yourself and keep the network faults in the timeline`,
     );
-  const devices = o.devices ?? 0;
   const vars: K6Vars = { ...plan.vars };
   // Every runner gets VUs of its own (k6 splits by VU), and its own chaos VU for its own Toxiproxy.
-  if (devices && vars.DEVICES_PER_VU === undefined)
-    vars.DEVICES_PER_VU = String(
-      Math.min(defaultDevicesPerVu(Math.ceil(devices / o.parallelism), true), Math.ceil(devices / o.parallelism)),
-    );
+  const devices =
+    inspectForSegments(plan.script, vars, o.parallelism, true, `--parallelism ${o.parallelism}`).devices ?? 0;
   // A chaos VU in every runner's segment, each for its own Toxiproxy: always, so the scenario's own timeline (no
   // --timeline given) reaches every runner too. A scenario with no timeline has no chaos scenario to size.
   vars.CHAOS_VUS = String(o.parallelism);

@@ -13,13 +13,13 @@ import { basename, join, resolve } from 'node:path';
 import { parseProfileMix } from '../core/profiles.ts';
 import {
   boundedInt,
-  defaultDevicesPerVu,
   DEVICE_BOUNDS,
   INSTANCE_BOUNDS,
   isLoopbackUrl,
   overrideBackoff,
   parseDuration,
   parseWake,
+  segmentDevicesPerVu,
 } from '../core/run-config.ts';
 import {
   verdictFields,
@@ -43,6 +43,7 @@ import { baselineLines, type LoadedRun } from './compare.ts';
 import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import {
   inspectScenario,
+  type Inspected,
   K6_EXIT,
   k6Progress,
   lastK6Error,
@@ -205,6 +206,38 @@ export class RunError extends WakestormError {
   }
 
   override name = 'RunError';
+}
+
+/**
+ * The scenario as k6 inspects it, laid out so that each of `segments` k6 processes gets VUs of its own (k6 splits a
+ * scenario between execution segments by whole VUs; a segment without one runs no device, and the k6-operator
+ * refuses a TestRun with fewer VUs than runners). Unless the user chose `--devices-per-vu`, the fleet (`--devices`, or
+ * the scenario's own) is laid out by `segmentDevicesPerVu` (set in `vars`); a fleet or a layout that leaves a segment
+ * empty is refused in one line naming `what` (the flag that asked for the segments).
+ */
+export function inspectForSegments(
+  script: string,
+  vars: K6Vars,
+  segments: number,
+  native: boolean,
+  what: string,
+): Inspected {
+  let inspected = inspectScenario(script, vars, ROOT);
+  const fleet = inspected.devices;
+  if (segments <= 1 || fleet === null) return inspected;
+  if (fleet < segments)
+    throw new RunError(
+      `${what} needs a device in each of its ${segments} k6 processes, and the fleet has ${fleet}: give --devices ${segments} or more`,
+    );
+  if (vars.DEVICES_PER_VU === undefined) {
+    vars.DEVICES_PER_VU = String(segmentDevicesPerVu(fleet, segments, native));
+    inspected = inspectScenario(script, vars, ROOT);
+  }
+  if (inspected.vus !== null && inspected.vus < segments)
+    throw new RunError(
+      `--devices-per-vu ${vars.DEVICES_PER_VU} makes ${inspected.vus} VUs, and ${what} needs one in each: give at most ${Math.floor(fleet / segments)}`,
+    );
+  return inspected;
 }
 
 /** Resolves `smoke`, `smoke.ts` or a path to a scenario file. */
@@ -1020,13 +1053,13 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
   const token = resolveToken(opts);
   const tls = runTls(opts);
   const instanceCount = opts.instances ?? instancesFor(opts.devices ?? 0);
-  // k6 splits a fleet between instances by VUs: a small fleet gets enough VUs for every instance to have some.
-  if (instanceCount > 1 && opts.devices && plan.vars.DEVICES_PER_VU === undefined) {
-    const share = Math.ceil(opts.devices / instanceCount);
-    const native = (opts.engine ?? DEFAULT_ENGINE) === 'native';
-    plan.vars.DEVICES_PER_VU = String(Math.min(defaultDevicesPerVu(share, native), share));
-  }
-  const inspected = inspectScenario(plan.script, plan.vars, ROOT);
+  const inspected = inspectForSegments(
+    plan.script,
+    plan.vars,
+    instanceCount,
+    (opts.engine ?? DEFAULT_ENGINE) === 'native',
+    `--instances ${instanceCount}`,
+  );
   // --direct starts no Toxiproxy: a timeline's network faults would reach no device, and the run would pass unhurt.
   if (opts.direct && inspected.networkFaults.length)
     throw new RunError(

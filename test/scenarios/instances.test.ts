@@ -45,6 +45,12 @@ describe('wakestorm run --instances', () => {
     assert.match(r.stderr.trim(), /^[^\n]*--instances[^\n]*$/);
   });
 
+  it('refuses more instances than devices: each needs a VU of its own', async () => {
+    const r = await runCli(['run', 'smoke', '--instances', '4', '--devices', '3', '--results', results]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trim(), /^wakestorm: --instances 4 needs a device in each of its 4 k6 processes[^\n]*$/);
+  });
+
   it('two instances: one fleet, one timeline, one exact merged verdict', async () => {
     const tl = join(results, 'cut.json');
     writeFileSync(tl, JSON.stringify([{ at: '8s', for: '3s', fault: 'cut' }]));

@@ -110,6 +110,8 @@ describe('wakestorm k8s', () => {
       execFileSync(requireTools().k6, ['inspect', join(own, 'archive.tar')], { encoding: 'utf8' }),
     ) as { scenarios: Record<string, { vus?: number }> };
     assert.equal(ownRun.scenarios.chaos?.vus, 4, "flaky-network's own timeline: a chaos VU in each of 4 runners");
+    // Its own fleet (no --devices) is laid out for 4 runners too: a device VU in each (it was 3 VUs, one runner idle).
+    assert.ok((ownRun.scenarios.devices?.vus ?? 0) >= 4, JSON.stringify(ownRun.scenarios.devices));
     const pvc = parse(readFileSync(join(own, 'results-pvc.yaml'), 'utf8')) as {
       spec: { storageClassName: string; accessModes: string[] };
     };
@@ -148,6 +150,11 @@ describe('wakestorm k8s', () => {
       [['--server-url', 'http://x:1'], /must be ws:\/\//],
       [['--server-url', 'ws://x:1', '--timeline', 'server-restart', '--duration', '2m'], /control API/],
       [['--server-url', 'ws://x:1', '--parallelism', '0'], /--parallelism/],
+      [['--server-url', 'ws://x:1', '--parallelism', '8', '--devices', '4'], /--parallelism 8 needs a device in each/],
+      [
+        ['--server-url', 'ws://x:1', '--parallelism', '3', '--devices', '5', '--devices-per-vu', '3'],
+        /--devices-per-vu 3 makes 2 VUs, and --parallelism 3 needs one in each: give at most 1/,
+      ],
     ] as const) {
       const r = await runCli(['k8s', 'smoke', '--out', join(work, 'refused'), ...args]);
       assert.equal(r.code, 2, r.stderr);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { DEFAULT_SLOS, resolveSlos, sloThresholds } from '../../core/slo.ts';
-import { parseDuration, readRunConfig } from '../../core/run-config.ts';
+import { defaultDevicesPerVu, parseDuration, readRunConfig, segmentDevicesPerVu } from '../../core/run-config.ts';
 import { FAULTS, LINK_ACTIONS, TOXICS } from '../../core/faults.ts';
 import { actionRequest, apiError, requestUrl } from '../../core/toxiproxy-api.ts';
 import { TIMELINES, lastLinkDeath, loadTimeline, validateTimeline } from '../../core/timelines.ts';
@@ -276,6 +276,25 @@ describe('run config', () => {
       () => readRunConfig({ TOXIPROXY_URL: 'http://127.0.0.1:8474,toxi' }, d, noFile, {}, repoFile),
       /TOXIPROXY_URL must be like/,
     );
+  });
+
+  it('lays a fleet out so every k6 segment gets a VU (k6 splits by whole VUs)', () => {
+    for (const native of [true, false])
+      for (let segments = 1; segments <= 16; segments++)
+        for (let devices = 1; devices <= 400; devices++) {
+          const per = segmentDevicesPerVu(devices, segments, native);
+          if (devices < segments) {
+            assert.equal(per, null);
+            continue;
+          }
+          assert.ok(per !== null && per >= 1);
+          assert.ok(Math.ceil(devices / per) >= segments, `${devices} devices, ${segments} segments: ${per} per VU`);
+          assert.ok(per <= defaultDevicesPerVu(Math.ceil(devices / segments), native));
+        }
+    // Rounding up would leave a segment empty: 5 devices in VUs of 2 are 3 VUs for 4 segments.
+    assert.equal(segmentDevicesPerVu(5, 4, true), 1);
+    // A large fleet keeps the default layout of each segment's share.
+    assert.equal(segmentDevicesPerVu(20_000, 4, true), defaultDevicesPerVu(5_000, true));
   });
 
   it('sizes Toxiproxy shards by the open-file limit: two descriptors per device', () => {
