@@ -25,6 +25,12 @@ export const PINS = {
     version: 'v0.0.19',
     crd: 'config/crd/bases/k6.io_testruns.yaml',
   },
+  /**
+   * The Kubernetes release whose kube-apiserver and kubectl the cluster test builds (Apache-2.0; test only, never a
+   * dependency of wakestorm): a real API server checks the `wakestorm k8s` bundle as `kubectl apply` sends it. Its
+   * staging modules (k8s.io/api, …) are the same release's v0.x.
+   */
+  kubernetes: { module: 'k8s.io/kubernetes', version: 'v1.37.2', staging: 'v0.37.2' },
   /** k6 v2 and Toxiproxy v2.12 want Go 1.25; the engine's go.mod (golang.org/x/crypto v0.59) wants 1.26. */
   minGo: '1.26',
 } as const;
@@ -192,14 +198,16 @@ export function run(
 
 /**
  * Builds `pkg` from `module@version` in a throwaway module. `go install mod@ver` is not used: it looks up
- * the module's deprecation through the version list, which the proxy refuses for k6 v2 here.
+ * the module's deprecation through the version list, which the proxy refuses for k6 v2 here. `replace` lines pin
+ * modules the built one replaces with local folders (Kubernetes' staging modules), which `go install` cannot build.
  */
-async function goBuild(
+export async function goBuild(
   module: string,
   version: string,
   pkgs: { pkg: string; out: string }[],
   ldflags: string,
   progress: Progress,
+  replace: string[] = [],
 ): Promise<void> {
   const work = join(cacheDir(), 'build', `${module.replace(/[^A-Za-z0-9]+/g, '_')}-${version}`);
   rmSync(work, { recursive: true, force: true });
@@ -207,7 +215,8 @@ async function goBuild(
   const env = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local' };
   writeFileSync(
     join(work, 'go.mod'),
-    `module wakestorm.local/toolbuild\n\ngo ${PINS.minGo}\n\nrequire ${module} ${version}\n`,
+    `module wakestorm.local/toolbuild\n\ngo ${PINS.minGo}\n\nrequire ${module} ${version}\n` +
+      replace.map((r) => `\nreplace ${r}\n`).join(''),
   );
   writeFileSync(
     join(work, 'tools.go'),

@@ -28,13 +28,16 @@ function same(engine: string, file: string, got: ReturnType<typeof normalize>, w
   }
 }
 
-test('the corpus is not empty, every trace says what it pins, and the README counts it right', () => {
+test('the corpus is not empty, every trace says what it pins, and the README and CONTRIBUTING count it right', () => {
   assert.ok(traces.length >= 10, `only ${traces.length} traces`);
   for (const { file, trace } of traces) assert.ok(trace.about?.length > 20, `${file}: no about`);
-  const said = /conformance corpus: (\d+) traces/.exec(
-    readFileSync(new URL('../../README.md', import.meta.url), 'utf8'),
-  );
-  assert.equal(Number(said?.[1]), traces.length, "README's test command says another number of traces");
+  for (const [doc, words] of [
+    ['README.md', /conformance corpus: (\d+) traces/],
+    ['CONTRIBUTING.md', /core\/traces\/`, (\d+) traces/],
+  ] as const) {
+    const said = words.exec(readFileSync(new URL(`../../${doc}`, import.meta.url), 'utf8'));
+    assert.equal(Number(said?.[1]), traces.length, `${doc} says another number of traces`);
+  }
 });
 
 for (const { file, trace } of traces)
