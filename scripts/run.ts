@@ -40,6 +40,7 @@ import { rssMiB } from './proc-stats.ts';
 import { MAX_EXPOSITION_BYTES, watchServerMetrics, type ServerSample } from './server-watch.ts';
 import { httpCall, httpJson, jsonOr } from './local-http.ts';
 import { baselineLines, type LoadedRun } from './compare.ts';
+import { writeDashboardConfig } from './dashboard.ts';
 import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
 import {
   inspectScenario,
@@ -678,6 +679,8 @@ async function spawnInstance(
             K6_WEB_DASHBOARD_PORT: '-1',
             K6_WEB_DASHBOARD_PERIOD: '2s',
             K6_WEB_DASHBOARD_EXPORT: join(inst.dir, 'k6-dashboard.html'),
+            // The voice fleet's panels instead of k6's HTTP ones (scripts/dashboard.ts).
+            XK6_DASHBOARD_CONFIG: writeDashboardConfig(join(inst.dir, 'k6-dashboard.json')),
           }),
       ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
       ...runTls(opts).env,

@@ -204,6 +204,30 @@ describe('report.html', () => {
     }
   });
 
+  it("k6's own dashboard charts the voice fleet, and its totals are the run's", async () => {
+    const page = await openPage(`file://${join(json.dir, 'k6-dashboard.html')}`);
+    try {
+      assert.deepEqual(page.errors, [], 'no console errors');
+      const body = (await page.text('body'))!;
+      // The voice panels (scripts/dashboard.ts), not k6's HTTP ones: a native-engine run makes no HTTP request but
+      // the chaos VU's calls to Toxiproxy.
+      for (const title of ['Voice fleet', 'Response latency', 'Wake acknowledgement', 'Links up and down per second'])
+        assert.ok(body.includes(title), title);
+      assert.ok(!body.includes('HTTP Performance overview'), "k6's HTTP overview is not the first thing shown");
+      // The summary tab's counters are k6's totals of this run.
+      const sum = JSON.parse(readFileSync(join(json.dir, 'summary.json'), 'utf8')) as {
+        metrics: Record<string, { values: Record<string, number> }>;
+      };
+      for (const name of ['wakes', 'sessions_started']) {
+        const row = new RegExp(`\\b${name}\\s+(\\d+)\\s`).exec(body);
+        assert.equal(Number(row?.[1]), sum.metrics[name]!.values.count, name);
+      }
+      await page.screenshot(join(tmp, 'k6-dashboard.png'));
+    } finally {
+      await page.close();
+    }
+  });
+
   it('capacity.svg draws its latency lines with a stroke and legends that keep p50 and p95 apart', async () => {
     const { renderCapacityChart } = await import('../../scripts/charts.ts');
     const path = join(tmp, 'capacity.svg');
