@@ -158,6 +158,7 @@ export interface RunRecord {
 export function judgeContextOf(run: RunRecordAsRead): JudgeContext {
   return {
     unmatchedTypes: run.unmatched_types ?? [],
+    engine: typeof run.parameters.engine === 'string' ? run.parameters.engine : undefined,
     profiles: run.resolved?.profiles,
     testerOverrun: run.tester_stopped?.overrun,
     closesUnanswered: run.tester_stopped?.closes_unanswered,

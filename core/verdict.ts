@@ -211,6 +211,8 @@ const CONVERSATION_METRICS = new Set([
 /** What the CLI knows beyond k6's summary: unmatched server message types (from k6's log), the fleet's profiles. */
 export interface JudgeContext {
   unmatchedTypes?: string[];
+  /** The engine that ran the devices ('native' or 'k6'): names the generator's lag (generatorLagName). */
+  engine?: string;
   /** The profiles the fleet ran: a breach their own behaviour explains is a firmware finding. */
   profiles?: Profile[];
   /**
@@ -608,8 +610,18 @@ function firmwareFinding(data: SummaryData, s: Slo, ctx: JudgeContext): string |
   return `the firmware, not the server: ${reasons.join('; ')}; the server met the target for ${others.join(', ')}`;
 }
 
+/**
+ * What vu_loop_lag measured, by the engine that ran the devices: the native engine reports its own timers' lag (its
+ * devices' clock), the k6 device each VU's 1 s probe (the VU's event loop). The verdict names the one that lagged.
+ */
+export function generatorLagName(engine: string | undefined): string {
+  return engine === 'native' ? 'device-engine timer lag' : 'VU event-loop lag';
+}
+
 /** The generator's own lag and uplink pacing, as a summary or k6's live API gives them. */
 export interface GeneratorHealth {
+  /** The engine that ran the devices (run.json parameters.engine): names the lag. */
+  engine?: string;
   /** vu_loop_lag's trend values (p(50), p(95), p(99), max, count), if any were recorded. */
   lag?: Record<string, number | undefined>;
   slips: number;
@@ -624,18 +636,19 @@ export function generatorSaturation(h: GeneratorHealth): string[] {
   const out: string[] = [];
   const lag = h.lag;
   const ms = (k: string) => (lag?.[k] ?? 0).toFixed(0);
+  const name = generatorLagName(h.engine);
   if (lag && (lag.count ?? 0) > 0) {
     if ((lag['p(95)'] ?? 0) > SATURATION.vuLoopLagP95Ms)
       out.push(
-        `generator saturated: VU event-loop lag p95 ${ms('p(95)')} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`,
+        `generator saturated: ${name} p95 ${ms('p(95)')} ms > bound ${SATURATION.vuLoopLagP95Ms} ms (p50 ${(lag['p(50)'] ?? lag.med ?? 0).toFixed(0)} ms)`,
       );
     else if ((lag.max ?? 0) > SATURATION.vuLoopLagMaxMs)
       out.push(
-        `generator stalled: VU event-loop lag max ${ms('max')} ms > bound ${SATURATION.vuLoopLagMaxMs} ms (p99 ${ms('p(99)')} ms)`,
+        `generator stalled: ${name} max ${ms('max')} ms > bound ${SATURATION.vuLoopLagMaxMs} ms (p99 ${ms('p(99)')} ms)`,
       );
     else if ((lag['p(99)'] ?? 0) > SATURATION.vuLoopLagP99Ms)
       out.push(
-        `generator saturated: VU event-loop lag p99 ${ms('p(99)')} ms > bound ${SATURATION.vuLoopLagP99Ms} ms (p95 ${ms('p(95)')} ms)`,
+        `generator saturated: ${name} p99 ${ms('p(99)')} ms > bound ${SATURATION.vuLoopLagP99Ms} ms (p95 ${ms('p(95)')} ms)`,
       );
   }
   const { slips, frames } = h;
@@ -648,8 +661,9 @@ export function generatorSaturation(h: GeneratorHealth): string[] {
 }
 
 /** What the generator's own metrics say about its health: INVALID reasons, empty when it kept up. */
-function testerFaults(data: SummaryData): string[] {
+function testerFaults(data: SummaryData, engine: string | undefined): string[] {
   const out = generatorSaturation({
+    engine,
     lag: data.metrics.vu_loop_lag?.values,
     slips: count(data, 'audio_slips'),
     frames: count(data, 'audio_frames'),
@@ -677,7 +691,7 @@ export function judge(
     if (!invalid.length) invalid.push('k6 wrote no summary');
     return finish('invalid', [], invalid, []);
   }
-  const own = testerFaults(data);
+  const own = testerFaults(data, ctx.engine);
   // A generator overwhelmed by what the server sent (a flood, huge frames: protocol violations) is the server's
   // failure, not the tester's: the run FAILs, saying so. INVALID stays for what the tester could not do by itself.
   const violations = count(data, 'protocol_violations');

@@ -4,6 +4,7 @@ import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { constants as zlib, createGunzip } from 'node:zlib';
+import { generatorLagName } from '../core/verdict.ts';
 import { SERVER_SCRAPE_MS } from './server-watch.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -362,6 +363,8 @@ export interface RunSeries {
   processes: ProcessPoint[];
   /** The server's own metrics every few seconds, from server-samples.csv (empty without it). */
   server: ServerPoint[];
+  /** The engine that ran the devices (run.json parameters.engine): names the generator's lag. */
+  engine?: string;
 }
 
 /** A server-samples.csv row (scripts/server-watch.ts) on the timeline's clock; null where the server had no such metric. */
@@ -423,10 +426,15 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
   // Second 0 is the timeline's zero (run.json resolved.epoch_ms), the clock the fault windows and the recovery table
   // count from; a run without one counts from its first sample.
   let t0 = first;
+  let engine: string | undefined;
   try {
-    const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as { resolved?: { epoch_ms?: number } };
+    const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as {
+      resolved?: { epoch_ms?: number };
+      parameters?: { engine?: unknown };
+    };
     const epoch = run.resolved?.epoch_ms;
     if (typeof epoch === 'number' && Number.isFinite(epoch)) t0 = epoch;
+    if (typeof run.parameters?.engine === 'string') engine = run.parameters.engine;
   } catch {
     /* no run.json yet: the first sample */
   }
@@ -462,6 +470,7 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
     zeroIso: new Date(t0).toISOString(),
     processes: processPoints(dir, sec),
     server: serverPoints(dir, sec),
+    engine,
   };
 }
 
@@ -479,8 +488,8 @@ const SERIES_COLORS: Record<string, string> = {
   'wake ack p95': '#08519c',
   'response p50': '#fd8d3c',
   'response p95': '#a63603',
-  'VU loop lag p95': '#31a354',
-  'VU loop lag max': '#a1d99b',
+  'lag p95': '#31a354',
+  'lag max': '#a1d99b',
 };
 const PHASE_COLORS = { domain: ['steady', 'during', 'recovery'], range: ['#1e8449', '#e67e22', '#2e86c1'] };
 const DROP_REASONS = {
@@ -856,11 +865,11 @@ export async function buildRunCharts(rs: RunSeries, phases: PhaseValue[] = []): 
 
   // The tester's own health: how late its event loops ran, and uplink frames it sent late.
   const lag = percentilesPer(samples, 'vu_loop_lag', sec, 1, [
-    ['VU loop lag p95', 0.95],
-    ['VU loop lag max', 1],
+    ['lag p95', 0.95],
+    ['lag max', 1],
   ]);
   if (lag.length) {
-    const title = `The generator's own delay: VU event-loop lag per second${chaosNote}`;
+    const title = `The generator's own delay: ${generatorLagName(rs.engine)} per second${chaosNote}`;
     const spec = {
       ...BASE,
       height: 180,

@@ -50,7 +50,8 @@ export async function mergeCommand(ref: string, log: (l: string) => void = conso
       JSON.stringify({ planned: faults.planned, applied: faults.applied }, null, 1),
     );
   const unmatchedTypes = [...new Set(instances.flatMap((d) => unmatchedTypesIn(join(d, 'k6.log'))))];
-  const ctx = { unmatchedTypes, profiles: resolved?.profiles };
+  // Runners run the native engine (runner-entry.sh starts one beside k6).
+  const ctx = { unmatchedTypes, profiles: resolved?.profiles, engine: 'native' };
   const judgement = judge(merged.summary, slos, merged.invalid, ctx);
   const seconds = (merged.summary?.state?.testRunDurationMs ?? 0) / 1000;
   const scenario = basename(dir);

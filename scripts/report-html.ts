@@ -11,7 +11,7 @@ import {
 import { faultLabels } from '../core/timelines.ts';
 import { PHASES } from '../core/phases.ts';
 import { inPhase } from '../core/slo.ts';
-import { aggregateOf, judge, type Judgement } from '../core/verdict.ts';
+import { aggregateOf, generatorLagName, judge, type Judgement } from '../core/verdict.ts';
 import { buildRunCharts, quantile, runSeries, type Chart, type PhaseValue, type RunSeries } from './charts.ts';
 import { toCsv } from './run-dir.ts';
 import { changeText, comparability, compareRuns, compareValueText, worseText, type LoadedRun } from './compare.ts';
@@ -268,7 +268,7 @@ function testerBlock(summary: SummaryData | null, run: RunRecord): string {
     )
     .join('');
   return `<table id="tester-health"><tbody>
-<tr><th>VU event-loop lag</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
+<tr><th>${esc(generatorLagName(typeof run.parameters.engine === 'string' ? run.parameters.engine : undefined))}</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
 <tr><th>uplink audio frames sent late</th><td>${slips} of ${frames}${frames ? ` (${((slips / frames) * 100).toFixed(2)}%)` : ''}</td></tr>
 </tbody></table>${procs ? `<table id="processes" style="margin-top:8px"><thead><tr><th>process</th><th>CPU avg (% of a core)</th><th>CPU max</th><th>RSS max</th></tr></thead><tbody>${procs}</tbody></table>` : ''}`;
 }

@@ -779,6 +779,7 @@ async function watchK6(
       ...stack.shards.map((sh) => ({ name: `Toxiproxy (pid ${sh.pid})`, url: `${sh.toxiproxyUrl}/version` })),
     ],
     k6Apis: children.map((c) => c.api),
+    engine: engines.length ? 'native' : 'k6',
     abort: opts.abortOnInvalid ?? !process.stdout.isTTY,
     onStall: (why) => {
       log(`\nwakestorm run: ${why}; stopping k6 (the run is INVALID)`);
@@ -1172,6 +1173,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     : undefined;
   const ctx = {
     unmatchedTypes,
+    engine: engineKind,
     profiles: resolved?.profiles,
     testerOverrun: w.overrun,
     closesUnanswered: w.closesUnanswered,

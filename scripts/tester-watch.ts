@@ -5,7 +5,7 @@
 // progress line and in k6.log when it happens and, with --abort-on-invalid, stops the run after a grace period. Once
 // the devices saw the server break the protocol, neither stops the run: a tester overwhelmed by a hostile server is
 // the server's failure, and the verdict FAILs it.
-import { generatorSaturation, SATURATION } from '../core/verdict.ts';
+import { generatorLagName, generatorSaturation, SATURATION } from '../core/verdict.ts';
 import { httpCall, httpJson } from './local-http.ts';
 
 /** A process that answers no heartbeat for this long has stalled: whatever the devices measured meanwhile is the tester's. */
@@ -28,6 +28,8 @@ export interface TesterWatchOptions {
   beats: Heartbeat[];
   /** k6's REST APIs (one per instance): the live lag and late frames are summed over them. */
   k6Apis: string[];
+  /** The engine that runs the devices ('native' or 'k6'): names the lag (core/verdict.ts generatorLagName). */
+  engine?: string;
   /** A process stalled: the run is INVALID for `why`. Called once. */
   onStall(why: string): void;
   /** The generator crossed the saturation bounds (reasons), or came back under them (empty). */
@@ -84,7 +86,7 @@ interface LiveHealth {
 }
 
 /** The generator's health summed over the instances: the worst instance's lag, every instance's counts. */
-async function liveHealth(apis: string[]): Promise<LiveHealth> {
+async function liveHealth(apis: string[], engine: string | undefined): Promise<LiveHealth> {
   const all = await Promise.all(
     apis.map(async (api) =>
       Promise.all(['vu_loop_lag', 'audio_slips', 'audio_frames', 'protocol_violations'].map((m) => sample(api, m))),
@@ -103,7 +105,7 @@ async function liveHealth(apis: string[]): Promise<LiveHealth> {
     slips += s?.count ?? 0;
     frames += f?.count ?? 0;
   }
-  const reasons = generatorSaturation({ lag: lag && { ...lag, count: 1 }, slips, frames });
+  const reasons = generatorSaturation({ engine, lag: lag && { ...lag, count: 1 }, slips, frames });
   return { reasons, lagMed, slips, frames, violations };
 }
 
@@ -112,11 +114,11 @@ async function liveHealth(apis: string[]): Promise<LiveHealth> {
  * samples already are, so the p95 stays past it), or this window's late frames past the share. A ramp's burst that
  * the rest of the run dilutes is neither.
  */
-function hopeless(now: LiveHealth, before: LiveHealth | null): string[] {
+function hopeless(now: LiveHealth, before: LiveHealth | null, engine: string | undefined): string[] {
   const out: string[] = [];
   if (now.lagMed > SATURATION.vuLoopLagP95Ms)
     out.push(
-      `generator saturated: VU event-loop lag median ${now.lagMed.toFixed(0)} ms > ${SATURATION.vuLoopLagP95Ms} ms`,
+      `generator saturated: ${generatorLagName(engine)} median ${now.lagMed.toFixed(0)} ms > ${SATURATION.vuLoopLagP95Ms} ms`,
     );
   const slips = now.slips - (before?.slips ?? 0);
   const frames = now.frames - (before?.frames ?? 0);
@@ -164,7 +166,7 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
         }
       });
       if (stalled) return;
-      const health = await liveHealth(o.k6Apis);
+      const health = await liveHealth(o.k6Apis, o.engine);
       const reasons = health.reasons;
       violations = Math.max(violations, health.violations);
       if (reasons.length && !saturated) {
@@ -182,7 +184,7 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
         saturated.reasons = reasons;
         underSince = null;
       }
-      const stuck = hopeless(health, last);
+      const stuck = hopeless(health, last, o.engine);
       last = health;
       hotSince = stuck.length ? (hotSince ?? Date.now()) : null;
       if (

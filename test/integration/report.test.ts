@@ -139,7 +139,7 @@ describe('report.html', () => {
       assert.ok(total(6) < total(4), `connected at 4 s ${total(4)}, at 6 s ${total(6)}`);
       assert.equal(await page.count('#profiles tbody tr'), 2);
       assert.match((await page.text('#profiles'))!, /recommended[\s\S]*web-heartbeat/);
-      assert.match((await page.text('#tester-health'))!, /VU event-loop lag\s+p50/);
+      assert.match((await page.text('#tester-health'))!, /device-engine timer lag\s+p50/);
       assert.match((await page.text('#processes'))!, /k6[\s\S]*server[\s\S]*toxiproxy/);
       // The latency distribution per phase is the samples' own: its steady-state response median is the median of
       // the run's steady response_latency samples, and every curve rises to its phase's worst sample.

@@ -378,7 +378,7 @@ describe('a broken tester is INVALID, not FAIL', () => {
     assert.equal(run.verdict, 'invalid');
     assert.match(
       run.invalid_reasons.join(' '),
-      /generator saturated: (VU event-loop lag p95 \d+ ms > bound 50 ms|\d+ of \d+ uplink audio frames sent late)/,
+      /generator saturated: (device-engine timer lag p95 \d+ ms > bound 50 ms|\d+ of \d+ uplink audio frames sent late)/,
     );
     assert.match(r.stdout, /VERDICT: INVALID/);
     assert.match(junit, /errors="1"/);
