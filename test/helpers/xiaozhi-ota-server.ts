@@ -3,6 +3,8 @@
 // token), not from the device: the token it issues is per device and the WebSocket refuses any other (401). After the
 // hello it sends MCP JSON-RPC requests (initialize, then tools/list) and counts the firmware's answers; a listen stop
 // gets stt, tts start, ten 60 ms Opus packets and tts stop. `otaStatus` makes every OTA check fail with that status.
+// `answersWakeWord` is the bug a real xiaozhi server had (FACTS: the Go port treats `listen detect` as a user turn):
+// the wake word's text gets a whole reply at once, while the user has not yet spoken.
 import { createServer, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -16,7 +18,7 @@ export interface OtaServer {
 /** One Opus packet's TOC for a 60 ms SILK frame (RFC 6716: config 11, one frame) and two payload bytes. */
 const PACKET = Buffer.from([11 << 3, 0, 0]);
 
-export async function startOtaServer(o: { otaStatus?: number } = {}): Promise<OtaServer> {
+export async function startOtaServer(o: { otaStatus?: number; answersWakeWord?: boolean } = {}): Promise<OtaServer> {
   const counts = { ota: 0, refused: 0, channels: 0, mcpAnswers: 0, replies: 0 };
   const issued = new Map<string, string>();
   const timers = new Set<NodeJS.Timeout>();
@@ -72,9 +74,20 @@ export async function startOtaServer(o: { otaStatus?: number } = {}): Promise<Ot
     const send = (m: object) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m));
     const mcp = (id: number, method: string) =>
       send({ session_id: sid, type: 'mcp', payload: { jsonrpc: '2.0', id, method, params: {} } });
+    const reply = () => {
+      send({ session_id: sid, type: 'tts', state: 'start' });
+      for (let i = 0; i < 10; i++) ws.send(PACKET);
+      send({ session_id: sid, type: 'tts', state: 'stop' });
+      counts.replies++;
+    };
     ws.on('message', (data, binary) => {
       if (binary) return;
-      const m = JSON.parse(String(data)) as { type?: string; state?: string; payload?: { id?: number } };
+      const m = JSON.parse(String(data)) as {
+        type?: string;
+        state?: string;
+        text?: string;
+        payload?: { id?: number };
+      };
       if (m.type === 'hello') {
         send({
           type: 'hello',
@@ -87,14 +100,12 @@ export async function startOtaServer(o: { otaStatus?: number } = {}): Promise<Ot
         counts.mcpAnswers++;
         mcp(2, 'tools/list');
       } else if (m.type === 'mcp' && m.payload?.id === 2) counts.mcpAnswers++;
-      else if (m.type === 'listen' && m.state === 'stop') {
+      else if (m.type === 'listen' && m.state === 'detect' && o.answersWakeWord) {
+        send({ session_id: sid, type: 'stt', text: m.text ?? '' });
+        reply();
+      } else if (m.type === 'listen' && m.state === 'stop') {
         send({ session_id: sid, type: 'stt', text: 'hello' });
-        later(() => {
-          send({ session_id: sid, type: 'tts', state: 'start' });
-          for (let i = 0; i < 10; i++) ws.send(PACKET);
-          send({ session_id: sid, type: 'tts', state: 'stop' });
-          counts.replies++;
-        }, 150);
+        later(reply, 150);
       }
     });
   }

@@ -77,4 +77,40 @@ describe('a xiaozhi server that needs the OTA check and asks MCP questions', { t
     assert.match(r.stderr, /answered HTTP 403 \(device not activated\)/);
     assert.equal(server.counts.channels, channels, 'no device reached the server');
   });
+
+  it('a server that answers the wake word before the user speaks FAILs on early_replies, both engines', async () => {
+    // The shipped xiaozhi dialect's wake sends `listen detect` with the wake word's text (the firmware's 你好小智); a
+    // server that takes it for the user's turn replies at once. Timed, that reply looked fast: a false PASS.
+    const eager = await startOtaServer({ answersWakeWord: true });
+    try {
+      for (const engine of ['native', 'k6']) {
+        const results = join(tmp, `eager-${engine}`);
+        const r = await runCli(
+          ['run', 'smoke', '--devices', '10', '--duration', '20s', '--wake', 'once:1s-4s', '--engine', engine].concat([
+            '--profile',
+            'xiaozhi-esp32',
+            '--server-url',
+            eager.url,
+            '--provision-url',
+            otaUrl(eager),
+            '--results',
+            results,
+            '--no-dashboard',
+          ]),
+          { timeoutMs: 150_000 },
+        );
+        const { run, metrics } = latestRun<{ verdict: string; fail_reasons: string[] }>(results);
+        assert.equal(r.code, 99, `${engine}: ${run.verdict} ${r.stdout.slice(-1200)}`);
+        assert.equal(run.verdict, 'fail');
+        assert.match(run.fail_reasons.join('; '), /early_replies.*answered before the user finished speaking/, engine);
+        assert.ok((metrics.early_replies?.values.count ?? 0) >= 5, `${engine}: early replies counted`);
+        // No early reply is timed as a response: the wake word's reply came ~0 ms after the wake, the real reply
+        // 150 ms after the speech ended (plus the server's reading of it).
+        const timed = metrics.response_latency?.values;
+        assert.ok(!timed?.count || (timed.min ?? 0) >= 100, `${engine}: a response timed at ${timed?.min} ms`);
+      }
+    } finally {
+      await eager.close();
+    }
+  });
 });
