@@ -154,11 +154,17 @@ export interface RunRecord {
   resolved: ResolvedRun | null;
 }
 
+/** The engine that ran the run's devices ('native' or 'k6'), as run.json recorded it; undefined for an older run. */
+export function engineOf(run: { parameters?: Record<string, unknown> }): string | undefined {
+  const e = run.parameters?.engine;
+  return typeof e === 'string' ? e : undefined;
+}
+
 /** The judgement's context as the run recorded it: a report judges the run again exactly as the run did. */
 export function judgeContextOf(run: RunRecordAsRead): JudgeContext {
   return {
     unmatchedTypes: run.unmatched_types ?? [],
-    engine: typeof run.parameters.engine === 'string' ? run.parameters.engine : undefined,
+    engine: engineOf(run),
     profiles: run.resolved?.profiles,
     testerOverrun: run.tester_stopped?.overrun,
     closesUnanswered: run.tester_stopped?.closes_unanswered,

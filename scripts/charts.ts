@@ -4,6 +4,7 @@ import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { constants as zlib, createGunzip } from 'node:zlib';
+import { engineOf } from '../core/run-contract.ts';
 import { generatorLagName } from '../core/verdict.ts';
 import { SERVER_SCRAPE_MS } from './server-watch.ts';
 import * as vega from 'vega';
@@ -430,11 +431,11 @@ export async function runSeries(dir: string): Promise<RunSeries | null> {
   try {
     const run = JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as {
       resolved?: { epoch_ms?: number };
-      parameters?: { engine?: unknown };
+      parameters?: Record<string, unknown>;
     };
     const epoch = run.resolved?.epoch_ms;
     if (typeof epoch === 'number' && Number.isFinite(epoch)) t0 = epoch;
-    if (typeof run.parameters?.engine === 'string') engine = run.parameters.engine;
+    engine = engineOf(run);
   } catch {
     /* no run.json yet: the first sample */
   }

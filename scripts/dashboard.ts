@@ -15,13 +15,12 @@ type Agg = 'rate' | 'med' | 'p95' | 'p99' | 'max';
 interface Panel {
   title: string;
   kind?: 'chart' | 'summary';
-  fullWidth?: boolean;
   summary?: string;
   series: { query: string; legend?: string }[];
 }
 
 /** A device metric's untagged aggregate; the name is checked against DEVICE_METRICS so a rename cannot leave it. */
-function q(name: DeviceMetricName | 'chaos_events' | 'chaos_apply_lag', agg: Agg): string {
+function q(name: DeviceMetricName | 'chaos_events', agg: Agg): string {
   return `${name}[?!tags && ${agg}]`;
 }
 
@@ -94,7 +93,7 @@ const overview: { title: string; panels: Panel[] }[] = [
       {
         title: "The generator's own lag",
         summary:
-          "How late a VU's 1 s probe fired: past the verdict's bounds the run is INVALID, not the server's fault.",
+          "How late the devices' clock ran (the device engine's timers; with --engine k6 each VU's 1 s probe): past the verdict's bounds the run is INVALID, not the server's fault.",
         series: (['med', 'p99', 'max'] as const).map((a) => ({ query: q('vu_loop_lag', a), legend: a })),
       },
     ],

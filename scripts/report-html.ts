@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  engineOf,
   judgeContextOf,
   paramText,
   type RunRecordAsRead as RunRecord,
@@ -268,7 +269,7 @@ function testerBlock(summary: SummaryData | null, run: RunRecord): string {
     )
     .join('');
   return `<table id="tester-health"><tbody>
-<tr><th>${esc(generatorLagName(typeof run.parameters.engine === 'string' ? run.parameters.engine : undefined))}</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
+<tr><th>${esc(generatorLagName(engineOf(run)))}</th><td>${lag ? `p50 ${ms(lag['p(50)'])}, p95 ${ms(lag['p(95)'])}, p99 ${ms(lag['p(99)'])}, max ${ms(lag.max)}` : '–'}</td></tr>
 <tr><th>uplink audio frames sent late</th><td>${slips} of ${frames}${frames ? ` (${((slips / frames) * 100).toFixed(2)}%)` : ''}</td></tr>
 </tbody></table>${procs ? `<table id="processes" style="margin-top:8px"><thead><tr><th>process</th><th>CPU avg (% of a core)</th><th>CPU max</th><th>RSS max</th></tr></thead><tbody>${procs}</tbody></table>` : ''}`;
 }
