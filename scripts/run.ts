@@ -779,7 +779,7 @@ async function watchK6(
       ...stack.shards.map((sh) => ({ name: `Toxiproxy (pid ${sh.pid})`, url: `${sh.toxiproxyUrl}/version` })),
     ],
     k6Apis: children.map((c) => c.api),
-    engine: engines.length ? 'native' : 'k6',
+    engine: opts.engine ?? DEFAULT_ENGINE,
     abort: opts.abortOnInvalid ?? !process.stdout.isTTY,
     onStall: (why) => {
       log(`\nwakestorm run: ${why}; stopping k6 (the run is INVALID)`);

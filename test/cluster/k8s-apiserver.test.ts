@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { PINS, requireTools } from '../../scripts/tools.ts';
-import { startKube, type Kube } from '../helpers/kube.ts';
+import { goModule, startKube, type Kube } from '../helpers/kube.ts';
 import { ROOT, runCli, waitFor } from '../helpers/proc.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'wakestorm-k8s-api-'));
@@ -182,14 +182,7 @@ describe('the k8s bundle on a real API server', { timeout: 900_000 }, () => {
   before(async () => {
     kube = await startKube();
     // The pinned operator's CRD, from its Go module, installed as the operator's own manifests install it.
-    const mod = JSON.parse(
-      execFileSync('go', ['mod', 'download', '-json', `${PINS.k6Operator.module}@${PINS.k6Operator.version}`], {
-        cwd: work,
-        env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
-        encoding: 'utf8',
-        timeout: 120_000,
-      }),
-    ) as { Dir: string };
+    const mod = goModule(PINS.k6Operator.module, PINS.k6Operator.version);
     kube.kubectl(['apply', '-f', join(mod.Dir, PINS.k6Operator.crd)]);
     // `kubectl wait` fails outright while the new CRD has no status yet: poll its Established condition.
     const established = () => {

@@ -11,6 +11,18 @@ import { freePort } from './proc.ts';
 
 const K8S = PINS.kubernetes;
 
+/** A module of the Go module proxy, downloaded (once, into Go's module cache): its folder and its go.mod. */
+export function goModule(module: string, version: string): { Dir: string; GoMod: string } {
+  return JSON.parse(
+    execFileSync('go', ['mod', 'download', '-json', `${module}@${version}`], {
+      cwd: tmpdir(),
+      env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
+      encoding: 'utf8',
+      timeout: 300_000,
+    }),
+  ) as { Dir: string; GoMod: string };
+}
+
 function binDir(): string {
   return join(cacheDir(), `kubernetes-${K8S.version}`);
 }
@@ -24,14 +36,7 @@ export async function requireKubeBinaries(): Promise<{ apiserver: string; kubect
   const dir = binDir();
   const bins = { apiserver: join(dir, 'kube-apiserver'), kubectl: join(dir, 'kubectl') };
   if (existsSync(bins.apiserver) && existsSync(bins.kubectl)) return bins;
-  const info = JSON.parse(
-    execFileSync('go', ['mod', 'download', '-json', `${K8S.module}@${K8S.version}`], {
-      cwd: tmpdir(),
-      env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
-      encoding: 'utf8',
-      timeout: 300_000,
-    }),
-  ) as { GoMod: string };
+  const info = goModule(K8S.module, K8S.version);
   const replace = [...readFileSync(info.GoMod, 'utf8').matchAll(/^\s*(k8s\.io\/[\w.-]+) => \.\/staging\//gm)].map(
     (m) => `${m[1]} => ${m[1]} ${K8S.staging}`,
   );

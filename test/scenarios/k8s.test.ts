@@ -12,6 +12,7 @@ import { parse } from 'yaml';
 import { requireEngine } from '../../scripts/engine.ts';
 import { PINS, requireTools } from '../../scripts/tools.ts';
 import { startVoiceServer, type VoiceServer } from '../../server/server.ts';
+import { goModule } from '../helpers/kube.ts';
 import { freePort, ROOT, runCli, waitFor } from '../helpers/proc.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'wakestorm-k8s-'));
@@ -20,13 +21,7 @@ const K6_OPERATOR = PINS.k6Operator;
 
 /** The TestRun schema from the pinned k6-operator module (the Go module proxy serves it; `go` fetches it). */
 function testRunSchema(): object {
-  const out = execFileSync('go', ['mod', 'download', '-json', `${K6_OPERATOR.module}@${K6_OPERATOR.version}`], {
-    cwd: work,
-    env: { ...process.env, GOFLAGS: '-mod=mod', GO111MODULE: 'on' },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  const dir = (JSON.parse(out) as { Dir: string }).Dir;
+  const dir = goModule(K6_OPERATOR.module, K6_OPERATOR.version).Dir;
   const crd = parse(readFileSync(join(dir, K6_OPERATOR.crd), 'utf8')) as {
     spec: { names: { kind: string }; versions: { name: string; schema: { openAPIV3Schema: object } }[] };
   };
