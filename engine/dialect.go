@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -67,7 +69,7 @@ type node struct {
 	name   string
 	text   string
 	items  []*node
-	keys   []string
+	keys   [][]byte // an object's keys, JSON-encoded once at compile time
 	fields []*node
 }
 
@@ -112,7 +114,8 @@ func compile(dec *json.Decoder) (*node, error) {
 			if err != nil {
 				return nil, err
 			}
-			n.keys = append(n.keys, k.(string))
+			key, _ := json.Marshal(k.(string))
+			n.keys = append(n.keys, key)
 			n.fields = append(n.fields, c)
 		}
 		_, err := dec.Token()
@@ -185,8 +188,7 @@ func (n *node) build(b *bytes.Buffer, vars Vars) bool {
 			if !first {
 				b.WriteByte(',')
 			}
-			k, _ := json.Marshal(n.keys[i])
-			b.Write(k)
+			b.Write(n.keys[i])
 			b.WriteByte(':')
 			if c.build(b, vars) {
 				first = false
@@ -300,13 +302,33 @@ func same(a, b any) bool {
 	}
 }
 
-// Capture copies fields of a matched message into variables; a field the message lacks unsets its variable.
-type Capture map[string]string
+// Capture copies fields of a matched message into variables; a field the message lacks unsets its variable. It is
+// the dialect's {variable: "dotted.path"} object with each path split once, when the dialect is read.
+type Capture []captured
+
+type captured struct {
+	name string
+	path []string
+}
+
+// UnmarshalJSON compiles a capture object, in the order of its variables' names.
+func (c *Capture) UnmarshalJSON(b []byte) error {
+	var raw map[string]string
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*c = make(Capture, 0, len(raw))
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		*c = append(*c, captured{name, strings.Split(raw[name], ".")})
+	}
+	return nil
+}
 
 // Apply copies the captured fields of msg into vars.
 func (c Capture) Apply(msg map[string]any, vars Vars) {
-	for name, path := range c {
-		v, ok := at(msg, strings.Split(path, "."))
+	for _, f := range c {
+		name := f.name
+		v, ok := at(msg, f.path)
 		switch {
 		case !ok:
 			delete(vars, name)
