@@ -307,6 +307,17 @@ async function measure(
   }
 }
 
+/**
+ * BENCH_PEERS_ONLY narrows a run to the testers (and loads) whose "name load" contains one of its comma-separated
+ * words, case-insensitive: `BENCH_PEERS_ONLY='defaults (\`--direct\`) idle'` measures one row while cutting a cost.
+ */
+function picked(t: Tester, load: Load): boolean {
+  const only = process.env.BENCH_PEERS_ONLY;
+  if (!only) return true;
+  const key = `${t.name} ${load}`.toLowerCase();
+  return only.split(',').some((w) => key.includes(w.trim().toLowerCase()));
+}
+
 export async function peersBench(quick = false, log: (l: string) => void = console.log): Promise<PeerRow[]> {
   const size = quick ? SIZES.quick : SIZES.full;
   const stack = await startStack({ toxiproxyShards: 0, server: { maxConnections: 20_000 }, log: () => {} });
@@ -314,7 +325,7 @@ export async function peersBench(quick = false, log: (l: string) => void = conso
   const rows: PeerRow[] = [];
   try {
     for (const load of ['idle', 'talking'] as const)
-      for (const t of TESTERS.filter((x) => x.loads.includes(load)))
+      for (const t of TESTERS.filter((x) => x.loads.includes(load) && picked(x, load)))
         rows.push(await measure(t, load, size[load], size.holdS, quick, server, log));
   } finally {
     await stack.stop();
@@ -408,6 +419,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const section = peersSection(rows);
   writeFileSync(join(dir, 'peers.md'), `${section}\n`);
   const md = join(ROOT, 'BENCHMARKS.md');
-  if (!quick) writeFileSync(md, withPeersSection(readFileSync(md, 'utf8'), section));
-  console.log(`${section}\nwritten: ${join(dir, 'peers.json')}${quick ? '' : ' and BENCHMARKS.md'}`);
+  // A narrowed run (BENCH_PEERS_ONLY) is a developer's measurement, not the table: BENCHMARKS.md keeps the whole one.
+  const whole = !quick && !process.env.BENCH_PEERS_ONLY;
+  if (whole) writeFileSync(md, withPeersSection(readFileSync(md, 'utf8'), section));
+  console.log(`${section}\nwritten: ${join(dir, 'peers.json')}${whole ? ' and BENCHMARKS.md' : ''}`);
 }

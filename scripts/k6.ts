@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
 import { k6LogMessage } from '../core/chaos-events.ts';
 import { WakestormError } from '../core/errors.ts';
 import { k6VarArgs, type K6Vars, type SummaryData } from '../core/run-contract.ts';
+import type { DeviceEngine } from './engine.ts';
 import { guardedSpawn } from './guarded-spawn.ts';
 import { k6Env, requireTools } from './tools.ts';
 import { httpJson } from './local-http.ts';
@@ -35,6 +36,16 @@ export interface K6Process {
   child: ChildProcess;
   /** Resolves once k6 has exited and its output is read to the end. */
   closed: Promise<{ code: number; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * k6's garbage collector when the device engine runs the fleet: k6's VUs only turn the engine's records into samples,
+ * a live heap of ~24 MB at 10,000 idle devices that Go's default (GOGC=100) lets grow to twice that. At 50 k6 was
+ * 75 -> 67 MiB of RSS at +0.1% of a core, at 25 63 MiB at +1.1 (npm run bench:peers, one row each, 2026-12-07). Not
+ * with `--engine k6`, where the heap is the devices and the collector's CPU is the VUs' lag. GOGC given wins.
+ */
+export function k6GcEnv(engine: DeviceEngine): Record<string, string> {
+  return engine === 'native' && !process.env.GOGC ? { GOGC: '50' } : {};
 }
 
 /** Starts `k6 run`. */

@@ -46,6 +46,7 @@ import {
   inspectScenario,
   type Inspected,
   K6_EXIT,
+  k6GcEnv,
   k6Progress,
   lastK6Error,
   spawnK6,
@@ -684,6 +685,7 @@ async function spawnInstance(
           }),
       ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
       ...runTls(opts).env,
+      ...k6GcEnv(opts.engine ?? DEFAULT_ENGINE),
     },
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
     unset: ['TOKEN', 'K6_OUT'],
