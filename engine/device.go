@@ -662,6 +662,9 @@ func jsonDepth(b []byte, limit int) int {
 // messageMaps are the decoded messages' top-level objects, reused (onText).
 var messageMaps = sync.Pool{New: func() any { return map[string]any{} }}
 
+// maxPooledKeys bounds the maps messageMaps keeps: every dialect's messages have a handful of top-level keys.
+const maxPooledKeys = 64
+
 func (d *Device) onText(b []byte) {
 	limit := d.env.Intake.JSONDepth
 	if !utf8.Valid(b) {
@@ -677,8 +680,11 @@ func (d *Device) onText(b []byte) {
 	// the engine's largest allocation (go test -bench Message -benchmem).
 	m := messageMaps.Get().(map[string]any)
 	defer func() {
-		clear(m)
-		messageMaps.Put(m)
+		// A map a hostile message grew to thousands of keys is not kept: clearing it would cost its size every time.
+		if len(m) <= maxPooledKeys {
+			clear(m)
+			messageMaps.Put(m)
+		}
 	}()
 	msg := m
 	if json.Unmarshal(b, &msg) != nil || msg == nil {

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -388,6 +389,27 @@ func TestKeepsNothingOfAMessageBuffer(t *testing.T) {
 	}
 	if got := r.d.vars["resume_token"]; got != "r-1" {
 		t.Fatalf("resume token after the buffer was reused: %v", got)
+	}
+}
+
+// The decoded message's map is reused (messageMaps): a key of one message must not be seen in the next, from a
+// pooled map or from one a hostile message grew past the pool's bound.
+func TestNoKeyOfOneMessageInTheNext(t *testing.T) {
+	p := recommended()
+	p.Keepalive.AnswerServerPings = true
+	r := newRig(t, p)
+	r.connect(t)
+	s := r.net.last()
+	big := map[string]any{"type": "ping", "t": 7.0}
+	for i := range 2 * maxPooledKeys {
+		big[fmt.Sprintf("k%d", i)] = i
+	}
+	for _, first := range []map[string]any{{"type": "ping", "t": 5.0}, big} {
+		r.msg(first)
+		r.msg(map[string]any{"type": "ping"})
+		if got := s.sent[len(s.sent)-1]; got != `{"type":"pong"}` {
+			t.Fatalf("the pong to a ping without t, after one with %d keys: %s", len(first), got)
+		}
 	}
 }
 
