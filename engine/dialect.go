@@ -327,15 +327,14 @@ func (c *Capture) UnmarshalJSON(b []byte) error {
 // Apply copies the captured fields of msg into vars.
 func (c Capture) Apply(msg map[string]any, vars Vars) {
 	for _, f := range c {
-		name := f.name
 		v, ok := at(msg, f.path)
 		switch {
 		case !ok:
-			delete(vars, name)
+			delete(vars, f.name)
 		case isComposite(v):
-			vars[name] = canonicalJSON(v)
+			vars[f.name] = canonicalJSON(v)
 		default:
-			vars[name] = v
+			vars[f.name] = v
 		}
 	}
 }

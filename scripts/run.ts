@@ -93,6 +93,9 @@ function prometheusEnv(url: string): Record<string, string> {
   };
 }
 
+/** The engine a run's devices live in: the one asked for, else the default. */
+const deviceEngine = (opts: RunOptions): DeviceEngine => opts.engine ?? DEFAULT_ENGINE;
+
 export function resultsRoot(p?: string): string {
   return resolve(p ?? join(ROOT, 'results'));
 }
@@ -685,7 +688,7 @@ async function spawnInstance(
           }),
       ...(opts.prometheus ? prometheusEnv(opts.prometheus) : {}),
       ...runTls(opts).env,
-      ...k6GcEnv(opts.engine ?? DEFAULT_ENGINE),
+      ...k6GcEnv(deviceEngine(opts)),
     },
     // A token given in the environment stays with the CLI: k6 reads TOKEN_FILE. K6_OUT came in as an --out.
     unset: ['TOKEN', 'K6_OUT'],
@@ -781,7 +784,7 @@ async function watchK6(
       ...stack.shards.map((sh) => ({ name: `Toxiproxy (pid ${sh.pid})`, url: `${sh.toxiproxyUrl}/version` })),
     ],
     k6Apis: children.map((c) => c.api),
-    engine: opts.engine ?? DEFAULT_ENGINE,
+    engine: deviceEngine(opts),
     abort: opts.abortOnInvalid ?? !process.stdout.isTTY,
     onStall: (why) => {
       log(`\nwakestorm run: ${why}; stopping k6 (the run is INVALID)`);
@@ -1063,7 +1066,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     plan.script,
     plan.vars,
     instanceCount,
-    (opts.engine ?? DEFAULT_ENGINE) === 'native',
+    deviceEngine(opts) === 'native',
     `--instances ${instanceCount}`,
   );
   // --direct starts no Toxiproxy: a timeline's network faults would reach no device, and the run would pass unhurt.
@@ -1071,7 +1074,7 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     throw new RunError(
       `--direct connects the devices to the server itself, so the timeline's network faults (${inspected.networkFaults.join(', ')}) would reach no device: drop --direct, or pass --timeline none`,
     );
-  const engineKind = opts.engine ?? DEFAULT_ENGINE;
+  const engineKind = deviceEngine(opts);
   if (engineKind === 'k6' && !opts.direct && tlsServerName(opts.serverUrl))
     throw new RunError(
       `--engine k6 cannot verify ${opts.serverUrl} through Toxiproxy (k6 takes the TLS name from the proxy's address, 127.0.0.1): use the native engine, or --direct`,
