@@ -41,7 +41,14 @@ import { MAX_EXPOSITION_BYTES, watchServerMetrics, type ServerSample } from './s
 import { httpCall, httpJson, jsonOr } from './local-http.ts';
 import { baselineLines, type LoadedRun } from './compare.ts';
 import { writeDashboardConfig } from './dashboard.ts';
-import { ABORT_GRACE_MS, K6_GUARD_MS, K6_KILL_FACTOR, k6DeviceRssBoundMiB, watchTester } from './tester-watch.ts';
+import {
+  ABORT_GRACE_MS,
+  K6_GUARD_MS,
+  K6_KILL_FACTOR,
+  k6DeviceRssBoundMiB,
+  k6KillRule,
+  watchTester,
+} from './tester-watch.ts';
 import {
   inspectScenario,
   type Inspected,
@@ -812,7 +819,8 @@ async function watchK6(
   // bound the run stops (a FAIL when the devices saw the server break the protocol, else INVALID). k6 answers SIGINT
   // only after its event loop drains what it already read, and its sockets read on meanwhile: so the guard reads /proc
   // itself four times a second, and the flood is cut where the tester can cut it (Toxiproxy's proxies off: every link
-  // closes), and k6 is killed outright past twice its bound (its summary is lost then: the run is INVALID).
+  // closes), and k6 is killed outright past twice its bound when that does not stop it (k6KillRule; its summary is lost
+  // then: the run is INVALID).
   // Only a wakestorm scenario's fleet is known (a plain k6 script, such as the bench's baseline, is not bounded).
   const rssBound =
     engines.length || fleet.devices === null || fleet.vus === null
@@ -837,28 +845,31 @@ async function watchK6(
     return sum;
   };
   let overrunKilled = false;
+  // Set at the overrun: whether k6 reads on past what the cut allows (tester-watch.ts k6KillRule).
+  let killNow: ((rss: number, now: number) => boolean) | null = null;
   // Armed only where there is a bound (the k6 device): a native run's k6 holds no device.
   const memoryGuard =
     rssBound === null
       ? undefined
       : setInterval(() => {
           const rss = k6Rss();
-          if (w.overrun && rss > K6_KILL_FACTOR * rssBound && !overrunKilled) {
+          if (killNow?.(rss, Date.now()) && !overrunKilled) {
             overrunKilled = true;
-            const why = `k6 (the k6 device) went on growing to ${Math.round(rss)} MiB, past ${K6_KILL_FACTOR}x its bound of ${rssBound} MiB, and was killed: its numbers are lost`;
+            const why = `k6 (the k6 device) went on growing to ${Math.round(rss)} MiB, past ${K6_KILL_FACTOR}x its bound of ${rssBound} MiB${stack.shards.length ? ' and still growing after its links were cut' : ''}, and was killed: its numbers are lost`;
             log(`\nwakestorm run: ${why}`);
             w.invalid.push(why);
             killAll('SIGKILL');
           }
           if (rss <= rssBound || w.overrun) return;
           w.overrun = `k6 (the k6 device) grew to ${Math.round(rss)} MiB, past its bound of ${rssBound} MiB for ${fleet.devices} devices in ${fleet.vus} VUs: stopped`;
+          killNow = k6KillRule(rssBound, stack.shards.length > 0, Date.now());
           log(`\nwakestorm run: ${w.overrun}`);
           noteAll(w.overrun);
           killAll('SIGINT');
           switchProxiesOff();
           // With its links closed k6 no longer grows; it may take a while to work through what it had read
-          // (over 10 s for a 100-device flood on 2 cores): killed only if it has not ended in a minute (or past the
-          // kill factor, above).
+          // (over 10 s for a 100-device flood on 2 cores): killed only if it has not ended in a minute (or by the
+          // kill rule, above).
           setTimeout(() => killAll('SIGKILL'), 60_000).unref();
         }, K6_GUARD_MS);
   const stopProgress = k6Progress(

@@ -223,12 +223,32 @@ export function watchTester(o: TesterWatchOptions): TesterWatch {
 export const K6_GUARD_MS = 250;
 /** Past this many times its bound, after the overrun, k6 is killed (its summary lost: the run INVALID). */
 export const K6_KILL_FACTOR = 2;
+/** How long after the proxies are cut k6 may read on what was already in flight before the kill rule applies, ms. */
+export const K6_CUT_SETTLE_MS = 5_000;
+
+/**
+ * Whether k6, stopped past its bound at `overrunAt`, is to be killed now, at RSS `rss` (MiB). With no network to cut
+ * (`--direct`) nothing stops its reads: killed past K6_KILL_FACTOR times the bound. When the proxies were cut nothing
+ * more arrives, but what was in flight still is read (kernel buffers, frames half read: twenty 50 MB frames took k6
+ * from its bound of 270 MiB to 547): it is given K6_CUT_SETTLE_MS, then killed past the factor only if it grew by
+ * another bound's worth since, which only a feed the cut did not stop explains.
+ */
+export function k6KillRule(bound: number, cut: boolean, overrunAt: number): (rss: number, now: number) => boolean {
+  let settled: number | null = cut ? null : 0;
+  return (rss, now) => {
+    if (settled === null) {
+      if (now - overrunAt < K6_CUT_SETTLE_MS) return false;
+      settled = rss;
+    }
+    return rss > K6_KILL_FACTOR * bound && rss > settled + bound;
+  };
+}
 
 /**
  * What the k6 device (--engine k6) may hold, MiB: k6 reads every message whole before a device can refuse it, so a
  * server's huge frames or flood grow k6 by what it sends. Measured at defaults k6 holds ~2.2 MiB per VU and up to
  * ~180 KiB per device (BENCHMARKS.md); the bound gives each twice that over a 256 MiB base. Past it the CLI stops
- * the run (docs/engine.md): read every K6_GUARD_MS; past K6_KILL_FACTOR times the bound k6 is killed.
+ * the run (docs/engine.md): read every K6_GUARD_MS; past K6_KILL_FACTOR times the bound k6 is killed (k6KillRule).
  */
 export function k6DeviceRssBoundMiB(devices: number, vus: number): number {
   return Math.round(256 + 4 * vus + 0.5 * devices);
