@@ -63,6 +63,7 @@ import {
 import { claimRunDir, fsProblem, gitCommit, publishRunDir, readJson, runIdFor, toCsv, writeResult } from './run-dir.ts';
 import { redactArgv, writeSecretFile } from './secret.ts';
 import { markStopping } from './wrapper-watch.ts';
+import { k6ScriptFor } from './scenario-bundle.ts';
 import {
   DEFAULT_ENGINE,
   EngineError,
@@ -1161,7 +1162,9 @@ export async function runScenario(opts: RunOptions): Promise<RunResult> {
     log(
       `wakestorm run ${name}: k6 ${tools.k6Version} -> ${target}${plan.vars.TIMELINE ? ` with timeline ${plan.vars.TIMELINE}` : ''}${where}${split}`,
     );
-    w = await watchK6(opts, instances, plan.script, stack, log, inspected.durationMs, inspected);
+    // k6 runs a shipped scenario as one bundled module (scripts/scenario-bundle.ts); k6 inspect read its sources.
+    const k6Script = await k6ScriptFor(plan.script, ROOT);
+    w = await watchK6(opts, instances, k6Script, stack, log, inspected.durationMs, inspected);
     await stopEngines();
     summary = await summaryOf(dir, instances, plan.slos, w, opts.charts !== false);
     // The instances printed no metrics table (SUMMARY_TABLE=off): the whole fleet's, from the merged summary.
