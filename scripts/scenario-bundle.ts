@@ -85,7 +85,16 @@ function pruneOld(cache: string, keep: string): void {
  * The file k6 runs for `script`: the bundle when `script` is a scenario shipped under root/scenarios/, built first when
  * missing; `script` itself for any other file, or when no bundle can be had (a read-only install, no esbuild).
  */
-export async function k6ScriptFor(script: string, root: string): Promise<string> {
+export function k6ScriptFor(script: string, root: string): Promise<string> {
+  // One build at a time in a process: runs started together (the test suites) share esbuild's service, which each
+  // build stops when done.
+  const next = builds.then(() => bundled(script, root));
+  builds = next.catch(() => {});
+  return next;
+}
+let builds: Promise<unknown> = Promise.resolve();
+
+async function bundled(script: string, root: string): Promise<string> {
   const rel = relative(root, script);
   if (rel.startsWith('..') || dirname(rel) !== 'scenarios' || !rel.endsWith('.ts')) return script;
   try {
