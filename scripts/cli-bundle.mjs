@@ -65,10 +65,18 @@ export async function buildCliBundle(outdir, root = ROOT) {
   }
 }
 
-/** Bundles older than a day that are not this source's: no CLI still running loads a chunk from them. */
-function pruneOld(cache, keep) {
+/** The folder of wakestorm's builds (the CLI's, the scenarios'): under node_modules, so their package imports resolve. */
+export function cacheDir(root = ROOT) {
+  return join(root, 'node_modules', '.cache', 'wakestorm');
+}
+
+/**
+ * Builds in `cache` named `prefix`… older than a day, other than `keep` (this source's): nothing still running reads
+ * them (a CLI loads its chunks, k6 its scenario, within the day they were built).
+ */
+export function pruneOld(cache, prefix, keep) {
   for (const e of readdirSync(cache)) {
-    if (!e.startsWith('cli-') || e === keep) continue;
+    if (!e.startsWith(prefix) || e === keep) continue;
     const p = join(cache, e);
     try {
       if (Date.now() - statSync(p).mtimeMs > STALE_MS) rmSync(p, { recursive: true, force: true });
@@ -84,7 +92,7 @@ function pruneOld(cache, keep) {
  */
 export async function cliBundle(root = ROOT) {
   try {
-    const cache = join(root, 'node_modules', '.cache', 'wakestorm');
+    const cache = cacheDir(root);
     const name = `cli-${cliSourceHash(root)}`;
     const entry = join(cache, name, ENTRY);
     if (existsSync(entry)) return entry;
@@ -96,7 +104,7 @@ export async function cliBundle(root = ROOT) {
     } catch {
       rmSync(tmp, { recursive: true, force: true }); // another CLI built it first
     }
-    pruneOld(cache, name);
+    pruneOld(cache, 'cli-', name);
     return existsSync(entry) ? entry : null;
   } catch {
     return null;

@@ -3,13 +3,13 @@
 // rebuilds it (~100 ms). Why: k6 compiles each TypeScript module it imports on its own (esbuild, a source map, a module
 // record in every VU), and one module is lighter: k6 at 10,000 idle devices 67-68 → 59-60 MiB (BENCHMARKS.md).
 // `k6 run scenarios/<name>.ts` by hand runs the same code from its sources.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { cacheDir, pruneOld } from './cli-bundle.mjs';
 import { treeFiles, treeHash } from './tree-hash.mjs';
 
 const SOURCES = ['scenarios', 'core'];
-const STALE_MS = 24 * 3600_000;
 const RESOLVE = '__wakestormResolve';
 
 /**
@@ -69,18 +69,6 @@ async function build(root: string, script: string, out: string): Promise<void> {
   }
 }
 
-/** Bundles of an older source, a day old: no k6 still running reads them. */
-function pruneOld(cache: string, keep: string): void {
-  for (const e of readdirSync(cache)) {
-    if (!e.startsWith('scenario-') || e === keep) continue;
-    try {
-      if (Date.now() - statSync(join(cache, e)).mtimeMs > STALE_MS) rmSync(join(cache, e), { force: true });
-    } catch {
-      /* another CLI pruned it */
-    }
-  }
-}
-
 /**
  * The file k6 runs for `script`: the bundle when `script` is a scenario shipped under root/scenarios/, built first when
  * missing; `script` itself for any other file, or when no bundle can be had (a read-only install, no esbuild).
@@ -98,7 +86,7 @@ async function bundled(script: string, root: string): Promise<string> {
   const rel = relative(root, script);
   if (rel.startsWith('..') || dirname(rel) !== 'scenarios' || !rel.endsWith('.ts')) return script;
   try {
-    const cache = join(root, 'node_modules', '.cache', 'wakestorm');
+    const cache = cacheDir(root);
     const out = join(cache, `scenario-${basename(rel, '.ts')}-${sourceHash(root)}.js`);
     if (existsSync(out)) return out;
     mkdirSync(cache, { recursive: true });
@@ -109,7 +97,7 @@ async function bundled(script: string, root: string): Promise<string> {
     } finally {
       rmSync(tmp, { force: true });
     }
-    pruneOld(cache, basename(out));
+    pruneOld(cache, 'scenario-', basename(out));
     return out;
   } catch {
     return script;
