@@ -74,7 +74,11 @@ type node struct {
 }
 
 // Template is a message the device sends, compiled once.
-type Template struct{ root *node }
+type Template struct {
+	root *node
+	// size is what a render usually needs (its fixed text and room for each variable): one allocation per message.
+	size int
+}
 
 // UnmarshalJSON keeps the object keys in the order the dialect wrote them.
 func (t *Template) UnmarshalJSON(b []byte) error {
@@ -82,7 +86,25 @@ func (t *Template) UnmarshalJSON(b []byte) error {
 	dec.UseNumber()
 	n, err := compile(dec)
 	t.root = n
+	if err == nil {
+		t.size = n.size()
+	}
 	return err
+}
+
+// size is the node's fixed text plus 32 bytes for each variable in it.
+func (n *node) size() int {
+	s := len(n.lit) + len(n.text) + 2
+	if n.kind == 'v' || n.kind == 't' {
+		s += 32
+	}
+	for _, c := range n.items {
+		s += c.size() + 1
+	}
+	for i, c := range n.fields {
+		s += len(n.keys[i]) + c.size() + 2
+	}
+	return s
 }
 
 func compile(dec *json.Decoder) (*node, error) {
@@ -141,8 +163,8 @@ func compile(dec *json.Decoder) (*node, error) {
 
 // Render is the message text the template makes with these variables.
 func (t *Template) Render(vars Vars) []byte {
-	var b bytes.Buffer
-	t.root.build(&b, vars)
+	b := bytes.NewBuffer(make([]byte, 0, t.size))
+	t.root.build(b, vars)
 	return b.Bytes()
 }
 
@@ -156,15 +178,14 @@ func (n *node) build(b *bytes.Buffer, vars Vars) bool {
 		if !ok || v == "" {
 			return false
 		}
-		enc, _ := json.Marshal(v)
-		b.Write(enc)
+		// As JSON.stringify writes it (the k6 device's template), not encoding/json's HTML-safe escapes.
+		writeCanonical(b, v)
 	case 't':
 		s, ok := Fill(n.text, vars, nil)
 		if !ok {
 			return false
 		}
-		enc, _ := json.Marshal(s)
-		b.Write(enc)
+		writeString(b, s)
 	case 'a':
 		b.WriteByte('[')
 		first := true

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -138,8 +139,22 @@ func writeCanonical(b *bytes.Buffer, v any) {
 		b.WriteByte(']')
 	case string:
 		writeString(b, x)
+	case float64:
+		// A whole number below 2^53 is its digits in both languages (JavaScript writes -0 as 0); the rest as ECMAScript
+		// prints them, which encoding/json follows (ES6's format).
+		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+			var digits [24]byte
+			b.Write(strconv.AppendInt(digits[:0], int64(x), 10))
+			return
+		}
+		enc, _ := json.Marshal(x)
+		b.Write(enc)
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case nil:
+		b.WriteString("null")
 	default:
-		// Numbers as ECMAScript prints them (encoding/json follows ES6's format), booleans, null.
+		// Other numbers (json.Number, ints) as encoding/json writes them.
 		enc, _ := json.Marshal(x)
 		b.Write(enc)
 	}
@@ -148,6 +163,11 @@ func writeCanonical(b *bytes.Buffer, v any) {
 // writeString quotes as JSON.stringify does: ", \ and control characters escaped, everything else as itself.
 func writeString(b *bytes.Buffer, s string) {
 	b.WriteByte('"')
+	if plainASCII(s) {
+		b.WriteString(s)
+		b.WriteByte('"')
+		return
+	}
 	for _, c := range s {
 		switch c {
 		case '"':
@@ -173,6 +193,16 @@ func writeString(b *bytes.Buffer, s string) {
 		}
 	}
 	b.WriteByte('"')
+}
+
+// plainASCII is whether s is printable ASCII with no quote or backslash: JSON writes it as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // askedSubprotocols is the Sec-WebSocket-Protocol value of an upgrade's headers ("" when it asks for none).
