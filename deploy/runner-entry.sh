@@ -45,7 +45,8 @@ mkfifo "$pipe"
 tee "$dir/k6.log" <"$pipe" &
 teep=$!
 trap 'kill "$toxi" "$engine" 2>/dev/null || true; rm -f "$pipe"' EXIT
-"$BIN/k6" run "$@" \
+# WAKESTORM_K6_GOGC (the TestRun's, from scripts/k6.ts k6GcEnv): k6's collector, set for k6 alone.
+env ${WAKESTORM_K6_GOGC:+GOGC=$WAKESTORM_K6_GOGC} "$BIN/k6" run "$@" \
   -e "TARGET_URL=ws://127.0.0.1:$PROXY" -e "TOXIPROXY_URL=http://127.0.0.1:$API" \
   -e "ENGINE_URL=ws://127.0.0.1:$ENGINE/control" -e "RESULTS_DIR=$dir" -e VERDICT=cli -e SUMMARY_TABLE=off \
   --out "json=$dir/samples.json.gz" >"$pipe" 2>&1 &

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { k6VarArgs, type K6Vars } from '../core/run-contract.ts';
+import { k6GcEnv } from './k6.ts';
 import { inspectForSegments, planRun, ROOT, RunError, type RunOptions } from './run.ts';
 import { k6Env, PINS, requireTools } from './tools.ts';
 
@@ -156,6 +157,9 @@ export function writeK8s(o: K8sOptions): K8sFiles {
           { name: 'WAKESTORM_SERVER', value: hostPort },
           ...(o.tokenSecret ? [{ name: 'WAKESTORM_TOKEN_FILE', value: '/var/run/wakestorm/token' }] : []),
           ...(claim ? [] : [{ name: 'WAKESTORM_HOLD_S', value: String(RESULTS_HOLD_S) }]),
+          // k6's collector as a local run sets it beside the device engine (k6.ts k6GcEnv); runner-entry.sh gives it to
+          // k6 alone (GOGC in the pod's environment would reach the engine and Toxiproxy too).
+          ...Object.entries(k6GcEnv('native')).map(([k, value]) => ({ name: `WAKESTORM_K6_${k}`, value })),
         ],
         // The image runs as its own user; the results volume is made its group's, so mkdir there works.
         securityContext: { runAsUser: RUNNER_UID, runAsGroup: RUNNER_UID, fsGroup: RUNNER_UID, runAsNonRoot: true },

@@ -70,6 +70,7 @@ describe('wakestorm k8s', () => {
     assert.deepEqual(testRun.spec.runner.env, [
       { name: 'WAKESTORM_SERVER', value: 'voice.default.svc:9000' },
       { name: 'WAKESTORM_HOLD_S', value: '900' },
+      { name: 'WAKESTORM_K6_GOGC', value: '50' },
     ]);
     const runner = testRun.spec.runner as unknown as {
       securityContext: { fsGroup: number; runAsUser: number };
@@ -210,6 +211,7 @@ describe('wakestorm k8s', () => {
             WAKESTORM_ENGINE_PORT: String(await freePort()),
             // The pod's wait for `kubectl cp` after k6 ends (runner 2 only, kept short here).
             WAKESTORM_HOLD_S: index === 2 ? '2' : '0',
+            WAKESTORM_K6_GOGC: '50',
           },
           stdio: ['ignore', 'ignore', 'pipe'],
           detached: true,
@@ -237,6 +239,17 @@ describe('wakestorm k8s', () => {
         }
       };
       await waitFor(async () => (await Promise.all(apis.map(paused))).every(Boolean), 60_000, 'both runners paused');
+      // The TestRun's WAKESTORM_K6_GOGC reaches k6 as GOGC, and only k6 (the engine keeps its own, main.go).
+      for (const kid of kids) {
+        const gogc = (name: string) => {
+          const pid = execFileSync('pgrep', ['-P', String(kid.pid), '-x', name], { encoding: 'utf8' }).trim();
+          return readFileSync(`/proc/${pid}/environ`, 'utf8')
+            .split('\0')
+            .find((e) => e.startsWith('GOGC='));
+        };
+        assert.equal(gogc('k6'), 'GOGC=50');
+        assert.equal(gogc('wakestorm-engin'), undefined);
+      }
       const body = JSON.stringify({ data: { type: 'status', id: 'default', attributes: { paused: false } } });
       for (const api of apis) assert.ok((await fetch(`${api}/v1/status`, { method: 'PATCH', body })).ok);
       const codes = await Promise.all(ends);
