@@ -39,3 +39,14 @@ describe('README against the code', () => {
     assert.deepEqual(missing, []);
   });
 });
+
+describe('BENCHMARKS.md against its sources', () => {
+  it('carries bench/LIMITS.md whole: the bench appends it on every render, so prose written only into BENCHMARKS.md is lost', () => {
+    const benchmarks = readFileSync(new URL('../../BENCHMARKS.md', import.meta.url), 'utf8');
+    const limits = readFileSync(new URL('../../bench/LIMITS.md', import.meta.url), 'utf8');
+    assert.ok(
+      benchmarks.includes(limits.trimEnd()),
+      "BENCHMARKS.md's 'What limits it' differs from bench/LIMITS.md: edit LIMITS.md, then BENCH_RENDER (bench/index.ts)",
+    );
+  });
+});
