@@ -788,7 +788,7 @@ func (c *conversation) watchStall(s *session) {
 		}
 		quiet := c.now() - s.heardAt
 		t := c.d.timers
-		if t["audio"] != nil || t["playback"] != nil || t["barge"] != nil || quiet < c.d.env.Timing.SessionStallMs {
+		if t.get("audio") != nil || t.get("playback") != nil || t.get("barge") != nil || quiet < c.d.env.Timing.SessionStallMs {
 			c.d.setTimer("stall", math.Max(1000, c.d.env.Timing.SessionStallMs-quiet), check)
 			return
 		}
