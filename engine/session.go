@@ -788,7 +788,8 @@ func (c *conversation) watchStall(s *session) {
 		}
 		quiet := c.now() - s.heardAt
 		t := c.d.timers
-		if t.get("audio") != nil || t.get("playback") != nil || t.get("barge") != nil || quiet < c.d.env.Timing.SessionStallMs {
+		busy := t.get("audio") != nil || t.get("playback") != nil || t.get("barge") != nil
+		if busy || quiet < c.d.env.Timing.SessionStallMs {
 			c.d.setTimer("stall", math.Max(1000, c.d.env.Timing.SessionStallMs-quiet), check)
 			return
 		}
