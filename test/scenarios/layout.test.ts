@@ -21,7 +21,7 @@ interface Run {
 async function run(name: string, extra: string[]): Promise<Run> {
   const root = join(results, name);
   const r = await runCli(
-    ['run', 'smoke', '--devices', '400', '--duration', '20s', '--wake', 'once:2s-8s', '--seed', 'layout'].concat(
+    ['run', 'smoke', '--devices', '300', '--duration', '20s', '--wake', 'once:2s-8s', '--seed', 'layout'].concat(
       ['--results', root, '--no-dashboard', '--quiet'],
       extra,
     ),
@@ -36,11 +36,11 @@ async function run(name: string, extra: string[]): Promise<Run> {
 
 describe('the default layout on the native engine', () => {
   it('measures what 50 devices per VU measures', async () => {
-    assert.equal(defaultDevicesPerVu(400, true), 100, 'the new default is another layout than the old');
+    assert.equal(defaultDevicesPerVu(300, true), 75, 'the new default is another layout than the old');
     const old = await run('old', ['--devices-per-vu', '50']);
     const now = await run('new', []);
     assert.equal(old.resolved.devices_per_vu, 50);
-    assert.equal(now.resolved.devices_per_vu, 100);
+    assert.equal(now.resolved.devices_per_vu, 75);
     assert.equal(now.verdict, old.verdict);
     const v = (r: Run, m: string, k: string) => r.metrics[m]?.values[k] ?? 0;
     for (const m of ['devices_started', 'wakes', 'sessions_started', 'sessions_completed', 'links_up'])
