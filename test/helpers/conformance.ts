@@ -16,7 +16,7 @@ const metricsOf = (results: string) =>
 
 /**
  * A mixed fleet, wakestorm PCM (explicit and VAD end of speech) and xiaozhi Opus on per-wake channels, with one barging
- * profile per dialect: voice-to-voice within 3 ms of the injected truth for every dialect, replies whole, every
+ * profile per dialect: voice-to-voice within 3 ms (6 late) of the injected truth for every dialect, replies whole, every
  * barge-in measured, follow-ups on a listening channel, nothing dropped.
  */
 export async function mixedFleet(engine: Engine, results: string): Promise<void> {
