@@ -112,13 +112,13 @@ const audioSentinel = "@@wakestorm-audio-frame@@"
 
 // wire is how this uplink's frames go out for a device with vars: binary as they are (json false), or inside the
 // dialect's audio message, pre + base64 frame + post.
-func (u *Uplink) wire(vars Vars) (pre, post []byte, json bool) {
+func (u *Uplink) wire(vars *Vars) (pre, post []byte, json bool) {
 	if u.JSON == nil {
 		return nil, nil, false
 	}
-	vars["audio"] = audioSentinel
+	vars.Set("audio", audioSentinel)
 	msg := u.JSON.Render(vars)
-	delete(vars, "audio")
+	vars.Delete("audio")
 	i := bytes.Index(msg, []byte(audioSentinel))
 	if i < 0 {
 		return msg, nil, true

@@ -23,7 +23,7 @@ type startDevice struct {
 	Dialect string  `json:"dialect"`
 	DelayMs float64 `json:"delay_ms"`
 	// Vars are the device's own wire variables (core/device-env.ts deviceVars: mac, client_id, listen_mode, …).
-	Vars Vars `json:"vars"`
+	Vars map[string]any `json:"vars"`
 }
 
 type startMsg struct {

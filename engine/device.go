@@ -218,18 +218,15 @@ type Env struct {
 // NewDevice makes a device; Start connects it. Its conversations follow wake with the utterance u.
 // vars are the device's own wire variables beyond its id, profile and token (core/device-env.ts deviceVars).
 func NewDevice(id, baseURL string, p *Profile, d *Dialect, env *Env, seed string, wake WakeSchedule, u *Uplink,
-	vars Vars) *Device {
+	vars map[string]any) *Device {
 	r := deviceRandom(seed, id)
 	dev := &Device{id: id, baseURL: baseURL, profile: p, dialect: d, env: env, random: r}
 	dev.conv = &conversation{d: dev, wake: wake, uplink: u, endedAt: math.Inf(-1)}
 	dev.backoff = newBackoff(&p.Reconnect, r)
 	// The dialect's declared variables, filled on the k6 side (deviceVars), and the run's token if declared.
-	dev.vars = Vars{}
-	for k, v := range vars {
-		dev.vars[k] = v
-	}
+	dev.vars = VarsOf(vars)
 	if env.Token != "" && slices.Contains(d.Variables, "token") {
-		dev.vars["token"] = env.Token
+		dev.vars.Set("token", env.Token)
 	}
 	return dev
 }
@@ -484,13 +481,13 @@ func (d *Device) provision(pv *Provision) {
 	if base == "" {
 		base = "http" + strings.TrimPrefix(d.baseURL, "ws")
 	}
-	filled, ok := Fill(pv.Path, d.vars, encodeURIComponent)
+	filled, ok := Fill(pv.Path, &d.vars, encodeURIComponent)
 	if !ok {
 		filled = pv.Path
 	}
-	req := HTTPRequest{Method: pv.Method, URL: provisionTarget(base, filled), Headers: filledHeaders(pv.Headers, d.vars)}
+	req := HTTPRequest{Method: pv.Method, URL: provisionTarget(base, filled), Headers: filledHeaders(pv.Headers, &d.vars)}
 	if pv.Body != nil {
-		req.Body = pv.Body.Render(d.vars)
+		req.Body = pv.Body.Render(&d.vars)
 	}
 	sentAt := d.now()
 	timeout := d.env.ConnectTimeoutMs
@@ -530,7 +527,7 @@ func (d *Device) provision(pv *Provision) {
 			failed(closeAbnormal, "the answer is not a JSON object")
 			return
 		}
-		pv.Capture.Apply(answer, d.vars)
+		pv.Capture.Apply(answer, &d.vars)
 		d.provisioned = true
 		d.attemptAt = now
 		d.openSocket()
@@ -538,7 +535,7 @@ func (d *Device) provision(pv *Provision) {
 }
 
 // filledHeaders is header templates filled; one whose placeholder is unset is left out (core/device-env.ts).
-func filledHeaders(templates map[string]string, vars Vars) map[string]string {
+func filledHeaders(templates map[string]string, vars *Vars) map[string]string {
 	headers := map[string]string{}
 	for k, t := range templates {
 		if v, ok := Fill(t, vars, nil); ok {
@@ -552,23 +549,23 @@ func filledHeaders(templates map[string]string, vars Vars) map[string]string {
 func (d *Device) openSocket() {
 	dl, p := d.dialect, d.profile
 	if dl.Resume && p.Resume && d.resume != "" {
-		d.vars["resume_token"] = d.resume
+		d.vars.Set("resume_token", d.resume)
 	} else {
-		delete(d.vars, "resume_token")
+		d.vars.Delete("resume_token")
 	}
 	byHello := d.byHello()
 	path := dl.Connect.Path
 	if byHello && dl.Connect.Identify == "profile" && dl.Connect.HelloPath != "" {
 		path = dl.Connect.HelloPath
 	}
-	filled, ok := Fill(path, d.vars, encodeURIComponent)
+	filled, ok := Fill(path, &d.vars, encodeURIComponent)
 	if !ok {
 		filled = path
 	}
 	url := d.baseURL + filled
 	// A provision answer's ws_url: its path and query, on the run's target (core/device-env.ts connectRequest).
 	given, hasGiven := "", false
-	if w, ok := d.vars["ws_url"].(string); ok {
+	if w, ok := d.vars.Get("ws_url").(string); ok {
 		given, hasGiven = wsPathOf(w)
 	}
 	if hasGiven {
@@ -577,7 +574,7 @@ func (d *Device) openSocket() {
 		// The dialect's query on every kind of connect.
 		var q []string
 		for _, k := range dl.Connect.QueryKeys {
-			if v, ok := Fill(dl.Connect.Query[k], d.vars, encodeURIComponent); ok {
+			if v, ok := Fill(dl.Connect.Query[k], &d.vars, encodeURIComponent); ok {
 				q = append(q, encodeURIComponent(k)+"="+v)
 			}
 		}
@@ -585,7 +582,7 @@ func (d *Device) openSocket() {
 			url += "?" + strings.Join(q, "&")
 		}
 	}
-	headers := filledHeaders(dl.Connect.Headers, d.vars)
+	headers := filledHeaders(dl.Connect.Headers, &d.vars)
 	d.gen++
 	d.asked = askedSubprotocols(headers)
 	d.ws = d.env.Net.Open(url, headers, attemptEvents{d: d, gen: d.gen})
@@ -607,7 +604,7 @@ func (d *Device) onOpen() {
 		return
 	}
 	if d.byHello() && d.dialect.Send.Hello != nil {
-		d.ws.Send(d.dialect.Send.Hello.Render(d.vars))
+		d.ws.Send(d.dialect.Send.Hello.Render(&d.vars))
 	}
 	if d.dialect.Recv.Ready == nil {
 		// A dialect with no ready message: the link is up when the socket opens (after its hello, if any).
@@ -626,7 +623,7 @@ func (d *Device) giveUpAttempt() {
 
 func (d *Device) onReady(msg map[string]any) {
 	now := d.now()
-	d.dialect.Capture["ready"].Apply(msg, d.vars)
+	d.dialect.Capture["ready"].Apply(msg, &d.vars)
 	d.clearTimer("connect")
 	d.state = stConnected
 	d.connected.Store(true)
@@ -634,7 +631,7 @@ func (d *Device) onReady(msg map[string]any) {
 	d.trend("handshake_time", now-d.openedAt)
 	d.connectedAt = now
 	d.resume = ""
-	if s, ok := d.vars["resume_token"].(string); ok {
+	if s, ok := d.vars.Get("resume_token").(string); ok {
 		d.resume = s
 	}
 	d.rec(Record{Name: "connect_success", Value: 1, From: d.attemptAt, To: now})
@@ -742,7 +739,7 @@ func (d *Device) onText(b []byte) {
 // message acts on a server message; it returns the step it took, "ignore" for one the dialect knows but the device
 // needed nothing from, or "" for one that matches nothing (counted as unmatched).
 func (d *Device) message(msg map[string]any, b []byte) string {
-	dl, vars := d.dialect, d.vars
+	dl, vars := d.dialect, &d.vars
 	if d.state == stHandshaking && dl.Recv.Ready.Matches(msg, vars) {
 		d.onReady(msg)
 		return "ready"
@@ -756,7 +753,7 @@ func (d *Device) message(msg map[string]any, b []byte) string {
 	}
 	if dl.Recv.Pong != nil && dl.Recv.Pong.Matches(msg, vars) {
 		dl.Capture["pong"].Apply(msg, vars)
-		id, has := vars["pong_id"]
+		id, has := vars.Lookup("pong_id")
 		if pp := d.pending; pp != nil && (!has || id == nil || text(id) == fmt.Sprint(pp.id)) {
 			d.trend("ping_rtt", d.now()-pp.at)
 			d.pending = nil
@@ -935,9 +932,9 @@ func (d *Device) startKeepalive() {
 			} else if d.dialect.Send.Ping != nil {
 				d.pingSeq++
 				at := d.now()
-				d.vars["ping_id"] = float64(d.pingSeq)
-				d.vars["now"] = math.Floor(at)
-				d.ws.Send(d.dialect.Send.Ping.Render(d.vars))
+				d.vars.Set("ping_id", float64(d.pingSeq))
+				d.vars.Set("now", math.Floor(at))
+				d.ws.Send(d.dialect.Send.Ping.Render(&d.vars))
 				if d.pending == nil {
 					d.pending = &struct {
 						id int

@@ -150,7 +150,7 @@ func newRig(t *testing.T, p *Profile) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing, Rules: rules()}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", WakeSchedule{Mode: "off"}, nil,
-		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
+		map[string]any{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
 }
 
@@ -387,7 +387,7 @@ func TestKeepsNothingOfAMessageBuffer(t *testing.T) {
 	for i := range b {
 		b[i] = 'x'
 	}
-	if got := r.d.vars["resume_token"]; got != "r-1" {
+	if got := r.d.vars.Get("resume_token"); got != "r-1" {
 		t.Fatalf("resume token after the buffer was reused: %v", got)
 	}
 }

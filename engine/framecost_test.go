@@ -106,7 +106,7 @@ func TestFrameCost(t *testing.T) {
 		id := fmt.Sprintf("dev-%d", i)
 		p := talker()
 		dev := NewDevice(id, "ws://127.0.0.1:1", p, d, env, "seed", WakeSchedule{Mode: "once", FirstMinMs: 0, FirstMaxMs: 1000},
-			u, Vars{"device_id": id, "profile": p.Name, "protocol_version": 1.0})
+			u, map[string]any{"device_id": id, "profile": p.Name, "protocol_version": 1.0})
 		devices = append(devices, dev)
 		dev.Start(0)
 	}

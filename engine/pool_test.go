@@ -178,7 +178,7 @@ func TestNothingKeptOfAPoisonedBuffer(t *testing.T) {
 		id := fmt.Sprintf("d%02d", i)
 		ds = append(ds, NewDevice(id, srv.url, p, shippedDialect(t, "wakestorm"), env, "seed",
 			WakeSchedule{Mode: "once", FirstMinMs: 20, FirstMaxMs: 60}, u,
-			Vars{"device_id": id, "profile": p.Name, "protocol_version": 1.0}))
+			map[string]any{"device_id": id, "profile": p.Name, "protocol_version": 1.0}))
 	}
 	for _, d := range ds {
 		d.Start(0)
@@ -231,7 +231,7 @@ func TestNothingKeptOfAPoisonedBuffer(t *testing.T) {
 			t.Fatalf("%s said end_of_speech for session %q, want %q", d.id, got, want)
 		}
 		d.mu.Lock()
-		tok := d.vars["resume_token"]
+		tok := d.vars.Get("resume_token")
 		d.mu.Unlock()
 		if tok != "r-"+d.id+"-token" {
 			t.Fatalf("%s holds resume token %v", d.id, tok)

@@ -148,7 +148,7 @@ func (c *conversation) span(name string, v, from, to float64) {
 
 func (c *conversation) say(t *Template) {
 	if t != nil && c.d.state == stConnected && c.d.ws != nil {
-		c.d.ws.Send(t.Render(c.d.vars))
+		c.d.ws.Send(t.Render(&c.d.vars))
 	}
 }
 
@@ -215,19 +215,19 @@ func str(v any) (string, bool) {
 }
 
 func (c *conversation) linkUp() {
-	vars := c.d.vars
+	vars := &c.d.vars
 	s := c.s
-	c.linkSession, _ = str(vars["session_id"])
+	c.linkSession, _ = str(vars.Get("session_id"))
 	c.followUp = false
 	if s != nil {
-		resumed := vars["resumed"] == true
+		resumed := vars.Get("resumed") == true
 		if s.hasID {
 			c.judgeResume(resumed)
 		}
-		if rs, _ := str(vars["resumed_session"]); s.hasID && resumed && rs == s.id {
+		if rs, _ := str(vars.Get("resumed_session")); s.hasID && resumed && rs == s.id {
 			c.d.count("sessions_resumed", 1)
 			s.pbReceivedMs, s.pbStarted = 0, false
-			st, _ := str(vars["resumed_stage"])
+			st, _ := str(vars.Get("resumed_stage"))
 			if st == "thinking" || st == "speaking" {
 				s.stage = st
 			} else {
@@ -291,7 +291,7 @@ func (c *conversation) linkLost(code int, wasConnected, final bool) {
 // message takes a server message that is not the link's own; false when no step of the conversation took it.
 // message acts on a server message in the conversation; it returns the step it took ("" when none).
 func (c *conversation) message(msg map[string]any) string {
-	if n, isAudio, ok := c.d.dialect.jsonAudio(msg, c.d.vars); isAudio {
+	if n, isAudio, ok := c.d.dialect.jsonAudio(msg, &c.d.vars); isAudio {
 		a := c.d.dialect.Audio.Down
 		c.replyAudio(float64(n)/bytesPerMs(a.Codec, a.SampleRate), n, ok)
 		return "audio"
@@ -300,7 +300,7 @@ func (c *conversation) message(msg map[string]any) string {
 	if s == nil {
 		return ""
 	}
-	dl, vars := c.d.dialect, c.d.vars
+	dl, vars := c.d.dialect, &c.d.vars
 	if !s.hasID {
 		if dl.Recv.Ack != nil && dl.Recv.Ack.Matches(msg, vars) {
 			dl.Capture["ack"].Apply(msg, vars)
@@ -341,7 +341,7 @@ func (c *conversation) message(msg map[string]any) string {
 			return step
 		}
 		dl.Capture["reply_end"].Apply(msg, vars)
-		if end, ok := c.d.env.Rules.number(vars["reply_bytes"]); ok {
+		if end, ok := c.d.env.Rules.number(vars.Get("reply_bytes")); ok {
 			s.replyAnnounced, s.hasAnnounced = math.Max(end, s.replyAnnounced), true
 		}
 		if !s.hasReply {
@@ -357,7 +357,7 @@ func (c *conversation) message(msg map[string]any) string {
 		}
 		dl.Capture["session_end"].Apply(msg, vars)
 		r := "complete"
-		if v, ok := vars["reason"]; ok && v != nil {
+		if v, ok := vars.Lookup("reason"); ok && v != nil {
 			r = text(v)
 		}
 		r = c.d.env.Rules.endReason(r)
@@ -366,7 +366,7 @@ func (c *conversation) message(msg map[string]any) string {
 		step = "error"
 		s.heardAt = now
 		dl.Capture["error"].Apply(msg, vars)
-		c.d.rec(Record{Name: "protocol_errors", Value: 1, ErrorCode: vars["error_code"]})
+		c.d.rec(Record{Name: "protocol_errors", Value: 1, ErrorCode: vars.Get("error_code")})
 	default:
 		return ""
 	}
@@ -383,7 +383,7 @@ func (c *conversation) replyStarts(s *session, now float64) {
 	s.stage = "speaking"
 	s.pbReceivedMs, s.pbStarted = 0, false
 	s.replyAt, s.hasReply, s.replyBytes = now, true, 0
-	s.replyAnnounced, s.hasAnnounced = c.d.env.Rules.number(c.d.vars["reply_bytes"])
+	s.replyAnnounced, s.hasAnnounced = c.d.env.Rules.number(c.d.vars.Get("reply_bytes"))
 	s.replyStalls, s.replyStallMs, s.replyJudged = 0, 0, false
 	c.d.clearTimer("audio")
 	c.d.clearTimer("playback")
@@ -572,8 +572,8 @@ func (c *conversation) sessionOver(reason string) {
 	for _, t := range []string{"audio", "playback", "barge", "stall"} {
 		c.d.clearTimer(t)
 	}
-	delete(c.d.vars, "session_id")
-	delete(c.d.vars, "wake_id")
+	c.d.vars.Delete("session_id")
+	c.d.vars.Delete("wake_id")
 	// After a turn the user ended or heard out, a profile in auto mode listens on; otherwise a per-wake channel closes
 	// with its conversation.
 	listening := s != nil && s.hasID && (reason == "complete" || reason == "barged_in" || reason == "cancelled") &&
@@ -611,7 +611,7 @@ func (c *conversation) listenAgain() bool {
 	}
 	c.followUp = true
 	if c.linkSession != "" {
-		d.vars["session_id"] = c.linkSession
+		d.vars.Set("session_id", c.linkSession)
 	}
 	c.say(d.dialect.Send.Listen)
 	u := c.uplink
@@ -739,8 +739,8 @@ func (c *conversation) sendWake(wakeID string, at float64) {
 	}
 	s := c.newSession(wakeID, at)
 	c.s = s
-	d.vars["wake_id"] = wakeID
-	d.vars["now"] = math.Floor(at)
+	d.vars.Set("wake_id", wakeID)
+	d.vars.Set("now", math.Floor(at))
 	for i := range d.dialect.Send.Wake {
 		c.say(&d.dialect.Send.Wake[i])
 	}
@@ -763,7 +763,7 @@ func (c *conversation) acknowledged(s *session) {
 	now := c.now()
 	c.span("wake_ack_latency", now-s.wakeAt, s.wakeAt, now)
 	c.wakeJudged(s.wakeID, true)
-	id, ok := str(c.d.vars["session_id"])
+	id, ok := str(c.d.vars.Get("session_id"))
 	if !ok {
 		id = s.wakeID
 	}
@@ -772,7 +772,7 @@ func (c *conversation) acknowledged(s *session) {
 
 func (c *conversation) beginTurn(s *session, id string, now float64) {
 	s.id, s.hasID = id, true
-	c.d.vars["session_id"] = id
+	c.d.vars.Set("session_id", id)
 	s.stage = "listening"
 	c.d.count("sessions_started", 1)
 	s.heardAt, s.turnAt = now, now
@@ -803,7 +803,7 @@ func (c *conversation) watchStall(s *session) {
 // (rendered once for this stream with the device's variables).
 func (c *conversation) sender(u *Uplink) func(f []byte) {
 	d := c.d
-	pre, post, isJSON := u.wire(d.vars)
+	pre, post, isJSON := u.wire(&d.vars)
 	if !isJSON {
 		return func(f []byte) { d.ws.SendBinary(f) }
 	}
@@ -843,7 +843,7 @@ func (c *conversation) startAudio() {
 			}
 		case explicit:
 			if eos != nil {
-				d.ws.Send(eos.Render(d.vars))
+				d.ws.Send(eos.Render(&d.vars))
 			}
 			if !s.hasEos {
 				s.eosAt, s.hasEos = now, true

@@ -22,7 +22,7 @@ func talkingRig(t *testing.T, p *Profile, wake WakeSchedule) *rig {
 	r := &rig{clock: newFakeClock(1_000_000), net: &fakeNet{}, sink: &memSink{}}
 	env := &Env{Clock: r.clock, Net: r.net, Sink: r.sink, Token: "tok", Intake: intake, Timing: timing, Rules: rules()}
 	r.d = NewDevice("dev-1", "ws://127.0.0.1:1", p, shippedDialect(t, "wakestorm"), env, "seed", wake, testUplink(),
-		Vars{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
+		map[string]any{"device_id": "dev-1", "profile": p.Name, "protocol_version": 1.0})
 	return r
 }
 
@@ -208,7 +208,7 @@ func xiaozhiRig(t *testing.T, wake WakeSchedule) *rig {
 	}
 	p := talker()
 	p.Connect = "hello"
-	vars := Vars{"mac": "02:00:00:00:00:01", "client_id": "c-1", "wake_word": "hey", "listen_mode": "manual"}
+	vars := map[string]any{"mac": "02:00:00:00:00:01", "client_id": "c-1", "wake_word": "hey", "listen_mode": "manual"}
 	dl := shippedDialect(t, "xiaozhi")
 	// These tests are about the channel; the OTA check before it has its trace (xiaozhi-ota-check).
 	dl.Provision = nil
