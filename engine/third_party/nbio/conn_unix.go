@@ -144,6 +144,9 @@ type Conn struct {
 	dataHandler func(c *Conn, data []byte)
 
 	onConnected func(c *Conn, err error)
+
+	// corked, while the poller handles what it read: writes wait here (wakestorm patch, cork.go).
+	corked *[]byte
 }
 
 // Hash returns a hash code of this connection.
@@ -354,27 +357,20 @@ func (c *Conn) Write(b []byte) (int, error) {
 		return -1, net.ErrClosed
 	}
 
-	n, err := c.write(b)
-	if err != nil &&
-		!errors.Is(err, syscall.EINTR) &&
-		!errors.Is(err, syscall.EAGAIN) {
+	var n int
+	var err error
+	if c.corked != nil {
+		n, err = c.corkWrite(b)
+	} else {
+		n, err = c.write(b)
+	}
+	if err != nil && !isRetry(err) {
 		c.closed = true
 		c.mux.Unlock()
 		_ = c.closeWithErrorWithoutLock(err)
 		return n, err
 	}
-
-	if len(c.writeList) == 0 {
-		// no data left to be written, clear write deadline timer.
-		if c.wTimer != nil {
-			c.wTimer.Stop()
-			c.wTimer = nil
-		}
-	} else {
-		// has data left to be written, set writing event.
-		c.modWrite()
-	}
-
+	c.afterWrite()
 	c.mux.Unlock()
 	return n, err
 }
@@ -395,31 +391,25 @@ func (c *Conn) Writev(in [][]byte) (int, error) {
 
 	var n int
 	var err error
-	switch len(in) {
-	case 1:
+	switch {
+	case c.corked != nil:
+		for _, b := range in {
+			var k int
+			k, err = c.corkWrite(b)
+			n += k
+		}
+	case len(in) == 1:
 		n, err = c.write(in[0])
 	default:
 		n, err = c.writev(in)
 	}
-	if err != nil &&
-		!errors.Is(err, syscall.EINTR) &&
-		!errors.Is(err, syscall.EAGAIN) {
+	if err != nil && !isRetry(err) {
 		c.closed = true
 		c.mux.Unlock()
 		_ = c.closeWithErrorWithoutLock(err)
 		return n, err
 	}
-	if len(c.writeList) == 0 {
-		// no data left to be written, clear write deadline timer.
-		if c.wTimer != nil {
-			c.wTimer.Stop()
-			c.wTimer = nil
-		}
-	} else {
-		// has data left to be written, set writing event.
-		c.modWrite()
-	}
-
+	c.afterWrite()
 	c.mux.Unlock()
 	return n, err
 }
@@ -981,6 +971,8 @@ func (c *Conn) overflow(n int) bool {
 func (c *Conn) closeWithError(err error) error {
 	c.mux.Lock()
 	if !c.closed {
+		// What a handler wrote before it closed (a close frame) goes out first.
+		c.flushCork()
 		c.closed = true
 
 		if c.wTimer != nil {

@@ -67,6 +67,8 @@ type poller struct {
 	unixSockAddr string
 
 	ReadBuffer []byte // default reading buffer
+
+	corkBuf []byte // what the conn being handled writes meanwhile (wakestorm patch, cork.go)
 }
 
 // add the connection to poller and handle its io events.
@@ -286,7 +288,9 @@ func (p *poller) readWriteLoop() {
 									rc, n, err := c.ReadAndGetConn(pbuf)
 									if n > 0 {
 										*pbuf = (*pbuf)[:n]
+										rc.cork(&p.corkBuf)
 										g.onDataPtr(rc, pbuf)
+										rc.uncork()
 									}
 									g.payback(c, pbuf)
 									if errors.Is(err, syscall.EINTR) {
