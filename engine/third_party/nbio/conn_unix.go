@@ -395,7 +395,10 @@ func (c *Conn) Writev(in [][]byte) (int, error) {
 	case c.corked != nil:
 		for _, b := range in {
 			var k int
-			k, err = c.corkWrite(b)
+			if k, err = c.corkWrite(b); err != nil {
+				n = k
+				break
+			}
 			n += k
 		}
 	case len(in) == 1:
