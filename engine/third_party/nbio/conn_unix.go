@@ -364,15 +364,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	} else {
 		n, err = c.write(b)
 	}
-	if err != nil && !isRetry(err) {
-		c.closed = true
-		c.mux.Unlock()
-		_ = c.closeWithErrorWithoutLock(err)
-		return n, err
-	}
-	c.afterWrite()
-	c.mux.Unlock()
-	return n, err
+	return c.endWrite(n, err)
 }
 
 // Writev does similar things as Write, but with [][]byte input arg.
@@ -406,15 +398,7 @@ func (c *Conn) Writev(in [][]byte) (int, error) {
 	default:
 		n, err = c.writev(in)
 	}
-	if err != nil && !isRetry(err) {
-		c.closed = true
-		c.mux.Unlock()
-		_ = c.closeWithErrorWithoutLock(err)
-		return n, err
-	}
-	c.afterWrite()
-	c.mux.Unlock()
-	return n, err
+	return c.endWrite(n, err)
 }
 
 // write to TCP/Unix socket.

@@ -41,16 +41,9 @@ func (c *Conn) uncork() {
 		c.mux.Unlock()
 		return
 	}
-	_, err := c.write(*buf)
+	n, err := c.write(*buf)
 	*buf = (*buf)[:0]
-	if err != nil && !isRetry(err) {
-		c.closed = true
-		c.mux.Unlock()
-		_ = c.closeWithErrorWithoutLock(err)
-		return
-	}
-	c.afterWrite()
-	c.mux.Unlock()
+	_, _ = c.endWrite(n, err)
 }
 
 // corkWrite holds b, within the conn's write buffer bound. c.mux is held.
@@ -84,10 +77,17 @@ func isRetry(err error) bool {
 	return errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN)
 }
 
-// afterWrite arms or clears the writing event for what a write left. c.mux is held.
+// endWrite ends a write made under c.mux, and unlocks it: an error other than a retry closes the conn; otherwise the
+// writing event is armed for what is left, or the write deadline cleared when nothing is (Write, Writev, uncork).
 //
 //go:norace
-func (c *Conn) afterWrite() {
+func (c *Conn) endWrite(n int, err error) (int, error) {
+	if err != nil && !isRetry(err) {
+		c.closed = true
+		c.mux.Unlock()
+		_ = c.closeWithErrorWithoutLock(err)
+		return n, err
+	}
 	if len(c.writeList) == 0 {
 		// no data left to be written, clear write deadline timer.
 		if c.wTimer != nil {
@@ -98,4 +98,6 @@ func (c *Conn) afterWrite() {
 		// has data left to be written, set writing event.
 		c.modWrite()
 	}
+	c.mux.Unlock()
+	return n, err
 }
